@@ -1,0 +1,32 @@
+# `make demo` and `make test` set up everything they need (venv cached under ~/.cache/tx2_infer).
+SHELL := /bin/bash
+CACHE ?= $(HOME)/.cache/tx2_infer
+VENV ?= $(CACHE)/venv
+PY := $(VENV)/bin/python
+REQ_HASH := $(shell cat requirements.txt setup.py setup.cfg | sha256sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(REQ_HASH)
+
+.PHONY: venv test test-core demo bench clean-venv
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt setup.py setup.cfg
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	rm -f $(VENV)/.installed-*; touch $(STAMP)
+
+test: venv
+	$(PY) -m pytest test -ra
+
+test-core: venv
+	$(PY) -m pytest test/core -ra
+
+demo: venv
+	$(PY) -m tx2_infer_core.cli demo
+
+bench: venv
+	$(PY) bench/bench_cpu.py
+
+clean-venv:
+	rm -rf $(VENV)

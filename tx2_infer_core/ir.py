@@ -1,0 +1,128 @@
+"""A small graph IR: values with shape, dtype and layout; nodes with attributes; weights.
+
+The IR is deliberately plain data. Passes rewrite it, the planner reads it, backends run it.
+Layout and dtype are properties of values (a GPU backend may choose NHWC and float16), never
+assumptions baked into ops.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Value:
+    """A tensor flowing between nodes. ``layout`` is 'NCHW', 'NHWC' or '' (not an image)."""
+
+    name: str
+    shape: tuple
+    dtype: str = 'float32'
+    layout: str = ''
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+
+
+@dataclass
+class Node:
+    """One operator. ``inputs`` use '' for an omitted optional input (as ONNX does)."""
+
+    op: str
+    name: str
+    inputs: list
+    outputs: list
+    attrs: dict = field(default_factory=dict)
+
+    def __repr__(self):
+        return f'{self.op}({self.name}: {self.inputs} -> {self.outputs})'
+
+
+@dataclass
+class Graph:
+    """A topologically ordered list of nodes over named values.
+
+    ``weights`` holds constant tensors (initializers); a name in ``weights`` is never produced
+    by a node. ``values`` has an entry for every activation, graph input and graph output.
+    ``meta`` carries model facts the engine does not interpret (detector head, labels, source).
+    """
+
+    nodes: list
+    inputs: list
+    outputs: list
+    values: dict
+    weights: dict
+    name: str = 'graph'
+    meta: dict = field(default_factory=dict)
+
+    def copy(self) -> 'Graph':
+        """A deep copy of the structure; weight arrays are shared (passes replace, never mutate)."""
+        return Graph(
+            nodes=[dataclasses.replace(n, inputs=list(n.inputs), outputs=list(n.outputs),
+                                       attrs=dict(n.attrs)) for n in self.nodes],
+            inputs=list(self.inputs), outputs=list(self.outputs),
+            values={k: dataclasses.replace(v) for k, v in self.values.items()},
+            weights=dict(self.weights), name=self.name, meta=dict(self.meta))
+
+    def producers(self) -> dict:
+        """Map value name -> node producing it."""
+        return {out: node for node in self.nodes for out in node.outputs if out}
+
+    def consumers(self) -> dict:
+        """Map value name -> list of nodes reading it (graph outputs are not nodes)."""
+        result = {}
+        for node in self.nodes:
+            for name in node.inputs:
+                if name:
+                    result.setdefault(name, []).append(node)
+        return result
+
+    def is_constant(self, name: str) -> bool:
+        return name in self.weights
+
+    def activations(self) -> list:
+        """Names of non-constant values, graph inputs first, in execution order."""
+        seen = dict.fromkeys(self.inputs)
+        for node in self.nodes:
+            for out in node.outputs:
+                if out:
+                    seen.setdefault(out)
+        return list(seen)
+
+    def toposort(self) -> None:
+        """Reorder nodes so every node follows its producers (stable for ordered graphs)."""
+        ready = set(self.inputs) | set(self.weights) | {''}
+        pending, ordered = list(self.nodes), []
+        while pending:
+            progress = [n for n in pending if all(i in ready for i in n.inputs)]
+            if not progress:
+                missing = {i for n in pending for i in n.inputs if i not in ready}
+                raise ValueError(f'graph has a cycle or undefined values: {sorted(missing)[:5]}')
+            for node in progress:
+                ordered.append(node)
+                ready.update(node.outputs)
+            pending = [n for n in pending if n not in progress]
+        self.nodes = ordered
+
+    def prune(self) -> int:
+        """Remove nodes whose outputs nobody reads; drop unused weights. Returns nodes removed."""
+        needed, kept = set(self.outputs), []
+        for node in reversed(self.nodes):
+            if any(o in needed for o in node.outputs):
+                kept.append(node)
+                needed.update(i for i in node.inputs if i)
+        removed = len(self.nodes) - len(kept)
+        self.nodes = kept[::-1]
+        self.weights = {k: v for k, v in self.weights.items() if k in needed}
+        live = needed | set(self.inputs) | {o for n in self.nodes for o in n.outputs}
+        self.values = {k: v for k, v in self.values.items() if k in live}
+        return removed
+
+    def summary(self) -> dict:
+        """Counts of node types, for logs and `tx2-infer inspect`."""
+        counts = {}
+        for node in self.nodes:
+            counts[node.op] = counts.get(node.op, 0) + 1
+        return counts
