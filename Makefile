@@ -8,6 +8,10 @@ STAMP := $(VENV)/.installed-$(REQ_HASH)
 
 .PHONY: venv test test-core demo bench clean-venv
 
+# Extra setup steps owned by parts of the project (ROS messages, CUDA); each appends to TEST_DEPS.
+TEST_DEPS :=
+-include mk/*.mk
+
 venv: $(STAMP)
 
 $(STAMP): requirements.txt setup.py setup.cfg
@@ -16,7 +20,7 @@ $(STAMP): requirements.txt setup.py setup.cfg
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	rm -f $(VENV)/.installed-*; touch $(STAMP)
 
-test: venv
+test: venv $(TEST_DEPS)
 	$(PY) -m pytest test -ra
 
 test-core: venv
