@@ -1,0 +1,170 @@
+"""ONNX model -> IR graph, with static shapes fixed from a given input shape.
+
+Safe loading: a truncated or malformed file, an unsupported opset or domain, and external data
+that is missing or points outside the model's folder each raise a clear ``ModelFormatError``.
+"""
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from tx2_infer_core.errors import ModelFormatError, UnsupportedOpError
+from tx2_infer_core.ir import Graph, Node, Value
+from tx2_infer_core.reference import infer_shapes
+
+log = logging.getLogger('tx2_infer.onnx')
+
+OPSET_RANGE = (11, 21)
+
+
+def _attr_value(attr):
+    value = helper.get_attribute_value(attr)
+    if isinstance(value, bytes):
+        return value.decode('utf-8')
+    if isinstance(value, onnx.TensorProto):
+        return numpy_helper.to_array(value)
+    if isinstance(value, list) and value and isinstance(value[0], bytes):
+        return [v.decode('utf-8') for v in value]
+    if isinstance(value, onnx.GraphProto) or (isinstance(value, list) and value
+                                                and isinstance(value[0], onnx.GraphProto)):
+        raise UnsupportedOpError('subgraph attribute', attr.name, [],
+                                 'control flow (If/Loop/Scan) is not supported')
+    return value
+
+
+def node_from_proto(proto, index=0) -> Node:
+    """One ONNX NodeProto as an IR Node (attributes as plain Python / numpy values)."""
+    name = proto.name or f'{proto.op_type}_{index}'
+    op = proto.op_type if proto.domain in ('', 'ai.onnx') else f'{proto.domain}::{proto.op_type}'
+    attrs = {a.name: _attr_value(a) for a in proto.attribute}
+    return Node(op=op, name=name, inputs=list(proto.input), outputs=list(proto.output),
+                attrs=attrs)
+
+
+def _constant_value(node) -> np.ndarray:
+    key, val = next(iter(node.attrs.items()))
+    dtypes = {'value_float': np.float32, 'value_floats': np.float32,
+              'value_int': np.int64, 'value_ints': np.int64}
+    return np.asarray(val, dtype=dtypes.get(key))
+
+
+def _read_model(path) -> onnx.ModelProto:
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFormatError(f'model file not found: {path}')
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises DecodeError and friends
+        raise ModelFormatError(
+            f'{path} is not a valid ONNX model (truncated or malformed): {exc}') from exc
+
+
+def _external_array(tensor, model_dir: Path) -> np.ndarray:
+    info = {e.key: e.value for e in tensor.external_data}
+    location = info.get('location', '')
+    target = (model_dir / location).resolve()
+    if os.path.isabs(location) or model_dir.resolve() not in target.parents:
+        raise ModelFormatError(
+            f"initializer '{tensor.name}': external data path '{location}' escapes the model "
+            f'folder {model_dir}')
+    if not target.is_file():
+        raise ModelFormatError(
+            f"initializer '{tensor.name}': external data file '{location}' not found")
+    offset, length = int(info.get('offset', 0)), info.get('length')
+    with open(target, 'rb') as f:
+        f.seek(offset)
+        raw = f.read(int(length) if length is not None else -1)
+    dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
+    count = int(np.prod(tensor.dims, dtype=np.int64))
+    if len(raw) != count * dtype.itemsize:
+        raise ModelFormatError(
+            f"initializer '{tensor.name}': external data holds {len(raw)} bytes, "
+            f'expected {count * dtype.itemsize}')
+    return np.frombuffer(raw, dtype=dtype).reshape(tuple(tensor.dims)).copy()
+
+
+def _initializer(tensor, model_dir) -> np.ndarray:
+    if tensor.data_location == onnx.TensorProto.EXTERNAL:
+        return _external_array(tensor, model_dir)
+    try:
+        return numpy_helper.to_array(tensor)
+    except Exception as exc:
+        raise ModelFormatError(f"initializer '{tensor.name}' is malformed: {exc}") from exc
+
+
+def _check_opset(model, source):
+    for entry in model.opset_import:
+        if entry.domain in ('', 'ai.onnx'):
+            low, high = OPSET_RANGE
+            if not low <= entry.version <= high:
+                raise ModelFormatError(
+                    f'{source}: ONNX opset {entry.version} is outside the supported range '
+                    f'{low}..{high}')
+
+
+def _input_value(proto, input_shape, source) -> Value:
+    ttype = proto.type.tensor_type
+    dims = [d.dim_value if d.HasField('dim_value') else (d.dim_param or '?')
+            for d in ttype.shape.dim]
+    if input_shape is not None:
+        input_shape = tuple(int(d) for d in input_shape)
+        if len(input_shape) != len(dims):
+            raise ModelFormatError(
+                f"{source}: input '{proto.name}' has rank {len(dims)}, "
+                f'but input shape {input_shape} was given')
+        for got, want in zip(input_shape, dims):
+            if isinstance(want, int) and want > 0 and got != want:
+                raise ModelFormatError(
+                    f"{source}: input '{proto.name}' has fixed shape {dims}; "
+                    f'cannot build it for {input_shape}')
+        shape = input_shape
+    else:
+        shape = tuple(d if isinstance(d, int) and d > 0 else None for d in dims)
+        if shape and shape[0] is None:
+            shape = (1,) + shape[1:]            # dynamic batch: build for batch 1
+        if None in shape:
+            raise ModelFormatError(
+                f"{source}: input '{proto.name}' has dynamic dims {dims}; "
+                'give an input shape (e.g. --input-shape 1x3x640x640)')
+    dtype = helper.tensor_dtype_to_np_dtype(ttype.elem_type).name
+    layout = 'NHWC' if len(shape) == 4 and shape[-1] in (1, 3, 4) else (
+        'NCHW' if len(shape) == 4 else '')
+    return Value(proto.name, tuple(shape), dtype, layout)
+
+
+def graph_from_model(model, input_shape=None, source='model', model_dir='.') -> Graph:
+    """Build the IR from an in-memory ModelProto (``input_shape`` fixes the first input)."""
+    _check_opset(model, source)
+    g = model.graph
+    weights = {t.name: _initializer(t, Path(model_dir)) for t in g.initializer}
+    inputs = [i for i in g.input if i.name not in weights]
+    if not inputs:
+        raise ModelFormatError(f'{source}: the model has no runtime input')
+    values = {}
+    for k, proto in enumerate(inputs):
+        values[proto.name] = _input_value(proto, input_shape if k == 0 else None, source)
+    nodes = []
+    for index, proto in enumerate(g.node):
+        node = node_from_proto(proto, index)
+        if node.op == 'Constant' and len(node.outputs) == 1:
+            weights[node.outputs[0]] = _constant_value(node)
+            continue
+        nodes.append(node)
+    graph = Graph(nodes=nodes, inputs=[i.name for i in inputs],
+                  outputs=[o.name for o in g.output], values=values, weights=weights,
+                  name=g.name or Path(source).stem, meta={'source': 'onnx'})
+    graph.toposort()
+    infer_shapes(graph)
+    return graph
+
+
+def load_onnx(path, input_shape=None) -> Graph:
+    """Import an ONNX file; ``input_shape`` (tuple) fixes dynamic dims of the first input."""
+    model = _read_model(path)
+    graph = graph_from_model(model, input_shape, source=str(path),
+                             model_dir=Path(path).resolve().parent)
+    log.info('imported %s: %d nodes, %d weights', path, len(graph.nodes), len(graph.weights))
+    return graph
