@@ -1,0 +1,204 @@
+"""Build once, run many: model file -> optimised graph + memory plan -> backend.
+
+    engine = Engine.build('yolov3-tiny.cfg')          # import, fold, fuse, plan, allocate
+    engine.save('yolov3-tiny.tx2plan')                # a robot boots from this, no rebuild
+    engine = Engine.load('yolov3-tiny.tx2plan')
+    outputs = engine.run({'images': x})
+"""
+import hashlib
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tx2_infer_core import plan_file
+from tx2_infer_core.errors import InputError, Tx2InferError
+
+log = logging.getLogger('tx2_infer.engine')
+
+PRECISIONS = ('fp32', 'fp16', 'int8')
+BACKENDS = ('auto', 'cpu', 'cuda')
+
+
+def import_model(model_path, input_shape=None, weights_path=None):
+    """Any supported model file (.onnx, Darknet .cfg) -> IR graph with static shapes."""
+    path = Path(model_path)
+    if path.suffix == '.onnx':
+        from tx2_infer_core.onnx_import import load_onnx
+        return load_onnx(path, input_shape)
+    if path.suffix == '.cfg':
+        from tx2_infer_core.darknet import load_darknet
+        weights = Path(weights_path) if weights_path else path.with_suffix('.weights')
+        names = path.with_name('coco.names')
+        return load_darknet(path, weights, input_shape,
+                            names_path=names if names.is_file() else None)
+    raise Tx2InferError(f"unknown model type '{path.suffix}' for {path}: "
+                        'expected .onnx, a Darknet .cfg (with .weights) or a .tx2plan')
+
+
+def file_digest(*paths) -> str:
+    """sha256 over the bytes of the given files (the model part of a plan's cache key)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, 'rb') as f:
+            for chunk in iter(lambda: f.read(1 << 20), b''):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def cache_key(model_digest, input_shape, precision, target) -> str:
+    """Key of a built plan: model hash, input shape, precision and target (backend + arch)."""
+    text = f'{model_digest}|{tuple(input_shape)}|{precision}|{target}'
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _default_meta(graph):
+    """Fill detector head and input format defaults from the graph's outputs and input."""
+    from tx2_infer_core import detect
+    meta = graph.meta
+    if 'head' not in meta:
+        shapes = {name: graph.values[name].shape for name in graph.outputs}
+        meta['head'] = detect.head_from_outputs(shapes)
+    if 'input_format' not in meta:
+        layout = graph.values[graph.inputs[0]].layout or 'NCHW'
+        meta['input_format'] = {'layout': layout}
+    return meta
+
+
+def cuda_available() -> bool:
+    """True when pycuda imports and a CUDA device answers (no context is kept)."""
+    try:
+        from tx2_infer_core import cuda
+    except ImportError:
+        return False
+    return cuda.available()
+
+
+def _make_backend(name, precision):
+    if name == 'auto':
+        name = 'cuda' if cuda_available() else 'cpu'
+    if name == 'cpu':
+        if precision != 'fp32':
+            raise Tx2InferError(f"precision '{precision}' needs the cuda backend; "
+                                "the cpu backend runs fp32")
+        from tx2_infer_core.backends.numpy_backend import NumpyBackend
+        return NumpyBackend()
+    if name == 'cuda':
+        from tx2_infer_core.backends.cuda_backend import CudaBackend
+        return CudaBackend(precision=precision)
+    raise Tx2InferError(f"unknown backend '{name}'; choose one of {', '.join(BACKENDS)}")
+
+
+class Engine:
+    """An optimised graph, its memory plan and a prepared backend."""
+
+    def __init__(self, graph, memory_plan, options, backend='cpu'):
+        from tx2_infer_core.planner import MemoryPlan
+        self.graph = graph
+        self.memory_plan = (memory_plan if isinstance(memory_plan, MemoryPlan)
+                            else MemoryPlan.from_dict(memory_plan))
+        self.options = options
+        self.backend = _make_backend(backend, options.get('precision', 'fp32'))
+        self.backend.prepare(graph, self.memory_plan)
+
+    @classmethod
+    def build(cls, model_path, input_shape=None, precision='fp32', backend='cpu',
+              weights_path=None, optimize=True):
+        """Import, optimise and plan a model; then prepare ``backend`` for it."""
+        if str(model_path).endswith('.tx2plan'):
+            return cls.load(model_path, backend)
+        if precision not in PRECISIONS:
+            raise Tx2InferError(f"unknown precision '{precision}'; choose one of "
+                                f"{', '.join(PRECISIONS)}")
+        from tx2_infer_core.passes import optimize as run_passes
+        from tx2_infer_core.planner import plan_memory
+        start = time.perf_counter()
+        graph = import_model(model_path, input_shape, weights_path)
+        _default_meta(graph)
+        report = {}
+        if optimize:
+            graph, report = run_passes(graph)
+        memory_plan = plan_memory(graph)
+        in_shape = graph.values[graph.inputs[0]].shape
+        sources = [model_path] + ([weights_path or Path(model_path).with_suffix('.weights')]
+                                  if str(model_path).endswith('.cfg') else [])
+        options = {'precision': precision, 'backend': backend, 'model': str(model_path),
+                   'input_shape': list(in_shape), 'passes': report,
+                   'key': cache_key(file_digest(*sources), in_shape, precision, backend)}
+        log.info('built %s in %.2f s: %d nodes, %s', model_path, time.perf_counter() - start,
+                 len(graph.nodes), memory_plan.report())
+        return cls(graph, memory_plan, options, backend)
+
+    @classmethod
+    def build_cached(cls, model_path, input_shape=None, precision='fp32', backend='cpu',
+                     weights_path=None, cache_dir=None):
+        """Load the cached plan for this model/shape/precision/target, building it once."""
+        from tx2_infer_core.assets import cache_dir as default_cache
+        sources = [model_path] + ([weights_path or Path(model_path).with_suffix('.weights')]
+                                  if str(model_path).endswith('.cfg') else [])
+        target = 'cuda' if backend == 'auto' and cuda_available() else backend
+        key = cache_key(file_digest(*sources), input_shape or (), precision, target)
+        folder = Path(cache_dir or default_cache() / 'plans')
+        path = folder / f'{Path(model_path).stem}-{key}.tx2plan'
+        if path.is_file():
+            log.info('loading cached plan %s', path)
+            return cls.load(path, target)
+        engine = cls.build(model_path, input_shape, precision, target, weights_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        engine.save(path)
+        log.info('cached plan %s', path)
+        return engine
+
+    @classmethod
+    def load(cls, plan_path, backend='cpu'):
+        """Load a saved plan without rebuilding."""
+        graph, memory_plan, options = plan_file.load_plan(plan_path)
+        return cls(graph, memory_plan, options, backend)
+
+    def save(self, plan_path) -> None:
+        """Write this engine's plan to ``plan_path`` (.tx2plan)."""
+        plan_file.save_plan(plan_path, self.graph, self.memory_plan.to_dict(), self.options)
+
+    @property
+    def input_specs(self):
+        return [self.graph.values[n] for n in self.graph.inputs]
+
+    @property
+    def output_specs(self):
+        return [self.graph.values[n] for n in self.graph.outputs]
+
+    @property
+    def meta(self) -> dict:
+        return self.graph.meta
+
+    def _check_feeds(self, feeds) -> dict:
+        if isinstance(feeds, np.ndarray):
+            feeds = {self.graph.inputs[0]: feeds}
+        missing = [n for n in self.graph.inputs if n not in feeds]
+        extra = [n for n in feeds if n not in self.graph.inputs]
+        if missing or extra:
+            raise InputError(f'inputs {sorted(feeds)} do not match the engine inputs '
+                             f'{self.graph.inputs} (missing {missing}, unknown {extra})')
+        for spec in self.input_specs:
+            array = np.asarray(feeds[spec.name])
+            if tuple(array.shape) != tuple(spec.shape):
+                raise InputError(f"input '{spec.name}' has shape {tuple(array.shape)}, "
+                                 f'the engine was built for {tuple(spec.shape)}')
+            if array.dtype != np.dtype(spec.dtype):
+                raise InputError(f"input '{spec.name}' has dtype {array.dtype}, "
+                                 f'the engine expects {spec.dtype}')
+        return feeds
+
+    def run(self, feeds) -> dict:
+        """One inference. ``feeds``: {input name: array} or the array of the single input."""
+        return self.backend.run(self._check_feeds(feeds))
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
