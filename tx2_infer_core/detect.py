@@ -1,0 +1,214 @@
+"""Detection pre- and post-processing shared by the CLI and the ROS node (numpy + OpenCV).
+
+``preprocess`` turns a BGR photo into the network's input tensor and a ``Letterbox`` that maps
+network-input pixels back to the photo; ``decode`` (see ``heads.py``) turns raw outputs into
+boxes; ``detect_image`` does both around ``engine.run``.
+
+``input_format`` (``graph.meta['input_format']``), missing keys take the YOLO defaults:
+
+- ``color``: 'RGB' or 'BGR', the channel order of the tensor (photos come in BGR).
+- ``layout``: 'NCHW' or 'NHWC'.
+- ``mean``: None or a per-channel list in the tensor's channel order, subtracted from the
+  0..255 pixel values BEFORE scaling: ``x = (pixel - mean) * scale``.
+- ``scale``: multiplier (1/255 for YOLO, 1 for Caffe-style classifiers).
+- ``resize``: 'letterbox' (keep aspect, pad) or 'stretch' (resize to the input size).
+- ``pad_value``: grey level of the letterbox border.
+
+open_nsfw (224x224 NHWC, BGR minus [104, 117, 123], no scaling) is
+``{'color': 'BGR', 'layout': 'NHWC', 'mean': [104, 117, 123], 'scale': 1.0,
+'resize': 'stretch'}``.
+"""
+from dataclasses import dataclass
+from typing import Optional
+
+import cv2
+import numpy as np
+
+from .errors import InputError
+from .heads import decode, head_from_outputs  # noqa: F401  (part of this module's API)
+from .nms import nms  # noqa: F401  (part of this module's API)
+
+DEFAULT_INPUT_FORMAT = {'color': 'RGB', 'layout': 'NCHW', 'scale': 1 / 255, 'mean': None,
+                        'resize': 'letterbox', 'pad_value': 114}
+
+
+@dataclass
+class Detection:
+    """One detected object; the box is in ORIGINAL image pixels."""
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    score: float
+    class_id: int
+    label: str = ''
+
+
+@dataclass
+class Letterbox:
+    """Maps network-input pixels back to original pixels: ``x = (x_in - pad_x) / scale``.
+
+    ``scale_y`` is the vertical scale when it differs from ``scale`` (stretch resize);
+    None means the same as ``scale``.
+    """
+
+    scale: float
+    pad_x: float
+    pad_y: float
+    src_w: int
+    src_h: int
+    dst_w: int
+    dst_h: int
+    scale_y: Optional[float] = None
+
+
+def _check_image(image):
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+        shape = getattr(image, 'shape', type(image).__name__)
+        raise InputError(f'expected an HxWx3 image, got {shape}')
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise InputError(f'the image is empty ({image.shape})')
+
+
+def letterbox(image, size, pad_value=114):
+    """Resize keeping the aspect ratio and pad centred to ``size`` = (w, h).
+
+    Returns (HxWx3 uint8 image of the new size, Letterbox).
+    """
+    _check_image(image)
+    dst_w, dst_h = int(size[0]), int(size[1])
+    src_h, src_w = image.shape[:2]
+    scale = min(dst_w / src_w, dst_h / src_h)
+    new_w, new_h = max(1, round(src_w * scale)), max(1, round(src_h * scale))
+    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    left, top = (dst_w - new_w) // 2, (dst_h - new_h) // 2
+    out = np.full((dst_h, dst_w, 3), pad_value, dtype=np.uint8)
+    out[top:top + new_h, left:left + new_w] = resized
+    return out, Letterbox(scale, float(left), float(top), src_w, src_h, dst_w, dst_h)
+
+
+def stretch(image, size):
+    """Resize to ``size`` = (w, h) ignoring the aspect ratio. Returns (image, Letterbox)."""
+    _check_image(image)
+    dst_w, dst_h = int(size[0]), int(size[1])
+    src_h, src_w = image.shape[:2]
+    resized = cv2.resize(image, (dst_w, dst_h), interpolation=cv2.INTER_LINEAR)
+    return resized, Letterbox(dst_w / src_w, 0.0, 0.0, src_w, src_h, dst_w, dst_h,
+                              scale_y=dst_h / src_h)
+
+
+def unletterbox_boxes(boxes_xyxy, lb):
+    """Nx4 xyxy boxes in network-input pixels -> original pixels, clipped to the image."""
+    boxes = np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4).copy()
+    scale_y = lb.scale_y if lb.scale_y is not None else lb.scale
+    boxes[:, [0, 2]] = (boxes[:, [0, 2]] - lb.pad_x) / lb.scale
+    boxes[:, [1, 3]] = (boxes[:, [1, 3]] - lb.pad_y) / scale_y
+    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, lb.src_w)
+    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, lb.src_h)
+    return boxes
+
+
+def resolve_input_format(input_format=None, input_shape=None):
+    """``input_format`` with defaults filled in; a missing layout is guessed from the shape."""
+    fmt = dict(DEFAULT_INPUT_FORMAT)
+    fmt.update({k: v for k, v in (input_format or {}).items() if v is not None or k == 'mean'})
+    if 'layout' not in (input_format or {}) and input_shape is not None:
+        shape = tuple(input_shape)
+        if len(shape) == 4 and shape[3] == 3 and shape[1] != 3:
+            fmt['layout'] = 'NHWC'
+    for key, allowed in (('color', ('RGB', 'BGR')), ('layout', ('NCHW', 'NHWC')),
+                         ('resize', ('letterbox', 'stretch'))):
+        if fmt[key] not in allowed:
+            raise InputError(f"input_format['{key}'] is {fmt[key]!r}; expected one of {allowed}")
+    return fmt
+
+
+def preprocess(image_bgr, input_shape, input_format=None):
+    """BGR photo -> (float32 tensor shaped ``input_shape``, Letterbox). See the module doc."""
+    fmt = resolve_input_format(input_format, input_shape)
+    shape = tuple(int(d) for d in input_shape)
+    if len(shape) != 4:
+        raise InputError(f'image input must be 4-D, got shape {shape}')
+    batch, channels, height, width = (shape if fmt['layout'] == 'NCHW'
+                                      else (shape[0], shape[3], shape[1], shape[2]))
+    if batch != 1 or channels != 3:
+        raise InputError(f"image input {shape} ({fmt['layout']}) must have batch 1 and 3 "
+                         'channels')
+    if fmt['resize'] == 'letterbox':
+        image, lb = letterbox(image_bgr, (width, height), fmt['pad_value'])
+    else:
+        image, lb = stretch(image_bgr, (width, height))
+    if fmt['color'] == 'RGB':
+        image = image[..., ::-1]
+    tensor = image.astype(np.float32)
+    if fmt['mean'] is not None:
+        tensor -= np.asarray(fmt['mean'], dtype=np.float32)
+    tensor *= np.float32(fmt['scale'])
+    if fmt['layout'] == 'NCHW':
+        tensor = tensor.transpose(2, 0, 1)
+    return np.ascontiguousarray(tensor[None]), lb
+
+
+def label_for(class_id, labels):
+    """Class name from ``labels``, or the id as text when there is no name for it."""
+    if labels and 0 <= class_id < len(labels):
+        return labels[class_id]
+    return str(class_id)
+
+
+def detect_image(engine, image_bgr, conf_threshold=0.25, iou_threshold=0.45,
+                 max_detections=100, classes=None, labels=None):
+    """Run ``engine`` on one BGR photo: preprocess, ``engine.run``, decode -> [Detection].
+
+    The head, labels and input format come from ``engine.meta`` (the head is guessed from
+    the output shapes when absent); ``labels`` overrides the model's. A classifier's
+    detections span the whole image.
+    """
+    meta = engine.meta or {}
+    spec = engine.input_specs[0]
+    head = meta.get('head') or head_from_outputs(
+        {v.name: v.shape for v in engine.output_specs})
+    tensor, lb = preprocess(image_bgr, spec.shape, meta.get('input_format'))
+    outputs = engine.run({spec.name: tensor.astype(spec.dtype, copy=False)})
+    boxes, scores, class_ids = decode(outputs, head, conf_threshold, iou_threshold,
+                                      max_detections, classes)
+    if head.get('type') == 'classifier':
+        boxes = np.tile(np.float32([0, 0, lb.src_w, lb.src_h]), (len(scores), 1))
+    else:
+        boxes = unletterbox_boxes(boxes, lb)
+    labels = labels if labels is not None else meta.get('labels')
+    return [Detection(float(b[0]), float(b[1]), float(b[2]), float(b[3]), float(s), int(c),
+                      label_for(int(c), labels))
+            for b, s, c in zip(boxes, scores, class_ids)]
+
+
+def class_color(class_id):
+    """A stable BGR colour for a class id."""
+    hue = (int(class_id) * 47) % 180
+    hsv = np.uint8([[[hue, 220, 255]]])
+    return tuple(int(v) for v in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0])
+
+
+def draw_detections(image_bgr, detections):
+    """A copy of the image with each detection's box, label and score drawn."""
+    out = image_bgr.copy()
+    thickness = max(1, round(min(out.shape[:2]) / 300))
+    for det in detections:
+        color = class_color(det.class_id)
+        p1 = (int(round(det.x1)), int(round(det.y1)))
+        p2 = (int(round(det.x2)) - 1, int(round(det.y2)) - 1)
+        cv2.rectangle(out, p1, p2, color, thickness)
+        text = f'{det.label or det.class_id} {det.score:.2f}'
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+        top = max(p1[1], th + base)
+        cv2.rectangle(out, (p1[0], top - th - base), (p1[0] + tw, top), color, -1)
+        cv2.putText(out, text, (p1[0], top - base), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
+                    (0, 0, 0), 1, cv2.LINE_AA)
+    return out
+
+
+def load_labels(path):
+    """Class names, one per line (blank lines skipped), e.g. Darknet's coco.names."""
+    with open(path, encoding='utf-8') as f:
+        return [line.strip() for line in f if line.strip()]
