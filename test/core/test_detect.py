@@ -3,7 +3,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tx2_infer_core import assets, detect
+from tx2_infer_core import assets, detect, heads
 from tx2_infer_core.errors import ModelFormatError, InputError
 from tx2_infer_core.ir import Value
 
@@ -172,3 +172,140 @@ def test_nms_empty_and_mismatched():
     assert detect.nms(np.zeros((0, 4)), [], [], 0.5).tolist() == []
     with pytest.raises(ValueError, match='same length'):
         detect.nms(np.zeros((2, 4)), [1.0], [0, 0], 0.5)
+
+
+# --- YOLOv8 decode ---------------------------------------------------------------------------
+
+def _straightforward_yolov8(output, conf, iou):
+    """Per anchor: best class, threshold, corners; then OpenCV's class-aware NMS."""
+    boxes, scores, ids = [], [], []
+    for column in output[0].T:
+        cls = int(np.argmax(column[4:]))
+        if column[4 + cls] >= conf:
+            cx, cy, w, h = column[:4]
+            boxes.append([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+            scores.append(float(column[4 + cls]))
+            ids.append(cls)
+    xywh = [[float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])] for b in boxes]
+    kept = np.asarray(cv2.dnn.NMSBoxesBatched(xywh, scores, ids, conf, iou), int).reshape(-1)
+    kept = kept[np.argsort([-scores[k] for k in kept], kind='stable')]
+    return np.float32(boxes)[kept], np.float32(scores)[kept], np.int64(ids)[kept]
+
+
+@pytest.mark.parametrize('photo', ['bus.jpg', 'zidane.jpg'])
+def test_yolov8_decode_matches_straightforward_decode(yolov8, photos, photo):
+    tensor, lb = detect.preprocess(photos[photo], (1, 3, 640, 640))
+    output = yolov8.run(None, {'images': tensor})[0]
+    head = detect.head_from_outputs({'output0': output.shape})
+    assert head == {'type': 'yolov8', 'num_classes': 2, 'output': 'output0'}
+    boxes, scores, ids = detect.decode({'output0': output}, head, 0.25, 0.45)
+    want_boxes, want_scores, want_ids = _straightforward_yolov8(output, 0.25, 0.45)
+    assert len(boxes) >= 2   # bus.jpg and zidane.jpg show several people
+    assert ids.tolist() == want_ids.tolist()
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-6)
+    np.testing.assert_allclose(boxes, want_boxes, atol=1e-3)
+    # Filtering by class and capping the count.
+    only = detect.decode({'output0': output}, head, 0.25, 0.45, classes=[int(ids[0])])[2]
+    assert set(only.tolist()) == {int(ids[0])}
+    assert len(detect.decode({'output0': output}, head, 0.25, 0.45, max_detections=1)[0]) == 1
+
+
+def test_detect_image_with_an_ort_engine_finds_people(yolov8, photos):
+    engine = OrtEngine(yolov8, {'labels': ['person', 'fallen person']})
+    dets = detect.detect_image(engine, photos['bus.jpg'])
+    assert len(dets) >= 3 and all(d.label in ('person', 'fallen person') for d in dets)
+    h, w = photos['bus.jpg'].shape[:2]
+    for d in dets:
+        assert 0 <= d.x1 < d.x2 <= w and 0 <= d.y1 < d.y2 <= h and 0.25 <= d.score <= 1
+    drawn = detect.draw_detections(photos['bus.jpg'], dets)
+    assert drawn.shape == photos['bus.jpg'].shape and (drawn != photos['bus.jpg']).any()
+
+
+def test_head_from_outputs_and_unknown_heads():
+    assert detect.head_from_outputs({'y': (1, 25200, 85)})['type'] == 'yolov5'
+    assert detect.head_from_outputs({'p': (1, 2)}) == {'type': 'classifier', 'output': 'p'}
+    with pytest.raises(ModelFormatError, match='cannot tell'):
+        detect.head_from_outputs({'a': (1, 255, 13, 13), 'b': (1, 255, 26, 26)})
+    with pytest.raises(ModelFormatError, match="unknown detector head type 'ssd'"):
+        detect.decode({'y': np.zeros((1, 6, 10))}, {'type': 'ssd'})
+    with pytest.raises(ModelFormatError, match='expects an output'):
+        detect.decode({'y': np.zeros((1, 7, 10))}, {'type': 'yolov8', 'num_classes': 2})
+
+
+def test_yolov5_decode_multiplies_objectness():
+    rows = np.zeros((1, 3, 7), np.float32)   # cx, cy, w, h, obj, class0, class1
+    rows[0, 0] = [50, 50, 20, 20, 0.9, 0.2, 0.8]
+    rows[0, 1] = [52, 50, 20, 20, 0.5, 0.9, 0.1]
+    rows[0, 2] = [10, 10, 4, 4, 0.3, 0.5, 0.5]
+    boxes, scores, ids = detect.decode({'y': rows}, {'type': 'yolov5', 'num_classes': 2})
+    np.testing.assert_allclose(scores, [0.72, 0.45], rtol=1e-6)
+    assert ids.tolist() == [1, 0]
+    np.testing.assert_allclose(boxes[0], [40, 40, 60, 60])
+
+
+def test_load_labels():
+    labels = detect.load_labels(assets.fetch('coco.names'))
+    assert len(labels) == 80 and labels[0] == 'person' and labels[16] == 'dog'
+
+
+# --- Darknet yolo decode against OpenCV's Darknet reader -----------------------------------------
+
+def _darknet_head(cfg_path):
+    """The [yolo] sections of a Darknet cfg as a darknet_yolo head (outputs named as OpenCV)."""
+    sections, current = [], None
+    for line in open(cfg_path):
+        line = line.split('#')[0].strip()
+        if line.startswith('['):
+            current = {'type': line.strip('[]')}
+            sections.append(current)
+        elif '=' in line:
+            key, value = (s.strip() for s in line.split('=', 1))
+            current[key] = value
+    layers = []
+    for index, section in enumerate(sections[1:]):
+        if section['type'] == 'yolo':
+            pairs = [float(v) for v in section['anchors'].split(',')]
+            anchors = [pairs[2 * m:2 * m + 2] for m in map(int, section['mask'].split(','))]
+            layers.append({'output': f'conv_{index - 1}', 'anchors': anchors, 'yolo': index})
+    return {'type': 'darknet_yolo', 'num_classes': int(section['classes']), 'layers': layers}
+
+
+@pytest.fixture(scope='module')
+def darknet():
+    if not hasattr(cv2.dnn, 'readNetFromDarknet'):
+        pytest.skip('this OpenCV has no Darknet reader (removed in OpenCV 5); need OpenCV 4.x')
+    cfg, weights, _ = assets.yolov3_tiny()
+    return cv2.dnn.readNetFromDarknet(str(cfg), str(weights)), _darknet_head(cfg)
+
+
+def test_darknet_yolo_decode_matches_opencv(darknet, photos):
+    net, head = darknet
+    blob = cv2.dnn.blobFromImage(photos['dog.jpg'], 1 / 255, (416, 416), swapRB=True)
+    net.setInput(blob)
+    names = [layer['output'] for layer in head['layers']]
+    yolo_names = [f"yolo_{layer['yolo']}" for layer in head['layers']]
+    assert set(yolo_names) == set(net.getUnconnectedOutLayersNames())
+    results = dict(zip(names + yolo_names, net.forward(names + yolo_names)))
+    for layer, yolo_name in zip(head['layers'], yolo_names):
+        raw = results[layer['output']]
+        layer['stride'] = 416 // raw.shape[3]
+        boxes, obj, probs = heads.darknet_yolo_layer(raw, layer['anchors'],
+                                                     layer['stride'], 80)
+        theirs = results[yolo_name]   # rows (y, x, anchor): cx, cy, w, h (0..1), obj, probs
+        np.testing.assert_allclose(boxes / 416, theirs[:, :4], atol=1e-4)
+        np.testing.assert_allclose(obj, theirs[:, 4], atol=1e-5)
+        scores = obj[:, None] * probs
+        nonzero = theirs[:, 5:] > 0   # OpenCV zeroes class scores under its threshold
+        np.testing.assert_allclose(scores[nonzero], theirs[:, 5:][nonzero], atol=1e-5)
+        assert scores[~nonzero].max() < 0.25
+    outputs = {name: results[name] for name in names}
+    boxes, scores, ids = detect.decode(outputs, head, 0.25, 0.45)
+    labels = detect.load_labels(assets.fetch('coco.names'))
+    found = {labels[i] for i in ids}
+    assert {'dog', 'bicycle'} <= found and found & {'car', 'truck'}
+    # The same set as decoding OpenCV's own yolo outputs.
+    rows = np.concatenate([results[n] for n in yolo_names])
+    rows = np.concatenate([rows[:, :4] * 416, np.ones((len(rows), 1)), rows[:, 5:]], 1)
+    want = detect.decode({'y': rows[None]}, {'type': 'yolov5', 'num_classes': 80}, 0.25, 0.45)
+    assert ids.tolist() == want[2].tolist()
+    np.testing.assert_allclose(boxes, want[0], atol=0.1)
