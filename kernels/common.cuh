@@ -1,0 +1,61 @@
+// Shared helpers of the tx2_infer kernels: activations, fp16 conversion, launch-time parameters.
+// Every kernel is extern "C" so the host looks it up by its plain name. Activations are FP16 NHWC
+// in one arena; arithmetic accumulates in FP32.
+#pragma once
+#include <cuda_fp16.h>
+
+#define TX2_MAX_DIMS 6
+
+// Activation codes, shared with tx2_infer_core/cuda/kernels.py (ACTIVATIONS).
+#define ACT_NONE 0
+#define ACT_RELU 1
+#define ACT_LEAKY 2
+#define ACT_SIGMOID 3
+#define ACT_SILU 4
+#define ACT_HARDSWISH 5
+#define ACT_HARDSIGMOID 6
+#define ACT_CLIP 7
+#define ACT_TANH 8
+
+struct ActParams {
+    int kind;
+    float alpha;  // LeakyRelu slope, HardSigmoid alpha
+    float beta;   // HardSigmoid beta
+    float lo;     // Clip min
+    float hi;     // Clip max
+};
+
+__device__ __forceinline__ float tx2_sigmoid(float v) { return 1.f / (1.f + __expf(-v)); }
+
+__device__ __forceinline__ float tx2_act(float v, const ActParams &a) {
+    switch (a.kind) {
+    case ACT_RELU: return fmaxf(v, 0.f);
+    case ACT_LEAKY: return v >= 0.f ? v : v * a.alpha;
+    case ACT_SIGMOID: return tx2_sigmoid(v);
+    case ACT_SILU: return v * tx2_sigmoid(v);
+    case ACT_HARDSWISH: return v * fminf(fmaxf(v / 6.f + 0.5f, 0.f), 1.f);
+    case ACT_HARDSIGMOID: return fminf(fmaxf(a.alpha * v + a.beta, 0.f), 1.f);
+    case ACT_CLIP: return fminf(fmaxf(v, a.lo), a.hi);
+    case ACT_TANH: return tanhf(v);
+    default: return v;
+    }
+}
+
+// An N-d strided view: logical shape and element strides of where the data really lies.
+struct View {
+    int ndim;
+    int shape[TX2_MAX_DIMS];
+    long long stride[TX2_MAX_DIMS];
+    long long offset;
+};
+
+// Element offset in ``v`` of logical row-major index ``i`` over ``v.shape``.
+__device__ __forceinline__ long long tx2_view_offset(const View &v, long long i) {
+    long long off = v.offset;
+    for (int d = v.ndim - 1; d >= 0; --d) {
+        int n = v.shape[d];
+        off += (i % n) * v.stride[d];
+        i /= n;
+    }
+    return off;
+}

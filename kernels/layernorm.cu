@@ -1,0 +1,32 @@
+// LayerNormalization over the last axis of a contiguous FP16 tensor [rows, n]:
+// one warp per row, FP32 statistics, FP32 gamma and beta (beta may be null).
+#include "common.cuh"
+
+__device__ __forceinline__ float ln_warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+extern "C" __global__ void layernorm(const half *x, const float *gamma, const float *beta,
+                                     half *y, long long rows, int n, float eps) {
+    const int lane = threadIdx.x & 31;
+    const long long warps = (long long)gridDim.x * blockDim.x / 32;
+    for (long long row = (blockIdx.x * (long long)blockDim.x + threadIdx.x) / 32; row < rows;
+         row += warps) {
+        const half *xr = x + row * n;
+        float sum = 0.f, sq = 0.f;
+        for (int j = lane; j < n; j += 32) {
+            const float v = __half2float(xr[j]);
+            sum += v;
+            sq += v * v;
+        }
+        sum = ln_warp_sum(sum);
+        sq = ln_warp_sum(sq);
+        const float mean = sum / n;
+        const float rstd = rsqrtf(fmaxf(sq / n - mean * mean, 0.f) + eps);
+        for (int j = lane; j < n; j += 32) {
+            const float v = (__half2float(xr[j]) - mean) * rstd * gamma[j] + (beta ? beta[j] : 0.f);
+            y[row * n + j] = __float2half(v);
+        }
+    }
+}

@@ -1,0 +1,53 @@
+// Pooling over NHWC FP16 views: max / average windows, and global average.
+#include "common.cuh"
+
+struct PoolParams {
+    const half *x;
+    half *y;
+    int N, H, W, C, P, Q;
+    int R, S, sh, sw, ph, pw, dh, dw;
+    int x_pix, x_off, y_pix, y_off;
+    int is_avg, count_include_pad;
+};
+
+extern "C" __global__ void pool2d(PoolParams p) {
+    const long long total = (long long)p.N * p.P * p.Q * p.C;
+    for (long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x; idx < total;
+         idx += (long long)gridDim.x * blockDim.x) {
+        const int c = (int)(idx % p.C);
+        const long long m = idx / p.C;
+        const int ow = (int)(m % p.Q), oh = (int)((m / p.Q) % p.P), n = (int)(m / p.Q / p.P);
+        float acc = p.is_avg ? 0.f : -INFINITY;
+        int count = 0;
+        for (int r = 0; r < p.R; ++r) {
+            const int ih = oh * p.sh - p.ph + r * p.dh;
+            for (int s = 0; s < p.S; ++s) {
+                const int iw = ow * p.sw - p.pw + s * p.dw;
+                const bool inside = ih >= 0 && ih < p.H && iw >= 0 && iw < p.W;
+                // ONNX counts padded positions, but never beyond the padded input's end
+                if (p.count_include_pad && ih < p.H + p.ph && iw < p.W + p.pw) ++count;
+                if (!inside) continue;
+                if (!p.count_include_pad) ++count;
+                const float v = __half2float(
+                    p.x[(((long long)n * p.H + ih) * p.W + iw) * p.x_pix + p.x_off + c]);
+                acc = p.is_avg ? acc + v : fmaxf(acc, v);
+            }
+        }
+        if (p.is_avg) acc = count ? acc / count : 0.f;
+        p.y[m * p.y_pix + p.y_off + c] = __float2half(acc);
+    }
+}
+
+// One thread per (image, channel), channels fastest so the reads of a warp are coalesced.
+extern "C" __global__ void global_avgpool(const half *x, half *y, int N, int HW, int C, int x_pix,
+                                          int x_off, int y_pix, int y_off) {
+    const long long total = (long long)N * C;
+    for (long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x; idx < total;
+         idx += (long long)gridDim.x * blockDim.x) {
+        const int c = (int)(idx % C), n = (int)(idx / C);
+        const half *xp = x + (long long)n * HW * x_pix + x_off + c;
+        float acc = 0.f;
+        for (int i = 0; i < HW; ++i) acc += __half2float(xp[(long long)i * x_pix]);
+        y[(long long)n * y_pix + y_off + c] = __float2half(acc / HW);
+    }
+}
