@@ -1,0 +1,98 @@
+"""CPU benchmark: our numpy backend against ONNX Runtime CPU, same models, same run, same machine.
+
+    python bench/bench_cpu.py [--runs 30] [--out bench/results/cpu_numpy_vs_ort.json]
+
+Writes one JSON with the device, versions, and per model: median and p99 latency (ms) of both
+engines, their ratio, and the memory plan (arena vs lower bound vs naive sum).
+"""
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from tx2_infer_core import assets
+from tx2_infer_core.engine import Engine
+
+NSFW_SHAPE = (1, 224, 224, 3)
+
+
+def cpu_name() -> str:
+    try:
+        for line in open('/proc/cpuinfo'):
+            if line.startswith('model name'):
+                return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or 'unknown'
+
+
+def time_runs(fn, runs, warmup=3) -> dict:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1e3)
+    return {'median_ms': statistics.median(samples),
+            'p99_ms': float(np.percentile(samples, 99)), 'runs': runs}
+
+
+def models(tmp):
+    from tx2_infer_core.darknet import load_darknet
+    from tx2_infer_core.onnx_export import save_onnx
+    cfg, weights, _ = assets.yolov3_tiny()
+    dn_onnx = Path(tmp) / 'yolov3-tiny.onnx'
+    save_onnx(load_darknet(cfg, weights), dn_onnx)
+    yield 'yolov3-tiny-416', Engine.build(cfg, weights_path=weights), dn_onnx
+    path = assets.fetch('yolov8-fall.onnx')
+    yield 'yolov8-640', Engine.build(path), path
+    path = assets.fetch('open_nsfw.onnx')
+    yield 'resnet50-open-nsfw-224', Engine.build(path, input_shape=NSFW_SHAPE), path
+
+
+def bench_model(name, engine, onnx_path, runs):
+    spec = engine.input_specs[0]
+    x = np.random.default_rng(0).random(spec.shape).astype(np.float32)
+    session = ort.InferenceSession(str(onnx_path), providers=['CPUExecutionProvider'])
+    ours = time_runs(lambda: engine.run({spec.name: x}), runs)
+    theirs = time_runs(lambda: session.run(None, {spec.name: x}), runs)
+    plan = engine.memory_plan
+    row = {'model': name, 'input_shape': list(spec.shape), 'numpy_backend': ours,
+           'onnxruntime_cpu': theirs, 'ratio_median': ours['median_ms'] / theirs['median_ms'],
+           'arena_bytes': plan.arena_bytes, 'lower_bound_bytes': plan.lower_bound,
+           'naive_bytes': plan.naive_bytes, 'nodes': len(engine.graph.nodes)}
+    print(f"{name:24s} numpy {ours['median_ms']:8.1f} ms (p99 {ours['p99_ms']:.1f})  "
+          f"ORT {theirs['median_ms']:8.1f} ms (p99 {theirs['p99_ms']:.1f})  "
+          f"ratio {row['ratio_median']:.2f}  {plan.report()}", flush=True)
+    return row
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--runs', type=int, default=30)
+    parser.add_argument('--out', default='bench/results/cpu_numpy_vs_ort.json')
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = [bench_model(name, engine, path, args.runs)
+                for name, engine, path in models(tmp)]
+    import onnx
+    result = {'benchmark': 'numpy backend vs ONNX Runtime CPU (fp32, batch 1)',
+              'device': cpu_name(), 'cores': len(__import__('os').sched_getaffinity(0)),
+              'versions': {'python': sys.version.split()[0], 'numpy': np.__version__,
+                           'onnxruntime': ort.__version__, 'onnx': onnx.__version__},
+              'date': time.strftime('%Y-%m-%d'), 'models': rows}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + '\n')
+    print(f'wrote {args.out}')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,133 @@
+"""Bad input gets a clear error naming the problem (ONNX files, engine inputs, plan files)."""
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from tx2_infer_core import assets
+from tx2_infer_core.engine import Engine
+from tx2_infer_core.errors import (InputError, ModelFormatError, PlanFileError,
+                                   UnsupportedOpError)
+from tx2_infer_core.onnx_import import load_onnx
+
+
+def tiny_model(op='Relu', domain='', opset=13, weight=None):
+    x = helper.make_tensor_value_info('x', TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info('y', TensorProto.FLOAT, [1, 4])
+    inits = []
+    if weight is not None:
+        inits.append(numpy_helper.from_array(weight, 'w'))
+        node = helper.make_node('Add', ['x', 'w'], ['y'], name='add_w')
+    else:
+        node = helper.make_node(op, ['x'], ['y'], name='the_node', domain=domain)
+    graph = helper.make_graph([node], 'tiny', [x], [y], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid('', opset)])
+
+
+def test_truncated_onnx_names_the_file(tmp_path):
+    data = assets.fetch('open_nsfw.onnx').read_bytes()
+    path = tmp_path / 'cut.onnx'
+    path.write_bytes(data[:len(data) // 3])
+    with pytest.raises(ModelFormatError, match='cut.onnx'):
+        load_onnx(path)
+
+
+def test_garbage_onnx(tmp_path):
+    path = tmp_path / 'garbage.onnx'
+    path.write_bytes(b'\xff\x00not a model' * 50)
+    with pytest.raises(ModelFormatError, match='not a valid ONNX model'):
+        load_onnx(path)
+
+
+def test_missing_model_file(tmp_path):
+    with pytest.raises(ModelFormatError, match='not found'):
+        load_onnx(tmp_path / 'nope.onnx')
+
+
+def test_unsupported_op_names_op_node_and_supported_list(tmp_path):
+    path = tmp_path / 'custom.onnx'
+    onnx.save(tiny_model('NonMaxSuppressionV9'), path)
+    with pytest.raises(UnsupportedOpError) as info:
+        load_onnx(path)
+    message = str(info.value)
+    assert "'NonMaxSuppressionV9'" in message and "'the_node'" in message
+    assert 'Conv' in message and 'Relu' in message
+
+
+def test_opset_out_of_range(tmp_path):
+    path = tmp_path / 'old.onnx'
+    onnx.save(tiny_model(opset=7), path)
+    with pytest.raises(ModelFormatError, match='opset 7'):
+        load_onnx(path)
+
+
+def _external_model(tmp_path, location):
+    model = tiny_model(weight=np.arange(4, dtype=np.float32).reshape(1, 4))
+    tensor = model.graph.initializer[0]
+    tensor.ClearField('raw_data')
+    tensor.ClearField('float_data')
+    tensor.data_location = TensorProto.EXTERNAL
+    for key, value in (('location', location), ('offset', '0'), ('length', '16')):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+    path = tmp_path / 'ext.onnx'
+    onnx.save(model, path)
+    return path
+
+
+def test_external_data_loads_when_present(tmp_path):
+    (tmp_path / 'w.bin').write_bytes(np.arange(4, dtype=np.float32).tobytes())
+    graph = load_onnx(_external_model(tmp_path, 'w.bin'))
+    assert np.array_equal(graph.weights['w'].ravel(), np.arange(4, dtype=np.float32))
+
+
+def test_external_data_missing(tmp_path):
+    with pytest.raises(ModelFormatError, match="'w.bin' not found"):
+        load_onnx(_external_model(tmp_path, 'w.bin'))
+
+
+def test_external_data_escaping_the_model_folder(tmp_path):
+    with pytest.raises(ModelFormatError, match='escapes'):
+        load_onnx(_external_model(tmp_path, '../../etc/passwd'))
+
+
+@pytest.fixture(scope='module')
+def small_engine(tmp_path_factory):
+    path = tmp_path_factory.mktemp('m') / 'tiny.onnx'
+    onnx.save(tiny_model(weight=np.ones((1, 4), np.float32)), path)
+    return Engine.build(path)
+
+
+def test_wrong_input_shape(small_engine):
+    with pytest.raises(InputError, match=r'shape \(1, 5\).*\(1, 4\)'):
+        small_engine.run({'x': np.zeros((1, 5), np.float32)})
+
+
+def test_wrong_input_dtype(small_engine):
+    with pytest.raises(InputError, match='dtype float64'):
+        small_engine.run({'x': np.zeros((1, 4), np.float64)})
+
+
+def test_wrong_input_name(small_engine):
+    with pytest.raises(InputError, match='unknown'):
+        small_engine.run({'images': np.zeros((1, 4), np.float32)})
+
+
+def test_corrupted_plan_files(small_engine, tmp_path):
+    path = tmp_path / 'tiny.tx2plan'
+    small_engine.save(path)
+    good = path.read_bytes()
+    cases = {
+        'flipped.tx2plan': good[:40] + bytes([good[40] ^ 0xFF]) + good[41:],
+        'truncated.tx2plan': good[:len(good) // 2],
+        'magic.tx2plan': b'NOTAPLAN' + good[8:],
+        'empty.tx2plan': b'',
+    }
+    messages = {'flipped.tx2plan': 'checksum', 'truncated.tx2plan': 'checksum|too short',
+                'magic.tx2plan': 'bad magic', 'empty.tx2plan': 'too short'}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(PlanFileError, match=messages[name]):
+            Engine.load(tmp_path / name)
+    with pytest.raises(PlanFileError, match='cannot read'):
+        Engine.load(tmp_path / 'missing.tx2plan')

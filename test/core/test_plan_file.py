@@ -1,0 +1,68 @@
+"""Plan files: a built engine saved and loaded without rebuilding gives identical outputs."""
+import cv2
+import numpy as np
+import pytest
+
+from tx2_infer_core import assets, detect, engine as engine_module
+from tx2_infer_core.engine import Engine, cache_key
+
+
+@pytest.fixture(scope='module')
+def built(tmp_path_factory):
+    cfg, weights, _ = assets.yolov3_tiny()
+    engine = Engine.build(cfg, weights_path=weights)
+    path = tmp_path_factory.mktemp('plan') / 'yolov3-tiny.tx2plan'
+    engine.save(path)
+    return engine, path
+
+
+def photo_tensor(engine, name='dog.jpg'):
+    image = cv2.imread(str(assets.fetch(name)))
+    tensor, _ = detect.preprocess(image, engine.input_specs[0].shape, engine.meta['input_format'])
+    return tensor
+
+
+def test_loaded_plan_gives_identical_outputs(built):
+    engine, path = built
+    loaded = Engine.load(path)
+    tensor = photo_tensor(engine)
+    a, b = engine.run(tensor), loaded.run(tensor)
+    for name in engine.graph.outputs:
+        assert np.array_equal(a[name], b[name])
+    assert loaded.meta['head'] == engine.meta['head']
+    assert loaded.meta['labels'][:3] == ['person', 'bicycle', 'car']
+    assert loaded.memory_plan.arena_bytes == engine.memory_plan.arena_bytes
+
+
+def test_loading_does_not_import_or_optimise(built, monkeypatch):
+    _, path = built
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError('load must not rebuild')
+    monkeypatch.setattr(engine_module, 'import_model', forbidden)
+    Engine.load(path)
+
+
+def test_cache_key_covers_model_shape_precision_target():
+    base = cache_key('abc', (1, 3, 416, 416), 'fp32', 'cpu')
+    assert base == cache_key('abc', (1, 3, 416, 416), 'fp32', 'cpu')
+    others = [cache_key('abd', (1, 3, 416, 416), 'fp32', 'cpu'),
+              cache_key('abc', (1, 3, 320, 320), 'fp32', 'cpu'),
+              cache_key('abc', (1, 3, 416, 416), 'fp16', 'cpu'),
+              cache_key('abc', (1, 3, 416, 416), 'fp32', 'cuda-sm_62')]
+    assert len({base, *others}) == 5
+
+
+def test_build_cached_builds_once_then_loads(tmp_path, monkeypatch):
+    cfg, weights, _ = assets.yolov3_tiny()
+    first = Engine.build_cached(cfg, weights_path=weights, cache_dir=tmp_path)
+    plans = list(tmp_path.glob('*.tx2plan'))
+    assert len(plans) == 1
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError('a cached plan must not be rebuilt')
+    monkeypatch.setattr(engine_module, 'import_model', forbidden)
+    second = Engine.build_cached(cfg, weights_path=weights, cache_dir=tmp_path)
+    tensor = photo_tensor(first)
+    out = first.graph.outputs[0]
+    assert np.array_equal(first.run(tensor)[out], second.run(tensor)[out])
