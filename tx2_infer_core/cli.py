@@ -1,0 +1,281 @@
+"""``tx2-infer``: build, run, benchmark and inspect models from the command line.
+
+    tx2-infer build yolov3-tiny.cfg -o yolov3-tiny.tx2plan
+    tx2-infer run yolov3-tiny.tx2plan dog.jpg --out out/
+    tx2-infer bench yolov8.onnx --runs 50 --compare-ort
+    tx2-infer inspect yolov8.onnx
+    tx2-infer demo
+
+MODEL is an .onnx file, a Darknet .cfg (weights beside it with the same stem, or --weights)
+or a built .tx2plan. Bad input prints one line on stderr and exits with status 2.
+"""
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tx2_infer_core.errors import InputError, Tx2InferError
+
+log = logging.getLogger('tx2_infer.cli')
+
+
+def parse_shape(text):
+    """'1x3x640x640' -> (1, 3, 640, 640)."""
+    try:
+        shape = tuple(int(d) for d in text.lower().split('x'))
+    except ValueError:
+        shape = ()
+    if not shape or min(shape) <= 0:
+        raise argparse.ArgumentTypeError(f"bad shape '{text}': expected e.g. 1x3x640x640")
+    return shape
+
+
+def parse_classes(text):
+    """'0,2,5' -> [0, 2, 5]."""
+    try:
+        return [int(c) for c in text.split(',') if c.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad class list '{text}': expected e.g. 0,2,5")
+
+
+def _progress(iterable, desc, total=None):
+    from tqdm import tqdm
+    return tqdm(iterable, desc=desc, total=total, unit='it', leave=False, disable=None,
+                file=sys.stderr)
+
+
+def open_engine(args, backend=None):
+    """Engine for args.model: load a .tx2plan, or build an .onnx / Darknet .cfg."""
+    from tx2_infer_core.engine import Engine
+    path = Path(args.model)
+    if not path.is_file():
+        raise FileNotFoundError(f'model file not found: {path}')
+    backend = backend or args.backend
+    if path.suffix == '.tx2plan':
+        return Engine.load(path, backend)
+    start = time.perf_counter()
+    print(f'building {path.name} ...', file=sys.stderr)
+    engine = Engine.build(path, input_shape=getattr(args, 'input_shape', None),
+                          precision=getattr(args, 'precision', 'fp32'), backend=backend,
+                          weights_path=args.weights, optimize=not args.no_optimize)
+    print(f'built {path.name} in {time.perf_counter() - start:.1f} s', file=sys.stderr)
+    return engine
+
+
+def read_image(path):
+    """A photo as a BGR uint8 array; a missing or unreadable file is an error."""
+    import cv2
+    if not Path(path).is_file():
+        raise FileNotFoundError(f'image not found: {path}')
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise InputError(f'cannot decode image {path}')
+    return image
+
+
+def format_detection(name, det):
+    """One printed line: image, label, score, box x1 y1 x2 y2 in image pixels."""
+    return (f'{name}: {det.label or det.class_id:<14} {det.score:.3f}  '
+            f'[{det.x1:7.1f} {det.y1:7.1f} {det.x2:7.1f} {det.y2:7.1f}]')
+
+
+def detect_images(engine, images, out_dir, args, labels=None):
+    """Detect on each image path, print one line per detection, write annotated copies."""
+    import cv2
+    from tx2_infer_core import detect
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    total = 0
+    for path in _progress(images, 'detect'):
+        image = read_image(path)
+        dets = detect.detect_image(engine, image, args.conf, args.iou, args.max_det,
+                                   args.classes, labels)
+        for det in dets:
+            print(format_detection(Path(path).name, det))
+        if not dets:
+            print(f'{Path(path).name}: no detections')
+        target = out_dir / Path(path).name
+        if not cv2.imwrite(str(target), detect.draw_detections(image, dets)):
+            raise InputError(f'cannot write annotated image {target}')
+        total += len(dets)
+    print(f'{total} detections in {len(images)} images; annotated images in {out_dir}',
+          file=sys.stderr)
+    return total
+
+
+def cmd_build(args):
+    """build MODEL -o PLAN."""
+    engine = open_engine(args)
+    engine.save(args.output)
+    print(f'wrote {args.output} ({engine.memory_plan.report()})')
+    engine.close()
+
+
+def cmd_run(args):
+    """run PLAN|MODEL IMAGE...: print detections, write annotated images."""
+    from tx2_infer_core import detect
+    labels = detect.load_labels(args.labels) if args.labels else None
+    with open_engine(args) as engine:
+        detect_images(engine, args.images, args.out, args, labels)
+
+
+def bench_input(engine, image_path=None):
+    """The input tensor for benchmarking: a real photo if given, else a grey image."""
+    from tx2_infer_core import detect
+    spec = engine.input_specs[0]
+    image = (read_image(image_path) if image_path
+             else np.full((480, 640, 3), 114, dtype=np.uint8))
+    tensor, _ = detect.preprocess(image, spec.shape, engine.meta.get('input_format'))
+    return {spec.name: tensor.astype(spec.dtype)}
+
+
+def time_runs(run, feeds, runs, warmup, desc):
+    """Milliseconds of each of ``runs`` calls of run(feeds), after ``warmup`` calls."""
+    for _ in range(warmup):
+        run(feeds)
+    times = []
+    for _ in _progress(range(runs), desc):
+        start = time.perf_counter()
+        run(feeds)
+        times.append((time.perf_counter() - start) * 1e3)
+    return np.asarray(times)
+
+
+def timing_line(name, times):
+    """'name  median X ms  p99 Y ms  (N runs)'."""
+    return (f'{name:<22} median {np.median(times):8.2f} ms   p99 '
+            f'{np.percentile(times, 99):8.2f} ms   ({len(times)} runs)')
+
+
+def ort_runner(engine, model_path):
+    """run(feeds) of ONNX Runtime on the same model (the ONNX file, or the graph exported)."""
+    import tempfile
+    import onnxruntime as ort
+    path = Path(model_path)
+    if path.suffix != '.onnx':
+        from tx2_infer_core.onnx_export import save_onnx
+        path = Path(tempfile.mkdtemp(prefix='tx2_infer_')) / 'model.onnx'
+        save_onnx(engine.graph, path)
+    session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    names = [o.name for o in session.get_outputs()]
+    return lambda feeds: session.run(names, feeds)
+
+
+def cmd_bench(args):
+    """bench PLAN|MODEL: median and p99 latency, optionally against ONNX Runtime."""
+    with open_engine(args) as engine:
+        feeds = bench_input(engine, args.image)
+        backend = type(engine.backend).__name__
+        ours = time_runs(engine.run, feeds, args.runs, args.warmup, 'tx2_infer')
+        print(timing_line(f'tx2_infer ({backend})', ours))
+        if args.compare_ort:
+            try:
+                ort_run = ort_runner(engine, args.model)
+            except ImportError:
+                print('onnxruntime is not installed: no comparison', file=sys.stderr)
+                return
+            theirs = time_runs(ort_run, feeds, args.runs, args.warmup, 'onnxruntime')
+            print(timing_line('onnxruntime (cpu)', theirs))
+            print(f'ratio tx2_infer / onnxruntime (median): '
+                  f'{np.median(ours) / np.median(theirs):.2f}x')
+
+
+def cmd_inspect(args):
+    """inspect PLAN|MODEL: layers, fusions, FLOPs, memory plan."""
+    from tx2_infer_core.inspect_report import inspect_lines
+    with open_engine(args, backend='cpu') as engine:
+        for line in inspect_lines(engine):
+            print(line)
+
+
+def cmd_demo(args):
+    """Default detector (YOLOv3-tiny) on the bundled real photos."""
+    from tx2_infer_core import assets
+    from tx2_infer_core.engine import Engine
+    print('fetching YOLOv3-tiny and photos (cached after the first time) ...', file=sys.stderr)
+    cfg, weights, _ = assets.yolov3_tiny()
+    photos = assets.fetch_photos()
+    engine = Engine.build_cached(cfg, backend=args.backend, weights_path=weights)
+    with engine:
+        detect_images(engine, photos, args.out, args)
+
+
+def _model_args(parser, shape=True):
+    parser.add_argument('model', help='.onnx, Darknet .cfg or .tx2plan')
+    parser.add_argument('--weights', help='Darknet .weights (default: beside the .cfg)')
+    parser.add_argument('--backend', default='auto', choices=['auto', 'cpu', 'cuda'],
+                        help='execution backend (default: cuda when available, else cpu)')
+    parser.add_argument('--no-optimize', action='store_true',
+                        help='skip the optimisation passes (debugging)')
+    if shape:
+        parser.add_argument('--input-shape', type=parse_shape, metavar='NxCxHxW',
+                            help='fix the input shape, e.g. 1x3x640x640')
+
+
+def _detect_args(parser, out):
+    parser.add_argument('--out', default=out, help=f'annotated images folder (default {out})')
+    parser.add_argument('--conf', type=float, default=0.25, help='score threshold')
+    parser.add_argument('--iou', type=float, default=0.45, help='NMS IoU threshold')
+    parser.add_argument('--max-det', type=int, default=100, help='detections per image')
+    parser.add_argument('--classes', type=parse_classes, help='class ids to keep, e.g. 0,2')
+
+
+def make_parser():
+    """The argparse parser with the build, run, bench, inspect and demo subcommands."""
+    parser = argparse.ArgumentParser(prog='tx2-infer', description=__doc__.split('\n')[0])
+    parser.add_argument('-v', '--verbose', action='store_true', help='log engine steps')
+    sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
+
+    build = sub.add_parser('build', help='build a .tx2plan from a model')
+    _model_args(build)
+    build.add_argument('-o', '--output', required=True, help='plan file to write')
+    build.add_argument('--precision', default='fp32', choices=['fp32', 'fp16', 'int8'])
+    build.set_defaults(func=cmd_build)
+
+    run = sub.add_parser('run', help='detect objects in images')
+    _model_args(run)
+    run.add_argument('images', nargs='+', metavar='IMAGE')
+    run.add_argument('--labels', help='class names file, one per line')
+    _detect_args(run, 'tx2_infer_out')
+    run.set_defaults(func=cmd_run)
+
+    bench = sub.add_parser('bench', help='measure latency (median, p99)')
+    _model_args(bench)
+    bench.add_argument('--runs', type=int, default=20, help='timed runs (default 20)')
+    bench.add_argument('--warmup', type=int, default=3, help='untimed runs first (default 3)')
+    bench.add_argument('--image', help='photo to feed (default: a grey image)')
+    bench.add_argument('--compare-ort', action='store_true',
+                       help='also time ONNX Runtime (CPU) on the same model')
+    bench.set_defaults(func=cmd_bench)
+
+    inspect = sub.add_parser('inspect', help='layers, fusions, FLOPs and memory plan')
+    _model_args(inspect)
+    inspect.set_defaults(func=cmd_inspect)
+
+    demo = sub.add_parser('demo', help='YOLOv3-tiny on real photos')
+    demo.add_argument('--backend', default='auto', choices=['auto', 'cpu', 'cuda'])
+    _detect_args(demo, 'demo_out')
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv=None):
+    """Entry point of ``tx2-infer``; returns the exit status (2 on bad input)."""
+    args = make_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format='%(name)s: %(message)s')
+    try:
+        args.func(args)
+    except (Tx2InferError, FileNotFoundError) as exc:
+        print(f'tx2-infer {args.command}: error: {exc}', file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
