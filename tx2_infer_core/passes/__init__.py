@@ -1,0 +1,56 @@
+"""Graph passes: fold constants, remove no-ops, fold batch-norm, fuse Conv+activation(+residual).
+
+``optimize(graph)`` copies the graph, runs the pipeline and returns ``(graph, report)`` where
+``report`` maps each pass name to the rewrites it made; each pass logs one line on
+``tx2_infer.passes``. Every pass is also a plain function ``pass_name(graph) -> int`` that
+mutates the graph it is given. Concat nodes are left intact: placing producers straight into
+their slice of a Concat is the memory planner's job.
+"""
+import logging
+
+from tx2_infer_core.passes.fold_batchnorm import fold_batchnorm, fold_scale_shift
+from tx2_infer_core.passes.fold_constants import fold_constants
+from tx2_infer_core.passes.fuse_conv import fuse_conv_activation
+from tx2_infer_core.passes.fuse_residual import fuse_residual_add
+from tx2_infer_core.passes.graph_edit import drop_stale_values
+from tx2_infer_core.passes.layouts import infer_layouts
+from tx2_infer_core.passes.remove_noops import remove_noops
+from tx2_infer_core.passes.sink_transposes import sink_transposes
+from tx2_infer_core.passes.weights import fuse_conv_affine_weights, fuse_conv_bn_weights
+
+log = logging.getLogger('tx2_infer.passes')
+
+# level -> passes, in order. Level 1 only simplifies; level 2 also fuses into FusedConv.
+SIMPLIFY = [fold_constants, remove_noops, sink_transposes, remove_noops]
+FUSE = [fold_batchnorm, fold_scale_shift, fuse_conv_activation, fuse_residual_add]
+PIPELINES = {0: [], 1: SIMPLIFY, 2: SIMPLIFY + FUSE}
+
+__all__ = ['optimize', 'PIPELINES', 'fold_constants', 'remove_noops', 'sink_transposes',
+           'fold_batchnorm', 'fold_scale_shift', 'fuse_conv_activation', 'fuse_residual_add',
+           'infer_layouts', 'fuse_conv_bn_weights', 'fuse_conv_affine_weights']
+
+
+def run_pass(graph, fn) -> int:
+    """Run one pass on ``graph`` in place, tidy dead nodes and values, log and return its count."""
+    before = len(graph.nodes)
+    count = fn(graph)
+    graph.prune()
+    drop_stale_values(graph)
+    log.info('%s: %d rewrites (%d -> %d nodes)', fn.__name__, count, before, len(graph.nodes))
+    return count
+
+
+def optimize(graph, level=2):
+    """Optimise a copy of ``graph``; returns ``(optimised graph, {pass name: rewrites})``.
+
+    ``level`` 0 copies only, 1 folds constants and removes no-ops and layout transposes, 2 (the
+    default) also folds batch-norm and fuses Conv + activation + residual into FusedConv.
+    """
+    if level not in PIPELINES:
+        raise ValueError(f'optimize: level must be one of {sorted(PIPELINES)}, got {level}')
+    graph = graph.copy()
+    report = {}
+    for fn in PIPELINES[level]:
+        report[fn.__name__] = report.get(fn.__name__, 0) + run_pass(graph, fn)
+    report['infer_layouts'] = infer_layouts(graph)
+    return graph, report
