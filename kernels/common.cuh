@@ -5,6 +5,7 @@
 #include <cuda_fp16.h>
 
 #define TX2_MAX_DIMS 6
+#define TX2_INF __int_as_float(0x7f800000)  // NVRTC has no math.h INFINITY
 
 // Activation codes, shared with tx2_infer_core/cuda/kernels.py (ACTIVATIONS).
 #define ACT_NONE 0

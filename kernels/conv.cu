@@ -187,7 +187,8 @@ __device__ void conv_wmma_body(const ConvParams &p) {
                     for (int j = 0; j < 2; ++j)
                         wmma::load_matrix_sync(b[j], &Bs[wn + j * 16][kk], TC_LD);
                     for (int i = 0; i < 2; ++i)
-                        for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
+                        for (int j = 0; j < 2; ++j)
+                            wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
                 }
             }
         }

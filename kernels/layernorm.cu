@@ -25,7 +25,8 @@ extern "C" __global__ void layernorm(const half *x, const float *gamma, const fl
         const float mean = sum / n;
         const float rstd = rsqrtf(fmaxf(sq / n - mean * mean, 0.f) + eps);
         for (int j = lane; j < n; j += 32) {
-            const float v = (__half2float(xr[j]) - mean) * rstd * gamma[j] + (beta ? beta[j] : 0.f);
+            const float b = beta ? beta[j] : 0.f;
+            const float v = (__half2float(xr[j]) - mean) * rstd * gamma[j] + b;
             y[row * n + j] = __float2half(v);
         }
     }

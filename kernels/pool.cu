@@ -17,7 +17,7 @@ extern "C" __global__ void pool2d(PoolParams p) {
         const int c = (int)(idx % p.C);
         const long long m = idx / p.C;
         const int ow = (int)(m % p.Q), oh = (int)((m / p.Q) % p.P), n = (int)(m / p.Q / p.P);
-        float acc = p.is_avg ? 0.f : -INFINITY;
+        float acc = p.is_avg ? 0.f : -TX2_INF;
         int count = 0;
         for (int r = 0; r < p.R; ++r) {
             const int ih = oh * p.sh - p.ph + r * p.dh;

@@ -21,8 +21,10 @@ extern "C" __global__ void preprocess_letterbox(PreParams p) {
         const int ry = oy - p.top, rx = ox - p.left;
         float v[3] = {p.pad, p.pad, p.pad};
         if (ry >= 0 && ry < p.new_h && rx >= 0 && rx < p.new_w) {
-            const float fy = fminf(fmaxf((ry + 0.5f) * p.src_h / p.new_h - 0.5f, 0.f), p.src_h - 1);
-            const float fx = fminf(fmaxf((rx + 0.5f) * p.src_w / p.new_w - 0.5f, 0.f), p.src_w - 1);
+            const float sy = (ry + 0.5f) * p.src_h / p.new_h - 0.5f;
+            const float sx = (rx + 0.5f) * p.src_w / p.new_w - 0.5f;
+            const float fy = fminf(fmaxf(sy, 0.f), p.src_h - 1);
+            const float fx = fminf(fmaxf(sx, 0.f), p.src_w - 1);
             const int y0 = (int)fy, x0 = (int)fx;
             const int y1 = min(y0 + 1, p.src_h - 1), x1 = min(x0 + 1, p.src_w - 1);
             const float wy = fy - y0, wx = fx - x0;

@@ -52,7 +52,8 @@ extern "C" __global__ void resize2d(ResizeParams p) {
         const half *xn = p.x + (long long)n * p.H * p.W * p.x_pix + p.x_off + c;
         float v;
         if (!p.linear) {
-            const int iy = nearest_index(fy, p.nearest, p.H), ix = nearest_index(fx, p.nearest, p.W);
+            const int iy = nearest_index(fy, p.nearest, p.H);
+            const int ix = nearest_index(fx, p.nearest, p.W);
             v = __half2float(xn[((long long)iy * p.W + ix) * p.x_pix]);
         } else {
             const float cy = fminf(fmaxf(fy, 0.f), p.H - 1), cx = fminf(fmaxf(fx, 0.f), p.W - 1);

@@ -19,17 +19,17 @@ extern "C" __global__ void softmax(const half *x, half *y, long long outer, int 
     const long long warps = (long long)gridDim.x * blockDim.x / 32;
     for (long long row = (blockIdx.x * (long long)blockDim.x + threadIdx.x) / 32; row < rows;
          row += warps) {
-        const long long base = (row / inner) * n * inner + row % inner;
-        float mx = -INFINITY;
-        for (int j = lane; j < n; j += 32) mx = fmaxf(mx, __half2float(x[base + (long long)j * inner]));
+        const long long base = (row / inner) * n * inner + row % inner, step = inner;
+        float mx = -TX2_INF;
+        for (int j = lane; j < n; j += 32) mx = fmaxf(mx, __half2float(x[base + j * step]));
         mx = warp_max(mx);
         float sum = 0.f;
-        for (int j = lane; j < n; j += 32) sum += __expf(__half2float(x[base + (long long)j * inner]) - mx);
+        for (int j = lane; j < n; j += 32) sum += __expf(__half2float(x[base + j * step]) - mx);
         sum = warp_sum(sum);
         const float lsum = __logf(sum);
         for (int j = lane; j < n; j += 32) {
-            const float v = __half2float(x[base + (long long)j * inner]) - mx;
-            y[base + (long long)j * inner] = __float2half(log_softmax ? v - lsum : __expf(v) / sum);
+            const float v = __half2float(x[base + j * step]) - mx;
+            y[base + j * step] = __float2half(log_softmax ? v - lsum : __expf(v) / sum);
         }
     }
 }

@@ -1,0 +1,150 @@
+"""Compile ``kernels/*.cu`` to cubins, with an on-disk cache.
+
+Two compilers: the CUDA toolkit's ``nvcc`` (CUDA 13 targets sm_75 and newer) and NVRTC loaded
+through ctypes (the ``nvidia-cuda-nvrtc-cu12`` wheel targets sm_50 to sm_90, Pascal and the
+Jetsons included). A cubin is cached under ``~/.cache/tx2_infer/kernels`` keyed by the hash of
+the source and of every header in ``kernels/``, the defines, the architecture and the compiler,
+so a restart does not recompile. Nothing here touches a GPU.
+"""
+import ctypes
+import glob
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from tx2_infer_core import assets
+
+KERNEL_DIR = Path(__file__).resolve().parents[2] / 'kernels'
+NVCC_MIN_ARCH = 75  # CUDA 13's nvcc dropped Pascal and Volta
+
+
+class CompileError(RuntimeError):
+    """A kernel failed to compile; the message holds the compiler log."""
+
+
+def kernel_sources() -> list:
+    """Every kernel file, sorted."""
+    return sorted(KERNEL_DIR.glob('*.cu'))
+
+
+def _cache_key(name: str, arch: int, defines: dict, compiler: str) -> str:
+    h = hashlib.sha256()
+    for path in [KERNEL_DIR / f'{name}.cu', *sorted(KERNEL_DIR.glob('*.cuh'))]:
+        h.update(path.name.encode() + b'\0' + path.read_bytes())
+    h.update(repr(sorted(defines.items())).encode())
+    h.update(f'sm_{arch}|{compiler}'.encode())
+    return h.hexdigest()[:20]
+
+
+def _define_flags(defines: dict) -> list:
+    return [f'-D{k}' if v is None else f'-D{k}={v}' for k, v in sorted(defines.items())]
+
+
+def nvcc_compile(name: str, arch: int, defines: dict) -> bytes:
+    """Compile ``kernels/<name>.cu`` with nvcc to a cubin for ``sm_<arch>``."""
+    nvcc = shutil.which('nvcc')
+    if nvcc is None:
+        raise CompileError('nvcc is not on PATH')
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / f'{name}.cubin'
+        cmd = [nvcc, '-cubin', f'-arch=sm_{arch}', '-O3', '-std=c++17', f'-I{KERNEL_DIR}',
+               *_define_flags(defines), '-o', str(out), str(KERNEL_DIR / f'{name}.cu')]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise CompileError(f'nvcc failed on {name}.cu for sm_{arch}:\n{proc.stderr}')
+        return out.read_bytes()
+
+
+def _nvidia_dirs(sub: str) -> list:
+    """Folders ``nvidia/*/<sub>`` of the CUDA wheels on sys.path (nvrtc, cuda_runtime)."""
+    import sys
+    found = []
+    for root in sys.path:
+        found += sorted(glob.glob(os.path.join(root, 'nvidia', '*', sub)))
+    return found
+
+
+def _load_nvrtc():
+    names = [os.path.join(d, 'libnvrtc.so.12') for d in _nvidia_dirs('lib')]
+    names += ['libnvrtc.so.12', 'libnvrtc.so']
+    for name in names:
+        try:
+            return ctypes.CDLL(name)
+        except OSError:
+            continue
+    raise CompileError('libnvrtc not found: pip install nvidia-cuda-nvrtc-cu12')
+
+
+def _include_dirs() -> list:
+    dirs = [str(KERNEL_DIR)] + _nvidia_dirs('include')
+    home = os.environ.get('CUDA_HOME') or os.environ.get('CUDA_PATH') or '/usr/local/cuda'
+    if os.path.isdir(os.path.join(home, 'include')):
+        dirs.append(os.path.join(home, 'include'))
+    return dirs
+
+
+def _check(lib, code: int, what: str):
+    if code != 0:
+        lib.nvrtcGetErrorString.restype = ctypes.c_char_p
+        raise CompileError(f'{what}: {lib.nvrtcGetErrorString(code).decode()}')
+
+
+def nvrtc_compile(name: str, arch: int, defines: dict) -> bytes:
+    """Compile ``kernels/<name>.cu`` with NVRTC to a cubin for ``sm_<arch>``."""
+    lib = _load_nvrtc()
+    prog = ctypes.c_void_p()
+    src = (KERNEL_DIR / f'{name}.cu').read_bytes()
+    _check(lib, lib.nvrtcCreateProgram(ctypes.byref(prog), src, f'{name}.cu'.encode(), 0,
+                                       None, None), 'nvrtcCreateProgram')
+    try:
+        opts = [f'--gpu-architecture=sm_{arch}', '-std=c++17', '-default-device']
+        opts += [f'-I{d}' for d in _include_dirs()] + _define_flags(defines)
+        arr = (ctypes.c_char_p * len(opts))(*[o.encode() for o in opts])
+        code = lib.nvrtcCompileProgram(prog, len(opts), arr)
+        if code != 0:
+            size = ctypes.c_size_t()
+            lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+            log = ctypes.create_string_buffer(size.value)
+            lib.nvrtcGetProgramLog(prog, log)
+            raise CompileError(f'NVRTC failed on {name}.cu for sm_{arch}:\n'
+                               f'{log.value.decode(errors="replace")}')
+        size = ctypes.c_size_t()
+        _check(lib, lib.nvrtcGetCUBINSize(prog, ctypes.byref(size)), 'nvrtcGetCUBINSize')
+        cubin = ctypes.create_string_buffer(size.value)
+        _check(lib, lib.nvrtcGetCUBIN(prog, cubin), 'nvrtcGetCUBIN')
+        return cubin.raw
+    finally:
+        lib.nvrtcDestroyProgram(ctypes.byref(prog))
+
+
+def pick_compiler(arch: int) -> str:
+    """'nvcc' where it targets ``arch`` and is installed, else 'nvrtc' (override with
+    ``$TX2_INFER_COMPILER``)."""
+    forced = os.environ.get('TX2_INFER_COMPILER')
+    if forced:
+        if forced not in ('nvcc', 'nvrtc'):
+            raise CompileError(f"TX2_INFER_COMPILER must be 'nvcc' or 'nvrtc', not {forced!r}")
+        return forced
+    return 'nvcc' if arch >= NVCC_MIN_ARCH and shutil.which('nvcc') else 'nvrtc'
+
+
+def compile_cached(name: str, arch: int, defines: dict = None, compiler: str = None) -> bytes:
+    """The cubin of ``kernels/<name>.cu`` for ``sm_<arch>``, from the disk cache if present."""
+    defines = dict(defines or {})
+    compiler = compiler or pick_compiler(arch)
+    if not (KERNEL_DIR / f'{name}.cu').is_file():
+        raise CompileError(f'no kernel file kernels/{name}.cu')
+    key = _cache_key(name, arch, defines, compiler)
+    path = assets.cache_dir() / 'kernels' / f'{name}-sm_{arch}-{key}.cubin'
+    if path.is_file():
+        return path.read_bytes()
+    fn = nvcc_compile if compiler == 'nvcc' else nvrtc_compile
+    cubin = fn(name, arch, defines)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f'.tmp{os.getpid()}')
+    tmp.write_bytes(cubin)
+    os.replace(tmp, path)  # atomic: concurrent processes never read half a file
+    return cubin
