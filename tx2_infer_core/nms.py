@@ -15,7 +15,8 @@ def box_iou(box, boxes):
     inter_h = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
     inter = inter_w * inter_h
     area = max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)
-    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    widths = np.clip(boxes[:, 2] - boxes[:, 0], 0, None)
+    areas = widths * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
     union = area + areas - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 

@@ -1,4 +1,7 @@
-"""Detection pre/post-processing against independent oracles (OpenCV, ONNX Runtime, brute force)."""
+"""Detection pre/post-processing against independent oracles.
+
+The oracles: OpenCV (blobFromImage, NMSBoxes, its Darknet reader), ONNX Runtime, brute force.
+"""
 import cv2
 import numpy as np
 import pytest
