@@ -165,6 +165,7 @@ class _Blocks:
     def alias(self, out, over, end):
         root = self.root(over)
         self.parent[out] = (over, 0)
+        self.span.pop(out)
         self.span[root] = (self.span[root][0], max(self.span[root][1], end))
 
 
@@ -209,47 +210,79 @@ def peak_live(starts, ends, sizes) -> int:
     return int(np.cumsum(delta).max())
 
 
-def _fit(offsets, sizes, size, best_fit) -> int:
-    """Lowest (or tightest, if ``best_fit``) free offset for ``size`` bytes among busy blocks."""
-    if not len(offsets):
-        return 0
-    order = np.argsort(offsets, kind='stable')
-    lows = offsets[order]
-    highs = np.maximum.accumulate(lows + sizes[order])
-    gap_starts = np.concatenate(([0], highs))
-    free = np.concatenate((lows, [np.iinfo(np.int64).max // 2])) - gap_starts
-    fits = np.nonzero(free >= size)[0]
-    pick = fits[np.argmin(free[fits])] if best_fit else fits[0]
-    return int(gap_starts[pick])
+def _fit(busy, size, best_fit) -> int:
+    """Lowest (or, if ``best_fit``, tightest) free offset for ``size`` bytes.
+
+    ``busy`` is a list of (low, high) byte ranges sorted by ``low``.
+    """
+    offset, choice, slack = 0, None, None
+    for low, high in busy:
+        free = low - offset
+        if free >= size:
+            if not best_fit:
+                return offset
+            if choice is None or free < slack:
+                choice, slack = offset, free
+        offset = max(offset, high)
+    return offset if choice is None else choice
 
 
-def _greedy(starts, ends, sizes, order, best_fit) -> tuple:
+def _conflicts(starts, ends) -> list:
+    """For each block, the indices of the blocks alive at some step it is alive."""
+    return [np.nonzero((starts <= e) & (ends >= s))[0].tolist() for s, e in zip(starts, ends)]
+
+
+def _greedy(conflicts, sizes, order, best_fit) -> tuple:
     """Place blocks one by one in ``order``; returns (offsets, arena bytes)."""
-    offsets = np.zeros(len(sizes), dtype=np.int64)
-    done = np.zeros(len(sizes), dtype=bool)
+    offsets = [None] * len(sizes)
     for i in order:
-        busy = np.nonzero(done & (starts <= ends[i]) & (ends >= starts[i]))[0]
-        offsets[i] = _fit(offsets[busy], sizes[busy], sizes[i], best_fit)
-        done[i] = True
-    return offsets, int((offsets + sizes).max(initial=0))
+        busy = sorted((offsets[j], offsets[j] + sizes[j])
+                      for j in conflicts[i] if offsets[j] is not None)
+        offsets[i] = _fit(busy, sizes[i], best_fit)
+    return offsets, max(o + s for o, s in zip(offsets, sizes))
 
 
-def assign_offsets(starts, ends, sizes) -> tuple:
-    """Offsets for blocks with lifetimes [starts, ends]: the best of a few greedy orders."""
+def _orders(starts, ends, sizes) -> list:
+    """A few greedy placement orders; the breadth order places blocks of the busiest steps first."""
     lengths = ends - starts
-    orders = [np.lexsort((starts, -sizes)),              # biggest first
-              np.lexsort((-sizes, -lengths)),            # longest-lived first
-              np.lexsort((-sizes, starts)),              # in birth order
-              np.lexsort((starts, -sizes * (lengths + 1)))]  # biggest area first
+    delta = np.zeros(int(ends.max()) + 2, dtype=np.int64)
+    np.add.at(delta, starts, sizes)
+    np.add.at(delta, ends + 1, -sizes)
+    live = np.cumsum(delta)
+    breadth = np.array([live[s:e + 1].max() for s, e in zip(starts, ends)], dtype=np.int64)
+    return [np.lexsort((starts, -sizes)),                  # biggest first
+            np.lexsort((-sizes, -lengths)),                # longest-lived first
+            np.lexsort((-sizes, starts)),                  # in birth order
+            np.lexsort((starts, -sizes * (lengths + 1))),  # biggest area first
+            np.lexsort((starts, -sizes, -breadth))]        # busiest steps first
+
+
+def assign_offsets(starts, ends, sizes, budget=4096) -> tuple:
+    """Offsets for blocks with lifetimes [starts, ends]; returns (offsets, arena bytes).
+
+    Best of a few greedy orders (first fit and best fit), then, while above the lower bound,
+    a short seeded hill climb swapping two blocks of the best order (``budget`` placements).
+    """
+    if not len(sizes):
+        return np.zeros(0, dtype=np.int64), 0
     bound, best = peak_live(starts, ends, sizes), None
-    for order in orders:
+    conflicts, size_list = _conflicts(starts, ends), sizes.tolist()
+    for order in _orders(starts, ends, sizes):
         for best_fit in (True, False):
-            offsets, arena = _greedy(starts, ends, sizes, order, best_fit)
+            offsets, arena = _greedy(conflicts, size_list, order.tolist(), best_fit)
             if best is None or arena < best[1]:
-                best = offsets, arena
-            if arena == bound:
-                return best
-    return best
+                best = offsets, arena, order
+    rng = np.random.default_rng(0)
+    for _ in range(min(48, budget // len(sizes))):
+        if best[1] == bound:
+            break
+        order = list(best[2])
+        i, j = rng.integers(len(order), size=2)
+        order[i], order[j] = order[j], order[i]
+        offsets, arena = _greedy(conflicts, size_list, order, False)
+        if arena <= best[1]:
+            best = offsets, arena, order
+    return np.array(best[0], dtype=np.int64), best[1]
 
 
 def plan_memory(graph, alignment=256, inplace=True, concat_placement=True) -> MemoryPlan:
