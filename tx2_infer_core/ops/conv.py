@@ -1,0 +1,177 @@
+"""Conv and ConvTranspose (N-d) as pure numpy functions: im2col views + one matmul per group.
+
+The window helpers here are shared with pooling. Everything stays in the input's dtype.
+"""
+import itertools
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from tx2_infer_core.ops.common import unsupported
+
+
+def same_pads(sizes, kernel, strides, dilations, auto_pad):
+    """Explicit [begins..., ends...] pads for auto_pad SAME_UPPER / SAME_LOWER."""
+    begins, ends = [], []
+    for size, k, s, d in zip(sizes, kernel, strides, dilations):
+        out = -(-size // s)
+        total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
+        small, big = total // 2, total - total // 2
+        begins.append(small if auto_pad == 'SAME_UPPER' else big)
+        ends.append(big if auto_pad == 'SAME_UPPER' else small)
+    return begins + ends
+
+
+def resolve_pads(sizes, kernel, strides, dilations, pads, auto_pad):
+    """The [begins..., ends...] pads ONNX means by ``pads`` and ``auto_pad``."""
+    if auto_pad in ('SAME_UPPER', 'SAME_LOWER'):
+        return same_pads(sizes, kernel, strides, dilations, auto_pad)
+    if auto_pad == 'VALID':
+        return [0] * (2 * len(sizes))
+    if auto_pad != 'NOTSET':
+        unsupported(f"auto_pad='{auto_pad}'")
+    return list(pads) if pads else [0] * (2 * len(sizes))
+
+
+def pad_spatial(x, begins, ends, value=0.0):
+    """x (N, C, *spatial) padded with ``value`` on the spatial axes (no copy when all zero)."""
+    if not any(begins) and not any(ends):
+        return x
+    widths = [(0, 0), (0, 0)] + list(zip(begins, ends))
+    return np.pad(x, widths, mode='constant', constant_values=value)
+
+
+def out_sizes(sizes, kernel, strides, dilations):
+    """Output sizes of a valid (already padded) window sweep."""
+    return [(n - (k - 1) * d - 1) // s + 1
+            for n, k, s, d in zip(sizes, kernel, strides, dilations)]
+
+
+def window_view(xp, kernel, strides, dilations):
+    """Read-only view (N, C, *kernel, *out) of the windows of padded ``xp`` (no copy)."""
+    out = out_sizes(xp.shape[2:], kernel, strides, dilations)
+    spatial = xp.strides[2:]
+    shape = xp.shape[:2] + tuple(kernel) + tuple(out)
+    steps = (xp.strides[:2] + tuple(st * d for st, d in zip(spatial, dilations))
+             + tuple(st * s for st, s in zip(spatial, strides)))
+    return as_strided(xp, shape, steps, writeable=False)
+
+
+def window_slices(xp, kernel, strides, dilations):
+    """Yield (kernel offset, strided slice of xp) for each kernel position."""
+    out = out_sizes(xp.shape[2:], kernel, strides, dilations)
+    for offset in itertools.product(*(range(k) for k in kernel)):
+        index = tuple(slice(o * d, o * d + (n - 1) * s + 1, s)
+                      for o, d, n, s in zip(offset, dilations, out, strides))
+        yield offset, xp[(Ellipsis,) + index]
+
+
+def conv_nd(x, w, group=1, strides=None, dilations=None, pads=None):
+    """Cross-correlation of x (N, C, *S) with w (M, C/group, *K); explicit pads."""
+    nd = x.ndim - 2
+    kernel = w.shape[2:]
+    strides, dilations = strides or [1] * nd, dilations or [1] * nd
+    pads = pads or [0] * (2 * nd)
+    xp = pad_spatial(x, pads[:nd], pads[nd:])
+    n, c = x.shape[:2]
+    m = w.shape[0]
+    if group == 1 and all(k == 1 for k in kernel) and all(s == 1 for s in strides):
+        y = np.matmul(w.reshape(m, c), xp.reshape(n, c, -1))
+        return y.reshape((n, m) + xp.shape[2:])
+    if group == c and m == c:
+        return _depthwise(xp, w, strides, dilations)
+    windows = window_view(xp, kernel, strides, dilations)
+    out = windows.shape[2 + nd:]
+    cg, mg = c // group, m // group
+    y = np.empty((n, m, int(np.prod(out))), dtype=np.result_type(x, w))
+    for g in range(group):
+        cols = windows[:, g * cg:(g + 1) * cg].reshape(n, cg * int(np.prod(kernel)), -1)
+        y[:, g * mg:(g + 1) * mg] = np.matmul(w[g * mg:(g + 1) * mg].reshape(mg, -1), cols)
+    return y.reshape((n, m) + tuple(out))
+
+
+def _depthwise(xp, w, strides, dilations):
+    """One filter per channel: accumulate kernel-offset slices times per-channel weights."""
+    kernel = w.shape[2:]
+    extra = (1,) * len(kernel)
+    y = None
+    for offset, part in window_slices(xp, kernel, strides, dilations):
+        term = part * w[(slice(None), 0) + offset].reshape((1, -1) + extra)
+        y = term if y is None else np.add(y, term, out=y)
+    return y
+
+
+def conv_transpose_nd(x, w, group=1, strides=None, dilations=None, output_padding=None):
+    """Full (uncropped) transposed convolution: x (N, C, *S), w (C, M/group, *K)."""
+    nd = x.ndim - 2
+    kernel, sizes = w.shape[2:], x.shape[2:]
+    strides, dilations = strides or [1] * nd, dilations or [1] * nd
+    output_padding = output_padding or [0] * nd
+    n, c = x.shape[:2]
+    cg, mg = c // group, w.shape[1]
+    full = [s * (i - 1) + (k - 1) * d + 1 + p
+            for s, i, k, d, p in zip(strides, sizes, kernel, dilations, output_padding)]
+    y = np.zeros([n, mg * group] + full, dtype=np.result_type(x, w))
+    for g in range(group):
+        wg = w[g * cg:(g + 1) * cg].reshape(cg, -1)
+        cols = np.matmul(wg.T, x[:, g * cg:(g + 1) * cg].reshape(n, cg, -1))
+        cols = cols.reshape((n, mg) + tuple(kernel) + tuple(sizes))
+        for offset in itertools.product(*(range(k) for k in kernel)):
+            index = tuple(slice(o * d, o * d + (i - 1) * s + 1, s)
+                          for o, d, i, s in zip(offset, dilations, sizes, strides))
+            y[(slice(None), slice(g * mg, (g + 1) * mg)) + index] += cols[
+                (slice(None), slice(None)) + offset]
+    return y
+
+
+def Conv(x, w, b=None, *, auto_pad='NOTSET', dilations=None, group=1, kernel_shape=None,
+         pads=None, strides=None):
+    """ONNX Conv: cross-correlation plus optional per-channel bias."""
+    nd = x.ndim - 2
+    strides, dilations = strides or [1] * nd, dilations or [1] * nd
+    if kernel_shape and list(kernel_shape) != list(w.shape[2:]):
+        unsupported(f'kernel_shape={kernel_shape} differs from weight shape {w.shape}')
+    pads = resolve_pads(x.shape[2:], w.shape[2:], strides, dilations, pads, auto_pad)
+    y = conv_nd(x, w, group, strides, dilations, pads)
+    if b is not None:
+        y += b.reshape((1, -1) + (1,) * nd)
+    return y.astype(x.dtype, copy=False)
+
+
+def _transpose_pads(x, w, strides, dilations, output_padding, output_shape, pads, auto_pad):
+    """Begin pads and output sizes of ConvTranspose (ONNX rules for output_shape/auto_pad)."""
+    nd = x.ndim - 2
+    full = [s * (i - 1) + (k - 1) * d + 1 + p for s, i, k, d, p in
+            zip(strides, x.shape[2:], w.shape[2:], dilations, output_padding)]
+    if pads and auto_pad == 'NOTSET':
+        sizes = output_shape or [f - b - e for f, b, e in zip(full, pads[:nd], pads[nd:])]
+        return list(pads[:nd]), list(sizes)
+    if auto_pad not in ('NOTSET', 'SAME_UPPER', 'SAME_LOWER', 'VALID'):
+        unsupported(f"auto_pad='{auto_pad}'")
+    if output_shape:
+        sizes = list(output_shape)[-nd:]
+    elif auto_pad in ('SAME_UPPER', 'SAME_LOWER'):
+        sizes = [i * s for i, s in zip(x.shape[2:], strides)]
+    else:
+        return [0] * nd, full
+    totals = [f - o for f, o in zip(full, sizes)]
+    upper = auto_pad == 'SAME_UPPER'
+    return [t // 2 if upper else t - t // 2 for t in totals], sizes
+
+
+def ConvTranspose(x, w, b=None, *, auto_pad='NOTSET', dilations=None, group=1,
+                  kernel_shape=None, output_padding=None, output_shape=None, pads=None,
+                  strides=None):
+    """ONNX ConvTranspose (a.k.a. deconvolution), with output_shape / auto_pad handling."""
+    nd = x.ndim - 2
+    strides, dilations = strides or [1] * nd, dilations or [1] * nd
+    output_padding = output_padding or [0] * nd
+    begins, sizes = _transpose_pads(x, w, strides, dilations, output_padding, output_shape,
+                                    pads, auto_pad)
+    full = conv_transpose_nd(x, w, group, strides, dilations, output_padding)
+    grow = [max(b + s - f, 0) for b, s, f in zip(begins, sizes, full.shape[2:])]
+    full = pad_spatial(full, [0] * nd, grow)
+    y = full[(Ellipsis,) + tuple(slice(b, b + s) for b, s in zip(begins, sizes))]
+    if b is not None:
+        y = y + b.reshape((1, -1) + (1,) * nd)
+    return np.ascontiguousarray(y).astype(x.dtype, copy=False)

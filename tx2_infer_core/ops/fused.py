@@ -1,0 +1,37 @@
+"""Internal fused ops produced by the fusion passes (one per future CUDA kernel)."""
+import numpy as np
+
+from tx2_infer_core.ops import elementwise
+from tx2_infer_core.ops.common import unsupported
+from tx2_infer_core.ops.conv import Conv
+
+
+def apply_activation(x, name, alpha=0.01, beta=0.5, clip_min=-np.inf, clip_max=np.inf):
+    """Apply a FusedConv ``activation`` by name ('' is the identity)."""
+    if name == '':
+        return x
+    if name == 'LeakyRelu':
+        return elementwise.LeakyRelu(x, alpha=alpha)
+    if name == 'HardSigmoid':
+        return elementwise.HardSigmoid(x, alpha=alpha, beta=beta)
+    if name == 'Clip':
+        return elementwise.Clip(x, np.float32(clip_min), np.float32(clip_max))
+    if name not in elementwise.ACTIVATIONS:
+        unsupported(f"activation='{name}'")
+    return elementwise.ACTIVATIONS[name](x)
+
+
+def FusedConv(x, w, b=None, residual=None, *, auto_pad='NOTSET', dilations=None, group=1,
+              kernel_shape=None, pads=None, strides=None, activation='', alpha=0.01, beta=0.5,
+              clip_min=-np.inf, clip_max=np.inf, residual_after_act=0):
+    """act(conv(x, w) + b + residual), or act(conv(x, w) + b) + residual_after_act."""
+    y = Conv(x, w, b, auto_pad=auto_pad, dilations=dilations, group=group,
+             kernel_shape=kernel_shape, pads=pads, strides=strides)
+    act = dict(name=activation, alpha=alpha, beta=beta, clip_min=clip_min, clip_max=clip_max)
+    if residual is not None and not residual_after_act:
+        y += residual
+    y = apply_activation(y, **act)
+    if residual is not None and residual_after_act:
+        y = y + residual
+    return y.astype(x.dtype, copy=False)
+

@@ -1,0 +1,87 @@
+"""Pooling ops over sliding windows (one vectorised step per kernel offset, no pixel loops)."""
+import numpy as np
+
+from tx2_infer_core.ops.conv import pad_spatial, resolve_pads, window_slices
+
+
+def pool_geometry(sizes, kernel, strides, dilations, pads, auto_pad, ceil_mode):
+    """(begin pads, end pads as given, extra end pads for ceil_mode) of a pooling window sweep.
+
+    With ceil_mode the last window may hang over the end; a window that would start inside
+    the end padding only is dropped (ONNX / PyTorch rule).
+    """
+    nd = len(sizes)
+    pads = resolve_pads(sizes, kernel, strides, dilations, pads, auto_pad)
+    begins, ends, extra = pads[:nd], pads[nd:], []
+    for i in range(nd):
+        span = sizes[i] + begins[i] + ends[i] - ((kernel[i] - 1) * dilations[i] + 1)
+        out = (-(-span // strides[i]) if ceil_mode else span // strides[i]) + 1
+        if ceil_mode and (out - 1) * strides[i] >= sizes[i] + begins[i]:
+            out -= 1
+        need = (out - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1
+        extra.append(max(need - (sizes[i] + begins[i] + ends[i]), 0))
+    return begins, ends, extra
+
+
+def _defaults(x, kernel_shape, strides, dilations):
+    nd = x.ndim - 2
+    return list(kernel_shape), list(strides or [1] * nd), list(dilations or [1] * nd)
+
+
+def MaxPool(x, *, auto_pad='NOTSET', ceil_mode=0, dilations=None, kernel_shape, pads=None,
+            storage_order=0, strides=None):
+    """Maximum over each window; padding never wins (pads with -inf / the dtype minimum)."""
+    kernel, strides, dilations = _defaults(x, kernel_shape, strides, dilations)
+    begins, ends, extra = pool_geometry(x.shape[2:], kernel, strides, dilations, pads,
+                                        auto_pad, ceil_mode)
+    low = -np.inf if x.dtype.kind == 'f' else np.iinfo(x.dtype).min
+    xp = pad_spatial(x, begins, [e + x_ for e, x_ in zip(ends, extra)], low)
+    y = None
+    for _, part in window_slices(xp, kernel, strides, dilations):
+        y = part.copy() if y is None else np.maximum(y, part, out=y)
+    return y
+
+
+def AveragePool(x, *, auto_pad='NOTSET', ceil_mode=0, count_include_pad=0, dilations=None,
+                kernel_shape, pads=None, strides=None):
+    """Mean over each window; pads count only with count_include_pad (ceil overhang never)."""
+    kernel, strides, dilations = _defaults(x, kernel_shape, strides, dilations)
+    begins, ends, extra = pool_geometry(x.shape[2:], kernel, strides, dilations, pads,
+                                        auto_pad, ceil_mode)
+    total = _window_sum(pad_spatial(x, begins, [e + x_ for e, x_ in zip(ends, extra)]),
+                        kernel, strides, dilations)
+    ones = np.ones((1, 1) + x.shape[2:], dtype=x.dtype)
+    if count_include_pad:
+        counted = pad_spatial(pad_spatial(ones, begins, ends, 1.0), [0] * len(extra), extra)
+    else:
+        counted = pad_spatial(ones, begins, [e + x_ for e, x_ in zip(ends, extra)])
+    count = _window_sum(counted, kernel, strides, dilations)
+    return (total / count).astype(x.dtype, copy=False)
+
+
+def _window_sum(xp, kernel, strides, dilations):
+    y = None
+    for _, part in window_slices(xp, kernel, strides, dilations):
+        y = part.copy() if y is None else np.add(y, part, out=y)
+    return y
+
+
+def LpPool(x, *, auto_pad='NOTSET', ceil_mode=0, dilations=None, kernel_shape, p=2,
+           pads=None, strides=None):
+    """(sum |x|^p over each window)^(1/p); zero padding."""
+    kernel, strides, dilations = _defaults(x, kernel_shape, strides, dilations)
+    begins, ends, extra = pool_geometry(x.shape[2:], kernel, strides, dilations, pads,
+                                        auto_pad, ceil_mode)
+    xp = pad_spatial(np.abs(x) ** p, begins, [e + x_ for e, x_ in zip(ends, extra)])
+    return (_window_sum(xp, kernel, strides, dilations) ** (1.0 / p)).astype(x.dtype)
+
+
+def GlobalAveragePool(x):
+    """Mean over all spatial axes, kept as size-1 dimensions."""
+    return x.mean(axis=tuple(range(2, x.ndim)), keepdims=True, dtype=x.dtype)
+
+
+def GlobalMaxPool(x):
+    """Maximum over all spatial axes, kept as size-1 dimensions."""
+    return x.max(axis=tuple(range(2, x.ndim)), keepdims=True)
+
