@@ -1,0 +1,179 @@
+"""Pure conversions between ROS messages and numpy/OpenCV images and detections.
+
+No rclpy here: the functions read and fill message objects through their fields only, so they
+work on ``sensor_msgs`` messages and on anything shaped like them. This is all a cv_bridge does
+for a detector, written for our encodings and tested here.
+
+``image_to_bgr`` and ``compressed_to_bgr`` raise ``ConversionError`` whose ``cause`` names the
+drop-counter the node bumps: 'encoding', 'size', 'empty' or 'decode'.
+"""
+import cv2
+import numpy as np
+
+# encoding -> (channels, bytes per channel)
+RAW_ENCODINGS = {
+    'bgr8': (3, 1), 'rgb8': (3, 1), 'bgra8': (4, 1), 'rgba8': (4, 1), 'mono8': (1, 1),
+    'mono16': (1, 2), 'yuv422': (2, 1), 'uyvy': (2, 1), 'yuv422_yuy2': (2, 1), 'yuyv': (2, 1),
+}
+_TO_BGR = {
+    'rgb8': cv2.COLOR_RGB2BGR, 'bgra8': cv2.COLOR_BGRA2BGR, 'rgba8': cv2.COLOR_RGBA2BGR,
+    'mono8': cv2.COLOR_GRAY2BGR, 'yuv422': cv2.COLOR_YUV2BGR_UYVY,
+    'uyvy': cv2.COLOR_YUV2BGR_UYVY, 'yuv422_yuy2': cv2.COLOR_YUV2BGR_YUY2,
+    'yuyv': cv2.COLOR_YUV2BGR_YUY2,
+}
+_FROM_BGR = {
+    'rgb8': cv2.COLOR_BGR2RGB, 'bgra8': cv2.COLOR_BGR2BGRA, 'rgba8': cv2.COLOR_BGR2RGBA,
+    'mono8': cv2.COLOR_BGR2GRAY, 'yuv422': cv2.COLOR_BGR2YUV_UYVY,
+    'uyvy': cv2.COLOR_BGR2YUV_UYVY, 'yuv422_yuy2': cv2.COLOR_BGR2YUV_YUY2,
+    'yuyv': cv2.COLOR_BGR2YUV_YUY2,
+}
+COMPRESSED_FORMATS = ('jpeg', 'png')
+
+
+class ConversionError(ValueError):
+    """A message that cannot be turned into an image; ``cause`` is the drop counter's name."""
+
+    def __init__(self, cause, message):
+        super().__init__(message)
+        self.cause = cause
+
+
+def _raw_view(msg):
+    """Zero-copy (height, width, channels) view of ``msg.data``, honouring ``msg.step``."""
+    encoding = msg.encoding.lower()
+    if encoding not in RAW_ENCODINGS:
+        raise ConversionError('encoding', f"unsupported image encoding '{msg.encoding}'; "
+                              f"supported: {', '.join(sorted(RAW_ENCODINGS))}")
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height == 0 or width == 0:
+        raise ConversionError('empty', f'zero-size image ({width}x{height})')
+    channels, depth = RAW_ENCODINGS[encoding]
+    row_bytes = width * channels * depth
+    if step < row_bytes:
+        raise ConversionError('size', f'step {step} is less than width*channels*depth = '
+                              f'{row_bytes} for {width}x{height} {encoding}')
+    data = np.frombuffer(msg.data, dtype=np.uint8)
+    if data.size != height * step:
+        raise ConversionError('size', f'data has {data.size} bytes, expected height*step = '
+                              f'{height}*{step} = {height * step}')
+    rows = data.reshape(height, step)[:, :row_bytes]
+    if depth == 2:
+        dtype = np.dtype('>u2' if msg.is_bigendian else '<u2')
+        return rows.view(dtype).reshape(height, width, channels), encoding
+    return rows.reshape(height, width, channels), encoding
+
+
+def image_to_bgr(msg):
+    """``sensor_msgs/Image`` -> HxWx3 uint8 BGR (a zero-copy view for bgr8 with no padding).
+
+    16-bit mono keeps its 8 most significant bits. Raises ``ConversionError``.
+    """
+    pixels, encoding = _raw_view(msg)
+    if encoding == 'bgr8':
+        return pixels
+    if encoding == 'mono16':
+        return cv2.cvtColor((pixels[..., 0] >> 8).astype(np.uint8), cv2.COLOR_GRAY2BGR)
+    if encoding == 'mono8':
+        pixels = pixels[..., 0]
+    return cv2.cvtColor(np.ascontiguousarray(pixels), _TO_BGR[encoding])
+
+
+def compressed_to_bgr(msg):
+    """``sensor_msgs/CompressedImage`` (jpeg or png) -> HxWx3 uint8 BGR.
+
+    Raises ``ConversionError`` ('empty' for no data, 'decode' when OpenCV cannot decode it).
+    """
+    data = np.frombuffer(msg.data, dtype=np.uint8)
+    if data.size == 0:
+        raise ConversionError('empty', 'compressed image has no data')
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if image is None or image.size == 0:
+        raise ConversionError('decode', f"cannot decode compressed image (format "
+                              f"'{msg.format}', {data.size} bytes)")
+    return image
+
+
+def bgr_to_image_fields(image_bgr, encoding, row_padding=0):
+    """HxWx3 BGR -> (height, width, step, data bytes) of an Image in ``encoding``.
+
+    ``row_padding`` extra zero bytes end each row (``step`` > width * pixel size). mono16
+    stores each grey level g as g * 257. Used by publishers and tests.
+    """
+    if encoding not in RAW_ENCODINGS:
+        raise ConversionError('encoding', f"unsupported image encoding '{encoding}'")
+    height, width = image_bgr.shape[:2]
+    if encoding == 'bgr8':
+        pixels = image_bgr
+    elif encoding == 'mono16':
+        grey = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY).astype('<u2') * np.uint16(257)
+        pixels = grey.view(np.uint8)
+    else:
+        pixels = cv2.cvtColor(image_bgr, _FROM_BGR[encoding])
+    rows = np.ascontiguousarray(pixels).reshape(height, -1)
+    if row_padding:
+        rows = np.pad(rows, ((0, 0), (0, row_padding)))
+    return height, width, rows.shape[1], rows.tobytes()
+
+
+def fill_image(msg, image_bgr, encoding='bgr8', row_padding=0):
+    """Fill a ``sensor_msgs/Image`` with ``image_bgr`` in ``encoding``; returns ``msg``."""
+    msg.height, msg.width, msg.step, data = bgr_to_image_fields(image_bgr, encoding,
+                                                                row_padding)
+    msg.encoding = encoding
+    msg.is_bigendian = 0
+    msg.data = data
+    return msg
+
+
+def fill_compressed(msg, image_bgr, fmt='jpeg', quality=90):
+    """Fill a ``sensor_msgs/CompressedImage`` with ``image_bgr`` encoded as jpeg or png."""
+    if fmt not in COMPRESSED_FORMATS:
+        raise ConversionError('encoding', f"unsupported compressed format '{fmt}'; "
+                              f"supported: {', '.join(COMPRESSED_FORMATS)}")
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if fmt == 'jpeg' else []
+    ok, buf = cv2.imencode('.jpg' if fmt == 'jpeg' else '.png', image_bgr, params)
+    if not ok:
+        raise ConversionError('decode', f'OpenCV could not encode a {fmt} image')
+    msg.format = fmt
+    msg.data = buf.tobytes()
+    return msg
+
+
+def fill_detection_array(array_msg, detections, header, msg_types):
+    """Fill a ``vision_msgs/Detection2DArray`` from ``[Detection]`` (original-pixel boxes).
+
+    ``msg_types`` gives the classes (``Detection2D``, ``ObjectHypothesisWithPose``), e.g. the
+    ``vision_msgs.msg`` module. Each detection: bbox centre and size in pixels, one hypothesis
+    whose ``class_id`` is the numeric class id as text and whose ``score`` is the confidence;
+    ``id`` (a tracking id in vision_msgs) stays empty. Returns ``array_msg``.
+    """
+    array_msg.header = header
+    out = []
+    for det in detections:
+        d = msg_types.Detection2D()
+        d.header = header
+        d.bbox.center.position.x = (det.x1 + det.x2) / 2.0
+        d.bbox.center.position.y = (det.y1 + det.y2) / 2.0
+        d.bbox.center.theta = 0.0
+        d.bbox.size_x = float(det.x2 - det.x1)
+        d.bbox.size_y = float(det.y2 - det.y1)
+        hyp = msg_types.ObjectHypothesisWithPose()
+        hyp.hypothesis.class_id = str(int(det.class_id))
+        hyp.hypothesis.score = float(det.score)
+        d.results = [hyp]
+        out.append(d)
+    array_msg.detections = out
+    return array_msg
+
+
+def detections_from_array(array_msg):
+    """``Detection2DArray`` -> list of dicts (x1, y1, x2, y2, score, class_id)."""
+    out = []
+    for d in array_msg.detections:
+        cx, cy = d.bbox.center.position.x, d.bbox.center.position.y
+        hyp = d.results[0].hypothesis if d.results else None
+        out.append({'x1': cx - d.bbox.size_x / 2, 'y1': cy - d.bbox.size_y / 2,
+                    'x2': cx + d.bbox.size_x / 2, 'y2': cy + d.bbox.size_y / 2,
+                    'score': hyp.score if hyp else 0.0,
+                    'class_id': int(hyp.class_id) if hyp else -1})
+    return out

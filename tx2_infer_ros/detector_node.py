@@ -1,0 +1,246 @@
+"""``detector_node``: a lifecycle node that turns camera images into vision_msgs detections.
+
+configure: validate parameters, load the plan or build (and cache) the engine, warm it up;
+activate: subscribe to ``image`` (or ``image/compressed``), publish ``detections``
+(Detection2DArray) and ``annotated_image``; deactivate: destroy them; cleanup: release the
+engine. Diagnostics go to ``/diagnostics`` at 1 Hz from configure to cleanup.
+Frames go through a keep-last-1 slot to one worker thread, so inference always runs on the
+newest frame; the rest are counted as dropped.
+"""
+import time
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+from rclpy.executors import ExternalShutdownException
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from rcl_interfaces.msg import SetParametersResult
+from sensor_msgs.msg import CompressedImage, Image
+from vision_msgs import msg as vision_msgs
+
+from tx2_infer_core import detect
+from tx2_infer_ros import conversions, params
+from tx2_infer_ros.pipeline import DetectorPipeline
+from tx2_infer_ros.qos import image_qos, incompatible_qos_callbacks
+from tx2_infer_ros.scheduling import FreshestSlot, Worker
+from tx2_infer_ros.stats import NodeStats, diagnostic_status
+
+SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
+LIVE = ('conf_threshold', 'iou_threshold', 'max_detections', 'classes', 'publish_annotated')
+
+
+class DetectorNode(LifecycleNode):
+    """The detector lifecycle node (see the module docstring)."""
+
+    def __init__(self, node_name='tx2_infer_detector', **kwargs):
+        super().__init__(node_name, **kwargs)
+        self._bad_overrides = self._declare_parameters()
+        self._state = 'unconfigured'
+        self.pipeline, self.stats, self.slot, self.worker = None, NodeStats(), None, None
+        self._sub = self._det_pub = self._ann_pub = self._diag_pub = self._diag_timer = None
+        self._live, self._last_warn = {}, {}
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    def _declare_parameters(self) -> dict:
+        """Declare every parameter; an invalid override is kept as an error for configure."""
+        bad = {}
+        for name, spec in params.SPECS.items():
+            try:
+                self.declare_parameter(name, spec.default, params.descriptor(name))
+            except (InvalidParameterValueException, InvalidParameterTypeException) as exc:
+                bad[name] = f'invalid value given for {name}: {exc}'
+                self.declare_parameter(name, spec.default, params.descriptor(name),
+                                       ignore_override=True)
+        return bad
+
+    def _param(self, name):
+        return self.get_parameter(name).value
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def on_configure(self, state):
+        """Validate parameters and load the engine; FAILURE (with the reason logged) if not."""
+        try:
+            self._configure()
+        except Exception as exc:  # noqa: BLE001 - any failure must leave a clean node
+            self.get_logger().error(f'configure failed: {exc}')
+            self._release_engine()
+            return FAILURE
+        self._state = 'inactive'
+        self.get_logger().info(f'configured: {self.pipeline.info()}')
+        return SUCCESS
+
+    def _configure(self):
+        errors = list(self._bad_overrides.values())
+        errors += [e for e in (params.validate(n, self._param(n)) for n in params.SPECS) if e]
+        if errors:
+            raise ValueError('; '.join(errors))
+        self.pipeline = DetectorPipeline(
+            self._param('model_path'), self._param('labels_path'), self._param('input_size'),
+            self._param('backend'), self._param('precision'), log=self.get_logger().info)
+        self._live = self._live_params({n: self._param(n) for n in LIVE})
+        self.stats = NodeStats()
+        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._diag_timer = self.create_timer(1.0, self._publish_diagnostics)
+
+    def on_activate(self, state):
+        """Create the image subscription, the output publishers and the worker."""
+        self._det_pub = self.create_publisher(vision_msgs.Detection2DArray, 'detections', 10)
+        self._ann_pub = self.create_publisher(Image, 'annotated_image', 2)
+        self.slot = FreshestSlot()
+        self.worker = Worker(self.slot, self._process)
+        self.worker.start()
+        compressed = self._param('input_type') == 'compressed'
+        self._sub = self.create_subscription(
+            CompressedImage if compressed else Image,
+            'image/compressed' if compressed else 'image', self.slot.put,
+            image_qos(self._param('qos_reliability'), self._param('qos_depth')),
+            event_callbacks=incompatible_qos_callbacks(self.get_logger(), 'image'))
+        self._state = 'active'
+        self.get_logger().info(f'active: subscribed to {self._sub.topic_name}')
+        return super().on_activate(state)
+
+    def on_deactivate(self, state):
+        """Destroy the subscription, finish the frame in progress, destroy the publishers."""
+        self._stop_io()
+        self._state = 'inactive'
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state):
+        """Release the engine and the diagnostics."""
+        self._release_engine()
+        self._state = 'unconfigured'
+        return SUCCESS
+
+    def on_shutdown(self, state):
+        """Release everything, whatever the state."""
+        self._stop_io()
+        self._release_engine()
+        self._state = 'finalized'
+        return SUCCESS
+
+    def on_error(self, state):
+        """Release everything; the node goes back to unconfigured."""
+        return self.on_shutdown(state)
+
+    def _stop_io(self):
+        if self._sub is not None:
+            self.destroy_subscription(self._sub)
+        if self.worker is not None:
+            self.worker.stop()
+            self.stats.drop('stale', self.slot.drops['stale'])
+        for pub in (self._det_pub, self._ann_pub):
+            if pub is not None:
+                self.destroy_publisher(pub)
+        self._sub = self._det_pub = self._ann_pub = self.worker = self.slot = None
+
+    def _release_engine(self):
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+        if self._diag_pub is not None:
+            self.destroy_publisher(self._diag_pub)
+        if self.pipeline is not None:
+            self.pipeline.close()
+        self.pipeline = self._diag_pub = self._diag_timer = None
+
+    # ---- parameters ------------------------------------------------------------------------
+    def _live_params(self, values) -> dict:
+        """Run-time settings for the worker; raises ValueError for an unknown class."""
+        labels = self.pipeline.labels if self.pipeline else None
+        out = dict(values)
+        out['class_ids'] = params.resolve_classes(values['classes'], labels)
+        return out
+
+    def _on_set_parameters(self, changes):
+        live = dict(self._live)
+        for p in changes:
+            reason = params.validate(p.name, p.value)
+            if reason is None and self._state == 'active' and p.name in params.REBUILD:
+                reason = (f'{p.name} needs a new engine: deactivate and cleanup the node, '
+                          'set it, then configure again')
+            if reason is None and self._state == 'active' and p.name in params.RESUBSCRIBE:
+                reason = f'{p.name} changes the subscription: deactivate, set it, then activate'
+            if reason is None and p.name in LIVE and self.pipeline is not None:
+                live[p.name] = p.value
+                try:
+                    live = self._live_params(live)
+                except ValueError as exc:
+                    reason = str(exc)
+            if reason is not None:
+                self.get_logger().warn(f'rejected {p.name}={p.value!r}: {reason}')
+                return SetParametersResult(successful=False, reason=reason)
+        for p in changes:
+            self._bad_overrides.pop(p.name, None)
+        if self.pipeline is not None:
+            self._live = live  # the worker reads it at the start of the next frame
+        return SetParametersResult(successful=True)
+
+    # ---- frames ----------------------------------------------------------------------------
+    def _process(self, msg, arrival):
+        """Worker: convert, detect, publish and time one frame; count it if dropped."""
+        live, t0 = self._live, time.perf_counter()
+        try:
+            image = (conversions.compressed_to_bgr(msg) if isinstance(msg, CompressedImage)
+                     else conversions.image_to_bgr(msg))
+        except conversions.ConversionError as exc:
+            self._drop(exc.cause, str(exc))
+            return
+        t1 = time.perf_counter()
+        try:
+            dets, times = self.pipeline.process(image, live['conf_threshold'],
+                                                live['iou_threshold'], live['max_detections'],
+                                                live['class_ids'])
+            out = conversions.fill_detection_array(vision_msgs.Detection2DArray(), dets,
+                                                   msg.header, vision_msgs)
+            self._det_pub.publish(out)
+            if live['publish_annotated']:
+                annotated = conversions.fill_image(Image(), detect.draw_detections(image, dets))
+                annotated.header = msg.header
+                self._ann_pub.publish(annotated)
+        except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the node
+            self._drop('error', f'{type(exc).__name__}: {exc}')
+            return
+        times['decode'] = t1 - t0
+        self.stats.record(times, self._latency(msg.header.stamp, arrival))
+
+    def _latency(self, stamp, arrival) -> float:
+        stamp_ns = stamp.sec * 10**9 + stamp.nanosec
+        if stamp_ns == 0:
+            return time.monotonic() - arrival
+        return (self.get_clock().now().nanoseconds - stamp_ns) * 1e-9
+
+    def _drop(self, cause, text):
+        """Count a dropped frame; log the first of each cause, then at most every 10 s."""
+        self.stats.drop(cause)
+        now = time.monotonic()
+        if now - self._last_warn.get(cause, -1e9) >= 10.0:
+            self._last_warn[cause] = now
+            self.get_logger().warn(f'dropped a frame ({cause}, {self.stats.drops[cause]} so '
+                                   f'far): {text}')
+
+    def _publish_diagnostics(self):
+        snap = self.stats.snapshot()
+        if self.slot is not None:
+            snap['drops']['stale'] += self.slot.drops['stale']
+        status = diagnostic_status(self.get_name(), snap, self.pipeline.info(),
+                                   self._state == 'active')
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self._diag_pub.publish(array)
+
+
+def main(args=None):
+    """Entry point of ``ros2 run tx2_infer_ros detector_node``."""
+    rclpy.init(args=args)
+    node = DetectorNode()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.on_shutdown(None)
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == '__main__':
+    main()

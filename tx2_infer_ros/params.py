@@ -1,0 +1,116 @@
+"""The detector node's parameters: defaults, descriptors (description, ranges) and validation.
+
+Kept apart from the node so the rules are one table. ``REBUILD`` parameters need a new engine:
+they are refused while the node is active and take effect on the next configure.
+"""
+from dataclasses import dataclass
+from typing import Optional
+
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                ParameterType)
+
+BACKENDS = ('auto', 'cpu', 'cuda')
+PRECISIONS = ('fp32', 'fp16', 'int8')
+INPUT_TYPES = ('raw', 'compressed')
+RELIABILITIES = ('best_effort', 'reliable')
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One parameter: default, ROS type, description, and its allowed values or range."""
+
+    default: object
+    type: int
+    description: str
+    choices: tuple = ()
+    low: Optional[float] = None
+    high: Optional[float] = None
+    step: float = 0
+
+
+_S, _I, _D = ParameterType.PARAMETER_STRING, ParameterType.PARAMETER_INTEGER, \
+    ParameterType.PARAMETER_DOUBLE
+_B, _SA = ParameterType.PARAMETER_BOOL, ParameterType.PARAMETER_STRING_ARRAY
+
+SPECS = {
+    'model_path': Spec('', _S, 'Model: ONNX (.onnx), Darknet (.cfg, weights beside it) or '
+                               'plan (.tx2plan); empty = Darknet YOLOv3-tiny (COCO)'),
+    'labels_path': Spec('', _S, 'Class names, one per line; empty = the model\'s own '
+                                '(COCO for the default model)'),
+    'input_size': Spec(0, _I, 'Square network input size in pixels (multiple of 32); '
+                              '0 = the model\'s own', low=0, high=4096, step=32),
+    'backend': Spec('auto', _S, 'Inference backend: auto (cuda if available), cpu, cuda',
+                    choices=BACKENDS),
+    'precision': Spec('fp32', _S, 'Engine precision: fp32, fp16 or int8', choices=PRECISIONS),
+    'conf_threshold': Spec(0.25, _D, 'Minimum detection score', low=0.0, high=1.0),
+    'iou_threshold': Spec(0.45, _D, 'IoU above which NMS suppresses a box', low=0.0, high=1.0),
+    'max_detections': Spec(100, _I, 'Most detections published per frame', low=1, high=1000,
+                           step=1),
+    'classes': Spec([], _SA, 'Only report these classes (names or ids); empty = all'),
+    'input_type': Spec('raw', _S, 'Subscribe to sensor_msgs/Image (raw) or '
+                                  'sensor_msgs/CompressedImage (compressed, jpeg/png)',
+                       choices=INPUT_TYPES),
+    'qos_reliability': Spec('best_effort', _S, 'Image subscription reliability',
+                            choices=RELIABILITIES),
+    'qos_depth': Spec(1, _I, 'Image subscription history depth', low=1, high=100, step=1),
+    'publish_annotated': Spec(False, _B, 'Also publish the annotated image on ~/annotated'),
+}
+
+REBUILD = frozenset({'model_path', 'input_size', 'backend', 'precision'})
+# Changing these while active needs new subscriptions: applied on the next activate.
+RESUBSCRIBE = frozenset({'input_type', 'qos_reliability', 'qos_depth'})
+
+
+def descriptor(name) -> ParameterDescriptor:
+    """The ``ParameterDescriptor`` of parameter ``name`` (description, type and range)."""
+    spec = SPECS[name]
+    desc = ParameterDescriptor(name=name, type=spec.type, description=spec.description)
+    if spec.choices:
+        desc.additional_constraints = 'one of: ' + ', '.join(spec.choices)
+    if spec.low is not None and spec.type == _D:
+        desc.floating_point_range = [FloatingPointRange(from_value=float(spec.low),
+                                                        to_value=float(spec.high))]
+    elif spec.low is not None:
+        desc.integer_range = [IntegerRange(from_value=int(spec.low), to_value=int(spec.high),
+                                           step=int(spec.step))]
+    if name in REBUILD:
+        desc.additional_constraints += ('; ' if desc.additional_constraints else '') + \
+            'needs a rebuild: deactivate and cleanup, then configure again'
+    return desc
+
+
+def validate(name, value) -> Optional[str]:
+    """None if ``value`` is allowed for parameter ``name``, else the reason it is not."""
+    spec = SPECS.get(name)
+    if spec is None:
+        return f"unknown parameter '{name}'"
+    if spec.choices and value not in spec.choices:
+        return f"{name} must be one of {', '.join(spec.choices)}, got {value!r}"
+    if spec.low is not None and not spec.low <= value <= spec.high:
+        return f'{name} must be in [{spec.low}, {spec.high}], got {value}'
+    if name == 'input_size' and value % 32:
+        return f'input_size must be 0 or a multiple of 32, got {value}'
+    if name == 'classes' and any(not str(c).strip() for c in value):
+        return 'classes must not contain empty names'
+    return None
+
+
+def resolve_classes(classes, labels) -> Optional[list]:
+    """Class filter (names or ids as text) -> sorted class ids, or None for all classes.
+
+    Raises ``ValueError`` naming an unknown class.
+    """
+    if not classes:
+        return None
+    ids = set()
+    for item in classes:
+        text = str(item).strip()
+        if text.isdigit():
+            ids.add(int(text))
+        elif labels and text in labels:
+            ids.add(labels.index(text))
+        else:
+            known = ', '.join(labels[:10]) + (', ...' if labels and len(labels) > 10 else '')
+            raise ValueError(f"unknown class '{text}' in classes; use an id or one of the "
+                             f'labels ({known or "the model has no labels"})')
+    return sorted(ids)

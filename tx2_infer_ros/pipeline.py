@@ -1,0 +1,101 @@
+"""The detector's engine side without ROS: load or build the engine, then run one frame with
+per-stage timings. Same steps as ``tx2_infer_core.detect.detect_image``, timed one by one.
+"""
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tx2_infer_core import detect
+from tx2_infer_core.engine import Engine, cuda_available
+from tx2_infer_core.errors import Tx2InferError
+
+MODEL_SUFFIXES = ('.onnx', '.cfg', '.tx2plan')
+
+
+def default_model():
+    """(cfg path, labels path) of the default model, Darknet YOLOv3-tiny (COCO)."""
+    from tx2_infer_core import assets
+    cfg, _weights, names = assets.yolov3_tiny()
+    return str(cfg), str(names)
+
+
+def _check_model_path(model_path):
+    path = Path(model_path)
+    if path.suffix not in MODEL_SUFFIXES:
+        raise Tx2InferError(f"model_path '{model_path}' is not a model file; expected "
+                            f"{', '.join(MODEL_SUFFIXES)}")
+    if not path.is_file():
+        raise Tx2InferError(f"model_path '{model_path}' does not exist")
+    if path.suffix == '.cfg' and not path.with_suffix('.weights').is_file():
+        raise Tx2InferError(f"Darknet weights '{path.with_suffix('.weights')}' not found "
+                            f"beside '{model_path}'")
+
+
+class DetectorPipeline:
+    """An engine plus what a frame needs: input spec, head, input format and labels."""
+
+    def __init__(self, model_path='', labels_path='', input_size=0, backend='auto',
+                 precision='fp32', log=print):
+        """Load a plan or build (and cache) the engine; ``log(text)`` reports progress."""
+        default_labels = ''
+        if not model_path:
+            model_path, default_labels = default_model()
+        _check_model_path(model_path)
+        self.backend = 'cuda' if backend == 'auto' and cuda_available() else \
+            ('cpu' if backend == 'auto' else backend)
+        shape = (1, 3, input_size, input_size) if input_size else None
+        start = time.perf_counter()
+        if model_path.endswith('.tx2plan'):
+            log(f'loading plan {model_path} on {self.backend}')
+            self.engine = Engine.load(model_path, self.backend)
+        else:
+            log(f'loading or building the engine for {model_path} ({precision}, '
+                f'{self.backend}, input {input_size or "from the model"}); a first build '
+                'takes a while and is cached')
+            self.engine = Engine.build_cached(model_path, shape, precision, self.backend)
+        log(f'engine ready in {time.perf_counter() - start:.1f} s')
+        self.model_path, self.precision = model_path, precision
+        self.spec = self.engine.input_specs[0]
+        meta = self.engine.meta or {}
+        self.head = meta.get('head') or detect.head_from_outputs(
+            {v.name: v.shape for v in self.engine.output_specs})
+        self.input_format = meta.get('input_format')
+        labels_path = labels_path or default_labels
+        self.labels = detect.load_labels(labels_path) if labels_path else meta.get('labels')
+        self.warm_up()
+
+    def warm_up(self) -> None:
+        """One run on a grey frame, so buffers are touched before the first real image."""
+        h, w = (self.spec.shape[2], self.spec.shape[3]) if self.spec.shape[1] == 3 else \
+            (self.spec.shape[1], self.spec.shape[2])
+        self.process(np.full((h, w, 3), 114, np.uint8), 0.5, 0.45, 1, None)
+
+    def process(self, image_bgr, conf, iou, max_detections, class_ids):
+        """One frame -> ([Detection] in original pixels, {stage: seconds})."""
+        t0 = time.perf_counter()
+        tensor, lb = detect.preprocess(image_bgr, self.spec.shape, self.input_format)
+        t1 = time.perf_counter()
+        outputs = self.engine.run({self.spec.name: tensor.astype(self.spec.dtype, copy=False)})
+        t2 = time.perf_counter()
+        boxes, scores, ids = detect.decode(outputs, self.head, conf, iou, max_detections,
+                                           class_ids)
+        if self.head.get('type') == 'classifier':
+            boxes = np.tile(np.float32([0, 0, lb.src_w, lb.src_h]), (len(scores), 1))
+        else:
+            boxes = detect.unletterbox_boxes(boxes, lb)
+        dets = [detect.Detection(float(b[0]), float(b[1]), float(b[2]), float(b[3]), float(s),
+                                 int(c), detect.label_for(int(c), self.labels))
+                for b, s, c in zip(boxes, scores, ids)]
+        t3 = time.perf_counter()
+        return dets, {'preprocess': t1 - t0, 'infer': t2 - t1, 'postprocess': t3 - t2}
+
+    def info(self) -> dict:
+        """Facts for diagnostics: backend, precision, model, input shape."""
+        return {'backend': self.backend, 'precision': self.precision,
+                'model': Path(self.model_path).name,
+                'input_shape': 'x'.join(str(d) for d in self.spec.shape)}
+
+    def close(self) -> None:
+        """Release the engine."""
+        self.engine.close()

@@ -1,0 +1,74 @@
+"""Run-time statistics of the detector node and their ``diagnostic_msgs`` form.
+
+Thread-safe: the worker records frames, the subscription records drops, a 1 Hz timer reads.
+"""
+import threading
+import time
+from collections import Counter, deque
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+
+STAGES = ('decode', 'preprocess', 'infer', 'postprocess')
+DROP_CAUSES = ('stale', 'encoding', 'size', 'empty', 'decode', 'error')
+
+
+class NodeStats:
+    """Counters, per-stage times and end-to-end latencies over a sliding window of frames."""
+
+    def __init__(self, window=100):
+        self._lock = threading.Lock()
+        self.frames = 0
+        self.drops = Counter()
+        self._stages = {s: deque(maxlen=window) for s in STAGES}
+        self._latency = deque(maxlen=window)
+        self._done_at = deque(maxlen=window)
+
+    def record(self, stage_seconds, latency_s) -> None:
+        """One processed frame: seconds per stage, and latency from the header stamp."""
+        with self._lock:
+            self.frames += 1
+            for stage, seconds in stage_seconds.items():
+                self._stages[stage].append(seconds)
+            self._latency.append(latency_s)
+            self._done_at.append(time.monotonic())
+
+    def drop(self, cause, count=1) -> None:
+        """Count ``count`` frames dropped for ``cause`` (see ``DROP_CAUSES``)."""
+        with self._lock:
+            self.drops[cause] += count
+
+    def snapshot(self) -> dict:
+        """fps, frames, drops per cause, mean ms per stage, latency p50/p99/max ms."""
+        with self._lock:
+            done = list(self._done_at)
+            fps = (len(done) - 1) / (done[-1] - done[0]) if len(done) > 1 and \
+                done[-1] > done[0] else 0.0
+            stages = {s: 1e3 * float(np.mean(v)) if v else 0.0 for s, v in self._stages.items()}
+            lat = np.asarray(self._latency) * 1e3
+            out = {'frames': self.frames, 'fps': fps,
+                   'drops': {c: self.drops.get(c, 0) for c in DROP_CAUSES}}
+        out['stage_ms'] = stages
+        out['latency_ms'] = {k: float(np.percentile(lat, q)) if lat.size else 0.0
+                             for k, q in (('p50', 50), ('p99', 99), ('max', 100))}
+        return out
+
+
+def diagnostic_status(node_name, snap, info, active) -> DiagnosticStatus:
+    """A ``DiagnosticStatus`` from a ``snapshot()`` and ``info`` (backend, precision, model)."""
+    status = DiagnosticStatus(name=f'{node_name}: tx2_infer detector',
+                              hardware_id=str(info.get('device', 'cpu')))
+    if not active:
+        status.level, status.message = DiagnosticStatus.WARN, 'inactive'
+    elif snap['frames'] == 0:
+        status.level, status.message = DiagnosticStatus.OK, 'active, waiting for images'
+    else:
+        status.level = DiagnosticStatus.OK
+        status.message = f"{snap['fps']:.1f} fps, latency p50 {snap['latency_ms']['p50']:.1f} ms"
+    values = [('fps', f"{snap['fps']:.2f}"), ('frames', str(snap['frames']))]
+    values += [(f'{s}_ms', f'{ms:.2f}') for s, ms in snap['stage_ms'].items()]
+    values += [(f'latency_{k}_ms', f'{v:.2f}') for k, v in snap['latency_ms'].items()]
+    values += [(f'dropped_{c}', str(n)) for c, n in snap['drops'].items()]
+    values += [(k, str(v)) for k, v in info.items()]
+    status.values = [KeyValue(key=k, value=v) for k, v in values]
+    return status
