@@ -1,0 +1,156 @@
+"""The ``tx2-infer`` command line, run for real (subprocess) on real models and photos."""
+import re
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from tx2_infer_core import assets, detect
+from tx2_infer_core.ir import Value
+
+LINE = re.compile(r'^(\S+): (.+?)\s+([01]\.\d{3})  \[\s*([-\d.]+)\s+([-\d.]+)\s+([-\d.]+)'
+                  r'\s+([-\d.]+)\]$')
+
+
+def cli(*args, cwd=None):
+    """Run ``python -m tx2_infer_core.cli ARGS``; return the CompletedProcess."""
+    return subprocess.run([sys.executable, '-m', 'tx2_infer_core.cli', *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, timeout=900)
+
+
+def parse_detections(stdout):
+    """Printed detection lines -> [(image, label, score, [x1, y1, x2, y2])]."""
+    found = []
+    for line in stdout.splitlines():
+        match = LINE.match(line)
+        if match:
+            image, label, score, *box = match.groups()
+            found.append((image, label.strip(), float(score), [float(v) for v in box]))
+    return found
+
+
+def assert_clean_error(result, message):
+    assert result.returncode == 2, result.stderr
+    assert 'Traceback' not in result.stderr
+    assert re.search(message, result.stderr), result.stderr
+
+
+@pytest.fixture(scope='module')
+def darknet_plan(tmp_path_factory):
+    cfg, _, _ = assets.yolov3_tiny()
+    plan = tmp_path_factory.mktemp('plan') / 'yolov3-tiny.tx2plan'
+    result = cli('build', cfg, '-o', plan, '--backend', 'cpu')
+    assert result.returncode == 0, result.stderr
+    assert 'arena' in result.stdout and plan.is_file()
+    return plan
+
+
+def test_help_lists_the_subcommands():
+    result = cli('--help')
+    assert result.returncode == 0
+    for command in ('build', 'run', 'bench', 'inspect', 'demo'):
+        assert command in result.stdout
+
+
+def test_bad_arguments_and_files_give_one_line_and_status_2(tmp_path):
+    assert_clean_error(cli('build', 'm.onnx', '-o', 'p', '--input-shape', '1x3xfoo'),
+                       'bad shape')
+    assert_clean_error(cli('run', tmp_path / 'missing.onnx', 'x.jpg'), 'model file not found')
+    garbage = tmp_path / 'broken.tx2plan'
+    garbage.write_bytes(b'not a plan at all' * 10)
+    for command in ('run', 'inspect', 'bench'):
+        args = [command, garbage] + (['x.jpg'] if command == 'run' else [])
+        result = cli(*args, '--backend', 'cpu')
+        assert_clean_error(result, 'error')
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_unreadable_image_is_a_clean_error(darknet_plan, tmp_path):
+    not_an_image = tmp_path / 'notes.jpg'
+    not_an_image.write_text('hello')
+    assert_clean_error(cli('run', darknet_plan, not_an_image, '--backend', 'cpu',
+                           '--out', tmp_path), 'cannot decode image')
+    assert_clean_error(cli('run', darknet_plan, tmp_path / 'nope.jpg', '--backend', 'cpu'),
+                       'image not found')
+
+
+def test_run_darknet_plan_prints_and_draws_detections(darknet_plan, tmp_path):
+    dog = assets.fetch('dog.jpg')
+    result = cli('run', darknet_plan, dog, '--backend', 'cpu', '--out', tmp_path / 'out')
+    assert result.returncode == 0, result.stderr
+    labels = {label for _, label, _, _ in parse_detections(result.stdout)}
+    assert {'dog', 'bicycle'} <= labels and labels & {'car', 'truck'}
+    drawn = cv2.imread(str(tmp_path / 'out' / 'dog.jpg'))
+    original = cv2.imread(str(dog))
+    assert drawn.shape == original.shape and (drawn != original).any()
+    only_dogs = parse_detections(cli('run', darknet_plan, dog, '--backend', 'cpu', '--out',
+                                     tmp_path / 'o2', '--classes', '16').stdout)
+    assert only_dogs and {label for _, label, _, _ in only_dogs} == {'dog'}
+
+
+class OrtEngine:
+    """The Engine surface detect_image needs, served by ONNX Runtime (the oracle)."""
+
+    def __init__(self, path):
+        import onnxruntime as ort
+        self.session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+        self.input_specs = [Value(i.name, tuple(i.shape)) for i in self.session.get_inputs()]
+        self.output_specs = [Value(o.name, tuple(o.shape)) for o in self.session.get_outputs()]
+        self.meta = {}
+
+    def run(self, feeds):
+        return dict(zip([o.name for o in self.output_specs], self.session.run(None, feeds)))
+
+
+def test_run_yolov8_onnx_matches_onnxruntime(tmp_path):
+    pytest.importorskip('onnxruntime')
+    model = assets.fetch('yolov8-fall.onnx')
+    photos = assets.fetch_photos(['bus.jpg', 'zidane.jpg'])
+    names = tmp_path / 'names.txt'
+    names.write_text('person\nfallen\n')
+    result = cli('run', model, *photos, '--backend', 'cpu', '--labels', names,
+                 '--out', tmp_path / 'out')
+    assert result.returncode == 0, result.stderr
+    ours = parse_detections(result.stdout)
+    oracle = OrtEngine(model)
+    theirs = [(p.name, d.label, d.score, [d.x1, d.y1, d.x2, d.y2]) for p in photos
+              for d in detect.detect_image(oracle, cv2.imread(str(p)), labels=['person',
+                                                                               'fallen'])]
+    assert len(theirs) >= 4 and [t[:2] for t in ours] == [t[:2] for t in theirs]
+    np.testing.assert_allclose([t[2] for t in ours], [t[2] for t in theirs], atol=2e-3)
+    np.testing.assert_allclose([t[3] for t in ours], [t[3] for t in theirs], atol=0.5)
+    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['bus.jpg', 'zidane.jpg']
+
+
+def test_inspect_reports_layers_flops_and_memory(darknet_plan):
+    result = cli('inspect', darknet_plan)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert re.search(r'conv_0\s+FusedConv\s+1x16x416x416\s+149\.52\s+Conv\+bias\+LeakyRelu',
+                     out)   # 2 * 3*3*3 * 16*416*416 multiply-adds
+    total = float(re.search(r'total: ([\d.]+) GFLOPs', out).group(1))
+    assert 5.5 < total < 5.65   # Darknet publishes 5.6 BFLOPs for YOLOv3-tiny
+    assert re.search(r'memory: arena [\d.]+ MiB, lower bound [\d.]+ MiB .*naive [\d.]+ MiB',
+                     out)
+
+
+def test_bench_compares_with_onnxruntime(darknet_plan):
+    result = cli('bench', darknet_plan, '--runs', '2', '--warmup', '1', '--compare-ort',
+                 '--backend', 'cpu')
+    assert result.returncode == 0, result.stderr
+    assert re.search(r'tx2_infer .*median +[\d.]+ ms +p99 +[\d.]+ ms', result.stdout)
+    assert re.search(r'onnxruntime .*median +[\d.]+ ms', result.stdout)
+    assert 'ratio' in result.stdout
+
+
+def test_demo_detects_on_the_real_photos(tmp_path):
+    result = cli('demo', '--backend', 'cpu', '--out', tmp_path / 'demo')
+    assert result.returncode == 0, result.stderr
+    found = parse_detections(result.stdout)
+    by_image = {}
+    for image, label, _, _ in found:
+        by_image.setdefault(image, set()).add(label)
+    assert {'dog', 'bicycle'} <= by_image['dog.jpg'] and 'person' in by_image['bus.jpg']
+    assert len(list((tmp_path / 'demo').iterdir())) == len(assets.PHOTOS)
