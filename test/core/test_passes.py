@@ -1,0 +1,256 @@
+"""Graph passes: each rewrite keeps the outputs (real weights, real photos) and declines when unsafe.
+
+Small hand-built graphs use real weight slices from YOLOv8 and YOLOv3-tiny; the three real models
+are optimised whole and compared with the unoptimised graph through the reference interpreter.
+"""
+import logging
+
+import cv2
+import numpy as np
+import pytest
+
+from tx2_infer_core import assets, detect, reference
+from tx2_infer_core.darknet import load_darknet
+from tx2_infer_core.ir import Graph, Node, Value
+from tx2_infer_core.onnx_import import load_onnx
+from tx2_infer_core.ops import run_node
+from tx2_infer_core.passes import (fold_batchnorm, fold_constants, fuse_conv_activation,
+                                   fuse_conv_bn_weights, fuse_residual_add, optimize,
+                                   remove_noops)
+
+CONV3 = {'kernel_shape': [3, 3], 'pads': [1, 1, 1, 1], 'strides': [1, 1]}
+
+
+def photo(name, shape):
+    image = cv2.imread(str(assets.fetch(name)), cv2.IMREAD_COLOR)
+    return detect.preprocess(image, shape)[0]
+
+
+def rel_error(ours, ref):
+    ref = np.asarray(ref, np.float64)
+    return float(np.abs(np.asarray(ours, np.float64) - ref).max() / np.abs(ref).max())
+
+
+def assert_same_outputs(graph, optimised, feeds, tol=1e-4):
+    before, after = reference.execute(graph, feeds), reference.execute(optimised, feeds)
+    assert list(after) == list(before)
+    for name in before:
+        assert after[name].shape == before[name].shape
+        assert rel_error(after[name], before[name]) <= tol, name
+
+
+@pytest.fixture(scope='module')
+def yolov8():
+    return load_onnx(assets.fetch('yolov8-fall.onnx'), input_shape=(1, 3, 640, 640))
+
+
+@pytest.fixture(scope='module')
+def yolov3():
+    cfg, weights, _ = assets.yolov3_tiny()
+    return load_darknet(cfg, weights)
+
+
+def tiny(nodes, weights, outputs, in_shape=(1, 3, 32, 32)):
+    """A graph reading ``images`` with shapes filled in by the reference interpreter."""
+    graph = Graph(nodes, ['images'], outputs, {'images': Value('images', in_shape)},
+                  dict(weights), 'tiny')
+    reference.infer_shapes(graph)
+    return graph
+
+
+def conv(name, x, w, b=''):
+    return Node('Conv', name, [x, w] + ([b] if b else []), [name], dict(CONV3))
+
+
+def silu(x, name):
+    return [Node('Sigmoid', f'{name}.sig', [x], [f'{name}.s']),
+            Node('Mul', name, [x, f'{name}.s'], [name])]
+
+
+@pytest.fixture(scope='module')
+def v8_stem(yolov8):
+    """images -> conv(3->32) SiLU -> conv(32->32) SiLU = 'x' (YOLOv8 stem and bottleneck cv1)."""
+    w = {k: yolov8.weights[k] for k in yolov8.weights if k.startswith(('model.0.', 'model.2.m.0'))}
+    nodes = ([conv('c0', 'images', 'model.0.conv.weight', 'model.0.conv.bias')]
+             + silu('c0', 'a0')
+             + [conv('c1', 'a0', 'model.2.m.0.cv1.conv.weight', 'model.2.m.0.cv1.conv.bias')]
+             + silu('c1', 'x'))
+    return nodes, w
+
+
+def test_fuse_conv_bn_weights_matches_unfused_composition(yolov3):
+    w, g = yolov3.weights['conv_2.weight'], yolov3.weights
+    bn = [g[f'bn_2.{k}'] for k in ('scale', 'bias', 'mean', 'var')]
+    x = photo('dog.jpg', (1, 3, 24, 24))
+    x = np.concatenate([x] * 6, axis=1)[:, :16].astype(np.float64)
+    conv_node = Node('Conv', 'c', [], ['y'], dict(CONV3))
+    unfused = run_node(Node('BatchNormalization', 'bn', [], ['z'], {'epsilon': 1e-5}),
+                       [run_node(conv_node, [x, w.astype(np.float64)])[0]]
+                       + [p.astype(np.float64) for p in bn])[0]
+    fw, fb = fuse_conv_bn_weights(w.astype(np.float64), None, *bn, 1e-5)
+    fused = run_node(conv_node, [x, fw, fb])[0]
+    assert rel_error(fused, unfused) < 1e-12
+    fw32, fb32 = fuse_conv_bn_weights(w, np.zeros(32, np.float32), *bn, 1e-5)
+    assert fw32.dtype == np.float32 and fb32.dtype == np.float32
+    assert np.allclose(fw32, fw, rtol=1e-6) and np.allclose(fb32, fb, rtol=1e-6, atol=1e-6)
+
+
+def _conv_bn_leaky(yolov3, outputs):
+    w = {k: yolov3.weights[k] for k in yolov3.weights if k.endswith(('_0.weight',))
+         or k.startswith('bn_0.')}
+    nodes = [Node('Conv', 'conv', ['images', 'conv_0.weight'], ['y'], dict(CONV3)),
+             Node('BatchNormalization', 'bn', ['y', 'bn_0.scale', 'bn_0.bias', 'bn_0.mean',
+                                               'bn_0.var'], ['z'], {'epsilon': 1e-5}),
+             Node('LeakyRelu', 'leaky', ['z'], ['out'], {'alpha': 0.1})]
+    return tiny(nodes, w, outputs)
+
+
+def test_conv_bn_leaky_becomes_one_fused_conv(yolov3):
+    graph = _conv_bn_leaky(yolov3, ['out'])
+    optimised, report = optimize(graph)
+    assert report['fold_batchnorm'] == 1 and report['fuse_conv_activation'] == 1
+    assert [n.op for n in optimised.nodes] == ['FusedConv']
+    node = optimised.nodes[0]
+    assert node.attrs['activation'] == 'LeakyRelu' and node.attrs['alpha'] == 0.1
+    assert node.outputs == ['out'] and optimised.outputs == ['out']
+    assert [n.op for n in graph.nodes] == ['Conv', 'BatchNormalization', 'LeakyRelu']
+    assert_same_outputs(graph, optimised, {'images': photo('dog.jpg', (1, 3, 32, 32))})
+
+
+def test_fusions_decline_on_graph_outputs_and_shared_values(yolov3):
+    graph = _conv_bn_leaky(yolov3, ['out', 'y'])          # conv output is a graph output
+    assert fold_batchnorm(graph.copy()) == 0
+    graph = _conv_bn_leaky(yolov3, ['out', 'z'])          # BN output is a graph output
+    copy = graph.copy()
+    assert fold_batchnorm(copy) == 1 and fuse_conv_activation(copy) == 0
+    assert [n.op for n in copy.nodes] == ['FusedConv', 'LeakyRelu']
+    graph.nodes.append(Node('Relu', 'second_reader', ['y'], ['y2']))
+    graph.outputs.append('y2')                            # conv output has two readers
+    assert fold_batchnorm(graph.copy()) == 0
+    optimised, _ = optimize(graph)
+    assert optimised.summary()['BatchNormalization'] == 1
+    assert_same_outputs(graph, optimised, {'images': photo('dog.jpg', (1, 3, 32, 32))})
+
+
+def test_silu_fuses_and_declines_when_sigmoid_is_read_elsewhere(v8_stem):
+    nodes, w = v8_stem
+    graph = tiny(nodes, w, ['x'])
+    optimised, report = optimize(graph)
+    assert report['fuse_conv_activation'] == 2
+    assert [(n.op, n.attrs['activation']) for n in optimised.nodes] == [('FusedConv', 'SiLU')] * 2
+    assert_same_outputs(graph, optimised, {'images': photo('bus.jpg', (1, 3, 32, 32))})
+    shared = tiny(nodes, w, ['x', 'x.s'])                 # the sigmoid is also an output
+    assert fuse_conv_activation(shared) == 1
+    assert shared.summary()['Sigmoid'] == 1
+
+
+def test_residual_add_yolo_style_adds_after_activation(v8_stem):
+    nodes, w = v8_stem
+    nodes = nodes + [conv('c2', 'x', 'model.2.m.0.cv2.conv.weight', 'model.2.m.0.cv2.conv.bias')]
+    nodes += silu('c2', 'a2') + [Node('Add', 'add', ['x', 'a2'], ['out'])]
+    graph = tiny(nodes, w, ['out'])
+    optimised, report = optimize(graph)
+    assert report['fuse_residual_add'] == 1
+    last = optimised.nodes[-1]
+    assert last.op == 'FusedConv' and last.inputs[3] == 'x' and last.outputs == ['out']
+    assert last.attrs['activation'] == 'SiLU' and last.attrs['residual_after_act'] == 1
+    assert_same_outputs(graph, optimised, {'images': photo('bus.jpg', (1, 3, 32, 32))})
+
+
+def test_residual_add_resnet_style_activation_after_add(v8_stem):
+    nodes, w = v8_stem
+    nodes = nodes + [conv('c2', 'x', 'model.2.m.0.cv2.conv.weight', 'model.2.m.0.cv2.conv.bias'),
+                     Node('Add', 'add', ['c2', 'x'], ['sum']), Node('Relu', 'relu', ['sum'],
+                                                                     ['out'])]
+    graph = tiny(nodes, w, ['out'])
+    optimised, _ = optimize(graph)
+    last = optimised.nodes[-1]
+    assert len(optimised.nodes) == 3 and last.inputs[3] == 'x'
+    assert last.attrs['activation'] == 'Relu' and last.attrs['residual_after_act'] == 0
+    assert_same_outputs(graph, optimised, {'images': photo('bus.jpg', (1, 3, 32, 32))})
+    graph.outputs.append('c2')                            # conv output read outside the Add
+    copy = graph.copy()
+    fuse_conv_activation(copy)
+    assert fuse_residual_add(copy) == 0
+
+
+def test_shape_arithmetic_folds_and_noops_go(v8_stem):
+    nodes, w = v8_stem
+    w = dict(w, zero=np.array(0, np.int64), one=np.array(1, np.int64), axes=np.array([0]),
+             minus1=np.array([-1], np.int64))
+    nodes = nodes[:3] + [
+        Node('Shape', 'shape', ['a0'], ['s']), Node('Gather', 'n', ['s', 'zero'], ['n'],
+                                                    {'axis': 0}),
+        Node('Gather', 'c', ['s', 'one'], ['c'], {'axis': 0}),
+        Node('Unsqueeze', 'un', ['n', 'axes'], ['n1']), Node('Unsqueeze', 'uc', ['c', 'axes'],
+                                                             ['c1']),
+        Node('Concat', 'cat', ['n1', 'c1', 'minus1'], ['shape4'], {'axis': 0}),
+        Node('Reshape', 'flat', ['a0', 'shape4'], ['flat']),
+        Node('Identity', 'id', ['flat'], ['id']), Node('Cast', 'cast', ['id'], ['out'], {'to': 1})]
+    graph = tiny(nodes, w, ['out'])
+    copy = graph.copy()
+    assert fold_constants(copy) == 6
+    assert list(copy.weights['shape4']) == [1, 32, -1]
+    assert remove_noops(copy) == 2
+    assert [n.op for n in copy.nodes][-1] == 'Reshape' and copy.nodes[-1].outputs == ['out']
+    optimised, _ = optimize(graph)
+    assert_same_outputs(graph, optimised, {'images': photo('bus.jpg', (1, 3, 32, 32))})
+
+
+def test_optimize_logs_one_line_per_pass(yolov3, caplog):
+    graph = _conv_bn_leaky(yolov3, ['out'])
+    with caplog.at_level(logging.INFO, logger='tx2_infer.passes'):
+        _, report = optimize(graph)
+    lines = [r.getMessage() for r in caplog.records if r.name == 'tx2_infer.passes']
+    assert any(line.startswith('fold_batchnorm: 1 rewrites') for line in lines)
+    assert len(lines) == 8 and set(report) >= {'fold_constants', 'fuse_residual_add'}
+    with pytest.raises(ValueError):
+        optimize(graph, level=7)
+
+
+# --- the real models, whole -------------------------------------------------------------------
+
+def _readers(graph, op):
+    consumers = graph.consumers()
+    return [n for n in graph.nodes
+            if n.op == 'Conv' and any(c.op == op for c in consumers.get(n.outputs[0], []))]
+
+
+def test_yolov8_every_conv_fused_with_silu_and_residuals(yolov8):
+    before = yolov8.summary()
+    optimised, report = optimize(yolov8)
+    after = optimised.summary()
+    assert 'Conv' not in after and after['FusedConv'] == before['Conv'] == 64
+    silu = [n for n in optimised.nodes if n.attrs.get('activation') == 'SiLU']
+    assert report['fuse_conv_activation'] == len(silu) == len(_readers(yolov8, 'Sigmoid')) == 57
+    assert report['fuse_residual_add'] == 6        # the C2f bottlenecks with a shortcut
+    assert all(n.attrs['residual_after_act'] == 1 for n in silu if len(n.inputs) > 3)
+    assert after['Concat'] == before['Concat']     # Concat is the planner's business
+    assert yolov8.summary() == before              # the caller's graph is untouched
+    assert_same_outputs(yolov8, optimised, {'images': photo('bus.jpg', (1, 3, 640, 640))})
+
+
+def test_open_nsfw_resnet_collapses_to_fused_convs():
+    graph = load_onnx(assets.fetch('open_nsfw.onnx'))
+    before = graph.summary()
+    optimised, report = optimize(graph)
+    after = optimised.summary()
+    assert after['FusedConv'] == before['Conv'] == 53
+    assert 'Cast' not in after and 'Relu' not in after and 'Sub' not in after
+    assert after['Transpose'] <= 2 < before['Transpose']
+    assert report['fuse_residual_add'] == 16       # one per bottleneck block
+    assert report['fuse_conv_activation'] + report['fuse_residual_add'] == before['Relu']
+    assert len(optimised.nodes) < len(graph.nodes) / 10
+    x = photo('astronaut.png', graph.values[graph.inputs[0]].shape)
+    assert_same_outputs(graph, optimised, {graph.inputs[0]: x})
+
+
+def test_yolov3_tiny_batchnorm_folded_and_leaky_fused(yolov3):
+    before = yolov3.summary()
+    optimised, report = optimize(yolov3)
+    assert report['fold_batchnorm'] == before['BatchNormalization'] == 11
+    assert report['fuse_conv_activation'] == before['LeakyRelu'] == 11
+    assert optimised.summary() == {'FusedConv': 13, 'MaxPool': 6, 'Resize': 1, 'Concat': 1}
+    assert optimised.outputs == yolov3.outputs
+    x = photo('dog.jpg', yolov3.values[yolov3.inputs[0]].shape)
+    assert_same_outputs(yolov3, optimised, {'images': x})
