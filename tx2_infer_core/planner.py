@@ -227,19 +227,36 @@ def _fit(busy, size, best_fit) -> int:
     return offset if choice is None else choice
 
 
-def _conflicts(starts, ends) -> list:
-    """For each block, the indices of the blocks alive at some step it is alive."""
-    return [np.nonzero((starts <= e) & (ends >= s))[0].tolist() for s, e in zip(starts, ends)]
+def _fit_many(lows, highs, size, best_fit) -> int:
+    """``_fit`` for many busy ranges at once (numpy); ``lows`` sorted, ``highs`` alike."""
+    gap_starts = np.concatenate(([0], np.maximum.accumulate(highs)))
+    free = np.concatenate((lows, [np.iinfo(np.int64).max // 2])) - gap_starts
+    fits = np.nonzero(free >= size)[0]
+    return int(gap_starts[fits[np.argmin(free[fits])] if best_fit else fits[0]])
+
+
+def _conflicts(starts, ends, many=64) -> list:
+    """For each block, the blocks alive at a step it is alive: a list, or an array if many."""
+    near = [np.nonzero((starts <= e) & (ends >= s))[0] for s, e in zip(starts, ends)]
+    return [n if len(n) > many else n.tolist() for n in near]
 
 
 def _greedy(conflicts, sizes, order, best_fit) -> tuple:
     """Place blocks one by one in ``order``; returns (offsets, arena bytes)."""
-    offsets = [None] * len(sizes)
+    offsets, placed = np.full(len(sizes), -1, dtype=np.int64), [None] * len(sizes)
+    size_array = np.array(sizes, dtype=np.int64)
     for i in order:
-        busy = sorted((offsets[j], offsets[j] + sizes[j])
-                      for j in conflicts[i] if offsets[j] is not None)
-        offsets[i] = _fit(busy, sizes[i], best_fit)
-    return offsets, max(o + s for o, s in zip(offsets, sizes))
+        near = conflicts[i]
+        if isinstance(near, list):
+            busy = sorted((placed[j], placed[j] + sizes[j]) for j in near if placed[j] is not None)
+            placed[i] = _fit(busy, sizes[i], best_fit)
+        else:
+            near = near[offsets[near] >= 0]
+            near = near[np.argsort(offsets[near], kind='stable')]
+            lows = offsets[near]
+            placed[i] = _fit_many(lows, lows + size_array[near], sizes[i], best_fit)
+        offsets[i] = placed[i]
+    return placed, max(o + s for o, s in zip(placed, sizes))
 
 
 def _orders(starts, ends, sizes) -> list:
@@ -272,6 +289,8 @@ def assign_offsets(starts, ends, sizes, budget=4096) -> tuple:
             offsets, arena = _greedy(conflicts, size_list, order.tolist(), best_fit)
             if best is None or arena < best[1]:
                 best = offsets, arena, order
+            if arena == bound:
+                return np.array(offsets, dtype=np.int64), arena
     rng = np.random.default_rng(0)
     for _ in range(min(48, budget // len(sizes))):
         if best[1] == bound:
