@@ -1,4 +1,4 @@
-"""Graph passes: each rewrite keeps the outputs (real weights, real photos) and declines when unsafe.
+"""Graph passes keep the outputs (real weights, real photos) and decline when unsafe.
 
 Small hand-built graphs use real weight slices from YOLOv8 and YOLOv3-tiny; the three real models
 are optimised whole and compared with the unoptimised graph through the reference interpreter.
@@ -160,8 +160,8 @@ def test_residual_add_yolo_style_adds_after_activation(v8_stem):
 def test_residual_add_resnet_style_activation_after_add(v8_stem):
     nodes, w = v8_stem
     nodes = nodes + [conv('c2', 'x', 'model.2.m.0.cv2.conv.weight', 'model.2.m.0.cv2.conv.bias'),
-                     Node('Add', 'add', ['c2', 'x'], ['sum']), Node('Relu', 'relu', ['sum'],
-                                                                     ['out'])]
+                     Node('Add', 'add', ['c2', 'x'], ['sum']),
+                     Node('Relu', 'relu', ['sum'], ['out'])]
     graph = tiny(nodes, w, ['out'])
     optimised, _ = optimize(graph)
     last = optimised.nodes[-1]
