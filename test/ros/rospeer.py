@@ -1,0 +1,127 @@
+"""Test helpers: start the detector node as its own process and talk to it as a real ROS peer
+(lifecycle services, parameter services, topics) from the test process."""
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+rclpy = pytest.importorskip('rclpy', reason='rclpy is not installed (pip install ros-rclpy)')
+from tx2_infer_ros import ros_env  # noqa: E402
+
+if not ros_env.preload_vision_msgs():
+    pytest.skip('vision_msgs is not built: run `make ros-msgs`', allow_module_level=True)
+
+from lifecycle_msgs.msg import Transition  # noqa: E402
+from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
+from vision_msgs.msg import Detection2DArray  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+
+T = Transition
+
+
+def start_node(domain_id, log_dir, name='det', args=()):
+    """The detector node as a child process with its own env; logs go to log_dir/node.log."""
+    env = ros_env.child_env(domain_id=domain_id, log_dir=log_dir)
+    cmd = [sys.executable, '-m', 'tx2_infer_ros.detector_node', '--ros-args',
+           '-r', f'__node:={name}', *args]
+    log = open(Path(log_dir) / f'{name}.log', 'w')
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop_node(proc):
+    """SIGINT (as Ctrl-C), then kill if it does not exit."""
+    proc.send_signal(2)
+    try:
+        return proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(5)
+
+
+def rss_mb(pid) -> float:
+    """Resident memory of a process in MiB."""
+    for line in Path(f'/proc/{pid}/status').read_text().splitlines():
+        if line.startswith('VmRSS:'):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Peer:
+    """An rclpy node in the test process facing the detector node ``name``."""
+
+    def __init__(self, domain_id, log_dir, name='det'):
+        os.environ.update({k: v for k, v in ros_env.child_env(domain_id, log_dir).items()
+                           if k.startswith(('ROS_', 'FASTDDS_'))})
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = rclpy.create_node('test_peer', context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.target = name
+        self._change = self.node.create_client(ChangeState, f'/{name}/change_state')
+        self._get = self.node.create_client(GetState, f'/{name}/get_state')
+        self.params = AsyncParameterClient(self.node, name)
+        self.detections, self.diagnostics = [], []
+        self.node.create_subscription(Detection2DArray, 'detections', self._on_det, 100)
+        self.node.create_subscription(DiagnosticArray, '/diagnostics', self.diagnostics.append,
+                                      10)
+
+    def _on_det(self, msg):
+        self.detections.append((msg, time.time()))
+
+    def spin_for(self, seconds):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.executor.spin_once(timeout_sec=0.02)
+
+    def wait(self, future, timeout=180.0):
+        end = time.monotonic() + timeout
+        while not future.done() and time.monotonic() < end:
+            self.executor.spin_once(timeout_sec=0.05)
+        assert future.done(), f'no answer within {timeout} s'
+        return future.result()
+
+    def wait_for(self, predicate, timeout=30.0):
+        end = time.monotonic() + timeout
+        while not predicate() and time.monotonic() < end:
+            self.executor.spin_once(timeout_sec=0.05)
+        return predicate()
+
+    def ready(self, timeout=30.0):
+        assert self._change.wait_for_service(timeout_sec=timeout), 'node did not come up'
+        assert self._get.wait_for_service(timeout_sec=timeout)
+        assert self.params.wait_for_services(timeout_sec=timeout)
+
+    def change_state(self, transition_id) -> bool:
+        req = ChangeState.Request(transition=Transition(id=transition_id))
+        return self.wait(self._change.call_async(req)).success
+
+    def state(self) -> str:
+        return self.wait(self._get.call_async(GetState.Request())).current_state.label
+
+    def set_params(self, **values):
+        """Set parameters one by one through the real service -> list of SetParametersResult."""
+        params = [Parameter(k, value=v) for k, v in values.items()]
+        return self.wait(self.params.set_parameters(params)).results
+
+    def get_params(self, *names):
+        return [p for p in self.wait(self.params.get_parameters(list(names))).values]
+
+    def diag_values(self):
+        """key -> value of the node's latest diagnostics."""
+        for array in reversed(self.diagnostics):
+            for status in array.status:
+                if status.name.startswith(self.target):
+                    return {kv.key: kv.value for kv in status.values}
+        return {}
+
+    def close(self):
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
