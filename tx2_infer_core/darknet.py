@@ -33,6 +33,10 @@ INPUT_FORMAT = {'color': 'RGB', 'layout': 'NCHW', 'scale': 1 / 255, 'resize': 'l
 
 LAYER_SECTIONS = ('convolutional', 'maxpool', 'upsample', 'route', 'shortcut', 'yolo',
                   'dropout')
+# Keys that change what a layer computes and are not implemented: {key: the harmless value}.
+UNSUPPORTED_KEYS = {'dilation': '1', 'stride_x': None, 'stride_y': None, 'antialiasing': '0',
+                    'binary': '0', 'xnor': '0', 'share_index': None, 'maxpool_depth': '0',
+                    'deform': '0', 'weights_type': 'none'}
 
 
 class Section:
@@ -78,6 +82,11 @@ class Section:
         return self._get(key, None, lambda v: [int(t) for t in v.split(',') if t.strip()],
                          'comma-separated integers')
 
+    def floats(self, key):
+        """A comma-separated list of numbers (required)."""
+        return self._get(key, None, lambda v: [float(t) for t in v.split(',') if t.strip()],
+                         'comma-separated numbers')
+
 
 def parse_cfg(path):
     """Parse a Darknet cfg into its [net] section and the list of layer sections."""
@@ -110,9 +119,9 @@ def _resolve_index(sec, key, ref, index, layers):
     return layers[target]
 
 
-def conv_output_size(size_in, kernel, stride, pad, dilation=1):
+def conv_output_size(size_in, kernel, stride, pad):
     """Output length of a convolution along one axis with ``pad`` on both sides."""
-    return (size_in + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+    return (size_in + 2 * pad - kernel) // stride + 1
 
 
 def maxpool_pads(padding):
@@ -193,19 +202,18 @@ class _Builder:
         return name
 
 
+_ACTIVATIONS = {'leaky': ('LeakyRelu', {'alpha': 0.1}), 'relu': ('Relu', {}),
+                'logistic': ('Sigmoid', {}), 'tanh': ('Tanh', {})}
+
+
 def _activation(b, x, kind, tag, sec):
     """Append the nodes of a Darknet activation; returns the output name."""
     shape = b.shape(x)
     if kind == 'linear':
         return x
-    if kind == 'leaky':
-        return b.add('LeakyRelu', f'leaky_{tag}', [x], shape, alpha=0.1)
-    if kind == 'relu':
-        return b.add('Relu', f'relu_{tag}', [x], shape)
-    if kind == 'logistic':
-        return b.add('Sigmoid', f'logistic_{tag}', [x], shape)
-    if kind == 'tanh':
-        return b.add('Tanh', f'tanh_{tag}', [x], shape)
+    if kind in _ACTIVATIONS:
+        op, attrs = _ACTIVATIONS[kind]
+        return b.add(op, f'{kind}_{tag}', [x], shape, **attrs)
     if kind == 'swish':
         sig = b.add('Sigmoid', f'swish_{tag}.sigmoid', [x], shape)
         return b.add('Mul', f'swish_{tag}', [x, sig], shape)
@@ -213,14 +221,14 @@ def _activation(b, x, kind, tag, sec):
         soft = b.add('Softplus', f'mish_{tag}.softplus', [x], shape)
         tanh = b.add('Tanh', f'mish_{tag}.tanh', [soft], shape)
         return b.add('Mul', f'mish_{tag}', [x, tanh], shape)
-    raise sec.error('activation', f"unsupported activation '{kind}' (supported: linear, leaky, "
-                    'relu, logistic, tanh, swish, mish)')
+    raise sec.error('activation', f"unsupported activation '{kind}' (supported: linear, "
+                    f"{', '.join(_ACTIVATIONS)}, swish, mish)")
 
 
 def _conv(b, sec, x, tag, reader):
     n, c = sec.int('filters'), b.shape(x)[1]
     size, stride = sec.int('size', 1), sec.int('stride', 1)
-    groups, dilation = sec.int('groups', 1), sec.int('dilation', 1)
+    groups = sec.int('groups', 1)
     pad = size // 2 if sec.int('pad', 0) else sec.int('padding', 0)
     if n <= 0 or size <= 0 or stride <= 0 or groups <= 0 or c % groups:
         raise sec.error('filters', f'bad convolution: filters={n} size={size} stride={stride} '
@@ -233,13 +241,13 @@ def _conv(b, sec, x, tag, reader):
     w = reader.take(n * (c // groups) * size * size, f'{sec} weights')
     w = w.reshape(n, c // groups, size, size)
     h_in, w_in = b.shape(x)[2:]
-    shape = (b.shape(x)[0], n, conv_output_size(h_in, size, stride, pad, dilation),
-             conv_output_size(w_in, size, stride, pad, dilation))
+    shape = (b.shape(x)[0], n, conv_output_size(h_in, size, stride, pad),
+             conv_output_size(w_in, size, stride, pad))
     inputs = [x, b.const(f'conv_{tag}.weight', w)]
     if not bn:
         inputs.append(b.const(f'conv_{tag}.bias', bias))
     y = b.add('Conv', f'conv_{tag}', inputs, shape, kernel_shape=[size, size],
-              strides=[stride, stride], pads=[pad] * 4, dilations=[dilation] * 2, group=groups)
+              strides=[stride, stride], pads=[pad] * 4, group=groups)
     if bn:
         params = [b.const(f'bn_{tag}.{k}', v)
                   for k, v in (('scale', scale), ('bias', bias), ('mean', mean), ('var', var))]
@@ -248,8 +256,8 @@ def _conv(b, sec, x, tag, reader):
 
 
 def _maxpool(b, sec, x, tag):
-    size = sec.int('size', 1)
     stride = sec.int('stride', 1)
+    size = sec.int('size', stride)
     padding = sec.int('padding', size - 1)
     if size <= 0 or stride <= 0 or padding < 0:
         raise sec.error('size', f'bad maxpool: size={size} stride={stride} padding={padding}')
@@ -304,8 +312,6 @@ def _route(b, sec, tag, layers, index):
 
 def _shortcut(b, sec, x, tag, layers, index):
     other = _resolve_index(sec, 'from', sec.ints('from')[0], index, layers)
-    if sec.str('weights_type', 'none') != 'none':
-        raise sec.error('weights_type', 'weighted shortcut is not supported')
     if b.shape(other) != b.shape(x):
         raise sec.error('from', f'shortcut shapes differ: {b.shape(x)} and {b.shape(other)}')
     y = b.add('Add', f'shortcut_{tag}', [x, other], b.shape(x))
@@ -314,7 +320,7 @@ def _shortcut(b, sec, x, tag, layers, index):
 
 def _yolo(b, sec, x, input_hw):
     mask = sec.ints('mask')
-    anchors = sec.ints('anchors')
+    anchors = [int(a) if a == int(a) else a for a in sec.floats('anchors')]
     classes = sec.int('classes')
     if len(anchors) % 2 or any(not 0 <= m < len(anchors) // 2 for m in mask):
         raise sec.error('mask', f'mask {mask} does not index {len(anchors) // 2} anchor pairs')
@@ -330,12 +336,19 @@ def _yolo(b, sec, x, input_hw):
     return layer, classes
 
 
+def _check_supported_keys(sec):
+    for key, harmless in UNSUPPORTED_KEYS.items():
+        if key in sec.options and sec.options[key] != harmless:
+            raise sec.error(key, f"'{key}={sec.options[key]}' is not supported")
+
+
 def _build(sections, reader, input_shape, bn_epsilon):
     """Convert the sections after [net] into nodes; returns (builder, head layers, classes)."""
     b = _Builder(input_shape, bn_epsilon)
     layers, head, classes, x = [], [], None, INPUT_NAME
     for index, sec in enumerate(sections):
         sec.index = index
+        _check_supported_keys(sec)
         if x is None and sec.kind != 'route':
             raise sec.error(None, 'only a [route] may follow a [yolo] layer')
         if sec.kind == 'convolutional':
@@ -357,6 +370,8 @@ def _build(sections, reader, input_shape, bn_epsilon):
         else:
             raise sec.error(None, f"unsupported section [{sec.kind}] (supported: "
                             f"{', '.join(LAYER_SECTIONS)})")
+        if x is not None and min(b.shape(x)) <= 0:
+            raise sec.error(None, f'layer output would be empty: shape {b.shape(x)}')
         layers.append(x)
     return b, head, classes
 

@@ -207,3 +207,77 @@ def test_pad_arithmetic():
     assert darknet.maxpool_output_size(13, 2, 1, 1) == 13
     assert darknet.maxpool_output_size(416, 2, 2, 1) == 208
     assert darknet.conv_output_size(416, 3, 2, 1) == 208
+
+
+def test_unsupported_key(tmp_path, tiny):
+    cfg = _cfg(tmp_path, tiny, 'filters=32', 'filters=32\nstride_x=2')
+    with pytest.raises(ModelFormatError, match="'stride_x=2' is not supported.*layer 2"):
+        darknet.load_darknet(cfg, tiny[1])
+
+
+# --- layers YOLOv3-tiny does not use (no real model here has them: deterministic weights) ------
+
+YOLOV4_TINY_LIKE = """[net]
+width=32
+height=32
+channels=3
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=2
+pad=1
+activation=mish
+[convolutional]
+filters=8
+size=3
+stride=1
+pad=1
+activation=swish
+[shortcut]
+from=-2
+activation=leaky
+[route]
+layers=-1
+groups=2
+group_id=1
+[route]
+layers=-1,-4
+[maxpool]
+size=2
+stride=2
+[convolutional]
+filters=18
+size=1
+stride=1
+pad=1
+activation=linear
+[yolo]
+mask=0,1,2
+anchors=10,14, 23,27, 37.5,58
+classes=1
+"""
+
+
+def test_shortcut_groups_mish_swish(tmp_path):
+    cfg = tmp_path / 'v4.cfg'
+    cfg.write_text(YOLOV4_TINY_LIKE)
+    floats = 8 * 4 + 8 * 27 + 8 + 8 * 72 + 18 + 18 * 12
+    weights = tmp_path / 'v4.weights'
+    params = np.sin(np.arange(floats, dtype=np.float32)) * 0.3
+    params[24:32] = 1 + np.abs(params[24:32])          # biases, scales, means, then variances
+    weights.write_bytes(np.array([0, 2, 5, 0, 0], '<i4').tobytes() + params.tobytes())
+    graph = darknet.load_darknet(cfg, weights)
+    assert graph.values['route_3.0'].shape == (1, 4, 16, 16)
+    assert graph.values['route_4'].shape == (1, 12, 16, 16)
+    assert graph.values[graph.outputs[0]].shape == (1, 18, 8, 8)
+    assert graph.meta['head']['layers'][0] == {'output': 'conv_6', 'stride': 4,
+                                               'anchors': [[10, 14], [23, 27], [37.5, 58]]}
+    from tx2_infer_core.ops.registry import OPS
+    missing = {n.op for n in graph.nodes} - set(OPS)
+    if missing:
+        pytest.skip(f'reference ops not registered yet: {sorted(missing)}')
+    from tx2_infer_core import reference
+    x = np.cos(np.arange(3 * 32 * 32, dtype=np.float32)).reshape(1, 3, 32, 32)
+    expected = session(graph).run(None, {'images': x})[0]
+    assert rel_error(reference.execute(graph, {'images': x})['conv_6'], expected) <= 1e-5

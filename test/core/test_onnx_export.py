@@ -1,4 +1,4 @@
-"""IR -> ONNX export: checked by onnx.checker, run by ONNX Runtime, round-tripped by our importer."""
+"""IR -> ONNX export: onnx.checker, ONNX Runtime, and round trips through our importer."""
 import cv2
 import numpy as np
 import onnx
