@@ -41,6 +41,18 @@ def parse_classes(text):
         raise argparse.ArgumentTypeError(f"bad class list '{text}': expected e.g. 0,2,5")
 
 
+def parse_json_dict(text):
+    """'{"color": "BGR"}' -> dict (the --input-format override)."""
+    import json
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f'bad JSON {text!r}: {exc}')
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f'expected a JSON object, got {text!r}')
+    return value
+
+
 def _progress(iterable, desc, total=None):
     from tqdm import tqdm
     return tqdm(iterable, desc=desc, total=total, unit='it', leave=False, disable=None,
@@ -55,13 +67,26 @@ def open_engine(args, backend=None):
         raise FileNotFoundError(f'model file not found: {path}')
     backend = backend or args.backend
     if path.suffix == '.tx2plan':
-        return Engine.load(path, backend)
+        return _override_meta(Engine.load(path, backend), args)
     start = time.perf_counter()
     print(f'building {path.name} ...', file=sys.stderr)
     engine = Engine.build(path, input_shape=getattr(args, 'input_shape', None),
                           precision=getattr(args, 'precision', 'fp32'), backend=backend,
                           weights_path=args.weights, optimize=not args.no_optimize)
     print(f'built {path.name} in {time.perf_counter() - start:.1f} s', file=sys.stderr)
+    return _override_meta(engine, args)
+
+
+def _override_meta(engine, args):
+    """Apply --input-format and --labels to engine.meta (a built plan keeps them)."""
+    from tx2_infer_core import detect
+    if getattr(args, 'input_format', None):
+        fmt = dict(engine.meta.get('input_format') or {})
+        fmt.update(args.input_format)
+        detect.resolve_input_format(fmt)   # fail now on a bad key value
+        engine.meta['input_format'] = fmt
+    if getattr(args, 'labels', None):
+        engine.meta['labels'] = detect.load_labels(args.labels)
     return engine
 
 
@@ -116,60 +141,17 @@ def cmd_build(args):
 
 def cmd_run(args):
     """run PLAN|MODEL IMAGE...: print detections, write annotated images."""
-    from tx2_infer_core import detect
-    labels = detect.load_labels(args.labels) if args.labels else None
     with open_engine(args) as engine:
-        detect_images(engine, args.images, args.out, args, labels)
-
-
-def bench_input(engine, image_path=None):
-    """The input tensor for benchmarking: a real photo if given, else a grey image."""
-    from tx2_infer_core import detect
-    spec = engine.input_specs[0]
-    image = (read_image(image_path) if image_path
-             else np.full((480, 640, 3), 114, dtype=np.uint8))
-    tensor, _ = detect.preprocess(image, spec.shape, engine.meta.get('input_format'))
-    return {spec.name: tensor.astype(spec.dtype)}
-
-
-def time_runs(run, feeds, runs, warmup, desc):
-    """Milliseconds of each of ``runs`` calls of run(feeds), after ``warmup`` calls."""
-    for _ in range(warmup):
-        run(feeds)
-    times = []
-    for _ in _progress(range(runs), desc):
-        start = time.perf_counter()
-        run(feeds)
-        times.append((time.perf_counter() - start) * 1e3)
-    return np.asarray(times)
-
-
-def timing_line(name, times):
-    """'name  median X ms  p99 Y ms  (N runs)'."""
-    return (f'{name:<22} median {np.median(times):8.2f} ms   p99 '
-            f'{np.percentile(times, 99):8.2f} ms   ({len(times)} runs)')
-
-
-def ort_runner(engine, model_path):
-    """run(feeds) of ONNX Runtime on the same model (the ONNX file, or the graph exported)."""
-    import tempfile
-    import onnxruntime as ort
-    path = Path(model_path)
-    if path.suffix != '.onnx':
-        from tx2_infer_core.onnx_export import save_onnx
-        path = Path(tempfile.mkdtemp(prefix='tx2_infer_')) / 'model.onnx'
-        save_onnx(engine.graph, path)
-    session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
-    names = [o.name for o in session.get_outputs()]
-    return lambda feeds: session.run(names, feeds)
+        detect_images(engine, args.images, args.out, args)
 
 
 def cmd_bench(args):
     """bench PLAN|MODEL: median and p99 latency, optionally against ONNX Runtime."""
+    from tx2_infer_core.timing import bench_input, ort_runner, time_runs, timing_line
     with open_engine(args) as engine:
-        feeds = bench_input(engine, args.image)
+        feeds = bench_input(engine, read_image(args.image) if args.image else None)
         backend = type(engine.backend).__name__
-        ours = time_runs(engine.run, feeds, args.runs, args.warmup, 'tx2_infer')
+        ours = time_runs(engine.run, feeds, args.runs, args.warmup, _progress)
         print(timing_line(f'tx2_infer ({backend})', ours))
         if args.compare_ort:
             try:
@@ -177,7 +159,7 @@ def cmd_bench(args):
             except ImportError:
                 print('onnxruntime is not installed: no comparison', file=sys.stderr)
                 return
-            theirs = time_runs(ort_run, feeds, args.runs, args.warmup, 'onnxruntime')
+            theirs = time_runs(ort_run, feeds, args.runs, args.warmup, _progress)
             print(timing_line('onnxruntime (cpu)', theirs))
             print(f'ratio tx2_infer / onnxruntime (median): '
                   f'{np.median(ours) / np.median(theirs):.2f}x')
@@ -213,6 +195,10 @@ def _model_args(parser, shape=True):
     if shape:
         parser.add_argument('--input-shape', type=parse_shape, metavar='NxCxHxW',
                             help='fix the input shape, e.g. 1x3x640x640')
+    parser.add_argument('--input-format', type=parse_json_dict, metavar='JSON',
+                        help='preprocessing override, e.g. \'{"color": "BGR", "layout": '
+                             '"NHWC", "mean": [104, 117, 123], "scale": 1, "resize": '
+                             '"stretch"}\' (see detect.py)')
 
 
 def _detect_args(parser, out):
@@ -233,6 +219,7 @@ def make_parser():
     _model_args(build)
     build.add_argument('-o', '--output', required=True, help='plan file to write')
     build.add_argument('--precision', default='fp32', choices=['fp32', 'fp16', 'int8'])
+    build.add_argument('--labels', help='class names file to store in the plan')
     build.set_defaults(func=cmd_build)
 
     run = sub.add_parser('run', help='detect objects in images')

@@ -154,3 +154,27 @@ def test_demo_detects_on_the_real_photos(tmp_path):
         by_image.setdefault(image, set()).add(label)
     assert {'dog', 'bicycle'} <= by_image['dog.jpg'] and 'person' in by_image['bus.jpg']
     assert len(list((tmp_path / 'demo').iterdir())) == len(assets.PHOTOS)
+
+
+def test_classifier_plan_keeps_its_input_format_and_matches_onnxruntime(tmp_path):
+    import onnxruntime as ort
+    model = assets.fetch('open_nsfw.onnx')
+    fmt = ('{"color": "BGR", "layout": "NHWC", "mean": [104, 117, 123], "scale": 1, '
+           '"resize": "stretch"}')
+    plan = tmp_path / 'nsfw.tx2plan'
+    assert cli('build', model, '-o', plan, '--backend', 'cpu', '--input-format', fmt
+               ).returncode == 0
+    photo = assets.fetch('chelsea.png')
+    result = cli('run', plan, photo, '--backend', 'cpu', '--out', tmp_path / 'out')
+    assert result.returncode == 0, result.stderr
+    ours = parse_detections(result.stdout)
+    tensor, _ = detect.preprocess(cv2.imread(str(photo)), (1, 224, 224, 3),
+                                  {'color': 'BGR', 'layout': 'NHWC', 'mean': [104, 117, 123],
+                                   'scale': 1, 'resize': 'stretch'})
+    session = ort.InferenceSession(str(model), providers=['CPUExecutionProvider'])
+    probs = session.run(None, {'input_0': tensor})[0][0]
+    assert [int(label) for _, label, _, _ in ours] == np.argsort(-probs).tolist()
+    np.testing.assert_allclose([score for _, _, score, _ in ours], np.sort(probs)[::-1],
+                               atol=2e-3)
+    assert_clean_error(cli('run', plan, photo, '--input-format', '{"color": "XYZ"}'),
+                       "input_format\\['color'\\]")
