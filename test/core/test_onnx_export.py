@@ -132,3 +132,23 @@ def test_internal_ops_fail_loudly(tiny_graph):
     other.nodes[0].op = 'tx2::Mystery'
     with pytest.raises(UnsupportedOpError, match="'tx2::Mystery' at node 'fc'"):
         to_onnx(other)
+
+
+@pytest.mark.parametrize('model', ['yolov3-tiny', 'yolov8-fall'])
+def test_optimised_graph_exports(tiny_graph, model):
+    """Graphs after our passes (FusedConv, residual fusion) still run in ONNX Runtime, unchanged."""
+    from tx2_infer_core.onnx_import import load_onnx
+    from tx2_infer_core.passes import optimize
+    if model == 'yolov3-tiny':
+        graph, x = tiny_graph, {'images': photo_blob('dog.jpg')}
+    else:
+        require_reference_ops({n.op_type for n in onnx.load(
+            str(assets.fetch('yolov8-fall.onnx'))).graph.node} - {'Constant'})
+        graph = load_onnx(assets.fetch('yolov8-fall.onnx'), input_shape=(1, 3, 640, 640))
+        x = {'images': photo_blob('bus.jpg', 640)}
+    optimised, report = optimize(graph)
+    assert any(n.op == 'FusedConv' for n in optimised.nodes), report
+    expected, got = run_ort(to_onnx(graph), x), run_ort(to_onnx(optimised), x)
+    for name, value in expected.items():
+        err = np.abs(got[name] - value).max() / np.abs(value).max()
+        assert err <= 1e-4, (name, err)
