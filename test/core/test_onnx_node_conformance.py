@@ -39,9 +39,11 @@ def _write_case(case, folder):
         for kind, arrays, protos in (('input', inputs, case.model.graph.input),
                                      ('output', outputs, case.model.graph.output)):
             for j, (array, proto) in enumerate(zip(arrays, protos)):
-                if isinstance(array, np.ndarray):
-                    tensor = numpy_helper.from_array(array, proto.name)
-                    (data / f'{kind}_{j}.pb').write_bytes(tensor.SerializeToString())
+                if not proto.type.HasField('tensor_type'):
+                    continue  # sequences and optionals: no op of ours takes them
+                if not isinstance(array, onnx.TensorProto):
+                    array = numpy_helper.from_array(np.asarray(array), proto.name)
+                (data / f'{kind}_{j}.pb').write_bytes(array.SerializeToString())
 
 
 def node_data_dir() -> Path:
@@ -49,7 +51,7 @@ def node_data_dir() -> Path:
     shipped = Path(onnx.__file__).parent / 'backend' / 'test' / 'data' / 'node'
     if shipped.is_dir():
         return shipped
-    target = CACHE / f'onnx_node_{onnx.__version__}'
+    target = CACHE / f'onnx_node_{onnx.__version__}_v2'
     if (target / 'COMPLETE').exists():
         return target
     from onnx.backend.test.case import node as node_cases

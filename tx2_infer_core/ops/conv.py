@@ -75,18 +75,16 @@ def conv_nd(x, w, group=1, strides=None, dilations=None, pads=None):
     xp = pad_spatial(x, pads[:nd], pads[nd:])
     n, c = x.shape[:2]
     m = w.shape[0]
-    if group == 1 and all(k == 1 for k in kernel) and all(s == 1 for s in strides):
-        y = np.matmul(w.reshape(m, c), xp.reshape(n, c, -1))
-        return y.reshape((n, m) + xp.shape[2:])
     if group == c and m == c:
         return _depthwise(xp, w, strides, dilations)
-    windows = window_view(xp, kernel, strides, dilations)
-    out = windows.shape[2 + nd:]
+    pointwise = all(k == 1 for k in kernel) and all(s == 1 for s in strides)
+    windows = xp if pointwise else window_view(xp, kernel, strides, dilations)
+    out = xp.shape[2:] if pointwise else windows.shape[2 + nd:]
     cg, mg = c // group, m // group
     y = np.empty((n, m, int(np.prod(out))), dtype=np.result_type(x, w))
-    for g in range(group):
-        cols = windows[:, g * cg:(g + 1) * cg].reshape(n, cg * int(np.prod(kernel)), -1)
-        y[:, g * mg:(g + 1) * mg] = np.matmul(w[g * mg:(g + 1) * mg].reshape(mg, -1), cols)
+    for i, g in itertools.product(range(n), range(group)):
+        cols = windows[i, g * cg:(g + 1) * cg].reshape(cg * int(np.prod(kernel)), -1)
+        np.matmul(w[g * mg:(g + 1) * mg].reshape(mg, -1), cols, out=y[i, g * mg:(g + 1) * mg])
     return y.reshape((n, m) + tuple(out))
 
 

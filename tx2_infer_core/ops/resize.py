@@ -21,8 +21,8 @@ def source_coords(size_in, size_out, scale, mode, roi=(0.0, 1.0)):
         return size_in / 2 * (1 - adjust) + (x + 0.5) / scale - 0.5
     if mode == 'pytorch_half_pixel':
         return (x + 0.5) / scale - 0.5 if size_out > 1 else np.zeros_like(x)
-    if mode == 'align_corners':
-        return x * (size_in - 1) / (size_out - 1) if size_out > 1 else np.zeros_like(x)
+    if mode == 'align_corners':  # the resized length is size_in * scale, not floored
+        return x * (size_in - 1) / (size_in * scale - 1) if size_out > 1 else np.zeros_like(x)
     if mode == 'asymmetric':
         return x / scale
     if mode == 'tf_half_pixel_for_nn':

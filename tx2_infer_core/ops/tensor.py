@@ -191,11 +191,17 @@ def DepthToSpace(x, *, blocksize, mode='DCR'):
     return y.reshape(n, c // (b * b), h * b, w * b)
 
 
-def SpaceToDepth(x, *, blocksize):
-    """Move spatial blocks into channels (inverse of DepthToSpace DCR)."""
+def SpaceToDepth(x, *, blocksize, mode='DCR'):
+    """Move spatial blocks into channels (inverse of DepthToSpace in the same mode)."""
     n, c, h, w = x.shape
     b = blocksize
-    y = x.reshape(n, c, h // b, b, w // b, b).transpose(0, 3, 5, 1, 2, 4)
+    y = x.reshape(n, c, h // b, b, w // b, b)
+    if mode == 'DCR':
+        y = y.transpose(0, 3, 5, 1, 2, 4)
+    elif mode == 'CRD':
+        y = y.transpose(0, 1, 3, 5, 2, 4)
+    else:
+        unsupported(f"mode='{mode}'")
     return y.reshape(n, c * b * b, h // b, w // b)
 
 
