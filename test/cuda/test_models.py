@@ -1,0 +1,32 @@
+"""A real model on real photos: the CUDA engine (both conv paths) against the CPU oracle."""
+import numpy as np
+import pytest
+
+from conftest import rel_err
+from tx2_infer_core import assets, detect
+from tx2_infer_core.engine import Engine
+
+
+@pytest.mark.parametrize('path', ['simt', 'tc'])
+def test_yolov8_photos_match_cpu(path, monkeypatch):
+    import cv2
+    model = assets.fetch('yolov8-fall.onnx')
+    cpu = Engine.build(model, backend='cpu')
+    gpu = Engine.build(model, backend='cuda', precision='fp16')
+    gpu.close()
+    monkeypatch.setattr('tx2_infer_core.backends.cuda_backend.CudaBackend.__init__.__defaults__',
+                        ('fp16', path, 0, True))
+    gpu = Engine.build(model, backend='cuda', precision='fp16')
+    shape = cpu.input_specs[0].shape
+    photos = assets.fetch_photos()
+    assert len(photos) >= 8
+    try:
+        for photo in photos:
+            x, _ = detect.preprocess(cv2.imread(str(photo)), shape, cpu.meta.get('input_format'))
+            ref, out = cpu.run(x), gpu.run(x)
+            for name in ref:
+                err = rel_err(out[name], ref[name])
+                assert err < 2e-2, f'{photo.name} {name} {path}: rel err {err:.2e}'
+    finally:
+        cpu.close()
+        gpu.close()

@@ -1,0 +1,56 @@
+"""Which activations the CUDA backend stores NHWC, and the FP16 memory plan of its arena."""
+import numpy as np
+
+from tx2_infer_core.cuda.launch import Ref, Slot, nhwc_strides, row_major
+
+IMAGE_OPS = {'Conv', 'FusedConv', 'MaxPool', 'AveragePool', 'GlobalAveragePool',
+             'GlobalMaxPool', 'Resize', 'Upsample'}
+# Ops whose 4-D inputs and outputs share one storage order.
+FOLLOW_OPS = {'Relu', 'LeakyRelu', 'Sigmoid', 'Tanh', 'HardSwish', 'HardSigmoid', 'Clip',
+              'Add', 'Sub', 'Mul', 'Div', 'Max', 'Min', 'Pow', 'Concat', 'Split', 'Identity',
+              'Exp', 'Neg', 'Abs', 'Sqrt', 'Erf'}
+
+
+def nhwc_values(graph) -> set:
+    """4-D float activations touched by an image op, directly or through FOLLOW_OPS."""
+    def is_image(name):
+        v = graph.values.get(name)
+        return (v is not None and len(v.shape) == 4 and v.layout in ('NCHW', '')
+                and name not in graph.weights and np.dtype(v.dtype).kind == 'f')
+
+    found = {n for node in graph.nodes if node.op in IMAGE_OPS
+             for n in node.inputs[:1] + node.outputs[:1] if is_image(n)}
+    found |= {n for node in graph.nodes if node.op == 'FusedConv'
+              for n in node.inputs[3:4] if n and is_image(n)}
+    changed = True
+    while changed:
+        changed = False
+        for node in graph.nodes:
+            if node.op not in FOLLOW_OPS:
+                continue
+            names = [n for n in node.inputs + node.outputs if n and is_image(n)]
+            if any(n in found for n in names) and not all(n in found for n in names):
+                found.update(names)
+                changed = True
+    return found
+
+
+def fp16_graph(graph):
+    """A structural copy whose float activations are float16 (what the arena holds)."""
+    g = graph.copy()
+    for v in g.values.values():
+        if np.dtype(v.dtype).kind == 'f':
+            v.dtype = 'float16'
+    return g
+
+
+def make_slots(graph, offsets: dict, nhwc: set) -> dict:
+    """Slot of every planned activation: arena address, shape and storage strides."""
+    slots = {}
+    for name, off in offsets.items():
+        shape = tuple(int(d) for d in graph.values[name].shape)
+        if name in nhwc:
+            slots[name] = Slot(Ref('arena', int(off)), shape, nhwc_strides(shape), True)
+        else:
+            slots[name] = Slot(Ref('arena', int(off)), shape, row_major(shape))
+    return slots

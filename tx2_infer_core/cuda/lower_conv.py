@@ -1,0 +1,123 @@
+"""Lowering of convolutions and products with a constant operand to ``kernels/conv.cu``.
+
+``Conv``/``FusedConv`` map directly; ``MatMul`` and ``Gemm`` with a constant B run as a 1x1
+convolution over ``rows`` pixels, which gives them the same SIMT and tensor-core paths.
+"""
+import numpy as np
+
+from tx2_infer_core.cuda import params
+from tx2_infer_core.cuda.launch import NULL, Launch, grid_1d
+
+TC_MIN_ARCH = 70
+
+
+def _pads(attrs, in_hw, out_hw, kernel, strides, dil):
+    auto = attrs.get('auto_pad', 'NOTSET')
+    if isinstance(auto, bytes):
+        auto = auto.decode()
+    if auto in ('SAME_UPPER', 'SAME_LOWER'):
+        pads = []
+        for i, o, k, s, d in zip(in_hw, out_hw, kernel, strides, dil):
+            total = max((o - 1) * s + (k - 1) * d + 1 - i, 0)
+            pads.append(total // 2 if auto == 'SAME_UPPER' else total - total // 2)
+        return pads
+    if auto == 'VALID':
+        return [0, 0]
+    return list(attrs.get('pads') or [0, 0, 0, 0])[:2]
+
+
+def pick_kernel(arch: int, path: str, cg: int, kg: int, groups: int, aligned) -> tuple:
+    """(kernel name, threads) for one convolution; ``aligned(n)`` says n-half vectors fit."""
+    if groups > 1 and min(cg, kg) < 8:
+        return 'conv_direct', 256
+    if path == 'tc' and arch >= TC_MIN_ARCH:
+        return ('conv_wmma_v8' if aligned(8) else 'conv_wmma'), 128
+    return ('conv_simt_v4' if aligned(4) else 'conv_simt'), 256
+
+
+def conv_launch(be, name, x, y, geo, w_ref, bias_ref, res=None, act=None, res_after=0):
+    """The Launch of one fused convolution. ``x``/``y``/``res`` are (Ref, pix, channel offset);
+    ``geo`` holds N, H, W, P, Q, Cg, Kg, groups, R, S, sh, sw, ph, pw, dh, dw."""
+    fields = dict(geo, x=x[0], x_pix=x[1], x_off=x[2], y=y[0], y_pix=y[1], y_off=y[2],
+                  w=w_ref, bias=bias_ref, res_after=int(res_after),
+                  act=act if act is not None else params.act_record())
+    if res is not None:
+        fields.update(res=res[0], r_pix=res[1], r_off=res[2])
+    else:
+        fields.update(res=NULL)
+
+    def aligned(n):
+        return all(v % n == 0 for v in (geo['Cg'], x[1], x[2]))
+
+    kernel, threads = pick_kernel(be.arch, be.conv_path, geo['Cg'], geo['Kg'], geo['groups'],
+                                  aligned)
+    if kernel == 'conv_direct':
+        total = geo['N'] * geo['P'] * geo['Q'] * geo['Kg'] * geo['groups']
+        grid = grid_1d(total)
+    else:
+        m = geo['N'] * geo['P'] * geo['Q']
+        grid = (-(-m // 64), -(-geo['Kg'] // 64), geo['groups'])
+    return Launch('conv', kernel, grid, (threads, 1, 1), params.CONV, fields, name)
+
+
+def lower_conv(be, node):
+    """Conv or FusedConv over NHWC slots."""
+    a = node.attrs
+    x, y = be.slot(node.inputs[0]), be.slot(node.outputs[0])
+    w = be.const(node.inputs[1])
+    if w.ndim != 4 or not (x.nhwc and y.nhwc):
+        be.unsupported(node, 'only 2-D convolutions of NCHW image tensors')
+    k, cg, r, s = w.shape
+    groups = int(a.get('group', 1))
+    st = list(a.get('strides') or [1, 1])
+    dil = list(a.get('dilations') or [1, 1])
+    n, _, h, wd = x.shape
+    p, q = y.shape[2:]
+    ph, pw = _pads(a, (h, wd), (p, q), (r, s), st, dil)
+    geo = dict(N=n, H=h, W=wd, P=p, Q=q, Cg=cg, Kg=k // groups, groups=groups, R=r, S=s,
+               sh=st[0], sw=st[1], ph=ph, pw=pw, dh=dil[0], dw=dil[1])
+    w_ref = be.add_weight(np.ascontiguousarray(w.transpose(0, 2, 3, 1)).astype(np.float16))
+    bias = node.inputs[2] if len(node.inputs) > 2 else ''
+    bias_ref = be.add_weight(be.const(bias).astype(np.float32)) if bias else NULL
+    res = node.inputs[3] if len(node.inputs) > 3 else ''
+    res_t = None
+    if res:
+        rs = be.slot(res)
+        res_t = (rs.ref, rs.pix, rs.channel_off)
+    act = params.act_record(a.get('activation', ''), a.get('alpha', 0.01), a.get('beta', 0.5),
+                            a.get('clip_min', -np.inf), a.get('clip_max', np.inf))
+    return [conv_launch(be, node.name, (x.ref, x.pix, x.channel_off),
+                        (y.ref, y.pix, y.channel_off), geo, w_ref, bias_ref, res_t, act,
+                        a.get('residual_after_act', 0))]
+
+
+def linear_launch(be, node, a_slot, y_slot, b_nk, bias=None):
+    """``y = a @ b_nk.T + bias`` as a 1x1 convolution; ``a`` row-major [rows, K]."""
+    if not (a_slot.contiguous() and y_slot.contiguous()):
+        be.unsupported(node, 'MatMul/Gemm need row-major activations')
+    n_out, k = b_nk.shape
+    rows = int(np.prod(a_slot.shape[:-1], dtype=np.int64))
+    geo = dict(N=1, H=1, W=rows, P=1, Q=rows, Cg=k, Kg=n_out, groups=1, R=1, S=1, sh=1, sw=1,
+               ph=0, pw=0, dh=1, dw=1)
+    w_ref = be.add_weight(np.ascontiguousarray(b_nk).astype(np.float16))
+    bias_ref = be.add_weight(bias.astype(np.float32)) if bias is not None else NULL
+    return conv_launch(be, node.name, (a_slot.ref, k, 0), (y_slot.ref, n_out, 0), geo, w_ref,
+                       bias_ref)
+
+
+def lower_gemm(be, node):
+    """Gemm(A, B const, C): alpha and beta are folded into the weights and the bias."""
+    a = node.attrs
+    if a.get('transA', 0):
+        be.unsupported(node, 'transA=1')
+    b = be.const(node.inputs[1]).astype(np.float32)
+    b_nk = b if a.get('transB', 0) else b.T
+    b_nk = b_nk * float(a.get('alpha', 1.0))
+    bias = None
+    if len(node.inputs) > 2 and node.inputs[2]:
+        c = be.const(node.inputs[2]).astype(np.float32) * float(a.get('beta', 1.0))
+        if c.size not in (1, b_nk.shape[0]):
+            be.unsupported(node, 'Gemm C must be a scalar or a per-column vector')
+        bias = np.broadcast_to(c.reshape(-1), (b_nk.shape[0],)).copy()
+    return [linear_launch(be, node, be.slot(node.inputs[0]), be.slot(node.outputs[0]), b_nk,
+                          bias)]

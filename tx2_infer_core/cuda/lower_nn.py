@@ -1,0 +1,139 @@
+"""Lowering of pooling, resize, softmax, layernorm and activation-activation products."""
+import numpy as np
+
+from tx2_infer_core.cuda import params
+from tx2_infer_core.cuda.launch import BLOCK, NULL, Launch, grid_1d
+from tx2_infer_core.cuda.lower_conv import _pads, linear_launch
+
+
+def _nhwc_pair(be, node):
+    x, y = be.slot(node.inputs[0]), be.slot(node.outputs[0])
+    if not (x.nhwc and y.nhwc):
+        be.unsupported(node, 'only NCHW image tensors (stored NHWC)')
+    return x, y
+
+
+def lower_pool(be, node):
+    """MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool."""
+    x, y = _nhwc_pair(be, node)
+    n, c, h, w = x.shape
+    p, q = y.shape[2:]
+    io = dict(x=x.ref, y=y.ref, x_pix=x.pix, x_off=x.channel_off, y_pix=y.pix,
+              y_off=y.channel_off)
+    if node.op == 'GlobalAveragePool':
+        fields = dict(io, N=n, HW=h * w, C=c)
+        return [Launch('pool', 'global_avgpool', grid_1d(n * c), (BLOCK, 1, 1),
+                       params.GLOBAL_POOL, fields, node.name)]
+    a = node.attrs
+    if node.op == 'GlobalMaxPool':
+        k, st, dil, pads = (h, w), (1, 1), (1, 1), (0, 0)
+    else:
+        k = list(a['kernel_shape'])
+        st = list(a.get('strides') or [1, 1])
+        dil = list(a.get('dilations') or [1, 1])
+        pads = _pads(a, (h, w), (p, q), k, st, dil)
+    fields = dict(io, N=n, H=h, W=w, C=c, P=p, Q=q, R=k[0], S=k[1], sh=st[0], sw=st[1],
+                  ph=pads[0], pw=pads[1], dh=dil[0], dw=dil[1],
+                  is_avg=int(node.op == 'AveragePool'),
+                  count_include_pad=int(a.get('count_include_pad', 0)))
+    return [Launch('pool', 'pool2d', grid_1d(n * p * q * c), (BLOCK, 1, 1), params.POOL,
+                   fields, node.name)]
+
+
+def _text(v, default):
+    v = default if v is None else v
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def lower_resize(be, node):
+    """Resize / Upsample, nearest or linear, over H and W only."""
+    x, y = _nhwc_pair(be, node)
+    a = node.attrs
+    n, c, h, w = x.shape
+    p, q = y.shape[2:]
+    if node.op == 'Upsample':
+        coord, nearest = 'asymmetric', 'floor'
+        scales = be.const(node.inputs[1]) if len(node.inputs) > 1 else a.get('scales')
+    else:
+        coord = _text(a.get('coordinate_transformation_mode'), 'half_pixel')
+        nearest = _text(a.get('nearest_mode'), 'round_prefer_floor')
+        scales = be.const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
+    mode = _text(a.get('mode'), 'nearest')
+    if mode not in ('nearest', 'linear') or coord not in params.RESIZE_COORD:
+        be.unsupported(node, f'mode={mode}, coordinate_transformation_mode={coord}')
+    if scales is None or len(scales) == 0:
+        scales = [1, 1, p / h, q / w]
+    fields = dict(x=x.ref, y=y.ref, N=n, H=h, W=w, C=c, P=p, Q=q, scale_h=float(scales[2]),
+                  scale_w=float(scales[3]), coord=params.RESIZE_COORD[coord],
+                  linear=int(mode == 'linear'), nearest=params.RESIZE_NEAREST[nearest],
+                  x_pix=x.pix, x_off=x.channel_off, y_pix=y.pix, y_off=y.channel_off)
+    return [Launch('resize', 'resize2d', grid_1d(n * p * q * c), (BLOCK, 1, 1), params.RESIZE,
+                   fields, node.name)]
+
+
+def lower_softmax(be, node):
+    """Softmax / LogSoftmax along one axis ([outer, n, inner] of the stored order)."""
+    x, y = be.slot(node.inputs[0]), be.slot(node.outputs[0])
+    rank = len(x.shape)
+    axis = int(node.attrs.get('axis', -1))
+    axis = axis + rank if axis < 0 else axis
+    if x.nhwc and y.nhwc and axis == 1:
+        n, c, h, w = x.shape
+        outer, size, inner = n * h * w, c, 1
+    elif x.contiguous() and y.contiguous():
+        outer = int(np.prod(x.shape[:axis], dtype=np.int64))
+        size = x.shape[axis]
+        inner = int(np.prod(x.shape[axis + 1:], dtype=np.int64))
+    else:
+        be.unsupported(node, f'softmax over axis {axis} of this layout')
+    fields = dict(x=x.ref, y=y.ref, outer=outer, n=size, inner=inner,
+                  log=int(node.op == 'LogSoftmax'))
+    return [Launch('softmax', 'softmax', grid_1d(outer * inner * 32), (BLOCK, 1, 1),
+                   params.SOFTMAX, fields, node.name)]
+
+
+def lower_layernorm(be, node):
+    """LayerNormalization over the last axis."""
+    x, y = be.slot(node.inputs[0]), be.slot(node.outputs[0])
+    axis = int(node.attrs.get('axis', -1))
+    if axis not in (-1, len(x.shape) - 1) or not (x.contiguous() and y.contiguous()):
+        be.unsupported(node, 'only the last axis of a row-major tensor')
+    n = x.shape[-1]
+    gamma = be.add_weight(be.const(node.inputs[1]).astype(np.float32).reshape(n))
+    beta = NULL
+    if len(node.inputs) > 2 and node.inputs[2]:
+        beta = be.add_weight(be.const(node.inputs[2]).astype(np.float32).reshape(n))
+    rows = int(np.prod(x.shape[:-1], dtype=np.int64))
+    fields = dict(x=x.ref, gamma=gamma, beta=beta, y=y.ref, rows=rows, n=n,
+                  eps=float(node.attrs.get('epsilon', 1e-5)))
+    return [Launch('layernorm', 'layernorm', grid_1d(rows * 32), (BLOCK, 1, 1),
+                   params.LAYERNORM, fields, node.name)]
+
+
+def _batch(slot, out_batch):
+    """Strides of the two (padded) batch dims of an operand of a batched product."""
+    shape, strides = list(slot.shape[:-2]), list(slot.strides[:-2])
+    while len(shape) < 2:
+        shape.insert(0, 1)
+        strides.insert(0, 0)
+    return [0 if shape[i] == 1 and out_batch[i] != 1 else strides[i] for i in range(2)]
+
+
+def lower_matmul(be, node):
+    """MatMul: constant B -> 1x1 convolution (tensor cores); else the batched SIMT kernel."""
+    if be.is_const(node.inputs[1]) and be.const(node.inputs[1]).ndim == 2:
+        b = be.const(node.inputs[1]).astype(np.float32)
+        return [linear_launch(be, node, be.slot(node.inputs[0]), be.slot(node.outputs[0]),
+                              b.T)]
+    a, b, y = (be.slot(node.inputs[0]), be.slot(node.inputs[1]), be.slot(node.outputs[0]))
+    if len(y.shape) > 4 or min(len(a.shape), len(b.shape)) < 2 or not y.contiguous():
+        be.unsupported(node, 'batched MatMul of rank 2 to 4 operands')
+    out_batch = ([1, 1] + list(y.shape[:-2]))[-2:]
+    ab, bb = _batch(a, out_batch), _batch(b, out_batch)
+    m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
+    fields = dict(a=a.ref, b=b.ref, bias=NULL, y=y.ref, M=m, N=n, K=k, B1=out_batch[0],
+                  B2=out_batch[1], a_b1=ab[0], a_b2=ab[1], a_m=a.strides[-2],
+                  a_k=a.strides[-1], b_b1=bb[0], b_b2=bb[1], b_k=b.strides[-2],
+                  b_n=b.strides[-1], alpha=1.0, act=params.act_record())
+    grid = (-(-m // 64), -(-n // 64), out_batch[0] * out_batch[1])
+    return [Launch('gemm', 'matmul', grid, (BLOCK, 1, 1), params.GEMM, fields, node.name)]

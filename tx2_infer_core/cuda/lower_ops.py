@@ -1,0 +1,163 @@
+"""Lowering of the non-convolution ops to launches of ``kernels/*.cu`` (one function an op
+family). Every function takes the backend (slots, constants, weights) and a node and returns a
+list of ``Launch``; what a kernel cannot do raises ``UnsupportedOpError`` naming the node.
+"""
+import numpy as np
+
+from tx2_infer_core.cuda import params
+from tx2_infer_core.cuda.launch import BLOCK, NULL, Launch, grid_1d
+
+COPY_OPS = ('Identity', 'Dropout', 'Reshape', 'Flatten', 'Squeeze', 'Unsqueeze', 'Cast')
+ACT_OPS = ('Relu', 'LeakyRelu', 'Sigmoid', 'Tanh', 'HardSwish', 'HardSigmoid', 'Clip')
+
+
+def _view(slot, shape=None, strides=None, offset=0):
+    return params.view_record(slot.shape if shape is None else shape,
+                              slot.strides if strides is None else strides,
+                              slot.channel_off + offset)
+
+
+def copy_launch(name, src, src_view, dst, dst_view, n, op=0, act=None):
+    """y[dst_view(i)] = f(x[src_view(i)]) for the n logical elements."""
+    fields = dict(x=src.ref, xv=src_view, y=dst.ref, yv=dst_view, n=int(n), op=op,
+                  act=act if act is not None else params.act_record())
+    return Launch('elementwise', 'unary', grid_1d(n), (BLOCK, 1, 1), params.UNARY_ARGS,
+                  fields, name)
+
+
+def lower_unary(be, node):
+    """Activations, math functions and the layout-changing copies (Reshape and friends)."""
+    x, y = be.slot(node.inputs[0]), be.slot(node.outputs[0])
+    n = int(np.prod(y.shape, dtype=np.int64))
+    if node.op == 'Cast' and not np.issubdtype(np.dtype(be.dtype_of(node.outputs[0])),
+                                               np.floating):
+        be.unsupported(node, 'Cast to a non-float type')
+    op, act = 0, params.act_record()
+    a = node.attrs
+    if node.op in ACT_OPS:
+        lo, hi = -np.inf, np.inf
+        if node.op == 'Clip':
+            lo = a.get('min', lo)
+            hi = a.get('max', hi)
+            if len(node.inputs) > 1 and node.inputs[1]:
+                lo = float(be.const(node.inputs[1]))
+            if len(node.inputs) > 2 and node.inputs[2]:
+                hi = float(be.const(node.inputs[2]))
+        alpha = a.get('alpha', 0.2 if node.op == 'HardSigmoid' else 0.01)
+        act = params.act_record(node.op, alpha, a.get('beta', 0.5), lo, hi)
+    elif node.op in params.UNARY:
+        op = params.UNARY[node.op]
+    elif node.op not in COPY_OPS:
+        be.unsupported(node, 'no elementwise kernel')
+    return [copy_launch(node.name, x, _view(x), y, _view(y), n, op, act)]
+
+
+def _broadcast_strides(slot, out_shape):
+    pad = len(out_shape) - len(slot.shape)
+    strides = []
+    for d, n in enumerate(out_shape):
+        if d < pad or slot.shape[d - pad] == 1 and n != 1:
+            strides.append(0)
+        else:
+            strides.append(slot.strides[d - pad])
+    return strides
+
+
+def lower_binary(be, node):
+    """Add, Sub, Mul, Div, Max, Min, Pow with ONNX broadcasting, over any layouts."""
+    if len(node.inputs) != 2:
+        be.unsupported(node, 'exactly two inputs')
+    a, b, y = (be.slot(node.inputs[0]), be.slot(node.inputs[1]), be.slot(node.outputs[0]))
+    n = int(np.prod(y.shape, dtype=np.int64))
+    op, act = params.BINARY[node.op], params.act_record()
+    same = (a.shape == b.shape == y.shape and a.strides == b.strides == y.strides
+            and a.channel_off == b.channel_off == y.channel_off == 0)
+    if same and n % 2 == 0 and (a.contiguous() or a.nhwc):
+        fields = dict(a=a.ref, b=b.ref, y=y.ref, n2=n // 2, op=op, act=act)
+        return [Launch('elementwise', 'binary_flat2', grid_1d(n // 2), (BLOCK, 1, 1),
+                       params.BINARY_FLAT2, fields, node.name)]
+    fields = dict(a=a.ref, av=_view(a, y.shape, _broadcast_strides(a, y.shape)),
+                  b=b.ref, bv=_view(b, y.shape, _broadcast_strides(b, y.shape)),
+                  y=y.ref, yv=_view(y), n=n, op=op, act=act)
+    return [Launch('elementwise', 'binary', grid_1d(n), (BLOCK, 1, 1), params.BINARY_ARGS,
+                   fields, node.name)]
+
+
+def lower_transpose(be, node):
+    """Transpose as a strided copy."""
+    x, y = be.slot(node.inputs[0]), be.slot(node.outputs[0])
+    perm = list(node.attrs.get('perm') or reversed(range(len(x.shape))))
+    src = _view(x, y.shape, [x.strides[p] for p in perm])
+    return [copy_launch(node.name, x, src, y, _view(y), np.prod(y.shape))]
+
+
+def _axis(node, rank):
+    axis = int(node.attrs.get('axis', 0))
+    return axis + rank if axis < 0 else axis
+
+
+def lower_concat(be, node):
+    """Concat as one copy per input into its slice of the output (unless placed)."""
+    y = be.slot(node.outputs[0])
+    axis, start, launches = _axis(node, len(y.shape)), 0, []
+    for name in node.inputs:
+        x = be.slot(name)
+        dst = _view(y, x.shape, y.strides, start * y.strides[axis])
+        launches.append(copy_launch(node.name, x, _view(x), y, dst, np.prod(x.shape)))
+        start += x.shape[axis]
+    return launches
+
+
+def lower_split(be, node):
+    """Split as one strided copy per output."""
+    x = be.slot(node.inputs[0])
+    axis, start, launches = _axis(node, len(x.shape)), 0, []
+    for name in node.outputs:
+        y = be.slot(name)
+        src = _view(x, y.shape, x.strides, start * x.strides[axis])
+        launches.append(copy_launch(node.name, x, src, y, _view(y), np.prod(y.shape)))
+        start += y.shape[axis]
+    return launches
+
+
+def lower_slice(be, node):
+    """Slice (constant starts, ends, axes, steps) as a strided copy."""
+    x, y = be.slot(node.inputs[0]), be.slot(node.outputs[0])
+    rank = len(x.shape)
+    get = [be.const(i).astype(np.int64).tolist() if i else None for i in node.inputs[1:5]]
+    get += [None] * (4 - len(get))
+    starts = get[0] if get[0] is not None else node.attrs.get('starts')
+    axes = get[2] if get[2] is not None else node.attrs.get('axes', list(range(len(starts))))
+    steps = get[3] if get[3] is not None else [1] * len(starts)
+    strides, offset = list(x.strides), 0
+    for s, ax, st in zip(starts, axes, steps):
+        ax = ax + rank if ax < 0 else ax
+        dim = x.shape[ax]
+        s = s + dim if s < 0 else s
+        s = min(max(s, 0), dim - 1 if st < 0 else dim)
+        offset += s * x.strides[ax]
+        strides[ax] = x.strides[ax] * st
+    src = _view(x, y.shape, strides, offset)
+    return [copy_launch(node.name, x, src, y, _view(y), np.prod(y.shape))]
+
+
+def lower_pad(be, node):
+    """Constant Pad: fill the output with the value, then copy the input inside."""
+    x, y = be.slot(node.inputs[0]), be.slot(node.outputs[0])
+    mode = node.attrs.get('mode', 'constant')
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    pads = (be.const(node.inputs[1]).tolist() if len(node.inputs) > 1 and node.inputs[1]
+            else list(node.attrs.get('pads')))
+    if mode != 'constant' or min(pads) < 0 or (len(node.inputs) > 3 and node.inputs[3]):
+        be.unsupported(node, 'only constant, non-negative pads over all axes')
+    value = 0.0
+    if len(node.inputs) > 2 and node.inputs[2]:
+        value = float(be.const(node.inputs[2]))
+    fill = be.const_slot(np.array([value], np.float16))
+    n_out, rank = np.prod(y.shape), len(y.shape)
+    launches = [copy_launch(node.name, fill, _view(fill, y.shape, [0] * rank), y, _view(y),
+                            n_out)]
+    offset = sum(p * s for p, s in zip(pads[:rank], y.strides))
+    dst = _view(y, x.shape, y.strides, offset)
+    launches.append(copy_launch(node.name, x, _view(x), y, dst, np.prod(x.shape)))
+    return launches

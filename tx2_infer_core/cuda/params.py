@@ -1,0 +1,98 @@
+"""Kernel parameter records: numpy structured dtypes laid out like the C structs and argument
+lists of ``kernels/*.cu`` (``align=True`` follows the C alignment rules, which kernel
+parameter buffers follow too). A whole argument list is passed to pycuda as one record.
+"""
+import numpy as np
+
+MAX_DIMS = 6
+ACTIVATIONS = {'': 0, 'Relu': 1, 'LeakyRelu': 2, 'Sigmoid': 3, 'SiLU': 4, 'HardSwish': 5,
+               'HardSigmoid': 6, 'Clip': 7, 'Tanh': 8}
+UNARY = {'Exp': 1, 'Log': 2, 'Sqrt': 3, 'Neg': 4, 'Abs': 5, 'Reciprocal': 6, 'Erf': 7,
+         'Gelu': 8}
+BINARY = {'Add': 0, 'Sub': 1, 'Mul': 2, 'Div': 3, 'Max': 4, 'Min': 5, 'Pow': 6}
+RESIZE_COORD = {'half_pixel': 0, 'asymmetric': 1, 'align_corners': 2, 'pytorch_half_pixel': 3}
+RESIZE_NEAREST = {'round_prefer_floor': 0, 'round_prefer_ceil': 1, 'floor': 2, 'ceil': 3}
+
+ACT = np.dtype([('kind', 'i4'), ('alpha', 'f4'), ('beta', 'f4'), ('lo', 'f4'), ('hi', 'f4')],
+               align=True)
+VIEW = np.dtype([('ndim', 'i4'), ('shape', 'i4', (MAX_DIMS,)), ('stride', 'i8', (MAX_DIMS,)),
+                 ('offset', 'i8')], align=True)
+
+
+def _ints(*names):
+    return [(n, 'i4') for n in names]
+
+
+PTR = 'u8'
+CONV = np.dtype([('x', PTR), ('w', PTR), ('bias', PTR), ('res', PTR), ('y', PTR)]
+                + _ints('N', 'H', 'W', 'P', 'Q', 'Cg', 'Kg', 'groups', 'R', 'S', 'sh', 'sw',
+                        'ph', 'pw', 'dh', 'dw', 'x_pix', 'x_off', 'y_pix', 'y_off', 'r_pix',
+                        'r_off', 'res_after') + [('act', ACT)], align=True)
+POOL = np.dtype([('x', PTR), ('y', PTR)]
+                + _ints('N', 'H', 'W', 'C', 'P', 'Q', 'R', 'S', 'sh', 'sw', 'ph', 'pw', 'dh',
+                        'dw', 'x_pix', 'x_off', 'y_pix', 'y_off', 'is_avg',
+                        'count_include_pad'), align=True)
+GLOBAL_POOL = np.dtype([('x', PTR), ('y', PTR)]
+                       + _ints('N', 'HW', 'C', 'x_pix', 'x_off', 'y_pix', 'y_off'), align=True)
+RESIZE = np.dtype([('x', PTR), ('y', PTR)] + _ints('N', 'H', 'W', 'C', 'P', 'Q')
+                  + [('scale_h', 'f4'), ('scale_w', 'f4')]
+                  + _ints('coord', 'linear', 'nearest', 'x_pix', 'x_off', 'y_pix', 'y_off'),
+                  align=True)
+UNARY_ARGS = np.dtype([('x', PTR), ('xv', VIEW), ('y', PTR), ('yv', VIEW), ('n', 'i8'),
+                       ('op', 'i4'), ('act', ACT)], align=True)
+BINARY_ARGS = np.dtype([('a', PTR), ('av', VIEW), ('b', PTR), ('bv', VIEW), ('y', PTR),
+                        ('yv', VIEW), ('n', 'i8'), ('op', 'i4'), ('act', ACT)], align=True)
+BINARY_FLAT2 = np.dtype([('a', PTR), ('b', PTR), ('y', PTR), ('n2', 'i8'), ('op', 'i4'),
+                         ('act', ACT)], align=True)
+GEMM = np.dtype([('a', PTR), ('b', PTR), ('bias', PTR), ('y', PTR)]
+                + _ints('M', 'N', 'K', 'B1', 'B2')
+                + [(n, 'i8') for n in ('a_b1', 'a_b2', 'a_m', 'a_k', 'b_b1', 'b_b2', 'b_k',
+                                       'b_n')]
+                + [('alpha', 'f4'), ('act', ACT)], align=True)
+SOFTMAX = np.dtype([('x', PTR), ('y', PTR), ('outer', 'i8'), ('n', 'i4'), ('inner', 'i4'),
+                    ('log', 'i4')], align=True)
+LAYERNORM = np.dtype([('x', PTR), ('gamma', PTR), ('beta', PTR), ('y', PTR), ('rows', 'i8'),
+                      ('n', 'i4'), ('eps', 'f4')], align=True)
+PREPROCESS = np.dtype([('src', PTR)] + _ints('src_h', 'src_w', 'src_pitch')
+                      + [('y', PTR)]
+                      + _ints('out_h', 'out_w', 'y_pix', 'y_off', 'top', 'left', 'new_h',
+                              'new_w', 'swap_rb')
+                      + [('pad', 'f4'), ('mul', 'f4', (3,)), ('add', 'f4', (3,))], align=True)
+YOLO_DECODE = np.dtype([('out', PTR), ('c_stride', 'i8'), ('a_stride', 'i8'),
+                        ('anchors', 'i4'), ('classes', 'i4'), ('threshold', 'f4'),
+                        ('dets', PTR), ('count', PTR), ('max_det', 'i4')], align=True)
+NMS = np.dtype([('dets', PTR), ('count', PTR), ('max_det', 'i4'), ('iou', 'f4'),
+                ('keep', PTR)], align=True)
+
+
+def record(dtype: np.dtype, **fields):
+    """One parameter record (an ``np.void``); fields not given are zero."""
+    rec = np.zeros((), dtype)
+    for name, value in fields.items():
+        if name not in dtype.names:
+            raise KeyError(f'{name!r} is not a field of this kernel record: {dtype.names}')
+        rec[name] = value
+    return rec[()]
+
+
+def act_record(activation='', alpha=0.01, beta=0.5, clip_min=-np.inf, clip_max=np.inf):
+    """The ActParams of an activation name ('' is the identity)."""
+    if activation not in ACTIVATIONS:
+        raise KeyError(f"activation '{activation}' has no CUDA kernel; supported: "
+                       f"{', '.join(a or 'none' for a in ACTIVATIONS)}")
+    lo = np.float32(max(float(clip_min), -3.0e38))
+    hi = np.float32(min(float(clip_max), 3.0e38))
+    return np.array((ACTIVATIONS[activation], alpha, beta, lo, hi), ACT)
+
+
+def view_record(shape, strides, offset=0):
+    """A View of ``shape`` (logical) with element ``strides`` and element ``offset``."""
+    if len(shape) > MAX_DIMS:
+        raise ValueError(f'a CUDA view has at most {MAX_DIMS} dims, got shape {shape}')
+    rec = np.zeros((), VIEW)
+    rec['ndim'] = max(len(shape), 1)
+    rec['shape'][:] = 1
+    rec['shape'][:len(shape)] = shape
+    rec['stride'][:len(strides)] = strides
+    rec['offset'] = offset
+    return rec

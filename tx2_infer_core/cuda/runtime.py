@@ -1,0 +1,142 @@
+"""The device side: context, kernel modules, a counting pooled allocator and CUDA graphs.
+
+Everything imports pycuda lazily, inside the functions, so importing this module is free.
+"""
+from tx2_infer_core.cuda import compile as cc
+
+ALIGN = 256
+
+
+class DeviceContext:
+    """The device's primary context, pushed while in use. ``close()`` releases it."""
+
+    def __init__(self, device: int = 0):
+        import pycuda.driver as drv
+        drv.init()
+        if drv.Device.count() <= device:
+            raise RuntimeError(f'CUDA device {device} not found ({drv.Device.count()} present)')
+        self.drv = drv
+        self.device = drv.Device(device)
+        self.ctx = self.device.retain_primary_context()
+        self.ctx.push()
+        major, minor = self.device.compute_capability()
+        self.arch = major * 10 + minor
+        self.name = self.device.name()
+        self._modules = {}
+
+    def __enter__(self):
+        self.ctx.push()
+        return self
+
+    def __exit__(self, *exc):
+        self.drv.Context.pop()
+
+    def function(self, module: str, kernel: str):
+        """Kernel ``kernel`` of ``kernels/<module>.cu``, compiled (disk-cached) for this GPU."""
+        if module not in self._modules:
+            self._modules[module] = self.drv.module_from_buffer(cc.compile_cached(module,
+                                                                                  self.arch))
+        return self._modules[module].get_function(kernel)
+
+    def close(self):
+        """Release the primary context (the caller has popped it)."""
+        self._modules.clear()
+        self.ctx.detach()
+
+
+class PooledAllocator:
+    """Device memory by 256-byte-rounded size; freed blocks are reused, never returned early.
+
+    ``device_allocations`` counts the real ``cuMemAlloc`` calls: a steady frame loop must
+    leave it unchanged.
+    """
+
+    def __init__(self):
+        import pycuda.driver as drv
+        self.drv = drv
+        self.device_allocations = 0
+        self.device_bytes = 0
+        self._free = {}
+        self._live = []
+
+    def alloc(self, nbytes: int):
+        """A device allocation of at least ``nbytes`` (a pycuda DeviceAllocation)."""
+        size = max(ALIGN, -(-int(nbytes) // ALIGN) * ALIGN)
+        spare = self._free.get(size)
+        if spare:
+            block = spare.pop()
+        else:
+            block = self.drv.mem_alloc(size)
+            self.device_allocations += 1
+            self.device_bytes += size
+        self._live.append((size, block))
+        return block
+
+    def free(self, block) -> None:
+        """Give ``block`` back to the pool for reuse."""
+        for i, (size, live) in enumerate(self._live):
+            if live is block:
+                del self._live[i]
+                self._free.setdefault(size, []).append(block)
+                return
+        raise ValueError('block was not allocated by this pool')
+
+    def release(self) -> None:
+        """Free every block (live or pooled) back to the driver."""
+        for _, block in self._live:
+            block.free()
+        for blocks in self._free.values():
+            for block in blocks:
+                block.free()
+        self._live, self._free = [], {}
+
+
+def _driver_api():
+    try:
+        from cuda.bindings import driver
+    except ImportError:  # cuda-python before 12.6
+        from cuda import cuda as driver
+    return driver
+
+
+def _ok(result, what):
+    err = result[0] if isinstance(result, tuple) else result
+    if int(err) != 0:
+        raise RuntimeError(f'{what} failed: CUDA error {int(err)} ({err})')
+    return result[1] if isinstance(result, tuple) and len(result) > 1 else None
+
+
+class CudaGraph:
+    """Launches on a pycuda stream, captured once with cuda-bindings and replayed.
+
+    ``capture(stream, fn)`` records everything ``fn()`` enqueues on ``stream``;
+    ``launch()`` replays it on the same stream.
+    """
+
+    def __init__(self):
+        self.cu = _driver_api()
+        self.graph = self.exec = self.stream = None
+
+    def capture(self, stream, fn) -> None:
+        """Record ``fn()``'s work on ``stream`` into an instantiated graph."""
+        cu = self.cu
+        self.stream = cu.CUstream(stream.handle)
+        mode = cu.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
+        _ok(cu.cuStreamBeginCapture(self.stream, mode), 'cuStreamBeginCapture')
+        try:
+            fn()
+        finally:
+            self.graph = _ok(cu.cuStreamEndCapture(self.stream), 'cuStreamEndCapture')
+        self.exec = _ok(cu.cuGraphInstantiate(self.graph, 0), 'cuGraphInstantiate')
+
+    def launch(self) -> None:
+        """Enqueue one replay of the captured work."""
+        _ok(self.cu.cuGraphLaunch(self.exec, self.stream), 'cuGraphLaunch')
+
+    def close(self) -> None:
+        """Destroy the executable graph and the graph."""
+        if self.exec is not None:
+            self.cu.cuGraphExecDestroy(self.exec)
+        if self.graph is not None:
+            self.cu.cuGraphDestroy(self.graph)
+        self.graph = self.exec = None
