@@ -312,3 +312,54 @@ def test_darknet_yolo_decode_matches_opencv(darknet, photos):
     want = detect.decode({'y': rows[None]}, {'type': 'yolov5', 'num_classes': 80}, 0.25, 0.45)
     assert ids.tolist() == want[2].tolist()
     np.testing.assert_allclose(boxes, want[0], atol=0.1)
+
+
+def _darknet_get_yolo_boxes(raw, anchors, net_w, net_h, num_classes, conf):
+    """Darknet's forward_yolo_layer + get_yolo_box, written out loop by loop (the oracle)."""
+    def logistic(v):
+        return 1.0 / (1.0 + np.exp(-float(v)))
+    _, _, lh, lw = raw.shape
+    rows = []
+    for n, (anchor_w, anchor_h) in enumerate(anchors):
+        entries = raw[0, n * (5 + num_classes):(n + 1) * (5 + num_classes)]
+        for j in range(lh):
+            for i in range(lw):
+                objectness = logistic(entries[4, j, i])
+                probs = [objectness * logistic(entries[5 + c, j, i])
+                         for c in range(num_classes)]
+                best = int(np.argmax(probs))
+                if probs[best] < conf:
+                    continue
+                x = (i + logistic(entries[0, j, i])) / lw * net_w
+                y = (j + logistic(entries[1, j, i])) / lh * net_h
+                w = np.exp(entries[2, j, i]) * anchor_w
+                h = np.exp(entries[3, j, i]) * anchor_h
+                rows.append(([x - w / 2, y - h / 2, x + w / 2, y + h / 2], probs[best], best))
+    return rows
+
+
+def test_darknet_yolo_decode_matches_a_loop_decode_on_real_raw_maps(photos):
+    """Raw maps from ONNX Runtime on the Darknet model exported to ONNX (any OpenCV)."""
+    from tx2_infer_core.darknet import load_darknet
+    from tx2_infer_core.onnx_export import to_onnx
+    cfg, weights, names = assets.yolov3_tiny()
+    graph = load_darknet(cfg, weights)
+    head = graph.meta['head']
+    session = ort.InferenceSession(to_onnx(graph).SerializeToString(),
+                                   providers=['CPUExecutionProvider'])
+    tensor, _ = detect.preprocess(photos['dog.jpg'], (1, 3, 416, 416), {})
+    outputs = dict(zip(graph.outputs, session.run(graph.outputs, {graph.inputs[0]: tensor})))
+    rows = [row for layer in head['layers']
+            for row in _darknet_get_yolo_boxes(outputs[layer['output']], layer['anchors'],
+                                               416, 416, 80, 0.25)]
+    xywh = [[b[0], b[1], b[2] - b[0], b[3] - b[1]] for b, _, _ in rows]
+    kept = cv2.dnn.NMSBoxesBatched(xywh, [s for _, s, _ in rows], [c for _, _, c in rows],
+                                   0.25, 0.45)
+    want = sorted((rows[k] for k in np.asarray(kept, int).reshape(-1)), key=lambda r: -r[1])
+    boxes, scores, ids = detect.decode(outputs, head, 0.25, 0.45)
+    assert ids.tolist() == [c for _, _, c in want]
+    np.testing.assert_allclose(scores, [s for _, s, _ in want], rtol=1e-5)
+    np.testing.assert_allclose(boxes, [b for b, _, _ in want], atol=1e-2)
+    labels = detect.load_labels(names)
+    found = {labels[i] for i in ids}
+    assert {'dog', 'bicycle'} <= found and found & {'car', 'truck'}
