@@ -200,14 +200,17 @@ def _alias_inplace(graph, life, blocks, placed) -> dict:
     return inplace
 
 
-def peak_live(starts, ends, sizes) -> int:
-    """Largest total size of blocks alive at one step (the arena's lower bound)."""
-    if not len(sizes):
-        return 0
-    delta = np.zeros(int(ends.max()) + 2, dtype=np.int64)
+def live_bytes(starts, ends, sizes) -> np.ndarray:
+    """Total size of the blocks alive at each step."""
+    delta = np.zeros(int(ends.max(initial=0)) + 2, dtype=np.int64)
     np.add.at(delta, starts, sizes)
     np.add.at(delta, ends + 1, -sizes)
-    return int(np.cumsum(delta).max())
+    return np.cumsum(delta)
+
+
+def peak_live(starts, ends, sizes) -> int:
+    """Largest total size of blocks alive at one step (the arena's lower bound)."""
+    return int(live_bytes(starts, ends, sizes).max())
 
 
 def _fit(busy, size, best_fit) -> int:
@@ -260,12 +263,8 @@ def _greedy(conflicts, sizes, order, best_fit) -> tuple:
 
 
 def _orders(starts, ends, sizes) -> list:
-    """A few greedy placement orders; the breadth order places blocks of the busiest steps first."""
-    lengths = ends - starts
-    delta = np.zeros(int(ends.max()) + 2, dtype=np.int64)
-    np.add.at(delta, starts, sizes)
-    np.add.at(delta, ends + 1, -sizes)
-    live = np.cumsum(delta)
+    """A few greedy placement orders; the breadth order places the busiest steps' blocks first."""
+    lengths, live = ends - starts, live_bytes(starts, ends, sizes)
     breadth = np.array([live[s:e + 1].max() for s, e in zip(starts, ends)], dtype=np.int64)
     return [np.lexsort((starts, -sizes)),                  # biggest first
             np.lexsort((-sizes, -lengths)),                # longest-lived first

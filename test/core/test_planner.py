@@ -6,7 +6,10 @@ import random
 import numpy as np
 import pytest
 
+from tx2_infer_core import assets
+from tx2_infer_core.engine import import_model
 from tx2_infer_core.ir import Graph, Node, Value
+from tx2_infer_core.passes import optimize
 from tx2_infer_core.planner import (ELEMENTWISE_OPS, MemoryPlan, MemoryPlanError, check_plan,
                                     lifetimes, plan_memory)
 
@@ -345,3 +348,28 @@ def test_unordered_graph_fails_loudly():
     graph.nodes.reverse()
     with pytest.raises(MemoryPlanError, match='before it is produced'):
         plan_memory(graph)
+
+
+# ---- real models (imported and optimised as the engine does) --------------------------------
+
+def real_model(name):
+    if name == 'yolov3-tiny':
+        cfg, weights, _ = assets.yolov3_tiny()
+        return import_model(cfg, None, weights)
+    return import_model(assets.fetch(name))
+
+
+@pytest.mark.parametrize('name', ['yolov3-tiny', 'yolov8-fall.onnx', 'open_nsfw.onnx'])
+def test_real_models_pack_within_five_percent_of_the_lower_bound(name):
+    graph, _ = optimize(real_model(name))
+    plan, off = plan_memory(graph), plan_memory(graph, **OFF)
+    print(f'\n{name}: {plan.report()}; {len(plan.inplace)} in place, '
+          f'{len(plan.placed_concats)} concats placed; switched off: {off.report()}')
+    for each in (plan, off):
+        check_plan(graph, each)
+        assert each.arena_bytes <= 1.05 * each.lower_bound
+        assert each.arena_bytes < each.naive_bytes
+    assert plan.arena_bytes <= off.arena_bytes
+    concats = [n.name for n in graph.nodes if n.op == 'Concat']
+    if name == 'yolov8-fall.onnx':          # C2f blocks and the neck concat along C
+        assert len(plan.placed_concats) >= len(concats) // 2
