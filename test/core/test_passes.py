@@ -15,8 +15,8 @@ from tx2_infer_core.ir import Graph, Node, Value
 from tx2_infer_core.onnx_import import load_onnx
 from tx2_infer_core.ops import run_node
 from tx2_infer_core.passes import (fold_batchnorm, fold_constants, fuse_conv_activation,
-                                   fuse_conv_bn_weights, fuse_residual_add, optimize,
-                                   remove_noops)
+                                   fuse_conv_bn_weights, fuse_residual_add, infer_layouts,
+                                   optimize, remove_noops, sink_transposes)
 
 CONV3 = {'kernel_shape': [3, 3], 'pads': [1, 1, 1, 1], 'strides': [1, 1]}
 
@@ -195,6 +195,74 @@ def test_shape_arithmetic_folds_and_noops_go(v8_stem):
     assert [n.op for n in copy.nodes][-1] == 'Reshape' and copy.nodes[-1].outputs == ['out']
     optimised, _ = optimize(graph)
     assert_same_outputs(graph, optimised, {'images': photo('bus.jpg', (1, 3, 32, 32))})
+
+
+def _nhwc_wrapped(v8_stem, outputs=('out',)):
+    """conv -> Transpose to NHWC -> Add(per-channel bias) -> Relu -> Transpose back (tf2onnx)."""
+    nodes, w = v8_stem
+    nodes = nodes[:1] + [
+        Node('Transpose', 't', ['c0'], ['t'], {'perm': [0, 2, 3, 1]}),
+        Node('Add', 'bias', ['t', 'model.0.conv.bias'], ['b']),
+        Node('Relu', 'relu', ['b'], ['r']),
+        Node('Transpose', 'back', ['r'], ['out'], {'perm': [0, 3, 1, 2]})]
+    return tiny(nodes, w, list(outputs))
+
+
+def test_layout_transposes_cancel_and_the_conv_absorbs_the_rest(v8_stem):
+    graph = _nhwc_wrapped(v8_stem)
+    optimised, report = optimize(graph)
+    assert report['sink_transposes'] == 2
+    assert [(n.op, n.attrs['activation']) for n in optimised.nodes] == [('FusedConv', 'Relu')]
+    assert optimised.outputs == ['out']
+    assert_same_outputs(graph, optimised, {'images': photo('bus.jpg', (1, 3, 32, 32))})
+    both = _nhwc_wrapped(v8_stem, ('out', 'r'))          # the NHWC value is an output too
+    copy = both.copy()
+    assert sink_transposes(copy) == 1 and copy.outputs == ['out', 'r']
+    assert_same_outputs(both, copy, {'images': photo('bus.jpg', (1, 3, 32, 32))})
+    nodes, w = v8_stem                                   # nothing to cancel: declines
+    lone = tiny(nodes[:1] + [Node('Transpose', 't', ['c0'], ['t'], {'perm': [0, 2, 3, 1]}),
+                             Node('Relu', 'relu', ['t'], ['out'])], w, ['out'])
+    assert sink_transposes(lone) == 0
+    assert [n.op for n in lone.nodes] == ['Conv', 'Transpose', 'Relu']
+
+
+def test_layouts_filled_in_where_unknown(v8_stem):
+    graph = _nhwc_wrapped(v8_stem)
+    for value in graph.values.values():
+        value.layout = ''
+    graph.values['images'].layout = 'NCHW'
+    infer_layouts(graph)
+    layouts = {name: v.layout for name, v in graph.values.items()}
+    assert layouts['c0'] == layouts['out'] == 'NCHW'
+    assert layouts['t'] == layouts['b'] == layouts['r'] == 'NHWC'
+
+
+@pytest.mark.parametrize('act, attrs, extra', [
+    ('Clip', {}, {'clip_min': 0.0, 'clip_max': 6.0}),
+    ('HardSigmoid', {'alpha': 0.25}, {'alpha': 0.25, 'beta': 0.5}),
+    ('HardSwish', {}, {}), ('Tanh', {}, {})])
+def test_other_activations_fuse(v8_stem, act, attrs, extra):
+    nodes, w = v8_stem
+    w = dict(w, lo=np.array(0, np.float32), hi=np.array(6, np.float32))
+    inputs = ['c0', 'lo', 'hi'] if act == 'Clip' else ['c0']
+    graph = tiny(nodes[:1] + [Node(act, 'act', inputs, ['out'], attrs)], w, ['out'])
+    optimised, _ = optimize(graph)
+    (node,) = optimised.nodes
+    assert node.attrs['activation'] == act
+    assert {k: node.attrs[k] for k in extra} == extra
+    assert_same_outputs(graph, optimised, {'images': photo('bus.jpg', (1, 3, 32, 32))})
+
+
+def test_noop_before_a_graph_output_keeps_the_output_name(v8_stem):
+    nodes, w = v8_stem
+    nodes = nodes[:1] + [Node('Dropout', 'drop', ['c0'], ['d']),
+                         Node('Identity', 'id', ['d'], ['out'])]
+    graph = tiny(nodes, w, ['out'])
+    copy = graph.copy()
+    assert remove_noops(copy) == 2
+    assert [n.outputs for n in copy.nodes] == [['out']] and copy.outputs == ['out']
+    passthrough = tiny([Node('Identity', 'id', ['images'], ['out'])], {}, ['out'])
+    assert remove_noops(passthrough) == 0                # input and output names both stay
 
 
 def test_optimize_logs_one_line_per_pass(yolov3, caplog):

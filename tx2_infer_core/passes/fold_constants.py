@@ -67,7 +67,8 @@ def _fold_one(graph, node):
     args = [np.asarray(graph.weights[i]) if i else None for i in node.inputs]
     try:
         results = [np.asarray(r) for r in run_node(node, args)]
-    except (Tx2InferError, ValueError, TypeError, IndexError) as exc:
+    except (Tx2InferError, ValueError, TypeError, IndexError, KeyError,
+            NotImplementedError, ZeroDivisionError) as exc:
         log.debug('fold_constants: %s %s declined (%s)', node.op, node.name, exc)
         return None
     in_bytes = sum(a.nbytes for a in args if a is not None)

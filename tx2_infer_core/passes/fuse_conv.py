@@ -9,8 +9,8 @@ Patterns::
 
 become ``x -> FusedConv(w, b, activation=Act) -> z``; a Conv with no activation after it becomes
 ``FusedConv(activation='')`` so backends have one conv op. Safety: ``y`` (and ``s``) are not graph
-outputs and have exactly the readers drawn; Clip bounds are constants; HardSigmoid uses the
-ONNX default ``beta`` (FusedConv carries only ``alpha``).
+outputs and have exactly the readers drawn; Clip bounds are constants (an open bound becomes
+the float32 limit, so attributes stay finite); HardSigmoid carries ``alpha`` and ``beta``.
 """
 from tx2_infer_core.ir import Node
 from tx2_infer_core.passes.graph_edit import FLOAT_DTYPES, constant, rewrite_nodes
@@ -69,8 +69,9 @@ def match_activation(graph, consumers, name):
         attrs = {'activation': act.op}
     elif act.op == 'LeakyRelu':
         attrs = {'activation': 'LeakyRelu', 'alpha': float(act.attrs.get('alpha', 0.01))}
-    elif act.op == 'HardSigmoid' and float(act.attrs.get('beta', 0.5)) == 0.5:
-        attrs = {'activation': 'HardSigmoid', 'alpha': float(act.attrs.get('alpha', 0.2))}
+    elif act.op == 'HardSigmoid':
+        attrs = {'activation': 'HardSigmoid', 'alpha': float(act.attrs.get('alpha', 0.2)),
+                 'beta': float(act.attrs.get('beta', 0.5))}
     elif act.op == 'Clip':
         bounds = _clip_bounds(graph, act)
         attrs = bounds and {'activation': 'Clip', 'clip_min': bounds[0], 'clip_max': bounds[1]}

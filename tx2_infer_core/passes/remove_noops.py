@@ -39,7 +39,10 @@ def is_noop(graph, node) -> bool:
     if op == 'Identity':
         return True
     if op == 'Dropout':
-        return len(node.outputs) < 2 or not node.outputs[1]
+        mode = node.inputs[2] if len(node.inputs) > 2 else ''
+        training = mode and (constant(graph, mode) is None or bool(constant(graph, mode)))
+        mask_used = len(node.outputs) > 1 and node.outputs[1]
+        return not mask_used and not training
     if op == 'Cast':
         return dtype_of(graph, node.inputs[0]) == _cast_target(node.attrs.get('to'))
     if op in SAME_SHAPE_NOOPS:
