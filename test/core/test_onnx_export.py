@@ -136,7 +136,7 @@ def test_internal_ops_fail_loudly(tiny_graph):
 
 @pytest.mark.parametrize('model', ['yolov3-tiny', 'yolov8-fall'])
 def test_optimised_graph_exports(tiny_graph, model):
-    """Graphs after our passes (FusedConv, residual fusion) still run in ONNX Runtime, unchanged."""
+    """Graphs after our passes (FusedConv, residual fusion) run in ONNX Runtime, unchanged."""
     from tx2_infer_core.onnx_import import load_onnx
     from tx2_infer_core.passes import optimize
     if model == 'yolov3-tiny':
