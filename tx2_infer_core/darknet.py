@@ -311,7 +311,10 @@ def _route(b, sec, tag, layers, index):
 
 
 def _shortcut(b, sec, x, tag, layers, index):
-    other = _resolve_index(sec, 'from', sec.ints('from')[0], index, layers)
+    froms = sec.ints('from')
+    if len(froms) != 1:
+        raise sec.error('from', f'shortcut from {len(froms)} layers is not supported (only 1)')
+    other = _resolve_index(sec, 'from', froms[0], index, layers)
     if b.shape(other) != b.shape(x):
         raise sec.error('from', f'shortcut shapes differ: {b.shape(x)} and {b.shape(other)}')
     y = b.add('Add', f'shortcut_{tag}', [x, other], b.shape(x))
