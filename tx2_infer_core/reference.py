@@ -48,5 +48,5 @@ def infer_shapes(graph) -> None:
     for name, array in result.items():
         array = np.asarray(array)
         old = graph.values.get(name)
-        layout = old.layout if old else ('NCHW' if array.ndim == 4 else '')
+        layout = old.layout if old else ''      # passes.infer_layouts fills the rest
         graph.values[name] = Value(name, tuple(array.shape), array.dtype.name, layout)
