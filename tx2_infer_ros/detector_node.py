@@ -14,6 +14,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from rclpy.parameter import Parameter
 from rcl_interfaces.msg import SetParametersResult
 from sensor_msgs.msg import CompressedImage, Image
 from vision_msgs import msg as vision_msgs
@@ -44,13 +45,16 @@ class DetectorNode(LifecycleNode):
     def _declare_parameters(self) -> dict:
         """Declare every parameter; an invalid override is kept as an error for configure."""
         bad = {}
-        for name, spec in params.SPECS.items():
+        for name in params.SPECS:
             try:
-                self.declare_parameter(name, spec.default, params.descriptor(name))
+                self.declare_parameter(name, params.initial_value(name),
+                                       params.descriptor(name))
             except (InvalidParameterValueException, InvalidParameterTypeException) as exc:
                 bad[name] = f'invalid value given for {name}: {exc}'
-                self.declare_parameter(name, spec.default, params.descriptor(name),
+                self.declare_parameter(name, params.initial_value(name), params.descriptor(name),
                                        ignore_override=True)
+            if self.get_parameter_or(name).type_ == Parameter.Type.NOT_SET:
+                self.set_parameters([params.typed_default(name)])
         return bad
 
     def _param(self, name):

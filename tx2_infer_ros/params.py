@@ -8,6 +8,7 @@ from typing import Optional
 
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType)
+from rclpy.parameter import Parameter
 
 BACKENDS = ('auto', 'cpu', 'cuda')
 PRECISIONS = ('fp32', 'fp16', 'int8')
@@ -77,6 +78,18 @@ def descriptor(name) -> ParameterDescriptor:
         desc.additional_constraints += ('; ' if desc.additional_constraints else '') + \
             'needs a rebuild: deactivate and cleanup, then configure again'
     return desc
+
+
+def initial_value(name):
+    """The value to declare ``name`` with: its default, or for a string array its type (rclpy
+    would take ``[]`` for a byte array); see ``typed_default``."""
+    spec = SPECS[name]
+    return Parameter.Type.STRING_ARRAY if spec.type == _SA else spec.default
+
+
+def typed_default(name) -> Parameter:
+    """The default of ``name`` as a typed ``Parameter`` (for string arrays left unset)."""
+    return Parameter(name, Parameter.Type.STRING_ARRAY, list(SPECS[name].default))
 
 
 def validate(name, value) -> Optional[str]:

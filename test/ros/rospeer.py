@@ -107,7 +107,8 @@ class Peer:
 
     def set_params(self, **values):
         """Set parameters one by one through the real service -> list of SetParametersResult."""
-        params = [Parameter(k, value=v) for k, v in values.items()]
+        params = [Parameter(k, Parameter.Type.STRING_ARRAY, v) if v == [] else
+                  Parameter(k, value=v) for k, v in values.items()]
         return self.wait(self.params.set_parameters(params)).results
 
     def get_params(self, *names):
