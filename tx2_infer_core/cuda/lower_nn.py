@@ -71,25 +71,38 @@ def lower_resize(be, node):
                    fields, node.name)]
 
 
+def _softmax_rows(x, axis):
+    """(outer, n, inner) of a softmax along ``axis`` of slot ``x``, or None."""
+    if x.nhwc and axis == 1:
+        n, c, h, w = x.shape
+        return n * h * w, c, 1
+    if x.contiguous():
+        return (int(np.prod(x.shape[:axis], dtype=np.int64)), x.shape[axis],
+                int(np.prod(x.shape[axis + 1:], dtype=np.int64)))
+    return None
+
+
 def lower_softmax(be, node):
-    """Softmax / LogSoftmax along one axis ([outer, n, inner] of the stored order)."""
+    """Softmax / LogSoftmax along one axis ([outer, n, inner] of the stored order). When the
+    input and output are stored differently, the input is first copied into the output."""
+    from tx2_infer_core.cuda.lower_ops import _view, copy_launch
     x, y = be.slot(node.inputs[0]), be.slot(node.outputs[0])
     rank = len(x.shape)
     axis = int(node.attrs.get('axis', -1))
     axis = axis + rank if axis < 0 else axis
-    if x.nhwc and y.nhwc and axis == 1:
-        n, c, h, w = x.shape
-        outer, size, inner = n * h * w, c, 1
-    elif x.contiguous() and y.contiguous():
-        outer = int(np.prod(x.shape[:axis], dtype=np.int64))
-        size = x.shape[axis]
-        inner = int(np.prod(x.shape[axis + 1:], dtype=np.int64))
-    else:
+    launches, src = [], x
+    if x.strides != y.strides or _softmax_rows(x, axis) is None:
+        launches.append(copy_launch(node.name, x, _view(x), y, _view(y), np.prod(y.shape)))
+        src = y
+    rows = _softmax_rows(src, axis)
+    if rows is None:
         be.unsupported(node, f'softmax over axis {axis} of this layout')
-    fields = dict(x=x.ref, y=y.ref, outer=outer, n=size, inner=inner,
+    outer, size, inner = rows
+    fields = dict(x=src.ref, y=y.ref, outer=outer, n=size, inner=inner,
                   log=int(node.op == 'LogSoftmax'))
-    return [Launch('softmax', 'softmax', grid_1d(outer * inner * 32), (BLOCK, 1, 1),
-                   params.SOFTMAX, fields, node.name)]
+    launches.append(Launch('softmax', 'softmax', grid_1d(outer * inner * 32), (BLOCK, 1, 1),
+                           params.SOFTMAX, fields, node.name))
+    return launches
 
 
 def lower_layernorm(be, node):

@@ -65,9 +65,18 @@ NMS = np.dtype([('dets', PTR), ('count', PTR), ('max_det', 'i4'), ('iou', 'f4'),
                 ('keep', PTR)], align=True)
 
 
+def _trimmed(dtype: np.dtype) -> np.dtype:
+    """``dtype`` without its trailing padding: a kernel's parameter buffer ends at its last
+    argument, and the driver refuses a longer one ('too many resources requested')."""
+    end = max(off + dt.itemsize for dt, off in (dtype.fields[n][:2] for n in dtype.names))
+    return np.dtype({'names': list(dtype.names),
+                     'formats': [dtype.fields[n][0] for n in dtype.names],
+                     'offsets': [dtype.fields[n][1] for n in dtype.names], 'itemsize': end})
+
+
 def record(dtype: np.dtype, **fields):
-    """One parameter record (an ``np.void``); fields not given are zero."""
-    rec = np.zeros((), dtype)
+    """One parameter record (an ``np.void``, trailing padding cut); unset fields are zero."""
+    rec = np.zeros((), _trimmed(dtype))
     for name, value in fields.items():
         if name not in dtype.names:
             raise KeyError(f'{name!r} is not a field of this kernel record: {dtype.names}')
