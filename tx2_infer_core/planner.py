@@ -97,8 +97,10 @@ def lifetimes(graph) -> dict:
         elif not graph.is_constant(name):
             raise MemoryPlanError(f"graph output '{name}' is produced by no node")
     for name in life:
-        if name not in graph.values:
-            raise MemoryPlanError(f"value '{name}' has no shape/dtype in graph.values")
+        shape = graph.values[name].shape if name in graph.values else None
+        if shape is None or not all(isinstance(d, (int, np.integer)) and d >= 0 for d in shape):
+            raise MemoryPlanError(f"value '{name}' has no static shape in graph.values "
+                                  f'(got {shape}); fix shapes before planning memory')
     return life
 
 
@@ -263,7 +265,7 @@ def _greedy(conflicts, sizes, order, best_fit) -> tuple:
 
 
 def _orders(starts, ends, sizes) -> list:
-    """A few greedy placement orders; the breadth order places the busiest steps' blocks first."""
+    """A few greedy placement orders (the breadth order places busy steps' blocks first)."""
     lengths, live = ends - starts, live_bytes(starts, ends, sizes)
     breadth = np.array([live[s:e + 1].max() for s, e in zip(starts, ends)], dtype=np.int64)
     return [np.lexsort((starts, -sizes)),                  # biggest first

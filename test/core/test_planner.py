@@ -343,10 +343,17 @@ def test_check_plan_catches_broken_plans():
         check_plan(graph, MemoryPlan(**{**plan.to_dict(), 'offsets': moved}))
 
 
-def test_unordered_graph_fails_loudly():
+def test_unordered_graph_or_dynamic_shape_fails_loudly():
     graph = lower_bound_example()
     graph.nodes.reverse()
     with pytest.raises(MemoryPlanError, match='before it is produced'):
+        plan_memory(graph)
+    graph = lower_bound_example()
+    graph.values['b'] = Value('b', ('N', 128))
+    with pytest.raises(MemoryPlanError, match="'b' has no static shape"):
+        plan_memory(graph)
+    del graph.values['b']
+    with pytest.raises(MemoryPlanError, match="'b' has no static shape"):
         plan_memory(graph)
 
 
