@@ -58,12 +58,34 @@ def window_view(xp, kernel, strides, dilations):
 
 
 def window_slices(xp, kernel, strides, dilations):
-    """Yield (kernel offset, strided slice of xp) for each kernel position."""
-    out = out_sizes(xp.shape[2:], kernel, strides, dilations)
+    """Yield (kernel offset, strided slice of xp) per kernel position; the last len(kernel)
+    axes of ``xp`` are the spatial ones."""
+    out = out_sizes(xp.shape[-len(kernel):], kernel, strides, dilations)
     for offset in itertools.product(*(range(k) for k in kernel)):
         index = tuple(slice(o * d, o * d + (n - 1) * s + 1, s)
                       for o, d, n, s in zip(offset, dilations, out, strides))
         yield offset, xp[(Ellipsis,) + index]
+
+
+def im2col(xp, kernel, strides, dilations, rows):
+    """Columns (prod(kernel) * C, band size) of one padded image xp (C, *S), offset-major,
+    for the output rows ``rows`` = (first, stop) of the first spatial axis.
+
+    One strided copy per kernel offset, no per-pixel work.
+    """
+    out = out_sizes(xp.shape[1:], kernel, strides, dilations)
+    first, stop = rows
+    band = [stop - first] + out[1:]
+    cols = np.empty((int(np.prod(kernel)), xp.shape[0]) + tuple(band), dtype=xp.dtype)
+    for j, offset in enumerate(itertools.product(*(range(k) for k in kernel))):
+        starts = [o * d for o, d in zip(offset, dilations)]
+        starts[0] += first * strides[0]
+        index = tuple(slice(b, b + (n - 1) * s + 1, s) for b, n, s in zip(starts, band, strides))
+        cols[j] = xp[(slice(None),) + index]
+    return cols.reshape(-1, int(np.prod(band)))
+
+
+COLS_BUDGET = 4 << 20  # bytes of im2col columns per matmul: keeps them in cache
 
 
 def conv_nd(x, w, group=1, strides=None, dilations=None, pads=None):
@@ -73,18 +95,21 @@ def conv_nd(x, w, group=1, strides=None, dilations=None, pads=None):
     strides, dilations = strides or [1] * nd, dilations or [1] * nd
     pads = pads or [0] * (2 * nd)
     xp = pad_spatial(x, pads[:nd], pads[nd:])
-    n, c = x.shape[:2]
-    m = w.shape[0]
+    n, c, m = x.shape[0], x.shape[1], w.shape[0]
     if group == c and m == c:
         return _depthwise(xp, w, strides, dilations)
-    pointwise = all(k == 1 for k in kernel) and all(s == 1 for s in strides)
-    windows = xp if pointwise else window_view(xp, kernel, strides, dilations)
-    out = xp.shape[2:] if pointwise else windows.shape[2 + nd:]
     cg, mg = c // group, m // group
-    y = np.empty((n, m, int(np.prod(out))), dtype=np.result_type(x, w))
-    for i, g in itertools.product(range(n), range(group)):
-        cols = windows[i, g * cg:(g + 1) * cg].reshape(cg * int(np.prod(kernel)), -1)
-        np.matmul(w[g * mg:(g + 1) * mg].reshape(mg, -1), cols, out=y[i, g * mg:(g + 1) * mg])
+    w_rows = np.moveaxis(w, 1, -1).reshape(m, -1)  # (M, *K, C/group) matches the columns
+    out = out_sizes(xp.shape[2:], kernel, strides, dilations)
+    y = np.empty((n, m, out[0], int(np.prod(out[1:]))), dtype=np.result_type(x, w))
+    pointwise = all(k == 1 for k in kernel) and all(s == 1 for s in strides)
+    row_bytes = w_rows.shape[1] * y.shape[3] * xp.itemsize
+    step = out[0] if pointwise else max(1, COLS_BUDGET // row_bytes)
+    for i, g, first in itertools.product(range(n), range(group), range(0, out[0], step)):
+        xg, rows = xp[i, g * cg:(g + 1) * cg], (first, min(first + step, out[0]))
+        cols = xg.reshape(cg, -1) if pointwise else im2col(xg, kernel, strides, dilations, rows)
+        target = y[i, g * mg:(g + 1) * mg, rows[0]:rows[1]].reshape(mg, -1)
+        np.matmul(w_rows[g * mg:(g + 1) * mg], cols, out=target)
     return y.reshape((n, m) + tuple(out))
 
 

@@ -32,9 +32,14 @@ def PRelu(x, slope):
 
 
 def Sigmoid(x):
-    """1 / (1 + exp(-x)), computed without overflow."""
-    e = np.exp(-np.abs(x))
-    return _same(x, np.where(x >= 0, 1 / (1 + e), e / (1 + e)))
+    """1 / (1 + exp(-x)) (exp overflow to inf gives the correct 0)."""
+    if x.dtype.kind != 'f':
+        return _same(x, 1 / (1 + np.exp(-x.astype(np.float64))))
+    y = np.negative(x)
+    with np.errstate(over='ignore'):
+        np.exp(y, out=y)
+    y += 1
+    return np.reciprocal(y, out=y)
 
 
 def SiLU(x):
