@@ -103,16 +103,16 @@ def validate(name, value) -> Optional[str]:
         return f'{name} must be in [{spec.low}, {spec.high}], got {value}'
     if name == 'input_size' and value % 32:
         return f'input_size must be 0 or a multiple of 32, got {value}'
-    if name == 'classes' and any(not str(c).strip() for c in value):
-        return 'classes must not contain empty names'
     return None
 
 
 def resolve_classes(classes, labels) -> Optional[list]:
     """Class filter (names or ids as text) -> sorted class ids, or None for all classes.
 
-    Raises ``ValueError`` naming an unknown class.
+    Blank entries are ignored (YAML cannot hold an empty list: ``[""]`` means all). Raises
+    ``ValueError`` naming an unknown class.
     """
+    classes = [c for c in classes if str(c).strip()]
     if not classes:
         return None
     ids = set()
