@@ -9,6 +9,7 @@ pass counts is printed in the terminal summary. Update the baseline with
 """
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -57,10 +58,15 @@ def node_data_dir() -> Path:
     from onnx.backend.test.case import node as node_cases
     with np.errstate(all='ignore'):
         cases = node_cases.collect_testcases()
+    scratch = target.with_name(f'{target.name}.tmp{os.getpid()}')
     for case in cases:
         if len(case.model.graph.node) == 1 and not case.model.functions:
-            _write_case(case, target / case.name)
-    (target / 'COMPLETE').write_text(onnx.__version__)
+            _write_case(case, scratch / case.name)
+    (scratch / 'COMPLETE').write_text(onnx.__version__)
+    try:
+        scratch.rename(target)  # atomic: a concurrent run sees all of it or none
+    except OSError:
+        shutil.rmtree(scratch)  # another run finished first
     return target
 
 
