@@ -75,49 +75,52 @@ def cuda_available() -> bool:
     return cuda.available()
 
 
-def _make_backend(name, precision):
+def _make_backend(name, precision, options=None):
     if name == 'auto':
         name = 'cuda' if cuda_available() else 'cpu'
     if name == 'cpu':
-        if precision != 'fp32':
-            raise Tx2InferError(f"precision '{precision}' needs the cuda backend; "
-                                "the cpu backend runs fp32")
+        if precision != 'fp32' or options:
+            raise Tx2InferError(f"precision '{precision}' and backend options {options or {}} "
+                                "need the cuda backend; the cpu backend runs fp32")
         from tx2_infer_core.backends.numpy_backend import NumpyBackend
         return NumpyBackend()
     if name == 'cuda':
         from tx2_infer_core.backends.cuda_backend import CudaBackend
-        return CudaBackend(precision=precision)
+        return CudaBackend(precision=precision, **(options or {}))
     raise Tx2InferError(f"unknown backend '{name}'; choose one of {', '.join(BACKENDS)}")
 
 
 class Engine:
     """An optimised graph, its memory plan and a prepared backend."""
 
-    def __init__(self, graph, memory_plan, options, backend='cpu'):
+    def __init__(self, graph, memory_plan, options, backend='cpu', backend_options=None):
         from tx2_infer_core.planner import MemoryPlan
         self.graph = graph
         self.memory_plan = (memory_plan if isinstance(memory_plan, MemoryPlan)
                             else MemoryPlan.from_dict(memory_plan))
         self.options = options
-        self.backend = _make_backend(backend, options.get('precision', 'fp32'))
+        self.backend = _make_backend(backend, options.get('precision', 'fp32'), backend_options)
         self.backend.prepare(graph, self.memory_plan)
 
     @classmethod
     def build(cls, model_path, input_shape=None, precision='fp32', backend='cpu',
-              weights_path=None, optimize=True):
-        """Import, optimise and plan a model; then prepare ``backend`` for it."""
+              weights_path=None, optimize=True, backend_options=None):
+        """Import, optimise and plan a model; then prepare ``backend`` for it.
+
+        ``backend_options`` go to the backend (cuda: ``conv_path='auto'|'tc'|'simt'``).
+        """
         if str(model_path).endswith('.tx2plan'):
-            return cls.load(model_path, backend)
+            return cls.load(model_path, backend, backend_options)
         if precision not in PRECISIONS:
             raise Tx2InferError(f"unknown precision '{precision}'; choose one of "
                                 f"{', '.join(PRECISIONS)}")
-        from tx2_infer_core.passes import optimize as run_passes
         from tx2_infer_core.planner import plan_memory
         start = time.perf_counter()
         graph = import_model(model_path, input_shape, weights_path)
         _default_meta(graph)
         report = {}
         if optimize:
+            from tx2_infer_core.passes import optimize as run_passes
             graph, report = run_passes(graph)
         memory_plan = plan_memory(graph)
         in_shape = graph.values[graph.inputs[0]].shape
@@ -128,11 +131,11 @@ class Engine:
                    'key': cache_key(file_digest(*sources), in_shape, precision, backend)}
         log.info('built %s in %.2f s: %d nodes, %s', model_path, time.perf_counter() - start,
                  len(graph.nodes), memory_plan.report())
-        return cls(graph, memory_plan, options, backend)
+        return cls(graph, memory_plan, options, backend, backend_options)
 
     @classmethod
     def build_cached(cls, model_path, input_shape=None, precision='fp32', backend='cpu',
-                     weights_path=None, cache_dir=None):
+                     weights_path=None, cache_dir=None, backend_options=None):
         """Load the cached plan for this model/shape/precision/target, building it once."""
         from tx2_infer_core.assets import cache_dir as default_cache
         sources = [model_path] + ([weights_path or Path(model_path).with_suffix('.weights')]
@@ -143,18 +146,19 @@ class Engine:
         path = folder / f'{Path(model_path).stem}-{key}.tx2plan'
         if path.is_file():
             log.info('loading cached plan %s', path)
-            return cls.load(path, target)
-        engine = cls.build(model_path, input_shape, precision, target, weights_path)
+            return cls.load(path, target, backend_options)
+        engine = cls.build(model_path, input_shape, precision, target, weights_path,
+                           backend_options=backend_options)
         path.parent.mkdir(parents=True, exist_ok=True)
         engine.save(path)
         log.info('cached plan %s', path)
         return engine
 
     @classmethod
-    def load(cls, plan_path, backend='cpu'):
+    def load(cls, plan_path, backend='cpu', backend_options=None):
         """Load a saved plan without rebuilding."""
         graph, memory_plan, options = plan_file.load_plan(plan_path)
-        return cls(graph, memory_plan, options, backend)
+        return cls(graph, memory_plan, options, backend, backend_options)
 
     def save(self, plan_path) -> None:
         """Write this engine's plan to ``plan_path`` (.tx2plan)."""

@@ -58,7 +58,7 @@ class Graph:
     meta: dict = field(default_factory=dict)
 
     def copy(self) -> 'Graph':
-        """A deep copy of the structure; weight arrays are shared (passes replace, never mutate)."""
+        """A deep copy of the structure; weights are shared (passes replace, never mutate)."""
         return Graph(
             nodes=[dataclasses.replace(n, inputs=list(n.inputs), outputs=list(n.outputs),
                                        attrs=dict(n.attrs)) for n in self.nodes],

@@ -28,8 +28,8 @@ def _attr_value(attr):
         return numpy_helper.to_array(value)
     if isinstance(value, list) and value and isinstance(value[0], bytes):
         return [v.decode('utf-8') for v in value]
-    if isinstance(value, onnx.GraphProto) or (isinstance(value, list) and value
-                                                and isinstance(value[0], onnx.GraphProto)):
+    first = value[0] if isinstance(value, list) and value else value
+    if isinstance(first, onnx.GraphProto):
         raise UnsupportedOpError('subgraph attribute', attr.name, [],
                                  'control flow (If/Loop/Scan) is not supported')
     return value

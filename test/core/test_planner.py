@@ -285,8 +285,8 @@ def test_nested_concat_placement():
     check_plan(graph, plan)
     assert plan.placed_concats == ['n2_Concat', 'n4_Concat']
     base, quarter = plan.offsets['c2'], graph.values['a'].nbytes
-    assert [plan.offsets[n] - base for n in ('c1', 'a', 'b', 'e')] == [0, 0, quarter,
-                                                                        2 * quarter]
+    relative = [plan.offsets[n] - base for n in ('c1', 'a', 'b', 'e')]
+    assert relative == [0, 0, quarter, 2 * quarter]
 
 
 # ---- (3) lifetimes, lower bound, report, serialisation, check_plan --------------------------

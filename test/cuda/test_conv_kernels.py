@@ -35,7 +35,6 @@ def _case(layer, seed=0):
                  activation=act, alpha=0.1 if act == 'LeakyRelu' else 0.2, clip_min=0.0,
                  clip_max=6.0, residual_after_act=int(res == 'after'))
     inputs, feeds = {'x': x.shape}, {'x': x}
-    extra = []
     if res:
         feeds['r'] = fp16_round(rng.standard_normal((n, k, ho, wo)))
         inputs['r'] = (n, k, ho, wo)
@@ -51,7 +50,7 @@ def _case(layer, seed=0):
 
 
 @pytest.mark.parametrize('path', ['simt', 'tc'])
-@pytest.mark.parametrize('layer', LAYERS, ids=[l[0] for l in LAYERS])
+@pytest.mark.parametrize('layer', LAYERS, ids=[case[0] for case in LAYERS])
 def test_fused_conv_matches_numpy(layer, path):
     graph, feeds, ref = _case(layer)
     backend = CudaBackend(conv_path=path)

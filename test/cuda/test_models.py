@@ -1,5 +1,4 @@
 """A real model on real photos: the CUDA engine (both conv paths) against the CPU oracle."""
-import numpy as np
 import pytest
 
 from conftest import rel_err

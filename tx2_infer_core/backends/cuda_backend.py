@@ -147,8 +147,8 @@ class CudaBackend(Backend):
 
     def _bind(self):
         bases = {'arena': int(self.arena), 'weights': int(self.weights)}
-        self.bound = [(self.ctx.function(l.module, l.kernel), l.bind(bases), l.grid, l.block)
-                      for l in self.launches]
+        self.bound = [(self.ctx.function(k.module, k.kernel), k.bind(bases), k.grid, k.block)
+                      for k in self.launches]
 
     def _enqueue(self):
         drv, base = self.ctx.drv, int(self.arena)

@@ -5,7 +5,7 @@ list of ``Launch``; what a kernel cannot do raises ``UnsupportedOpError`` naming
 import numpy as np
 
 from tx2_infer_core.cuda import params
-from tx2_infer_core.cuda.launch import BLOCK, NULL, Launch, grid_1d
+from tx2_infer_core.cuda.launch import BLOCK, Launch, grid_1d
 
 COPY_OPS = ('Identity', 'Dropout', 'Reshape', 'Flatten', 'Squeeze', 'Unsqueeze', 'Cast')
 ACT_OPS = ('Relu', 'LeakyRelu', 'Sigmoid', 'Tanh', 'HardSwish', 'HardSigmoid', 'Clip')
