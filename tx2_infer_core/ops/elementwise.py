@@ -44,7 +44,8 @@ def Sigmoid(x):
 
 def SiLU(x):
     """x * sigmoid(x) (internal: what Sigmoid+Mul becomes after fusion)."""
-    return _same(x, x * Sigmoid(x))
+    y = Sigmoid(x)
+    return _same(x, np.multiply(y, x, out=y) if y.dtype == x.dtype else y * x)
 
 
 def Tanh(x):

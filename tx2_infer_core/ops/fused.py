@@ -34,4 +34,3 @@ def FusedConv(x, w, b=None, residual=None, *, auto_pad='NOTSET', dilations=None,
     if residual is not None and residual_after_act:
         y = y + residual
     return y.astype(x.dtype, copy=False)
-

@@ -84,4 +84,3 @@ def GlobalAveragePool(x):
 def GlobalMaxPool(x):
     """Maximum over all spatial axes, kept as size-1 dimensions."""
     return x.max(axis=tuple(range(2, x.ndim)), keepdims=True)
-

@@ -35,27 +35,39 @@ def source_coords(size_in, size_out, scale, mode, roi=(0.0, 1.0)):
     return unsupported(f"coordinate_transformation_mode='{mode}'")
 
 
-def cubic_weights(frac, a):
-    """Weights of the 4 taps at offsets -1, 0, 1, 2 for fractional positions ``frac``."""
-    def kernel(t):
-        t = np.abs(t)
-        near = ((a + 2) * t - (a + 3)) * t * t + 1
-        far = ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
-        return np.where(t <= 1, near, np.where(t < 2, far, 0.0))
-    return np.stack([kernel(frac + 1), kernel(frac), kernel(1 - frac), kernel(2 - frac)], -1)
+def cubic_kernel(t, a):
+    """Keys cubic convolution kernel with coefficient ``a``."""
+    t = np.abs(t)
+    near = ((a + 2) * t - (a + 3)) * t * t + 1
+    far = ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+    return np.where(t <= 1, near, np.where(t < 2, far, 0.0))
 
 
-def _taps(coords, size_in, mode, opts):
-    """(indices, weights) of shape (size_out, taps) for one axis."""
-    if mode == 'nearest':
+def linear_kernel(t):
+    """Triangle (tent) kernel."""
+    return np.clip(1 - np.abs(t), 0, 1)
+
+
+def _taps(coords, size_in, scale, opts):
+    """(indices, weights) of shape (size_out, taps) for one axis.
+
+    With antialias a downscaling kernel is stretched by 1 / scale (more taps, normalised).
+    """
+    if opts['mode'] == 'nearest':
         index = NEAREST[opts['nearest_mode']](coords)
         return np.clip(index, 0, size_in - 1).astype(np.int64)[:, None], np.ones((len(index), 1))
     base = np.floor(coords)
-    frac = coords - base
-    if mode == 'linear':
-        offsets, weights = np.array([0, 1]), np.stack([1 - frac, frac], -1)
+    frac = (coords - base)[:, None]
+    stretch = min(scale, 1.0) if opts['antialias'] else 1.0
+    radius = 1 if opts['mode'] == 'linear' else 2
+    first = int(np.floor(-radius / stretch) + 1)
+    offsets = np.arange(first, 2 - first)
+    if opts['mode'] == 'linear':
+        weights = linear_kernel((offsets - frac) * stretch)
     else:
-        offsets, weights = np.array([-1, 0, 1, 2]), cubic_weights(frac, opts['cubic_coeff_a'])
+        weights = cubic_kernel((offsets - frac) * stretch, opts['cubic_coeff_a'])
+    if opts['antialias']:
+        weights = weights / weights.sum(axis=1, keepdims=True)
     index = base[:, None].astype(np.int64) + offsets
     if opts['exclude_outside']:
         weights = np.where((index >= 0) & (index < size_in), weights, 0.0)
@@ -67,7 +79,7 @@ def resize_axis(x, axis, size_out, scale, roi, opts):
     """Resize ``x`` along one axis."""
     size_in = x.shape[axis]
     coords = source_coords(size_in, size_out, scale, opts['coordinate_transformation_mode'], roi)
-    index, weights = _taps(coords, size_in, opts['mode'], opts)
+    index, weights = _taps(coords, size_in, scale, opts)
     if opts['mode'] == 'nearest':
         y = np.moveaxis(np.take(x, index[:, 0], axis=axis), axis, -1)
     else:
@@ -100,9 +112,7 @@ def Resize(x, roi=None, scales=None, sizes=None, *, antialias=0, axes=None,
            coordinate_transformation_mode='half_pixel', cubic_coeff_a=-0.75, exclude_outside=0,
            extrapolation_value=0.0, keep_aspect_ratio_policy='stretch', mode='nearest',
            nearest_mode='round_prefer_floor'):
-    """ONNX Resize (opset 11-21): nearest (all rounding modes), linear and cubic; no antialias."""
-    if antialias:
-        unsupported(f'antialias={antialias}')
+    """ONNX Resize (opset 11-21): nearest (all rounding modes), linear and cubic, antialias."""
     if mode not in ('nearest', 'linear', 'cubic'):
         unsupported(f"mode='{mode}'")
     if mode == 'nearest' and nearest_mode not in NEAREST:
@@ -115,7 +125,7 @@ def Resize(x, roi=None, scales=None, sizes=None, *, antialias=0, axes=None,
         unsupported('exactly one of scales and sizes must be given')
     roi = None if roi is None or roi.size == 0 else roi
     axes = list(range(x.ndim)) if axes is None else [axis_of(a, x.ndim) for a in axes]
-    opts = dict(mode=mode, nearest_mode=nearest_mode, cubic_coeff_a=cubic_coeff_a,
+    opts = dict(mode=mode, nearest_mode=nearest_mode, antialias=antialias, cubic_coeff_a=cubic_coeff_a,
                 exclude_outside=exclude_outside, extrapolation_value=extrapolation_value,
                 coordinate_transformation_mode=coordinate_transformation_mode)
     y = x
