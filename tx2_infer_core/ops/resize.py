@@ -108,30 +108,38 @@ def _targets(x, axes, roi, scales, sizes, policy):
     return [(a, sizes[i], ratios[i], (roi[i], roi[i + rank])) for i, a in enumerate(axes)]
 
 
+def _check_modes(mode, nearest_mode, policy):
+    if mode not in ('nearest', 'linear', 'cubic'):
+        unsupported(f"mode='{mode}'")
+    if mode == 'nearest' and nearest_mode not in NEAREST:
+        unsupported(f"nearest_mode='{nearest_mode}'")
+    if policy not in ('stretch', 'not_larger', 'not_smaller'):
+        unsupported(f"keep_aspect_ratio_policy='{policy}'")
+
+
+def _given(array):
+    """None for an omitted or empty optional input (opset 11-12 models pass empty tensors)."""
+    return None if array is None or array.size == 0 else array
+
+
 def Resize(x, roi=None, scales=None, sizes=None, *, antialias=0, axes=None,
            coordinate_transformation_mode='half_pixel', cubic_coeff_a=-0.75, exclude_outside=0,
            extrapolation_value=0.0, keep_aspect_ratio_policy='stretch', mode='nearest',
            nearest_mode='round_prefer_floor'):
     """ONNX Resize (opset 11-21): nearest (all rounding modes), linear and cubic, antialias."""
-    if mode not in ('nearest', 'linear', 'cubic'):
-        unsupported(f"mode='{mode}'")
-    if mode == 'nearest' and nearest_mode not in NEAREST:
-        unsupported(f"nearest_mode='{nearest_mode}'")
-    if keep_aspect_ratio_policy not in ('stretch', 'not_larger', 'not_smaller'):
-        unsupported(f"keep_aspect_ratio_policy='{keep_aspect_ratio_policy}'")
-    scales = None if scales is None or scales.size == 0 else scales
-    sizes = None if sizes is None or sizes.size == 0 else sizes
+    _check_modes(mode, nearest_mode, keep_aspect_ratio_policy)
+    roi, scales, sizes = _given(roi), _given(scales), _given(sizes)
     if (scales is None) == (sizes is None):
         unsupported('exactly one of scales and sizes must be given')
-    roi = None if roi is None or roi.size == 0 else roi
     axes = list(range(x.ndim)) if axes is None else [axis_of(a, x.ndim) for a in axes]
-    opts = dict(mode=mode, nearest_mode=nearest_mode, antialias=antialias, cubic_coeff_a=cubic_coeff_a,
-                exclude_outside=exclude_outside, extrapolation_value=extrapolation_value,
+    opts = dict(mode=mode, nearest_mode=nearest_mode, antialias=antialias,
+                cubic_coeff_a=cubic_coeff_a, exclude_outside=exclude_outside,
+                extrapolation_value=extrapolation_value,
                 coordinate_transformation_mode=coordinate_transformation_mode)
+    crop = coordinate_transformation_mode == 'tf_crop_and_resize'
     y = x
     for axis, size, scale, pair in _targets(x, axes, roi, scales, sizes,
                                             keep_aspect_ratio_policy):
-        crop = coordinate_transformation_mode == 'tf_crop_and_resize'
         if size != y.shape[axis] or scale != 1 or crop:
             y = resize_axis(y, axis, size, scale, pair, opts)
     return y.astype(x.dtype, copy=False)
