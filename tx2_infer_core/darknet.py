@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tx2_infer_core.darknet_cfg import parse_cfg
 from tx2_infer_core.errors import ModelFormatError
 from tx2_infer_core.ir import Graph, Node, Value
 
@@ -37,78 +38,6 @@ LAYER_SECTIONS = ('convolutional', 'maxpool', 'upsample', 'route', 'shortcut', '
 UNSUPPORTED_KEYS = {'dilation': '1', 'stride_x': None, 'stride_y': None, 'antialiasing': '0',
                     'binary': '0', 'xnor': '0', 'share_index': None, 'maxpool_depth': '0',
                     'deform': '0', 'weights_type': 'none'}
-
-
-class Section:
-    """One ``[kind]`` section of a cfg: options with the line each came from."""
-
-    def __init__(self, kind, path, line):
-        self.kind, self.path, self.line = kind, path, line
-        self.options, self.lines = {}, {}
-        self.index = None
-
-    def __str__(self):
-        where = f'layer {self.index} ' if self.index is not None else ''
-        return f'{where}[{self.kind}] at {self.path}:{self.line}'
-
-    def error(self, key, problem):
-        """A ModelFormatError naming the file, line, section and key."""
-        line = self.lines.get(key, self.line)
-        what = f", key '{key}'" if key else ''
-        return ModelFormatError(f'{self.path}:{line}: {problem} (in {self}{what})')
-
-    def _get(self, key, default, convert, kind):
-        if key not in self.options:
-            if default is None:
-                raise self.error(None, f"missing key '{key}'")
-            return default
-        try:
-            return convert(self.options[key])
-        except ValueError:
-            raise self.error(key, f"bad value '{self.options[key]}' for '{key}' "
-                                  f'(expected {kind})') from None
-
-    def int(self, key, default=None):
-        return self._get(key, default, int, 'an integer')
-
-    def float(self, key, default=None):
-        return self._get(key, default, float, 'a number')
-
-    def str(self, key, default=None):
-        return self._get(key, default, str, 'text')
-
-    def ints(self, key):
-        """A comma-separated list of integers (required)."""
-        return self._get(key, None, lambda v: [int(t) for t in v.split(',') if t.strip()],
-                         'comma-separated integers')
-
-    def floats(self, key):
-        """A comma-separated list of numbers (required)."""
-        return self._get(key, None, lambda v: [float(t) for t in v.split(',') if t.strip()],
-                         'comma-separated numbers')
-
-
-def parse_cfg(path):
-    """Parse a Darknet cfg into its [net] section and the list of layer sections."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFormatError(f'Darknet cfg file not found: {path}')
-    sections = []
-    for number, raw in enumerate(path.read_text(errors='replace').splitlines(), start=1):
-        line = raw.strip()
-        if not line or line[0] in '#;':
-            continue
-        if line.startswith('[') and line.endswith(']'):
-            sections.append(Section(line[1:-1].strip().lower(), path, number))
-        elif '=' in line and sections:
-            key, value = (t.strip() for t in line.split('=', 1))
-            sections[-1].options[key], sections[-1].lines[key] = value, number
-        else:
-            raise ModelFormatError(f"{path}:{number}: expected '[section]' or 'key=value' "
-                                   f"after a section, got '{line}'")
-    if not sections or sections[0].kind not in ('net', 'network'):
-        raise ModelFormatError(f'{path}: the first section must be [net]')
-    return sections[0], sections[1:]
 
 
 def _resolve_index(sec, key, ref, index, layers):
