@@ -26,3 +26,7 @@ class InputError(Tx2InferError):
 
 class PlanFileError(Tx2InferError):
     """A .tx2plan file is corrupted, truncated, of another format version or tampered with."""
+
+
+class MemoryPlanError(Tx2InferError, ValueError):
+    """A memory plan is inconsistent with its graph (overlap, missing value, bad slice)."""
