@@ -52,10 +52,11 @@ def test_maxpool_ceil_mode_and_dilation(ceil_mode):
     np.testing.assert_array_equal(MaxPool(x, **attrs), ort_run('MaxPool', {'x': x}, **attrs))
 
 
+@pytest.mark.parametrize('strides', [[2, 1], [1, 1]])
 @pytest.mark.parametrize('group,c_in,c_out', [(1, 4, 6), (2, 4, 6), (4, 4, 4), (4, 4, 8)])
-def test_grouped_and_depthwise_conv(group, c_in, c_out):
-    x, w, b = randn(2, c_in, 9, 8), randn(c_out, c_in // group, 3, 3), randn(c_out)
-    attrs = dict(group=group, strides=[2, 1], pads=[1, 0, 1, 2], dilations=[1, 2])
+def test_grouped_and_depthwise_conv(group, c_in, c_out, strides):
+    x, w, b = randn(2, c_in, 9, 8), randn(c_out, c_in // group, 3, 2), randn(c_out)
+    attrs = dict(group=group, strides=strides, pads=[1, 0, 1, 2], dilations=[1, 2])
     got = Conv(x, w, b, **attrs)
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, ort_run('Conv', {'x': x, 'w': w, 'b': b}, **attrs),
@@ -162,12 +163,13 @@ ACTIVATIONS = [
 @pytest.mark.parametrize('name,params,act', ACTIVATIONS, ids=[a[0] or 'none' for a in ACTIVATIONS])
 @pytest.mark.parametrize('after', [0, 1])
 def test_fused_conv_equals_composition(name, params, act, after):
-    x, w, b, r = randn(1, 4, 8, 8), randn(6, 4, 3, 3), randn(6), randn(1, 6, 4, 4)
-    conv = dict(pads=[1, 1, 1, 1], strides=[2, 2])
+    x, w, b = randn(1, 4, 8, 8), randn(6, 4, 3, 3), randn(6)
+    conv = dict(pads=[1, 1, 1, 1], strides=[2, 2]) if after else dict(pads=[0, 1, 2, 1])
+    base = Conv(x, w, b, **conv)
+    r = randn(*base.shape)
     node = Node('FusedConv', 'f', ['x', 'w', 'b', 'r'], ['y'],
                 dict(conv, activation=name, residual_after_act=after, **params))
     (got,) = run_node(node, [x, w, b, r])
-    base = Conv(x, w, b, **conv)
     want = ew.Add(act(base), r) if after else act(ew.Add(base, r))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     assert got.dtype == np.float32

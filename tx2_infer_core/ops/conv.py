@@ -86,6 +86,47 @@ def im2col(xp, kernel, strides, dilations, rows):
 
 
 COLS_BUDGET = 4 << 20  # bytes of im2col columns per matmul: keeps them in cache
+BAND_BUDGET = 1 << 20  # bytes of input rows per matmul in the stride-1 path
+
+
+def conv2d_shifted(xp, w, dilations, y):
+    """Stride-1 2-D conv of one padded image xp (C, Hp + 1, Wp) into y (M, out_h, Wp).
+
+    Over the flattened image, kernel offset (i, j) is a shift by i * dh * Wp + j * dw, so each
+    offset is one matmul of an (M, C) weight slice with a strided (C, rows * Wp) view: no
+    im2col copy. Outputs cover the padded width (the caller crops); the spare bottom row
+    of xp keeps the last shifted view in bounds.
+    """
+    c, wp = xp.shape[0], xp.shape[2]
+    m, out_h = y.shape[:2]
+    flat = xp.reshape(c, -1)
+    taps = np.ascontiguousarray(w.transpose(2, 3, 0, 1))  # (kh, kw, M, C)
+    step = max(1, BAND_BUDGET // (c * wp * xp.itemsize))
+    spare = np.empty((m, step * wp), dtype=y.dtype)
+    for first in range(0, out_h, step):
+        size = (min(first + step, out_h) - first) * wp
+        acc = y[:, first:first + step].reshape(m, size)
+        for j, (i, k) in enumerate(itertools.product(*map(range, w.shape[2:]))):
+            start = (first + i * dilations[0]) * wp + k * dilations[1]
+            part = flat[:, start:start + size]
+            if j == 0:
+                np.matmul(taps[i, k], part, out=acc)
+            else:
+                acc += np.matmul(taps[i, k], part, out=spare[:, :size])
+
+
+def _conv2d_stride1(x, w, group, dilations, pads):
+    """Stride-1 2-D grouped conv through ``conv2d_shifted``; returns a cropped view."""
+    xp = pad_spatial(x, pads[:2], [pads[2] + 1, pads[3]])
+    (n, c), (m, _, kh, kw) = x.shape[:2], w.shape
+    out_h = xp.shape[2] - 1 - (kh - 1) * dilations[0]
+    out_w = xp.shape[3] - (kw - 1) * dilations[1]
+    y = np.empty((n, m, out_h, xp.shape[3]), dtype=np.result_type(x, w))
+    cg, mg = c // group, m // group
+    for i, g in itertools.product(range(n), range(group)):
+        conv2d_shifted(xp[i, g * cg:(g + 1) * cg], w[g * mg:(g + 1) * mg], dilations,
+                       y[i, g * mg:(g + 1) * mg])
+    return y[..., :out_w]
 
 
 def conv_nd(x, w, group=1, strides=None, dilations=None, pads=None):
@@ -94,15 +135,17 @@ def conv_nd(x, w, group=1, strides=None, dilations=None, pads=None):
     kernel = w.shape[2:]
     strides, dilations = strides or [1] * nd, dilations or [1] * nd
     pads = pads or [0] * (2 * nd)
-    xp = pad_spatial(x, pads[:nd], pads[nd:])
     n, c, m = x.shape[0], x.shape[1], w.shape[0]
+    pointwise = all(k == 1 for k in kernel) and all(s == 1 for s in strides)
+    if nd == 2 and list(strides) == [1, 1] and not pointwise and not (group == c == m):
+        return _conv2d_stride1(x, w, group, dilations, pads)
+    xp = pad_spatial(x, pads[:nd], pads[nd:])
     if group == c and m == c:
         return _depthwise(xp, w, strides, dilations)
     cg, mg = c // group, m // group
     w_rows = np.moveaxis(w, 1, -1).reshape(m, -1)  # (M, *K, C/group) matches the columns
     out = out_sizes(xp.shape[2:], kernel, strides, dilations)
     y = np.empty((n, m, out[0], int(np.prod(out[1:]))), dtype=np.result_type(x, w))
-    pointwise = all(k == 1 for k in kernel) and all(s == 1 for s in strides)
     row_bytes = w_rows.shape[1] * y.shape[3] * xp.itemsize
     step = out[0] if pointwise else max(1, COLS_BUDGET // row_bytes)
     for i, g, first in itertools.product(range(n), range(group), range(0, out[0], step)):
