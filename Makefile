@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 REQ_HASH := $(shell cat requirements.txt setup.py setup.cfg | sha256sum | cut -c1-12)
 STAMP := $(VENV)/.installed-$(REQ_HASH)
 
-.PHONY: venv test test-core demo bench clean-venv
+.PHONY: venv test test-core demo demo-cli bench clean-venv
 
 # Extra setup steps owned by parts of the project (ROS messages, CUDA); each appends to TEST_DEPS.
 TEST_DEPS :=
@@ -26,7 +26,12 @@ test: venv $(TEST_DEPS)
 test-core: venv
 	$(PY) -m pytest test/core -ra
 
-demo: venv
+# The ROS 2 node on the CPU with YOLOv3-tiny, fed real photos by a camera publisher node; a
+# subscriber prints every Detection2DArray. Stops by itself and prints a summary.
+demo: demo-ros
+
+# The engine alone through the command line (no ROS): detections and annotated images.
+demo-cli: venv
 	$(PY) -m tx2_infer_core.cli demo
 
 bench: venv

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from tx2_infer_core import plan_file
-from tx2_infer_core.errors import InputError, Tx2InferError
+from tx2_infer_core.errors import InputError, ModelFormatError, Tx2InferError
 
 log = logging.getLogger('tx2_infer.engine')
 
@@ -59,7 +59,11 @@ def _default_meta(graph):
     meta = graph.meta
     if 'head' not in meta:
         shapes = {name: graph.values[name].shape for name in graph.outputs}
-        meta['head'] = detect.head_from_outputs(shapes)
+        try:
+            meta['head'] = detect.head_from_outputs(shapes)
+        except ModelFormatError as exc:     # a generic model: the engine runs it all the same
+            log.info('no detector head: %s', exc)
+            meta['head'] = {'type': 'none'}
     if 'input_format' not in meta:
         layout = graph.values[graph.inputs[0]].layout or 'NCHW'
         meta['input_format'] = {'layout': layout}

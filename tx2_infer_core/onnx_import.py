@@ -135,6 +135,21 @@ def _input_value(proto, input_shape, source) -> Value:
     return Value(proto.name, tuple(shape), dtype, layout)
 
 
+def _default_opset(model) -> int:
+    return next((e.version for e in model.opset_import if e.domain in ('', 'ai.onnx')), 0)
+
+
+def legacy_softmax(node) -> list:
+    """Softmax/LogSoftmax/Hardmax before opset 13 work on the input flattened to 2-D at
+    ``axis`` (default 1). Rewrite as Flatten -> op(axis=-1) -> Reshape back to the input shape."""
+    x, (y,) = node.inputs[0], node.outputs
+    flat, soft, shape = (f'{node.name}/{part}' for part in ('flat', 'op', 'shape'))
+    return [Node('Flatten', flat, [x], [flat], {'axis': node.attrs.get('axis', 1)}),
+            Node(node.op, soft, [flat], [soft], {'axis': -1}),
+            Node('Shape', shape, [x], [shape]),
+            Node('Reshape', node.name, [soft, shape], [y])]
+
+
 def graph_from_model(model, input_shape=None, source='model', model_dir='.') -> Graph:
     """Build the IR from an in-memory ModelProto (``input_shape`` fixes the first input)."""
     _check_opset(model, source)
@@ -146,9 +161,12 @@ def graph_from_model(model, input_shape=None, source='model', model_dir='.') -> 
     values = {}
     for k, proto in enumerate(inputs):
         values[proto.name] = _input_value(proto, input_shape if k == 0 else None, source)
-    nodes = []
+    nodes, legacy = [], _default_opset(model) < 13
     for index, proto in enumerate(g.node):
         node = node_from_proto(proto, index)
+        if legacy and node.op in ('Softmax', 'LogSoftmax', 'Hardmax'):
+            nodes.extend(legacy_softmax(node))
+            continue
         if node.op == 'Constant' and len(node.outputs) == 1:
             weights[node.outputs[0]] = _constant_value(node)
             continue

@@ -131,3 +131,20 @@ def test_corrupted_plan_files(small_engine, tmp_path):
             Engine.load(tmp_path / name)
     with pytest.raises(PlanFileError, match='cannot read'):
         Engine.load(tmp_path / 'missing.tx2plan')
+
+
+def test_softmax_before_opset_13_flattens_at_axis(tmp_path):
+    """Opset 11 Softmax(axis=1) on (2, 3, 4) normalises over the last 12 values of each row."""
+    x = helper.make_tensor_value_info('x', TensorProto.FLOAT, [2, 3, 4])
+    y = helper.make_tensor_value_info('y', TensorProto.FLOAT, [2, 3, 4])
+    node = helper.make_node('Softmax', ['x'], ['y'], name='sm', axis=1)
+    model = helper.make_model(helper.make_graph([node], 'sm', [x], [y]),
+                              opset_imports=[helper.make_opsetid('', 11)])
+    path = tmp_path / 'sm11.onnx'
+    onnx.save(model, path)
+    data = np.random.default_rng(1).standard_normal((2, 3, 4)).astype(np.float32)
+    import onnxruntime as ort
+    expected = ort.InferenceSession(str(path), providers=['CPUExecutionProvider']).run(
+        None, {'x': data})[0]
+    result = Engine.build(path).run({'x': data})['y']
+    assert np.allclose(result, expected, rtol=1e-5, atol=1e-6)
