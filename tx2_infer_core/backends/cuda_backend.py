@@ -7,7 +7,7 @@ pinned memory, launches the graph and converts the outputs: no device allocation
 import numpy as np
 
 from tx2_infer_core.backends.base import Backend
-from tx2_infer_core.cuda import layout, lower_conv, lower_nn, lower_ops
+from tx2_infer_core.cuda import layout, lower_conv, lower_nn, lower_ops, pipeline
 from tx2_infer_core.cuda.launch import Ref, Slot, row_major
 from tx2_infer_core.errors import Tx2InferError, UnsupportedOpError
 
@@ -51,7 +51,7 @@ class CudaBackend(Backend):
             raise Tx2InferError(f"conv_path must be 'auto', 'tc' or 'simt', not '{conv_path}'")
         self.precision, self.device, self.use_graph = precision, device, use_graph
         self.requested_path = conv_path
-        self.ctx = self.pool = self.graph_exec = None
+        self.ctx = self.pool = self.graph_exec = self.frame_pipeline = None
 
     # -- the lowering context used by tx2_infer_core.cuda.lower_* --------------------------
     def slot(self, name) -> Slot:
@@ -115,6 +115,8 @@ class CudaBackend(Backend):
             self._allocate()
             self._bind()
             self._capture()
+            if pipeline.supports(graph):
+                self.frame_pipeline = pipeline.FramePipeline(self)
         finally:
             self.ctx.drv.Context.pop()
 
@@ -185,6 +187,14 @@ class CudaBackend(Backend):
             out[name] = arr.astype(np.float32)
         return out
 
+    def detect(self, image_bgr, conf=0.25, iou=0.45, max_det=100, classes=None):
+        """One uint8 BGR frame through the GPU pipeline (``cuda/pipeline.py``) ->
+        (boxes xyxy in image pixels [N, 4], scores [N], class ids [N])."""
+        if self.frame_pipeline is None:
+            raise Tx2InferError('this graph has no GPU frame pipeline (one 3-channel image '
+                                'input and a yolov8/yolov5/darknet_yolo/classifier head)')
+        return self.frame_pipeline.detect(image_bgr, conf, iou, max_det, classes)
+
     @property
     def device_allocations(self) -> int:
         """Real device allocations made so far (constant after ``prepare``)."""
@@ -197,7 +207,9 @@ class CudaBackend(Backend):
         with self.ctx:
             if self.graph_exec is not None:
                 self.graph_exec.close()
+            if self.frame_pipeline is not None:
+                self.frame_pipeline.close_graphs()
             if self.pool is not None:
                 self.pool.release()
         self.ctx.close()
-        self.ctx = self.pool = self.graph_exec = None
+        self.ctx = self.pool = self.graph_exec = self.frame_pipeline = None

@@ -1,0 +1,115 @@
+"""End-to-end frame latency of the GPU pipeline: a 640x480 uint8 BGR frame in, detections out.
+
+``python bench/bench_pipeline.py DATA OUT.json`` with DATA from ``bench/cuda_accuracy.py
+prepare``. Per model and conv path: warm-up, then >= 300 timed frames of
+``CudaBackend.detect`` (host wall clock around the whole call: copy into pinned staging, one
+graph launch, synchronise, read the detections) and CUDA events around the graph replay
+alone; beside it the host path (cv2 letterbox + ``engine.run`` + numpy decode).
+"""
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tx2_infer_core import detect  # noqa: E402
+from tx2_infer_core.engine import Engine  # noqa: E402
+
+WARMUP, RUNS = 50, 500
+
+
+def stats(ms) -> dict:
+    """Median, p99, mean and min of a list of milliseconds."""
+    ms = np.asarray(ms)
+    return {'median_ms': float(np.median(ms)), 'p99_ms': float(np.percentile(ms, 99)),
+            'mean_ms': float(ms.mean()), 'min_ms': float(ms.min()), 'runs': int(ms.size)}
+
+
+def time_wall(fn, runs=RUNS):
+    for _ in range(WARMUP):
+        fn()
+    out = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t0) * 1e3)
+    return stats(out)
+
+
+def time_graph_events(backend, runs=RUNS):
+    """CUDA events around the replay of the captured frame graph (device time)."""
+    pipe = backend.frame_pipeline
+    graph = next(iter(pipe.graphs.values()))[0]
+    drv = backend.ctx.drv
+    with backend.ctx:
+        start, end = drv.Event(), drv.Event()
+        for _ in range(WARMUP):
+            graph.launch()
+        out = []
+        for _ in range(runs):
+            start.record(backend.stream)
+            graph.launch()
+            end.record(backend.stream)
+            end.synchronize()
+            out.append(end.time_since(start))
+    return stats(out)
+
+
+def bench_model(folder, model, path, frame):
+    engine = Engine.load(folder / f'{model}.tx2plan', backend='cuda',
+                         backend_options={'conv_path': path})
+    be = engine.backend
+    try:
+        dets = be.detect(frame)
+        allocs = be.device_allocations
+        row = {'model': model, 'conv_path': path, 'frame': list(frame.shape),
+               'detections': int(len(dets[2])),
+               'pipeline_end_to_end': time_wall(lambda: be.detect(frame)),
+               'pipeline_graph_replay_events': time_graph_events(be),
+               'host_path_end_to_end': time_wall(lambda: detect.detect_image(
+                   _HostOnly(engine), frame), runs=300),
+               'allocations_during_timing': be.device_allocations - allocs,
+               'device': be.ctx.name}
+    finally:
+        engine.close()
+    return row
+
+
+class _HostOnly:
+    """The engine without its frame pipeline: the CPU-side pre/post-processing path."""
+
+    def __init__(self, engine):
+        self.engine, self.meta = engine, engine.meta
+        self.input_specs, self.output_specs = engine.input_specs, engine.output_specs
+
+    def run(self, feeds):
+        return self.engine.run(feeds)
+
+
+def main(folder, out_json):
+    import pycuda.driver as drv
+    folder = Path(folder)
+    frame = cv2.resize(cv2.imread(str(folder / 'photos' / 'bus.jpg')), (640, 480))
+    rows = [bench_model(folder, m, p, frame) for m in ('yolov8', 'yolov3-tiny')
+            for p in ('tc', 'simt')]
+    info = {'driver': drv.get_driver_version(), 'cuda': drv.get_version(),
+            'python': platform.python_version(), 'numpy': np.__version__,
+            'opencv': cv2.__version__, 'warmup': WARMUP}
+    Path(out_json).write_text(json.dumps({'info': info, 'rows': rows}, indent=1))
+    print(f"{'model':12s} {'path':5s} {'e2e med':>8s} {'e2e p99':>8s} {'graph med':>9s} "
+          f"{'host med':>8s} dets allocs")
+    for r in rows:
+        print(f"{r['model']:12s} {r['conv_path']:5s} "
+              f"{r['pipeline_end_to_end']['median_ms']:8.3f} "
+              f"{r['pipeline_end_to_end']['p99_ms']:8.3f} "
+              f"{r['pipeline_graph_replay_events']['median_ms']:9.3f} "
+              f"{r['host_path_end_to_end']['median_ms']:8.3f} {r['detections']:4d} "
+              f"{r['allocations_during_timing']}")
+
+
+if __name__ == '__main__':
+    main(sys.argv[1], sys.argv[2])

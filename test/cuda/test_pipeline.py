@@ -1,0 +1,116 @@
+"""The GPU frame pipeline (uint8 frame in, detections out) against the CPU ``detect_image``.
+
+Data: ``$TX2_INFER_DEVDATA`` as written by ``python bench/cuda_accuracy.py prepare DIR``
+(FP16 plans, photos and the CPU engine's detections), so the GPU machine needs no models.
+A detection at least 0.03 over the threshold must have a partner of the same class with
+IoU >= 0.99 (FP16 outputs: boxes of under ~40 px may miss that by rounding, so the partner
+may instead lie within 1 px + 1% of the box size on every side).
+"""
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tx2_infer_core.engine import Engine
+from tx2_infer_core.nms import box_iou
+
+DATA = Path(os.environ.get('TX2_INFER_DEVDATA', '.devdata'))
+CONF, IOU = 0.25, 0.45
+pytestmark = pytest.mark.skipif(not (DATA / 'refs.json').is_file(),
+                                reason='no prepared data (bench/cuda_accuracy.py prepare)')
+
+
+def _photos():
+    import cv2
+    return {p.name: cv2.imread(str(p)) for p in sorted((DATA / 'photos').glob('*.jpg'))}
+
+
+def _engine(model, path):
+    return Engine.load(DATA / f'{model}.tx2plan', backend='cuda',
+                       backend_options={'conv_path': path})
+
+
+def _rows(dets):
+    return [[d.x1, d.y1, d.x2, d.y2, d.score, d.class_id] for d in dets]
+
+
+def unmatched(a, b, margin=0.03):
+    """Detections of ``a`` over CONF + margin with no same-class partner in ``b``."""
+    a, b = np.asarray(a, float).reshape(-1, 6), np.asarray(b, float).reshape(-1, 6)
+    missing = []
+    for det in a[a[:, 4] >= CONF + margin]:
+        same = b[b[:, 5] == det[5]]
+        if not len(same):
+            missing.append(det.tolist())
+            continue
+        size = np.array([det[2] - det[0], det[3] - det[1]] * 2)
+        near = np.all(np.abs(same[:, :4] - det[:4]) <= 1 + 0.01 * size, axis=1)
+        if not (box_iou(det[:4], same[:, :4]).max() >= 0.99 or near.any()):
+            missing.append(det.tolist())
+    return missing
+
+
+@pytest.mark.parametrize('path', ['tc', 'simt'])
+@pytest.mark.parametrize('model', ['yolov8', 'yolov3-tiny'])
+def test_pipeline_matches_cpu_detect_image(model, path):
+    from tx2_infer_core.cuda import pipeline
+    refs = json.loads((DATA / 'refs.json').read_text())[model]
+    engine = _engine(model, path)
+    try:
+        for name, image in _photos().items():
+            gpu = _rows(pipeline.detect_frame(engine, image, CONF, IOU))
+            cpu = refs[name]['cpu']
+            assert not unmatched(cpu, gpu), f'{model} {path} {name}: cpu {cpu} gpu {gpu}'
+            assert not unmatched(gpu, cpu), f'{model} {path} {name}: gpu {gpu} cpu {cpu}'
+    finally:
+        engine.close()
+
+
+def test_classifier_top1_matches_cpu():
+    from tx2_infer_core.cuda import pipeline
+    refs = json.loads((DATA / 'refs.json').read_text())['open_nsfw']
+    engine = _engine('open_nsfw', 'tc')
+    try:
+        for name, image in _photos().items():
+            gpu = pipeline.detect_frame(engine, image, CONF, IOU)
+            cpu = refs[name]['cpu']
+            assert gpu[0].class_id == cpu[0][5], name
+            assert abs(gpu[0].score - cpu[0][4]) < 2e-2, name
+            assert gpu[0].x2 == image.shape[1] and gpu[0].y2 == image.shape[0]
+    finally:
+        engine.close()
+
+
+def test_frames_allocate_nothing_and_sizes_switch():
+    """Steady frames of two sizes: no device allocation, same detections each time."""
+    import cv2
+    engine = _engine('yolov8', 'tc')
+    try:
+        image = next(iter(_photos().values()))
+        small = cv2.resize(image, (640, 480))
+        first = engine.backend.detect(image)
+        engine.backend.detect(small)
+        before = engine.backend.device_allocations
+        for _ in range(5):
+            again = engine.backend.detect(image)
+            engine.backend.detect(small)
+        assert engine.backend.device_allocations == before
+        np.testing.assert_array_equal(first[0], again[0])
+        assert len(engine.backend.frame_pipeline.graphs) == 2
+    finally:
+        engine.close()
+
+
+def test_classes_and_max_det_filters():
+    engine = _engine('yolov3-tiny', 'tc')
+    try:
+        image = _photos()['dog.jpg']
+        boxes, scores, ids = engine.backend.detect(image, 0.05, IOU, 100)
+        assert len(ids) > 2 and np.all(np.diff(scores) <= 0)
+        only = engine.backend.detect(image, 0.05, IOU, 100, classes=[int(ids[0])])[2]
+        assert len(only) and set(only.tolist()) == {int(ids[0])}
+        assert len(engine.backend.detect(image, 0.05, IOU, 2)[2]) == 2
+    finally:
+        engine.close()
