@@ -1,0 +1,234 @@
+"""Our side of ``bench_cuda.py``: build time (cold and warm kernel cache, plan save and load),
+CUDA-event latency of the captured graph (kernels only, and with the input/output copies),
+and a per-launch profile of the graph. Needs pycuda and a GPU; imports them lazily.
+"""
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+
+def stats(times) -> dict:
+    """Median, p99, min and count of a list of milliseconds."""
+    t = np.asarray(times, np.float64)
+    return dict(median_ms=float(np.median(t)), p99_ms=float(np.percentile(t, 99)),
+                min_ms=float(t.min()), runs=int(t.size))
+
+
+@contextmanager
+def compile_timer(seconds: list):
+    """Add the time spent in the kernel compilers (nvcc or NVRTC) to ``seconds[0]``."""
+    from tx2_infer_core.cuda import compile as cc
+    real = cc.nvcc_compile, cc.nvrtc_compile
+
+    def timed(fn):
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                seconds[0] += time.perf_counter() - t0
+        return wrapper
+
+    cc.nvcc_compile, cc.nvrtc_compile = timed(real[0]), timed(real[1])
+    try:
+        yield
+    finally:
+        cc.nvcc_compile, cc.nvrtc_compile = real
+
+
+def build_and_load(model, folder, name, conv_path='tc', weights_path=None):
+    """Cold build (fresh kernel cache), warm build, save, load: (loaded engine, timings).
+
+    Cold and warm builds are ONNX/Darknet -> passes -> plan -> FP16 weights on the GPU ->
+    kernels compiled (cold) or read from the disk cache (warm) -> graph captured.
+    """
+    from tx2_infer_core.engine import Engine
+    folder = Path(folder)
+    opts = dict(backend='cuda', precision='fp16', weights_path=weights_path,
+                backend_options={'conv_path': conv_path})
+    old = os.environ.get('TX2_INFER_CACHE')
+    os.environ['TX2_INFER_CACHE'] = str(folder / f'cache-{name}-{conv_path}')
+    out, compile_s = {}, [0.0]
+    try:
+        with compile_timer(compile_s):
+            t0 = time.perf_counter()
+            Engine.build(model, **opts).close()
+            out['cold_build_s'] = time.perf_counter() - t0
+        out['cold_kernel_compile_s'] = compile_s[0]
+        t0 = time.perf_counter()
+        engine = Engine.build(model, **opts)
+        out['warm_build_s'] = time.perf_counter() - t0
+        plan = folder / f'{name}-{conv_path}.tx2plan'
+        t0 = time.perf_counter()
+        engine.save(plan)
+        out['save_s'] = time.perf_counter() - t0
+        out['plan_bytes'] = plan.stat().st_size
+        engine.close()
+        t0 = time.perf_counter()
+        engine = Engine.load(plan, backend='cuda', backend_options={'conv_path': conv_path})
+        out['load_s'] = time.perf_counter() - t0
+    finally:
+        if old is None:
+            os.environ.pop('TX2_INFER_CACHE', None)
+        else:
+            os.environ['TX2_INFER_CACHE'] = old
+    return engine, out
+
+
+def random_feeds(engine, seed=0) -> dict:
+    """Uniform random float32 feeds in [0, 1) for every input (never zeros)."""
+    rng = np.random.default_rng(seed)
+    return {v.name: rng.random(v.shape, dtype=np.float32) for v in engine.input_specs}
+
+
+def replay_times(be, launch, runs, warmup) -> dict:
+    """CUDA-event time of each ``launch()`` on the backend's stream (synchronised)."""
+    drv = be.ctx.drv
+    with be.ctx:
+        for _ in range(warmup):
+            launch()
+        be.stream.synchronize()
+        start, end = drv.Event(), drv.Event()
+        times = []
+        for _ in range(runs):
+            start.record(be.stream)
+            launch()
+            end.record(be.stream)
+            end.synchronize()
+            times.append(end.time_since(start))
+    return stats(times)
+
+
+def kernels_graph(be):
+    """A CUDA graph of the engine's kernel launches alone (no host copies)."""
+    from tx2_infer_core.cuda.runtime import CudaGraph
+    graph = CudaGraph()
+
+    def enqueue():
+        for fn, rec, grid, block in be.bound:
+            fn(rec, grid=grid, block=block, stream=be.stream)
+
+    with be.ctx:
+        graph.capture(be.stream, enqueue)
+    return graph
+
+
+def time_engine(engine, runs, warmup) -> dict:
+    """Latency of the kernels-only graph and of the per-frame graph (with H2D/D2H copies)."""
+    be = engine.backend
+    outputs = engine.run(random_feeds(engine))  # fills the arena input with random data
+    finite = all(bool(np.isfinite(v).all()) for v in outputs.values())
+    graph = kernels_graph(be)
+    try:
+        kernels = replay_times(be, graph.launch, runs, warmup)
+    finally:
+        with be.ctx:
+            graph.close()
+    copies = replay_times(be, be.graph_exec.launch, runs, warmup)
+    return dict(ours=dict(kernels, launches=len(be.bound), outputs_finite=finite),
+                ours_with_copies=copies)
+
+
+def _graph_event_times(be, replays):
+    """[replays, launches] ms per launch: external event-record nodes between the kernels of
+    one captured graph, so no launch gap or host time is counted."""
+    from tx2_infer_core.cuda.runtime import CudaGraph, _driver_api, _ok
+    cu = _driver_api()
+    stream = cu.CUstream(be.stream.handle)
+    ext = cu.CUevent_record_flags.CU_EVENT_RECORD_EXTERNAL
+    n = len(be.bound)
+    events = [_ok(cu.cuEventCreate(0), 'cuEventCreate') for _ in range(n + 1)]
+    graph = CudaGraph()
+
+    def enqueue():
+        _ok(cu.cuEventRecordWithFlags(events[0], stream, ext), 'cuEventRecordWithFlags')
+        for event, (fn, rec, grid, block) in zip(events[1:], be.bound):
+            fn(rec, grid=grid, block=block, stream=be.stream)
+            _ok(cu.cuEventRecordWithFlags(event, stream, ext), 'cuEventRecordWithFlags')
+
+    samples = np.zeros((replays, n))
+    try:
+        graph.capture(be.stream, enqueue)
+        for r in range(replays):
+            graph.launch()
+            be.stream.synchronize()
+            for i in range(n):
+                samples[r, i] = _ok(cu.cuEventElapsedTime(events[i], events[i + 1]),
+                                    'cuEventElapsedTime')
+    finally:
+        graph.close()
+        for event in events:
+            cu.cuEventDestroy(event)
+    return samples
+
+
+def _eager_event_times(be, replays):
+    """Fallback: events around each launch made one by one (launch gaps included)."""
+    drv = be.ctx.drv
+    n = len(be.bound)
+    events = [drv.Event() for _ in range(n + 1)]
+    samples = np.zeros((replays, n))
+    for r in range(replays):
+        events[0].record(be.stream)
+        for event, (fn, rec, grid, block) in zip(events[1:], be.bound):
+            fn(rec, grid=grid, block=block, stream=be.stream)
+            event.record(be.stream)
+        be.stream.synchronize()
+        samples[r] = [events[i + 1].time_since(events[i]) for i in range(n)]
+    return samples
+
+
+def profile(engine, replays=30, top=10) -> dict:
+    """Median time of each launch of the engine's graph; the ``top`` slowest launches and the
+    time per kernel name. Conv/GEMM launches carry their achieved TFLOP/s."""
+    from tx2_infer_core.flops import node_flops
+    be = engine.backend
+    with be.ctx:
+        try:
+            samples, method = _graph_event_times(be, replays), 'graph event-record nodes'
+        except Exception as exc:  # older driver bindings: time the launches one by one
+            samples = _eager_event_times(be, replays)
+            method = f'eager events (graph events failed: {exc!r:.120})'
+    per = np.median(samples, axis=0)
+    nodes = {n.name: n for n in be.graph.nodes}
+    per_node = {}
+    for launch in be.launches:
+        per_node[launch.node] = per_node.get(launch.node, 0) + 1
+    rows = []
+    for i, (launch, ms) in enumerate(zip(be.launches, per)):
+        node = nodes.get(launch.node)
+        flops = node_flops(node, be.graph) if node and per_node[launch.node] == 1 else 0
+        rows.append(dict(index=i, node=launch.node, op=node.op if node else '',
+                         kernel=launch.kernel, grid=list(launch.grid), ms=float(ms),
+                         tflops=float(flops / ms / 1e9) if flops and ms > 0 else None))
+    by_kernel = {}
+    for row in rows:
+        k = by_kernel.setdefault(row['kernel'], dict(launches=0, ms=0.0))
+        k['launches'] += 1
+        k['ms'] += row['ms']
+    return dict(method=method, replays=replays, sum_ms=float(per.sum()),
+                top=sorted(rows, key=lambda r: -r['ms'])[:top],
+                by_kernel=dict(sorted(by_kernel.items(), key=lambda kv: -kv[1]['ms'])))
+
+
+def lower_only(graph, arch=90, conv_path='tc', sm_count=132):
+    """The launches the CUDA backend would make for ``graph``, without a GPU (a pre-flight
+    check that every node lowers; mirrors the planning half of ``CudaBackend.prepare``, with a
+    stand-in context that answers device attributes with ``sm_count``)."""
+    from types import SimpleNamespace
+
+    from tx2_infer_core.backends.cuda_backend import CudaBackend
+    from tx2_infer_core.cuda import layout
+    from tx2_infer_core.planner import plan_memory
+    be = CudaBackend(conv_path=conv_path)
+    be.graph, be.arch, be.conv_path = graph, arch, conv_path
+    attrs = SimpleNamespace(MULTIPROCESSOR_COUNT='MULTIPROCESSOR_COUNT')
+    be.ctx = SimpleNamespace(drv=SimpleNamespace(device_attribute=attrs), arch=arch,
+                             device=SimpleNamespace(get_attribute=lambda _: sm_count))
+    be.plan = plan_memory(layout.fp16_graph(graph), concat_placement=False)
+    be.slots = layout.make_slots(graph, be.plan.offsets, layout.nhwc_values(graph))
+    be._weight_chunks, be._weight_bytes = [], 0
+    return be._lower(graph)
