@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tx2_infer_core import assets, detect  # noqa: E402
 from tx2_infer_core.engine import Engine  # noqa: E402
-from tx2_infer_core.metrics import map50  # noqa: E402
+from tx2_infer_core.metrics import map50, pairing  # noqa: E402
 
 NSFW_FORMAT = {'color': 'BGR', 'layout': 'NHWC', 'mean': [104, 117, 123], 'scale': 1.0,
                'resize': 'stretch'}
@@ -127,6 +127,18 @@ def _score(model, refs, ours):
     return {'map50': map50([ours[p] for p in names], [refs[p]['ort'] for p in names])}
 
 
+def _pairs(refs, ours):
+    """``metrics.pairing`` both ways between ours and the CPU engine's detections."""
+    total = {'exact': 0, 'flip': 0, 'missing': 0, 'min_iou': 1.0}
+    for photo in refs:
+        for a, b in ((ours[photo], refs[photo]['cpu']), (refs[photo]['cpu'], ours[photo])):
+            pair = pairing(a, b, CONF_REF)
+            for key in ('exact', 'flip', 'missing'):
+                total[key] += pair[key]
+            total['min_iou'] = min(total['min_iou'], pair['min_iou'])
+    return total
+
+
 def run(folder, out_json):
     """Both conv paths of every plan on this GPU, scored against ORT (see the module doc)."""
     from tx2_infer_core.cuda import pipeline
@@ -143,10 +155,13 @@ def run(folder, out_json):
                     for p, img in photos.items()}
             gpu = {p: rows(pipeline.detect_frame(engine, img, CONF_OURS, IOU, MAX_DET))
                    for p, img in photos.items()}
+            at_ref = {p: rows(pipeline.detect_frame(engine, img, CONF_REF, IOU, MAX_DET))
+                      for p, img in photos.items()}
             result['device'] = engine.backend.ctx.name
             engine.close()
             entry = {'engine_run_host_decode': _score(model, refs[model], host),
-                     'gpu_pipeline': _score(model, refs[model], gpu)}
+                     'gpu_pipeline': _score(model, refs[model], gpu),
+                     'gpu_pipeline_vs_cpu_detect_image': _pairs(refs[model], at_ref)}
             result['models'][f'{model}/{path}'] = entry
             print(f'{model:12s} {path:5s} {json.dumps(entry)}', flush=True)
     result['versions'] = _versions()

@@ -56,3 +56,23 @@ def map50(ours, truth, iou_threshold=0.5) -> float:
     if not classes:
         return 1.0 if not any(len(o) for o in ours) else 0.0
     return float(np.mean([_class_ap(ours, truth, c, iou_threshold) for c in classes]))
+
+
+def pairing(ours, ref, conf, margin=0.03, iou=0.99):
+    """How many of ``ref``'s detections scoring >= conf + margin have a same-class partner
+    in ``ours`` at IoU >= ``iou`` ('exact'), only at IoU >= 0.5 with a score within
+    ``margin`` ('flip': FP16 reordered two near-equal boxes before NMS), or none ('missing');
+    plus the lowest IoU among the exact pairs."""
+    ours, ref = _as_rows(ours), _as_rows(ref)
+    out = {'exact': 0, 'flip': 0, 'missing': 0, 'min_iou': 1.0}
+    for det in ref[ref[:, 4] >= conf + margin]:
+        same = ours[ours[:, 5] == det[5]]
+        ious = box_iou(det[:4], same[:, :4]) if len(same) else np.zeros(0)
+        if len(ious) and ious.max() >= iou:
+            out['exact'] += 1
+            out['min_iou'] = min(out['min_iou'], float(ious.max()))
+        elif len(ious) and np.any((ious >= 0.5) & (np.abs(same[:, 4] - det[4]) <= margin)):
+            out['flip'] += 1
+        else:
+            out['missing'] += 1
+    return out

@@ -7,7 +7,7 @@ pinned memory, launches the graph and converts the outputs: no device allocation
 import numpy as np
 
 from tx2_infer_core.backends.base import Backend
-from tx2_infer_core.cuda import layout, lower_conv, lower_nn, lower_ops, pipeline
+from tx2_infer_core.cuda import layout, lower_conv, lower_nn, lower_ops, lower_pad, pipeline
 from tx2_infer_core.cuda.launch import Ref, Slot, row_major
 from tx2_infer_core.errors import Tx2InferError, UnsupportedOpError
 
@@ -19,7 +19,7 @@ def _lowerings():
              'Gemm': lower_conv.lower_gemm, 'MatMul': lower_nn.lower_matmul,
              'Transpose': lower_ops.lower_transpose, 'Concat': lower_ops.lower_concat,
              'Split': lower_ops.lower_split, 'Slice': lower_ops.lower_slice,
-             'Pad': lower_ops.lower_pad, 'Softmax': lower_nn.lower_softmax,
+             'Pad': lower_pad.lower_pad, 'Softmax': lower_nn.lower_softmax,
              'LogSoftmax': lower_nn.lower_softmax, 'LayerNormalization': lower_nn.lower_layernorm,
              'Resize': lower_nn.lower_resize, 'Upsample': lower_nn.lower_resize}
     for op in ('MaxPool', 'AveragePool', 'GlobalAveragePool', 'GlobalMaxPool'):

@@ -219,7 +219,9 @@ class FramePipeline:
         if (h, w) in self.graphs:
             return self.graphs[(h, w)]
         if len(self.graphs) >= MAX_GRAPHS:
-            self.graphs.pop(next(iter(self.graphs))).close()
+            old, _ = self.graphs.pop(next(iter(self.graphs)))
+            if old is not None:
+                old.close()
         enqueue = self._frame_fn(h, w)
         enqueue()  # one eager frame: loads modules, surfaces launch errors
         self.be.stream.synchronize()
