@@ -7,33 +7,8 @@
 // conv_wmma (tensor cores, sm_70+), conv_direct (one thread an output; depthwise and small
 // grouped convolutions where a GEMM tile would be mostly empty).
 // Template VEC: 1 = scalar loads, otherwise vector loads of VEC halves (host checks alignment).
-#include "common.cuh"
+#include "conv.cuh"
 #include <mma.h>
-
-struct ConvParams {
-    const half *x;
-    const half *w;
-    const float *bias;  // may be null
-    const half *res;    // may be null
-    half *y;
-    int N, H, W, P, Q;
-    int Cg, Kg, groups;
-    int R, S, sh, sw, ph, pw, dh, dw;
-    int x_pix, x_off;  // elements between pixels; first channel of the view
-    int y_pix, y_off;
-    int r_pix, r_off;
-    int res_after;
-    ActParams act;
-};
-
-__device__ __forceinline__ void conv_store(const ConvParams &p, long long m, int k, float v) {
-    if (p.bias) v += p.bias[k];
-    float r = p.res ? __half2float(p.res[m * p.r_pix + p.r_off + k]) : 0.f;
-    if (!p.res_after) v += r;
-    v = tx2_act(v, p.act);
-    if (p.res_after) v += r;
-    p.y[m * p.y_pix + p.y_off + k] = __float2half(v);
-}
 
 // Load ``n`` consecutive halves at ptr[c..c+n) as floats, zero where c >= limit or !ok.
 template <int VEC>
@@ -49,15 +24,6 @@ __device__ __forceinline__ void load_halves(const half *ptr, int c, int limit, b
     }
     for (int j = 0; j < n; ++j)
         out[j] = (ok && c + j < limit) ? __half2float(ptr[c + j]) : 0.f;
-}
-
-// Pixel m -> (image, output row, output column).
-__device__ __forceinline__ void decode_pixel(const ConvParams &p, long long m, int &n, int &oh,
-                                             int &ow) {
-    ow = (int)(m % p.Q);
-    long long t = m / p.Q;
-    oh = (int)(t % p.P);
-    n = (int)(t / p.P);
 }
 
 #define SIMT_BM 64

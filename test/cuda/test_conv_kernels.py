@@ -1,10 +1,14 @@
-"""Both fused-convolution paths (SIMT half2 and tensor cores) against numpy on real-size
-layers of ResNet-50, YOLO and MobileNet shapes."""
+"""The fused-convolution paths (SIMT half2, WMMA, mma.sync + cp.async) against numpy on
+real-size layers of ResNet-50, YOLO and MobileNet shapes, and every conv_mma tile and split-K
+factor on one awkward layer."""
+import functools
+
 import numpy as np
 import pytest
 
 from conftest import fp16_round, one_node_graph, rel_err
 from tx2_infer_core.backends.cuda_backend import CudaBackend
+from tx2_infer_core.cuda import lower_conv
 from tx2_infer_core.ops.fused import FusedConv
 
 # (name, N, C, H, W, K, R, stride, pad, dilation, groups, activation, residual)
@@ -20,9 +24,18 @@ LAYERS = [
     ('grouped', 1, 64, 28, 28, 128, 3, 1, 1, 1, 4, 'Tanh', ''),
     ('depthwise', 1, 96, 56, 56, 96, 3, 2, 1, 1, 96, 'Clip', ''),
     ('batch2_hsig', 2, 24, 20, 20, 40, 1, 1, 0, 1, 1, 'HardSigmoid', 'before'),
+    ('resnet_1x1_2048_7x7', 1, 512, 7, 7, 2048, 1, 1, 0, 1, 1, '', 'before'),
+    ('resnet_3x3_512_7x7', 1, 512, 7, 7, 512, 3, 1, 1, 1, 1, 'Relu', ''),
+    ('resnet_3x3_256_14x14', 1, 256, 14, 14, 256, 3, 1, 1, 1, 1, 'Relu', ''),
+    ('yolo_1x1_160_wide', 1, 32, 160, 160, 256, 1, 1, 0, 1, 1, 'SiLU', ''),
+    ('yolo_3x3_160', 1, 64, 160, 160, 128, 3, 1, 1, 1, 1, 'SiLU', ''),
+    ('odd_k_mma', 1, 16, 30, 30, 37, 3, 1, 1, 1, 1, 'LeakyRelu', 'after'),
 ]
+PATHS = ['simt', 'wmma', 'tc']
+MMA_TILES = [t[:2] for t in lower_conv.MMA_TILES]
 
 
+@functools.lru_cache(maxsize=4)
 def _case(layer, seed=0):
     name, n, c, h, w, k, r, s, p, d, g, act, res = layer
     rng = np.random.default_rng(seed)
@@ -49,15 +62,51 @@ def _case(layer, seed=0):
     return graph, feeds, ref
 
 
-@pytest.mark.parametrize('path', ['simt', 'tc'])
-@pytest.mark.parametrize('layer', LAYERS, ids=[case[0] for case in LAYERS])
-def test_fused_conv_matches_numpy(layer, path):
-    graph, feeds, ref = _case(layer)
-    backend = CudaBackend(conv_path=path)
+def run_conv(graph, feeds, path, monkeypatch=None):
+    """One run of ``graph`` on a CUDA backend; path 'wmma' is 'tc' with conv_mma disabled
+    (the sm_70..sm_79 kernel). Returns (output, kernel names)."""
+    if path == 'wmma':
+        monkeypatch.setattr(lower_conv, 'MMA_MIN_ARCH', 10 ** 6)
+    backend = CudaBackend(conv_path='simt' if path == 'simt' else 'tc')
     backend.prepare(graph)
     try:
+        return backend.run(feeds)['y'], [k.kernel for k in backend.launches]
+    finally:
+        backend.close()
+
+
+@pytest.mark.parametrize('path', PATHS)
+@pytest.mark.parametrize('layer', LAYERS, ids=[case[0] for case in LAYERS])
+def test_fused_conv_matches_numpy(layer, path, monkeypatch):
+    graph, feeds, ref = _case(layer)
+    out, kernels = run_conv(graph, feeds, path, monkeypatch)
+    assert out.shape == ref.shape
+    err = rel_err(out, ref)
+    assert err < 3e-3, f'{layer[0]} {path} {kernels}: rel err {err:.2e}'
+
+
+@pytest.mark.parametrize('channels', [48, 6], ids=['rows16B', 'gather'])
+@pytest.mark.parametrize('splits', [1, 3])
+@pytest.mark.parametrize('tile', MMA_TILES, ids=[f'{m}x{n}' for m, n in MMA_TILES])
+def test_mma_tiles_and_splits(tile, splits, channels, monkeypatch):
+    """Every conv_mma tile, with and without split-K, on a stride-2 layer whose sizes are
+    multiples of nothing: 48 channels (a half-empty k chunk) or 6 (gathered k), 72 outputs,
+    a residual."""
+    layer = ('awkward', 1, channels, 23, 21, 72, 3, 2, 1, 1, 1, 'SiLU', 'before')
+    graph, feeds, ref = _case(layer, seed=1)
+    threads = tile[0] * tile[1] // 32
+    monkeypatch.setattr(lower_conv, 'mma_config',
+                        lambda *a, **k: (tile[0], tile[1], threads, splits))
+    backend = CudaBackend(conv_path='tc')
+    backend.prepare(graph)
+    try:
+        if backend.arch < lower_conv.MMA_MIN_ARCH:
+            pytest.skip('conv_mma needs sm_80')
+        names = [k.kernel for k in backend.launches]
         out = backend.run(feeds)['y']
     finally:
         backend.close()
-    assert out.shape == ref.shape
-    assert rel_err(out, ref) < 3e-3, f'{layer[0]} {path}: rel err {rel_err(out, ref):.2e}'
+    family = 'conv_mma' if channels % 8 == 0 else 'conv_mma_gather'
+    assert names[0] == f'{family}_{tile[0]}x{tile[1]}'
+    assert ('conv_splitk_reduce' in names) == (splits > 1)
+    assert rel_err(out, ref) < 3e-3

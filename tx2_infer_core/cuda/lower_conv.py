@@ -1,7 +1,11 @@
-"""Lowering of convolutions and products with a constant operand to ``kernels/conv.cu``.
+"""Lowering of convolutions and products with a constant operand to ``kernels/conv.cu`` and
+``kernels/conv_mma.cu``.
 
 ``Conv``/``FusedConv`` map directly; ``MatMul`` and ``Gemm`` with a constant B run as a 1x1
 convolution over ``rows`` pixels, which gives them the same SIMT and tensor-core paths.
+On sm_80+ the tensor-core path is ``conv_mma_<BM>x<BN>`` (mma.sync, cp.async pipeline); the tile
+and a split-K factor are chosen per layer from M (pixels), N (channels) and K so that small
+late layers still fill the GPU (``mma_config``).
 """
 import numpy as np
 
@@ -9,6 +13,16 @@ from tx2_infer_core.cuda import params
 from tx2_infer_core.cuda.launch import NULL, Launch, grid_1d
 
 TC_MIN_ARCH = 70
+MMA_MIN_ARCH = 80
+MMA_BK = 32
+# (BM, BN, threads), largest first; one warp per 32x32 outputs.
+MMA_TILES = ((128, 128, 512), (128, 64, 256), (64, 128, 256), (64, 64, 128))
+MAX_SPLITS = 16
+MIN_TILES_PER_SPLIT = 2
+WORKSPACE_BYTES = 8 << 20  # FP32 split-K partials, one buffer shared by every layer
+# conv_mma's argument list: ConvParams, then the split-K workspace and factor.
+CONV_MMA = np.dtype([(n, params.CONV.fields[n][0]) for n in params.CONV.names]
+                    + [('ws', params.PTR), ('splits', 'i4')], align=True)
 
 
 def _pads(attrs, in_hw, out_hw, kernel, strides, dil):
@@ -27,17 +41,79 @@ def _pads(attrs, in_hw, out_hw, kernel, strides, dil):
 
 
 def pick_kernel(arch: int, path: str, cg: int, kg: int, groups: int, aligned) -> tuple:
-    """(kernel name, threads) for one convolution; ``aligned(n)`` says n-half vectors fit."""
+    """(kernel name, threads) for one convolution; ``aligned(n)`` says n-half vectors fit.
+    'conv_mma' and 'conv_mma_gather' (channels not in 16-byte rows) are families whose tile
+    ``mma_config`` picks."""
     if groups > 1 and min(cg, kg) < 8:
         return 'conv_direct', 256
+    if path == 'tc' and arch >= MMA_MIN_ARCH:
+        return ('conv_mma' if aligned(8) else 'conv_mma_gather'), 0
     if path == 'tc' and arch >= TC_MIN_ARCH:
         return ('conv_wmma_v8' if aligned(8) else 'conv_wmma'), 128
     return ('conv_simt_v4' if aligned(4) else 'conv_simt'), 256
 
 
-def conv_launch(be, name, x, y, geo, w_ref, bias_ref, res=None, act=None, res_after=0):
-    """The Launch of one fused convolution. ``x``/``y``/``res`` are (Ref, pix, channel offset);
-    ``geo`` holds N, H, W, P, Q, Cg, Kg, groups, R, S, sh, sw, ph, pw, dh, dw."""
+def mma_config(m: int, n: int, ktiles: int, groups: int, sms: int, split_ok=True) -> tuple:
+    """(BM, BN, threads, splits) for a conv_mma launch of an M x N x (ktiles * 32) GEMM.
+
+    The largest tile that still gives two CTAs per SM (one for 64x64); where even 64x64 tiles
+    leave SMs idle, split K (groups == 1) until about two CTAs per SM, keeping at least
+    ``MIN_TILES_PER_SPLIT`` k tiles per split and the partials inside the workspace.
+    """
+    def ctas(bm, bn):
+        return -(-m // bm) * -(-n // bn) * groups
+
+    for bm, bn, threads in MMA_TILES[:-1]:
+        if bn <= max(n, 64) and ctas(bm, bn) >= 2 * sms:
+            return bm, bn, threads, 1
+    bm, bn, threads = MMA_TILES[-1]
+    base = ctas(bm, bn)
+    if not split_ok or groups > 1 or base >= sms:
+        return bm, bn, threads, 1
+    splits = min(2 * sms // base, ktiles // MIN_TILES_PER_SPLIT, MAX_SPLITS,
+                 WORKSPACE_BYTES // (4 * m * n))
+    if splits < 2:
+        return bm, bn, threads, 1
+    per = -(-ktiles // splits)
+    return bm, bn, threads, -(-ktiles // per)
+
+
+def _sm_count(be) -> int:
+    drv = be.ctx.drv
+    return int(be.ctx.device.get_attribute(drv.device_attribute.MULTIPROCESSOR_COUNT))
+
+
+def _workspace(be):
+    """The backend's one split-K workspace (a zeroed region of the weight buffer)."""
+    ref = getattr(be, 'conv_workspace', None)
+    if ref is None:
+        ref = be.conv_workspace = be.add_weight(np.zeros(WORKSPACE_BYTES, np.uint8))
+    return ref
+
+
+def mma_launches(be, name, family, fields, geo, split_ok=True) -> list:
+    """The conv_mma launch (and its split-K reduction) of one convolution."""
+    m = geo['N'] * geo['P'] * geo['Q']
+    if family == 'conv_mma_gather':
+        ktiles = -(-geo['R'] * geo['S'] * geo['Cg'] // MMA_BK)
+    else:
+        ktiles = geo['R'] * geo['S'] * -(-geo['Cg'] // MMA_BK)
+    bm, bn, threads, splits = mma_config(m, geo['Kg'], ktiles, geo['groups'], _sm_count(be),
+                                         split_ok)
+    fields = dict(fields, ws=_workspace(be) if splits > 1 else NULL, splits=splits)
+    grid = (-(-m // bm), -(-geo['Kg'] // bn), geo['groups'] * splits)
+    out = [Launch('conv_mma', f'{family}_{bm}x{bn}', grid, (threads, 1, 1), CONV_MMA, fields,
+                  name)]
+    if splits > 1:
+        out.append(Launch('conv_mma', 'conv_splitk_reduce', grid_1d(m * -(-geo['Kg'] // 2)),
+                          (256, 1, 1), CONV_MMA, fields, name))
+    return out
+
+
+def conv_launches(be, name, x, y, geo, w_ref, bias_ref, res=None, act=None, res_after=0,
+                  split_ok=True) -> list:
+    """The Launches of one fused convolution. ``x``/``y``/``res`` are (Ref, pix, channel
+    offset); ``geo`` holds N, H, W, P, Q, Cg, Kg, groups, R, S, sh, sw, ph, pw, dh, dw."""
     fields = dict(geo, x=x[0], x_pix=x[1], x_off=x[2], y=y[0], y_pix=y[1], y_off=y[2],
                   w=w_ref, bias=bias_ref, res_after=int(res_after),
                   act=act if act is not None else params.act_record())
@@ -51,13 +127,15 @@ def conv_launch(be, name, x, y, geo, w_ref, bias_ref, res=None, act=None, res_af
 
     kernel, threads = pick_kernel(be.arch, be.conv_path, geo['Cg'], geo['Kg'], geo['groups'],
                                   aligned)
+    if kernel.startswith('conv_mma'):
+        return mma_launches(be, name, kernel, fields, geo, split_ok)
     if kernel == 'conv_direct':
         total = geo['N'] * geo['P'] * geo['Q'] * geo['Kg'] * geo['groups']
         grid = grid_1d(total)
     else:
         m = geo['N'] * geo['P'] * geo['Q']
         grid = (-(-m // 64), -(-geo['Kg'] // 64), geo['groups'])
-    return Launch('conv', kernel, grid, (threads, 1, 1), params.CONV, fields, name)
+    return [Launch('conv', kernel, grid, (threads, 1, 1), params.CONV, fields, name)]
 
 
 def lower_conv(be, node):
@@ -86,13 +164,14 @@ def lower_conv(be, node):
         res_t = (rs.ref, rs.pix, rs.channel_off)
     act = params.act_record(a.get('activation', ''), a.get('alpha', 0.01), a.get('beta', 0.5),
                             a.get('clip_min', -np.inf), a.get('clip_max', np.inf))
-    return [conv_launch(be, node.name, (x.ref, x.pix, x.channel_off),
-                        (y.ref, y.pix, y.channel_off), geo, w_ref, bias_ref, res_t, act,
-                        a.get('residual_after_act', 0))]
+    return conv_launches(be, node.name, (x.ref, x.pix, x.channel_off),
+                         (y.ref, y.pix, y.channel_off), geo, w_ref, bias_ref, res_t, act,
+                         a.get('residual_after_act', 0))
 
 
 def linear_launch(be, node, a_slot, y_slot, b_nk, bias=None):
-    """``y = a @ b_nk.T + bias`` as a 1x1 convolution; ``a`` row-major [rows, K]."""
+    """``y = a @ b_nk.T + bias`` as a 1x1 convolution (one launch: no split-K); ``a`` row-major
+    [rows, K]."""
     if not (a_slot.contiguous() and y_slot.contiguous()):
         be.unsupported(node, 'MatMul/Gemm need row-major activations')
     n_out, k = b_nk.shape
@@ -101,8 +180,9 @@ def linear_launch(be, node, a_slot, y_slot, b_nk, bias=None):
                ph=0, pw=0, dh=1, dw=1)
     w_ref = be.add_weight(np.ascontiguousarray(b_nk).astype(np.float16))
     bias_ref = be.add_weight(bias.astype(np.float32)) if bias is not None else NULL
-    return conv_launch(be, node.name, (a_slot.ref, k, 0), (y_slot.ref, n_out, 0), geo, w_ref,
-                       bias_ref)
+    launches = conv_launches(be, node.name, (a_slot.ref, k, 0), (y_slot.ref, n_out, 0), geo,
+                             w_ref, bias_ref, split_ok=False)
+    return launches[0]
 
 
 def lower_gemm(be, node):

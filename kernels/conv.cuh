@@ -1,0 +1,63 @@
+// Fused convolution, shared by kernels/conv.cu (SIMT, WMMA, direct) and kernels/conv_mma.cu
+// (mma.sync + cp.async, sm_80+): the parameter record, pixel decoding and the fused epilogue
+//   y = act(conv(x, w) + bias + residual)      (res_after == 0)
+//   y = act(conv(x, w) + bias) + residual      (res_after == 1)
+#pragma once
+#include "common.cuh"
+
+struct ConvParams {
+    const half *x;
+    const half *w;
+    const float *bias;  // may be null
+    const half *res;    // may be null
+    half *y;
+    int N, H, W, P, Q;
+    int Cg, Kg, groups;
+    int R, S, sh, sw, ph, pw, dh, dw;
+    int x_pix, x_off;  // elements between pixels; first channel of the view
+    int y_pix, y_off;
+    int r_pix, r_off;
+    int res_after;
+    ActParams act;
+};
+
+// The fused epilogue of one value: bias ``b`` and residual ``r`` already loaded.
+__device__ __forceinline__ float conv_epilogue(const ConvParams &p, float v, float b, float r) {
+    v += b;
+    if (!p.res_after) v += r;
+    v = tx2_act(v, p.act);
+    if (p.res_after) v += r;
+    return v;
+}
+
+// Output pixel m, channel k (of all groups): epilogue and FP16 store.
+__device__ __forceinline__ void conv_store(const ConvParams &p, long long m, int k, float v) {
+    const float b = p.bias ? p.bias[k] : 0.f;
+    const float r = p.res ? __half2float(p.res[m * p.r_pix + p.r_off + k]) : 0.f;
+    p.y[m * p.y_pix + p.y_off + k] = __float2half(conv_epilogue(p, v, b, r));
+}
+
+// Channels k and k + 1 (``two``) of pixel m: one half2 load/store where both are even-aligned.
+__device__ __forceinline__ void conv_store2(const ConvParams &p, long long m, int k, float v0,
+                                            float v1, bool two) {
+    const long long yo = m * p.y_pix + p.y_off + k, ro = m * p.r_pix + p.r_off + k;
+    if (!two || ((yo | (p.res ? ro : 0)) & 1)) {
+        conv_store(p, m, k, v0);
+        if (two) conv_store(p, m, k + 1, v1);
+        return;
+    }
+    const float2 b = p.bias ? make_float2(p.bias[k], p.bias[k + 1]) : make_float2(0.f, 0.f);
+    const float2 r = p.res ? __half22float2(*reinterpret_cast<const half2 *>(p.res + ro))
+                           : make_float2(0.f, 0.f);
+    *reinterpret_cast<half2 *>(p.y + yo) =
+        __floats2half2_rn(conv_epilogue(p, v0, b.x, r.x), conv_epilogue(p, v1, b.y, r.y));
+}
+
+// Pixel m -> (image, output row, output column).
+__device__ __forceinline__ void decode_pixel(const ConvParams &p, long long m, int &n, int &oh,
+                                             int &ow) {
+    ow = (int)(m % p.Q);
+    long long t = m / p.Q;
+    oh = (int)(t % p.P);
+    n = (int)(t / p.P);
+}

@@ -1,0 +1,306 @@
+// Tensor-core fused convolution for sm_80+ (Ampere, Orin, Hopper), NHWC FP16, FP32 accumulation.
+// Implicit GEMM (M = N*P*Q pixels, N = Kg channels, K = R*S*Cg) with mma.sync.m16n8k16,
+// ldmatrix from padded shared tiles and a STAGES-deep cp.async pipeline of 16-byte loads.
+// The k loop runs over (r, s, 32-channel chunk) flattened, so 1x1 and 3x3 layers both stream
+// one long pipelined loop. One warp computes 32x32 outputs; a CTA is BM x BN.
+// conv_mma_<BM>x<BN> needs Cg, x_pix and x_off multiples of 8 (16-byte rows);
+// conv_mma_gather_<BM>x<BN> takes any layer (2-byte gathers, for 3-channel stems).
+// Split-K: gridDim.z = groups * splits; with splits > 1 (groups == 1) each split writes FP32
+// partials to ws[split][M][Kg], and conv_splitk_reduce sums them and applies the epilogue.
+#include "conv.cuh"
+
+#define MMA_BK 32
+#define MMA_LD (MMA_BK + 8)  // padded row (80 bytes): the 8 rows of an ldmatrix hit 8 bank groups
+
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+__device__ __forceinline__ unsigned smem_addr(const void *ptr) {
+    return (unsigned)__cvta_generic_to_shared(ptr);
+}
+
+// 16 bytes global -> shared, bypassing L1; zero-filled when !ok (src is then not read).
+__device__ __forceinline__ void cp_async16(void *dst, const void *src, bool ok) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)),
+                 "l"(src), "r"(ok ? 16 : 0));
+}
+
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
+
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(unsigned *r, const half *ptr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(ptr)));
+}
+
+__device__ __forceinline__ void mma_16816(float *d, const unsigned *a, const unsigned *b) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// One thread's share of the tile loads: AL pixel rows of A and BL weight rows of B, each one
+// 16-byte chunk (channels col..col+8 of the current 32-channel chunk), and the k position.
+template <int AL, int BL, int THREADS>
+struct MmaLoader {
+    const half *xa[AL];  // image base + group channel offset, per A row
+    int ih0[AL], iw0[AL];  // top-left input tap; far negative for rows past M
+    const half *wb[BL];  // weight row, null past Kg
+    int col, r, s, c0;
+
+    // k tiles of the layer: (r, s, 32-channel chunk)
+    static __device__ int ktiles(const ConvParams &p) {
+        return p.R * p.S * ((p.Cg + MMA_BK - 1) / MMA_BK);
+    }
+
+    __device__ void init(const ConvParams &p, long long m0, int n0, int g, int kt0) {
+        const int tid = threadIdx.x, cchunks = (p.Cg + MMA_BK - 1) / MMA_BK;
+        const long long M = (long long)p.N * p.P * p.Q;
+        col = (tid & 3) * 8;
+#pragma unroll
+        for (int i = 0; i < AL; ++i) {
+            const long long m = m0 + (tid >> 2) + i * (THREADS / 4);
+            int img = 0, oh = 0, ow = 0;
+            if (m < M) decode_pixel(p, m, img, oh, ow);
+            xa[i] = p.x + (long long)img * p.H * p.W * p.x_pix + p.x_off + g * p.Cg;
+            ih0[i] = m < M ? oh * p.sh - p.ph : -(1 << 29);
+            iw0[i] = ow * p.sw - p.pw;
+        }
+#pragma unroll
+        for (int j = 0; j < BL; ++j) {
+            const int n = n0 + (tid >> 2) + j * (THREADS / 4);
+            wb[j] = n < p.Kg ? p.w + (long long)(g * p.Kg + n) * p.R * p.S * p.Cg : nullptr;
+        }
+        const int rs = kt0 / cchunks;
+        c0 = (kt0 % cchunks) * MMA_BK;
+        r = rs / p.S;
+        s = rs % p.S;
+    }
+
+    // Issue the cp.asyncs of the current k tile into (As, Bs), then step to the next tile.
+    __device__ void load(const ConvParams &p, half (*As)[MMA_LD], half (*Bs)[MMA_LD]) {
+        const int tid = threadIdx.x, c = c0 + col;
+        const bool cok = c < p.Cg;
+#pragma unroll
+        for (int i = 0; i < AL; ++i) {
+            const int ih = ih0[i] + r * p.dh, iw = iw0[i] + s * p.dw;
+            const bool ok = cok && (unsigned)ih < (unsigned)p.H && (unsigned)iw < (unsigned)p.W;
+            const half *src = ok ? xa[i] + (long long)(ih * p.W + iw) * p.x_pix + c : p.x;
+            cp_async16(&As[(tid >> 2) + i * (THREADS / 4)][col], src, ok);
+        }
+#pragma unroll
+        for (int j = 0; j < BL; ++j) {
+            const bool ok = cok && wb[j] != nullptr;
+            const half *src = ok ? wb[j] + (r * p.S + s) * p.Cg + c : p.w;
+            cp_async16(&Bs[(tid >> 2) + j * (THREADS / 4)][col], src, ok);
+        }
+        c0 += MMA_BK;
+        if (c0 >= p.Cg) {
+            c0 = 0;
+            if (++s == p.S) {
+                s = 0;
+                ++r;
+            }
+        }
+    }
+};
+
+// The loader of layers whose channels are not 16-byte rows (a 3-channel stem): k runs over
+// (r, s, c) flattened with no padding, gathered by 2-byte loads and plain shared stores.
+// Each thread fills part of one A row (1024 / BN halves) and of one B row (1024 / BM).
+template <int BM, int BN>
+struct GatherLoader {
+    static constexpr int EA = 1024 / BN, EB = 1024 / BM;
+    const half *xa, *wb;
+    int ih0, iw0, kt;
+
+    static __device__ int ktiles(const ConvParams &p) {
+        return (p.R * p.S * p.Cg + MMA_BK - 1) / MMA_BK;
+    }
+
+    __device__ void init(const ConvParams &p, long long m0, int n0, int g, int kt0) {
+        const long long M = (long long)p.N * p.P * p.Q, m = m0 + threadIdx.x / (32 / EA);
+        int img = 0, oh = 0, ow = 0;
+        if (m < M) decode_pixel(p, m, img, oh, ow);
+        xa = p.x + (long long)img * p.H * p.W * p.x_pix + p.x_off + g * p.Cg;
+        ih0 = m < M ? oh * p.sh - p.ph : -(1 << 29);
+        iw0 = ow * p.sw - p.pw;
+        const int n = n0 + threadIdx.x / (32 / EB);
+        wb = n < p.Kg ? p.w + (long long)(g * p.Kg + n) * p.R * p.S * p.Cg : nullptr;
+        kt = kt0;
+    }
+
+    __device__ void load(const ConvParams &p, half (*As)[MMA_LD], half (*Bs)[MMA_LD]) {
+        const int ktot = p.R * p.S * p.Cg, tid = threadIdx.x;
+        const int ka = kt * MMA_BK + (tid % (32 / EA)) * EA;
+        int rs = ka / p.Cg, c = ka % p.Cg;
+        int r = rs / p.S, s = rs % p.S;
+        half *da = &As[tid / (32 / EA)][(tid % (32 / EA)) * EA];
+#pragma unroll
+        for (int e = 0; e < EA; ++e) {
+            const int ih = ih0 + r * p.dh, iw = iw0 + s * p.dw;
+            const bool ok = ka + e < ktot && (unsigned)ih < (unsigned)p.H &&
+                            (unsigned)iw < (unsigned)p.W;
+            da[e] = ok ? xa[(long long)(ih * p.W + iw) * p.x_pix + c] : __float2half(0.f);
+            if (++c == p.Cg) {
+                c = 0;
+                if (++s == p.S) {
+                    s = 0;
+                    ++r;
+                }
+            }
+        }
+        const int kb = kt * MMA_BK + (tid % (32 / EB)) * EB;
+        half *db = &Bs[tid / (32 / EB)][(tid % (32 / EB)) * EB];
+#pragma unroll
+        for (int e = 0; e < EB; ++e)
+            db[e] = (wb && kb + e < ktot) ? wb[kb + e] : __float2half(0.f);
+        ++kt;
+    }
+};
+
+// One warp's 32x32 outputs += A[wm.., k tile] * B[wn.., k tile]^T (two k16 steps).
+__device__ __forceinline__ void mma_tile(const half (*As)[MMA_LD], const half (*Bs)[MMA_LD],
+                                         float (*acc)[4][4], int wm, int wn, int lane) {
+#pragma unroll
+    for (int kk = 0; kk < MMA_BK; kk += 16) {
+        unsigned a[2][4], b[4][2];
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+            ldmatrix_x4(a[i], &As[wm + i * 16 + (lane & 15)][kk + (lane >> 4) * 8]);
+#pragma unroll
+        for (int jp = 0; jp < 2; ++jp) {
+            unsigned t[4];
+            ldmatrix_x4(t, &Bs[wn + jp * 16 + (lane & 7) + (lane >> 4) * 8]
+                              [kk + ((lane >> 3) & 1) * 8]);
+            b[2 * jp][0] = t[0];
+            b[2 * jp][1] = t[1];
+            b[2 * jp + 1][0] = t[2];
+            b[2 * jp + 1][1] = t[3];
+        }
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) mma_16816(acc[i][j], a[i], b[j]);
+    }
+}
+
+// Accumulator fragments to the output (fused epilogue, half2 stores) or to split partials.
+__device__ __forceinline__ void mma_store(const ConvParams &p, float *ws, int splits, int split,
+                                          int g, long long mb, int nb, float (*acc)[4][4],
+                                          int lane) {
+    const long long M = (long long)p.N * p.P * p.Q;
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const long long m = mb + i * 16 + (lane >> 2) + h * 8;
+                const int k = nb + j * 8 + (lane & 3) * 2;
+                if (m >= M || k >= p.Kg) continue;
+                const float v0 = acc[i][j][2 * h], v1 = acc[i][j][2 * h + 1];
+                const bool two = k + 1 < p.Kg;
+                if (splits == 1) {
+                    conv_store2(p, m, g * p.Kg + k, v0, v1, two);
+                    continue;
+                }
+                float *dst = ws + ((long long)split * M + m) * p.Kg + k;
+                if (two && !(p.Kg & 1)) {
+                    *reinterpret_cast<float2 *>(dst) = make_float2(v0, v1);
+                } else {
+                    dst[0] = v0;
+                    if (two) dst[1] = v1;
+                }
+            }
+}
+#endif
+
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+template <bool C, class T, class F>
+struct PickType {
+    using type = T;
+};
+template <class T, class F>
+struct PickType<false, T, F> {
+    using type = F;
+};
+
+#define MMA_LOADER(BM, BN, GATHER)                                                             \
+    typename PickType<GATHER, GatherLoader<BM, BN>,                                            \
+                      MmaLoader<BM * 4 / (BM * BN / 32), BN * 4 / (BM * BN / 32),              \
+                                BM * BN / 32>>::type
+#endif
+
+template <int BM, int BN, int STAGES, bool GATHER>
+__device__ void conv_mma_body(const ConvParams &p, float *ws, int splits) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+    __shared__ __align__(16) half As[STAGES][BM][MMA_LD];
+    __shared__ __align__(16) half Bs[STAGES][BN][MMA_LD];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = blockIdx.z % p.groups, split = blockIdx.z / p.groups;
+    const long long m0 = (long long)blockIdx.x * BM;
+    const int n0 = blockIdx.y * BN;
+    MMA_LOADER(BM, BN, GATHER) ld;
+    const int ktiles = ld.ktiles(p), per = (ktiles + splits - 1) / splits, kt0 = split * per;
+    const int nk = min(ktiles, kt0 + per) - kt0;
+    ld.init(p, m0, n0, g, kt0);
+    const int wm = (warp / (BN / 32)) * 32, wn = (warp % (BN / 32)) * 32;
+    float acc[2][4][4] = {};
+#pragma unroll
+    for (int st = 0; st < STAGES - 1; ++st) {
+        if (st < nk) ld.load(p, As[st], Bs[st]);
+        cp_async_commit();
+    }
+    for (int t = 0; t < nk; ++t) {
+        cp_async_wait<STAGES - 2>();
+        __syncthreads();  // tile t landed for all; stage (t - 1) % STAGES is free again
+        const int next = t + STAGES - 1;
+        if (next < nk) ld.load(p, As[next % STAGES], Bs[next % STAGES]);
+        cp_async_commit();
+        mma_tile(As[t % STAGES], Bs[t % STAGES], acc, wm, wn, lane);
+    }
+    mma_store(p, ws, splits, split, g, m0 + wm, n0 + wn, acc, lane);
+#else
+    __trap();  // the host launches this path only from sm_80
+#endif
+}
+
+#define CONV_MMA_KERNEL(BM, BN, STAGES)                                                        \
+    extern "C" __global__ void __launch_bounds__(BM * BN / 32, 1)                               \
+        conv_mma_##BM##x##BN(ConvParams p, float *ws, int splits) {                           \
+        conv_mma_body<BM, BN, STAGES, false>(p, ws, splits);                                   \
+    }                                                                                          \
+    extern "C" __global__ void __launch_bounds__(BM * BN / 32, 1)                               \
+        conv_mma_gather_##BM##x##BN(ConvParams p, float *ws, int splits) {                    \
+        conv_mma_body<BM, BN, STAGES, true>(p, ws, splits);                                    \
+    }
+
+// Static shared memory stays under 48 KB: (BM + BN) * 80 bytes per stage.
+CONV_MMA_KERNEL(64, 64, 3)
+CONV_MMA_KERNEL(128, 64, 3)
+CONV_MMA_KERNEL(64, 128, 3)
+CONV_MMA_KERNEL(128, 128, 2)
+
+// Sum the split-K partials in split order (deterministic), then the fused epilogue.
+extern "C" __global__ void conv_splitk_reduce(ConvParams p, const float *ws, int splits) {
+    const long long M = (long long)p.N * p.P * p.Q;
+    const int kp = (p.Kg + 1) / 2;
+    for (long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x; idx < M * kp;
+         idx += (long long)gridDim.x * blockDim.x) {
+        const long long m = idx / kp;
+        const int k = (int)(idx % kp) * 2;
+        const bool two = k + 1 < p.Kg;
+        float v0 = 0.f, v1 = 0.f;
+        for (int s = 0; s < splits; ++s) {
+            const float *src = ws + ((long long)s * M + m) * p.Kg + k;
+            v0 += src[0];
+            if (two) v1 += src[1];
+        }
+        conv_store2(p, m, k, v0, v1, two);
+    }
+}
