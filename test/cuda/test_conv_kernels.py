@@ -35,7 +35,7 @@ PATHS = ['simt', 'wmma', 'tc']
 MMA_TILES = [t[:2] for t in lower_conv.MMA_TILES]
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=32)
 def _case(layer, seed=0):
     name, n, c, h, w, k, r, s, p, d, g, act, res = layer
     rng = np.random.default_rng(seed)
