@@ -45,15 +45,20 @@ class Clock:
         return self.end - time.monotonic()
 
 
-def run_child(cmd, timeout) -> str:
-    """Run ``cmd`` in its own process group: 'ok', 'failed' or 'capped' (group killed)."""
-    proc = subprocess.Popen(cmd, start_new_session=True)
-    try:
-        return 'ok' if proc.wait(timeout=max(timeout, 1)) == 0 else 'failed'
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        return 'capped'
+def run_child(cmd, timeout, log) -> str:
+    """Run ``cmd`` in its own process group, its output appended to ``log``: 'ok', 'failed'
+    or 'capped' (the group killed at ``timeout``)."""
+    with open(log, 'a') as out:
+        out.write(f"\n$ {' '.join(cmd)}\n")
+        out.flush()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            return 'ok' if proc.wait(timeout=max(timeout, 1)) == 0 else 'failed'
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return 'capped'
 
 
 def sources_digest() -> str:
@@ -111,12 +116,17 @@ class Results:
             cuda_report.markdown(self.latency, self.build, self.alloc))
 
 
+def torch_log(args) -> Path:
+    """The log of every PyTorch child (inductor's autotuning tables go there)."""
+    return Path(args.out_dir) / f'bench_torch_{args.tag}.log'
+
+
 def export_models(args, clock, work, res) -> dict:
     """Export the PyTorch models to ONNX in a child; {name: (onnx path, None)}."""
     folder = work / 'onnx'
     cmd = [sys.executable, str(HERE / 'bench_torch.py'), 'export', '--dir', str(folder),
            '--models', ','.join(args.torch_models)]
-    status = run_child(cmd, min(args.export_cap, clock.left()))
+    status = run_child(cmd, min(args.export_cap, clock.left()), torch_log(args))
     info = {}
     if (folder / 'export.json').is_file():
         info = json.loads((folder / 'export.json').read_text())
@@ -158,13 +168,14 @@ def pytorch(name, contenders, cap, args, work, res):
     cmd = [sys.executable, str(HERE / 'bench_torch.py'), 'time', '--model', name,
            '--contenders', ','.join(contenders), '--out', str(out), '--runs', str(args.runs),
            '--warmup', str(args.warmup)]
-    status = run_child(cmd, cap)
+    status = run_child(cmd, cap, torch_log(args))
     done = json.loads(out.read_text()) if out.is_file() else {}
     res.meta.update({k: v for k, v in (done.get('versions') or {}).items() if k != 'device'})
     entry = res.model(name)['contenders']
     for c in contenders:
         entry[c] = done.get('contenders', {}).get(c) or (
             dict(capped_s=cap) if status == 'capped' else dict(error=f'child {status}'))
+        print(f'{name} {c}: {entry[c]}', flush=True)
 
 
 def ratios(entry) -> dict:
@@ -199,7 +210,9 @@ def parse_args(argv=None):
     ap.add_argument('--export-cap', type=float, default=120)
     ap.add_argument('--fast-cap', type=float, default=150,
                     help='cap of one model\'s eager + CUDA graph + reduce-overhead child')
-    ap.add_argument('--ma-cap', type=float, default=200, help='cap of one max-autotune child')
+    ap.add_argument('--ma-cap', type=float, default=240, help='cap of one max-autotune child')
+    ap.add_argument('--phases', type=lambda s: s.split(','), default=['ours', 'fast', 'ma'],
+                    help="ours, fast (eager, CUDA graph, reduce-overhead), ma (max-autotune)")
     ap.add_argument('--commit', default='unknown')
     ap.add_argument('--dirty', default='', help='uncommitted paths measured (from git here)')
     return ap.parse_args(argv)
@@ -221,13 +234,8 @@ def summary(res) -> str:
     return '\n'.join(lines)
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    clock = Clock(args.deadline_s)
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
-    res = Results(args, device_meta(args))
-    notes = res.meta['notes']
+def collect_models(args, clock, work, res) -> dict:
+    """{name: (model path, Darknet weights or None)}: the exported and the real models."""
     models = export_models(args, clock, work, res)
     from devdata import unpack_all
     real = unpack_all(args.data, work)
@@ -238,14 +246,14 @@ def main(argv=None):
                             else None)
         else:
             res.model(name)['contenders']['ours'] = dict(error=f'no packed model in {args.data}')
-    res.write()
-    for name, (path, weights) in models.items():
-        if clock.left() < 30:
-            notes.append(f'{name}: ours skipped, out of call time')
-            continue
-        ours(name, path, weights, args, work, res)
-        res.write()
-    for contenders, cap in ((list(FAST), args.fast_cap), (['max-autotune'], args.ma_cap)):
+    return models
+
+
+def torch_phases(args, clock, work, res):
+    """The PyTorch children: all models' fast contenders, then all models' max-autotune."""
+    notes = res.meta['notes']
+    phases = (('fast', list(FAST), args.fast_cap), ('ma', ['max-autotune'], args.ma_cap))
+    for contenders, cap in ((c, cap) for p, c, cap in phases if p in args.phases):
         for name in args.torch_models:
             left = clock.left() - 10
             if left < 20:
@@ -257,7 +265,25 @@ def main(argv=None):
             pytorch(name, contenders, min(cap, left), args, work, res)
             res.model(name)['ratios'] = ratios(res.model(name))
             res.write()
-    notes += [f'{n}: no PyTorch definition, ours only' for n in REAL_MODELS if n in models]
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    clock = Clock(args.deadline_s)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    res = Results(args, device_meta(args))
+    models = collect_models(args, clock, work, res) if 'ours' in args.phases else {}
+    res.write()
+    for name, (path, weights) in models.items():
+        if clock.left() < 30:
+            res.meta['notes'].append(f'{name}: ours skipped, out of call time')
+            continue
+        ours(name, path, weights, args, work, res)
+        res.write()
+    torch_phases(args, clock, work, res)
+    res.meta['notes'] += [f'{n}: no PyTorch definition, ours only' for n in REAL_MODELS
+                          if n in models]
     res.write()
     print(summary(res))
 
