@@ -163,8 +163,13 @@ def detect_image(engine, image_bgr, conf_threshold=0.25, iou_threshold=0.45,
 
     The head, labels and input format come from ``engine.meta`` (the head is guessed from
     the output shapes when absent); ``labels`` overrides the model's. A classifier's
-    detections span the whole image.
+    detections span the whole image. A CUDA engine with a frame pipeline does all of it on
+    the GPU (one graph launch per frame, only the detections come back).
     """
+    if getattr(getattr(engine, 'backend', None), 'frame_pipeline', None) is not None:
+        from tx2_infer_core.cuda.pipeline import detect_frame
+        return detect_frame(engine, image_bgr, conf_threshold, iou_threshold, max_detections,
+                            classes, labels)
     meta = engine.meta or {}
     spec = engine.input_specs[0]
     head = meta.get('head') or head_from_outputs(
