@@ -16,6 +16,7 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode
 from launch_ros.event_handlers import OnStateTransition
 from launch_ros.events.lifecycle import ChangeState
+from launch_ros.parameter_descriptions import ParameterValue
 from lifecycle_msgs.msg import Transition
 
 
@@ -28,12 +29,17 @@ def generate_launch_description():
                                   description='model file; empty = YOLOv3-tiny (COCO)'),
             DeclareLaunchArgument('namespace', default_value='',
                                   description='namespace of the node and its topics')]
+    image = LaunchConfiguration('image')
+    # Typed as str: launch reads an untyped substitution as YAML, and '' (the default) would be
+    # None, which launch rejects (a path like 'yes' or '1e5' would change type too).
+    model_path = ParameterValue(LaunchConfiguration('model_path'), value_type=str)
+    # A remap target may be a list of substitutions and text, joined when the launch runs:
+    # image:=/camera/image_raw also sends image/compressed to /camera/image_raw/compressed.
     node = LifecycleNode(
         package='tx2_infer_ros', executable='detector_node', name='tx2_infer_detector',
         namespace=LaunchConfiguration('namespace'), output='screen',
-        parameters=[config, {'model_path': LaunchConfiguration('model_path')}],
-        remappings=[('image', LaunchConfiguration('image')),
-                    ('image/compressed', [LaunchConfiguration('image'), '/compressed'])])
+        parameters=[config, {'model_path': model_path}],
+        remappings=[('image', image), ('image/compressed', [image, '/compressed'])])
     configure = EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
                                             transition_id=Transition.TRANSITION_CONFIGURE))
     activate = RegisterEventHandler(OnStateTransition(

@@ -2,8 +2,10 @@
 
 configure: validate parameters, load the plan or build (and cache) the engine, warm it up;
 activate: subscribe to ``image`` (or ``image/compressed``), publish ``detections``
-(Detection2DArray) and ``annotated_image``; deactivate: destroy them; cleanup: release the
-engine. Diagnostics go to ``/diagnostics`` at 1 Hz from configure to cleanup.
+(Detection2DArray), ``annotated_image`` and ``~/frame_timing``; deactivate: destroy them;
+cleanup: release the engine. Diagnostics go to ``/diagnostics`` at 1 Hz from configure to
+cleanup; with ``publish_timing`` each frame's stage times also go to ``~/frame_timing``
+(DiagnosticArray carrying the image's header, to match it with the detections).
 Frames go through a keep-last-1 slot to one worker thread, so inference always runs on the
 newest frame; the rest are counted as dropped.
 """
@@ -21,13 +23,14 @@ from vision_msgs import msg as vision_msgs
 
 from tx2_infer_core import detect
 from tx2_infer_ros import conversions, params
-from tx2_infer_ros.pipeline import DetectorPipeline
+from tx2_infer_ros.pipeline import DetectorPipeline, reuse_freed_memory
 from tx2_infer_ros.qos import image_qos, incompatible_qos_callbacks
 from tx2_infer_ros.scheduling import FreshestSlot, Worker
-from tx2_infer_ros.stats import NodeStats, diagnostic_status
+from tx2_infer_ros.stats import STAGES, NodeStats, diagnostic_status, frame_timing_status
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
-LIVE = ('conf_threshold', 'iou_threshold', 'max_detections', 'classes', 'publish_annotated')
+LIVE = ('conf_threshold', 'iou_threshold', 'max_detections', 'classes', 'publish_annotated',
+        'publish_timing')
 
 
 class DetectorNode(LifecycleNode):
@@ -38,7 +41,8 @@ class DetectorNode(LifecycleNode):
         self._bad_overrides = self._declare_parameters()
         self._state = 'unconfigured'
         self.pipeline, self.stats, self.slot, self.worker = None, NodeStats(), None, None
-        self._sub = self._det_pub = self._ann_pub = self._diag_pub = self._diag_timer = None
+        self._sub = self._det_pub = self._ann_pub = self._timing_pub = None
+        self._diag_pub = self._diag_timer = None
         self._live, self._last_warn = {}, {}
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
@@ -90,6 +94,7 @@ class DetectorNode(LifecycleNode):
         """Create the image subscription, the output publishers and the worker."""
         self._det_pub = self.create_publisher(vision_msgs.Detection2DArray, 'detections', 10)
         self._ann_pub = self.create_publisher(Image, 'annotated_image', 2)
+        self._timing_pub = self.create_publisher(DiagnosticArray, '~/frame_timing', 10)
         self.slot = FreshestSlot()
         self.worker = Worker(self.slot, self._process)
         self.worker.start()
@@ -132,10 +137,11 @@ class DetectorNode(LifecycleNode):
         if self.worker is not None:
             self.worker.stop()
             self.stats.drop('stale', self.slot.drops['stale'])
-        for pub in (self._det_pub, self._ann_pub):
+        for pub in (self._det_pub, self._ann_pub, self._timing_pub):
             if pub is not None:
                 self.destroy_publisher(pub)
-        self._sub = self._det_pub = self._ann_pub = self.worker = self.slot = None
+        self._sub = self._det_pub = self._ann_pub = self._timing_pub = None
+        self.worker = self.slot = None
 
     def _release_engine(self):
         if self._diag_timer is not None:
@@ -182,31 +188,48 @@ class DetectorNode(LifecycleNode):
     def _process(self, msg, arrival):
         """Worker: convert, detect, publish and time one frame; count it if dropped."""
         live, t0 = self._live, time.perf_counter()
+        waited = time.monotonic() - arrival
+        times = {'wait': waited,
+                 'receive': self._since_stamp(msg.header.stamp, arrival) - waited}
         try:
             image = (conversions.compressed_to_bgr(msg) if isinstance(msg, CompressedImage)
                      else conversions.image_to_bgr(msg))
         except conversions.ConversionError as exc:
             self._drop(exc.cause, str(exc))
             return
-        t1 = time.perf_counter()
+        times['decode'] = time.perf_counter() - t0
         try:
-            dets, times = self.pipeline.process(image, live['conf_threshold'],
-                                                live['iou_threshold'], live['max_detections'],
-                                                live['class_ids'])
-            out = conversions.fill_detection_array(vision_msgs.Detection2DArray(), dets,
-                                                   msg.header, vision_msgs)
-            self._det_pub.publish(out)
-            if live['publish_annotated']:
-                annotated = conversions.fill_image(Image(), detect.draw_detections(image, dets))
-                annotated.header = msg.header
-                self._ann_pub.publish(annotated)
+            dets = self._detect_and_publish(msg, arrival, image, live, times)
         except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the node
             self._drop('error', f'{type(exc).__name__}: {exc}')
             return
-        times['decode'] = t1 - t0
-        self.stats.record(times, self._latency(msg.header.stamp, arrival))
+        self.stats.record({s: times[s] for s in STAGES}, times['latency'])
+        if live['publish_timing']:
+            timing = DiagnosticArray(header=msg.header, status=[
+                frame_timing_status(self.get_name(), times, len(dets))])
+            self._timing_pub.publish(timing)
 
-    def _latency(self, stamp, arrival) -> float:
+    def _detect_and_publish(self, msg, arrival, image, live, times):
+        """Detect, publish the Detection2DArray (and the annotated image); adds the stage
+        times and 'latency' (image stamp -> detections published) to ``times``."""
+        dets, stage_times = self.pipeline.process(
+            image, live['conf_threshold'], live['iou_threshold'], live['max_detections'],
+            live['class_ids'])
+        times.update(stage_times)
+        t0 = time.perf_counter()
+        self._det_pub.publish(conversions.fill_detection_array(
+            vision_msgs.Detection2DArray(), dets, msg.header, vision_msgs))
+        times['publish'] = time.perf_counter() - t0
+        times['latency'] = self._since_stamp(msg.header.stamp, arrival)
+        if live['publish_annotated']:
+            annotated = conversions.fill_image(Image(), detect.draw_detections(image, dets))
+            annotated.header = msg.header
+            self._ann_pub.publish(annotated)
+        return dets
+
+    def _since_stamp(self, stamp, arrival) -> float:
+        """Seconds from the header stamp to now, or from ``arrival`` (monotonic) when the
+        stamp is zero (unset)."""
         stamp_ns = stamp.sec * 10**9 + stamp.nanosec
         if stamp_ns == 0:
             return time.monotonic() - arrival
@@ -234,8 +257,11 @@ class DetectorNode(LifecycleNode):
 
 def main(args=None):
     """Entry point of ``ros2 run tx2_infer_ros detector_node``."""
+    reused = reuse_freed_memory()  # before the first big allocation
     rclpy.init(args=args)
     node = DetectorNode()
+    if not reused:
+        node.get_logger().info('mallopt unavailable: freed frame buffers go back to the OS')
     try:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):

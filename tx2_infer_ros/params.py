@@ -54,7 +54,9 @@ SPECS = {
     'qos_reliability': Spec('best_effort', _S, 'Image subscription reliability',
                             choices=RELIABILITIES),
     'qos_depth': Spec(1, _I, 'Image subscription history depth', low=1, high=100, step=1),
-    'publish_annotated': Spec(False, _B, 'Also publish the annotated image on ~/annotated'),
+    'publish_annotated': Spec(False, _B, 'Also publish the annotated image on annotated_image'),
+    'publish_timing': Spec(False, _B, 'Publish each frame\'s stage times on ~/frame_timing '
+                                      '(diagnostic_msgs/DiagnosticArray with the image header)'),
 }
 
 REBUILD = frozenset({'model_path', 'input_size', 'backend', 'precision'})

@@ -1,6 +1,7 @@
 """The detector's engine side without ROS: load or build the engine, then run one frame with
 per-stage timings. Same steps as ``tx2_infer_core.detect.detect_image``, timed one by one.
 """
+import ctypes
 import time
 from pathlib import Path
 
@@ -32,6 +33,21 @@ def _check_model_path(model_path):
                             f"beside '{model_path}'")
 
 
+def reuse_freed_memory(max_block=32 << 20) -> bool:
+    """Ask glibc to keep freed blocks up to ``max_block`` bytes (32 MiB, the most every glibc
+    accepts) for reuse instead of unmapping them. A frame's big arrays (input tensor, outputs,
+    the received image) then cost no munmap and no fresh page faults: measured here (416x416,
+    2-core VM) preprocess 6.6 -> 2-3 ms and 1.5 ms saved freeing the outputs. Process-wide;
+    resident memory stays at its peak. False where mallopt is not available (not glibc)."""
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    try:
+        libc = ctypes.CDLL('libc.so.6')
+        return bool(libc.mallopt(m_mmap_threshold, int(max_block)) and
+                    libc.mallopt(m_trim_threshold, 4 * int(max_block)))
+    except (OSError, AttributeError):
+        return False
+
+
 class DetectorPipeline:
     """An engine plus what a frame needs: input spec, head, input format and labels."""
 
@@ -42,8 +58,9 @@ class DetectorPipeline:
         if not model_path:
             model_path, default_labels = default_model()
         _check_model_path(model_path)
-        self.backend = 'cuda' if backend == 'auto' and cuda_available() else \
-            ('cpu' if backend == 'auto' else backend)
+        if backend == 'auto':
+            backend = 'cuda' if cuda_available() else 'cpu'
+        self.backend = backend
         shape = (1, 3, input_size, input_size) if input_size else None
         start = time.perf_counter()
         if model_path.endswith('.tx2plan'):

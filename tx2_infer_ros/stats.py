@@ -1,6 +1,7 @@
 """Run-time statistics of the detector node and their ``diagnostic_msgs`` form.
 
 Thread-safe: the worker records frames, the subscription records drops, a 1 Hz timer reads.
+``frame_timing_status`` is the per-frame form (the node's optional ``~/frame_timing`` topic).
 """
 import threading
 import time
@@ -9,7 +10,10 @@ from collections import Counter, deque
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
-STAGES = ('decode', 'preprocess', 'infer', 'postprocess')
+STAGES = ('decode', 'preprocess', 'infer', 'postprocess', 'publish')
+# Per frame, in order: image stamp -> subscription callback ('receive'), callback -> worker
+# ('wait'), the STAGES, then 'latency' = image stamp -> detections published.
+FRAME_TIMES = ('receive', 'wait') + STAGES + ('latency',)
 DROP_CAUSES = ('stale', 'encoding', 'size', 'empty', 'decode', 'error')
 
 
@@ -70,5 +74,18 @@ def diagnostic_status(node_name, snap, info, active) -> DiagnosticStatus:
     values += [(f'latency_{k}_ms', f'{v:.2f}') for k, v in snap['latency_ms'].items()]
     values += [(f'dropped_{c}', str(n)) for c, n in snap['drops'].items()]
     values += [(k, str(v)) for k, v in info.items()]
+    status.values = [KeyValue(key=k, value=v) for k, v in values]
+    return status
+
+
+def frame_timing_status(node_name, seconds, detections) -> DiagnosticStatus:
+    """One frame's times (``FRAME_TIMES`` -> seconds) as a ``DiagnosticStatus``: values
+    ``<time>_ms`` and ``detections``. The node sends it with the image's header, so a
+    subscriber matches it to the frame's Detection2DArray by stamp."""
+    status = DiagnosticStatus(name=f'{node_name}: frame timing', level=DiagnosticStatus.OK,
+                              message=f"{detections} detections, latency "
+                                      f"{1e3 * seconds.get('latency', 0.0):.1f} ms")
+    values = [(f'{k}_ms', f'{1e3 * seconds[k]:.3f}') for k in FRAME_TIMES if k in seconds]
+    values.append(('detections', str(detections)))
     status.values = [KeyValue(key=k, value=v) for k, v in values]
     return status

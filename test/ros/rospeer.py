@@ -1,8 +1,10 @@
 """Test helpers: start the detector node as its own process and talk to it as a real ROS peer
 (lifecycle services, parameter services, topics) from the test process."""
+import fcntl
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,6 +25,23 @@ from vision_msgs.msg import Detection2DArray  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 
 T = Transition
+_HELD_DOMAINS = []  # lock files of the domain ids this process took
+
+
+def free_domain_id(first=10, last=100) -> int:
+    """A ROS domain id that no other test or bench on this machine is using (sessions may run
+    side by side): an exclusive lock on a file per id, held until this process exits."""
+    for domain in range(first, last + 1):
+        path = Path(tempfile.gettempdir()) / f'tx2_infer_ros_domain_{domain}.lock'
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        _HELD_DOMAINS.append(fd)
+        return domain
+    raise RuntimeError(f'no free ROS domain id in {first}..{last}')
 
 
 def start_node(domain_id, log_dir, name='det', args=()):

@@ -4,7 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from rospeer import T, Peer, start_node, stop_node
+from rospeer import T, Peer, free_domain_id, start_node, stop_node
+from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import CompressedImage, Image
 from vision_msgs import msg as vision_msgs
 
@@ -12,7 +13,7 @@ from tx2_infer_core import assets, detect
 from tx2_infer_core.engine import Engine
 from tx2_infer_ros import conversions as conv
 
-DOMAIN = 62
+DOMAIN = free_domain_id()
 ENCODINGS = ['bgr8', 'rgb8', 'bgra8', 'rgba8', 'mono8', 'mono16', 'yuv422', 'yuv422_yuy2']
 
 
@@ -53,7 +54,9 @@ def roundtrip(peer, msg, publisher=None):
     msg.header.frame_id = f'frame{peer.count}'
     msg.header.stamp = peer.node.get_clock().now().to_msg()
     (publisher or peer.image_pub).publish(msg)
-    found = lambda: [m for m, _ in peer.detections if m.header.frame_id == msg.header.frame_id]
+
+    def found():
+        return [m for m, _ in peer.detections if m.header.frame_id == msg.header.frame_id]
     assert peer.wait_for(found, timeout=30), f'no detections for {msg.header.frame_id}'
     return conv.detections_from_array(found()[0])
 
@@ -101,6 +104,26 @@ def test_detection_array_fields(peer, dog):
     assert det.bbox.size_x > 0 and det.bbox.size_y > 0 and det.bbox.center.theta == 0.0
 
 
+def test_frame_timing_matches_the_detections_by_stamp(peer, dog):
+    timings = []
+    peer.node.create_subscription(DiagnosticArray, '/det/frame_timing', timings.append, 10)
+    assert peer.set_params(publish_timing=True)[0].successful
+    try:
+        peer.spin_for(0.5)  # let the subscription match
+        roundtrip(peer, conv.fill_image(Image(), dog, 'bgr8'))
+        header = peer.detections[-1][0].header
+        assert peer.wait_for(lambda: any(t.header == header for t in timings), timeout=10)
+        timing = next(t for t in timings if t.header == header).status[0]
+        values = {kv.key: float(kv.value) for kv in timing.values}
+        stages = ('receive', 'wait', 'decode', 'preprocess', 'infer', 'postprocess', 'publish')
+        assert all(values[f'{s}_ms'] >= 0 for s in stages[1:]), values
+        assert values['infer_ms'] > 0 and values['detections'] == len(
+            peer.detections[-1][0].detections)
+        assert sum(values[f'{s}_ms'] for s in stages) <= values['latency_ms'] + 1.0
+    finally:
+        peer.set_params(publish_timing=False)
+
+
 def test_parameters_change_the_next_frame(peer, oracle, dog):
     msg = conv.fill_image(Image(), dog, 'bgr8')
     try:
@@ -130,8 +153,10 @@ def test_malformed_messages_are_counted_and_never_stop_the_node(peer, oracle, do
         peer.image_pub.publish(msg)
         peer.spin_for(0.3)
     assert_same(roundtrip(peer, conv.fill_image(Image(), dog, 'bgr8')), oracle(dog))
-    counted = lambda: all(int(peer.diag_values().get(f'dropped_{c}', 0)) >= 1
-                          for c in ('encoding', 'size', 'empty'))
+
+    def counted():
+        return all(int(peer.diag_values().get(f'dropped_{c}', 0)) >= 1
+                   for c in ('encoding', 'size', 'empty'))
     assert peer.wait_for(counted, timeout=5), peer.diag_values()
     values = peer.diag_values()
     for key in ('fps', 'decode_ms', 'preprocess_ms', 'infer_ms', 'postprocess_ms',

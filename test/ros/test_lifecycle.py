@@ -1,17 +1,19 @@
 """The node's lifecycle walked through its real change_state/get_state services, with two failed
 configures (bad parameter, missing model), their recovery, and rebuild parameters refused while
-active. The node runs as its own process."""
+active. The node runs as its own process with ``backend`` left at ``auto`` (config/yolo.yaml's
+value): it must pick cuda where a GPU answers and cpu elsewhere."""
 import pytest
 
-from rospeer import T, Peer, start_node, stop_node
+from tx2_infer_core.engine import cuda_available
+from rospeer import T, Peer, free_domain_id, start_node, stop_node
 
-DOMAIN = 61
+DOMAIN = free_domain_id()
 
 
 @pytest.fixture(scope='module')
 def peer(tmp_path_factory):
     logs = tmp_path_factory.mktemp('ros_lifecycle')
-    proc = start_node(DOMAIN, logs, args=['-p', 'backend:=cpu', '-p', 'conf_threshold:=2.0',
+    proc = start_node(DOMAIN, logs, args=['-p', 'conf_threshold:=2.0',
                                           '-p', 'model_path:=/nonexistent/model.onnx'])
     p = Peer(DOMAIN, logs)
     p.ready()
@@ -34,8 +36,11 @@ def test_failed_configure_then_recovery_and_full_walk(peer):
     assert "'/nonexistent/model.onnx' does not exist" in peer.log.read_text()
     # Recovery: the default model (YOLOv3-tiny), then the whole state machine.
     assert peer.set_params(model_path='')[0].successful
+    assert peer.get_params('backend')[0].string_value == 'auto'
     assert peer.change_state(T.TRANSITION_CONFIGURE)
     assert peer.state() == 'inactive'
+    backend = 'cuda' if cuda_available() else 'cpu'
+    assert f"configured: {{'backend': '{backend}'" in peer.log.read_text()
     assert peer.change_state(T.TRANSITION_ACTIVATE)
     assert peer.state() == 'active'
 
