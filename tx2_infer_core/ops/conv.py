@@ -115,6 +115,13 @@ def conv2d_shifted(xp, w, dilations, y):
                 acc += np.matmul(taps[i, k], part, out=spare[:, :size])
 
 
+def shifted_pays(channels, sizes) -> bool:
+    """Shifted matmuls beat im2col only with enough channels per tap (a K of 3 starves BLAS)
+    and a large enough image (on 13x13 the padded width wastes 15% and the matmuls are tiny);
+    measured on YOLOv3-tiny / YOLOv8 layer shapes, 2-core x86."""
+    return channels >= 16 and int(np.prod(sizes)) > 400
+
+
 def _conv2d_stride1(x, w, group, dilations, pads):
     """Stride-1 2-D grouped conv through ``conv2d_shifted``; returns a cropped view."""
     xp = pad_spatial(x, pads[:2], [pads[2] + 1, pads[3]])
@@ -137,7 +144,8 @@ def conv_nd(x, w, group=1, strides=None, dilations=None, pads=None):
     pads = pads or [0] * (2 * nd)
     n, c, m = x.shape[0], x.shape[1], w.shape[0]
     pointwise = all(k == 1 for k in kernel) and all(s == 1 for s in strides)
-    if nd == 2 and list(strides) == [1, 1] and not pointwise and not (group == c == m):
+    if nd == 2 and list(strides) == [1, 1] and not pointwise and not (group == c == m) \
+            and shifted_pays(c // group, x.shape[2:]):
         return _conv2d_stride1(x, w, group, dilations, pads)
     xp = pad_spatial(x, pads[:nd], pads[nd:])
     if group == c and m == c:

