@@ -178,11 +178,17 @@ def detect_image(engine, image_bgr, conf_threshold=0.25, iou_threshold=0.45,
     outputs = engine.run({spec.name: tensor.astype(spec.dtype, copy=False)})
     boxes, scores, class_ids = decode(outputs, head, conf_threshold, iou_threshold,
                                       max_detections, classes)
+    labels = labels if labels is not None else meta.get('labels')
+    return to_detections(boxes, scores, class_ids, lb, head, labels)
+
+
+def to_detections(boxes, scores, class_ids, lb, head, labels=None):
+    """Decoded network-input boxes -> [Detection] in original pixels (letterbox undone).
+    A classifier's detections span the whole image."""
     if head.get('type') == 'classifier':
         boxes = np.tile(np.float32([0, 0, lb.src_w, lb.src_h]), (len(scores), 1))
     else:
         boxes = unletterbox_boxes(boxes, lb)
-    labels = labels if labels is not None else meta.get('labels')
     return [Detection(float(b[0]), float(b[1]), float(b[2]), float(b[3]), float(s), int(c),
                       label_for(int(c), labels))
             for b, s, c in zip(boxes, scores, class_ids)]

@@ -89,7 +89,16 @@ class DetectorPipeline:
         self.process(np.full((h, w, 3), 114, np.uint8), 0.5, 0.45, 1, None)
 
     def process(self, image_bgr, conf, iou, max_detections, class_ids):
-        """One frame -> ([Detection] in original pixels, {stage: seconds})."""
+        """One frame -> ([Detection] in original pixels, {stage: seconds}).
+
+        On a CUDA engine with a frame pipeline the whole frame (preprocess, inference, decode,
+        NMS) is one GPU graph launch, timed as 'infer'."""
+        if getattr(self.engine.backend, 'frame_pipeline', None) is not None:
+            start = time.perf_counter()
+            dets = detect.detect_image(self.engine, image_bgr, conf, iou, max_detections,
+                                       class_ids, self.labels)
+            return dets, {'preprocess': 0.0, 'infer': time.perf_counter() - start,
+                          'postprocess': 0.0}
         t0 = time.perf_counter()
         tensor, lb = detect.preprocess(image_bgr, self.spec.shape, self.input_format)
         t1 = time.perf_counter()
@@ -97,13 +106,7 @@ class DetectorPipeline:
         t2 = time.perf_counter()
         boxes, scores, ids = detect.decode(outputs, self.head, conf, iou, max_detections,
                                            class_ids)
-        if self.head.get('type') == 'classifier':
-            boxes = np.tile(np.float32([0, 0, lb.src_w, lb.src_h]), (len(scores), 1))
-        else:
-            boxes = detect.unletterbox_boxes(boxes, lb)
-        dets = [detect.Detection(float(b[0]), float(b[1]), float(b[2]), float(b[3]), float(s),
-                                 int(c), detect.label_for(int(c), self.labels))
-                for b, s, c in zip(boxes, scores, ids)]
+        dets = detect.to_detections(boxes, scores, ids, lb, self.head, self.labels)
         t3 = time.perf_counter()
         return dets, {'preprocess': t1 - t0, 'infer': t2 - t1, 'postprocess': t3 - t2}
 
