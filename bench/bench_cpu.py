@@ -7,20 +7,24 @@ engines, their ratio, and the memory plan (arena vs lower bound vs naive sum).
 """
 import argparse
 import json
+import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import onnxruntime as ort
 
-from tx2_infer_core import assets
+from tx2_infer_core import assets, detect, timing
 from tx2_infer_core.engine import Engine
 
 NSFW_SHAPE = (1, 224, 224, 3)
+NSFW_FORMAT = {'color': 'BGR', 'layout': 'NHWC', 'scale': 1.0, 'mean': [104.0, 117.0, 123.0],
+               'resize': 'stretch'}
+BLOCKS = 5
 
 
 def cpu_name() -> str:
@@ -33,16 +37,9 @@ def cpu_name() -> str:
     return platform.processor() or 'unknown'
 
 
-def time_runs(fn, runs, warmup=3) -> dict:
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1e3)
-    return {'median_ms': statistics.median(samples),
-            'p99_ms': float(np.percentile(samples, 99)), 'runs': runs}
+def stats(times) -> dict:
+    return {'median_ms': float(np.median(times)), 'p99_ms': float(np.percentile(times, 99)),
+            'runs': len(times)}
 
 
 def models(tmp):
@@ -51,19 +48,26 @@ def models(tmp):
     cfg, weights, _ = assets.yolov3_tiny()
     dn_onnx = Path(tmp) / 'yolov3-tiny.onnx'
     save_onnx(load_darknet(cfg, weights), dn_onnx)
-    yield 'yolov3-tiny-416', Engine.build(cfg, weights_path=weights), dn_onnx
+    yield 'yolov3-tiny-416', Engine.build(cfg, weights_path=weights), dn_onnx, None
     path = assets.fetch('yolov8-fall.onnx')
-    yield 'yolov8-640', Engine.build(path), path
+    yield 'yolov8-640', Engine.build(path), path, None
     path = assets.fetch('open_nsfw.onnx')
-    yield 'resnet50-open-nsfw-224', Engine.build(path, input_shape=NSFW_SHAPE), path
+    yield ('resnet50-open-nsfw-224', Engine.build(path, input_shape=NSFW_SHAPE), path,
+           NSFW_FORMAT)
 
 
-def bench_model(name, engine, onnx_path, runs):
+def bench_model(name, engine, onnx_path, runs, input_format=None):
+    """Both engines on the same real photo, interleaved in blocks so load drifts hit both."""
     spec = engine.input_specs[0]
-    x = np.random.default_rng(0).random(spec.shape).astype(np.float32)
-    session = ort.InferenceSession(str(onnx_path), providers=['CPUExecutionProvider'])
-    ours = time_runs(lambda: engine.run({spec.name: x}), runs)
-    theirs = time_runs(lambda: session.run(None, {spec.name: x}), runs)
+    photo = cv2.imread(str(assets.fetch('bus.jpg')))
+    tensor, _ = detect.preprocess(photo, spec.shape, input_format or engine.meta['input_format'])
+    feeds = {spec.name: tensor}
+    ort_run = timing.ort_runner(engine, onnx_path)
+    ours, theirs = [], []
+    for _ in range(BLOCKS):
+        ours.extend(timing.time_runs(engine.run, feeds, runs // BLOCKS, warmup=1))
+        theirs.extend(timing.time_runs(ort_run, feeds, runs // BLOCKS, warmup=1))
+    ours, theirs = stats(ours), stats(theirs)
     plan = engine.memory_plan
     row = {'model': name, 'input_shape': list(spec.shape), 'numpy_backend': ours,
            'onnxruntime_cpu': theirs, 'ratio_median': ours['median_ms'] / theirs['median_ms'],
@@ -81,11 +85,12 @@ def main(argv=None):
     parser.add_argument('--out', default='bench/results/cpu_numpy_vs_ort.json')
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [bench_model(name, engine, path, args.runs)
-                for name, engine, path in models(tmp)]
+        rows = [bench_model(name, engine, path, args.runs, fmt)
+                for name, engine, path, fmt in models(tmp)]
     import onnx
     result = {'benchmark': 'numpy backend vs ONNX Runtime CPU (fp32, batch 1)',
-              'device': cpu_name(), 'cores': len(__import__('os').sched_getaffinity(0)),
+              'device': cpu_name(), 'cores': len(os.sched_getaffinity(0)),
+              'blas_threads': os.environ.get('OPENBLAS_NUM_THREADS', 'default'),
               'versions': {'python': sys.version.split()[0], 'numpy': np.__version__,
                            'onnxruntime': ort.__version__, 'onnx': onnx.__version__},
               'date': time.strftime('%Y-%m-%d'), 'models': rows}
