@@ -214,7 +214,7 @@ def profile(engine, replays=30, top=10) -> dict:
                 by_kernel=dict(sorted(by_kernel.items(), key=lambda kv: -kv[1]['ms'])))
 
 
-def lower_only(graph, arch=90, conv_path='tc', sm_count=132):
+def lower_only(graph, arch=90, conv_path='tc', sm_count=132, place_channels=True):
     """The launches the CUDA backend would make for ``graph``, without a GPU (a pre-flight
     check that every node lowers; mirrors the planning half of ``CudaBackend.prepare``, with a
     stand-in context that answers device attributes with ``sm_count``)."""
@@ -222,13 +222,11 @@ def lower_only(graph, arch=90, conv_path='tc', sm_count=132):
 
     from tx2_infer_core.backends.cuda_backend import CudaBackend
     from tx2_infer_core.cuda import layout
-    from tx2_infer_core.planner import plan_memory
-    be = CudaBackend(conv_path=conv_path)
+    be = CudaBackend(conv_path=conv_path, place_channels=place_channels)
     be.graph, be.arch, be.conv_path = graph, arch, conv_path
     attrs = SimpleNamespace(MULTIPROCESSOR_COUNT='MULTIPROCESSOR_COUNT')
     be.ctx = SimpleNamespace(drv=SimpleNamespace(device_attribute=attrs), arch=arch,
                              device=SimpleNamespace(get_attribute=lambda _: sm_count))
-    be.plan = plan_memory(layout.fp16_graph(graph), concat_placement=False)
-    be.slots = layout.make_slots(graph, be.plan.offsets, layout.nhwc_values(graph))
+    be.plan, be.slots = layout.plan_arena(graph, 256, place_channels)
     be._weight_chunks, be._weight_bytes = [], 0
     return be._lower(graph)

@@ -201,12 +201,21 @@ def _alias_inplace(graph, life, blocks, placed) -> dict:
     return inplace
 
 
-def plan_memory(graph, alignment=256, inplace=True, concat_placement=True) -> MemoryPlan:
-    """Plan one arena for every activation of ``graph`` (see the module docstring)."""
+def plan_memory(graph, alignment=256, inplace=True, concat_placement=True,
+                views=None) -> MemoryPlan:
+    """Plan one arena for every activation of ``graph`` (see the module docstring).
+
+    ``views`` ({value: parent value}) are values a backend stores inside their parent (an
+    NHWC channel slice, see ``cuda/placement.py``): they get the parent's offset and keep
+    the parent's storage alive while they live; neither side is ever written in place.
+    """
     life = lifetimes(graph)
     parent, placed_concats = _place_concats(graph) if concat_placement else ({}, [])
+    views = dict(views or {})
+    parent.update({name: (up, 0) for name, up in views.items()})
     blocks = _Blocks(life, parent)
-    aliases = _alias_inplace(graph, life, blocks, set(parent)) if inplace else {}
+    held = set(parent) | set(views.values())
+    aliases = _alias_inplace(graph, life, blocks, held) if inplace else {}
     roots = list(blocks.span)
     starts = np.array([blocks.span[r][0] for r in roots], dtype=np.int64)
     ends = np.array([blocks.span[r][1] for r in roots], dtype=np.int64)

@@ -39,17 +39,20 @@ class CudaBackend(Backend):
 
     ``conv_path``: 'auto' (tensor cores from sm_70, else SIMT), 'tc' or 'simt' (forces the
     half2 SIMT path, as on a Jetson TX2). ``use_graph``: replay a captured CUDA graph per frame.
+    ``place_channels``: channel Concat/Split by placement (False: copies, for comparison).
     """
 
     name = 'cuda'
 
-    def __init__(self, precision='fp16', conv_path='auto', device=0, use_graph=True):
+    def __init__(self, precision='fp16', conv_path='auto', device=0, use_graph=True,
+                 place_channels=True):
         if precision not in ('fp16', 'fp32'):
             raise Tx2InferError(f"cuda backend precision must be fp16 (fp32 requests run in "
                                 f"fp16 with fp32 accumulation), not '{precision}'")
         if conv_path not in ('auto', 'tc', 'simt'):
             raise Tx2InferError(f"conv_path must be 'auto', 'tc' or 'simt', not '{conv_path}'")
         self.precision, self.device, self.use_graph = precision, device, use_graph
+        self.place_channels = place_channels
         self.requested_path = conv_path
         self.ctx = self.pool = self.graph_exec = self.frame_pipeline = None
 
@@ -95,10 +98,10 @@ class CudaBackend(Backend):
         """Plan the FP16 arena, convert weights, allocate everything, capture the graph.
 
         ``memory_plan`` describes the graph's own (FP32) arena; the FP16 NHWC arena is planned
-        again from the same graph with the same planner (concat placement off: concats copy).
+        again from the same graph (``layout.plan_arena``: channel Concat inputs and Split
+        outputs are NHWC views where every kernel touching them reads and writes strided).
         """
         from tx2_infer_core.cuda.runtime import DeviceContext, PooledAllocator
-        from tx2_infer_core.planner import plan_memory
         self.graph = graph
         self.ctx = DeviceContext(self.device)
         try:
@@ -106,9 +109,7 @@ class CudaBackend(Backend):
             self.conv_path = ('tc' if self.arch >= lower_conv.TC_MIN_ARCH else 'simt') \
                 if self.requested_path == 'auto' else self.requested_path
             alignment = memory_plan.alignment if memory_plan is not None else 256
-            self.plan = plan_memory(layout.fp16_graph(graph), alignment=alignment,
-                                    concat_placement=False)
-            self.slots = layout.make_slots(graph, self.plan.offsets, layout.nhwc_values(graph))
+            self.plan, self.slots = layout.plan_arena(graph, alignment, self.place_channels)
             self._weight_chunks, self._weight_bytes = [], 0
             self.launches = self._lower(graph)
             self.pool = PooledAllocator()

@@ -47,6 +47,11 @@ class Slot:
         """True when the slot is plain row-major over its logical shape."""
         return tuple(self.strides) == row_major(self.shape) and self.channel_off == 0
 
+    def dense(self) -> bool:
+        """True when the slot's elements fill its bytes (row-major or unsliced NHWC)."""
+        return self.contiguous() or (self.nhwc and self.channel_off == 0
+                                     and tuple(self.strides) == nhwc_strides(self.shape))
+
 
 def row_major(shape) -> tuple:
     """Element strides of a C-contiguous array of ``shape``."""

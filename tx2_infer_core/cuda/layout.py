@@ -1,6 +1,7 @@
 """Which activations the CUDA backend stores NHWC, and the FP16 memory plan of its arena."""
 import numpy as np
 
+from tx2_infer_core.cuda import placement
 from tx2_infer_core.cuda.launch import Ref, Slot, nhwc_strides, row_major
 
 IMAGE_OPS = {'Conv', 'FusedConv', 'MaxPool', 'AveragePool', 'GlobalAveragePool',
@@ -44,13 +45,31 @@ def fp16_graph(graph):
     return g
 
 
-def make_slots(graph, offsets: dict, nhwc: set) -> dict:
-    """Slot of every planned activation: arena address, shape and storage strides."""
-    slots = {}
+def make_slots(graph, offsets: dict, nhwc: set, views: dict = None) -> dict:
+    """Slot of every planned activation: arena address, shape and storage strides. A view
+    (``placement.channel_views``) is a channel slice of its root: the root's pixel stride."""
+    slots, views = {}, views or {}
     for name, off in offsets.items():
         shape = tuple(int(d) for d in graph.values[name].shape)
-        if name in nhwc:
+        if name in views:
+            root, first = placement.resolve(views, name)
+            n, _, h, w = shape
+            pix = int(graph.values[root].shape[1])
+            slots[name] = Slot(Ref('arena', int(off)), shape, (h * w * pix, 1, w * pix, pix),
+                               True, first)
+        elif name in nhwc:
             slots[name] = Slot(Ref('arena', int(off)), shape, nhwc_strides(shape), True)
         else:
             slots[name] = Slot(Ref('arena', int(off)), shape, row_major(shape))
     return slots
+
+
+def plan_arena(graph, alignment=256, place_channels=True) -> tuple:
+    """(MemoryPlan, {value: Slot}) of the FP16 arena: NHWC image values, channel Concat inputs
+    and Split outputs stored as views where ``placement`` allows (else they are copied)."""
+    from tx2_infer_core.planner import plan_memory
+    nhwc = nhwc_values(graph)
+    views = placement.channel_views(graph, nhwc) if place_channels else {}
+    plan = plan_memory(fp16_graph(graph), alignment=alignment, concat_placement=False,
+                       views={name: up for name, (up, _) in views.items()})
+    return plan, make_slots(graph, plan.offsets, nhwc, views)

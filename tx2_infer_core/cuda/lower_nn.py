@@ -73,7 +73,7 @@ def lower_resize(be, node):
 
 def _softmax_rows(x, axis):
     """(outer, n, inner) of a softmax along ``axis`` of slot ``x``, or None."""
-    if x.nhwc and axis == 1:
+    if x.nhwc and axis == 1 and x.dense():
         n, c, h, w = x.shape
         return n * h * w, c, 1
     if x.contiguous():
@@ -91,7 +91,7 @@ def lower_softmax(be, node):
     axis = int(node.attrs.get('axis', -1))
     axis = axis + rank if axis < 0 else axis
     launches, src = [], x
-    if x.strides != y.strides or _softmax_rows(x, axis) is None:
+    if x.strides != y.strides or not x.dense() or _softmax_rows(x, axis) is None:
         launches.append(copy_launch(node.name, x, _view(x), y, _view(y), np.prod(y.shape)))
         src = y
     rows = _softmax_rows(src, axis)

@@ -71,8 +71,8 @@ def lower_binary(be, node):
     n = int(np.prod(y.shape, dtype=np.int64))
     op, act = params.BINARY[node.op], params.act_record()
     same = (a.shape == b.shape == y.shape and a.strides == b.strides == y.strides
-            and a.channel_off == b.channel_off == y.channel_off == 0)
-    if same and n % 2 == 0 and (a.contiguous() or a.nhwc):
+            and a.dense() and b.dense() and y.dense())
+    if same and n % 2 == 0:
         fields = dict(a=a.ref, b=b.ref, y=y.ref, n2=n // 2, op=op, act=act)
         return [Launch('elementwise', 'binary_flat2', grid_1d(n // 2), (BLOCK, 1, 1),
                        params.BINARY_FLAT2, fields, node.name)]
@@ -96,26 +96,34 @@ def _axis(node, rank):
     return axis + rank if axis < 0 else axis
 
 
+def _moved_copy(name, src, src_view, dst, dst_view, n) -> list:
+    """The copy of ``n`` elements, or nothing when source and destination are one place (a
+    placed Concat input or a Split output stored as a view, see ``cuda/placement.py``)."""
+    if src.ref == dst.ref and src_view.tobytes() == dst_view.tobytes():
+        return []
+    return [copy_launch(name, src, src_view, dst, dst_view, n)]
+
+
 def lower_concat(be, node):
-    """Concat as one copy per input into its slice of the output (unless placed)."""
+    """Concat as one copy per input into its slice of the output (none for placed inputs)."""
     y = be.slot(node.outputs[0])
     axis, start, launches = _axis(node, len(y.shape)), 0, []
     for name in node.inputs:
         x = be.slot(name)
         dst = _view(y, x.shape, y.strides, start * y.strides[axis])
-        launches.append(copy_launch(node.name, x, _view(x), y, dst, np.prod(x.shape)))
+        launches += _moved_copy(node.name, x, _view(x), y, dst, np.prod(x.shape))
         start += x.shape[axis]
     return launches
 
 
 def lower_split(be, node):
-    """Split as one strided copy per output."""
+    """Split as one strided copy per output (none for outputs that are views)."""
     x = be.slot(node.inputs[0])
     axis, start, launches = _axis(node, len(x.shape)), 0, []
     for name in node.outputs:
         y = be.slot(name)
         src = _view(x, y.shape, x.strides, start * x.strides[axis])
-        launches.append(copy_launch(node.name, x, src, y, _view(y), np.prod(y.shape)))
+        launches += _moved_copy(node.name, x, src, y, _view(y), np.prod(y.shape))
         start += y.shape[axis]
     return launches
 
