@@ -280,11 +280,27 @@ __device__ void conv_mma_body(const ConvParams &p, float *ws, int splits) {
         conv_mma_body<BM, BN, STAGES, true>(p, ws, splits);                                    \
     }
 
+// One build may hold a single tile (-DCONV_MMA_TILE=BM*1000+BN): the backend compiles the
+// tiles a graph uses as separate modules, side by side. Without it, every tile is built.
+#ifdef CONV_MMA_TILE
+#define CONV_MMA_WANT(BM, BN) (CONV_MMA_TILE == (BM) * 1000 + (BN))
+#else
+#define CONV_MMA_WANT(BM, BN) 1
+#endif
+
 // Static shared memory stays under 48 KB: (BM + BN) * 80 bytes per stage.
+#if CONV_MMA_WANT(64, 64)
 CONV_MMA_KERNEL(64, 64, 3)
+#endif
+#if CONV_MMA_WANT(128, 64)
 CONV_MMA_KERNEL(128, 64, 3)
+#endif
+#if CONV_MMA_WANT(64, 128)
 CONV_MMA_KERNEL(64, 128, 3)
+#endif
+#if CONV_MMA_WANT(128, 128)
 CONV_MMA_KERNEL(128, 128, 2)
+#endif
 
 // Sum the split-K partials in split order (deterministic), then the fused epilogue.
 extern "C" __global__ void conv_splitk_reduce(ConvParams p, const float *ws, int splits) {

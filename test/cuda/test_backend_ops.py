@@ -5,6 +5,7 @@ import pytest
 
 from conftest import fp16_round, one_node_graph, rel_err
 from tx2_infer_core.backends.cuda_backend import CudaBackend
+from tx2_infer_core.ir import Node, Value
 from tx2_infer_core.ops import run_node
 
 RNG = np.random.default_rng(1)
@@ -51,6 +52,10 @@ CASES = [
     ('LayerNormalization', {'x': (1, 128, 128)}, (1, 128, 128),
      {'g': RNG.standard_normal(128).astype(np.float32),
       'bb': RNG.standard_normal(128).astype(np.float32)}, {'axis': -1}),
+    ('LayerNormalization', {'x': (4, 6, 10)}, (4, 6, 10),
+     {'g': RNG.standard_normal((6, 10)).astype(np.float32)}, {'axis': 1}),
+    ('ReduceMean', {'x': X4}, (1, 32, 1, 1), {}, {'axes': [2, 3]}),
+    ('ReduceMean', {'x': (2, 5, 7)}, (2, 7), {}, {'axes': [1], 'keepdims': 0}),
     ('MatMul', {'x': (1, 128, 64)}, (1, 128, 96),
      {'w': (RNG.standard_normal((64, 96)) / 8).astype(np.float32)}, {}),
     ('MatMul', {'x': (1, 2, 128, 64), 'z': (1, 2, 64, 128)}, (1, 2, 128, 128), {}, {}),
@@ -73,6 +78,23 @@ def test_resize_nearest_and_linear():
                             'scales': np.array([1, 1, 2, 2], np.float32)},
                            {'mode': mode})
         _check(g)
+
+
+def test_reduce_mean_over_nhwc_pixels():
+    """open_nsfw's tail: an NHWC image (a MaxPool output) averaged over H and W."""
+    g = one_node_graph('MaxPool', {'x': X4}, (1, 32, 10, 12), {},
+                       {'kernel_shape': [2, 2], 'strides': [2, 2]})
+    g.outputs = ['m']
+    g.values['m'] = Value('m', (1, 32), 'float32', '')
+    g.nodes.append(Node('ReduceMean', 'n1', ['y'], ['m'], {'axes': [2, 3], 'keepdims': 0}))
+    x = fp16_round(RNG.standard_normal(X4))
+    ref = x.reshape(1, 32, 10, 2, 12, 2).max(axis=(3, 5)).mean(axis=(2, 3))
+    backend = CudaBackend()
+    backend.prepare(g)
+    try:
+        assert rel_err(backend.run({'x': x})['m'], ref) < 3e-3
+    finally:
+        backend.close()
 
 
 def test_concat_of_two_activations():

@@ -14,7 +14,7 @@ def test_yolov8_photos_match_cpu(path, monkeypatch):
     gpu = Engine.build(model, backend='cuda', precision='fp16')
     gpu.close()
     monkeypatch.setattr('tx2_infer_core.backends.cuda_backend.CudaBackend.__init__.__defaults__',
-                        ('fp16', path, 0, True))
+                        ('fp16', path, 0, True, True))
     gpu = Engine.build(model, backend='cuda', precision='fp16')
     shape = cpu.input_specs[0].shape
     photos = assets.fetch_photos()

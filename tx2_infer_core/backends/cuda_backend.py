@@ -12,6 +12,7 @@ from tx2_infer_core.cuda.launch import Ref, Slot, row_major
 from tx2_infer_core.errors import Tx2InferError, UnsupportedOpError
 
 WEIGHT_ALIGN = 256
+PIPELINE_MODULES = ('preprocess', 'yolo')  # kernels of the GPU frame pipeline
 
 
 def _lowerings():
@@ -21,7 +22,8 @@ def _lowerings():
              'Split': lower_ops.lower_split, 'Slice': lower_ops.lower_slice,
              'Pad': lower_pad.lower_pad, 'Softmax': lower_nn.lower_softmax,
              'LogSoftmax': lower_nn.lower_softmax, 'LayerNormalization': lower_nn.lower_layernorm,
-             'Resize': lower_nn.lower_resize, 'Upsample': lower_nn.lower_resize}
+             'Resize': lower_nn.lower_resize, 'Upsample': lower_nn.lower_resize,
+             'ReduceMean': lower_nn.lower_reduce_mean}
     for op in ('MaxPool', 'AveragePool', 'GlobalAveragePool', 'GlobalMaxPool'):
         table[op] = lower_nn.lower_pool
     for op in lower_ops.COPY_OPS + lower_ops.ACT_OPS + tuple(lower_ops.params.UNARY):
@@ -149,6 +151,10 @@ class CudaBackend(Backend):
         return self.ctx.drv.pagelocked_empty(shape, np.float16)
 
     def _bind(self):
+        modules = {k.module for k in self.launches}
+        if pipeline.supports(self.graph):
+            modules |= set(PIPELINE_MODULES)
+        self.ctx.preload(modules)  # cold cache: every module compiles at once
         bases = {'arena': int(self.arena), 'weights': int(self.weights)}
         self.bound = [(self.ctx.function(k.module, k.kernel), k.bind(bases), k.grid, k.block)
                       for k in self.launches]

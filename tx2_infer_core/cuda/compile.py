@@ -131,9 +131,17 @@ def pick_compiler(arch: int) -> str:
     return 'nvcc' if arch >= NVCC_MIN_ARCH and shutil.which('nvcc') else 'nvrtc'
 
 
+def split_module(module: str) -> tuple:
+    """'file@NAME=VALUE@...' (a module built with defines) -> ('file', {NAME: VALUE})."""
+    name, *parts = module.split('@')
+    return name, dict(p.split('=', 1) if '=' in p else (p, None) for p in parts)
+
+
 def compile_cached(name: str, arch: int, defines: dict = None, compiler: str = None) -> bytes:
-    """The cubin of ``kernels/<name>.cu`` for ``sm_<arch>``, from the disk cache if present."""
-    defines = dict(defines or {})
+    """The cubin of module ``name`` (``kernels/<file>.cu``, defines after '@', see
+    ``split_module``) for ``sm_<arch>``, from the disk cache if present."""
+    name, extra = split_module(name)
+    defines = dict(extra, **(defines or {}))
     compiler = compiler or pick_compiler(arch)
     if not (KERNEL_DIR / f'{name}.cu').is_file():
         raise CompileError(f'no kernel file kernels/{name}.cu')
@@ -148,3 +156,16 @@ def compile_cached(name: str, arch: int, defines: dict = None, compiler: str = N
     tmp.write_bytes(cubin)
     os.replace(tmp, path)  # atomic: concurrent processes never read half a file
     return cubin
+
+
+def compile_all(names, arch: int, defines: dict = None, compiler: str = None) -> dict:
+    """{name: cubin} of several kernel files, compiled side by side: each nvcc is its own
+    process and NVRTC calls release the GIL, so a cold build takes about as long as its
+    slowest module instead of the sum. Cached cubins are read from disk as before."""
+    from concurrent.futures import ThreadPoolExecutor
+    names = sorted(set(names))
+    if not names:
+        return {}
+    with ThreadPoolExecutor(min(len(names), os.cpu_count() or 1)) as pool:
+        cubins = pool.map(lambda n: compile_cached(n, arch, defines, compiler), names)
+        return dict(zip(names, cubins))

@@ -102,10 +102,11 @@ def mma_launches(be, name, family, fields, geo, split_ok=True) -> list:
                                          split_ok)
     fields = dict(fields, ws=_workspace(be) if splits > 1 else NULL, splits=splits)
     grid = (-(-m // bm), -(-geo['Kg'] // bn), geo['groups'] * splits)
-    out = [Launch('conv_mma', f'{family}_{bm}x{bn}', grid, (threads, 1, 1), CONV_MMA, fields,
+    module = f'conv_mma@CONV_MMA_TILE={bm * 1000 + bn}'  # one tile a module: parallel builds
+    out = [Launch(module, f'{family}_{bm}x{bn}', grid, (threads, 1, 1), CONV_MMA, fields,
                   name)]
     if splits > 1:
-        out.append(Launch('conv_mma', 'conv_splitk_reduce', grid_1d(m * -(-geo['Kg'] // 2)),
+        out.append(Launch(module, 'conv_splitk_reduce', grid_1d(m * -(-geo['Kg'] // 2)),
                           (256, 1, 1), CONV_MMA, fields, name))
     return out
 

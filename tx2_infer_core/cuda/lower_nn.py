@@ -40,6 +40,40 @@ def lower_pool(be, node):
                    fields, node.name)]
 
 
+def _reduce_axes(be, node, rank) -> list:
+    axes = node.attrs.get('axes')
+    if len(node.inputs) > 1 and node.inputs[1]:
+        axes = be.const(node.inputs[1]).astype(np.int64).tolist()
+    if axes is None or len(axes) == 0:
+        if node.attrs.get('noop_with_empty_axes', 0):
+            be.unsupported(node, 'noop_with_empty_axes=1')
+        axes = range(rank)
+    return sorted(int(a) + rank if a < 0 else int(a) for a in axes)
+
+
+def lower_reduce_mean(be, node):
+    """ReduceMean over adjacent axes with the global average pool kernel: NHWC over H and W
+    (pixels, channels inner), or row-major [outer, reduced, inner]."""
+    x, y = be.slot(node.inputs[0]), be.slot(node.outputs[0])
+    axes = _reduce_axes(be, node, len(x.shape))
+    if not y.contiguous() or axes != list(range(axes[0], axes[-1] + 1)):
+        be.unsupported(node, 'a run of adjacent axes into a row-major output')
+    if x.nhwc and axes == [2, 3]:
+        n, c, h, w = x.shape
+        geo = dict(N=n, HW=h * w, C=c, x_pix=x.pix, x_off=x.channel_off, y_pix=c)
+    elif x.contiguous():
+        def size(dims):
+            return int(np.prod(dims, dtype=np.int64))
+        inner = size(x.shape[axes[-1] + 1:])
+        geo = dict(N=size(x.shape[:axes[0]]), HW=size(x.shape[axes[0]:axes[-1] + 1]),
+                   C=inner, x_pix=inner, x_off=0, y_pix=inner)
+    else:
+        be.unsupported(node, f'axes {axes} of this layout')
+    fields = dict(geo, x=x.ref, y=y.ref, y_off=0)
+    return [Launch('pool', 'global_avgpool', grid_1d(geo['N'] * geo['C']), (BLOCK, 1, 1),
+                   params.GLOBAL_POOL, fields, node.name)]
+
+
 def _text(v, default):
     v = default if v is None else v
     return v.decode() if isinstance(v, bytes) else v
@@ -106,19 +140,30 @@ def lower_softmax(be, node):
 
 
 def lower_layernorm(be, node):
-    """LayerNormalization over the last axis."""
+    """LayerNormalization over the axes from ``axis`` on (row-major), with the optional Mean
+    and InvStdDev outputs."""
     x, y = be.slot(node.inputs[0]), be.slot(node.outputs[0])
+    rank = len(x.shape)
     axis = int(node.attrs.get('axis', -1))
-    if axis not in (-1, len(x.shape) - 1) or not (x.contiguous() and y.contiguous()):
-        be.unsupported(node, 'only the last axis of a row-major tensor')
-    n = x.shape[-1]
-    gamma = be.add_weight(be.const(node.inputs[1]).astype(np.float32).reshape(n))
-    beta = NULL
-    if len(node.inputs) > 2 and node.inputs[2]:
-        beta = be.add_weight(be.const(node.inputs[2]).astype(np.float32).reshape(n))
-    rows = int(np.prod(x.shape[:-1], dtype=np.int64))
+    axis = axis + rank if axis < 0 else axis
+    stats = [be.slot(o) if o else None for o in (list(node.outputs[1:3]) + ['', ''])[:2]]
+    if not (0 <= axis < rank and x.contiguous() and y.contiguous()
+            and all(s is None or s.contiguous() for s in stats)):
+        be.unsupported(node, 'row-major tensors only')
+    norm = tuple(x.shape[axis:])
+    n = int(np.prod(norm, dtype=np.int64))
+
+    def per_channel(name):
+        return be.add_weight(np.broadcast_to(be.const(name).astype(np.float32), norm)
+                             .reshape(n).copy())
+
+    gamma = per_channel(node.inputs[1])
+    beta = per_channel(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else NULL
+    rows = int(np.prod(x.shape[:axis], dtype=np.int64))
     fields = dict(x=x.ref, gamma=gamma, beta=beta, y=y.ref, rows=rows, n=n,
-                  eps=float(node.attrs.get('epsilon', 1e-5)))
+                  eps=float(node.attrs.get('epsilon', 1e-5)),
+                  mean=stats[0].ref if stats[0] else NULL,
+                  rstd=stats[1].ref if stats[1] else NULL)
     return [Launch('layernorm', 'layernorm', grid_1d(rows * 32), (BLOCK, 1, 1),
                    params.LAYERNORM, fields, node.name)]
 

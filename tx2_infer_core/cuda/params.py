@@ -52,7 +52,7 @@ GEMM = np.dtype([('a', PTR), ('b', PTR), ('bias', PTR), ('y', PTR)]
 SOFTMAX = np.dtype([('x', PTR), ('y', PTR), ('outer', 'i8'), ('n', 'i4'), ('inner', 'i4'),
                     ('log', 'i4')], align=True)
 LAYERNORM = np.dtype([('x', PTR), ('gamma', PTR), ('beta', PTR), ('y', PTR), ('rows', 'i8'),
-                      ('n', 'i4'), ('eps', 'f4')], align=True)
+                      ('n', 'i4'), ('eps', 'f4'), ('mean', PTR), ('rstd', PTR)], align=True)
 PREPROCESS = np.dtype([('src', PTR)] + _ints('src_h', 'src_w', 'src_pitch')
                       + [('y', PTR)]
                       + _ints('out_h', 'out_w', 'y_pix', 'y_off', 'top', 'left', 'new_h',

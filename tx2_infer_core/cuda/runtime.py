@@ -38,6 +38,13 @@ class DeviceContext:
                                                                                   self.arch))
         return self._modules[module].get_function(kernel)
 
+    def preload(self, modules) -> None:
+        """Compile the kernel modules not loaded yet, in parallel (``compile_all``), and load
+        them."""
+        todo = [m for m in set(modules) if m not in self._modules]
+        for name, cubin in cc.compile_all(todo, self.arch).items():
+            self._modules[name] = self.drv.module_from_buffer(cubin)
+
     def close(self):
         """Release the primary context (the caller has popped it)."""
         self._modules.clear()
