@@ -3,7 +3,9 @@ SHELL := /bin/bash
 CACHE ?= $(HOME)/.cache/tx2_infer
 VENV ?= $(CACHE)/venv
 PY := $(VENV)/bin/python
-REQ_HASH := $(shell cat requirements.txt setup.py setup.cfg | sha256sum | cut -c1-12)
+# The stamp covers the requirements and this checkout's path (the venv's editable install
+# points at one checkout; another clone re-points it).
+REQ_HASH := $(shell (cat requirements.txt setup.py setup.cfg; echo $(CURDIR)) | sha256sum | cut -c1-12)
 STAMP := $(VENV)/.installed-$(REQ_HASH)
 
 .PHONY: venv test test-core demo demo-cli bench clean-venv
