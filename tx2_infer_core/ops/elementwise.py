@@ -46,9 +46,14 @@ def Sigmoid(x):
 
 
 def SiLU(x):
-    """x * sigmoid(x) (internal: what Sigmoid+Mul becomes after fusion)."""
-    y = Sigmoid(x)
-    return _same(x, np.multiply(y, x, out=y) if y.dtype == x.dtype else y * x)
+    """x * sigmoid(x) = x / (1 + exp(-x)) (internal: what Sigmoid+Mul becomes after fusion)."""
+    if x.dtype.kind != 'f':
+        return _same(x, x * Sigmoid(x))
+    y = np.negative(x)
+    with np.errstate(over='ignore'):
+        np.exp(y, out=y)
+    y += 1
+    return np.divide(x, y, out=y)
 
 
 def Tanh(x):

@@ -21,6 +21,30 @@ def apply_activation(x, name, alpha=0.01, beta=0.5, clip_min=-np.inf, clip_max=n
     return elementwise.ACTIVATIONS[name](x)
 
 
+def activation_inplace(y, scratch, name, alpha=0.01, beta=0.5, clip_min=-np.inf,
+                       clip_max=np.inf):
+    """``apply_activation`` written back into float ``y``, with ``scratch`` (same shape) as the
+    temporary; the common activations take the same steps as the reference, so bit-equal."""
+    if name == '':
+        return
+    if name == 'Relu':
+        np.maximum(y, 0, out=y)
+    elif name == 'LeakyRelu' and 0 <= alpha <= 1:
+        np.multiply(y, y.dtype.type(alpha), out=scratch)
+        np.maximum(y, scratch, out=y)
+    elif name in ('Sigmoid', 'SiLU'):
+        np.negative(y, out=scratch)
+        with np.errstate(over='ignore'):
+            np.exp(scratch, out=scratch)
+        scratch += 1
+        if name == 'Sigmoid':
+            np.reciprocal(scratch, out=y)
+        else:
+            np.divide(y, scratch, out=y)
+    else:
+        y[...] = apply_activation(y, name, alpha, beta, clip_min, clip_max)
+
+
 def FusedConv(x, w, b=None, residual=None, *, auto_pad='NOTSET', dilations=None, group=1,
               kernel_shape=None, pads=None, strides=None, activation='', alpha=0.01, beta=0.5,
               clip_min=-np.inf, clip_max=np.inf, residual_after_act=0):
