@@ -1,11 +1,12 @@
 // Resize of NHWC FP16 views: nearest and (bi)linear, ONNX coordinate transformation modes.
 #include "common.cuh"
 
-// Codes shared with tx2_infer_core/cuda/kernels.py (RESIZE_COORD, RESIZE_NEAREST).
+// Codes shared with tx2_infer_core/cuda/params.py (RESIZE_COORD, RESIZE_NEAREST).
 #define CT_HALF_PIXEL 0
 #define CT_ASYMMETRIC 1
 #define CT_ALIGN_CORNERS 2
 #define CT_PYTORCH_HALF_PIXEL 3
+#define CT_HALF_PIXEL_SYMMETRIC 4
 #define NR_ROUND_PREFER_FLOOR 0
 #define NR_ROUND_PREFER_CEIL 1
 #define NR_FLOOR 2
@@ -16,15 +17,23 @@ struct ResizeParams {
     half *y;
     int N, H, W, C, P, Q;
     float scale_h, scale_w;  // ONNX scales (output / input)
+    float len_h, len_w;      // input size * scale: the unrounded output length ONNX uses
     int coord, linear, nearest;
     int x_pix, x_off, y_pix, y_off;
 };
 
-__device__ __forceinline__ float src_coord(int o, float scale, int in, int out, int coord) {
+// The input coordinate of output index o (ONNX Resize): ``len`` is in * scale, ``out`` the
+// integer output size.
+__device__ __forceinline__ float src_coord(int o, float scale, int in, float len, int out,
+                                           int coord) {
     switch (coord) {
     case CT_ASYMMETRIC: return o / scale;
-    case CT_ALIGN_CORNERS: return out > 1 ? o * (float)(in - 1) / (out - 1) : 0.f;
-    case CT_PYTORCH_HALF_PIXEL: return out > 1 ? (o + 0.5f) / scale - 0.5f : 0.f;
+    case CT_ALIGN_CORNERS: return len == 1.f ? 0.f : o * (float)(in - 1) / (len - 1.f);
+    case CT_PYTORCH_HALF_PIXEL: return len == 1.f ? -0.5f : (o + 0.5f) / scale - 0.5f;
+    case CT_HALF_PIXEL_SYMMETRIC: {
+        const float offset = 0.5f * in * (1.f - out / len);
+        return offset + (o + 0.5f) / scale - 0.5f;
+    }
     default: return (o + 0.5f) / scale - 0.5f;
     }
 }
@@ -47,8 +56,8 @@ extern "C" __global__ void resize2d(ResizeParams p) {
         const int c = (int)(idx % p.C);
         const long long m = idx / p.C;
         const int ow = (int)(m % p.Q), oh = (int)((m / p.Q) % p.P), n = (int)(m / p.Q / p.P);
-        const float fy = src_coord(oh, p.scale_h, p.H, p.P, p.coord);
-        const float fx = src_coord(ow, p.scale_w, p.W, p.Q, p.coord);
+        const float fy = src_coord(oh, p.scale_h, p.H, p.len_h, p.P, p.coord);
+        const float fx = src_coord(ow, p.scale_w, p.W, p.len_w, p.Q, p.coord);
         const half *xn = p.x + (long long)n * p.H * p.W * p.x_pix + p.x_off + c;
         float v;
         if (!p.linear) {

@@ -7,7 +7,8 @@ pinned memory, launches the graph and converts the outputs: no device allocation
 import numpy as np
 
 from tx2_infer_core.backends.base import Backend
-from tx2_infer_core.cuda import layout, lower_conv, lower_nn, lower_ops, lower_pad, pipeline
+from tx2_infer_core.cuda import (layout, lower_conv, lower_nn, lower_ops, lower_pad,
+                                 lower_resize, pipeline)
 from tx2_infer_core.cuda.launch import Ref, Slot, row_major
 from tx2_infer_core.errors import Tx2InferError, UnsupportedOpError
 
@@ -22,7 +23,7 @@ def _lowerings():
              'Split': lower_ops.lower_split, 'Slice': lower_ops.lower_slice,
              'Pad': lower_pad.lower_pad, 'Softmax': lower_nn.lower_softmax,
              'LogSoftmax': lower_nn.lower_softmax, 'LayerNormalization': lower_nn.lower_layernorm,
-             'Resize': lower_nn.lower_resize, 'Upsample': lower_nn.lower_resize,
+             'Resize': lower_resize.lower_resize, 'Upsample': lower_resize.lower_resize,
              'ReduceMean': lower_nn.lower_reduce_mean}
     for op in ('MaxPool', 'AveragePool', 'GlobalAveragePool', 'GlobalMaxPool'):
         table[op] = lower_nn.lower_pool

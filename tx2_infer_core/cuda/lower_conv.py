@@ -186,19 +186,41 @@ def linear_launch(be, node, a_slot, y_slot, b_nk, bias=None):
     return launches[0]
 
 
+def _gemm_a_transposed(be, node, x, y, b_kn, alpha, bias_ref):
+    """``alpha * A^T @ B + bias`` with the SIMT matmul kernel reading A ([K, M]) transposed."""
+    k, m = x.shape
+    n = b_kn.shape[1]
+    if not y.contiguous():
+        be.unsupported(node, 'transA=1 into a strided output')
+    fields = dict(a=x.ref, b=be.const_slot(b_kn.astype(np.float16)).ref, bias=bias_ref,
+                  y=y.ref, M=m, N=n, K=k, B1=1, B2=1, a_m=x.strides[1], a_k=x.strides[0],
+                  b_k=n, b_n=1, alpha=alpha, act=params.act_record())
+    return Launch('gemm', 'matmul', (-(-m // 64), -(-n // 64), 1), (256, 1, 1), params.GEMM,
+                  fields, node.name)
+
+
 def lower_gemm(be, node):
-    """Gemm(A, B const, C): alpha and beta are folded into the weights and the bias."""
+    """Gemm(A, B const, C const): B (transB, alpha) becomes 1x1-convolution weights; a
+    scalar or per-column C (times beta) is the bias; any other C shape is added by a
+    broadcasting Add launch after the product. transA=1 runs on the SIMT matmul kernel."""
+    from tx2_infer_core.cuda.lower_ops import binary_launch
     a = node.attrs
-    if a.get('transA', 0):
-        be.unsupported(node, 'transA=1')
+    x, y = be.slot(node.inputs[0]), be.slot(node.outputs[0])
     b = be.const(node.inputs[1]).astype(np.float32)
-    b_nk = b if a.get('transB', 0) else b.T
-    b_nk = b_nk * float(a.get('alpha', 1.0))
-    bias = None
+    b_kn = b.T if a.get('transB', 0) else b
+    alpha, n = float(a.get('alpha', 1.0)), b_kn.shape[1]
+    c = None
     if len(node.inputs) > 2 and node.inputs[2]:
         c = be.const(node.inputs[2]).astype(np.float32) * float(a.get('beta', 1.0))
-        if c.size not in (1, b_nk.shape[0]):
-            be.unsupported(node, 'Gemm C must be a scalar or a per-column vector')
-        bias = np.broadcast_to(c.reshape(-1), (b_nk.shape[0],)).copy()
-    return [linear_launch(be, node, be.slot(node.inputs[0]), be.slot(node.outputs[0]), b_nk,
-                          bias)]
+    per_column = c is not None and (c.ndim < 2 or c.shape[-2] == 1) and c.shape[-1:] in (
+        (), (1,), (n,))
+    bias = np.broadcast_to(c.reshape(-1), (n,)).copy() if per_column else None
+    if a.get('transA', 0):
+        bias_ref = be.add_weight(bias) if bias is not None else NULL
+        launches = [_gemm_a_transposed(be, node, x, y, b_kn, alpha, bias_ref)]
+    else:
+        launches = [linear_launch(be, node, x, y, (b_kn * alpha).T, bias)]
+    if c is not None and not per_column:
+        launches.append(binary_launch(node.name, y, be.const_slot(c.astype(np.float16)), y,
+                                      params.BINARY['Add']))
+    return launches

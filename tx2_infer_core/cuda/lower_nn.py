@@ -1,8 +1,8 @@
-"""Lowering of pooling, resize, softmax, layernorm and activation-activation products."""
+"""Lowering of pooling, reductions, softmax, layernorm and activation-activation products."""
 import numpy as np
 
 from tx2_infer_core.cuda import params
-from tx2_infer_core.cuda.launch import BLOCK, NULL, Launch, grid_1d
+from tx2_infer_core.cuda.launch import BLOCK, NULL, Launch, Slot, grid_1d, row_major
 from tx2_infer_core.cuda.lower_conv import _pads, linear_launch
 
 
@@ -14,7 +14,12 @@ def _nhwc_pair(be, node):
 
 
 def lower_pool(be, node):
-    """MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool."""
+    """MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool over 2-D images."""
+    rank = len(be.slot(node.inputs[0]).shape)
+    if rank != 4:
+        be.unsupported(node, f'{rank - 2}-D pooling: only 2-D (NCHW) images')
+    if len(node.outputs) > 1 and node.outputs[1]:
+        be.unsupported(node, 'the Indices output')
     x, y = _nhwc_pair(be, node)
     n, c, h, w = x.shape
     p, q = y.shape[2:]
@@ -32,6 +37,9 @@ def lower_pool(be, node):
         st = list(a.get('strides') or [1, 1])
         dil = list(a.get('dilations') or [1, 1])
         pads = _pads(a, (h, w), (p, q), k, st, dil)
+        explicit = list(a.get('pads') or [])
+        if a.get('count_include_pad', 0) and explicit and explicit[:2] != explicit[2:]:
+            be.unsupported(node, f'count_include_pad=1 with asymmetric pads {explicit}')
     fields = dict(io, N=n, H=h, W=w, C=c, P=p, Q=q, R=k[0], S=k[1], sh=st[0], sw=st[1],
                   ph=pads[0], pw=pads[1], dh=dil[0], dw=dil[1],
                   is_avg=int(node.op == 'AveragePool'),
@@ -72,37 +80,6 @@ def lower_reduce_mean(be, node):
     fields = dict(geo, x=x.ref, y=y.ref, y_off=0)
     return [Launch('pool', 'global_avgpool', grid_1d(geo['N'] * geo['C']), (BLOCK, 1, 1),
                    params.GLOBAL_POOL, fields, node.name)]
-
-
-def _text(v, default):
-    v = default if v is None else v
-    return v.decode() if isinstance(v, bytes) else v
-
-
-def lower_resize(be, node):
-    """Resize / Upsample, nearest or linear, over H and W only."""
-    x, y = _nhwc_pair(be, node)
-    a = node.attrs
-    n, c, h, w = x.shape
-    p, q = y.shape[2:]
-    if node.op == 'Upsample':
-        coord, nearest = 'asymmetric', 'floor'
-        scales = be.const(node.inputs[1]) if len(node.inputs) > 1 else a.get('scales')
-    else:
-        coord = _text(a.get('coordinate_transformation_mode'), 'half_pixel')
-        nearest = _text(a.get('nearest_mode'), 'round_prefer_floor')
-        scales = be.const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
-    mode = _text(a.get('mode'), 'nearest')
-    if mode not in ('nearest', 'linear') or coord not in params.RESIZE_COORD:
-        be.unsupported(node, f'mode={mode}, coordinate_transformation_mode={coord}')
-    if scales is None or len(scales) == 0:
-        scales = [1, 1, p / h, q / w]
-    fields = dict(x=x.ref, y=y.ref, N=n, H=h, W=w, C=c, P=p, Q=q, scale_h=float(scales[2]),
-                  scale_w=float(scales[3]), coord=params.RESIZE_COORD[coord],
-                  linear=int(mode == 'linear'), nearest=params.RESIZE_NEAREST[nearest],
-                  x_pix=x.pix, x_off=x.channel_off, y_pix=y.pix, y_off=y.channel_off)
-    return [Launch('resize', 'resize2d', grid_1d(n * p * q * c), (BLOCK, 1, 1), params.RESIZE,
-                   fields, node.name)]
 
 
 def _softmax_rows(x, axis):
@@ -177,13 +154,31 @@ def _batch(slot, out_batch):
     return [0 if shape[i] == 1 and out_batch[i] != 1 else strides[i] for i in range(2)]
 
 
+def _matrices(a, b, y) -> tuple:
+    """Slots of a MatMul with 1-D operands seen as matrices, as numpy does: A (K,) as (1, K),
+    B (K,) as (K, 1), the output with those unit dims put back (same bytes)."""
+    shape = list(y.shape)
+    if len(a.shape) == 1:
+        shape.insert(len(shape) - (len(b.shape) > 1), 1)
+        a = Slot(a.ref, (1, a.shape[0]), (0, a.strides[0]))
+    if len(b.shape) == 1:
+        shape.append(1)
+        b = Slot(b.ref, (b.shape[0], 1), (b.strides[0], 0))
+    if len(shape) != len(y.shape):
+        if not y.contiguous():
+            return a, b, y  # refused by the caller
+        y = Slot(y.ref, tuple(shape), row_major(shape))
+    return a, b, y
+
+
 def lower_matmul(be, node):
     """MatMul: constant B -> 1x1 convolution (tensor cores); else the batched SIMT kernel."""
     if be.is_const(node.inputs[1]) and be.const(node.inputs[1]).ndim == 2:
         b = be.const(node.inputs[1]).astype(np.float32)
         return [linear_launch(be, node, be.slot(node.inputs[0]), be.slot(node.outputs[0]),
                               b.T)]
-    a, b, y = (be.slot(node.inputs[0]), be.slot(node.inputs[1]), be.slot(node.outputs[0]))
+    a, b, y = _matrices(be.slot(node.inputs[0]), be.slot(node.inputs[1]),
+                        be.slot(node.outputs[0]))
     if len(y.shape) > 4 or min(len(a.shape), len(b.shape)) < 2 or not y.contiguous():
         be.unsupported(node, 'batched MatMul of rank 2 to 4 operands')
     out_batch = ([1, 1] + list(y.shape[:-2]))[-2:]

@@ -9,6 +9,8 @@ from tx2_infer_core.cuda.launch import BLOCK, Launch, grid_1d
 
 COPY_OPS = ('Identity', 'Dropout', 'Reshape', 'Flatten', 'Squeeze', 'Unsqueeze', 'Cast')
 ACT_OPS = ('Relu', 'LeakyRelu', 'Sigmoid', 'Tanh', 'HardSwish', 'HardSigmoid', 'Clip')
+FLOAT = 1
+CAST_TARGETS = {FLOAT, 10, 11, 16}  # ONNX FLOAT, FLOAT16, DOUBLE, BFLOAT16
 
 
 def _view(slot, shape=None, strides=None, offset=0):
@@ -25,13 +27,32 @@ def copy_launch(name, src, src_view, dst, dst_view, n, op=0, act=None):
                   fields, name)
 
 
+def _check_copy(be, node):
+    """Refuse the copies whose ONNX result is not a plain FP16 copy: a Cast to a type that
+    rounds or saturates differently (float8, integers), a training-mode Dropout, a Dropout
+    whose mask is used."""
+    if node.op == 'Cast':
+        to = int(node.attrs.get('to', FLOAT))
+        if to not in CAST_TARGETS or not np.issubdtype(
+                np.dtype(be.dtype_of(node.outputs[0])), np.floating):
+            be.unsupported(node, f'Cast to={to}: only FLOAT, FLOAT16, DOUBLE and BFLOAT16')
+    if node.op == 'Dropout':
+        ratio = node.inputs[1] if len(node.inputs) > 1 else ''
+        training = node.inputs[2] if len(node.inputs) > 2 else ''
+        if training and (not be.is_const(training) or bool(be.const(training))) and not (
+                ratio and be.is_const(ratio) and float(be.const(ratio)) == 0):
+            be.unsupported(node, 'training_mode=1 with a ratio other than a constant 0')
+        mask = node.outputs[1] if len(node.outputs) > 1 else ''
+        if mask and (mask in be.graph.outputs
+                     or any(mask in other.inputs for other in be.graph.nodes)):
+            be.unsupported(node, 'the mask output')
+
+
 def lower_unary(be, node):
     """Activations, math functions and the layout-changing copies (Reshape and friends)."""
     x, y = be.slot(node.inputs[0]), be.slot(node.outputs[0])
     n = int(np.prod(y.shape, dtype=np.int64))
-    if node.op == 'Cast' and not np.issubdtype(np.dtype(be.dtype_of(node.outputs[0])),
-                                               np.floating):
-        be.unsupported(node, 'Cast to a non-float type')
+    _check_copy(be, node)
     op, act = 0, params.act_record()
     a = node.attrs
     if node.op in ACT_OPS:
@@ -63,24 +84,42 @@ def _broadcast_strides(slot, out_shape):
     return strides
 
 
-def lower_binary(be, node):
-    """Add, Sub, Mul, Div, Max, Min, Pow with ONNX broadcasting, over any layouts."""
-    if len(node.inputs) != 2:
-        be.unsupported(node, 'exactly two inputs')
-    a, b, y = (be.slot(node.inputs[0]), be.slot(node.inputs[1]), be.slot(node.outputs[0]))
+def binary_launch(name, a, b, y, op) -> Launch:
+    """y = a (op) b with ONNX broadcasting of a and b to y's shape, over any layouts."""
     n = int(np.prod(y.shape, dtype=np.int64))
-    op, act = params.BINARY[node.op], params.act_record()
+    act = params.act_record()
     same = (a.shape == b.shape == y.shape and a.strides == b.strides == y.strides
             and a.dense() and b.dense() and y.dense())
     if same and n % 2 == 0:
         fields = dict(a=a.ref, b=b.ref, y=y.ref, n2=n // 2, op=op, act=act)
-        return [Launch('elementwise', 'binary_flat2', grid_1d(n // 2), (BLOCK, 1, 1),
-                       params.BINARY_FLAT2, fields, node.name)]
+        return Launch('elementwise', 'binary_flat2', grid_1d(n // 2), (BLOCK, 1, 1),
+                      params.BINARY_FLAT2, fields, name)
     fields = dict(a=a.ref, av=_view(a, y.shape, _broadcast_strides(a, y.shape)),
                   b=b.ref, bv=_view(b, y.shape, _broadcast_strides(b, y.shape)),
                   y=y.ref, yv=_view(y), n=n, op=op, act=act)
-    return [Launch('elementwise', 'binary', grid_1d(n), (BLOCK, 1, 1), params.BINARY_ARGS,
-                   fields, node.name)]
+    return Launch('elementwise', 'binary', grid_1d(n), (BLOCK, 1, 1), params.BINARY_ARGS,
+                  fields, name)
+
+
+def lower_binary(be, node):
+    """Add, Sub, Mul, Div, Pow; Max and Min of one or more inputs (a copy, or a chain of
+    binary launches into the output: y = x0 op x1, then y = y op x2, ...). The planner never
+    lets a Max/Min output overwrite an input (``planner.ELEMENTWISE_OPS``), so the chain reads
+    every input intact."""
+    names = [i for i in node.inputs if i]
+    if not names or (len(names) != 2 and node.op not in ('Max', 'Min')):
+        be.unsupported(node, 'exactly two inputs')
+    y = be.slot(node.outputs[0])
+    if len(names) == 1:
+        x = be.slot(names[0])
+        if x.shape != y.shape:
+            be.unsupported(node, 'one input of another shape than the output')
+        return [copy_launch(node.name, x, _view(x), y, _view(y), np.prod(y.shape))]
+    op = params.BINARY[node.op]
+    launches = [binary_launch(node.name, be.slot(names[0]), be.slot(names[1]), y, op)]
+    for name in names[2:]:
+        launches.append(binary_launch(node.name, y, be.slot(name), y, op))
+    return launches
 
 
 def lower_transpose(be, node):
@@ -147,25 +186,3 @@ def lower_slice(be, node):
         strides[ax] = x.strides[ax] * st
     src = _view(x, y.shape, strides, offset)
     return [copy_launch(node.name, x, src, y, _view(y), np.prod(y.shape))]
-
-
-def lower_pad(be, node):
-    """Constant Pad: fill the output with the value, then copy the input inside."""
-    x, y = be.slot(node.inputs[0]), be.slot(node.outputs[0])
-    mode = node.attrs.get('mode', 'constant')
-    mode = mode.decode() if isinstance(mode, bytes) else mode
-    pads = (be.const(node.inputs[1]).tolist() if len(node.inputs) > 1 and node.inputs[1]
-            else list(node.attrs.get('pads')))
-    if mode != 'constant' or min(pads) < 0 or (len(node.inputs) > 3 and node.inputs[3]):
-        be.unsupported(node, 'only constant, non-negative pads over all axes')
-    value = 0.0
-    if len(node.inputs) > 2 and node.inputs[2]:
-        value = float(be.const(node.inputs[2]))
-    fill = be.const_slot(np.array([value], np.float16))
-    n_out, rank = np.prod(y.shape), len(y.shape)
-    launches = [copy_launch(node.name, fill, _view(fill, y.shape, [0] * rank), y, _view(y),
-                            n_out)]
-    offset = sum(p * s for p, s in zip(pads[:rank], y.strides))
-    dst = _view(y, x.shape, y.strides, offset)
-    launches.append(copy_launch(node.name, x, _view(x), y, dst, np.prod(x.shape)))
-    return launches

@@ -1,36 +1,69 @@
-"""Lowering of Pad: 'constant' (``lower_ops.lower_pad``) and 'edge' as strided copies.
+"""Lowering of Pad, modes 'constant' and 'edge', as strided copies.
 
-Edge padding copies the input inside, then, axis by axis, repeats the first and last rows of
-what is already in the output into the pads (a view with stride 0 along that axis): open_nsfw
-pads its Caffe-style pooling input this way.
+Constant padding fills the output with the value, then copies the input inside. Edge padding
+copies the input inside, then, axis by axis, repeats the first and last rows of what is already
+in the output into the pads (a view with stride 0 along that axis): open_nsfw pads its
+Caffe-style pooling input this way. Pads may name their axes (the optional ``axes`` input).
 """
 import numpy as np
 
-from tx2_infer_core.cuda import lower_ops
 from tx2_infer_core.cuda.lower_ops import _view, copy_launch
 
 
-def _pads(be, node):
-    if len(node.inputs) > 1 and node.inputs[1]:
-        return [int(p) for p in be.const(node.inputs[1]).tolist()]
-    return [int(p) for p in node.attrs.get('pads')]
+def _input(node, i):
+    return node.inputs[i] if len(node.inputs) > i else ''
+
+
+def full_pads(be, node, rank) -> list:
+    """[begin per axis..., end per axis...] over all ``rank`` axes (``axes`` expanded)."""
+    if _input(node, 1):
+        pads = [int(p) for p in be.const(node.inputs[1]).reshape(-1).tolist()]
+    else:
+        pads = [int(p) for p in node.attrs.get('pads')]
+    axes = list(range(rank))
+    if _input(node, 3):
+        axes = [int(a) + rank if a < 0 else int(a)
+                for a in be.const(node.inputs[3]).reshape(-1).tolist()]
+    if len(pads) != 2 * len(axes) or len(set(axes)) != len(axes) or \
+            not all(0 <= a < rank for a in axes):
+        be.unsupported(node, f'pads {pads} do not match axes {axes}')
+    full = [0] * (2 * rank)
+    for i, axis in enumerate(axes):
+        full[axis], full[rank + axis] = pads[i], pads[len(axes) + i]
+    return full
 
 
 def lower_pad(be, node):
-    """Pad with mode 'constant' or 'edge' (non-negative pads over all axes)."""
+    """Pad with mode 'constant' or 'edge' (non-negative pads)."""
     mode = node.attrs.get('mode', 'constant')
     mode = mode.decode() if isinstance(mode, bytes) else mode
-    if mode != 'edge':
-        return lower_ops.lower_pad(be, node)
     x, y = be.slot(node.inputs[0]), be.slot(node.outputs[0])
     rank = len(y.shape)
-    pads = _pads(be, node)
-    if min(pads) < 0 or len(pads) != 2 * rank or (len(node.inputs) > 3 and node.inputs[3]):
-        be.unsupported(node, "edge pads must be non-negative and cover all axes")
+    pads = full_pads(be, node, rank)
+    if mode not in ('constant', 'edge') or min(pads) < 0:
+        be.unsupported(node, f"mode={mode}, pads {pads}: only 'constant' or 'edge' mode with "
+                             'non-negative pads')
     begin, end = pads[:rank], pads[rank:]
     offset = sum(b * s for b, s in zip(begin, y.strides))
-    launches = [copy_launch(node.name, x, _view(x), y, _view(y, x.shape, y.strides, offset),
-                            np.prod(x.shape))]
+    inside = copy_launch(node.name, x, _view(x), y, _view(y, x.shape, y.strides, offset),
+                         np.prod(x.shape))
+    if mode == 'constant':
+        return [_fill(be, node, y), inside]
+    return [inside] + _edges(node, x, y, begin, end)
+
+
+def _fill(be, node, y):
+    """The launch writing the constant value over the whole output."""
+    value = float(be.const(node.inputs[2])) if _input(node, 2) else \
+        float(node.attrs.get('value', 0.0))  # Pad-2 had it as an attribute
+    fill = be.const_slot(np.array([value], np.float16))
+    return copy_launch(node.name, fill, _view(fill, y.shape, [0] * len(y.shape)), y, _view(y),
+                       np.prod(y.shape))
+
+
+def _edges(node, x, y, begin, end) -> list:
+    """Edge mode: the copies repeating the outer rows into the pads, axis by axis."""
+    rank, launches = len(y.shape), []
     for axis in range(rank):
         for start, width, src in ((0, begin[axis], begin[axis]),
                                   (begin[axis] + x.shape[axis], end[axis],

@@ -10,7 +10,8 @@ ACTIVATIONS = {'': 0, 'Relu': 1, 'LeakyRelu': 2, 'Sigmoid': 3, 'SiLU': 4, 'HardS
 UNARY = {'Exp': 1, 'Log': 2, 'Sqrt': 3, 'Neg': 4, 'Abs': 5, 'Reciprocal': 6, 'Erf': 7,
          'Gelu': 8}
 BINARY = {'Add': 0, 'Sub': 1, 'Mul': 2, 'Div': 3, 'Max': 4, 'Min': 5, 'Pow': 6}
-RESIZE_COORD = {'half_pixel': 0, 'asymmetric': 1, 'align_corners': 2, 'pytorch_half_pixel': 3}
+RESIZE_COORD = {'half_pixel': 0, 'asymmetric': 1, 'align_corners': 2, 'pytorch_half_pixel': 3,
+                'half_pixel_symmetric': 4}
 RESIZE_NEAREST = {'round_prefer_floor': 0, 'round_prefer_ceil': 1, 'floor': 2, 'ceil': 3}
 
 ACT = np.dtype([('kind', 'i4'), ('alpha', 'f4'), ('beta', 'f4'), ('lo', 'f4'), ('hi', 'f4')],
@@ -35,7 +36,7 @@ POOL = np.dtype([('x', PTR), ('y', PTR)]
 GLOBAL_POOL = np.dtype([('x', PTR), ('y', PTR)]
                        + _ints('N', 'HW', 'C', 'x_pix', 'x_off', 'y_pix', 'y_off'), align=True)
 RESIZE = np.dtype([('x', PTR), ('y', PTR)] + _ints('N', 'H', 'W', 'C', 'P', 'Q')
-                  + [('scale_h', 'f4'), ('scale_w', 'f4')]
+                  + [('scale_h', 'f4'), ('scale_w', 'f4'), ('len_h', 'f4'), ('len_w', 'f4')]
                   + _ints('coord', 'linear', 'nearest', 'x_pix', 'x_off', 'y_pix', 'y_off'),
                   align=True)
 UNARY_ARGS = np.dtype([('x', PTR), ('xv', VIEW), ('y', PTR), ('yv', VIEW), ('n', 'i8'),

@@ -1,0 +1,59 @@
+"""What the CUDA backend cannot compute it refuses at lowering time, naming the op, the node
+and the attribute value (no GPU needed: ``bench_ours.lower_only`` lowers without a device)."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tx2_infer_core.errors import UnsupportedOpError
+from tx2_infer_core.ir import Graph, Node, Value
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / 'bench'))
+from bench_ours import lower_only  # noqa: E402
+
+
+def _graph(op, x_shape, y_shape, attrs=None, weights=None, inputs=None):
+    weights = dict(weights or {})
+    values = {n: Value(n, tuple(s), 'float32', 'NCHW' if len(s) == 4 else '')
+              for n, s in (('x', x_shape), ('y', y_shape))}
+    node = Node(op, 'n0', ['x'] + list(inputs or weights), ['y'], dict(attrs or {}))
+    return Graph([node], ['x'], ['y'], values, weights)
+
+
+REFUSED = [
+    ('MaxPool', (1, 3, 32), (1, 3, 31), {'kernel_shape': [2]}, {}, '1-D pooling'),
+    ('AveragePool', (1, 3, 8, 8, 8), (1, 3, 7, 7, 7), {'kernel_shape': [2, 2, 2]}, {},
+     '3-D pooling'),
+    ('Cast', (2, 3), (2, 3), {'to': 17}, {}, 'to=17'),
+    ('Dropout', (2, 3), (2, 3), {}, {'r': np.array(0.5, np.float32), 't': np.array(True)},
+     'training_mode=1'),
+    ('Resize', (1, 3, 4, 4), (1, 3, 8, 8), {'mode': 'cubic'},
+     {'roi': np.zeros(0, np.float32), 's': np.array([1, 1, 2, 2], np.float32)}, 'cubic'),
+    ('Resize', (1, 3, 8, 8), (1, 3, 4, 4), {'mode': 'linear', 'antialias': 1},
+     {'roi': np.zeros(0, np.float32), 's': np.array([1, 1, .5, .5], np.float32)},
+     'antialias=1'),
+]
+
+
+@pytest.mark.parametrize('case', REFUSED, ids=[c[-1] for c in REFUSED])
+def test_refused_with_op_node_and_reason(case):
+    op, x, y, attrs, weights, reason = case
+    with pytest.raises(UnsupportedOpError, match=f"'{op}' at node 'n0'.*{reason}"):
+        lower_only(_graph(op, x, y, attrs, weights))
+
+
+def test_gemm_trans_a_and_matrix_bias_lower():
+    """transA runs on the matmul kernel; a matrix C is a broadcasting Add after it."""
+    w = {'b': np.ones((3, 5), np.float32), 'c': np.ones((4, 5), np.float32)}
+    launches = lower_only(_graph('Gemm', (3, 4), (4, 5), {'transA': 1}, w))
+    assert [k.kernel for k in launches] == ['matmul', 'binary_flat2']
+
+
+def test_max_of_three_inputs_chains():
+    g = _graph('Max', (2, 3), (2, 3))
+    g.values['z'] = Value('z', (3,), 'float32', '')
+    g.values['w'] = Value('w', (2, 3), 'float32', '')
+    g.inputs += ['z', 'w']
+    g.nodes[0].inputs += ['z', 'w']
+    assert len(lower_only(g)) == 2
