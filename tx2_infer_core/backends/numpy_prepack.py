@@ -1,15 +1,19 @@
-"""Prepared convolutions for the numpy backend: build once, run many.
+"""Prepared convolutions (and max pools) for the numpy backend: build once, run many.
 
 At ``prepare`` each 2-D Conv / FusedConv (group 1, float32, constant weights) becomes a
-``PreparedConv``: the weights are laid out once as (M, kh * kw * C) rows, a zero-bordered copy
-of the input and an im2col buffer are allocated once, and every strided copy is fixed as a
-(destination, source) view pair. A run then copies the input into the bordered buffer, and per
-band of output rows fills the columns, multiplies straight into the output's arena view and
-applies bias, residual and activation in place while the band is still in cache::
+``PreparedConv``: the weights are laid out once as (M, kh * kw * C) rows (plus the bias as one
+more column), a zero-bordered copy of the input is allocated once, and every strided copy is
+fixed as a (destination, source) view pair. A run copies the input into the bordered buffer,
+then per band of output rows fills the columns, multiplies straight into the output's arena
+view and applies residual and activation in place while the band is still in cache::
 
-    x view ──copy──▶ bordered x ──im2col band──▶ cols ──matmul──▶ y band (arena) ──epilogue──┐
-                                                                   ▲                         │
-                                                                   └─────────── next band ◀──┘
+    x view ──copy──▶ bordered x ──im2col band──▶ cols ──matmul──▶ y band (arena) ──epilogue
+
+Bands are independent, so ``workers`` threads (the caller's and ``workers - 1`` from a pool)
+run them side by side, each with its own columns and scratch from a ``ConvWorkspace`` shared by
+all convs (they run one after another). numpy releases the GIL in copies, matmul and ufuncs, so
+the copies and the epilogue use every core too, not only the BLAS part; the backend holds BLAS
+itself to one thread meanwhile. On small images the workers split output channels instead.
 
 The op functions in ``ops/`` stay the plain reference (the ONNX conformance tests run them);
 only the summation order of the matmul differs, so results agree to float32 rounding.
@@ -20,8 +24,10 @@ import numpy as np
 
 from tx2_infer_core.ops.conv import out_sizes, resolve_pads
 from tx2_infer_core.ops.fused import activation_inplace
+from tx2_infer_core.ops.pool import pool_geometry, sliding_max
 
 BAND_BYTES = 2 << 20  # im2col columns per matmul: sized to stay in L2/L3 with the output band
+CHANNEL_SPLIT_PIXELS = 1024  # up to this many output pixels, workers split channels, not rows
 
 
 def flat(view, shape):
@@ -29,25 +35,50 @@ def flat(view, shape):
     return np.reshape(view, shape, copy=False)
 
 
-class PreparedConv:
-    """One conv node bound to its arena views; ``run()`` computes it in place."""
+class ConvWorkspace:
+    """Per-worker im2col columns and epilogue scratch (float32), sized for the largest conv."""
 
-    def __init__(self, node, x, w, b, residual, y):
+    def __init__(self, convs, workers):
+        self.workers = workers
+        cols = max([conv.cols_elems for conv in convs], default=0)
+        scratch = max([conv.scratch_elems for conv in convs], default=0)
+        self.cols = [np.empty(cols, np.float32) for _ in range(workers)]
+        self.scratch = [np.empty(scratch, np.float32) for _ in range(workers)]
+
+
+class PreparedConv:
+    """One conv node bound to its arena views; ``run()`` computes it in place.
+
+    Geometry is fixed at construction; ``bind(workspace, pool)`` then makes the band views.
+    """
+
+    def __init__(self, node, x, w, b, residual, y, workers=1):
         attrs = node.attrs
-        kernel, nd = w.shape[2:], 2
-        strides = list(attrs.get('strides') or [1] * nd)
-        dilations = list(attrs.get('dilations') or [1] * nd)
-        pads = resolve_pads(x.shape[2:], kernel, strides, dilations, attrs.get('pads'),
-                            attrs.get('auto_pad', 'NOTSET'))
+        self.kernel = w.shape[2:]
+        self.strides = list(attrs.get('strides') or [1, 1])
+        self.dilations = list(attrs.get('dilations') or [1, 1])
+        pads = resolve_pads(x.shape[2:], self.kernel, self.strides, self.dilations,
+                            attrs.get('pads'), attrs.get('auto_pad', 'NOTSET'))
         self.x, self.residual, self.y = x, residual, y
         self.act = {k: attrs[k] for k in ('alpha', 'beta', 'clip_min', 'clip_max')
                     if k in attrs}
         self.activation = attrs.get('activation', '')
         self.after_act = bool(attrs.get('residual_after_act', 0))
-        self.pointwise = w.shape[2:] == (1, 1) and strides == [1, 1]
+        self.pointwise = w.shape[2:] == (1, 1) and self.strides == [1, 1]
         self.w_rows, self.bias = self._weight_rows(w, b)
         self.xp = self._bordered(pads)
-        self.bands = self._bands(kernel, strides, dilations)
+        out_h, out_w = y.shape[2:]
+        assert out_sizes(self.xp.shape[2:], self.kernel, self.strides,
+                         self.dilations) == [out_h, out_w]
+        rows = max(1, BAND_BYTES // (self.w_rows.shape[1] * out_w * y.itemsize))
+        self.split_channels = workers > 1 and out_h * out_w <= CHANNEL_SPLIT_PIXELS
+        if not self.split_channels:
+            rows = min(rows, -(-out_h // workers))
+        self.step = rows
+        band = self.step * out_w
+        self.cols_elems = 0 if self.pointwise else self.w_rows.shape[1] * band
+        self.scratch_elems = y.shape[1] * band
+        self.stages, self.pool = [], None
 
     def _weight_rows(self, w, b):
         """(M, kh * kw * C) rows matching the im2col columns, and the bias left to add.
@@ -73,56 +104,81 @@ class PreparedConv:
         self.interior = xp[:, :, top:top + h, left:left + w]
         return xp
 
-    def _bands(self, kernel, strides, dilations):
-        """Per image and band of output rows: im2col copies, columns, output, residual."""
-        n, m = self.y.shape[:2]
-        out_h, out_w = self.y.shape[2:]
-        assert list(out_sizes(self.xp.shape[2:], kernel, strides, dilations)) == [out_h, out_w]
-        k = self.w_rows.shape[1]
-        step = max(1, BAND_BYTES // (k * out_w * self.y.itemsize))
-        pointwise = self.pointwise
-        cols = None if pointwise else np.ones((k, step * out_w), self.y.dtype)
-        scratch = np.empty((m, step * out_w), self.y.dtype)
-        bands = []
-        for i, first in itertools.product(range(n), range(0, out_h, step)):
-            rows = slice(first, min(first + step, out_h))
+    def bind(self, workspace, pool=None):
+        """Stages of band views into the arena and ``workspace``.
+
+        A stage is (copies for the calling thread, one task list per worker). Row split: one
+        stage, band j goes to worker j % workers with its own im2col copies. Channel split
+        (small images, where row bands would be tiny): per band, the calling thread fills the
+        columns, then each worker multiplies its share of the output channels.
+        """
+        n, m, out_h, out_w = self.y.shape
+        workers, self.pool = workspace.workers, pool
+        self.stages = [] if self.split_channels else [([], [[] for _ in range(workers)])]
+        bands = itertools.product(range(n), range(0, out_h, self.step))
+        for j, (i, first) in enumerate(bands):
+            rows = slice(first, min(first + self.step, out_h))
             size = (rows.stop - rows.start) * out_w
-            if pointwise:
-                copies, band_cols = [], flat(self.xp[i, :, rows], (-1, size))
-            else:
-                band_cols = cols[:, :size]
-                copies = self._im2col_pairs(self.xp[i], band_cols, kernel, strides, dilations,
-                                            rows)
+            worker = 0 if self.split_channels else j % workers
+            copies, cols = self._columns(workspace.cols[worker], i, rows, size)
+            out = flat(self.y[i, :, rows], (m, size))
             residual = None if self.residual is None else \
                 flat(self.residual[i, :, rows], (m, size))
-            bands.append((copies, band_cols, flat(self.y[i, :, rows], (m, size)), residual,
-                          scratch[:, :size]))
-        return bands
+            if not self.split_channels:
+                scratch = flat(workspace.scratch[worker][:m * size], (m, size))
+                task = (copies, self.w_rows, self.bias, cols, out, residual, scratch)
+                self.stages[0][1][worker].append(task)
+                continue
+            tasks = []
+            for w, part in enumerate(channel_parts(m, workers)):
+                scratch = flat(workspace.scratch[w][:len(range(m)[part]) * size], (-1, size))
+                bias = None if self.bias is None else self.bias[part]
+                tasks.append([([], self.w_rows[part], bias, cols, out[part],
+                               None if residual is None else residual[part], scratch)])
+            self.stages.append((copies, tasks))
 
-    @staticmethod
-    def _im2col_pairs(xp, cols, kernel, strides, dilations, rows):
-        """(destination, source) views: cols row block j * C.. holds kernel offset j."""
-        c = xp.shape[0]
+    def _columns(self, buffer, i, rows, size):
+        """(im2col copies, columns) of image i's output rows; pointwise reads x in place."""
+        if self.pointwise:
+            return [], flat(self.xp[i, :, rows], (-1, size))
+        k = self.w_rows.shape[1]
+        cols = flat(buffer[:k * size], (k, size))
+        return self._im2col_pairs(self.xp[i], cols, rows), cols
+
+    def _im2col_pairs(self, xp, cols, rows):
+        """(destination, source) pairs: cols row block j * C.. holds kernel offset j; with a
+        bias column in the weights the last row is ones (refilled: the buffer is shared)."""
+        c, (sh, sw), (dh, dw) = xp.shape[0], self.strides, self.dilations
         band = (rows.stop - rows.start, cols.shape[1] // (rows.stop - rows.start))
         pairs = []
-        for j, (oi, oj) in enumerate(itertools.product(*map(range, kernel))):
-            top = oi * dilations[0] + rows.start * strides[0]
-            left = oj * dilations[1]
-            source = xp[:, top:top + (band[0] - 1) * strides[0] + 1:strides[0],
-                        left:left + (band[1] - 1) * strides[1] + 1:strides[1]]
+        for j, (oi, oj) in enumerate(itertools.product(*map(range, self.kernel))):
+            top, left = oi * dh + rows.start * sh, oj * dw
+            source = xp[:, top:top + (band[0] - 1) * sh + 1:sh,
+                        left:left + (band[1] - 1) * sw + 1:sw]
             pairs.append((flat(cols[j * c:(j + 1) * c], (c,) + band), source))
+        if cols.shape[0] > c * len(pairs):
+            pairs.append((cols[-1], np.float32(1)))
         return pairs
 
     def run(self) -> None:
         """y = act(conv(x, w) + b + residual) (or the residual after act), in y's view."""
         if self.interior is not None:
             self.interior[...] = self.x
-        for copies, cols, out, residual, scratch in self.bands:
+        for copies, work in self.stages:
             for dst, src in copies:
                 np.copyto(dst, src)
-            np.matmul(self.w_rows, cols, out=out)
-            if self.bias is not None:
-                out += self.bias
+            others = [self.pool.submit(self._run_tasks, tasks) for tasks in work[1:]]
+            self._run_tasks(work[0])      # the calling thread is worker 0
+            for future in others:
+                future.result()
+
+    def _run_tasks(self, tasks) -> None:
+        for copies, w_rows, bias, cols, out, residual, scratch in tasks:
+            for dst, src in copies:
+                np.copyto(dst, src)
+            np.matmul(w_rows, cols, out=out)
+            if bias is not None:
+                out += bias
             if residual is not None and not self.after_act:
                 out += residual
             activation_inplace(out, scratch, self.activation, **self.act)
@@ -130,7 +186,14 @@ class PreparedConv:
                 out += residual
 
 
-def prepare_conv(node, args, outs, graph):
+def channel_parts(m, workers, align=16):
+    """``workers`` slices splitting range(m) into near-equal parts (bounds multiples of align)."""
+    bounds = [min(m, round(m * w / workers / align) * align) for w in range(workers + 1)]
+    bounds[-1] = m
+    return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
+
+
+def prepare_conv(node, args, outs, graph, workers=1):
     """A ``PreparedConv`` for ``node`` when it qualifies, else None (the reference op runs)."""
     if node.op not in ('Conv', 'FusedConv') or len(outs) != 1 or outs[0] is None:
         return None
@@ -150,4 +213,41 @@ def prepare_conv(node, args, outs, graph):
         return None
     if any(np.may_share_memory(y, a) for a in (x, residual) if a is not None):
         return None
-    return PreparedConv(node, x, w, b, residual, y)
+    return PreparedConv(node, x, w, b, residual, y, workers)
+
+
+class PreparedMaxPool:
+    """A MaxPool that needs no padding, written straight into its arena view; the workers
+    split the channels."""
+
+    def __init__(self, x, y, geometry, workers=1, pool=None):
+        self.geometry, self.pool = geometry, pool
+        self.tasks = [(x[:, part], y[:, part]) for part in channel_parts(x.shape[1], workers, 1)]
+
+    def run(self) -> None:
+        """y = max over each window of x."""
+        others = [self.pool.submit(self._run_part, *task) for task in self.tasks[1:]]
+        self._run_part(*self.tasks[0])
+        for future in others:
+            future.result()
+
+    def _run_part(self, x, y) -> None:
+        sliding_max(x, *self.geometry, out=y)
+
+
+def prepare_max_pool(node, args, outs, workers=1, pool=None):
+    """A ``PreparedMaxPool`` for a float32 2-D MaxPool without padding, else None."""
+    if node.op != 'MaxPool' or len(outs) != 1 or outs[0] is None or args[0] is None:
+        return None
+    x, y, attrs = args[0], outs[0], node.attrs
+    if x.ndim != 4 or x.dtype != np.float32 or np.may_share_memory(x, y):
+        return None
+    kernel = list(attrs['kernel_shape'])
+    strides = list(attrs.get('strides') or [1, 1])
+    dilations = list(attrs.get('dilations') or [1, 1])
+    pads = pool_geometry(x.shape[2:], kernel, strides, dilations, attrs.get('pads'),
+                         attrs.get('auto_pad', 'NOTSET'), attrs.get('ceil_mode', 0))
+    if any(sum(pads, [])) or out_sizes(x.shape[2:], kernel, strides, dilations) != \
+            list(y.shape[2:]):
+        return None
+    return PreparedMaxPool(x, y, (kernel, strides, dilations), workers, pool)

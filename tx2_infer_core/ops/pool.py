@@ -36,18 +36,24 @@ def MaxPool(x, *, auto_pad='NOTSET', ceil_mode=0, dilations=None, kernel_shape, 
                                         auto_pad, ceil_mode)
     low = -np.inf if x.dtype.kind == 'f' else np.iinfo(x.dtype).min
     xp = pad_spatial(x, begins, [e + x_ for e, x_ in zip(ends, extra)], low)
-    return _sliding_max(xp, kernel, strides, dilations)
+    return sliding_max(xp, kernel, strides, dilations)
 
 
-def _sliding_max(xp, kernel, strides, dilations):
-    """Window maxima one spatial axis at a time: max is separable, so a 3x3 window costs
-    3 + 3 passes instead of 9, and the first axis reads whole contiguous rows."""
+def sliding_max(xp, kernel, strides, dilations, out=None):
+    """Window maxima of padded ``xp`` (N, C, *S), one spatial axis at a time: max is
+    separable, so a 3x3 window costs 3 + 3 passes instead of 9, and the first axis reads whole
+    contiguous rows. The last pass writes into ``out`` when given."""
     y = xp
     for axis, (k, s, d) in enumerate(zip(kernel, strides, dilations), start=2):
         n = (y.shape[axis] - (k - 1) * d - 1) // s + 1
         parts = [y[(slice(None),) * axis + (slice(o * d, o * d + (n - 1) * s + 1, s),)]
                  for o in range(k)]
-        acc = parts[0].copy() if k == 1 else np.maximum(parts[0], parts[1])
+        last = axis == xp.ndim - 1 and out is not None
+        acc = out if last else np.empty(parts[0].shape, xp.dtype)
+        if k == 1:
+            np.copyto(acc, parts[0])
+        else:
+            np.maximum(parts[0], parts[1], out=acc)
         for part in parts[2:]:
             np.maximum(acc, part, out=acc)
         y = acc
