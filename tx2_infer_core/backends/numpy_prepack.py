@@ -27,7 +27,9 @@ from tx2_infer_core.ops.fused import activation_inplace
 from tx2_infer_core.ops.pool import pool_geometry, sliding_max
 
 BAND_BYTES = 2 << 20  # im2col columns per matmul: sized to stay in L2/L3 with the output band
-CHANNEL_SPLIT_PIXELS = 1024  # up to this many output pixels, workers split channels, not rows
+# Up to this many output pixels the workers split channels, not rows (measured on 2 cores: row
+# split wins down to 13x13; on 7x7 each worker's rows are too few for the matmul).
+CHANNEL_SPLIT_PIXELS = 100
 
 
 def flat(view, shape):
