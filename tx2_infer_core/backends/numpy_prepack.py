@@ -133,7 +133,7 @@ class PreparedConv:
                 continue
             tasks = []
             for w, part in enumerate(channel_parts(m, workers)):
-                scratch = flat(workspace.scratch[w][:len(range(m)[part]) * size], (-1, size))
+                scratch = flat(workspace.scratch[w][:(part.stop - part.start) * size], (-1, size))
                 bias = None if self.bias is None else self.bias[part]
                 tasks.append([([], self.w_rows[part], bias, cols, out[part],
                                None if residual is None else residual[part], scratch)])
