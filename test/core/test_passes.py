@@ -11,9 +11,7 @@ import numpy as np
 import pytest
 
 from tx2_infer_core import assets, detect, reference
-from tx2_infer_core.darknet import load_darknet
 from tx2_infer_core.ir import Graph, Node, Value
-from tx2_infer_core.onnx_import import load_onnx
 from tx2_infer_core.ops import run_node
 from tx2_infer_core.passes import (fold_batchnorm, fold_constants, fuse_conv_activation,
                                    fuse_conv_bn_weights, fuse_residual_add, infer_layouts,
@@ -38,17 +36,6 @@ def assert_same_outputs(graph, optimised, feeds, tol=1e-4):
     for name in before:
         assert after[name].shape == before[name].shape
         assert rel_error(after[name], before[name]) <= tol, name
-
-
-@pytest.fixture(scope='module')
-def yolov8():
-    return load_onnx(assets.fetch('yolov8-fall.onnx'), input_shape=(1, 3, 640, 640))
-
-
-@pytest.fixture(scope='module')
-def yolov3():
-    cfg, weights, _ = assets.yolov3_tiny()
-    return load_darknet(cfg, weights)
 
 
 def tiny(nodes, weights, outputs, in_shape=(1, 3, 32, 32)):

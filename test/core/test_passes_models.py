@@ -3,24 +3,10 @@
 Each model is optimised and compared with the unoptimised graph on a real photo through the
 reference interpreter (helpers shared with ``test_passes.py``).
 """
-import pytest
-
 from test_passes import assert_same_outputs, photo
 from tx2_infer_core import assets
-from tx2_infer_core.darknet import load_darknet
 from tx2_infer_core.onnx_import import load_onnx
 from tx2_infer_core.passes import optimize
-
-
-@pytest.fixture(scope='module')
-def yolov8():
-    return load_onnx(assets.fetch('yolov8-fall.onnx'), input_shape=(1, 3, 640, 640))
-
-
-@pytest.fixture(scope='module')
-def yolov3():
-    cfg, weights, _ = assets.yolov3_tiny()
-    return load_darknet(cfg, weights)
 
 
 def _readers(graph, op):
