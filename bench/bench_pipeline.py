@@ -96,7 +96,8 @@ def main(folder, out_json):
     frame = cv2.resize(cv2.imread(str(folder / 'photos' / 'bus.jpg')), (640, 480))
     rows = [bench_model(folder, m, p, frame) for m in ('yolov8', 'yolov3-tiny')
             for p in ('tc', 'simt')]
-    info = {'driver': drv.get_driver_version(), 'cuda': drv.get_version(),
+    info = {'device': drv.Device(0).name(), 'driver': drv.get_driver_version(),
+            'cuda': drv.get_version(),
             'python': platform.python_version(), 'numpy': np.__version__,
             'opencv': cv2.__version__, 'warmup': WARMUP}
     Path(out_json).write_text(json.dumps({'info': info, 'rows': rows}, indent=1))
