@@ -63,24 +63,25 @@ def _rows(array, width, head_type):
                            f"[1, A, {width}], got {(1,) + array.shape}")
 
 
-def yolov8_candidates(outputs, head):
+def yolov8_candidates(outputs, head, min_score=0.0):
     """YOLOv8 output -> (cxcywh boxes [A, 4], class scores [A, C])."""
     rows = _rows(_single_output(outputs, head), 4 + head['num_classes'], 'yolov8')
     return rows[:, :4], rows[:, 4:]
 
 
-def yolov5_candidates(outputs, head):
+def yolov5_candidates(outputs, head, min_score=0.0):
     """YOLOv5 output -> (cxcywh boxes [A, 4], objectness * class scores [A, C])."""
     rows = _rows(_single_output(outputs, head), 5 + head['num_classes'], 'yolov5')
     return rows[:, :4], rows[:, 4:5] * rows[:, 5:]
 
 
-def darknet_yolo_layer(raw, anchors, stride, num_classes, scale_x_y=1.0):
+def darknet_yolo_layer(raw, anchors, stride, num_classes, scale_x_y=1.0, min_objectness=0.0):
     """One Darknet [yolo] layer: raw conv map [1, na*(5+C), H, W] -> decoded rows.
 
     Returns (cxcywh boxes [H*W*na, 4] in network-input pixels, objectness [H*W*na],
     class probabilities [H*W*na, C]); rows run over (y, x, anchor), as OpenCV orders them.
-    ``stride`` is a number or (stride_x, stride_y).
+    ``stride`` is a number or (stride_x, stride_y). Rows whose objectness is below
+    ``min_objectness`` are left out (their class probabilities are never computed).
     """
     raw = np.asarray(raw, dtype=np.float32)
     num_anchors = len(anchors)
@@ -100,12 +101,16 @@ def darknet_yolo_layer(raw, anchors, stride, num_classes, scale_x_y=1.0):
     h = np.exp(maps[..., 3]) * anchors[:, 1]
     boxes = np.stack([cx, cy, w, h], axis=-1).reshape(-1, 4)
     objectness = sigmoid(maps[..., 4]).reshape(-1)
-    probs = sigmoid(maps[..., 5:]).reshape(-1, num_classes)
-    return boxes, objectness, probs
+    keep = np.flatnonzero(objectness >= min_objectness)
+    probs = sigmoid(maps[..., 5:].reshape(-1, num_classes)[keep])
+    return boxes[keep], objectness[keep], probs
 
 
-def darknet_yolo_candidates(outputs, head):
-    """All Darknet yolo layers -> (cxcywh boxes [N, 4], objectness * class prob [N, C])."""
+def darknet_yolo_candidates(outputs, head, min_score=0.0):
+    """All Darknet yolo layers -> (cxcywh boxes [N, 4], objectness * class prob [N, C]).
+
+    A score is objectness * probability <= objectness, so rows with objectness below
+    ``min_score`` can never reach it and are dropped before their classes are decoded."""
     all_boxes, all_scores = [], []
     for layer in head['layers']:
         if layer['output'] not in outputs:
@@ -113,7 +118,7 @@ def darknet_yolo_candidates(outputs, head):
                                    f"among the outputs {sorted(outputs)}")
         boxes, objectness, probs = darknet_yolo_layer(
             outputs[layer['output']], layer['anchors'], layer['stride'], head['num_classes'],
-            layer.get('scale_x_y', 1.0))
+            layer.get('scale_x_y', 1.0), min_score)
         all_boxes.append(boxes)
         all_scores.append(objectness[:, None] * probs)
     return np.concatenate(all_boxes), np.concatenate(all_scores)
@@ -166,7 +171,7 @@ def decode(outputs, head, conf_threshold=0.25, iou_threshold=0.45, max_detection
     if head_type not in CANDIDATES:
         raise ModelFormatError(f"unknown detector head type '{head_type}'; known: "
                                f"{', '.join(sorted(CANDIDATES) + ['classifier'])}")
-    boxes, class_scores = CANDIDATES[head_type](outputs, head)
+    boxes, class_scores = CANDIDATES[head_type](outputs, head, conf_threshold)
     class_scores = np.where(_class_mask(class_scores.shape[1], classes), class_scores, 0)
     class_ids = class_scores.argmax(axis=1)
     scores = class_scores[np.arange(len(class_ids)), class_ids]
