@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchstats import stats
 from tx2_infer_core.cuda.layout import fp16_graph
 from tx2_infer_core.planner import align, lifetimes, plan_memory
 
@@ -54,13 +55,6 @@ def frame_times(alloc, free, sizes, steps, frames, warmup=20):
         if f >= warmup:
             times.append((time.perf_counter() - t0) * 1e3)
     return times
-
-
-def stats(times) -> dict:
-    """Median, p99 and count of a list of milliseconds."""
-    t = np.asarray(times, np.float64)
-    return dict(median_ms=float(np.median(t)), p99_ms=float(np.percentile(t, 99)),
-                runs=int(t.size))
 
 
 def _arena(drv, graph, sizes, frames):

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
+from benchstats import stats
 from tx2_infer_core import assets, detect, timing
 from tx2_infer_core.engine import Engine
 
@@ -35,11 +36,6 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or 'unknown'
-
-
-def stats(times) -> dict:
-    return {'median_ms': float(np.median(times)), 'p99_ms': float(np.percentile(times, 99)),
-            'runs': len(times)}
 
 
 def models(tmp):

@@ -9,12 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def stats(times) -> dict:
-    """Median, p99, min and count of a list of milliseconds."""
-    t = np.asarray(times, np.float64)
-    return dict(median_ms=float(np.median(t)), p99_ms=float(np.percentile(t, 99)),
-                min_ms=float(t.min()), runs=int(t.size))
+from benchstats import stats
 
 
 @contextmanager
@@ -99,7 +94,7 @@ def replay_times(be, launch, runs, warmup) -> dict:
             end.record(be.stream)
             end.synchronize()
             times.append(end.time_since(start))
-    return stats(times)
+    return stats(times, minimum=True)
 
 
 def kernels_graph(be):

@@ -16,17 +16,11 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchstats import stats  # noqa: E402
 from tx2_infer_core import detect  # noqa: E402
 from tx2_infer_core.engine import Engine  # noqa: E402
 
 WARMUP, RUNS = 50, 500
-
-
-def stats(ms) -> dict:
-    """Median, p99, mean and min of a list of milliseconds."""
-    ms = np.asarray(ms)
-    return {'median_ms': float(np.median(ms)), 'p99_ms': float(np.percentile(ms, 99)),
-            'mean_ms': float(ms.mean()), 'min_ms': float(ms.min()), 'runs': int(ms.size)}
 
 
 def time_wall(fn, runs=RUNS):
@@ -37,7 +31,7 @@ def time_wall(fn, runs=RUNS):
         t0 = time.perf_counter()
         fn()
         out.append((time.perf_counter() - t0) * 1e3)
-    return stats(out)
+    return stats(out, mean=True, minimum=True)
 
 
 def time_graph_events(backend, runs=RUNS):
@@ -56,7 +50,7 @@ def time_graph_events(backend, runs=RUNS):
             end.record(backend.stream)
             end.synchronize()
             out.append(end.time_since(start))
-    return stats(out)
+    return stats(out, mean=True, minimum=True)
 
 
 def bench_model(folder, model, path, frame):

@@ -17,11 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+from benchstats import stats  # noqa: E402
 from torch_models import MODELS, make  # noqa: E402
 
 OPSET = 17
@@ -56,13 +55,6 @@ def export(names, folder):
     return done
 
 
-def stats(times) -> dict:
-    """Median, p99, min and count of a list of milliseconds."""
-    t = np.asarray(times, np.float64)
-    return dict(median_ms=float(np.median(t)), p99_ms=float(np.percentile(t, 99)),
-                min_ms=float(t.min()), runs=int(t.size))
-
-
 def time_calls(fn, runs, warmup) -> dict:
     """CUDA-event time of each of ``runs`` calls of ``fn()`` (synchronised), after warm-up."""
     for _ in range(warmup):
@@ -76,7 +68,7 @@ def time_calls(fn, runs, warmup) -> dict:
         end.record()
         end.synchronize()
         times.append(start.elapsed_time(end))
-    return stats(times)
+    return stats(times, minimum=True)
 
 
 def prepare(name):
