@@ -29,12 +29,16 @@ def import_model(model_path, input_shape=None, weights_path=None):
         return load_onnx(path, input_shape)
     if path.suffix == '.cfg':
         from tx2_infer_core.darknet import load_darknet
-        weights = Path(weights_path) if weights_path else path.with_suffix('.weights')
         names = path.with_name('coco.names')
-        return load_darknet(path, weights, input_shape,
+        return load_darknet(path, darknet_weights(path, weights_path), input_shape,
                             names_path=names if names.is_file() else None)
     raise Tx2InferError(f"unknown model type '{path.suffix}' for {path}: "
                         'expected .onnx, a Darknet .cfg (with .weights) or a .tx2plan')
+
+
+def darknet_weights(cfg_path, weights_path=None) -> Path:
+    """The .weights of a Darknet .cfg: ``weights_path``, else the file beside it (same stem)."""
+    return Path(weights_path) if weights_path else Path(cfg_path).with_suffix('.weights')
 
 
 def file_digest(*paths) -> str:
@@ -45,6 +49,13 @@ def file_digest(*paths) -> str:
             for chunk in iter(lambda: f.read(1 << 20), b''):
                 digest.update(chunk)
     return digest.hexdigest()
+
+
+def model_digest(model_path, weights_path=None) -> str:
+    """``file_digest`` of the files a model is built from (a Darknet .cfg with its .weights)."""
+    if str(model_path).endswith('.cfg'):
+        return file_digest(model_path, darknet_weights(model_path, weights_path))
+    return file_digest(model_path)
 
 
 def cache_key(model_digest, input_shape, precision, target) -> str:
@@ -128,11 +139,10 @@ class Engine:
             graph, report = run_passes(graph)
         memory_plan = plan_memory(graph)
         in_shape = graph.values[graph.inputs[0]].shape
-        sources = [model_path] + ([weights_path or Path(model_path).with_suffix('.weights')]
-                                  if str(model_path).endswith('.cfg') else [])
         options = {'precision': precision, 'backend': backend, 'model': str(model_path),
                    'input_shape': list(in_shape), 'passes': report,
-                   'key': cache_key(file_digest(*sources), in_shape, precision, backend)}
+                   'key': cache_key(model_digest(model_path, weights_path), in_shape,
+                                    precision, backend)}
         log.info('built %s in %.2f s: %d nodes, %s', model_path, time.perf_counter() - start,
                  len(graph.nodes), memory_plan.report())
         return cls(graph, memory_plan, options, backend, backend_options)
@@ -142,10 +152,9 @@ class Engine:
                      weights_path=None, cache_dir=None, backend_options=None):
         """Load the cached plan for this model/shape/precision/target, building it once."""
         from tx2_infer_core.assets import cache_dir as default_cache
-        sources = [model_path] + ([weights_path or Path(model_path).with_suffix('.weights')]
-                                  if str(model_path).endswith('.cfg') else [])
         target = 'cuda' if backend == 'auto' and cuda_available() else backend
-        key = cache_key(file_digest(*sources), input_shape or (), precision, target)
+        key = cache_key(model_digest(model_path, weights_path), input_shape or (), precision,
+                        target)
         folder = Path(cache_dir or default_cache() / 'plans')
         path = folder / f'{Path(model_path).stem}-{key}.tx2plan'
         if path.is_file():
