@@ -78,9 +78,14 @@ def match_activation(graph, consumers, name):
     return (attrs, [act], act.outputs[0]) if attrs else None
 
 
+def conv_inputs(conv):
+    """``[x, w, b]`` of a Conv or FusedConv, ``''`` for an omitted bias (no residual)."""
+    return list(conv.inputs[:3]) + [''] * (3 - len(conv.inputs[:3]))
+
+
 def fused_conv(conv, activation_attrs, output):
     """A FusedConv node doing what ``conv`` does, then the activation, writing ``output``."""
-    inputs = list(conv.inputs[:3]) + [''] * (3 - len(conv.inputs[:3]))
+    inputs = conv_inputs(conv)
     attrs = {k: v for k, v in conv.attrs.items() if k in CONV_ATTRS}
     attrs.update(activation_attrs)
     return Node('FusedConv', conv.name, inputs, [output], attrs)

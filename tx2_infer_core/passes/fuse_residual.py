@@ -13,7 +13,7 @@ when the conv had none and ``a`` has no other reader. The fused node stays where
 when ``r`` is computed before it, otherwise it moves to where the Add was (its inputs are all
 ready there), so the graph stays topologically ordered.
 """
-from tx2_infer_core.passes.fuse_conv import match_activation
+from tx2_infer_core.passes.fuse_conv import conv_inputs, match_activation
 from tx2_infer_core.passes.graph_edit import dtype_of, rewrite_nodes, shape_of, sole_consumer
 
 
@@ -66,7 +66,7 @@ def fuse_residual_add(graph) -> int:
     for conv, add, residual, act in found:
         ready_before_conv = (residual not in producers
                              or index[id(producers[residual])] < index[id(conv)])
-        conv.inputs = list(conv.inputs[:3]) + [''] * (3 - len(conv.inputs[:3])) + [residual]
+        conv.inputs = conv_inputs(conv) + [residual]
         conv.attrs['residual_after_act'] = 1 if conv.attrs.get('activation') else 0
         conv.outputs = [add.outputs[0]]
         if act is not None:
