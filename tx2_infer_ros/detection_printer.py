@@ -17,6 +17,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 from vision_msgs.msg import Detection2DArray
 
+from tx2_infer_core import detect
 from tx2_infer_ros import conversions
 
 
@@ -25,8 +26,7 @@ def describe(msg, labels) -> str:
     stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
     lines = [f'frame {msg.header.frame_id} @ {stamp:.3f}: {len(msg.detections)} detections']
     for d in conversions.detections_from_array(msg):
-        cid = d['class_id']
-        name = labels[cid] if labels and 0 <= cid < len(labels) else str(cid)
+        name = detect.label_for(d['class_id'], labels)
         lines.append(f"  {name:<14} {d['score']:.2f}  box x1={d['x1']:.0f} y1={d['y1']:.0f} "
                      f"x2={d['x2']:.0f} y2={d['y2']:.0f}")
     return '\n'.join(lines)
@@ -43,7 +43,7 @@ class DetectionPrinter(Node):
         if not labels_path:
             from tx2_infer_core import assets
             labels_path = str(assets.fetch('coco.names'))
-        self.labels = [s.strip() for s in Path(labels_path).read_text().splitlines() if s.strip()]
+        self.labels = detect.load_labels(labels_path)
         self.save_dir = self.get_parameter('save_dir').value
         self.latencies, self.arrivals, self.diag, self.saved = [], [], {}, 0
         self.create_subscription(Detection2DArray, 'detections', self._on_detections, 10)
