@@ -72,7 +72,7 @@ def run(frames=60, timeout=120.0, rate=10.0, out='out/ros_demo'):
     logs = Path(tempfile.mkdtemp(prefix='tx2_infer_demo_'))
     domain_id = 10 + os.getpid() % 80
     env = ros_env.child_env(domain_id=domain_id, log_dir=logs)
-    os.environ.update({k: v for k, v in env.items() if k.startswith(('ROS_', 'FASTDDS_'))})
+    ros_env.apply_to_this_process(env)
     summary_path = logs / 'summary.json'
     procs = [_spawn('detector_node', {'backend': 'cpu', 'publish_annotated': 'true'}, env, logs,
                     name='tx2_infer_detector'),

@@ -68,6 +68,12 @@ def child_env(domain_id=None, log_dir=None, base=None) -> dict:
     return env
 
 
+def apply_to_this_process(env) -> None:
+    """Set the ``ROS_*`` and ``FASTDDS_*`` variables of ``env`` (a ``child_env``) in THIS
+    process, for rclpy contexts it creates next; the library paths only work for children."""
+    os.environ.update({k: v for k, v in env.items() if k.startswith(('ROS_', 'FASTDDS_'))})
+
+
 def preload_vision_msgs() -> bool:
     """Make the dev-workspace vision_msgs importable in THIS (already started) process.
 

@@ -75,8 +75,7 @@ class Peer:
     """An rclpy node in the test process facing the detector node ``name``."""
 
     def __init__(self, domain_id, log_dir, name='det'):
-        os.environ.update({k: v for k, v in ros_env.child_env(domain_id, log_dir).items()
-                           if k.startswith(('ROS_', 'FASTDDS_'))})
+        ros_env.apply_to_this_process(ros_env.child_env(domain_id, log_dir))
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=domain_id)
         self.node = rclpy.create_node('test_peer', context=self.context)
