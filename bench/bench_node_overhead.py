@@ -31,8 +31,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'test' / 'ros'))
 from rospeer import T, Peer, free_domain_id, start_node, stop_node  # noqa: E402
+from tx2_infer_ros.stats import FRAME_TIMES  # noqa: E402
 
-STAGES = ('receive', 'wait', 'decode', 'preprocess', 'infer', 'postprocess', 'publish')
+STAGES = tuple(t for t in FRAME_TIMES if t != 'latency')  # the node's timed parts of a frame
 PHOTOS = ('dog.jpg', 'bus.jpg', 'horses.jpg')
 
 
