@@ -60,3 +60,12 @@ __device__ __forceinline__ long long tx2_view_offset(const View &v, long long i)
     }
     return off;
 }
+
+// Output pixel m of an N x P x Q image (row-major) -> (image, output row, output column).
+__device__ __forceinline__ void tx2_decode_pixel(long long m, int P, int Q, int &n, int &oh,
+                                                 int &ow) {
+    ow = (int)(m % Q);
+    const long long t = m / Q;
+    oh = (int)(t % P);
+    n = (int)(t / P);
+}

@@ -56,8 +56,5 @@ __device__ __forceinline__ void conv_store2(const ConvParams &p, long long m, in
 // Pixel m -> (image, output row, output column).
 __device__ __forceinline__ void decode_pixel(const ConvParams &p, long long m, int &n, int &oh,
                                              int &ow) {
-    ow = (int)(m % p.Q);
-    long long t = m / p.Q;
-    oh = (int)(t % p.P);
-    n = (int)(t / p.P);
+    tx2_decode_pixel(m, p.P, p.Q, n, oh, ow);
 }

@@ -16,7 +16,8 @@ extern "C" __global__ void pool2d(PoolParams p) {
          idx += (long long)gridDim.x * blockDim.x) {
         const int c = (int)(idx % p.C);
         const long long m = idx / p.C;
-        const int ow = (int)(m % p.Q), oh = (int)((m / p.Q) % p.P), n = (int)(m / p.Q / p.P);
+        int n, oh, ow;
+        tx2_decode_pixel(m, p.P, p.Q, n, oh, ow);
         float acc = p.is_avg ? 0.f : -TX2_INF;
         int count = 0;
         for (int r = 0; r < p.R; ++r) {

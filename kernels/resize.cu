@@ -55,7 +55,8 @@ extern "C" __global__ void resize2d(ResizeParams p) {
          idx += (long long)gridDim.x * blockDim.x) {
         const int c = (int)(idx % p.C);
         const long long m = idx / p.C;
-        const int ow = (int)(m % p.Q), oh = (int)((m / p.Q) % p.P), n = (int)(m / p.Q / p.P);
+        int n, oh, ow;
+        tx2_decode_pixel(m, p.P, p.Q, n, oh, ow);
         const float fy = src_coord(oh, p.scale_h, p.H, p.len_h, p.P, p.coord);
         const float fx = src_coord(ow, p.scale_w, p.W, p.len_w, p.Q, p.coord);
         const half *xn = p.x + (long long)n * p.H * p.W * p.x_pix + p.x_off + c;
