@@ -42,10 +42,10 @@ __device__ void conv_simt_body(const ConvParams &p) {
     const long long lm = m0 + lrow;
     int img = 0, oh = 0, ow = 0;
     if (lm < M) decode_pixel(p, lm, img, oh, ow);
-    const half *xg = p.x + (long long)img * p.H * p.W * p.x_pix + p.x_off + g * p.Cg;
+    const half *xg = conv_x_image(p, img, g);
     const int lk = n0 + lrow;
     const bool kvalid = lk < p.Kg;
-    const half *wk = p.w + (long long)(g * p.Kg + (kvalid ? lk : 0)) * p.R * p.S * p.Cg;
+    const half *wk = conv_w_row(p, g * p.Kg + (kvalid ? lk : 0));
     const int tx = tid & 15, ty = tid >> 4;
     float acc[4][4] = {};
     for (int r = 0; r < p.R; ++r) {
@@ -125,10 +125,10 @@ __device__ void conv_wmma_body(const ConvParams &p) {
     const long long lm = m0 + lrow;
     int img = 0, oh = 0, ow = 0;
     if (lm < M) decode_pixel(p, lm, img, oh, ow);
-    const half *xg = p.x + (long long)img * p.H * p.W * p.x_pix + p.x_off + g * p.Cg;
+    const half *xg = conv_x_image(p, img, g);
     const int lk = n0 + lrow;
     const bool kvalid = lk < p.Kg;
-    const half *wk = p.w + (long long)(g * p.Kg + (kvalid ? lk : 0)) * p.R * p.S * p.Cg;
+    const half *wk = conv_w_row(p, g * p.Kg + (kvalid ? lk : 0));
     const int wm = (warp >> 1) * 32, wn = (warp & 1) * 32;
     wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
     for (int i = 0; i < 2; ++i)
@@ -194,8 +194,8 @@ extern "C" __global__ void conv_direct(ConvParams p) {
         int img, oh, ow;
         decode_pixel(p, m, img, oh, ow);
         const int g = k / p.Kg;
-        const half *xg = p.x + (long long)img * p.H * p.W * p.x_pix + p.x_off + g * p.Cg;
-        const half *wk = p.w + (long long)k * p.R * p.S * p.Cg;
+        const half *xg = conv_x_image(p, img, g);
+        const half *wk = conv_w_row(p, k);
         float acc = 0.f;
         for (int r = 0; r < p.R; ++r) {
             const int ih = oh * p.sh - p.ph + r * p.dh;

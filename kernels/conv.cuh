@@ -58,3 +58,13 @@ __device__ __forceinline__ void decode_pixel(const ConvParams &p, long long m, i
                                              int &ow) {
     tx2_decode_pixel(m, p.P, p.Q, n, oh, ow);
 }
+
+// Image ``img`` of the input view, at the first channel of group ``g``.
+__device__ __forceinline__ const half *conv_x_image(const ConvParams &p, int img, int g) {
+    return p.x + (long long)img * p.H * p.W * p.x_pix + p.x_off + g * p.Cg;
+}
+
+// The [R][S][Cg] weights of output channel ``k`` (counted over all groups).
+__device__ __forceinline__ const half *conv_w_row(const ConvParams &p, int k) {
+    return p.w + (long long)k * p.R * p.S * p.Cg;
+}

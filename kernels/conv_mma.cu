@@ -66,14 +66,14 @@ struct MmaLoader {
             const long long m = m0 + (tid >> 2) + i * (THREADS / 4);
             int img = 0, oh = 0, ow = 0;
             if (m < M) decode_pixel(p, m, img, oh, ow);
-            xa[i] = p.x + (long long)img * p.H * p.W * p.x_pix + p.x_off + g * p.Cg;
+            xa[i] = conv_x_image(p, img, g);
             ih0[i] = m < M ? oh * p.sh - p.ph : -(1 << 29);
             iw0[i] = ow * p.sw - p.pw;
         }
 #pragma unroll
         for (int j = 0; j < BL; ++j) {
             const int n = n0 + (tid >> 2) + j * (THREADS / 4);
-            wb[j] = n < p.Kg ? p.w + (long long)(g * p.Kg + n) * p.R * p.S * p.Cg : nullptr;
+            wb[j] = n < p.Kg ? conv_w_row(p, g * p.Kg + n) : nullptr;
         }
         const int rs = kt0 / cchunks;
         c0 = (kt0 % cchunks) * MMA_BK;
@@ -126,11 +126,11 @@ struct GatherLoader {
         const long long M = (long long)p.N * p.P * p.Q, m = m0 + threadIdx.x / (32 / EA);
         int img = 0, oh = 0, ow = 0;
         if (m < M) decode_pixel(p, m, img, oh, ow);
-        xa = p.x + (long long)img * p.H * p.W * p.x_pix + p.x_off + g * p.Cg;
+        xa = conv_x_image(p, img, g);
         ih0 = m < M ? oh * p.sh - p.ph : -(1 << 29);
         iw0 = ow * p.sw - p.pw;
         const int n = n0 + threadIdx.x / (32 / EB);
-        wb = n < p.Kg ? p.w + (long long)(g * p.Kg + n) * p.R * p.S * p.Cg : nullptr;
+        wb = n < p.Kg ? conv_w_row(p, g * p.Kg + n) : nullptr;
         kt = kt0;
     }
 
