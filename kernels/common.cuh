@@ -69,3 +69,9 @@ __device__ __forceinline__ void tx2_decode_pixel(long long m, int P, int Q, int 
     oh = (int)(t % P);
     n = (int)(t / P);
 }
+
+// Sum of ``v`` over the 32 lanes of a warp, in every lane.
+__device__ __forceinline__ float tx2_warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}

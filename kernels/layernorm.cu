@@ -3,11 +3,6 @@
 // outputs mean and rstd (ONNX Mean and InvStdDev, one per row) may be null.
 #include "common.cuh"
 
-__device__ __forceinline__ float ln_warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
 extern "C" __global__ void layernorm(const half *x, const float *gamma, const float *beta,
                                      half *y, long long rows, int n, float eps, half *mean_out,
                                      half *rstd_out) {
@@ -22,8 +17,8 @@ extern "C" __global__ void layernorm(const half *x, const float *gamma, const fl
             sum += v;
             sq += v * v;
         }
-        sum = ln_warp_sum(sum);
-        sq = ln_warp_sum(sq);
+        sum = tx2_warp_sum(sum);
+        sq = tx2_warp_sum(sq);
         const float mean = sum / n;
         const float rstd = rsqrtf(fmaxf(sq / n - mean * mean, 0.f) + eps);
         if (lane == 0 && mean_out) mean_out[row] = __float2half(mean);

@@ -7,11 +7,6 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
 extern "C" __global__ void softmax(const half *x, half *y, long long outer, int n, int inner,
                                    int log_softmax) {
     const int lane = threadIdx.x & 31;
@@ -25,7 +20,7 @@ extern "C" __global__ void softmax(const half *x, half *y, long long outer, int 
         mx = warp_max(mx);
         float sum = 0.f;
         for (int j = lane; j < n; j += 32) sum += __expf(__half2float(x[base + j * step]) - mx);
-        sum = warp_sum(sum);
+        sum = tx2_warp_sum(sum);
         const float lsum = __logf(sum);
         for (int j = lane; j < n; j += 32) {
             const float v = __half2float(x[base + j * step]) - mx;
