@@ -54,16 +54,6 @@ SOFTMAX = np.dtype([('x', PTR), ('y', PTR), ('outer', 'i8'), ('n', 'i4'), ('inne
                     ('log', 'i4')], align=True)
 LAYERNORM = np.dtype([('x', PTR), ('gamma', PTR), ('beta', PTR), ('y', PTR), ('rows', 'i8'),
                       ('n', 'i4'), ('eps', 'f4'), ('mean', PTR), ('rstd', PTR)], align=True)
-PREPROCESS = np.dtype([('src', PTR)] + _ints('src_h', 'src_w', 'src_pitch')
-                      + [('y', PTR)]
-                      + _ints('out_h', 'out_w', 'y_pix', 'y_off', 'top', 'left', 'new_h',
-                              'new_w', 'swap_rb')
-                      + [('pad', 'f4'), ('mul', 'f4', (3,)), ('add', 'f4', (3,))], align=True)
-YOLO_DECODE = np.dtype([('out', PTR), ('c_stride', 'i8'), ('a_stride', 'i8'),
-                        ('anchors', 'i4'), ('classes', 'i4'), ('threshold', 'f4'),
-                        ('dets', PTR), ('count', PTR), ('max_det', 'i4')], align=True)
-NMS = np.dtype([('dets', PTR), ('count', PTR), ('max_det', 'i4'), ('iou', 'f4'),
-                ('keep', PTR)], align=True)
 
 
 def _trimmed(dtype: np.dtype) -> np.dtype:
