@@ -14,6 +14,7 @@ import numpy as np
 
 from tx2_infer_core import heads
 from tx2_infer_core.cuda.launch import BLOCK, grid_1d
+from tx2_infer_core.cuda.params import PTR, record
 from tx2_infer_core.errors import InputError, ModelFormatError
 
 log = logging.getLogger('tx2_infer.cuda.pipeline')
@@ -23,7 +24,6 @@ MAX_OUT = 1000          # detections a frame can return
 MAX_FRAME = (1920, 1080)  # staging allocated at prepare; a larger frame grows it once
 MAX_GRAPHS = 4          # captured image sizes kept
 
-PTR = 'u8'
 PRE = np.dtype([('src', PTR), ('src_h', 'i4'), ('src_w', 'i4'), ('src_pitch', 'i4'),
                 ('y', PTR), ('y_pix', 'i8'), ('y_chan', 'i8'), ('y_off', 'i8'),
                 ('out_h', 'i4'), ('out_w', 'i4'), ('top', 'i4'), ('left', 'i4'),
@@ -46,12 +46,6 @@ CAND_BYTES = 32
 HEADS = ('yolov8', 'yolov5', 'darknet_yolo', 'classifier')
 
 
-def record(dtype, **fields):
-    """A kernel argument record of ``dtype`` (unset fields zero)."""
-    from tx2_infer_core.cuda.params import record as params_record
-    return params_record(dtype, **fields)
-
-
 def frame_geometry(src_hw, out_hw, fmt):
     """(top, left, new_h, new_w, scale_x, scale_y) of a letterbox or stretch resize, as
     ``detect.letterbox``/``detect.stretch`` compute them."""
@@ -72,16 +66,12 @@ def supports(graph) -> bool:
     shape = tuple(graph.values[graph.inputs[0]].shape)
     try:
         fmt = resolve_input_format(graph.meta.get('input_format'), shape)
-        head = _head(graph)
+        head = graph.meta['head']
     except (InputError, ModelFormatError):
         return False
     channels = shape[1] if fmt['layout'] == 'NCHW' else shape[-1]
     return (len(shape) == 4 and shape[0] == 1 and channels == 3 and head.get('type') in HEADS
             and head.get('num_classes', 0) <= MAX_CLASSES)
-
-
-def _head(graph):
-    return graph.meta['head']
 
 
 class FramePipeline:
@@ -92,7 +82,7 @@ class FramePipeline:
         self.be, self.drv = backend, backend.ctx.drv
         graph = backend.graph
         self.input = graph.inputs[0]
-        self.head = _head(graph)
+        self.head = graph.meta['head']
         self.fmt = resolve_input_format(graph.meta.get('input_format'),
                                         graph.values[self.input].shape)
         self.graphs, self.src, self.src_bytes = {}, None, 0
