@@ -26,6 +26,8 @@ from tx2_infer_core.errors import MemoryPlanError
 # their output may overwrite an input of the same shape that dies at the op.
 ELEMENTWISE_OPS = ('Relu', 'LeakyRelu', 'Sigmoid', 'Tanh', 'Clip', 'HardSwish', 'HardSigmoid',
                    'Add', 'Sub', 'Mul', 'Div', 'BatchNormalization')
+# Byte alignment of every arena block (the planner's, the engine's and the CUDA backend's).
+ALIGNMENT = 256
 # A concat input is placed only if its slice offset is a multiple of this (vector loads).
 PLACEMENT_ALIGNMENT = 16
 
@@ -38,7 +40,7 @@ class MemoryPlan:
     arena_bytes: int
     lower_bound: int
     naive_bytes: int
-    alignment: int = 256
+    alignment: int = ALIGNMENT
     inplace: dict = field(default_factory=dict)
     placed_concats: list = field(default_factory=list)
 
@@ -201,7 +203,7 @@ def _alias_inplace(graph, life, blocks, placed) -> dict:
     return inplace
 
 
-def plan_memory(graph, alignment=256, inplace=True, concat_placement=True,
+def plan_memory(graph, alignment=ALIGNMENT, inplace=True, concat_placement=True,
                 views=None) -> MemoryPlan:
     """Plan one arena for every activation of ``graph`` (see the module docstring).
 
