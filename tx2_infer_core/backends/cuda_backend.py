@@ -195,14 +195,6 @@ class CudaBackend(Backend):
             out[name] = arr.astype(np.float32)
         return out
 
-    def detect(self, image_bgr, conf=0.25, iou=0.45, max_det=100, classes=None):
-        """One uint8 BGR frame through the GPU pipeline (``cuda/pipeline.py``) ->
-        (boxes xyxy in image pixels [N, 4], scores [N], class ids [N])."""
-        if self.frame_pipeline is None:
-            raise Tx2InferError('this graph has no GPU frame pipeline (one 3-channel image '
-                                'input and a yolov8/yolov5/darknet_yolo/classifier head)')
-        return self.frame_pipeline.detect(image_bgr, conf, iou, max_det, classes)
-
     @property
     def device_allocations(self) -> int:
         """Real device allocations made so far (constant after ``prepare``)."""
