@@ -15,9 +15,10 @@ setup(
         ('share/' + package_name, ['package.xml']),
         ('share/' + package_name + '/launch', glob('launch/*.py')),
         ('share/' + package_name + '/config', glob('config/*')),
+        # The CUDA sources stay at the top level; cuda/compile.py's kernel_dir() finds them in
+        # the checkout or here, under the prefix the package is installed in.
         ('share/' + package_name + '/kernels', glob('kernels/*.cu') + glob('kernels/*.cuh')),
     ],
-    package_data={'tx2_infer_core': ['kernels/*.cu', 'kernels/*.cuh']},
     install_requires=['setuptools', 'numpy', 'onnx', 'opencv-python-headless', 'tqdm',
                       'threadpoolctl'],
     zip_safe=True,
@@ -30,6 +31,8 @@ setup(
         'console_scripts': [
             'tx2-infer = tx2_infer_core.cli:main',
             'detector_node = tx2_infer_ros.detector_node:main',
+            'image_publisher = tx2_infer_ros.image_publisher:main',
+            'detection_printer = tx2_infer_ros.detection_printer:main',
         ],
     },
 )

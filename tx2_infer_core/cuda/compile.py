@@ -5,6 +5,10 @@ through ctypes (the ``nvidia-cuda-nvrtc-cu12`` wheel targets sm_50 to sm_90, Pas
 Jetsons included). A cubin is cached under ``~/.cache/tx2_infer/kernels`` keyed by the hash of
 the source and of every header in ``kernels/``, the defines, the architecture and the compiler,
 so a restart does not recompile. Nothing here touches a GPU.
+
+The kernel sources are found by ``kernel_dir()``: ``$TX2_INFER_KERNEL_DIR`` if set, else the
+checkout's top-level ``kernels/``, else ``<prefix>/share/tx2_infer_ros/kernels`` of the prefix
+the package is installed in (a wheel, ``pip install --prefix``/``--target``, ``colcon build``).
 """
 import ctypes
 import glob
@@ -17,7 +21,8 @@ from pathlib import Path
 
 from tx2_infer_core import assets
 
-KERNEL_DIR = Path(__file__).resolve().parents[2] / 'kernels'
+KERNEL_DIR_ENV = 'TX2_INFER_KERNEL_DIR'
+SHARE_KERNELS = Path('share', 'tx2_infer_ros', 'kernels')  # setup.py's data_files entry
 NVCC_MIN_ARCH = 75  # CUDA 13's nvcc dropped Pascal and Volta
 
 
@@ -25,14 +30,48 @@ class CompileError(RuntimeError):
     """A kernel failed to compile; the message holds the compiler log."""
 
 
+def kernel_dir_candidates() -> list:
+    """Where the kernels may be, in order: the checkout (``<package root>/../kernels``), then
+    ``share/tx2_infer_ros/kernels`` under every folder above the installed package (a prefix
+    is ``site-packages/../../..``; ``pip install --target`` puts ``share/`` beside it)."""
+    package = Path(__file__).resolve().parents[1]
+    return [package.parent / 'kernels'] + [up / SHARE_KERNELS for up in package.parents]
+
+
+def _has_kernels(folder: Path) -> bool:
+    return folder.is_dir() and any(folder.glob('*.cu'))
+
+
+def kernel_dir() -> Path:
+    """The folder holding ``kernels/*.cu`` and ``*.cuh``: ``$TX2_INFER_KERNEL_DIR`` if set,
+    else the first of ``kernel_dir_candidates()`` that holds ``.cu`` files. Raises
+    ``CompileError`` naming every place it looked when there is none."""
+    forced = os.environ.get(KERNEL_DIR_ENV)
+    if forced:
+        if not _has_kernels(Path(forced)):
+            raise CompileError(f'${KERNEL_DIR_ENV}={forced} holds no kernel (*.cu) files')
+        return Path(forced)
+    candidates = kernel_dir_candidates()
+    for folder in candidates:
+        if _has_kernels(folder):
+            return folder
+    looked = '\n  '.join(str(c) for c in candidates)
+    raise CompileError(f'no CUDA kernel files (*.cu) found; ${KERNEL_DIR_ENV} is not set and '
+                       f'none of these holds any:\n  {looked}\nReinstall the package (setup.py '
+                       f'installs them to {SHARE_KERNELS}) or set ${KERNEL_DIR_ENV}.')
+
+
 def kernel_sources() -> list:
-    """Every kernel file, sorted."""
-    return sorted(KERNEL_DIR.glob('*.cu'))
+    """Every kernel file (``kernel_dir()/*.cu``), sorted."""
+    return sorted(kernel_dir().glob('*.cu'))
 
 
-def _cache_key(name: str, arch: int, defines: dict, compiler: str) -> str:
+def cache_key(name: str, arch: int, defines: dict, compiler: str) -> str:
+    """The cubin cache key: a hash of the source, every header, the defines, the architecture
+    and the compiler (not of the kernels' location)."""
+    folder = kernel_dir()
     h = hashlib.sha256()
-    for path in [KERNEL_DIR / f'{name}.cu', *sorted(KERNEL_DIR.glob('*.cuh'))]:
+    for path in [folder / f'{name}.cu', *sorted(folder.glob('*.cuh'))]:
         h.update(path.name.encode() + b'\0' + path.read_bytes())
     h.update(repr(sorted(defines.items())).encode())
     h.update(f'sm_{arch}|{compiler}'.encode())
@@ -48,10 +87,11 @@ def nvcc_compile(name: str, arch: int, defines: dict) -> bytes:
     nvcc = shutil.which('nvcc')
     if nvcc is None:
         raise CompileError('nvcc is not on PATH')
+    folder = kernel_dir()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / f'{name}.cubin'
-        cmd = [nvcc, '-cubin', f'-arch=sm_{arch}', '-O3', '-std=c++17', f'-I{KERNEL_DIR}',
-               *_define_flags(defines), '-o', str(out), str(KERNEL_DIR / f'{name}.cu')]
+        cmd = [nvcc, '-cubin', f'-arch=sm_{arch}', '-O3', '-std=c++17', f'-I{folder}',
+               *_define_flags(defines), '-o', str(out), str(folder / f'{name}.cu')]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise CompileError(f'nvcc failed on {name}.cu for sm_{arch}:\n{proc.stderr}')
@@ -67,7 +107,9 @@ def _nvidia_dirs(sub: str) -> list:
     return found
 
 
-def _load_nvrtc():
+def load_nvrtc():
+    """The NVRTC library (``ctypes.CDLL``): from the ``nvidia-cuda-nvrtc-cu12`` wheel, else
+    the system's. Raises ``CompileError`` if there is none."""
     names = [os.path.join(d, 'libnvrtc.so.12') for d in _nvidia_dirs('lib')]
     names += ['libnvrtc.so.12', 'libnvrtc.so']
     for name in names:
@@ -79,7 +121,7 @@ def _load_nvrtc():
 
 
 def _include_dirs() -> list:
-    dirs = [str(KERNEL_DIR)] + _nvidia_dirs('include')
+    dirs = [str(kernel_dir())] + _nvidia_dirs('include')
     home = os.environ.get('CUDA_HOME') or os.environ.get('CUDA_PATH') or '/usr/local/cuda'
     if os.path.isdir(os.path.join(home, 'include')):
         dirs.append(os.path.join(home, 'include'))
@@ -94,9 +136,9 @@ def _check(lib, code: int, what: str):
 
 def nvrtc_compile(name: str, arch: int, defines: dict) -> bytes:
     """Compile ``kernels/<name>.cu`` with NVRTC to a cubin for ``sm_<arch>``."""
-    lib = _load_nvrtc()
+    lib = load_nvrtc()
     prog = ctypes.c_void_p()
-    src = (KERNEL_DIR / f'{name}.cu').read_bytes()
+    src = (kernel_dir() / f'{name}.cu').read_bytes()
     _check(lib, lib.nvrtcCreateProgram(ctypes.byref(prog), src, f'{name}.cu'.encode(), 0,
                                        None, None), 'nvrtcCreateProgram')
     try:
@@ -143,9 +185,10 @@ def compile_cached(name: str, arch: int, defines: dict = None, compiler: str = N
     name, extra = split_module(name)
     defines = dict(extra, **(defines or {}))
     compiler = compiler or pick_compiler(arch)
-    if not (KERNEL_DIR / f'{name}.cu').is_file():
-        raise CompileError(f'no kernel file kernels/{name}.cu')
-    key = _cache_key(name, arch, defines, compiler)
+    folder = kernel_dir()
+    if not (folder / f'{name}.cu').is_file():
+        raise CompileError(f'no kernel file {name}.cu in {folder}')
+    key = cache_key(name, arch, defines, compiler)
     path = assets.cache_dir() / 'kernels' / f'{name}-sm_{arch}-{key}.cubin'
     if path.is_file():
         return path.read_bytes()
