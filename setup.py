@@ -21,7 +21,7 @@ setup(
     ],
     install_requires=['setuptools', 'numpy', 'onnx', 'opencv-python-headless', 'tqdm',
                       'threadpoolctl'],
-    zip_safe=True,
+    zip_safe=False,  # compile.py reads the kernels from files beside the install
     maintainer='tx2_infer developers',
     maintainer_email='dev@tx2-infer.invalid',
     description='Fast neural-network inference (CUDA and CPU) for ROS 2 robots.',
