@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tx2_infer_core.detect_params import DEFAULTS, DetectParams
+from tx2_infer_core.engine import BACKENDS, PRECISIONS, precision_error
 from tx2_infer_core.errors import InputError, Tx2InferError
 
 log = logging.getLogger('tx2_infer.cli')
@@ -39,6 +41,14 @@ def parse_classes(text):
         return [int(c) for c in text.split(',') if c.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"bad class list '{text}': expected e.g. 0,2,5")
+
+
+def parse_precision(text):
+    """'fp16' -> 'fp16'; a precision that does not run (int8) is refused with the reason."""
+    reason = precision_error(text)
+    if reason:
+        raise argparse.ArgumentTypeError(reason)
+    return text
 
 
 def parse_json_dict(text):
@@ -107,17 +117,23 @@ def format_detection(name, det):
             f'[{det.x1:7.1f} {det.y1:7.1f} {det.x2:7.1f} {det.y2:7.1f}]')
 
 
+def detect_params(args) -> DetectParams:
+    """The --conf, --iou, --max-det and --classes options as ``DetectParams``."""
+    return DetectParams(args.conf, args.iou, args.max_det, args.classes)
+
+
 def detect_images(engine, images, out_dir, args, labels=None):
     """Detect on each image path, print one line per detection, write annotated copies."""
     import cv2
     from tx2_infer_core import detect
+    from tx2_infer_core.detector import Detector
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    detector = Detector(engine, detect_params(args), labels)
     total = 0
     for path in _progress(images, 'detect'):
         image = read_image(path)
-        dets = detect.detect_image(engine, image, args.conf, args.iou, args.max_det,
-                                   args.classes, labels)
+        dets = detector.detect(image)
         for det in dets:
             print(format_detection(Path(path).name, det))
         if not dets:
@@ -188,7 +204,7 @@ def cmd_demo(args):
 def _model_args(parser, shape=True):
     parser.add_argument('model', help='.onnx, Darknet .cfg or .tx2plan')
     parser.add_argument('--weights', help='Darknet .weights (default: beside the .cfg)')
-    parser.add_argument('--backend', default='auto', choices=['auto', 'cpu', 'cuda'],
+    parser.add_argument('--backend', default='auto', choices=BACKENDS,
                         help='execution backend (default: cuda when available, else cpu)')
     parser.add_argument('--no-optimize', action='store_true',
                         help='skip the optimisation passes (debugging)')
@@ -203,9 +219,12 @@ def _model_args(parser, shape=True):
 
 def _detect_args(parser, out):
     parser.add_argument('--out', default=out, help=f'annotated images folder (default {out})')
-    parser.add_argument('--conf', type=float, default=0.25, help='score threshold')
-    parser.add_argument('--iou', type=float, default=0.45, help='NMS IoU threshold')
-    parser.add_argument('--max-det', type=int, default=100, help='detections per image')
+    parser.add_argument('--conf', type=float, default=DEFAULTS.conf_threshold,
+                        help=f'score threshold (default {DEFAULTS.conf_threshold})')
+    parser.add_argument('--iou', type=float, default=DEFAULTS.iou_threshold,
+                        help=f'NMS IoU threshold (default {DEFAULTS.iou_threshold})')
+    parser.add_argument('--max-det', type=int, default=DEFAULTS.max_detections,
+                        help=f'detections per image (default {DEFAULTS.max_detections})')
     parser.add_argument('--classes', type=parse_classes, help='class ids to keep, e.g. 0,2')
 
 
@@ -218,7 +237,10 @@ def make_parser():
     build = sub.add_parser('build', help='build a .tx2plan from a model')
     _model_args(build)
     build.add_argument('-o', '--output', required=True, help='plan file to write')
-    build.add_argument('--precision', default='fp32', choices=['fp32', 'fp16', 'int8'])
+    build.add_argument('--precision', default='fp32', type=parse_precision,
+                       metavar='{' + ','.join(PRECISIONS) + '}',
+                       help='fp16 needs --backend cuda; fp32 on cuda runs fp16 with fp32 '
+                            'accumulation and is recorded as fp16')
     build.add_argument('--labels', help='class names file to store in the plan')
     build.set_defaults(func=cmd_build)
 
@@ -243,7 +265,7 @@ def make_parser():
     inspect.set_defaults(func=cmd_inspect)
 
     demo = sub.add_parser('demo', help='YOLOv3-tiny on real photos')
-    demo.add_argument('--backend', default='auto', choices=['auto', 'cpu', 'cuda'])
+    demo.add_argument('--backend', default='auto', choices=BACKENDS)
     _detect_args(demo, 'demo_out')
     demo.set_defaults(func=cmd_demo)
     return parser

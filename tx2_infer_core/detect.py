@@ -1,8 +1,8 @@
-"""Detection pre- and post-processing shared by the CLI and the ROS node (numpy + OpenCV).
+"""Detection pre- and post-processing (numpy + OpenCV), the host steps of ``detector.py``.
 
 ``preprocess`` turns a BGR photo into the network's input tensor and a ``Letterbox`` that maps
 network-input pixels back to the photo; ``decode`` (see ``heads.py``) turns raw outputs into
-boxes; ``detect_image`` does both around ``engine.run``.
+boxes; ``to_detections`` maps them back to the photo. ``detector.Detector`` runs a whole frame.
 
 ``input_format`` (``graph.meta['input_format']``), missing keys take the YOLO defaults:
 
@@ -174,31 +174,6 @@ def label_for(class_id, labels):
     return str(class_id)
 
 
-def detect_image(engine, image_bgr, conf_threshold=0.25, iou_threshold=0.45,
-                 max_detections=100, classes=None, labels=None):
-    """Run ``engine`` on one BGR photo: preprocess, ``engine.run``, decode -> [Detection].
-
-    The head, labels and input format come from ``engine.meta`` (the head is guessed from
-    the output shapes when absent); ``labels`` overrides the model's. A classifier's
-    detections span the whole image. A CUDA engine with a frame pipeline does all of it on
-    the GPU (one graph launch per frame, only the detections come back).
-    """
-    if getattr(getattr(engine, 'backend', None), 'frame_pipeline', None) is not None:
-        from tx2_infer_core.cuda.pipeline import detect_frame
-        return detect_frame(engine, image_bgr, conf_threshold, iou_threshold, max_detections,
-                            classes, labels)
-    meta = engine.meta or {}
-    spec = engine.input_specs[0]
-    head = meta.get('head') or head_from_outputs(
-        {v.name: v.shape for v in engine.output_specs})
-    tensor, lb = preprocess(image_bgr, spec.shape, meta.get('input_format'))
-    outputs = engine.run({spec.name: tensor.astype(spec.dtype, copy=False)})
-    boxes, scores, class_ids = decode(outputs, head, conf_threshold, iou_threshold,
-                                      max_detections, classes)
-    labels = labels if labels is not None else meta.get('labels')
-    return to_detections(boxes, scores, class_ids, lb, head, labels)
-
-
 def to_detections(boxes, scores, class_ids, lb, head, labels=None):
     """Decoded network-input boxes -> [Detection] in original pixels (letterbox undone).
     A classifier's detections span the whole image."""
@@ -206,6 +181,11 @@ def to_detections(boxes, scores, class_ids, lb, head, labels=None):
         boxes = np.tile(np.float32([0, 0, lb.src_w, lb.src_h]), (len(scores), 1))
     else:
         boxes = unletterbox_boxes(boxes, lb)
+    return make_detections(boxes, scores, class_ids, labels)
+
+
+def make_detections(boxes, scores, class_ids, labels=None):
+    """Boxes already in original pixels, scores and class ids -> [Detection] (named)."""
     return [Detection(float(b[0]), float(b[1]), float(b[2]), float(b[3]), float(s), int(c),
                       label_for(int(c), labels))
             for b, s, c in zip(boxes, scores, class_ids)]

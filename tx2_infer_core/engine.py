@@ -14,11 +14,15 @@ import numpy as np
 
 from tx2_infer_core import plan_file
 from tx2_infer_core.errors import InputError, ModelFormatError, Tx2InferError
+from tx2_infer_core.heads import head_from_outputs
+from tx2_infer_core.planner import ALIGNMENT, MemoryPlan, check_plan, plan_memory
 
 log = logging.getLogger('tx2_infer.engine')
 
-PRECISIONS = ('fp32', 'fp16', 'int8')
+PRECISIONS = ('fp32', 'fp16')   # offered where a backend runs them; int8 is not implemented
 BACKENDS = ('auto', 'cpu', 'cuda')
+CUDA_FP32_NOTE = 'cuda runs fp16 with fp32 accumulation'
+_warned = set()                 # warnings already logged by this process
 
 
 def import_model(model_path, input_shape=None, weights_path=None):
@@ -64,14 +68,63 @@ def cache_key(model_digest, input_shape, precision, target) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
+def precision_error(precision):
+    """None when ``precision`` is offered, else the reason it is refused."""
+    if precision == 'int8':
+        return ('precision int8 is not implemented yet (no backend runs it); choose one of '
+                f"{', '.join(PRECISIONS)}")
+    if precision not in PRECISIONS:
+        return f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}"
+    return None
+
+
+def run_precision(backend, precision) -> str:
+    """The precision ``backend`` ('cpu' or 'cuda') really runs a ``precision`` plan in.
+
+    The cpu backend runs fp32; the cuda backend runs fp16 (FP32 accumulation), so fp32 on
+    cuda is reported as fp16, with a warning logged once per process.
+    """
+    reason = precision_error(precision)
+    if reason:
+        raise Tx2InferError(reason)
+    if backend != 'cuda':
+        return 'fp32'
+    if precision == 'fp32' and 'cuda_fp32' not in _warned:
+        _warned.add('cuda_fp32')
+        log.warning('precision fp32 on the cuda backend: %s; reported as fp16', CUDA_FP32_NOTE)
+    return 'fp16'
+
+
+def sized_input_shape(model_path, size):
+    """The input shape of a square ``size`` in the model's own layout: (1, C, size, size), or
+    (1, size, size, C) when the model declares an NHWC input (e.g. open_nsfw). None when
+    ``size`` is 0 (the model's own shape) or the model is a built .tx2plan (shape fixed)."""
+    path = Path(model_path)
+    if not size or path.suffix == '.tx2plan':
+        return None
+    if path.suffix != '.onnx':              # Darknet: NCHW, 3 channels
+        return (1, 3, size, size)
+    import onnx
+    model = onnx.load(str(path), load_external_data=False)
+    constants = {t.name for t in model.graph.initializer}
+    first = next(i for i in model.graph.input if i.name not in constants)
+    dims = [d.dim_value if d.HasField('dim_value') else 0
+            for d in first.type.tensor_type.shape.dim]
+    if len(dims) != 4:
+        raise ModelFormatError(f"{path.name}: input '{first.name}' is {len(dims)}-D; "
+                               'a square input size needs a 4-D image input')
+    if dims[3] in (1, 3, 4) and dims[1] not in (1, 3, 4):
+        return (1, size, size, dims[3])
+    return (1, dims[1] or 3, size, size)
+
+
 def _default_meta(graph):
     """Fill detector head and input format defaults from the graph's outputs and input."""
-    from tx2_infer_core import detect
     meta = graph.meta
     if 'head' not in meta:
         shapes = {name: graph.values[name].shape for name in graph.outputs}
         try:
-            meta['head'] = detect.head_from_outputs(shapes)
+            meta['head'] = head_from_outputs(shapes)
         except ModelFormatError as exc:     # a generic model: the engine runs it all the same
             log.info('no detector head: %s', exc)
             meta['head'] = {'type': 'none'}
@@ -90,31 +143,44 @@ def cuda_available() -> bool:
     return cuda.available()
 
 
-def _make_backend(name, precision, options=None):
+def resolve_backend(name) -> str:
+    """'auto' -> 'cuda' when a GPU answers, else 'cpu'; 'cpu' and 'cuda' as they are."""
+    if name not in BACKENDS:
+        raise Tx2InferError(f"unknown backend '{name}'; choose one of {', '.join(BACKENDS)}")
     if name == 'auto':
-        name = 'cuda' if cuda_available() else 'cpu'
+        return 'cuda' if cuda_available() else 'cpu'
+    return name
+
+
+def _make_backend(name, options=None):
+    """A backend by resolved name ('cpu' or 'cuda'); its precision is ``run_precision``'s."""
     if name == 'cpu':
-        if precision != 'fp32' or options:
-            raise Tx2InferError(f"precision '{precision}' and backend options {options or {}} "
-                                "need the cuda backend; the cpu backend runs fp32")
+        if options:
+            raise Tx2InferError(f'backend options {options} need the cuda backend')
         from tx2_infer_core.backends.numpy_backend import NumpyBackend
         return NumpyBackend()
-    if name == 'cuda':
-        from tx2_infer_core.backends.cuda_backend import CudaBackend
-        return CudaBackend(precision=precision, **(options or {}))
-    raise Tx2InferError(f"unknown backend '{name}'; choose one of {', '.join(BACKENDS)}")
+    from tx2_infer_core.backends.cuda_backend import CudaBackend
+    return CudaBackend(precision='fp16', **(options or {}))
 
 
 class Engine:
-    """An optimised graph, its memory plan and a prepared backend."""
+    """An optimised graph, its memory plan and a prepared backend.
+
+    ``precision`` is what the backend really computes in (``run_precision``);
+    ``options['precision']`` is what the plan was built for (its header).
+    """
 
     def __init__(self, graph, memory_plan, options, backend='cpu', backend_options=None):
-        from tx2_infer_core.planner import MemoryPlan
         self.graph = graph
         self.memory_plan = (memory_plan if isinstance(memory_plan, MemoryPlan)
                             else MemoryPlan.from_dict(memory_plan))
         self.options = options
-        self.backend = _make_backend(backend, options.get('precision', 'fp32'), backend_options)
+        name = resolve_backend(backend)
+        self.precision = run_precision(name, options.get('precision', 'fp32'))
+        if self.precision != options.get('precision', 'fp32'):
+            log.info('the plan was built for %s; the %s backend runs it in %s',
+                     options.get('precision'), name, self.precision)
+        self.backend = _make_backend(name, backend_options)
         self.backend.prepare(graph, self.memory_plan)
 
     @classmethod
@@ -126,10 +192,11 @@ class Engine:
         """
         if str(model_path).endswith('.tx2plan'):
             return cls.load(model_path, backend, backend_options)
-        if precision not in PRECISIONS:
-            raise Tx2InferError(f"unknown precision '{precision}'; choose one of "
-                                f"{', '.join(PRECISIONS)}")
-        from tx2_infer_core.planner import plan_memory
+        target = resolve_backend(backend)
+        runs = run_precision(target, precision)
+        if precision == 'fp16' and target != 'cuda':
+            raise Tx2InferError(f"precision fp16 needs the cuda backend; the {target} backend "
+                                'runs fp32')
         start = time.perf_counter()
         graph = import_model(model_path, input_shape, weights_path)
         _default_meta(graph)
@@ -137,22 +204,27 @@ class Engine:
         if optimize:
             from tx2_infer_core.passes import optimize as run_passes
             graph, report = run_passes(graph)
-        memory_plan = plan_memory(graph)
+        memory_plan = plan_memory(graph, ALIGNMENT)
+        try:
+            check_plan(graph, memory_plan)
+        except Tx2InferError as exc:
+            raise Tx2InferError(f'the memory plan of {model_path} is unsafe, refusing to run '
+                                f'it (a planner bug): {exc}') from exc
         in_shape = graph.values[graph.inputs[0]].shape
-        options = {'precision': precision, 'backend': backend, 'model': str(model_path),
+        options = {'precision': runs, 'backend': target, 'model': str(model_path),
                    'input_shape': list(in_shape), 'passes': report,
                    'key': cache_key(model_digest(model_path, weights_path), in_shape,
                                     precision, backend)}
         log.info('built %s in %.2f s: %d nodes, %s', model_path, time.perf_counter() - start,
                  len(graph.nodes), memory_plan.report())
-        return cls(graph, memory_plan, options, backend, backend_options)
+        return cls(graph, memory_plan, options, target, backend_options)
 
     @classmethod
     def build_cached(cls, model_path, input_shape=None, precision='fp32', backend='cpu',
                      weights_path=None, cache_dir=None, backend_options=None):
         """Load the cached plan for this model/shape/precision/target, building it once."""
         from tx2_infer_core.assets import cache_dir as default_cache
-        target = 'cuda' if backend == 'auto' and cuda_available() else backend
+        target = resolve_backend(backend)
         key = cache_key(model_digest(model_path, weights_path), input_shape or (), precision,
                         target)
         folder = Path(cache_dir or default_cache() / 'plans')

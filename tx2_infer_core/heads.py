@@ -17,6 +17,7 @@ Boxes come out as xyxy in network-input pixels. Each anchor keeps its best class
 """
 import numpy as np
 
+from .detect_params import DEFAULTS
 from .errors import ModelFormatError
 from .nms import nms
 
@@ -156,7 +157,16 @@ def _decode_classifier(outputs, head, max_detections, classes):
     return np.zeros((top_k, 4), np.float32), scores[ids].astype(np.float32), ids.astype(np.int64)
 
 
-def decode(outputs, head, conf_threshold=0.25, iou_threshold=0.45, max_detections=100,
+def check_head(head) -> None:
+    """Raise ModelFormatError unless ``decode`` knows ``head``'s type."""
+    head_type = head.get('type')
+    if head_type != 'classifier' and head_type not in CANDIDATES:
+        raise ModelFormatError(f"unknown detector head type '{head_type}'; known: "
+                               f"{', '.join(sorted(CANDIDATES) + ['classifier'])}")
+
+
+def decode(outputs, head, conf_threshold=DEFAULTS.conf_threshold,
+           iou_threshold=DEFAULTS.iou_threshold, max_detections=DEFAULTS.max_detections,
            classes=None):
     """Raw outputs -> (boxes [N, 4] xyxy in network-input pixels, scores [N], class_ids [N]).
 
@@ -165,13 +175,10 @@ def decode(outputs, head, conf_threshold=0.25, iou_threshold=0.45, max_detection
     ``max_detections`` are kept, scores descending. A classifier head gives its top-k classes
     (threshold not applied) with all-zero boxes.
     """
-    head_type = head.get('type')
-    if head_type == 'classifier':
+    check_head(head)
+    if head['type'] == 'classifier':
         return _decode_classifier(outputs, head, max_detections, classes)
-    if head_type not in CANDIDATES:
-        raise ModelFormatError(f"unknown detector head type '{head_type}'; known: "
-                               f"{', '.join(sorted(CANDIDATES) + ['classifier'])}")
-    boxes, class_scores = CANDIDATES[head_type](outputs, head, conf_threshold)
+    boxes, class_scores = CANDIDATES[head['type']](outputs, head, conf_threshold)
     class_scores = np.where(_class_mask(class_scores.shape[1], classes), class_scores, 0)
     class_ids = class_scores.argmax(axis=1)
     scores = class_scores[np.arange(len(class_ids)), class_ids]

@@ -43,13 +43,21 @@ def layer_lines(graph, memory_plan, flops):
     return lines
 
 
+def precision_text(engine):
+    """The plan's precision, and what this engine's backend runs when that differs."""
+    planned = engine.options.get('precision', 'fp32')
+    if engine.precision == planned:
+        return planned
+    return f'{planned} plan, run in {engine.precision} by the {engine.backend.name} backend'
+
+
 def inspect_lines(engine):
     """The whole report for an engine, as lines of text."""
     graph, plan, options = engine.graph, engine.memory_plan, engine.options
     flops = graph_flops(graph)
     head = graph.meta.get('head') or {}
     lines = [f"model: {options.get('model', graph.name)}  "
-             f"(precision {options.get('precision', 'fp32')}, head {head.get('type', '-')})",
+             f"(precision {precision_text(engine)}, head {head.get('type', '-')})",
              f'inputs:  {_describe(engine.input_specs)}',
              f'outputs: {_describe(engine.output_specs)}', '']
     lines += layer_lines(graph, plan, flops)

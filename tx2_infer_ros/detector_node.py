@@ -22,8 +22,9 @@ from sensor_msgs.msg import CompressedImage, Image
 from vision_msgs import msg as vision_msgs
 
 from tx2_infer_core import detect
+from tx2_infer_core.detect_params import DetectParams
 from tx2_infer_ros import conversions, params
-from tx2_infer_ros.pipeline import DetectorPipeline, reuse_freed_memory
+from tx2_infer_ros.pipeline import load_detector, reuse_freed_memory
 from tx2_infer_ros.qos import image_qos, incompatible_qos_callbacks
 from tx2_infer_ros.scheduling import FreshestSlot, Worker
 from tx2_infer_ros.stats import STAGES, NodeStats, diagnostic_status, frame_timing_status
@@ -40,7 +41,8 @@ class DetectorNode(LifecycleNode):
         super().__init__(node_name, **kwargs)
         self._bad_overrides = self._declare_parameters()
         self._state = 'unconfigured'
-        self.pipeline, self.stats, self.slot, self.worker = None, NodeStats(), None, None
+        self.detector, self.info = None, {}
+        self.stats, self.slot, self.worker = NodeStats(), None, None
         self._sub = self._det_pub = self._ann_pub = self._timing_pub = None
         self._diag_pub = self._diag_timer = None
         self._live, self._last_warn = {}, {}
@@ -74,7 +76,7 @@ class DetectorNode(LifecycleNode):
             self._release_engine()
             return FAILURE
         self._state = 'inactive'
-        self.get_logger().info(f'configured: {self.pipeline.info()}')
+        self.get_logger().info(f'configured: {self.info}')
         return SUCCESS
 
     def _configure(self):
@@ -82,7 +84,7 @@ class DetectorNode(LifecycleNode):
         errors += [e for e in (params.validate(n, self._param(n)) for n in params.SPECS) if e]
         if errors:
             raise ValueError('; '.join(errors))
-        self.pipeline = DetectorPipeline(
+        self.detector, self.info = load_detector(
             self._param('model_path'), self._param('labels_path'), self._param('input_size'),
             self._param('backend'), self._param('precision'), log=self.get_logger().info)
         self._live = self._live_params({n: self._param(n) for n in LIVE})
@@ -148,16 +150,19 @@ class DetectorNode(LifecycleNode):
             self.destroy_timer(self._diag_timer)
         if self._diag_pub is not None:
             self.destroy_publisher(self._diag_pub)
-        if self.pipeline is not None:
-            self.pipeline.close()
-        self.pipeline = self._diag_pub = self._diag_timer = None
+        if self.detector is not None:
+            self.detector.engine.close()
+        self.detector = self._diag_pub = self._diag_timer = None
 
     # ---- parameters ------------------------------------------------------------------------
     def _live_params(self, values) -> dict:
-        """Run-time settings for the worker; raises ValueError for an unknown class."""
-        labels = self.pipeline.labels if self.pipeline else None
+        """Run-time settings for the worker (``detect``: the frame's ``DetectParams``);
+        raises ValueError for an unknown class."""
+        labels = self.detector.labels if self.detector else None
         out = dict(values)
-        out['class_ids'] = params.resolve_classes(values['classes'], labels)
+        out['detect'] = DetectParams(values['conf_threshold'], values['iou_threshold'],
+                                     values['max_detections'],
+                                     params.resolve_classes(values['classes'], labels))
         return out
 
     def _on_set_parameters(self, changes):
@@ -169,7 +174,7 @@ class DetectorNode(LifecycleNode):
                           'set it, then configure again')
             if reason is None and self._state == 'active' and p.name in params.RESUBSCRIBE:
                 reason = f'{p.name} changes the subscription: deactivate, set it, then activate'
-            if reason is None and p.name in LIVE and self.pipeline is not None:
+            if reason is None and p.name in LIVE and self.detector is not None:
                 live[p.name] = p.value
                 try:
                     live = self._live_params(live)
@@ -180,7 +185,7 @@ class DetectorNode(LifecycleNode):
                 return SetParametersResult(successful=False, reason=reason)
         for p in changes:
             self._bad_overrides.pop(p.name, None)
-        if self.pipeline is not None:
+        if self.detector is not None:
             self._live = live  # the worker reads it at the start of the next frame
         return SetParametersResult(successful=True)
 
@@ -212,10 +217,7 @@ class DetectorNode(LifecycleNode):
     def _detect_and_publish(self, msg, arrival, image, live, times):
         """Detect, publish the Detection2DArray (and the annotated image); adds the stage
         times and 'latency' (image stamp -> detections published) to ``times``."""
-        dets, stage_times = self.pipeline.process(
-            image, live['conf_threshold'], live['iou_threshold'], live['max_detections'],
-            live['class_ids'])
-        times.update(stage_times)
+        dets = self.detector.detect(image, live['detect'], times)
         t0 = time.perf_counter()
         self._det_pub.publish(conversions.fill_detection_array(
             vision_msgs.Detection2DArray(), dets, msg.header, vision_msgs))
@@ -248,7 +250,7 @@ class DetectorNode(LifecycleNode):
         snap = self.stats.snapshot()
         if self.slot is not None:
             snap['drops']['stale'] += self.slot.drops['stale']
-        status = diagnostic_status(self.get_name(), snap, self.pipeline.info(),
+        status = diagnostic_status(self.get_name(), snap, self.info,
                                    self._state == 'active')
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()

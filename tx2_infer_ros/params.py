@@ -10,8 +10,9 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
                                 ParameterType)
 from rclpy.parameter import Parameter
 
-BACKENDS = ('auto', 'cpu', 'cuda')
-PRECISIONS = ('fp32', 'fp16', 'int8')
+from tx2_infer_core.detect_params import DEFAULTS
+from tx2_infer_core.engine import BACKENDS, CUDA_FP32_NOTE, PRECISIONS, precision_error
+
 INPUT_TYPES = ('raw', 'compressed')
 RELIABILITIES = ('best_effort', 'reliable')
 
@@ -42,11 +43,14 @@ SPECS = {
                               '0 = the model\'s own', low=0, high=4096, step=32),
     'backend': Spec('auto', _S, 'Inference backend: auto (cuda if available), cpu, cuda',
                     choices=BACKENDS),
-    'precision': Spec('fp32', _S, 'Engine precision: fp32, fp16 or int8', choices=PRECISIONS),
-    'conf_threshold': Spec(0.25, _D, 'Minimum detection score', low=0.0, high=1.0),
-    'iou_threshold': Spec(0.45, _D, 'IoU above which NMS suppresses a box', low=0.0, high=1.0),
-    'max_detections': Spec(100, _I, 'Most detections published per frame', low=1, high=1000,
-                           step=1),
+    'precision': Spec('fp32', _S, f"Engine precision: {', '.join(PRECISIONS)} ({CUDA_FP32_NOTE}"
+                                  ': fp32 there is reported as fp16)', choices=PRECISIONS),
+    'conf_threshold': Spec(DEFAULTS.conf_threshold, _D, 'Minimum detection score', low=0.0,
+                           high=1.0),
+    'iou_threshold': Spec(DEFAULTS.iou_threshold, _D, 'IoU above which NMS suppresses a box',
+                          low=0.0, high=1.0),
+    'max_detections': Spec(DEFAULTS.max_detections, _I, 'Most detections published per frame',
+                           low=1, high=1000, step=1),
     'classes': Spec([], _SA, 'Only report these classes (names or ids); empty = all'),
     'input_type': Spec('raw', _S, 'Subscribe to sensor_msgs/Image (raw) or '
                                   'sensor_msgs/CompressedImage (compressed, jpeg/png)',
@@ -99,6 +103,8 @@ def validate(name, value) -> Optional[str]:
     spec = SPECS.get(name)
     if spec is None:
         return f"unknown parameter '{name}'"
+    if name == 'precision':
+        return precision_error(value)
     if spec.choices and value not in spec.choices:
         return f"{name} must be one of {', '.join(spec.choices)}, got {value!r}"
     if spec.low is not None and not spec.low <= value <= spec.high:

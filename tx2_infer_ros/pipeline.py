@@ -1,14 +1,13 @@
-"""The detector's engine side without ROS: load or build the engine, then run one frame with
-per-stage timings. Same steps as ``tx2_infer_core.detect.detect_image``, timed one by one.
+"""The detector node's engine side: load or build the engine for the node's parameters and
+wrap it in the core ``Detector`` (which runs the frames, with per-stage timings).
 """
 import ctypes
 import time
 from pathlib import Path
 
-import numpy as np
-
 from tx2_infer_core import detect
-from tx2_infer_core.engine import Engine, cuda_available
+from tx2_infer_core.detector import Detector
+from tx2_infer_core.engine import Engine, resolve_backend, sized_input_shape
 from tx2_infer_core.errors import Tx2InferError
 
 MODEL_SUFFIXES = ('.onnx', '.cfg', '.tx2plan')
@@ -48,74 +47,40 @@ def reuse_freed_memory(max_block=32 << 20) -> bool:
         return False
 
 
-class DetectorPipeline:
-    """An engine plus what a frame needs: input spec, head, input format and labels."""
+def load_detector(model_path='', labels_path='', input_size=0, backend='auto',
+                  precision='fp32', log=print) -> tuple:
+    """Load a plan or build (and cache) the engine, warm it up -> (Detector, info).
 
-    def __init__(self, model_path='', labels_path='', input_size=0, backend='auto',
-                 precision='fp32', log=print):
-        """Load a plan or build (and cache) the engine; ``log(text)`` reports progress."""
-        default_labels = ''
-        if not model_path:
-            model_path, default_labels = default_model()
-        _check_model_path(model_path)
-        if backend == 'auto':
-            backend = 'cuda' if cuda_available() else 'cpu'
-        self.backend = backend
-        shape = (1, 3, input_size, input_size) if input_size else None
-        start = time.perf_counter()
-        if model_path.endswith('.tx2plan'):
-            log(f'loading plan {model_path} on {self.backend}')
-            self.engine = Engine.load(model_path, self.backend)
-        else:
-            log(f'loading or building the engine for {model_path} ({precision}, '
-                f'{self.backend}, input {input_size or "from the model"}); a first build '
-                'takes a while and is cached')
-            self.engine = Engine.build_cached(model_path, shape, precision, self.backend)
-        log(f'engine ready in {time.perf_counter() - start:.1f} s')
-        self.model_path, self.precision = model_path, precision
-        self.spec = self.engine.input_specs[0]
-        meta = self.engine.meta or {}
-        self.head = meta.get('head') or detect.head_from_outputs(
-            {v.name: v.shape for v in self.engine.output_specs})
-        self.input_format = meta.get('input_format')
+    ``input_size`` (0: the model's own) is a square size in the model's own layout
+    (``engine.sized_input_shape``); ``info`` holds the facts diagnostics report, taken from
+    what runs: backend, precision, frame path, model and input shape. ``log(text)`` reports
+    progress.
+    """
+    default_labels = ''
+    if not model_path:
+        model_path, default_labels = default_model()
+    _check_model_path(model_path)
+    backend = resolve_backend(backend)
+    start = time.perf_counter()
+    if model_path.endswith('.tx2plan'):
+        log(f'loading plan {model_path} on {backend}')
+        engine = Engine.load(model_path, backend)
+    else:
+        log(f'loading or building the engine for {model_path} ({precision}, {backend}, '
+            f'input {input_size or "from the model"}); a first build takes a while and is '
+            'cached')
+        engine = Engine.build_cached(model_path, sized_input_shape(model_path, input_size),
+                                     precision, backend)
+    log(f'engine ready in {time.perf_counter() - start:.1f} s')
+    try:
         labels_path = labels_path or default_labels
-        self.labels = detect.load_labels(labels_path) if labels_path else meta.get('labels')
-        self.warm_up()
-
-    def warm_up(self) -> None:
-        """One run on a grey frame, so buffers are touched before the first real image."""
-        h, w = (self.spec.shape[2], self.spec.shape[3]) if self.spec.shape[1] == 3 else \
-            (self.spec.shape[1], self.spec.shape[2])
-        self.process(np.full((h, w, 3), 114, np.uint8), 0.5, 0.45, 1, None)
-
-    def process(self, image_bgr, conf, iou, max_detections, class_ids):
-        """One frame -> ([Detection] in original pixels, {stage: seconds}).
-
-        On a CUDA engine with a frame pipeline the whole frame (preprocess, inference, decode,
-        NMS) is one GPU graph launch, timed as 'infer'."""
-        if getattr(self.engine.backend, 'frame_pipeline', None) is not None:
-            start = time.perf_counter()
-            dets = detect.detect_image(self.engine, image_bgr, conf, iou, max_detections,
-                                       class_ids, self.labels)
-            return dets, {'preprocess': 0.0, 'infer': time.perf_counter() - start,
-                          'postprocess': 0.0}
-        t0 = time.perf_counter()
-        tensor, lb = detect.preprocess(image_bgr, self.spec.shape, self.input_format)
-        t1 = time.perf_counter()
-        outputs = self.engine.run({self.spec.name: tensor.astype(self.spec.dtype, copy=False)})
-        t2 = time.perf_counter()
-        boxes, scores, ids = detect.decode(outputs, self.head, conf, iou, max_detections,
-                                           class_ids)
-        dets = detect.to_detections(boxes, scores, ids, lb, self.head, self.labels)
-        t3 = time.perf_counter()
-        return dets, {'preprocess': t1 - t0, 'infer': t2 - t1, 'postprocess': t3 - t2}
-
-    def info(self) -> dict:
-        """Facts for diagnostics: backend, precision, model, input shape."""
-        return {'backend': self.backend, 'precision': self.precision,
-                'model': Path(self.model_path).name,
-                'input_shape': 'x'.join(str(d) for d in self.spec.shape)}
-
-    def close(self) -> None:
-        """Release the engine."""
-        self.engine.close()
+        labels = detect.load_labels(labels_path) if labels_path else None
+        detector = Detector(engine, labels=labels)
+        detector.warm_up()
+    except Exception:
+        engine.close()
+        raise
+    info = {'backend': engine.backend.name, 'precision': engine.precision,
+            'frame_path': detector.path, 'model': Path(model_path).name,
+            'input_shape': 'x'.join(str(d) for d in detector.spec.shape)}
+    return detector, info

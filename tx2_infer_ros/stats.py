@@ -10,7 +10,10 @@ from collections import Counter, deque
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
-STAGES = ('decode', 'preprocess', 'infer', 'postprocess', 'publish')
+from tx2_infer_core import detector
+
+# Per frame: image message -> BGR ('decode'), the Detector's stages, then 'publish'.
+STAGES = ('decode',) + detector.STAGES + ('publish',)
 # Per frame, in order: image stamp -> subscription callback ('receive'), callback -> worker
 # ('wait'), the STAGES, then 'latency' = image stamp -> detections published.
 FRAME_TIMES = ('receive', 'wait') + STAGES + ('latency',)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tx2_infer_core import assets, detect
+from tx2_infer_core.detector import Detector
 from tx2_infer_core.ir import Value
 
 LINE = re.compile(r'^(\S+): (.+?)\s+([01]\.\d{3})  \[\s*([-\d.]+)\s+([-\d.]+)\s+([-\d.]+)'
@@ -57,6 +58,8 @@ def test_help_lists_the_subcommands():
 def test_bad_arguments_and_files_give_one_line_and_status_2(tmp_path):
     assert_clean_error(cli('build', 'm.onnx', '-o', 'p', '--input-shape', '1x3xfoo'),
                        'bad shape')
+    assert_clean_error(cli('build', 'm.onnx', '-o', 'p', '--precision', 'int8'),
+                       'precision int8 is not implemented yet')
     assert_clean_error(cli('run', tmp_path / 'missing.onnx', 'x.jpg'), 'model file not found')
     garbage = tmp_path / 'broken.tx2plan'
     garbage.write_bytes(b'not a plan at all' * 10)
@@ -91,7 +94,7 @@ def test_run_darknet_plan_prints_and_draws_detections(darknet_plan, tmp_path):
 
 
 class OrtEngine:
-    """The Engine surface detect_image needs, served by ONNX Runtime (the oracle)."""
+    """The Engine surface a host-path Detector needs, served by ONNX Runtime (the oracle)."""
 
     def __init__(self, path):
         import onnxruntime as ort
@@ -114,10 +117,9 @@ def test_run_yolov8_onnx_matches_onnxruntime(tmp_path):
                  '--out', tmp_path / 'out')
     assert result.returncode == 0, result.stderr
     ours = parse_detections(result.stdout)
-    oracle = OrtEngine(model)
+    oracle = Detector(OrtEngine(model), labels=['person', 'fallen'], path='host')
     theirs = [(p.name, d.label, d.score, [d.x1, d.y1, d.x2, d.y2]) for p in photos
-              for d in detect.detect_image(oracle, cv2.imread(str(p)), labels=['person',
-                                                                               'fallen'])]
+              for d in oracle.detect(cv2.imread(str(p)))]
     assert len(theirs) >= 4 and [t[:2] for t in ours] == [t[:2] for t in theirs]
     np.testing.assert_allclose([t[2] for t in ours], [t[2] for t in theirs], atol=2e-3)
     np.testing.assert_allclose([t[3] for t in ours], [t[3] for t in theirs], atol=0.5)
@@ -128,6 +130,8 @@ def test_inspect_reports_layers_flops_and_memory(darknet_plan):
     result = cli('inspect', darknet_plan)
     assert result.returncode == 0, result.stderr
     out = result.stdout
+    assert re.search(r'^model: .*yolov3-tiny.cfg  \(precision fp32, head darknet_yolo\)$', out,
+                     re.M)
     assert re.search(r'conv_0\s+FusedConv\s+1x16x416x416\s+149\.52\s+Conv\+bias\+LeakyRelu',
                      out)   # 2 * 3*3*3 * 16*416*416 multiply-adds
     total = float(re.search(r'total: ([\d.]+) GFLOPs', out).group(1))

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from tx2_infer_core import assets, detect, heads
+from tx2_infer_core.detector import Detector
 from tx2_infer_core.errors import ModelFormatError, InputError
 from tx2_infer_core.ir import Value
 
@@ -28,7 +29,7 @@ def yolov8():
 
 
 class OrtEngine:
-    """The part of the Engine contract detect_image uses, served by ONNX Runtime."""
+    """The part of the Engine contract a host-path Detector uses, served by ONNX Runtime."""
 
     def __init__(self, session, meta):
         self.session, self.meta = session, meta
@@ -213,9 +214,9 @@ def test_yolov8_decode_matches_straightforward_decode(yolov8, photos, photo):
     assert len(detect.decode({'output0': output}, head, 0.25, 0.45, max_detections=1)[0]) == 1
 
 
-def test_detect_image_with_an_ort_engine_finds_people(yolov8, photos):
+def test_detector_with_an_ort_engine_finds_people(yolov8, photos):
     engine = OrtEngine(yolov8, {'labels': ['person', 'fallen person']})
-    dets = detect.detect_image(engine, photos['bus.jpg'])
+    dets = Detector(engine, path='host').detect(photos['bus.jpg'])
     assert len(dets) >= 3 and all(d.label in ('person', 'fallen person') for d in dets)
     h, w = photos['bus.jpg'].shape[:2]
     for d in dets:

@@ -2,9 +2,22 @@
 
 
 class Backend:
-    """A backend runs one optimised graph laid out by one memory plan."""
+    """A backend runs one optimised graph laid out by one memory plan.
+
+    Two attributes are part of the interface (a backend sets them in ``__init__`` or
+    ``prepare``; these class defaults fit a backend without the feature):
+
+    - ``precision``: the arithmetic ``run`` really computes in ('fp32' or 'fp16'); the engine
+      reports it (``Engine.precision``, plan header, ``tx2-infer inspect``, node diagnostics).
+    - ``frame_pipeline``: None, or an object whose ``detect(image_bgr, conf, iou, max_det,
+      classes)`` takes an HxWx3 uint8 frame through preprocessing, the network, decode and NMS
+      on the device and returns (boxes xyxy in image pixels [N, 4], scores [N], class ids
+      [N]). ``detector.Detector`` reads it once, at construction, to choose its path.
+    """
 
     name = 'abstract'
+    precision = 'fp32'
+    frame_pipeline = None
 
     def prepare(self, graph, memory_plan) -> None:
         """Allocate every buffer and load every weight; called once per engine."""

@@ -15,6 +15,8 @@ import numpy as np
 from tx2_infer_core import heads
 from tx2_infer_core.cuda.launch import BLOCK, grid_1d
 from tx2_infer_core.cuda.params import PTR, record
+from tx2_infer_core.detect import resolve_input_format
+from tx2_infer_core.detect_params import DEFAULTS
 from tx2_infer_core.errors import InputError, ModelFormatError
 
 log = logging.getLogger('tx2_infer.cuda.pipeline')
@@ -60,7 +62,6 @@ def frame_geometry(src_hw, out_hw, fmt):
 def supports(graph) -> bool:
     """True when the graph takes one 3-channel image and its meta names a head the pipeline
     decodes."""
-    from tx2_infer_core.detect import resolve_input_format
     if len(graph.inputs) != 1 or not graph.meta.get('head'):
         return False
     shape = tuple(graph.values[graph.inputs[0]].shape)
@@ -75,10 +76,10 @@ def supports(graph) -> bool:
 
 
 class FramePipeline:
-    """Frames through a prepared ``CudaBackend``; see the module doc. Use ``detect``."""
+    """Frames through a prepared ``CudaBackend``; see the module doc. Use ``detect`` (or,
+    with labels and ``DetectParams``, ``detector.Detector``: its GPU path)."""
 
     def __init__(self, backend):
-        from tx2_infer_core.detect import resolve_input_format
         self.be, self.drv = backend, backend.ctx.drv
         graph = backend.graph
         self.input = graph.inputs[0]
@@ -233,7 +234,8 @@ class FramePipeline:
         if classes is not None:
             allow[[c for c in classes if 0 <= c < MAX_CLASSES]] = 1
 
-    def detect(self, image, conf=0.25, iou=0.45, max_det=100, classes=None):
+    def detect(self, image, conf=DEFAULTS.conf_threshold, iou=DEFAULTS.iou_threshold,
+               max_det=DEFAULTS.max_detections, classes=None):
         """BGR uint8 HxWx3 -> (boxes xyxy [N, 4] in image pixels, scores [N], class ids [N])."""
         image = np.asarray(image)
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or \
@@ -271,18 +273,3 @@ class FramePipeline:
             if graph is not None:
                 graph.close()
         self.graphs = {}
-
-
-def detect_frame(engine, image_bgr, conf_threshold=0.25, iou_threshold=0.45,
-                 max_detections=100, classes=None, labels=None):
-    """``detect.detect_image`` through the CUDA backend's frame pipeline -> [Detection]."""
-    from tx2_infer_core.detect import Detection, label_for
-    pipe = getattr(engine.backend, 'frame_pipeline', None)
-    if pipe is None:
-        raise InputError('this engine has no GPU frame pipeline (cuda backend, one 3-channel '
-                         f'image input and a {"/".join(HEADS)} head)')
-    boxes, scores, ids = pipe.detect(image_bgr, conf_threshold, iou_threshold, max_detections,
-                                     classes)
-    labels = labels if labels is not None else engine.meta.get('labels')
-    return [Detection(float(b[0]), float(b[1]), float(b[2]), float(b[3]), float(s), int(c),
-                      label_for(int(c), labels)) for b, s, c in zip(boxes, scores, ids)]
