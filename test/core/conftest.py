@@ -17,3 +17,9 @@ def yolov3():
     """YOLOv3-tiny (Darknet) as an unoptimised IR graph."""
     cfg, weights, _ = assets.yolov3_tiny()
     return load_darknet(cfg, weights)
+
+
+@pytest.fixture(scope='module')
+def open_nsfw():
+    """open_nsfw (ONNX, a ResNet-50 classifier at 224x224) as an unoptimised IR graph."""
+    return load_onnx(assets.fetch('open_nsfw.onnx'))
