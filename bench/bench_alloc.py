@@ -74,13 +74,13 @@ def _arena(drv, graph, sizes, frames):
 
 
 def _async_pool(sizes, steps, frames):
-    from tx2_infer_core.cuda.runtime import _driver_api, _ok
-    cu = _driver_api()
-    stream = _ok(cu.cuStreamCreate(0), 'cuStreamCreate')
-    times = frame_times(lambda n: _ok(cu.cuMemAllocAsync(n, stream), 'cuMemAllocAsync'),
-                        lambda p: _ok(cu.cuMemFreeAsync(p, stream), 'cuMemFreeAsync'),
+    from tx2_infer_core.cuda.runtime import checked, driver_api
+    cu = driver_api()
+    stream = checked(cu.cuStreamCreate(0), 'cuStreamCreate')
+    times = frame_times(lambda n: checked(cu.cuMemAllocAsync(n, stream), 'cuMemAllocAsync'),
+                        lambda p: checked(cu.cuMemFreeAsync(p, stream), 'cuMemFreeAsync'),
                         sizes, steps, frames)
-    _ok(cu.cuStreamSynchronize(stream), 'cuStreamSynchronize')
+    checked(cu.cuStreamSynchronize(stream), 'cuStreamSynchronize')
     cu.cuStreamDestroy(stream)
     return stats(times)
 

@@ -130,19 +130,19 @@ def time_engine(engine, runs, warmup) -> dict:
 def _graph_event_times(be, replays):
     """[replays, launches] ms per launch: external event-record nodes between the kernels of
     one captured graph, so no launch gap or host time is counted."""
-    from tx2_infer_core.cuda.runtime import CudaGraph, _driver_api, _ok
-    cu = _driver_api()
+    from tx2_infer_core.cuda.runtime import CudaGraph, checked, driver_api
+    cu = driver_api()
     stream = cu.CUstream(be.stream.handle)
     ext = cu.CUevent_record_flags.CU_EVENT_RECORD_EXTERNAL
     n = len(be.bound)
-    events = [_ok(cu.cuEventCreate(0), 'cuEventCreate') for _ in range(n + 1)]
+    events = [checked(cu.cuEventCreate(0), 'cuEventCreate') for _ in range(n + 1)]
     graph = CudaGraph()
 
     def enqueue():
-        _ok(cu.cuEventRecordWithFlags(events[0], stream, ext), 'cuEventRecordWithFlags')
+        checked(cu.cuEventRecordWithFlags(events[0], stream, ext), 'cuEventRecordWithFlags')
         for event, (fn, rec, grid, block) in zip(events[1:], be.bound):
             fn(rec, grid=grid, block=block, stream=be.stream)
-            _ok(cu.cuEventRecordWithFlags(event, stream, ext), 'cuEventRecordWithFlags')
+            checked(cu.cuEventRecordWithFlags(event, stream, ext), 'cuEventRecordWithFlags')
 
     samples = np.zeros((replays, n))
     try:
@@ -151,8 +151,8 @@ def _graph_event_times(be, replays):
             graph.launch()
             be.stream.synchronize()
             for i in range(n):
-                samples[r, i] = _ok(cu.cuEventElapsedTime(events[i], events[i + 1]),
-                                    'cuEventElapsedTime')
+                samples[r, i] = checked(cu.cuEventElapsedTime(events[i], events[i + 1]),
+                                        'cuEventElapsedTime')
     finally:
         graph.close()
         for event in events:
@@ -207,21 +207,3 @@ def profile(engine, replays=30, top=10) -> dict:
     return dict(method=method, replays=replays, sum_ms=float(per.sum()),
                 top=sorted(rows, key=lambda r: -r['ms'])[:top],
                 by_kernel=dict(sorted(by_kernel.items(), key=lambda kv: -kv[1]['ms'])))
-
-
-def lower_only(graph, arch=90, conv_path='tc', sm_count=132, place_channels=True):
-    """The launches the CUDA backend would make for ``graph``, without a GPU (a pre-flight
-    check that every node lowers; mirrors the planning half of ``CudaBackend.prepare``, with a
-    stand-in context that answers device attributes with ``sm_count``)."""
-    from types import SimpleNamespace
-
-    from tx2_infer_core.backends.cuda_backend import CudaBackend
-    from tx2_infer_core.cuda import layout
-    be = CudaBackend(conv_path=conv_path, place_channels=place_channels)
-    be.graph, be.arch, be.conv_path = graph, arch, conv_path
-    attrs = SimpleNamespace(MULTIPROCESSOR_COUNT='MULTIPROCESSOR_COUNT')
-    be.ctx = SimpleNamespace(drv=SimpleNamespace(device_attribute=attrs), arch=arch,
-                             device=SimpleNamespace(get_attribute=lambda _: sm_count))
-    be.plan, be.slots = layout.plan_arena(graph, 256, place_channels)
-    be._weight_chunks, be._weight_bytes = [], 0
-    return be._lower(graph)

@@ -1,5 +1,6 @@
 """The parts of bench/bench_cuda.py (issue 5's benchmark) that need no GPU and no torch: a
-BERT-tiny graph shaped like PyTorch's opset-17 export lowers to CUDA launches, the packed
+BERT-tiny graph shaped like PyTorch's opset-17 export lowers to CUDA launches
+(``cuda.lowering.lower_graph``, no device needed), the packed
 real models round-trip, the allocation schedule, the ratios and the markdown report."""
 import sys
 from pathlib import Path
@@ -15,8 +16,8 @@ import bench_alloc  # noqa: E402
 import bench_cuda  # noqa: E402
 import cuda_report  # noqa: E402
 import devdata  # noqa: E402
-from bench_ours import lower_only  # noqa: E402
 
+from tx2_infer_core.cuda.lowering import lower_graph  # noqa: E402
 from tx2_infer_core.engine import Engine, import_model  # noqa: E402
 from tx2_infer_core.passes import optimize  # noqa: E402
 
@@ -90,7 +91,7 @@ def bert_like_onnx(path):
 def test_bert_export_lowers_to_cuda_launches(tmp_path):
     path = bert_like_onnx(tmp_path / 'bert.onnx')
     graph, _ = optimize(import_model(path))
-    launches = lower_only(graph)
+    launches = lower_graph(graph, arch=90).launches
     kernels = {launch.kernel for launch in launches}
     assert 'layernorm' in kernels and 'softmax' in kernels and 'matmul' in kernels
     assert all(n.op not in ('Shape', 'Gather', 'Sqrt', 'Cast') for n in graph.nodes)

@@ -2,19 +2,14 @@
 and slots are emulated in numpy. Every node is computed by the numpy ops and its outputs written
 through their slots' strides; Concat and Split run their real copy launches (none where placed),
 so a view in the wrong place, or two live values sharing bytes, changes the outputs."""
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from tx2_infer_core import assets
 from tx2_infer_core.cuda import layout, placement
+from tx2_infer_core.cuda.lowering import lower_graph
 from tx2_infer_core.ir import Graph, Node, Value
 from tx2_infer_core.ops import run_node
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / 'bench'))
-from bench_ours import lower_only  # noqa: E402
 
 RNG = np.random.default_rng(3)
 
@@ -36,8 +31,8 @@ def _record_view(arena, ref, rec):
 
 def emulate(graph, feeds, place_channels=True) -> dict:
     """Outputs of ``graph`` run over an emulated FP16 arena (float32 elements here)."""
-    plan, slots = layout.plan_arena(graph, place_channels=place_channels)
-    launches = lower_only(graph, place_channels=place_channels)
+    lowered = lower_graph(graph, arch=90, place_channels=place_channels)
+    plan, slots, launches = lowered.plan, lowered.slots, lowered.launches
     arena = np.full(plan.arena_bytes // 2 + 1, np.nan, np.float32)
     for name, x in feeds.items():
         _slot_view(arena, slots[name])[...] = x
@@ -132,8 +127,8 @@ def _check(graph):
 def test_yolov8_like_graph_places_concats_and_splits():
     graph = yolov8_like()
     views = placement.channel_views(graph, layout.nhwc_values(graph))
-    copies = [k for k in lower_only(graph) if k.kernel == 'unary']
-    assert len(copies) < len([k for k in lower_only(graph, place_channels=False)
+    copies = [k for k in lower_graph(graph, 90).launches if k.kernel == 'unary']
+    assert len(copies) < len([k for k in lower_graph(graph, 90, place_channels=False).launches
                               if k.kernel == 'unary'])
     assert {'split2_0', 'split2_1', 'fusedconv1_0'} <= set(views)
     _check(graph)

@@ -82,7 +82,7 @@ def collect_cases():
     return cases
 
 
-def _load_tensors(folder, kind, protos):
+def load_tensors(folder, kind, protos):
     arrays = {}
     for j, proto in enumerate(protos):
         path = folder / f'{kind}_{j}.pb'
@@ -109,8 +109,8 @@ def run_case(folder) -> bool:
     graph, proto = model.graph, model.graph.node[0]
     node = node_from_proto(proto)
     for data in sorted(folder.glob('test_data_set_*')):
-        feeds = _load_tensors(data, 'input', graph.input)
-        expected = _load_tensors(data, 'output', graph.output)
+        feeds = load_tensors(data, 'input', graph.input)
+        expected = load_tensors(data, 'output', graph.output)
         with np.errstate(all='ignore'):
             outputs = run_node(node, [feeds[name] if name else None for name in proto.input])
         got = dict(zip(proto.output, outputs))

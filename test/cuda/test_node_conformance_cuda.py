@@ -1,7 +1,7 @@
 """ONNX node-test conformance of the CUDA backend, within FP16 tolerances, per op.
 
 Every case of ``onnx/backend/test/data/node`` (see ``test/core/test_onnx_node_conformance.py``)
-whose op the backend lowers runs as a one-node graph on the GPU. The first input, and every
+whose op the backend lowers (an ONNX op with a ``cuda`` lowering in ``ops/traits.py``) runs as a one-node graph on the GPU. The first input, and every
 float input of the elementwise, MatMul and Concat ops, is an activation; the other inputs are
 constants (the backend takes shapes, axes, weights and pads as constants). Cases with a
 non-float input or output are counted as not applicable: the arena holds FP16 only.
@@ -27,10 +27,12 @@ import onnx
 import pytest
 
 from tx2_infer_core.ir import Graph, Value
+from tx2_infer_core.ops import traits
 
 CPU_TEST = Path(__file__).resolve().parents[1] / 'core' / 'test_onnx_node_conformance.py'
-ACTIVATION_OPS = {'Add', 'Sub', 'Mul', 'Div', 'Max', 'Min', 'Pow', 'MatMul', 'Concat'}
-SKIP_OPS = {'FusedConv'}
+# ops whose float inputs are all activations (the others take constants after the first)
+ACTIVATION_OPS = set(traits.codes(traits.BINARY)) | {'MatMul', 'Concat'}
+CUDA_OPS = sorted(set(traits.cuda_ops()) & set(traits.onnx_ops()))
 
 
 def _cpu_module():
@@ -112,8 +114,8 @@ def run_case(cpu, folder):
     status = 'n/a'
     for data in sorted(folder.glob('test_data_set_*')):
         try:
-            feeds = cpu._load_tensors(data, 'input', model.graph.input)
-            expected = cpu._load_tensors(data, 'output', model.graph.output)
+            feeds = cpu.load_tensors(data, 'input', model.graph.input)
+            expected = cpu.load_tensors(data, 'output', model.graph.output)
         except FileNotFoundError:  # optional or non-tensor inputs
             return 'n/a', ''
         made = case_graph(cpu.node_from_proto(proto), proto, feeds, expected)
@@ -140,7 +142,6 @@ def run_case(cpu, folder):
 def conformance(ops=None, progress=False) -> dict:
     """{op: {'pass', 'refused', 'fp16', 'fail', 'n/a': counts, 'failed': [case names],
     'refused_cases': {case: message}, 'fp16_cases': [case names]}} over lowered ops."""
-    from tx2_infer_core.backends.cuda_backend import LOWERINGS
     from tx2_infer_core.cuda.runtime import DeviceContext
     cpu = _cpu_module()
     cases = cpu.collect_cases()
@@ -148,8 +149,8 @@ def conformance(ops=None, progress=False) -> dict:
     keeper.drv.Context.pop()
     results = {}
     try:
-        for op in sorted(ops or LOWERINGS):
-            if op in SKIP_OPS or op not in cases:
+        for op in sorted(ops or CUDA_OPS):
+            if op not in cases:
                 continue
             counts = {'pass': 0, 'refused': 0, 'fp16': 0, 'fail': 0, 'n/a': 0, 'failed': [],
                       'refused_cases': {}, 'fp16_cases': []}

@@ -3,13 +3,14 @@ import numpy as np
 
 from tx2_infer_core.cuda import placement
 from tx2_infer_core.cuda.launch import Ref, Slot, nhwc_strides, row_major
+from tx2_infer_core.ops import traits
+from tx2_infer_core.planner import ALIGNMENT, plan_memory
 
-IMAGE_OPS = {'Conv', 'FusedConv', 'MaxPool', 'AveragePool', 'GlobalAveragePool',
-             'GlobalMaxPool', 'Resize', 'Upsample'}
+# The image ops CUDA lowers: their image input and output are stored NHWC.
+IMAGE_OPS = frozenset(name for name in traits.names(kind=traits.IMAGE)
+                      if traits.TRAITS[name].cuda)
 # Ops whose 4-D inputs and outputs share one storage order.
-FOLLOW_OPS = {'Relu', 'LeakyRelu', 'Sigmoid', 'Tanh', 'HardSwish', 'HardSigmoid', 'Clip',
-              'Add', 'Sub', 'Mul', 'Div', 'Max', 'Min', 'Pow', 'Concat', 'Split', 'Identity',
-              'Exp', 'Neg', 'Abs', 'Sqrt', 'Erf'}
+FOLLOW_OPS = frozenset(traits.names(keeps_layout=True))
 
 
 def nhwc_values(graph) -> set:
@@ -64,10 +65,9 @@ def make_slots(graph, offsets: dict, nhwc: set, views: dict = None) -> dict:
     return slots
 
 
-def plan_arena(graph, alignment=256, place_channels=True) -> tuple:
+def plan_arena(graph, alignment=ALIGNMENT, place_channels=True) -> tuple:
     """(MemoryPlan, {value: Slot}) of the FP16 arena: NHWC image values, channel Concat inputs
     and Split outputs stored as views where ``placement`` allows (else they are copied)."""
-    from tx2_infer_core.planner import plan_memory
     nhwc = nhwc_values(graph)
     views = placement.channel_views(graph, nhwc) if place_channels else {}
     plan = plan_memory(fp16_graph(graph), alignment=alignment, concat_placement=False,

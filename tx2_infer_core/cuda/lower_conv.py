@@ -11,6 +11,7 @@ import numpy as np
 
 from tx2_infer_core.cuda import params
 from tx2_infer_core.cuda.launch import NULL, Launch, grid_1d
+from tx2_infer_core.cuda.lower_ops import binary_launch
 
 TC_MIN_ARCH = 70
 MMA_MIN_ARCH = 80
@@ -19,13 +20,14 @@ MMA_BK = 32
 MMA_TILES = ((128, 128, 512), (128, 64, 256), (64, 128, 256), (64, 64, 128))
 MAX_SPLITS = 16
 MIN_TILES_PER_SPLIT = 2
-WORKSPACE_BYTES = 8 << 20  # FP32 split-K partials, one buffer shared by every layer
+WORKSPACE_BYTES = 8 << 20  # FP32 split-K partials, one buffer a lowering shares by every layer
 # conv_mma's argument list: ConvParams, then the split-K workspace and factor.
 CONV_MMA = np.dtype([(n, params.CONV.fields[n][0]) for n in params.CONV.names]
                     + [('ws', params.PTR), ('splits', 'i4')], align=True)
 
 
-def _pads(attrs, in_hw, out_hw, kernel, strides, dil):
+def conv_pads(attrs, in_hw, out_hw, kernel, strides, dil) -> list:
+    """[pad top, pad left] of a 2-D Conv or pool from its ``auto_pad`` or ``pads``."""
     auto = attrs.get('auto_pad', 'NOTSET')
     if isinstance(auto, bytes):
         auto = auto.decode()
@@ -78,29 +80,16 @@ def mma_config(m: int, n: int, ktiles: int, groups: int, sms: int, split_ok=True
     return bm, bn, threads, -(-ktiles // per)
 
 
-def _sm_count(be) -> int:
-    drv = be.ctx.drv
-    return int(be.ctx.device.get_attribute(drv.device_attribute.MULTIPROCESSOR_COUNT))
-
-
-def _workspace(be):
-    """The backend's one split-K workspace (a zeroed region of the weight buffer)."""
-    ref = getattr(be, 'conv_workspace', None)
-    if ref is None:
-        ref = be.conv_workspace = be.add_weight(np.zeros(WORKSPACE_BYTES, np.uint8))
-    return ref
-
-
-def mma_launches(be, name, family, fields, geo, split_ok=True) -> list:
+def mma_launches(lc, name, family, fields, geo, split_ok=True) -> list:
     """The conv_mma launch (and its split-K reduction) of one convolution."""
     m = geo['N'] * geo['P'] * geo['Q']
     if family == 'conv_mma_gather':
         ktiles = -(-geo['R'] * geo['S'] * geo['Cg'] // MMA_BK)
     else:
         ktiles = geo['R'] * geo['S'] * -(-geo['Cg'] // MMA_BK)
-    bm, bn, threads, splits = mma_config(m, geo['Kg'], ktiles, geo['groups'], _sm_count(be),
+    bm, bn, threads, splits = mma_config(m, geo['Kg'], ktiles, geo['groups'], lc.sm_count,
                                          split_ok)
-    fields = dict(fields, ws=_workspace(be) if splits > 1 else NULL, splits=splits)
+    fields = dict(fields, ws=lc.conv_workspace() if splits > 1 else NULL, splits=splits)
     grid = (-(-m // bm), -(-geo['Kg'] // bn), geo['groups'] * splits)
     module = f'conv_mma@CONV_MMA_TILE={bm * 1000 + bn}'  # one tile a module: parallel builds
     out = [Launch(module, f'{family}_{bm}x{bn}', grid, (threads, 1, 1), CONV_MMA, fields,
@@ -111,7 +100,7 @@ def mma_launches(be, name, family, fields, geo, split_ok=True) -> list:
     return out
 
 
-def conv_launches(be, name, x, y, geo, w_ref, bias_ref, res=None, act=None, res_after=0,
+def conv_launches(lc, name, x, y, geo, w_ref, bias_ref, res=None, act=None, res_after=0,
                   split_ok=True) -> list:
     """The Launches of one fused convolution. ``x``/``y``/``res`` are (Ref, pix, channel
     offset); ``geo`` holds N, H, W, P, Q, Cg, Kg, groups, R, S, sh, sw, ph, pw, dh, dw."""
@@ -126,10 +115,10 @@ def conv_launches(be, name, x, y, geo, w_ref, bias_ref, res=None, act=None, res_
     def aligned(n):
         return all(v % n == 0 for v in (geo['Cg'], x[1], x[2]))
 
-    kernel, threads = pick_kernel(be.arch, be.conv_path, geo['Cg'], geo['Kg'], geo['groups'],
+    kernel, threads = pick_kernel(lc.arch, lc.conv_path, geo['Cg'], geo['Kg'], geo['groups'],
                                   aligned)
     if kernel.startswith('conv_mma'):
-        return mma_launches(be, name, kernel, fields, geo, split_ok)
+        return mma_launches(lc, name, kernel, fields, geo, split_ok)
     if kernel == 'conv_direct':
         total = geo['N'] * geo['P'] * geo['Q'] * geo['Kg'] * geo['groups']
         grid = grid_1d(total)
@@ -139,88 +128,87 @@ def conv_launches(be, name, x, y, geo, w_ref, bias_ref, res=None, act=None, res_
     return [Launch('conv', kernel, grid, (threads, 1, 1), params.CONV, fields, name)]
 
 
-def lower_conv(be, node):
+def lower_conv(lc, node):
     """Conv or FusedConv over NHWC slots."""
     a = node.attrs
-    x, y = be.slot(node.inputs[0]), be.slot(node.outputs[0])
-    w = be.const(node.inputs[1])
+    x, y = lc.slot(node.inputs[0]), lc.slot(node.outputs[0])
+    w = lc.const(node.inputs[1])
     if w.ndim != 4 or not (x.nhwc and y.nhwc):
-        be.unsupported(node, 'only 2-D convolutions of NCHW image tensors')
+        lc.unsupported(node, 'only 2-D convolutions of NCHW image tensors')
     k, cg, r, s = w.shape
     groups = int(a.get('group', 1))
     st = list(a.get('strides') or [1, 1])
     dil = list(a.get('dilations') or [1, 1])
     n, _, h, wd = x.shape
     p, q = y.shape[2:]
-    ph, pw = _pads(a, (h, wd), (p, q), (r, s), st, dil)
+    ph, pw = conv_pads(a, (h, wd), (p, q), (r, s), st, dil)
     geo = dict(N=n, H=h, W=wd, P=p, Q=q, Cg=cg, Kg=k // groups, groups=groups, R=r, S=s,
                sh=st[0], sw=st[1], ph=ph, pw=pw, dh=dil[0], dw=dil[1])
-    w_ref = be.add_weight(np.ascontiguousarray(w.transpose(0, 2, 3, 1)).astype(np.float16))
+    w_ref = lc.add_weight(np.ascontiguousarray(w.transpose(0, 2, 3, 1)).astype(np.float16))
     bias = node.inputs[2] if len(node.inputs) > 2 else ''
-    bias_ref = be.add_weight(be.const(bias).astype(np.float32)) if bias else NULL
+    bias_ref = lc.add_weight(lc.const(bias).astype(np.float32)) if bias else NULL
     res = node.inputs[3] if len(node.inputs) > 3 else ''
     res_t = None
     if res:
-        rs = be.slot(res)
+        rs = lc.slot(res)
         res_t = (rs.ref, rs.pix, rs.channel_off)
     act = params.act_record(a.get('activation', ''), a.get('alpha', 0.01), a.get('beta', 0.5),
                             a.get('clip_min', -np.inf), a.get('clip_max', np.inf))
-    return conv_launches(be, node.name, (x.ref, x.pix, x.channel_off),
+    return conv_launches(lc, node.name, (x.ref, x.pix, x.channel_off),
                          (y.ref, y.pix, y.channel_off), geo, w_ref, bias_ref, res_t, act,
                          a.get('residual_after_act', 0))
 
 
-def linear_launch(be, node, a_slot, y_slot, b_nk, bias=None):
+def linear_launch(lc, node, a_slot, y_slot, b_nk, bias=None):
     """``y = a @ b_nk.T + bias`` as a 1x1 convolution (one launch: no split-K); ``a`` row-major
     [rows, K]."""
     if not (a_slot.contiguous() and y_slot.contiguous()):
-        be.unsupported(node, 'MatMul/Gemm need row-major activations')
+        lc.unsupported(node, 'MatMul/Gemm need row-major activations')
     n_out, k = b_nk.shape
     rows = int(np.prod(a_slot.shape[:-1], dtype=np.int64))
     geo = dict(N=1, H=1, W=rows, P=1, Q=rows, Cg=k, Kg=n_out, groups=1, R=1, S=1, sh=1, sw=1,
                ph=0, pw=0, dh=1, dw=1)
-    w_ref = be.add_weight(np.ascontiguousarray(b_nk).astype(np.float16))
-    bias_ref = be.add_weight(bias.astype(np.float32)) if bias is not None else NULL
-    launches = conv_launches(be, node.name, (a_slot.ref, k, 0), (y_slot.ref, n_out, 0), geo,
+    w_ref = lc.add_weight(np.ascontiguousarray(b_nk).astype(np.float16))
+    bias_ref = lc.add_weight(bias.astype(np.float32)) if bias is not None else NULL
+    launches = conv_launches(lc, node.name, (a_slot.ref, k, 0), (y_slot.ref, n_out, 0), geo,
                              w_ref, bias_ref, split_ok=False)
     return launches[0]
 
 
-def _gemm_a_transposed(be, node, x, y, b_kn, alpha, bias_ref):
+def _gemm_a_transposed(lc, node, x, y, b_kn, alpha, bias_ref):
     """``alpha * A^T @ B + bias`` with the SIMT matmul kernel reading A ([K, M]) transposed."""
     k, m = x.shape
     n = b_kn.shape[1]
     if not y.contiguous():
-        be.unsupported(node, 'transA=1 into a strided output')
-    fields = dict(a=x.ref, b=be.const_slot(b_kn.astype(np.float16)).ref, bias=bias_ref,
+        lc.unsupported(node, 'transA=1 into a strided output')
+    fields = dict(a=x.ref, b=lc.const_slot(b_kn.astype(np.float16)).ref, bias=bias_ref,
                   y=y.ref, M=m, N=n, K=k, B1=1, B2=1, a_m=x.strides[1], a_k=x.strides[0],
                   b_k=n, b_n=1, alpha=alpha, act=params.act_record())
     return Launch('gemm', 'matmul', (-(-m // 64), -(-n // 64), 1), (256, 1, 1), params.GEMM,
                   fields, node.name)
 
 
-def lower_gemm(be, node):
+def lower_gemm(lc, node):
     """Gemm(A, B const, C const): B (transB, alpha) becomes 1x1-convolution weights; a
     scalar or per-column C (times beta) is the bias; any other C shape is added by a
     broadcasting Add launch after the product. transA=1 runs on the SIMT matmul kernel."""
-    from tx2_infer_core.cuda.lower_ops import binary_launch
     a = node.attrs
-    x, y = be.slot(node.inputs[0]), be.slot(node.outputs[0])
-    b = be.const(node.inputs[1]).astype(np.float32)
+    x, y = lc.slot(node.inputs[0]), lc.slot(node.outputs[0])
+    b = lc.const(node.inputs[1]).astype(np.float32)
     b_kn = b.T if a.get('transB', 0) else b
     alpha, n = float(a.get('alpha', 1.0)), b_kn.shape[1]
     c = None
     if len(node.inputs) > 2 and node.inputs[2]:
-        c = be.const(node.inputs[2]).astype(np.float32) * float(a.get('beta', 1.0))
+        c = lc.const(node.inputs[2]).astype(np.float32) * float(a.get('beta', 1.0))
     per_column = c is not None and (c.ndim < 2 or c.shape[-2] == 1) and c.shape[-1:] in (
         (), (1,), (n,))
     bias = np.broadcast_to(c.reshape(-1), (n,)).copy() if per_column else None
     if a.get('transA', 0):
-        bias_ref = be.add_weight(bias) if bias is not None else NULL
-        launches = [_gemm_a_transposed(be, node, x, y, b_kn, alpha, bias_ref)]
+        bias_ref = lc.add_weight(bias) if bias is not None else NULL
+        launches = [_gemm_a_transposed(lc, node, x, y, b_kn, alpha, bias_ref)]
     else:
-        launches = [linear_launch(be, node, x, y, (b_kn * alpha).T, bias)]
+        launches = [linear_launch(lc, node, x, y, (b_kn * alpha).T, bias)]
     if c is not None and not per_column:
-        launches.append(binary_launch(node.name, y, be.const_slot(c.astype(np.float16)), y,
+        launches.append(binary_launch(node.name, y, lc.const_slot(c.astype(np.float16)), y,
                                       params.BINARY['Add']))
     return launches

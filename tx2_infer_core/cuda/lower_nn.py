@@ -3,24 +3,26 @@ import numpy as np
 
 from tx2_infer_core.cuda import params
 from tx2_infer_core.cuda.launch import BLOCK, NULL, Launch, Slot, grid_1d, row_major
-from tx2_infer_core.cuda.lower_conv import _pads, linear_launch
+from tx2_infer_core.cuda.lower_conv import conv_pads, linear_launch
+from tx2_infer_core.cuda.lower_ops import copy_launch, slot_view
 
 
-def _nhwc_pair(be, node):
-    x, y = be.slot(node.inputs[0]), be.slot(node.outputs[0])
+def nhwc_pair(lc, node) -> tuple:
+    """The slots of the node's first input and output, refused unless both are NHWC images."""
+    x, y = lc.slot(node.inputs[0]), lc.slot(node.outputs[0])
     if not (x.nhwc and y.nhwc):
-        be.unsupported(node, 'only NCHW image tensors (stored NHWC)')
+        lc.unsupported(node, 'only NCHW image tensors (stored NHWC)')
     return x, y
 
 
-def lower_pool(be, node):
+def lower_pool(lc, node):
     """MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool over 2-D images."""
-    rank = len(be.slot(node.inputs[0]).shape)
+    rank = len(lc.slot(node.inputs[0]).shape)
     if rank != 4:
-        be.unsupported(node, f'{rank - 2}-D pooling: only 2-D (NCHW) images')
+        lc.unsupported(node, f'{rank - 2}-D pooling: only 2-D (NCHW) images')
     if len(node.outputs) > 1 and node.outputs[1]:
-        be.unsupported(node, 'the Indices output')
-    x, y = _nhwc_pair(be, node)
+        lc.unsupported(node, 'the Indices output')
+    x, y = nhwc_pair(lc, node)
     n, c, h, w = x.shape
     p, q = y.shape[2:]
     io = dict(x=x.ref, y=y.ref, x_pix=x.pix, x_off=x.channel_off, y_pix=y.pix,
@@ -36,10 +38,10 @@ def lower_pool(be, node):
         k = list(a['kernel_shape'])
         st = list(a.get('strides') or [1, 1])
         dil = list(a.get('dilations') or [1, 1])
-        pads = _pads(a, (h, w), (p, q), k, st, dil)
+        pads = conv_pads(a, (h, w), (p, q), k, st, dil)
         explicit = list(a.get('pads') or [])
         if a.get('count_include_pad', 0) and explicit and explicit[:2] != explicit[2:]:
-            be.unsupported(node, f'count_include_pad=1 with asymmetric pads {explicit}')
+            lc.unsupported(node, f'count_include_pad=1 with asymmetric pads {explicit}')
     fields = dict(io, N=n, H=h, W=w, C=c, P=p, Q=q, R=k[0], S=k[1], sh=st[0], sw=st[1],
                   ph=pads[0], pw=pads[1], dh=dil[0], dw=dil[1],
                   is_avg=int(node.op == 'AveragePool'),
@@ -48,24 +50,24 @@ def lower_pool(be, node):
                    fields, node.name)]
 
 
-def _reduce_axes(be, node, rank) -> list:
+def _reduce_axes(lc, node, rank) -> list:
     axes = node.attrs.get('axes')
     if len(node.inputs) > 1 and node.inputs[1]:
-        axes = be.const(node.inputs[1]).astype(np.int64).tolist()
+        axes = lc.const(node.inputs[1]).astype(np.int64).tolist()
     if axes is None or len(axes) == 0:
         if node.attrs.get('noop_with_empty_axes', 0):
-            be.unsupported(node, 'noop_with_empty_axes=1')
+            lc.unsupported(node, 'noop_with_empty_axes=1')
         axes = range(rank)
     return sorted(int(a) + rank if a < 0 else int(a) for a in axes)
 
 
-def lower_reduce_mean(be, node):
+def lower_reduce_mean(lc, node):
     """ReduceMean over adjacent axes with the global average pool kernel: NHWC over H and W
     (pixels, channels inner), or row-major [outer, reduced, inner]."""
-    x, y = be.slot(node.inputs[0]), be.slot(node.outputs[0])
-    axes = _reduce_axes(be, node, len(x.shape))
+    x, y = lc.slot(node.inputs[0]), lc.slot(node.outputs[0])
+    axes = _reduce_axes(lc, node, len(x.shape))
     if not y.contiguous() or axes != list(range(axes[0], axes[-1] + 1)):
-        be.unsupported(node, 'a run of adjacent axes into a row-major output')
+        lc.unsupported(node, 'a run of adjacent axes into a row-major output')
     if x.nhwc and axes == [2, 3]:
         n, c, h, w = x.shape
         geo = dict(N=n, HW=h * w, C=c, x_pix=x.pix, x_off=x.channel_off, y_pix=c)
@@ -76,7 +78,7 @@ def lower_reduce_mean(be, node):
         geo = dict(N=size(x.shape[:axes[0]]), HW=size(x.shape[axes[0]:axes[-1] + 1]),
                    C=inner, x_pix=inner, x_off=0, y_pix=inner)
     else:
-        be.unsupported(node, f'axes {axes} of this layout')
+        lc.unsupported(node, f'axes {axes} of this layout')
     fields = dict(geo, x=x.ref, y=y.ref, y_off=0)
     return [Launch('pool', 'global_avgpool', grid_1d(geo['N'] * geo['C']), (BLOCK, 1, 1),
                    params.GLOBAL_POOL, fields, node.name)]
@@ -93,21 +95,20 @@ def _softmax_rows(x, axis):
     return None
 
 
-def lower_softmax(be, node):
+def lower_softmax(lc, node):
     """Softmax / LogSoftmax along one axis ([outer, n, inner] of the stored order). When the
     input and output are stored differently, the input is first copied into the output."""
-    from tx2_infer_core.cuda.lower_ops import _view, copy_launch
-    x, y = be.slot(node.inputs[0]), be.slot(node.outputs[0])
+    x, y = lc.slot(node.inputs[0]), lc.slot(node.outputs[0])
     rank = len(x.shape)
     axis = int(node.attrs.get('axis', -1))
     axis = axis + rank if axis < 0 else axis
     launches, src = [], x
     if x.strides != y.strides or not x.dense() or _softmax_rows(x, axis) is None:
-        launches.append(copy_launch(node.name, x, _view(x), y, _view(y), np.prod(y.shape)))
+        launches.append(copy_launch(node.name, x, slot_view(x), y, slot_view(y), np.prod(y.shape)))
         src = y
     rows = _softmax_rows(src, axis)
     if rows is None:
-        be.unsupported(node, f'softmax over axis {axis} of this layout')
+        lc.unsupported(node, f'softmax over axis {axis} of this layout')
     outer, size, inner = rows
     fields = dict(x=src.ref, y=y.ref, outer=outer, n=size, inner=inner,
                   log=int(node.op == 'LogSoftmax'))
@@ -116,22 +117,22 @@ def lower_softmax(be, node):
     return launches
 
 
-def lower_layernorm(be, node):
+def lower_layernorm(lc, node):
     """LayerNormalization over the axes from ``axis`` on (row-major), with the optional Mean
     and InvStdDev outputs."""
-    x, y = be.slot(node.inputs[0]), be.slot(node.outputs[0])
+    x, y = lc.slot(node.inputs[0]), lc.slot(node.outputs[0])
     rank = len(x.shape)
     axis = int(node.attrs.get('axis', -1))
     axis = axis + rank if axis < 0 else axis
-    stats = [be.slot(o) if o else None for o in (list(node.outputs[1:3]) + ['', ''])[:2]]
+    stats = [lc.slot(o) if o else None for o in (list(node.outputs[1:3]) + ['', ''])[:2]]
     if not (0 <= axis < rank and x.contiguous() and y.contiguous()
             and all(s is None or s.contiguous() for s in stats)):
-        be.unsupported(node, 'row-major tensors only')
+        lc.unsupported(node, 'row-major tensors only')
     norm = tuple(x.shape[axis:])
     n = int(np.prod(norm, dtype=np.int64))
 
     def per_channel(name):
-        return be.add_weight(np.broadcast_to(be.const(name).astype(np.float32), norm)
+        return lc.add_weight(np.broadcast_to(lc.const(name).astype(np.float32), norm)
                              .reshape(n).copy())
 
     gamma = per_channel(node.inputs[1])
@@ -171,16 +172,16 @@ def _matrices(a, b, y) -> tuple:
     return a, b, y
 
 
-def lower_matmul(be, node):
+def lower_matmul(lc, node):
     """MatMul: constant B -> 1x1 convolution (tensor cores); else the batched SIMT kernel."""
-    if be.is_const(node.inputs[1]) and be.const(node.inputs[1]).ndim == 2:
-        b = be.const(node.inputs[1]).astype(np.float32)
-        return [linear_launch(be, node, be.slot(node.inputs[0]), be.slot(node.outputs[0]),
+    if lc.is_const(node.inputs[1]) and lc.const(node.inputs[1]).ndim == 2:
+        b = lc.const(node.inputs[1]).astype(np.float32)
+        return [linear_launch(lc, node, lc.slot(node.inputs[0]), lc.slot(node.outputs[0]),
                               b.T)]
-    a, b, y = _matrices(be.slot(node.inputs[0]), be.slot(node.inputs[1]),
-                        be.slot(node.outputs[0]))
+    a, b, y = _matrices(lc.slot(node.inputs[0]), lc.slot(node.inputs[1]),
+                        lc.slot(node.outputs[0]))
     if len(y.shape) > 4 or min(len(a.shape), len(b.shape)) < 2 or not y.contiguous():
-        be.unsupported(node, 'batched MatMul of rank 2 to 4 operands')
+        lc.unsupported(node, 'batched MatMul of rank 2 to 4 operands')
     out_batch = ([1, 1] + list(y.shape[:-2]))[-2:]
     ab, bb = _batch(a, out_batch), _batch(b, out_batch)
     m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]

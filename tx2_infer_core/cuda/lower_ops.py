@@ -1,19 +1,22 @@
-"""Lowering of the non-convolution ops to launches of ``kernels/*.cu`` (one function an op
-family). Every function takes the backend (slots, constants, weights) and a node and returns a
-list of ``Launch``; what a kernel cannot do raises ``UnsupportedOpError`` naming the node.
+"""Lowering of the elementwise ops and of the copies (Reshape, Transpose, Concat, Split, Slice)
+to ``kernels/elementwise.cu``. Every function takes the ``LoweringContext`` (``lowering.py``:
+slots, constants, weights) and a node and returns a list of ``Launch``; what a kernel cannot do
+raises ``UnsupportedOpError`` naming the node. Which op is an activation, a unary or binary op
+(and its kernel code) or a copy is written in ``ops/traits.py``.
 """
 import numpy as np
 
 from tx2_infer_core.cuda import params
 from tx2_infer_core.cuda.launch import BLOCK, Launch, grid_1d
+from tx2_infer_core.ops import traits
 
-COPY_OPS = ('Identity', 'Dropout', 'Reshape', 'Flatten', 'Squeeze', 'Unsqueeze', 'Cast')
-ACT_OPS = ('Relu', 'LeakyRelu', 'Sigmoid', 'Tanh', 'HardSwish', 'HardSigmoid', 'Clip')
 FLOAT = 1
 CAST_TARGETS = {FLOAT, 10, 11, 16}  # ONNX FLOAT, FLOAT16, DOUBLE, BFLOAT16
 
 
-def _view(slot, shape=None, strides=None, offset=0):
+def slot_view(slot, shape=None, strides=None, offset=0):
+    """The kernels' View record of ``slot`` (or of ``shape``/``strides`` inside it, starting
+    ``offset`` elements after its first element)."""
     return params.view_record(slot.shape if shape is None else shape,
                               slot.strides if strides is None else strides,
                               slot.channel_off + offset)
@@ -27,50 +30,59 @@ def copy_launch(name, src, src_view, dst, dst_view, n, op=0, act=None):
                   fields, name)
 
 
-def _check_copy(be, node):
+def _check_copy(lc, node):
     """Refuse the copies whose ONNX result is not a plain FP16 copy: a Cast to a type that
     rounds or saturates differently (float8, integers), a training-mode Dropout, a Dropout
     whose mask is used."""
     if node.op == 'Cast':
         to = int(node.attrs.get('to', FLOAT))
         if to not in CAST_TARGETS or not np.issubdtype(
-                np.dtype(be.dtype_of(node.outputs[0])), np.floating):
-            be.unsupported(node, f'Cast to={to}: only FLOAT, FLOAT16, DOUBLE and BFLOAT16')
+                np.dtype(lc.dtype_of(node.outputs[0])), np.floating):
+            lc.unsupported(node, f'Cast to={to}: only FLOAT, FLOAT16, DOUBLE and BFLOAT16')
     if node.op == 'Dropout':
         ratio = node.inputs[1] if len(node.inputs) > 1 else ''
         training = node.inputs[2] if len(node.inputs) > 2 else ''
-        if training and (not be.is_const(training) or bool(be.const(training))) and not (
-                ratio and be.is_const(ratio) and float(be.const(ratio)) == 0):
-            be.unsupported(node, 'training_mode=1 with a ratio other than a constant 0')
+        if training and (not lc.is_const(training) or bool(lc.const(training))) and not (
+                ratio and lc.is_const(ratio) and float(lc.const(ratio)) == 0):
+            lc.unsupported(node, 'training_mode=1 with a ratio other than a constant 0')
         mask = node.outputs[1] if len(node.outputs) > 1 else ''
-        if mask and (mask in be.graph.outputs
-                     or any(mask in other.inputs for other in be.graph.nodes)):
-            be.unsupported(node, 'the mask output')
+        if mask and (mask in lc.graph.outputs
+                     or any(mask in other.inputs for other in lc.graph.nodes)):
+            lc.unsupported(node, 'the mask output')
 
 
-def lower_unary(be, node):
-    """Activations, math functions and the layout-changing copies (Reshape and friends)."""
-    x, y = be.slot(node.inputs[0]), be.slot(node.outputs[0])
+def activation_record(lc, node):
+    """The ActParams of an activation node: its ``params`` attributes (``ops/traits.py``) as
+    alpha and beta, Clip's bounds from its inputs (or opset-6 attributes)."""
+    a, lo, hi = node.attrs, -np.inf, np.inf
+    if node.op == 'Clip':
+        lo, hi = a.get('min', lo), a.get('max', hi)
+        if len(node.inputs) > 1 and node.inputs[1]:
+            lo = float(lc.const(node.inputs[1]))
+        if len(node.inputs) > 2 and node.inputs[2]:
+            hi = float(lc.const(node.inputs[2]))
+    return params.act_record(node.op, clip_min=lo, clip_max=hi,
+                             **traits.activation_values(node.op, a))
+
+
+def lower_unary(lc, node):
+    """Activations, unary math functions and the copies (Reshape and friends)."""
+    x, y = lc.slot(node.inputs[0]), lc.slot(node.outputs[0])
     n = int(np.prod(y.shape, dtype=np.int64))
-    _check_copy(be, node)
+    kind = traits.TRAITS[node.op].kind
     op, act = 0, params.act_record()
-    a = node.attrs
-    if node.op in ACT_OPS:
-        lo, hi = -np.inf, np.inf
-        if node.op == 'Clip':
-            lo = a.get('min', lo)
-            hi = a.get('max', hi)
-            if len(node.inputs) > 1 and node.inputs[1]:
-                lo = float(be.const(node.inputs[1]))
-            if len(node.inputs) > 2 and node.inputs[2]:
-                hi = float(be.const(node.inputs[2]))
-        alpha = a.get('alpha', 0.2 if node.op == 'HardSigmoid' else 0.01)
-        act = params.act_record(node.op, alpha, a.get('beta', 0.5), lo, hi)
-    elif node.op in params.UNARY:
+    if kind == traits.ACTIVATION:
+        act = activation_record(lc, node)
+    elif kind == traits.UNARY:
+        approximate = node.attrs.get('approximate', 'none')
+        if node.op == 'Gelu' and approximate not in ('none', b'none'):
+            lc.unsupported(node, f'approximate={approximate}: only the erf form')
         op = params.UNARY[node.op]
-    elif node.op not in COPY_OPS:
-        be.unsupported(node, 'no elementwise kernel')
-    return [copy_launch(node.name, x, _view(x), y, _view(y), n, op, act)]
+    elif kind == traits.COPY:
+        _check_copy(lc, node)
+    else:
+        lc.unsupported(node, 'no elementwise kernel')
+    return [copy_launch(node.name, x, slot_view(x), y, slot_view(y), n, op, act)]
 
 
 def _broadcast_strides(slot, out_shape):
@@ -94,40 +106,40 @@ def binary_launch(name, a, b, y, op) -> Launch:
         fields = dict(a=a.ref, b=b.ref, y=y.ref, n2=n // 2, op=op, act=act)
         return Launch('elementwise', 'binary_flat2', grid_1d(n // 2), (BLOCK, 1, 1),
                       params.BINARY_FLAT2, fields, name)
-    fields = dict(a=a.ref, av=_view(a, y.shape, _broadcast_strides(a, y.shape)),
-                  b=b.ref, bv=_view(b, y.shape, _broadcast_strides(b, y.shape)),
-                  y=y.ref, yv=_view(y), n=n, op=op, act=act)
+    fields = dict(a=a.ref, av=slot_view(a, y.shape, _broadcast_strides(a, y.shape)),
+                  b=b.ref, bv=slot_view(b, y.shape, _broadcast_strides(b, y.shape)),
+                  y=y.ref, yv=slot_view(y), n=n, op=op, act=act)
     return Launch('elementwise', 'binary', grid_1d(n), (BLOCK, 1, 1), params.BINARY_ARGS,
                   fields, name)
 
 
-def lower_binary(be, node):
+def lower_binary(lc, node):
     """Add, Sub, Mul, Div, Pow; Max and Min of one or more inputs (a copy, or a chain of
     binary launches into the output: y = x0 op x1, then y = y op x2, ...). The planner never
     lets a Max/Min output overwrite an input (``planner.ELEMENTWISE_OPS``), so the chain reads
     every input intact."""
     names = [i for i in node.inputs if i]
     if not names or (len(names) != 2 and node.op not in ('Max', 'Min')):
-        be.unsupported(node, 'exactly two inputs')
-    y = be.slot(node.outputs[0])
+        lc.unsupported(node, 'exactly two inputs')
+    y = lc.slot(node.outputs[0])
     if len(names) == 1:
-        x = be.slot(names[0])
+        x = lc.slot(names[0])
         if x.shape != y.shape:
-            be.unsupported(node, 'one input of another shape than the output')
-        return [copy_launch(node.name, x, _view(x), y, _view(y), np.prod(y.shape))]
+            lc.unsupported(node, 'one input of another shape than the output')
+        return [copy_launch(node.name, x, slot_view(x), y, slot_view(y), np.prod(y.shape))]
     op = params.BINARY[node.op]
-    launches = [binary_launch(node.name, be.slot(names[0]), be.slot(names[1]), y, op)]
+    launches = [binary_launch(node.name, lc.slot(names[0]), lc.slot(names[1]), y, op)]
     for name in names[2:]:
-        launches.append(binary_launch(node.name, y, be.slot(name), y, op))
+        launches.append(binary_launch(node.name, y, lc.slot(name), y, op))
     return launches
 
 
-def lower_transpose(be, node):
+def lower_transpose(lc, node):
     """Transpose as a strided copy."""
-    x, y = be.slot(node.inputs[0]), be.slot(node.outputs[0])
+    x, y = lc.slot(node.inputs[0]), lc.slot(node.outputs[0])
     perm = list(node.attrs.get('perm') or reversed(range(len(x.shape))))
-    src = _view(x, y.shape, [x.strides[p] for p in perm])
-    return [copy_launch(node.name, x, src, y, _view(y), np.prod(y.shape))]
+    src = slot_view(x, y.shape, [x.strides[p] for p in perm])
+    return [copy_launch(node.name, x, src, y, slot_view(y), np.prod(y.shape))]
 
 
 def _axis(node, rank):
@@ -143,35 +155,35 @@ def _moved_copy(name, src, src_view, dst, dst_view, n) -> list:
     return [copy_launch(name, src, src_view, dst, dst_view, n)]
 
 
-def lower_concat(be, node):
+def lower_concat(lc, node):
     """Concat as one copy per input into its slice of the output (none for placed inputs)."""
-    y = be.slot(node.outputs[0])
+    y = lc.slot(node.outputs[0])
     axis, start, launches = _axis(node, len(y.shape)), 0, []
     for name in node.inputs:
-        x = be.slot(name)
-        dst = _view(y, x.shape, y.strides, start * y.strides[axis])
-        launches += _moved_copy(node.name, x, _view(x), y, dst, np.prod(x.shape))
+        x = lc.slot(name)
+        dst = slot_view(y, x.shape, y.strides, start * y.strides[axis])
+        launches += _moved_copy(node.name, x, slot_view(x), y, dst, np.prod(x.shape))
         start += x.shape[axis]
     return launches
 
 
-def lower_split(be, node):
+def lower_split(lc, node):
     """Split as one strided copy per output (none for outputs that are views)."""
-    x = be.slot(node.inputs[0])
+    x = lc.slot(node.inputs[0])
     axis, start, launches = _axis(node, len(x.shape)), 0, []
     for name in node.outputs:
-        y = be.slot(name)
-        src = _view(x, y.shape, x.strides, start * x.strides[axis])
-        launches += _moved_copy(node.name, x, src, y, _view(y), np.prod(y.shape))
+        y = lc.slot(name)
+        src = slot_view(x, y.shape, x.strides, start * x.strides[axis])
+        launches += _moved_copy(node.name, x, src, y, slot_view(y), np.prod(y.shape))
         start += y.shape[axis]
     return launches
 
 
-def lower_slice(be, node):
+def lower_slice(lc, node):
     """Slice (constant starts, ends, axes, steps) as a strided copy."""
-    x, y = be.slot(node.inputs[0]), be.slot(node.outputs[0])
+    x, y = lc.slot(node.inputs[0]), lc.slot(node.outputs[0])
     rank = len(x.shape)
-    get = [be.const(i).astype(np.int64).tolist() if i else None for i in node.inputs[1:5]]
+    get = [lc.const(i).astype(np.int64).tolist() if i else None for i in node.inputs[1:5]]
     get += [None] * (4 - len(get))
     starts = get[0] if get[0] is not None else node.attrs.get('starts')
     axes = get[2] if get[2] is not None else node.attrs.get('axes', list(range(len(starts))))
@@ -184,5 +196,5 @@ def lower_slice(be, node):
         s = min(max(s, 0), dim - 1 if st < 0 else dim)
         offset += s * x.strides[ax]
         strides[ax] = x.strides[ax] * st
-    src = _view(x, y.shape, strides, offset)
-    return [copy_launch(node.name, x, src, y, _view(y), np.prod(y.shape))]
+    src = slot_view(x, y.shape, strides, offset)
+    return [copy_launch(node.name, x, src, y, slot_view(y), np.prod(y.shape))]

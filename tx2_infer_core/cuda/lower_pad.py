@@ -7,58 +7,58 @@ Caffe-style pooling input this way. Pads may name their axes (the optional ``axe
 """
 import numpy as np
 
-from tx2_infer_core.cuda.lower_ops import _view, copy_launch
+from tx2_infer_core.cuda.lower_ops import copy_launch, slot_view
 
 
 def _input(node, i):
     return node.inputs[i] if len(node.inputs) > i else ''
 
 
-def full_pads(be, node, rank) -> list:
+def full_pads(lc, node, rank) -> list:
     """[begin per axis..., end per axis...] over all ``rank`` axes (``axes`` expanded)."""
     if _input(node, 1):
-        pads = [int(p) for p in be.const(node.inputs[1]).reshape(-1).tolist()]
+        pads = [int(p) for p in lc.const(node.inputs[1]).reshape(-1).tolist()]
     else:
         pads = [int(p) for p in node.attrs.get('pads')]
     axes = list(range(rank))
     if _input(node, 3):
         axes = [int(a) + rank if a < 0 else int(a)
-                for a in be.const(node.inputs[3]).reshape(-1).tolist()]
+                for a in lc.const(node.inputs[3]).reshape(-1).tolist()]
     if len(pads) != 2 * len(axes) or len(set(axes)) != len(axes) or \
             not all(0 <= a < rank for a in axes):
-        be.unsupported(node, f'pads {pads} do not match axes {axes}')
+        lc.unsupported(node, f'pads {pads} do not match axes {axes}')
     full = [0] * (2 * rank)
     for i, axis in enumerate(axes):
         full[axis], full[rank + axis] = pads[i], pads[len(axes) + i]
     return full
 
 
-def lower_pad(be, node):
+def lower_pad(lc, node):
     """Pad with mode 'constant' or 'edge' (non-negative pads)."""
     mode = node.attrs.get('mode', 'constant')
     mode = mode.decode() if isinstance(mode, bytes) else mode
-    x, y = be.slot(node.inputs[0]), be.slot(node.outputs[0])
+    x, y = lc.slot(node.inputs[0]), lc.slot(node.outputs[0])
     rank = len(y.shape)
-    pads = full_pads(be, node, rank)
+    pads = full_pads(lc, node, rank)
     if mode not in ('constant', 'edge') or min(pads) < 0:
-        be.unsupported(node, f"mode={mode}, pads {pads}: only 'constant' or 'edge' mode with "
+        lc.unsupported(node, f"mode={mode}, pads {pads}: only 'constant' or 'edge' mode with "
                              'non-negative pads')
     begin, end = pads[:rank], pads[rank:]
     offset = sum(b * s for b, s in zip(begin, y.strides))
-    inside = copy_launch(node.name, x, _view(x), y, _view(y, x.shape, y.strides, offset),
+    inside = copy_launch(node.name, x, slot_view(x), y, slot_view(y, x.shape, y.strides, offset),
                          np.prod(x.shape))
     if mode == 'constant':
-        return [_fill(be, node, y), inside]
+        return [_fill(lc, node, y), inside]
     return [inside] + _edges(node, x, y, begin, end)
 
 
-def _fill(be, node, y):
+def _fill(lc, node, y):
     """The launch writing the constant value over the whole output."""
-    value = float(be.const(node.inputs[2])) if _input(node, 2) else \
+    value = float(lc.const(node.inputs[2])) if _input(node, 2) else \
         float(node.attrs.get('value', 0.0))  # Pad-2 had it as an attribute
-    fill = be.const_slot(np.array([value], np.float16))
-    return copy_launch(node.name, fill, _view(fill, y.shape, [0] * len(y.shape)), y, _view(y),
-                       np.prod(y.shape))
+    fill = lc.const_slot(np.array([value], np.float16))
+    return copy_launch(node.name, fill, slot_view(fill, y.shape, [0] * len(y.shape)), y,
+                       slot_view(y), np.prod(y.shape))
 
 
 def _edges(node, x, y, begin, end) -> list:
@@ -78,6 +78,6 @@ def _edges(node, x, y, begin, end) -> list:
             src_off = sum(b * s for b, s in zip(base, y.strides)) + src * y.strides[axis]
             src_strides = list(y.strides)
             src_strides[axis] = 0
-            launches.append(copy_launch(node.name, y, _view(y, shape, src_strides, src_off), y,
-                                        _view(y, shape, y.strides, dst_off), np.prod(shape)))
+            launches.append(copy_launch(node.name, y, slot_view(y, shape, src_strides, src_off), y,
+                                        slot_view(y, shape, y.strides, dst_off), np.prod(shape)))
     return launches

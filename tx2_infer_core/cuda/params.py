@@ -1,15 +1,18 @@
 """Kernel parameter records: numpy structured dtypes laid out like the C structs and argument
 lists of ``kernels/*.cu`` (``align=True`` follows the C alignment rules, which kernel
 parameter buffers follow too). A whole argument list is passed to pycuda as one record.
+
+The op codes come from ``ops/traits.py``; ``test/core/test_kernel_constants.py`` checks them,
+the other constants and the field order of every record against the ``.cu``/``.cuh`` sources.
 """
 import numpy as np
 
-MAX_DIMS = 6
-ACTIVATIONS = {'': 0, 'Relu': 1, 'LeakyRelu': 2, 'Sigmoid': 3, 'SiLU': 4, 'HardSwish': 5,
-               'HardSigmoid': 6, 'Clip': 7, 'Tanh': 8}
-UNARY = {'Exp': 1, 'Log': 2, 'Sqrt': 3, 'Neg': 4, 'Abs': 5, 'Reciprocal': 6, 'Erf': 7,
-         'Gelu': 8}
-BINARY = {'Add': 0, 'Sub': 1, 'Mul': 2, 'Div': 3, 'Max': 4, 'Min': 5, 'Pow': 6}
+from tx2_infer_core.ops import traits
+
+MAX_DIMS = 6  # TX2_MAX_DIMS
+ACTIVATIONS = {'': 0, **traits.codes(traits.ACTIVATION)}  # ACT_NONE, ACT_<NAME>
+UNARY = traits.codes(traits.UNARY)  # UN_<NAME> (0, UN_ACT: the activation in ActParams)
+BINARY = traits.codes(traits.BINARY)  # BIN_<NAME>
 RESIZE_COORD = {'half_pixel': 0, 'asymmetric': 1, 'align_corners': 2, 'pytorch_half_pixel': 3,
                 'half_pixel_symmetric': 4}
 RESIZE_NEAREST = {'round_prefer_floor': 0, 'round_prefer_ceil': 1, 'floor': 2, 'ceil': 3}

@@ -18,14 +18,10 @@ sharing its storage reads strided inputs (``STRIDED_OPS``); a convolution readin
 its 16-byte loads (channel offset and pixel stride multiples of 8). Graph inputs and outputs
 are never views. Where placement declines, the Concat/Split lowering copies as before.
 """
-from tx2_infer_core.cuda import lower_ops, params
+from tx2_infer_core.ops import traits
 
-CONV_OPS = ('Conv', 'FusedConv')
-STRIDED_OPS = frozenset(CONV_OPS + lower_ops.COPY_OPS + lower_ops.ACT_OPS
-                        + tuple(params.UNARY) + tuple(params.BINARY)
-                        + ('MaxPool', 'AveragePool', 'GlobalAveragePool', 'GlobalMaxPool',
-                           'Resize', 'Upsample', 'Concat', 'Split', 'Slice', 'Transpose', 'Pad',
-                           'ReduceMean'))
+CONV_OPS = traits.names(cuda='conv')
+STRIDED_OPS = frozenset(name for name in traits.names(strided=True) if traits.TRAITS[name].cuda)
 VECTOR = 8  # halves per 16-byte load
 
 

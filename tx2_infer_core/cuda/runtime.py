@@ -3,8 +3,7 @@
 Everything imports pycuda lazily, inside the functions, so importing this module is free.
 """
 from tx2_infer_core.cuda import compile as cc
-
-ALIGN = 256
+from tx2_infer_core.planner import ALIGNMENT
 
 
 class DeviceContext:
@@ -52,7 +51,7 @@ class DeviceContext:
 
 
 class PooledAllocator:
-    """Device memory by 256-byte-rounded size; freed blocks are reused, never returned early.
+    """Device memory by ``ALIGNMENT``-rounded size; freed blocks are reused, never returned early.
 
     ``device_allocations`` counts the real ``cuMemAlloc`` calls: a steady frame loop must
     leave it unchanged.
@@ -68,7 +67,7 @@ class PooledAllocator:
 
     def alloc(self, nbytes: int):
         """A device allocation of at least ``nbytes`` (a pycuda DeviceAllocation)."""
-        size = max(ALIGN, -(-int(nbytes) // ALIGN) * ALIGN)
+        size = max(ALIGNMENT, -(-int(nbytes) // ALIGNMENT) * ALIGNMENT)
         spare = self._free.get(size)
         if spare:
             block = spare.pop()
@@ -98,7 +97,8 @@ class PooledAllocator:
         self._live, self._free = [], {}
 
 
-def _driver_api():
+def driver_api():
+    """The CUDA driver API module of cuda-python (``cuda.bindings.driver``)."""
     try:
         from cuda.bindings import driver
     except ImportError:  # cuda-python before 12.6
@@ -106,7 +106,9 @@ def _driver_api():
     return driver
 
 
-def _ok(result, what):
+def checked(result, what):
+    """The value of a cuda-python driver call's ``(error, value)`` result; raises
+    ``RuntimeError`` naming ``what`` when the call failed."""
     err = result[0] if isinstance(result, tuple) else result
     if int(err) != 0:
         raise RuntimeError(f'{what} failed: CUDA error {int(err)} ({err})')
@@ -121,7 +123,7 @@ class CudaGraph:
     """
 
     def __init__(self):
-        self.cu = _driver_api()
+        self.cu = driver_api()
         self.graph = self.exec = self.stream = None
 
     def capture(self, stream, fn) -> None:
@@ -129,16 +131,16 @@ class CudaGraph:
         cu = self.cu
         self.stream = cu.CUstream(stream.handle)
         mode = cu.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
-        _ok(cu.cuStreamBeginCapture(self.stream, mode), 'cuStreamBeginCapture')
+        checked(cu.cuStreamBeginCapture(self.stream, mode), 'cuStreamBeginCapture')
         try:
             fn()
         finally:
-            self.graph = _ok(cu.cuStreamEndCapture(self.stream), 'cuStreamEndCapture')
-        self.exec = _ok(cu.cuGraphInstantiate(self.graph, 0), 'cuGraphInstantiate')
+            self.graph = checked(cu.cuStreamEndCapture(self.stream), 'cuStreamEndCapture')
+        self.exec = checked(cu.cuGraphInstantiate(self.graph, 0), 'cuGraphInstantiate')
 
     def launch(self) -> None:
         """Enqueue one replay of the captured work."""
-        _ok(self.cu.cuGraphLaunch(self.exec, self.stream), 'cuGraphLaunch')
+        checked(self.cu.cuGraphLaunch(self.exec, self.stream), 'cuGraphLaunch')
 
     def close(self) -> None:
         """Destroy the executable graph and the graph."""

@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 
+from tx2_infer_core.ops.common import unsupported
+
 _erf = np.vectorize(math.erf, otypes=[np.float64])
 
 
@@ -90,6 +92,17 @@ def Elu(x, *, alpha=1.0):
 def Softplus(x):
     """log(1 + exp(x))."""
     return _same(x, np.logaddexp(x, 0))
+
+
+def Gelu(x, *, approximate='none'):
+    """x * Phi(x) (Phi: the standard normal CDF), or its tanh approximation."""
+    approximate = approximate.decode() if isinstance(approximate, bytes) else approximate
+    v = x.astype(np.float64)
+    if approximate == 'tanh':
+        return _same(x, 0.5 * v * (1 + np.tanh(np.sqrt(2 / np.pi) * (v + 0.044715 * v ** 3))))
+    if approximate != 'none':
+        unsupported(f"approximate='{approximate}'")
+    return _same(x, 0.5 * v * (1 + _erf(v / np.sqrt(2))))
 
 
 # Arithmetic ------------------------------------------------------------------------------------
@@ -277,7 +290,3 @@ def IsNaN(x):
 def IsInf(x, *, detect_negative=1, detect_positive=1):
     """True where x is +inf (detect_positive) or -inf (detect_negative)."""
     return (np.isposinf(x) & bool(detect_positive)) | (np.isneginf(x) & bool(detect_negative))
-
-
-ACTIVATIONS = {'Relu': Relu, 'LeakyRelu': LeakyRelu, 'Sigmoid': Sigmoid, 'SiLU': SiLU,
-               'HardSwish': HardSwish, 'HardSigmoid': HardSigmoid, 'Clip': Clip, 'Tanh': Tanh}

@@ -1,24 +1,21 @@
 """Internal fused ops produced by the fusion passes (one per future CUDA kernel)."""
 import numpy as np
 
-from tx2_infer_core.ops import elementwise
+from tx2_infer_core.ops import elementwise, traits
 from tx2_infer_core.ops.common import unsupported
 from tx2_infer_core.ops.conv import Conv
 
 
 def apply_activation(x, name, alpha=0.01, beta=0.5, clip_min=-np.inf, clip_max=np.inf):
-    """Apply a FusedConv ``activation`` by name ('' is the identity)."""
+    """Apply a FusedConv ``activation`` by name ('' is the identity): any op of kind
+    'activation' in ``ops/traits.py``, its attributes taken from ``alpha`` and ``beta``."""
     if name == '':
         return x
-    if name == 'LeakyRelu':
-        return elementwise.LeakyRelu(x, alpha=alpha)
-    if name == 'HardSigmoid':
-        return elementwise.HardSigmoid(x, alpha=alpha, beta=beta)
     if name == 'Clip':
         return elementwise.Clip(x, np.float32(clip_min), np.float32(clip_max))
-    if name not in elementwise.ACTIVATIONS:
+    if name not in traits.names(kind=traits.ACTIVATION):
         unsupported(f"activation='{name}'")
-    return elementwise.ACTIVATIONS[name](x)
+    return getattr(elementwise, name)(x, **traits.activation_params(name, alpha, beta))
 
 
 def activation_inplace(y, scratch, name, alpha=0.01, beta=0.5, clip_min=-np.inf,

@@ -1,4 +1,5 @@
-"""The op registry: ONNX op type -> reference function. An unknown op fails loudly."""
+"""The op registry: ONNX op type -> reference function (one per line of ``ops/traits.py``).
+An unknown op fails loudly."""
 import functools
 import inspect
 
@@ -6,118 +7,12 @@ from tx2_infer_core.errors import UnsupportedOpError
 from tx2_infer_core.ops import conv, elementwise as ew, fused, nn, pool, reduce, resize
 from tx2_infer_core.ops import tensor
 from tx2_infer_core.ops.common import AttributeNotSupported
+from tx2_infer_core.ops.traits import TRAITS
 
-OPS = {
-    # activations
-    'Relu': ew.Relu,
-    'LeakyRelu': ew.LeakyRelu,
-    'PRelu': ew.PRelu,
-    'Sigmoid': ew.Sigmoid,
-    'Tanh': ew.Tanh,
-    'HardSigmoid': ew.HardSigmoid,
-    'HardSwish': ew.HardSwish,
-    'Clip': ew.Clip,
-    'Elu': ew.Elu,
-    'Softplus': ew.Softplus,
-    # arithmetic
-    'Add': ew.Add,
-    'Sub': ew.Sub,
-    'Mul': ew.Mul,
-    'Div': ew.Div,
-    'Pow': ew.Pow,
-    'Mod': ew.Mod,
-    'Sqrt': ew.Sqrt,
-    'Exp': ew.Exp,
-    'Log': ew.Log,
-    'Erf': ew.Erf,
-    'Neg': ew.Neg,
-    'Abs': ew.Abs,
-    'Floor': ew.Floor,
-    'Ceil': ew.Ceil,
-    'Round': ew.Round,
-    'Reciprocal': ew.Reciprocal,
-    'Sign': ew.Sign,
-    'Sin': ew.Sin,
-    'Cos': ew.Cos,
-    'Sum': ew.Sum,
-    'Mean': ew.Mean,
-    'Max': ew.Max,
-    'Min': ew.Min,
-    # comparison and logic
-    'Equal': ew.Equal,
-    'Less': ew.Less,
-    'LessOrEqual': ew.LessOrEqual,
-    'Greater': ew.Greater,
-    'GreaterOrEqual': ew.GreaterOrEqual,
-    'Not': ew.Not,
-    'And': ew.And,
-    'Or': ew.Or,
-    'Xor': ew.Xor,
-    'Where': ew.Where,
-    'IsNaN': ew.IsNaN,
-    'IsInf': ew.IsInf,
-    # convolution, pooling, normalisation, matrix products
-    'Conv': conv.Conv,
-    'ConvTranspose': conv.ConvTranspose,
-    'MaxPool': pool.MaxPool,
-    'AveragePool': pool.AveragePool,
-    'LpPool': pool.LpPool,
-    'GlobalAveragePool': pool.GlobalAveragePool,
-    'GlobalMaxPool': pool.GlobalMaxPool,
-    'BatchNormalization': nn.BatchNormalization,
-    'InstanceNormalization': nn.InstanceNormalization,
-    'LayerNormalization': nn.LayerNormalization,
-    'LRN': nn.LRN,
-    'Softmax': nn.Softmax,
-    'LogSoftmax': nn.LogSoftmax,
-    'Hardmax': nn.Hardmax,
-    'MatMul': nn.MatMul,
-    'Gemm': nn.Gemm,
-    # reductions
-    'ReduceMean': reduce.ReduceMean,
-    'ReduceSum': reduce.ReduceSum,
-    'ReduceMax': reduce.ReduceMax,
-    'ReduceMin': reduce.ReduceMin,
-    'ReduceProd': reduce.ReduceProd,
-    'ReduceL1': reduce.ReduceL1,
-    'ReduceL2': reduce.ReduceL2,
-    'ReduceSumSquare': reduce.ReduceSumSquare,
-    'ReduceLogSum': reduce.ReduceLogSum,
-    'ReduceLogSumExp': reduce.ReduceLogSumExp,
-    'ArgMax': reduce.ArgMax,
-    'ArgMin': reduce.ArgMin,
-    # resampling
-    'Resize': resize.Resize,
-    'Upsample': resize.Upsample,
-    # shape and data movement
-    'Identity': tensor.Identity,
-    'Dropout': tensor.Dropout,
-    'Cast': tensor.Cast,
-    'CastLike': tensor.CastLike,
-    'Shape': tensor.Shape,
-    'Size': tensor.Size,
-    'Constant': tensor.Constant,
-    'ConstantOfShape': tensor.ConstantOfShape,
-    'Range': tensor.Range,
-    'Reshape': tensor.Reshape,
-    'Flatten': tensor.Flatten,
-    'Transpose': tensor.Transpose,
-    'Squeeze': tensor.Squeeze,
-    'Unsqueeze': tensor.Unsqueeze,
-    'Concat': tensor.Concat,
-    'Split': tensor.Split,
-    'Slice': tensor.Slice,
-    'Gather': tensor.Gather,
-    'GatherElements': tensor.GatherElements,
-    'Expand': tensor.Expand,
-    'Tile': tensor.Tile,
-    'Pad': tensor.Pad,
-    'DepthToSpace': tensor.DepthToSpace,
-    'SpaceToDepth': tensor.SpaceToDepth,
-    'NonZero': tensor.NonZero,
-    # internal fused ops (produced by passes)
-    'FusedConv': fused.FusedConv,
-}
+MODULES = {'conv': conv, 'elementwise': ew, 'fused': fused, 'nn': nn, 'pool': pool,
+           'reduce': reduce, 'resize': resize, 'tensor': tensor}
+# op type -> reference function: the function named after the op in its traits' module
+OPS = {name: getattr(MODULES[t.module], name) for name, t in TRAITS.items()}
 
 # Ops whose output count is an attribute defaulting to the node's number of outputs.
 _OUTPUT_COUNT_ATTR = {'Split': 'num_outputs'}

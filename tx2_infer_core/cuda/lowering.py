@@ -1,0 +1,147 @@
+"""The CUDA lowering contract: a graph becomes kernel launches, a weight image and an FP16
+arena plan, without a GPU.
+
+``lower_graph(graph, arch, ...)`` is what ``CudaBackend.prepare`` runs before it allocates
+anything, and what benches and tests call to check that a graph lowers (no device needed)::
+
+    lowered = lower_graph(graph, arch=87, conv_path='auto', sm_count=8)
+    lowered.launches       # [Launch], one kernel launch each, in graph order
+    lowered.plan           # MemoryPlan of the FP16 arena
+    lowered.slots          # {activation: Slot}: where each planned value lives
+    lowered.weight_image() # the weight buffer's bytes (uint8), as the device gets them
+
+A lowering function takes a ``LoweringContext`` and a node and returns its launches; which
+function lowers which op is ``LOWERINGS``, derived from ``ops/traits.py`` (the ``cuda`` family
+of each op). What a kernel cannot do raises ``UnsupportedOpError`` naming the node.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from tx2_infer_core.cuda import layout, lower_conv, lower_nn, lower_ops, lower_pad, lower_resize
+from tx2_infer_core.cuda.launch import Ref, Slot, row_major
+from tx2_infer_core.errors import Tx2InferError, UnsupportedOpError
+from tx2_infer_core.ops import traits
+from tx2_infer_core.planner import ALIGNMENT, MemoryPlan
+
+DEFAULT_SM_COUNT = 132  # an H100's; the backend passes its device's count
+CONV_PATHS = ('auto', 'tc', 'simt')
+FAMILIES = {'conv': lower_conv.lower_conv, 'gemm': lower_conv.lower_gemm,
+            'matmul': lower_nn.lower_matmul, 'pool': lower_nn.lower_pool,
+            'softmax': lower_nn.lower_softmax, 'layernorm': lower_nn.lower_layernorm,
+            'reduce_mean': lower_nn.lower_reduce_mean, 'resize': lower_resize.lower_resize,
+            'pad': lower_pad.lower_pad, 'unary': lower_ops.lower_unary,
+            'copy': lower_ops.lower_unary, 'binary': lower_ops.lower_binary,
+            'transpose': lower_ops.lower_transpose, 'concat': lower_ops.lower_concat,
+            'split': lower_ops.lower_split, 'slice': lower_ops.lower_slice}
+LOWERINGS = {op: FAMILIES[family] for op, family in traits.cuda_ops().items()}
+
+
+class LoweringContext:
+    """What a lowering function sees: the graph, the target, the slots of the planned values,
+    and the weight buffer being built (constants are appended to it as they are lowered)."""
+
+    def __init__(self, graph, arch: int, conv_path: str, sm_count: int, slots: dict):
+        self.graph, self.arch, self.conv_path, self.sm_count = graph, arch, conv_path, sm_count
+        self.slots = dict(slots)
+        self.weight_chunks, self.weight_bytes = [], 0
+        self._workspace = None
+
+    def slot(self, name) -> Slot:
+        """The device slot of an activation or (as row-major FP16) a constant."""
+        if name in self.slots:
+            return self.slots[name]
+        if name in self.graph.weights:
+            self.slots[name] = self.const_slot(self.graph.weights[name].astype(np.float16))
+            return self.slots[name]
+        raise Tx2InferError(f"value '{name}' has no device slot (not planned, not a weight)")
+
+    def const_slot(self, array) -> Slot:
+        """A row-major slot in the weight buffer holding ``array``."""
+        arr = np.asarray(array)
+        return Slot(self.add_weight(arr), tuple(arr.shape), row_major(arr.shape))
+
+    def is_const(self, name) -> bool:
+        """True when ``name`` is a constant of the graph."""
+        return name in self.graph.weights
+
+    def const(self, name) -> np.ndarray:
+        """The value of constant ``name`` (refused when it is an activation)."""
+        if name not in self.graph.weights:
+            raise Tx2InferError(f"'{name}' must be a constant for the cuda backend")
+        return np.asarray(self.graph.weights[name])
+
+    def dtype_of(self, name) -> str:
+        """The graph dtype of value ``name``."""
+        return self.graph.values[name].dtype
+
+    def add_weight(self, array) -> Ref:
+        """Append a host array to the weight buffer; returns its future device address."""
+        data = np.ascontiguousarray(array).tobytes()
+        ref = Ref('weights', self.weight_bytes)
+        self.weight_chunks.append((self.weight_bytes, data))
+        self.weight_bytes += -(-max(len(data), 1) // ALIGNMENT) * ALIGNMENT
+        return ref
+
+    def conv_workspace(self) -> Ref:
+        """The split-K workspace shared by every convolution of this lowering (zeroed bytes
+        of the weight buffer, made on first use)."""
+        if self._workspace is None:
+            self._workspace = self.add_weight(np.zeros(lower_conv.WORKSPACE_BYTES, np.uint8))
+        return self._workspace
+
+    def unsupported(self, node, detail):
+        """Refuse ``node``: raises ``UnsupportedOpError`` naming it and ``detail``."""
+        raise UnsupportedOpError(node.op, node.name, LOWERINGS, detail)
+
+
+@dataclass
+class Lowered:
+    """The result of ``lower_graph``: everything the device needs, nothing allocated yet."""
+
+    launches: list
+    plan: MemoryPlan
+    slots: dict
+    weight_chunks: list
+    weight_bytes: int
+    arch: int
+    conv_path: str
+
+    def weight_image(self) -> np.ndarray:
+        """The weight buffer as host bytes (at least one byte)."""
+        host = np.zeros(max(self.weight_bytes, 1), np.uint8)
+        for off, data in self.weight_chunks:
+            host[off:off + len(data)] = np.frombuffer(data, np.uint8)
+        return host
+
+    @property
+    def modules(self) -> set:
+        """The kernel modules the launches use."""
+        return {k.module for k in self.launches}
+
+
+def resolve_conv_path(arch: int, conv_path: str = 'auto') -> str:
+    """'tc' (tensor cores) or 'simt' for ``conv_path`` 'auto', 'tc' or 'simt' on ``arch``."""
+    if conv_path not in CONV_PATHS:
+        raise Tx2InferError(f"conv_path must be 'auto', 'tc' or 'simt', not '{conv_path}'")
+    if conv_path == 'auto':
+        return 'tc' if arch >= lower_conv.TC_MIN_ARCH else 'simt'
+    return conv_path
+
+
+def lower_graph(graph, arch: int, conv_path: str = 'auto', sm_count: int = DEFAULT_SM_COUNT,
+                place_channels: bool = True, alignment: int = ALIGNMENT) -> Lowered:
+    """Lower every node of ``graph`` for a GPU of compute capability ``arch`` (e.g. 62, 87,
+    90) with ``sm_count`` multiprocessors; no GPU is touched. ``place_channels``: channel
+    Concat/Split by placement (False: copies). Raises ``UnsupportedOpError`` for the first
+    node the kernels cannot compute."""
+    path = resolve_conv_path(arch, conv_path)
+    plan, slots = layout.plan_arena(graph, alignment, place_channels)
+    ctx = LoweringContext(graph, arch, path, sm_count, slots)
+    launches = []
+    for node in graph.nodes:
+        fn = LOWERINGS.get(node.op)
+        if fn is None:
+            raise UnsupportedOpError(node.op, node.name, LOWERINGS)
+        launches += fn(ctx, node)
+    return Lowered(launches, plan, slots, ctx.weight_chunks, ctx.weight_bytes, arch, path)

@@ -1,0 +1,217 @@
+"""One line per op: what the engine knows about it, and every op list derived from that.
+
+An op's line says where its reference function lives (``ops/<module>.py``, named after the
+op), its kind, its kernel code on CUDA and the facts the passes, the planner and the CUDA
+backend need. Nothing else keeps a list of op names: the CPU registry (``ops.registry.OPS``),
+the CUDA op table (``cuda.lowering.LOWERINGS``), the kernel codes (``cuda.params``), the NHWC
+layout and placement lists (``cuda.layout``, ``cuda.placement``), the layout and transpose
+passes, the fusable activations, the planner's in-place ops and the ONNX conformance op list
+all derive from ``TRAITS``.
+
+Kinds:
+
+- ``activation``: elementwise, one input; its code is ``ACT_<NAME>`` of ``kernels/common.cuh``
+  (the ``ActParams`` epilogue), so it runs alone and fused into a convolution. ``params`` are
+  the ONNX attributes (with defaults) carried in ``ActParams.alpha`` and ``.beta``.
+- ``unary`` / ``binary``: elementwise; the code is ``UN_<NAME>`` / ``BIN_<NAME>`` of
+  ``kernels/elementwise.cu``; no code: the CPU runs it, CUDA refuses it.
+- ``copy``: a copy of the data (``Reshape`` and friends): one strided copy on CUDA.
+- ``image``: reads and writes NCHW images (NHWC in the CUDA arena).
+- ``other``: the rest; ``cuda`` names its CUDA lowering, if it has one.
+
+Adding a unary op: its numpy function in ``ops/elementwise.py``, one line here and, for CUDA,
+its device code and ``#define`` in ``kernels/elementwise.cu`` (or ``common.cuh`` for an
+activation; ``test/core/test_kernel_constants.py`` checks the codes agree).
+"""
+from dataclasses import dataclass
+
+ACTIVATION, UNARY, BINARY, COPY, IMAGE, OTHER = ('activation', 'unary', 'binary', 'copy',
+                                                 'image', 'other')
+ELEMENTWISE_KINDS = (ACTIVATION, UNARY, BINARY)
+CODE_PREFIX = {ACTIVATION: 'ACT_', UNARY: 'UN_', BINARY: 'BIN_'}
+ACT_FIELDS = ('alpha', 'beta')  # the ActParams fields an activation's ``params`` fill
+
+
+@dataclass(frozen=True)
+class OpTraits:
+    """What the engine knows about one op type (see the module doc)."""
+
+    name: str
+    module: str              # ops/<module>.py holds the reference function ``name``
+    kind: str = OTHER
+    code: int = None         # kernel code of an activation, unary or binary op
+    cuda: str = ''           # CUDA lowering family (cuda/lowering.py FAMILIES); '' = refused
+    params: tuple = ()       # activation: ((ONNX attribute, default), ...) -> alpha, beta
+    strided: bool = False    # its CUDA kernel reads and writes any strided view (placement)
+    keeps_layout: bool = False  # its 4-D output has its first input's layout (and storage)
+    inplace: bool = False    # its output may overwrite a dying input of its shape (planner)
+    internal: bool = False   # made by the passes, not an ONNX op (no ONNX node tests)
+
+    @property
+    def elementwise(self) -> bool:
+        """True for activation, unary and binary ops."""
+        return self.kind in ELEMENTWISE_KINDS
+
+    @property
+    def macro(self) -> str:
+        """The kernel's ``#define`` of this op's code, e.g. ``ACT_LEAKYRELU``; '' if none."""
+        return f'{CODE_PREFIX[self.kind]}{self.name.upper()}' if self.code is not None else ''
+
+
+def act(name, code, params=(), inplace=True, internal=False):
+    """An activation (kernel code ``ACT_<NAME>``), fusable into a convolution."""
+    return OpTraits(name, 'elementwise', ACTIVATION, code, 'unary', tuple(params), True, True,
+                    inplace, internal)
+
+
+def unary(name, code=None):
+    """A one-input elementwise op; ``code`` is its ``UN_<NAME>`` (None: CPU only)."""
+    return OpTraits(name, 'elementwise', UNARY, code, 'unary' if code is not None else '',
+                    strided=True, keeps_layout=True)
+
+
+def binary(name, code=None, inplace=False):
+    """A broadcasting elementwise op; ``code`` is its ``BIN_<NAME>`` (None: CPU only)."""
+    return OpTraits(name, 'elementwise', BINARY, code, 'binary' if code is not None else '',
+                    strided=True, keeps_layout=True, inplace=inplace)
+
+
+def copy(name, keeps_layout=False):
+    """An op whose output is its input's data (a strided copy on CUDA)."""
+    return OpTraits(name, 'tensor', COPY, cuda='copy', strided=True, keeps_layout=keeps_layout)
+
+
+def image(name, module, cuda='', internal=False, inplace=False):
+    """An op over NCHW images (NHWC in the CUDA arena)."""
+    return OpTraits(name, module, IMAGE, cuda=cuda, strided=bool(cuda), inplace=inplace,
+                    internal=internal)
+
+
+def op(name, module, cuda='', strided=False, keeps_layout=False, inplace=False):
+    """Any other op."""
+    return OpTraits(name, module, OTHER, cuda=cuda, strided=strided, keeps_layout=keeps_layout,
+                    inplace=inplace)
+
+
+_LINES = (
+    # activations: kernels/common.cuh ACT_<NAME> (the planner's in-place order first)
+    act('Relu', 1),
+    act('LeakyRelu', 2, [('alpha', 0.01)]),
+    act('Sigmoid', 3),
+    act('Tanh', 8),
+    act('Clip', 7),
+    act('HardSwish', 5),
+    act('HardSigmoid', 6, [('alpha', 0.2), ('beta', 0.5)]),
+    act('SiLU', 4, inplace=False, internal=True),  # x * sigmoid(x), made by fuse_conv
+    # binary: kernels/elementwise.cu BIN_<NAME>
+    binary('Add', 0, inplace=True),
+    binary('Sub', 1, inplace=True),
+    binary('Mul', 2, inplace=True),
+    binary('Div', 3, inplace=True),
+    binary('Max', 4),  # variadic: a chain of launches reading every input (never in place)
+    binary('Min', 5),
+    binary('Pow', 6),
+    binary('Mod'), binary('PRelu'), binary('Sum'), binary('Mean'),
+    binary('Equal'), binary('Less'), binary('LessOrEqual'), binary('Greater'),
+    binary('GreaterOrEqual'), binary('And'), binary('Or'), binary('Xor'),
+    # unary: kernels/elementwise.cu UN_<NAME>
+    unary('Exp', 1),
+    unary('Log', 2),
+    unary('Sqrt', 3),
+    unary('Neg', 4),
+    unary('Abs', 5),
+    unary('Reciprocal', 6),
+    unary('Erf', 7),
+    unary('Gelu', 8),
+    unary('Elu'), unary('Softplus'), unary('Floor'), unary('Ceil'), unary('Round'),
+    unary('Sign'), unary('Sin'), unary('Cos'), unary('Not'), unary('IsNaN'), unary('IsInf'),
+    op('Where', 'elementwise'),
+    # convolution, pooling, resampling over images
+    image('Conv', 'conv', 'conv'),
+    image('FusedConv', 'fused', 'conv', internal=True),
+    image('ConvTranspose', 'conv'),
+    image('MaxPool', 'pool', 'pool'),
+    image('AveragePool', 'pool', 'pool'),
+    image('GlobalAveragePool', 'pool', 'pool'),
+    image('GlobalMaxPool', 'pool', 'pool'),
+    image('BatchNormalization', 'nn', inplace=True),
+    image('Resize', 'resize', 'resize'),
+    image('Upsample', 'resize', 'resize'),
+    op('LpPool', 'pool'),
+    # normalisation, softmax, matrix products
+    op('InstanceNormalization', 'nn'),
+    op('LayerNormalization', 'nn', 'layernorm'),
+    op('LRN', 'nn'),
+    op('Softmax', 'nn', 'softmax'),
+    op('LogSoftmax', 'nn', 'softmax'),
+    op('Hardmax', 'nn'),
+    op('MatMul', 'nn', 'matmul'),
+    op('Gemm', 'nn', 'gemm'),
+    # reductions
+    op('ReduceMean', 'reduce', 'reduce_mean', strided=True),
+    op('ReduceSum', 'reduce'), op('ReduceMax', 'reduce'), op('ReduceMin', 'reduce'),
+    op('ReduceProd', 'reduce'), op('ReduceL1', 'reduce'), op('ReduceL2', 'reduce'),
+    op('ReduceSumSquare', 'reduce'), op('ReduceLogSum', 'reduce'),
+    op('ReduceLogSumExp', 'reduce'), op('ArgMax', 'reduce'), op('ArgMin', 'reduce'),
+    # shape and data movement
+    copy('Identity', keeps_layout=True),
+    copy('Dropout', keeps_layout=True),
+    copy('Cast', keeps_layout=True),
+    copy('Reshape'), copy('Flatten'), copy('Squeeze'), copy('Unsqueeze'),
+    op('Transpose', 'tensor', 'transpose', strided=True),
+    op('Concat', 'tensor', 'concat', strided=True, keeps_layout=True),
+    op('Split', 'tensor', 'split', strided=True, keeps_layout=True),
+    op('Slice', 'tensor', 'slice', strided=True),
+    op('Pad', 'tensor', 'pad', strided=True, keeps_layout=True),
+    op('CastLike', 'tensor'), op('Shape', 'tensor'), op('Size', 'tensor'),
+    op('Constant', 'tensor'), op('ConstantOfShape', 'tensor'), op('Range', 'tensor'),
+    op('Gather', 'tensor'), op('GatherElements', 'tensor'), op('Expand', 'tensor'),
+    op('Tile', 'tensor'), op('DepthToSpace', 'tensor'), op('SpaceToDepth', 'tensor'),
+    op('NonZero', 'tensor'),
+)
+
+
+def _table(lines) -> dict:
+    table = {}
+    for line in lines:
+        if line.name in table:
+            raise ValueError(f'op {line.name} has two lines')
+        table[line.name] = line
+    return table
+
+
+TRAITS = _table(_LINES)
+
+
+def names(**where) -> tuple:
+    """Op names whose traits have the given values (in table order), e.g.
+    ``names(kind='copy')``, ``names(strided=True)``."""
+    return tuple(t.name for t in TRAITS.values()
+                 if all(getattr(t, k) == v for k, v in where.items()))
+
+
+def codes(kind) -> dict:
+    """{op: kernel code} of the ``kind`` ops that have a CUDA kernel."""
+    return {t.name: t.code for t in TRAITS.values() if t.kind == kind and t.code is not None}
+
+
+def cuda_ops() -> dict:
+    """{op: CUDA lowering family} of every op the CUDA backend lowers."""
+    return {t.name: t.cuda for t in TRAITS.values() if t.cuda}
+
+
+def onnx_ops() -> tuple:
+    """The ONNX op types (internal ops left out): those the ONNX node tests run."""
+    return names(internal=False)
+
+
+def activation_params(name, alpha, beta) -> dict:
+    """The ONNX keyword attributes of activation ``name`` from ActParams ``alpha``, ``beta``."""
+    values = dict(zip(ACT_FIELDS, (alpha, beta)))
+    return {attr: values[field] for (attr, _), field in zip(TRAITS[name].params, ACT_FIELDS)}
+
+
+def activation_values(name, attrs) -> dict:
+    """ActParams ``alpha``/``beta`` of activation ``name`` from its ONNX ``attrs``."""
+    return {field: float(attrs.get(attr, default))
+            for (attr, default), field in zip(TRAITS[name].params, ACT_FIELDS)}
