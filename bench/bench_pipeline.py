@@ -2,9 +2,10 @@
 
 ``python bench/bench_pipeline.py DATA OUT.json`` with DATA from ``bench/cuda_accuracy.py
 prepare``. Per model and conv path: warm-up, then >= 300 timed frames of
-``CudaBackend.detect`` (host wall clock around the whole call: copy into pinned staging, one
-graph launch, synchronise, read the detections) and CUDA events around the graph replay
-alone; beside it the host path (cv2 letterbox + ``engine.run`` + numpy decode).
+the backend's ``frame_pipeline.detect`` (host wall clock around the whole call: copy into pinned
+staging, one graph launch, synchronise, read the detections) and CUDA events around the graph
+replay alone; beside it ``Detector(engine, path='host')`` (cv2 letterbox + ``engine.run`` +
+numpy decode).
 """
 import json
 import platform
@@ -17,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchstats import stats  # noqa: E402
-from tx2_infer_core import detect  # noqa: E402
+from tx2_infer_core.detector import Detector  # noqa: E402
 from tx2_infer_core.engine import Engine  # noqa: E402
 
 WARMUP, RUNS = 50, 500
@@ -57,31 +58,20 @@ def bench_model(folder, model, path, frame):
     engine = Engine.load(folder / f'{model}.tx2plan', backend='cuda',
                          backend_options={'conv_path': path})
     be = engine.backend
+    host = Detector(engine, path='host')
     try:
-        dets = be.detect(frame)
+        dets = be.frame_pipeline.detect(frame)
         allocs = be.device_allocations
         row = {'model': model, 'conv_path': path, 'frame': list(frame.shape),
                'detections': int(len(dets[2])),
-               'pipeline_end_to_end': time_wall(lambda: be.detect(frame)),
+               'pipeline_end_to_end': time_wall(lambda: be.frame_pipeline.detect(frame)),
                'pipeline_graph_replay_events': time_graph_events(be),
-               'host_path_end_to_end': time_wall(lambda: detect.detect_image(
-                   _HostOnly(engine), frame), runs=300),
+               'host_path_end_to_end': time_wall(lambda: host.detect(frame), runs=300),
                'allocations_during_timing': be.device_allocations - allocs,
                'device': be.ctx.name}
     finally:
         engine.close()
     return row
-
-
-class _HostOnly:
-    """The engine without its frame pipeline: the CPU-side pre/post-processing path."""
-
-    def __init__(self, engine):
-        self.engine, self.meta = engine, engine.meta
-        self.input_specs, self.output_specs = engine.input_specs, engine.output_specs
-
-    def run(self, feeds):
-        return self.engine.run(feeds)
 
 
 def main(folder, out_json):

@@ -22,13 +22,17 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tx2_infer_core import assets, detect  # noqa: E402
+from tx2_infer_core import assets  # noqa: E402
+from tx2_infer_core.detect_params import DEFAULTS, DetectParams  # noqa: E402
+from tx2_infer_core.detector import Detector  # noqa: E402
 from tx2_infer_core.engine import Engine  # noqa: E402
 from tx2_infer_core.metrics import map50, pairing  # noqa: E402
 
 NSFW_FORMAT = {'color': 'BGR', 'layout': 'NHWC', 'mean': [104, 117, 123], 'scale': 1.0,
                'resize': 'stretch'}
-CONF_REF, CONF_OURS, IOU, MAX_DET = 0.25, 0.05, 0.45, 100
+AT_REF = DEFAULTS                                # ORT's and the CPU engine's detections
+AT_OURS = DetectParams(conf_threshold=0.05)      # ours, scored down to a low threshold
+CONF_REF, CONF_OURS, IOU = AT_REF.conf_threshold, AT_OURS.conf_threshold, AT_REF.iou_threshold
 PATHS = ('tc', 'simt')
 
 
@@ -58,7 +62,7 @@ def _ort_session(spec):
 
 
 class OrtEngine:
-    """Enough of the Engine interface for ``detect.detect_image`` over an ORT session."""
+    """Enough of the Engine interface for a host-path ``Detector`` over an ORT session."""
 
     def __init__(self, session, engine):
         self.session, self.engine = session, engine
@@ -68,16 +72,6 @@ class OrtEngine:
     def run(self, feeds):
         names = [o.name for o in self.session.get_outputs()]
         return dict(zip(names, self.session.run(names, feeds)))
-
-
-class HostOnly(OrtEngine):
-    """An engine seen without its backend's frame pipeline (engine.run + host decode)."""
-
-    def __init__(self, engine):
-        super().__init__(None, engine)
-
-    def run(self, feeds):
-        return self.engine.run(feeds)
 
 
 def _fp16_plan(engine, path):
@@ -105,12 +99,12 @@ def prepare(folder):
         engine = Engine.build(spec['model'], backend='cpu', weights_path=spec.get('weights'))
         if 'format' in spec:
             engine.graph.meta['input_format'] = dict(spec['format'])
-        oracle = OrtEngine(_ort_session(spec), engine)
+        oracle = Detector(OrtEngine(_ort_session(spec), engine), AT_REF, path='host')
+        ours = Detector(engine, AT_REF)
         refs[name] = {}
         for photo, image in photos.items():
-            refs[name][photo] = {
-                'ort': rows(detect.detect_image(oracle, image, CONF_REF, IOU, MAX_DET)),
-                'cpu': rows(detect.detect_image(engine, image, CONF_REF, IOU, MAX_DET))}
+            refs[name][photo] = {'ort': rows(oracle.detect(image)),
+                                 'cpu': rows(ours.detect(image))}
         _fp16_plan(engine, folder / f'{name}.tx2plan')
         engine.close()
         print(f'{name}: {time.time() - t0:.1f} s', flush=True)
@@ -141,7 +135,6 @@ def _pairs(refs, ours):
 
 def run(folder, out_json):
     """Both conv paths of every plan on this GPU, scored against ORT (see the module doc)."""
-    from tx2_infer_core.cuda import pipeline
     folder = Path(folder)
     refs = json.loads((folder / 'refs.json').read_text())
     photos = {p.name: cv2.imread(str(p)) for p in sorted((folder / 'photos').glob('*.jpg'))}
@@ -151,12 +144,10 @@ def run(folder, out_json):
         for path in PATHS:
             engine = Engine.load(folder / f'{model}.tx2plan', backend='cuda',
                                  backend_options={'conv_path': path})
-            host = {p: rows(detect.detect_image(HostOnly(engine), img, CONF_OURS, IOU, MAX_DET))
-                    for p, img in photos.items()}
-            gpu = {p: rows(pipeline.detect_frame(engine, img, CONF_OURS, IOU, MAX_DET))
-                   for p, img in photos.items()}
-            at_ref = {p: rows(pipeline.detect_frame(engine, img, CONF_REF, IOU, MAX_DET))
-                      for p, img in photos.items()}
+            host_path, gpu_path = Detector(engine, path='host'), Detector(engine, path='gpu')
+            host = {p: rows(host_path.detect(img, AT_OURS)) for p, img in photos.items()}
+            gpu = {p: rows(gpu_path.detect(img, AT_OURS)) for p, img in photos.items()}
+            at_ref = {p: rows(gpu_path.detect(img, AT_REF)) for p, img in photos.items()}
             result['device'] = engine.backend.ctx.name
             engine.close()
             entry = {'engine_run_host_decode': _score(model, refs[model], host),

@@ -1,4 +1,5 @@
-"""The GPU frame pipeline (uint8 frame in, detections out) against the CPU ``detect_image``.
+"""The GPU frame pipeline (uint8 frame in, detections out) against the host path, both through
+``detector.Detector`` (``path='gpu'`` and ``path='host'`` on the same engine).
 
 Data: ``$TX2_INFER_DEVDATA`` as written by ``python bench/cuda_accuracy.py prepare DIR``
 (FP16 plans, photos and the CPU engine's detections), so the GPU machine needs no models.
@@ -13,13 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tx2_infer_core import detect
+from tx2_infer_core.detect_params import DetectParams
+from tx2_infer_core.detector import Detector
 from tx2_infer_core.engine import Engine
 from tx2_infer_core.metrics import pairing
 from tx2_infer_core.nms import box_iou
 
 DATA = Path(os.environ.get('TX2_INFER_DEVDATA', '.devdata'))
 CONF, IOU = 0.25, 0.45
+AT = DetectParams(CONF, IOU)
 pytestmark = pytest.mark.skipif(not (DATA / 'refs.json').is_file(),
                                 reason='no prepared data (bench/cuda_accuracy.py prepare)')
 
@@ -36,17 +39,6 @@ def _engine(model, path):
 
 def _rows(dets):
     return [[d.x1, d.y1, d.x2, d.y2, d.score, d.class_id] for d in dets]
-
-
-class HostOnly:
-    """The engine without its frame pipeline: cv2 preprocess, engine.run, numpy decode."""
-
-    def __init__(self, engine):
-        self.engine, self.meta = engine, engine.meta
-        self.input_specs, self.output_specs = engine.input_specs, engine.output_specs
-
-    def run(self, feeds):
-        return self.engine.run(feeds)
 
 
 def unmatched(a, b, margin=0.03):
@@ -67,18 +59,19 @@ def unmatched(a, b, margin=0.03):
 
 @pytest.mark.parametrize('path', ['tc', 'simt'])
 @pytest.mark.parametrize('model', ['yolov8', 'yolov3-tiny'])
-def test_pipeline_matches_cpu_detect_image(model, path):
-    """Pairs against the CPU FP32 engine and the host decode of the same FP16 engine: exact
+def test_gpu_path_matches_the_host_path(model, path):
+    """Pairs against the CPU FP32 engine and the host path of the same FP16 engine: exact
     (IoU >= 0.99), except near-equal boxes whose order before NMS flips (the GPU resize
     rounds like cv2 to within one grey level, which moves YOLOv3-tiny scores by ~0.01)."""
-    from tx2_infer_core.cuda import pipeline
     refs = json.loads((DATA / 'refs.json').read_text())[model]
     engine = _engine(model, path)
     totals = {'exact': 0, 'flip': 0, 'missing': 0}
     try:
+        gpu_path, host_path = Detector(engine, AT), Detector(engine, AT, path='host')
+        assert gpu_path.path == 'gpu' and host_path.path == 'host'
         for name, image in _photos().items():
-            gpu = _rows(pipeline.detect_frame(engine, image, CONF, IOU))
-            host = _rows(detect.detect_image(HostOnly(engine), image, CONF, IOU))
+            gpu = _rows(gpu_path.detect(image))
+            host = _rows(host_path.detect(image))
             for a, b in ((gpu, refs[name]['cpu']), (refs[name]['cpu'], gpu), (gpu, host),
                          (host, gpu)):
                 pair = pairing(a, b, CONF)
@@ -86,7 +79,7 @@ def test_pipeline_matches_cpu_detect_image(model, path):
                     totals[key] += pair[key]
     finally:
         engine.close()
-    print(f'{model} {path} vs CPU detect_image: {totals}')
+    print(f'{model} {path} GPU path vs CPU engine and host path: {totals}')
     assert totals['missing'] == 0, totals
     # Measured on the H100: YOLOv8 0 flips; YOLOv3-tiny 12-14% (6-8 of ~58 pairs, e.g. two dog
     # boxes 0.537 vs 0.548 trading places). mAP@0.5 against ORT stays 1.0 (cuda_accuracy).
@@ -94,12 +87,12 @@ def test_pipeline_matches_cpu_detect_image(model, path):
 
 
 def test_classifier_top1_matches_cpu():
-    from tx2_infer_core.cuda import pipeline
     refs = json.loads((DATA / 'refs.json').read_text())['open_nsfw']
     engine = _engine('open_nsfw', 'tc')
     try:
+        detector = Detector(engine, AT, path='gpu')
         for name, image in _photos().items():
-            gpu = pipeline.detect_frame(engine, image, CONF, IOU)
+            gpu = detector.detect(image)
             cpu = refs[name]['cpu']
             assert gpu[0].class_id == cpu[0][5], name
             assert abs(gpu[0].score - cpu[0][4]) < 2e-2, name
@@ -113,16 +106,17 @@ def test_frames_allocate_nothing_and_sizes_switch():
     import cv2
     engine = _engine('yolov8', 'tc')
     try:
+        detector = Detector(engine, path='gpu')
         image = next(iter(_photos().values()))
         small = cv2.resize(image, (640, 480))
-        first = engine.backend.detect(image)
-        engine.backend.detect(small)
+        first = detector.detect(image)
+        detector.detect(small)
         before = engine.backend.device_allocations
         for _ in range(5):
-            again = engine.backend.detect(image)
-            engine.backend.detect(small)
+            again = detector.detect(image)
+            detector.detect(small)
         assert engine.backend.device_allocations == before
-        np.testing.assert_array_equal(first[0], again[0])
+        assert first and again == first
         assert len(engine.backend.frame_pipeline.graphs) == 2
     finally:
         engine.close()
@@ -131,11 +125,13 @@ def test_frames_allocate_nothing_and_sizes_switch():
 def test_classes_and_max_det_filters():
     engine = _engine('yolov3-tiny', 'tc')
     try:
+        detector = Detector(engine, DetectParams(0.05, IOU, 100), path='gpu')
         image = _photos()['dog.jpg']
-        boxes, scores, ids = engine.backend.detect(image, 0.05, IOU, 100)
-        assert len(ids) > 2 and np.all(np.diff(scores) <= 0)
-        only = engine.backend.detect(image, 0.05, IOU, 100, classes=[int(ids[0])])[2]
-        assert len(only) and set(only.tolist()) == {int(ids[0])}
-        assert len(engine.backend.detect(image, 0.05, IOU, 2)[2]) == 2
+        dets = detector.detect(image)
+        scores = [d.score for d in dets]
+        assert len(dets) > 2 and np.all(np.diff(scores) <= 0)
+        only = detector.detect(image, DetectParams(0.05, IOU, 100, [dets[0].class_id]))
+        assert only and {d.class_id for d in only} == {dets[0].class_id}
+        assert len(detector.detect(image, DetectParams(0.05, IOU, 2))) == 2
     finally:
         engine.close()
