@@ -105,6 +105,29 @@ def test_conv_bn_leaky_becomes_one_fused_conv(yolov3):
     assert_same_outputs(graph, optimised, {'images': photo('dog.jpg', (1, 3, 32, 32))})
 
 
+@pytest.mark.parametrize('epsilon', [1e-3, 1e-1])
+def test_batchnorm_fold_keeps_epsilon(yolov3, epsilon):
+    # Guards against a fold that drops epsilon or misplaces it (sqrt(var) + eps): YOLOv3-tiny's
+    # first BN has variances down to 0.013, where eps = 1e-3 (YOLOv8's) moves outputs by ~4%.
+    names = ['bn_0.scale', 'bn_0.bias', 'bn_0.mean', 'bn_0.var']
+    w = {k: yolov3.weights[k] for k in ['conv_0.weight'] + names}
+    nodes = [Node('Conv', 'conv', ['images', 'conv_0.weight'], ['y'], dict(CONV3)),
+             Node('BatchNormalization', 'bn', ['y'] + names, ['z'], {'epsilon': epsilon})]
+    graph = tiny(nodes, w, ['z'])
+    optimised, report = optimize(graph)
+    assert report['fold_batchnorm'] == 1 and [n.op for n in optimised.nodes] == ['FusedConv']
+    feeds = {'images': photo('dog.jpg', (1, 3, 32, 32))}
+    y = reference.execute(graph, feeds, keep_all=True)['y'].astype(np.float64)
+    scale, bias, mean, var = (w[k].astype(np.float64).reshape(1, -1, 1, 1) for k in names)
+
+    def batchnorm(eps):
+        return (y - mean) / np.sqrt(var + eps) * scale + bias
+
+    assert rel_error(batchnorm(epsilon), batchnorm(1e-5)) > 1e-2     # epsilon matters here
+    assert rel_error(reference.execute(graph, feeds)['z'], batchnorm(epsilon)) <= 1e-5
+    assert rel_error(reference.execute(optimised, feeds)['z'], batchnorm(epsilon)) <= 1e-4
+
+
 def test_fusions_decline_on_graph_outputs_and_shared_values(yolov3):
     graph = _conv_bn_leaky(yolov3, ['out', 'y'])          # conv output is a graph output
     assert fold_batchnorm(graph.copy()) == 0
