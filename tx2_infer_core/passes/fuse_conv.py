@@ -2,20 +2,24 @@
 
 Patterns::
 
-    x -> Conv(w, b) -> y -> Act -> z               Act in Relu, LeakyRelu, Sigmoid, Tanh,
-                                                    HardSwish, HardSigmoid, Clip
+    x -> Conv(w, b) -> y -> Act -> z               Act: an op of kind 'activation' in
+                                                    ops/traits.py (Relu, LeakyRelu, Clip...)
     x -> Conv(w, b) -> y -> Sigmoid -> s            (SiLU written as y * sigmoid(y))
                        \\______________-> Mul(y, s) -> z
 
 become ``x -> FusedConv(w, b, activation=Act) -> z``; a Conv with no activation after it becomes
 ``FusedConv(activation='')`` so backends have one conv op. Safety: ``y`` (and ``s``) are not graph
 outputs and have exactly the readers drawn; Clip bounds are constants (an open bound becomes
-the float32 limit, so attributes stay finite); HardSigmoid carries ``alpha`` and ``beta``.
+the float32 limit, so attributes stay finite); an activation's attributes (LeakyRelu's
+``alpha``, HardSigmoid's ``alpha`` and ``beta``: its traits' ``params``) become ``alpha`` and
+``beta``.
 """
 from tx2_infer_core.ir import Node
+from tx2_infer_core.ops import traits
 from tx2_infer_core.passes.graph_edit import FLOAT_DTYPES, constant, rewrite_nodes
 
-SIMPLE_ACTIVATIONS = ('Relu', 'Sigmoid', 'Tanh', 'HardSwish')
+# Activation ops fused as they are (SiLU is matched as its Sigmoid * x pattern).
+ACTIVATIONS = tuple(n for n in traits.names(kind=traits.ACTIVATION) if n != 'SiLU')
 FLOAT32_MAX = 3.4028234663852886e38
 CONV_ATTRS = ('auto_pad', 'dilations', 'group', 'kernel_shape', 'pads', 'strides')
 
@@ -65,16 +69,11 @@ def match_activation(graph, consumers, name):
     if len(readers) != 1 or act.inputs[0] != name:
         return None
     attrs = None
-    if act.op in SIMPLE_ACTIVATIONS:
-        attrs = {'activation': act.op}
-    elif act.op == 'LeakyRelu':
-        attrs = {'activation': 'LeakyRelu', 'alpha': float(act.attrs.get('alpha', 0.01))}
-    elif act.op == 'HardSigmoid':
-        attrs = {'activation': 'HardSigmoid', 'alpha': float(act.attrs.get('alpha', 0.2)),
-                 'beta': float(act.attrs.get('beta', 0.5))}
-    elif act.op == 'Clip':
+    if act.op == 'Clip':
         bounds = _clip_bounds(graph, act)
         attrs = bounds and {'activation': 'Clip', 'clip_min': bounds[0], 'clip_max': bounds[1]}
+    elif act.op in ACTIVATIONS:
+        attrs = {'activation': act.op, **traits.activation_values(act.op, act.attrs)}
     return (attrs, [act], act.outputs[0]) if attrs else None
 
 

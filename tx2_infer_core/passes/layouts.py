@@ -1,15 +1,15 @@
 """Fill in unknown ``Value.layout`` of 4-D image activations (never changes a known layout).
 
-Convolutions, pools and resizes read and write NCHW; elementwise ops and channel concats keep
-their input's layout; a Transpose by (0,2,3,1) / (0,3,1,2) turns NCHW into NHWC and back.
+Convolutions, pools and resizes read and write NCHW (kind 'image' in ``ops/traits.py``);
+elementwise ops, channel concats and the other ``keeps_layout`` ops keep their input's
+layout; a Transpose by (0,2,3,1) / (0,3,1,2) turns NCHW into NHWC and back.
 Facts flow forwards and backwards until nothing changes; whatever 4-D value is still unknown
 is taken as NCHW (the ONNX convention).
 """
-NCHW_OPS = {'Conv', 'FusedConv', 'ConvTranspose', 'MaxPool', 'AveragePool',
-            'GlobalAveragePool', 'GlobalMaxPool', 'BatchNormalization', 'Resize', 'Upsample'}
-KEEP_OPS = {'Relu', 'LeakyRelu', 'Sigmoid', 'Tanh', 'HardSwish', 'HardSigmoid', 'Clip', 'Cast',
-            'Identity', 'Add', 'Sub', 'Mul', 'Div', 'Pow', 'PRelu', 'Elu', 'Concat', 'Split',
-            'Pad', 'Max', 'Min', 'Neg', 'Abs', 'Exp', 'Erf', 'Sqrt', 'Dropout'}
+from tx2_infer_core.ops import traits
+
+NCHW_OPS = frozenset(traits.names(kind=traits.IMAGE))
+KEEP_OPS = frozenset(traits.names(keeps_layout=True))
 TO_NHWC, TO_NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
 
 

@@ -15,12 +15,15 @@ kept only when it leaves fewer Transpose nodes than before (otherwise the pass d
 import numpy as np
 
 from tx2_infer_core.ir import Node, Value
+from tx2_infer_core.ops import traits
 from tx2_infer_core.passes.graph_edit import (add_weight, alias, can_alias, rewrite_nodes,
                                               unique_name)
 
-UNARY = {'Relu', 'LeakyRelu', 'Sigmoid', 'Tanh', 'HardSwish', 'HardSigmoid', 'Clip', 'Cast',
-         'Identity', 'Elu', 'Neg', 'Abs', 'Exp', 'Erf', 'Sqrt'}
-BINARY = {'Add', 'Sub', 'Mul', 'Div', 'Pow', 'Max', 'Min'}
+# elementwise ops of one data input (the others, e.g. Clip's bounds, are scalars), and those
+# broadcasting every input (``ops/traits.py``)
+UNARY = frozenset(traits.names(kind=traits.ACTIVATION) + traits.names(kind=traits.UNARY)
+                  + traits.names(kind=traits.COPY, keeps_layout=True))
+BINARY = frozenset(traits.names(kind=traits.BINARY))
 
 
 def inverse_perm(perm):
