@@ -21,11 +21,12 @@ import numpy as np
 
 from tx2_infer_core.arena_packing import assign_offsets, check_overlaps, peak_live
 from tx2_infer_core.errors import MemoryPlanError
+from tx2_infer_core.ops.traits import names
 
 # Ops whose output element i depends only on input elements at i (broadcast inputs aside), so
-# their output may overwrite an input of the same shape that dies at the op.
-ELEMENTWISE_OPS = ('Relu', 'LeakyRelu', 'Sigmoid', 'Tanh', 'Clip', 'HardSwish', 'HardSigmoid',
-                   'Add', 'Sub', 'Mul', 'Div', 'BatchNormalization')
+# their output may overwrite an input of the same shape that dies at the op (``inplace`` in
+# ops/traits.py).
+ELEMENTWISE_OPS = names(inplace=True)
 # Byte alignment of every arena block (the planner's, the engine's and the CUDA backend's).
 ALIGNMENT = 256
 # A concat input is placed only if its slice offset is a multiple of this (vector loads).
