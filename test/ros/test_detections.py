@@ -1,5 +1,5 @@
 """Real images through the real node (own process, real DDS on loopback) against the oracle:
-``detect_image`` with the same engine on the same photo, in this process."""
+a ``Detector`` on the same engine and the same photo, in this process."""
 import cv2
 import numpy as np
 import pytest
@@ -10,6 +10,8 @@ from sensor_msgs.msg import CompressedImage, Image
 from vision_msgs import msg as vision_msgs
 
 from tx2_infer_core import assets, detect
+from tx2_infer_core.detect_params import DetectParams
+from tx2_infer_core.detector import Detector
 from tx2_infer_core.engine import Engine
 from tx2_infer_ros import conversions as conv
 
@@ -39,8 +41,8 @@ def peer(tmp_path_factory):
 def oracle():
     cfg, _, names = assets.yolov3_tiny()
     engine = Engine.build_cached(str(cfg), backend='cpu')
-    labels = detect.load_labels(names)
-    return lambda image, **kw: detect.detect_image(engine, image, labels=labels, **kw)
+    detector = Detector(engine, labels=detect.load_labels(names))
+    return lambda image, **kw: detector.detect(image, DetectParams(**kw))
 
 
 @pytest.fixture(scope='module')
@@ -71,7 +73,7 @@ def assert_same(got, expected, tol=1.0):
 
 
 @pytest.mark.parametrize('encoding', ENCODINGS)
-def test_every_encoding_matches_detect_image(peer, oracle, dog, encoding):
+def test_every_encoding_matches_the_detector(peer, oracle, dog, encoding):
     msg = conv.fill_image(Image(), dog, encoding, row_padding=0 if encoding == 'bgr8' else 8)
     if encoding.startswith('mono'):
         expected_image = cv2.cvtColor(cv2.cvtColor(dog, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
@@ -88,7 +90,7 @@ def test_every_encoding_matches_detect_image(peer, oracle, dog, encoding):
     assert dogs and dogs[0]['x1'] < 200 and dogs[0]['y2'] > 450 and dogs[0]['x2'] <= 768
 
 
-def test_other_photos_match_detect_image(peer, oracle):
+def test_other_photos_match_the_detector(peer, oracle):
     for name in ('bus.jpg', 'horses.jpg', 'person.jpg'):
         photo = cv2.imread(str(assets.fetch(name)))
         assert_same(roundtrip(peer, conv.fill_image(Image(), photo, 'rgb8')), oracle(photo))
@@ -163,6 +165,7 @@ def test_malformed_messages_are_counted_and_never_stop_the_node(peer, oracle, do
                 'latency_p50_ms', 'backend', 'precision', 'model'):
         assert key in values, key
     assert values['backend'] == 'cpu' and values['model'] == 'yolov3-tiny.cfg'
+    assert values['precision'] == 'fp32' and values['frame_path'] == 'host'
 
 
 def test_compressed_input_jpeg_and_garbage(peer, oracle, dog):

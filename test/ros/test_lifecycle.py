@@ -4,6 +4,7 @@ active. The node runs as its own process with ``backend`` left at ``auto`` (conf
 value): it must pick cuda where a GPU answers and cpu elsewhere."""
 import pytest
 
+from tx2_infer_core import assets
 from tx2_infer_core.engine import cuda_available
 from rospeer import T, Peer, free_domain_id, start_node, stop_node
 
@@ -56,6 +57,13 @@ def test_failed_configure_then_recovery_and_full_walk(peer):
     assert peer.set_params(input_size=320)[0].successful  # applied on the next configure
     assert peer.change_state(T.TRANSITION_CONFIGURE)
     assert 'input_shape\': \'1x3x320x320' in peer.log.read_text()
+    # An NHWC model (open_nsfw, 1x224x224x3): input_size keeps the model's layout.
+    assert peer.change_state(T.TRANSITION_CLEANUP)
+    assert peer.set_params(model_path=str(assets.fetch('open_nsfw.onnx')), input_size=224,
+                           backend='cpu')[0].successful
+    assert peer.change_state(T.TRANSITION_CONFIGURE)
+    assert "'precision': 'fp32', 'frame_path': 'host', 'model': 'open_nsfw.onnx', " \
+        "'input_shape': '1x224x224x3'" in peer.log.read_text()
     assert peer.change_state(T.TRANSITION_ACTIVATE)
     assert peer.change_state(T.TRANSITION_ACTIVE_SHUTDOWN)
     assert peer.state() == 'finalized'
@@ -63,6 +71,7 @@ def test_failed_configure_then_recovery_and_full_walk(peer):
 
 def test_invalid_values_are_rejected_with_a_reason(peer):
     for name, value, words in [('backend', 'tpu', 'one of'), ('input_size', 100, 'step'),
+                               ('precision', 'int8', 'int8 is not implemented yet'),
                                ('conf_threshold', 1.5, ''), ('qos_reliability', 'x', 'one of')]:
         result = peer.set_params(**{name: value})[0]
         assert not result.successful, name
