@@ -364,3 +364,47 @@ def test_darknet_yolo_decode_matches_a_loop_decode_on_real_raw_maps(photos):
     labels = detect.load_labels(names)
     found = {labels[i] for i in ids}
     assert {'dog', 'bicycle'} <= found and found & {'car', 'truck'}
+
+
+# --- NMS exactly at the IoU threshold --------------------------------------------------------
+# The rule (ONNX NonMaxSuppression, torchvision, Darknet, kernels/yolo.cu): a box is suppressed
+# when its IoU with a kept box is ABOVE the threshold; at exactly the threshold it stays.
+# Integer boxes whose IoU is exact in binary: 100/200 = 0.5, 100/400 = 0.25, 300/400 = 0.75.
+
+def _exact_nms(boxes, scores, threshold):
+    """Brute force in exact rationals (no float rounding): kept indices, best score first."""
+    from fractions import Fraction
+
+    def iou(a, b):
+        a, b = [Fraction(float(v)) for v in a], [Fraction(float(v)) for v in b]
+        iw = max(Fraction(0), min(a[2], b[2]) - max(a[0], b[0]))
+        ih = max(Fraction(0), min(a[3], b[3]) - max(a[1], b[1]))
+        union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - iw * ih
+        return iw * ih / union
+
+    kept = []
+    for i in sorted(range(len(boxes)), key=lambda i: -scores[i]):
+        if all(iou(boxes[k], boxes[i]) <= Fraction(float(threshold)) for k in kept):
+            kept.append(i)
+    return kept
+
+
+A, B = [0, 0, 10, 10], [0, 0, 10, 20]                   # IoU 100/200 = 0.5
+
+
+@pytest.mark.parametrize('first, other, threshold, suppressed', [
+    (A, B, 0.5, False),                                  # IoU == threshold: kept
+    (A, [0, 0, 20, 20], 0.25, False),
+    ([0, 0, 30, 10], [0, 0, 40, 10], 0.75, False),
+    (A, B, np.nextafter(0.5, 0), True),                  # threshold a hair below the IoU
+    (A, B, np.nextafter(0.5, 1), False),                 # a hair above
+    (A, [0, 0, 10, 20 - 1e-6], 0.5, True),               # IoU just above 0.5
+    (A, [0, 0, 10, 20 + 1e-6], 0.5, False),              # IoU just below 0.5
+])
+def test_nms_at_the_iou_threshold(first, other, threshold, suppressed):
+    boxes, scores = np.array([first, other], np.float64), np.array([0.9, 0.8])
+    for pair in (boxes, boxes[::-1]):                    # either box may be the better one
+        kept = detect.nms(pair, scores, [3, 3], threshold)
+        assert kept.tolist() == _exact_nms(pair, scores, threshold)
+        assert kept.tolist() == ([0] if suppressed else [0, 1])
+    assert detect.nms(boxes, scores, [3, 4], threshold).tolist() == [0, 1]    # other class
