@@ -7,10 +7,11 @@
 #define TX2_MAX_DIMS 6
 #define TX2_INF __int_as_float(0x7f800000)  // NVRTC has no math.h INFINITY
 
-// Activation codes, shared with tx2_infer_core/cuda/kernels.py (ACTIVATIONS).
+// Activation codes ACT_<OP NAME>: the codes of tx2_infer_core/ops/traits.py (checked by
+// test/core/test_kernel_constants.py).
 #define ACT_NONE 0
 #define ACT_RELU 1
-#define ACT_LEAKY 2
+#define ACT_LEAKYRELU 2
 #define ACT_SIGMOID 3
 #define ACT_SILU 4
 #define ACT_HARDSWISH 5
@@ -31,7 +32,7 @@ __device__ __forceinline__ float tx2_sigmoid(float v) { return 1.f / (1.f + __ex
 __device__ __forceinline__ float tx2_act(float v, const ActParams &a) {
     switch (a.kind) {
     case ACT_RELU: return fmaxf(v, 0.f);
-    case ACT_LEAKY: return v >= 0.f ? v : v * a.alpha;
+    case ACT_LEAKYRELU: return v >= 0.f ? v : v * a.alpha;
     case ACT_SIGMOID: return tx2_sigmoid(v);
     case ACT_SILU: return v * tx2_sigmoid(v);
     case ACT_HARDSWISH: return v * fminf(fmaxf(v / 6.f + 0.5f, 0.f), 1.f);

@@ -3,18 +3,18 @@
 // Transpose, Slice, Split and unplaced Concat). binary: y = act(a op b).
 #include "common.cuh"
 
-// Unary op codes, shared with tx2_infer_core/cuda/kernels.py (UNARY).
+// Unary op codes UN_<OP NAME>, as in tx2_infer_core/ops/traits.py (test_kernel_constants.py).
 #define UN_ACT 0  // the activation in ActParams (ACT_NONE: a copy)
 #define UN_EXP 1
 #define UN_LOG 2
 #define UN_SQRT 3
 #define UN_NEG 4
 #define UN_ABS 5
-#define UN_RECIP 6
+#define UN_RECIPROCAL 6
 #define UN_ERF 7
 #define UN_GELU 8
 
-// Binary op codes, shared with tx2_infer_core/cuda/kernels.py (BINARY).
+// Binary op codes BIN_<OP NAME>, as in tx2_infer_core/ops/traits.py.
 #define BIN_ADD 0
 #define BIN_SUB 1
 #define BIN_MUL 2
@@ -30,7 +30,7 @@ __device__ __forceinline__ float tx2_unary(int op, float v, const ActParams &act
     case UN_SQRT: return sqrtf(v);
     case UN_NEG: return -v;
     case UN_ABS: return fabsf(v);
-    case UN_RECIP: return 1.f / v;
+    case UN_RECIPROCAL: return 1.f / v;
     case UN_ERF: return erff(v);
     case UN_GELU: return 0.5f * v * (1.f + erff(v * 0.70710678f));
     default: return tx2_act(v, act);

@@ -111,7 +111,7 @@ def lower_softmax(lc, node):
         lc.unsupported(node, f'softmax over axis {axis} of this layout')
     outer, size, inner = rows
     fields = dict(x=src.ref, y=y.ref, outer=outer, n=size, inner=inner,
-                  log=int(node.op == 'LogSoftmax'))
+                  log_softmax=int(node.op == 'LogSoftmax'))
     launches.append(Launch('softmax', 'softmax', grid_1d(outer * inner * 32), (BLOCK, 1, 1),
                            params.SOFTMAX, fields, node.name))
     return launches
@@ -140,8 +140,8 @@ def lower_layernorm(lc, node):
     rows = int(np.prod(x.shape[:axis], dtype=np.int64))
     fields = dict(x=x.ref, gamma=gamma, beta=beta, y=y.ref, rows=rows, n=n,
                   eps=float(node.attrs.get('epsilon', 1e-5)),
-                  mean=stats[0].ref if stats[0] else NULL,
-                  rstd=stats[1].ref if stats[1] else NULL)
+                  mean_out=stats[0].ref if stats[0] else NULL,
+                  rstd_out=stats[1].ref if stats[1] else NULL)
     return [Launch('layernorm', 'layernorm', grid_1d(rows * 32), (BLOCK, 1, 1),
                    params.LAYERNORM, fields, node.name)]
 

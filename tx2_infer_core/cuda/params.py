@@ -54,9 +54,10 @@ GEMM = np.dtype([('a', PTR), ('b', PTR), ('bias', PTR), ('y', PTR)]
                                        'b_n')]
                 + [('alpha', 'f4'), ('act', ACT)], align=True)
 SOFTMAX = np.dtype([('x', PTR), ('y', PTR), ('outer', 'i8'), ('n', 'i4'), ('inner', 'i4'),
-                    ('log', 'i4')], align=True)
+                    ('log_softmax', 'i4')], align=True)
 LAYERNORM = np.dtype([('x', PTR), ('gamma', PTR), ('beta', PTR), ('y', PTR), ('rows', 'i8'),
-                      ('n', 'i4'), ('eps', 'f4'), ('mean', PTR), ('rstd', PTR)], align=True)
+                      ('n', 'i4'), ('eps', 'f4'), ('mean_out', PTR), ('rstd_out', PTR)],
+                     align=True)
 
 
 def _trimmed(dtype: np.dtype) -> np.dtype:

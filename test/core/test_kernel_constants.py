@@ -1,0 +1,218 @@
+"""The Python mirrors of ``kernels/*.cu(h)`` agree with the C sources (no GPU, no compiler).
+
+The sources are parsed: every ``#define NAME <integer>``, every ``struct`` and every
+``extern "C"`` kernel's argument list. Checked: the op codes of ``ops/traits.py``
+(``ACT_<OP>``, ``UN_<OP>``, ``BIN_<OP>``, both ways), the other mirrored numbers, and the
+field names, types and byte offsets of every parameter record of ``cuda/params.py``,
+``cuda/lower_conv.py`` and ``cuda/pipeline.py`` against its C struct or argument list.
+"""
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tx2_infer_core.cuda import lower_conv, params, pipeline
+from tx2_infer_core.ops import traits
+
+KERNELS = Path(__file__).resolve().parents[2] / 'kernels'
+SCALARS = {'int': ('i4', 4), 'float': ('f4', 4), 'long long': ('i8', 8),
+           'unsigned char': ('u1', 1), 'half': ('f2', 2)}
+PTR = ('u8', 8)  # a device pointer, as params.PTR
+DECL = re.compile(r'^(?:const\s+)?(unsigned char|long long|\w+)\s+(.+)$')
+KERNEL = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s+)?'
+                    r'([\w#]+)\s*\(([^)]*)\)')
+
+
+def _source(path) -> str:
+    text = path.read_text()
+    text = re.sub(r'/\*.*?\*/', ' ', text, flags=re.S)
+    return re.sub(r'//[^\n]*', '', text).replace('\\\n', ' ')
+
+
+SOURCES = {p.name: _source(p) for p in sorted(KERNELS.glob('*.cu*'))}
+ALL = '\n'.join(SOURCES.values())
+
+
+def defines(text=ALL) -> dict:
+    """{macro: int} of every ``#define NAME <integer>``."""
+    return {m[1]: int(m[2]) for m in re.finditer(r'#define\s+(\w+)\s+(-?\d+)\s*$', text, re.M)}
+
+
+DEFINES = defines()
+
+
+def _declarators(decl, structs):
+    """[(name, kind, size, align, count)] of one C declaration (``int a, b[3]``)."""
+    m = DECL.match(decl.strip())
+    ctype, rest = m[1], m[2]
+    out = []
+    for part in rest.split(','):
+        part = part.strip()
+        dims = re.search(r'\[(.+)\]', part)
+        count = eval(dims[1], {}, DEFINES) if dims else 1  # noqa: S307 - our own macros
+        bare = re.sub(r'\[.*\]', '', part)
+        name = bare.replace('*', '').strip()
+        if '*' in bare:
+            out.append((name, PTR[0], PTR[1], PTR[1], count))
+        elif ctype in SCALARS:
+            kind, size = SCALARS[ctype]
+            out.append((name, kind, size, size, count))
+        else:
+            out.append((name, structs[ctype], None, None, count))
+    return out
+
+
+def _layout(decls, structs, inline=()) -> tuple:
+    """(flat fields [(path, kind, offset, count)], size, align) of C declarations laid out in
+    order with C alignment; a struct member (or a by-value struct argument named in ``inline``)
+    is flattened as ``member.field`` (or ``field``)."""
+    fields, off, align = [], 0, 1
+    for decl in decls:
+        for name, kind, size, al, count in _declarators(decl, structs):
+            if isinstance(kind, tuple):  # a struct: (fields, size, align)
+                sub, size, al = kind
+            off = -(-off // al) * al
+            if isinstance(kind, tuple):
+                prefix = '' if name in inline else f'{name}.'
+                fields += [(prefix + p, k, off + o, c) for p, k, o, c in sub]
+            else:
+                fields.append((name, kind, off, count))
+            off += size * count
+            align = max(align, al)
+    return fields, -(-off // align) * align, align
+
+
+def c_structs() -> dict:
+    """{struct name: (flat fields, size, align)} of every plain-data struct of the kernels
+    (template helpers such as conv_mma.cu's ``PickType`` are left out)."""
+    structs = {}
+    for m in re.finditer(r'struct\s+(\w+)\s*\{([^{}]*)\};', ALL):
+        decls = [d for d in m[2].split(';') if d.strip()]
+        if all(DECL.match(d.strip()) and d.split()[0] != 'using' for d in decls):
+            structs[m[1]] = _layout(decls, structs)
+    return structs
+
+
+STRUCTS = c_structs()
+
+
+def c_kernel_args() -> dict:
+    """{kernel name: flat fields of its argument list} (a struct argument ``p`` inlined)."""
+    return {m[1]: _layout([a for a in m[2].split(',') if a.strip()], STRUCTS, ('p',))[0]
+            for m in KERNEL.finditer(ALL)}
+
+
+def py_fields(dtype, prefix='') -> list:
+    """The flat fields [(path, kind, offset, count)] of a numpy record dtype."""
+    out = []
+    for name in dtype.names:
+        sub, off = dtype.fields[name][:2]
+        if sub.fields:
+            out += [(p, k, off + o, c) for p, k, o, c in py_fields(sub, f'{prefix}{name}.')]
+        elif sub.subdtype:
+            base, shape = sub.subdtype
+            out.append((prefix + name, base.str[1:], off, int(np.prod(shape))))
+        else:
+            out.append((prefix + name, sub.str[1:], off, 1))
+    return out
+
+
+STRUCT_RECORDS = {'ActParams': params.ACT, 'View': params.VIEW, 'ConvParams': params.CONV,
+                  'PoolParams': params.POOL, 'ResizeParams': params.RESIZE,
+                  'GemmParams': params.GEMM, 'PreParams': pipeline.PRE,
+                  'PostParams': pipeline.POST, 'RowsParams': pipeline.ROWS,
+                  'DarknetParams': pipeline.DARKNET, 'NmsParams': pipeline.NMS}
+KERNEL_RECORDS = {
+    'unary': params.UNARY_ARGS, 'binary': params.BINARY_ARGS,
+    'binary_flat2': params.BINARY_FLAT2, 'global_avgpool': params.GLOBAL_POOL,
+    'pool2d': params.POOL, 'resize2d': params.RESIZE, 'matmul': params.GEMM,
+    'softmax': params.SOFTMAX, 'layernorm': params.LAYERNORM,
+    'conv_simt': params.CONV, 'conv_simt_v4': params.CONV, 'conv_wmma': params.CONV,
+    'conv_wmma_v8': params.CONV, 'conv_direct': params.CONV,
+    'conv_mma_##BM##x##BN': lower_conv.CONV_MMA,
+    'conv_mma_gather_##BM##x##BN': lower_conv.CONV_MMA,
+    'conv_splitk_reduce': lower_conv.CONV_MMA,
+    'preprocess_letterbox': pipeline.PRE, 'yolo_decode_rows': pipeline.ROWS,
+    'yolo_decode_darknet': pipeline.DARKNET, 'nms_greedy': pipeline.NMS}
+
+
+def code_mismatches(found: dict) -> list:
+    """What differs between the traits' kernel codes and the ``#define``s ``found``."""
+    problems = []
+    for t in traits.TRAITS.values():
+        if t.code is not None and found.get(t.macro) != t.code:
+            problems.append(f'{t.name}: traits code {t.code}, {t.macro} = {found.get(t.macro)}')
+    known = {t.macro for t in traits.TRAITS.values() if t.code is not None}
+    for macro in found:
+        if re.match(r'(ACT|UN|BIN)_', macro) and macro not in known | {'ACT_NONE', 'UN_ACT'}:
+            problems.append(f'{macro} = {found[macro]} has no op in ops/traits.py')
+    if found.get('ACT_NONE') != params.ACTIVATIONS[''] or found.get('UN_ACT') != 0:
+        problems.append('ACT_NONE and UN_ACT must be 0 (the copy: lower_ops passes op=0)')
+    return problems
+
+
+def test_op_codes_match_traits():
+    assert code_mismatches(DEFINES) == []
+
+
+def test_a_wrong_code_is_caught():
+    """The check above can fail: one code off, or a kernel code without a traits line."""
+    wrong = dict(DEFINES, ACT_LEAKYRELU=DEFINES['ACT_LEAKYRELU'] + 1)
+    assert any('LeakyRelu' in p for p in code_mismatches(wrong))
+    assert any('UN_CBRT' in p for p in code_mismatches(dict(DEFINES, UN_CBRT=42)))
+    no_gelu = {k: v for k, v in DEFINES.items() if k != 'UN_GELU'}
+    assert any('Gelu' in p for p in code_mismatches(no_gelu))
+
+
+def test_codes_are_distinct_per_family():
+    for kind in (traits.ACTIVATION, traits.UNARY, traits.BINARY):
+        codes = list(traits.codes(kind).values())
+        assert len(codes) == len(set(codes)), kind
+
+
+def test_other_mirrored_numbers():
+    assert DEFINES['TX2_MAX_DIMS'] == params.MAX_DIMS
+    assert DEFINES['MMA_BK'] == lower_conv.MMA_BK
+    assert DEFINES['TX2_MAX_CLASSES'] == pipeline.MAX_CLASSES
+    assert DEFINES['TX2_MAX_CAND'] == pipeline.MAX_CAND
+    assert DEFINES['TX2_MAX_ANCHORS'] == pipeline.MAX_ANCHORS
+    assert DEFINES['TX2_NMS_THREADS'] == pipeline.NMS_THREADS
+    assert STRUCTS['Cand'][1] == pipeline.CAND_BYTES
+    for name, code in params.RESIZE_COORD.items():
+        assert DEFINES[f'CT_{name.upper()}'] == code
+    for name, code in params.RESIZE_NEAREST.items():
+        assert DEFINES[f'NR_{name.upper()}'] == code
+
+
+def test_conv_mma_tiles_are_built():
+    """Every tile the host may pick is instantiated, with the threads the host launches."""
+    built = {(int(m[1]), int(m[2])) for m in re.finditer(
+        r'^CONV_MMA_KERNEL\((\d+),\s*(\d+),\s*\d+\)', SOURCES['conv_mma.cu'], re.M)}
+    assert built == {(bm, bn) for bm, bn, _ in lower_conv.MMA_TILES}
+    assert all(threads == bm * bn // 32 for bm, bn, threads in lower_conv.MMA_TILES)
+
+
+@pytest.mark.parametrize('name', sorted(STRUCT_RECORDS))
+def test_struct_records_match_c(name):
+    fields, size, _ = STRUCTS[name]
+    dtype = STRUCT_RECORDS[name]
+    assert py_fields(dtype) == fields
+    assert dtype.itemsize == size
+
+
+@pytest.mark.parametrize('kernel', sorted(KERNEL_RECORDS))
+def test_kernel_argument_records_match_c(kernel):
+    assert py_fields(KERNEL_RECORDS[kernel]) == c_kernel_args()[kernel]
+
+
+def test_every_kernel_has_a_record():
+    assert set(c_kernel_args()) == set(KERNEL_RECORDS)
+
+
+def test_a_wrong_field_order_is_caught():
+    swapped = ' '.join(SOURCES['common.cuh'].split()).replace(
+        'float alpha; float beta;', 'float beta; float alpha;')
+    m = re.search(r'struct\s+ActParams\s*\{([^{}]*)\};', swapped)
+    fields = _layout([d for d in m[1].split(';') if d.strip()], STRUCTS)[0]
+    assert fields != py_fields(params.ACT)
