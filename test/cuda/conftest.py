@@ -6,6 +6,11 @@ from tx2_infer_core import cuda
 from tx2_infer_core.ir import Graph, Node, Value
 
 
+# One line per GPU output compared with the CPU oracle (``assert_close``), written at the end of
+# the run by ``pytest_terminal_summary`` so every log states the tolerance each output met.
+TOLERANCE_LINES = []
+
+
 def pytest_collection_modifyitems(config, items):
     if cuda.available():
         return
@@ -35,3 +40,28 @@ def rel_err(out, ref):
     out, ref = np.asarray(out, np.float64), np.asarray(ref, np.float64)
     assert np.isfinite(out).all(), 'non-finite output'
     return float(np.linalg.norm(out - ref) / max(np.linalg.norm(ref), 1e-12))
+
+
+def assert_close(label, out, ref, tol):
+    """Assert ``rel_err(out, ref) < tol`` and log one line for ``label``: max abs error, max
+    relative error (to the largest ``|ref|``), relative L2 error and the tolerance used."""
+    out64, ref64 = np.asarray(out, np.float64), np.asarray(ref, np.float64)
+    assert out64.shape == ref64.shape, f'{label}: shape {out64.shape} != {ref64.shape}'
+    err = rel_err(out64, ref64)
+    diff = float(np.abs(out64 - ref64).max()) if out64.size else 0.0
+    scale = float(np.abs(ref64).max()) if ref64.size else 0.0
+    line = (f'{label}: max abs err {diff:.2e}, max rel err {diff / max(scale, 1e-12):.2e}, '
+            f'rel L2 err {err:.2e}, tolerance rel L2 < {tol:.0e}: '
+            f"{'ok' if err < tol else 'FAIL'}")
+    TOLERANCE_LINES.append(line)
+    print(line)
+    assert err < tol, line
+    return err
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The tolerance lines of this run, one per compared output (only when GPU tests ran)."""
+    if TOLERANCE_LINES:
+        terminalreporter.section('GPU outputs vs CPU oracle: error and tolerance per output')
+        for line in TOLERANCE_LINES:
+            terminalreporter.write_line(line)

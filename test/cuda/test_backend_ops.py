@@ -3,7 +3,7 @@ CUDA-graph guarantees."""
 import numpy as np
 import pytest
 
-from conftest import fp16_round, one_node_graph, rel_err
+from conftest import assert_close, fp16_round, one_node_graph
 from tx2_infer_core.backends.cuda_backend import CudaBackend
 from tx2_infer_core.ir import Node, Value
 from tx2_infer_core.ops import run_node
@@ -27,8 +27,7 @@ def _check(graph, tol=3e-3):
     args = [feeds.get(n, graph.weights.get(n)) if n else None for n in node.inputs]
     ref = run_node(node, args)[0]
     out = _run(graph, feeds)
-    assert out.shape == ref.shape
-    assert rel_err(out, ref) < tol, f'{node.op}: rel err {rel_err(out, ref):.2e}'
+    assert_close(f'{node.op} {graph.outputs[0]} {ref.shape}', out, ref, tol)
 
 
 CASES = [
@@ -92,7 +91,7 @@ def test_reduce_mean_over_nhwc_pixels():
     backend = CudaBackend()
     backend.prepare(g)
     try:
-        assert rel_err(backend.run({'x': x})['m'], ref) < 3e-3
+        assert_close('MaxPool+ReduceMean m', backend.run({'x': x})['m'], ref, 3e-3)
     finally:
         backend.close()
 

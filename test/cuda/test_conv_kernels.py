@@ -6,7 +6,7 @@ import functools
 import numpy as np
 import pytest
 
-from conftest import fp16_round, one_node_graph, rel_err
+from conftest import assert_close, fp16_round, one_node_graph
 from tx2_infer_core.backends.cuda_backend import CudaBackend
 from tx2_infer_core.cuda import lower_conv
 from tx2_infer_core.ops.fused import FusedConv
@@ -80,9 +80,7 @@ def run_conv(graph, feeds, path, monkeypatch=None):
 def test_fused_conv_matches_numpy(layer, path, monkeypatch):
     graph, feeds, ref = _case(layer)
     out, kernels = run_conv(graph, feeds, path, monkeypatch)
-    assert out.shape == ref.shape
-    err = rel_err(out, ref)
-    assert err < 3e-3, f'{layer[0]} {path} {kernels}: rel err {err:.2e}'
+    assert_close(f'{layer[0]} {path} {kernels} y', out, ref, 3e-3)
 
 
 @pytest.mark.parametrize('channels', [48, 6], ids=['rows16B', 'gather'])
@@ -109,4 +107,4 @@ def test_mma_tiles_and_splits(tile, splits, channels, monkeypatch):
     family = 'conv_mma' if channels % 8 == 0 else 'conv_mma_gather'
     assert names[0] == f'{family}_{tile[0]}x{tile[1]}'
     assert ('conv_splitk_reduce' in names) == (splits > 1)
-    assert rel_err(out, ref) < 3e-3
+    assert_close(f'{names[0]} splits={splits} C={channels} y', out, ref, 3e-3)

@@ -1,7 +1,7 @@
 """A real model on real photos: the CUDA engine (both conv paths) against the CPU oracle."""
 import pytest
 
-from conftest import rel_err
+from conftest import assert_close
 from tx2_infer_core import assets, detect
 from tx2_infer_core.engine import Engine
 
@@ -24,8 +24,7 @@ def test_yolov8_photos_match_cpu(path, monkeypatch):
             x, _ = detect.preprocess(cv2.imread(str(photo)), shape, cpu.meta.get('input_format'))
             ref, out = cpu.run(x), gpu.run(x)
             for name in ref:
-                err = rel_err(out[name], ref[name])
-                assert err < 2e-2, f'{photo.name} {name} {path}: rel err {err:.2e}'
+                assert_close(f'yolov8 {path} {photo.name} {name}', out[name], ref[name], 2e-2)
     finally:
         cpu.close()
         gpu.close()

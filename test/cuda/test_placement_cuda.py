@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import fp16_round, rel_err
+from conftest import assert_close, fp16_round
 from tx2_infer_core.backends.cuda_backend import CudaBackend
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'core'))
@@ -27,5 +27,5 @@ def test_yolov8_like_graph_matches_numpy(place, path):
     finally:
         backend.close()
     for name in graph.outputs:
-        assert rel_err(got[name], want[name]) < 1e-2, f'{name} (place={place}, {path})'
+        assert_close(f'yolov8-like place={place} {path} {name}', got[name], want[name], 1e-2)
     assert (copies <= 3) if place else (copies >= 12)
