@@ -167,13 +167,19 @@ class Engine:
     """An optimised graph, its memory plan and a prepared backend.
 
     ``precision`` is what the backend really computes in (``run_precision``);
-    ``options['precision']`` is what the plan was built for (its header).
+    ``options['precision']`` is what the plan was built for (its header). The memory plan is
+    checked (``planner.check_plan``, milliseconds) before any backend uses it.
     """
 
     def __init__(self, graph, memory_plan, options, backend='cpu', backend_options=None):
         self.graph = graph
         self.memory_plan = (memory_plan if isinstance(memory_plan, MemoryPlan)
                             else MemoryPlan.from_dict(memory_plan))
+        try:
+            check_plan(graph, self.memory_plan)
+        except Tx2InferError as exc:
+            raise Tx2InferError(f"the memory plan of {options.get('model', graph.name)} is "
+                                f'unsafe, refusing to run it: {exc}') from exc
         self.options = options
         name = resolve_backend(backend)
         self.precision = run_precision(name, options.get('precision', 'fp32'))
@@ -205,11 +211,6 @@ class Engine:
             from tx2_infer_core.passes import optimize as run_passes
             graph, report = run_passes(graph)
         memory_plan = plan_memory(graph, ALIGNMENT)
-        try:
-            check_plan(graph, memory_plan)
-        except Tx2InferError as exc:
-            raise Tx2InferError(f'the memory plan of {model_path} is unsafe, refusing to run '
-                                f'it (a planner bug): {exc}') from exc
         in_shape = graph.values[graph.inputs[0]].shape
         options = {'precision': runs, 'backend': target, 'model': str(model_path),
                    'input_shape': list(in_shape), 'passes': report,

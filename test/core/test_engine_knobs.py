@@ -1,6 +1,6 @@
 """Knobs that tell the truth: the precision that runs is the one reported (engine, plan header,
 ``inspect``), int8 is refused until it runs, a square input size follows the model's layout,
-and ``Engine.build`` refuses an unsafe memory plan."""
+and ``Engine.build`` (and ``load``) refuse an unsafe memory plan."""
 import logging
 
 import numpy as np
@@ -104,10 +104,17 @@ def test_square_input_size_follows_the_models_layout(small_onnx):
         assert engine.input_specs[0].shape == (1, 224, 224, 3)
 
 
-def test_build_refuses_an_unsafe_memory_plan(small_onnx, monkeypatch):
+def test_build_and_load_refuse_an_unsafe_memory_plan(small_onnx, monkeypatch, tmp_path):
     def overlapping(graph, alignment=256, **kw):
         live = [n for n in graph.values if n not in graph.weights]
         return MemoryPlan({n: 0 for n in live}, 1 << 20, 0, 0, alignment)
+    with Engine.build(small_onnx) as engine:
+        engine.save(tmp_path / 'good.tx2plan')
+        bad = overlapping(engine.graph, engine.memory_plan.alignment).to_dict()
+        plan_file.save_plan(tmp_path / 'bad.tx2plan', engine.graph, bad, engine.options)
     monkeypatch.setattr(engine_mod, 'plan_memory', overlapping)
     with pytest.raises(Tx2InferError, match='memory plan of .*small.onnx is unsafe.*overlap'):
         Engine.build(small_onnx)
+    with pytest.raises(Tx2InferError, match='memory plan of .*small.onnx is unsafe.*overlap'):
+        Engine.load(tmp_path / 'bad.tx2plan')          # a plan file is checked too
+    Engine.load(tmp_path / 'good.tx2plan').close()
