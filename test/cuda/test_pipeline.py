@@ -14,15 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tx2_infer_core.detect_params import DetectParams
+from tx2_infer_core.detect_params import DEFAULTS, DetectParams
 from tx2_infer_core.detector import Detector
 from tx2_infer_core.engine import Engine
 from tx2_infer_core.metrics import pairing
 from tx2_infer_core.nms import box_iou
 
 DATA = Path(os.environ.get('TX2_INFER_DEVDATA', '.devdata'))
-CONF, IOU = 0.25, 0.45
-AT = DetectParams(CONF, IOU)
+AT = DEFAULTS
+CONF, IOU = AT.conf_threshold, AT.iou_threshold
 pytestmark = pytest.mark.skipif(not (DATA / 'refs.json').is_file(),
                                 reason='no prepared data (bench/cuda_accuracy.py prepare)')
 

@@ -10,7 +10,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from vision_msgs import msg as vision_msgs
 
 from tx2_infer_core import assets, detect
-from tx2_infer_core.detect_params import DetectParams
+from tx2_infer_core.detect_params import DEFAULTS, DetectParams
 from tx2_infer_core.detector import Detector
 from tx2_infer_core.engine import Engine
 from tx2_infer_ros import conversions as conv
@@ -142,8 +142,8 @@ def test_parameters_change_the_next_frame(peer, oracle, dog):
         assert peer.wait_for(lambda: peer.annotated, timeout=10)
         assert (peer.annotated[-1].height, peer.annotated[-1].width) == dog.shape[:2]
     finally:
-        peer.set_params(conf_threshold=0.25, classes=[], max_detections=100,
-                        publish_annotated=False)
+        peer.set_params(conf_threshold=DEFAULTS.conf_threshold, classes=[],
+                        max_detections=DEFAULTS.max_detections, publish_annotated=False)
 
 
 def test_malformed_messages_are_counted_and_never_stop_the_node(peer, oracle, dog):
