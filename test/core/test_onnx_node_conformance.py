@@ -1,14 +1,20 @@
-"""ONNX node-test conformance of the reference ops, with per-op pass counts and a baseline.
+"""ONNX node-test conformance of the reference ops, against a baseline of case names.
 
-Every single-node case of ``onnx/backend/test/data/node/`` whose op we support is run through
-``ops.run_node``. Wheels that ship without that folder get it regenerated once from
-``onnx.backend.test.case.node`` (same models and data) into ``~/.cache/tx2_infer``.
-A test per op fails when its pass count drops below ``onnx_node_baseline.json``; the table of
-pass counts is printed in the terminal summary. Update the baseline with
+Every single-node case of ``onnx/backend/test/data/node/`` whose op is an ONNX op of
+``ops/traits.py`` is run through ``ops.run_node``. Wheels that ship without that folder get it
+regenerated once from ``onnx.backend.test.case.node`` (same models and data) into
+``~/.cache/tx2_infer``.
+
+``onnx_node_baseline.json`` lists, per op, the cases that pass and the known failures, each
+with a short reason. A test per op fails naming every listed passing case that fails now
+(a regression) and every failing case the baseline does not list; a newly passing case is only
+reported (terminal summary), with the per-op table. Rewrite the baseline (reasons of the known
+failures kept, new ones filled from the error) with
 ``python test/core/test_onnx_node_conformance.py --update``.
 """
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -18,7 +24,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from tx2_infer_core.ops import run_node, supported_ops
+from tx2_infer_core.ops import run_node, traits
 
 try:
     from tx2_infer_core.onnx_import import node_from_proto
@@ -27,8 +33,7 @@ except ImportError:  # pragma: no cover - before the importer existed
 
 BASELINE = Path(__file__).with_name('onnx_node_baseline.json')
 CACHE = Path(os.environ.get('TX2_INFER_CACHE', Path.home() / '.cache' / 'tx2_infer'))
-INTERNAL_OPS = {'FusedConv'}
-RESULTS = {}
+RESULTS = {}  # op -> (passed case names, {failed case: reason})
 
 
 def _write_case(case, folder):
@@ -94,17 +99,25 @@ def load_tensors(folder, kind, protos):
     return arrays
 
 
-def _matches(got, want):
+def _mismatch(name, got, want):
+    """Why output ``name`` is not ``want`` ('' when it matches)."""
+    if got is None:
+        return f'output {name!r} missing'
     got = np.asarray(got)
     if got.dtype != want.dtype or got.shape != want.shape:
-        return False
+        return f'output {name!r} is {got.dtype}{list(got.shape)}, want {want.dtype}' \
+               f'{list(want.shape)}'
     if want.dtype.kind in 'fc':
-        return bool(np.allclose(got, want, rtol=1e-4, atol=1e-5, equal_nan=True))
-    return bool(np.array_equal(got, want))
+        if np.allclose(got, want, rtol=1e-4, atol=1e-5, equal_nan=True):
+            return ''
+        with np.errstate(all='ignore'):
+            err = float(np.nanmax(np.abs(got.astype(np.float64) - want))) if want.size else 0
+        return f'output {name!r} off by up to {err:.3g}'
+    return '' if np.array_equal(got, want) else f'output {name!r} differs'
 
 
-def run_case(folder) -> bool:
-    """True when every data set of the case gives the expected outputs."""
+def run_case(folder) -> str:
+    """'' when every data set of the case gives the expected outputs, else why not."""
     model = onnx.load(str(folder / 'model.onnx'))
     graph, proto = model.graph, model.graph.node[0]
     node = node_from_proto(proto)
@@ -114,22 +127,52 @@ def run_case(folder) -> bool:
         with np.errstate(all='ignore'):
             outputs = run_node(node, [feeds[name] if name else None for name in proto.input])
         got = dict(zip(proto.output, outputs))
-        if not all(_matches(got.get(name), want) for name, want in expected.items()):
-            return False
-    return True
+        for name, want in expected.items():
+            why = _mismatch(name, got.get(name), want)
+            if why:
+                return why
+    return ''
 
 
-def pass_count(folders):
-    """(passed, total, failed case names) for a list of case folders."""
-    failed = []
+def _reason(exc) -> str:
+    """A one-line reason for an error: an UnsupportedOpError's detail, else its type and
+    message."""
+    text = str(exc).split('; supported:')[0].splitlines()[0]
+    m = re.match(r"unsupported operator '\w+' at node '[^']*' \((.*)\)$", text)
+    if m:
+        return f'not implemented: {m[1]}'
+    if isinstance(exc, FileNotFoundError):
+        return 'an input is not a tensor (optional or sequence)'
+    return f'{type(exc).__name__}: {text}'[:120]
+
+
+def run_cases(folders) -> tuple:
+    """([passing case names], {failing case name: reason}) over case folders."""
+    passed, failed = [], {}
     for folder in folders:
         try:
-            ok = run_case(folder)
-        except Exception:  # noqa: BLE001 - any error is a failed case, counted not raised
-            ok = False
-        if not ok:
-            failed.append(folder.name)
-    return len(folders) - len(failed), len(folders), failed
+            why = run_case(folder)
+        except Exception as exc:  # noqa: BLE001 - any error is a failed case, with its reason
+            why = _reason(exc)
+        if why:
+            failed[folder.name] = why
+        else:
+            passed.append(folder.name)
+    return passed, failed
+
+
+def load_baseline() -> dict:
+    """{op: {'pass': [case], 'fail': {case: reason}}}."""
+    return json.loads(BASELINE.read_text()) if BASELINE.exists() else {}
+
+
+def compare(op, passed, failed, baseline) -> tuple:
+    """(regressed cases, failing cases not in the baseline, newly passing cases) of ``op``."""
+    entry = baseline.get(op, {})
+    regressed = sorted(c for c in entry.get('pass', []) if c in failed)
+    unknown = sorted(c for c in failed if c not in entry.get('fail', {}) and c not in regressed)
+    newly = sorted(c for c in passed if c not in entry.get('pass', []))
+    return regressed, unknown, newly
 
 
 @pytest.fixture(scope='module')
@@ -145,38 +188,52 @@ class _SummaryPlugin:
             return
         write = terminalreporter.write_line
         terminalreporter.section('ONNX node conformance (pass / total per op)')
-        baseline = json.loads(BASELINE.read_text()) if BASELINE.exists() else {}
-        cells = [f'{op:<22}{p:>4}/{t:<4}{"  +" if p > baseline.get(op, 0) else "   "}'
-                 for op, (p, t, _) in sorted(RESULTS.items())]
+        baseline = load_baseline()
+        cells, newly = [], []
+        for op, (passed, failed) in sorted(RESULTS.items()):
+            new = compare(op, passed, failed, baseline)[2]
+            newly += new
+            cells.append(f'{op:<22}{len(passed):>4}/{len(passed) + len(failed):<4}'
+                         f'{"  +" if new else "   "}')
         for i in range(0, len(cells), 3):
             write('  '.join(cells[i:i + 3]))
-        passed = sum(p for p, _, _ in RESULTS.values())
-        write(f'total: {passed}/{sum(t for _, t, _ in RESULTS.values())} cases '
-              f'over {len(RESULTS)} op types (+ = above baseline)')
+        passed = sum(len(p) for p, _ in RESULTS.values())
+        total = passed + sum(len(f) for _, f in RESULTS.values())
+        write(f'total: {passed}/{total} cases over {len(RESULTS)} op types '
+              f'(+ = cases passing that the baseline does not list)')
+        if newly:
+            write(f'newly passing (run --update to record): {" ".join(newly)}')
 
 
-@pytest.mark.parametrize('op', [op for op in supported_ops() if op not in INTERNAL_OPS])
+@pytest.mark.parametrize('op', traits.onnx_ops())
 def test_op_conformance(op, node_cases):
-    """Pass count of ``op`` over its ONNX node tests never drops below the baseline."""
+    """Every case the baseline lists as passing still passes; every failing case is a known
+    failure of the baseline."""
     if node_from_proto is None:
         pytest.skip('tx2_infer_core.onnx_import.node_from_proto not available')
-    passed, total, failed = pass_count(node_cases.get(op, []))
-    RESULTS[op] = (passed, total, failed)
-    floor = json.loads(BASELINE.read_text()).get(op, 0) if BASELINE.exists() else 0
-    assert passed >= floor, f'{op}: {passed}/{total} passed, baseline {floor}; failed {failed}'
+    passed, failed = run_cases(node_cases.get(op, []))
+    RESULTS[op] = (passed, failed)
+    regressed, unknown, _ = compare(op, passed, failed, load_baseline())
+    assert not regressed, f'{op}: cases that passed now fail: ' + \
+        '; '.join(f'{c} ({failed[c]})' for c in regressed)
+    assert not unknown, f'{op}: failing cases not in the baseline: ' + \
+        '; '.join(f'{c} ({failed[c]})' for c in unknown)
 
 
 def main(argv):
     """Print per-op counts and failing cases; with --update, rewrite the baseline."""
-    cases = collect_cases()
-    counts = {}
-    for op in supported_ops():
-        if op in cases:
-            passed, total, failed = pass_count(cases[op])
-            counts[op] = passed
-            print(f'{op:<22}{passed:>4}/{total:<4} {" ".join(failed)}')
+    cases, old, new = collect_cases(), load_baseline(), {}
+    for op in traits.onnx_ops():
+        if op not in cases:
+            continue
+        passed, failed = run_cases(cases[op])
+        known = old.get(op, {}).get('fail', {})
+        new[op] = {'pass': passed}
+        if failed:
+            new[op]['fail'] = {c: known.get(c, why) for c, why in failed.items()}
+        print(f'{op:<22}{len(passed):>4}/{len(cases[op]):<4} {" ".join(failed)}')
     if '--update' in argv:
-        BASELINE.write_text(json.dumps(counts, indent=1, sort_keys=True) + '\n')
+        BASELINE.write_text(json.dumps(new, indent=1, sort_keys=True) + '\n')
         print(f'wrote {BASELINE}')
 
 

@@ -1,10 +1,11 @@
 """ONNX node-test conformance of the CUDA backend, within FP16 tolerances, per op.
 
 Every case of ``onnx/backend/test/data/node`` (see ``test/core/test_onnx_node_conformance.py``)
-whose op the backend lowers (an ONNX op with a ``cuda`` lowering in ``ops/traits.py``) runs as a one-node graph on the GPU. The first input, and every
-float input of the elementwise, MatMul and Concat ops, is an activation; the other inputs are
-constants (the backend takes shapes, axes, weights and pads as constants). Cases with a
-non-float input or output are counted as not applicable: the arena holds FP16 only.
+whose op the backend lowers (an ONNX op with a ``cuda`` lowering in ``ops/traits.py``) runs
+as a one-node graph on the GPU. The first input, and every float input of the binary, MatMul
+and Concat ops, is an activation; the other inputs are constants (the backend takes shapes,
+axes, weights and pads as constants). Cases with a non-float input or output are counted as
+not applicable: the arena holds FP16 only.
 A case passes when ``|got - want| <= 1e-2 * |want| + 5e-3 * max(1, max |want|)``.
 
 Each case ends as one of:
