@@ -32,7 +32,8 @@ class CudaBackend(Backend):
                                 f"fp16 with fp32 accumulation), not '{precision}'")
         if conv_path not in CONV_PATHS:
             raise Tx2InferError(f"conv_path must be 'auto', 'tc' or 'simt', not '{conv_path}'")
-        self.precision, self.device, self.use_graph = precision, device, use_graph
+        # What run() computes in, whatever was asked (Backend.precision): fp16, fp32 accumulation.
+        self.precision, self.device, self.use_graph = 'fp16', device, use_graph
         self.place_channels = place_channels
         self.requested_path = conv_path
         self.ctx = self.pool = self.graph_exec = self.frame_pipeline = None
