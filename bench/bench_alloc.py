@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchstats import stats
+from benchlib import stats, write_json
 from tx2_infer_core.cuda.layout import fp16_graph
 from tx2_infer_core.planner import align, lifetimes, plan_memory
 
@@ -129,10 +129,9 @@ def main():
     finally:
         ctx.drv.Context.pop()
         ctx.close()
-    text = json.dumps(result, indent=1)
-    print(text)
+    print(json.dumps(result, indent=1))
     if args.out:
-        Path(args.out).write_text(text)
+        write_json(args.out, result)
 
 
 if __name__ == '__main__':

@@ -6,19 +6,14 @@ Writes one JSON with the device, versions, and per model: median and p99 latency
 engines, their ratio, and the memory plan (arena vs lower bound vs naive sum).
 """
 import argparse
-import json
 import os
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import cv2
-import numpy as np
-import onnxruntime as ort
 
-from benchstats import stats
+from benchlib import cpu_name, stats, versions, write_json
 from tx2_infer_core import assets, detect, timing
 from tx2_infer_core.engine import Engine
 
@@ -26,16 +21,6 @@ NSFW_SHAPE = (1, 224, 224, 3)
 NSFW_FORMAT = {'color': 'BGR', 'layout': 'NHWC', 'scale': 1.0, 'mean': [104.0, 117.0, 123.0],
                'resize': 'stretch'}
 BLOCKS = 5
-
-
-def cpu_name() -> str:
-    try:
-        for line in open('/proc/cpuinfo'):
-            if line.startswith('model name'):
-                return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or 'unknown'
 
 
 def models(tmp):
@@ -83,15 +68,12 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         rows = [bench_model(name, engine, path, args.runs, fmt)
                 for name, engine, path, fmt in models(tmp)]
-    import onnx
     result = {'benchmark': 'numpy backend vs ONNX Runtime CPU (fp32, batch 1)',
               'device': cpu_name(), 'cores': len(os.sched_getaffinity(0)),
               'blas_threads': os.environ.get('OPENBLAS_NUM_THREADS', 'default'),
-              'versions': {'python': sys.version.split()[0], 'numpy': np.__version__,
-                           'onnxruntime': ort.__version__, 'onnx': onnx.__version__},
+              'versions': versions('numpy', 'onnxruntime', 'onnx'),
               'date': time.strftime('%Y-%m-%d'), 'models': rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + '\n')
+    write_json(args.out, result, indent=2)
     print(f'wrote {args.out}')
 
 

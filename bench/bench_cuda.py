@@ -29,6 +29,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import cuda_report  # noqa: E402
+from benchlib import command_output, gpu_facts, write_json  # noqa: E402
 
 TORCH_MODELS = ('bert_tiny', 'resnet50', 'yolov5s')
 REAL_MODELS = ('yolov8', 'yolov3_tiny')
@@ -70,25 +71,12 @@ def sources_digest() -> str:
     return h.hexdigest()[:12]
 
 
-def _command_line(cmd) -> str:
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ''
-
-
 def device_meta(args) -> dict:
     """Device, driver, toolchain and source identity for every JSON file."""
     import pycuda
     import pycuda.driver as drv
-    drv.init()
-    dev = drv.Device(0)
-    return dict(device=dev.name(), compute_capability='%d.%d' % dev.compute_capability(),
-                driver=_command_line(['nvidia-smi', '--query-gpu=driver_version',
-                                      '--format=csv,noheader']),
-                cuda_driver_api=drv.get_driver_version(),
-                pycuda=getattr(pycuda, 'VERSION_TEXT', '?'),
-                nvcc=_command_line(['nvcc', '--version']).splitlines()[-1:],
+    return dict(gpu_facts(drv), pycuda=getattr(pycuda, 'VERSION_TEXT', '?'),
+                nvcc=command_output(['nvcc', '--version']).splitlines()[-1:],
                 python=platform.python_version(), commit=args.commit, dirty=args.dirty,
                 sources=sources_digest(), runs=args.runs, warmup=args.warmup,
                 conv_path=args.conv_path, notes=[])
@@ -111,7 +99,7 @@ class Results:
         out.mkdir(parents=True, exist_ok=True)
         for stem, doc in (('cuda_vs_torch', self.latency), ('cuda_build_time', self.build),
                           ('cuda_alloc', self.alloc)):
-            (out / f'{stem}_{tag}.json').write_text(json.dumps(doc, indent=1))
+            write_json(out / f'{stem}_{tag}.json', doc)
         (out / f'cuda_vs_torch_{tag}.md').write_text(
             cuda_report.markdown(self.latency, self.build, self.alloc))
 

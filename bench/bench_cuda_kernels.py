@@ -8,7 +8,6 @@ frame (graph replay with copies, and kernels only). Writes JSON to ``--out``; pr
         [--nets] [--torch-resnet50 DIR]
 """
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'test' / 'cuda'))
 from test_conv_kernels import LAYERS, _case  # noqa: E402
 
+from benchlib import event_times, gpu_facts, stats, versions, write_json  # noqa: E402
 from tx2_infer_core.backends.cuda_backend import CudaBackend  # noqa: E402
 from tx2_infer_core.cuda import lower_conv  # noqa: E402
 
@@ -93,19 +93,8 @@ def make_backend(graph, path):
 
 
 def _event_times(ctx, stream, launch, iters, warmup=30):
-    drv = ctx.drv
-    for _ in range(warmup):
-        launch()
-    stream.synchronize()
-    start, end, times = drv.Event(), drv.Event(), []
-    for _ in range(iters):
-        start.record(stream)
-        launch()
-        end.record(stream)
-        end.synchronize()
-        times.append(end.time_since(start))
-    t = np.array(times)
-    return float(np.median(t)), float(np.percentile(t, 99))
+    t = stats(event_times(ctx.drv, stream, launch, iters, warmup))
+    return t['median_ms'], t['p99_ms']
 
 
 def time_graph(be, iters=300):
@@ -235,15 +224,6 @@ def summary(rows):
     return out
 
 
-def versions(drv):
-    import platform
-    import pycuda
-    dev = drv.Device(0)
-    return dict(device=dev.name(), compute_capability=dev.compute_capability(),
-                driver=drv.get_driver_version(), cuda_runtime=drv.get_version(),
-                pycuda=pycuda.VERSION_TEXT, numpy=np.__version__, python=platform.python_version())
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--out', required=True)
@@ -262,8 +242,9 @@ def main():
         bench_model(model, rows)
     if args.torch_resnet50:
         bench_model(torch_resnet50(args.torch_resnet50, rows), rows, ('wmma', 'mma'))
-    result = dict(versions(drv), conv_sum_ms=summary(rows), rows=rows)
-    Path(args.out).write_text(json.dumps(result, indent=1))
+    result = dict(gpu_facts(drv), **versions('pycuda', 'numpy'), conv_sum_ms=summary(rows),
+                  rows=rows)
+    write_json(args.out, result)
     for key, ms in result['conv_sum_ms'].items():
         print(f'sum of conv kernel medians {key}: {ms:.3f} ms')
 

@@ -17,10 +17,8 @@ the cost of being a ROS node rather than a function call. Writes
 bench/results/node_overhead_cpu.json. Run with `make bench-ros` (about a minute).
 """
 import argparse
-import importlib.metadata
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -30,6 +28,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'test' / 'ros'))
+from benchlib import cpu_name, versions, write_json  # noqa: E402
 from rospeer import T, Peer, free_domain_id, start_node, stop_node  # noqa: E402
 from tx2_infer_ros.stats import FRAME_TIMES  # noqa: E402
 
@@ -99,21 +98,11 @@ def summary(rows) -> dict:
 def environment() -> dict:
     """CPU model, core count, load and the versions that matter."""
     import cv2
-    cpu = platform.processor() or platform.machine()
-    for line in Path('/proc/cpuinfo').read_text().splitlines():
-        if line.startswith('model name'):
-            cpu = line.split(':', 1)[1].strip()
-            break
-
-    def version(dist):
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            return 'not installed'
-    return {'device': f'{cpu} (CPU, {os.cpu_count()} cores visible)',
-            'python': platform.python_version(),
-            'rclpy': version('rclpy') + ' (ROS 2 Kilted PyPI wheels)',
-            'rmw': 'rmw_fastrtps_cpp ' + version('ros-rmw-fastrtps-cpp'),
+    found = versions('rclpy', 'ros-rmw-fastrtps-cpp')
+    return {'device': f'{cpu_name()} (CPU, {os.cpu_count()} cores visible)',
+            'python': found['python'],
+            'rclpy': found['rclpy'] + ' (ROS 2 Kilted PyPI wheels)',
+            'rmw': 'rmw_fastrtps_cpp ' + found['ros-rmw-fastrtps-cpp'],
             'numpy': np.__version__, 'opencv': cv2.__version__}
 
 
@@ -168,7 +157,7 @@ def main(argv=None):
                                              'node_overhead_cpu.json'))
     args = parser.parse_args(argv)
     result = run(args.frames, args.warmup, args.gap)
-    Path(args.out).write_text(json.dumps(result, indent=2) + '\n')
+    write_json(args.out, result, indent=2)
     print(json.dumps(result, indent=2))
     print(f"overhead beyond the engine: median {result['overhead_ms']['median']:.2f} ms, "
           f"p99 {result['overhead_ms']['p99']:.2f} ms (goal <= 2 ms); written to {args.out}")

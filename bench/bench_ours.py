@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchstats import stats
+from benchlib import event_times, stats
 
 
 @contextmanager
@@ -81,20 +81,8 @@ def random_feeds(engine, seed=0) -> dict:
 
 def replay_times(be, launch, runs, warmup) -> dict:
     """CUDA-event time of each ``launch()`` on the backend's stream (synchronised)."""
-    drv = be.ctx.drv
     with be.ctx:
-        for _ in range(warmup):
-            launch()
-        be.stream.synchronize()
-        start, end = drv.Event(), drv.Event()
-        times = []
-        for _ in range(runs):
-            start.record(be.stream)
-            launch()
-            end.record(be.stream)
-            end.synchronize()
-            times.append(end.time_since(start))
-    return stats(times, minimum=True)
+        return stats(event_times(be.ctx.drv, be.stream, launch, runs, warmup), minimum=True)
 
 
 def kernels_graph(be):

@@ -10,14 +10,13 @@ numpy decode).
 import json
 import platform
 import sys
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchstats import stats  # noqa: E402
+from benchlib import event_times, stats, wall_times  # noqa: E402
 from tx2_infer_core.detector import Detector  # noqa: E402
 from tx2_infer_core.engine import Engine  # noqa: E402
 
@@ -25,33 +24,16 @@ WARMUP, RUNS = 50, 500
 
 
 def time_wall(fn, runs=RUNS):
-    for _ in range(WARMUP):
-        fn()
-    out = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t0) * 1e3)
-    return stats(out, mean=True, minimum=True)
+    return stats(wall_times(fn, runs, WARMUP), mean=True, minimum=True)
 
 
 def time_graph_events(backend, runs=RUNS):
     """CUDA events around the replay of the captured frame graph (device time)."""
     pipe = backend.frame_pipeline
     graph = next(iter(pipe.graphs.values()))[0]
-    drv = backend.ctx.drv
     with backend.ctx:
-        start, end = drv.Event(), drv.Event()
-        for _ in range(WARMUP):
-            graph.launch()
-        out = []
-        for _ in range(runs):
-            start.record(backend.stream)
-            graph.launch()
-            end.record(backend.stream)
-            end.synchronize()
-            out.append(end.time_since(start))
-    return stats(out, mean=True, minimum=True)
+        times = event_times(backend.ctx.drv, backend.stream, graph.launch, runs, WARMUP)
+    return stats(times, mean=True, minimum=True)
 
 
 def bench_model(folder, model, path, frame):

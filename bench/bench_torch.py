@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from benchstats import stats  # noqa: E402
+from benchlib import stats  # noqa: E402
 from torch_models import MODELS, make  # noqa: E402
 
 OPSET = 17
