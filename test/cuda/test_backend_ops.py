@@ -6,7 +6,7 @@ import pytest
 from conftest import assert_close, fp16_round, one_node_graph
 from tx2_infer_core.backends.cuda_backend import CudaBackend
 from tx2_infer_core.ir import Node, Value
-from tx2_infer_core.ops import run_node
+from tx2_infer_core.ops import run_node, traits
 
 RNG = np.random.default_rng(1)
 X4 = (1, 32, 20, 24)
@@ -68,6 +68,32 @@ CASES = [
 def test_op_matches_numpy(case):
     op, inputs, out_shape, weights, attrs = case
     _check(one_node_graph(op, inputs, out_shape, weights, attrs))
+
+
+# every op with a kernel code in ops/traits.py (a new activation or unary op is tested here)
+KERNEL_OPS = sorted((set(traits.codes(traits.ACTIVATION)) - {'SiLU', 'Clip'})
+                    | set(traits.codes(traits.UNARY)))
+POSITIVE_OPS = {'Log', 'Sqrt', 'Reciprocal'}
+
+
+@pytest.mark.parametrize('op', KERNEL_OPS)
+def test_kernel_op_alone_and_fused_matches_numpy(op):
+    """The op alone on an NHWC image, and (activations) fused into a convolution."""
+    x = fp16_round(RNG.standard_normal(X4) * 2)
+    if op in POSITIVE_OPS:
+        x = fp16_round(np.abs(x) + 0.5)
+    attrs = {a: d * 0.5 + 0.05 for a, d in traits.TRAITS[op].params}
+    g = one_node_graph(op, {'x': X4}, X4, {}, attrs)
+    ref = run_node(g.nodes[0], [x])[0]
+    assert_close(f'{op} y {ref.shape}', _run(g, {'x': x}), ref, 3e-3)
+    if traits.TRAITS[op].kind != traits.ACTIVATION:
+        return
+    w = RNG.standard_normal((32, 32, 3, 3)).astype(np.float32) / 24
+    conv = one_node_graph('FusedConv', {'x': X4}, X4, {'w': w},
+                          dict(traits.activation_values(op, attrs), kernel_shape=[3, 3],
+                               pads=[1, 1, 1, 1], activation=op))
+    ref = run_node(conv.nodes[0], [x, w])[0]
+    assert_close(f'FusedConv+{op} y {ref.shape}', _run(conv, {'x': x}), ref, 3e-3)
 
 
 def test_resize_nearest_and_linear():
