@@ -18,6 +18,7 @@
 #define ACT_HARDSIGMOID 6
 #define ACT_CLIP 7
 #define ACT_TANH 8
+#define ACT_MISH 9
 
 struct ActParams {
     int kind;
@@ -39,6 +40,7 @@ __device__ __forceinline__ float tx2_act(float v, const ActParams &a) {
     case ACT_HARDSIGMOID: return fminf(fmaxf(a.alpha * v + a.beta, 0.f), 1.f);
     case ACT_CLIP: return fminf(fmaxf(v, a.lo), a.hi);
     case ACT_TANH: return tanhf(v);
+    case ACT_MISH: return v * tanhf(v > 20.f ? v : log1pf(__expf(v)));  // softplus
     default: return v;
     }
 }

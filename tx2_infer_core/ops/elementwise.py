@@ -94,6 +94,11 @@ def Softplus(x):
     return _same(x, np.logaddexp(x, 0))
 
 
+def Mish(x):
+    """x * tanh(softplus(x))."""
+    return _same(x, x * np.tanh(np.logaddexp(x, 0)))
+
+
 def Gelu(x, *, approximate='none'):
     """x * Phi(x) (Phi: the standard normal CDF), or its tanh approximation."""
     approximate = approximate.decode() if isinstance(approximate, bytes) else approximate

@@ -103,6 +103,7 @@ _LINES = (
     act('HardSwish', 5),
     act('HardSigmoid', 6, [('alpha', 0.2), ('beta', 0.5)]),
     act('SiLU', 4, inplace=False, internal=True),  # x * sigmoid(x), made by fuse_conv
+    act('Mish', 9),
     # binary: kernels/elementwise.cu BIN_<NAME>
     binary('Add', 0, inplace=True),
     binary('Sub', 1, inplace=True),
