@@ -1,0 +1,73 @@
+#!/bin/bash
+# One call on the GPU machine (see bench/README.md): `bash bench/device_run.sh tests|bench`.
+# Carry .devdata (python bench/devdata.py pack .devdata; open_nsfw packed too; photos/; whl/
+# with the pycuda wheels of ../shared/wheels) and, for `bench`, .old (`git archive` of the
+# commit to compare with, unpacked): old and new run side by side in the same call.
+# Logs and JSON come back as one $OUT/results.tgz (at most 8 files come back).
+set -u
+MODE=${1:-tests}
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
+  .devdata/whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 TX2_INFER_CACHE=/tmp/tx2cache
+T0=$(date +%s)
+ROOT=$PWD
+pack() { (cd $OUT && tar czf /tmp/results.tgz . && rm -rf ./* && mv /tmp/results.tgz .); }
+since() { echo "[$1 $(( $(date +%s) - T0 )) s]"; }
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $OUT/device.txt
+python3 - <<'EOF' || exit 1
+import shutil, sys
+from pathlib import Path
+sys.path.insert(0, 'bench')
+import devdata
+assets = Path('/tmp/tx2cache/assets')
+devdata.unpack_all('.devdata', assets)
+devdata.unpack_onnx('.devdata/open_nsfw', assets / 'open_nsfw.onnx')
+for photo in Path('.devdata/photos').iterdir():
+    shutil.copy(photo, assets / photo.name)
+print('assets:', sorted(p.name for p in assets.iterdir()))
+EOF
+since unpacked
+
+prepare() {  # $1: tree, $2: data folder
+  (cd $1 && PYTHONPATH=/tmp/site:$PWD python3 bench/cuda_accuracy.py prepare $2) \
+    > $OUT/prepare_$(basename $2).log 2>&1 || echo "prepare $1 failed"
+}
+
+if [ "$MODE" = tests ]; then
+  prepare . /tmp/devdata
+  since prepared
+  export PYTHONPATH=/tmp/site:$PWD TX2_INFER_DEVDATA=/tmp/devdata
+  timeout ${TEST_S:-330} python3 -m pytest -q -p no:cacheprovider -rA test/cuda \
+    > $OUT/test_cuda.log 2>&1
+  since tests
+  timeout 150 python3 bench/cuda_accuracy.py run /tmp/devdata $OUT/cuda_accuracy.json \
+    > $OUT/cuda_accuracy.log 2>&1
+  since accuracy
+  grep -E "FAILED|ERROR|passed|failed" $OUT/test_cuda.log | cut -c1-200 | tail -n 25
+  tail -n 6 $OUT/cuda_accuracy.log | cut -c1-200
+  pack
+  exit 0
+fi
+
+# bench: the same benchmarks for the old tree (.old) and this one, alternating, same machine.
+prepare .old /tmp/data_old &
+prepare . /tmp/data_new &
+wait
+since prepared
+for round in 1 2; do
+  for tree in old new; do
+    dir=$([ $tree = old ] && echo .old || echo .)
+    (cd $dir && PYTHONPATH=/tmp/site:$PWD timeout 120 python3 bench/bench_pipeline.py \
+      /tmp/data_$tree $OUT/pipeline_${tree}_$round.json > $OUT/pipeline_${tree}_$round.log 2>&1)
+    since "pipeline $tree $round"
+  done
+done
+for tree in old new; do
+  dir=$([ $tree = old ] && echo .old || echo .)
+  (cd $dir && PYTHONPATH=/tmp/site:$PWD timeout ${OURS_S:-150} python3 bench/bench_cuda.py \
+    --phases ours --data $ROOT/.devdata --out-dir $OUT/cuda_$tree --tag h200 \
+    --runs 200 --deadline-s ${OURS_S:-150} > $OUT/cuda_$tree.log 2>&1)
+  since "bench_cuda $tree"
+done
+tail -n 4 $OUT/pipeline_*_2.log | cut -c1-200
+pack
