@@ -184,7 +184,7 @@ def cmd_bench(args):
 def cmd_inspect(args):
     """inspect PLAN|MODEL: layers, fusions, FLOPs, memory plan."""
     from tx2_infer_core.inspect_report import inspect_lines
-    with open_engine(args, backend='cpu') as engine:
+    with open_engine(args, backend='numpy') as engine:
         for line in inspect_lines(engine):
             print(line)
 
@@ -201,11 +201,14 @@ def cmd_demo(args):
         detect_images(engine, photos, args.out, args)
 
 
+BACKEND_HELP = ('execution backend (default auto: cuda when a GPU answers, else cpu; cpu: ort '
+                'when onnxruntime is installed, else numpy, the reference)')
+
+
 def _model_args(parser, shape=True):
     parser.add_argument('model', help='.onnx, Darknet .cfg or .tx2plan')
     parser.add_argument('--weights', help='Darknet .weights (default: beside the .cfg)')
-    parser.add_argument('--backend', default='auto', choices=BACKENDS,
-                        help='execution backend (default: cuda when available, else cpu)')
+    parser.add_argument('--backend', default='auto', choices=BACKENDS, help=BACKEND_HELP)
     parser.add_argument('--no-optimize', action='store_true',
                         help='skip the optimisation passes (debugging)')
     if shape:
@@ -265,7 +268,7 @@ def make_parser():
     inspect.set_defaults(func=cmd_inspect)
 
     demo = sub.add_parser('demo', help='YOLOv3-tiny on real photos')
-    demo.add_argument('--backend', default='auto', choices=BACKENDS)
+    demo.add_argument('--backend', default='auto', choices=BACKENDS, help=BACKEND_HELP)
     _detect_args(demo, 'demo_out')
     demo.set_defaults(func=cmd_demo)
     return parser

@@ -20,7 +20,9 @@ from tx2_infer_core.planner import ALIGNMENT, MemoryPlan, check_plan, plan_memor
 log = logging.getLogger('tx2_infer.engine')
 
 PRECISIONS = ('fp32', 'fp16')   # offered where a backend runs them; int8 is not implemented
-BACKENDS = ('auto', 'cpu', 'cuda')
+# auto: cuda if a GPU answers, else cpu; cpu: ort if onnxruntime imports, else numpy (the oracle)
+BACKENDS = ('auto', 'cpu', 'numpy', 'ort', 'cuda')
+CPU_BACKENDS = ('numpy', 'ort')     # run the same fp32 plans: a plan's target is 'cpu' for both
 CUDA_FP32_NOTE = 'cuda runs fp16 with fp32 accumulation'
 _warned = set()                 # warnings already logged by this process
 
@@ -79,9 +81,9 @@ def precision_error(precision):
 
 
 def run_precision(backend, precision) -> str:
-    """The precision ``backend`` ('cpu' or 'cuda') really runs a ``precision`` plan in.
+    """The precision ``backend`` (resolved: numpy, ort or cuda) runs a ``precision`` plan in.
 
-    The cpu backend runs fp32; the cuda backend runs fp16 (FP32 accumulation), so fp32 on
+    The cpu backends run fp32; the cuda backend runs fp16 (FP32 accumulation), so fp32 on
     cuda is reported as fp16, with a warning logged once per process.
     """
     reason = precision_error(precision)
@@ -144,21 +146,44 @@ def cuda_available() -> bool:
 
 
 def resolve_backend(name) -> str:
-    """'auto' -> 'cuda' when a GPU answers, else 'cpu'; 'cpu' and 'cuda' as they are."""
+    """The backend that runs for ``name``: 'auto' -> 'cuda' when a GPU answers, else what 'cpu'
+    gives; 'cpu' -> 'ort' when onnxruntime imports, else 'numpy' (logged once); 'ort' without
+    onnxruntime raises an error naming the package; 'numpy' and 'cuda' as they are."""
+    from tx2_infer_core.backends.ort_backend import import_onnxruntime, ort_available
     if name not in BACKENDS:
         raise Tx2InferError(f"unknown backend '{name}'; choose one of {', '.join(BACKENDS)}")
     if name == 'auto':
-        return 'cuda' if cuda_available() else 'cpu'
+        return 'cuda' if cuda_available() else resolve_backend('cpu')
+    if name == 'ort':
+        import_onnxruntime()
+    if name == 'cpu':
+        if ort_available():
+            return 'ort'
+        if 'cpu_numpy' not in _warned:
+            _warned.add('cpu_numpy')
+            log.warning('backend cpu: onnxruntime is not installed, running the numpy backend '
+                        '(pip install onnxruntime for the faster one)')
+        return 'numpy'
     return name
 
 
+def plan_target(backend) -> str:
+    """What a plan built for ``backend`` (resolved) targets: 'cpu' for numpy and ort (the same
+    plan runs on both), else the backend."""
+    return 'cpu' if backend in CPU_BACKENDS else backend
+
+
 def _make_backend(name, options=None):
-    """A backend by resolved name ('cpu' or 'cuda'); its precision is ``run_precision``'s."""
-    if name == 'cpu':
-        if options:
-            raise Tx2InferError(f'backend options {options} need the cuda backend')
+    """A backend by resolved name (``CPU_BACKENDS`` or 'cuda'); its precision is
+    ``run_precision``'s."""
+    if name in CPU_BACKENDS and options:
+        raise Tx2InferError(f'backend options {options} need the cuda backend')
+    if name == 'numpy':
         from tx2_infer_core.backends.numpy_backend import NumpyBackend
         return NumpyBackend()
+    if name == 'ort':
+        from tx2_infer_core.backends.ort_backend import OrtBackend
+        return OrtBackend()
     from tx2_infer_core.backends.cuda_backend import CudaBackend
     return CudaBackend(precision='fp16', **(options or {}))
 
@@ -171,7 +196,7 @@ class Engine:
     checked (``planner.check_plan``, milliseconds) before any backend uses it.
     """
 
-    def __init__(self, graph, memory_plan, options, backend='cpu', backend_options=None):
+    def __init__(self, graph, memory_plan, options, backend='numpy', backend_options=None):
         self.graph = graph
         self.memory_plan = (memory_plan if isinstance(memory_plan, MemoryPlan)
                             else MemoryPlan.from_dict(memory_plan))
@@ -190,11 +215,12 @@ class Engine:
         self.backend.prepare(graph, self.memory_plan)
 
     @classmethod
-    def build(cls, model_path, input_shape=None, precision='fp32', backend='cpu',
+    def build(cls, model_path, input_shape=None, precision='fp32', backend='numpy',
               weights_path=None, optimize=True, backend_options=None):
         """Import, optimise and plan a model; then prepare ``backend`` for it.
 
-        ``backend_options`` go to the backend (cuda: ``conv_path='auto'|'tc'|'simt'``).
+        ``backend``: one of ``BACKENDS`` (``resolve_backend``); the default is the numpy
+        oracle. ``backend_options`` go to the backend (cuda: ``conv_path='auto'|'tc'|'simt'``).
         """
         if str(model_path).endswith('.tx2plan'):
             return cls.load(model_path, backend, backend_options)
@@ -212,22 +238,22 @@ class Engine:
             graph, report = run_passes(graph)
         memory_plan = plan_memory(graph, ALIGNMENT)
         in_shape = graph.values[graph.inputs[0]].shape
-        options = {'precision': runs, 'backend': target, 'model': str(model_path),
+        options = {'precision': runs, 'backend': plan_target(target), 'model': str(model_path),
                    'input_shape': list(in_shape), 'passes': report,
                    'key': cache_key(model_digest(model_path, weights_path), in_shape,
-                                    precision, backend)}
+                                    precision, plan_target(target))}
         log.info('built %s in %.2f s: %d nodes, %s', model_path, time.perf_counter() - start,
                  len(graph.nodes), memory_plan.report())
         return cls(graph, memory_plan, options, target, backend_options)
 
     @classmethod
-    def build_cached(cls, model_path, input_shape=None, precision='fp32', backend='cpu',
+    def build_cached(cls, model_path, input_shape=None, precision='fp32', backend='numpy',
                      weights_path=None, cache_dir=None, backend_options=None):
         """Load the cached plan for this model/shape/precision/target, building it once."""
         from tx2_infer_core.assets import cache_dir as default_cache
         target = resolve_backend(backend)
         key = cache_key(model_digest(model_path, weights_path), input_shape or (), precision,
-                        target)
+                        plan_target(target))
         folder = Path(cache_dir or default_cache() / 'plans')
         path = folder / f'{Path(model_path).stem}-{key}.tx2plan'
         if path.is_file():
@@ -241,7 +267,7 @@ class Engine:
         return engine
 
     @classmethod
-    def load(cls, plan_path, backend='cpu', backend_options=None):
+    def load(cls, plan_path, backend='numpy', backend_options=None):
         """Load a saved plan without rebuilding."""
         graph, memory_plan, options = plan_file.load_plan(plan_path)
         return cls(graph, memory_plan, options, backend, backend_options)

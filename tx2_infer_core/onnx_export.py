@@ -1,9 +1,13 @@
-"""IR graph -> ONNX model, so ONNX Runtime can serve as the oracle for any graph we build.
+"""IR graph -> ONNX model: ONNX Runtime as the oracle for any graph we build, and as the
+``ort`` CPU backend's runtime (``backends/ort_backend.py``).
 
 Standard ONNX op nodes are written as they are (attributes converted back to protobuf), weights
-become initializers and every value with a known shape gets a ``value_info``. The internal
-``FusedConv`` is expanded back into Conv, Add and the activation; any other internal op raises
-``UnsupportedOpError``. The result passes ``onnx.checker``.
+become initializers and every value with a known shape gets a ``value_info``. The internal ops
+the passes make are expanded into standard ones: ``FusedConv`` into Conv, its activation and the
+residual Add; a lone ``SiLU`` into Sigmoid and Mul; ``Mish`` (ONNX opset 18) into Softplus, Tanh
+and Mul below opset 18. Any other internal op raises ``UnsupportedOpError``. The opset is the
+one the nodes are written for (``export_opset``: e.g. Split with a ``split`` attribute is
+opset < 13). The result passes ``onnx.checker``.
 """
 from pathlib import Path
 
@@ -13,7 +17,9 @@ from onnx import helper, numpy_helper
 
 from tx2_infer_core.errors import UnsupportedOpError
 
-INTERNAL_OPS = ('FusedConv',)
+INTERNAL_OPS = ('FusedConv', 'SiLU')
+FIRST_OPSET, DEFAULT_OPSET, LAST_OPSET = 11, 13, 21   # the importer's range; 13 if free
+EXPANDED = {'SiLU': 1, 'Mish': 1}   # written as other ops where needed: no opset constraint
 
 
 def _attribute(key, value):
@@ -34,29 +40,35 @@ def _make_node(op, name, inputs, outputs, attrs):
     return node
 
 
-def _activation_nodes(node, x, y, consts):
-    """Nodes computing ``y = activation(x)`` for a FusedConv's ``activation`` attribute."""
-    act, tag = node.attrs.get('activation', ''), node.name
+def activation_nodes(act, attrs, x, y, tag, consts):
+    """Nodes computing ``y = act(x)`` for a FusedConv ``activation`` (``attrs``: its alpha, beta,
+    clip_min, clip_max); ``tag`` prefixes new node and value names, ``consts`` receives new
+    constants. Mish is written as ``x * tanh(softplus(x))`` (any opset)."""
     if act in ('Relu', 'Sigmoid', 'Tanh'):
         return [_make_node(act, f'{tag}.act', [x], [y], {})]
     if act == 'LeakyRelu':
         return [_make_node(act, f'{tag}.act', [x], [y],
-                           {'alpha': float(node.attrs.get('alpha', 0.01))})]
+                           {'alpha': float(attrs.get('alpha', 0.01))})]
     if act == 'HardSigmoid':
         return [_make_node(act, f'{tag}.act', [x], [y],
-                           {'alpha': float(node.attrs.get('alpha', 0.2)),
-                            'beta': float(node.attrs.get('beta', 0.5))})]
+                           {'alpha': float(attrs.get('alpha', 0.2)),
+                            'beta': float(attrs.get('beta', 0.5))})]
     if act in ('SiLU', 'HardSwish'):
         gate = f'{tag}.gate'
         first = (_make_node('Sigmoid', gate, [x], [gate], {}) if act == 'SiLU' else
                  _make_node('HardSigmoid', gate, [x], [gate], {'alpha': 1 / 6, 'beta': 0.5}))
         return [first, _make_node('Mul', f'{tag}.act', [x, gate], [y], {})]
+    if act == 'Mish':
+        soft, gate = f'{tag}.softplus', f'{tag}.gate'
+        return [_make_node('Softplus', soft, [x], [soft], {}),
+                _make_node('Tanh', gate, [soft], [gate], {}),
+                _make_node('Mul', f'{tag}.act', [x, gate], [y], {})]
     if act == 'Clip':
         lo, hi = f'{tag}.clip_min', f'{tag}.clip_max'
-        consts[lo] = np.array(node.attrs.get('clip_min', -np.inf), np.float32)
-        consts[hi] = np.array(node.attrs.get('clip_max', np.inf), np.float32)
+        consts[lo] = np.array(attrs.get('clip_min', -np.inf), np.float32)
+        consts[hi] = np.array(attrs.get('clip_max', np.inf), np.float32)
         return [_make_node('Clip', f'{tag}.act', [x, lo, hi], [y], {})]
-    raise UnsupportedOpError('FusedConv', node.name, INTERNAL_OPS,
+    raise UnsupportedOpError('FusedConv', tag, INTERNAL_OPS,
                              f"activation '{act}' cannot be exported")
 
 
@@ -90,7 +102,8 @@ def expand_fused_conv(node, consts):
         elif kind == 'add':
             nodes.append(_make_node('Add', f'{tag}.add{i}', [current, arg], [target], {}))
         else:
-            nodes.extend(_activation_nodes(node, current, target, consts))
+            nodes.extend(activation_nodes(node.attrs.get('activation', ''), node.attrs,
+                                          current, target, tag, consts))
         current = target
     return nodes
 
@@ -100,17 +113,80 @@ def _value_info(value):
     return helper.make_tensor_value_info(value.name, elem, list(value.shape))
 
 
-def to_onnx(graph, opset=13) -> onnx.ModelProto:
-    """The IR ``graph`` as a checked ONNX model of the given default-domain ``opset``."""
-    consts, nodes = {}, []
+def _first_opset(op) -> int:
+    """The first opset (of the importer's range) that has ``op``; FIRST_OPSET if none does
+    (the checker then names the op)."""
+    for version in range(FIRST_OPSET, LAST_OPSET + 1):
+        try:
+            onnx.defs.get_schema(op, version, '')
+            return version
+        except onnx.defs.SchemaError:
+            continue
+    return FIRST_OPSET
+
+
+def _has_input(node, k) -> bool:
+    return len(node.inputs) > k and bool(node.inputs[k])
+
+
+def _form_bounds(node):
+    """``(lo, hi)``: the opsets whose signature of ``node.op`` is the one ``node`` is written in
+    (an attribute that became an input, or a new attribute)."""
+    op, attrs = node.op, node.attrs
+    if op == 'Split':
+        if 'num_outputs' in attrs:
+            return 18, LAST_OPSET
+        if 'split' in attrs:
+            return FIRST_OPSET, 12
+        return (13, LAST_OPSET) if _has_input(node, 1) else (FIRST_OPSET, LAST_OPSET)
+    if op.startswith('Reduce') or op in ('Squeeze', 'Unsqueeze'):
+        moved = 13 if op in ('Squeeze', 'Unsqueeze', 'ReduceSum') else 18
+        if 'axes' in attrs:
+            return FIRST_OPSET, moved - 1
+        return (moved, LAST_OPSET) if _has_input(node, 1) else (FIRST_OPSET, LAST_OPSET)
+    if op == 'Resize' and {'antialias', 'axes', 'keep_aspect_ratio_policy'} & set(attrs):
+        return 18, LAST_OPSET
+    return _first_opset(op) if op not in EXPANDED else FIRST_OPSET, LAST_OPSET
+
+
+def export_opset(graph) -> int:
+    """The ONNX opset ``graph``'s nodes are written for: 13 when their signatures allow it, else
+    the nearest one that fits them all (e.g. 17 for LayerNormalization, 12 for a Split with a
+    ``split`` attribute). Raises ``UnsupportedOpError`` when no opset fits every node."""
+    lo, hi, tight = FIRST_OPSET, LAST_OPSET, {}
     for node in graph.nodes:
         if node.op == 'FusedConv':
-            nodes.extend(expand_fused_conv(node, consts))
-        elif '::' in node.op or node.op in INTERNAL_OPS:
-            raise UnsupportedOpError(node.op, node.name, INTERNAL_OPS,
-                                     'internal op with no ONNX equivalent')
-        else:
-            nodes.append(_make_node(node.op, node.name, node.inputs, node.outputs, node.attrs))
+            continue
+        first, last = _form_bounds(node)
+        if first > lo or last < hi:
+            tight[node.name] = (node.op, first, last)
+        lo, hi = max(lo, first), min(hi, last)
+    if lo > hi:
+        raise UnsupportedOpError('(graph)', graph.name, INTERNAL_OPS,
+                                 f'no ONNX opset fits every node: {tight}')
+    return min(max(lo, DEFAULT_OPSET), hi)
+
+
+def _node_protos(node, opset, consts):
+    """The ONNX nodes of one IR node at ``opset``."""
+    if node.op == 'FusedConv':
+        return expand_fused_conv(node, consts)
+    if node.op == 'SiLU' or (node.op == 'Mish' and opset < 18):
+        return activation_nodes(node.op, node.attrs, node.inputs[0], node.outputs[0],
+                                node.name, consts)
+    if '::' in node.op or node.op in INTERNAL_OPS:
+        raise UnsupportedOpError(node.op, node.name, INTERNAL_OPS,
+                                 'internal op with no ONNX equivalent')
+    return [_make_node(node.op, node.name, node.inputs, node.outputs, node.attrs)]
+
+
+def to_onnx(graph, opset=None) -> onnx.ModelProto:
+    """The IR ``graph`` as a checked ONNX model of the given default-domain ``opset`` (None:
+    ``export_opset(graph)``, the one its nodes are written for)."""
+    opset = opset or export_opset(graph)
+    consts, nodes = {}, []
+    for node in graph.nodes:
+        nodes.extend(_node_protos(node, opset, consts))
     initializers = [numpy_helper.from_array(np.asarray(arr), name)
                     for name, arr in list(graph.weights.items()) + list(consts.items())]
     io = set(graph.inputs) | set(graph.outputs)
@@ -128,7 +204,7 @@ def to_onnx(graph, opset=13) -> onnx.ModelProto:
     return model
 
 
-def save_onnx(graph, path, opset=13) -> Path:
+def save_onnx(graph, path, opset=None) -> Path:
     """Write ``graph`` as an ONNX file (see ``to_onnx``); returns the path."""
     path = Path(path)
     onnx.save(to_onnx(graph, opset), str(path))

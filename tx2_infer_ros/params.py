@@ -41,7 +41,8 @@ SPECS = {
                                 '(COCO for the default model)'),
     'input_size': Spec(0, _I, 'Square network input size in pixels (multiple of 32); '
                               '0 = the model\'s own', low=0, high=4096, step=32),
-    'backend': Spec('auto', _S, 'Inference backend: auto (cuda if available), cpu, cuda',
+    'backend': Spec('auto', _S, 'Inference backend: auto (cuda if available, else cpu), cpu '
+                                '(ort if onnxruntime is installed, else numpy), numpy, ort, cuda',
                     choices=BACKENDS),
     'precision': Spec('fp32', _S, f"Engine precision: {', '.join(PRECISIONS)} ({CUDA_FP32_NOTE}"
                                   ': fp32 there is reported as fp16)', choices=PRECISIONS),

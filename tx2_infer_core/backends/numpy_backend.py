@@ -65,7 +65,7 @@ class NumpyBackend(Backend):
     most ``MAX_WORKERS``; 1 without threadpoolctl) run the bands of each conv.
     """
 
-    name = 'cpu'
+    name = 'numpy'
 
     def __init__(self, workers=None):
         self.blas_limit = single_threaded_blas()

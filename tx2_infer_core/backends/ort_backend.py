@@ -1,0 +1,104 @@
+"""The ``ort`` CPU backend: our optimised graph, run by ONNX Runtime.
+
+``prepare`` writes the graph the passes produced (folded constants, folded batch-norms,
+``FusedConv`` nodes) as ONNX with ``onnx_export.to_onnx``, which expands each internal op into
+the standard ops that compute the same thing (FusedConv -> Conv, its activation, the residual
+Add), and builds one ``onnxruntime.InferenceSession`` on it: CPUExecutionProvider, every graph
+optimisation on, one intra-op thread per physical core. ``run`` only feeds the inputs and
+fetches the outputs. ONNX Runtime keeps its own buffers: the memory plan is checked by the
+engine but not used here (the numpy backend, the oracle, runs inside it).
+
+onnxruntime is optional: ``ort_available()`` says whether it imports; ``OrtBackend()`` without
+it raises ``BackendUnavailableError`` naming the package.
+"""
+import os
+from pathlib import Path
+
+from tx2_infer_core.backends.base import Backend
+from tx2_infer_core.errors import Tx2InferError
+
+PACKAGE = 'onnxruntime'
+
+
+class BackendUnavailableError(Tx2InferError):
+    """A backend was asked for whose runtime is not installed."""
+
+
+def import_onnxruntime():
+    """The ``onnxruntime`` module; ``BackendUnavailableError`` naming the package if missing."""
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"backend 'ort' needs the {PACKAGE} package, which is not installed "
+            f"(pip install {PACKAGE}); backend 'cpu' falls back to the numpy backend "
+            f'without it ({exc})') from exc
+    return onnxruntime
+
+
+def ort_available() -> bool:
+    """True when onnxruntime imports (the ``cpu`` backend then means ``ort``)."""
+    try:
+        import_onnxruntime()
+    except BackendUnavailableError:
+        return False
+    return True
+
+
+def physical_cores(cpuinfo='/proc/cpuinfo') -> int:
+    """Physical cores among the CPUs this process may run on (hyperthread siblings counted
+    once); the number of usable CPUs when /proc/cpuinfo does not say (e.g. on ARM)."""
+    allowed = os.sched_getaffinity(0)
+    cores, cpu, package = set(), None, ''
+    try:
+        lines = Path(cpuinfo).read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        key, _, value = (part.strip() for part in line.partition(':'))
+        if key == 'processor':
+            cpu, package = int(value), ''
+        elif key == 'physical id':
+            package = value
+        elif key == 'core id' and cpu in allowed:
+            cores.add((package, value))
+    return len(cores) or len(allowed)
+
+
+class OrtBackend(Backend):
+    """CPU backend running the optimised graph in ONNX Runtime (float32).
+
+    ``threads``: intra-op threads (default: ``physical_cores()``). ``session`` is the
+    InferenceSession, ``opset`` the ONNX opset the graph was exported at.
+    """
+
+    name = 'ort'
+
+    def __init__(self, threads=None):
+        self.ort = import_onnxruntime()
+        self.threads = threads or physical_cores()
+        self.session = None
+
+    def session_options(self):
+        """SessionOptions: all graph optimisations, ``threads`` intra-op, sequential."""
+        options = self.ort.SessionOptions()
+        options.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = self.ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3      # errors only: no per-session warnings on stderr
+        return options
+
+    def prepare(self, graph, memory_plan) -> None:
+        from tx2_infer_core.onnx_export import export_opset, to_onnx
+        self.opset = export_opset(graph)
+        model = to_onnx(graph, self.opset).SerializeToString()
+        self.session = self.ort.InferenceSession(model, self.session_options(),
+                                                 providers=['CPUExecutionProvider'])
+        self.outputs = list(graph.outputs)
+
+    def run(self, feeds: dict) -> dict:
+        return dict(zip(self.outputs, self.session.run(self.outputs, feeds)))
+
+    def close(self) -> None:
+        self.session = None
