@@ -8,7 +8,7 @@ import pytest
 from tx2_infer_core import assets, darknet
 from tx2_infer_core.errors import UnsupportedOpError
 from tx2_infer_core.ir import Graph, Node, Value
-from tx2_infer_core.onnx_export import save_onnx, to_onnx
+from tx2_infer_core.onnx_export import export_opset, save_onnx, to_onnx
 
 
 def run_ort(model, feeds):
@@ -93,6 +93,7 @@ ACTIVATIONS = {
     'HardSwish': (lambda y: y * np.clip(y / 6 + 0.5, 0, 1), {}),
     'HardSigmoid': (lambda y: np.clip(0.2 * y + 0.5, 0, 1), {}),
     'Clip': (lambda y: np.clip(y, 0, 6), {'clip_min': 0.0, 'clip_max': 6.0}),
+    'Mish': (lambda y: y * np.tanh(np.log1p(np.exp(y))), {}),
 }
 
 
@@ -152,3 +153,53 @@ def test_optimised_graph_exports(tiny_graph, model):
     for name, value in expected.items():
         err = np.abs(got[name] - value).max() / np.abs(value).max()
         assert err <= 1e-4, (name, err)
+
+
+# --- lone internal activations and the opset the nodes are written for -----------------------
+
+@pytest.mark.parametrize('op', ['SiLU', 'Mish'])
+def test_lone_internal_activations_export(op):
+    """SiLU (internal) and Mish (ONNX opset 18) are written as standard ops below opset 18."""
+    values = {n: Value(n, (1, 4, 8, 8), 'float32', 'NCHW') for n in 'xy'}
+    graph = Graph([Node(op, 'act', ['x'], ['y'], {})], ['x'], ['y'], values, {})
+    assert export_opset(graph) == 13
+    x = np.linspace(-6, 6, 256, dtype=np.float32).reshape(1, 4, 8, 8)
+    expected = x * (1 / (1 + np.exp(-x)) if op == 'SiLU' else np.tanh(np.log1p(np.exp(x))))
+    got = run_ort(to_onnx(graph), {'x': x})['y']
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    if op == 'Mish':
+        native = to_onnx(graph, 18)
+        assert [n.op_type for n in native.graph.node] == ['Mish']
+        np.testing.assert_allclose(run_ort(native, {'x': x})['y'], expected, rtol=1e-5,
+                                   atol=1e-6)
+
+
+def _one_node_graph(op, inputs, attrs, weights=None):
+    names = [i for i in inputs if i and i not in (weights or {})]
+    values = {n: Value(n, (1, 4, 8, 8), 'float32', 'NCHW') for n in names + ['y']}
+    return Graph([Node(op, op.lower(), inputs, ['y'], attrs)], names, ['y'], values,
+                 weights or {})
+
+
+@pytest.mark.parametrize('op, inputs, attrs, weights, opset', [
+    ('Relu', ['x'], {}, None, 13),
+    ('HardSwish', ['x'], {}, None, 14),                     # new in opset 14
+    ('ReduceMean', ['x'], {'axes': [1], 'keepdims': 1}, None, 13),
+    ('ReduceMean', ['x', 'a'], {'keepdims': 1}, {'a': np.array([1])}, 18),  # axes input: 18+
+    ('ReduceSum', ['x'], {'axes': [1], 'keepdims': 1}, None, 12),      # axes attribute: < 13
+    ('Squeeze', ['x'], {'axes': [0]}, None, 12),
+    ('Unsqueeze', ['x', 'a'], {}, {'a': np.array([0])}, 13),
+])
+def test_export_opset_follows_the_node_forms(op, inputs, attrs, weights, opset):
+    assert export_opset(_one_node_graph(op, inputs, attrs, weights)) == opset
+
+
+def test_export_opset_refuses_nodes_of_two_eras():
+    old = _one_node_graph('ReduceSum', ['x'], {'axes': [1], 'keepdims': 1})
+    new = _one_node_graph('HardSwish', ['x'], {})
+    new.nodes[0].inputs, new.nodes[0].outputs = ['y'], ['z']
+    old.nodes.append(new.nodes[0])
+    old.values['z'] = Value('z', (1, 1, 8, 8), 'float32', 'NCHW')
+    old.outputs = ['z']
+    with pytest.raises(UnsupportedOpError, match='no ONNX opset fits every node'):
+        export_opset(old)
