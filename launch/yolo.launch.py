@@ -1,16 +1,19 @@
-"""Launch the tx2_infer detector: a LifecycleNode that configures and activates itself.
+"""Launch the tx2_infer detector: a LifecycleNode that configures and activates itself once.
 
     ros2 launch tx2_infer_ros yolo.launch.py image:=/camera/image_raw namespace:=front \
         model_path:=/path/model.onnx
 
-Parameters come from config/yolo.yaml. Large images with best-effort QoS need the Fast DDS
-profile config/fastdds_large_images.xml in FASTDDS_DEFAULT_PROFILES_FILE of every process.
+Parameters come from config/yolo.yaml; ``model_path:=`` overrides the YAML's only when given.
+The node is configured, then activated the first time it reaches inactive; a later configure
+(the deactivate, cleanup, set, configure recipe) leaves it inactive. The node's process gets
+FASTDDS_DEFAULT_PROFILES_FILE = config/fastdds_large_images.xml unless one is already set; the
+camera driver's process needs the same profile for large best-effort images (README).
 """
 import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandler
+from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
 from launch.events import matches_action
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode
@@ -19,31 +22,56 @@ from launch_ros.events.lifecycle import ChangeState
 from launch_ros.parameter_descriptions import ParameterValue
 from lifecycle_msgs.msg import Transition
 
+PACKAGE = 'tx2_infer_ros'
+PROFILE_VARIABLE = 'FASTDDS_DEFAULT_PROFILES_FILE'
+
+
+def node_parameters(config, model_path):
+    """The YAML, then ``model_path`` only when given (else the YAML's own value holds). Typed
+    as str: launch reads an untyped value as YAML ('yes' or '1e5' would change type)."""
+    if not model_path:
+        return [config]
+    return [config, {'model_path': ParameterValue(model_path, value_type=str)}]
+
+
+def dds_environment(environment, profile):
+    """Extra environment of the node's process: our Fast DDS profile unless one is set."""
+    return {} if environment.get(PROFILE_VARIABLE) else {PROFILE_VARIABLE: profile}
+
+
+def lifecycle_actions(node):
+    """Configure now, and activate on the first configuring -> inactive transition only."""
+    def change(transition_id):
+        return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
+                                           transition_id=transition_id))
+    activate_once = RegisterEventHandler(OnStateTransition(
+        target_lifecycle_node=node, start_state='configuring', goal_state='inactive',
+        entities=[change(Transition.TRANSITION_ACTIVATE)], handle_once=True))
+    return [activate_once, change(Transition.TRANSITION_CONFIGURE)]
+
+
+def launch_setup(context, *args, **kwargs):
+    """The node and its lifecycle actions, from the launch arguments' values."""
+    share = get_package_share_directory(PACKAGE)
+    image = LaunchConfiguration('image').perform(context)
+    model_path = LaunchConfiguration('model_path').perform(context)
+    environment = getattr(context, 'environment', os.environ)
+    node = LifecycleNode(
+        package=PACKAGE, executable='detector_node', name='tx2_infer_detector',
+        namespace=LaunchConfiguration('namespace'), output='screen',
+        parameters=node_parameters(os.path.join(share, 'config', 'yolo.yaml'), model_path),
+        remappings=[('image', image), ('image/compressed', image + '/compressed')],
+        additional_env=dds_environment(
+            environment, os.path.join(share, 'config', 'fastdds_large_images.xml')))
+    return [node] + lifecycle_actions(node)
+
 
 def generate_launch_description():
-    """The detector node, its parameters, and configure -> activate on start."""
-    config = os.path.join(get_package_share_directory('tx2_infer_ros'), 'config', 'yolo.yaml')
+    """Launch arguments, then the node (built once their values are known)."""
     args = [DeclareLaunchArgument('image', default_value='/camera/image_raw',
                                   description='camera image topic (raw base name)'),
             DeclareLaunchArgument('model_path', default_value='',
-                                  description='model file; empty = YOLOv3-tiny (COCO)'),
+                                  description='model file; empty = config/yolo.yaml\'s'),
             DeclareLaunchArgument('namespace', default_value='',
                                   description='namespace of the node and its topics')]
-    image = LaunchConfiguration('image')
-    # Typed as str: launch reads an untyped substitution as YAML, and '' (the default) would be
-    # None, which launch rejects (a path like 'yes' or '1e5' would change type too).
-    model_path = ParameterValue(LaunchConfiguration('model_path'), value_type=str)
-    # A remap target may be a list of substitutions and text, joined when the launch runs:
-    # image:=/camera/image_raw also sends image/compressed to /camera/image_raw/compressed.
-    node = LifecycleNode(
-        package='tx2_infer_ros', executable='detector_node', name='tx2_infer_detector',
-        namespace=LaunchConfiguration('namespace'), output='screen',
-        parameters=[config, {'model_path': model_path}],
-        remappings=[('image', image), ('image/compressed', [image, '/compressed'])])
-    configure = EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
-                                            transition_id=Transition.TRANSITION_CONFIGURE))
-    activate = RegisterEventHandler(OnStateTransition(
-        target_lifecycle_node=node, start_state='configuring', goal_state='inactive',
-        entities=[EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
-                                              transition_id=Transition.TRANSITION_ACTIVATE))]))
-    return LaunchDescription(args + [node, activate, configure])
+    return LaunchDescription(args + [OpaqueFunction(function=launch_setup)])

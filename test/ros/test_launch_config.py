@@ -1,5 +1,6 @@
-"""The launch file compiles (launch is not installable here), and config/yolo.yaml holds every
-node parameter with a value its validation accepts."""
+"""The launch file compiles and does what it should (run against fake launch modules: launch is
+not installable here), and config/yolo.yaml holds every node parameter with a value its
+validation accepts."""
 import py_compile
 from pathlib import Path
 
@@ -7,7 +8,9 @@ import pytest
 
 yaml = pytest.importorskip('yaml')
 pytest.importorskip('rcl_interfaces', reason='ROS messages are not installed')
+from lifecycle_msgs.msg import Transition  # noqa: E402
 from tx2_infer_ros import params  # noqa: E402
+import fakelaunch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,3 +32,56 @@ def test_fastdds_profile_has_a_16_mib_shm_segment_and_udp():
     text = (ROOT / 'config' / 'fastdds_large_images.xml').read_text()
     assert '<segment_size>16777216</segment_size>' in text and '<type>UDPv4</type>' in text
     assert '<useBuiltinTransports>false</useBuiltinTransports>' in text
+
+
+# ---- the launch file's logic, run against fake launch modules (fakelaunch.py) ---------------
+@pytest.fixture
+def launch_file(monkeypatch):
+    return fakelaunch.load(monkeypatch)
+
+
+def test_launch_activates_only_after_the_first_configure(launch_file):
+    actions = fakelaunch.run(launch_file)
+    node, = fakelaunch.of_type(actions, 'LifecycleNode')
+    configure, = fakelaunch.of_type(actions, 'EmitEvent')
+    assert configure.kwargs['event'].kwargs['transition_id'] == Transition.TRANSITION_CONFIGURE
+    register, = fakelaunch.of_type(actions, 'RegisterEventHandler')
+    handler = register.args[0]
+    assert handler.kwargs['target_lifecycle_node'] is node
+    assert (handler.kwargs['start_state'], handler.kwargs['goal_state']) == \
+        ('configuring', 'inactive')
+    # launch fires a handler on every matching transition unless handle_once is set: without
+    # it, the README's deactivate, cleanup, set, configure recipe would end in active.
+    assert handler.kwargs.get('handle_once') is True
+    activate, = handler.kwargs['entities']
+    assert activate.kwargs['event'].kwargs['transition_id'] == Transition.TRANSITION_ACTIVATE
+
+
+def test_launch_model_path_overrides_the_yaml_only_when_given(launch_file):
+    node, = fakelaunch.of_type(fakelaunch.run(launch_file), 'LifecycleNode')
+    yaml_file = fakelaunch.SHARE + '/config/yolo.yaml'
+    assert node.kwargs['parameters'] == [yaml_file]
+    node, = fakelaunch.of_type(fakelaunch.run(launch_file, model_path='/m/yes.onnx'),
+                               'LifecycleNode')
+    first, given = node.kwargs['parameters']
+    assert first == yaml_file
+    value = given['model_path']
+    assert value.args == ('/m/yes.onnx',) and value.kwargs['value_type'] is str
+
+
+def test_launch_sets_the_dds_profile_unless_the_user_did(launch_file):
+    node, = fakelaunch.of_type(fakelaunch.run(launch_file), 'LifecycleNode')
+    assert node.kwargs['additional_env'] == {
+        'FASTDDS_DEFAULT_PROFILES_FILE': fakelaunch.SHARE + '/config/fastdds_large_images.xml'}
+    mine = {'FASTDDS_DEFAULT_PROFILES_FILE': '/home/me/profile.xml'}
+    node, = fakelaunch.of_type(fakelaunch.run(launch_file, environment=mine), 'LifecycleNode')
+    assert node.kwargs['additional_env'] == {}
+
+
+def test_launch_remaps_raw_and_compressed_image(launch_file):
+    node, = fakelaunch.of_type(fakelaunch.run(launch_file, image='/front/image_raw'),
+                               'LifecycleNode')
+    assert node.kwargs['remappings'] == [('image', '/front/image_raw'),
+                                         ('image/compressed', '/front/image_raw/compressed')]
+    assert (node.kwargs['package'], node.kwargs['executable']) == ('tx2_infer_ros',
+                                                                   'detector_node')
