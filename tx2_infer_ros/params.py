@@ -3,6 +3,8 @@
 Kept apart from the node so the rules are one table. ``REBUILD`` parameters need a new engine:
 they are refused while the node is active and take effect on the next configure.
 """
+import os
+import stat
 from dataclasses import dataclass
 from typing import Optional
 
@@ -15,6 +17,7 @@ from tx2_infer_core.engine import BACKENDS, CUDA_FP32_NOTE, PRECISIONS, precisio
 
 INPUT_TYPES = ('raw', 'compressed')
 RELIABILITIES = ('best_effort', 'reliable')
+LABELS_MAX_BYTES = 1 << 20  # a label file is a few KiB; refuse anything that could be a mistake
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,7 @@ SPECS = {
                                       '(diagnostic_msgs/DiagnosticArray with the image header)'),
 }
 
-REBUILD = frozenset({'model_path', 'input_size', 'backend', 'precision'})
+REBUILD = frozenset({'model_path', 'labels_path', 'input_size', 'backend', 'precision'})
 # Changing these while active needs new subscriptions: applied on the next activate.
 RESUBSCRIBE = frozenset({'input_type', 'qos_reliability', 'qos_depth'})
 
@@ -106,12 +109,33 @@ def validate(name, value) -> Optional[str]:
         return f"unknown parameter '{name}'"
     if name == 'precision':
         return precision_error(value)
+    if name == 'labels_path':
+        return labels_path_error(value)
     if spec.choices and value not in spec.choices:
         return f"{name} must be one of {', '.join(spec.choices)}, got {value!r}"
     if spec.low is not None and not spec.low <= value <= spec.high:
         return f'{name} must be in [{spec.low}, {spec.high}], got {value}'
     if name == 'input_size' and value % 32:
         return f'input_size must be 0 or a multiple of 32, got {value}'
+    return None
+
+
+def labels_path_error(path) -> Optional[str]:
+    """None if ``path`` is empty or a readable regular file of at most ``LABELS_MAX_BYTES``
+    (never a FIFO or a device, which would block or never end), else the reason."""
+    if not path:
+        return None
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        return f"labels_path '{path}': {exc.strerror}"
+    if not stat.S_ISREG(info.st_mode):
+        return f"labels_path '{path}' is not a regular file"
+    if info.st_size > LABELS_MAX_BYTES:
+        return (f"labels_path '{path}' is {info.st_size} bytes; a label file (one class name "
+                f'per line) is at most {LABELS_MAX_BYTES}')
+    if not os.access(path, os.R_OK):
+        return f"labels_path '{path}' is not readable"
     return None
 
 

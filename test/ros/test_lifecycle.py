@@ -49,6 +49,8 @@ def test_failed_configure_then_recovery_and_full_walk(peer):
     assert not refused.successful and 'deactivate' in refused.reason
     refused = peer.set_params(qos_depth=5)[0]
     assert not refused.successful and 'deactivate' in refused.reason
+    refused = peer.set_params(labels_path=str(peer.log))[0]  # a readable file: only refused
+    assert not refused.successful and 'deactivate' in refused.reason  # for being active
 
     assert peer.change_state(T.TRANSITION_DEACTIVATE)
     assert peer.state() == 'inactive'
@@ -72,7 +74,9 @@ def test_failed_configure_then_recovery_and_full_walk(peer):
 def test_invalid_values_are_rejected_with_a_reason(peer):
     for name, value, words in [('backend', 'tpu', 'one of'), ('input_size', 100, 'step'),
                                ('precision', 'int8', 'int8 is not implemented yet'),
-                               ('conf_threshold', 1.5, ''), ('qos_reliability', 'x', 'one of')]:
+                               ('conf_threshold', 1.5, ''), ('qos_reliability', 'x', 'one of'),
+                               ('labels_path', '/nonexistent/coco.names', 'No such file'),
+                               ('labels_path', '/dev/zero', 'not a regular file')]:
         result = peer.set_params(**{name: value})[0]
         assert not result.successful, name
         assert words in result.reason and result.reason, (name, result.reason)

@@ -1,0 +1,41 @@
+"""Parameter rules that need no running node: labels_path is checked when set (a regular,
+readable, small file; never a FIFO or a device) and needs a rebuild like model_path."""
+import os
+
+import pytest
+
+pytest.importorskip('rcl_interfaces', reason='ROS messages are not installed')
+from tx2_infer_ros import params  # noqa: E402
+
+
+def test_labels_path_empty_or_a_small_text_file_is_accepted(tmp_path):
+    names = tmp_path / 'coco.names'
+    names.write_text('person\nbicycle\n')
+    assert params.validate('labels_path', '') is None
+    assert params.validate('labels_path', str(names)) is None
+
+
+def test_labels_path_missing_directory_fifo_device_or_huge_is_refused(tmp_path):
+    fifo = tmp_path / 'fifo'
+    os.mkfifo(fifo)
+    huge = tmp_path / 'huge.names'
+    with open(huge, 'wb') as f:
+        f.truncate(params.LABELS_MAX_BYTES + 1)
+    for path, words in [(tmp_path / 'missing.names', 'No such file'),
+                        (tmp_path, 'not a regular file'), (fifo, 'not a regular file'),
+                        ('/dev/zero', 'not a regular file'), (huge, 'bytes')]:
+        reason = params.validate('labels_path', str(path))
+        assert reason and words in reason and str(path) in reason, (path, reason)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason='root reads every file')
+def test_labels_path_unreadable_is_refused(tmp_path):
+    names = tmp_path / 'secret.names'
+    names.write_text('person\n')
+    names.chmod(0)
+    assert 'not readable' in params.validate('labels_path', str(names))
+
+
+def test_labels_path_needs_a_rebuild_like_model_path():
+    assert {'model_path', 'labels_path'} <= params.REBUILD
+    assert 'rebuild' in params.descriptor('labels_path').additional_constraints
