@@ -50,11 +50,14 @@ if [ "$MODE" = tests ]; then
 fi
 
 # bench: the same benchmarks for the old tree (.old) and this one, alternating, same machine.
+# MODE=bench runs the frame pipeline and bench_cuda's 'ours' phase; MODE=cuda the latter only.
+if [ "$MODE" = bench ]; then
 prepare .old /tmp/data_old &
 prepare . /tmp/data_new &
 wait
 since prepared
-for round in 1 2; do
+fi
+for round in $([ "$MODE" = bench ] && echo 1 2); do
   for tree in old new; do
     dir=$([ $tree = old ] && echo .old || echo .)
     (cd $dir && PYTHONPATH=/tmp/site:$PWD timeout 120 python3 bench/bench_pipeline.py \
@@ -64,10 +67,12 @@ for round in 1 2; do
 done
 for tree in old new; do
   dir=$([ $tree = old ] && echo .old || echo .)
+  mkdir -p $OUT/cuda_$tree
   (cd $dir && PYTHONPATH=/tmp/site:$PWD timeout ${OURS_S:-150} python3 bench/bench_cuda.py \
     --phases ours --data $ROOT/.devdata --out-dir $OUT/cuda_$tree --tag h200 \
     --runs 200 --deadline-s ${OURS_S:-150} > $OUT/cuda_$tree.log 2>&1)
   since "bench_cuda $tree"
 done
-tail -n 4 $OUT/pipeline_*_2.log | cut -c1-200
+tail -n 4 $OUT/pipeline_*_2.log 2>/dev/null | cut -c1-200
+tail -n 12 $OUT/cuda_*/*.md 2>/dev/null | cut -c1-200
 pack
