@@ -65,8 +65,9 @@ def _print_summary(summary, elapsed, out):
     print(f"annotated frames saved: {summary['saved_images']} in {out}")
 
 
-def run(frames=60, timeout=120.0, rate=10.0, out='out/ros_demo'):
-    """Start the three processes, run bounded, stop them, print and return the summary."""
+def run(frames=60, timeout=120.0, rate=10.0, out='out/ros_demo', backend='cpu'):
+    """Start the three processes, run bounded, stop them, print and return the summary.
+    ``backend``: the detector's (cpu: ONNX Runtime when installed, else numpy)."""
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     logs = Path(tempfile.mkdtemp(prefix='tx2_infer_demo_'))
@@ -74,7 +75,7 @@ def run(frames=60, timeout=120.0, rate=10.0, out='out/ros_demo'):
     env = ros_env.child_env(domain_id=domain_id, log_dir=logs)
     ros_env.apply_to_this_process(env)
     summary_path = logs / 'summary.json'
-    procs = [_spawn('detector_node', {'backend': 'cpu', 'publish_annotated': 'true'}, env, logs,
+    procs = [_spawn('detector_node', {'backend': backend, 'publish_annotated': 'true'}, env, logs,
                     name='tx2_infer_detector'),
              _spawn('detection_printer', {'save_dir': out, 'summary_path': summary_path},
                     env, logs)]
@@ -108,8 +109,9 @@ def main(argv=None):
     parser.add_argument('--timeout', type=float, default=120.0, help='seconds at most')
     parser.add_argument('--rate', type=float, default=10.0, help='camera rate (Hz)')
     parser.add_argument('--out', default='out/ros_demo', help='annotated frames folder')
+    parser.add_argument('--backend', default='cpu', help='detector backend (default cpu)')
     args = parser.parse_args(argv)
-    summary = run(args.frames, args.timeout, args.rate, args.out)
+    summary = run(args.frames, args.timeout, args.rate, args.out, args.backend)
     return 0 if summary['frames'] > 0 else 1
 
 
