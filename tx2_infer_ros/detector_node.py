@@ -25,7 +25,8 @@ from tx2_infer_core import detect
 from tx2_infer_core.detect_params import DetectParams
 from tx2_infer_ros import conversions, params
 from tx2_infer_ros.pipeline import load_detector, reuse_freed_memory
-from tx2_infer_ros.qos import image_qos, incompatible_qos_callbacks
+from tx2_infer_ros.qos import (image_qos, incompatible_qos_callbacks, matching_reliability,
+                               publisher_reliabilities)
 from tx2_infer_ros.scheduling import FreshestSlot, Worker
 from tx2_infer_ros.stats import STAGES, NodeStats, diagnostic_status, frame_timing_status
 
@@ -44,7 +45,8 @@ class DetectorNode(LifecycleNode):
         self.detector, self.info = None, {}
         self.stats, self.slot, self.worker = NodeStats(), None, None
         self._sub = self._det_pub = self._ann_pub = self._timing_pub = None
-        self._diag_pub = self._diag_timer = None
+        self._diag_pub = self._diag_timer = self._qos_timer = None
+        self._reliability = ''  # of the image subscription while active
         self._live, self._last_warn = {}, {}
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
@@ -100,15 +102,35 @@ class DetectorNode(LifecycleNode):
         self.slot = FreshestSlot()
         self.worker = Worker(self.slot, self._process)
         self.worker.start()
+        reliability = self._param('qos_reliability')
+        self._subscribe('best_effort' if reliability == 'auto' else reliability)
+        if reliability == 'auto':
+            self._match_publishers()
+            self._qos_timer = self.create_timer(1.0, self._match_publishers)
+        self._state = 'active'
+        self.get_logger().info(f'active: subscribed to {self._sub.topic_name}')
+        return super().on_activate(state)
+
+    def _subscribe(self, reliability):
+        """(Re)create the image subscription with ``reliability``."""
+        if self._sub is not None:
+            self.destroy_subscription(self._sub)
         compressed = self._param('input_type') == 'compressed'
         self._sub = self.create_subscription(
             CompressedImage if compressed else Image,
             'image/compressed' if compressed else 'image', self.slot.put,
-            image_qos(self._param('qos_reliability'), self._param('qos_depth')),
+            image_qos(reliability, self._param('qos_depth')),
             event_callbacks=incompatible_qos_callbacks(self.get_logger(), 'image'))
-        self._state = 'active'
-        self.get_logger().info(f'active: subscribed to {self._sub.topic_name}')
-        return super().on_activate(state)
+        self._reliability = reliability
+
+    def _match_publishers(self):
+        """qos_reliability auto: resubscribe when the publishers in the graph call for another
+        reliability (at activate, then every second, so a new publisher is matched)."""
+        wanted = matching_reliability(publisher_reliabilities(self, self._sub.topic_name))
+        if wanted != self._reliability:
+            self.get_logger().info(f'image subscription {self._reliability} -> {wanted}, '
+                                   f'matching the publishers of {self._sub.topic_name}')
+            self._subscribe(wanted)
 
     def on_deactivate(self, state):
         """Destroy the subscription, finish the frame in progress, destroy the publishers."""
@@ -134,6 +156,8 @@ class DetectorNode(LifecycleNode):
         return self.on_shutdown(state)
 
     def _stop_io(self):
+        if self._qos_timer is not None:
+            self.destroy_timer(self._qos_timer)
         if self._sub is not None:
             self.destroy_subscription(self._sub)
         if self.worker is not None:
@@ -142,8 +166,9 @@ class DetectorNode(LifecycleNode):
         for pub in (self._det_pub, self._ann_pub, self._timing_pub):
             if pub is not None:
                 self.destroy_publisher(pub)
-        self._sub = self._det_pub = self._ann_pub = self._timing_pub = None
+        self._sub = self._det_pub = self._ann_pub = self._timing_pub = self._qos_timer = None
         self.worker = self.slot = None
+        self._reliability = ''
 
     def _release_engine(self):
         if self._diag_timer is not None:
@@ -250,8 +275,8 @@ class DetectorNode(LifecycleNode):
         snap = self.stats.snapshot()
         if self.slot is not None:
             snap['drops']['stale'] += self.slot.drops['stale']
-        status = diagnostic_status(self.get_name(), snap, self.info,
-                                   self._state == 'active')
+        info = dict(self.info, image_reliability=self._reliability or 'none')
+        status = diagnostic_status(self.get_name(), snap, info, self._state == 'active')
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(array)

@@ -16,7 +16,7 @@ from tx2_infer_core.detect_params import DEFAULTS
 from tx2_infer_core.engine import BACKENDS, CUDA_FP32_NOTE, PRECISIONS, precision_error
 
 INPUT_TYPES = ('raw', 'compressed')
-RELIABILITIES = ('best_effort', 'reliable')
+RELIABILITIES = ('auto', 'best_effort', 'reliable')
 LABELS_MAX_BYTES = 1 << 20  # a label file is a few KiB; refuse anything that could be a mistake
 
 
@@ -59,8 +59,9 @@ SPECS = {
     'input_type': Spec('raw', _S, 'Subscribe to sensor_msgs/Image (raw) or '
                                   'sensor_msgs/CompressedImage (compressed, jpeg/png)',
                        choices=INPUT_TYPES),
-    'qos_reliability': Spec('best_effort', _S, 'Image subscription reliability',
-                            choices=RELIABILITIES),
+    'qos_reliability': Spec('auto', _S, 'Image subscription reliability; auto = match the '
+                                        "publishers' (reliable if all are, else best_effort; "
+                                        'best_effort until one is seen)', choices=RELIABILITIES),
     'qos_depth': Spec(1, _I, 'Image subscription history depth', low=1, high=100, step=1),
     'publish_annotated': Spec(False, _B, 'Also publish the annotated image on annotated_image'),
     'publish_timing': Spec(False, _B, 'Publish each frame\'s stage times on ~/frame_timing '

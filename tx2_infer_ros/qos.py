@@ -1,4 +1,5 @@
-"""QoS of the image subscription and the warning when a publisher's QoS cannot match it."""
+"""QoS of the image subscription: a fixed reliability, or 'auto' matched to the publishers
+seen in the ROS graph; and the warning when a publisher's QoS cannot match it."""
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 try:  # Jazzy and later
@@ -17,6 +18,22 @@ def image_qos(reliability='best_effort', depth=1) -> QoSProfile:
                          f'got {reliability!r}')
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(depth),
                       reliability=_RELIABILITY[reliability])
+
+
+def publisher_reliabilities(node, topic) -> list:
+    """'reliable' or 'best_effort' for each publisher of ``topic`` (a resolved name) that the
+    ROS graph knows of."""
+    return ['reliable' if info.qos_profile.reliability == ReliabilityPolicy.RELIABLE
+            else 'best_effort' for info in node.get_publishers_info_by_topic(topic)]
+
+
+def matching_reliability(reliabilities) -> str:
+    """The subscription reliability for publishers of these reliabilities, as ``ros2 topic
+    echo`` chooses: 'reliable' when every publisher is reliable, else 'best_effort' (which
+    matches both kinds), also when no publisher is known yet."""
+    if reliabilities and all(r == 'reliable' for r in reliabilities):
+        return 'reliable'
+    return 'best_effort'
 
 
 def incompatible_qos_callbacks(logger, topic) -> SubscriptionEventCallbacks:
