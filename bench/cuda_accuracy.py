@@ -96,7 +96,7 @@ def prepare(folder):
     refs = {}
     for name, spec in _models().items():
         t0 = time.time()
-        engine = Engine.build(spec['model'], backend='cpu', weights_path=spec.get('weights'))
+        engine = Engine.build(spec['model'], backend='numpy', weights_path=spec.get('weights'))
         if 'format' in spec:
             engine.graph.meta['input_format'] = dict(spec['format'])
         oracle = Detector(OrtEngine(_ort_session(spec), engine), AT_REF, path='host')
