@@ -2,7 +2,9 @@
 
 Parameters: ``photos`` (paths; empty = the project's test photos), ``rate`` (Hz), ``count``
 (frames, 0 = forever), ``encoding`` (any encoding the detector takes), ``width``/``height``
-(resize; 0 = keep), ``frame_id``. Publishes on ``image`` with sensor-data QoS (best effort).
+(resize; 0 = keep), ``frame_id``, ``reliability`` (best_effort: sensor-data QoS, what
+cameras use; or reliable), ``wait_for_subscribers`` (publish nothing until the publisher has
+that many subscriptions; 0 = start at once). Publishes on ``image``.
 """
 import itertools
 
@@ -10,7 +12,7 @@ import cv2
 import rclpy
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from tx2_infer_ros import conversions
@@ -23,14 +25,23 @@ class ImagePublisher(Node):
         super().__init__('image_publisher')
         self.declare_parameter('photos', rclpy.Parameter.Type.STRING_ARRAY)
         for name, default in (('rate', 10.0), ('count', 0), ('encoding', 'bgr8'),
-                              ('width', 640), ('height', 480), ('frame_id', 'camera')):
+                              ('width', 640), ('height', 480), ('frame_id', 'camera'),
+                              ('reliability', 'best_effort'), ('wait_for_subscribers', 0)):
             self.declare_parameter(name, default)
         self.frames = [self._load(p) for p in self._photo_paths()]
-        self.pub = self.create_publisher(Image, 'image', qos_profile_sensor_data)
+        self.pub = self.create_publisher(Image, 'image', self._qos())
         self.cycle, self.sent, self.done = itertools.cycle(self.frames), 0, False
         self.timer = self.create_timer(1.0 / self.get_parameter('rate').value, self._tick)
         self.get_logger().info(f'publishing {len(self.frames)} photos at '
                                f"{self.get_parameter('rate').value} Hz on {self.pub.topic_name}")
+
+    def _qos(self):
+        reliability = self.get_parameter('reliability').value
+        if reliability == 'best_effort':
+            return qos_profile_sensor_data
+        if reliability == 'reliable':
+            return QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        raise ValueError(f'reliability must be best_effort or reliable, got {reliability!r}')
 
     def _photo_paths(self):
         paths = self.get_parameter_or('photos').value
@@ -52,6 +63,8 @@ class ImagePublisher(Node):
         if count and self.sent >= count:
             self.timer.cancel()
             self.done = True
+            return
+        if self.pub.get_subscription_count() < self.get_parameter('wait_for_subscribers').value:
             return
         msg = next(self.cycle)
         msg.header.stamp = self.get_clock().now().to_msg()
