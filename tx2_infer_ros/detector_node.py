@@ -125,9 +125,11 @@ class DetectorNode(LifecycleNode):
 
     def _match_publishers(self):
         """qos_reliability auto: resubscribe when the publishers in the graph call for another
-        reliability (at activate, then every second, so a new publisher is matched)."""
-        wanted = matching_reliability(publisher_reliabilities(self, self._sub.topic_name))
-        if wanted != self._reliability:
+        reliability (at activate, then every second, so a new publisher is matched); with no
+        publisher left, the subscription stays as it is."""
+        found = publisher_reliabilities(self, self._sub.topic_name)
+        wanted = matching_reliability(found)
+        if found and wanted != self._reliability:
             self.get_logger().info(f'image subscription {self._reliability} -> {wanted}, '
                                    f'matching the publishers of {self._sub.topic_name}')
             self._subscribe(wanted)

@@ -64,3 +64,5 @@ def test_auto_follows_the_publishers(peer):
                                  policy.name.lower(), timeout=5)
         finally:
             peer.node.destroy_publisher(pub)
+    peer.spin_for(2.0)  # no publisher left: the subscription stays as it was
+    assert node_reliability(peer) == RELIABLE
