@@ -2,16 +2,19 @@
 
 Layout: ``MAGIC | u32 version | u64 header length | header JSON | weight blobs | sha256``.
 The trailing sha256 covers every byte before it. Loading never unpickles or executes anything:
-the header is JSON and weights are raw little-endian arrays read with ``np.frombuffer``.
+the header is JSON and weights are raw little-endian arrays read with ``np.frombuffer``. The
+checksum only detects accidents: every header field is validated (``plan_check``) before use.
 """
 import base64
 import hashlib
 import json
 import os
+import stat
 import struct
 
 import numpy as np
 
+from tx2_infer_core import plan_check
 from tx2_infer_core.errors import PlanFileError
 from tx2_infer_core.ir import Graph, Node, Value
 
@@ -19,6 +22,9 @@ MAGIC = b'TX2PLAN\0'
 FORMAT_VERSION = 1
 _PREFIX = struct.Struct('<8sIQ')
 _ALIGN = 64
+# Largest plan file ``load_plan`` reads (bytes); its ``max_bytes`` argument changes it.
+MAX_PLAN_BYTES = 4 << 30
+_GRAPH_KEYS = ('name', 'inputs', 'outputs', 'meta', 'values', 'nodes')
 
 
 def _encode_attr(value):
@@ -35,8 +41,11 @@ def _encode_attr(value):
 def _decode_attr(value):
     if isinstance(value, dict) and '__ndarray__' in value:
         spec = value['__ndarray__']
-        raw = base64.b64decode(spec['data'])
-        return np.frombuffer(raw, np.dtype(spec['dtype'])).reshape(spec['shape']).copy()
+        raw = base64.b64decode(spec['data'], validate=True)
+        dtype = plan_check.ATTR_DTYPES.get(str(spec['dtype']))
+        if dtype is None:
+            plan_check.refuse('attrs', f"array dtype {spec['dtype']!r} is not allowed")
+        return np.frombuffer(raw, dtype).reshape(spec['shape']).copy()
     if isinstance(value, list):
         return [_decode_attr(v) for v in value]
     return value
@@ -90,7 +99,7 @@ def _parse_prefix(data: bytes, path) -> int:
 
 
 def _graph_from_header(h: dict, weights: dict) -> Graph:
-    values = {name: Value(name, tuple(shape), dtype, layout)
+    values = {name: Value(name, tuple(shape), np.dtype(dtype).name, layout)
               for name, shape, dtype, layout in h['values']}
     nodes = [Node(n['op'], n['name'], n['inputs'], n['outputs'],
                   {k: _decode_attr(a) for k, a in n['attrs'].items()}) for n in h['nodes']]
@@ -98,25 +107,73 @@ def _graph_from_header(h: dict, weights: dict) -> Graph:
                  weights=weights, name=h['name'], meta=h['meta'])
 
 
-def load_plan(path):
-    """Read a plan file; returns (graph, memory_plan dict, options dict)."""
+def _read(path, max_bytes) -> bytes:
+    """The bytes of a regular file of at most ``max_bytes`` (never blocks on a FIFO)."""
     try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise PlanFileError(f'plan file {path} is not a regular file')
+        if info.st_size > max_bytes:
+            raise PlanFileError(f'plan file {path} is {info.st_size} bytes, more than the '
+                                f'limit of {max_bytes}')
         with open(path, 'rb') as f:
-            data = f.read()
+            return f.read(max_bytes + 1)
     except OSError as exc:
         raise PlanFileError(f'cannot read plan file {path}: {exc}') from exc
-    header_len = _parse_prefix(data, path)
+
+
+def _checked_header(data, header_len, path, max_arena_bytes) -> dict:
+    """The header, parsed, with its weights, values and nodes validated (``plan_check``)."""
     start = _PREFIX.size
+    blob_bytes = len(data) - 32 - start - header_len
+    if blob_bytes < 0:
+        raise PlanFileError(f'{path}: header length {header_len} runs past the end of the file')
     try:
         header = json.loads(data[start:start + header_len].decode('utf-8'))
-        blob_base = start + header_len
-        weights = {}
-        for entry in header['weights']:
-            lo = blob_base + entry['offset']
-            raw = data[lo:lo + entry['nbytes']]
-            weights[entry['name']] = np.frombuffer(raw, np.dtype(entry['dtype'])).reshape(
-                entry['shape'])
-        graph = _graph_from_header(header['graph'], weights)
-        return graph, header['memory_plan'], header['options']
-    except (KeyError, ValueError, TypeError) as exc:
+    except (ValueError, RecursionError) as exc:
+        raise PlanFileError(f'{path}: the plan header is not valid JSON: {exc}') from None
+    if not isinstance(header, dict) or not isinstance(header.get('graph'), dict):
+        plan_check.refuse('graph', 'missing, or the header is not an object')
+    missing = [k for k in _GRAPH_KEYS if k not in header['graph']]
+    if missing or not isinstance(header.get('options'), dict):
+        plan_check.refuse('graph', f'has no {missing}, or options is not an object')
+    if not isinstance(header['graph']['meta'], dict):
+        plan_check.refuse('graph.meta', 'is not an object')
+    plan_check.check_weights(header.get('weights'), blob_bytes)
+    plan_check.check_values(header['graph']['values'], max_arena_bytes)
+    plan_check.check_nodes(header['graph'], [w['name'] for w in header['weights']])
+    return header
+
+
+def load_plan(path, max_bytes=MAX_PLAN_BYTES, max_arena_bytes=plan_check.MAX_ARENA_BYTES):
+    """Read a plan file; returns (graph, MemoryPlan, options dict).
+
+    Anything wrong with the file (unreadable, not a regular file, over ``max_bytes``, corrupted,
+    a crafted header: see ``plan_check``, an arena over ``max_arena_bytes``) raises
+    ``PlanFileError`` naming the problem.
+    """
+    data = _read(path, max_bytes)
+    header_len = _parse_prefix(data, path)
+    try:
+        header = _checked_header(data, header_len, path, max_arena_bytes)
+        graph = _graph_from_header(header['graph'], _weights(data, header, header_len))
+        plan_check.check_dtypes(graph)
+        memory_plan = plan_check.check_memory_plan(graph, header.get('memory_plan'),
+                                                   max_arena_bytes, header['options'].get(
+                                                       'model', graph.name))
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
         raise PlanFileError(f'{path}: malformed plan header: {exc}') from exc
+    except PlanFileError as exc:
+        message = str(exc)
+        raise PlanFileError(message if str(path) in message else f'{path}: {message}') from None
+    return graph, memory_plan, header['options']
+
+
+def _weights(data, header, header_len) -> dict:
+    """The weight arrays (read-only views of ``data``) of a validated header."""
+    weights, base = {}, _PREFIX.size + header_len
+    for entry in header['weights']:
+        lo = base + entry['offset']
+        weights[entry['name']] = np.frombuffer(
+            data[lo:lo + entry['nbytes']], np.dtype(entry['dtype'])).reshape(entry['shape'])
+    return weights
