@@ -4,11 +4,23 @@ No rclpy here: the functions read and fill message objects through their fields 
 work on ``sensor_msgs`` messages and on anything shaped like them. This is all a cv_bridge does
 for a detector, written for our encodings and tested here.
 
-``image_to_bgr`` and ``compressed_to_bgr`` raise ``ConversionError`` whose ``cause`` names the
-drop-counter the node bumps: 'encoding', 'size', 'empty' or 'decode'.
+``image_to_bgr`` and ``compressed_to_bgr`` raise ``ConversionError`` (and nothing else) whose
+``cause`` names the drop-counter the node bumps: 'encoding', 'size', 'empty' or 'decode'. A JPEG
+or PNG is refused from its header, before decoding, when it claims more than ``max_pixels``.
 """
+import struct
+
 import cv2
 import numpy as np
+
+# Largest image (width * height) converted or decoded; the functions' ``max_pixels`` changes it.
+MAX_IMAGE_PIXELS = 50_000_000
+# Encodings of two pixels in four bytes (4:2:2): the width must be even.
+YUV422_ENCODINGS = ('yuv422', 'uyvy', 'yuv422_yuy2', 'yuyv')
+# JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic): they hold the size.
+_JPEG_SOF = frozenset((0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE,
+                       0xCF))
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 
 # encoding -> (channels, bytes per channel)
 RAW_ENCODINGS = {
@@ -38,7 +50,13 @@ class ConversionError(ValueError):
         self.cause = cause
 
 
-def _raw_view(msg):
+def _check_pixels(width, height, max_pixels, what):
+    if width * height > max_pixels:
+        raise ConversionError('size', f'{what} is {width}x{height} = {width * height} pixels, '
+                              f'more than the limit of {max_pixels}')
+
+
+def _raw_view(msg, max_pixels=MAX_IMAGE_PIXELS):
     """Zero-copy (height, width, channels) view of ``msg.data``, honouring ``msg.step``."""
     encoding = msg.encoding.lower()
     if encoding not in RAW_ENCODINGS:
@@ -47,6 +65,10 @@ def _raw_view(msg):
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height == 0 or width == 0:
         raise ConversionError('empty', f'zero-size image ({width}x{height})')
+    _check_pixels(width, height, max_pixels, f'{encoding} image')
+    if encoding in YUV422_ENCODINGS and width % 2:
+        raise ConversionError('size', f'{encoding} image of odd width {width}: 4:2:2 pixels '
+                              'come in pairs')
     channels, depth = RAW_ENCODINGS[encoding]
     row_bytes = width * channels * depth
     if step < row_bytes:
@@ -63,30 +85,86 @@ def _raw_view(msg):
     return rows.reshape(height, width, channels), encoding
 
 
-def image_to_bgr(msg):
+def image_to_bgr(msg, max_pixels=MAX_IMAGE_PIXELS):
     """``sensor_msgs/Image`` -> HxWx3 uint8 BGR (a zero-copy view for bgr8 with no padding).
 
-    16-bit mono keeps its 8 most significant bits. Raises ``ConversionError``.
+    16-bit mono keeps its 8 most significant bits. Raises ``ConversionError`` ('size' for an
+    image over ``max_pixels`` or an odd-width 4:2:2 image).
     """
-    pixels, encoding = _raw_view(msg)
+    pixels, encoding = _raw_view(msg, max_pixels)
     if encoding == 'bgr8':
         return pixels
-    if encoding == 'mono16':
-        return cv2.cvtColor((pixels[..., 0] >> 8).astype(np.uint8), cv2.COLOR_GRAY2BGR)
-    if encoding == 'mono8':
-        pixels = pixels[..., 0]
-    return cv2.cvtColor(np.ascontiguousarray(pixels), _TO_BGR[encoding])
+    try:
+        if encoding == 'mono16':
+            return cv2.cvtColor((pixels[..., 0] >> 8).astype(np.uint8), cv2.COLOR_GRAY2BGR)
+        if encoding == 'mono8':
+            pixels = pixels[..., 0]
+        return cv2.cvtColor(np.ascontiguousarray(pixels), _TO_BGR[encoding])
+    except cv2.error as exc:
+        raise ConversionError('decode', f'OpenCV cannot convert this {encoding} image: '
+                              f'{str(exc).strip()}') from None
 
 
-def compressed_to_bgr(msg):
+def _jpeg_size(data: bytes):
+    """(width, height) from a JPEG's first start-of-frame segment, or None if none is found
+    before the scan data (then the decoder refuses the file)."""
+    pos = 2
+    while pos + 9 <= len(data):
+        if data[pos] != 0xFF:                   # stray bytes: skip to the next marker
+            pos = data.find(b'\xff', pos)
+            if pos < 0:
+                return None
+            continue
+        marker = data[pos + 1]
+        if marker == 0xFF:                      # fill byte
+            pos += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:     # markers without a length
+            pos += 2
+            continue
+        if marker in _JPEG_SOF:
+            height, width = struct.unpack_from('>HH', data, pos + 5)
+            return width, height
+        if marker in (0xD9, 0xDA):              # end of image, start of scan
+            return None
+        pos += 2 + struct.unpack_from('>H', data, pos + 2)[0]
+    return None
+
+
+def image_size(data: bytes):
+    """(format, width, height) that a JPEG or PNG's header claims, read without decoding;
+    the size is None when the header has none. Raises ``ConversionError`` for other data."""
+    if data[:2] == b'\xff\xd8':
+        size = _jpeg_size(data)
+        return ('jpeg',) + (size or (None, None))
+    if data[:8] == _PNG_SIGNATURE:
+        if len(data) < 24 or data[12:16] != b'IHDR':
+            return 'png', None, None
+        return ('png',) + struct.unpack_from('>II', data, 16)
+    raise ConversionError('decode', f'compressed data is neither JPEG nor PNG '
+                          f'(starts with {bytes(data[:8])!r})')
+
+
+def compressed_to_bgr(msg, max_pixels=MAX_IMAGE_PIXELS):
     """``sensor_msgs/CompressedImage`` (jpeg or png) -> HxWx3 uint8 BGR.
 
-    Raises ``ConversionError`` ('empty' for no data, 'decode' when OpenCV cannot decode it).
+    Raises ``ConversionError``: 'empty' for no data, 'size' when the header claims more than
+    ``max_pixels`` (checked before decoding), 'decode' when it is not a JPEG or PNG or OpenCV
+    cannot decode it.
     """
-    data = np.frombuffer(msg.data, dtype=np.uint8)
-    if data.size == 0:
+    raw = bytes(msg.data)
+    if not raw:
         raise ConversionError('empty', 'compressed image has no data')
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    fmt, width, height = image_size(raw)
+    if width is None:
+        raise ConversionError('decode', f'{fmt} header has no image size ({len(raw)} bytes)')
+    _check_pixels(width, height, max_pixels, f'{fmt} image')
+    data = np.frombuffer(raw, dtype=np.uint8)
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        raise ConversionError('decode', f'OpenCV cannot decode this {fmt} image: '
+                              f'{str(exc).strip()}') from None
     if image is None or image.size == 0:
         raise ConversionError('decode', f"cannot decode compressed image (format "
                               f"'{msg.format}', {data.size} bytes)")

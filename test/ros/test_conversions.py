@@ -91,3 +91,74 @@ def test_malformed_compressed_raise_with_their_cause(data, cause):
     with pytest.raises(conv.ConversionError) as err:
         conv.compressed_to_bgr(CompressedImage(format='jpeg', data=data))
     assert err.value.cause == cause
+
+
+@pytest.mark.parametrize('encoding', ['yuv422', 'uyvy', 'yuv422_yuy2', 'yuyv'])
+def test_odd_width_yuv422_is_a_size_error(encoding):
+    msg = Image(height=4, width=5, step=10, encoding=encoding, data=bytes(40))
+    with pytest.raises(conv.ConversionError, match='odd width 5') as err:
+        conv.image_to_bgr(msg)
+    assert err.value.cause == 'size'
+
+
+def test_an_opencv_error_becomes_a_conversion_error(photo, monkeypatch):
+    def broken(*args):
+        raise cv2.error('simulated OpenCV failure')
+    msg = conv.fill_image(Image(), photo, 'rgb8')
+    monkeypatch.setattr(conv.cv2, 'cvtColor', broken)
+    with pytest.raises(conv.ConversionError, match='simulated') as err:
+        conv.image_to_bgr(msg)
+    assert err.value.cause == 'decode'
+    monkeypatch.setattr(conv.cv2, 'imdecode', broken)
+    with pytest.raises(conv.ConversionError, match='simulated'):
+        conv.compressed_to_bgr(conv.fill_compressed(CompressedImage(), photo[:8, :8]))
+
+
+def _claiming(fmt, width, height):
+    """A tiny real JPEG/PNG whose header is patched to claim ``width`` x ``height``."""
+    small = np.full((8, 8, 3), 127, np.uint8)
+    data = bytearray(conv.fill_compressed(CompressedImage(), small, fmt).data)
+    if fmt == 'png':
+        data[16:24] = width.to_bytes(4, 'big') + height.to_bytes(4, 'big')
+    else:
+        sof = data.index(b'\xff\xc0')
+        data[sof + 5:sof + 9] = height.to_bytes(2, 'big') + width.to_bytes(2, 'big')
+    return bytes(data)
+
+
+@pytest.mark.parametrize('fmt,width,height', [('jpeg', 32000, 32000), ('png', 100000, 100000),
+                                              ('png', 2**31 - 1, 1)])
+def test_huge_compressed_images_are_refused_before_decoding(fmt, width, height, monkeypatch):
+    data = _claiming(fmt, width, height)
+    assert len(data) < 1000
+
+    def forbidden(*args):
+        raise AssertionError('decoded an image whose header is over the limit')
+    monkeypatch.setattr(conv.cv2, 'imdecode', forbidden)
+    with pytest.raises(conv.ConversionError, match=f'{width}x{height}') as err:
+        conv.compressed_to_bgr(CompressedImage(format=fmt, data=data))
+    assert err.value.cause == 'size'
+
+
+def test_the_pixel_limit_is_a_parameter(photo):
+    msg = conv.fill_compressed(CompressedImage(), photo, 'png')
+    assert conv.image_size(bytes(msg.data)) == ('png', 768, 576)
+    assert conv.compressed_to_bgr(msg, max_pixels=768 * 576).shape == photo.shape
+    with pytest.raises(conv.ConversionError, match='limit of 1000'):
+        conv.compressed_to_bgr(msg, max_pixels=1000)
+    with pytest.raises(conv.ConversionError, match='limit of 1000'):
+        conv.image_to_bgr(conv.fill_image(Image(), photo), max_pixels=1000)
+
+
+def test_a_jpeg_with_stray_bytes_before_a_marker_still_decodes(photo):
+    data = bytes(conv.fill_compressed(CompressedImage(), photo, 'jpeg').data)
+    stray = data[:2] + b'\x00\x17' + data[2:]
+    assert conv.image_size(stray) == ('jpeg', 768, 576)
+
+
+@pytest.mark.parametrize('data', [b'\xff\xd8', b'\x89PNG\r\n\x1a\n', b'BM' + bytes(60),
+                                  b'GIF89a' + bytes(40)])
+def test_headers_without_a_size_and_other_formats_are_decode_errors(data):
+    with pytest.raises(conv.ConversionError) as err:
+        conv.compressed_to_bgr(CompressedImage(format='jpeg', data=data))
+    assert err.value.cause == 'decode'
