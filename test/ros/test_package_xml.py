@@ -2,6 +2,7 @@
 launch file) under a rosdep key, so `rosdep install` on a robot installs them; keys are from a
 checked list (an unknown key makes rosdep fail); what has no key is in the README's pip line."""
 import ast
+import re
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -59,5 +60,5 @@ def test_package_xml_lists_the_rosdep_keys_and_only_known_ones():
 def test_readme_pip_installs_what_has_no_rosdep_key():
     readme = (ROOT / 'README.md').read_text()
     jetson = readme[readme.index('## Jetson'):]
-    pip_line = next(line for line in jetson.splitlines() if 'pip install' in line)
+    pip_line = next(line for line in jetson.splitlines() if re.search(r'pip3? install', line))
     assert all(name in pip_line for name in PIP_ONLY), pip_line
