@@ -229,6 +229,9 @@ class DetectorNode(LifecycleNode):
         except conversions.ConversionError as exc:
             self._drop(exc.cause, str(exc))
             return
+        except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the node
+            self._drop('decode', f'{type(exc).__name__}: {exc}')
+            return
         times['decode'] = time.perf_counter() - t0
         try:
             dets = self._detect_and_publish(msg, arrival, image, live, times)
