@@ -18,6 +18,8 @@ from tx2_infer_core.reference import infer_shapes
 log = logging.getLogger('tx2_infer.onnx')
 
 OPSET_RANGE = (11, 21)
+UPGRADE_RANGE = (7, 10)   # older opsets upgraded on import by onnx.version_converter
+UPGRADE_TO = 13
 
 
 def _attr_value(attr):
@@ -102,7 +104,25 @@ def _check_opset(model, source):
             if not low <= entry.version <= high:
                 raise ModelFormatError(
                     f'{source}: ONNX opset {entry.version} is outside the supported range '
-                    f'{low}..{high}')
+                    f'{low}..{high} (opsets {UPGRADE_RANGE[0]}..{UPGRADE_RANGE[1]} are '
+                    'upgraded on import)')
+
+
+def upgrade_opset(model, source='model'):
+    """``model`` itself, or for an opset 7-10 model its ``UPGRADE_TO`` conversion by
+    ``onnx.version_converter``; a ``ModelFormatError`` naming the opset if that fails."""
+    version = _default_opset(model)
+    if not UPGRADE_RANGE[0] <= version <= UPGRADE_RANGE[1]:
+        return model
+    from onnx import version_converter
+    try:
+        upgraded = version_converter.convert_version(model, UPGRADE_TO)
+    except Exception as exc:  # the converter raises RuntimeError, ValueError, checker errors
+        raise ModelFormatError(
+            f'{source}: ONNX opset {version} could not be upgraded to opset {UPGRADE_TO} by '
+            f'onnx.version_converter: {str(exc).strip()[:300]}') from exc
+    log.info('%s: upgraded from ONNX opset %d to %d', source, version, UPGRADE_TO)
+    return upgraded
 
 
 def _input_value(proto, input_shape, source) -> Value:
@@ -152,6 +172,7 @@ def legacy_softmax(node) -> list:
 
 def graph_from_model(model, input_shape=None, source='model', model_dir='.') -> Graph:
     """Build the IR from an in-memory ModelProto (``input_shape`` fixes the first input)."""
+    model = upgrade_opset(model, source)
     _check_opset(model, source)
     g = model.graph
     weights = {t.name: _initializer(t, Path(model_dir)) for t in g.initializer}

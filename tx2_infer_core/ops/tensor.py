@@ -100,8 +100,11 @@ def Squeeze(data, axes=None):
     return np.squeeze(data, axis=tuple(axis_of(a, data.ndim) for a in ints(axes)))
 
 
-def Unsqueeze(data, axes):
-    """Insert size-1 dimensions at ``axes`` (positions in the output)."""
+def Unsqueeze(data, axes=None):
+    """Insert size-1 dimensions at ``axes`` (positions in the output; an input from opset 13,
+    an attribute before)."""
+    if axes is None:
+        raise ValueError('Unsqueeze needs axes')
     rank = data.ndim + len(ints(axes))
     return np.expand_dims(data, axis=tuple(axis_of(a, rank) for a in ints(axes)))
 
