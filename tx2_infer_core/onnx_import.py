@@ -18,16 +18,18 @@ from tx2_infer_core.reference import infer_shapes
 log = logging.getLogger('tx2_infer.onnx')
 
 OPSET_RANGE = (11, 21)
+# numpy dtype kinds the engine computes with: bool, signed and unsigned ints, floats
+NUMERIC_KINDS = 'biuf'
 UPGRADE_RANGE = (7, 10)   # older opsets upgraded on import by onnx.version_converter
 UPGRADE_TO = 13
 
 
-def _attr_value(attr):
+def _attr_value(attr, model_dir=None):
     value = helper.get_attribute_value(attr)
     if isinstance(value, bytes):
         return value.decode('utf-8')
     if isinstance(value, onnx.TensorProto):
-        return numpy_helper.to_array(value)
+        return _tensor_array(value, model_dir, f"attribute '{attr.name}'")
     if isinstance(value, list) and value and isinstance(value[0], bytes):
         return [v.decode('utf-8') for v in value]
     first = value[0] if isinstance(value, list) and value else value
@@ -37,19 +39,28 @@ def _attr_value(attr):
     return value
 
 
-def node_from_proto(proto, index=0) -> Node:
-    """One ONNX NodeProto as an IR Node (attributes as plain Python / numpy values)."""
+def node_from_proto(proto, index=0, model_dir=None) -> Node:
+    """One ONNX NodeProto as an IR Node (attributes as plain Python / numpy values).
+
+    A tensor attribute's external data is read from ``model_dir`` (refused without one).
+    """
     name = proto.name or f'{proto.op_type}_{index}'
     op = proto.op_type if proto.domain in ('', 'ai.onnx') else f'{proto.domain}::{proto.op_type}'
-    attrs = {a.name: _attr_value(a) for a in proto.attribute}
+    attrs = {a.name: _attr_value(a, model_dir) for a in proto.attribute}
     return Node(op=op, name=name, inputs=list(proto.input), outputs=list(proto.output),
                 attrs=attrs)
 
 
 def _constant_value(node) -> np.ndarray:
+    if len(node.attrs) != 1:
+        raise ModelFormatError(f"Constant '{node.name}' needs exactly one value attribute, "
+                               f'has {sorted(node.attrs)}')
     key, val = next(iter(node.attrs.items()))
     dtypes = {'value_float': np.float32, 'value_floats': np.float32,
               'value_int': np.int64, 'value_ints': np.int64}
+    if key not in dtypes and key != 'value':
+        raise ModelFormatError(f"Constant '{node.name}': attribute '{key}' is not supported "
+                               '(value, value_float(s), value_int(s))')
     return np.asarray(val, dtype=dtypes.get(key))
 
 
@@ -64,37 +75,67 @@ def _read_model(path) -> onnx.ModelProto:
             f'{path} is not a valid ONNX model (truncated or malformed): {exc}') from exc
 
 
-def _external_array(tensor, model_dir: Path) -> np.ndarray:
+def _external_array(tensor, model_dir: Path, what=None) -> np.ndarray:
+    what = what or f"initializer '{tensor.name}'"
+    if model_dir is None:
+        raise ModelFormatError(f'{what}: external data needs the model folder')
+    model_dir = Path(model_dir)
     info = {e.key: e.value for e in tensor.external_data}
     location = info.get('location', '')
     target = (model_dir / location).resolve()
     if os.path.isabs(location) or model_dir.resolve() not in target.parents:
         raise ModelFormatError(
-            f"initializer '{tensor.name}': external data path '{location}' escapes the model "
-            f'folder {model_dir}')
+            f"{what}: external data path '{location}' escapes the model folder {model_dir}")
     if not target.is_file():
-        raise ModelFormatError(
-            f"initializer '{tensor.name}': external data file '{location}' not found")
-    offset, length = int(info.get('offset', 0)), info.get('length')
+        raise ModelFormatError(f"{what}: external data file '{location}' not found")
+    try:
+        offset, length = int(info.get('offset', 0)), int(info.get('length', -1))
+    except ValueError:
+        offset = length = -2
+    if offset < 0 or length < -1:
+        raise ModelFormatError(f'{what}: external data offset {info.get("offset")!r} or length '
+                               f'{info.get("length")!r} is not a non-negative integer')
+    dtype = numeric_dtype(tensor.data_type, what)
     with open(target, 'rb') as f:
         f.seek(offset)
-        raw = f.read(int(length) if length is not None else -1)
-    dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
+        raw = f.read(length)
     count = int(np.prod(tensor.dims, dtype=np.int64))
     if len(raw) != count * dtype.itemsize:
         raise ModelFormatError(
-            f"initializer '{tensor.name}': external data holds {len(raw)} bytes, "
-            f'expected {count * dtype.itemsize}')
+            f'{what}: external data holds {len(raw)} bytes, expected {count * dtype.itemsize}')
     return np.frombuffer(raw, dtype=dtype).reshape(tuple(tensor.dims)).copy()
 
 
-def _initializer(tensor, model_dir) -> np.ndarray:
-    if tensor.data_location == onnx.TensorProto.EXTERNAL:
-        return _external_array(tensor, model_dir)
+def numeric_dtype(elem_type, what) -> np.dtype:
+    """The numpy dtype of an ONNX element type; ``ModelFormatError`` naming ``what`` unless it
+    is a number type (bool, int, float) numpy knows."""
     try:
-        return numpy_helper.to_array(tensor)
-    except Exception as exc:
-        raise ModelFormatError(f"initializer '{tensor.name}' is malformed: {exc}") from exc
+        dtype = helper.tensor_dtype_to_np_dtype(elem_type)
+    except (KeyError, ValueError, TypeError):
+        raise ModelFormatError(f'{what} has unknown element type {elem_type}') from None
+    if dtype.kind not in NUMERIC_KINDS:
+        name = onnx.TensorProto.DataType.Name(elem_type)
+        raise ModelFormatError(f'{what} has non-numeric element type {name}; the engine '
+                               'computes with bool, integer and float tensors only')
+    return dtype
+
+
+def _tensor_array(tensor, model_dir, what) -> np.ndarray:
+    """A TensorProto's numeric array (external data read from ``model_dir``, checked)."""
+    if tensor.data_location == onnx.TensorProto.EXTERNAL:
+        array = _external_array(tensor, model_dir, what)
+    else:
+        try:
+            array = numpy_helper.to_array(tensor)
+        except Exception as exc:
+            raise ModelFormatError(f'{what} is malformed: {exc}') from exc
+    if array.dtype.kind not in NUMERIC_KINDS:
+        raise ModelFormatError(f'{what} has non-numeric type {array.dtype}')
+    return array
+
+
+def _initializer(tensor, model_dir) -> np.ndarray:
+    return _tensor_array(tensor, model_dir, f"initializer '{tensor.name}'")
 
 
 def _check_opset(model, source):
@@ -149,7 +190,7 @@ def _input_value(proto, input_shape, source) -> Value:
             raise ModelFormatError(
                 f"{source}: input '{proto.name}' has dynamic dims {dims}; "
                 'give an input shape (e.g. --input-shape 1x3x640x640)')
-    dtype = helper.tensor_dtype_to_np_dtype(ttype.elem_type).name
+    dtype = numeric_dtype(ttype.elem_type, f"{source}: input '{proto.name}'").name
     layout = 'NHWC' if len(shape) == 4 and shape[-1] in (1, 3, 4) else (
         'NCHW' if len(shape) == 4 else '')
     return Value(proto.name, tuple(shape), dtype, layout)
@@ -184,7 +225,7 @@ def graph_from_model(model, input_shape=None, source='model', model_dir='.') -> 
         values[proto.name] = _input_value(proto, input_shape if k == 0 else None, source)
     nodes, legacy = [], _default_opset(model) < 13
     for index, proto in enumerate(g.node):
-        node = node_from_proto(proto, index)
+        node = node_from_proto(proto, index, model_dir)
         if legacy and node.op in ('Softmax', 'LogSoftmax', 'Hardmax'):
             nodes.extend(legacy_softmax(node))
             continue
@@ -196,8 +237,21 @@ def graph_from_model(model, input_shape=None, source='model', model_dir='.') -> 
                   outputs=[o.name for o in g.output], values=values, weights=weights,
                   name=g.name or Path(source).stem, meta={'source': 'onnx'})
     graph.toposort()
+    _check_outputs(g.output, source)
     infer_shapes(graph)
+    odd = [v for v in graph.values.values() if np.dtype(v.dtype).kind not in NUMERIC_KINDS]
+    if odd:
+        raise ModelFormatError(f"{source}: value '{odd[0].name}' is {odd[0].dtype}; the engine "
+                               'computes with bool, integer and float tensors only')
     return graph
+
+
+def _check_outputs(outputs, source) -> None:
+    """Declared graph outputs of a non-numeric element type are refused (UNDEFINED is fine)."""
+    for proto in outputs:
+        elem_type = proto.type.tensor_type.elem_type
+        if elem_type:
+            numeric_dtype(elem_type, f"{source}: output '{proto.name}'")
 
 
 def load_onnx(path, input_shape=None) -> Graph:

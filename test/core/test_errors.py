@@ -148,3 +148,91 @@ def test_softmax_before_opset_13_flattens_at_axis(tmp_path):
         None, {'x': data})[0]
     result = Engine.build(path).run({'x': data})['y']
     assert np.allclose(result, expected, rtol=1e-5, atol=1e-6)
+
+
+def _constant_model(tmp_path, location, op='Constant'):
+    """A model whose Constant (or ConstantOfShape) value attribute is external data."""
+    value = numpy_helper.from_array(np.arange(4, dtype=np.float32).reshape(1, 4), 'c')
+    if op == 'ConstantOfShape':
+        value = numpy_helper.from_array(np.array([7], np.float32), 'c')
+    value.ClearField('raw_data')
+    value.data_location = TensorProto.EXTERNAL
+    for key, val in (('location', location), ('offset', '0'), ('length', str(value.dims[-1] * 4))):
+        entry = value.external_data.add()
+        entry.key, entry.value = key, val
+    x = helper.make_tensor_value_info('x', TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info('y', TensorProto.FLOAT, [1, 4])
+    if op == 'ConstantOfShape':
+        shape = numpy_helper.from_array(np.array([1, 4], np.int64), 'shape')
+        nodes = [helper.make_node(op, ['shape'], ['c'], value=value)]
+        inits = [shape]
+    else:
+        nodes, inits = [helper.make_node(op, [], ['c'], value=value)], []
+    nodes.append(helper.make_node('Add', ['x', 'c'], ['y']))
+    model = helper.make_model(helper.make_graph(nodes, 'const', [x], [y], inits),
+                              opset_imports=[helper.make_opsetid('', 13)])
+    folder = tmp_path / 'model'
+    folder.mkdir(exist_ok=True)
+    onnx.save(model, folder / 'const.onnx')
+    return folder / 'const.onnx'
+
+
+@pytest.mark.parametrize('op', ['Constant', 'ConstantOfShape'])
+def test_attribute_external_data_is_read_from_the_model_folder(tmp_path, monkeypatch, op):
+    """Not from the current directory: a decoy there must not be read."""
+    path = _constant_model(tmp_path, 'c.bin', op)
+    values = np.arange(4, dtype=np.float32) if op == 'Constant' else np.array([7], np.float32)
+    (path.parent / 'c.bin').write_bytes(values.tobytes())
+    (tmp_path / 'c.bin').write_bytes((values + 100).tobytes())
+    monkeypatch.chdir(tmp_path)
+    out = Engine.build(path).run({'x': np.zeros((1, 4), np.float32)})['y']
+    assert np.array_equal(out, np.broadcast_to(values, (1, 4)))
+
+
+@pytest.mark.parametrize('op', ['Constant', 'ConstantOfShape'])
+def test_attribute_external_data_escaping_the_model_folder(tmp_path, monkeypatch, op):
+    path = _constant_model(tmp_path, '../secret.bin', op)
+    (tmp_path / 'secret.bin').write_bytes(bytes(16))
+    monkeypatch.chdir(path.parent)
+    with pytest.raises(ModelFormatError, match="attribute 'value'.*escapes"):
+        load_onnx(path)
+
+
+@pytest.mark.parametrize('where', ['input', 'output'])
+def test_string_input_or_output_is_refused_at_build(tmp_path, where):
+    kinds = {'input': TensorProto.STRING if where == 'input' else TensorProto.FLOAT,
+             'output': TensorProto.STRING if where == 'output' else TensorProto.FLOAT}
+    x = helper.make_tensor_value_info('text', kinds['input'], [1, 4])
+    y = helper.make_tensor_value_info('y', kinds['output'], [1, 4])
+    model = helper.make_model(helper.make_graph([helper.make_node('Identity', ['text'], ['y'])],
+                                                's', [x], [y]),
+                              opset_imports=[helper.make_opsetid('', 13)])
+    path = tmp_path / 'string.onnx'
+    onnx.save(model, path)
+    name = 'text' if where == 'input' else 'y'
+    with pytest.raises(ModelFormatError, match=f"{where} '{name}'.*STRING"):
+        Engine.build(path)
+
+
+def _conv_model(tmp_path, channels, filters, group, dtype=TensorProto.FLOAT):
+    w = np.ones((filters, max(channels // max(group, 1), 1), 3, 3), np.float32)
+    x = helper.make_tensor_value_info('x', dtype, [1, channels, 6, 6])
+    y = helper.make_tensor_value_info('y', TensorProto.FLOAT, None)
+    node = helper.make_node('Conv', ['x', 'w'], ['y'], name='bad_conv', group=group)
+    model = helper.make_model(helper.make_graph([node], 'c', [x], [y],
+                                                [numpy_helper.from_array(w, 'w')]),
+                              opset_imports=[helper.make_opsetid('', 13)])
+    path = tmp_path / 'conv.onnx'
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize('channels,filters,group', [(4, 3, 2), (6, 4, 4), (4, 4, 0)])
+def test_conv_group_must_divide_the_channels(tmp_path, channels, filters, group):
+    with pytest.raises(UnsupportedOpError, match=f"'bad_conv'.*group={group}"):
+        load_onnx(_conv_model(tmp_path, channels, filters, group))
+
+
+def test_conv_on_uint8_is_refused(tmp_path):
+    with pytest.raises(UnsupportedOpError, match="'bad_conv'.*uint8"):
+        load_onnx(_conv_model(tmp_path, 4, 4, 1, TensorProto.UINT8))

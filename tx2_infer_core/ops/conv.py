@@ -205,6 +205,12 @@ def Conv(x, w, b=None, *, auto_pad='NOTSET', dilations=None, group=1, kernel_sha
     strides, dilations = strides or [1] * nd, dilations or [1] * nd
     if kernel_shape and list(kernel_shape) != list(w.shape[2:]):
         unsupported(f'kernel_shape={kernel_shape} differs from weight shape {w.shape}')
+    if x.dtype.kind != 'f' or w.dtype.kind != 'f':
+        unsupported(f'input dtype {x.dtype}, weight dtype {w.dtype} (Conv is float only)')
+    if group < 1 or x.shape[1] % group or w.shape[0] % group or w.shape[1] * group != x.shape[1]:
+        unsupported(f'group={group} with {x.shape[1]} input channels and weight shape '
+                    f'{w.shape}: group must divide the input and output channels, and the '
+                    'weight must have input channels / group channels')
     pads = resolve_pads(x.shape[2:], w.shape[2:], strides, dilations, pads, auto_pad)
     y = conv_nd(x, w, group, strides, dilations, pads)
     if b is not None:
