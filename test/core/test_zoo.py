@@ -1,0 +1,129 @@
+"""The model zoo (bench/ZOO.md) on the numpy backend against ONNX Runtime FP32.
+
+Each real model is built at its fixed zoo input shape, run on a real photo preprocessed the
+way its package does, and every output must match ONNX Runtime (relative L2 error <= the
+model's tolerance, 1e-4 unless ZOO.md says why). A model the engine cannot run yet is a strict
+xfail naming the missing op: it fails loudly once that op lands. The three models that
+test_engine_models.py already checks on eight photos run only with ``TX2_INFER_ZOO=all``.
+
+Also here: opset 7-10 models are upgraded on import (a real model converted down to opset 10).
+"""
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import helper, version_converter
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / 'bench'))
+
+import zoo_data  # noqa: E402
+
+from tx2_infer_core import assets  # noqa: E402
+from tx2_infer_core.engine import Engine  # noqa: E402
+from tx2_infer_core.errors import ModelFormatError, UnsupportedOpError  # noqa: E402
+from tx2_infer_core.onnx_import import load_onnx  # noqa: E402
+
+ALL = os.environ.get('TX2_INFER_ZOO') == 'all'
+
+
+def _param(model):
+    marks = []
+    if model.slow and not ALL:
+        marks.append(pytest.mark.skip(reason='also in test_engine_models; TX2_INFER_ZOO=all'))
+    if model.missing:
+        marks.append(pytest.mark.xfail(strict=True, raises=UnsupportedOpError,
+                                       reason=f'no {model.missing} op yet'))
+    return pytest.param(model, id=model.name, marks=marks)
+
+
+def ort_outputs(path, feeds) -> dict:
+    session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, feeds)))
+
+
+def check_against_ort(engine, onnx_path, x, tolerance):
+    feeds = {engine.input_specs[0].name: x}
+    ours, ref = engine.run(feeds), ort_outputs(onnx_path, feeds)
+    assert set(ref) <= set(ours), (sorted(ref), sorted(ours))
+    for name, expected in ref.items():
+        assert ours[name].shape == expected.shape, name
+        err = zoo_data.rel_error(ours[name], expected)
+        assert err <= tolerance, f'{name}: relative error {err:.2e} > {tolerance:.0e}'
+    return ours
+
+
+@pytest.mark.parametrize('model', [_param(m) for m in zoo_data.ZOO])
+def test_zoo_model_matches_onnxruntime(model, tmp_path):
+    model_path, weights = zoo_data.model_files(model)
+    try:
+        engine = Engine.build(model_path, input_shape=model.input_shape, weights_path=weights)
+    except UnsupportedOpError as exc:       # only the op the zoo names may be missing
+        assert model.missing and f"'{model.missing}'" in str(exc), str(exc)
+        raise
+    x = zoo_data.photo_tensor(model)
+    reference = zoo_data.reference_onnx(model, model_path, weights, tmp_path)
+    outputs = check_against_ort(engine, reference, x, model.tolerance)
+    assert all(np.isfinite(v).all() for v in outputs.values())
+
+
+def test_zoo_has_every_kind_of_model():
+    tasks = ' '.join(m.task for m in zoo_data.ZOO)
+    for kind in ('classification', 'anchor-based', 'anchor-free', 'mobile', 'segmentation',
+                 'OCR detection', 'OCR recognition', 'face detection', 'transformer'):
+        assert kind in tasks, kind
+    assert len(zoo_data.ZOO) >= 12 and len(set(zoo_data.BY_NAME)) == len(zoo_data.ZOO)
+
+
+def test_photo_preprocessing_follows_the_prep():
+    """Channel order, mean/std, grey and layout: a uniform BGR photo gives known values."""
+    image = np.zeros((10, 20, 3), np.uint8)
+    image[..., 0], image[..., 1], image[..., 2] = 10, 20, 30        # B, G, R
+    rgb = zoo_data.image_tensor(image, (1, 3, 4, 8), zoo_data.Prep(mean=(1, 2, 3),
+                                                                   std=(1, 2, 3)))
+    assert np.allclose(rgb[0, :, 0, 0], [29, 9, 7 / 3])             # (R-1)/1, (G-2)/2, (B-3)/3
+    bgr = zoo_data.image_tensor(image, (1, 4, 8, 3), zoo_data.Prep(
+        color='BGR', layout='NHWC', mean=(0, 0, 0), std=(1, 1, 1)))
+    assert bgr.shape == (1, 4, 8, 3) and np.allclose(bgr[0, 0, 0], [10, 20, 30])
+    grey = zoo_data.image_tensor(image, (1, 1, 4, 8), zoo_data.Prep(color='GRAY'))
+    assert grey.shape == (1, 1, 4, 8) and 0.07 < grey[0, 0, 0, 0] < 0.09
+
+
+# --- old opsets ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def onet_opset10(tmp_path_factory):
+    """MTCNN O-Net (real weights, opset 12) converted down to opset 10 by the converter."""
+    original = assets.fetch('mtcnn-onet.onnx')
+    path = tmp_path_factory.mktemp('opset') / 'onet-opset10.onnx'
+    onnx.save(version_converter.convert_version(onnx.load(str(original)), 10), path)
+    return original, path
+
+
+def test_opset10_model_is_upgraded_on_import(onet_opset10):
+    original, old = onet_opset10
+    assert onnx.load(str(old)).opset_import[0].version == 10
+    engine = Engine.build(old, input_shape=(1, 48, 48, 3))
+    x = zoo_data.photo_tensor(zoo_data.BY_NAME['mtcnn-onet'])
+    outputs = check_against_ort(engine, old, x, 1e-4)              # ORT on the opset-10 file
+    reference = ort_outputs(original, {engine.input_specs[0].name: x})
+    for name, expected in reference.items():                       # and on the original
+        assert zoo_data.rel_error(outputs[name], expected) <= 1e-4
+
+
+def test_failed_upgrade_names_the_opset(tmp_path):
+    """An opset-9 model the converter cannot upgrade (an op unknown at opset 9) is refused
+    with the opset in the message, not a converter traceback."""
+    node = helper.make_node('NoSuchOp', ['x'], ['y'])
+    graph = helper.make_graph(
+        [node], 'g', [helper.make_tensor_value_info('x', onnx.TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info('y', onnx.TensorProto.FLOAT, [1, 4])])
+    path = tmp_path / 'old.onnx'
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid('', 9)]), path)
+    with pytest.raises(ModelFormatError, match='opset 9 could not be upgraded'):
+        load_onnx(path)
