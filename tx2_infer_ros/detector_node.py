@@ -1,13 +1,16 @@
 """``detector_node``: a lifecycle node that turns camera images into vision_msgs detections.
 
 configure: validate parameters, load the plan or build (and cache) the engine, warm it up;
-activate: subscribe to ``image`` (or ``image/compressed``), publish ``detections``
-(Detection2DArray), ``annotated_image`` and ``~/frame_timing``; deactivate: destroy them;
-cleanup: release the engine. Diagnostics go to ``/diagnostics`` at 1 Hz from configure to
-cleanup; with ``publish_timing`` each frame's stage times also go to ``~/frame_timing``
-(DiagnosticArray carrying the image's header, to match it with the detections).
-Frames go through a keep-last-1 slot to one worker thread, so inference always runs on the
-newest frame; the rest are counted as dropped.
+activate: per camera (``cameras``: image topics; default the one topic ``image``), subscribe
+to its topic (or ``<topic>/compressed``) and publish ``detections`` (Detection2DArray) and
+``annotated_image`` in its topic's namespace (``cameras.py``); publish ``~/frame_timing``;
+deactivate: destroy them; cleanup: release the engine. Diagnostics go to ``/diagnostics`` at
+1 Hz from configure to cleanup (the node, then one status per camera while active); with
+``publish_timing`` each frame's stage times also go to ``~/frame_timing`` (DiagnosticArray
+carrying the image's header, to match it with the detections).
+Frames go through a keep-last-1 slot per camera to one worker thread (round-robin among the
+cameras with a frame waiting), so inference always runs on a camera's newest frame; the rest
+are counted as dropped. One engine serves every camera; frames are not batched.
 """
 import time
 
@@ -25,10 +28,10 @@ from tx2_infer_core import detect
 from tx2_infer_core.detect_params import DetectParams
 from tx2_infer_ros import conversions, params
 from tx2_infer_ros.pipeline import load_detector, reuse_freed_memory
-from tx2_infer_ros.qos import (image_qos, incompatible_qos_callbacks, matching_reliability,
-                               publisher_reliabilities)
-from tx2_infer_ros.scheduling import FreshestSlot, Worker
-from tx2_infer_ros.stats import STAGES, NodeStats, diagnostic_status, frame_timing_status
+from tx2_infer_ros.cameras import Camera
+from tx2_infer_ros.scheduling import FreshestSlots, Worker
+from tx2_infer_ros.stats import (STAGES, NodeStats, camera_status, diagnostic_status,
+                                 frame_timing_status)
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 LIVE = ('conf_threshold', 'iou_threshold', 'max_detections', 'classes', 'publish_annotated',
@@ -43,10 +46,8 @@ class DetectorNode(LifecycleNode):
         self._bad_overrides = self._declare_parameters()
         self._state = 'unconfigured'
         self.detector, self.info = None, {}
-        self.stats, self.slot, self.worker = NodeStats(), None, None
-        self._sub = self._det_pub = self._ann_pub = self._timing_pub = None
-        self._diag_pub = self._diag_timer = self._qos_timer = None
-        self._reliability = ''  # of the image subscription while active
+        self.stats, self.slots, self.worker, self.cameras = NodeStats(), None, None, []
+        self._timing_pub = self._diag_pub = self._diag_timer = self._qos_timer = None
         self._live, self._last_warn = {}, {}
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
@@ -95,44 +96,31 @@ class DetectorNode(LifecycleNode):
         self._diag_timer = self.create_timer(1.0, self._publish_diagnostics)
 
     def on_activate(self, state):
-        """Create the image subscription, the output publishers and the worker."""
-        self._det_pub = self.create_publisher(vision_msgs.Detection2DArray, 'detections', 10)
-        self._ann_pub = self.create_publisher(Image, 'annotated_image', 2)
+        """Create the cameras (publishers, then subscriptions) and the worker."""
         self._timing_pub = self.create_publisher(DiagnosticArray, '~/frame_timing', 10)
-        self.slot = FreshestSlot()
-        self.worker = Worker(self.slot, self._process)
+        compressed = self._param('input_type') == 'compressed'
+        self.cameras = [Camera(self, topic, compressed, self._param('qos_depth'))
+                        for topic in params.camera_topics(self._param('cameras'))]
+        self.slots = FreshestSlots(self.cameras)
+        self.worker = Worker(self.slots, self._process)
         self.worker.start()
         reliability = self._param('qos_reliability')
-        self._subscribe('best_effort' if reliability == 'auto' else reliability)
+        for camera in self.cameras:
+            camera.subscribe(self.slots.put, 'best_effort' if reliability == 'auto'
+                             else reliability)
         if reliability == 'auto':
             self._match_publishers()
             self._qos_timer = self.create_timer(1.0, self._match_publishers)
         self._state = 'active'
-        self.get_logger().info(f'active: subscribed to {self._sub.topic_name}')
+        topics = ', '.join(c.sub.topic_name for c in self.cameras)
+        self.get_logger().info(f'active: subscribed to {topics}')
         return super().on_activate(state)
 
-    def _subscribe(self, reliability):
-        """(Re)create the image subscription with ``reliability``."""
-        if self._sub is not None:
-            self.destroy_subscription(self._sub)
-        compressed = self._param('input_type') == 'compressed'
-        self._sub = self.create_subscription(
-            CompressedImage if compressed else Image,
-            'image/compressed' if compressed else 'image', self.slot.put,
-            image_qos(reliability, self._param('qos_depth')),
-            event_callbacks=incompatible_qos_callbacks(self.get_logger(), 'image'))
-        self._reliability = reliability
-
     def _match_publishers(self):
-        """qos_reliability auto: resubscribe when the publishers in the graph call for another
-        reliability (at activate, then every second, so a new publisher is matched); with no
-        publisher left, the subscription stays as it is."""
-        found = publisher_reliabilities(self, self._sub.topic_name)
-        wanted = matching_reliability(found)
-        if found and wanted != self._reliability:
-            self.get_logger().info(f'image subscription {self._reliability} -> {wanted}, '
-                                   f'matching the publishers of {self._sub.topic_name}')
-            self._subscribe(wanted)
+        """qos_reliability auto: each camera follows its topic's publishers (at activate, then
+        every second, so a new publisher is matched)."""
+        for camera in self.cameras:
+            camera.match_publishers()
 
     def on_deactivate(self, state):
         """Destroy the subscription, finish the frame in progress, destroy the publishers."""
@@ -158,19 +146,23 @@ class DetectorNode(LifecycleNode):
         return self.on_shutdown(state)
 
     def _stop_io(self):
+        """Unsubscribe, finish the frame in progress, count the frames left waiting, destroy
+        the publishers."""
         if self._qos_timer is not None:
             self.destroy_timer(self._qos_timer)
-        if self._sub is not None:
-            self.destroy_subscription(self._sub)
+        for camera in self.cameras:
+            camera.unsubscribe()
         if self.worker is not None:
             self.worker.stop()
-            self.stats.drop('stale', self.slot.drops['stale'])
-        for pub in (self._det_pub, self._ann_pub, self._timing_pub):
-            if pub is not None:
-                self.destroy_publisher(pub)
-        self._sub = self._det_pub = self._ann_pub = self._timing_pub = self._qos_timer = None
-        self.worker = self.slot = None
-        self._reliability = ''
+            for camera in self.cameras:
+                camera.stats.drop('stale', self.slots.drops[camera])
+            self.stats.drop('stale', sum(self.slots.drops.values()))
+        for camera in self.cameras:
+            camera.close()
+        if self._timing_pub is not None:
+            self.destroy_publisher(self._timing_pub)
+        self._timing_pub = self._qos_timer = self.worker = self.slots = None
+        self.cameras = []
 
     def _release_engine(self):
         if self._diag_timer is not None:
@@ -217,8 +209,9 @@ class DetectorNode(LifecycleNode):
         return SetParametersResult(successful=True)
 
     # ---- frames ----------------------------------------------------------------------------
-    def _process(self, msg, arrival):
-        """Worker: convert, detect, publish and time one frame; count it if dropped."""
+    def _process(self, camera, msg, arrival):
+        """Worker: convert, detect, publish and time one frame of ``camera``; count it (for
+        the node and the camera) if dropped."""
         live, t0 = self._live, time.perf_counter()
         waited = time.monotonic() - arrival
         times = {'wait': waited,
@@ -227,36 +220,37 @@ class DetectorNode(LifecycleNode):
             image = (conversions.compressed_to_bgr(msg) if isinstance(msg, CompressedImage)
                      else conversions.image_to_bgr(msg))
         except conversions.ConversionError as exc:
-            self._drop(exc.cause, str(exc))
+            self._drop(camera, exc.cause, str(exc))
             return
         except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the node
-            self._drop('decode', f'{type(exc).__name__}: {exc}')
+            self._drop(camera, 'decode', f'{type(exc).__name__}: {exc}')
             return
         times['decode'] = time.perf_counter() - t0
         try:
-            dets = self._detect_and_publish(msg, arrival, image, live, times)
+            dets = self._detect_and_publish(camera, msg, arrival, image, live, times)
         except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the node
-            self._drop('error', f'{type(exc).__name__}: {exc}')
+            self._drop(camera, 'error', f'{type(exc).__name__}: {exc}')
             return
         self.stats.record({s: times[s] for s in STAGES}, times['latency'])
+        camera.stats.record({}, times['latency'])
         if live['publish_timing']:
             timing = DiagnosticArray(header=msg.header, status=[
                 frame_timing_status(self.get_name(), times, len(dets))])
             self._timing_pub.publish(timing)
 
-    def _detect_and_publish(self, msg, arrival, image, live, times):
-        """Detect, publish the Detection2DArray (and the annotated image); adds the stage
+    def _detect_and_publish(self, camera, msg, arrival, image, live, times):
+        """Detect, publish the camera's Detection2DArray (and annotated image); adds the stage
         times and 'latency' (image stamp -> detections published) to ``times``."""
         dets = self.detector.detect(image, live['detect'], times)
         t0 = time.perf_counter()
-        self._det_pub.publish(conversions.fill_detection_array(
+        camera.detections.publish(conversions.fill_detection_array(
             vision_msgs.Detection2DArray(), dets, msg.header, vision_msgs))
         times['publish'] = time.perf_counter() - t0
         times['latency'] = self._since_stamp(msg.header.stamp, arrival)
         if live['publish_annotated']:
             annotated = conversions.fill_image(Image(), detect.draw_detections(image, dets))
             annotated.header = msg.header
-            self._ann_pub.publish(annotated)
+            camera.annotated.publish(annotated)
         return dets
 
     def _since_stamp(self, stamp, arrival) -> float:
@@ -267,22 +261,30 @@ class DetectorNode(LifecycleNode):
             return time.monotonic() - arrival
         return (self.get_clock().now().nanoseconds - stamp_ns) * 1e-9
 
-    def _drop(self, cause, text):
+    def _drop(self, camera, cause, text):
         """Count a dropped frame; log the first of each cause, then at most every 10 s."""
         self.stats.drop(cause)
+        camera.stats.drop(cause)
         now = time.monotonic()
         if now - self._last_warn.get(cause, -1e9) >= 10.0:
             self._last_warn[cause] = now
-            self.get_logger().warn(f'dropped a frame ({cause}, {self.stats.drops[cause]} so '
-                                   f'far): {text}')
+            self.get_logger().warn(f'dropped a frame of {camera.topic} ({cause}, '
+                                   f'{self.stats.drops[cause]} so far): {text}')
 
     def _publish_diagnostics(self):
+        """The node's status, then one per camera (frames, latency, drops, reliability)."""
         snap = self.stats.snapshot()
-        if self.slot is not None:
-            snap['drops']['stale'] += self.slot.drops['stale']
-        info = dict(self.info, image_reliability=self._reliability or 'none')
+        statuses = []
+        for camera in self.cameras:
+            cam_snap = camera.stats.snapshot()
+            cam_snap['drops']['stale'] += self.slots.drops[camera]
+            snap['drops']['stale'] += self.slots.drops[camera]
+            statuses.append(camera_status(self.get_name(), camera.topic, cam_snap,
+                                          camera.reliability))
+        info = dict(self.info, cameras=str(len(self.cameras)), image_reliability=','.join(
+            c.reliability for c in self.cameras) or 'none')
         status = diagnostic_status(self.get_name(), snap, info, self._state == 'active')
-        array = DiagnosticArray(status=[status])
+        array = DiagnosticArray(status=[status] + statuses)
         array.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(array)
 

@@ -4,6 +4,7 @@ Kept apart from the node so the rules are one table. ``REBUILD`` parameters need
 they are refused while the node is active and take effect on the next configure.
 """
 import os
+import re
 import stat
 from dataclasses import dataclass
 from typing import Optional
@@ -16,6 +17,8 @@ from tx2_infer_core.detect_params import DEFAULTS
 from tx2_infer_core.engine import BACKENDS, CUDA_FP32_NOTE, PRECISIONS, precision_error
 
 INPUT_TYPES = ('raw', 'compressed')
+DEFAULT_TOPIC = 'image'
+_TOPIC = re.compile(r'^[~/]?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$')
 RELIABILITIES = ('auto', 'best_effort', 'reliable')
 LABELS_MAX_BYTES = 1 << 20  # a label file is a few KiB; refuse anything that could be a mistake
 
@@ -56,6 +59,8 @@ SPECS = {
     'max_detections': Spec(DEFAULTS.max_detections, _I, 'Most detections published per frame',
                            low=1, high=1000, step=1),
     'classes': Spec([], _SA, 'Only report these classes (names or ids); empty = all'),
+    'cameras': Spec([], _SA, 'Image topics, one camera each (detections on <topic namespace>/'
+                             'detections); empty = the one topic image'),
     'input_type': Spec('raw', _S, 'Subscribe to sensor_msgs/Image (raw) or '
                                   'sensor_msgs/CompressedImage (compressed, jpeg/png)',
                        choices=INPUT_TYPES),
@@ -70,7 +75,7 @@ SPECS = {
 
 REBUILD = frozenset({'model_path', 'labels_path', 'input_size', 'backend', 'precision'})
 # Changing these while active needs new subscriptions: applied on the next activate.
-RESUBSCRIBE = frozenset({'input_type', 'qos_reliability', 'qos_depth'})
+RESUBSCRIBE = frozenset({'cameras', 'input_type', 'qos_reliability', 'qos_depth'})
 
 
 def descriptor(name) -> ParameterDescriptor:
@@ -112,6 +117,8 @@ def validate(name, value) -> Optional[str]:
         return precision_error(value)
     if name == 'labels_path':
         return labels_path_error(value)
+    if name == 'cameras':
+        return cameras_error(value)
     if spec.choices and value not in spec.choices:
         return f"{name} must be one of {', '.join(spec.choices)}, got {value!r}"
     if spec.low is not None and not spec.low <= value <= spec.high:
@@ -137,6 +144,37 @@ def labels_path_error(path) -> Optional[str]:
                 f'per line) is at most {LABELS_MAX_BYTES}')
     if not os.access(path, os.R_OK):
         return f"labels_path '{path}' is not readable"
+    return None
+
+
+def camera_topics(cameras) -> list:
+    """The image topics of the ``cameras`` parameter; blank entries are ignored (YAML cannot
+    hold an empty list: ``[""]``), none means the one topic ``image``."""
+    topics = [str(c).strip() for c in cameras if str(c).strip()]
+    return topics or [DEFAULT_TOPIC]
+
+
+def output_namespace(topic) -> str:
+    """The namespace prefix of a camera's outputs: 'front/image_raw' -> 'front/',
+    '/cam0/image' -> '/cam0/', 'image' -> '', '/image' -> '/'."""
+    head = topic.rpartition('/')[0]
+    return head + '/' if head else ('/' if topic.startswith('/') else '')
+
+
+def cameras_error(cameras) -> Optional[str]:
+    """None if the ``cameras`` parameter is usable, else the reason: every topic a valid ROS
+    name, no topic twice, and no two cameras publishing on the same detections topic."""
+    topics = camera_topics(cameras)
+    for topic in topics:
+        if not _TOPIC.match(topic):
+            return f"cameras: '{topic}' is not a valid topic name"
+    outputs = {}
+    for topic in topics:
+        other = outputs.setdefault(output_namespace(topic), topic)
+        if other != topic or topics.count(topic) > 1:
+            return (f"cameras: '{other}' and '{topic}' would both publish on "
+                    f"'{output_namespace(topic)}detections'; give each camera its own "
+                    'namespace (e.g. front/image_raw, rear/image_raw)')
     return None
 
 

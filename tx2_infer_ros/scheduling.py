@@ -1,57 +1,67 @@
-"""Freshest-frame scheduling: a keep-last-1 slot between the subscription and one worker.
+"""Freshest-frame scheduling: a keep-last-1 slot per camera between the subscriptions and one
+worker.
 
-The subscription callback ``put``s each message; a message still waiting when a newer one
-arrives is replaced and counted as dropped ('stale'). The worker thread ``take``s the newest
-message, so inference never runs on a frame while a newer one is waiting. No rclpy here.
+Each subscription callback ``put``s its message under its camera's key; a message still waiting
+when a newer one of the same camera arrives is replaced and counted as dropped (``drops[key]``,
+'stale'). The worker thread ``take``s the newest message of the next camera with one waiting,
+round-robin from the camera served last, so inference never runs on a frame while a newer one
+of that camera waits, and a fast camera cannot starve a slow one. No rclpy here.
 """
 import threading
 import time
 from collections import Counter
 
 
-class FreshestSlot:
-    """A one-message mailbox that always holds the newest message."""
+class FreshestSlots:
+    """One-message mailboxes, one per key, each holding its newest message."""
 
-    def __init__(self):
+    def __init__(self, keys=(None,)):
         self._cond = threading.Condition()
-        self._item = None
+        self._keys = list(keys)
+        self._items = {}  # key -> (item, arrival)
+        self._next = 0  # index in _keys where the round-robin search starts
         self._closed = False
-        self.drops = Counter()
+        self.drops = Counter()  # key -> messages replaced before the worker took them
 
-    def put(self, item) -> None:
-        """Store ``item`` (with its arrival time), replacing and counting a waiting one."""
+    def put(self, key, item) -> None:
+        """Store ``item`` (with its arrival time) for ``key``, replacing and counting a
+        waiting one."""
         with self._cond:
-            if self._item is not None:
-                self.drops['stale'] += 1
-            self._item = (item, time.monotonic())
+            if key in self._items:
+                self.drops[key] += 1
+            self._items[key] = (item, time.monotonic())
             self._cond.notify()
 
     def take(self, timeout=None):
-        """The newest (item, arrival time), waiting up to ``timeout`` s; None if none/closed."""
+        """(key, item, arrival time) of the next key with a message, round-robin, waiting up to
+        ``timeout`` s; None if none came or the slots are closed."""
         with self._cond:
-            if self._item is None and not self._closed:
+            if not self._items and not self._closed:
                 self._cond.wait(timeout)
-            item, self._item = self._item, None
-            return None if self._closed else item
-
-    def clear(self) -> None:
-        """Forget a waiting message (not counted: the node is being deactivated)."""
-        with self._cond:
-            self._item = None
+            if self._closed or not self._items:
+                return None
+            for step in range(len(self._keys)):
+                index = (self._next + step) % len(self._keys)
+                key = self._keys[index]
+                if key in self._items:
+                    self._next = index + 1
+                    item, arrival = self._items.pop(key)
+                    return key, item, arrival
+            return None
 
     def close(self) -> None:
-        """Wake and stop the worker."""
+        """Forget waiting messages (not counted), wake and stop the worker."""
         with self._cond:
             self._closed = True
-            self._item = None
+            self._items.clear()
             self._cond.notify_all()
 
 
 class Worker:
-    """A thread that runs ``handle(item, arrival)`` on the newest message of a slot."""
+    """A thread that runs ``handle(key, item, arrival)`` on the messages ``slots`` give."""
 
-    def __init__(self, slot, handle, name='tx2_infer_worker'):
-        self.slot, self.handle = slot, handle
+    def __init__(self, slots, handle, name='tx2_infer_worker'):
+        self.slots, self.handle = slots, handle
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._stop = threading.Event()
 
@@ -61,13 +71,13 @@ class Worker:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            got = self.slot.take(timeout=0.2)
+            got = self.slots.take(timeout=0.2)
             if got is not None:
                 self.handle(*got)
 
     def stop(self, timeout=10.0) -> None:
         """Stop the thread after the frame in progress (if any) and wait for it."""
         self._stop.set()
-        self.slot.close()
+        self.slots.close()
         if self._thread.is_alive():
             self._thread.join(timeout)

@@ -92,3 +92,18 @@ def frame_timing_status(node_name, seconds, detections) -> DiagnosticStatus:
     values.append(('detections', str(detections)))
     status.values = [KeyValue(key=k, value=v) for k, v in values]
     return status
+
+
+def camera_status(node_name, topic, snap, reliability) -> DiagnosticStatus:
+    """One camera's ``DiagnosticStatus`` from its ``NodeStats.snapshot()``: frames, fps,
+    latency p50/p99/max, drops per cause and its subscription's reliability."""
+    lat = snap['latency_ms']
+    status = DiagnosticStatus(name=f'{node_name}: camera {topic}', level=DiagnosticStatus.OK,
+                              message=f"{snap['frames']} frames, {snap['fps']:.1f} fps, "
+                                      f"latency p50 {lat['p50']:.1f} ms")
+    values = [('topic', topic), ('frames', str(snap['frames'])), ('fps', f"{snap['fps']:.2f}")]
+    values += [(f'latency_{k}_ms', f'{v:.2f}') for k, v in lat.items()]
+    values += [(f'dropped_{c}', str(n)) for c, n in snap['drops'].items()]
+    values.append(('image_reliability', reliability or 'none'))
+    status.values = [KeyValue(key=k, value=v) for k, v in values]
+    return status

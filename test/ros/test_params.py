@@ -39,3 +39,23 @@ def test_labels_path_unreadable_is_refused(tmp_path):
 def test_labels_path_needs_a_rebuild_like_model_path():
     assert {'model_path', 'labels_path'} <= params.REBUILD
     assert 'rebuild' in params.descriptor('labels_path').additional_constraints
+
+
+def test_cameras_default_to_the_image_topic_and_outputs_go_to_their_namespace():
+    assert params.camera_topics([]) == params.camera_topics(['']) == ['image']
+    assert params.camera_topics([' front/image_raw ', '']) == ['front/image_raw']
+    for topic, prefix in [('image', ''), ('/image', '/'), ('front/image_raw', 'front/'),
+                          ('/robot/cam0/image', '/robot/cam0/'), ('~/image', '~/')]:
+        assert params.output_namespace(topic) == prefix, topic
+    assert params.validate('cameras', ['front/image_raw', 'rear/image_raw']) is None
+
+
+def test_cameras_sharing_a_detections_topic_or_invalid_are_refused():
+    for cameras, words in [(['cam/left', 'cam/right'], "'cam/detections'"),
+                           (['front/image', 'front/image'], "'front/detections'"),
+                           (['image', 'other'], "'detections'"),
+                           (['front image'], 'not a valid topic name'),
+                           (['front/'], 'not a valid topic name')]:
+        reason = params.validate('cameras', cameras)
+        assert reason and words in reason, (cameras, reason)
+    assert 'cameras' in params.RESUBSCRIBE
