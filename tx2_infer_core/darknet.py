@@ -14,6 +14,7 @@ Darknet conventions reproduced here (checked against OpenCV's own Darknet import
   when ``batch_normalize=1``, then the OIHW weights.
 """
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,8 @@ INPUT_FORMAT = {'color': 'RGB', 'layout': 'NCHW', 'scale': 1 / 255, 'resize': 'l
                 'pad_value': 127}
 
 
+# Largest tensor (elements) an imported model may have; ``load_darknet(max_elements=...)``.
+MAX_TENSOR_ELEMENTS = 1 << 28
 LAYER_SECTIONS = ('convolutional', 'maxpool', 'upsample', 'route', 'shortcut', 'yolo',
                   'dropout')
 # Keys that change what a layer computes and are not implemented: {key: the harmless value}.
@@ -87,12 +90,15 @@ class WeightsReader:
         self.pos, self.first_missing = 0, None
 
     def take(self, count, what):
-        """The next ``count`` floats for ``what`` (zeros past the end, reported by ``finish``)."""
-        if self.pos + count > len(self.floats) and self.first_missing is None:
-            self.first_missing = what
+        """The next ``count`` floats for ``what``. Past the end of the file: a read-only zero
+        view (no memory), reported by ``finish``."""
+        if self.pos + count > len(self.floats):
+            self.first_missing = self.first_missing or what
+            self.pos += count
+            return np.broadcast_to(np.float32(0), (count,))
         chunk = self.floats[self.pos:self.pos + count].astype(np.float32)
         self.pos += count
-        return np.pad(chunk, (0, count - len(chunk)))
+        return chunk
 
     def finish(self, strict):
         """Check the cfg used exactly the floats the file holds (extra: warning if not strict)."""
@@ -112,15 +118,24 @@ class WeightsReader:
 class _Builder:
     """Accumulates nodes, values and weights while the cfg sections are converted."""
 
-    def __init__(self, input_shape, bn_epsilon):
+    def __init__(self, input_shape, bn_epsilon, max_elements=MAX_TENSOR_ELEMENTS):
         self.nodes, self.weights, self.bn_epsilon = [], {}, bn_epsilon
+        self.max_elements = max_elements
         self.values = {INPUT_NAME: Value(INPUT_NAME, tuple(input_shape), 'float32', 'NCHW')}
 
     def shape(self, name):
         return self.values[name].shape
 
+    def check_size(self, sec, name, shape):
+        """Refuse a tensor of more than ``max_elements`` elements (before building it)."""
+        count = math.prod(shape)
+        if count > self.max_elements:
+            raise sec.error(None, f"tensor '{name}' of shape {tuple(shape)} has {count} "
+                            f'elements, more than the limit of {self.max_elements}')
+
     def const(self, name, array):
-        self.weights[name] = np.ascontiguousarray(array)
+        # a read-only zero view stands for weights past the end of a short file (see ``take``)
+        self.weights[name] = array if not array.flags.writeable else np.ascontiguousarray(array)
         return name
 
     def add(self, op, name, inputs, shape, **attrs):
@@ -162,6 +177,7 @@ def _conv(b, sec, x, tag, reader):
     if n <= 0 or size <= 0 or stride <= 0 or groups <= 0 or c % groups:
         raise sec.error('filters', f'bad convolution: filters={n} size={size} stride={stride} '
                         f'groups={groups} on {c} input channels')
+    b.check_size(sec, f'conv_{tag}.weight', (n, c // groups, size, size))
     bn = sec.int('batch_normalize', 0)
     bias = reader.take(n, f'{sec} biases')
     if bn:
@@ -274,9 +290,9 @@ def _check_supported_keys(sec):
             raise sec.error(key, f"'{key}={sec.options[key]}' is not supported")
 
 
-def _build(sections, reader, input_shape, bn_epsilon):
+def _build(sections, reader, input_shape, bn_epsilon, max_elements):
     """Convert the sections after [net] into nodes; returns (builder, head layers, classes)."""
-    b = _Builder(input_shape, bn_epsilon)
+    b = _Builder(input_shape, bn_epsilon, max_elements)
     layers, head, classes, x = [], [], None, INPUT_NAME
     for index, sec in enumerate(sections):
         sec.index = index
@@ -304,6 +320,8 @@ def _build(sections, reader, input_shape, bn_epsilon):
                             f"{', '.join(LAYER_SECTIONS)})")
         if x is not None and min(b.shape(x)) <= 0:
             raise sec.error(None, f'layer output would be empty: shape {b.shape(x)}')
+        if x is not None:
+            b.check_size(sec, x, b.shape(x))
         layers.append(x)
     return b, head, classes
 
@@ -320,14 +338,15 @@ def _read_names(path, classes):
 
 
 def load_darknet(cfg_path, weights_path, input_shape=None, names_path=None, strict=True,
-                 bn_epsilon=BN_EPSILON) -> Graph:
+                 bn_epsilon=BN_EPSILON, max_elements=MAX_TENSOR_ELEMENTS) -> Graph:
     """Import a Darknet model as an IR graph of standard ONNX ops (NCHW float32).
 
     ``input_shape`` (N, C, H, W) overrides the [net] width/height/channels. The graph input is
     ``images``; the outputs are the raw maps feeding each [yolo] layer, described in
     ``graph.meta['head']``. With ``strict`` a weights file longer than the cfg needs is an error,
     otherwise a warning. ``bn_epsilon`` is the BatchNormalization epsilon (see ``BN_EPSILON``).
-    Malformed files raise ``ModelFormatError`` naming file, line and section.
+    Malformed files, and tensors over ``max_elements`` elements, raise ``ModelFormatError``
+    naming file, line and section.
     """
     net, sections = parse_cfg(cfg_path)
     if input_shape is None:
@@ -335,8 +354,12 @@ def load_darknet(cfg_path, weights_path, input_shape=None, names_path=None, stri
     input_shape = tuple(int(d) for d in input_shape)
     if len(input_shape) != 4 or min(input_shape) <= 0:
         raise ModelFormatError(f'input_shape must be (N, C, H, W) positive, got {input_shape}')
+    if math.prod(input_shape) > max_elements:
+        raise ModelFormatError(f'{cfg_path}: input shape {input_shape} has '
+                               f'{math.prod(input_shape)} elements, more than the limit of '
+                               f'{max_elements}')
     reader = WeightsReader(weights_path)
-    builder, head, classes = _build(sections, reader, input_shape, bn_epsilon)
+    builder, head, classes = _build(sections, reader, input_shape, bn_epsilon, max_elements)
     reader.finish(strict)
     if not head:
         raise ModelFormatError(f'{cfg_path}: no [yolo] section; only YOLO detectors are '

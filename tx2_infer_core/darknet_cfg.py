@@ -4,9 +4,27 @@
 reads its options with typed getters whose errors name the file, line, section and key; what the
 sections mean is ``darknet.py``'s business.
 """
+import math
 from pathlib import Path
 
 from tx2_infer_core.errors import ModelFormatError
+
+
+def _finite(text) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f'{text} is not finite')
+    return value
+
+
+def _list(convert):
+    """A converter of a non-empty comma-separated list of ``convert`` values."""
+    def parse(text):
+        items = [convert(t) for t in text.split(',') if t.strip()]
+        if not items:
+            raise ValueError('empty list')
+        return items
+    return parse
 
 
 class Section:
@@ -42,20 +60,18 @@ class Section:
         return self._get(key, default, int, 'an integer')
 
     def float(self, key, default=None):
-        return self._get(key, default, float, 'a number')
+        return self._get(key, default, _finite, 'a finite number')
 
     def str(self, key, default=None):
         return self._get(key, default, str, 'text')
 
     def ints(self, key):
-        """A comma-separated list of integers (required)."""
-        return self._get(key, None, lambda v: [int(t) for t in v.split(',') if t.strip()],
-                         'comma-separated integers')
+        """A non-empty comma-separated list of integers (required)."""
+        return self._get(key, None, _list(int), 'comma-separated integers')
 
     def floats(self, key):
-        """A comma-separated list of numbers (required)."""
-        return self._get(key, None, lambda v: [float(t) for t in v.split(',') if t.strip()],
-                         'comma-separated numbers')
+        """A non-empty comma-separated list of finite numbers (required)."""
+        return self._get(key, None, _list(_finite), 'comma-separated finite numbers')
 
 
 def parse_cfg(path):

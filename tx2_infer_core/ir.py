@@ -7,9 +7,12 @@ assumptions baked into ops.
 from __future__ import annotations
 
 import dataclasses
+import heapq
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from tx2_infer_core.errors import ModelFormatError
 
 
 @dataclass
@@ -92,18 +95,37 @@ class Graph:
         return list(seen)
 
     def toposort(self) -> None:
-        """Reorder nodes so every node follows its producers (stable for ordered graphs)."""
+        """Reorder nodes so every node follows its producers, in linear time (Kahn's algorithm,
+        ready nodes taken in their original order, so an ordered graph keeps its order).
+
+        A value no node produces (and that is no input or weight), or a cycle, raises
+        ``ModelFormatError`` naming a few of the values or nodes involved.
+        """
         ready = set(self.inputs) | set(self.weights) | {''}
-        pending, ordered = list(self.nodes), []
-        while pending:
-            progress = [n for n in pending if all(i in ready for i in n.inputs)]
-            if not progress:
-                missing = {i for n in pending for i in n.inputs if i not in ready}
-                raise ValueError(f'graph has a cycle or undefined values: {sorted(missing)[:5]}')
-            for node in progress:
-                ordered.append(node)
-                ready.update(node.outputs)
-            pending = [n for n in pending if n not in progress]
+        produced = {out for node in self.nodes for out in node.outputs if out}
+        undefined = sorted({i for n in self.nodes for i in n.inputs} - ready - produced)
+        if undefined:
+            raise ModelFormatError(f'graph {self.name!r} reads values no node produces: '
+                                   f'{undefined[:5]}')
+        waiting, readers = [], {}
+        for index, node in enumerate(self.nodes):
+            needs = set(node.inputs) - ready
+            waiting.append(len(needs))
+            for name in needs:
+                readers.setdefault(name, []).append(index)
+        heap = [index for index, count in enumerate(waiting) if count == 0]
+        ordered = []
+        while heap:
+            node = self.nodes[heapq.heappop(heap)]
+            ordered.append(node)
+            for out in node.outputs:
+                for index in readers.pop(out, ()):
+                    waiting[index] -= 1
+                    if waiting[index] == 0:
+                        heapq.heappush(heap, index)
+        if len(ordered) < len(self.nodes):
+            stuck = [n.name for n, count in zip(self.nodes, waiting) if count]
+            raise ModelFormatError(f'graph {self.name!r} has a cycle through nodes {stuck[:5]}')
         self.nodes = ordered
 
     def prune(self) -> int:

@@ -281,3 +281,34 @@ def test_shortcut_groups_mish_swish(tmp_path):
     x = np.cos(np.arange(3 * 32 * 32, dtype=np.float32)).reshape(1, 3, 32, 32)
     expected = session(graph).run(None, {'images': x})[0]
     assert rel_error(reference.execute(graph, {'images': x})['conv_6'], expected) <= 1e-5
+
+
+@pytest.mark.parametrize('old,new,message', [
+    ('layers = -4', 'layers = ,', r"bad value ',' for 'layers'"),
+    ('anchors = 10,14', 'anchors = nan,14', "bad value 'nan,14.*for 'anchors'"),
+    ('anchors = 10,14', 'anchors = inf,14', "bad value 'inf,14.*for 'anchors'"),
+    ('mask = 3,4,5', 'mask = ', "bad value '' for 'mask'"),
+    ('height=416', 'height=100000', r"tensor 'leaky_0' .*100000, 416\) .* limit"),
+    ('height=416', 'height=1000000', r'input shape \(1, 3, 1000000, 416\).*limit'),
+    ('filters=16', 'filters=1000000', r"tensor 'leaky_0' .* more than the limit"),
+    ('filters=16', 'filters=100000000000', r"tensor 'conv_0.weight' .* more than the limit"),
+    ('stride=2\n', 'stride=2\npadding=10000000\n', r"tensor 'pool_1' .* more than the limit"),
+])
+def test_hostile_cfg_values_are_model_format_errors(tmp_path, tiny, old, new, message):
+    cfg = _cfg(tmp_path, tiny, old, new)
+    with pytest.raises(ModelFormatError, match=message):
+        darknet.load_darknet(cfg, tiny[1])
+
+
+def test_the_tensor_limit_is_a_parameter(tiny):
+    with pytest.raises(ModelFormatError, match="tensor 'leaky_0' .* limit of 1000000"):
+        darknet.load_darknet(tiny[0], tiny[1], max_elements=10**6)
+
+
+def test_short_weights_for_a_huge_cfg_allocate_nothing(tmp_path, tiny):
+    """Weights past the end of the file are zero views until ``finish`` refuses the file."""
+    reader = darknet.WeightsReader(tiny[1])
+    chunk = reader.take(TOTAL_FLOATS + 10**9, 'everything')
+    assert chunk.shape == (TOTAL_FLOATS + 10**9,) and chunk.strides == (0,)
+    with pytest.raises(ModelFormatError, match='too short'):
+        reader.finish(strict=True)

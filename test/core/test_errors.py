@@ -8,6 +8,7 @@ from tx2_infer_core import assets
 from tx2_infer_core.engine import Engine
 from tx2_infer_core.errors import (InputError, ModelFormatError, PlanFileError,
                                    UnsupportedOpError)
+from tx2_infer_core.ir import Graph, Node, Value
 from tx2_infer_core.onnx_import import load_onnx
 
 
@@ -236,3 +237,43 @@ def test_conv_group_must_divide_the_channels(tmp_path, channels, filters, group)
 def test_conv_on_uint8_is_refused(tmp_path):
     with pytest.raises(UnsupportedOpError, match="'bad_conv'.*uint8"):
         load_onnx(_conv_model(tmp_path, 4, 4, 1, TensorProto.UINT8))
+
+
+def test_a_cycle_is_a_model_format_error(tmp_path):
+    x = helper.make_tensor_value_info('x', TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info('y', TensorProto.FLOAT, [1, 4])
+    nodes = [helper.make_node('Add', ['x', 'b'], ['a'], name='first'),
+             helper.make_node('Relu', ['a'], ['b'], name='second'),
+             helper.make_node('Relu', ['a'], ['y'], name='out')]
+    model = helper.make_model(helper.make_graph(nodes, 'loop', [x], [y]),
+                              opset_imports=[helper.make_opsetid('', 13)])
+    path = tmp_path / 'cycle.onnx'
+    onnx.save(model, path)
+    with pytest.raises(ModelFormatError, match=r"cycle through nodes \['first', 'second', 'out'"):
+        load_onnx(path)
+
+
+def _chain(count):
+    """x -> n0 -> n1 -> ... (Relu nodes), as a Graph."""
+    nodes = [Node('Relu', f'n{i}', ['x' if i == 0 else f'v{i - 1}'], [f'v{i}'])
+             for i in range(count)]
+    values = {'x': Value('x', (1,))}
+    return Graph(nodes=nodes, inputs=['x'], outputs=[f'v{count - 1}'], values=values,
+                 weights={})
+
+
+def test_toposort_orders_a_shuffled_long_chain_and_keeps_an_ordered_one():
+    graph = _chain(10000)
+    ordered = list(graph.nodes)
+    graph.toposort()
+    assert graph.nodes == ordered
+    graph.nodes = ordered[::-1]
+    graph.toposort()
+    assert [n.name for n in graph.nodes] == [n.name for n in ordered]
+
+
+def test_toposort_undefined_value():
+    graph = _chain(3)
+    graph.nodes[1].inputs = ['nowhere']
+    with pytest.raises(ModelFormatError, match=r"no node produces: \['nowhere'\]"):
+        graph.toposort()
