@@ -20,6 +20,7 @@ IMAGENET_MEAN = (123.675, 116.28, 103.53)   # RGB, in pixel units
 IMAGENET_STD = (58.395, 57.12, 57.375)
 HALF = (127.5, 127.5, 127.5)                 # (x / 255 - 0.5) / 0.5
 GROUP_MIB = 40                               # one pack per device call (64 MiB carried at most)
+FP16_MAX = 65504.0
 SMALL = 16                                   # float tensors below this many elements stay fp32
 
 
@@ -173,7 +174,10 @@ def pack_onnx(src, dst_stem) -> None:
     model = onnx.load(str(src))
     arrays = {}
     for i, tensor in enumerate(_float_tensors(model)):
-        arrays[f'w{i}'] = numpy_helper.to_array(tensor).astype(np.float16)
+        array = numpy_helper.to_array(tensor)
+        if np.abs(array).max() > FP16_MAX:          # e.g. a BatchNorm variance: kept float32
+            continue
+        arrays[f'w{i}'] = array.astype(np.float16)
         tensor.ClearField('raw_data')
         tensor.ClearField('float_data')
     onnx.save(model, f'{dst_stem}.onnx')
@@ -215,11 +219,15 @@ def groups(limit_mib=GROUP_MIB) -> list:
 
 
 def pack(folder, names) -> None:
-    """Pack the zoo models ``names`` into ``folder`` (Darknet weights via ``devdata``)."""
+    """Pack the zoo models ``names`` and their photos into ``folder`` (Darknet weights via
+    ``devdata``)."""
     from devdata import pack_darknet_weights
+
+    from tx2_infer_core import assets
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    (folder / 'photos').mkdir(parents=True, exist_ok=True)
     for name in names:
+        shutil.copy(assets.fetch(BY_NAME[name].photo), folder / 'photos')
         model_path, weights = model_files(BY_NAME[name])
         if weights is None:
             pack_onnx(model_path, folder / name)
@@ -229,10 +237,17 @@ def pack(folder, names) -> None:
 
 
 def unpack(folder, work) -> dict:
-    """Restore the packed models in ``folder`` into ``work``: {name: (model, weights or None)}."""
+    """Restore the packed models in ``folder`` into ``work``: {name: (model, weights or None)};
+    the photos go into the asset cache."""
     from devdata import unpack_darknet_weights
+
+    from tx2_infer_core import assets
     folder, work = Path(folder), Path(work)
     work.mkdir(parents=True, exist_ok=True)
+    cache = assets.cache_dir() / 'assets'
+    cache.mkdir(parents=True, exist_ok=True)
+    for photo in (folder / 'photos').glob('*'):
+        shutil.copy(photo, cache / photo.name)
     found = {}
     for name in BY_NAME:
         if (folder / f'{name}.npz').is_file():

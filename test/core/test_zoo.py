@@ -127,3 +127,27 @@ def test_failed_upgrade_names_the_opset(tmp_path):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid('', 9)]), path)
     with pytest.raises(ModelFormatError, match='opset 9 could not be upgraded'):
         load_onnx(path)
+
+
+# --- carrying the zoo to the GPU machine --------------------------------------------------------
+
+def test_pack_unpack_restores_every_weight(tmp_path):
+    """PP-OCRv4 det keeps its weights in Constant nodes and has a BatchNorm variance beyond
+    the float16 range (9.8e7): it must come back finite, each weight its float16 rounding
+    or, where that would overflow, exact; the packed files are about half the model."""
+    from onnx import numpy_helper
+    zoo_data.pack(tmp_path / 'packed', ['ppocr-det'])
+    restored = zoo_data.unpack(tmp_path / 'packed', tmp_path / 'work')['ppocr-det'][0]
+    packed = sum(p.stat().st_size for p in (tmp_path / 'packed').glob('ppocr-det.*'))
+    original_path = assets.fetch('ppocr-det.onnx')
+    assert packed < 0.6 * original_path.stat().st_size
+    original, back = onnx.load(str(original_path)), onnx.load(str(restored))
+    pairs = list(zip(zoo_data._float_tensors(original), zoo_data._float_tensors(back)))
+    assert len(pairs) > 100
+    for a, b in pairs:
+        a, b = numpy_helper.to_array(a), numpy_helper.to_array(b)
+        assert np.isfinite(b).all()
+        if np.abs(a).max() > zoo_data.FP16_MAX:
+            assert np.array_equal(a, b)
+        else:
+            assert np.array_equal(a.astype(np.float16).astype(np.float32), b)
