@@ -45,7 +45,7 @@ def test_derived_lists():
             'BatchNormalization'} <= set(ELEMENTWISE_OPS)
     assert 'Max' not in ELEMENTWISE_OPS  # its chain of launches reads every input
     assert set(ACTIVATIONS) <= SINKABLE
-    assert set(FUSABLE) == set(ACTIVATIONS)
+    assert set(FUSABLE) == set(traits.names(kind=traits.ACTIVATION))  # SiLU nodes too
 
 
 def test_in_place_ops_keep_their_storage_order():
@@ -98,7 +98,7 @@ def test_activation_lowers_alone_and_fused_keeping_nhwc(name):
     graph = _conv_act_graph(name, _attrs(name))
     launches = lower_graph(graph, arch=87).launches
     act = [k for k in launches if k.node == 'act']
-    assert [k.kernel for k in act] == ['unary']
+    assert [k.kernel for k in act] == ['unary_vec8']  # dense NHWC in and out
     rec = act[0].fields['act']
     assert int(rec['kind']) == params.ACTIVATIONS[name]
     for (attr, _), field in zip(traits.TRAITS[name].params, traits.ACT_FIELDS):
@@ -114,7 +114,7 @@ def test_activation_lowers_alone_and_fused_keeping_nhwc(name):
 def test_unary_op_lowers_with_its_code_keeping_nhwc(name):
     graph = _conv_act_graph(name)
     act = [k for k in lower_graph(graph, arch=62).launches if k.node == 'act']
-    assert [(k.kernel, k.fields['op']) for k in act] == [('unary', params.UNARY[name])]
+    assert [(k.kernel, k.fields['op']) for k in act] == [('unary_vec8', params.UNARY[name])]
     assert layout.nhwc_values(graph) == {'x', 'c', 'y'}
 
 

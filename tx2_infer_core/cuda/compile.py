@@ -82,16 +82,21 @@ def _define_flags(defines: dict) -> list:
     return [f'-D{k}' if v is None else f'-D{k}={v}' for k, v in sorted(defines.items())]
 
 
-def nvcc_compile(name: str, arch: int, defines: dict) -> bytes:
-    """Compile ``kernels/<name>.cu`` with nvcc to a cubin for ``sm_<arch>``."""
+def nvcc_compile(name: str, arch: int, defines: dict, source: str = None) -> bytes:
+    """Compile ``kernels/<name>.cu`` (or the generated ``source``) with nvcc to a cubin for
+    ``sm_<arch>``."""
     nvcc = shutil.which('nvcc')
     if nvcc is None:
         raise CompileError('nvcc is not on PATH')
     folder = kernel_dir()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / f'{name}.cubin'
+        src = folder / f'{name}.cu'
+        if source is not None:
+            src = Path(tmp) / f'{name}.cu'
+            src.write_text(source)
         cmd = [nvcc, '-cubin', f'-arch=sm_{arch}', '-O3', '-std=c++17', f'-I{folder}',
-               *_define_flags(defines), '-o', str(out), str(folder / f'{name}.cu')]
+               *_define_flags(defines), '-o', str(out), str(src)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise CompileError(f'nvcc failed on {name}.cu for sm_{arch}:\n{proc.stderr}')
@@ -134,11 +139,12 @@ def _check(lib, code: int, what: str):
         raise CompileError(f'{what}: {lib.nvrtcGetErrorString(code).decode()}')
 
 
-def nvrtc_compile(name: str, arch: int, defines: dict) -> bytes:
-    """Compile ``kernels/<name>.cu`` with NVRTC to a cubin for ``sm_<arch>``."""
+def nvrtc_compile(name: str, arch: int, defines: dict, source: str = None) -> bytes:
+    """Compile ``kernels/<name>.cu`` (or the generated ``source``) with NVRTC to a cubin for
+    ``sm_<arch>``."""
     lib = load_nvrtc()
     prog = ctypes.c_void_p()
-    src = (kernel_dir() / f'{name}.cu').read_bytes()
+    src = source.encode() if source is not None else (kernel_dir() / f'{name}.cu').read_bytes()
     _check(lib, lib.nvrtcCreateProgram(ctypes.byref(prog), src, f'{name}.cu'.encode(), 0,
                                        None, None), 'nvrtcCreateProgram')
     try:
@@ -179,9 +185,49 @@ def split_module(module: str) -> tuple:
     return name, dict(p.split('=', 1) if '=' in p else (p, None) for p in parts)
 
 
+# Generated kernel sources (``cuda/codegen_pointwise.py``) by module name: ``compile_cached``
+# and ``compile_all`` compile a registered module like a file of ``kernels/``.
+GENERATED = {}
+
+
+def register_source(name: str, source: str) -> None:
+    """Make module ``name`` the generated ``source`` (it may include ``kernels/*.cuh``)."""
+    if GENERATED.get(name, source) != source:
+        raise CompileError(f'generated module {name} registered with two sources')
+    GENERATED[name] = source
+
+
+def compile_source(name: str, source: str, arch: int, compiler: str = None) -> bytes:
+    """The cubin of a generated ``source`` for ``sm_<arch>``, disk-cached like the files: the
+    key is a hash of the source, every header of ``kernels/``, the architecture and the
+    compiler."""
+    compiler = compiler or pick_compiler(arch)
+    h = hashlib.sha256(source.encode())
+    for path in sorted(kernel_dir().glob('*.cuh')):
+        h.update(path.name.encode() + b'\0' + path.read_bytes())
+    h.update(f'sm_{arch}|{compiler}'.encode())
+    path = assets.cache_dir() / 'kernels' / f'{name}-sm_{arch}-{h.hexdigest()[:20]}.cubin'
+    if path.is_file():
+        return path.read_bytes()
+    fn = nvcc_compile if compiler == 'nvcc' else nvrtc_compile
+    cubin = fn(name, arch, {}, source)
+    _write_atomic(path, cubin)
+    return cubin
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f'.tmp{os.getpid()}')
+    tmp.write_bytes(data)
+    os.replace(tmp, path)  # atomic: concurrent processes never read half a file
+
+
 def compile_cached(name: str, arch: int, defines: dict = None, compiler: str = None) -> bytes:
     """The cubin of module ``name`` (``kernels/<file>.cu``, defines after '@', see
-    ``split_module``) for ``sm_<arch>``, from the disk cache if present."""
+    ``split_module``; or a registered generated source) for ``sm_<arch>``, from the disk
+    cache if present."""
+    if name in GENERATED:
+        return compile_source(name, GENERATED[name], arch, compiler)
     name, extra = split_module(name)
     defines = dict(extra, **(defines or {}))
     compiler = compiler or pick_compiler(arch)

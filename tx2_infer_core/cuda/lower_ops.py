@@ -7,11 +7,19 @@ raises ``UnsupportedOpError`` naming the node. Which op is an activation, a unar
 import numpy as np
 
 from tx2_infer_core.cuda import params
+from tx2_infer_core.cuda.codegen_pointwise import channel_dim, input_access
+from tx2_infer_core.cuda.codegen_pointwise import lower_pointwise  # noqa: F401 (op table)
 from tx2_infer_core.cuda.launch import BLOCK, Launch, grid_1d
 from tx2_infer_core.ops import traits
 
 FLOAT = 1
 CAST_TARGETS = {FLOAT, 10, 11, 16}  # ONNX FLOAT, FLOAT16, DOUBLE, BFLOAT16
+VEC = 8  # halves per 16-byte access of the vec8 kernels
+UNARY_VEC8 = np.dtype([('x', params.PTR), ('y', params.PTR), ('n8', 'i8'), ('op', 'i4'),
+                       ('act', params.ACT)], align=True)
+BINARY_VEC8 = np.dtype([('a', params.PTR), ('b', params.PTR), ('y', params.PTR), ('n8', 'i8'),
+                        ('b8', 'i8'), ('swap', 'i4'), ('op', 'i4'), ('act', params.ACT)],
+                       align=True)
 
 
 def slot_view(slot, shape=None, strides=None, offset=0):
@@ -82,7 +90,61 @@ def lower_unary(lc, node):
         _check_copy(lc, node)
     else:
         lc.unsupported(node, 'no elementwise kernel')
+    if n % VEC == 0 and same_storage(x, y):
+        fields = dict(x=x.ref, y=y.ref, n8=n // VEC, op=op, act=act)
+        return [Launch('elementwise', 'unary_vec8', grid_1d(n // VEC), (BLOCK, 1, 1),
+                       UNARY_VEC8, fields, node.name)]
     return [copy_launch(node.name, x, slot_view(x), y, slot_view(y), n, op, act)]
+
+
+def same_storage(x, y) -> bool:
+    """Element i of ``x`` and of ``y`` are at the same place of dense storage (both row-major,
+    whatever their shapes, or both dense NHWC of one shape)."""
+    return (x.contiguous() and y.contiguous()) or (
+        x.dense() and y.dense() and x.shape == y.shape and x.strides == y.strides)
+
+
+def _vec8_operand(slot, y):
+    """``(address, b8)`` of ``slot`` as binary_vec8's repeating operand for output ``y``: y's
+    own storage (b8 = n8) or a per-channel vector along y's innermost dim (b8 = C/8); or None."""
+    if slot.shape == y.shape and same_storage(slot, y):
+        return slot.ref, int(np.prod(y.shape, dtype=np.int64)) // VEC
+    k = channel_dim(y)
+    access = input_access(slot, tuple(y.shape), k)
+    if access.mode == 'chan' and y.shape[k] % VEC == 0 and access.off % VEC == 0:
+        return slot.ref + 2 * access.off, int(y.shape[k]) // VEC
+    return None
+
+
+def binary_vec8_launch(name, a, b, y, op):
+    """The binary_vec8 launch of y = a (op) b, or None when its layout does not allow it
+    (y dense with a multiple of 8 elements; one operand stored like y, the other like y or a
+    per-channel vector; the 16-byte alignment holds since every slot starts 256-aligned)."""
+    n = int(np.prod(y.shape, dtype=np.int64))
+    if not (y.dense() and n % VEC == 0 and n):
+        return None
+    for first, other, swap in ((a, b, 0), (b, a, 1)):
+        rep = _vec8_operand(other, y) if first.shape == y.shape and same_storage(first, y) \
+            else None
+        if rep is not None:
+            fields = dict(a=first.ref, b=rep[0], y=y.ref, n8=n // VEC, b8=rep[1], swap=swap,
+                          op=op, act=params.act_record())
+            return Launch('elementwise', 'binary_vec8', grid_1d(n // VEC), (BLOCK, 1, 1),
+                          BINARY_VEC8, fields, name)
+    return None
+
+
+def scalar_as_channels(lc, name, y):
+    """The slot of operand ``name``: a size-1 constant over an output whose innermost dim is a
+    multiple of 8 becomes that many copies along it (a per-channel vector: binary_vec8 reads
+    it), anything else its own slot."""
+    k = channel_dim(y)
+    if not (lc.is_const(name) and lc.const(name).size == 1 and y.shape
+            and y.shape[k] % VEC == 0 and y.dense()):
+        return lc.slot(name)
+    shape = [1] * len(y.shape)
+    shape[k] = int(y.shape[k])
+    return lc.const_slot(np.full(shape, lc.const(name).reshape(()), np.float16))
 
 
 def _broadcast_strides(slot, out_shape):
@@ -98,6 +160,9 @@ def _broadcast_strides(slot, out_shape):
 
 def binary_launch(name, a, b, y, op) -> Launch:
     """y = a (op) b with ONNX broadcasting of a and b to y's shape, over any layouts."""
+    fast = binary_vec8_launch(name, a, b, y, op)
+    if fast is not None:
+        return fast
     n = int(np.prod(y.shape, dtype=np.int64))
     act = params.act_record()
     same = (a.shape == b.shape == y.shape and a.strides == b.strides == y.strides
@@ -128,7 +193,8 @@ def lower_binary(lc, node):
             lc.unsupported(node, 'one input of another shape than the output')
         return [copy_launch(node.name, x, slot_view(x), y, slot_view(y), np.prod(y.shape))]
     op = params.BINARY[node.op]
-    launches = [binary_launch(node.name, lc.slot(names[0]), lc.slot(names[1]), y, op)]
+    a, b = (scalar_as_channels(lc, name, y) for name in names[:2])
+    launches = [binary_launch(node.name, a, b, y, op)]
     for name in names[2:]:
         launches.append(binary_launch(node.name, y, lc.slot(name), y, op))
     return launches

@@ -11,6 +11,7 @@ import logging
 from tx2_infer_core.passes.fold_batchnorm import fold_batchnorm, fold_scale_shift
 from tx2_infer_core.passes.fold_constants import fold_constants
 from tx2_infer_core.passes.fuse_conv import fuse_conv_activation
+from tx2_infer_core.passes.fuse_pointwise import fuse_activation_patterns, fuse_pointwise
 from tx2_infer_core.passes.fuse_residual import fuse_residual_add
 from tx2_infer_core.passes.graph_edit import drop_stale_values
 from tx2_infer_core.passes.layouts import infer_layouts
@@ -20,14 +21,21 @@ from tx2_infer_core.passes.weights import fuse_conv_affine_weights, fuse_conv_bn
 
 log = logging.getLogger('tx2_infer.passes')
 
-# level -> passes, in order. Level 1 only simplifies; level 2 also fuses into FusedConv.
+# level -> passes, in order. Level 1 only simplifies; level 2 also fuses into FusedConv;
+# level 3 (the cuda backend's) also finds decomposed activations and fuses the remaining chains
+# of elementwise ops into FusedPointwise nodes (the numpy and cuda backends run them; the ONNX
+# export behind the ort backend does not).
 SIMPLIFY = [fold_constants, remove_noops, sink_transposes, remove_noops]
 FUSE = [fold_batchnorm, fold_scale_shift, fuse_conv_activation, fuse_residual_add]
-PIPELINES = {0: [], 1: SIMPLIFY, 2: SIMPLIFY + FUSE}
+FUSE_POINTWISE = [fold_batchnorm, fold_scale_shift, fuse_activation_patterns,
+                  fuse_conv_activation, fuse_residual_add, fuse_pointwise]
+PIPELINES = {0: [], 1: SIMPLIFY, 2: SIMPLIFY + FUSE, 3: SIMPLIFY + FUSE_POINTWISE}
+POINTWISE_LEVEL = 3
 
 __all__ = ['optimize', 'PIPELINES', 'fold_constants', 'remove_noops', 'sink_transposes',
            'fold_batchnorm', 'fold_scale_shift', 'fuse_conv_activation', 'fuse_residual_add',
-           'infer_layouts', 'fuse_conv_bn_weights', 'fuse_conv_affine_weights']
+           'infer_layouts', 'fuse_conv_bn_weights', 'fuse_conv_affine_weights',
+           'fuse_activation_patterns', 'fuse_pointwise', 'POINTWISE_LEVEL']
 
 
 def run_pass(graph, fn) -> int:
@@ -44,7 +52,8 @@ def optimize(graph, level=2):
     """Optimise a copy of ``graph``; returns ``(optimised graph, {pass name: rewrites})``.
 
     ``level`` 0 copies only, 1 folds constants and removes no-ops and layout transposes, 2 (the
-    default) also folds batch-norm and fuses Conv + activation + residual into FusedConv.
+    default) also folds batch-norm and fuses Conv + activation + residual into FusedConv, 3
+    also fuses decomposed activations and chains of elementwise ops (``fuse_pointwise.py``).
     """
     if level not in PIPELINES:
         raise ValueError(f'optimize: level must be one of {sorted(PIPELINES)}, got {level}')

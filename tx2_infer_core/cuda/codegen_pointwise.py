@@ -1,0 +1,285 @@
+"""One generated CUDA kernel per pointwise program (a ``FusedPointwise`` node, ``ops/fused.py``).
+
+The output is walked as (pixel p, channel c) where the channel is the innermost storage dim
+(NHWC images: C; other tensors: the last dim), ``V`` elements (8 halves: one 16-byte access,
+2, or 1) per thread. How each input is read is settled here, at generation time, from its
+strides broadcast to the output shape::
+
+    full    in[off + p * pix + c]   same pixels and channels (any pixel stride: views too)
+    chan    in[off + c]             a per-channel vector
+    row     in[off + p * pix]       one value per pixel, broadcast over the channels
+    scalar  in[off]                 one value (a size-1 constant is a literal instead)
+    view    tx2_view_offset         anything else (6-D index, one element per thread)
+
+so no element pays a divide chain unless an input is a ``view``. A dense output whose inputs are
+all ``full`` with its own layout or ``scalar`` is walked flat (no pixel/channel split). Shapes,
+strides and offsets are kernel arguments, so one source serves every shape of a chain. The
+source is registered with ``compile.py`` under ``pw_<hash of the source>`` and compiled (disk
+cached) like a file of ``kernels/``.
+"""
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from tx2_infer_core.cuda import compile as cc, params
+from tx2_infer_core.cuda.launch import BLOCK, Launch, grid_1d
+from tx2_infer_core.ops.fused import program_steps
+
+KERNEL = 'pointwise'
+VECTORS = (8, 2, 1)  # halves per access, widest first
+UNARY_C = {
+    'Relu': 'fmaxf({0}, 0.f)', 'Sigmoid': 'tx2_sigmoid({0})', 'Tanh': 'tanhf({0})',
+    'LeakyRelu': '({0} >= 0.f ? {0} : {0} * {alpha})',
+    'HardSwish': '{0} * fminf(fmaxf({0} / 6.f + 0.5f, 0.f), 1.f)',
+    'HardSigmoid': 'fminf(fmaxf({alpha} * {0} + {beta}, 0.f), 1.f)',
+    'SiLU': '{0} * tx2_sigmoid({0})', 'Exp': 'expf({0})', 'Log': 'logf({0})',
+    'Mish': '{0} * tanhf({0} > 20.f ? {0} : log1pf(expf({0})))',
+    'Sqrt': 'sqrtf({0})', 'Neg': '(-{0})', 'Abs': 'fabsf({0})', 'Reciprocal': '(1.f / {0})',
+    'Erf': 'erff({0})', 'Floor': 'floorf({0})', 'Ceil': 'ceilf({0})', 'Round': 'rintf({0})',
+    'Sign': '(float)(({0} > 0.f) - ({0} < 0.f))', 'Sin': 'sinf({0})', 'Cos': 'cosf({0})',
+    'Softplus': '({0} > 20.f ? {0} : log1pf(expf({0})))',
+    'Elu': '({0} > 0.f ? {0} : {alpha} * expm1f({0}))',
+    'Gelu': '0.5f * {0} * (1.f + erff({0} * 0.70710678f))',
+    'Not': '({0} == 0.f ? 1.f : 0.f)', 'Cast': '{0}'}
+BINARY_C = {
+    'Add': '({0} + {1})', 'Sub': '({0} - {1})', 'Mul': '({0} * {1})', 'Div': '({0} / {1})',
+    'Max': 'fmaxf({0}, {1})', 'Min': 'fminf({0}, {1})', 'Pow': 'powf({0}, {1})',
+    'PRelu': '({0} >= 0.f ? {0} : {0} * {1})', 'Equal': '({0} == {1} ? 1.f : 0.f)',
+    'Less': '({0} < {1} ? 1.f : 0.f)', 'LessOrEqual': '({0} <= {1} ? 1.f : 0.f)',
+    'Greater': '({0} > {1} ? 1.f : 0.f)', 'GreaterOrEqual': '({0} >= {1} ? 1.f : 0.f)'}
+GELU_TANH = '0.5f * {0} * (1.f + tanhf(0.7978845608f * ({0} + 0.044715f * {0} * {0} * {0})))'
+ATTR_DEFAULTS = {'LeakyRelu': {'alpha': 0.01}, 'Elu': {'alpha': 1.0},
+                 'HardSigmoid': {'alpha': 0.2, 'beta': 0.5}}
+C_OPS = tuple(UNARY_C) + tuple(BINARY_C) + ('Clip', 'Where')
+
+
+def float_literal(value) -> str:
+    """A C float literal of ``value`` rounded to float32 (infinities and NaN too)."""
+    v = float(np.float32(value))
+    if np.isnan(v):
+        return '__int_as_float(0x7fffffff)'
+    if np.isinf(v):
+        return 'TX2_INF' if v > 0 else '(-TX2_INF)'
+    return f'{v:.9e}f'
+
+
+def step_expression(op, args, attrs) -> str:
+    """The C expression of one step over the C expressions ``args`` ('' = omitted)."""
+    if op == 'Clip':
+        lo = args[1] if len(args) > 1 and args[1] else None
+        hi = args[2] if len(args) > 2 and args[2] else None
+        lo = lo or (float_literal(attrs['min']) if 'min' in attrs else None)
+        hi = hi or (float_literal(attrs['max']) if 'max' in attrs else None)
+        expr = args[0] if lo is None else f'fmaxf({args[0]}, {lo})'
+        return expr if hi is None else f'fminf({expr}, {hi})'
+    if op == 'Where':
+        return f'({args[0]} != 0.f ? {args[1]} : {args[2]})'
+    if op in BINARY_C:
+        return BINARY_C[op].format(*args)
+    if op == 'Gelu' and attrs.get('approximate', 'none') == 'tanh':
+        return GELU_TANH.format(args[0])
+    values = {k: float_literal(attrs.get(k, d)) for k, d in ATTR_DEFAULTS.get(op, {}).items()}
+    return UNARY_C[op].format(args[0], **values)
+
+
+def program_body(steps, n_inputs) -> str:
+    """The C statements of ``float pw_f(float x0, ...)``: one local per step."""
+    lines = []
+    for j, (op, args, attrs) in enumerate(steps):
+        c_args = ['' if a is None else a if isinstance(a, str) else float_literal(a)
+                  for a in args]
+        lines.append(f'    const float t{j} = {step_expression(op, c_args, attrs)};')
+    params_c = ', '.join(f'float x{k}' for k in range(n_inputs))
+    return (f'__device__ __forceinline__ float pw_f({params_c}) {{\n' + '\n'.join(lines)
+            + f'\n    return t{len(steps) - 1};\n}}\n')
+
+
+# Access patterns -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Access:
+    """How one tensor is read or written: ``mode`` (see the module doc), its pixel stride
+    ``pix`` and element offset ``off`` (``view``: a View record over the walk order)."""
+
+    mode: str
+    pix: int = 0
+    off: int = 0
+    view: object = None
+
+
+def channel_dim(slot) -> int:
+    """The dim stored innermost: 1 for an NHWC image, else the last."""
+    return 1 if slot.nhwc else max(len(slot.shape) - 1, 0)
+
+
+def broadcast_strides(slot, shape) -> list:
+    """``slot``'s element strides over ``shape`` (0 along broadcast and size-1 dims)."""
+    pad = len(shape) - len(slot.shape)
+    return [0 if d < pad or n == 1 or slot.shape[d - pad] == 1 else slot.strides[d - pad]
+            for d, n in enumerate(shape)]
+
+
+def pixel_stride(shape, strides, k):
+    """q when the strides over the pixel dims (all but ``k``) are q times their row-major
+    strides (0: broadcast over every pixel), else None."""
+    inner, q = 1, None
+    for d in reversed([d for d in range(len(shape)) if d != k]):
+        if shape[d] > 1:
+            if strides[d] % inner or (q is not None and strides[d] != q * inner):
+                return None
+            q = strides[d] // inner
+        inner *= shape[d]
+    return q or 0
+
+
+def walk_view(slot, shape, k):
+    """A View of ``slot`` over ``shape`` with dim ``k`` moved last (the walk order)."""
+    strides = broadcast_strides(slot, shape)
+    order = [d for d in range(len(shape)) if d != k] + ([k] if shape else [])
+    return params.view_record([shape[d] for d in order], [strides[d] for d in order],
+                              slot.channel_off)
+
+
+def input_access(slot, shape, k) -> Access:
+    """How the kernel reads ``slot`` for an output of ``shape`` walked with channel dim ``k``."""
+    strides = broadcast_strides(slot, shape)
+    q = pixel_stride(shape, strides, k)
+    cs = strides[k] if shape else 0
+    if q is not None and cs in (0, 1):
+        mode = {(True, True): 'full', (False, True): 'chan', (True, False): 'row',
+                (False, False): 'scalar'}[(q > 0, cs == 1)]
+        return Access(mode, q, slot.channel_off)
+    return Access('view', view=walk_view(slot, shape, k))
+
+
+# The kernel ------------------------------------------------------------------------------------
+
+LOOP = '''extern "C" __global__ void pointwise(PwArgs p) {{
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < p.count;
+         i += (long long)gridDim.x * blockDim.x) {{
+{index}
+{loads}
+        __align__(16) half out[{V}];
+#pragma unroll
+        for (int e = 0; e < {V}; ++e) out[e] = __float2half(pw_f({call}));
+        pw_copy<{V}>(p.y + {y_at}, out);
+    }}
+}}
+'''
+COPY = '''template <int V> __device__ __forceinline__ void pw_copy(half *dst, const half *src) {
+    if (V == 8) *reinterpret_cast<uint4 *>(dst) = *reinterpret_cast<const uint4 *>(src);
+    else if (V == 2) *reinterpret_cast<half2 *>(dst) = *reinterpret_cast<const half2 *>(src);
+    else dst[0] = src[0];
+}
+'''
+
+
+@dataclass(frozen=True)
+class Walk:
+    """How the output is walked: ``flat`` (dense, i * V) or per (pixel, channel); ``V``
+    halves per thread; ``y`` the output's Access."""
+
+    flat: bool
+    vec: int
+    y: Access
+
+
+def _load(k, a, walk) -> tuple:
+    """(C statement reading input k, its value at element e) for access ``a``."""
+    at = {'full': f'p.off{k} + pp * p.pix{k} + c', 'chan': f'p.off{k} + c',
+          'row': f'p.off{k} + pp * p.pix{k}', 'scalar': f'p.off{k}',
+          'view': f'tx2_view_offset(p.v{k}, i)'}[a.mode]
+    if walk.flat and a.mode == 'full':
+        at = f'i * {walk.vec}'
+    if a.mode in ('full', 'chan'):
+        return (f'        __align__(16) half a{k}[{walk.vec}];\n'
+                f'        pw_copy<{walk.vec}>(a{k}, p.in{k} + {at});', f'__half2float(a{k}[e])')
+    return f'        const float s{k} = __half2float(p.in{k}[{at}]);', f's{k}'
+
+
+def _struct(accesses, walk) -> list:
+    """[(C declaration, field name, numpy format)] of the kernel's argument struct (pointers,
+    then 8-byte integers, then Views: no padding anywhere)."""
+    ptrs = [('half *', 'y')] + [('const half *', f'in{k}') for k in range(len(accesses))]
+    ints = ['count', 'cv'] + ([] if walk.flat or walk.y.mode == 'view' else ['y_pix', 'y_off'])
+    views = ['yv'] if walk.y.mode == 'view' else []
+    for k, a in enumerate(accesses):
+        ints += [f'off{k}'] if a.mode in ('chan', 'scalar') else []
+        ints += [f'pix{k}', f'off{k}'] if a.mode in ('full', 'row') and not walk.flat else []
+        views += [f'v{k}'] if a.mode == 'view' else []
+    return ([(c, n, params.PTR) for c, n in ptrs] + [('long long', n, 'i8') for n in ints]
+            + [('View', n, params.VIEW) for n in views])
+
+
+def kernel_source(steps, accesses, walk) -> str:
+    """The CUDA source of one pointwise program read through ``accesses`` and written by
+    ``walk`` (see the module doc)."""
+    fields = _struct(accesses, walk)
+    struct = ''.join(f"    {c}{'' if c.endswith('*') else ' '}{n};\n" for c, n, _ in fields)
+    loads = [_load(k, a, walk) for k, a in enumerate(accesses)]
+    if walk.flat:
+        index, y_at = '', f'i * {walk.vec}'
+    else:
+        index = ('        const long long pp = i / p.cv;\n'
+                 f'        const long long c = (i - pp * p.cv) * {walk.vec};')
+        y_at = ('tx2_view_offset(p.yv, i)' if walk.y.mode == 'view'
+                else 'p.y_off + pp * p.y_pix + c')
+    loop = LOOP.format(index=index, loads='\n'.join(s for s, _ in loads), V=walk.vec,
+                       call=', '.join(v for _, v in loads), y_at=y_at)
+    return (f'// Generated by tx2_infer_core/cuda/codegen_pointwise.py: {len(steps)} steps.\n'
+            f'#include "common.cuh"\n\nstruct PwArgs {{\n{struct}}};\n\n{COPY}\n'
+            f'{program_body(steps, len(accesses))}\n{loop}')
+
+
+def _vector(sizes) -> int:
+    """The widest of ``VECTORS`` dividing every number of ``sizes``."""
+    return next(v for v in VECTORS if all(int(s) % v == 0 for s in sizes))
+
+
+def plan_walk(ins, y) -> tuple:
+    """``(Walk, [Access per input], C)`` for input slots ``ins`` and output slot ``y``."""
+    shape, k = tuple(y.shape), channel_dim(y)
+    accesses = [input_access(s, shape, k) for s in ins]
+    n = int(np.prod(shape, dtype=np.int64))
+    same = broadcast_strides(y, shape)
+    if y.dense() and all(a.mode == 'scalar' or (
+            a.mode == 'full' and a.off == 0 and broadcast_strides(s, shape) == same)
+            for s, a in zip(ins, accesses)):
+        return Walk(True, _vector([n]), Access('full', 0, 0)), accesses, n
+    channels = int(shape[k]) if shape else 1
+    out = input_access(y, shape, k)  # chan, row, scalar: one pixel or one channel: full
+    out = out if out.mode == 'view' else Access('full', out.pix, out.off)
+    if out.mode == 'view' or any(a.mode == 'view' for a in accesses):
+        return Walk(False, 1, out), accesses, channels
+    vectors = [a for a in accesses if a.mode in ('full', 'chan')]
+    sizes = [channels, out.pix, out.off] + [x for a in vectors for x in (a.pix, a.off)]
+    return Walk(False, _vector(sizes), out), accesses, channels
+
+
+def pointwise_launch(name, steps, ins, y) -> Launch:
+    """The launch of one generated kernel computing ``steps`` over input slots ``ins`` into
+    slot ``y`` (its source registered with ``compile.py``)."""
+    walk, accesses, channels = plan_walk(ins, y)
+    source = kernel_source(steps, accesses, walk)
+    module = 'pw_' + hashlib.sha256(source.encode()).hexdigest()[:16]
+    cc.register_source(module, source)
+    fields = _struct(accesses, walk)
+    dtype = np.dtype([(n, f) for _, n, f in fields], align=True)
+    n = int(np.prod(y.shape, dtype=np.int64))
+    values = dict(y=y.ref, count=n // walk.vec, cv=max(channels // walk.vec, 1),
+                  y_pix=walk.y.pix, y_off=walk.y.off, yv=walk.y.view)
+    for k, (s, a) in enumerate(zip(ins, accesses)):
+        values.update({f'in{k}': s.ref, f'pix{k}': a.pix, f'off{k}': a.off, f'v{k}': a.view})
+    return Launch(module, KERNEL, grid_1d(n // walk.vec), (BLOCK, 1, 1), dtype,
+                  {f: values[f] for f in dtype.names}, name)
+
+
+def lower_pointwise(lc, node):
+    """A FusedPointwise node: one generated kernel launch."""
+    steps = program_steps(node.attrs['program'])
+    unknown = sorted({op for op, _, _ in steps if op not in C_OPS})
+    if unknown:
+        lc.unsupported(node, f'no generated code for {unknown}')
+    ins = [lc.slot(name) for name in node.inputs]
+    return [pointwise_launch(node.name, steps, ins, lc.slot(node.outputs[0]))]

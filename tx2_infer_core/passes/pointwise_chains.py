@@ -1,0 +1,200 @@
+"""The maths of pointwise fusion, as pure functions over a graph (no rewriting here).
+
+A *group* is a set of elementwise nodes computed as one: every value passed between them has
+one reader (the next member) and is not a graph output, and every member's output has the
+group output's shape, so the group is a tree of steps over one index space. ``chain_groups``
+finds them, ``group_program`` writes one as a pointwise program (``ops/fused.py``) and
+``recognise_activation`` tells whether a program of one input is a known activation
+(HardSwish, HardSigmoid, SiLU, GELU), by evaluating it, whatever the exporter wrote.
+"""
+import numpy as np
+
+from tx2_infer_core.ops import elementwise, fused
+from tx2_infer_core.passes.graph_edit import constant, dtype_of, shape_of
+
+MAX_INPUTS = 8          # external tensor inputs of one fused node (cuda/codegen_pointwise.py)
+UNARY = ('Relu', 'LeakyRelu', 'Sigmoid', 'Tanh', 'HardSwish', 'HardSigmoid', 'SiLU', 'Mish',
+         'Exp', 'Log', 'Sqrt', 'Neg', 'Abs', 'Reciprocal', 'Erf', 'Gelu', 'Floor', 'Ceil',
+         'Round', 'Sign', 'Sin', 'Cos', 'Softplus', 'Elu')
+BINARY = ('Add', 'Sub', 'Mul', 'Div', 'Max', 'Min', 'Pow', 'PRelu')
+COMPARE = ('Equal', 'Less', 'LessOrEqual', 'Greater', 'GreaterOrEqual')
+# Every op a pointwise program may hold (the CUDA generator has a C expression for each).
+POINTWISE_OPS = UNARY + BINARY + COMPARE + ('Clip', 'Where', 'Cast', 'Not')
+FLOAT, BOOL = 'float32', 'bool'
+ONNX_FLOAT = 1
+
+
+def _input_dtypes_ok(graph, node) -> bool:
+    """Float32 data inputs; bool for Where's condition and Not; Cast from float32 or bool."""
+    names = [n for n in node.inputs if n]
+    want = {'Where': [BOOL, FLOAT, FLOAT], 'Not': [BOOL]}.get(node.op)
+    if node.op == 'Cast':
+        return dtype_of(graph, names[0]) in (FLOAT, BOOL)
+    if node.op == 'Clip':
+        names = names[:1]
+    if want is None:
+        want = [FLOAT] * len(names)
+    return len(want) == len(names) and [dtype_of(graph, n) for n in names] == want
+
+
+def _clip_bounds_ok(graph, node) -> bool:
+    """Clip bounds are omitted or constant scalars (they become literals)."""
+    for name in node.inputs[1:3]:
+        c = constant(graph, name) if name else None
+        if name and (c is None or c.size != 1):
+            return False
+    return True
+
+
+def fusable(graph, node) -> bool:
+    """Whether ``node`` may be a step of a pointwise program."""
+    if node.op not in POINTWISE_OPS or len([o for o in node.outputs if o]) != 1:
+        return False
+    out = node.outputs[0]
+    want = BOOL if node.op in COMPARE + ('Not',) else FLOAT
+    if dtype_of(graph, out) != want or shape_of(graph, out) is None:
+        return False
+    if node.op == 'Cast' and int(node.attrs.get('to', 0)) != ONNX_FLOAT:
+        return False
+    if node.op in ('Max', 'Min') and len([n for n in node.inputs if n]) != 2:
+        return False
+    if node.op == 'Gelu' and _text(node.attrs.get('approximate', 'none')) not in ('none', 'tanh'):
+        return False
+    if node.op == 'Clip' and not _clip_bounds_ok(graph, node):
+        return False
+    return _input_dtypes_ok(graph, node)
+
+
+def _text(value):
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _read_only_by(graph, consumers, name, node) -> bool:
+    """``name`` is not a graph output and ``node`` is its only reader (maybe twice)."""
+    readers = consumers.get(name, [])
+    return name not in graph.outputs and bool(readers) and all(r is node for r in readers)
+
+
+def rooted_groups(graph) -> dict:
+    """{value: the group computing it}: each fusable node with the groups of the inputs only it
+    reads (of its output's shape), members in graph order; insertion in graph order."""
+    consumers = graph.consumers()
+    order = {id(n): i for i, n in enumerate(graph.nodes)}
+    trees = {}
+    for node in graph.nodes:
+        if not fusable(graph, node):
+            continue
+        out, members = node.outputs[0], [node]
+        for name in dict.fromkeys(node.inputs):
+            group = trees.get(name)
+            if (group is not None and _read_only_by(graph, consumers, name, node)
+                    and shape_of(graph, name) == shape_of(graph, out)):
+                members += group
+        trees[out] = sorted(members, key=lambda n: order[id(n)])
+    return trees
+
+
+def chain_groups(graph) -> list:
+    """The largest groups of two or more nodes whose output is float32 (and which read at
+    most ``MAX_INPUTS`` tensors), in graph order."""
+    trees = rooted_groups(graph)
+    inner = {n.outputs[0] for group in trees.values() for n in group[:-1]}
+    return [g for out, g in trees.items()
+            if out not in inner and len(g) > 1 and dtype_of(graph, out) == FLOAT
+            and len(group_inputs(graph, g)) <= MAX_INPUTS]
+
+
+def activation_groups(graph) -> list:
+    """``[(group, input, (op, attrs))]``: the largest groups of one input that compute a known
+    activation (``recognise_activation``), no node in two of them."""
+    trees, taken, found = rooted_groups(graph), set(), []
+    for out, group in reversed(list(trees.items())):
+        if len(group) < 2 or dtype_of(graph, out) != FLOAT or taken & {id(n) for n in group}:
+            continue
+        inputs, steps = group_program(graph, group)
+        if len(inputs) != 1 or shape_of(graph, inputs[0]) != shape_of(graph, out):
+            continue
+        act = recognise_activation(steps)
+        if act is not None:
+            found.append((group, inputs[0], act))
+            taken |= {id(n) for n in group}
+    return found
+
+
+def literal(graph, name, rank):
+    """The float value of constant ``name`` when it can be written into a program as a number
+    (a float32 scalar of at most ``rank`` dims, so the output shape is unchanged), else None."""
+    c = constant(graph, name)
+    if c is None or c.size != 1 or c.dtype != np.float32 or c.ndim > rank:
+        return None
+    return float(c.reshape(()))
+
+
+def group_inputs(graph, group) -> list:
+    """The tensors a group reads from outside (activations and non-literal constants)."""
+    made = {n.outputs[0] for n in group}
+    rank = len(shape_of(graph, group[-1].outputs[0]))
+    names = [n for node in group for n in node.inputs
+             if n and n not in made and literal(graph, n, rank) is None]
+    return list(dict.fromkeys(names))
+
+
+def group_program(graph, group) -> tuple:
+    """``(external input names, program steps)`` of a group (``ops/fused.py`` format)."""
+    inputs = group_inputs(graph, group)
+    rank = len(shape_of(graph, group[-1].outputs[0]))
+    where = {n: f'x{k}' for k, n in enumerate(inputs)}
+    where.update({node.outputs[0]: f't{j}' for j, node in enumerate(group)})
+    steps = []
+    for node in group:
+        args = [None if not n else where.get(n, literal(graph, n, rank)) for n in node.inputs]
+        attrs = {k: _text(v) for k, v in node.attrs.items()}
+        steps.append((node.op, args, attrs))
+    return inputs, steps
+
+
+# Activation patterns --------------------------------------------------------------------------
+
+PROBE = np.concatenate([np.linspace(-10, 10, 2001), [-1e3, -50, -20, 20, 50, 1e3]]).astype(
+    np.float32)
+TOLERANCE = 1e-5
+
+
+def _evaluate(steps, x):
+    with np.errstate(all='ignore'):
+        try:
+            y = fused.FusedPointwise(x, program=steps)
+        except Exception:  # a step that cannot run on the probe: not an activation
+            return None
+    y = np.asarray(y)
+    return y if y.shape == x.shape and y.dtype == x.dtype else None
+
+
+def _matches(y, ref) -> bool:
+    return bool(np.all(np.abs(y.astype(np.float64) - ref) <= TOLERANCE * (1 + np.abs(ref))))
+
+
+def _hard_sigmoid_fit(y):
+    """HardSigmoid attrs ``{alpha, beta}`` read off the probe output (verified by the caller)."""
+    at = {v: float(y[np.argmin(np.abs(PROBE - v))]) for v in (-0.25, 0.0, 0.25)}
+    return {'alpha': round((at[0.25] - at[-0.25]) / 0.5, 6), 'beta': round(at[0.0], 6)}
+
+
+def recognise_activation(steps):
+    """``(op, attrs)`` of the activation a one-input program computes (HardSwish,
+    HardSigmoid, SiLU, Gelu), or None."""
+    x = PROBE.copy()
+    y = _evaluate(steps, x)
+    if y is None or not np.isfinite(y[:-6]).all():
+        return None
+    x64 = x.astype(np.float64)
+    candidates = [('HardSwish', {}), ('SiLU', {}), ('Gelu', {}),
+                  ('HardSigmoid', _hard_sigmoid_fit(y))]
+    for op, attrs in candidates:
+        if op == 'HardSigmoid' and not attrs['alpha'] > 0:
+            continue
+        with np.errstate(all='ignore'):
+            ref = getattr(elementwise, op)(x64, **attrs)
+        if _matches(y, ref):
+            return op, attrs
+    return None
