@@ -17,7 +17,8 @@ from onnx import helper, numpy_helper
 
 from tx2_infer_core.errors import UnsupportedOpError
 
-INTERNAL_OPS = ('FusedConv', 'SiLU')
+INTERNAL_OPS = ('FusedConv', 'FusedConvTranspose', 'SiLU')
+FUSED_CONVS = {'FusedConv': 'Conv', 'FusedConvTranspose': 'ConvTranspose'}
 FIRST_OPSET, DEFAULT_OPSET, LAST_OPSET = 11, 13, 21   # the importer's range; 13 if free
 EXPANDED = {'SiLU': 1, 'Mish': 1}   # written as other ops where needed: no opset constraint
 
@@ -78,7 +79,8 @@ def expand_fused_conv(node, consts):
     ``act(conv(x, w) + b + residual)`` or, with ``residual_after_act=1``,
     ``act(conv(x, w) + b) + residual``.
     """
-    conv_keys = ('auto_pad', 'dilations', 'group', 'kernel_shape', 'pads', 'strides')
+    conv_keys = ('auto_pad', 'dilations', 'group', 'kernel_shape', 'pads', 'strides',
+                 'output_padding', 'output_shape')  # the last two: FusedConvTranspose
     attrs = {k: v for k, v in node.attrs.items() if k in conv_keys}
     x, w = node.inputs[0], node.inputs[1]
     bias = node.inputs[2] if len(node.inputs) > 2 else ''
@@ -98,7 +100,8 @@ def expand_fused_conv(node, consts):
         target = out if i == len(steps) - 1 else f'{tag}.{kind}{i}'
         if kind == 'conv':
             inputs = [x, w] + ([bias] if bias else [])
-            nodes.append(_make_node('Conv', f'{tag}.conv', inputs, [target], attrs))
+            nodes.append(_make_node(FUSED_CONVS[node.op], f'{tag}.conv', inputs, [target],
+                                    attrs))
         elif kind == 'add':
             nodes.append(_make_node('Add', f'{tag}.add{i}', [current, arg], [target], {}))
         else:
@@ -155,7 +158,7 @@ def export_opset(graph) -> int:
     ``split`` attribute). Raises ``UnsupportedOpError`` when no opset fits every node."""
     lo, hi, tight = FIRST_OPSET, LAST_OPSET, {}
     for node in graph.nodes:
-        if node.op == 'FusedConv':
+        if node.op in FUSED_CONVS:
             continue
         first, last = _form_bounds(node)
         if first > lo or last < hi:
@@ -169,7 +172,7 @@ def export_opset(graph) -> int:
 
 def _node_protos(node, opset, consts):
     """The ONNX nodes of one IR node at ``opset``."""
-    if node.op == 'FusedConv':
+    if node.op in FUSED_CONVS:
         return expand_fused_conv(node, consts)
     if node.op == 'SiLU' or (node.op == 'Mish' and opset < 18):
         return activation_nodes(node.op, node.attrs, node.inputs[0], node.outputs[0],

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tx2_infer_core.cuda import lower_conv, lower_ops, params, pipeline
+from tx2_infer_core.cuda import lower_conv, params, pipeline
 from tx2_infer_core.ops import traits
 
 KERNELS = Path(__file__).resolve().parents[2] / 'kernels'
@@ -126,11 +126,12 @@ STRUCT_RECORDS = {'ActParams': params.ACT, 'View': params.VIEW, 'ConvParams': pa
 KERNEL_RECORDS = {
     'unary': params.UNARY_ARGS, 'binary': params.BINARY_ARGS,
     'binary_flat2': params.BINARY_FLAT2, 'global_avgpool': params.GLOBAL_POOL,
-    'unary_vec8': lower_ops.UNARY_VEC8, 'binary_vec8': lower_ops.BINARY_VEC8,
     'pool2d': params.POOL, 'resize2d': params.RESIZE, 'matmul': params.GEMM,
     'softmax': params.SOFTMAX, 'layernorm': params.LAYERNORM,
     'conv_simt': params.CONV, 'conv_simt_v4': params.CONV, 'conv_wmma': params.CONV,
     'conv_wmma_v8': params.CONV, 'conv_direct': params.CONV,
+    'convt_simt': params.CONV, 'convt_simt_v4': params.CONV, 'convt_wmma': params.CONV,
+    'convt_wmma_v8': params.CONV, 'depthwise': params.CONV, 'depthwise_h2': params.CONV,
     'conv_mma_##BM##x##BN': lower_conv.CONV_MMA,
     'conv_mma_gather_##BM##x##BN': lower_conv.CONV_MMA,
     'conv_splitk_reduce': lower_conv.CONV_MMA,

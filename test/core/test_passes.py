@@ -9,10 +9,14 @@ import logging
 import cv2
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tx2_infer_core import assets, detect, reference
 from tx2_infer_core.ir import Graph, Node, Value
 from tx2_infer_core.ops import run_node
+from tx2_infer_core.ops.conv import ConvTranspose
+from tx2_infer_core.passes.weights import fuse_conv_transpose_bn_weights
 from tx2_infer_core.passes import (fold_batchnorm, fold_constants, fuse_conv_activation,
                                    fuse_conv_bn_weights, fuse_residual_add, infer_layouts,
                                    optimize, remove_noops, sink_transposes)
@@ -285,3 +289,112 @@ def test_optimize_logs_one_line_per_pass(yolov3, caplog):
     assert len(lines) == 8 and set(report) >= {'fold_constants', 'fuse_residual_add'}
     with pytest.raises(ValueError):
         optimize(graph, level=7)
+
+
+# ConvTranspose: BN and per-channel affine folding, activation fusion, export ---------------
+
+def _convt_graph(x_shape, w, b, attrs, tail):
+    """images -> ConvTranspose(w, b) -> 'y' -> ``tail`` nodes (reading 'y'), shapes inferred."""
+    weights = {'ct.w': w, **({'ct.b': b} if b is not None else {})}
+    inputs = ['images', 'ct.w'] + (['ct.b'] if b is not None else [])
+    nodes = [Node('ConvTranspose', 'ct', inputs, ['y'], dict(attrs))] + tail[0]
+    return tiny(nodes, {**weights, **tail[1]}, [tail[2]], x_shape)
+
+
+def _bn_tail(channels, rng, epsilon=1e-3):
+    names = ['bn.scale', 'bn.bias', 'bn.mean', 'bn.var']
+    params = [rng.standard_normal(channels), rng.standard_normal(channels),
+              rng.standard_normal(channels), rng.random(channels) + 0.05]
+    weights = {n: p.astype(np.float32) for n, p in zip(names, params)}
+    return [Node('BatchNormalization', 'bn', ['y'] + names, ['z'], {'epsilon': epsilon})], \
+        weights, 'z'
+
+
+@settings(max_examples=40, deadline=None)
+@given(groups=st.sampled_from([1, 2, 3]), cg=st.integers(1, 4), kg=st.integers(1, 4),
+       k=st.integers(1, 4), stride=st.integers(1, 3), pad=st.integers(0, 1),
+       out_pad=st.integers(0, 1), bias=st.booleans(), seed=st.integers(0, 99))
+def test_conv_transpose_bn_weights_match_the_reference(groups, cg, kg, k, stride, pad, out_pad,
+                                                       bias, seed):
+    """BatchNormalization(ConvTranspose(x, w, b)) == ConvTranspose(x, w', b') (the numpy
+    reference, float64) for groups, kernels, strides, pads and output_padding."""
+    rng = np.random.default_rng(seed)
+    attrs = dict(group=groups, strides=[stride, stride], pads=[min(pad, k - 1)] * 4,
+                 output_padding=[min(out_pad, stride - 1)] * 2)
+    x = rng.standard_normal((1, groups * cg, 4, 3))
+    w = rng.standard_normal((groups * cg, kg, k, k))
+    b = rng.standard_normal(groups * kg) if bias else None
+    scale, shift, mean = (rng.standard_normal(groups * kg) for _ in range(3))
+    var = rng.random(groups * kg) + 0.05
+    unfused = run_node(Node('BatchNormalization', 'bn', [], ['z'], {'epsilon': 1e-3}),
+                       [ConvTranspose(x, w, b, **attrs), scale, shift, mean, var])[0]
+    w2, b2 = fuse_conv_transpose_bn_weights(w, b, scale, shift, mean, var, 1e-3, groups)
+    assert w2.shape == w.shape and b2.shape == (groups * kg,)
+    np.testing.assert_allclose(ConvTranspose(x, w2, b2, **attrs), unfused, rtol=1e-9,
+                               atol=1e-9)
+
+
+@pytest.mark.parametrize('groups', [1, 2])
+def test_conv_transpose_bn_relu_becomes_one_fused_node(groups):
+    rng = np.random.default_rng(groups)
+    w = rng.standard_normal((4, 3, 4, 4)).astype(np.float32)
+    b = rng.standard_normal(3 * groups).astype(np.float32)
+    nodes, weights, _ = _bn_tail(3 * groups, rng)
+    tail = (nodes + [Node('Relu', 'relu', ['z'], ['out'])], weights, 'out')
+    attrs = {'strides': [2, 2], 'pads': [1, 1, 1, 1], 'group': groups}
+    graph = _convt_graph((1, 4, 5, 6), w, b, attrs, tail)
+    optimised, report = optimize(graph)
+    assert report['fold_batchnorm'] == 1 and report['fuse_conv_activation'] == 1
+    assert [n.op for n in optimised.nodes] == ['FusedConvTranspose']
+    node = optimised.nodes[0]
+    assert node.attrs['activation'] == 'Relu' and node.attrs['group'] == groups
+    assert_same_outputs(graph, optimised, {'images': rng.standard_normal((1, 4, 5, 6)).astype(
+        np.float32)}, tol=1e-5)
+
+
+def test_conv_transpose_folds_per_channel_affine_and_declines_a_shared_output():
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((4, 3, 2, 2)).astype(np.float32)
+    c = rng.standard_normal((1, 6, 1, 1)).astype(np.float32)
+    tail = ([Node('Mul', 'mul', ['y', 'c'], ['out'])], {'c': c}, 'out')
+    graph = _convt_graph((1, 4, 3, 3), w, None, {'strides': [2, 2], 'group': 2}, tail)
+    optimised, report = optimize(graph)
+    assert report['fold_scale_shift'] == 1 and [n.op for n in optimised.nodes] == [
+        'FusedConvTranspose']
+    feeds = {'images': rng.standard_normal((1, 4, 3, 3)).astype(np.float32)}
+    assert_same_outputs(graph, optimised, feeds, tol=1e-5)
+    nodes, weights, _ = _bn_tail(6, rng)
+    shared = _convt_graph((1, 4, 3, 3), w, None, {'strides': [2, 2], 'group': 2},
+                          (nodes, weights, 'z'))
+    shared.outputs.append('y')                          # the ConvTranspose output is read
+    assert fold_batchnorm(shared.copy()) == 0
+    optimised, _ = optimize(shared)
+    assert [n.op for n in optimised.nodes] == ['FusedConvTranspose', 'BatchNormalization']
+    assert_same_outputs(shared, optimised, feeds, tol=1e-5)
+
+
+def test_fused_conv_transpose_exports_to_onnx_runtime():
+    """A FusedConvTranspose (activation and residual) is written back as ConvTranspose,
+    LeakyRelu and Add, and ONNX Runtime computes what the reference does."""
+    ort = pytest.importorskip('onnxruntime')
+    from tx2_infer_core.onnx_export import to_onnx
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((4, 2, 3, 3)).astype(np.float32)
+    attrs = {'strides': [2, 2], 'pads': [1, 1, 0, 0], 'output_padding': [1, 1]}
+    out_shape = ConvTranspose(np.zeros((1, 4, 5, 5), np.float32), w, **attrs).shape
+    nodes = [Node('ConvTranspose', 'ct', ['images', 'ct.w'], ['y'], attrs),
+             Node('LeakyRelu', 'act', ['y'], ['a'], {'alpha': 0.2}),
+             Node('Add', 'add', ['a', 'images2'], ['out'])]
+    graph = Graph(nodes, ['images', 'images2'], ['out'],
+                  {'images': Value('images', (1, 4, 5, 5)),
+                   'images2': Value('images2', out_shape)}, {'ct.w': w}, 'tiny')
+    reference.infer_shapes(graph)
+    optimised, _ = optimize(graph)
+    assert [n.op for n in optimised.nodes] == ['FusedConvTranspose']
+    assert optimised.nodes[0].attrs['residual_after_act'] == 1
+    feeds = {'images': rng.standard_normal((1, 4, 5, 5)).astype(np.float32),
+             'images2': rng.standard_normal(out_shape).astype(np.float32)}
+    session = ort.InferenceSession(to_onnx(optimised).SerializeToString(),
+                                   providers=['CPUExecutionProvider'])
+    got = session.run(None, feeds)[0]
+    assert rel_error(got, reference.execute(graph, feeds)['out']) <= 1e-5

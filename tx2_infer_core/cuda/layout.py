@@ -22,7 +22,7 @@ def nhwc_values(graph) -> set:
 
     found = {n for node in graph.nodes if node.op in IMAGE_OPS
              for n in node.inputs[:1] + node.outputs[:1] if is_image(n)}
-    found |= {n for node in graph.nodes if node.op == 'FusedConv'
+    found |= {n for node in graph.nodes if node.op in ('FusedConv', 'FusedConvTranspose')
               for n in node.inputs[3:4] if n and is_image(n)}
     changed = True
     while changed:

@@ -3,6 +3,9 @@
 
 ``Conv``/``FusedConv`` map directly; ``MatMul`` and ``Gemm`` with a constant B run as a 1x1
 convolution over ``rows`` pixels, which gives them the same SIMT and tensor-core paths.
+Depthwise convolutions (one input channel a group) run on ``kernels/depthwise.cu`` on every
+arch (channel-vectorised half2, no GEMM tile to fill), and so does a standalone
+``BatchNormalization`` over an image (a 1x1 depthwise per-channel scale and shift).
 On sm_80+ the tensor-core path is ``conv_mma_<BM>x<BN>`` (mma.sync, cp.async pipeline); the tile
 and a split-K factor are chosen per layer from M (pixels), N (channels) and K so that small
 late layers still fill the GPU (``mma_config``).
@@ -10,8 +13,9 @@ late layers still fill the GPU (``mma_config``).
 import numpy as np
 
 from tx2_infer_core.cuda import params
-from tx2_infer_core.cuda.launch import NULL, Launch, grid_1d
+from tx2_infer_core.cuda.launch import BLOCK, NULL, Launch, grid_1d
 from tx2_infer_core.cuda.lower_ops import binary_launch
+from tx2_infer_core.passes.weights import batchnorm_scale_shift
 
 TC_MIN_ARCH = 70
 MMA_MIN_ARCH = 80
@@ -42,10 +46,16 @@ def conv_pads(attrs, in_hw, out_hw, kernel, strides, dil) -> list:
     return list(attrs.get('pads') or [0, 0, 0, 0])[:2]
 
 
+def is_depthwise(cg: int, groups: int) -> bool:
+    """True for a convolution with one input channel a group (``kernels/depthwise.cu``)."""
+    return groups > 1 and cg == 1
+
+
 def pick_kernel(arch: int, path: str, cg: int, kg: int, groups: int, aligned) -> tuple:
     """(kernel name, threads) for one convolution; ``aligned(n)`` says n-half vectors fit.
     'conv_mma' and 'conv_mma_gather' (channels not in 16-byte rows) are families whose tile
-    ``mma_config`` picks."""
+    ``mma_config`` picks. Depthwise layers (``is_depthwise``) never come here: their weights
+    are laid out for ``depthwise_launch``."""
     if groups > 1 and min(cg, kg) < 8:
         return 'conv_direct', 256
     if path == 'tc' and arch >= MMA_MIN_ARCH:
@@ -100,10 +110,8 @@ def mma_launches(lc, name, family, fields, geo, split_ok=True) -> list:
     return out
 
 
-def conv_launches(lc, name, x, y, geo, w_ref, bias_ref, res=None, act=None, res_after=0,
-                  split_ok=True) -> list:
-    """The Launches of one fused convolution. ``x``/``y``/``res`` are (Ref, pix, channel
-    offset); ``geo`` holds N, H, W, P, Q, Cg, Kg, groups, R, S, sh, sw, ph, pw, dh, dw."""
+def conv_fields(x, y, geo, w_ref, bias_ref, res=None, act=None, res_after=0) -> dict:
+    """The ConvParams fields of one fused convolution-class launch (see ``conv_launches``)."""
     fields = dict(geo, x=x[0], x_pix=x[1], x_off=x[2], y=y[0], y_pix=y[1], y_off=y[2],
                   w=w_ref, bias=bias_ref, res_after=int(res_after),
                   act=act if act is not None else params.act_record())
@@ -111,6 +119,27 @@ def conv_launches(lc, name, x, y, geo, w_ref, bias_ref, res=None, act=None, res_
         fields.update(res=res[0], r_pix=res[1], r_off=res[2])
     else:
         fields.update(res=NULL)
+    return fields
+
+
+def depthwise_launch(name, x, y, geo, w_ref, bias_ref, res=None, act=None,
+                     res_after=0) -> Launch:
+    """The ``kernels/depthwise.cu`` launch of a convolution with Cg == 1 (weights ``w_ref``
+    laid out [R][S][K]); two channels a thread (half2) where Kg == 1 and K and the input's
+    pixel stride and channel offset are even."""
+    fields = conv_fields(x, y, geo, w_ref, bias_ref, res, act, res_after)
+    k = geo['Kg'] * geo['groups']
+    two = geo['Kg'] == 1 and all(v % 2 == 0 for v in (k, x[1], x[2]))
+    total = geo['N'] * geo['P'] * geo['Q'] * (k // 2 if two else k)
+    return Launch('depthwise', 'depthwise_h2' if two else 'depthwise', grid_1d(total),
+                  (BLOCK, 1, 1), params.CONV, fields, name)
+
+
+def conv_launches(lc, name, x, y, geo, w_ref, bias_ref, res=None, act=None, res_after=0,
+                  split_ok=True) -> list:
+    """The Launches of one fused convolution. ``x``/``y``/``res`` are (Ref, pix, channel
+    offset); ``geo`` holds N, H, W, P, Q, Cg, Kg, groups, R, S, sh, sw, ph, pw, dh, dw."""
+    fields = conv_fields(x, y, geo, w_ref, bias_ref, res, act, res_after)
 
     def aligned(n):
         return all(v % n == 0 for v in (geo['Cg'], x[1], x[2]))
@@ -144,19 +173,56 @@ def lower_conv(lc, node):
     ph, pw = conv_pads(a, (h, wd), (p, q), (r, s), st, dil)
     geo = dict(N=n, H=h, W=wd, P=p, Q=q, Cg=cg, Kg=k // groups, groups=groups, R=r, S=s,
                sh=st[0], sw=st[1], ph=ph, pw=pw, dh=dil[0], dw=dil[1])
+    x_t, y_t = (x.ref, x.pix, x.channel_off), (y.ref, y.pix, y.channel_off)
+    if is_depthwise(cg, groups):
+        w_ref = lc.add_weight(np.ascontiguousarray(w.transpose(2, 3, 1, 0)).astype(np.float16))
+        return [depthwise_launch(node.name, x_t, y_t, geo, w_ref, *fused_epilogue(lc, node))]
     w_ref = lc.add_weight(np.ascontiguousarray(w.transpose(0, 2, 3, 1)).astype(np.float16))
+    return conv_launches(lc, node.name, x_t, y_t, geo, w_ref, *fused_epilogue(lc, node))
+
+
+def fused_epilogue(lc, node) -> tuple:
+    """(bias Ref, residual (Ref, pix, channel offset) or None, ActParams, residual_after_act)
+    of a convolution-class node: inputs (x, w, bias, residual), FusedConv attributes (a plain
+    Conv or ConvTranspose has none: no activation)."""
+    a = node.attrs
     bias = node.inputs[2] if len(node.inputs) > 2 else ''
     bias_ref = lc.add_weight(lc.const(bias).astype(np.float32)) if bias else NULL
     res = node.inputs[3] if len(node.inputs) > 3 else ''
     res_t = None
     if res:
         rs = lc.slot(res)
+        if not rs.nhwc:
+            lc.unsupported(node, 'a residual that is not an NCHW image')
         res_t = (rs.ref, rs.pix, rs.channel_off)
     act = params.act_record(a.get('activation', ''), a.get('alpha', 0.01), a.get('beta', 0.5),
                             a.get('clip_min', -np.inf), a.get('clip_max', np.inf))
-    return conv_launches(lc, node.name, (x.ref, x.pix, x.channel_off),
-                         (y.ref, y.pix, y.channel_off), geo, w_ref, bias_ref, res_t, act,
-                         a.get('residual_after_act', 0))
+    return bias_ref, res_t, act, a.get('residual_after_act', 0)
+
+
+def lower_batchnorm(lc, node):
+    """Inference BatchNormalization, ``y = x * k + (bias - mean * k)`` with
+    ``k = scale / sqrt(var + epsilon)`` per channel: one depthwise 1x1 launch over an NCHW
+    image (NHWC slots, any channel view), a Mul and an Add launch over other ranks."""
+    a = node.attrs
+    if a.get('training_mode', 0) or any(node.outputs[1:]) or not a.get('spatial', 1):
+        lc.unsupported(node, 'only inference mode (one output, spatial=1)')
+    x, y = lc.slot(node.inputs[0]), lc.slot(node.outputs[0])
+    scale, shift = batchnorm_scale_shift(*(lc.const(n) for n in node.inputs[1:5]),
+                                         float(a.get('epsilon', 1e-5)))
+    if x.nhwc and y.nhwc:
+        n, c, h, w = x.shape
+        geo = dict(N=n, H=h, W=w, P=h, Q=w, Cg=1, Kg=1, groups=c, R=1, S=1, sh=1, sw=1, ph=0,
+                   pw=0, dh=1, dw=1)
+        return [depthwise_launch(node.name, (x.ref, x.pix, x.channel_off),
+                                 (y.ref, y.pix, y.channel_off), geo,
+                                 lc.add_weight(scale.astype(np.float16)),
+                                 lc.add_weight(shift.astype(np.float32)))]
+    per_channel = (1, -1) + (1,) * (len(x.shape) - 2)
+    k_slot = lc.const_slot(scale.reshape(per_channel).astype(np.float16))
+    b_slot = lc.const_slot(shift.reshape(per_channel).astype(np.float16))
+    return [binary_launch(node.name, x, k_slot, y, params.BINARY['Mul']),
+            binary_launch(node.name, y, b_slot, y, params.BINARY['Add'])]
 
 
 def linear_launch(lc, node, a_slot, y_slot, b_nk, bias=None):

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tx2_infer_core.cuda import layout, lower_conv, lower_nn, lower_ops, lower_pad, lower_resize
+from tx2_infer_core.cuda import (layout, lower_conv, lower_conv_transpose, lower_nn, lower_ops,
+                                 lower_pad, lower_resize)
 from tx2_infer_core.cuda.launch import Ref, Slot, row_major
 from tx2_infer_core.errors import Tx2InferError, UnsupportedOpError
 from tx2_infer_core.ops import traits
@@ -27,12 +28,13 @@ from tx2_infer_core.planner import ALIGNMENT, MemoryPlan
 DEFAULT_SM_COUNT = 132  # an H100's; the backend passes its device's count
 CONV_PATHS = ('auto', 'tc', 'simt')
 FAMILIES = {'conv': lower_conv.lower_conv, 'gemm': lower_conv.lower_gemm,
+            'conv_transpose': lower_conv_transpose.lower_conv_transpose,
+            'batchnorm': lower_conv.lower_batchnorm,
             'matmul': lower_nn.lower_matmul, 'pool': lower_nn.lower_pool,
             'softmax': lower_nn.lower_softmax, 'layernorm': lower_nn.lower_layernorm,
             'reduce_mean': lower_nn.lower_reduce_mean, 'resize': lower_resize.lower_resize,
             'pad': lower_pad.lower_pad, 'unary': lower_ops.lower_unary,
             'copy': lower_ops.lower_unary, 'binary': lower_ops.lower_binary,
-            'pointwise': lower_ops.lower_pointwise,
             'transpose': lower_ops.lower_transpose, 'concat': lower_ops.lower_concat,
             'split': lower_ops.lower_split, 'slice': lower_ops.lower_slice}
 LOWERINGS = {op: FAMILIES[family] for op, family in traits.cuda_ops().items()}

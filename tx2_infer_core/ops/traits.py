@@ -130,14 +130,14 @@ _LINES = (
     # convolution, pooling, resampling over images
     image('Conv', 'conv', 'conv'),
     image('FusedConv', 'fused', 'conv', internal=True),
-    OpTraits('FusedPointwise', 'fused', OTHER, cuda='pointwise', strided=True, keeps_layout=True,
-             inplace=True, internal=True),  # a chain of elementwise ops (fuse_pointwise)
-    image('ConvTranspose', 'conv'),
+    image('ConvTranspose', 'conv', 'conv_transpose'),
+    image('FusedConvTranspose', 'fused', 'conv_transpose', internal=True),
     image('MaxPool', 'pool', 'pool'),
     image('AveragePool', 'pool', 'pool'),
     image('GlobalAveragePool', 'pool', 'pool'),
     image('GlobalMaxPool', 'pool', 'pool'),
-    image('BatchNormalization', 'nn', inplace=True),
+    OpTraits('BatchNormalization', 'nn', IMAGE, cuda='batchnorm', strided=True,
+             keeps_layout=True, inplace=True),  # one per-channel scale and shift
     image('Resize', 'resize', 'resize'),
     image('Upsample', 'resize', 'resize'),
     op('LpPool', 'pool'),

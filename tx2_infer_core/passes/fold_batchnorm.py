@@ -1,4 +1,5 @@
-"""Fold BatchNormalization, and per-channel scale / shift arithmetic, into the Conv before it.
+"""Fold BatchNormalization, and per-channel scale / shift arithmetic, into the Conv (or
+ConvTranspose) before it.
 
 Patterns::
 
@@ -7,25 +8,30 @@ Patterns::
 
 both become ``x -> Conv(w', b') -> z`` (``fuse_conv_bn_weights`` / ``fuse_conv_affine_weights``
 compute ``w'``, ``b'``). The second form is how exporters that unroll batch-norm (tf2onnx,
-open_nsfw) and bias-free convs followed by ``Add`` write it.
+open_nsfw) and bias-free convs followed by ``Add`` write it. The same with ConvTranspose,
+whose weights are ``[C_in, C_out/group, *kernel]`` (``fuse_conv_transpose_affine_weights``
+scales them per output channel).
 
 Safety: ``y`` has exactly one reader and is not a graph output; the Conv weight, bias and all
 batch-norm parameters are float constants of matching channel count; BN is in inference form
-(one output). A standalone BN (after anything but a foldable Conv) stays as it is.
+(one output). A standalone BN (after anything but a foldable Conv) stays as it is (the CUDA
+backend runs it as one per-channel scale and shift, ``cuda/lower_conv.lower_batchnorm``).
 """
 import numpy as np
 
 from tx2_infer_core.passes.graph_edit import (FLOAT_DTYPES, add_weight, constant, dtype_of,
                                               rewrite_nodes, sole_consumer)
-from tx2_infer_core.passes.weights import (affine_of, channel_vector, fuse_conv_affine_weights,
-                                           fuse_conv_bn_weights)
+from tx2_infer_core.passes.weights import (affine_of, batchnorm_scale_shift, channel_vector,
+                                           fuse_conv_affine_weights,
+                                           fuse_conv_transpose_affine_weights)
 
 AFFINE_OPS = ('Add', 'Sub', 'Mul', 'Div')
+CONV_OPS = ('Conv', 'ConvTranspose')
 
 
 def _conv_weights(graph, conv):
-    """``(w, b)`` of a Conv with constant float weights, or None."""
-    if conv.op != 'Conv' or len(conv.inputs) < 2:
+    """``(w, b)`` of a Conv or ConvTranspose with constant float weights, or None."""
+    if conv.op not in CONV_OPS or len(conv.inputs) < 2:
         return None
     w = constant(graph, conv.inputs[1])
     b = constant(graph, conv.inputs[2]) if len(conv.inputs) > 2 and conv.inputs[2] else None
@@ -36,16 +42,31 @@ def _conv_weights(graph, conv):
     return w, b
 
 
+def out_channels(conv, w) -> int:
+    """Output channels of Conv or ConvTranspose ``conv`` with weights ``w``."""
+    if conv.op == 'ConvTranspose':
+        return w.shape[1] * int(conv.attrs.get('group', 1))
+    return w.shape[0]
+
+
+def scale_output_channels(conv, w, b, scale, shift):
+    """``(w', b')`` of ``conv`` followed by ``* scale + shift`` per output channel."""
+    if conv.op == 'ConvTranspose':
+        return fuse_conv_transpose_affine_weights(w, b, scale, shift,
+                                                  int(conv.attrs.get('group', 1)))
+    return fuse_conv_affine_weights(w, b, scale, shift)
+
+
 def _bn_fold(graph, conv, bn, w, b):
     """New ``(w, b)`` for Conv followed by BatchNormalization ``bn``, or None."""
     params = [constant(graph, name) for name in bn.inputs[1:5]]
     if (len(params) != 4 or any(p is None for p in params)
             or any(o for o in bn.outputs[1:]) or bn.attrs.get('training_mode', 0)):
         return None
-    if any(np.shape(p) != (w.shape[0],) for p in params):
+    if any(np.shape(p) != (out_channels(conv, w),) for p in params):
         return None
-    scale, bias, mean, var = params
-    return fuse_conv_bn_weights(w, b, scale, bias, mean, var, bn.attrs.get('epsilon', 1e-5))
+    k, shift = batchnorm_scale_shift(*params, bn.attrs.get('epsilon', 1e-5))
+    return scale_output_channels(conv, w, b, k, shift)
 
 
 def _affine_fold(graph, conv, node, w, b):
@@ -60,15 +81,16 @@ def _affine_fold(graph, conv, node, w, b):
     out = graph.values.get(conv.outputs[0])
     if out is None or dtype_of(graph, node.outputs[0]) != out.dtype:
         return None
-    vec = channel_vector(c, len(out.shape), w.shape[0])
+    vec = channel_vector(c, len(out.shape), out_channels(conv, w))
     affine = affine_of(node.op, vec, conv_first) if vec is not None else None
     if affine is None:
         return None
-    return fuse_conv_affine_weights(w, b, *affine)
+    return scale_output_channels(conv, w, b, *affine)
 
 
 def _fold_into_conv(graph, folder) -> int:
-    """Collect Conv -> node pairs ``folder`` accepts, then rewrite them all at once."""
+    """Collect Conv (or ConvTranspose) -> node pairs ``folder`` accepts, then rewrite them
+    all at once."""
     consumers = graph.consumers()
     matches = []
     for conv in graph.nodes:
@@ -86,14 +108,16 @@ def _fold_into_conv(graph, folder) -> int:
 
 
 def fold_batchnorm(graph) -> int:
-    """Fold every Conv -> BatchNormalization pair into the Conv. Returns pairs folded."""
+    """Fold every Conv (or ConvTranspose) -> BatchNormalization pair into the Conv. Returns
+    pairs folded."""
     return _fold_into_conv(
         graph, lambda g, conv, nxt, w, b: _bn_fold(g, conv, nxt, w, b)
         if nxt.op == 'BatchNormalization' else None)
 
 
 def fold_scale_shift(graph) -> int:
-    """Fold per-channel Add/Sub/Mul/Div constants after a Conv into it, to a fixpoint."""
+    """Fold per-channel Add/Sub/Mul/Div constants after a Conv (or ConvTranspose) into it,
+    to a fixpoint."""
     total = 0
     while True:
         folded = _fold_into_conv(graph, _affine_fold)

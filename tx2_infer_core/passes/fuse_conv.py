@@ -8,21 +8,24 @@ Patterns::
                        \\______________-> Mul(y, s) -> z
 
 become ``x -> FusedConv(w, b, activation=Act) -> z``; a Conv with no activation after it becomes
-``FusedConv(activation='')`` so backends have one conv op. Safety: ``y`` (and ``s``) are not graph
-outputs and have exactly the readers drawn; Clip bounds are constants (an open bound becomes
-the float32 limit, so attributes stay finite); an activation's attributes (LeakyRelu's
-``alpha``, HardSigmoid's ``alpha`` and ``beta``: its traits' ``params``) become ``alpha`` and
-``beta``.
+``FusedConv(activation='')`` so backends have one conv op. ConvTranspose likewise becomes
+``FusedConvTranspose`` (its attributes, then the same activation and residual ones).
+Safety: ``y`` (and ``s``) are not graph outputs and have exactly the readers drawn; Clip
+bounds are constants (an open bound becomes the float32 limit, so attributes stay finite); an
+activation's attributes (LeakyRelu's ``alpha``, HardSigmoid's ``alpha`` and ``beta``: its
+traits' ``params``) become ``alpha`` and ``beta``.
 """
 from tx2_infer_core.ir import Node
 from tx2_infer_core.ops import traits
 from tx2_infer_core.passes.graph_edit import FLOAT_DTYPES, constant, rewrite_nodes
 
-# Activation ops fused as they are (SiLU also as its Sigmoid * x pattern; a SiLU node is
-# what fuse_pointwise.fuse_activation_patterns writes for other forms of it).
-ACTIVATIONS = traits.names(kind=traits.ACTIVATION)
+# Activation ops fused as they are (SiLU is matched as its Sigmoid * x pattern).
+ACTIVATIONS = tuple(n for n in traits.names(kind=traits.ACTIVATION) if n != 'SiLU')
 FLOAT32_MAX = 3.4028234663852886e38
-CONV_ATTRS = ('auto_pad', 'dilations', 'group', 'kernel_shape', 'pads', 'strides')
+CONV_ATTRS = ('auto_pad', 'dilations', 'group', 'kernel_shape', 'pads', 'strides',
+              'output_padding', 'output_shape')  # the last two: ConvTranspose only
+FUSED = {'Conv': 'FusedConv', 'ConvTranspose': 'FusedConvTranspose'}
+FUSED_CONV_OPS = tuple(FUSED.values())
 
 
 def _clip_bounds(graph, node):
@@ -79,27 +82,30 @@ def match_activation(graph, consumers, name):
 
 
 def conv_inputs(conv):
-    """``[x, w, b]`` of a Conv or FusedConv, ``''`` for an omitted bias (no residual)."""
+    """``[x, w, b]`` of a (Fused)Conv or (Fused)ConvTranspose, ``''`` for an omitted bias
+    (no residual)."""
     return list(conv.inputs[:3]) + [''] * (3 - len(conv.inputs[:3]))
 
 
 def fused_conv(conv, activation_attrs, output):
-    """A FusedConv node doing what ``conv`` does, then the activation, writing ``output``."""
+    """A FusedConv (FusedConvTranspose) node doing what Conv (ConvTranspose) ``conv`` does,
+    then the activation, writing ``output``."""
     inputs = conv_inputs(conv)
     attrs = {k: v for k, v in conv.attrs.items() if k in CONV_ATTRS}
     attrs.update(activation_attrs)
-    return Node('FusedConv', conv.name, inputs, [output], attrs)
+    return Node(FUSED[conv.op], conv.name, inputs, [output], attrs)
 
 
 def fuse_conv_activation(graph) -> int:
-    """Turn every float Conv into a FusedConv, absorbing the activation after it.
+    """Turn every float Conv into a FusedConv (ConvTranspose into a FusedConvTranspose),
+    absorbing the activation after it.
 
     Returns the number of activations fused (plain Conv -> FusedConv is not counted).
     """
     consumers = graph.consumers()
     replace, remove, fused = {}, [], 0
     for conv in graph.nodes:
-        out_value = graph.values.get(conv.outputs[0]) if conv.op == 'Conv' else None
+        out_value = graph.values.get(conv.outputs[0]) if conv.op in FUSED else None
         if out_value is None or out_value.dtype not in FLOAT_DTYPES:
             continue
         match = match_activation(graph, consumers, conv.outputs[0])

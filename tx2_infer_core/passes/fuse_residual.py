@@ -13,7 +13,7 @@ when the conv had none and ``a`` has no other reader. The fused node stays where
 when ``r`` is computed before it, otherwise it moves to where the Add was (its inputs are all
 ready there), so the graph stays topologically ordered.
 """
-from tx2_infer_core.passes.fuse_conv import conv_inputs, match_activation
+from tx2_infer_core.passes.fuse_conv import FUSED_CONV_OPS, conv_inputs, match_activation
 from tx2_infer_core.passes.graph_edit import dtype_of, rewrite_nodes, shape_of, sole_consumer
 
 
@@ -41,7 +41,7 @@ def _matches(graph):
     consumers = graph.consumers()
     claimed, found = set(), []
     for conv in reversed(graph.nodes):
-        if conv.op != 'FusedConv' or (len(conv.inputs) > 3 and conv.inputs[3]):
+        if conv.op not in FUSED_CONV_OPS or (len(conv.inputs) > 3 and conv.inputs[3]):
             continue
         add = sole_consumer(graph, consumers, conv.outputs[0])
         if add is None or id(add) in claimed:

@@ -10,10 +10,15 @@ def fuse_conv_bn_weights(w, b, scale, bias, mean, var, eps):
     which is ``y * k + (bias - mean * k)`` with ``k = scale / sqrt(var + eps)``. The maths is
     done in float64 and the results keep ``w``'s dtype.
     """
-    dtype = np.asarray(w).dtype
+    k, shift = batchnorm_scale_shift(scale, bias, mean, var, eps)
+    return fuse_conv_affine_weights(w, b, k, shift, np.asarray(w).dtype)
+
+
+def batchnorm_scale_shift(scale, bias, mean, var, eps):
+    """``(k, shift)``, float64 ``[C]`` vectors such that inference BatchNormalization is
+    ``y * k + shift``: ``k = scale / sqrt(var + eps)``, ``shift = bias - mean * k``."""
     k = np.asarray(scale, np.float64) / np.sqrt(np.asarray(var, np.float64) + eps)
-    return fuse_conv_affine_weights(w, b, k, np.asarray(bias, np.float64)
-                                    - np.asarray(mean, np.float64) * k, dtype)
+    return k, np.asarray(bias, np.float64) - np.asarray(mean, np.float64) * k
 
 
 def fuse_conv_affine_weights(w, b, scale, shift, dtype=None):
@@ -29,6 +34,33 @@ def fuse_conv_affine_weights(w, b, scale, shift, dtype=None):
     new_w = w.astype(np.float64) * scale.reshape((-1,) + (1,) * (w.ndim - 1))
     new_b = b * scale + np.asarray(shift, np.float64)
     return new_w.astype(dtype), new_b.astype(dtype)
+
+
+def fuse_conv_transpose_affine_weights(w, b, scale, shift, group=1, dtype=None):
+    """Fold ``conv_transpose(x, w) + b`` followed by ``* scale + shift`` per output channel.
+
+    ``w`` is ConvTranspose's ``[C_in, C_out/group, *kernel]``: output channel
+    ``g * C_out/group + j`` is made by ``w[g * C_in/group:(g + 1) * C_in/group, j]``, so the
+    scale runs along axis 1, per group. ``b``, ``scale`` and ``shift`` are ``[C_out]``;
+    returns ``(w', b')`` in ``dtype`` (default: ``w``'s dtype).
+    """
+    w = np.asarray(w)
+    dtype = dtype or w.dtype
+    c_in, per_group, kernel = w.shape[0], w.shape[1], w.shape[2:]
+    scale = np.asarray(scale, np.float64)
+    b = np.zeros(per_group * group) if b is None else np.asarray(b, np.float64)
+    grouped = w.astype(np.float64).reshape((group, c_in // group, per_group) + kernel)
+    new_w = grouped * scale.reshape((group, 1, per_group) + (1,) * len(kernel))
+    new_b = b * scale + np.asarray(shift, np.float64)
+    return new_w.reshape(w.shape).astype(dtype), new_b.astype(dtype)
+
+
+def fuse_conv_transpose_bn_weights(w, b, scale, bias, mean, var, eps, group=1):
+    """Fold ``BatchNormalization(conv_transpose(x, w) + b)`` into one ConvTranspose; ``w`` is
+    ``[C_in, C_out/group, *kernel]``, the rest ``[C_out]`` (``fuse_conv_bn_weights``' maths,
+    per output channel); returns ``(w', b')`` in ``w``'s dtype."""
+    k, shift = batchnorm_scale_shift(scale, bias, mean, var, eps)
+    return fuse_conv_transpose_affine_weights(w, b, k, shift, group, np.asarray(w).dtype)
 
 
 def channel_vector(c, rank, channels):
