@@ -234,8 +234,9 @@ class Engine:
         _default_meta(graph)
         report = {}
         if optimize:
-            from tx2_infer_core.passes import optimize as run_passes
-            graph, report = run_passes(graph)
+            from tx2_infer_core.passes import POINTWISE_LEVEL, optimize as run_passes
+            # cuda: also pointwise chains as FusedPointwise (numpy runs them; ort does not)
+            graph, report = run_passes(graph, POINTWISE_LEVEL if target == 'cuda' else 2)
         memory_plan = plan_memory(graph, ALIGNMENT)
         in_shape = graph.values[graph.inputs[0]].shape
         options = {'precision': runs, 'backend': plan_target(target), 'model': str(model_path),
