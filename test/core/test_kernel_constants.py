@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tx2_infer_core.cuda import lower_conv, params, pipeline
+from tx2_infer_core.cuda import lower_conv, lower_ops, params, pipeline
 from tx2_infer_core.ops import traits
 
 KERNELS = Path(__file__).resolve().parents[2] / 'kernels'
@@ -126,6 +126,7 @@ STRUCT_RECORDS = {'ActParams': params.ACT, 'View': params.VIEW, 'ConvParams': pa
 KERNEL_RECORDS = {
     'unary': params.UNARY_ARGS, 'binary': params.BINARY_ARGS,
     'binary_flat2': params.BINARY_FLAT2, 'global_avgpool': params.GLOBAL_POOL,
+    'unary_vec8': lower_ops.UNARY_VEC8, 'binary_vec8': lower_ops.BINARY_VEC8,
     'pool2d': params.POOL, 'resize2d': params.RESIZE, 'matmul': params.GEMM,
     'softmax': params.SOFTMAX, 'layernorm': params.LAYERNORM,
     'conv_simt': params.CONV, 'conv_simt_v4': params.CONV, 'conv_wmma': params.CONV,

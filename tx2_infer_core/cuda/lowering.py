@@ -35,6 +35,7 @@ FAMILIES = {'conv': lower_conv.lower_conv, 'gemm': lower_conv.lower_gemm,
             'reduce_mean': lower_nn.lower_reduce_mean, 'resize': lower_resize.lower_resize,
             'pad': lower_pad.lower_pad, 'unary': lower_ops.lower_unary,
             'copy': lower_ops.lower_unary, 'binary': lower_ops.lower_binary,
+            'pointwise': lower_ops.lower_pointwise,
             'transpose': lower_ops.lower_transpose, 'concat': lower_ops.lower_concat,
             'split': lower_ops.lower_split, 'slice': lower_ops.lower_slice}
 LOWERINGS = {op: FAMILIES[family] for op, family in traits.cuda_ops().items()}

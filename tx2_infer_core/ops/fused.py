@@ -1,7 +1,9 @@
 """Internal fused ops produced by the fusion passes (one per future CUDA kernel)."""
+import json
+
 import numpy as np
 
-from tx2_infer_core.ops import elementwise, traits
+from tx2_infer_core.ops import elementwise, tensor, traits
 from tx2_infer_core.ops.common import unsupported
 from tx2_infer_core.ops.conv import Conv, ConvTranspose
 
@@ -72,3 +74,54 @@ def FusedConvTranspose(x, w, b=None, residual=None, *, auto_pad='NOTSET', dilati
     if residual is not None and residual_after_act:
         y = y + residual
     return y.astype(x.dtype, copy=False)
+
+
+# FusedPointwise ---------------------------------------------------------------------------------
+# A pointwise program is a JSON list of steps ``[op, args, attrs]``: ``op`` an elementwise ONNX
+# op, ``args`` its inputs, each 'x<k>' (input k of the node), 't<j>' (the result of step j), a
+# number (a float32 literal) or null (an omitted optional input); ``attrs`` its ONNX
+# attributes. The last step's result is the output, e.g. a decomposed HardSwish::
+#
+#     [["Add", ["x0", 3.0], {}], ["Clip", ["t0", 0.0, 6.0], {}],
+#      ["Mul", ["x0", "t1"], {}], ["Div", ["t2", 6.0], {}]]
+
+POINTWISE_MODULES = {'elementwise': elementwise, 'tensor': tensor}
+
+
+def program_steps(program) -> list:
+    """The steps ``[(op, args, attrs)]`` of a program (a JSON string or an already parsed list)."""
+    steps = json.loads(program) if isinstance(program, (str, bytes)) else program
+    return [(str(op), list(args), dict(attrs)) for op, args, attrs in steps]
+
+
+def program_text(steps) -> str:
+    """The canonical JSON string of ``steps`` (what a FusedPointwise node's ``program`` holds)."""
+    return json.dumps([[op, list(args), dict(attrs)] for op, args, attrs in steps],
+                      separators=(',', ':'), sort_keys=True)
+
+
+def program_arg(arg, inputs, results):
+    """The array an argument names (see the program format above)."""
+    if arg is None:
+        return None
+    if isinstance(arg, str):
+        k = int(arg[1:])
+        return inputs[k] if arg[0] == 'x' else results[k]
+    return np.asarray(arg, np.float32)
+
+
+def step_function(op):
+    """The reference function of a program step's op."""
+    return getattr(POINTWISE_MODULES[traits.TRAITS[op].module], op)
+
+
+def FusedPointwise(*inputs, program):
+    """The output of a chain of elementwise ops (``program``, see above), each step computed by
+    its op's own reference function, so the result equals the unfused chain's."""
+    results = []
+    for op, args, attrs in program_steps(program):
+        values = [program_arg(a, inputs, results) for a in args]
+        while values and values[-1] is None:
+            values.pop()
+        results.append(step_function(op)(*values, **attrs))
+    return results[-1]

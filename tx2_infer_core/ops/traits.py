@@ -130,6 +130,8 @@ _LINES = (
     # convolution, pooling, resampling over images
     image('Conv', 'conv', 'conv'),
     image('FusedConv', 'fused', 'conv', internal=True),
+    OpTraits('FusedPointwise', 'fused', OTHER, cuda='pointwise', strided=True, keeps_layout=True,
+             inplace=True, internal=True),  # a chain of elementwise ops (fuse_pointwise)
     image('ConvTranspose', 'conv', 'conv_transpose'),
     image('FusedConvTranspose', 'fused', 'conv_transpose', internal=True),
     image('MaxPool', 'pool', 'pool'),

@@ -19,8 +19,9 @@ from tx2_infer_core.ir import Node
 from tx2_infer_core.ops import traits
 from tx2_infer_core.passes.graph_edit import FLOAT_DTYPES, constant, rewrite_nodes
 
-# Activation ops fused as they are (SiLU is matched as its Sigmoid * x pattern).
-ACTIVATIONS = tuple(n for n in traits.names(kind=traits.ACTIVATION) if n != 'SiLU')
+# Activation ops fused as they are (SiLU also as its Sigmoid * x pattern; a SiLU node is
+# what fuse_pointwise.fuse_activation_patterns writes for other forms of it).
+ACTIVATIONS = traits.names(kind=traits.ACTIVATION)
 FLOAT32_MAX = 3.4028234663852886e38
 CONV_ATTRS = ('auto_pad', 'dilations', 'group', 'kernel_shape', 'pads', 'strides',
               'output_padding', 'output_shape')  # the last two: ConvTranspose only
