@@ -156,7 +156,7 @@ def rel_error(ours, ref) -> float:
 
 # --- carrying the zoo to the GPU machine -------------------------------------------------------
 
-def _float_tensors(model):
+def float_tensors(model) -> list:
     """Every float32 tensor of ``model`` worth halving: initializers and Constant values."""
     import onnx
     tensors = [t for t in model.graph.initializer]
@@ -173,7 +173,7 @@ def pack_onnx(src, dst_stem) -> None:
     from onnx import numpy_helper
     model = onnx.load(str(src))
     arrays = {}
-    for i, tensor in enumerate(_float_tensors(model)):
+    for i, tensor in enumerate(float_tensors(model)):
         array = numpy_helper.to_array(tensor)
         if np.abs(array).max() > FP16_MAX:          # e.g. a BatchNorm variance: kept float32
             continue
@@ -190,7 +190,7 @@ def unpack_onnx(stem, dst) -> Path:
     from onnx import numpy_helper
     model = onnx.load(f'{stem}.onnx')
     arrays = np.load(f'{stem}.npz')
-    for i, tensor in enumerate(_float_tensors(model)):
+    for i, tensor in enumerate(float_tensors(model)):
         if f'w{i}' in arrays:
             tensor.CopyFrom(numpy_helper.from_array(arrays[f'w{i}'].astype(np.float32),
                                                     tensor.name))

@@ -142,7 +142,7 @@ def test_pack_unpack_restores_every_weight(tmp_path):
     original_path = assets.fetch('ppocr-det.onnx')
     assert packed < 0.6 * original_path.stat().st_size
     original, back = onnx.load(str(original_path)), onnx.load(str(restored))
-    pairs = list(zip(zoo_data._float_tensors(original), zoo_data._float_tensors(back)))
+    pairs = list(zip(zoo_data.float_tensors(original), zoo_data.float_tensors(back)))
     assert len(pairs) > 100
     for a, b in pairs:
         a, b = numpy_helper.to_array(a), numpy_helper.to_array(b)
