@@ -2,12 +2,17 @@
 pinned host staging, every per-frame launch captured once into a CUDA graph and replayed.
 
 ``prepare`` does all allocation (counted by ``PooledAllocator``); ``run`` copies the inputs into
-pinned memory, launches the graph and converts the outputs: no device allocation per frame.
+pinned FP32 buffers (a plain copy: the NCHW -> NHWC FP16 conversion is a kernel of the captured
+graph, as is the conversion of the outputs back to FP32 in the graph's layout), replays the graph
+and returns the outputs: no device allocation and no large host array made per frame beyond the
+returned copies (``reuse_outputs=True``: not even those).
 """
 import numpy as np
 
 from tx2_infer_core.backends.base import Backend
 from tx2_infer_core.cuda import pipeline
+from tx2_infer_core.cuda.launch import Ref
+from tx2_infer_core.cuda.lower_ops import io_launch
 from tx2_infer_core.cuda.lowering import CONV_PATHS, lower_graph
 from tx2_infer_core.errors import Tx2InferError
 from tx2_infer_core.planner import ALIGNMENT
@@ -21,12 +26,14 @@ class CudaBackend(Backend):
     ``conv_path``: 'auto' (tensor cores from sm_70, else SIMT), 'tc' or 'simt' (forces the
     half2 SIMT path, as on a Jetson TX2). ``use_graph``: replay a captured CUDA graph per frame.
     ``place_channels``: channel Concat/Split by placement (False: copies, for comparison).
+    ``reuse_outputs``: ``run`` returns the same pinned arrays every call, overwritten by the
+    next call (the caller copies what it keeps); the default returns fresh copies (safe).
     """
 
     name = 'cuda'
 
     def __init__(self, precision='fp16', conv_path='auto', device=0, use_graph=True,
-                 place_channels=True):
+                 place_channels=True, reuse_outputs=False):
         if precision not in ('fp16', 'fp32'):
             raise Tx2InferError(f"cuda backend precision must be fp16 (fp32 requests run in "
                                 f"fp16 with fp32 accumulation), not '{precision}'")
@@ -34,7 +41,7 @@ class CudaBackend(Backend):
             raise Tx2InferError(f"conv_path must be 'auto', 'tc' or 'simt', not '{conv_path}'")
         # What run() computes in, whatever was asked (Backend.precision): fp16, fp32 accumulation.
         self.precision, self.device, self.use_graph = 'fp16', device, use_graph
-        self.place_channels = place_channels
+        self.place_channels, self.reuse_outputs = place_channels, reuse_outputs
         self.requested_path = conv_path
         self.ctx = self.pool = self.graph_exec = self.frame_pipeline = None
 
@@ -73,7 +80,26 @@ class CudaBackend(Backend):
         drv.memcpy_htod(self.weights, weight_image)
         self.stream = drv.Stream()
         self.host_in = {n: self._pinned(n) for n in self.graph.inputs}
-        self.host_out = {n: self._pinned(n) for n in self.graph.outputs}
+        self.host_out = {n: self._pinned(n) for n in self.graph.outputs}  # FP16 arena copies
+        self._allocate_io()
+
+    def _allocate_io(self):
+        """Pinned FP32 host arrays in the graph's shapes and one device staging buffer for
+        them; the conversion launches between the staging buffer and the arena."""
+        drv, io, off = self.ctx.drv, [], 0
+        for name in list(self.graph.inputs) + list(self.graph.outputs):
+            host = drv.pagelocked_empty(self.slots[name].shape, np.float32)
+            io.append((name, host, off))
+            off += -(-host.nbytes // ALIGNMENT) * ALIGNMENT
+        self.io = self.pool.alloc(max(off, 1))
+        n_in = len(self.graph.inputs)
+        self.stage_in = {name: (host, off) for name, host, off in io[:n_in]}
+        self.stage_out = {name: (host, off) for name, host, off in io[n_in:]}
+        self.io_launches = (
+            [io_launch('to_arena_f16', Ref('io', off), self.slots[name].ref, self.slots[name])
+             for name, (_, off) in self.stage_in.items()],
+            [io_launch('from_arena_f32', self.slots[name].ref, Ref('io', off), self.slots[name])
+             for name, (_, off) in self.stage_out.items()])
 
     def _pinned(self, name):
         s = self.slots[name]
@@ -85,18 +111,21 @@ class CudaBackend(Backend):
         if pipeline.supports(self.graph):
             modules |= set(PIPELINE_MODULES)
         self.ctx.preload(modules)  # cold cache: every module compiles at once
-        bases = {'arena': int(self.arena), 'weights': int(self.weights)}
+        bases = {'arena': int(self.arena), 'weights': int(self.weights), 'io': int(self.io)}
         self.bound = [(self.ctx.function(k.module, k.kernel), k.bind(bases), k.grid, k.block)
                       for k in self.launches]
+        self.io_bound = [[(self.ctx.function(k.module, k.kernel), k.bind(bases), k.grid,
+                           k.block) for k in launches] for launches in self.io_launches]
 
     def _enqueue(self):
-        drv, base = self.ctx.drv, int(self.arena)
-        for name, host in self.host_in.items():
-            drv.memcpy_htod_async(base + self.slots[name].ref.offset, host, self.stream)
-        for fn, rec, grid, block in self.bound:
+        drv, io = self.ctx.drv, int(self.io)
+        for host, off in self.stage_in.values():
+            drv.memcpy_htod_async(io + off, host, self.stream)
+        to_arena, from_arena = self.io_bound
+        for fn, rec, grid, block in to_arena + self.bound + from_arena:
             fn(rec, grid=grid, block=block, stream=self.stream)
-        for name, host in self.host_out.items():
-            drv.memcpy_dtoh_async(host, base + self.slots[name].ref.offset, self.stream)
+        for host, off in self.stage_out.values():
+            drv.memcpy_dtoh_async(host, io + off, self.stream)
 
     def _capture(self):
         self._enqueue()  # one eager run: loads modules, surfaces launch errors
@@ -107,22 +136,20 @@ class CudaBackend(Backend):
             self.graph_exec.capture(self.stream, self._enqueue)
 
     def run(self, feeds: dict) -> dict:
-        """One inference: FP32 NCHW feeds in, FP32 outputs (graph layouts) out."""
+        """One inference: FP32 feeds in the graph's layouts (NCHW) in, FP32 outputs in the
+        graph's layouts out: fresh copies, or (``reuse_outputs``) the backend's own pinned
+        arrays, overwritten by the next call."""
         with self.ctx:
-            for name, host in self.host_in.items():
-                x = np.asarray(feeds[name])
-                np.copyto(host, x.transpose(0, 2, 3, 1) if self.slots[name].nhwc else x,
-                          casting='unsafe')
+            for name, (host, _) in self.stage_in.items():
+                np.copyto(host, feeds[name], casting='unsafe')
             if self.graph_exec is not None:
                 self.graph_exec.launch()
             else:
                 self._enqueue()
             self.stream.synchronize()
-        out = {}
-        for name, host in self.host_out.items():
-            arr = host.transpose(0, 3, 1, 2) if self.slots[name].nhwc else host
-            out[name] = arr.astype(np.float32)
-        return out
+        if self.reuse_outputs:
+            return {name: host for name, (host, _) in self.stage_out.items()}
+        return {name: host.copy() for name, (host, _) in self.stage_out.items()}
 
     @property
     def device_allocations(self) -> int:

@@ -20,6 +20,8 @@ UNARY_VEC8 = np.dtype([('x', params.PTR), ('y', params.PTR), ('n8', 'i8'), ('op'
 BINARY_VEC8 = np.dtype([('a', params.PTR), ('b', params.PTR), ('y', params.PTR), ('n8', 'i8'),
                         ('b8', 'i8'), ('swap', 'i4'), ('op', 'i4'), ('act', params.ACT)],
                        align=True)
+IO_CONVERT = np.dtype([('x', params.PTR), ('y', params.PTR), ('n', 'i8'), ('HW', 'i8'),
+                       ('C', 'i4')], align=True)
 
 
 def slot_view(slot, shape=None, strides=None, offset=0):
@@ -264,3 +266,13 @@ def lower_slice(lc, node):
         strides[ax] = x.strides[ax] * st
     src = slot_view(x, y.shape, strides, offset)
     return [copy_launch(node.name, x, src, y, slot_view(y), np.prod(y.shape))]
+
+
+def io_launch(kernel, src, dst, slot) -> Launch:
+    """A graph input's or output's conversion between FP32 in the graph's layout and the FP16
+    arena slot ``slot``: ``to_arena_f16`` or ``from_arena_f32`` from ``src`` to ``dst``."""
+    n = int(np.prod(slot.shape, dtype=np.int64))
+    c = int(slot.shape[1]) if slot.nhwc else 1
+    hw = int(np.prod(slot.shape[2:], dtype=np.int64)) if slot.nhwc else n
+    return Launch('elementwise', kernel, grid_1d(n), (BLOCK, 1, 1), IO_CONVERT,
+                  dict(x=src, y=dst, n=n, HW=hw, C=c), kernel)
