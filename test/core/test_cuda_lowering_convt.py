@@ -3,7 +3,10 @@ kernels (no GPU: ``lower_graph``), and what the launches hand the device compute
 reference's answer: a numpy model of each kernel's index maths (phases and taps of
 ``kernels/conv_transpose.cu``, the [R][S][K] weights of ``kernels/depthwise.cu``) runs on the
 lowered parameters and the weight image, and is compared with ``ops/`` over many shapes."""
+from pathlib import Path
+
 import numpy as np
+import onnx
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -324,3 +327,54 @@ def test_fused_conv_transpose_reference_epilogue():
     got = FusedConvTranspose(x, wt, None, r, strides=[2, 2], activation='Relu',
                              residual_after_act=1)
     np.testing.assert_allclose(got, np.maximum(y, 0) + r, rtol=1e-6)
+
+
+def _module(path, name):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope='module')
+def node_cases():
+    """(CUDA conformance module, CPU node-test module, {op: case folders})."""
+    root = Path(__file__).resolve().parents[1]
+    cuda_conf = _module(root / 'cuda' / 'test_node_conformance_cuda.py', 'tx2_cuda_conf')
+    cpu = cuda_conf._cpu_module()
+    return cuda_conf, cpu, cpu.collect_cases()
+
+
+EMULATORS = {'convt': emulate_convt, 'depthwise': emulate_depthwise}
+
+
+@pytest.mark.parametrize('op', ['ConvTranspose', 'BatchNormalization'])
+def test_onnx_node_cases_lower_and_compute_the_expected_output(op, node_cases):
+    """Every ONNX node case of the op, as the GPU conformance test builds it, either lowers to
+    launches whose emulation gives the expected output (FP16 inputs, the conformance
+    tolerance) or is refused: 1-D/3-D ConvTranspose and training-mode BN only."""
+    cuda_conf, cpu, cases = node_cases
+    outcome = {}
+    for folder in cases[op]:
+        model = onnx.load(str(folder / 'model.onnx'))
+        proto = model.graph.node[0]
+        for data in sorted(folder.glob('test_data_set_*')):
+            feeds = cpu.load_tensors(data, 'input', model.graph.input)
+            expected = cpu.load_tensors(data, 'output', model.graph.output)
+            want = expected[proto.output[0]]
+            graph, acts = cuda_conf.case_graph(cpu.node_from_proto(proto), proto, feeds,
+                                               expected)
+            try:
+                lowered = lower_graph(graph, 62)
+            except UnsupportedOpError:
+                outcome[folder.name] = 'refused'
+                continue
+            [launch] = lowered.launches
+            got = EMULATORS[launch.kernel.split('_')[0]](lowered, launch,
+                                                         fp16(next(iter(acts.values()))))
+            outcome[folder.name] = 'pass' if cuda_conf.close(got, want) else 'fail'
+    refused = {n for n, s in outcome.items() if s == 'refused'}
+    assert 'fail' not in outcome.values(), outcome
+    assert refused == {n for n in outcome if n.endswith(('_1d', '_3d', '_training_mode'))}
+    assert len(outcome) - len(refused) >= 2

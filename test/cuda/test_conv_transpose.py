@@ -1,0 +1,152 @@
+"""ConvTranspose (kernels/conv_transpose.cu), depthwise convolutions (kernels/depthwise.cu) and
+standalone BatchNormalization on the GPU against the numpy reference, at FP16 tolerance.
+
+Inputs are random with fixed seeds and rounded to FP16 (what the arena holds), so the only
+differences left are FP16 weights, FP32 accumulation order and the FP16 output.
+ConvTranspose runs over a grid of shapes: odd sizes, strides 1, 2, 3 and 4, pads,
+output_padding, output_shape, SAME auto_pad, dilations, groups (depthwise-like included),
+bias, activations and a residual, on the SIMT and the tensor-core (WMMA) paths.
+"""
+import numpy as np
+import pytest
+
+from conftest import assert_close, fp16_round, one_node_graph
+from tx2_infer_core.backends.cuda_backend import CudaBackend
+from tx2_infer_core.ir import Value
+from tx2_infer_core.ops.conv import ConvTranspose
+from tx2_infer_core.ops.fused import FusedConv, FusedConvTranspose
+from tx2_infer_core.ops.nn import BatchNormalization
+
+TOL = 3e-3  # relative L2, as the FusedConv tests
+PATHS = ['simt', 'tc']
+
+# (name, N, C_in, H, W, C_out, kernel, stride, attrs, activation, residual)
+CONVT = [
+    ('k4s2p1_upsample', 1, 64, 20, 20, 32, 4, 2, {'pads': [1] * 4}, 'Relu', ''),
+    ('k2s2_unet', 1, 32, 17, 23, 16, 2, 2, {}, '', ''),
+    ('k3s2_outpad', 2, 24, 9, 11, 40, 3, 2,
+     {'pads': [1, 1, 1, 1], 'output_padding': [1, 1]}, 'LeakyRelu', 'before'),
+    ('k8s4_text_det', 1, 16, 10, 12, 8, 8, 4, {'pads': [2] * 4}, 'Sigmoid', ''),
+    ('k4s4_odd_channels', 1, 13, 7, 5, 7, 4, 4, {}, 'HardSwish', 'after'),
+    ('k3s1_same', 1, 8, 15, 13, 24, 3, 1, {'auto_pad': 'SAME_UPPER'}, 'Clip', ''),
+    ('k3s3_same_lower', 1, 6, 5, 6, 10, 3, 3, {'auto_pad': 'SAME_LOWER'}, '', ''),
+    ('dilated', 1, 16, 11, 9, 16, 3, 2, {'dilations': [2, 2], 'pads': [1, 2, 0, 1]}, 'Tanh',
+     ''),
+    ('output_shape', 1, 16, 8, 8, 8, 3, 2, {'output_shape': [16, 17]}, '', ''),
+    ('asym_stride', 1, 12, 6, 7, 12, 3, [2, 3], {'pads': [1, 0, 1, 1]}, 'SiLU', ''),
+    ('grouped', 1, 32, 12, 12, 64, 4, 2, {'group': 4, 'pads': [1] * 4}, 'Relu', ''),
+    ('depthwise_like', 1, 16, 10, 10, 16, 4, 2, {'group': 16, 'pads': [1] * 4}, '', 'after'),
+    ('wide_batch', 2, 128, 14, 14, 64, 2, 2, {}, 'Relu', 'before'),
+]
+
+
+def _convt_case(layer, seed=0):
+    name, n, c, h, w, k, r, stride, extra, act, res = layer
+    rng = np.random.default_rng(seed)
+    strides = stride if isinstance(stride, list) else [stride, stride]
+    group = extra.get('group', 1)
+    attrs = dict(extra, strides=strides, group=group)
+    x = fp16_round(rng.standard_normal((n, c, h, w)))
+    wt = fp16_round(rng.standard_normal((c, k // group, r, r)) / np.sqrt(c // group * r))
+    b = (rng.standard_normal(k) * 0.1).astype(np.float32)
+    out_shape = ConvTranspose(x, wt, b, **attrs).shape
+    fused = dict(attrs, activation=act, alpha=0.1, clip_min=0.0, clip_max=6.0,
+                 residual_after_act=int(res == 'after'))
+    graph = one_node_graph('FusedConvTranspose', {'x': x.shape}, out_shape, {'w': wt, 'b': b},
+                           fused)
+    feeds = {'x': x}
+    if res:
+        feeds['r'] = fp16_round(rng.standard_normal(out_shape))
+        graph.inputs.append('r')
+        graph.values['r'] = Value('r', out_shape, 'float32', 'NCHW')
+        graph.nodes[0].inputs.append('r')
+    ref = FusedConvTranspose(x, wt, b, feeds.get('r'), **fused)
+    return graph, feeds, ref
+
+
+def run(graph, feeds, path='tc'):
+    """(output 'y', kernel names) of ``graph`` on a CUDA backend."""
+    backend = CudaBackend(conv_path=path)
+    backend.prepare(graph)
+    try:
+        return backend.run(feeds)['y'], [k.kernel for k in backend.launches]
+    finally:
+        backend.close()
+
+
+@pytest.mark.parametrize('path', PATHS)
+@pytest.mark.parametrize('layer', CONVT, ids=[case[0] for case in CONVT])
+def test_conv_transpose_matches_numpy(layer, path):
+    graph, feeds, ref = _convt_case(layer)
+    out, kernels = run(graph, feeds, path)
+    assert len(kernels) == 1 and kernels[0].startswith('convt_')
+    assert kernels[0].startswith('convt_simt' if path == 'simt' else 'convt_wmma')  # sm_70+
+    assert_close(f'{layer[0]} {path} {kernels} y', out, ref, TOL)
+
+
+def test_plain_conv_transpose_node():
+    """The ONNX op itself (no passes), no bias."""
+    rng = np.random.default_rng(3)
+    x = fp16_round(rng.standard_normal((1, 8, 9, 9)))
+    wt = fp16_round(rng.standard_normal((8, 4, 3, 3)) / 5)
+    attrs = {'strides': [2, 2], 'pads': [1, 1, 1, 1], 'output_padding': [1, 1]}
+    ref = ConvTranspose(x, wt, **attrs)
+    graph = one_node_graph('ConvTranspose', {'x': x.shape}, ref.shape, {'w': wt}, attrs)
+    out, kernels = run(graph, {'x': x})
+    assert_close(f'ConvTranspose node {kernels} y', out, ref, TOL)
+
+
+# (name, N, C, H, W, multiplier, kernel, stride, pad, dilation, activation, residual)
+DEPTHWISE = [
+    ('mobilenet_3x3', 1, 96, 56, 56, 1, 3, 1, 1, 1, 'Clip', ''),
+    ('mobilenet_3x3_s2', 1, 144, 55, 55, 1, 3, 2, 1, 1, 'Relu', ''),
+    ('lcnet_5x5', 1, 64, 29, 31, 1, 5, 1, 2, 1, 'HardSwish', ''),
+    ('odd_channels', 2, 37, 17, 13, 1, 3, 2, 1, 1, '', 'before'),
+    ('multiplier_2', 1, 24, 20, 20, 2, 3, 1, 1, 1, 'Sigmoid', ''),
+    ('dilated_7x7', 1, 32, 24, 24, 1, 7, 1, 6, 2, 'SiLU', 'after'),
+]
+
+
+@pytest.mark.parametrize('layer', DEPTHWISE, ids=[case[0] for case in DEPTHWISE])
+def test_depthwise_matches_numpy(layer):
+    name, n, c, h, w, mult, r, s, p, d, act, res = layer
+    rng = np.random.default_rng(1)
+    x = fp16_round(rng.standard_normal((n, c, h, w)))
+    wt = fp16_round(rng.standard_normal((c * mult, 1, r, r)) / r)
+    b = (rng.standard_normal(c * mult) * 0.1).astype(np.float32)
+    attrs = dict(kernel_shape=[r, r], strides=[s, s], pads=[p] * 4, dilations=[d, d], group=c,
+                 activation=act, alpha=0.1, clip_min=0.0, clip_max=6.0,
+                 residual_after_act=int(res == 'after'))
+    ho, wo = ((v + 2 * p - d * (r - 1) - 1) // s + 1 for v in (h, w))
+    shape = (n, c * mult, ho, wo)
+    graph = one_node_graph('FusedConv', {'x': x.shape}, shape, {'w': wt, 'b': b}, attrs)
+    feeds = {'x': x}
+    if res:
+        feeds['r'] = fp16_round(rng.standard_normal(shape))
+        graph.inputs.append('r')
+        graph.values['r'] = Value('r', shape, 'float32', 'NCHW')
+        graph.nodes[0].inputs.append('r')
+    ref = FusedConv(x, wt, b, feeds.get('r'), **attrs)
+    for path in PATHS:
+        out, kernels = run(graph, feeds, path)
+        two = mult == 1 and c % 2 == 0
+        assert kernels == ['depthwise_h2' if two else 'depthwise']
+        assert_close(f'{name} {path} {kernels} y', out, ref, TOL)
+
+
+@pytest.mark.parametrize('shape', [(1, 32, 19, 17), (2, 7, 8, 8), (4, 10), (2, 6, 9)])
+def test_standalone_batchnorm_matches_numpy(shape):
+    rng = np.random.default_rng(2)
+    c = shape[1]
+    x = fp16_round(rng.standard_normal(shape) * 3)
+    params = {'s': rng.standard_normal(c), 'b': rng.standard_normal(c),
+              'm': rng.standard_normal(c), 'v': rng.random(c) + 0.01}
+    params = {k: v.astype(np.float32) for k, v in params.items()}
+    graph = one_node_graph('BatchNormalization', {'x': shape}, shape, params,
+                           {'epsilon': 1e-3})
+    ref = BatchNormalization(x, *params.values(), epsilon=1e-3)
+    out, kernels = run(graph, {'x': x})
+    expected = (['depthwise_h2' if c % 2 == 0 else 'depthwise'] if len(shape) == 4
+                else ['binary', 'binary'])
+    assert kernels == expected
+    assert_close(f'BatchNormalization {shape} {kernels} y', out, ref, TOL)
