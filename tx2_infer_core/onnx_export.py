@@ -9,6 +9,7 @@ and Mul below opset 18. Any other internal op raises ``UnsupportedOpError``. The
 one the nodes are written for (``export_opset``: e.g. Split with a ``split`` attribute is
 opset < 13). The result passes ``onnx.checker``.
 """
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -147,9 +148,25 @@ def _form_bounds(node):
         if 'axes' in attrs:
             return FIRST_OPSET, moved - 1
         return (moved, LAST_OPSET) if _has_input(node, 1) else (FIRST_OPSET, LAST_OPSET)
-    if op == 'Resize' and {'antialias', 'axes', 'keep_aspect_ratio_policy'} & set(attrs):
-        return 18, LAST_OPSET
-    return _first_opset(op) if op not in EXPANDED else FIRST_OPSET, LAST_OPSET
+    if op in EXPANDED:
+        return FIRST_OPSET, LAST_OPSET
+    return _attribute_bounds(op, frozenset(attrs))
+
+
+@functools.lru_cache(maxsize=None)
+def _attribute_bounds(op, names) -> tuple:
+    """The first and last opsets (of the importer's range) whose schema of ``op`` has every
+    attribute in ``names`` (e.g. Reshape's ``allowzero`` from 14); the full range when none
+    has (the checker then names the op or the attribute)."""
+    fits = []
+    for version in range(FIRST_OPSET, LAST_OPSET + 1):
+        try:
+            schema = onnx.defs.get_schema(op, version, '')
+        except onnx.defs.SchemaError:
+            continue
+        if names <= set(schema.attributes):
+            fits.append(version)
+    return (fits[0], fits[-1]) if fits else (_first_opset(op), LAST_OPSET)
 
 
 def export_opset(graph) -> int:

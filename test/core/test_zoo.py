@@ -1,4 +1,4 @@
-"""The model zoo (bench/ZOO.md) on the numpy backend against ONNX Runtime FP32.
+"""The model zoo (bench/ZOO.md) on the numpy and ort backends against ONNX Runtime FP32.
 
 Each real model is built at its fixed zoo input shape, run on a real photo preprocessed the
 way its package does, and every output must match ONNX Runtime (relative L2 error <= the
@@ -58,11 +58,14 @@ def check_against_ort(engine, onnx_path, x, tolerance):
     return ours
 
 
+@pytest.mark.parametrize('backend', ['numpy', 'ort'])
 @pytest.mark.parametrize('model', [_param(m) for m in zoo_data.ZOO])
-def test_zoo_model_matches_onnxruntime(model, tmp_path):
+def test_zoo_model_matches_onnxruntime(model, backend, tmp_path):
+    """The numpy oracle and the ort backend (our optimised graph exported to ONNX) both."""
     model_path, weights = zoo_data.model_files(model)
     try:
-        engine = Engine.build(model_path, input_shape=model.input_shape, weights_path=weights)
+        engine = Engine.build(model_path, input_shape=model.input_shape, weights_path=weights,
+                              backend=backend)
     except UnsupportedOpError as exc:       # only the op the zoo names may be missing
         assert model.missing and f"'{model.missing}'" in str(exc), str(exc)
         raise
