@@ -175,9 +175,14 @@ def _matches(y, ref) -> bool:
 
 
 def _hard_sigmoid_fit(y):
-    """HardSigmoid attrs ``{alpha, beta}`` read off the probe output (verified by the caller)."""
-    at = {v: float(y[np.argmin(np.abs(PROBE - v))]) for v in (-0.25, 0.0, 0.25)}
-    return {'alpha': round((at[0.25] - at[-0.25]) / 0.5, 6), 'beta': round(at[0.0], 6)}
+    """HardSigmoid attrs ``{alpha, beta}`` of the line through the probe outputs strictly
+    between 0 and 1 (verified by the caller), or None."""
+    inside = np.flatnonzero((y[:-6] > 1e-3) & (y[:-6] < 1 - 1e-3))
+    if len(inside) < 2:
+        return None
+    (x0, x1), (y0, y1) = PROBE[inside[[0, -1]]].astype(float), y[inside[[0, -1]]].astype(float)
+    alpha = (y1 - y0) / (x1 - x0)
+    return {'alpha': float(alpha), 'beta': float(y0 - alpha * x0)}
 
 
 def recognise_activation(steps):
@@ -191,7 +196,7 @@ def recognise_activation(steps):
     candidates = [('HardSwish', {}), ('SiLU', {}), ('Gelu', {}),
                   ('HardSigmoid', _hard_sigmoid_fit(y))]
     for op, attrs in candidates:
-        if op == 'HardSigmoid' and not attrs['alpha'] > 0:
+        if attrs is None or attrs.get('alpha', 1) <= 0:
             continue
         with np.errstate(all='ignore'):
             ref = getattr(elementwise, op)(x64, **attrs)
