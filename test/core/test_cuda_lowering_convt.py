@@ -103,6 +103,13 @@ def emulate_depthwise(lowered, launch, x):
     return y + bias_of(lowered, f, k).reshape(1, -1, 1, 1)
 
 
+def depthwise_kernel(channels, multiplier=1):
+    """The depthwise kernel a dense NHWC input of ``channels`` gets."""
+    if multiplier == 1 and channels % 8 == 0:
+        return 'depthwise_v8'
+    return 'depthwise_h2' if multiplier == 1 and channels % 2 == 0 else 'depthwise'
+
+
 def fp16(a):
     return np.asarray(a, np.float32).astype(np.float16).astype(np.float32)
 
@@ -226,10 +233,10 @@ def test_transpose_begin_pads(attrs, expected):
 
 
 @pytest.mark.parametrize('c, mult, stride, pad, act', [
-    (32, 1, 1, 1, 'Relu'),        # half2
+    (32, 1, 1, 1, 'Relu'),        # 8 channels a thread
     (33, 1, 2, 1, ''),            # odd channels: one channel a thread
     (8, 2, 1, 0, 'HardSwish'),    # channel multiplier 2: Kg = 2
-    (6, 1, 2, 2, 'Clip'),
+    (6, 1, 2, 2, 'Clip'),         # half2
 ])
 def test_depthwise_conv_lowers_to_the_depthwise_kernel(c, mult, stride, pad, act):
     x = fp16(RNG.standard_normal((2, c, 9, 7)))
@@ -244,9 +251,7 @@ def test_depthwise_conv_lowers_to_the_depthwise_kernel(c, mult, stride, pad, act
     optimised, _ = optimize(graph)
     for arch in (62, 87, 90):
         [launch] = lower_graph(optimised, arch).launches
-        two = mult == 1 and c % 2 == 0
-        assert (launch.module, launch.kernel) == ('depthwise',
-                                                  'depthwise_h2' if two else 'depthwise')
+        assert (launch.module, launch.kernel) == ('depthwise', depthwise_kernel(c, mult))
     lowered = lower_graph(optimised, 62)
     y = emulate_depthwise(lowered, lowered.launches[0], x)
     ref = Conv(x, wt, b, **attrs)
@@ -267,7 +272,8 @@ def test_grouped_convs_keep_their_paths():
     assert kernel(64, 128, 4, 62) == 'conv_simt_v4'
     assert kernel(64, 128, 4, 90).startswith('conv_mma')
     assert kernel(16, 16, 4, 90) == 'conv_direct'
-    assert kernel(16, 16, 16, 90) == 'depthwise_h2'
+    assert kernel(16, 16, 16, 90) == 'depthwise_v8'
+    assert kernel(18, 18, 18, 62) == 'depthwise_h2'
 
 
 @pytest.mark.parametrize('shape', [(2, 6, 5, 3), (1, 7, 4, 4), (3, 5), (2, 4, 6)])
@@ -290,7 +296,7 @@ def test_standalone_batchnorm_is_one_scale_shift_launch(shape):
         assert [k.kernel for k in lowered.launches] in (['binary', 'binary'],)
         return
     [launch] = lowered.launches
-    assert launch.kernel == ('depthwise_h2' if c % 2 == 0 else 'depthwise')
+    assert launch.kernel == depthwise_kernel(c)
     assert (launch.fields['R'], launch.fields['S'], launch.fields['groups']) == (1, 1, c)
     assert rel(emulate_depthwise(lowered, launch, x), ref) < 2e-3
 

@@ -134,6 +134,7 @@ KERNEL_RECORDS = {
     'conv_wmma_v8': params.CONV, 'conv_direct': params.CONV,
     'convt_simt': params.CONV, 'convt_simt_v4': params.CONV, 'convt_wmma': params.CONV,
     'convt_wmma_v8': params.CONV, 'depthwise': params.CONV, 'depthwise_h2': params.CONV,
+    'depthwise_v8': params.CONV,
     'conv_mma_##BM##x##BN': lower_conv.CONV_MMA,
     'conv_mma_gather_##BM##x##BN': lower_conv.CONV_MMA,
     'conv_splitk_reduce': lower_conv.CONV_MMA,

@@ -102,6 +102,7 @@ DEPTHWISE = [
     ('mobilenet_3x3_s2', 1, 144, 55, 55, 1, 3, 2, 1, 1, 'Relu', ''),
     ('lcnet_5x5', 1, 64, 29, 31, 1, 5, 1, 2, 1, 'HardSwish', ''),
     ('odd_channels', 2, 37, 17, 13, 1, 3, 2, 1, 1, '', 'before'),
+    ('even_channels_half2', 1, 22, 15, 16, 1, 3, 1, 1, 1, 'LeakyRelu', 'after'),
     ('multiplier_2', 1, 24, 20, 20, 2, 3, 1, 1, 1, 'Sigmoid', ''),
     ('dilated_7x7', 1, 32, 24, 24, 1, 7, 1, 6, 2, 'SiLU', 'after'),
 ]
@@ -127,14 +128,15 @@ def test_depthwise_matches_numpy(layer):
         graph.values['r'] = Value('r', shape, 'float32', 'NCHW')
         graph.nodes[0].inputs.append('r')
     ref = FusedConv(x, wt, b, feeds.get('r'), **attrs)
+    vec = next((v for v in (8, 2) if mult == 1 and c % v == 0), 1)
     for path in PATHS:
         out, kernels = run(graph, feeds, path)
-        two = mult == 1 and c % 2 == 0
-        assert kernels == ['depthwise_h2' if two else 'depthwise']
+        assert kernels == [{8: 'depthwise_v8', 2: 'depthwise_h2', 1: 'depthwise'}[vec]]
         assert_close(f'{name} {path} {kernels} y', out, ref, TOL)
 
 
-@pytest.mark.parametrize('shape', [(1, 32, 19, 17), (2, 7, 8, 8), (4, 10), (2, 6, 9)])
+@pytest.mark.parametrize('shape', [(1, 32, 19, 17), (2, 6, 8, 8), (2, 7, 8, 8), (4, 10),
+                                   (2, 6, 9)])
 def test_standalone_batchnorm_matches_numpy(shape):
     rng = np.random.default_rng(2)
     c = shape[1]
@@ -146,7 +148,8 @@ def test_standalone_batchnorm_matches_numpy(shape):
                            {'epsilon': 1e-3})
     ref = BatchNormalization(x, *params.values(), epsilon=1e-3)
     out, kernels = run(graph, {'x': x})
-    expected = (['depthwise_h2' if c % 2 == 0 else 'depthwise'] if len(shape) == 4
-                else ['binary', 'binary'])
+    vec = next((v for v in (8, 2) if c % v == 0), 1)
+    expected = ([{8: 'depthwise_v8', 2: 'depthwise_h2', 1: 'depthwise'}[vec]]
+                if len(shape) == 4 else ['binary', 'binary'])
     assert kernels == expected
     assert_close(f'BatchNormalization {shape} {kernels} y', out, ref, TOL)

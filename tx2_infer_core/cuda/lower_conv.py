@@ -125,14 +125,16 @@ def conv_fields(x, y, geo, w_ref, bias_ref, res=None, act=None, res_after=0) -> 
 def depthwise_launch(name, x, y, geo, w_ref, bias_ref, res=None, act=None,
                      res_after=0) -> Launch:
     """The ``kernels/depthwise.cu`` launch of a convolution with Cg == 1 (weights ``w_ref``
-    laid out [R][S][K]); two channels a thread (half2) where Kg == 1 and K and the input's
-    pixel stride and channel offset are even."""
+    laid out [R][S][K]); where Kg == 1 and K and the input's pixel stride and channel offset
+    are multiples of 8, eight channels a thread (16-byte loads); of 2, two (half2)."""
     fields = conv_fields(x, y, geo, w_ref, bias_ref, res, act, res_after)
     k = geo['Kg'] * geo['groups']
-    two = geo['Kg'] == 1 and all(v % 2 == 0 for v in (k, x[1], x[2]))
-    total = geo['N'] * geo['P'] * geo['Q'] * (k // 2 if two else k)
-    return Launch('depthwise', 'depthwise_h2' if two else 'depthwise', grid_1d(total),
-                  (BLOCK, 1, 1), params.CONV, fields, name)
+    vec = next((n for n in (8, 2)
+                if geo['Kg'] == 1 and all(v % n == 0 for v in (k, x[1], x[2]))), 1)
+    kernel = {8: 'depthwise_v8', 2: 'depthwise_h2', 1: 'depthwise'}[vec]
+    total = geo['N'] * geo['P'] * geo['Q'] * k // vec
+    return Launch('depthwise', kernel, grid_1d(total), (BLOCK, 1, 1), params.CONV, fields,
+                  name)
 
 
 def conv_launches(lc, name, x, y, geo, w_ref, bias_ref, res=None, act=None, res_after=0,
