@@ -164,9 +164,21 @@ def _eager_event_times(be, replays):
     return samples
 
 
+def launch_bytes(launch, node, graph, per_node) -> int:
+    """FP16 bytes a memory-bound launch moves: its node's tensor inputs (constants too) read
+    once and outputs written once, shared evenly by the node's launches (0: unknown node)."""
+    if node is None:
+        return 0
+    names = [n for n in node.inputs if n] + [n for n in node.outputs if n]
+    elems = sum(int(np.prod(graph.values[n].shape)) if n in graph.values
+                else int(np.size(graph.weights[n])) if n in graph.weights else 0 for n in names)
+    return 2 * elems // per_node[launch.node]
+
+
 def profile(engine, replays=30, top=10) -> dict:
     """Median time of each launch of the engine's graph; the ``top`` slowest launches and the
-    time per kernel name. Conv/GEMM launches carry their achieved TFLOP/s."""
+    time per kernel name. Conv/GEMM launches carry their achieved TFLOP/s, the memory-bound
+    ones their achieved GB/s (``launch_bytes`` / time)."""
     from tx2_infer_core.flops import node_flops
     be = engine.backend
     with be.ctx:
@@ -184,9 +196,11 @@ def profile(engine, replays=30, top=10) -> dict:
     for i, (launch, ms) in enumerate(zip(be.launches, per)):
         node = nodes.get(launch.node)
         flops = node_flops(node, be.graph) if node and per_node[launch.node] == 1 else 0
+        moved = launch_bytes(launch, node, be.graph, per_node) if not flops else 0
         rows.append(dict(index=i, node=launch.node, op=node.op if node else '',
                          kernel=launch.kernel, grid=list(launch.grid), ms=float(ms),
-                         tflops=float(flops / ms / 1e9) if flops and ms > 0 else None))
+                         tflops=float(flops / ms / 1e9) if flops and ms > 0 else None,
+                         gbps=float(moved / ms / 1e6) if moved and ms > 0 else None))
     by_kernel = {}
     for row in rows:
         k = by_kernel.setdefault(row['kernel'], dict(launches=0, ms=0.0))
