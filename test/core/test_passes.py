@@ -398,3 +398,22 @@ def test_fused_conv_transpose_exports_to_onnx_runtime():
                                    providers=['CPUExecutionProvider'])
     got = session.run(None, feeds)[0]
     assert rel_error(got, reference.execute(graph, feeds)['out']) <= 1e-5
+
+
+def test_bias_add_then_bn_then_relu_after_conv_transpose_is_one_node():
+    """paddle2onnx writes ConvTranspose, its bias as an Add, then BN and Relu: the Add folds,
+    then the BN behind it, then the Relu fuses (PP-OCRv4 det's head)."""
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((6, 4, 2, 2)).astype(np.float32)
+    c = rng.standard_normal((1, 4, 1, 1)).astype(np.float32)
+    nodes, weights, _ = _bn_tail(4, rng)
+    nodes[0].inputs[0] = 'biased'
+    tail = ([Node('Add', 'bias', ['y', 'c'], ['biased'])] + nodes
+            + [Node('Relu', 'relu', ['z'], ['out'])], {'c': c, **weights}, 'out')
+    graph = _convt_graph((1, 6, 4, 5), w, None, {'strides': [2, 2]}, tail)
+    optimised, report = optimize(graph)
+    assert report['fold_scale_shift'] == 2
+    assert [n.op for n in optimised.nodes] == ['FusedConvTranspose']
+    assert optimised.nodes[0].attrs['activation'] == 'Relu'
+    assert_same_outputs(graph, optimised, {'images': rng.standard_normal((1, 6, 4, 5)).astype(
+        np.float32)}, tol=1e-5)

@@ -88,6 +88,14 @@ def _affine_fold(graph, conv, node, w, b):
     return scale_output_channels(conv, w, b, *affine)
 
 
+def _scale_shift_fold(graph, conv, node, w, b):
+    """New ``(w, b)`` for Conv followed by a per-channel affine ``node`` (Add/Sub/Mul/Div
+    with a constant, or an inference BatchNormalization), or None."""
+    if node.op == 'BatchNormalization':
+        return _bn_fold(graph, conv, node, w, b)
+    return _affine_fold(graph, conv, node, w, b)
+
+
 def _fold_into_conv(graph, folder) -> int:
     """Collect Conv (or ConvTranspose) -> node pairs ``folder`` accepts, then rewrite them
     all at once."""
@@ -117,10 +125,11 @@ def fold_batchnorm(graph) -> int:
 
 def fold_scale_shift(graph) -> int:
     """Fold per-channel Add/Sub/Mul/Div constants after a Conv (or ConvTranspose) into it,
-    to a fixpoint."""
+    to a fixpoint; a BatchNormalization reached that way folds too (Conv -> bias Add -> BN,
+    as paddle2onnx writes a ConvTranspose with its bias)."""
     total = 0
     while True:
-        folded = _fold_into_conv(graph, _affine_fold)
+        folded = _fold_into_conv(graph, _scale_shift_fold)
         total += folded
         if not folded:
             return total
