@@ -7,9 +7,9 @@ from tx2_infer_core.flops import graph_flops
 def fusion_of(node, memory_plan):
     """What a node stands for beyond its op: 'Conv+bias+Add+LeakyRelu', 'placed', 'in-place'."""
     parts = []
-    if node.op == 'FusedConv':
+    if node.op in ('FusedConv', 'FusedConvTranspose'):
         inputs = list(node.inputs) + ['', '']
-        conv = ['Conv'] + (['bias'] if inputs[2] else [])
+        conv = [node.op[len('Fused'):]] + (['bias'] if inputs[2] else [])
         residual = ['Add'] if inputs[3] else []
         activation = [node.attrs['activation']] if node.attrs.get('activation') else []
         after = node.attrs.get('residual_after_act', 0)
