@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 
 from conftest import assert_close, fp16_round, one_node_graph
+from tx2_infer_core import reference
 from tx2_infer_core.backends.cuda_backend import CudaBackend
-from tx2_infer_core.ir import Value
+from tx2_infer_core.ir import Graph, Node, Value
 from tx2_infer_core.ops.conv import ConvTranspose
 from tx2_infer_core.ops.fused import FusedConv, FusedConvTranspose
 from tx2_infer_core.ops.nn import BatchNormalization
+from tx2_infer_core.passes import optimize
 
 TOL = 3e-3  # relative L2, as the FusedConv tests
 PATHS = ['simt', 'tc']
@@ -149,7 +151,31 @@ def test_standalone_batchnorm_matches_numpy(shape):
     ref = BatchNormalization(x, *params.values(), epsilon=1e-3)
     out, kernels = run(graph, {'x': x})
     vec = next((v for v in (8, 2) if c % v == 0), 1)
-    expected = ([{8: 'depthwise_v8', 2: 'depthwise_h2', 1: 'depthwise'}[vec]]
-                if len(shape) == 4 else ['binary', 'binary'])
-    assert kernels == expected
+    if len(shape) == 4:
+        assert kernels == [{8: 'depthwise_v8', 2: 'depthwise_h2', 1: 'depthwise'}[vec]]
+    else:
+        assert len(kernels) == 2  # a Mul and an Add launch
     assert_close(f'BatchNormalization {shape} {kernels} y', out, ref, TOL)
+
+
+def test_conv_transpose_into_a_concat_slice_then_depthwise():
+    """Channel placement: the ConvTranspose writes channels 5..10 of the Concat's 11-channel
+    rows (y_pix 11, y_off 5, odd: scalar stores), the depthwise conv reads the whole rows."""
+    rng = np.random.default_rng(4)
+    shapes = {'x': (1, 8, 6, 6), 'u': (1, 5, 12, 12), 'a': (1, 6, 12, 12),
+              'b': (1, 5, 12, 12), 'c': (1, 11, 12, 12), 'y': (1, 11, 12, 12)}
+    values = {n: Value(n, s, 'float32', 'NCHW') for n, s in shapes.items()}
+    weights = {'w': fp16_round(rng.standard_normal((8, 6, 2, 2)) / 3),
+               'dw': fp16_round(rng.standard_normal((11, 1, 3, 3)) / 3)}
+    nodes = [Node('ConvTranspose', 'ct', ['x', 'w'], ['a'], {'strides': [2, 2]}),
+             Node('Relu', 'relu', ['u'], ['b']),
+             Node('Concat', 'cat', ['b', 'a'], ['c'], {'axis': 1}),
+             Node('Conv', 'dw', ['c', 'dw'], ['y'], {'group': 11, 'pads': [1, 1, 1, 1]})]
+    graph = Graph(nodes, ['x', 'u'], ['y'], values, weights)
+    feeds = {'x': fp16_round(rng.standard_normal(shapes['x'])),
+             'u': fp16_round(rng.standard_normal(shapes['u']))}
+    optimised, _ = optimize(graph)
+    out, kernels = run(optimised, feeds)
+    assert kernels[0].startswith('convt_') and kernels[-1] == 'depthwise'
+    assert_close(f'convT into concat slice {kernels} y', out,
+                 reference.execute(graph, feeds)['y'], TOL)
