@@ -25,6 +25,7 @@
 #define BIN_MAX 4
 #define BIN_MIN 5
 #define BIN_POW 6
+#define BIN_PRELU 7
 
 __device__ __forceinline__ float tx2_unary(int op, float v, const ActParams &act) {
     switch (op) {
@@ -48,6 +49,7 @@ __device__ __forceinline__ float tx2_binary(int op, float a, float b) {
     case BIN_DIV: return a / b;
     case BIN_MAX: return fmaxf(a, b);
     case BIN_MIN: return fminf(a, b);
+    case BIN_PRELU: return a >= 0.f ? a : a * b;
     default: return powf(a, b);
     }
 }

@@ -39,6 +39,7 @@ CASES = [
     ('Mul', {'x': X4}, X4, {'c': RNG.standard_normal((32, 1, 1)).astype(np.float32)}, {}),
     ('Sub', {'x': (2, 5, 7)}, (2, 5, 7), {'c': RNG.standard_normal(7).astype(np.float32)}, {}),
     ('Div', {'x': X4, 'z': (1, 1, 20, 24)}, X4, {}, {}),
+    ('PRelu', {'x': X4}, X4, {'c': RNG.uniform(0.05, 0.5, (32, 1, 1)).astype(np.float32)}, {}),
     ('MaxPool', {'x': X4}, (1, 32, 10, 12), {}, {'kernel_shape': [2, 2], 'strides': [2, 2]}),
     ('MaxPool', {'x': X4}, X4, {}, {'kernel_shape': [5, 5], 'pads': [2, 2, 2, 2]}),
     ('AveragePool', {'x': X4}, (1, 32, 10, 12), {},

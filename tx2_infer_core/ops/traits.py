@@ -112,7 +112,8 @@ _LINES = (
     binary('Max', 4),  # variadic: a chain of launches reading every input (never in place)
     binary('Min', 5),
     binary('Pow', 6),
-    binary('Mod'), binary('PRelu'), binary('Sum'), binary('Mean'),
+    binary('PRelu', 7),
+    binary('Mod'), binary('Sum'), binary('Mean'),
     binary('Equal'), binary('Less'), binary('LessOrEqual'), binary('Greater'),
     binary('GreaterOrEqual'), binary('And'), binary('Or'), binary('Xor'),
     # unary: kernels/elementwise.cu UN_<NAME>
