@@ -43,8 +43,12 @@ if [ "$MODE" = tests ]; then
   timeout 150 python3 bench/cuda_accuracy.py run /tmp/devdata $OUT/cuda_accuracy.json \
     > $OUT/cuda_accuracy.log 2>&1
   since accuracy
+  timeout 90 python3 bench/bench_pointwise.py --out $OUT/pointwise_h200.json \
+    > $OUT/pointwise.log 2>&1
+  since pointwise
   grep -E "FAILED|ERROR|passed|failed" $OUT/test_cuda.log | cut -c1-200 | tail -n 25
   tail -n 6 $OUT/cuda_accuracy.log | cut -c1-200
+  tail -n 12 $OUT/pointwise.log | cut -c1-200
   pack
   exit 0
 fi
