@@ -164,14 +164,24 @@ def _dtype_of(graph, name):
     return np.dtype(graph.values[name].dtype)
 
 
+def _dtype_fits(graph, name, want) -> bool:
+    """An activation has the output's dtype; a weight may be stored in a narrower float
+    (a plan kept with float16 weights for a float32 graph), never another kind."""
+    have = _dtype_of(graph, name)
+    if name in graph.weights and have.kind == want.kind == 'f':
+        return have.itemsize <= want.itemsize
+    return have == want
+
+
 def check_dtypes(graph) -> None:
-    """Ops in ``SAME_DTYPE_OPS`` read and write one dtype (a weight's dtype lie shows here)."""
+    """Ops in ``SAME_DTYPE_OPS`` read and write one dtype (a weight's dtype lie shows here);
+    float weights may be stored narrower (``_dtype_fits``)."""
     for k, node in enumerate(graph.nodes):
         if node.op not in SAME_DTYPE_OPS or not node.outputs or not node.outputs[0]:
             continue
         want = _dtype_of(graph, node.outputs[0])
         for name in filter(None, node.inputs):
-            _require(_dtype_of(graph, name) == want, f'graph.nodes[{k}].inputs',
+            _require(_dtype_fits(graph, name, want), f'graph.nodes[{k}].inputs',
                      f"{node.op} '{node.name}' reads '{name}' as {_dtype_of(graph, name)} "
                      f'but writes {want}')
 

@@ -5,6 +5,7 @@ import pytest
 
 from tx2_infer_core import assets, detect, engine as engine_module
 from tx2_infer_core.engine import Engine, cache_key
+from tx2_infer_core.errors import PlanFileError
 
 
 @pytest.fixture(scope='module')
@@ -32,6 +33,29 @@ def test_loaded_plan_gives_identical_outputs(built):
     assert loaded.meta['head'] == engine.meta['head']
     assert loaded.meta['labels'][:3] == ['person', 'bicycle', 'car']
     assert loaded.memory_plan.arena_bytes == engine.memory_plan.arena_bytes
+
+
+def test_plan_with_float16_weights_loads_and_runs(built, tmp_path):
+    """A plan kept with its weight matrices stored float16 (what bench/cuda_accuracy.py carries
+    to the GPU machine) passes the header checks and runs within float16 rounding; a weight
+    stored as another kind (int32) is still refused as a dtype lie."""
+    engine, path = built
+    loaded = Engine.load(path)
+    for name, array in list(loaded.graph.weights.items()):
+        if array.dtype == np.float32 and array.ndim >= 2:
+            loaded.graph.weights[name] = array.astype(np.float16)
+    half = tmp_path / 'half.tx2plan'
+    loaded.save(half)
+    tensor = photo_tensor(engine)
+    ref, out = engine.run(tensor), Engine.load(half).run(tensor)
+    for name in engine.graph.outputs:
+        err = np.linalg.norm(out[name] - ref[name]) / np.linalg.norm(ref[name])
+        assert err < 1e-2, (name, err)
+    name = next(n for n, a in loaded.graph.weights.items() if a.ndim == 4)
+    loaded.graph.weights[name] = loaded.graph.weights[name].view(np.int16).astype(np.int32)
+    loaded.save(tmp_path / 'lie.tx2plan')
+    with pytest.raises(PlanFileError, match="reads"):
+        Engine.load(tmp_path / 'lie.tx2plan')
 
 
 def test_loading_does_not_import_or_optimise(built, monkeypatch):
