@@ -223,10 +223,10 @@ def test_run_returns_copies_unless_reuse_outputs():
     for reuse in (False, True):
         backend = CudaBackend(reuse_outputs=reuse)
         backend.prepare(graph)
-        try:
+        try:   # reused outputs are the backend's pinned memory: read them before close()
             first = backend.run({'x': x})['v0']
             second = backend.run({'x': -x})['v0']
+            assert (first is second) == reuse
+            assert_close(f'sigmoid reuse={reuse}', second, 1 / (1 + np.exp(x)), 3e-3)
         finally:
             backend.close()
-        assert (first is second) == reuse
-        assert_close(f'sigmoid reuse={reuse}', second, 1 / (1 + np.exp(x)), 3e-3)

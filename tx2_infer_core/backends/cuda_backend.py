@@ -27,7 +27,8 @@ class CudaBackend(Backend):
     half2 SIMT path, as on a Jetson TX2). ``use_graph``: replay a captured CUDA graph per frame.
     ``place_channels``: channel Concat/Split by placement (False: copies, for comparison).
     ``reuse_outputs``: ``run`` returns the same pinned arrays every call, overwritten by the
-    next call (the caller copies what it keeps); the default returns fresh copies (safe).
+    next call and invalid after ``close`` (the caller copies what it keeps); the default
+    returns fresh copies (safe).
     """
 
     name = 'cuda'
