@@ -3,6 +3,7 @@ import pytest
 
 from conftest import assert_close
 from tx2_infer_core import assets, detect
+from tx2_infer_core.backends.cuda_backend import CudaBackend
 from tx2_infer_core.engine import Engine
 
 
@@ -13,8 +14,9 @@ def test_yolov8_photos_match_cpu(path, monkeypatch):
     cpu = Engine.build(model, backend='numpy')      # the oracle (cpu may be ort)
     gpu = Engine.build(model, backend='cuda', precision='fp16')
     gpu.close()
-    monkeypatch.setattr('tx2_infer_core.backends.cuda_backend.CudaBackend.__init__.__defaults__',
-                        ('fp16', path, 0, True, True))
+    defaults = list(CudaBackend.__init__.__defaults__)      # conv_path is the second
+    defaults[1] = path
+    monkeypatch.setattr(CudaBackend.__init__, '__defaults__', tuple(defaults))
     gpu = Engine.build(model, backend='cuda', precision='fp16')
     shape = cpu.input_specs[0].shape
     photos = assets.fetch_photos()

@@ -75,24 +75,27 @@ class CudaBackend(Backend):
             self.ctx.drv.Context.pop()
 
     def _allocate(self, weight_image):
+        """Two device allocations: the arena (with the I/O staging area after the planned
+        activations) and the weights."""
         drv = self.ctx.drv
-        self.arena = self.pool.alloc(max(self.plan.arena_bytes, 1))
+        io_bytes = self._plan_io()
+        arena_end = -(-self.plan.arena_bytes // ALIGNMENT) * ALIGNMENT
+        self.arena = self.pool.alloc(max(arena_end + io_bytes, 1))
+        self.io = int(self.arena) + arena_end
         self.weights = self.pool.alloc(weight_image.nbytes)
         drv.memcpy_htod(self.weights, weight_image)
         self.stream = drv.Stream()
         self.host_in = {n: self._pinned(n) for n in self.graph.inputs}
         self.host_out = {n: self._pinned(n) for n in self.graph.outputs}  # FP16 arena copies
-        self._allocate_io()
 
-    def _allocate_io(self):
-        """Pinned FP32 host arrays in the graph's shapes and one device staging buffer for
-        them; the conversion launches between the staging buffer and the arena."""
+    def _plan_io(self) -> int:
+        """Pinned FP32 host arrays in the graph's shapes, their offsets in the device staging
+        area (returns its size) and the conversion launches between it and the arena."""
         drv, io, off = self.ctx.drv, [], 0
         for name in list(self.graph.inputs) + list(self.graph.outputs):
             host = drv.pagelocked_empty(self.slots[name].shape, np.float32)
             io.append((name, host, off))
             off += -(-host.nbytes // ALIGNMENT) * ALIGNMENT
-        self.io = self.pool.alloc(max(off, 1))
         n_in = len(self.graph.inputs)
         self.stage_in = {name: (host, off) for name, host, off in io[:n_in]}
         self.stage_out = {name: (host, off) for name, host, off in io[n_in:]}
@@ -101,6 +104,7 @@ class CudaBackend(Backend):
              for name, (_, off) in self.stage_in.items()],
             [io_launch('from_arena_f32', self.slots[name].ref, Ref('io', off), self.slots[name])
              for name, (_, off) in self.stage_out.items()])
+        return off
 
     def _pinned(self, name):
         s = self.slots[name]
