@@ -39,16 +39,25 @@ extern "C" __global__ void pool2d(PoolParams p) {
     }
 }
 
-// One thread per (image, channel), channels fastest so the reads of a warp are coalesced.
+// Global average: a block per (32 channels, image); its blockDim.y rows (at most
+// GAP_MAX_ROWS) split the pixels, then one row sums the partial sums. A warp reads 32
+// adjacent channels of one pixel (coalesced); many pixels are in flight per channel.
+#define GAP_MAX_ROWS 32
 extern "C" __global__ void global_avgpool(const half *x, half *y, int N, int HW, int C, int x_pix,
                                           int x_off, int y_pix, int y_off) {
-    const long long total = (long long)N * C;
-    for (long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x; idx < total;
-         idx += (long long)gridDim.x * blockDim.x) {
-        const int c = (int)(idx % C), n = (int)(idx / C);
+    __shared__ float part[GAP_MAX_ROWS][33];
+    const int c = blockIdx.x * 32 + threadIdx.x, n = blockIdx.y;
+    float acc = 0.f;
+    if (c < C) {
         const half *xp = x + (long long)n * HW * x_pix + x_off + c;
-        float acc = 0.f;
-        for (int i = 0; i < HW; ++i) acc += __half2float(xp[(long long)i * x_pix]);
-        y[(long long)n * y_pix + y_off + c] = __float2half(acc / HW);
+        for (int i = threadIdx.y; i < HW; i += blockDim.y)
+            acc += __half2float(xp[(long long)i * x_pix]);
+    }
+    part[threadIdx.y][threadIdx.x] = acc;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < C) {
+        float sum = 0.f;
+        for (int r = 0; r < blockDim.y; ++r) sum += part[r][threadIdx.x];
+        y[(long long)n * y_pix + y_off + c] = __float2half(sum / HW);
     }
 }

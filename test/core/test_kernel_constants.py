@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tx2_infer_core.cuda import lower_conv, lower_ops, params, pipeline
+from tx2_infer_core.cuda import lower_conv, lower_nn, lower_ops, params, pipeline
 from tx2_infer_core.ops import traits
 
 KERNELS = Path(__file__).resolve().parents[2] / 'kernels'
@@ -184,6 +184,7 @@ def test_other_mirrored_numbers():
     assert DEFINES['TX2_MAX_ANCHORS'] == pipeline.MAX_ANCHORS
     assert DEFINES['TX2_NMS_THREADS'] == pipeline.NMS_THREADS
     assert STRUCTS['Cand'][1] == pipeline.CAND_BYTES
+    assert 32 * lower_nn.GAP_ROWS <= 1024 and lower_nn.GAP_ROWS <= DEFINES['GAP_MAX_ROWS']
     for name, code in params.RESIZE_COORD.items():
         assert DEFINES[f'CT_{name.upper()}'] == code
     for name, code in params.RESIZE_NEAREST.items():

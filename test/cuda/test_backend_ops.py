@@ -45,6 +45,7 @@ CASES = [
     ('AveragePool', {'x': X4}, (1, 32, 10, 12), {},
      {'kernel_shape': [3, 3], 'strides': [2, 2], 'pads': [1, 1, 1, 1]}),
     ('GlobalAveragePool', {'x': X4}, (1, 32, 1, 1), {}, {}),
+    ('GlobalAveragePool', {'x': (2, 24, 120, 160)}, (2, 24, 1, 1), {}, {}),  # few channels
     ('Transpose', {'x': X4}, (1, 20, 24, 32), {}, {'perm': [0, 2, 3, 1]}),
     ('Flatten', {'x': (1, 32, 2, 3)}, (1, 192), {}, {'axis': 1}),
     ('Softmax', {'x': (2, 8, 100)}, (2, 8, 100), {}, {'axis': -1}),

@@ -7,6 +7,17 @@ from tx2_infer_core.cuda.lower_conv import conv_pads, linear_launch
 from tx2_infer_core.cuda.lower_ops import copy_launch, slot_view
 
 
+GAP_ROWS = 16  # pixel rows of a global_avgpool block (at most GAP_MAX_ROWS, kernels/pool.cu)
+
+
+def global_avgpool_launch(name, fields) -> Launch:
+    """The global average of ``fields`` (N images of HW pixels, C channels): a block per 32
+    channels of one image, GAP_ROWS threads per channel splitting the pixels."""
+    grid = (-(-fields['C'] // 32), fields['N'], 1)
+    return Launch('pool', 'global_avgpool', grid, (32, GAP_ROWS, 1), params.GLOBAL_POOL,
+                  fields, name)
+
+
 def nhwc_pair(lc, node) -> tuple:
     """The slots of the node's first input and output, refused unless both are NHWC images."""
     x, y = lc.slot(node.inputs[0]), lc.slot(node.outputs[0])
@@ -29,8 +40,7 @@ def lower_pool(lc, node):
               y_off=y.channel_off)
     if node.op == 'GlobalAveragePool':
         fields = dict(io, N=n, HW=h * w, C=c)
-        return [Launch('pool', 'global_avgpool', grid_1d(n * c), (BLOCK, 1, 1),
-                       params.GLOBAL_POOL, fields, node.name)]
+        return [global_avgpool_launch(node.name, fields)]
     a = node.attrs
     if node.op == 'GlobalMaxPool':
         k, st, dil, pads = (h, w), (1, 1), (1, 1), (0, 0)
@@ -80,8 +90,7 @@ def lower_reduce_mean(lc, node):
     else:
         lc.unsupported(node, f'axes {axes} of this layout')
     fields = dict(geo, x=x.ref, y=y.ref, y_off=0)
-    return [Launch('pool', 'global_avgpool', grid_1d(geo['N'] * geo['C']), (BLOCK, 1, 1),
-                   params.GLOBAL_POOL, fields, node.name)]
+    return [global_avgpool_launch(node.name, fields)]
 
 
 def _softmax_rows(x, axis):
