@@ -5,6 +5,8 @@ A block ``i`` is alive on the closed step interval [``starts[i]``, ``ends[i]``] 
 offset so that no two blocks alive at one step share bytes, aiming at the lower bound
 ``peak_live`` (the most bytes alive at one step). ``check_overlaps`` is the independent check.
 """
+import heapq
+
 import numpy as np
 
 from tx2_infer_core.errors import MemoryPlanError
@@ -48,10 +50,27 @@ def _fit_many(lows, highs, size, best_fit) -> int:
     return int(gap_starts[fits[np.argmin(free[fits])] if best_fit else fits[0]])
 
 
+def _overlapping(starts, ends) -> list:
+    """For each block, the sorted indices of the blocks alive at a step it is alive (itself
+    included), by one sweep in birth order: time linear in the blocks plus the pairs found."""
+    order = np.lexsort((ends, starts)).tolist()
+    start_list, end_list = starts.tolist(), ends.tolist()
+    near = [[i] for i in range(len(start_list))]
+    alive = []                                      # heap of (end, index)
+    for i in order:
+        while alive and alive[0][0] < start_list[i]:
+            heapq.heappop(alive)
+        for _, j in alive:
+            near[i].append(j)
+            near[j].append(i)
+        heapq.heappush(alive, (end_list[i], i))
+    return [sorted(n) for n in near]
+
+
 def _conflicts(starts, ends, many=64) -> list:
     """For each block, the blocks alive at a step it is alive: a list, or an array if many."""
-    near = [np.nonzero((starts <= e) & (ends >= s))[0] for s, e in zip(starts, ends)]
-    return [n if len(n) > many else n.tolist() for n in near]
+    return [np.array(n, dtype=np.int64) if len(n) > many else n
+            for n in _overlapping(starts, ends)]
 
 
 def _greedy(conflicts, sizes, order, best_fit) -> tuple:
@@ -119,11 +138,12 @@ def assign_offsets(starts, ends, sizes, budget=1_000_000) -> tuple:
 def check_overlaps(names, lives, offsets, sizes, allowed) -> None:
     """Raise if two values alive at one step share bytes, unless ``{a, b}`` is in ``allowed``."""
     start, end = np.array(lives, dtype=np.int64).reshape(-1, 2).T
-    low, high = np.array(offsets, dtype=np.int64), np.array(offsets, dtype=np.int64) + sizes
-    for i in range(len(names)):
-        clash = (start <= end[i]) & (end >= start[i]) & (low < high[i]) & (high > low[i])
-        clash[:i + 1] = False
-        for j in np.nonzero(clash)[0]:
+    low = np.array(offsets, dtype=np.int64)
+    high = low + np.asarray(sizes, dtype=np.int64)
+    for i, near in enumerate(_overlapping(start, end)):
+        near = np.array(near, dtype=np.int64)
+        near = near[(near > i) & (low[near] < high[i]) & (high[near] > low[i])]
+        for j in near.tolist():
             if frozenset((names[i], names[j])) not in allowed:
                 raise MemoryPlanError(
                     f"'{names[i]}' (steps {start[i]}-{end[i]}, bytes {low[i]}-{high[i]}) and "

@@ -144,31 +144,48 @@ def _place_concats(graph) -> tuple:
 
 
 class _Blocks:
-    """Union of values into blocks: each value has a parent (value, byte offset) or is a root."""
+    """Union of values into blocks: each value has a parent (value, byte offset) or is a root.
+
+    ``root`` and ``relative`` are memoised (a long in-place chain is walked once, not once per
+    link): ``alias`` only ever hangs a value that has no children yet under another, so the
+    answers already given stay true.
+    """
 
     def __init__(self, life, parent):
         self.parent = dict(parent)
+        self.parents_of = {up for up, _ in self.parent.values()}
+        self._where = {}
         self.span = {}
         for name, (start, end) in life.items():
             root = self.root(name)
             lo, hi = self.span.get(root, (start, end))
             self.span[root] = (min(lo, start), max(hi, end))
 
-    def root(self, name):
-        while name in self.parent:
+    def _locate(self, name):
+        """(root, byte offset from the root) of ``name``, walking each link once overall."""
+        path = []
+        while name in self.parent and name not in self._where:
+            path.append(name)
             name = self.parent[name][0]
-        return name
+        root, offset = self._where.get(name, (name, 0))
+        for link in reversed(path):
+            offset += self.parent[link][1]
+            self._where[link] = (root, offset)
+        return root, offset
+
+    def root(self, name):
+        return self._locate(name)[0]
 
     def relative(self, name):
-        offset = 0
-        while name in self.parent:
-            name, prefix = self.parent[name]
-            offset += prefix
-        return offset
+        return self._locate(name)[1]
 
     def alias(self, out, over, end):
+        if out in self.parents_of:          # not the planner's use; keep the memo honest
+            self._where.clear()
         root = self.root(over)
         self.parent[out] = (over, 0)
+        self.parents_of.add(over)
+        self._where.pop(out, None)
         self.span.pop(out)
         self.span[root] = (self.span[root][0], max(self.span[root][1], end))
 

@@ -13,6 +13,7 @@ from tx2_infer_core.ops import elementwise, fused
 from tx2_infer_core.passes.graph_edit import constant, dtype_of, shape_of
 
 MAX_INPUTS = 8          # external tensor inputs of one fused node (cuda/codegen_pointwise.py)
+MAX_ACTIVATION_STEPS = 16   # longest group tried as a decomposed activation (GELU's is 5)
 UNARY = ('Relu', 'LeakyRelu', 'Sigmoid', 'Tanh', 'HardSwish', 'HardSigmoid', 'SiLU', 'Mish',
          'Exp', 'Log', 'Sqrt', 'Neg', 'Abs', 'Reciprocal', 'Erf', 'Gelu', 'Floor', 'Ceil',
          'Round', 'Sign', 'Sin', 'Cos', 'Softplus', 'Elu')
@@ -75,41 +76,66 @@ def _read_only_by(graph, consumers, name, node) -> bool:
     return name not in graph.outputs and bool(readers) and all(r is node for r in readers)
 
 
-def rooted_groups(graph) -> dict:
-    """{value: the group computing it}: each fusable node with the groups of the inputs only it
-    reads (of its output's shape), members in graph order; insertion in graph order."""
+def group_trees(graph) -> dict:
+    """{value: (node, [child values], member count)}: each fusable node with the groups of the
+    inputs only it reads (of its output's shape) as children; insertion in graph order.
+
+    Linear in the graph: a group's members are listed (``members``) only when asked.
+    """
     consumers = graph.consumers()
-    order = {id(n): i for i, n in enumerate(graph.nodes)}
     trees = {}
     for node in graph.nodes:
         if not fusable(graph, node):
             continue
-        out, members = node.outputs[0], [node]
+        out, kids = node.outputs[0], []
         for name in dict.fromkeys(node.inputs):
-            group = trees.get(name)
-            if (group is not None and _read_only_by(graph, consumers, name, node)
+            if (name in trees and _read_only_by(graph, consumers, name, node)
                     and shape_of(graph, name) == shape_of(graph, out)):
-                members += group
-        trees[out] = sorted(members, key=lambda n: order[id(n)])
+                kids.append(name)
+        trees[out] = (node, kids, 1 + sum(trees[k][2] for k in kids))
     return trees
+
+
+def members(trees, out, order) -> list:
+    """The nodes of the group rooted at ``out`` in graph order (``order``: id(node) -> index)."""
+    stack, found = [out], []
+    while stack:
+        node, kids, _ = trees[stack.pop()]
+        found.append(node)
+        stack.extend(kids)
+    return sorted(found, key=lambda n: order[id(n)])
+
+
+def rooted_groups(graph) -> dict:
+    """{value: the group computing it}: each fusable node with the groups of the inputs only it
+    reads (of its output's shape), members in graph order; insertion in graph order.
+    (Every group listed in full: quadratic on a long chain; the passes use ``group_trees``.)"""
+    trees, order = group_trees(graph), {id(n): i for i, n in enumerate(graph.nodes)}
+    return {out: members(trees, out, order) for out in trees}
 
 
 def chain_groups(graph) -> list:
     """The largest groups of two or more nodes whose output is float32 (and which read at
     most ``MAX_INPUTS`` tensors), in graph order."""
-    trees = rooted_groups(graph)
-    inner = {n.outputs[0] for group in trees.values() for n in group[:-1]}
-    return [g for out, g in trees.items()
-            if out not in inner and len(g) > 1 and dtype_of(graph, out) == FLOAT
-            and len(group_inputs(graph, g)) <= MAX_INPUTS]
+    trees, order = group_trees(graph), {id(n): i for i, n in enumerate(graph.nodes)}
+    inner = {kid for _, kids, _ in trees.values() for kid in kids}
+    groups = (members(trees, out, order) for out, (_, _, size) in trees.items()
+              if out not in inner and size > 1 and dtype_of(graph, out) == FLOAT)
+    return [g for g in groups if len(group_inputs(graph, g)) <= MAX_INPUTS]
 
 
 def activation_groups(graph) -> list:
     """``[(group, input, (op, attrs))]``: the largest groups of one input that compute a known
-    activation (``recognise_activation``), no node in two of them."""
-    trees, taken, found = rooted_groups(graph), set(), []
-    for out, group in reversed(list(trees.items())):
-        if len(group) < 2 or dtype_of(graph, out) != FLOAT or taken & {id(n) for n in group}:
+    activation (``recognise_activation``), no node in two of them. Groups of more than
+    ``MAX_ACTIVATION_STEPS`` nodes are not tried (every known form is far shorter), so a long
+    chain costs linear time, not one evaluation per prefix."""
+    trees, taken, found = group_trees(graph), set(), []
+    order = {id(n): i for i, n in enumerate(graph.nodes)}
+    for out, (_, _, size) in reversed(list(trees.items())):
+        if not 2 <= size <= MAX_ACTIVATION_STEPS or dtype_of(graph, out) != FLOAT:
+            continue
+        group = members(trees, out, order)
+        if taken & {id(n) for n in group}:
             continue
         inputs, steps = group_program(graph, group)
         if len(inputs) != 1 or shape_of(graph, inputs[0]) != shape_of(graph, out):
