@@ -281,8 +281,9 @@ def main(argv=None):
                         format='%(name)s: %(message)s')
     try:
         args.func(args)
-    except (Tx2InferError, FileNotFoundError) as exc:
-        print(f'tx2-infer {args.command}: error: {exc}', file=sys.stderr)
+    except (Tx2InferError, OSError) as exc:     # bad input, unreadable file: one line
+        message = ' '.join(str(exc).split())
+        print(f'tx2-infer {args.command}: error: {message}', file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -15,6 +15,7 @@ import numpy as np
 from tx2_infer_core import plan_file
 from tx2_infer_core.errors import InputError, ModelFormatError, Tx2InferError
 from tx2_infer_core.heads import head_from_outputs
+from tx2_infer_core.limits import DEFAULT_LIMITS
 from tx2_infer_core.planner import ALIGNMENT, MemoryPlan, check_plan, plan_memory
 
 log = logging.getLogger('tx2_infer.engine')
@@ -27,17 +28,20 @@ CUDA_FP32_NOTE = 'cuda runs fp16 with fp32 accumulation'
 _warned = set()                 # warnings already logged by this process
 
 
-def import_model(model_path, input_shape=None, weights_path=None):
-    """Any supported model file (.onnx, Darknet .cfg) -> IR graph with static shapes."""
+def import_model(model_path, input_shape=None, weights_path=None, limits=None):
+    """Any supported model file (.onnx, Darknet .cfg) -> IR graph with static shapes, every
+    tensor within ``limits`` (``Limits``, defaults when None)."""
     path = Path(model_path)
+    limits = limits or DEFAULT_LIMITS
     if path.suffix == '.onnx':
         from tx2_infer_core.onnx_import import load_onnx
-        return load_onnx(path, input_shape)
+        return load_onnx(path, input_shape, limits)
     if path.suffix == '.cfg':
         from tx2_infer_core.darknet import load_darknet
         names = path.with_name('coco.names')
         return load_darknet(path, darknet_weights(path, weights_path), input_shape,
-                            names_path=names if names.is_file() else None)
+                            names_path=names if names.is_file() else None,
+                            max_elements=limits.max_tensor_elements)
     raise Tx2InferError(f"unknown model type '{path.suffix}' for {path}: "
                         'expected .onnx, a Darknet .cfg (with .weights) or a .tx2plan')
 
@@ -216,21 +220,23 @@ class Engine:
 
     @classmethod
     def build(cls, model_path, input_shape=None, precision='fp32', backend='numpy',
-              weights_path=None, optimize=True, backend_options=None):
+              weights_path=None, optimize=True, backend_options=None, limits=None):
         """Import, optimise and plan a model; then prepare ``backend`` for it.
 
         ``backend``: one of ``BACKENDS`` (``resolve_backend``); the default is the numpy
         oracle. ``backend_options`` go to the backend (cuda: ``conv_path='auto'|'tc'|'simt'``).
+        ``limits`` (``Limits``): largest tensor, arena and file accepted (defaults when None).
         """
+        limits = limits or DEFAULT_LIMITS
         if str(model_path).endswith('.tx2plan'):
-            return cls.load(model_path, backend, backend_options)
+            return cls.load(model_path, backend, backend_options, limits)
         target = resolve_backend(backend)
         runs = run_precision(target, precision)
         if precision == 'fp16' and target != 'cuda':
             raise Tx2InferError(f"precision fp16 needs the cuda backend; the {target} backend "
                                 'runs fp32')
         start = time.perf_counter()
-        graph = import_model(model_path, input_shape, weights_path)
+        graph = import_model(model_path, input_shape, weights_path, limits)
         _default_meta(graph)
         report = {}
         if optimize:
@@ -238,6 +244,7 @@ class Engine:
             # cuda: also pointwise chains as FusedPointwise (numpy runs them; ort does not)
             graph, report = run_passes(graph, POINTWISE_LEVEL if target == 'cuda' else 2)
         memory_plan = plan_memory(graph, ALIGNMENT)
+        limits.check_arena(memory_plan.arena_bytes, f'{model_path}: the memory plan')
         in_shape = graph.values[graph.inputs[0]].shape
         options = {'precision': runs, 'backend': plan_target(target), 'model': str(model_path),
                    'input_shape': list(in_shape), 'passes': report,
@@ -249,7 +256,7 @@ class Engine:
 
     @classmethod
     def build_cached(cls, model_path, input_shape=None, precision='fp32', backend='numpy',
-                     weights_path=None, cache_dir=None, backend_options=None):
+                     weights_path=None, cache_dir=None, backend_options=None, limits=None):
         """Load the cached plan for this model/shape/precision/target, building it once."""
         from tx2_infer_core.assets import cache_dir as default_cache
         target = resolve_backend(backend)
@@ -259,18 +266,20 @@ class Engine:
         path = folder / f'{Path(model_path).stem}-{key}.tx2plan'
         if path.is_file():
             log.info('loading cached plan %s', path)
-            return cls.load(path, target, backend_options)
+            return cls.load(path, target, backend_options, limits)
         engine = cls.build(model_path, input_shape, precision, target, weights_path,
-                           backend_options=backend_options)
+                           backend_options=backend_options, limits=limits)
         path.parent.mkdir(parents=True, exist_ok=True)
         engine.save(path)
         log.info('cached plan %s', path)
         return engine
 
     @classmethod
-    def load(cls, plan_path, backend='numpy', backend_options=None):
-        """Load a saved plan without rebuilding."""
-        graph, memory_plan, options = plan_file.load_plan(plan_path)
+    def load(cls, plan_path, backend='numpy', backend_options=None, limits=None):
+        """Load a saved plan without rebuilding (file size and arena within ``limits``)."""
+        limits = limits or DEFAULT_LIMITS
+        graph, memory_plan, options = plan_file.load_plan(
+            plan_path, max_bytes=limits.max_file_bytes, max_arena_bytes=limits.max_arena_bytes)
         return cls(graph, memory_plan, options, backend, backend_options)
 
     def save(self, plan_path) -> None:

@@ -13,7 +13,8 @@ from onnx import helper, numpy_helper
 
 from tx2_infer_core.errors import ModelFormatError, UnsupportedOpError
 from tx2_infer_core.ir import Graph, Node, Value
-from tx2_infer_core.reference import infer_shapes
+from tx2_infer_core.limits import DEFAULT_LIMITS
+from tx2_infer_core.shape_limits import check_static_sizes, infer_shapes_within
 
 log = logging.getLogger('tx2_infer.onnx')
 
@@ -64,10 +65,13 @@ def _constant_value(node) -> np.ndarray:
     return np.asarray(val, dtype=dtypes.get(key))
 
 
-def _read_model(path) -> onnx.ModelProto:
+def _read_model(path, max_bytes) -> onnx.ModelProto:
     path = Path(path)
     if not path.is_file():
         raise ModelFormatError(f'model file not found: {path}')
+    if path.stat().st_size > max_bytes:
+        raise ModelFormatError(f'{path} has {path.stat().st_size} bytes, more than the limit '
+                               f'max_file_bytes={max_bytes} (Limits)')
     try:
         return onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError and friends
@@ -211,8 +215,14 @@ def legacy_softmax(node) -> list:
             Node('Reshape', node.name, [soft, shape], [y])]
 
 
-def graph_from_model(model, input_shape=None, source='model', model_dir='.') -> Graph:
-    """Build the IR from an in-memory ModelProto (``input_shape`` fixes the first input)."""
+def graph_from_model(model, input_shape=None, source='model', model_dir='.',
+                     limits=None) -> Graph:
+    """Build the IR from an in-memory ModelProto (``input_shape`` fixes the first input).
+
+    Every value is sized within ``limits`` (``Limits``; defaults when None) before anything of
+    that size runs (``shape_limits.py``).
+    """
+    limits = limits or DEFAULT_LIMITS
     model = upgrade_opset(model, source)
     _check_opset(model, source)
     g = model.graph
@@ -238,7 +248,8 @@ def graph_from_model(model, input_shape=None, source='model', model_dir='.') -> 
                   name=g.name or Path(source).stem, meta={'source': 'onnx'})
     graph.toposort()
     _check_outputs(g.output, source)
-    infer_shapes(graph)
+    check_static_sizes(model, values, limits, source)
+    infer_shapes_within(graph, limits, source)
     odd = [v for v in graph.values.values() if np.dtype(v.dtype).kind not in NUMERIC_KINDS]
     if odd:
         raise ModelFormatError(f"{source}: value '{odd[0].name}' is {odd[0].dtype}; the engine "
@@ -254,10 +265,12 @@ def _check_outputs(outputs, source) -> None:
             numeric_dtype(elem_type, f"{source}: output '{proto.name}'")
 
 
-def load_onnx(path, input_shape=None) -> Graph:
-    """Import an ONNX file; ``input_shape`` (tuple) fixes dynamic dims of the first input."""
-    model = _read_model(path)
+def load_onnx(path, input_shape=None, limits=None) -> Graph:
+    """Import an ONNX file; ``input_shape`` (tuple) fixes dynamic dims of the first input;
+    ``limits`` (``Limits``) bounds the file and every tensor."""
+    limits = limits or DEFAULT_LIMITS
+    model = _read_model(path, limits.max_file_bytes)
     graph = graph_from_model(model, input_shape, source=str(path),
-                             model_dir=Path(path).resolve().parent)
+                             model_dir=Path(path).resolve().parent, limits=limits)
     log.info('imported %s: %d nodes, %d weights', path, len(graph.nodes), len(graph.weights))
     return graph
