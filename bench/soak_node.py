@@ -1,0 +1,205 @@
+"""Soak: the real detector node (own process, backend cpu) fed real frames at 60 Hz with one
+malformed frame every second, for ``--minutes`` (default 60).
+
+Every ``--every`` seconds (default 10) a sample of the node process is taken: RSS (MiB),
+threads, open fds, the latency of the detections answered since the last sample (image stamp
+-> Detection2DArray here, median and p99 ms), frames published (good, malformed), answered,
+and the node's /diagnostics counters (frames, drops per cause), with the load average (the
+machine may be shared). The JSON is rewritten after each sample, so a cut run still leaves its
+data; its summary has the RSS slope (MiB/min, least squares over the samples after the first
+minute, the warm-up) and the counts.
+
+    python bench/soak_node.py [--minutes 60] [--hz 60] [--every 10]
+        [--out bench/results/soak_node_cpu.json]
+
+The node keeps only the freshest frame (keep-last-1): at 60 Hz on a CPU most frames, good or
+malformed, are replaced before the worker takes them and are counted as ``dropped_stale``;
+a malformed frame the worker does take is counted under its cause (size, encoding, empty).
+"""
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / 'test' / 'ros'))
+from benchlib import cpu_name, versions, write_json  # noqa: E402
+from rospeer import T, Peer, free_domain_id, rss_mb, start_node, stop_node  # noqa: E402
+
+PHOTOS = ('dog.jpg', 'bus.jpg', 'horses.jpg')
+WARMUP_S = 60.0
+
+
+def good_frames():
+    """Real photos at 640x480 as bgr8 ``sensor_msgs/Image`` messages."""
+    import cv2
+    from sensor_msgs.msg import Image
+    from tx2_infer_core import assets
+    from tx2_infer_ros import conversions
+    return [conversions.fill_image(Image(), cv2.resize(cv2.imread(str(p)), (640, 480)), 'bgr8')
+            for p in assets.fetch_photos(list(PHOTOS))]
+
+
+def bad_frames():
+    """Malformed images, one per cause: odd-width yuv422, short data, step too small, unknown
+    encoding, zero size, and a JPEG header claiming 32000x32000 (as a raw 'jpeg' image)."""
+    from sensor_msgs.msg import Image
+
+    def image(encoding, width, height, step, nbytes):
+        return Image(encoding=encoding, width=width, height=height, step=step,
+                     data=bytes(nbytes))
+    return [image('yuv422', 641, 480, 1282, 1282 * 480),
+            image('bgr8', 640, 480, 1920, 1000),
+            image('bgr8', 640, 480, 100, 100 * 480),
+            image('weird', 640, 480, 1920, 1920 * 480),
+            image('bgr8', 0, 0, 0, 0),
+            image('mono8', 100000, 100000, 100000, 16)]
+
+
+def proc_facts(pid) -> dict:
+    """RSS (MiB), threads and open fds of process ``pid``."""
+    threads = 0
+    for line in Path(f'/proc/{pid}/status').read_text().splitlines():
+        if line.startswith('Threads:'):
+            threads = int(line.split()[1])
+    return {'rss_mib': round(rss_mb(pid), 2), 'threads': threads,
+            'fds': len(os.listdir(f'/proc/{pid}/fd'))}
+
+
+def pid_alive(pid) -> bool:
+    return Path(f'/proc/{pid}').exists()
+
+
+def rss_slope(samples) -> float:
+    """Least-squares RSS slope in MiB/min over the samples after the warm-up."""
+    pts = [(s['t_s'] / 60, s['rss_mib']) for s in samples if s['t_s'] >= WARMUP_S]
+    if len(pts) < 2:
+        return float('nan')
+    t, rss = np.array(pts).T
+    return float(np.polyfit(t, rss, 1)[0])
+
+
+class Soak:
+    """The camera and the consumer side of the soak, in this process."""
+
+    def __init__(self, peer, hz):
+        from rclpy.qos import qos_profile_sensor_data
+        from sensor_msgs.msg import Image
+        self.peer, self.period = peer, 1.0 / hz
+        self.pub = peer.node.create_publisher(Image, 'image', qos_profile_sensor_data)
+        self.good, self.bad = good_frames(), bad_frames()
+        self.sent = {'good': 0, 'malformed': 0}
+        self.latencies, self.answered = [], 0
+
+    def publish(self, k):
+        """Frame ``k``: malformed once a second, else a good frame, stamped now."""
+        malformed = k % round(1 / self.period) == 0
+        pool = self.bad if malformed else self.good
+        msg = pool[self.sent['malformed' if malformed else 'good'] % len(pool)]
+        msg.header.stamp = self.peer.node.get_clock().now().to_msg()
+        self.pub.publish(msg)
+        self.sent['malformed' if malformed else 'good'] += 1
+
+    def collect(self):
+        """Latencies (ms) of the detections received since the last call."""
+        new = list(self.peer.detections)
+        self.peer.detections.clear()
+        for msg, at in new:
+            stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+            self.latencies.append((at - stamp) * 1e3)
+        self.answered += len(new)
+
+    def run_until(self, deadline, k):
+        """Publish at the rate until ``deadline`` (monotonic); returns the next frame index."""
+        next_at = time.monotonic()
+        while time.monotonic() < deadline:
+            self.publish(k)
+            k += 1
+            next_at += self.period
+            while time.monotonic() < next_at:
+                self.peer.executor.spin_once(timeout_sec=max(0.0, next_at - time.monotonic()))
+            if time.monotonic() - next_at > 1.0:        # fell behind (machine busy): resync
+                next_at = time.monotonic()
+        return k
+
+
+def sample(soak, pid, start) -> dict:
+    soak.collect()
+    lat = np.array(soak.latencies) if soak.latencies else np.array([np.nan])
+    soak.latencies = []
+    diag = soak.peer.diag_values()
+    return {'t_s': round(time.monotonic() - start, 1), **proc_facts(pid),
+            'latency_ms': {'median': round(float(np.median(lat)), 2),
+                           'p99': round(float(np.percentile(lat, 99)), 2)},
+            'sent': dict(soak.sent), 'answered': soak.answered,
+            'node_frames': diag.get('frames'),
+            'node_drops': {k: v for k, v in diag.items() if k.startswith('dropped_')},
+            'node_alive': pid_alive(pid),
+            'load_average': [round(x, 2) for x in os.getloadavg()]}
+
+
+def soak(minutes, hz, every, out):
+    logs, domain = Path(tempfile.mkdtemp(prefix='tx2_infer_soak_')), free_domain_id()
+    proc = start_node(domain, logs, args=['-p', 'backend:=cpu'])
+    peer = Peer(domain, logs)
+    doc = {'what': __doc__.splitlines()[0], 'cpu': cpu_name(), 'cores': os.cpu_count(),
+           'versions': versions('numpy', 'rclpy', 'onnxruntime'),
+           'planned_minutes': minutes, 'hz': hz, 'sample_every_s': every,
+           'frames': '640x480 bgr8 ' + ', '.join(PHOTOS) + '; malformed: ' +
+           ', '.join(f'{m.encoding} {m.width}x{m.height}' for m in bad_frames()),
+           'started': time.strftime('%Y-%m-%d %H:%M:%S'), 'node_log': str(logs),
+           'samples': []}
+    try:
+        peer.ready()
+        assert peer.change_state(T.TRANSITION_CONFIGURE), (logs / 'det.log').read_text()
+        assert peer.change_state(T.TRANSITION_ACTIVATE)
+        worker = Soak(peer, hz)
+        start, k = time.monotonic(), 0
+        while time.monotonic() - start < minutes * 60:
+            k = worker.run_until(time.monotonic() + every, k)
+            doc['samples'].append(sample(worker, proc.pid, start))
+            doc['summary'] = summary(doc['samples'])
+            write_json(out, doc)
+            print(doc['samples'][-1], flush=True)
+    finally:
+        peer.close()
+        stop_node(proc)
+    doc['summary'] = summary(doc['samples'])
+    doc['ended'] = time.strftime('%Y-%m-%d %H:%M:%S')
+    write_json(out, doc)
+    return doc
+
+
+def summary(samples) -> dict:
+    if not samples:
+        return {}
+    last, first = samples[-1], samples[0]
+    return {'duration_min': round(last['t_s'] / 60, 2),
+            'rss_slope_mib_per_min': round(rss_slope(samples), 4),
+            'rss_mib_first_last': [first['rss_mib'], last['rss_mib']],
+            'threads_min_max': [min(s['threads'] for s in samples),
+                                max(s['threads'] for s in samples)],
+            'fds_min_max': [min(s['fds'] for s in samples), max(s['fds'] for s in samples)],
+            'sent': last['sent'], 'answered': last['answered'],
+            'node_frames': last['node_frames'], 'node_drops': last['node_drops'],
+            'node_alive_at_last_sample': last['node_alive'],
+            'load_average_max_1min': max(s['load_average'][0] for s in samples)}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--minutes', type=float, default=60.0)
+    parser.add_argument('--hz', type=float, default=60.0)
+    parser.add_argument('--every', type=float, default=10.0, help='seconds between samples')
+    parser.add_argument('--out', default=str(ROOT / 'bench' / 'results' / 'soak_node_cpu.json'))
+    args = parser.parse_args(argv)
+    doc = soak(args.minutes, args.hz, args.every, args.out)
+    print(doc['summary'])
+
+
+if __name__ == '__main__':
+    main()
