@@ -12,8 +12,10 @@ Per frame (``ByteTracker.update``), as in ByteTrack (Zhang et al., 2022):
 4. active tracks left unmatched become lost; a track lost for more than ``buffer`` frames is
    removed; unmatched high-score detections start new tracks (IDs count from 1 per tracker).
 
-Differences from ByteTrack, on purpose: a detection only matches a track of its own class;
-a new track gets its ID at once (no unconfirmed first frame); no duplicate-track removal.
+Matching ignores the class, as ByteTrack does (a detector often flips between close classes,
+truck and car, on one object); ``per_class`` restricts it to tracks of the detection's class.
+Differences from ByteTrack, on purpose: a new track gets its ID at once (no unconfirmed first
+frame); no duplicate-track removal.
 Pure Python and numpy; no ROS.
 """
 from dataclasses import dataclass
@@ -35,6 +37,7 @@ class TrackParams:
     match_iou: float = 0.2  # ByteTrack's match_thresh 0.8 on the cost 1 - IoU
     low_match_iou: float = 0.5
     buffer: int = 30  # frames a lost track is kept for
+    per_class: bool = False  # a detection only matches a track of its own class
 
 
 def iou_matrix(a, b):
@@ -115,9 +118,10 @@ class Track:
         self.last_frame = self.first_frame = frame
         self.hits = 1
 
-    def hit(self, box, frame):
-        """A detection matched this track in ``frame``."""
+    def hit(self, box, class_id, frame):
+        """A detection of ``class_id`` matched this track in ``frame``."""
         self.kalman.update(box)
+        self.class_id = int(class_id)
         self.last_frame = frame
         self.hits += 1
 
@@ -171,11 +175,13 @@ class ByteTracker:
             return list(tracks), list(dets)
         predicted = np.array([t.kalman.box for t in tracks])
         iou = iou_matrix(predicted, boxes[dets])
-        same_class = np.array([t.class_id for t in tracks])[:, None] == class_ids[dets][None]
-        cost = np.where(same_class, 1.0 - iou, 1.0)
+        cost = 1.0 - iou
+        if self.params.per_class:
+            same = np.array([t.class_id for t in tracks])[:, None] == class_ids[dets][None]
+            cost = np.where(same, cost, 1.0)
         pairs, rows, cols = match(cost, 1.0 - min_iou)
         for row, col in pairs:
-            tracks[row].hit(boxes[dets[col]], self.frame)
+            tracks[row].hit(boxes[dets[col]], class_ids[dets[col]], self.frame)
             ids[dets[col]] = tracks[row].track_id
         return [tracks[r] for r in rows], [dets[c] for c in cols]
 

@@ -217,19 +217,22 @@ def fill_compressed(msg, image_bgr, fmt='jpeg', quality=90):
     return msg
 
 
-def fill_detection_array(array_msg, detections, header, msg_types):
+def fill_detection_array(array_msg, detections, header, msg_types, track_ids=None):
     """Fill a ``vision_msgs/Detection2DArray`` from ``[Detection]`` (original-pixel boxes).
 
     ``msg_types`` gives the classes (``Detection2D``, ``ObjectHypothesisWithPose``), e.g. the
     ``vision_msgs.msg`` module. Each detection: bbox centre and size in pixels, one hypothesis
     whose ``class_id`` is the numeric class id as text and whose ``score`` is the confidence;
-    ``id`` (a tracking id in vision_msgs) stays empty. Returns ``array_msg``.
+    ``id`` is the detection's track ID as text (``track_ids``, one per detection; -1 or no
+    ``track_ids``: empty). Returns ``array_msg``.
     """
     array_msg.header = header
     out = []
-    for det in detections:
+    for i, det in enumerate(detections):
         d = msg_types.Detection2D()
         d.header = header
+        if track_ids is not None and track_ids[i] >= 0:
+            d.id = str(int(track_ids[i]))
         d.bbox.center.position.x = (det.x1 + det.x2) / 2.0
         d.bbox.center.position.y = (det.y1 + det.y2) / 2.0
         d.bbox.center.theta = 0.0

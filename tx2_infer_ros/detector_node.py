@@ -7,7 +7,9 @@ to its topic (or ``<topic>/compressed``) and publish ``detections`` (Detection2D
 deactivate: destroy them; cleanup: release the engine. Diagnostics go to ``/diagnostics`` at
 1 Hz from configure to cleanup (the node, then one status per camera while active); with
 ``publish_timing`` each frame's stage times also go to ``~/frame_timing`` (DiagnosticArray
-carrying the image's header, to match it with the detections).
+carrying the image's header, to match it with the detections). With ``track`` (default on)
+each camera has a ByteTrack-class tracker (``tx2_infer_core/tracking.py``) whose track IDs go
+in ``Detection2D.id``; the trackers are dropped on cleanup.
 Frames go through a keep-last-1 slot per camera to one worker thread (round-robin among the
 cameras with a frame waiting), so inference always runs on a camera's newest frame; the rest
 are counted as dropped. One engine serves every camera; frames are not batched.
@@ -26,6 +28,7 @@ from vision_msgs import msg as vision_msgs
 
 from tx2_infer_core import detect
 from tx2_infer_core.detect_params import DetectParams
+from tx2_infer_core.tracking import ByteTracker, TrackParams
 from tx2_infer_ros import conversions, params
 from tx2_infer_ros.pipeline import load_detector, reuse_freed_memory
 from tx2_infer_ros.cameras import Camera
@@ -35,7 +38,7 @@ from tx2_infer_ros.stats import (STAGES, NodeStats, camera_status, diagnostic_st
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 LIVE = ('conf_threshold', 'iou_threshold', 'max_detections', 'classes', 'publish_annotated',
-        'publish_timing')
+        'publish_timing', 'track', 'track_buffer', 'track_high_threshold', 'track_match_iou')
 
 
 class DetectorNode(LifecycleNode):
@@ -49,6 +52,7 @@ class DetectorNode(LifecycleNode):
         self.stats, self.slots, self.worker, self.cameras = NodeStats(), None, None, []
         self._timing_pub = self._diag_pub = self._diag_timer = self._qos_timer = None
         self._live, self._last_warn = {}, {}
+        self.trackers = {}  # camera topic -> ByteTracker; kept until cleanup
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     def _declare_parameters(self) -> dict:
@@ -165,6 +169,7 @@ class DetectorNode(LifecycleNode):
         self.cameras = []
 
     def _release_engine(self):
+        self.trackers = {}
         if self._diag_timer is not None:
             self.destroy_timer(self._diag_timer)
         if self._diag_pub is not None:
@@ -182,6 +187,10 @@ class DetectorNode(LifecycleNode):
         out['detect'] = DetectParams(values['conf_threshold'], values['iou_threshold'],
                                      values['max_detections'],
                                      params.resolve_classes(values['classes'], labels))
+        # Every detection the detector reports (>= conf_threshold) may extend a track.
+        out['track_params'] = TrackParams(
+            high_threshold=values['track_high_threshold'], low_threshold=0.0,
+            match_iou=values['track_match_iou'], buffer=values['track_buffer'])
         return out
 
     def _on_set_parameters(self, changes):
@@ -243,8 +252,9 @@ class DetectorNode(LifecycleNode):
         times and 'latency' (image stamp -> detections published) to ``times``."""
         dets = self.detector.detect(image, live['detect'], times)
         t0 = time.perf_counter()
+        track_ids = self._track(camera, dets, live) if live['track'] else None
         camera.detections.publish(conversions.fill_detection_array(
-            vision_msgs.Detection2DArray(), dets, msg.header, vision_msgs))
+            vision_msgs.Detection2DArray(), dets, msg.header, vision_msgs, track_ids))
         times['publish'] = time.perf_counter() - t0
         times['latency'] = self._since_stamp(msg.header.stamp, arrival)
         if live['publish_annotated']:
@@ -252,6 +262,15 @@ class DetectorNode(LifecycleNode):
             annotated.header = msg.header
             camera.annotated.publish(annotated)
         return dets
+
+    def _track(self, camera, dets, live):
+        """Track IDs of ``dets`` from the camera's tracker (made on its first frame)."""
+        tracker = self.trackers.get(camera.topic)
+        if tracker is None:
+            tracker = self.trackers[camera.topic] = ByteTracker(live['track_params'])
+        tracker.params = live['track_params']
+        return tracker.update([(d.x1, d.y1, d.x2, d.y2) for d in dets],
+                              [d.score for d in dets], [d.class_id for d in dets])
 
     def _since_stamp(self, stamp, arrival) -> float:
         """Seconds from the header stamp to now, or from ``arrival`` (monotonic) when the
@@ -279,10 +298,13 @@ class DetectorNode(LifecycleNode):
             cam_snap = camera.stats.snapshot()
             cam_snap['drops']['stale'] += self.slots.drops[camera]
             snap['drops']['stale'] += self.slots.drops[camera]
-            statuses.append(camera_status(self.get_name(), camera.topic, cam_snap,
-                                          camera.reliability))
+            tracker = self.trackers.get(camera.topic)
+            statuses.append(camera_status(
+                self.get_name(), camera.topic, cam_snap, camera.reliability,
+                {'active_tracks': tracker.active_count if tracker else 0}))
         info = dict(self.info, cameras=str(len(self.cameras)), image_reliability=','.join(
-            c.reliability for c in self.cameras) or 'none')
+            c.reliability for c in self.cameras) or 'none', active_tracks=str(sum(
+                t.active_count for t in list(self.trackers.values()))))
         status = diagnostic_status(self.get_name(), snap, info, self._state == 'active')
         array = DiagnosticArray(status=[status] + statuses)
         array.header.stamp = self.get_clock().now().to_msg()

@@ -15,12 +15,14 @@ from rclpy.parameter import Parameter
 
 from tx2_infer_core.detect_params import DEFAULTS
 from tx2_infer_core.engine import BACKENDS, CUDA_FP32_NOTE, PRECISIONS, precision_error
+from tx2_infer_core.tracking import TrackParams
 
 INPUT_TYPES = ('raw', 'compressed')
 DEFAULT_TOPIC = 'image'
 _TOPIC = re.compile(r'^[~/]?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$')
 RELIABILITIES = ('auto', 'best_effort', 'reliable')
 LABELS_MAX_BYTES = 1 << 20  # a label file is a few KiB; refuse anything that could be a mistake
+TRACK_DEFAULTS = TrackParams()
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,17 @@ SPECS = {
     'publish_annotated': Spec(False, _B, 'Also publish the annotated image on annotated_image'),
     'publish_timing': Spec(False, _B, 'Publish each frame\'s stage times on ~/frame_timing '
                                       '(diagnostic_msgs/DiagnosticArray with the image header)'),
+    'track': Spec(True, _B, 'Give each detection a track ID (Detection2D.id; "" if untracked): '
+                            'one ByteTrack-class tracker per camera, reset on cleanup'),
+    'track_buffer': Spec(TRACK_DEFAULTS.buffer, _I, 'Frames a lost track is kept before '
+                         'its ID is dropped', low=1, high=1000, step=1),
+    'track_high_threshold': Spec(TRACK_DEFAULTS.high_threshold, _D, 'Score from which a '
+                                 'detection is matched first and may start a track; lower '
+                                 'ones (above conf_threshold) only extend tracks', low=0.0,
+                                 high=1.0),
+    'track_match_iou': Spec(TRACK_DEFAULTS.match_iou, _D, "Least IoU between a track's "
+                            'predicted box and a high-score detection to match', low=0.0,
+                            high=1.0),
 }
 
 REBUILD = frozenset({'model_path', 'labels_path', 'input_size', 'backend', 'precision'})

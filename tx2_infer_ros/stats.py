@@ -94,9 +94,10 @@ def frame_timing_status(node_name, seconds, detections) -> DiagnosticStatus:
     return status
 
 
-def camera_status(node_name, topic, snap, reliability) -> DiagnosticStatus:
+def camera_status(node_name, topic, snap, reliability, extra=None) -> DiagnosticStatus:
     """One camera's ``DiagnosticStatus`` from its ``NodeStats.snapshot()``: frames, fps,
-    latency p50/p99/max, drops per cause and its subscription's reliability."""
+    latency p50/p99/max, drops per cause, its subscription's reliability, then ``extra``
+    (key -> value, e.g. ``active_tracks``)."""
     lat = snap['latency_ms']
     status = DiagnosticStatus(name=f'{node_name}: camera {topic}', level=DiagnosticStatus.OK,
                               message=f"{snap['frames']} frames, {snap['fps']:.1f} fps, "
@@ -105,5 +106,6 @@ def camera_status(node_name, topic, snap, reliability) -> DiagnosticStatus:
     values += [(f'latency_{k}_ms', f'{v:.2f}') for k, v in lat.items()]
     values += [(f'dropped_{c}', str(n)) for c, n in snap['drops'].items()]
     values.append(('image_reliability', reliability or 'none'))
+    values += [(k, str(v)) for k, v in (extra or {}).items()]
     status.values = [KeyValue(key=k, value=v) for k, v in values]
     return status

@@ -120,12 +120,15 @@ def test_short_buffer_starts_a_new_track_after_occlusion():
     assert id_switches(seen[0]) == id_switches(seen[2]) == 0
 
 
-def test_tracks_are_per_class():
-    """The same box as another class is a new track, not the old one's ID."""
-    tracker = ByteTracker()
-    first = tracker.update([[0, 0, 10, 10]], [0.9], [0])
-    second = tracker.update([[0, 0, 10, 10]], [0.9], [1])
-    assert first[0] != second[0]
+def test_class_flip_keeps_the_track_unless_per_class():
+    """A detector flipping truck -> car on one object keeps its ID (ByteTrack matches by IoU
+    alone); with ``per_class`` the same box as another class is a new track."""
+    for per_class, same in ((False, True), (True, False)):
+        tracker = ByteTracker(TrackParams(per_class=per_class))
+        first = tracker.update([[0, 0, 10, 10]], [0.9], [7])
+        second = tracker.update([[0, 0, 10, 10]], [0.4], [2])
+        third = tracker.update([[0, 0, 10, 10]], [0.9], [2])
+        assert (first[0] == second[0] == third[0]) == same
 
 
 def test_below_low_threshold_and_unmatched_low_scores_are_untracked():
