@@ -22,6 +22,7 @@ import numpy as np
 from tx2_infer_core.darknet_cfg import parse_cfg
 from tx2_infer_core.errors import ModelFormatError
 from tx2_infer_core.ir import Graph, Node, Value
+from tx2_infer_core.limits import DEFAULT_LIMITS
 
 log = logging.getLogger('tx2_infer.darknet')
 
@@ -34,7 +35,7 @@ INPUT_FORMAT = {'color': 'RGB', 'layout': 'NCHW', 'scale': 1 / 255, 'resize': 'l
 
 
 # Largest tensor (elements) an imported model may have; ``load_darknet(max_elements=...)``.
-MAX_TENSOR_ELEMENTS = 1 << 28
+MAX_TENSOR_ELEMENTS = DEFAULT_LIMITS.max_tensor_elements
 LAYER_SECTIONS = ('convolutional', 'maxpool', 'upsample', 'route', 'shortcut', 'yolo',
                   'dropout')
 # Keys that change what a layer computes and are not implemented: {key: the harmless value}.

@@ -5,6 +5,7 @@
     engine = Engine.load('yolov3-tiny.tx2plan')
     outputs = engine.run({'images': x})
 """
+import contextlib
 import hashlib
 import logging
 import time
@@ -13,10 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from tx2_infer_core import plan_file
-from tx2_infer_core.errors import InputError, ModelFormatError, Tx2InferError
+from tx2_infer_core.errors import InputError, ModelFormatError, PlanFileError, Tx2InferError
 from tx2_infer_core.heads import head_from_outputs
 from tx2_infer_core.limits import DEFAULT_LIMITS
 from tx2_infer_core.planner import ALIGNMENT, MemoryPlan, check_plan, plan_memory
+from tx2_infer_core.shape_limits import infer_shapes_within
 
 log = logging.getLogger('tx2_infer.engine')
 
@@ -124,6 +126,35 @@ def sized_input_shape(model_path, size):
     return (1, dims[1] or 3, size, size)
 
 
+@contextlib.contextmanager
+def own_errors(what, error=Tx2InferError):
+    """The project's errors pass; any other exception becomes ``error`` naming ``what`` (the
+    original chained), so nothing else escapes the public API."""
+    try:
+        yield
+    except Tx2InferError:
+        raise
+    except Exception as exc:  # MemoryError, RecursionError and any bug on hostile input
+        raise error(f'{what}: {type(exc).__name__}: {str(exc)[:300]}') from exc
+
+
+def verify_shapes(graph, limits, source) -> None:
+    """Refuse (``PlanFileError``) a loaded graph whose declared shapes or dtypes are not the
+    ones its ops compute (one reference run, each value within ``limits``)."""
+    check = graph.copy()
+    try:
+        infer_shapes_within(check, limits, str(source))
+    except Tx2InferError as exc:
+        raise PlanFileError(f'{source}: the graph does not run as declared: {exc}') from None
+    for name, value in check.values.items():
+        declared = graph.values.get(name)
+        if declared is None or (tuple(declared.shape), declared.dtype) != (value.shape,
+                                                                           value.dtype):
+            raise PlanFileError(f"{source}: value '{name}' is declared "
+                                f'{declared and (tuple(declared.shape), declared.dtype)}, '
+                                f'its op computes {(value.shape, value.dtype)}')
+
+
 def _default_meta(graph):
     """Fill detector head and input format defaults from the graph's outputs and input."""
     meta = graph.meta
@@ -226,7 +257,15 @@ class Engine:
         ``backend``: one of ``BACKENDS`` (``resolve_backend``); the default is the numpy
         oracle. ``backend_options`` go to the backend (cuda: ``conv_path='auto'|'tc'|'simt'``).
         ``limits`` (``Limits``): largest tensor, arena and file accepted (defaults when None).
+        Any failure is a ``Tx2InferError`` (a bad model: ``ModelFormatError``).
         """
+        with own_errors(f'{model_path}: cannot build it', ModelFormatError):
+            return cls._build(model_path, input_shape, precision, backend, weights_path,
+                              optimize, backend_options, limits)
+
+    @classmethod
+    def _build(cls, model_path, input_shape, precision, backend, weights_path, optimize,
+               backend_options, limits):
         limits = limits or DEFAULT_LIMITS
         if str(model_path).endswith('.tx2plan'):
             return cls.load(model_path, backend, backend_options, limits)
@@ -280,7 +319,9 @@ class Engine:
         limits = limits or DEFAULT_LIMITS
         graph, memory_plan, options = plan_file.load_plan(
             plan_path, max_bytes=limits.max_file_bytes, max_arena_bytes=limits.max_arena_bytes)
-        return cls(graph, memory_plan, options, backend, backend_options)
+        with own_errors(f'{plan_path}: the plan does not prepare', PlanFileError):
+            verify_shapes(graph, limits, plan_path)
+            return cls(graph, memory_plan, options, backend, backend_options)
 
     def save(self, plan_path) -> None:
         """Write this engine's plan to ``plan_path`` (.tx2plan)."""

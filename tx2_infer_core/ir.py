@@ -99,12 +99,14 @@ class Graph:
         """Reorder nodes so every node follows its producers, in linear time (Kahn's algorithm,
         ready nodes taken in their original order, so an ordered graph keeps its order).
 
-        A value no node produces (and that is no input or weight), or a cycle, raises
+        A value read (or a graph output) that no node produces and is no input or weight, or
+        a cycle, raises
         ``ModelFormatError`` naming a few of the values or nodes involved.
         """
         ready = set(self.inputs) | set(self.weights) | {''}
         produced = {out for node in self.nodes for out in node.outputs if out}
-        undefined = sorted({i for n in self.nodes for i in n.inputs} - ready - produced)
+        undefined = sorted(({i for n in self.nodes for i in n.inputs} | set(self.outputs))
+                           - ready - produced)
         if undefined:
             raise ModelFormatError(f'graph {self.name!r} reads values no node produces: '
                                    f'{undefined[:5]}')

@@ -20,6 +20,7 @@ import math
 import numpy as np
 
 from tx2_infer_core.errors import PlanFileError, Tx2InferError
+from tx2_infer_core.limits import DEFAULT_LIMITS
 from tx2_infer_core.ops import OPS
 from tx2_infer_core.planner import MemoryPlan, align, check_plan
 
@@ -29,7 +30,7 @@ DTYPES = frozenset(np.dtype(d) for d in ('<f4', '<f2', '<i8', '<i4', '|i1', '|u1
 ATTR_DTYPES = {d.str: d for d in (*DTYPES, np.dtype('<f8'))}
 LAYOUTS = ('', 'NCHW', 'NHWC')
 # Largest arena (bytes) a loaded plan may ask for; ``load_plan(max_arena_bytes=...)`` changes it.
-MAX_ARENA_BYTES = 8 << 30
+MAX_ARENA_BYTES = DEFAULT_LIMITS.max_arena_bytes
 # Ops whose present inputs and first output all have one dtype (ONNX type constraint T).
 SAME_DTYPE_OPS = frozenset((
     'Relu', 'LeakyRelu', 'Sigmoid', 'Tanh', 'Clip', 'HardSwish', 'HardSigmoid', 'SiLU', 'Mish',

@@ -17,13 +17,14 @@ import numpy as np
 from tx2_infer_core import plan_check
 from tx2_infer_core.errors import PlanFileError
 from tx2_infer_core.ir import Graph, Node, Value
+from tx2_infer_core.limits import DEFAULT_LIMITS
 
 MAGIC = b'TX2PLAN\0'
 FORMAT_VERSION = 1
 _PREFIX = struct.Struct('<8sIQ')
 _ALIGN = 64
 # Largest plan file ``load_plan`` reads (bytes); its ``max_bytes`` argument changes it.
-MAX_PLAN_BYTES = 4 << 30
+MAX_PLAN_BYTES = DEFAULT_LIMITS.max_file_bytes
 _GRAPH_KEYS = ('name', 'inputs', 'outputs', 'meta', 'values', 'nodes')
 
 
