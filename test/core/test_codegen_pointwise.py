@@ -202,3 +202,23 @@ def test_binary_fast_paths():
                                         nhwc((1, 12, 3, 3), 4096), 0) is None  # 12 % 8
     assert lower_ops.binary_vec8_launch('n', nhwc((1, 16, 3, 3), 0, 24, 8),
                                         nhwc((1, 16, 3, 3)), y, 0) is None  # a view
+
+
+def test_ops_with_a_kernel_code_need_no_table_line(monkeypatch):
+    """With the C tables emptied, every elementwise op with a kernel code (ops/traits.py) is
+    still generated, through its code and kernels/elementwise.cuh, and the program compiles:
+    a new CUDA activation, unary or binary op is fused with no line in codegen_pointwise."""
+    monkeypatch.setattr(cg, 'UNARY_C', {})
+    monkeypatch.setattr(cg, 'BINARY_C', {})
+    coded = [op for op in POINTWISE_OPS if cg.traits.TRAITS[op].code is not None
+             if op in cg.traits.TRAITS]
+    assert {'Mish', 'Exp', 'PRelu', 'Add'} <= set(coded)
+    steps = [(op, ['x0', 'x1'] if cg.traits.TRAITS[op].kind == 'binary' else ['x0'], {})
+             for op in coded]
+    assert 'tx2_unary(UN_ACT, x0, ActParams{ACT_MISH' in cg.program_body(steps, 2)
+    assert 'tx2_binary(BIN_PRELU, x0, x1)' in cg.program_body(steps, 2)
+    steps.append(('Add', ['t0', 't1'], {}))
+    ins = [nhwc((1, 8, 2, 2)), nhwc((1, 8, 2, 2), 1024)]
+    launch = cg.pointwise_launch('coded', steps, ins, nhwc((1, 8, 2, 2), 2048))
+    for arch, compiler in _compile_targets()[:1] + _compile_targets()[-1:]:
+        assert cc.compile_cached(launch.module, arch, compiler=compiler)[:4] == b'\x7fELF'

@@ -230,3 +230,17 @@ def test_run_returns_copies_unless_reuse_outputs():
             assert_close(f'sigmoid reuse={reuse}', second, 1 / (1 + np.exp(x)), 3e-3)
         finally:
             backend.close()
+
+
+@pytest.mark.parametrize('name', ['hardswish', 'affine_relu', 'se_block'])
+def test_chain_through_kernel_codes_matches_the_oracle(name, monkeypatch):
+    """The same patterns with codegen's C tables emptied: every step that has a kernel code
+    goes through kernels/elementwise.cuh (how a newly added op is generated)."""
+    from tx2_infer_core.cuda import codegen_pointwise as cg
+    monkeypatch.setattr(cg, 'UNARY_C', {k: v for k, v in cg.UNARY_C.items()
+                                        if cg.traits.TRAITS[k].code is None})
+    monkeypatch.setattr(cg, 'BINARY_C', {k: v for k, v in cg.BINARY_C.items()
+                                         if k not in cg.traits.codes(cg.traits.BINARY)})
+    make, inputs, _, raw = PATTERNS[name]
+    c = Chain(**inputs)
+    _compare(c.graph(make(c, 'x')), f'{name} via codes', raw=raw)
