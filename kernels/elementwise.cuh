@@ -13,6 +13,7 @@
 #define UN_RECIPROCAL 6
 #define UN_ERF 7
 #define UN_GELU 8
+#define UN_SOFTSIGN 9
 
 // Binary op codes BIN_<OP NAME>, as in tx2_infer_core/ops/traits.py.
 #define BIN_ADD 0
@@ -34,6 +35,7 @@ __device__ __forceinline__ float tx2_unary(int op, float v, const ActParams &act
     case UN_RECIPROCAL: return 1.f / v;
     case UN_ERF: return erff(v);
     case UN_GELU: return 0.5f * v * (1.f + erff(v * 0.70710678f));
+    case UN_SOFTSIGN: return v / (1.f + fabsf(v));
     default: return tx2_act(v, act);
     }
 }

@@ -94,6 +94,11 @@ def Softplus(x):
     return _same(x, np.logaddexp(x, 0))
 
 
+def Softsign(x):
+    """x / (1 + |x|)."""
+    return _same(x, x / (1 + np.abs(x)))
+
+
 def Mish(x):
     """x * tanh(softplus(x))."""
     return _same(x, x * np.tanh(np.logaddexp(x, 0)))

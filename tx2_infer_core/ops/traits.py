@@ -125,6 +125,7 @@ _LINES = (
     unary('Reciprocal', 6),
     unary('Erf', 7),
     unary('Gelu', 8),
+    unary('Softsign', 9),
     unary('Elu'), unary('Softplus'), unary('Floor'), unary('Ceil'), unary('Round'),
     unary('Sign'), unary('Sin'), unary('Cos'), unary('Not'), unary('IsNaN'), unary('IsInf'),
     op('Where', 'elementwise'),
