@@ -148,8 +148,11 @@ def plan_case(seed, data):
     for _ in range(1 + rng.integers(3)):
         path, old = spots[rng.integers(1, len(spots))]
         parent = header
-        for key in path[:-1]:
-            parent = parent[key]
+        try:                                # an earlier edit may have replaced the path
+            for key in path[:-1]:
+                parent = parent[key]
+        except (TypeError, KeyError, IndexError):
+            continue
         new = copy.deepcopy(ODD_VALUES[rng.integers(len(ODD_VALUES))])
         if isinstance(old, int) and not isinstance(old, bool) and rng.integers(2):
             new = old + int(rng.choice([-256, -1, 1, 64, 256, 1 << 20]))
@@ -270,13 +273,17 @@ def _exercise(kind, seed, inputs):
         path.write_text(cfg_case(seed, inputs.get('cfg')))
         load_darknet(path, assets.fetch('yolov3-tiny.weights'))
         return
-    if kind == 'onnx':
+    if kind == 'onnx':                  # the importer's own contract first, then the engine's
+        from tx2_infer_core.onnx_import import load_onnx
         path = WORK / f'case_{os.getpid()}.onnx'
         path.write_bytes(onnx_case(seed, inputs.get('onnx')))
+        load_onnx(path)
         engine = Engine.build(path, backend='numpy')
     else:
+        from tx2_infer_core.plan_file import load_plan
         path = WORK / f'case_{os.getpid()}.tx2plan'
         path.write_bytes(plan_case(seed, inputs.get('plan')))
+        load_plan(path)
         engine = Engine.load(path, backend='numpy')
     feeds = {s.name: np.zeros(s.shape, s.dtype) for s in engine.input_specs}
     engine.run(feeds)
