@@ -18,6 +18,8 @@ open_nsfw (224x224 NHWC, BGR minus [104, 117, 123], no scaling) is
 ``{'color': 'BGR', 'layout': 'NHWC', 'mean': [104, 117, 123], 'scale': 1.0,
 'resize': 'stretch'}``.
 """
+import os
+import stat
 from dataclasses import dataclass
 from typing import Optional
 
@@ -216,7 +218,19 @@ def draw_detections(image_bgr, detections):
     return out
 
 
+LABELS_MAX_BYTES = 1 << 20
+
+
 def load_labels(path):
-    """Class names, one per line (blank lines skipped), e.g. Darknet's coco.names."""
-    with open(path, encoding='utf-8') as f:
-        return [line.strip() for line in f if line.strip()]
+    """Class names, one per line (blank lines skipped), e.g. Darknet's coco.names. A path that
+    is not a regular file (a FIFO would block, /dev/zero never ends) or is over
+    ``LABELS_MAX_BYTES`` is an ``InputError``, refused before reading."""
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise InputError(f"labels file '{path}': {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode) or info.st_size > LABELS_MAX_BYTES:
+        raise InputError(f"labels file '{path}' is not a regular file of at most "
+                         f'{LABELS_MAX_BYTES} bytes')
+    with open(path, encoding='utf-8', errors='replace') as f:
+        return [line.strip() for line in f.read(LABELS_MAX_BYTES).splitlines() if line.strip()]

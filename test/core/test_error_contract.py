@@ -3,6 +3,7 @@ turns them (and unreadable files) into exit status 2 and one line."""
 import hashlib
 import json
 import math
+import os
 
 import numpy as np
 import onnx
@@ -10,6 +11,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from tx2_infer_core.cli import main
+from tx2_infer_core.detect import load_labels
 from tx2_infer_core.detect_params import DetectParams
 from tx2_infer_core.engine import Engine
 from tx2_infer_core.errors import InputError, PlanFileError
@@ -67,3 +69,14 @@ def test_a_plan_declaring_a_shape_its_op_does_not_compute_is_refused(relu_model,
     path.write_bytes(body + hashlib.sha256(body).digest())
     with pytest.raises(PlanFileError, match="value 'y' is declared"):
         Engine.load(path)
+
+
+def test_labels_from_a_fifo_or_a_device_are_refused_without_reading(tmp_path):
+    fifo = tmp_path / 'labels.fifo'
+    os.mkfifo(fifo)
+    for path in (fifo, '/dev/zero', tmp_path / 'missing.names'):
+        with pytest.raises(InputError, match='labels file'):
+            load_labels(path)
+    names = tmp_path / 'ok.names'
+    names.write_text('cat\n\ndog\n')
+    assert load_labels(names) == ['cat', 'dog']
