@@ -138,6 +138,14 @@ def own_errors(what, error=Tx2InferError):
         raise error(f'{what}: {type(exc).__name__}: {str(exc)[:300]}') from exc
 
 
+def _dtype_covers(declared, computed) -> bool:
+    """The declared dtype, or a wider float than computed (a plan whose float weights are
+    stored narrower, e.g. float16, computes narrower values from them)."""
+    declared, computed = np.dtype(declared), np.dtype(computed)
+    return declared == computed or (declared.kind == computed.kind == 'f'
+                                    and computed.itemsize < declared.itemsize)
+
+
 def verify_shapes(graph, limits, source) -> None:
     """Refuse (``PlanFileError``) a loaded graph whose declared shapes or dtypes are not the
     ones its ops compute (one reference run, each value within ``limits``)."""
@@ -148,8 +156,8 @@ def verify_shapes(graph, limits, source) -> None:
         raise PlanFileError(f'{source}: the graph does not run as declared: {exc}') from None
     for name, value in check.values.items():
         declared = graph.values.get(name)
-        if declared is None or (tuple(declared.shape), declared.dtype) != (value.shape,
-                                                                           value.dtype):
+        if declared is None or tuple(declared.shape) != tuple(value.shape) or not _dtype_covers(
+                declared.dtype, value.dtype):
             raise PlanFileError(f"{source}: value '{name}' is declared "
                                 f'{declared and (tuple(declared.shape), declared.dtype)}, '
                                 f'its op computes {(value.shape, value.dtype)}')

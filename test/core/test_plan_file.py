@@ -90,3 +90,25 @@ def test_build_cached_builds_once_then_loads(tmp_path, monkeypatch):
     tensor = photo_tensor(first)
     out = first.graph.outputs[0]
     assert np.array_equal(first.run(tensor)[out], second.run(tensor)[out])
+
+
+def test_load_check_accepts_float16_weights_of_a_float32_graph():
+    """``verify_shapes`` (run on every load) recomputes dtypes: an elementwise op over a weight
+    stored float16 computes float16 where the plan declares float32. Allowed (a narrower
+    float); an int result where float is declared, or another shape, is refused."""
+    from tx2_infer_core.ir import Graph, Node, Value
+    from tx2_infer_core.limits import DEFAULT_LIMITS
+
+    def graph(weight):
+        values = {'x': Value('x', (1, 4), 'float32', ''), 'y': Value('y', (1, 4), 'float32', '')}
+        return Graph([Node('Sub', 'n0', ['w', 'x'], ['y'], {})], ['x'], ['y'], values,
+                     {'w': weight})
+
+    engine_module.verify_shapes(graph(np.ones((1, 4), np.float16)), DEFAULT_LIMITS, 'half')
+    lie = graph(np.ones((1, 4), np.float32))
+    lie.values['y'].dtype = 'int32'
+    with pytest.raises(PlanFileError, match="value 'y'"):
+        engine_module.verify_shapes(lie, DEFAULT_LIMITS, 'lie')
+    wide = graph(np.ones((3, 4), np.float16))
+    with pytest.raises(PlanFileError, match="value 'y'"):
+        engine_module.verify_shapes(wide, DEFAULT_LIMITS, 'wide')
