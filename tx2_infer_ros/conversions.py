@@ -13,8 +13,10 @@ import struct
 import cv2
 import numpy as np
 
+from tx2_infer_core.limits import DEFAULT_LIMITS
+
 # Largest image (width * height) converted or decoded; the functions' ``max_pixels`` changes it.
-MAX_IMAGE_PIXELS = 50_000_000
+MAX_IMAGE_PIXELS = DEFAULT_LIMITS.max_image_pixels
 # Encodings of two pixels in four bytes (4:2:2): the width must be even.
 YUV422_ENCODINGS = ('yuv422', 'uyvy', 'yuv422_yuy2', 'yuyv')
 # JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic): they hold the size.
