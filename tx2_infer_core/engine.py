@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from tx2_infer_core import plan_file
+from tx2_infer_core.assets import cache_dir
 from tx2_infer_core.errors import InputError, ModelFormatError, PlanFileError, Tx2InferError
 from tx2_infer_core.heads import head_from_outputs
 from tx2_infer_core.limits import DEFAULT_LIMITS
@@ -144,6 +145,30 @@ def _dtype_covers(declared, computed) -> bool:
     declared, computed = np.dtype(declared), np.dtype(computed)
     return declared == computed or (declared.kind == computed.kind == 'f'
                                     and computed.itemsize < declared.itemsize)
+
+
+def verified_marker(plan_path):
+    """The cache file that says this plan's exact bytes passed ``verify_shapes`` before
+    (named by the sha256 its last 32 bytes hold, checked by ``load_plan``), so a robot pays
+    the check once per plan, not at every boot; None if the file cannot be read."""
+    try:
+        with open(plan_path, 'rb') as f:
+            f.seek(-32, 2)
+            digest = f.read(32).hex()
+    except OSError:
+        return None
+    return cache_dir() / 'verified_plans' / digest
+
+
+def remember(marker) -> None:
+    """Create ``marker`` (best effort: a read-only cache only costs the check again)."""
+    if marker is None:
+        return
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    except OSError as exc:
+        log.info('plan check not remembered: %s', exc)
 
 
 def verify_shapes(graph, limits, source) -> None:
@@ -328,12 +353,16 @@ class Engine:
         graph, memory_plan, options = plan_file.load_plan(
             plan_path, max_bytes=limits.max_file_bytes, max_arena_bytes=limits.max_arena_bytes)
         with own_errors(f'{plan_path}: the plan does not prepare', PlanFileError):
-            verify_shapes(graph, limits, plan_path)
+            marker = verified_marker(plan_path)
+            if marker is None or not marker.is_file():
+                verify_shapes(graph, limits, plan_path)   # one reference run: seconds
+                remember(marker)
             return cls(graph, memory_plan, options, backend, backend_options)
 
     def save(self, plan_path) -> None:
         """Write this engine's plan to ``plan_path`` (.tx2plan)."""
         plan_file.save_plan(plan_path, self.graph, self.memory_plan.to_dict(), self.options)
+        remember(verified_marker(plan_path))   # this engine's own graph: nothing to re-check
 
     @property
     def input_specs(self):

@@ -112,3 +112,23 @@ def test_load_check_accepts_float16_weights_of_a_float32_graph():
     wide = graph(np.ones((3, 4), np.float16))
     with pytest.raises(PlanFileError, match="value 'y'"):
         engine_module.verify_shapes(wide, DEFAULT_LIMITS, 'wide')
+
+
+def test_shape_check_runs_once_per_plan(built, tmp_path, monkeypatch):
+    """Loading re-runs the graph once to check its declared shapes (seconds on a robot's
+    CPU); the check is remembered by the plan's sha256, so a later boot skips it, and a
+    plan saved by this engine needs none. Another file (another digest) is checked."""
+    engine, _ = built
+    monkeypatch.setenv('TX2_INFER_CACHE', str(tmp_path / 'cache'))
+    calls = []
+    real = engine_module.verify_shapes
+    monkeypatch.setattr(engine_module, 'verify_shapes',
+                        lambda *args: calls.append(args[2]) or real(*args))
+    path = tmp_path / 'own.tx2plan'
+    engine.save(path)
+    Engine.load(path)
+    assert calls == []                                   # saved by us: trusted
+    engine_module.verified_marker(path).unlink()
+    Engine.load(path)
+    Engine.load(path)
+    assert calls == [path]                               # checked once, then remembered
