@@ -1,11 +1,13 @@
 """Build time against graph length: a chain of N small nodes through each build stage.
 
-The model is a chain of Conv (1x1) -> Relu -> Add (a constant) -> ... on a 1x4x4x4 input, so
-every stage's cost is its bookkeeping, not arithmetic. Stages, each timed alone (median of
-``--repeat`` runs, seconds): ``import`` (ONNX proto -> IR, shapes included), ``toposort``,
-``passes`` (``optimize`` level 2 and 3), ``plan_memory`` and ``check_plan`` on the optimised
-graph and on the unoptimised one (a chain N long, in-place Relu/Add links included). A linear build
-keeps seconds / node flat as N grows; a quadratic stage's ratio grows with N.
+Two chains on a 1x4x4x4 input, so every stage's cost is its bookkeeping, not arithmetic:
+'conv' (Conv 1x1 -> Relu -> Add a constant -> ...) and 'elementwise' (Relu -> Relu -> Add ->
+..., one in-place chain for the planner and one pointwise group for the level-3 passes).
+Stages, each timed alone (median of ``--repeat`` runs, seconds): ``import`` (ONNX proto -> IR,
+shapes included), ``toposort``, ``passes`` (``optimize`` level 2 and 3), ``plan_memory`` and
+``check_plan`` on the optimised graph and on the unoptimised one. A linear build keeps
+seconds / node flat as N grows; a quadratic stage's ratio grows with N. The machine may be
+shared: the load average is recorded.
 
     python bench/bench_build_scaling.py [--sizes 1000 2000 5000 10000] [--repeat 3]
         [--out bench/results/build_scaling_cpu.json]
@@ -27,8 +29,9 @@ from tx2_infer_core.planner import check_plan, plan_memory  # noqa: E402
 CHANNELS = 4
 
 
-def chain_model(length):
-    """An ONNX model: ``length`` nodes cycling Conv 1x1, Relu, Add (constant)."""
+def chain_model(length, kind='conv'):
+    """An ONNX model: ``length`` nodes cycling Conv 1x1, Relu, Add (constant); with
+    ``kind='elementwise'`` Relu, Relu, Add (one long in-place / pointwise chain)."""
     rng = np.random.default_rng(0)
     weight = numpy_helper.from_array(
         rng.standard_normal((CHANNELS, CHANNELS, 1, 1)).astype(np.float32) * 0.1, 'w')
@@ -37,9 +40,9 @@ def chain_model(length):
     nodes, last = [], 'x'
     for k in range(length):
         out = f'v{k}'
-        if k % 3 == 0:
+        if k % 3 == 0 and kind == 'conv':
             nodes.append(helper.make_node('Conv', [last, 'w', 'b'], [out], f'conv{k}'))
-        elif k % 3 == 1:
+        elif k % 3 != 2:
             nodes.append(helper.make_node('Relu', [last], [out], f'relu{k}'))
         else:
             nodes.append(helper.make_node('Add', [last, 'c'], [out], f'add{k}'))
@@ -59,9 +62,9 @@ def timed(fn):
     return time.perf_counter() - start, result
 
 
-def measure(length, repeat) -> dict:
+def measure(length, repeat, kind) -> dict:
     """Median seconds per stage for a chain of ``length`` nodes."""
-    model = chain_model(length)
+    model = chain_model(length, kind)
     runs = {}
     for _ in range(repeat):
         took = {}
@@ -75,7 +78,7 @@ def measure(length, repeat) -> dict:
         took['check_plan_unoptimised'], _ = timed(lambda: check_plan(graph, plan))
         for stage, seconds in took.items():
             runs.setdefault(stage, []).append(seconds)
-    return {'nodes': length, 'optimised_nodes': len(opt.nodes),
+    return {'chain': kind, 'nodes': length, 'optimised_nodes': len(opt.nodes),
             'median_s': {k: float(np.median(v)) for k, v in runs.items()}}
 
 
@@ -86,10 +89,10 @@ def main(argv=None):
     parser.add_argument('--out', default='bench/results/build_scaling_cpu.json')
     args = parser.parse_args(argv)
     rows = []
-    for length in args.sizes:
-        rows.append(measure(length, args.repeat))
+    for kind, length in [(k, n) for k in ('conv', 'elementwise') for n in args.sizes]:
+        rows.append(measure(length, args.repeat, kind))
         total = sum(rows[-1]['median_s'].values())
-        print(f'{length:6d} nodes: ' + ', '.join(
+        print(f'{kind} {length:6d} nodes: ' + ', '.join(
             f'{k} {v:.3f}' for k, v in rows[-1]['median_s'].items()) + f' (total {total:.2f} s)',
             flush=True)
     doc = {'cpu': cpu_name(), 'load_average': os.getloadavg(), 'repeat': args.repeat,
