@@ -48,11 +48,13 @@ def _light_model(model, input_shapes) -> onnx.ModelProto:
 
 
 def _known_shapes(model):
-    """{value: (elem type, dims)} for every value ONNX inference sized completely."""
+    """{value: (elem type, dims)} for every value ONNX inference sized completely (a declared
+    -1 is unknown, not an error: step 2 runs the op and checks what it makes)."""
     found = {}
     for info in list(model.graph.value_info) + list(model.graph.output):
         ttype = info.type.tensor_type
-        dims = [d.dim_value if d.HasField('dim_value') else None for d in ttype.shape.dim]
+        dims = [d.dim_value if d.HasField('dim_value') and d.dim_value >= 0 else None
+                for d in ttype.shape.dim]       # -1: what some exporters write for unknown
         if ttype.HasField('shape') and None not in dims:
             found[info.name] = (ttype.elem_type, dims)
     return found

@@ -99,3 +99,13 @@ def test_a_10000_node_chain_builds_plans_and_runs_right():
     plan = plan_memory(graph)                   # unoptimised: in-place Relu/Add links
     check_plan(graph, plan)
     assert len(plan.inplace) > 6000
+
+
+def test_a_declared_minus_one_dim_is_unknown_not_refused():
+    # Paddle exports declare unknown dims as -1 (ppocr-cls): sized by running, not refused
+    graph = helper.make_graph(
+        [helper.make_node('Relu', ['x'], ['y'])], 'g',
+        [helper.make_tensor_value_info('x', TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info('y', TensorProto.FLOAT, [-1, 3, 8, 8])])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 13)])
+    assert graph_from_model(m).values['y'].shape == (1, 3, 8, 8)
