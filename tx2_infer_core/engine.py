@@ -379,6 +379,9 @@ class Engine:
     def _check_feeds(self, feeds) -> dict:
         if isinstance(feeds, np.ndarray):
             feeds = {self.graph.inputs[0]: feeds}
+        if not isinstance(feeds, dict):
+            raise InputError(f'feeds must be a dict of input name -> array (or one array), '
+                             f'got {type(feeds).__name__}')
         missing = [n for n in self.graph.inputs if n not in feeds]
         extra = [n for n in feeds if n not in self.graph.inputs]
         if missing or extra:

@@ -80,3 +80,10 @@ def test_labels_from_a_fifo_or_a_device_are_refused_without_reading(tmp_path):
     names = tmp_path / 'ok.names'
     names.write_text('cat\n\ndog\n')
     assert load_labels(names) == ['cat', 'dog']
+
+
+@pytest.mark.parametrize('feeds', [None, 'x', 3, [np.zeros((1, 3, 8, 8), np.float32)]])
+def test_run_with_feeds_that_are_not_a_dict_is_an_input_error(relu_model, feeds):
+    engine = Engine.build(relu_model, input_shape=(1, 3, 8, 8))
+    with pytest.raises(InputError, match='feeds must be a dict'):
+        engine.run(feeds)
