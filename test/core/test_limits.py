@@ -109,3 +109,35 @@ def test_a_declared_minus_one_dim_is_unknown_not_refused():
         [helper.make_tensor_value_info('y', TensorProto.FLOAT, [-1, 3, 8, 8])])
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 13)])
     assert graph_from_model(m).values['y'].shape == (1, 3, 8, 8)
+
+
+class _CountingDict(dict):
+    """A dict that counts its item lookups."""
+
+    lookups = 0
+
+    def __getitem__(self, key):
+        _CountingDict.lookups += 1
+        return super().__getitem__(key)
+
+
+def _planner_lookups(length, monkeypatch) -> int:
+    from tx2_infer_core import planner
+    original = planner._Blocks.__init__
+
+    def counting_init(self, life, parent):
+        original(self, life, parent)
+        self.parent = _CountingDict(self.parent)
+    monkeypatch.setattr(planner._Blocks, '__init__', counting_init)
+    graph = graph_from_model(chain_model(length, 'elementwise'), source='chain')
+    _CountingDict.lookups = 0
+    plan = plan_memory(graph)
+    assert len(plan.inplace) == length - 1          # one in-place chain, every link
+    return _CountingDict.lookups
+
+
+def test_the_planners_in_place_walk_is_linear(monkeypatch):
+    # the walk from a value to its block's root is counted, not timed: twice the chain,
+    # about twice the parent lookups (a walk per link from the start would be four times)
+    small, large = _planner_lookups(500, monkeypatch), _planner_lookups(1000, monkeypatch)
+    assert large <= 2.5 * small, (small, large)
