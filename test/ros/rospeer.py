@@ -1,5 +1,6 @@
 """Test helpers: start the detector node as its own process and talk to it as a real ROS peer
 (lifecycle services, parameter services, topics) from the test process."""
+import contextlib
 import fcntl
 import os
 import subprocess
@@ -64,6 +65,27 @@ def stop_node(proc):
     except subprocess.TimeoutExpired:
         proc.kill()
         return proc.wait(5)
+
+
+@contextlib.contextmanager
+def active_node(domain_id, log_dir, args=()):
+    """The real node (backend cpu, reliable QoS of depth 10, ``args`` after) started, brought to
+    active through its lifecycle services, with a Peer that publishes raw images on 'image'
+    (``peer.image_pub``); stopped at the end, which must exit cleanly."""
+    proc = start_node(domain_id, log_dir, args=['-p', 'backend:=cpu', '-p', 'qos_depth:=10',
+                                                '-p', 'qos_reliability:=reliable', *args])
+    peer = Peer(domain_id, log_dir)
+    try:
+        peer.ready()
+        assert peer.change_state(T.TRANSITION_CONFIGURE)
+        assert peer.change_state(T.TRANSITION_ACTIVATE)
+        from sensor_msgs.msg import Image
+        peer.image_pub = peer.node.create_publisher(Image, 'image', 10)
+        yield peer
+    finally:
+        peer.close()
+        code = stop_node(proc)
+    assert code == 0, (Path(log_dir) / 'det.log').read_text()[-3000:]
 
 
 def rss_mb(pid) -> float:

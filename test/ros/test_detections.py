@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from rospeer import T, Peer, free_domain_id, start_node, stop_node
+from rospeer import T, active_node, free_domain_id
 from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import CompressedImage, Image
 from vision_msgs import msg as vision_msgs
@@ -21,20 +21,12 @@ ENCODINGS = ['bgr8', 'rgb8', 'bgra8', 'rgba8', 'mono8', 'mono16', 'yuv422', 'yuv
 
 @pytest.fixture(scope='module')
 def peer(tmp_path_factory):
-    logs = tmp_path_factory.mktemp('ros_detections')
-    proc = start_node(DOMAIN, logs, args=['-p', 'backend:=cpu', '-p', 'qos_depth:=10',
-                                          '-p', 'qos_reliability:=reliable'])
-    p = Peer(DOMAIN, logs)
-    p.ready()
-    assert p.change_state(T.TRANSITION_CONFIGURE) and p.change_state(T.TRANSITION_ACTIVATE)
-    p.image_pub = p.node.create_publisher(Image, 'image', 10)
-    p.jpeg_pub = p.node.create_publisher(CompressedImage, 'image/compressed', 10)
-    p.annotated = []
-    p.node.create_subscription(Image, 'annotated_image', p.annotated.append, 10)
-    p.count = 0
-    yield p
-    p.close()
-    assert stop_node(proc) == 0, (logs / 'det.log').read_text()[-3000:]
+    with active_node(DOMAIN, tmp_path_factory.mktemp('ros_detections')) as p:
+        p.jpeg_pub = p.node.create_publisher(CompressedImage, 'image/compressed', 10)
+        p.annotated = []
+        p.node.create_subscription(Image, 'annotated_image', p.annotated.append, 10)
+        p.count = 0
+        yield p
 
 
 @pytest.fixture(scope='module')

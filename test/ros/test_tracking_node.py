@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from rospeer import T, Peer, free_domain_id, start_node, stop_node
+from rospeer import T, active_node, free_domain_id
 from sensor_msgs.msg import Image
 
 from tx2_infer_core import assets
@@ -18,17 +18,9 @@ SHIFT = 3  # pixels a frame, to the right
 
 @pytest.fixture(scope='module')
 def peer(tmp_path_factory):
-    logs = tmp_path_factory.mktemp('ros_tracking')
-    proc = start_node(DOMAIN, logs, args=['-p', 'backend:=cpu', '-p', 'qos_depth:=10',
-                                          '-p', 'qos_reliability:=reliable'])
-    p = Peer(DOMAIN, logs)
-    p.ready()
-    assert p.change_state(T.TRANSITION_CONFIGURE) and p.change_state(T.TRANSITION_ACTIVATE)
-    p.image_pub = p.node.create_publisher(Image, 'image', 10)
-    p.count = 0
-    yield p
-    p.close()
-    assert stop_node(proc) == 0, (logs / 'det.log').read_text()[-3000:]
+    with active_node(DOMAIN, tmp_path_factory.mktemp('ros_tracking')) as p:
+        p.count = 0
+        yield p
 
 
 @pytest.fixture(scope='module')
