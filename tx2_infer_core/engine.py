@@ -18,6 +18,7 @@ from tx2_infer_core.assets import cache_dir
 from tx2_infer_core.errors import InputError, ModelFormatError, PlanFileError, Tx2InferError
 from tx2_infer_core.heads import head_from_outputs
 from tx2_infer_core.limits import DEFAULT_LIMITS
+from tx2_infer_core.plan_check import dtype_covers
 from tx2_infer_core.planner import ALIGNMENT, MemoryPlan, check_plan, plan_memory
 from tx2_infer_core.shape_limits import infer_shapes_within
 
@@ -139,14 +140,6 @@ def own_errors(what, error=Tx2InferError):
         raise error(f'{what}: {type(exc).__name__}: {str(exc)[:300]}') from exc
 
 
-def _dtype_covers(declared, computed) -> bool:
-    """The declared dtype, or a wider float than computed (a plan whose float weights are
-    stored narrower, e.g. float16, computes narrower values from them)."""
-    declared, computed = np.dtype(declared), np.dtype(computed)
-    return declared == computed or (declared.kind == computed.kind == 'f'
-                                    and computed.itemsize < declared.itemsize)
-
-
 def verified_marker(plan_path):
     """The cache file that says this plan's exact bytes passed ``verify_shapes`` before
     (named by the sha256 its last 32 bytes hold, checked by ``load_plan``), so a robot pays
@@ -181,7 +174,7 @@ def verify_shapes(graph, limits, source) -> None:
         raise PlanFileError(f'{source}: the graph does not run as declared: {exc}') from None
     for name, value in check.values.items():
         declared = graph.values.get(name)
-        if declared is None or tuple(declared.shape) != tuple(value.shape) or not _dtype_covers(
+        if declared is None or tuple(declared.shape) != tuple(value.shape) or not dtype_covers(
                 declared.dtype, value.dtype):
             raise PlanFileError(f"{source}: value '{name}' is declared "
                                 f'{declared and (tuple(declared.shape), declared.dtype)}, '

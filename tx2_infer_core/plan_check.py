@@ -165,13 +165,19 @@ def _dtype_of(graph, name):
     return np.dtype(graph.values[name].dtype)
 
 
+def dtype_covers(declared, computed) -> bool:
+    """``declared`` is ``computed`` or a wider float: a plan may keep its float weights
+    narrower (float16 for a float32 graph), and what they compute is then narrower too."""
+    declared, computed = np.dtype(declared), np.dtype(computed)
+    return declared == computed or (declared.kind == computed.kind == 'f'
+                                    and computed.itemsize < declared.itemsize)
+
+
 def _dtype_fits(graph, name, want) -> bool:
-    """An activation has the output's dtype; a weight may be stored in a narrower float
-    (a plan kept with float16 weights for a float32 graph), never another kind."""
+    """An activation has the output's dtype; a weight may be stored in a narrower float,
+    never another kind."""
     have = _dtype_of(graph, name)
-    if name in graph.weights and have.kind == want.kind == 'f':
-        return have.itemsize <= want.itemsize
-    return have == want
+    return dtype_covers(want, have) if name in graph.weights else have == want
 
 
 def check_dtypes(graph) -> None:
