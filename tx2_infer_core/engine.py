@@ -14,13 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from tx2_infer_core import plan_file
-from tx2_infer_core.assets import cache_dir
 from tx2_infer_core.errors import InputError, ModelFormatError, PlanFileError, Tx2InferError
 from tx2_infer_core.heads import head_from_outputs
 from tx2_infer_core.limits import DEFAULT_LIMITS
-from tx2_infer_core.plan_check import dtype_covers
+from tx2_infer_core.plan_trust import remember, verified_marker, verify_shapes
 from tx2_infer_core.planner import ALIGNMENT, MemoryPlan, check_plan, plan_memory
-from tx2_infer_core.shape_limits import infer_shapes_within
 
 log = logging.getLogger('tx2_infer.engine')
 
@@ -138,47 +136,6 @@ def own_errors(what, error=Tx2InferError):
         raise
     except Exception as exc:  # MemoryError, RecursionError and any bug on hostile input
         raise error(f'{what}: {type(exc).__name__}: {str(exc)[:300]}') from exc
-
-
-def verified_marker(plan_path):
-    """The cache file that says this plan's exact bytes passed ``verify_shapes`` before
-    (named by the sha256 its last 32 bytes hold, checked by ``load_plan``), so a robot pays
-    the check once per plan, not at every boot; None if the file cannot be read."""
-    try:
-        with open(plan_path, 'rb') as f:
-            f.seek(-32, 2)
-            digest = f.read(32).hex()
-    except OSError:
-        return None
-    return cache_dir() / 'verified_plans' / digest
-
-
-def remember(marker) -> None:
-    """Create ``marker`` (best effort: a read-only cache only costs the check again)."""
-    if marker is None:
-        return
-    try:
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.touch()
-    except OSError as exc:
-        log.info('plan check not remembered: %s', exc)
-
-
-def verify_shapes(graph, limits, source) -> None:
-    """Refuse (``PlanFileError``) a loaded graph whose declared shapes or dtypes are not the
-    ones its ops compute (one reference run, each value within ``limits``)."""
-    check = graph.copy()
-    try:
-        infer_shapes_within(check, limits, str(source))
-    except Tx2InferError as exc:
-        raise PlanFileError(f'{source}: the graph does not run as declared: {exc}') from None
-    for name, value in check.values.items():
-        declared = graph.values.get(name)
-        if declared is None or tuple(declared.shape) != tuple(value.shape) or not dtype_covers(
-                declared.dtype, value.dtype):
-            raise PlanFileError(f"{source}: value '{name}' is declared "
-                                f'{declared and (tuple(declared.shape), declared.dtype)}, '
-                                f'its op computes {(value.shape, value.dtype)}')
 
 
 def _default_meta(graph):
