@@ -82,7 +82,8 @@ def run(frames=60, timeout=120.0, rate=10.0, out='out/ros_demo', backend='cpu'):
     start = time.monotonic()
     try:
         drive_lifecycle(domain_id)
-        procs.append(_spawn('image_publisher', {'rate': rate, 'count': frames}, env, logs))
+        procs.append(_spawn('image_publisher', {'rate': rate, 'count': frames,
+                                                'wait_for_subscribers': 1}, env, logs))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and procs[2].poll() is None:
             time.sleep(0.5)  # the publisher exits after its frames
