@@ -11,19 +11,34 @@ from pathlib import Path
 import numpy as np
 
 DARKNET_HEADER = 20  # int32 major, minor, revision + int64 images seen (version >= 0.2)
+FP16_MAX = 65504.0
+SMALL = 16           # float tensors below this many elements stay float32
+
+
+def float_tensors(model) -> list:
+    """Every float32 tensor of ``model`` worth halving: initializers and Constant values."""
+    import onnx
+    tensors = [t for t in model.graph.initializer]
+    for node in model.graph.node:
+        if node.op_type == 'Constant':
+            tensors += [a.t for a in node.attribute if a.name == 'value']
+    return [t for t in tensors if t.data_type == onnx.TensorProto.FLOAT
+            and int(np.prod(t.dims, dtype=np.int64)) >= SMALL]
 
 
 def pack_onnx(src, dst_stem) -> None:
-    """``dst_stem``.onnx (graph, float initializers emptied) + ``dst_stem``.npz (float16)."""
+    """``dst_stem``.onnx (float tensors emptied) + ``dst_stem``.npz (them, as float16)."""
     import onnx
     from onnx import numpy_helper
     model = onnx.load(str(src))
     arrays = {}
-    for i, init in enumerate(model.graph.initializer):
-        if init.data_type == onnx.TensorProto.FLOAT:
-            arrays[f'w{i}'] = numpy_helper.to_array(init).astype(np.float16)
-            init.ClearField('raw_data')
-            init.ClearField('float_data')
+    for i, tensor in enumerate(float_tensors(model)):
+        array = numpy_helper.to_array(tensor)
+        if np.abs(array).max() > FP16_MAX:          # e.g. a BatchNorm variance: kept float32
+            continue
+        arrays[f'w{i}'] = array.astype(np.float16)
+        tensor.ClearField('raw_data')
+        tensor.ClearField('float_data')
     onnx.save(model, f'{dst_stem}.onnx')
     np.savez(f'{dst_stem}.npz', **arrays)
 
@@ -34,10 +49,10 @@ def unpack_onnx(stem, dst) -> Path:
     from onnx import numpy_helper
     model = onnx.load(f'{stem}.onnx')
     arrays = np.load(f'{stem}.npz')
-    for i, init in enumerate(model.graph.initializer):
+    for i, tensor in enumerate(float_tensors(model)):
         if f'w{i}' in arrays:
-            init.CopyFrom(numpy_helper.from_array(arrays[f'w{i}'].astype(np.float32),
-                                                  init.name))
+            tensor.CopyFrom(numpy_helper.from_array(arrays[f'w{i}'].astype(np.float32),
+                                                    tensor.name))
     onnx.save(model, str(dst))
     return Path(dst)
 

@@ -16,12 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
+from devdata import (FP16_MAX, float_tensors, pack_darknet_weights,  # noqa: F401
+                     pack_onnx, unpack_darknet_weights, unpack_onnx)
+
 IMAGENET_MEAN = (123.675, 116.28, 103.53)   # RGB, in pixel units
 IMAGENET_STD = (58.395, 57.12, 57.375)
 HALF = (127.5, 127.5, 127.5)                 # (x / 255 - 0.5) / 0.5
 GROUP_MIB = 40                               # one pack per device call (64 MiB carried at most)
-FP16_MAX = 65504.0
-SMALL = 16                                   # float tensors below this many elements stay fp32
 
 
 @dataclass(frozen=True)
@@ -156,48 +157,6 @@ def rel_error(ours, ref) -> float:
 
 # --- carrying the zoo to the GPU machine -------------------------------------------------------
 
-def float_tensors(model) -> list:
-    """Every float32 tensor of ``model`` worth halving: initializers and Constant values."""
-    import onnx
-    tensors = [t for t in model.graph.initializer]
-    for node in model.graph.node:
-        if node.op_type == 'Constant':
-            tensors += [a.t for a in node.attribute if a.name == 'value']
-    return [t for t in tensors if t.data_type == onnx.TensorProto.FLOAT
-            and int(np.prod(t.dims, dtype=np.int64)) >= SMALL]
-
-
-def pack_onnx(src, dst_stem) -> None:
-    """``dst_stem``.onnx (float tensors emptied) + ``dst_stem``.npz (them, as float16)."""
-    import onnx
-    from onnx import numpy_helper
-    model = onnx.load(str(src))
-    arrays = {}
-    for i, tensor in enumerate(float_tensors(model)):
-        array = numpy_helper.to_array(tensor)
-        if np.abs(array).max() > FP16_MAX:          # e.g. a BatchNorm variance: kept float32
-            continue
-        arrays[f'w{i}'] = array.astype(np.float16)
-        tensor.ClearField('raw_data')
-        tensor.ClearField('float_data')
-    onnx.save(model, f'{dst_stem}.onnx')
-    np.savez(f'{dst_stem}.npz', **arrays)
-
-
-def unpack_onnx(stem, dst) -> Path:
-    """Restore the float32 ONNX model packed by ``pack_onnx`` to ``dst``."""
-    import onnx
-    from onnx import numpy_helper
-    model = onnx.load(f'{stem}.onnx')
-    arrays = np.load(f'{stem}.npz')
-    for i, tensor in enumerate(float_tensors(model)):
-        if f'w{i}' in arrays:
-            tensor.CopyFrom(numpy_helper.from_array(arrays[f'w{i}'].astype(np.float32),
-                                                    tensor.name))
-    onnx.save(model, str(dst))
-    return Path(dst)
-
-
 def packed_mib(model) -> float:
     """About how many MiB ``model`` packs to (float16 weights)."""
     return sum(Path(p).stat().st_size for p in model_files(model) if p) / 2 / 2**20
@@ -221,7 +180,6 @@ def groups(limit_mib=GROUP_MIB) -> list:
 def pack(folder, names) -> None:
     """Pack the zoo models ``names`` and their photos into ``folder`` (Darknet weights via
     ``devdata``)."""
-    from devdata import pack_darknet_weights
 
     from tx2_infer_core import assets
     folder = Path(folder)
@@ -239,7 +197,6 @@ def pack(folder, names) -> None:
 def unpack(folder, work) -> dict:
     """Restore the packed models in ``folder`` into ``work``: {name: (model, weights or None)};
     the photos go into the asset cache."""
-    from devdata import unpack_darknet_weights
 
     from tx2_infer_core import assets
     folder, work = Path(folder), Path(work)
