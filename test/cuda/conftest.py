@@ -3,6 +3,8 @@ import numpy as np
 import pytest
 
 from tx2_infer_core import cuda
+from tx2_infer_core.backends.cuda_backend import CudaBackend
+from tx2_infer_core.cuda import lower_conv
 from tx2_infer_core.ir import Graph, Node, Value
 
 
@@ -65,3 +67,16 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section('GPU outputs vs CPU oracle: error and tolerance per output')
         for line in TOLERANCE_LINES:
             terminalreporter.write_line(line)
+
+
+def run_conv(graph, feeds, path='tc', monkeypatch=None):
+    """One run of ``graph`` on a CUDA backend; path 'wmma' is 'tc' with conv_mma disabled
+    (the sm_70..sm_79 kernel). Returns (output, kernel names)."""
+    if path == 'wmma':
+        monkeypatch.setattr(lower_conv, 'MMA_MIN_ARCH', 10 ** 6)
+    backend = CudaBackend(conv_path='simt' if path == 'simt' else 'tc')
+    backend.prepare(graph)
+    try:
+        return backend.run(feeds)['y'], [k.kernel for k in backend.launches]
+    finally:
+        backend.close()

@@ -6,7 +6,7 @@ import functools
 import numpy as np
 import pytest
 
-from conftest import assert_close, fp16_round, one_node_graph
+from conftest import assert_close, fp16_round, one_node_graph, run_conv
 from tx2_infer_core.backends.cuda_backend import CudaBackend
 from tx2_infer_core.cuda import lower_conv
 from tx2_infer_core.ops.fused import FusedConv
@@ -60,19 +60,6 @@ def _case(layer, seed=0):
     kw = {k_: v for k_, v in attrs.items()}
     ref = FusedConv(x, wt, b, feeds.get('r'), **kw)
     return graph, feeds, ref
-
-
-def run_conv(graph, feeds, path, monkeypatch=None):
-    """One run of ``graph`` on a CUDA backend; path 'wmma' is 'tc' with conv_mma disabled
-    (the sm_70..sm_79 kernel). Returns (output, kernel names)."""
-    if path == 'wmma':
-        monkeypatch.setattr(lower_conv, 'MMA_MIN_ARCH', 10 ** 6)
-    backend = CudaBackend(conv_path='simt' if path == 'simt' else 'tc')
-    backend.prepare(graph)
-    try:
-        return backend.run(feeds)['y'], [k.kernel for k in backend.launches]
-    finally:
-        backend.close()
 
 
 @pytest.mark.parametrize('path', PATHS)

@@ -10,9 +10,8 @@ bias, activations and a residual, on the SIMT and the tensor-core (WMMA) paths.
 import numpy as np
 import pytest
 
-from conftest import assert_close, fp16_round, one_node_graph
+from conftest import assert_close, fp16_round, one_node_graph, run_conv
 from tx2_infer_core import reference
-from tx2_infer_core.backends.cuda_backend import CudaBackend
 from tx2_infer_core.ir import Graph, Node, Value
 from tx2_infer_core.ops.conv import ConvTranspose
 from tx2_infer_core.ops.fused import FusedConv, FusedConvTranspose
@@ -66,21 +65,11 @@ def _convt_case(layer, seed=0):
     return graph, feeds, ref
 
 
-def run(graph, feeds, path='tc'):
-    """(output 'y', kernel names) of ``graph`` on a CUDA backend."""
-    backend = CudaBackend(conv_path=path)
-    backend.prepare(graph)
-    try:
-        return backend.run(feeds)['y'], [k.kernel for k in backend.launches]
-    finally:
-        backend.close()
-
-
 @pytest.mark.parametrize('path', PATHS)
 @pytest.mark.parametrize('layer', CONVT, ids=[case[0] for case in CONVT])
 def test_conv_transpose_matches_numpy(layer, path):
     graph, feeds, ref = _convt_case(layer)
-    out, kernels = run(graph, feeds, path)
+    out, kernels = run_conv(graph, feeds, path)
     assert len(kernels) == 1 and kernels[0].startswith('convt_')
     assert kernels[0].startswith('convt_simt' if path == 'simt' else 'convt_wmma')  # sm_70+
     assert_close(f'{layer[0]} {path} {kernels} y', out, ref, TOL)
@@ -94,7 +83,7 @@ def test_plain_conv_transpose_node():
     attrs = {'strides': [2, 2], 'pads': [1, 1, 1, 1], 'output_padding': [1, 1]}
     ref = ConvTranspose(x, wt, **attrs)
     graph = one_node_graph('ConvTranspose', {'x': x.shape}, ref.shape, {'w': wt}, attrs)
-    out, kernels = run(graph, {'x': x})
+    out, kernels = run_conv(graph, {'x': x}, 'tc')
     assert_close(f'ConvTranspose node {kernels} y', out, ref, TOL)
 
 
@@ -132,7 +121,7 @@ def test_depthwise_matches_numpy(layer):
     ref = FusedConv(x, wt, b, feeds.get('r'), **attrs)
     vec = next((v for v in (8, 2) if mult == 1 and c % v == 0), 1)
     for path in PATHS:
-        out, kernels = run(graph, feeds, path)
+        out, kernels = run_conv(graph, feeds, path)
         assert kernels == [{8: 'depthwise_v8', 2: 'depthwise_h2', 1: 'depthwise'}[vec]]
         assert_close(f'{name} {path} {kernels} y', out, ref, TOL)
 
@@ -149,7 +138,7 @@ def test_standalone_batchnorm_matches_numpy(shape):
     graph = one_node_graph('BatchNormalization', {'x': shape}, shape, params,
                            {'epsilon': 1e-3})
     ref = BatchNormalization(x, *params.values(), epsilon=1e-3)
-    out, kernels = run(graph, {'x': x})
+    out, kernels = run_conv(graph, {'x': x}, 'tc')
     vec = next((v for v in (8, 2) if c % v == 0), 1)
     if len(shape) == 4:
         assert kernels == [{8: 'depthwise_v8', 2: 'depthwise_h2', 1: 'depthwise'}[vec]]
@@ -175,7 +164,7 @@ def test_conv_transpose_into_a_concat_slice_then_depthwise():
     feeds = {'x': fp16_round(rng.standard_normal(shapes['x'])),
              'u': fp16_round(rng.standard_normal(shapes['u']))}
     optimised, _ = optimize(graph)
-    out, kernels = run(optimised, feeds)
+    out, kernels = run_conv(optimised, feeds, 'tc')
     assert kernels[0].startswith('convt_') and kernels[-1] == 'depthwise'
     assert_close(f'convT into concat slice {kernels} y', out,
                  reference.execute(graph, feeds)['y'], TOL)
