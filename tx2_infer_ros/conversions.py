@@ -7,22 +7,20 @@ for a detector, written for our encodings and tested here.
 ``image_to_bgr`` and ``compressed_to_bgr`` raise ``ConversionError`` (and nothing else) whose
 ``cause`` names the drop-counter the node bumps: 'encoding', 'size', 'empty' or 'decode'. A JPEG
 or PNG is refused from its header, before decoding, when it claims more than ``max_pixels``.
+``check_image`` and ``check_compressed`` are their header checks alone (no pixel is read, no
+decode): the node runs them as a frame arrives, so a malformed frame is counted by its cause
+even when a newer frame would have replaced it.
 """
-import struct
-
 import cv2
 import numpy as np
 
+from tx2_infer_core.image_header import header_size, pixel_problem
 from tx2_infer_core.limits import DEFAULT_LIMITS
 
 # Largest image (width * height) converted or decoded; the functions' ``max_pixels`` changes it.
 MAX_IMAGE_PIXELS = DEFAULT_LIMITS.max_image_pixels
 # Encodings of two pixels in four bytes (4:2:2): the width must be even.
 YUV422_ENCODINGS = ('yuv422', 'uyvy', 'yuv422_yuy2', 'yuyv')
-# JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic): they hold the size.
-_JPEG_SOF = frozenset((0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE,
-                       0xCF))
-_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 
 # encoding -> (channels, bytes per channel)
 RAW_ENCODINGS = {
@@ -53,13 +51,15 @@ class ConversionError(ValueError):
 
 
 def _check_pixels(width, height, max_pixels, what):
-    if width * height > max_pixels:
-        raise ConversionError('size', f'{what} is {width}x{height} = {width * height} pixels, '
-                              f'more than the limit of {max_pixels}')
+    problem = pixel_problem(width, height, max_pixels, what)
+    if problem:
+        raise ConversionError('size', problem)
 
 
-def _raw_view(msg, max_pixels=MAX_IMAGE_PIXELS):
-    """Zero-copy (height, width, channels) view of ``msg.data``, honouring ``msg.step``."""
+def check_image(msg, max_pixels=MAX_IMAGE_PIXELS):
+    """Header checks of a ``sensor_msgs/Image`` (no pixel read): a known encoding, a non-zero
+    size within ``max_pixels``, an even width for 4:2:2, ``step`` >= a row and data of
+    height * step bytes. Returns (encoding, height, width, step); raises ``ConversionError``."""
     encoding = msg.encoding.lower()
     if encoding not in RAW_ENCODINGS:
         raise ConversionError('encoding', f"unsupported image encoding '{msg.encoding}'; "
@@ -76,11 +76,18 @@ def _raw_view(msg, max_pixels=MAX_IMAGE_PIXELS):
     if step < row_bytes:
         raise ConversionError('size', f'step {step} is less than width*channels*depth = '
                               f'{row_bytes} for {width}x{height} {encoding}')
+    if len(msg.data) != height * step:
+        raise ConversionError('size', f'data has {len(msg.data)} bytes, expected '
+                              f'height*step = {height}*{step} = {height * step}')
+    return encoding, height, width, step
+
+
+def _raw_view(msg, max_pixels=MAX_IMAGE_PIXELS):
+    """Zero-copy (height, width, channels) view of ``msg.data``, honouring ``msg.step``."""
+    encoding, height, width, step = check_image(msg, max_pixels)
+    channels, depth = RAW_ENCODINGS[encoding]
     data = np.frombuffer(msg.data, dtype=np.uint8)
-    if data.size != height * step:
-        raise ConversionError('size', f'data has {data.size} bytes, expected height*step = '
-                              f'{height}*{step} = {height * step}')
-    rows = data.reshape(height, step)[:, :row_bytes]
+    rows = data.reshape(height, step)[:, :width * channels * depth]
     if depth == 2:
         dtype = np.dtype('>u2' if msg.is_bigendian else '<u2')
         return rows.view(dtype).reshape(height, width, channels), encoding
@@ -107,44 +114,28 @@ def image_to_bgr(msg, max_pixels=MAX_IMAGE_PIXELS):
                               f'{str(exc).strip()}') from None
 
 
-def _jpeg_size(data: bytes):
-    """(width, height) from a JPEG's first start-of-frame segment, or None if none is found
-    before the scan data (then the decoder refuses the file)."""
-    pos = 2
-    while pos + 9 <= len(data):
-        if data[pos] != 0xFF:                   # stray bytes: skip to the next marker
-            pos = data.find(b'\xff', pos)
-            if pos < 0:
-                return None
-            continue
-        marker = data[pos + 1]
-        if marker == 0xFF:                      # fill byte
-            pos += 1
-            continue
-        if marker == 0x01 or 0xD0 <= marker <= 0xD7:     # markers without a length
-            pos += 2
-            continue
-        if marker in _JPEG_SOF:
-            height, width = struct.unpack_from('>HH', data, pos + 5)
-            return width, height
-        if marker in (0xD9, 0xDA):              # end of image, start of scan
-            return None
-        pos += 2 + struct.unpack_from('>H', data, pos + 2)[0]
-    return None
-
-
 def image_size(data: bytes):
     """(format, width, height) that a JPEG or PNG's header claims, read without decoding;
     the size is None when the header has none. Raises ``ConversionError`` for other data."""
-    if data[:2] == b'\xff\xd8':
-        size = _jpeg_size(data)
-        return ('jpeg',) + (size or (None, None))
-    if data[:8] == _PNG_SIGNATURE:
-        if len(data) < 24 or data[12:16] != b'IHDR':
-            return 'png', None, None
-        return ('png',) + struct.unpack_from('>II', data, 16)
-    raise ConversionError('decode', f'compressed data is neither JPEG nor PNG '
-                          f'(starts with {bytes(data[:8])!r})')
+    fmt, width, height = header_size(data)
+    if fmt is None:
+        raise ConversionError('decode', f'compressed data is neither JPEG nor PNG '
+                              f'(starts with {bytes(data[:8])!r})')
+    return fmt, width, height
+
+
+def check_compressed(msg, max_pixels=MAX_IMAGE_PIXELS):
+    """Header checks of a ``sensor_msgs/CompressedImage`` (no decode): data present, a JPEG
+    or PNG (by its bytes) whose header holds a size within ``max_pixels``. Returns (data
+    bytes, format); raises ``ConversionError`` ('empty', 'decode' or 'size')."""
+    raw = bytes(msg.data)
+    if not raw:
+        raise ConversionError('empty', 'compressed image has no data')
+    fmt, width, height = image_size(raw)
+    if width is None:
+        raise ConversionError('decode', f'{fmt} header has no image size ({len(raw)} bytes)')
+    _check_pixels(width, height, max_pixels, f'{fmt} image')
+    return raw, fmt
 
 
 def compressed_to_bgr(msg, max_pixels=MAX_IMAGE_PIXELS):
@@ -154,13 +145,7 @@ def compressed_to_bgr(msg, max_pixels=MAX_IMAGE_PIXELS):
     ``max_pixels`` (checked before decoding), 'decode' when it is not a JPEG or PNG or OpenCV
     cannot decode it.
     """
-    raw = bytes(msg.data)
-    if not raw:
-        raise ConversionError('empty', 'compressed image has no data')
-    fmt, width, height = image_size(raw)
-    if width is None:
-        raise ConversionError('decode', f'{fmt} header has no image size ({len(raw)} bytes)')
-    _check_pixels(width, height, max_pixels, f'{fmt} image')
+    raw, fmt = check_compressed(msg, max_pixels)
     data = np.frombuffer(raw, dtype=np.uint8)
     try:
         image = cv2.imdecode(data, cv2.IMREAD_COLOR)

@@ -1,0 +1,58 @@
+"""The size a JPEG or PNG claims, read from its header without decoding.
+
+A 625-byte JPEG whose start-of-frame says 32000x32000 costs gigabytes to decode; the CLI and
+the ROS node read the claimed size here first and refuse an image over the pixel limit
+(``Limits.max_image_pixels``). Pure functions over bytes, no OpenCV.
+"""
+import struct
+
+# JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic): they hold the size.
+_JPEG_SOF = frozenset((0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE,
+                       0xCF))
+PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+
+
+def jpeg_size(data: bytes):
+    """(width, height) from a JPEG's first start-of-frame segment, or None if none is found
+    before the scan data (then the decoder refuses the file)."""
+    pos = 2
+    while pos + 9 <= len(data):
+        if data[pos] != 0xFF:                   # stray bytes: skip to the next marker
+            pos = data.find(b'\xff', pos)
+            if pos < 0:
+                return None
+            continue
+        marker = data[pos + 1]
+        if marker == 0xFF:                      # fill byte
+            pos += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:     # markers without a length
+            pos += 2
+            continue
+        if marker in _JPEG_SOF:
+            height, width = struct.unpack_from('>HH', data, pos + 5)
+            return width, height
+        if marker in (0xD9, 0xDA):              # end of image, start of scan
+            return None
+        pos += 2 + struct.unpack_from('>H', data, pos + 2)[0]
+    return None
+
+
+def header_size(data: bytes):
+    """(format, width, height) that ``data``'s header claims: format 'jpeg', 'png' or None
+    (neither); width and height None when the header holds no size."""
+    if data[:2] == b'\xff\xd8':
+        return ('jpeg',) + (jpeg_size(data) or (None, None))
+    if data[:8] == PNG_SIGNATURE:
+        if len(data) < 24 or data[12:16] != b'IHDR':
+            return 'png', None, None
+        return ('png',) + struct.unpack_from('>II', data, 16)
+    return None, None, None
+
+
+def pixel_problem(width, height, max_pixels, what):
+    """Why an image of ``width`` x ``height`` is refused (more than ``max_pixels``), or None."""
+    if width * height > max_pixels:
+        return (f'{what} is {width}x{height} = {width * height} pixels, more than the limit '
+                f'of {max_pixels}')
+    return None
