@@ -44,6 +44,8 @@ ASSETS = {
     'giraffe.jpg': (_APT, 'darknet', 'usr/share/darknet/data/giraffe.jpg'),
     'kite.jpg': (_APT, 'darknet', 'usr/share/darknet/data/kite.jpg'),
     'eagle.jpg': (_APT, 'darknet', 'usr/share/darknet/data/eagle.jpg'),
+    # A real street video (795 frames, 768x576): calibration and tracking frames.
+    'vtest.avi': (_APT, 'opencv-doc', 'usr/share/doc/opencv-doc/examples/data/vtest.avi'),
     # The model zoo (bench/ZOO.md): one line per model file.
     'ppocr-det.onnx': (_PIP, 'rapidocr-onnxruntime==1.4.4',
                        'rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx'),
