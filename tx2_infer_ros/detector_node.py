@@ -12,7 +12,8 @@ each camera has a ByteTrack-class tracker (``tx2_infer_core/tracking.py``) whose
 in ``Detection2D.id``; the trackers are dropped on cleanup.
 Frames go through a keep-last-1 slot per camera to one worker thread (round-robin among the
 cameras with a frame waiting), so inference always runs on a camera's newest frame; the rest
-are counted as dropped. One engine serves every camera; frames are not batched.
+are counted as dropped. A malformed frame is refused by its header as it arrives and counted
+under its cause (``intake.py``). One engine serves every camera; frames are not batched.
 """
 import time
 
@@ -23,7 +24,7 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rcl_interfaces.msg import SetParametersResult
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import Image
 from vision_msgs import msg as vision_msgs
 
 from tx2_infer_core import detect
@@ -32,9 +33,8 @@ from tx2_infer_core.tracking import ByteTracker, TrackParams
 from tx2_infer_ros import conversions, params
 from tx2_infer_ros.pipeline import load_detector, reuse_freed_memory
 from tx2_infer_ros.cameras import Camera
-from tx2_infer_ros.scheduling import FreshestSlots, Worker
-from tx2_infer_ros.stats import (STAGES, NodeStats, camera_status, diagnostic_status,
-                                 frame_timing_status)
+from tx2_infer_ros.intake import FrameIntake, diagnostic_array
+from tx2_infer_ros.stats import STAGES, NodeStats, frame_timing_status, since_stamp
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 LIVE = ('conf_threshold', 'iou_threshold', 'max_detections', 'classes', 'publish_annotated',
@@ -49,9 +49,9 @@ class DetectorNode(LifecycleNode):
         self._bad_overrides = self._declare_parameters()
         self._state = 'unconfigured'
         self.detector, self.info = None, {}
-        self.stats, self.slots, self.worker, self.cameras = NodeStats(), None, None, []
+        self.stats, self.intake, self.cameras = NodeStats(), None, []
         self._timing_pub = self._diag_pub = self._diag_timer = self._qos_timer = None
-        self._live, self._last_warn = {}, {}
+        self._live = {}
         self.trackers = {}  # camera topic -> ByteTracker; kept until cleanup
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
@@ -105,12 +105,12 @@ class DetectorNode(LifecycleNode):
         compressed = self._param('input_type') == 'compressed'
         self.cameras = [Camera(self, topic, compressed, self._param('qos_depth'))
                         for topic in params.camera_topics(self._param('cameras'))]
-        self.slots = FreshestSlots(self.cameras)
-        self.worker = Worker(self.slots, self._process)
-        self.worker.start()
+        self.intake = FrameIntake(self.cameras, self.stats, self._process,
+                                  self.get_logger().warn)
+        self.intake.start()
         reliability = self._param('qos_reliability')
         for camera in self.cameras:
-            camera.subscribe(self.slots.put, 'best_effort' if reliability == 'auto'
+            camera.subscribe(self.intake.on_message, 'best_effort' if reliability == 'auto'
                              else reliability)
         if reliability == 'auto':
             self._match_publishers()
@@ -156,16 +156,13 @@ class DetectorNode(LifecycleNode):
             self.destroy_timer(self._qos_timer)
         for camera in self.cameras:
             camera.unsubscribe()
-        if self.worker is not None:
-            self.worker.stop()
-            for camera in self.cameras:
-                camera.stats.drop('stale', self.slots.drops[camera])
-            self.stats.drop('stale', sum(self.slots.drops.values()))
+        if self.intake is not None:
+            self.intake.stop()
         for camera in self.cameras:
             camera.close()
         if self._timing_pub is not None:
             self.destroy_publisher(self._timing_pub)
-        self._timing_pub = self._qos_timer = self.worker = self.slots = None
+        self._timing_pub = self._qos_timer = self.intake = None
         self.cameras = []
 
     def _release_engine(self):
@@ -225,20 +222,14 @@ class DetectorNode(LifecycleNode):
         waited = time.monotonic() - arrival
         times = {'wait': waited,
                  'receive': self._since_stamp(msg.header.stamp, arrival) - waited}
-        try:
-            image = (conversions.compressed_to_bgr(msg) if isinstance(msg, CompressedImage)
-                     else conversions.image_to_bgr(msg))
-        except conversions.ConversionError as exc:
-            self._drop(camera, exc.cause, str(exc))
-            return
-        except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the node
-            self._drop(camera, 'decode', f'{type(exc).__name__}: {exc}')
+        image = self.intake.decode(camera, msg)
+        if image is None:
             return
         times['decode'] = time.perf_counter() - t0
         try:
             dets = self._detect_and_publish(camera, msg, arrival, image, live, times)
         except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the node
-            self._drop(camera, 'error', f'{type(exc).__name__}: {exc}')
+            self.intake.drop(camera, 'error', f'{type(exc).__name__}: {exc}')
             return
         self.stats.record({s: times[s] for s in STAGES}, times['latency'])
         camera.stats.record({}, times['latency'])
@@ -273,40 +264,12 @@ class DetectorNode(LifecycleNode):
                               [d.score for d in dets], [d.class_id for d in dets])
 
     def _since_stamp(self, stamp, arrival) -> float:
-        """Seconds from the header stamp to now, or from ``arrival`` (monotonic) when the
-        stamp is zero (unset)."""
-        stamp_ns = stamp.sec * 10**9 + stamp.nanosec
-        if stamp_ns == 0:
-            return time.monotonic() - arrival
-        return (self.get_clock().now().nanoseconds - stamp_ns) * 1e-9
-
-    def _drop(self, camera, cause, text):
-        """Count a dropped frame; log the first of each cause, then at most every 10 s."""
-        self.stats.drop(cause)
-        camera.stats.drop(cause)
-        now = time.monotonic()
-        if now - self._last_warn.get(cause, -1e9) >= 10.0:
-            self._last_warn[cause] = now
-            self.get_logger().warn(f'dropped a frame of {camera.topic} ({cause}, '
-                                   f'{self.stats.drops[cause]} so far): {text}')
+        return since_stamp(stamp, self.get_clock().now().nanoseconds, arrival)
 
     def _publish_diagnostics(self):
-        """The node's status, then one per camera (frames, latency, drops, reliability)."""
-        snap = self.stats.snapshot()
-        statuses = []
-        for camera in self.cameras:
-            cam_snap = camera.stats.snapshot()
-            cam_snap['drops']['stale'] += self.slots.drops[camera]
-            snap['drops']['stale'] += self.slots.drops[camera]
-            tracker = self.trackers.get(camera.topic)
-            statuses.append(camera_status(
-                self.get_name(), camera.topic, cam_snap, camera.reliability,
-                {'active_tracks': tracker.active_count if tracker else 0}))
-        info = dict(self.info, cameras=str(len(self.cameras)), image_reliability=','.join(
-            c.reliability for c in self.cameras) or 'none', active_tracks=str(sum(
-                t.active_count for t in list(self.trackers.values()))))
-        status = diagnostic_status(self.get_name(), snap, info, self._state == 'active')
-        array = DiagnosticArray(status=[status] + statuses)
+        """The node's status, then one per camera (``intake.diagnostic_array``)."""
+        array = diagnostic_array(self.get_name(), self.stats, self.intake, self.info,
+                                 self._state == 'active', self.trackers)
         array.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(array)
 

@@ -50,9 +50,12 @@ class FreshestSlots:
             return None
 
     def close(self) -> None:
-        """Forget waiting messages (not counted), wake and stop the worker."""
+        """Drop waiting messages (counted in ``drops``: no frame goes uncounted), wake and
+        stop the worker."""
         with self._cond:
             self._closed = True
+            for key in self._items:
+                self.drops[key] += 1
             self._items.clear()
             self._cond.notify_all()
 
