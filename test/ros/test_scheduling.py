@@ -40,3 +40,12 @@ def test_worker_gets_camera_frame_and_arrival_and_stops():
     assert done.wait(5)
     worker.stop()
     assert seen == [('cam', 'frame', True)] and slots.take(0) is None
+
+
+def test_frames_waiting_at_close_are_counted_stale():
+    slots = FreshestSlots(['front', 'rear'])
+    slots.put('front', 'f0')
+    slots.put('front', 'f1')
+    slots.put('rear', 'r0')
+    slots.close()
+    assert slots.drops == {'front': 2, 'rear': 1} and slots.take(0) is None
