@@ -20,6 +20,7 @@ import numpy as np
 from tx2_infer_core.detect_params import DEFAULTS, DetectParams
 from tx2_infer_core.engine import BACKENDS, PRECISIONS, precision_error
 from tx2_infer_core.errors import InputError, Tx2InferError
+from tx2_infer_core.image_header import read_image
 
 log = logging.getLogger('tx2_infer.cli')
 
@@ -100,17 +101,6 @@ def _override_meta(engine, args):
     return engine
 
 
-def read_image(path):
-    """A photo as a BGR uint8 array; a missing or unreadable file is an error."""
-    import cv2
-    if not Path(path).is_file():
-        raise FileNotFoundError(f'image not found: {path}')
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise InputError(f'cannot decode image {path}')
-    return image
-
-
 def format_detection(name, det):
     """One printed line: image, label, score, box x1 y1 x2 y2 in image pixels."""
     return (f'{name}: {det.label or det.class_id:<14} {det.score:.3f}  '
@@ -158,6 +148,10 @@ def cmd_build(args):
 def cmd_run(args):
     """run PLAN|MODEL IMAGE...: print detections, write annotated images."""
     with open_engine(args) as engine:
+        if args.pose:
+            from tx2_infer_core.draw_pose import pose_images
+            pose_images(engine, args.images, args.out, args.pose, detect_params(args))
+            return
         detect_images(engine, args.images, args.out, args)
 
 
@@ -251,6 +245,8 @@ def make_parser():
     _model_args(run)
     run.add_argument('images', nargs='+', metavar='IMAGE')
     run.add_argument('--labels', help='class names file, one per line')
+    run.add_argument('--pose', type=int, metavar='K', help='pose model (YOLOv8/YOLO11-pose '
+                     'head) with K keypoints a person: draw keypoints and skeleton')
     _detect_args(run, 'tx2_infer_out')
     run.set_defaults(func=cmd_run)
 

@@ -1,10 +1,14 @@
-"""The size a JPEG or PNG claims, read from its header without decoding.
+"""The size a JPEG or PNG claims, read from its header without decoding; image files.
 
-A 625-byte JPEG whose start-of-frame says 32000x32000 costs gigabytes to decode; the CLI and
-the ROS node read the claimed size here first and refuse an image over the pixel limit
-(``Limits.max_image_pixels``). Pure functions over bytes, no OpenCV.
+A 625-byte JPEG whose start-of-frame says 32000x32000 costs gigabytes to decode; the CLI
+(``read_image``) and the ROS node read the claimed size here first and refuse an image over
+the pixel limit (``Limits.max_image_pixels``). Pure functions over bytes, but ``read_image``.
 """
 import struct
+from pathlib import Path
+
+from tx2_infer_core.errors import InputError
+from tx2_infer_core.limits import DEFAULT_LIMITS
 
 # JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic): they hold the size.
 _JPEG_SOF = frozenset((0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE,
@@ -56,3 +60,32 @@ def pixel_problem(width, height, max_pixels, what):
         return (f'{what} is {width}x{height} = {width * height} pixels, more than the limit '
                 f'of {max_pixels}')
     return None
+
+
+def read_image(path, limits=DEFAULT_LIMITS):
+    """A photo file as a BGR uint8 array (the CLI's images); a missing file raises
+    FileNotFoundError, an unreadable or oversized one ``InputError``. A JPEG or PNG whose
+    header claims more than ``limits.max_image_pixels`` is refused before decoding; other
+    formats are left to OpenCV."""
+    import cv2
+    import numpy as np
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'image not found: {path}')
+    if path.stat().st_size > limits.max_file_bytes:
+        raise InputError(f'image {path} is {path.stat().st_size} bytes, more than the limit '
+                         f'of {limits.max_file_bytes}')
+    data = path.read_bytes()
+    fmt, width, height = header_size(data)
+    if fmt is not None and width is None:
+        raise InputError(f'cannot decode image {path}: its {fmt} header has no image size')
+    problem = fmt and pixel_problem(width, height, limits.max_image_pixels, f'{fmt} image')
+    if problem:
+        raise InputError(f'image {path} refused before decoding: {problem}')
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        raise InputError(f'cannot decode image {path}: {str(exc).strip()}') from None
+    if image is None or image.size == 0:
+        raise InputError(f'cannot decode image {path}')
+    return image

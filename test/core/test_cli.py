@@ -182,3 +182,34 @@ def test_classifier_plan_keeps_its_input_format_and_matches_onnxruntime(tmp_path
                                atol=2e-3)
     assert_clean_error(cli('run', plan, photo, '--input-format', '{"color": "XYZ"}'),
                        "input_format\\['color'\\]")
+
+
+def _claiming_jpeg(width, height) -> bytes:
+    """A real tiny JPEG whose start-of-frame claims ``width`` x ``height``."""
+    ok, buf = cv2.imencode('.jpg', np.full((8, 8, 3), 127, np.uint8))
+    data = bytearray(buf.tobytes())
+    sof = data.index(b'\xff\xc0')
+    data[sof + 5:sof + 9] = height.to_bytes(2, 'big') + width.to_bytes(2, 'big')
+    return bytes(data)
+
+
+def test_a_huge_jpeg_header_is_refused_before_decoding(darknet_plan, tmp_path, monkeypatch):
+    bomb = tmp_path / 'bomb.jpg'
+    bomb.write_bytes(_claiming_jpeg(32000, 32000))
+    assert bomb.stat().st_size < 1000
+    result = cli('run', darknet_plan, bomb, '--backend', 'cpu', '--out', tmp_path)
+    assert_clean_error(result, r'32000x32000 = 1024000000 pixels, more than the limit')
+    assert len(result.stderr.strip().splitlines()) == 1
+    from tx2_infer_core import cli as cli_module, image_header
+    from tx2_infer_core.errors import InputError
+    from tx2_infer_core.limits import Limits
+
+    def forbidden(*args):
+        raise AssertionError('decoded an image whose header is over the limit')
+    monkeypatch.setattr(cv2, 'imdecode', forbidden)
+    with pytest.raises(InputError, match='refused before decoding'):
+        cli_module.read_image(bomb)
+    png = tmp_path / 'small.png'
+    cv2.imwrite(str(png), np.zeros((20, 30, 3), np.uint8))
+    with pytest.raises(InputError, match='30x20 = 600 pixels'):
+        image_header.read_image(png, Limits(max_image_pixels=599))
