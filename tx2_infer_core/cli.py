@@ -20,6 +20,7 @@ import numpy as np
 from tx2_infer_core.detect_params import DEFAULTS, DetectParams
 from tx2_infer_core.engine import BACKENDS, PRECISIONS, precision_error
 from tx2_infer_core.errors import InputError, Tx2InferError
+from tx2_infer_core.image_header import read_image
 
 log = logging.getLogger('tx2_infer.cli')
 
@@ -98,17 +99,6 @@ def _override_meta(engine, args):
     if getattr(args, 'labels', None):
         engine.meta['labels'] = detect.load_labels(args.labels)
     return engine
-
-
-def read_image(path):
-    """A photo as a BGR uint8 array; a missing or unreadable file is an error."""
-    import cv2
-    if not Path(path).is_file():
-        raise FileNotFoundError(f'image not found: {path}')
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise InputError(f'cannot decode image {path}')
-    return image
 
 
 def format_detection(name, det):
