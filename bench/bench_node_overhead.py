@@ -28,7 +28,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'test' / 'ros'))
-from benchlib import cpu_name, versions, write_json  # noqa: E402
+from benchlib import command_output, cpu_name, versions, write_json  # noqa: E402
 from rospeer import T, Peer, free_domain_id, start_node, stop_node  # noqa: E402
 from tx2_infer_ros.stats import FRAME_TIMES  # noqa: E402
 
@@ -96,21 +96,24 @@ def summary(rows) -> dict:
 
 
 def environment() -> dict:
-    """CPU model, core count, load and the versions that matter."""
+    """CPU model, core count, GPU (if any), load and the versions that matter."""
     import cv2
     found = versions('rclpy', 'ros-rmw-fastrtps-cpp')
-    return {'device': f'{cpu_name()} (CPU, {os.cpu_count()} cores visible)',
+    gpu = command_output(['nvidia-smi', '--query-gpu=name', '--format=csv,noheader'])
+    return {'device': f'{cpu_name()} (CPU, {os.cpu_count()} cores visible)' +
+                      (f', GPU {gpu.splitlines()[0]}' if gpu else ''),
             'python': found['python'],
             'rclpy': found['rclpy'] + ' (ROS 2 Kilted PyPI wheels)',
             'rmw': 'rmw_fastrtps_cpp ' + found['ros-rmw-fastrtps-cpp'],
             'numpy': np.__version__, 'opencv': cv2.__version__}
 
 
-def run(frames, warmup, gap):
+def run(frames, warmup, gap, backend='cpu'):
     """Start the node, play the frames, return the result dict."""
     from diagnostic_msgs.msg import DiagnosticArray
     logs, domain = Path(tempfile.mkdtemp(prefix='tx2_infer_bench_ros_')), free_domain_id()
-    proc = start_node(domain, logs, args=['-p', 'backend:=cpu', '-p', 'publish_timing:=true'])
+    proc = start_node(domain, logs, args=['-p', f'backend:={backend}', '-p',
+                                          'publish_timing:=true'])
     peer = Peer(domain, logs)
     timing = {}
 
@@ -133,7 +136,7 @@ def run(frames, warmup, gap):
     return {**environment(),
             'load_average_1min': [round(load_start[0], 2), round(load_end[0], 2)],
             'model': f"yolov3-tiny (Darknet, COCO), {info.get('input_shape')} "
-                     f"{info.get('precision')}, backend {info.get('backend')} (numpy)",
+                     f"{info.get('precision')}, backend {info.get('backend')}",
             'image': '640x480 bgr8 (' + ', '.join(PHOTOS) + '), best_effort, '
                      'Fast DDS profile config/fastdds_large_images.xml',
             'method': 'one frame at a time (next image published after the previous '
@@ -153,10 +156,11 @@ def main(argv=None):
     parser.add_argument('--frames', type=int, default=200)
     parser.add_argument('--warmup', type=int, default=5)
     parser.add_argument('--gap', type=float, default=0.05, help='seconds between frames')
+    parser.add_argument('--backend', default='cpu', help="the node's backend (cpu, numpy, cuda)")
     parser.add_argument('--out', default=str(ROOT / 'bench' / 'results' /
                                              'node_overhead_cpu.json'))
     args = parser.parse_args(argv)
-    result = run(args.frames, args.warmup, args.gap)
+    result = run(args.frames, args.warmup, args.gap, args.backend)
     write_json(args.out, result, indent=2)
     print(json.dumps(result, indent=2))
     print(f"overhead beyond the engine: median {result['overhead_ms']['median']:.2f} ms, "
