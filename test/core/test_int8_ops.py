@@ -95,7 +95,8 @@ def ort_reference(t, activation='', act=None, residual=None, after=0, quantize=T
         outputs[1] = 'q'
     graph = helper.make_graph(nodes, 'int8conv', inputs,
                               [helper.make_empty_tensor_value_info(o) for o in outputs],
-                              [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+                              [numpy_helper.from_array(np.asarray(v), k)
+                               for k, v in inits.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 21)])
     model.ir_version = 10
     options = ort.SessionOptions()
@@ -171,8 +172,9 @@ def test_matches_onnxruntime_qlinearconv(name, geometry):
              (np.float32(t['out_scale']), 'ys'), (np.int8(0), 'yz'), (t['b'], 'b')]
     node = helper.make_node('QLinearConv', ['x', 'xs', 'xz', 'w', 'ws', 'wz', 'ys', 'yz', 'b'],
                             ['y'], **t['conv'])
-    graph = helper.make_graph([node], 'q', [helper.make_tensor_value_info(
-        'x', TensorProto.INT8, t['x'].shape)], [helper.make_tensor_value_info('y', TensorProto.INT8, None)],
+    graph = helper.make_graph(
+        [node], 'q', [helper.make_tensor_value_info('x', TensorProto.INT8, t['x'].shape)],
+        [helper.make_tensor_value_info('y', TensorProto.INT8, None)],
         [numpy_helper.from_array(np.asarray(a), n) for a, n in inits])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 21)])
     model.ir_version = 10
