@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tx2_infer_core.cuda import lower_conv, lower_nn, lower_ops, params, pipeline
+from tx2_infer_core.cuda import lower_conv, lower_int8, lower_nn, lower_ops, params, pipeline
 from tx2_infer_core.ops import traits
 
 KERNELS = Path(__file__).resolve().parents[2] / 'kernels'
@@ -122,7 +122,8 @@ STRUCT_RECORDS = {'ActParams': params.ACT, 'View': params.VIEW, 'ConvParams': pa
                   'PoolParams': params.POOL, 'ResizeParams': params.RESIZE,
                   'GemmParams': params.GEMM, 'PreParams': pipeline.PRE,
                   'PostParams': pipeline.POST, 'RowsParams': pipeline.ROWS,
-                  'DarknetParams': pipeline.DARKNET, 'NmsParams': pipeline.NMS}
+                  'DarknetParams': pipeline.DARKNET, 'NmsParams': pipeline.NMS,
+                  'ConvI8Params': params.CONV_I8, 'QuantParams': params.QUANT}
 KERNEL_RECORDS = {
     'unary': params.UNARY_ARGS, 'binary': params.BINARY_ARGS,
     'binary_flat2': params.BINARY_FLAT2, 'global_avgpool': params.GLOBAL_POOL,
@@ -139,7 +140,11 @@ KERNEL_RECORDS = {
     'conv_mma_gather_##BM##x##BN': lower_conv.CONV_MMA,
     'conv_splitk_reduce': lower_conv.CONV_MMA,
     'preprocess_letterbox': pipeline.PRE, 'yolo_decode_rows': pipeline.ROWS,
-    'yolo_decode_darknet': pipeline.DARKNET, 'nms_greedy': pipeline.NMS}
+    'yolo_decode_darknet': pipeline.DARKNET, 'nms_greedy': pipeline.NMS,
+    'conv_dp4a': params.CONV_I8, 'conv_dp4a_w': params.CONV_I8,
+    'conv_i8_mma_##BM##x##BN': lower_int8.CONV_I8_MMA,
+    'conv_i8_splitk_reduce': lower_int8.CONV_I8_MMA,
+    'quantize_nhwc': params.QUANT, 'dequantize_nhwc': params.QUANT}
 
 
 def code_mismatches(found: dict) -> list:
@@ -179,6 +184,8 @@ def test_codes_are_distinct_per_family():
 def test_other_mirrored_numbers():
     assert DEFINES['TX2_MAX_DIMS'] == params.MAX_DIMS
     assert DEFINES['MMA_BK'] == lower_conv.MMA_BK
+    assert DEFINES['I8_MMA_BK'] == lower_int8.I8_MMA_BK
+    assert DEFINES['I8_BM'] == DEFINES['I8_BN'] == lower_int8.DP4A_TILE
     assert DEFINES['TX2_MAX_CLASSES'] == pipeline.MAX_CLASSES
     assert DEFINES['TX2_MAX_CAND'] == pipeline.MAX_CAND
     assert DEFINES['TX2_MAX_ANCHORS'] == pipeline.MAX_ANCHORS
@@ -197,6 +204,9 @@ def test_conv_mma_tiles_are_built():
         r'^CONV_MMA_KERNEL\((\d+),\s*(\d+),\s*\d+\)', SOURCES['conv_mma.cu'], re.M)}
     assert built == {(bm, bn) for bm, bn, _ in lower_conv.MMA_TILES}
     assert all(threads == bm * bn // 32 for bm, bn, threads in lower_conv.MMA_TILES)
+    built_i8 = {(int(m[1]), int(m[2])) for m in re.finditer(
+        r'^CONV_I8_MMA_KERNEL\((\d+),\s*(\d+),\s*\d+\)', SOURCES['conv_int8_mma.cu'], re.M)}
+    assert built_i8 == built  # lower_int8 picks its tile with lower_conv.mma_config
 
 
 @pytest.mark.parametrize('name', sorted(STRUCT_RECORDS))

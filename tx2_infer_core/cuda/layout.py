@@ -1,8 +1,13 @@
-"""Which activations the CUDA backend stores NHWC, and the FP16 memory plan of its arena."""
+"""Which activations the CUDA backend stores NHWC, and the FP16 memory plan of its arena.
+
+Int8 images (``FusedConvInt8``, ``QuantizeLinear``, notes/int8.md) are NHWC too, one byte a
+value, with the pixel stride padded to a multiple of ``INT8_CHANNELS`` channels (4-byte dp4a
+words; ``cuda/lower_int8.py``).
+"""
 import numpy as np
 
 from tx2_infer_core.cuda import placement
-from tx2_infer_core.cuda.launch import Ref, Slot, nhwc_strides, row_major
+from tx2_infer_core.cuda.launch import Ref, Slot, row_major
 from tx2_infer_core.ops import traits
 from tx2_infer_core.planner import ALIGNMENT, plan_memory
 
@@ -11,6 +16,7 @@ IMAGE_OPS = frozenset(name for name in traits.names(kind=traits.IMAGE)
                       if traits.TRAITS[name].cuda)
 # Ops whose 4-D inputs and outputs share one storage order.
 FOLLOW_OPS = frozenset(traits.names(keeps_layout=True))
+INT8_CHANNELS = 4
 
 
 def nhwc_values(graph) -> set:
@@ -18,11 +24,13 @@ def nhwc_values(graph) -> set:
     def is_image(name):
         v = graph.values.get(name)
         return (v is not None and len(v.shape) == 4 and v.layout in ('NCHW', '')
-                and name not in graph.weights and np.dtype(v.dtype).kind == 'f')
+                and name not in graph.weights
+                and (np.dtype(v.dtype).kind == 'f' or np.dtype(v.dtype) == np.int8))
 
     found = {n for node in graph.nodes if node.op in IMAGE_OPS
              for n in node.inputs[:1] + node.outputs[:1] if is_image(n)}
-    found |= {n for node in graph.nodes if node.op in ('FusedConv', 'FusedConvTranspose')
+    found |= {n for node in graph.nodes
+              if node.op in ('FusedConv', 'FusedConvTranspose', 'FusedConvInt8')
               for n in node.inputs[3:4] if n and is_image(n)}
     changed = True
     while changed:
@@ -37,12 +45,25 @@ def nhwc_values(graph) -> set:
     return found
 
 
-def fp16_graph(graph):
-    """A structural copy whose float activations are float16 (what the arena holds)."""
+def padded_channels(graph, name, nhwc) -> int:
+    """The pixel stride of NHWC value ``name``: its channels, padded to ``INT8_CHANNELS`` for
+    an int8 image."""
+    v = graph.values[name]
+    c = int(v.shape[1])
+    if np.dtype(v.dtype) == np.int8 and name in nhwc:
+        return -(-c // INT8_CHANNELS) * INT8_CHANNELS
+    return c
+
+
+def fp16_graph(graph, nhwc=()):
+    """A structural copy whose float activations are float16 (what the arena holds) and whose
+    int8 NHWC images have their padded channel count (their bytes in the arena)."""
     g = graph.copy()
-    for v in g.values.values():
+    for name, v in g.values.items():
         if np.dtype(v.dtype).kind == 'f':
             v.dtype = 'float16'
+        elif name in nhwc and np.dtype(v.dtype) == np.int8:
+            v.shape = (v.shape[0], padded_channels(graph, name, nhwc)) + tuple(v.shape[2:])
     return g
 
 
@@ -59,7 +80,10 @@ def make_slots(graph, offsets: dict, nhwc: set, views: dict = None) -> dict:
             slots[name] = Slot(Ref('arena', int(off)), shape, (h * w * pix, 1, w * pix, pix),
                                True, first)
         elif name in nhwc:
-            slots[name] = Slot(Ref('arena', int(off)), shape, nhwc_strides(shape), True)
+            n, _, h, w = shape
+            pix = padded_channels(graph, name, nhwc)
+            slots[name] = Slot(Ref('arena', int(off)), shape, (h * w * pix, 1, w * pix, pix),
+                               True)
         else:
             slots[name] = Slot(Ref('arena', int(off)), shape, row_major(shape))
     return slots
@@ -70,6 +94,6 @@ def plan_arena(graph, alignment=ALIGNMENT, place_channels=True) -> tuple:
     and Split outputs stored as views where ``placement`` allows (else they are copied)."""
     nhwc = nhwc_values(graph)
     views = placement.channel_views(graph, nhwc) if place_channels else {}
-    plan = plan_memory(fp16_graph(graph), alignment=alignment, concat_placement=False,
+    plan = plan_memory(fp16_graph(graph, nhwc), alignment=alignment, concat_placement=False,
                        views={name: up for name, (up, _) in views.items()})
     return plan, make_slots(graph, plan.offsets, nhwc, views)

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tx2_infer_core.cuda import (layout, lower_conv, lower_conv_transpose, lower_nn, lower_ops,
-                                 lower_pad, lower_resize)
+from tx2_infer_core.cuda import (layout, lower_conv, lower_conv_transpose, lower_int8, lower_nn,
+                                 lower_ops, lower_pad, lower_resize)
 from tx2_infer_core.cuda.launch import Ref, Slot, row_major
 from tx2_infer_core.errors import Tx2InferError, UnsupportedOpError
 from tx2_infer_core.ops import traits
@@ -37,7 +37,9 @@ FAMILIES = {'conv': lower_conv.lower_conv, 'gemm': lower_conv.lower_gemm,
             'copy': lower_ops.lower_unary, 'binary': lower_ops.lower_binary,
             'pointwise': lower_ops.lower_pointwise,
             'transpose': lower_ops.lower_transpose, 'concat': lower_ops.lower_concat,
-            'split': lower_ops.lower_split, 'slice': lower_ops.lower_slice}
+            'split': lower_ops.lower_split, 'slice': lower_ops.lower_slice,
+            'conv_int8': lower_int8.lower_conv_int8, 'quantize': lower_int8.lower_quantize,
+            'dequantize': lower_int8.lower_dequantize}
 LOWERINGS = {op: FAMILIES[family] for op, family in traits.cuda_ops().items()}
 
 
@@ -45,8 +47,10 @@ class LoweringContext:
     """What a lowering function sees: the graph, the target, the slots of the planned values,
     and the weight buffer being built (constants are appended to it as they are lowered)."""
 
-    def __init__(self, graph, arch: int, conv_path: str, sm_count: int, slots: dict):
+    def __init__(self, graph, arch: int, conv_path: str, sm_count: int, slots: dict,
+                 int8_path: str = 'dp4a'):
         self.graph, self.arch, self.conv_path, self.sm_count = graph, arch, conv_path, sm_count
+        self.int8_path = int8_path  # 'dp4a' or 'mma' (lower_int8.resolve_int8_path)
         self.slots = dict(slots)
         self.weight_chunks, self.weight_bytes = [], 0
         self._workspace = None
@@ -110,6 +114,7 @@ class Lowered:
     weight_bytes: int
     arch: int
     conv_path: str
+    int8_path: str = 'dp4a'
 
     def weight_image(self) -> np.ndarray:
         """The weight buffer as host bytes (at least one byte)."""
@@ -134,18 +139,22 @@ def resolve_conv_path(arch: int, conv_path: str = 'auto') -> str:
 
 
 def lower_graph(graph, arch: int, conv_path: str = 'auto', sm_count: int = DEFAULT_SM_COUNT,
-                place_channels: bool = True, alignment: int = ALIGNMENT) -> Lowered:
+                place_channels: bool = True, alignment: int = ALIGNMENT,
+                int8_path: str = 'auto') -> Lowered:
     """Lower every node of ``graph`` for a GPU of compute capability ``arch`` (e.g. 62, 87,
     90) with ``sm_count`` multiprocessors; no GPU is touched. ``place_channels``: channel
-    Concat/Split by placement (False: copies). Raises ``UnsupportedOpError`` for the first
-    node the kernels cannot compute."""
+    Concat/Split by placement (False: copies). ``int8_path``: 'auto', 'dp4a' or 'mma' for the
+    int8 convolutions (``lower_int8``). Raises ``UnsupportedOpError`` for the first node the
+    kernels cannot compute."""
     path = resolve_conv_path(arch, conv_path)
+    i8_path = lower_int8.resolve_int8_path(arch, int8_path)
     plan, slots = layout.plan_arena(graph, alignment, place_channels)
-    ctx = LoweringContext(graph, arch, path, sm_count, slots)
+    ctx = LoweringContext(graph, arch, path, sm_count, slots, i8_path)
     launches = []
     for node in graph.nodes:
         fn = LOWERINGS.get(node.op)
         if fn is None:
             raise UnsupportedOpError(node.op, node.name, LOWERINGS)
         launches += fn(ctx, node)
-    return Lowered(launches, plan, slots, ctx.weight_chunks, ctx.weight_bytes, arch, path)
+    return Lowered(launches, plan, slots, ctx.weight_chunks, ctx.weight_bytes, arch, path,
+                   i8_path)

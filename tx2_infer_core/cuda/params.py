@@ -59,6 +59,17 @@ LAYERNORM = np.dtype([('x', PTR), ('gamma', PTR), ('beta', PTR), ('y', PTR), ('r
                       ('n', 'i4'), ('eps', 'f4'), ('mean_out', PTR), ('rstd_out', PTR)],
                      align=True)
 
+# INT8 (kernels/conv_int8.cuh, conv_int8.cu): the fused int8 convolution and the boundaries
+CONV_I8 = np.dtype([('x', PTR), ('w', PTR), ('bias', PTR), ('dq', PTR), ('res', PTR),
+                    ('y', PTR)]
+                   + _ints('N', 'H', 'W', 'P', 'Q', 'Cg', 'Cw', 'Kg', 'groups', 'R', 'S', 'sh',
+                           'sw', 'ph', 'pw', 'dh', 'dw', 'x_pix', 'x_off', 'y_pix', 'y_off',
+                           'r_pix', 'r_off', 'res_after', 'res_int8')
+                   + [('res_scale', 'f4'), ('out_inv', 'f4'), ('act', ACT)], align=True)
+QUANT = np.dtype([('x', PTR), ('y', PTR), ('pixels', 'i8')]
+                 + _ints('C', 'cpad', 'x_pix', 'x_off', 'y_pix', 'y_off') + [('scale', 'f4')],
+                 align=True)
+
 
 def _trimmed(dtype: np.dtype) -> np.dtype:
     """``dtype`` without its trailing padding: a kernel's parameter buffer ends at its last

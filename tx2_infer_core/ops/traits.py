@@ -130,8 +130,8 @@ _LINES = (
     unary('Sign'), unary('Sin'), unary('Cos'), unary('Not'), unary('IsNaN'), unary('IsInf'),
     op('Where', 'elementwise'),
     # quantisation boundaries (notes/int8.md)
-    op('QuantizeLinear', 'quant', keeps_layout=True),
-    op('DequantizeLinear', 'quant', keeps_layout=True),
+    op('QuantizeLinear', 'quant', 'quantize', keeps_layout=True),  # cuda/lower_int8.py
+    op('DequantizeLinear', 'quant', 'dequantize', keeps_layout=True),
     # convolution, pooling, resampling over images
     image('Conv', 'conv', 'conv'),
     image('FusedConv', 'fused', 'conv', internal=True),
@@ -139,7 +139,7 @@ _LINES = (
              inplace=True, internal=True),  # a chain of elementwise ops (fuse_pointwise)
     image('ConvTranspose', 'conv', 'conv_transpose'),
     image('FusedConvTranspose', 'fused', 'conv_transpose', internal=True),
-    image('FusedConvInt8', 'quant', internal=True),  # int8 conv (passes/quantize.py)
+    image('FusedConvInt8', 'quant', 'conv_int8', internal=True),  # passes/quantize.py
     image('MaxPool', 'pool', 'pool'),
     image('AveragePool', 'pool', 'pool'),
     image('GlobalAveragePool', 'pool', 'pool'),
