@@ -19,7 +19,7 @@ def round_saturate(v, lo, hi, dtype):
     CUDA's ``__float2int_rn`` does)."""
     r = np.clip(np.rint(v), lo, hi)
     if r.dtype.kind == 'f':
-        r = np.nan_to_num(r, nan=0.0, copy=False)
+        r = np.nan_to_num(r, nan=0.0)
     return r.astype(dtype)
 
 
@@ -46,11 +46,11 @@ def dequantize(q, scale) -> np.ndarray:
 
 def weight_scales(w) -> np.ndarray:
     """Per-output-channel weight scales (float32 [M]): max|w[c]| / 127; a zero channel (or one
-    that is not finite) gets 1.0."""
+    whose scale would not be a finite normal float32) gets 1.0, so its weights become 0."""
     w = np.asarray(w, np.float32)
     amax = np.abs(w.reshape(w.shape[0], -1)).max(axis=1) if w.size else np.zeros(w.shape[0])
     scales = amax.astype(np.float32) / np.float32(WEIGHT_MAX)
-    good = np.isfinite(scales) & (scales > 0)
+    good = np.isfinite(scales) & (scales >= np.finfo(np.float32).tiny)
     return np.where(good, scales, np.float32(1.0)).astype(np.float32)
 
 
