@@ -200,16 +200,31 @@ def class_color(class_id):
     return tuple(int(v) for v in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0])
 
 
-def draw_detections(image_bgr, detections):
-    """A copy of the image with each detection's box, label and score drawn."""
+def detection_text(det, track_id=-1, distance=None) -> str:
+    """The label drawn on a detection: '#track ' (when tracked), class name or id, score, and
+    ' 2.41 m' when its distance is known."""
+    text = f'{det.label or det.class_id} {det.score:.2f}'
+    if track_id is not None and track_id >= 0:
+        text = f'#{int(track_id)} {text}'
+    if distance is not None:
+        text += f' {distance:.2f} m'
+    return text
+
+
+def draw_detections(image_bgr, detections, track_ids=None, distances=None):
+    """A copy of the image with each detection's box and ``detection_text`` drawn.
+
+    ``track_ids`` (one per detection, -1: untracked) colour a tracked box by its ID instead of
+    its class; ``distances`` (one per detection, metres or None) add the distance."""
     out = image_bgr.copy()
     thickness = max(1, round(min(out.shape[:2]) / 300))
-    for det in detections:
-        color = class_color(det.class_id)
+    for i, det in enumerate(detections):
+        track = -1 if track_ids is None else int(track_ids[i])
+        color = class_color(track if track >= 0 else det.class_id)
         p1 = (int(round(det.x1)), int(round(det.y1)))
         p2 = (int(round(det.x2)) - 1, int(round(det.y2)) - 1)
         cv2.rectangle(out, p1, p2, color, thickness)
-        text = f'{det.label or det.class_id} {det.score:.2f}'
+        text = detection_text(det, track, None if distances is None else distances[i])
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
         top = max(p1[1], th + base)
         cv2.rectangle(out, (p1[0], top - th - base), (p1[0] + tw, top), color, -1)
