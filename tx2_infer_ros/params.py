@@ -84,11 +84,21 @@ SPECS = {
     'track_match_iou': Spec(TRACK_DEFAULTS.match_iou, _D, "Least IoU between a track's "
                             'predicted box and a high-score detection to match', low=0.0,
                             high=1.0),
+    'depth_topic': Spec('', _S, 'Aligned depth image (16UC1 mm or 32FC1 m) for the first '
+                                'camera; 3D positions on detections_3d beside its detections; '
+                                'empty = off'),
+    'depth_info_topic': Spec('', _S, "The depth image's CameraInfo; empty = camera_info "
+                                     'beside depth_topic'),
+    'depth_slop': Spec(0.02, _D, 'Most seconds between the stamps of a colour and a depth frame '
+                                 'paired', low=0.0, high=1.0),
+    'depth_inner': Spec(0.5, _D, "Central fraction of a box (per side) whose valid depths' "
+                                 'median is its depth', low=0.05, high=1.0),
 }
 
 REBUILD = frozenset({'model_path', 'labels_path', 'input_size', 'backend', 'precision'})
 # Changing these while active needs new subscriptions: applied on the next activate.
-RESUBSCRIBE = frozenset({'cameras', 'input_type', 'qos_reliability', 'qos_depth'})
+RESUBSCRIBE = frozenset({'cameras', 'input_type', 'qos_reliability', 'qos_depth',
+                         'depth_topic', 'depth_info_topic', 'depth_slop', 'depth_inner'})
 
 
 def descriptor(name) -> ParameterDescriptor:
@@ -132,6 +142,8 @@ def validate(name, value) -> Optional[str]:
         return labels_path_error(value)
     if name == 'cameras':
         return cameras_error(value)
+    if name in ('depth_topic', 'depth_info_topic') and value and not _TOPIC.match(value):
+        return f"{name}: '{value}' is not a valid topic name"
     if spec.choices and value not in spec.choices:
         return f"{name} must be one of {', '.join(spec.choices)}, got {value!r}"
     if spec.low is not None and not spec.low <= value <= spec.high:
