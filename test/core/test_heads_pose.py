@@ -83,6 +83,10 @@ def test_keypoints_follow_the_body(heads, name):
         order = [names.index(n) for n in ('left_eye', 'left_shoulder', 'left_hip')]
         ys = [k[i, 1] for i in order if k[i, 2] >= 0.5]
         assert ys == sorted(ys), (name, ys)
+        # The eyes near the top of the box; the keypoints spread over half its height or more.
+        height = y2 - y1
+        assert min(k[1, 1], k[2, 1]) - y1 <= 0.3 * height, (name, k[1:3], pose.box)
+        assert np.ptp(k[seen, 1]) >= 0.5 * height, (name, k[seen], pose.box)
 
 
 def loop_decode(output, lb, conf, iou):
