@@ -11,6 +11,8 @@ recompute it). So every field is checked before use, and the first bad one is na
 - nodes: op types the engine runs, unique names, a valid topological order over declared
   values (every input a graph input, a weight or an earlier output; each value produced once);
   ops whose inputs and output share one dtype (``SAME_DTYPE_OPS``) do;
+- node attributes (``plan_attrs.check_attrs``) and the detector head in ``graph.meta``
+  (``head_check``), naming the node and attribute or the head field;
 - the memory plan: re-checked with ``planner.check_plan`` (offsets inside the arena, aligned,
   no live overlap, placed concats real), its arena no larger than the naive sum of its values
   and than ``max_arena_bytes``.
@@ -20,8 +22,10 @@ import math
 import numpy as np
 
 from tx2_infer_core.errors import PlanFileError, Tx2InferError
+from tx2_infer_core.head_check import head_problem
 from tx2_infer_core.limits import DEFAULT_LIMITS
 from tx2_infer_core.ops import OPS
+from tx2_infer_core.plan_attrs import check_attrs
 from tx2_infer_core.planner import MemoryPlan, align, check_plan
 
 # The dtypes a plan may declare (little-endian or byte-order free): nothing else is read.
@@ -191,6 +195,21 @@ def check_dtypes(graph) -> None:
             _require(_dtype_fits(graph, name, want), f'graph.nodes[{k}].inputs',
                      f"{node.op} '{node.name}' reads '{name}' as {_dtype_of(graph, name)} "
                      f'but writes {want}')
+
+
+def check_head(graph) -> None:
+    """``graph.meta['head']`` (when present) decodes the graph's outputs (``head_check``)."""
+    if 'head' in graph.meta:
+        shapes = {name: graph.values[name].shape for name in graph.outputs}
+        problem = head_problem(graph.meta['head'], shapes)
+        _require(problem is None, 'graph.meta.head', problem)
+
+
+def check_graph(graph) -> None:
+    """The decoded graph: dtypes, node attributes, the detector head."""
+    check_dtypes(graph)
+    check_attrs(graph)
+    check_head(graph)
 
 
 def check_memory_plan(graph, plan_dict, max_arena_bytes=MAX_ARENA_BYTES,

@@ -158,7 +158,7 @@ def load_plan(path, max_bytes=MAX_PLAN_BYTES, max_arena_bytes=plan_check.MAX_ARE
     try:
         header = _checked_header(data, header_len, path, max_arena_bytes)
         graph = _graph_from_header(header['graph'], _weights(data, header, header_len))
-        plan_check.check_dtypes(graph)
+        plan_check.check_graph(graph)
         memory_plan = plan_check.check_memory_plan(graph, header.get('memory_plan'),
                                                    max_arena_bytes, header['options'].get(
                                                        'model', graph.name))
