@@ -13,6 +13,7 @@ from tx2_infer_core.backends.base import Backend
 from tx2_infer_core.cuda import pipeline
 from tx2_infer_core.cuda.launch import Ref
 from tx2_infer_core.cuda.lower_ops import io_launch
+from tx2_infer_core.cuda.lower_int8 import INT8_PATHS
 from tx2_infer_core.cuda.lowering import CONV_PATHS, lower_graph
 from tx2_infer_core.errors import Tx2InferError
 from tx2_infer_core.planner import ALIGNMENT
@@ -28,13 +29,14 @@ class CudaBackend(Backend):
     ``place_channels``: channel Concat/Split by placement (False: copies, for comparison).
     ``reuse_outputs``: ``run`` returns the same pinned arrays every call, overwritten by the
     next call and invalid after ``close`` (the caller copies what it keeps); the default
-    returns fresh copies (safe).
+    returns fresh copies (safe). ``int8_path``: the int8 convolutions' kernels, 'auto' (integer
+    tensor cores from sm_80, else dp4a), 'dp4a' (the TX2 path, on any GPU) or 'mma'.
     """
 
     name = 'cuda'
 
     def __init__(self, precision='fp16', conv_path='auto', device=0, use_graph=True,
-                 place_channels=True, reuse_outputs=False):
+                 place_channels=True, reuse_outputs=False, int8_path='auto'):
         if precision not in ('fp16', 'fp32'):
             raise Tx2InferError(f"cuda backend precision must be fp16 (fp32 requests run in "
                                 f"fp16 with fp32 accumulation), not '{precision}'")
@@ -44,6 +46,10 @@ class CudaBackend(Backend):
         self.precision, self.device, self.use_graph = 'fp16', device, use_graph
         self.place_channels, self.reuse_outputs = place_channels, reuse_outputs
         self.requested_path = conv_path
+        if int8_path not in INT8_PATHS:
+            raise Tx2InferError(f"int8_path must be one of {', '.join(INT8_PATHS)}, not "
+                                f"'{int8_path}'")
+        self.requested_int8_path = int8_path
         self.ctx = self.pool = self.graph_exec = self.frame_pipeline = None
 
     # -- Backend interface ----------------------------------------------------------------
@@ -62,8 +68,9 @@ class CudaBackend(Backend):
             sms = self.ctx.device.get_attribute(drv.device_attribute.MULTIPROCESSOR_COUNT)
             alignment = memory_plan.alignment if memory_plan is not None else ALIGNMENT
             lowered = lower_graph(graph, self.ctx.arch, self.requested_path, int(sms),
-                                  self.place_channels, alignment)
+                                  self.place_channels, alignment, self.requested_int8_path)
             self.arch, self.conv_path = lowered.arch, lowered.conv_path
+            self.int8_path = lowered.int8_path
             self.plan, self.slots, self.launches = lowered.plan, lowered.slots, lowered.launches
             self.pool = PooledAllocator()
             self._allocate(lowered.weight_image())
