@@ -9,7 +9,8 @@ deactivate: destroy them; cleanup: release the engine. Diagnostics go to ``/diag
 ``publish_timing`` each frame's stage times also go to ``~/frame_timing`` (DiagnosticArray
 carrying the image's header, to match it with the detections). With ``track`` (default on)
 each camera has a ByteTrack-class tracker (``tx2_infer_core/tracking.py``) whose track IDs go
-in ``Detection2D.id``; the trackers are dropped on cleanup.
+in ``Detection2D.id``; the trackers are dropped on cleanup. With ``depth_topic`` the first
+camera also publishes 3D positions on ``detections_3d`` (``depth_output.py``).
 Frames go through a keep-last-1 slot per camera to one worker thread (round-robin among the
 cameras with a frame waiting), so inference always runs on a camera's newest frame; the rest
 are counted as dropped. A malformed frame is refused by its header as it arrives and counted
@@ -30,7 +31,7 @@ from vision_msgs import msg as vision_msgs
 from tx2_infer_core import detect
 from tx2_infer_core.detect_params import DetectParams
 from tx2_infer_core.tracking import ByteTracker, TrackParams
-from tx2_infer_ros import conversions, params
+from tx2_infer_ros import conversions, depth_output, params
 from tx2_infer_ros.pipeline import load_detector, reuse_freed_memory
 from tx2_infer_ros.cameras import Camera
 from tx2_infer_ros.intake import FrameIntake, diagnostic_array
@@ -53,6 +54,7 @@ class DetectorNode(LifecycleNode):
         self._timing_pub = self._diag_pub = self._diag_timer = self._qos_timer = None
         self._live = {}
         self.trackers = {}  # camera topic -> ByteTracker; kept until cleanup
+        self.depth = None  # the first camera's DepthOutput while active, if depth_topic
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     def _declare_parameters(self) -> dict:
@@ -108,6 +110,7 @@ class DetectorNode(LifecycleNode):
         self.intake = FrameIntake(self.cameras, self.stats, self._process,
                                   self.get_logger().warn)
         self.intake.start()
+        self.depth = depth_output.from_params(self, self.cameras[0].topic)
         reliability = self._param('qos_reliability')
         for camera in self.cameras:
             camera.subscribe(self.intake.on_message, 'best_effort' if reliability == 'auto'
@@ -160,6 +163,8 @@ class DetectorNode(LifecycleNode):
             self.intake.stop()
         for camera in self.cameras:
             camera.close()
+        if self.depth is not None:
+            self.depth = self.depth.close()
         if self._timing_pub is not None:
             self.destroy_publisher(self._timing_pub)
         self._timing_pub = self._qos_timer = self.intake = None
@@ -248,8 +253,11 @@ class DetectorNode(LifecycleNode):
             vision_msgs.Detection2DArray(), dets, msg.header, vision_msgs, track_ids))
         times['publish'] = time.perf_counter() - t0
         times['latency'] = self._since_stamp(msg.header.stamp, arrival)
+        distances = None if self.depth is None else self.depth.add_frame(
+            camera.topic, msg.header, image.shape, dets, track_ids)
         if live['publish_annotated']:
-            annotated = conversions.fill_image(Image(), detect.draw_detections(image, dets))
+            annotated = conversions.fill_image(Image(), detect.draw_detections(
+                image, dets, track_ids, distances))
             annotated.header = msg.header
             camera.annotated.publish(annotated)
         return dets
@@ -268,7 +276,8 @@ class DetectorNode(LifecycleNode):
 
     def _publish_diagnostics(self):
         """The node's status, then one per camera (``intake.diagnostic_array``)."""
-        array = diagnostic_array(self.get_name(), self.stats, self.intake, self.info,
+        info = dict(self.info, **self.depth.snapshot()) if self.depth else self.info
+        array = diagnostic_array(self.get_name(), self.stats, self.intake, info,
                                  self._state == 'active', self.trackers)
         array.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(array)
