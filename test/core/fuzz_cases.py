@@ -9,8 +9,9 @@ list of cases in a child process (a crash there is reported with the case that c
 
 Kinds: 'onnx' (field mutations of real small models: dims, dtypes, attributes, node inputs,
 op types, opset, initializers), 'plan' (byte flips, and header edits with the sha256
-recomputed), 'cfg' (line edits of the real yolov3-tiny.cfg), 'frame' (raw and compressed
-images: encodings, sizes, steps, data lengths).
+recomputed: anywhere, or only in node attributes and the detector head), 'cfg' (line edits
+of the real yolov3-tiny.cfg), 'frame' (raw and compressed images: encodings, sizes, steps,
+data lengths).
 """
 import copy
 import hashlib
@@ -144,9 +145,11 @@ def plan_case(seed, data):
     start = PREFIX.size
     header = json.loads(data[start:start + length])
     blobs = data[start + length:-32]
-    spots = list(_paths(header))
+    spots = list(_paths(header))[1:]
+    if seed % 3 == 2:                       # node attributes and the detector head only
+        spots = [s for s in spots if 'attrs' in s[0] or s[0][:3] == ('graph', 'meta', 'head')]
     for _ in range(1 + rng.integers(3)):
-        path, old = spots[rng.integers(1, len(spots))]
+        path, old = spots[rng.integers(len(spots))]
         parent = header
         try:                                # an earlier edit may have replaced the path
             for key in path[:-1]:
