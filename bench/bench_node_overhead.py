@@ -50,31 +50,45 @@ def stamp_key(header):
     return header.stamp.sec, header.stamp.nanosec
 
 
-def play(peer, timing, msgs, count, gap):
-    """Publish ``count`` frames one at a time -> (rows of per-frame ms, frames lost)."""
+def play(peer, timing, msgs, count, gap, serialised=True):
+    """Publish ``count`` frames one at a time -> (rows of per-frame ms, frames lost).
+
+    ``serialised``: the camera publishes the image's serialised bytes, restamped in place (what
+    a C++ driver costs), else rclpy message objects (a Python camera: rclpy converts and
+    serialises 921 KB per frame). Either way this process receives the Detection2DArray as
+    serialised bytes and notes the arrival time before it reads the stamp."""
     from rclpy.qos import qos_profile_sensor_data
+    from rclpy.serialization import serialize_message
     from sensor_msgs.msg import Image
+    from vision_msgs.msg import Detection2DArray
+    from tx2_infer_ros import cdr
     pub = peer.node.create_publisher(Image, 'image', qos_profile_sensor_data)
+    arrivals = {}
+
+    def on_detections(data):
+        at = time.time()
+        arrivals[cdr.read_header(cdr.Reader(data))[:2]] = at
+    peer.node.create_subscription(Detection2DArray, 'detections', on_detections, 100, raw=True)
+    frames = [bytearray(serialize_message(m)) for m in msgs] if serialised else msgs
     peer.spin_for(1.0)  # discovery
     rows, lost = [], 0
     for i in range(count):
-        msg = msgs[i % len(msgs)]
-        msg.header.stamp = peer.node.get_clock().now().to_msg()
-        key = stamp_key(msg.header)
-        pub.publish(msg)
-        received = {}
-
-        def done():
-            for m, t in reversed(peer.detections[-3:]):
-                if stamp_key(m.header) == key:
-                    received['at'] = t
-            return 'at' in received and key in timing
-        if not peer.wait_for(done, 20.0):
+        now = peer.node.get_clock().now().to_msg()
+        key = now.sec, now.nanosec
+        if serialised:
+            frame = frames[i % len(frames)]
+            cdr.restamp(frame, *key)
+            pub.publish(bytes(frame))
+        else:
+            msg = msgs[i % len(msgs)]
+            msg.header.stamp = now
+            pub.publish(msg)
+        if not peer.wait_for(lambda: key in arrivals and key in timing, 20.0):
             lost += 1
             continue
         stamp = key[0] + key[1] * 1e-9
         row = {s: timing[key][f'{s}_ms'] for s in STAGES}
-        row['end_to_end'] = (received['at'] - stamp) * 1e3
+        row['end_to_end'] = (arrivals[key] - stamp) * 1e3
         row['deliver'] = row['end_to_end'] - timing[key]['latency_ms']
         row['between_stages'] = timing[key]['latency_ms'] - sum(row[s] for s in STAGES)
         row['overhead'] = row['end_to_end'] - row['infer']
@@ -108,13 +122,13 @@ def environment() -> dict:
             'numpy': np.__version__, 'opencv': cv2.__version__}
 
 
-def run(frames, warmup, gap, backend='cpu'):
+def run(frames, warmup, gap, backend='cpu', serialised=True):
     """Start the node, play the frames, return the result dict."""
     from diagnostic_msgs.msg import DiagnosticArray
     logs, domain = Path(tempfile.mkdtemp(prefix='tx2_infer_bench_ros_')), free_domain_id()
     proc = start_node(domain, logs, args=['-p', f'backend:={backend}', '-p',
                                           'publish_timing:=true'])
-    peer = Peer(domain, logs)
+    peer = Peer(domain, logs, detections=False)
     timing = {}
 
     def on_timing(array):
@@ -126,7 +140,7 @@ def run(frames, warmup, gap, backend='cpu'):
         assert peer.change_state(T.TRANSITION_CONFIGURE), (logs / 'det.log').read_text()
         assert peer.change_state(T.TRANSITION_ACTIVATE)
         load_start = os.getloadavg()
-        rows, lost = play(peer, timing, camera_messages(), warmup + frames, gap)
+        rows, lost = play(peer, timing, camera_messages(), warmup + frames, gap, serialised)
         load_end = os.getloadavg()
         info = peer.diag_values()
     finally:
@@ -139,6 +153,9 @@ def run(frames, warmup, gap, backend='cpu'):
                      f"{info.get('precision')}, backend {info.get('backend')}",
             'image': '640x480 bgr8 (' + ', '.join(PHOTOS) + '), best_effort, '
                      'Fast DDS profile config/fastdds_large_images.xml',
+            'camera': ('serialised bytes restamped in place (a C++ driver\'s cost)'
+                       if serialised else 'rclpy Image messages (a Python camera)'),
+            'receiver': 'raw subscription: arrival time noted before the bytes are read',
             'method': 'one frame at a time (next image published after the previous '
                       f'detections came back plus {gap} s), per-frame times matched by stamp',
             'frames': len(rows), 'warmup_frames': warmup, 'lost_frames': lost,
@@ -157,10 +174,12 @@ def main(argv=None):
     parser.add_argument('--warmup', type=int, default=5)
     parser.add_argument('--gap', type=float, default=0.05, help='seconds between frames')
     parser.add_argument('--backend', default='cpu', help="the node's backend (cpu, numpy, cuda)")
+    parser.add_argument('--python-camera', action='store_true',
+                        help='publish rclpy Image messages instead of serialised bytes')
     parser.add_argument('--out', default=str(ROOT / 'bench' / 'results' /
                                              'node_overhead_cpu.json'))
     args = parser.parse_args(argv)
-    result = run(args.frames, args.warmup, args.gap, args.backend)
+    result = run(args.frames, args.warmup, args.gap, args.backend, not args.python_camera)
     write_json(args.out, result, indent=2)
     print(json.dumps(result, indent=2))
     print(f"overhead beyond the engine: median {result['overhead_ms']['median']:.2f} ms, "

@@ -27,7 +27,7 @@ if [ ! -x $V/bin/colcon ]; then
     || { tail -30 $OUT/vision_msgs_build.log; exit 1; }
   since vision_msgs
 fi
-export TX2_INFER_ROS_WS=$ROOT/.rosws TX2_INFER_CACHE=/tmp/tx2cache PYTHONUNBUFFERED=1
+export TX2_INFER_ROS_WS=$ROOT/.rosws TX2_INFER_CACHE=/tmp/tx2cache PYTHONUNBUFFERED=1 PYTHONPATH=$ROOT
 A=$TX2_INFER_CACHE/assets; mkdir -p $A
 mkdir -p /tmp/packed && cp .rosgpu/yolov3-tiny.cfg .rosgpu/coco.names /tmp/packed/
 xz -dc .rosgpu/yolov3-tiny.weights16.xz > /tmp/packed/yolov3-tiny.weights16
@@ -36,10 +36,12 @@ cp .rosgpu/photos/* $A/
   || exit 1
 $V/bin/python -c "import rclpy, pycuda, tx2_infer_ros; print('rclpy ok')" || exit 1
 since assets
-for b in ${BENCH:-overhead_cuda overhead_cpu}; do
+for b in ${BENCH:-overhead_cuda overhead_cuda_pycam overhead_cpu cameras}; do
   case $b in
     overhead_cuda) timeout 200 $V/bin/python bench/bench_node_overhead.py --backend cuda \
       --frames 300 --out $OUT/node_overhead_cuda_h200.json > $OUT/$b.log 2>&1 ;;
+    overhead_cuda_pycam) timeout 150 $V/bin/python bench/bench_node_overhead.py --backend cuda \
+      --python-camera --frames 200 --out $OUT/node_overhead_cuda_pycam_h200.json > $OUT/$b.log 2>&1 ;;
     overhead_cpu) timeout 150 $V/bin/python bench/bench_node_overhead.py --backend cpu \
       --frames 150 --out $OUT/node_overhead_cpu_h200host.json > $OUT/$b.log 2>&1 ;;
     cameras) timeout 200 $V/bin/python bench/bench_cameras.py --backend cuda \

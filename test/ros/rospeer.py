@@ -99,7 +99,7 @@ def rss_mb(pid) -> float:
 class Peer:
     """An rclpy node in the test process facing the detector node ``name``."""
 
-    def __init__(self, domain_id, log_dir, name='det'):
+    def __init__(self, domain_id, log_dir, name='det', detections=True):
         ros_env.apply_to_this_process(ros_env.child_env(domain_id, log_dir))
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=domain_id)
@@ -111,7 +111,8 @@ class Peer:
         self._get = self.node.create_client(GetState, f'/{name}/get_state')
         self.params = AsyncParameterClient(self.node, name)
         self.detections, self.diagnostics = [], []
-        self.node.create_subscription(Detection2DArray, 'detections', self._on_det, 100)
+        if detections:  # False: the caller subscribes itself (e.g. raw, for timing)
+            self.node.create_subscription(Detection2DArray, 'detections', self._on_det, 100)
         self.node.create_subscription(DiagnosticArray, '/diagnostics', self.diagnostics.append,
                                       10)
 
