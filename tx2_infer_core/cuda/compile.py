@@ -139,9 +139,10 @@ def _check(lib, code: int, what: str):
         raise CompileError(f'{what}: {lib.nvrtcGetErrorString(code).decode()}')
 
 
-def nvrtc_compile(name: str, arch: int, defines: dict, source: str = None) -> bytes:
+def nvrtc_compile(name: str, arch: int, defines: dict, source: str = None,
+                  ptx: bool = False) -> bytes:
     """Compile ``kernels/<name>.cu`` (or the generated ``source``) with NVRTC to a cubin for
-    ``sm_<arch>``."""
+    ``sm_<arch>`` (``ptx``: its PTX text instead, to check which instructions it uses)."""
     lib = load_nvrtc()
     prog = ctypes.c_void_p()
     src = source.encode() if source is not None else (kernel_dir() / f'{name}.cu').read_bytes()
@@ -160,6 +161,11 @@ def nvrtc_compile(name: str, arch: int, defines: dict, source: str = None) -> by
             raise CompileError(f'NVRTC failed on {name}.cu for sm_{arch}:\n'
                                f'{log.value.decode(errors="replace")}')
         size = ctypes.c_size_t()
+        if ptx:
+            _check(lib, lib.nvrtcGetPTXSize(prog, ctypes.byref(size)), 'nvrtcGetPTXSize')
+            text = ctypes.create_string_buffer(size.value)
+            _check(lib, lib.nvrtcGetPTX(prog, text), 'nvrtcGetPTX')
+            return text.value
         _check(lib, lib.nvrtcGetCUBINSize(prog, ctypes.byref(size)), 'nvrtcGetCUBINSize')
         cubin = ctypes.create_string_buffer(size.value)
         _check(lib, lib.nvrtcGetCUBIN(prog, cubin), 'nvrtcGetCUBIN')
