@@ -10,8 +10,10 @@ import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper, TensorProto
 
+from tx2_infer_core.int8.quant_math import EXACT_FLOAT32_TERMS, conv_accumulator
 from tx2_infer_core.ir import Node
 from tx2_infer_core.ops import run_node
+from tx2_infer_core.ops.conv import conv_nd
 
 # (name, attrs): strides, pads, groups (depthwise too), dilations, 1x1
 GEOMETRIES = [
@@ -22,7 +24,8 @@ GEOMETRIES = [
     ('depthwise', dict(c=8, m=8, k=3, pads=[1, 1, 1, 1], group=8)),
     ('dilated', dict(c=4, m=8, k=3, pads=[2, 2, 2, 2], dilations=[2, 2])),
     ('pointwise', dict(c=16, m=8, k=1)),
-    ('wide_k', dict(c=64, m=8, k=5, pads=[2, 2, 2, 2])),
+    ('wide_k', dict(c=64, m=8, k=5, pads=[2, 2, 2, 2])),         # float32 in channel chunks
+    ('grouped_wide', dict(c=256, m=8, k=3, group=2)),  # float64 (no chunks)
 ]
 ACTIVATIONS = [('', {}), ('Relu', {}), ('LeakyRelu', {'alpha': 0.1}),
                ('Clip', {'clip_min': 0.0, 'clip_max': 6.0}), ('Sigmoid', {}), ('SiLU', {}),
@@ -126,6 +129,22 @@ def test_accumulator_is_exact(name, geometry):
     y = ours(t1, out_scale=0.0)   # dq = 1: float32(acc), exact below 2**24
     assert np.abs(acc).max() < 2 ** 24
     np.testing.assert_array_equal(y, acc.astype(np.float32))
+
+
+@pytest.mark.parametrize('c,k,group', [(114, 3, 1), (115, 3, 1), (1032, 1, 1), (2000, 1, 1),
+                                       (230, 3, 2)])
+def test_accumulator_is_exact_at_the_extremes(c, k, group):
+    """Products at their largest (-128 * -127; one channel -127 * -127 so the sums are
+    odd): sums right at and past 2**24, where float32 rounds."""
+    t = case(7, c=c, m=2 * group, k=k, group=group, hw=(k + 1, k + 1))
+    t['x'][...] = -128
+    t['x'][:, 0] = -127
+    t['w'][...] = -127
+    t['w'][-1, 0] = 127
+    acc, _ = ort_reference(t)
+    assert np.abs(acc).max() >= 2 ** 24 or c * k * k <= EXACT_FLOAT32_TERMS
+    ours_acc = conv_accumulator(lambda a, b: conv_nd(a, b, group), t['x'], t['w'], t['b'], group)
+    np.testing.assert_array_equal(ours_acc, acc)
 
 
 @pytest.mark.parametrize('name,geometry', GEOMETRIES, ids=[g[0] for g in GEOMETRIES])

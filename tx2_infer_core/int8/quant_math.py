@@ -88,13 +88,33 @@ def requant_multipliers(x_scale, w_scales, out_scale=0.0) -> tuple:
     return dq.astype(np.float32), np.float32(inv_out)
 
 
-def conv_accumulator(conv, x_q, w_q, b_q=None) -> np.ndarray:
+# Terms of int8 x int8 products (each at most 128 * 127 in size) that float32 sums exactly in
+# any order: every partial sum stays an integer below 2**24.
+EXACT_FLOAT32_TERMS = 2 ** 24 // (128 * 127)
+
+
+def conv_accumulator(conv, x_q, w_q, b_q=None, group=1) -> np.ndarray:
     """The exact int32 accumulator sum(x_q * w_q) + b_q of ``conv(x, w)`` (a float conv
-    function). The conv runs in float64: every partial sum is an integer below
-    K * 128 * 127 < 2**53, so float64 sums them exactly in any order; the int64 result is
-    wrapped to int32 as the GPU's int32 adds would wrap."""
-    acc = conv(np.asarray(x_q).astype(np.float64), np.asarray(w_q).astype(np.float64))
-    acc = acc.astype(np.int64)
+    function over NCHW input and MCKK weights, ``group`` groups).
+
+    Exactness: every partial sum is an integer, so a float sum is exact while it stays below
+    2**24 (float32) or 2**53 (float64). The conv runs in float32 over chunks of input channels
+    of at most ``EXACT_FLOAT32_TERMS`` terms per output (summed in int64), or in float64 when
+    grouped channels cannot be chunked; the int64 total wraps to int32 as the GPU's int32 adds
+    would."""
+    x_q, w_q = np.asarray(x_q), np.asarray(w_q)
+    taps = int(np.prod(w_q.shape[2:]))
+    chunk = EXACT_FLOAT32_TERMS // taps
+    if w_q.shape[1] <= chunk:
+        acc = conv(x_q.astype(np.float32), w_q.astype(np.float32)).astype(np.int64)
+    elif group == 1 and chunk >= 1:
+        acc = None
+        for c in range(0, w_q.shape[1], chunk):
+            part = conv(x_q[:, c:c + chunk].astype(np.float32),
+                        w_q[:, c:c + chunk].astype(np.float32)).astype(np.int64)
+            acc = part if acc is None else acc + part
+    else:
+        acc = conv(x_q.astype(np.float64), w_q.astype(np.float64)).astype(np.int64)
     if b_q is not None:
         acc += np.asarray(b_q, np.int64).reshape((1, -1) + (1,) * (acc.ndim - 2))
     return acc.astype(np.int32)

@@ -92,7 +92,7 @@ def FusedConvInt8(x, w, b=None, residual=None, *, x_scale, w_scales, out_scale=0
         unsupported(f'group={group} with {x.shape[1]} input channels and weight {w.shape}')
     pads = resolve_pads(x.shape[2:], w.shape[2:], strides, dilations, pads, auto_pad)
     acc = conv_accumulator(lambda xf, wf: conv_nd(xf, wf, group, strides, dilations, pads),
-                           x, w, b)
+                           x, w, b, group)
     dq, inv_out = requant_multipliers(x_scale, w_scales, out_scale)
     y = acc.astype(np.float32) * dq.reshape((1, -1) + (1,) * nd)
     if residual is not None:
