@@ -3,7 +3,8 @@
 With the ``depth_topic`` parameter set, the first camera also subscribes to that depth image
 (``16UC1``/``mono16`` millimetres or ``32FC1`` metres, aligned with the colour image: same
 size, same optical frame) and to its ``sensor_msgs/CameraInfo`` (``depth_info_topic``; empty:
-``camera_info`` beside the depth topic). Each frame's detections are paired with the depth
+``camera_info`` beside the depth topic); both reliable with ``qos_reliability: reliable``,
+else best effort (which any publisher matches). Each frame's detections are paired with the depth
 frame of the nearest stamp within ``depth_slop`` seconds (``tx2_infer_core/sync.py``), then
 per detection the median depth of the valid pixels in its inner ``depth_inner`` fraction is
 back-projected with the CameraInfo's K (``tx2_infer_core/depth.py``). The frame's
@@ -31,6 +32,7 @@ from vision_msgs.msg import Detection3D, Detection3DArray, ObjectHypothesisWithP
 from tx2_infer_core.depth import ENCODINGS, Intrinsics, box_position, depth_metres
 from tx2_infer_core.sync import ApproxTimeSync
 from tx2_infer_ros.params import output_namespace
+from tx2_infer_ros.qos import image_qos
 
 COUNTS = ('published', 'objects', 'no_depth', 'unpaired', 'waiting', 'size_error',
           'encoding_error', 'no_info')
@@ -98,17 +100,18 @@ class DepthOutput:
     """One camera's depth subscriptions, synchroniser and ``detections_3d`` publisher."""
 
     def __init__(self, node, camera_topic, depth_topic, depth_info_topic, slop_s, inner,
-                 qos_depth=5):
+                 reliability='best_effort'):
         self.node, self.camera_topic, self.inner = node, camera_topic, inner
         self.sync = ApproxTimeSync(int(round(slop_s * 1e9)), queue_size=5)
         self.intrinsics, self.info_size = None, None
         self.counts, self._lock = Counter(), threading.Lock()
         self.publisher = node.create_publisher(
             Detection3DArray, output_namespace(camera_topic) + 'detections_3d', 10)
+        qos = image_qos(reliability, 5)
         self.subs = [
-            node.create_subscription(Image, depth_topic, self._on_depth, qos_depth),
+            node.create_subscription(Image, depth_topic, self._on_depth, qos),
             node.create_subscription(CameraInfo, info_topic(depth_topic, depth_info_topic),
-                                     self._on_info, 5)]
+                                     self._on_info, qos)]
         self._warned = set()
 
     def close(self):
@@ -201,5 +204,7 @@ def from_params(node, camera_topic):
     topic = value('depth_topic').value
     if not topic:
         return None
+    reliable = value('qos_reliability').value == 'reliable'
     return DepthOutput(node, camera_topic, topic, value('depth_info_topic').value,
-                       value('depth_slop').value, value('depth_inner').value)
+                       value('depth_slop').value, value('depth_inner').value,
+                       'reliable' if reliable else 'best_effort')
