@@ -203,3 +203,22 @@ def test_unsynchronised_stamps_give_no_3d(peer, scene):
                          timeout=10), peer.diag_values()
     assert peer.diag_values()['depth_waiting'] == '10'
     assert not [a for a in peer.arrays if a.header.stamp in stamps]
+
+
+def test_depth_array_reads_padded_rows_and_byte_order():
+    """Rows padded to a wider step, big-endian data; an unknown encoding or short data is a
+    DepthError naming the cause."""
+    from tx2_infer_ros.depth_output import DepthError, depth_array
+    values = np.arange(12, dtype=np.uint16).reshape(3, 4) * 1000
+    padded = np.zeros((3, 6), '>u2')
+    padded[:, :4] = values
+    msg = Image(height=3, width=4, encoding='16UC1', is_bigendian=1, step=12)
+    msg.data = padded.tobytes()
+    np.testing.assert_array_equal(depth_array(msg), values)
+    msg.encoding = 'rgb8'
+    with pytest.raises(DepthError, match='encoding') as bad:
+        depth_array(msg)
+    msg.encoding, msg.data = '32FC1', bytes(20)
+    with pytest.raises(DepthError, match='bytes of data') as short:
+        depth_array(msg)
+    assert (bad.value.cause, short.value.cause) == ('encoding', 'size')
