@@ -24,6 +24,7 @@ import threading
 from collections import Counter
 
 import numpy as np
+from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
@@ -144,7 +145,8 @@ class DepthOutput:
             self._publish(*pair)
 
     def add_frame(self, camera_topic, header, shape, dets, track_ids):
-        """A colour frame's detections (``shape``: its HxW). Returns each detection's
+        """A colour frame's detections (``header``: anything with ``stamp.sec``,
+        ``stamp.nanosec`` and ``frame_id``; ``shape``: its HxW). Returns each detection's
         distance from the camera (metres, None without depth) when its depth frame was
         already there, else None (the 3D array follows when the depth frame comes; and for
         another camera's frame)."""
@@ -177,8 +179,8 @@ class DepthOutput:
         metres = depth_metres(depth, depth_msg.encoding)
         boxes = [box_position(metres, (d.x1, d.y1, d.x2, d.y2), intrinsics, self.inner)
                  for d in dets]
-        out_header = Header(stamp=header.stamp,
-                            frame_id=depth_msg.header.frame_id or header.frame_id)
+        stamp = Time(sec=int(header.stamp.sec), nanosec=int(header.stamp.nanosec))
+        out_header = Header(stamp=stamp, frame_id=depth_msg.header.frame_id or header.frame_id)
         array = fill_detection3d_array(out_header, dets, track_ids, boxes)
         self.publisher.publish(array)
         self._count('published')
