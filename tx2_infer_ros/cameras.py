@@ -30,13 +30,14 @@ class Camera:
         self.annotated = node.create_publisher(Image, prefix + 'annotated_image', 2)
 
     def subscribe(self, on_message, reliability) -> None:
-        """(Re)create the subscription with ``reliability``; ``on_message(camera, msg)``."""
+        """(Re)create the subscription with ``reliability``; ``on_message(camera, data)`` gets
+        the serialised message (``raw``: read as a view by ``cdr``, no message object)."""
         self.unsubscribe()
         topic = self.topic + '/compressed' if self.compressed else self.topic
         self.sub = self.node.create_subscription(
             CompressedImage if self.compressed else Image, topic,
-            lambda msg: on_message(self, msg), image_qos(reliability, self.depth),
-            event_callbacks=incompatible_qos_callbacks(self.node.get_logger(), topic))
+            lambda data: on_message(self, data), image_qos(reliability, self.depth),
+            event_callbacks=incompatible_qos_callbacks(self.node.get_logger(), topic), raw=True)
         self.reliability = reliability
         self._on_message = on_message
 

@@ -14,13 +14,24 @@ No rclpy import here: the node passes its logger's ``warn``.
 import threading
 import time
 
+from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
+from std_msgs.msg import Header
 
-from tx2_infer_ros import conversions
+from tx2_infer_ros import cdr, conversions
 from tx2_infer_ros.scheduling import FreshestSlots, Worker
 from tx2_infer_ros.stats import camera_status, diagnostic_status
 
 WARN_EVERY_S = 10.0     # a drop cause is logged at its first frame, then at most this often
+
+
+def frame_view(camera, data):
+    """The serialised image of ``camera`` as a ``cdr`` view with a ``header`` (raises
+    ``cdr.CdrError`` for bytes that do not hold the message)."""
+    view = cdr.compressed_view(data) if camera.compressed else cdr.image_view(data)
+    view.header = Header(stamp=Time(sec=view.sec, nanosec=view.nanosec),
+                         frame_id=view.frame_id)
+    return view
 
 
 def header_check(camera):
@@ -32,24 +43,29 @@ class FrameIntake:
     """The slots and the worker between the cameras' subscriptions and ``handle(camera, msg,
     arrival)``; counts into ``stats`` (the node's ``NodeStats``) and each camera's stats."""
 
-    def __init__(self, cameras, stats, handle, warn, max_pixels=conversions.MAX_IMAGE_PIXELS):
+    def __init__(self, cameras, stats, handle, warn, max_pixels=conversions.MAX_IMAGE_PIXELS,
+                 inline=False):
         self.cameras, self.stats, self._warn = cameras, stats, warn
         self.max_pixels = max_pixels
         self.slots = FreshestSlots(cameras)
-        self.worker = Worker(self.slots, handle)
+        self.worker = Worker(self.slots, handle, inline=inline)
         self._last_warn, self._warn_lock = {}, threading.Lock()
 
     def start(self) -> None:
         """Start the worker (before the subscriptions)."""
         self.worker.start()
 
-    def on_message(self, camera, msg) -> None:
-        """Subscription callback: count the frame, check its header; a good frame goes to the
-        slot, a malformed one is dropped under its cause."""
+    def on_message(self, camera, data) -> None:
+        """Subscription callback (serialised bytes): count the frame, read and check its
+        header; a good frame goes to the slot, a malformed one is dropped under its cause."""
         self.stats.receive()
         camera.stats.receive()
         try:
+            msg = frame_view(camera, data)
             header_check(camera)(msg, self.max_pixels)
+        except cdr.CdrError as exc:
+            self.drop(camera, 'size', f'malformed message: {exc}')
+            return
         except conversions.ConversionError as exc:
             self.drop(camera, exc.cause, str(exc))
             return
@@ -57,6 +73,7 @@ class FrameIntake:
             self.drop(camera, 'error', f'{type(exc).__name__}: {exc}')
             return
         self.slots.put(camera, msg)
+        self.worker.serve_inline()
 
     def decode(self, camera, msg):
         """Worker: the frame as HxWx3 BGR, or None when it is dropped (counted by cause)."""

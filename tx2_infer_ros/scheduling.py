@@ -61,12 +61,19 @@ class FreshestSlots:
 
 
 class Worker:
-    """A thread that runs ``handle(key, item, arrival)`` on the messages ``slots`` give."""
+    """A thread that runs ``handle(key, item, arrival)`` on the messages ``slots`` give.
 
-    def __init__(self, slots, handle, name='tx2_infer_worker'):
-        self.slots, self.handle = slots, handle
+    ``inline``: ``serve_inline`` (called by the subscription right after its ``put``) runs the
+    message in the caller's thread when the worker is idle, saving the thread hand-off
+    (0.4 ms measured); for frames much shorter than the frame period (the GPU path), since it
+    holds the caller (the executor) for the frame. Every message still passes the slots, so
+    the counting is the same."""
+
+    def __init__(self, slots, handle, name='tx2_infer_worker', inline=False):
+        self.slots, self.handle, self.inline = slots, handle, inline
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._stop = threading.Event()
+        self._busy = threading.Lock()   # one frame at a time, in whichever thread
 
     def start(self) -> None:
         """Start the thread."""
@@ -76,7 +83,21 @@ class Worker:
         while not self._stop.is_set():
             got = self.slots.take(timeout=0.2)
             if got is not None:
+                with self._busy:
+                    self.handle(*got)
+
+    def serve_inline(self) -> bool:
+        """With ``inline``: run the next waiting message here if no frame is running; True
+        when one ran."""
+        if not self.inline or self._stop.is_set() or not self._busy.acquire(blocking=False):
+            return False
+        try:
+            got = self.slots.take(timeout=0)
+            if got is not None:
                 self.handle(*got)
+            return got is not None
+        finally:
+            self._busy.release()
 
     def stop(self, timeout=10.0) -> None:
         """Stop the thread after the frame in progress (if any) and wait for it."""

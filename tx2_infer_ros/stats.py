@@ -15,8 +15,9 @@ from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
 from tx2_infer_core import detector
 
-# Per frame: image message -> BGR ('decode'), the Detector's stages, then 'publish'.
-STAGES = ('decode',) + detector.STAGES + ('publish',)
+# Per frame: image message -> BGR ('decode'), the Detector's stages, the tracker ('track'),
+# then 'publish' (the Detection2DArray).
+STAGES = ('decode',) + detector.STAGES + ('track', 'publish')
 # Per frame, in order: image stamp -> subscription callback ('receive'), callback -> worker
 # ('wait'), the STAGES, then 'latency' = image stamp -> detections published.
 FRAME_TIMES = ('receive', 'wait') + STAGES + ('latency',)

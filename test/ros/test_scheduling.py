@@ -1,6 +1,7 @@
 """Freshest-frame slots, one per camera (no ROS): the newest frame per camera, stale frames
 counted per camera, cameras served round-robin, close wakes the worker."""
 import threading
+import time
 
 from tx2_infer_ros.scheduling import FreshestSlots, Worker
 
@@ -49,3 +50,46 @@ def test_frames_waiting_at_close_are_counted_stale():
     slots.put('rear', 'r0')
     slots.close()
     assert slots.drops == {'front': 2, 'rear': 1} and slots.take(0) is None
+
+
+def test_inline_worker_runs_the_frame_in_the_callers_thread_when_idle():
+    slots = FreshestSlots(['a'])
+    ran = []
+    worker = Worker(slots, lambda key, item, arrival: ran.append(
+        (item, threading.get_ident())), inline=True)
+    slots.put('a', 1)
+    assert worker.serve_inline()
+    assert ran == [(1, threading.get_ident())]
+    assert not worker.serve_inline()        # nothing waits
+
+
+def test_inline_worker_leaves_the_frame_to_the_thread_while_one_runs():
+    slots = FreshestSlots(['a'])
+    started, release, ran = threading.Event(), threading.Event(), []
+
+    def handle(key, item, arrival):
+        ran.append((item, threading.get_ident()))
+        if item == 1:
+            started.set()
+            release.wait(5)
+    worker = Worker(slots, handle, inline=True)
+    worker.start()
+    slots.put('a', 1)                       # the worker thread takes it and blocks
+    assert started.wait(5)
+    slots.put('a', 2)
+    assert not worker.serve_inline()        # busy: the caller does not wait
+    release.set()
+    deadline = time.monotonic() + 5
+    while len(ran) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    worker.stop()
+    assert [item for item, _ in ran] == [1, 2]
+    assert ran[1][1] != threading.get_ident()   # frame 2 ran in the worker thread
+    assert slots.drops['a'] == 0
+
+
+def test_a_worker_without_inline_never_runs_in_the_caller():
+    slots = FreshestSlots(['a'])
+    worker = Worker(slots, lambda *args: None)
+    slots.put('a', 1)
+    assert not worker.serve_inline()
