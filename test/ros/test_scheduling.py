@@ -77,14 +77,18 @@ def test_inline_worker_leaves_the_frame_to_the_thread_while_one_runs():
     slots.put('a', 1)                       # the worker thread takes it and blocks
     assert started.wait(5)
     slots.put('a', 2)
-    assert not worker.serve_inline()        # busy: the caller does not wait
+    answer = []
+    caller = threading.Thread(target=lambda: answer.append(worker.serve_inline()))
+    caller.start()
+    caller.join(3)                          # busy: the caller returns at once, not after
+    assert not caller.is_alive() and answer == [False]
     release.set()
     deadline = time.monotonic() + 5
     while len(ran) < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
     worker.stop()
     assert [item for item, _ in ran] == [1, 2]
-    assert ran[1][1] != threading.get_ident()   # frame 2 ran in the worker thread
+    assert ran[1][1] == ran[0][1]           # frame 2 ran in the worker thread
     assert slots.drops['a'] == 0
 
 
