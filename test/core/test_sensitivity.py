@@ -1,0 +1,82 @@
+"""Per-layer sensitivity and the mixed schedule (tx2_infer_core/int8/sensitivity.py) on
+YOLOv3-tiny at 128x128 and real frames; the greedy rule on known numbers."""
+import numpy as np
+import pytest
+
+from tx2_infer_core.int8 import calibrate as cal
+from tx2_infer_core.int8 import frames as fr
+from tx2_infer_core.int8 import sensitivity as sens
+from tx2_infer_core.int8.build import build_quantized
+from tx2_infer_core.reference import execute
+
+
+@pytest.fixture(scope='module')
+def tiny():
+    from tx2_infer_core import assets
+    from tx2_infer_core.engine import _default_meta, import_model
+    from tx2_infer_core.passes import optimize
+    cfg, weights, _ = assets.yolov3_tiny()
+    graph = import_model(cfg, (1, 3, 128, 128), weights)
+    _default_meta(graph)
+    graph, _ = optimize(graph, 2)
+    frames = fr.default_frames(video_frames_each=1)
+    calib = fr.input_feeds(frames.calibration[:2] + frames.calibration[-1:], graph)
+    held = fr.input_feeds(frames.held_out[:1] + frames.held_out[-1:], graph)
+    thresholds = cal.calibrate(graph, calib, 'minmax', show=lambda it, *a: it)[0]
+    return graph, calib, held, thresholds
+
+
+def test_changed_only_execution_is_exact(tiny):
+    graph, calib, _, thresholds = tiny
+    full = sens.full_schedule(graph, thresholds)
+    assert len(full) == 13
+    keys = {sens.node_key(n) for n in graph.nodes}
+    env = execute(graph, calib[0], keep_all=True)
+    for names in (['conv_4'], ['conv_13', 'conv_22'], list(full)):
+        quantized, _ = build_quantized(graph, {n: full[n] for n in names})
+        want = execute(quantized, calib[0])
+        got = sens.execute_changed(quantized, env, keys)
+        for name in graph.outputs:
+            np.testing.assert_array_equal(got[name], want[name])
+            assert not np.array_equal(got[name], env[name])      # the change reached it
+
+
+def test_agreement_is_one_for_fp32_and_lower_for_all_int8(tiny):
+    graph, calib, _, thresholds = tiny
+    evaluator = sens.Evaluator(graph, calib)
+    assert evaluator.metric(evaluator.truth) == 1.0
+    assert evaluator.agreement({}) == 1.0
+    entropy = cal.calibrate(graph, calib, 'entropy', show=lambda it, *a: it)[0]
+    loss = 1 - evaluator.agreement(sens.full_schedule(graph, entropy))
+    assert 0 < loss <= 1        # entropy on every layer of a detector: known to hurt
+
+
+def test_greedy_takes_best_gain_per_loss_within_budget():
+    gains = {'a': 10.0, 'b': 10.0, 'c': 1.0, 'd': 0.0, 'e': 5.0}
+    losses = {'a': 0.004, 'b': 0.001, 'c': 0.0, 'd': 0.0, 'e': 0.003}
+    decisions = []
+    chosen = sens.greedy(list(gains), gains, losses, 0.005, decisions)
+    # ratios: c inf (loss 0), b 1e4, a 2.5e3, e 1.7e3; a fits (0.005), e would not; d saves 0
+    assert chosen == ['c', 'b', 'a']
+    assert [d['layer'] for d in decisions] == ['c', 'b', 'a', 'e', 'd']
+    assert 'no speed gain' in decisions[-1]['why'] and 'budget' in decisions[3]['why']
+
+
+def test_mixed_schedule_honours_its_budget_on_held_out_frames(tiny):
+    graph, calib, held, thresholds = tiny
+    schedule, report = sens.choose_schedule(graph, thresholds, calib, held, budget=0.005)
+    assert report['gain_source'] == 'flops'
+    assert report['held_out_loss'] <= 0.005
+    measured = 1 - sens.Evaluator(graph, held).agreement(schedule)
+    assert measured == pytest.approx(report['held_out_loss'])
+    logged = {d['layer'] for d in report['decisions']}
+    assert logged == {row['layer'] for row in report['layers']}
+    assert {row['layer'] for row in report['layers'] if row['int8']} == set(schedule)
+
+
+def test_measured_timings_replace_flops(tiny):
+    graph, _, _, thresholds = tiny
+    names = list(sens.full_schedule(graph, thresholds))
+    gains, source = sens.layer_gains(graph, names, {'conv_12': 0.3, 'conv_0': -0.1})
+    assert source == 'measured'
+    assert gains['conv_12'] == 0.3 and gains['conv_0'] == -0.1 and gains['conv_2'] == 0.0
