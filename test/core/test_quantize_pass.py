@@ -257,6 +257,9 @@ def test_quantized_plan_saves_and_loads_bit_identical(yolov3_fp32, tmp_path):
     graph = yolov3_fp32
     feeds = photo_tensor(graph, 'horses.jpg', graph.meta.get('input_format'))
     q, plan = build_quantized(graph, minmax_schedule(graph, feeds))
+    int8 = [v for v in q.values.values() if v.dtype == 'int8']
+    assert int8 and all(v.nbytes == np.prod(v.shape) for v in int8)   # one byte each
+    assert all(plan.offsets[v.name] % 256 == 0 for v in int8 if v.name not in plan.inplace)
     path = tmp_path / 'q.tx2plan'
     plan_file.save_plan(path, q, plan.to_dict(), {'precision': 'int8'})
     loaded, plan2, _ = plan_file.load_plan(path)
