@@ -33,6 +33,20 @@ prepare() {  # $1: tree, $2: data folder
     > $OUT/prepare_$(basename $2).log 2>&1 || echo "prepare $1 failed"
 }
 
+if [ "$MODE" = int8 ]; then  # the INT8 kernels against the numpy emulation, then per layer
+  export PYTHONPATH=/tmp/site:$PWD
+  timeout ${TEST_S:-300} python3 -m pytest -q -p no:cacheprovider -rf -x --maxfail=20 \
+    test/cuda/test_int8_kernels.py > $OUT/test_int8.log 2>&1
+  since int8_tests
+  timeout ${BENCH_S:-200} python3 bench/bench_int8_layers.py \
+    --out $OUT/int8_layers_h200.json > $OUT/int8_layers.log 2>&1
+  since int8_bench
+  grep -E "FAILED|ERROR|passed|failed" $OUT/test_int8.log | cut -c1-250 | tail -n 25
+  tail -n 15 $OUT/int8_layers.log | cut -c1-200
+  pack
+  exit 0
+fi
+
 if [ "$MODE" = tests ]; then
   prepare . /tmp/devdata
   since prepared
