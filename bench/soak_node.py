@@ -9,12 +9,24 @@ machine may be shared). The JSON is rewritten after each sample, so a cut run st
 data; its summary has the RSS slope (MiB/min, least squares over the samples after the first
 minute, the warm-up) and the counts.
 
-    python bench/soak_node.py [--minutes 60] [--hz 60] [--every 10]
+    python bench/soak_node.py [--minutes 60] [--hz 60] [--every 10] [--best-effort]
         [--out bench/results/soak_node_cpu.json]
 
-The node keeps only the freshest frame (keep-last-1): at 60 Hz on a CPU most frames, good or
-malformed, are replaced before the worker takes them and are counted as ``dropped_stale``;
-a malformed frame the worker does take is counted under its cause (size, encoding, empty).
+The node keeps only the freshest frame (keep-last-1): at 60 Hz on a CPU most good frames are
+replaced before the worker takes them and are counted as ``dropped_stale``; a malformed frame
+is refused by its header as it arrives and counted under its cause (size, encoding, empty),
+never as stale. At the end the camera stops, the node settles, and the summary's
+``accounting`` checks, from the node's /diagnostics and the detections received here:
+
+    sent = answered + stale + sum(causes)        (every frame accounted for)
+    malformed sent = sum(causes)                  (every malformed frame counted by cause)
+    received = answered + stale + sum(causes)    (the node's own books, whatever DDS lost)
+
+``lost_in_transport`` (sent - received by the node) is what DDS dropped on the way (a reader
+history overwritten before the node's executor took it, or best effort); the first two
+identities can only hold when it is 0. So the camera publishes reliable (depth 10) and the
+node subscribes with qos_depth 10 (reliability auto matches it); ``--best-effort`` publishes
+with the sensor-data profile (best effort, depth 5) as many camera drivers do.
 """
 import argparse
 import os
@@ -32,6 +44,7 @@ from rospeer import T, Peer, free_domain_id, rss_mb, start_node, stop_node  # no
 
 PHOTOS = ('dog.jpg', 'bus.jpg', 'horses.jpg')
 WARMUP_S = 60.0
+SETTLE_S = 3.0      # after the last frame: the worker finishes, diagnostics (1 Hz) catch up
 
 
 def good_frames():
@@ -86,11 +99,12 @@ def rss_slope(samples) -> float:
 class Soak:
     """The camera and the consumer side of the soak, in this process."""
 
-    def __init__(self, peer, hz):
-        from rclpy.qos import qos_profile_sensor_data
+    def __init__(self, peer, hz, best_effort=False):
+        from rclpy.qos import QoSProfile, qos_profile_sensor_data
         from sensor_msgs.msg import Image
         self.peer, self.period = peer, 1.0 / hz
-        self.pub = peer.node.create_publisher(Image, 'image', qos_profile_sensor_data)
+        qos = qos_profile_sensor_data if best_effort else QoSProfile(depth=10)
+        self.pub = peer.node.create_publisher(Image, 'image', qos)
         self.good, self.bad = good_frames(), bad_frames()
         self.sent = {'good': 0, 'malformed': 0}
         self.latencies, self.answered = [], 0
@@ -136,19 +150,21 @@ def sample(soak, pid, start) -> dict:
             'latency_ms': {'median': round(float(np.median(lat)), 2),
                            'p99': round(float(np.percentile(lat, 99)), 2)},
             'sent': dict(soak.sent), 'answered': soak.answered,
-            'node_frames': diag.get('frames'),
+            'node_frames': diag.get('frames'), 'node_received': diag.get('received'),
             'node_drops': {k: v for k, v in diag.items() if k.startswith('dropped_')},
             'node_alive': pid_alive(pid),
             'load_average': [round(x, 2) for x in os.getloadavg()]}
 
 
-def soak(minutes, hz, every, out):
+def soak(minutes, hz, every, out, best_effort=False):
     logs, domain = Path(tempfile.mkdtemp(prefix='tx2_infer_soak_')), free_domain_id()
-    proc = start_node(domain, logs, args=['-p', 'backend:=cpu'])
+    proc = start_node(domain, logs, args=['-p', 'backend:=cpu', '-p', 'qos_depth:=10'])
     peer = Peer(domain, logs)
     doc = {'what': __doc__.splitlines()[0], 'cpu': cpu_name(), 'cores': os.cpu_count(),
            'versions': versions('numpy', 'rclpy', 'onnxruntime'),
            'planned_minutes': minutes, 'hz': hz, 'sample_every_s': every,
+           'camera_qos': 'sensor data (best effort, depth 5)' if best_effort else
+           'reliable, depth 10; node qos_depth 10',
            'frames': '640x480 bgr8 ' + ', '.join(PHOTOS) + '; malformed: ' +
            ', '.join(f'{m.encoding} {m.width}x{m.height}' for m in bad_frames()),
            'started': time.strftime('%Y-%m-%d %H:%M:%S'), 'node_log': str(logs),
@@ -157,7 +173,13 @@ def soak(minutes, hz, every, out):
         peer.ready()
         assert peer.change_state(T.TRANSITION_CONFIGURE), (logs / 'det.log').read_text()
         assert peer.change_state(T.TRANSITION_ACTIVATE)
-        worker = Soak(peer, hz)
+        worker = Soak(peer, hz, best_effort)
+        # reliability auto: the node resubscribes to match the camera (within 1 s); a frame
+        # sent meanwhile is lost in transport, so start once it has matched
+        wanted = 'best_effort' if best_effort else 'reliable'
+        peer.wait_for(lambda: peer.diag_values().get('image_reliability') == wanted and
+                      worker.pub.get_subscription_count() > 0, timeout=30)
+        peer.spin_for(1.0)
         start, k = time.monotonic(), 0
         while time.monotonic() - start < minutes * 60:
             k = worker.run_until(time.monotonic() + every, k)
@@ -165,6 +187,8 @@ def soak(minutes, hz, every, out):
             doc['summary'] = summary(doc['samples'])
             write_json(out, doc)
             print(doc['samples'][-1], flush=True)
+        peer.spin_for(SETTLE_S)
+        doc['samples'].append(dict(sample(worker, proc.pid, start), settled=True))
     finally:
         peer.close()
         stop_node(proc)
@@ -187,7 +211,26 @@ def summary(samples) -> dict:
             'sent': last['sent'], 'answered': last['answered'],
             'node_frames': last['node_frames'], 'node_drops': last['node_drops'],
             'node_alive_at_last_sample': last['node_alive'],
-            'load_average_max_1min': max(s['load_average'][0] for s in samples)}
+            'load_average_max_1min': max(s['load_average'][0] for s in samples),
+            'accounting': accounting(last)}
+
+
+def accounting(last) -> dict:
+    """Where every frame went (module docstring), from a sample; the identities are only
+    meaningful on the settled last sample (``settled``)."""
+    drops = {k[len('dropped_'):]: int(v) for k, v in last['node_drops'].items()}
+    stale = drops.pop('stale', 0)
+    causes = {c: n for c, n in drops.items() if n}
+    counted = sum(causes.values())
+    sent = last['sent']['good'] + last['sent']['malformed']
+    received, answered = int(last['node_received'] or 0), int(last['node_frames'] or 0)
+    return {'settled': bool(last.get('settled')), 'sent': sent, 'received': received,
+            'lost_in_transport': sent - received, 'answered': answered,
+            'answered_received_here': last['answered'], 'stale': stale, 'causes': causes,
+            'sent_eq_answered_stale_causes': sent == answered + stale + counted,
+            'malformed_sent_eq_causes': last['sent']['malformed'] == counted,
+            'received_eq_answered_stale_causes': received == answered + stale + counted,
+            'every_answer_received': answered == last['answered']}
 
 
 def main(argv=None):
@@ -195,9 +238,11 @@ def main(argv=None):
     parser.add_argument('--minutes', type=float, default=60.0)
     parser.add_argument('--hz', type=float, default=60.0)
     parser.add_argument('--every', type=float, default=10.0, help='seconds between samples')
+    parser.add_argument('--best-effort', action='store_true',
+                        help='camera publishes best effort, depth 5 (sensor data profile)')
     parser.add_argument('--out', default=str(ROOT / 'bench' / 'results' / 'soak_node_cpu.json'))
     args = parser.parse_args(argv)
-    doc = soak(args.minutes, args.hz, args.every, args.out)
+    doc = soak(args.minutes, args.hz, args.every, args.out, args.best_effort)
     print(doc['summary'])
 
 
