@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tx2_infer_core.cli_int8 import add_calibrate_command, add_int8_args, int8_options
 from tx2_infer_core.detect_params import DEFAULTS, DetectParams
 from tx2_infer_core.engine import BACKENDS, PRECISIONS, precision_error
 from tx2_infer_core.errors import InputError, Tx2InferError
@@ -83,7 +84,8 @@ def open_engine(args, backend=None):
     print(f'building {path.name} ...', file=sys.stderr)
     engine = Engine.build(path, input_shape=getattr(args, 'input_shape', None),
                           precision=getattr(args, 'precision', 'fp32'), backend=backend,
-                          weights_path=args.weights, optimize=not args.no_optimize)
+                          weights_path=args.weights, optimize=not args.no_optimize,
+                          int8_options=int8_options(args))
     print(f'built {path.name} in {time.perf_counter() - start:.1f} s', file=sys.stderr)
     return _override_meta(engine, args)
 
@@ -237,9 +239,12 @@ def make_parser():
     build.add_argument('--precision', default='fp32', type=parse_precision,
                        metavar='{' + ','.join(PRECISIONS) + '}',
                        help='fp16 needs --backend cuda; fp32 on cuda runs fp16 with fp32 '
-                            'accumulation and is recorded as fp16')
+                            'accumulation and is recorded as fp16; int8/mixed calibrate on '
+                            'real frames (the cpu runs them as a slow exact emulation)')
     build.add_argument('--labels', help='class names file to store in the plan')
+    add_int8_args(build)
     build.set_defaults(func=cmd_build)
+    add_calibrate_command(sub, _model_args)
 
     run = sub.add_parser('run', help='detect objects in images')
     _model_args(run)

@@ -16,6 +16,7 @@ from tx2_infer_core.engine_build import (  # noqa: F401 - re-exported: the engin
     BACKENDS, CPU_BACKENDS, PRECISIONS, cache_key, darknet_weights, default_meta, file_digest,
     import_model, make_backend, model_digest, own_errors, plan_target, precision_error,
     sized_input_shape)
+from tx2_infer_core.engine_int8 import INT8_PRECISIONS, backend_for, quantize_for_build
 from tx2_infer_core.errors import InputError, ModelFormatError, PlanFileError, Tx2InferError
 from tx2_infer_core.limits import DEFAULT_LIMITS
 from tx2_infer_core.plan_trust import remember, verified_marker, verify_shapes
@@ -37,6 +38,8 @@ def run_precision(backend, precision) -> str:
     reason = precision_error(precision)
     if reason:
         raise Tx2InferError(reason)
+    if precision in INT8_PRECISIONS:        # the numpy emulation, or the cuda int8 kernels
+        return precision
     if backend != 'cuda':
         return 'fp32'
     if precision == 'fp32' and 'cuda_fp32' not in _warned:
@@ -94,7 +97,7 @@ class Engine:
             raise Tx2InferError(f"the memory plan of {options.get('model', graph.name)} is "
                                 f'unsafe, refusing to run it: {exc}') from exc
         self.options = options
-        name = resolve_backend(backend)
+        name = backend_for(resolve_backend(backend), options.get('precision', 'fp32'))
         self.precision = run_precision(name, options.get('precision', 'fp32'))
         if self.precision != options.get('precision', 'fp32'):
             log.info('the plan was built for %s; the %s backend runs it in %s',
@@ -104,21 +107,24 @@ class Engine:
 
     @classmethod
     def build(cls, model_path, input_shape=None, precision='fp32', backend='numpy',
-              weights_path=None, optimize=True, backend_options=None, limits=None):
+              weights_path=None, optimize=True, backend_options=None, limits=None,
+              int8_options=None):
         """Import, optimise and plan a model; then prepare ``backend`` for it.
 
         ``backend``: one of ``BACKENDS`` (``resolve_backend``); the default is the numpy
         oracle. ``backend_options`` go to the backend (cuda: ``conv_path='auto'|'tc'|'simt'``).
         ``limits`` (``Limits``): largest tensor, arena and file accepted (defaults when None).
-        Any failure is a ``Tx2InferError`` (a bad model: ``ModelFormatError``).
+        ``precision`` 'int8' or 'mixed' calibrates on real frames (``engine_int8.py``,
+        ``int8_options``). Any failure is a ``Tx2InferError`` (a bad model:
+        ``ModelFormatError``).
         """
         with own_errors(f'{model_path}: cannot build it', ModelFormatError):
             return cls._build(model_path, input_shape, precision, backend, weights_path,
-                              optimize, backend_options, limits)
+                              optimize, backend_options, limits, int8_options)
 
     @classmethod
     def _build(cls, model_path, input_shape, precision, backend, weights_path, optimize,
-               backend_options, limits):
+               backend_options, limits, int8_options=None):
         limits = limits or DEFAULT_LIMITS
         if str(model_path).endswith('.tx2plan'):
             return cls.load(model_path, backend, backend_options, limits)
@@ -135,7 +141,11 @@ class Engine:
             from tx2_infer_core.passes import POINTWISE_LEVEL, optimize as run_passes
             # cuda: also pointwise chains as FusedPointwise (numpy runs them; ort does not)
             graph, report = run_passes(graph, POINTWISE_LEVEL if target == 'cuda' else 2)
-        memory_plan = plan_memory(graph, ALIGNMENT)
+        if precision in INT8_PRECISIONS:
+            graph, memory_plan, _ = quantize_for_build(
+                graph, model_digest(model_path, weights_path), precision, int8_options)
+        else:
+            memory_plan = plan_memory(graph, ALIGNMENT)
         limits.check_arena(memory_plan.arena_bytes, f'{model_path}: the memory plan')
         in_shape = graph.values[graph.inputs[0]].shape
         options = {'precision': runs, 'backend': plan_target(target), 'model': str(model_path),
@@ -148,7 +158,8 @@ class Engine:
 
     @classmethod
     def build_cached(cls, model_path, input_shape=None, precision='fp32', backend='numpy',
-                     weights_path=None, cache_dir=None, backend_options=None, limits=None):
+                     weights_path=None, cache_dir=None, backend_options=None, limits=None,
+                     int8_options=None):
         """Load the cached plan for this model/shape/precision/target, building it once."""
         from tx2_infer_core.assets import cache_dir as default_cache
         target = resolve_backend(backend)
@@ -160,7 +171,8 @@ class Engine:
             log.info('loading cached plan %s', path)
             return cls.load(path, target, backend_options, limits)
         engine = cls.build(model_path, input_shape, precision, target, weights_path,
-                           backend_options=backend_options, limits=limits)
+                           backend_options=backend_options, limits=limits,
+                           int8_options=int8_options)
         path.parent.mkdir(parents=True, exist_ok=True)
         engine.save(path)
         log.info('cached plan %s', path)

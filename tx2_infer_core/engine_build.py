@@ -12,7 +12,8 @@ from tx2_infer_core.limits import DEFAULT_LIMITS
 
 log = logging.getLogger('tx2_infer.engine')
 
-PRECISIONS = ('fp32', 'fp16')   # offered where a backend runs them; int8 is not implemented
+# int8/mixed: calibrated INT8 (engine_int8.py); the numpy emulation on the cpu, slow
+PRECISIONS = ('fp32', 'fp16', 'int8', 'mixed')
 # auto: cuda if a GPU answers, else cpu; cpu: ort if onnxruntime imports, else numpy (the oracle)
 BACKENDS = ('auto', 'cpu', 'numpy', 'ort', 'cuda')
 CPU_BACKENDS = ('numpy', 'ort')     # run the same fp32 plans: a plan's target is 'cpu' for both
@@ -66,9 +67,6 @@ def cache_key(model_digest, input_shape, precision, target) -> str:
 
 def precision_error(precision):
     """None when ``precision`` is offered, else the reason it is refused."""
-    if precision == 'int8':
-        return ('precision int8 is not implemented yet (no backend runs it); choose one of '
-                f"{', '.join(PRECISIONS)}")
     if precision not in PRECISIONS:
         return f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}"
     return None

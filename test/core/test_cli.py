@@ -58,8 +58,8 @@ def test_help_lists_the_subcommands():
 def test_bad_arguments_and_files_give_one_line_and_status_2(tmp_path):
     assert_clean_error(cli('build', 'm.onnx', '-o', 'p', '--input-shape', '1x3xfoo'),
                        'bad shape')
-    assert_clean_error(cli('build', 'm.onnx', '-o', 'p', '--precision', 'int8'),
-                       'precision int8 is not implemented yet')
+    assert_clean_error(cli('build', 'm.onnx', '-o', 'p', '--precision', 'int4'),
+                       "unknown precision 'int4'")
     assert_clean_error(cli('run', tmp_path / 'missing.onnx', 'x.jpg'), 'model file not found')
     garbage = tmp_path / 'broken.tx2plan'
     garbage.write_bytes(b'not a plan at all' * 10)

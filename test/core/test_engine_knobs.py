@@ -1,5 +1,5 @@
 """Knobs that tell the truth: the precision that runs is the one reported (engine, plan header,
-``inspect``), int8 is refused until it runs, a square input size follows the model's layout,
+``inspect``), unknown precisions are refused, a square input size follows the model's layout,
 and ``Engine.build`` (and ``load``) refuse an unsafe memory plan."""
 import logging
 
@@ -83,13 +83,12 @@ def test_fp32_on_cuda_is_reported_as_fp16_with_a_warning(small_onnx, tmp_path, f
 
 
 @pytest.mark.parametrize('precision, backend, words', [
-    ('int8', 'cpu', 'precision int8 is not implemented yet'),
-    ('int8', 'cuda', 'precision int8 is not implemented yet'),
+    ('int4', 'cpu', "unknown precision 'int4'"),
     ('fp64', 'cpu', "unknown precision 'fp64'"),
     ('fp16', 'cpu', 'fp16 needs the cuda backend')])
 def test_precisions_that_do_not_run_are_refused(small_onnx, fake_cuda, precision, backend,
                                                 words):
-    assert 'int8' not in engine_mod.PRECISIONS
+    assert 'int4' not in engine_mod.PRECISIONS
     with pytest.raises(Tx2InferError, match=words):
         Engine.build(small_onnx, precision=precision, backend=backend)
 
