@@ -53,7 +53,12 @@ SPECS = {
                                 '(ort if onnxruntime is installed, else numpy), numpy, ort, cuda',
                     choices=BACKENDS),
     'precision': Spec('fp32', _S, f"Engine precision: {', '.join(PRECISIONS)} ({CUDA_FP32_NOTE}"
-                                  ': fp32 there is reported as fp16)', choices=PRECISIONS),
+                                  ': fp32 there is reported as fp16; int8/mixed calibrate on '
+                                  'real frames)', choices=PRECISIONS),
+    'accuracy_budget': Spec(0.005, _D, 'precision mixed: the agreement with FP32 (mAP@0.5 or '
+                                       'top-1) INT8 layers may lose', low=0.0, high=0.5),
+    'calibration_images': Spec('', _S, 'precision int8/mixed: a folder of >= 8 real images of '
+                                       'the scene; empty = the bundled photos and video'),
     'conf_threshold': Spec(DEFAULTS.conf_threshold, _D, 'Minimum detection score', low=0.0,
                            high=1.0),
     'iou_threshold': Spec(DEFAULTS.iou_threshold, _D, 'IoU above which NMS suppresses a box',
@@ -95,7 +100,8 @@ SPECS = {
                                  'median is its depth', low=0.05, high=1.0),
 }
 
-REBUILD = frozenset({'model_path', 'labels_path', 'input_size', 'backend', 'precision'})
+REBUILD = frozenset({'model_path', 'labels_path', 'input_size', 'backend', 'precision',
+                     'accuracy_budget', 'calibration_images'})
 # Changing these while active needs new subscriptions: applied on the next activate.
 RESUBSCRIBE = frozenset({'cameras', 'input_type', 'qos_reliability', 'qos_depth',
                          'depth_topic', 'depth_info_topic', 'depth_slop', 'depth_inner'})
@@ -140,6 +146,9 @@ def validate(name, value) -> Optional[str]:
         return precision_error(value)
     if name == 'labels_path':
         return labels_path_error(value)
+    if name == 'calibration_images' and value and not os.path.isdir(value):
+        return f"calibration_images: '{value}' is not a folder"
+
     if name == 'cameras':
         return cameras_error(value)
     if name in ('depth_topic', 'depth_info_topic') and value and not _TOPIC.match(value):
