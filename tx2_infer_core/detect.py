@@ -20,7 +20,7 @@ open_nsfw (224x224 NHWC, BGR minus [104, 117, 123], no scaling) is
 """
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import cv2
@@ -36,7 +36,8 @@ DEFAULT_INPUT_FORMAT = {'color': 'RGB', 'layout': 'NCHW', 'scale': 1 / 255, 'mea
 
 @dataclass
 class Detection:
-    """One detected object; the box is in ORIGINAL image pixels."""
+    """One detected object; the box is in ORIGINAL image pixels. A pose head's detection has
+    ``keypoints`` (K x 3 float32: x, y in original pixels, visibility 0..1), else None."""
 
     x1: float
     y1: float
@@ -45,6 +46,7 @@ class Detection:
     score: float
     class_id: int
     label: str = ''
+    keypoints: Optional[np.ndarray] = field(default=None, compare=False, repr=False)
 
 
 @dataclass

@@ -7,8 +7,10 @@
 
 Host path: ``detect.preprocess`` (letterbox or stretch, colour order, scaling), ``engine.run``,
 ``heads.decode`` (numpy decode + class-aware NMS) and ``detect.to_detections`` (boxes back in
-image pixels). GPU path: the backend's frame pipeline (``Backend.frame_pipeline``: upload,
-letterbox, network, decode and NMS in one CUDA graph launch; only the detections come back).
+image pixels; a pose head's keypoints too, ``heads_pose.attach_keypoints``). GPU path: the
+backend's frame pipeline (``Backend.frame_pipeline``: upload, letterbox, network, decode and NMS
+in one CUDA graph launch; only the detections come back); it decodes boxes only, so a pose head
+takes the host path after the GPU engine.
 ``path='auto'`` takes the GPU path when the backend offers one; 'host' and 'gpu' force a path
 ('gpu' raises when there is none). Both paths give the same detections up to FP16 rounding.
 
@@ -19,7 +21,7 @@ import time
 import cv2
 import numpy as np
 
-from tx2_infer_core import detect, heads
+from tx2_infer_core import detect, heads, heads_pose
 from tx2_infer_core.detect_params import DEFAULTS, DetectParams
 from tx2_infer_core.errors import InputError, Tx2InferError
 
@@ -100,10 +102,12 @@ class Detector:
         t1 = time.perf_counter()
         outputs = self.engine.run({self.spec.name: tensor.astype(self.spec.dtype, copy=False)})
         t2 = time.perf_counter()
-        boxes, scores, ids = heads.decode(outputs, self.head, params.conf_threshold,
-                                          params.iou_threshold, params.max_detections,
-                                          params.classes)
+        boxes, scores, ids, rows = heads.decode_rows(
+            outputs, self.head, params.conf_threshold, params.iou_threshold,
+            params.max_detections, params.classes)
         dets = detect.to_detections(boxes, scores, ids, lb, self.head, self.labels)
+        if self.head['type'] == 'yolov8_pose':   # the GPU path has no pose decode: host only
+            heads_pose.attach_keypoints(dets, outputs, self.head, rows, lb)
         t3 = time.perf_counter()
         return dets, {'preprocess': t1 - t0, 'infer': t2 - t1, 'postprocess': t3 - t2}
 

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from tx2_infer_core.errors import ModelFormatError, Tx2InferError
-from tx2_infer_core.heads import head_from_outputs
+from tx2_infer_core.heads import head_from_outputs, meta_keypoints
 from tx2_infer_core.limits import DEFAULT_LIMITS
 
 log = logging.getLogger('tx2_infer.engine')
@@ -113,7 +113,7 @@ def default_meta(graph):
     if 'head' not in meta:
         shapes = {name: graph.values[name].shape for name in graph.outputs}
         try:
-            meta['head'] = head_from_outputs(shapes)
+            meta['head'] = head_from_outputs(shapes, meta_keypoints(meta))
         except ModelFormatError as exc:     # a generic model: the engine runs it all the same
             log.info('no detector head: %s', exc)
             meta['head'] = {'type': 'none'}

@@ -3,16 +3,16 @@ model's output shapes, so a crafted plan's head is refused at load, not by a ``T
 the decoder on the first frame.
 
 ``head_problem`` returns why a head cannot decode the outputs (None when it can): types,
-class count against the output shape, Darknet layers (output, anchors [[w, h], ...] of
-positive finite numbers, strides and scale_x_y positive).
+class count (and a pose head's keypoint count) against the output shape, Darknet layers
+(output, anchors [[w, h], ...] of positive finite numbers, strides and scale_x_y positive).
 """
 import math
 
-from tx2_infer_core.heads import CANDIDATES
+from tx2_infer_core.heads import CANDIDATES, MAX_KEYPOINTS
 
-SINGLE_OUTPUT = ('yolov8', 'yolov5', 'classifier')
+SINGLE_OUTPUT = ('yolov8', 'yolov5', 'yolov8_pose', 'classifier')
 # Extra columns per row before the class scores.
-BOX_COLUMNS = {'yolov8': 4, 'yolov5': 5}
+BOX_COLUMNS = {'yolov8': 4, 'yolov5': 5, 'yolov8_pose': 4}
 
 
 def _positive_int(x) -> bool:
@@ -51,6 +51,11 @@ def _single_problem(head, shapes):
     if not _positive_int(classes):
         return f'num_classes {str(classes)[:40]!r} is not a positive int'
     width = classes + BOX_COLUMNS[head['type']]
+    if head['type'] == 'yolov8_pose':
+        keypoints = head.get('num_keypoints')
+        if not (_positive_int(keypoints) and keypoints <= MAX_KEYPOINTS):
+            return f'num_keypoints {str(keypoints)[:40]!r} is not an int in 1..{MAX_KEYPOINTS}'
+        width += 3 * keypoints
     if len(shape) != 3 or width not in shape[1:]:
         return (f"{head['type']} head with {classes} classes expects output '{name}' "
                 f'[1, {width}, A] or [1, A, {width}], got {list(shape)}')

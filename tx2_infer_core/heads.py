@@ -11,6 +11,10 @@ A ``head`` dict says how to read a model's outputs:
   ``[1, len(anchors)*(5+C), H, W]`` feeding a Darknet ``[yolo]`` layer. Sigmoid on x, y,
   objectness and classes, exp on w, h times the anchor (anchors in network-input pixels).
 - ``{'type': 'classifier', 'top_k': 5, 'softmax': False}``: one output of class scores.
+- ``{'type': 'yolov8_pose', 'num_classes': C, 'num_keypoints': K}``: one output
+  ``[1, 4+C+3K, A]`` (or ``[1, A, 4+C+3K]``): a YOLOv8 box and class scores, then K keypoints
+  (x, y in network-input pixels, visibility); ``decode`` gives the boxes, ``heads_pose`` the
+  keypoints of the same rows. Recognised from an ONNX's ``kpt_shape`` metadata (Ultralytics).
 
 Any head may name its output with ``'output'`` (needed when the model has several outputs).
 Boxes come out as xyxy in network-input pixels. Each anchor keeps its best class (single label).
@@ -22,6 +26,7 @@ from .errors import ModelFormatError
 from .nms import nms
 
 MAX_CANDIDATES = 30000   # boxes entering NMS at most (the best by score), as Ultralytics does
+MAX_KEYPOINTS = 1000     # keypoints a pose head's object may have (COCO people: 17)
 
 
 def sigmoid(x):
@@ -62,6 +67,11 @@ def _rows(array, width, head_type):
         return array
     raise ModelFormatError(f"'{head_type}' head expects an output [1, {width}, A] or "
                            f"[1, A, {width}], got {(1,) + array.shape}")
+
+
+def head_rows(outputs, head, width):
+    """A single-output head's output as rows [A, width] (either layout)."""
+    return _rows(_single_output(outputs, head), width, head['type'])
 
 
 def yolov8_candidates(outputs, head, min_score=0.0):
@@ -125,6 +135,13 @@ def darknet_yolo_candidates(outputs, head, min_score=0.0):
     return np.concatenate(all_boxes), np.concatenate(all_scores)
 
 
+def yolov8_pose_candidates(outputs, head, min_score=0.0):
+    """YOLOv8 pose output -> (cxcywh boxes [A, 4], class scores [A, C]); keypoints ignored."""
+    width = 4 + head['num_classes'] + 3 * head['num_keypoints']
+    rows = _rows(_single_output(outputs, head), width, 'yolov8_pose')
+    return rows[:, :4], rows[:, 4:4 + head['num_classes']]
+
+
 def classifier_scores(outputs, head):
     """Class scores [C] of a classifier output (softmax applied when head['softmax'])."""
     scores = _single_output(outputs, head).reshape(-1)
@@ -138,6 +155,7 @@ CANDIDATES = {
     'yolov8': yolov8_candidates,
     'yolov5': yolov5_candidates,
     'darknet_yolo': darknet_yolo_candidates,
+    'yolov8_pose': yolov8_pose_candidates,
 }
 
 
@@ -175,9 +193,19 @@ def decode(outputs, head, conf_threshold=DEFAULTS.conf_threshold,
     ``max_detections`` are kept, scores descending. A classifier head gives its top-k classes
     (threshold not applied) with all-zero boxes.
     """
+    return decode_rows(outputs, head, conf_threshold, iou_threshold, max_detections,
+                       classes)[:3]
+
+
+def decode_rows(outputs, head, conf_threshold=DEFAULTS.conf_threshold,
+                iou_threshold=DEFAULTS.iou_threshold, max_detections=DEFAULTS.max_detections,
+                classes=None):
+    """``decode`` and, fourth, each detection's row among the head's candidates [N] (a
+    single-output head: its anchor, e.g. where a pose head's keypoints are)."""
     check_head(head)
     if head['type'] == 'classifier':
-        return _decode_classifier(outputs, head, max_detections, classes)
+        boxes, scores, ids = _decode_classifier(outputs, head, max_detections, classes)
+        return boxes, scores, ids, ids
     boxes, class_scores = CANDIDATES[head['type']](outputs, head, conf_threshold)
     class_scores = np.where(_class_mask(class_scores.shape[1], classes), class_scores, 0)
     class_ids = class_scores.argmax(axis=1)
@@ -187,19 +215,24 @@ def decode(outputs, head, conf_threshold=DEFAULTS.conf_threshold,
     boxes = cxcywh_to_xyxy(boxes[chosen])
     scores, class_ids = scores[chosen], class_ids[chosen]
     keep = nms(boxes, scores, class_ids, iou_threshold)[:max_detections]
-    return boxes[keep], scores[keep].astype(np.float32), class_ids[keep].astype(np.int64)
+    return (boxes[keep], scores[keep].astype(np.float32), class_ids[keep].astype(np.int64),
+            chosen[keep])
 
 
-def head_from_outputs(output_shapes):
+def head_from_outputs(output_shapes, num_keypoints=0):
     """Guess the head of an ONNX model from its output shapes {name: shape}.
 
-    One output ``[1, K, A]`` with K < A is YOLOv8 (C = K - 4); ``[1, A, K]`` with A > K is
-    YOLOv5 (C = K - 5); ``[1, C]`` or ``[1, C, 1, 1]`` is a classifier. Anything else (e.g.
-    Darknet raw maps, which need anchors) raises ModelFormatError: give the head explicitly.
+    With ``num_keypoints`` K > 0 (the model says it is a pose model), one output
+    ``[1, 4+C+3K, A]`` with C >= 1 is a YOLOv8 pose head. Else one output ``[1, K, A]`` with
+    K < A is YOLOv8 (C = K - 4); ``[1, A, K]`` with A > K is YOLOv5 (C = K - 5); ``[1, C]`` or
+    ``[1, C, 1, 1]`` is a classifier. Anything else (e.g. Darknet raw maps, which need
+    anchors) raises ModelFormatError: give the head explicitly.
     """
     shapes = {name: tuple(shape) for name, shape in output_shapes.items()}
     if len(shapes) == 1:
         name, shape = next(iter(shapes.items()))
+        if num_keypoints > 0:
+            return _pose_head(name, shape, num_keypoints)
         if len(shape) == 3 and shape[0] == 1 and 4 < shape[1] < shape[2]:
             return {'type': 'yolov8', 'num_classes': shape[1] - 4, 'output': name}
         if len(shape) == 3 and shape[0] == 1 and 5 < shape[2] < shape[1]:
@@ -208,3 +241,22 @@ def head_from_outputs(output_shapes):
             return {'type': 'classifier', 'output': name}
     raise ModelFormatError(f'cannot tell the detector head from the output shapes {shapes}; '
                            "set graph.meta['head'] (see tx2_infer_core/heads.py)")
+
+
+def meta_keypoints(meta) -> int:
+    """K of a pose model's ``meta['kpt_shape']`` [K, 3] (x, y, visibility), else 0."""
+    shape = meta.get('kpt_shape')
+    if isinstance(shape, list) and len(shape) == 2 and shape[1] == 3 and \
+            isinstance(shape[0], int) and 0 < shape[0] <= MAX_KEYPOINTS:
+        return shape[0]
+    return 0
+
+
+def _pose_head(name, shape, num_keypoints):
+    classes = shape[1] - 4 - 3 * num_keypoints if len(shape) == 3 else 0
+    if shape[0] != 1 or classes < 1 or shape[1] >= shape[2]:
+        raise ModelFormatError(f'a pose model with {num_keypoints} keypoints a person needs '
+                               f"one output [1, 4 + classes + {3 * num_keypoints}, anchors]; "
+                               f"'{name}' is {list(shape)}")
+    return {'type': 'yolov8_pose', 'num_classes': classes, 'num_keypoints': num_keypoints,
+            'output': name}

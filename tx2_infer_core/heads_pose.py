@@ -6,6 +6,10 @@ class scores (already sigmoid), then K keypoints as (x, y, visibility) with x, y
 and visibility in [0, 1]. Decoding: keep anchors whose best class score reaches the threshold,
 class-aware NMS, then boxes and keypoints mapped back through the letterbox to image pixels.
 COCO's 17 keypoints (``COCO_KEYPOINTS``) and the skeleton the drawing uses are below.
+
+``decode_pose`` is the CLI's (``run --pose``) whole decode. The ``Detector`` decodes a
+``yolov8_pose`` head (``heads.py``) like a YOLOv8 one (``heads.decode_rows``) and gives each
+``Detection`` its keypoints with ``attach_keypoints``.
 """
 from dataclasses import dataclass
 
@@ -13,7 +17,7 @@ import numpy as np
 
 from .detect import unletterbox_boxes
 from .errors import InputError
-from .heads import cxcywh_to_xyxy
+from .heads import cxcywh_to_xyxy, head_rows
 from .nms import nms
 
 COCO_KEYPOINTS = ('nose', 'left_eye', 'right_eye', 'left_ear', 'right_ear', 'left_shoulder',
@@ -71,3 +75,19 @@ def decode_pose(output, lb, num_classes=1, num_keypoints=17, conf_threshold=0.25
     image_kpts = unletterbox_keypoints(kpts[order], lb)
     return [PoseDetection(image_boxes[i], float(best[j]), int(class_ids[j]), image_kpts[i])
             for i, j in enumerate(order)]
+
+
+def keypoints_of_rows(outputs, head, rows):
+    """A ``yolov8_pose`` head's keypoints of candidate ``rows`` (``heads.decode_rows``' fourth
+    result) -> N x K x 3 (x, y in network-input pixels, visibility)."""
+    classes, count = head['num_classes'], head['num_keypoints']
+    table = head_rows(outputs, head, 4 + classes + 3 * count)
+    return table[np.asarray(rows, dtype=np.int64), 4 + classes:].reshape(-1, count, 3)
+
+
+def attach_keypoints(detections, outputs, head, rows, lb):
+    """Set each ``Detection``'s ``keypoints`` (K x 3, image pixels) from its row."""
+    kpts = unletterbox_keypoints(keypoints_of_rows(outputs, head, rows), lb)
+    for det, points in zip(detections, kpts):
+        det.keypoints = points
+    return detections

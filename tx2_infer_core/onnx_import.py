@@ -5,6 +5,7 @@ that is missing or points outside the model's folder each raise a clear ``ModelF
 """
 import logging
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -245,7 +246,7 @@ def graph_from_model(model, input_shape=None, source='model', model_dir='.',
         nodes.append(node)
     graph = Graph(nodes=nodes, inputs=[i.name for i in inputs],
                   outputs=[o.name for o in g.output], values=values, weights=weights,
-                  name=g.name or Path(source).stem, meta={'source': 'onnx'})
+                  name=g.name or Path(source).stem, meta=_model_meta(model))
     graph.toposort()
     _check_outputs(g.output, source)
     check_static_sizes(model, values, limits, source)
@@ -255,6 +256,16 @@ def graph_from_model(model, input_shape=None, source='model', model_dir='.',
         raise ModelFormatError(f"{source}: value '{odd[0].name}' is {odd[0].dtype}; the engine "
                                'computes with bool, integer and float tensors only')
     return graph
+
+
+def _model_meta(model) -> dict:
+    """The graph's meta from the ONNX: its source and, when the model declares one (Ultralytics
+    pose exports: ``kpt_shape`` '[17, 3]' or '17,3'), ``kpt_shape`` as a list of ints."""
+    meta = {'source': 'onnx'}
+    for prop in model.metadata_props:
+        if prop.key == 'kpt_shape' and len(prop.value) <= 40:
+            meta['kpt_shape'] = [int(v) for v in re.findall(r'\d+', prop.value)]
+    return meta
 
 
 def _check_outputs(outputs, source) -> None:
