@@ -7,7 +7,7 @@ import numpy as np
 
 from .detect import class_color, preprocess
 from .errors import InputError
-from .heads_pose import COCO_SKELETON, decode_pose
+from .heads_pose import COCO_KEYPOINTS, COCO_SKELETON, decode_pose
 
 KEYPOINT_MIN_VISIBILITY = 0.5
 
@@ -22,16 +22,36 @@ def draw_poses(image_bgr, poses, min_visibility=KEYPOINT_MIN_VISIBILITY):
         cv2.rectangle(out, (x1, y1), (x2 - 1, y2 - 1), color, thickness)
         cv2.putText(out, f'{pose.score:.2f}', (x1, max(y1 - 4, 12)), cv2.FONT_HERSHEY_SIMPLEX,
                     0.5, color, 1, cv2.LINE_AA)
-        kpts = pose.keypoints
-        shown = kpts[:, 2] >= min_visibility
-        if len(kpts) == 17:
-            for a, b in COCO_SKELETON:
-                if shown[a] and shown[b]:
-                    cv2.line(out, _point(kpts[a]), _point(kpts[b]), color, thickness,
-                             cv2.LINE_AA)
-        for k in np.flatnonzero(shown):
-            cv2.circle(out, _point(kpts[k]), thickness + 2, (0, 0, 255), -1, cv2.LINE_AA)
+        draw_keypoints(out, pose.keypoints, color, min_visibility)
     return out
+
+
+def draw_keypoints(image_bgr, keypoints, color, min_visibility=KEYPOINT_MIN_VISIBILITY):
+    """Draw one object's keypoints (K x 3) whose visibility reaches ``min_visibility`` as red
+    dots, and (COCO's 17) the limbs between two such in ``color``; in place."""
+    thickness = max(1, round(min(image_bgr.shape[:2]) / 300))
+    shown = keypoints[:, 2] >= min_visibility
+    if len(keypoints) == len(COCO_KEYPOINTS):
+        for a, b in COCO_SKELETON:
+            if shown[a] and shown[b]:
+                cv2.line(image_bgr, _point(keypoints[a]), _point(keypoints[b]), color,
+                         thickness, cv2.LINE_AA)
+    for k in np.flatnonzero(shown):
+        cv2.circle(image_bgr, _point(keypoints[k]), thickness + 2, (0, 0, 255), -1,
+                   cv2.LINE_AA)
+    return image_bgr
+
+
+def draw_detection_keypoints(image_bgr, detections, min_visibility=KEYPOINT_MIN_VISIBILITY,
+                             track_ids=None):
+    """The skeletons of ``[Detection]`` with ``keypoints`` drawn on the image, in place; the
+    limbs take the box's colour (``detect.draw_detections``: by track ID, else class)."""
+    for i, det in enumerate(detections):
+        if det.keypoints is not None:
+            track = -1 if track_ids is None else int(track_ids[i])
+            color = class_color(track if track >= 0 else det.class_id)
+            draw_keypoints(image_bgr, det.keypoints, color, min_visibility)
+    return image_bgr
 
 
 def _point(kpt):

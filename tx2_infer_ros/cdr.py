@@ -15,6 +15,8 @@ import numpy as np
 
 ENCAPSULATION = b'\x00\x01\x00\x00'   # CDR, little endian
 IDENTITY_POSE = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0)   # position xyz, orientation xyzw
+KEYPOINT_PREFIX = 'keypoint/'   # a keypoint hypothesis's class_id: 'keypoint/<index>'
+KEYPOINT_THRESHOLD = 0.5        # least visibility of a published keypoint (the default)
 
 
 class CdrError(ValueError):
@@ -166,22 +168,41 @@ def restamp(buffer: bytearray, sec, nanosec) -> None:
     struct.pack_into('<iI', buffer, stamp_offset(buffer), sec, nanosec)
 
 
-def detection_array_bytes(sec, nanosec, frame_id, detections, track_ids=None) -> bytes:
+def published_keypoints(det, threshold=KEYPOINT_THRESHOLD) -> list:
+    """[(index, x, y, visibility)] of a detection's keypoints whose visibility reaches
+    ``threshold`` (none when it has no ``keypoints``): the extra hypotheses it publishes."""
+    points = getattr(det, 'keypoints', None)
+    if points is None:
+        return []
+    return [(k, float(x), float(y), float(v)) for k, (x, y, v) in enumerate(points)
+            if v >= threshold]
+
+
+def detection_array_bytes(sec, nanosec, frame_id, detections, track_ids=None,
+                          keypoint_threshold=KEYPOINT_THRESHOLD) -> bytes:
     """A ``vision_msgs/Detection2DArray`` message's bytes, the same message as
-    ``conversions.fill_detection_array`` builds: one hypothesis per detection (class id as
-    text, score), identity pose, zero covariance, bbox centre and size in pixels, ``id`` the
-    track ID as text (empty when none or negative)."""
+    ``conversions.fill_detection_array`` builds: per detection the class hypothesis (class id
+    as text, score, identity pose), then one per published keypoint (``published_keypoints``:
+    class_id 'keypoint/<index>', score = visibility, position = pixel x, y, 0), zero
+    covariances, bbox centre and size in pixels, ``id`` the track ID as text (empty when none
+    or negative)."""
     w = Writer()
     write_header(w, sec, nanosec, frame_id)
     w.u32(len(detections))
     zeros = (0.0,) * 36
     for i, det in enumerate(detections):
         write_header(w, sec, nanosec, frame_id)
-        w.u32(1)                                   # results: one hypothesis
+        points = published_keypoints(det, keypoint_threshold)
+        w.u32(1 + len(points))                     # results: the class, then keypoints
         w.string(str(int(det.class_id)))
         w.f64s(float(det.score))
         w.f64s(*IDENTITY_POSE)
         w.f64s(*zeros)
+        for k, x, y, visibility in points:
+            w.string(f'{KEYPOINT_PREFIX}{k}')
+            w.f64s(visibility)
+            w.f64s(x, y, *IDENTITY_POSE[2:])
+            w.f64s(*zeros)
         w.f64s((det.x1 + det.x2) / 2.0, (det.y1 + det.y2) / 2.0, 0.0,
                float(det.x2 - det.x1), float(det.y2 - det.y1))
         track = -1 if track_ids is None else int(track_ids[i])

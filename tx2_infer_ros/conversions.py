@@ -16,6 +16,7 @@ import numpy as np
 
 from tx2_infer_core.image_header import header_size, pixel_problem
 from tx2_infer_core.limits import DEFAULT_LIMITS
+from tx2_infer_ros.cdr import KEYPOINT_PREFIX, KEYPOINT_THRESHOLD, published_keypoints
 
 # Largest image (width * height) converted or decoded; the functions' ``max_pixels`` changes it.
 MAX_IMAGE_PIXELS = DEFAULT_LIMITS.max_image_pixels
@@ -204,14 +205,17 @@ def fill_compressed(msg, image_bgr, fmt='jpeg', quality=90):
     return msg
 
 
-def fill_detection_array(array_msg, detections, header, msg_types, track_ids=None):
+def fill_detection_array(array_msg, detections, header, msg_types, track_ids=None,
+                         keypoint_threshold=KEYPOINT_THRESHOLD):
     """Fill a ``vision_msgs/Detection2DArray`` from ``[Detection]`` (original-pixel boxes).
 
     ``msg_types`` gives the classes (``Detection2D``, ``ObjectHypothesisWithPose``), e.g. the
-    ``vision_msgs.msg`` module. Each detection: bbox centre and size in pixels, one hypothesis
-    whose ``class_id`` is the numeric class id as text and whose ``score`` is the confidence;
-    ``id`` is the detection's track ID as text (``track_ids``, one per detection; -1 or no
-    ``track_ids``: empty). Returns ``array_msg``.
+    ``vision_msgs.msg`` module. Each detection: bbox centre and size in pixels, a first
+    hypothesis whose ``class_id`` is the numeric class id as text and whose ``score`` is the
+    confidence, then (a pose model) one per keypoint whose visibility reaches
+    ``keypoint_threshold``: ``class_id`` 'keypoint/<index>', ``score`` the visibility,
+    ``pose.pose.position`` (x, y, 0) in pixels. ``id`` is the detection's track ID as text
+    (``track_ids``, one per detection; -1 or no ``track_ids``: empty). Returns ``array_msg``.
     """
     array_msg.header = header
     out = []
@@ -228,20 +232,35 @@ def fill_detection_array(array_msg, detections, header, msg_types, track_ids=Non
         hyp = msg_types.ObjectHypothesisWithPose()
         hyp.hypothesis.class_id = str(int(det.class_id))
         hyp.hypothesis.score = float(det.score)
-        d.results = [hyp]
+        d.results = [hyp] + [keypoint_hypothesis(msg_types, *point)
+                             for point in published_keypoints(det, keypoint_threshold)]
         out.append(d)
     array_msg.detections = out
     return array_msg
 
 
+def keypoint_hypothesis(msg_types, index, x, y, visibility):
+    """Our keypoint convention: an ``ObjectHypothesisWithPose`` 'keypoint/<index>' whose
+    score is the visibility and whose position is the keypoint in pixels (z 0)."""
+    hyp = msg_types.ObjectHypothesisWithPose()
+    hyp.hypothesis.class_id = f'{KEYPOINT_PREFIX}{index}'
+    hyp.hypothesis.score = visibility
+    hyp.pose.pose.position.x, hyp.pose.pose.position.y = x, y
+    return hyp
+
+
 def detections_from_array(array_msg):
-    """``Detection2DArray`` -> list of dicts (x1, y1, x2, y2, score, class_id)."""
+    """``Detection2DArray`` -> list of dicts (x1, y1, x2, y2, score, class_id, keypoints:
+    [(index, x, y, visibility)] from the 'keypoint/<index>' hypotheses)."""
     out = []
     for d in array_msg.detections:
         cx, cy = d.bbox.center.position.x, d.bbox.center.position.y
         hyp = d.results[0].hypothesis if d.results else None
+        points = [(int(r.hypothesis.class_id[len(KEYPOINT_PREFIX):]), r.pose.pose.position.x,
+                   r.pose.pose.position.y, r.hypothesis.score)
+                  for r in d.results[1:] if r.hypothesis.class_id.startswith(KEYPOINT_PREFIX)]
         out.append({'x1': cx - d.bbox.size_x / 2, 'y1': cy - d.bbox.size_y / 2,
                     'x2': cx + d.bbox.size_x / 2, 'y2': cy + d.bbox.size_y / 2,
                     'score': hyp.score if hyp else 0.0,
-                    'class_id': int(hyp.class_id) if hyp else -1})
+                    'class_id': int(hyp.class_id) if hyp else -1, 'keypoints': points})
     return out

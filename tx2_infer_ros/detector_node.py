@@ -10,7 +10,8 @@ deactivate: destroy them; cleanup: release the engine. Diagnostics go to ``/diag
 carrying the image's header, to match it with the detections). With ``track`` (default on)
 each camera has a ByteTrack-class tracker (``tx2_infer_core/tracking.py``) whose track IDs go
 in ``Detection2D.id``; the trackers are dropped on cleanup. With ``depth_topic`` the first
-camera also publishes 3D positions on ``detections_3d`` (``depth_output.py``).
+camera also publishes 3D positions on ``detections_3d`` (``depth_output.py``). A pose model's
+detections carry their keypoints as extra 'keypoint/<index>' hypotheses (``cdr.py``, README).
 Frames go through a keep-last-1 slot per camera to one worker thread (round-robin among the
 cameras with a frame waiting), so inference always runs on a camera's newest frame; the rest
 are counted as dropped. A malformed frame is refused by its header as it arrives and counted
@@ -29,6 +30,7 @@ from sensor_msgs.msg import Image
 
 from tx2_infer_core import detect
 from tx2_infer_core.detect_params import DetectParams
+from tx2_infer_core.draw_pose import draw_detection_keypoints
 from tx2_infer_core.tracking import ByteTracker, TrackParams
 from tx2_infer_ros import cdr, conversions, depth_output, params
 from tx2_infer_ros.pipeline import load_detector, reuse_freed_memory
@@ -38,7 +40,8 @@ from tx2_infer_ros.stats import STAGES, NodeStats, frame_timing_status, since_st
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 LIVE = ('conf_threshold', 'iou_threshold', 'max_detections', 'classes', 'publish_annotated',
-        'publish_timing', 'track', 'track_buffer', 'track_high_threshold', 'track_match_iou')
+        'publish_timing', 'track', 'track_buffer', 'track_high_threshold', 'track_match_iou',
+        'keypoint_threshold')
 
 
 class DetectorNode(LifecycleNode):
@@ -251,14 +254,15 @@ class DetectorNode(LifecycleNode):
         track_ids = self._track(camera, dets, live) if live['track'] else None
         t1 = time.perf_counter()
         camera.detections.publish(cdr.detection_array_bytes(
-            msg.sec, msg.nanosec, msg.frame_id, dets, track_ids))
+            msg.sec, msg.nanosec, msg.frame_id, dets, track_ids, live['keypoint_threshold']))
         times['track'], times['publish'] = t1 - t0, time.perf_counter() - t1
         times['latency'] = self._since_stamp(msg.header.stamp, arrival)
         distances = None if self.depth is None else self.depth.add_frame(
             camera.topic, msg.header, image.shape, dets, track_ids)
         if live['publish_annotated']:
-            annotated = conversions.fill_image(Image(), detect.draw_detections(
-                image, dets, track_ids, distances))
+            drawn = detect.draw_detections(image, dets, track_ids, distances)
+            draw_detection_keypoints(drawn, dets, live['keypoint_threshold'], track_ids)
+            annotated = conversions.fill_image(Image(), drawn)
             annotated.header = msg.header
             camera.annotated.publish(annotated)
         return dets

@@ -16,6 +16,7 @@ from rclpy.parameter import Parameter
 from tx2_infer_core.detect_params import DEFAULTS
 from tx2_infer_core.engine import BACKENDS, CUDA_FP32_NOTE, PRECISIONS, precision_error
 from tx2_infer_core.tracking import TrackParams
+from tx2_infer_ros.cdr import KEYPOINT_THRESHOLD
 
 INPUT_TYPES = ('raw', 'compressed')
 DEFAULT_TOPIC = 'image'
@@ -76,6 +77,9 @@ SPECS = {
                                         'best_effort until one is seen)', choices=RELIABILITIES),
     'qos_depth': Spec(1, _I, 'Image subscription history depth', low=1, high=100, step=1),
     'publish_annotated': Spec(False, _B, 'Also publish the annotated image on annotated_image'),
+    'keypoint_threshold': Spec(KEYPOINT_THRESHOLD, _D, 'Pose models: least visibility of a '
+                               "keypoint published (a 'keypoint/<index>' hypothesis) and "
+                               'drawn', low=0.0, high=1.0),
     'publish_timing': Spec(False, _B, 'Publish each frame\'s stage times on ~/frame_timing '
                                       '(diagnostic_msgs/DiagnosticArray with the image header)'),
     'track': Spec(True, _B, 'Give each detection a track ID (Detection2D.id; "" if untracked): '

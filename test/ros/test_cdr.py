@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 import rospeer  # noqa: F401  (vision_msgs from the dev workspace)
 from rclpy.serialization import deserialize_message, serialize_message  # noqa: E402
@@ -74,9 +75,13 @@ def test_restamp_changes_only_the_stamp(photo):
                                   photo)
 
 
+keypoints = st.none() | st.integers(1, 17).flatmap(lambda k: hnp.arrays(
+    np.float32, (k, 3), elements=st.floats(0, 1000, width=32)).map(
+        lambda a: np.column_stack([a[:, :2], a[:, 2] / 1000])))
 detections = st.lists(st.builds(
     Detection, x1=st.floats(-10, 700), y1=st.floats(-10, 500), x2=st.floats(0, 800),
-    y2=st.floats(0, 600), score=st.floats(0, 1), class_id=st.integers(0, 999)), max_size=12)
+    y2=st.floats(0, 600), score=st.floats(0, 1), class_id=st.integers(0, 999),
+    keypoints=keypoints), max_size=12)
 
 
 @settings(max_examples=60, deadline=None)
@@ -85,11 +90,33 @@ detections = st.lists(st.builds(
 def test_detection_array_bytes_equal_rclpy(dets, frame_id, data):
     tracks = data.draw(st.none() | st.lists(st.integers(-1, 10**6), min_size=len(dets),
                                             max_size=len(dets)))
+    threshold = data.draw(st.sampled_from([0.0, 0.5, 1.0]))
     msg = conv.fill_detection_array(vision_msgs.Detection2DArray(), dets,
-                                    header(frame_id=frame_id), vision_msgs, tracks)
-    ours = cdr.detection_array_bytes(1712, 345678901, frame_id, dets, tracks)
+                                    header(frame_id=frame_id), vision_msgs, tracks, threshold)
+    ours = cdr.detection_array_bytes(1712, 345678901, frame_id, dets, tracks, threshold)
     assert len(ours) == len(serialize_message(msg))
     assert deserialize_message(ours, vision_msgs.Detection2DArray) == msg
+
+
+def test_keypoints_are_extra_hypotheses_after_the_class():
+    """Our convention read back from the bytes with rclpy: the class hypothesis first, then
+    'keypoint/<index>' with the visibility as score and pixel x, y; below the threshold none."""
+    points = np.float32([[10.5, 20.25, 0.9], [30, 40, 0.2], [50, 60, 0.5]])
+    dets = [Detection(1, 2, 100, 200, 0.8, 0, keypoints=points), Detection(5, 6, 7, 8, 0.3, 2)]
+    msg = deserialize_message(cdr.detection_array_bytes(1, 2, 'cam', dets, None, 0.5),
+                              vision_msgs.Detection2DArray)
+    first, second = msg.detections
+    assert [r.hypothesis.class_id for r in first.results] == ['0', 'keypoint/0', 'keypoint/2']
+    kp0 = first.results[1]
+    assert kp0.hypothesis.score == pytest.approx(0.9)
+    assert (kp0.pose.pose.position.x, kp0.pose.pose.position.y, kp0.pose.pose.position.z) == \
+        (10.5, 20.25, 0.0)
+    assert kp0.pose.pose.orientation.w == 1.0
+    assert [r.hypothesis.class_id for r in second.results] == ['2']
+    got = conv.detections_from_array(msg)
+    assert got[0]['keypoints'] == [(0, 10.5, 20.25, pytest.approx(0.9)),
+                                   (2, 50.0, 60.0, 0.5)]
+    assert got[1]['keypoints'] == [] and got[0]['class_id'] == 0
 
 
 @pytest.mark.parametrize('cut', [0, 3, 10, 30, 200])
