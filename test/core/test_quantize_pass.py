@@ -274,3 +274,21 @@ def test_quantized_plan_saves_and_loads_bit_identical(yolov3_fp32, tmp_path):
     for name in graph.outputs:
         np.testing.assert_array_equal(outs[0][name], outs[1][name])
     assert loaded.meta['int8']['schedule'] == q.meta['int8']['schedule']
+
+
+def test_a_shared_quantize_goes_before_its_first_reader_in_graph_order(open_nsfw):
+    """ResNet blocks read one tensor with two convs (branch and shortcut); a schedule listed
+    in reverse graph order must still give a graph whose every input exists when read."""
+    graph = optimize(open_nsfw)[0]
+    convs = [n for n in graph.nodes if n.op == 'FusedConv']
+    readers = {}
+    for n in convs:
+        readers.setdefault(n.inputs[0], []).append(n.name)
+    assert any(len(r) > 1 for r in readers.values())   # the case this test is about
+    schedule = {n.name: LayerQuant(0.05) for n in reversed(convs)}
+    q = quantize_graph(graph, schedule)
+    known = set(q.inputs) | set(q.weights)
+    for node in q.nodes:
+        missing = [x for x in node.inputs if x and x not in known]
+        assert not missing, f'{node.name} reads {missing} before they are produced'
+        known.update(o for o in node.outputs if o)

@@ -124,7 +124,8 @@ def quantize_node(graph, x, scale) -> Node:
 def rewrite(graph, chosen, links) -> int:
     """Replace every chosen conv (and insert its QuantizeLinear) in one pass over the nodes."""
     replace, quantized = {}, {}
-    for node, lq in chosen.values():
+    # graph order: a QuantizeLinear shared by several convs goes before the first of them
+    for node, lq in (chosen[n.name] for n in graph.nodes if n.name in chosen):
         x, scale, before = node.inputs[0], x_scale_of(lq), []
         if x not in links:
             if (x, scale) not in quantized:
