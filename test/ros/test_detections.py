@@ -95,6 +95,9 @@ def test_detection_array_fields(peer, dog):
     assert isinstance(msg, vision_msgs.Detection2DArray)
     det = msg.detections[0]
     assert det.header == msg.header and len(det.results) == 1
+    # A model without keypoints: exactly the class hypothesis on every detection.
+    assert len(msg.detections) >= 2 and all(len(d.results) == 1 for d in msg.detections)
+    assert all(d['keypoints'] == [] for d in conv.detections_from_array(msg))
     assert det.bbox.size_x > 0 and det.bbox.size_y > 0 and det.bbox.center.theta == 0.0
 
 
