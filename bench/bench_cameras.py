@@ -125,6 +125,7 @@ def run(cameras, hz, seconds, backend):
                      f"backend {info.get('backend')}",
             'cameras': cameras, 'hz_per_camera': hz, 'seconds': seconds,
             'image': '640x480 bgr8 real photos, best effort, serialised bytes restamped',
+            'dds_profile': Path(os.environ['FASTDDS_DEFAULT_PROFILES_FILE']).name,
             'method': 'each camera at its own phase; latency = image stamp -> detections '
                       'received here (raw subscription); the node keeps the freshest frame '
                       'per camera and serves the cameras round-robin',
@@ -137,8 +138,12 @@ def main(argv=None):
     parser.add_argument('--hz', type=float, default=30.0)
     parser.add_argument('--seconds', type=float, default=30.0)
     parser.add_argument('--backend', default='cpu')
+    parser.add_argument('--dds-profile', default='fastdds_large_images.xml',
+                        help='a Fast DDS profile of config/ for every process')
     parser.add_argument('--out', default=str(ROOT / 'bench' / 'results' / 'cameras_cpu.json'))
     args = parser.parse_args(argv)
+    from tx2_infer_ros import ros_env
+    os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = str(ros_env.config_file(args.dds_profile))
     result = run(args.cameras, args.hz, args.seconds, args.backend)
     write_json(args.out, result, indent=2)
     print(json.dumps(result['per_camera'], indent=1))

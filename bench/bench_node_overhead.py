@@ -152,7 +152,8 @@ def run(frames, warmup, gap, backend='cpu', serialised=True):
             'model': f"yolov3-tiny (Darknet, COCO), {info.get('input_shape')} "
                      f"{info.get('precision')}, backend {info.get('backend')}",
             'image': '640x480 bgr8 (' + ', '.join(PHOTOS) + '), best_effort, '
-                     'Fast DDS profile config/fastdds_large_images.xml',
+                     'Fast DDS profile config/' +
+                     Path(os.environ['FASTDDS_DEFAULT_PROFILES_FILE']).name,
             'camera': ('serialised bytes restamped in place (a C++ driver\'s cost)'
                        if serialised else 'rclpy Image messages (a Python camera)'),
             'receiver': 'raw subscription: arrival time noted before the bytes are read',
@@ -174,11 +175,16 @@ def main(argv=None):
     parser.add_argument('--warmup', type=int, default=5)
     parser.add_argument('--gap', type=float, default=0.05, help='seconds between frames')
     parser.add_argument('--backend', default='cpu', help="the node's backend (cpu, numpy, cuda)")
+    parser.add_argument('--dds-profile', default='fastdds_large_images.xml',
+                        help="a Fast DDS profile of config/ for every process (e.g. "
+                             "fastdds_shm_only.xml)")
     parser.add_argument('--python-camera', action='store_true',
                         help='publish rclpy Image messages instead of serialised bytes')
     parser.add_argument('--out', default=str(ROOT / 'bench' / 'results' /
                                              'node_overhead_cpu.json'))
     args = parser.parse_args(argv)
+    from tx2_infer_ros import ros_env
+    os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = str(ros_env.config_file(args.dds_profile))
     result = run(args.frames, args.warmup, args.gap, args.backend, not args.python_camera)
     write_json(args.out, result, indent=2)
     print(json.dumps(result, indent=2))

@@ -5,7 +5,8 @@ A publisher process sends serialised ``sensor_msgs/Image`` bytes (restamped in p
 ``--hz``; this process receives them raw in a plain rclpy node (``--lifecycle``: a lifecycle
 node, whose executor also waits on its ~12 services) spun by a SingleThreadedExecutor, and
 notes stamp -> callback. Sizes: a 1x1 image and 640x480 bgr8; with our Fast DDS profile
-(shared memory, as the node runs) and without. Writes JSON (``--out``).
+(shared memory + UDP, as the launch file runs the node), shared memory only, and Fast DDS
+defaults. Writes JSON (``--out``).
 
     python bench/bench_transport.py [--frames 300] [--out bench/results/transport_cpu.json]
 """
@@ -50,6 +51,10 @@ for _ in range(frames):
 '''
 
 
+PROFILES = {'fastdds defaults': None, 'shm + udp': 'fastdds_large_images.xml',
+            'shm only': 'fastdds_shm_only.xml'}
+
+
 def receive(frames, side, hz, profile, lifecycle):
     """Latencies (ms) of ``frames`` messages from a publisher process."""
     import rclpy
@@ -59,8 +64,9 @@ def receive(frames, side, hz, profile, lifecycle):
     from tx2_infer_ros import cdr
     domain = free_domain_id()
     env = ros_env.child_env(domain_id=domain, log_dir=tempfile.mkdtemp(prefix='tx2_tr_'))
-    if not profile:
-        env.pop('FASTDDS_DEFAULT_PROFILES_FILE', None)
+    env.pop('FASTDDS_DEFAULT_PROFILES_FILE', None)
+    if PROFILES[profile]:
+        env['FASTDDS_DEFAULT_PROFILES_FILE'] = str(ros_env.config_file(PROFILES[profile]))
     saved = dict(os.environ)
     os.environ.clear()
     os.environ.update(env)
@@ -106,15 +112,17 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--frames', type=int, default=300)
     parser.add_argument('--hz', type=float, default=30.0)
+    parser.add_argument('--lifecycle', action='store_true',
+                        help='also receive in a lifecycle node (more entities to wait on)')
     parser.add_argument('--out', default=str(ROOT / 'bench' / 'results' / 'transport_cpu.json'))
     args = parser.parse_args(argv)
     cases = []
     for side in (1, 480):
-        for profile in (True, False):
-            for lifecycle in (False, True):
+        for profile in PROFILES:
+            for lifecycle in (False, True)[:1 + args.lifecycle]:
                 lat = receive(args.frames, side, args.hz, profile, lifecycle)
                 case = {'image': '1x1' if side == 1 else '640x480 bgr8',
-                        'fastdds_profile': profile,
+                        'fastdds_profile': PROFILES[profile] or 'none (defaults)',
                         'subscriber': 'lifecycle node' if lifecycle else 'plain node',
                         **summary(lat, args.frames)}
                 print(case, flush=True)
