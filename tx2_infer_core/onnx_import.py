@@ -15,6 +15,7 @@ from onnx import helper, numpy_helper
 from tx2_infer_core.errors import ModelFormatError, UnsupportedOpError
 from tx2_infer_core.ir import Graph, Node, Value
 from tx2_infer_core.limits import DEFAULT_LIMITS
+from tx2_infer_core.rebatch import fixed_batch, rebatch
 from tx2_infer_core.shape_limits import check_static_sizes, infer_shapes_within
 
 log = logging.getLogger('tx2_infer.onnx')
@@ -226,6 +227,8 @@ def graph_from_model(model, input_shape=None, source='model', model_dir='.',
     limits = limits or DEFAULT_LIMITS
     model = upgrade_opset(model, source)
     _check_opset(model, source)
+    if input_shape and fixed_batch(model) == 1 and int(input_shape[0]) > 1:
+        model = rebatch(model, int(input_shape[0]))     # a static batch-1 export, N images
     g = model.graph
     weights = {t.name: _initializer(t, Path(model_dir)) for t in g.initializer}
     inputs = [i for i in g.input if i.name not in weights]
