@@ -2,7 +2,9 @@
 
 scipy is not a dependency, so this is the classic O(n^2 m) shortest-augmenting-path form with
 row and column potentials (Kuhn-Munkres as in Jonker-Volgenant), with the inner column scan done
-by numpy. ``linear_sum_assignment`` returns what scipy's function of that name returns.
+by numpy, and the runs of rows whose best column is still free assigned in one numpy step.
+``linear_sum_assignment`` returns what scipy's function of that name returns; ``match`` skips
+it when its answer is forced (``forced_pairs``).
 """
 import numpy as np
 
@@ -31,13 +33,37 @@ def _assign_rows(cost):
     n, m = cost.shape
     u, v = np.zeros(n + 1), np.zeros(m + 1)
     owner = np.zeros(m + 1, dtype=np.int64)  # owner[j]: 1-based row of column j, 0 = free
-    for row in range(1, n + 1):
-        way = _augmenting_path(cost, row, u, v, owner)
-        _augment(owner, way)
+    row = 1
+    while row <= n:
+        row = _one_step_rows(cost, row, u, v, owner)
+        if row <= n:
+            way = _augmenting_path(cost, row, u, v, owner)
+            _augment(owner, way)
+            row += 1
     cols = np.nonzero(owner[1:])[0]
     rows = owner[1:][cols] - 1
     order = np.argsort(rows)
     return rows[order], cols[order]
+
+
+def _one_step_rows(cost, first, u, v, owner):
+    """Assign at once the rows from ``first`` on whose path is one step; returns the first
+    row that needs ``_augmenting_path``.
+
+    A row's path is one step when the least column of its reduced costs (the first one on a
+    tie) is free: ``_augmenting_path`` then gives it that column, adds that reduced cost to
+    its potential and changes no column potential but the unused ``v[0]``. So these rows
+    are done together, with the same arithmetic, until the first one whose column is owned
+    (or wanted by an earlier row of the run)."""
+    reduced = cost[first - 1:] - u[first:, None] - v[1:]
+    cols = np.argmin(reduced, axis=1)
+    clash = owner[1:][cols] != 0
+    later = np.ones(len(cols), bool)
+    later[np.unique(cols, return_index=True)[1]] = False  # a column wanted by an earlier row
+    k = int(np.argmax(clash | later)) if np.any(clash | later) else len(cols)
+    owner[cols[:k] + 1] = np.arange(first, first + k)
+    u[first:first + k] += reduced[np.arange(k), cols[:k]]
+    return first + k
 
 
 def _augmenting_path(cost, row, u, v, owner):
@@ -86,12 +112,62 @@ def match(cost, max_cost):
     """
     cost = np.asarray(cost, dtype=np.float64)
     n, m = cost.shape
-    if n == 0 or m == 0:
-        return [], list(range(n)), list(range(m))
+    rows, cols = match_arrays(cost, max_cost)
+    row_free, col_free = np.ones(n, bool), np.ones(m, bool)
+    row_free[rows], col_free[cols] = False, False
+    return (list(zip(rows.tolist(), cols.tolist())), np.flatnonzero(row_free).tolist(),
+            np.flatnonzero(col_free).tolist())
+
+
+def match_arrays(cost, max_cost):
+    """``match`` as two int arrays: the matched rows (ascending) and their columns.
+
+    The full assignment of ``cost`` is solved, then its pairs costing more than ``max_cost``
+    are dropped; ``forced_pairs`` answers the common tracking case without the Hungarian.
+    """
+    cost = np.asarray(cost, dtype=np.float64)
+    if cost.ndim != 2:
+        raise ValueError(f'cost must be a 2-D matrix, got shape {cost.shape}')
+    if cost.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    forced = forced_pairs(cost, max_cost)
+    if forced is not None:
+        return forced
     rows, cols = linear_sum_assignment(cost)
     keep = cost[rows, cols] <= max_cost
-    pairs = [(int(r), int(c)) for r, c in zip(rows[keep], cols[keep])]
-    matched_rows = {r for r, _ in pairs}
-    matched_cols = {c for _, c in pairs}
-    return (pairs, [r for r in range(n) if r not in matched_rows],
-            [c for c in range(m) if c not in matched_cols])
+    return rows[keep], cols[keep]
+
+
+def forced_pairs(cost, max_cost, rel_margin=1e-9):
+    """The pairs of ``match_arrays`` found without the Hungarian, or None when unsure.
+
+    The answer is the set of candidates (entries <= ``max_cost``) when every candidate
+    (i, j) is in every optimal assignment. That holds when it beats any swap with margin:
+    c[i, j] + max(c) < min(c[i, others]) + min(c[others, j]); swapping (i, j') and (i', j)
+    for (i, j) and (i', j') then always lowers the total (a missing row or column is
+    priced at max(c)). "At most one candidate per row and column" alone is not enough:
+    the assignment may prefer two entries just over ``max_cost`` to one under it.
+    Raises ``ValueError`` on NaN or infinity, as ``linear_sum_assignment`` does.
+    """
+    top = cost.max()
+    if not np.isfinite(top) or not np.isfinite(cost.min()):
+        raise ValueError('cost holds NaN or infinity')
+    rows, cols = np.nonzero(cost <= max_cost)
+    if len(rows) == 0:
+        return rows, cols
+    c = cost[rows, cols]
+    row_other = _other_min(cost, rows, c, top)
+    col_other = _other_min(cost.T, cols, c, top)
+    margin = rel_margin * max(1.0, top, -cost.min())
+    if np.all(c + top < row_other + col_other - margin):
+        return rows, cols
+    return None
+
+
+def _other_min(cost, rows, c, top):
+    """Per entry ``c`` of row ``rows``: the least other entry of its row (``top`` when the
+    row has no other entry)."""
+    if cost.shape[1] == 1:
+        return np.full(len(rows), top)
+    two = np.partition(cost[rows], 1, axis=1)
+    return np.where(c == two[:, 0], two[:, 1], two[:, 0])

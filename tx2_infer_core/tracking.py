@@ -16,13 +16,15 @@ Matching ignores the class, as ByteTrack does (a detector often flips between cl
 truck and car, on one object); ``per_class`` restricts it to tracks of the detection's class.
 Differences from ByteTrack, on purpose: a new track gets its ID at once (no unconfirmed first
 frame); no duplicate-track removal.
-Pure Python and numpy; no ROS.
+The tracks live in arrays (Kalman means T x 8, covariances T x 8 x 8, IDs, classes, last
+frames), kept in the order active then lost; each frame predicts every track and corrects
+the matched ones in one batched step. Pure Python and numpy; no ROS.
 """
 from dataclasses import dataclass
 
 import numpy as np
 
-from tx2_infer_core.assignment import match
+from tx2_infer_core.assignment import match_arrays
 
 # ByteTrack's process and measurement noise, relative to the box height.
 _STD_POSITION, _STD_VELOCITY = 1.0 / 20, 1.0 / 160
@@ -57,73 +59,103 @@ def iou_matrix(a, b):
 
 def box_to_xyah(box):
     """x1 y1 x2 y2 -> centre x, centre y, aspect (w / h), height."""
-    x1, y1, x2, y2 = (float(v) for v in box)
-    h = max(y2 - y1, 1e-6)
-    return np.array([(x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) / h, h])
+    return boxes_to_xyah(np.asarray(box, dtype=np.float64).reshape(1, 4))[0]
 
 
 def xyah_to_box(xyah):
     """centre x, centre y, aspect, height -> x1 y1 x2 y2."""
-    x, y, a, h = (float(v) for v in xyah[:4])
+    return xyah_to_boxes(np.asarray(xyah, dtype=np.float64).reshape(1, -1))[0]
+
+
+def boxes_to_xyah(boxes):
+    """N x 4 boxes (x1 y1 x2 y2) -> N x 4 (centre x, centre y, aspect w / h, height)."""
+    x1, y1, x2, y2 = boxes.T
+    h = np.maximum(y2 - y1, 1e-6)
+    return np.stack([(x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) / h, h], axis=1)
+
+
+def xyah_to_boxes(xyah):
+    """N x (4 or more) rows (x, y, a, h, ...) -> N x 4 boxes (x1 y1 x2 y2)."""
+    x, y, a, h = xyah[:, 0], xyah[:, 1], xyah[:, 2], xyah[:, 3]
     w = a * h
-    return np.array([x - w / 2, y - h / 2, x + w / 2, y + h / 2])
+    return np.stack([x - w / 2, y - h / 2, x + w / 2, y + h / 2], axis=1)
+
+
+def _diag(std):
+    """N x 8 standard deviations -> N x 8 x 8 diagonal covariances."""
+    cov = np.zeros(std.shape + (std.shape[1],))
+    idx = np.arange(std.shape[1])
+    cov[:, idx, idx] = std ** 2
+    return cov
+
+
+def kalman_init(boxes):
+    """Constant-velocity Kalman states of new tracks: N x 4 boxes -> (means N x 8, covariances
+    N x 8 x 8); state (x, y, a, h, vx, vy, va, vh), velocities 0."""
+    xyah = boxes_to_xyah(boxes)
+    h = xyah[:, 3]
+    pos, vel = 2 * _STD_POSITION * h, 10 * _STD_VELOCITY * h
+    std = np.stack([pos, pos, np.full_like(h, 1e-2), pos, vel, vel, np.full_like(h, 1e-5),
+                    vel], axis=1)
+    return np.hstack([xyah, np.zeros_like(xyah)]), _diag(std)
+
+
+def kalman_predict(mean, cov):
+    """Advance N states one frame: x += v; P = F P F^T + Q with F = [[I, I], [0, I]]."""
+    h = mean[:, 3]
+    pos, vel = _STD_POSITION * h, _STD_VELOCITY * h
+    std = np.stack([pos, pos, np.full_like(h, 1e-2), pos, vel, vel, np.full_like(h, 1e-5),
+                    vel], axis=1)
+    mean = mean.copy()
+    mean[:, :4] += mean[:, 4:]
+    fp = cov.copy()  # F P: row block 0 += row block 1
+    fp[:, :4] += cov[:, 4:]
+    fpf = fp.copy()  # (F P) F^T: column block 0 += column block 1
+    fpf[:, :, :4] += fp[:, :, 4:]
+    return mean, fpf + _diag(std)
+
+
+def kalman_update(mean, cov, boxes):
+    """Correct N states with N measured boxes (x1 y1 x2 y2) -> (means, covariances)."""
+    z = boxes_to_xyah(boxes)
+    h = mean[:, 3]
+    pos = _STD_POSITION * h
+    noise = np.stack([pos, pos, np.full_like(h, 1e-1), pos], axis=1)
+    proj_cov = cov[:, :4, :4] + _diag(noise)  # H P H^T + R, H = [I 0]
+    gain = np.linalg.solve(proj_cov, cov[:, :4, :]).transpose(0, 2, 1)  # P H^T S^-1
+    mean = mean + (gain @ (z - mean[:, :4])[:, :, None])[:, :, 0]
+    return mean, cov - gain @ proj_cov @ gain.transpose(0, 2, 1)
 
 
 class KalmanBox:
-    """Constant-velocity Kalman filter of one box: state (x, y, a, h, vx, vy, va, vh)."""
-
-    _F = np.eye(8) + np.eye(8, k=4)  # x += v each frame
-    _H = np.eye(4, 8)
+    """Constant-velocity Kalman filter of one box (the batched functions on one state)."""
 
     def __init__(self, box):
-        xyah = box_to_xyah(box)
-        self.mean = np.concatenate([xyah, np.zeros(4)])
-        h = xyah[3]
-        std = np.array([2 * _STD_POSITION * h, 2 * _STD_POSITION * h, 1e-2,
-                        2 * _STD_POSITION * h, 10 * _STD_VELOCITY * h,
-                        10 * _STD_VELOCITY * h, 1e-5, 10 * _STD_VELOCITY * h])
-        self.cov = np.diag(std ** 2)
+        self._mean, self._cov = kalman_init(np.asarray(box, np.float64).reshape(1, 4))
+
+    @property
+    def mean(self):
+        """State (x, y, a, h, vx, vy, va, vh)."""
+        return self._mean[0]
+
+    @property
+    def cov(self):
+        """8 x 8 state covariance."""
+        return self._cov[0]
 
     def predict(self):
         """Advance one frame."""
-        h = self.mean[3]
-        std = np.array([_STD_POSITION * h, _STD_POSITION * h, 1e-2, _STD_POSITION * h,
-                        _STD_VELOCITY * h, _STD_VELOCITY * h, 1e-5, _STD_VELOCITY * h])
-        self.mean = self._F @ self.mean
-        self.cov = self._F @ self.cov @ self._F.T + np.diag(std ** 2)
+        self._mean, self._cov = kalman_predict(self._mean, self._cov)
 
     def update(self, box):
         """Correct the state with a measured box (x1 y1 x2 y2)."""
-        z = box_to_xyah(box)
-        h = self.mean[3]
-        noise = np.diag(np.array([_STD_POSITION * h, _STD_POSITION * h, 1e-1,
-                                  _STD_POSITION * h]) ** 2)
-        proj_cov = self._H @ self.cov @ self._H.T + noise
-        gain = np.linalg.solve(proj_cov, self._H @ self.cov).T
-        self.mean = self.mean + gain @ (z - self._H @ self.mean)
-        self.cov = self.cov - gain @ proj_cov @ gain.T
+        box = np.asarray(box, np.float64).reshape(1, 4)
+        self._mean, self._cov = kalman_update(self._mean, self._cov, box)
 
     @property
     def box(self):
         """The current box estimate, x1 y1 x2 y2."""
         return xyah_to_box(self.mean)
-
-
-class Track:
-    """One tracked object: its ID, class, filter, and the last frame it was matched in."""
-
-    def __init__(self, track_id, box, class_id, frame):
-        self.track_id, self.class_id = track_id, int(class_id)
-        self.kalman = KalmanBox(box)
-        self.last_frame = self.first_frame = frame
-        self.hits = 1
-
-    def hit(self, box, class_id, frame):
-        """A detection of ``class_id`` matched this track in ``frame``."""
-        self.kalman.update(box)
-        self.class_id = int(class_id)
-        self.last_frame = frame
-        self.hits += 1
 
 
 class ByteTracker:
@@ -135,13 +167,32 @@ class ByteTracker:
 
     def reset(self):
         """Forget every track; IDs count from 1 again."""
-        self.active, self.lost = [], []
+        self._ids = np.zeros(0, np.int64)  # per track, active ones first, then lost ones
+        self._classes = np.zeros(0, np.int64)
+        self._last = np.zeros(0, np.int64)  # the last frame a detection matched it
+        self._mean, self._cov = np.zeros((0, 8)), np.zeros((0, 8, 8))
+        self._n_active = 0
         self.frame, self._next_id = 0, 1
 
     @property
     def active_count(self) -> int:
         """Tracks matched in the latest frame."""
-        return len(self.active)
+        return self._n_active
+
+    @property
+    def active_ids(self):
+        """IDs of the tracks matched in the latest frame (int array)."""
+        return self._ids[:self._n_active].copy()
+
+    @property
+    def lost_ids(self):
+        """IDs of the lost tracks still kept (int array)."""
+        return self._ids[self._n_active:].copy()
+
+    def track_states(self):
+        """(IDs, Kalman means T x 8, covariances T x 8 x 8) of every kept track, active first:
+        copies, for tests and diagnostics."""
+        return self._ids.copy(), self._mean.copy(), self._cov.copy()
 
     def update(self, boxes, scores, class_ids):
         """One frame's detections -> their track IDs (int array, -1 for an untracked one).
@@ -154,46 +205,63 @@ class ByteTracker:
         scores = np.asarray(scores, dtype=np.float64).reshape(-1)
         class_ids = np.asarray(class_ids, dtype=np.int64).reshape(-1)
         self.frame += 1
+        self._mean, self._cov = kalman_predict(self._mean, self._cov)
+        predicted = xyah_to_boxes(self._mean)
+        high = np.flatnonzero(scores >= p.high_threshold)
+        low = np.flatnonzero((scores >= p.low_threshold) & (scores < p.high_threshold))
+        rows, dets = self._associate(predicted, np.arange(len(self._ids)), high, boxes,
+                                     class_ids, p.match_iou)
+        matched = np.zeros(len(self._ids), bool)
+        matched[rows] = True
+        left_active = np.flatnonzero(~matched[:self._n_active])
+        low_rows, low_dets = self._associate(predicted, left_active, low, boxes, class_ids,
+                                             p.low_match_iou)
+        matched[low_rows] = True
+        is_new = np.zeros(len(boxes), bool)
+        is_new[high] = True
+        is_new[dets] = False
+        new = np.flatnonzero(is_new)
+        rows, dets = np.concatenate([rows, low_rows]), np.concatenate([dets, low_dets])
+        self._hit(rows, boxes[dets], class_ids[dets])
         ids = np.full(len(boxes), -1, dtype=np.int64)
-        for track in self.active + self.lost:
-            track.kalman.predict()
-        high = np.nonzero(scores >= p.high_threshold)[0]
-        low = np.nonzero((scores >= p.low_threshold) & (scores < p.high_threshold))[0]
-        pool = self.active + self.lost
-        left, left_high = self._associate(pool, high, boxes, class_ids, p.match_iou, ids)
-        self._associate([t for t in left if t in self.active], low, boxes, class_ids,
-                        p.low_match_iou, ids)
-        self._retire(pool)
-        for det in left_high:
-            ids[det] = self._start(boxes[det], class_ids[det])
+        ids[dets] = self._ids[rows]
+        ids[new] = self._retire_and_start(matched, boxes[new], class_ids[new])
         return ids
 
-    def _associate(self, tracks, dets, boxes, class_ids, min_iou, ids):
-        """Match ``dets`` (indices) to ``tracks`` by IoU; write matched IDs into ``ids``.
-        Returns the unmatched tracks and unmatched detection indices."""
-        if not len(tracks) or not len(dets):
-            return list(tracks), list(dets)
-        predicted = np.array([t.kalman.box for t in tracks])
-        iou = iou_matrix(predicted, boxes[dets])
-        cost = 1.0 - iou
+    def _associate(self, predicted, rows, dets, boxes, class_ids, min_iou):
+        """Match detections ``dets`` to tracks ``rows`` (indices) by the IoU of the predicted
+        boxes -> (matched track rows, their detections)."""
+        if not len(rows) or not len(dets):
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        cost = 1.0 - iou_matrix(predicted[rows], boxes[dets])
         if self.params.per_class:
-            same = np.array([t.class_id for t in tracks])[:, None] == class_ids[dets][None]
+            same = self._classes[rows][:, None] == class_ids[dets][None]
             cost = np.where(same, cost, 1.0)
-        pairs, rows, cols = match(cost, 1.0 - min_iou)
-        for row, col in pairs:
-            tracks[row].hit(boxes[dets[col]], class_ids[dets[col]], self.frame)
-            ids[dets[col]] = tracks[row].track_id
-        return [tracks[r] for r in rows], [dets[c] for c in cols]
+        r, c = match_arrays(cost, 1.0 - min_iou)
+        return rows[r], dets[c]
 
-    def _retire(self, pool):
-        """Tracks matched this frame are active; the others are lost, and dropped once lost
-        for more than ``buffer`` frames."""
-        self.active = [t for t in pool if t.last_frame == self.frame]
-        self.lost = [t for t in pool if t.last_frame != self.frame
-                     and self.frame - t.last_frame <= self.params.buffer]
+    def _hit(self, rows, boxes, class_ids):
+        """Detections ``boxes`` of ``class_ids`` matched the tracks ``rows`` this frame."""
+        if len(rows):
+            self._mean[rows], self._cov[rows] = kalman_update(self._mean[rows],
+                                                              self._cov[rows], boxes)
+        self._classes[rows] = class_ids
+        self._last[rows] = self.frame
 
-    def _start(self, box, class_id) -> int:
-        track = Track(self._next_id, box, class_id, self.frame)
-        self._next_id += 1
-        self.active.append(track)
-        return track.track_id
+    def _retire_and_start(self, matched, boxes, class_ids):
+        """Keep the matched tracks active, then new tracks for ``boxes``, then the lost ones
+        (dropped once lost for more than ``buffer`` frames); returns the new IDs."""
+        n_old, n_new = len(self._ids), len(boxes)
+        lost = np.flatnonzero(~matched & (self.frame - self._last <= self.params.buffer))
+        order = np.concatenate([np.flatnonzero(matched), np.arange(n_old, n_old + n_new),
+                                lost])
+        new_ids = np.arange(self._next_id, self._next_id + n_new, dtype=np.int64)
+        mean, cov = kalman_init(boxes)
+        self._ids = np.concatenate([self._ids, new_ids])[order]
+        self._classes = np.concatenate([self._classes, class_ids])[order]
+        self._last = np.concatenate([self._last, np.full(n_new, self.frame)])[order]
+        self._mean = np.concatenate([self._mean, mean])[order]
+        self._cov = np.concatenate([self._cov, cov])[order]
+        self._n_active = len(order) - len(lost)
+        self._next_id += n_new
+        return new_ids

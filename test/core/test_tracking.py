@@ -1,11 +1,12 @@
-"""The tracker: Hungarian matching against a brute-force oracle, IDs over synthetic sequences."""
+"""The tracker: Hungarian matching against a brute-force oracle, its forced-pairs fast path
+against the Hungarian, IDs over synthetic sequences."""
 import itertools
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import event, given, settings, strategies as st
 
-from tx2_infer_core.assignment import linear_sum_assignment, match
+from tx2_infer_core.assignment import forced_pairs, linear_sum_assignment, match
 from tx2_infer_core.tracking import (ByteTracker, KalmanBox, TrackParams, box_to_xyah,
                                      iou_matrix, xyah_to_box)
 
@@ -44,6 +45,62 @@ def test_hungarian_refuses_bad_matrices():
         linear_sum_assignment(np.zeros(3))
     with pytest.raises(ValueError, match='NaN'):
         linear_sum_assignment(np.array([[0.0, np.nan]]))
+
+
+@st.composite
+def iou_costs(draw):
+    """1 - IoU of random boxes against jittered copies (the tracker's cost matrices): mostly
+    one clear candidate a row, sometimes crowded; and a threshold."""
+    n, m = draw(st.integers(1, 7)), draw(st.integers(1, 7))
+    coords = st.integers(0, 60)
+    boxes = [draw(st.tuples(coords, coords, st.integers(4, 30), st.integers(4, 30)))
+             for _ in range(max(n, m))]
+    boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in boxes], float)
+    jitter = np.array(draw(st.lists(st.integers(-3, 3), min_size=4 * m, max_size=4 * m)))
+    cost = 1.0 - iou_matrix(boxes[:n], boxes[:m] + jitter.reshape(m, 4))
+    return cost, draw(st.sampled_from([0.8, 0.5, 0.3, 1.0]))
+
+
+@st.composite
+def near_threshold_costs(draw):
+    """Costs in [0, 1] from a few values either side of the threshold 0.8."""
+    n, m = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    values = st.sampled_from([0.79, 0.81, 1.0, 0.8, 0.3])
+    return np.array(draw(st.lists(values, min_size=n * m, max_size=n * m))).reshape(n, m), 0.8
+
+
+def hungarian_pairs(cost, max_cost):
+    """``match``'s definition: the full assignment, then pairs over ``max_cost`` dropped."""
+    rows, cols = linear_sum_assignment(cost)
+    keep = cost[rows, cols] <= max_cost
+    return list(zip(rows[keep].tolist(), cols[keep].tolist()))
+
+
+@settings(max_examples=600, deadline=None, derandomize=True, database=None)
+@given(case=st.one_of(iou_costs(), near_threshold_costs(),
+                      cost_matrices().map(lambda c: (c, 1.0))))
+def test_forced_pairs_equal_the_hungarian_when_they_apply(case):
+    cost, max_cost = case
+    forced = forced_pairs(cost, max_cost)
+    event(f'forced, {min(len(forced[0]), 2)}+ pairs' if forced is not None else 'hungarian')
+    if forced is not None:
+        assert list(zip(*(a.tolist() for a in forced))) == hungarian_pairs(cost, max_cost)
+    assert match(cost, max_cost)[0] == hungarian_pairs(cost, max_cost)
+
+
+def test_forced_pairs_apply_to_separate_objects():
+    boxes = np.array([[0, 0, 10, 20], [30, 0, 40, 20], [60, 5, 75, 30]], float)
+    cost = 1.0 - iou_matrix(boxes, boxes[::-1] + 1)
+    rows, cols = forced_pairs(cost, 0.8)
+    assert rows.tolist() == [0, 1, 2] and cols.tolist() == [2, 1, 0]
+
+
+def test_one_candidate_per_row_does_not_force_it():
+    """(0, 0) is the only pair under 0.8, yet the assignment takes the two 0.81 pairs
+    (1.62 < 0.79 + 1.0), so ``match`` keeps nothing: greedy would be wrong here."""
+    cost = np.array([[0.79, 0.81], [0.81, 1.0]])
+    assert forced_pairs(cost, 0.8) is None
+    assert match(cost, 0.8) == ([], [0, 1], [0, 1])
 
 
 def test_match_drops_pairs_over_max_cost():
@@ -144,7 +201,7 @@ def test_reset_forgets_tracks_and_restarts_ids():
     run_scene(tracker, moving_scene(10))
     assert tracker.active_count == 4
     tracker.reset()
-    assert tracker.active_count == 0 and tracker.lost == []
+    assert tracker.active_count == 0 and tracker.lost_ids.tolist() == []
     assert tracker.update([[400, 400, 420, 440]], [0.9], [0]).tolist() == [1]
 
 
@@ -153,4 +210,4 @@ def test_empty_frames():
     assert tracker.update(np.zeros((0, 4)), [], []).tolist() == []
     tracker.update([[0, 0, 10, 10]], [0.9], [0])
     assert tracker.update(np.zeros((0, 4)), [], []).tolist() == []
-    assert tracker.active_count == 0 and len(tracker.lost) == 1
+    assert tracker.active_count == 0 and len(tracker.lost_ids) == 1
