@@ -244,7 +244,7 @@ def make_parser():
     build.add_argument('--labels', help='class names file to store in the plan')
     add_int8_args(build)
     build.set_defaults(func=cmd_build)
-    add_calibrate_command(sub, _model_args)
+    add_calibrate_command(sub, _model_args, open_engine)
 
     run = sub.add_parser('run', help='detect objects in images')
     _model_args(run)

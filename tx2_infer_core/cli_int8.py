@@ -5,6 +5,7 @@
     tx2-infer calibrate yolov3-tiny.cfg --report int8_report/ -o tiny-mixed.tx2plan
 """
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -42,9 +43,9 @@ def int8_options(args) -> dict:
             'accuracy_budget': args.accuracy_budget, 'method': args.calibration_method}
 
 
-def cmd_calibrate(args):
-    """calibrate MODEL: build int8/mixed, write the per-layer report (and the plan)."""
-    from tx2_infer_core.cli import open_engine
+def cmd_calibrate(args, open_engine):
+    """calibrate MODEL: build int8/mixed, write the per-layer report (and the plan);
+    ``open_engine(args)`` is the CLI's (passed in: cli imports this module)."""
     from tx2_infer_core.int8.report import write_report
     with open_engine(args) as engine:
         info = engine.meta['int8']
@@ -62,8 +63,9 @@ def cmd_calibrate(args):
             print(f'wrote {args.output}')
 
 
-def add_calibrate_command(sub, model_args) -> None:
-    """The ``calibrate`` subcommand (``model_args`` adds the model flags)."""
+def add_calibrate_command(sub, model_args, open_engine) -> None:
+    """The ``calibrate`` subcommand (``model_args`` adds the model flags; ``open_engine`` is
+    the CLI's)."""
     calibrate = sub.add_parser('calibrate', help='INT8 calibration, schedule and report')
     model_args(calibrate)
     calibrate.add_argument('--precision', choices=('mixed', 'int8'), default='mixed',
@@ -73,4 +75,4 @@ def add_calibrate_command(sub, model_args) -> None:
     calibrate.add_argument('--report', default='int8_report', metavar='DIR',
                            help='folder of the per-layer report (default int8_report)')
     calibrate.add_argument('-o', '--output', help='also write the plan (.tx2plan)')
-    calibrate.set_defaults(func=cmd_calibrate)
+    calibrate.set_defaults(func=functools.partial(cmd_calibrate, open_engine=open_engine))

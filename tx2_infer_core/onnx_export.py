@@ -112,7 +112,7 @@ def expand_fused_conv(node, consts):
     return nodes
 
 
-def _value_info(value):
+def value_info(value):
     elem = helper.np_dtype_to_tensor_dtype(np.dtype(value.dtype))
     return helper.make_tensor_value_info(value.name, elem, list(value.shape))
 
@@ -212,10 +212,10 @@ def to_onnx(graph, opset=None) -> onnx.ModelProto:
     io = set(graph.inputs) | set(graph.outputs)
     proto = helper.make_graph(
         nodes, graph.name,
-        inputs=[_value_info(graph.values[n]) for n in graph.inputs],
-        outputs=[_value_info(graph.values[n]) for n in graph.outputs],
+        inputs=[value_info(graph.values[n]) for n in graph.inputs],
+        outputs=[value_info(graph.values[n]) for n in graph.outputs],
         initializer=initializers,
-        value_info=[_value_info(v) for k, v in graph.values.items()
+        value_info=[value_info(v) for k, v in graph.values.items()
                     if k not in io and k not in graph.weights])
     model = helper.make_model(proto, opset_imports=[helper.make_opsetid('', opset)],
                               producer_name='tx2_infer')

@@ -160,7 +160,7 @@ def tensor_runner(graph, tensors):
     wanted = [t for t in tensors if t not in graph.inputs]
     try:
         import onnxruntime as ort
-        from tx2_infer_core.onnx_export import _value_info, to_onnx
+        from tx2_infer_core.onnx_export import value_info, to_onnx
         model = to_onnx(graph)
     except (ImportError, UnsupportedOpError):
         def run_reference(feeds):
@@ -168,7 +168,7 @@ def tensor_runner(graph, tensors):
             return {t: env[t] for t in tensors}
         return run_reference
     known = {o.name for o in model.graph.output}
-    model.graph.output.extend(_value_info(graph.values[t]) for t in wanted if t not in known)
+    model.graph.output.extend(value_info(graph.values[t]) for t in wanted if t not in known)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(model.SerializeToString(), options,
