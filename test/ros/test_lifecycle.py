@@ -73,7 +73,7 @@ def test_failed_configure_then_recovery_and_full_walk(peer):
 
 def test_invalid_values_are_rejected_with_a_reason(peer):
     for name, value, words in [('backend', 'tpu', 'one of'), ('input_size', 100, 'step'),
-                               ('precision', 'int8', 'int8 is not implemented yet'),
+                               ('precision', 'int4', 'unknown precision'),
                                ('conf_threshold', 1.5, ''), ('qos_reliability', 'x', 'one of'),
                                ('labels_path', '/nonexistent/coco.names', 'No such file'),
                                ('labels_path', '/dev/zero', 'not a regular file')]:
