@@ -164,7 +164,8 @@ class Engine:
         from tx2_infer_core.assets import cache_dir as default_cache
         target = resolve_backend(backend)
         key = cache_key(model_digest(model_path, weights_path), input_shape or (), precision,
-                        plan_target(target))
+                        plan_target(target), int8_options if precision in INT8_PRECISIONS
+                        else None)
         folder = Path(cache_dir or default_cache() / 'plans')
         path = folder / f'{Path(model_path).stem}-{key}.tx2plan'
         if path.is_file():

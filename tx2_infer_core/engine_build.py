@@ -3,6 +3,7 @@ the detector-head defaults (``engine.py`` re-exports the names other modules use
 """
 import contextlib
 import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -59,9 +60,17 @@ def model_digest(model_path, weights_path=None) -> str:
     return file_digest(model_path)
 
 
-def cache_key(model_digest, input_shape, precision, target) -> str:
-    """Key of a built plan: model hash, input shape, precision and target (backend + arch)."""
+def cache_key(model_digest, input_shape, precision, target, int8_options=None) -> str:
+    """Key of a built plan: model hash, input shape, precision, target (backend + arch) and,
+    for int8/mixed, the calibration options (a folder by its files' names, sizes and times)."""
     text = f'{model_digest}|{tuple(input_shape)}|{precision}|{target}'
+    if int8_options:
+        options = dict(int8_options)
+        folder = options.get('calibration_images')
+        if folder and Path(folder).is_dir():
+            options['calibration_images'] = [(p.name, p.stat().st_size, p.stat().st_mtime_ns)
+                                             for p in sorted(Path(folder).iterdir())]
+        text += '|' + json.dumps(options, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 

@@ -97,7 +97,9 @@ class DetectorNode(LifecycleNode):
             raise ValueError('; '.join(errors))
         self.detector, self.info = load_detector(
             self._param('model_path'), self._param('labels_path'), self._param('input_size'),
-            self._param('backend'), self._param('precision'), log=self.get_logger().info)
+            self._param('backend'), self._param('precision'), log=self.get_logger().info,
+            int8_options={'calibration_images': self._param('calibration_images') or None,
+                          'accuracy_budget': self._param('accuracy_budget')})
         self._live = self._live_params({n: self._param(n) for n in LIVE})
         self.stats = NodeStats()
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)

@@ -48,7 +48,7 @@ def reuse_freed_memory(max_block=32 << 20) -> bool:
 
 
 def load_detector(model_path='', labels_path='', input_size=0, backend='auto',
-                  precision='fp32', log=print) -> tuple:
+                  precision='fp32', log=print, int8_options=None) -> tuple:
     """Load a plan or build (and cache) the engine, warm it up -> (Detector, info).
 
     ``input_size`` (0: the model's own) is a square size in the model's own layout
@@ -70,7 +70,7 @@ def load_detector(model_path='', labels_path='', input_size=0, backend='auto',
             f'input {input_size or "from the model"}); a first build takes a while and is '
             'cached')
         engine = Engine.build_cached(model_path, sized_input_shape(model_path, input_size),
-                                     precision, backend)
+                                     precision, backend, int8_options=int8_options)
     log(f'engine ready in {time.perf_counter() - start:.1f} s')
     try:
         labels_path = labels_path or default_labels
