@@ -154,6 +154,21 @@ def preprocess(image_bgr, input_shape, input_format=None):
     return np.ascontiguousarray(tensor[None]), lb
 
 
+def stack_batch(tensors, batch):
+    """Per-image (1, ...) tensors -> one (``batch``, ...) tensor; fewer images than ``batch``
+    are padded with copies of the last (the engine's shapes are static). InputError when there
+    are none or more than ``batch``."""
+    if not 1 <= len(tensors) <= batch:
+        raise InputError(f'a batch of {len(tensors)} images for an engine of batch {batch}')
+    tensors = list(tensors) + [tensors[-1]] * (batch - len(tensors))
+    return np.concatenate(tensors)
+
+
+def image_outputs(outputs, index):
+    """The outputs of image ``index`` of a batched run, each as a batch of one."""
+    return {name: array[index:index + 1] for name, array in outputs.items()}
+
+
 def planar_tensor(image, fmt):
     """HxWx3 uint8 BGR -> (1, 3, H, W) float32 ``(pixel - mean) * scale`` in ``fmt``'s colour
     order: one pass per channel plane (20x faster than astype + transpose on 416x416)."""

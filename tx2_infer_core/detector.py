@@ -11,6 +11,10 @@ image pixels; a pose head's keypoints too, ``heads_pose.attach_keypoints``). GPU
 backend's frame pipeline (``Backend.frame_pipeline``: upload, letterbox, network, decode and NMS
 in one CUDA graph launch; only the detections come back); it decodes boxes only, so a pose head
 takes the host path after the GPU engine.
+A plan built for a batch of N images (input N x 3 x H x W) runs up to N frames at once with
+``detect_batch`` (one engine run, or one graph launch on the GPU; each image decoded alone); a
+call with fewer images pads the batch with copies of the last image so the shapes stay static
+(counted in ``padded``). ``detect`` on such a plan is a batch of one.
 ``path='auto'`` takes the GPU path when the backend offers one; 'host' and 'gpu' force a path
 ('gpu' raises when there is none). Both paths give the same detections up to FP16 rounding.
 
@@ -70,6 +74,8 @@ class Detector:
                                 'backend, one 3-channel image input and a yolov8, yolov5, '
                                 'darknet_yolo or classifier head)')
         self.path = 'host' if self.frames is None else 'gpu'
+        self.batch = int(self.spec.shape[0]) if len(self.spec.shape) == 4 else 1
+        self.batches = self.padded = 0   # detect_batch calls, and the slots padded in them
 
     def input_size(self) -> tuple:
         """(height, width) of the network input, whatever its layout."""
@@ -82,6 +88,8 @@ class Detector:
         ``params`` default to the detector's; ``times``, when a dict, receives the seconds of
         each of ``STAGES`` (on the GPU path the whole frame counts as 'infer').
         """
+        if self.batch > 1:
+            return self.detect_batch([image], params, times)[0]
         params = self.params if params is None else params
         image = as_bgr(image)
         run = self._detect_gpu if self.frames is not None else self._detect_host
@@ -90,11 +98,34 @@ class Detector:
             times.update(stage_times)
         return dets
 
+    def detect_batch(self, images, params: DetectParams = None, times: dict = None) -> list:
+        """Up to ``batch`` frames -> one [Detection] list per frame, in order, as ``detect``
+        gives each: one engine run (one graph launch on the GPU) for all of them. Fewer frames
+        than ``batch`` pad the rest of the batch with the last one (``padded`` counts the
+        slots). ``times`` as ``detect``'s, for the whole batch."""
+        params = self.params if params is None else params
+        images = [as_bgr(image) for image in images]
+        if not 1 <= len(images) <= self.batch:
+            raise InputError(f'detect_batch takes 1 to {self.batch} images (the engine\'s '
+                             f'batch), got {len(images)}')
+        run = self._batch_gpu if self.frames is not None else self._batch_host
+        results, stage_times = run(images, params)
+        self.batches += 1
+        self.padded += self.batch - len(images)
+        if times is not None:
+            times.update(stage_times)
+        return results
+
     def warm_up(self) -> None:
         """One frame of the input size (grey), so every buffer is touched before real ones."""
         height, width = self.input_size()
-        self.detect(np.full((height, width, 3), 114, np.uint8),
-                    DetectParams(conf_threshold=0.5, max_detections=1))
+        grey = np.full((height, width, 3), 114, np.uint8)
+        params = DetectParams(conf_threshold=0.5, max_detections=1)
+        if self.batch > 1:      # a full batch; not counted
+            self.detect_batch([grey] * self.batch, params)
+            self.batches = self.padded = 0
+        else:
+            self.detect(grey, params)
 
     def _detect_host(self, image, params):
         t0 = time.perf_counter()
@@ -102,14 +133,42 @@ class Detector:
         t1 = time.perf_counter()
         outputs = self.engine.run({self.spec.name: tensor.astype(self.spec.dtype, copy=False)})
         t2 = time.perf_counter()
+        dets = self._decode(outputs, lb, params)
+        t3 = time.perf_counter()
+        return dets, {'preprocess': t1 - t0, 'infer': t2 - t1, 'postprocess': t3 - t2}
+
+    def _decode(self, outputs, lb, params):
+        """One image's outputs (batch of one) -> [Detection] in its pixels."""
         boxes, scores, ids, rows = heads.decode_rows(
             outputs, self.head, params.conf_threshold, params.iou_threshold,
             params.max_detections, params.classes)
         dets = detect.to_detections(boxes, scores, ids, lb, self.head, self.labels)
         if self.head['type'] == 'yolov8_pose':   # the GPU path has no pose decode: host only
             heads_pose.attach_keypoints(dets, outputs, self.head, rows, lb)
+        return dets
+
+    def _batch_host(self, images, params):
+        t0 = time.perf_counter()
+        one = (1,) + tuple(self.spec.shape[1:])
+        prepared = [detect.preprocess(image, one, self.input_format) for image in images]
+        tensor = detect.stack_batch([t for t, _ in prepared], self.batch)
+        t1 = time.perf_counter()
+        outputs = self.engine.run({self.spec.name: tensor.astype(self.spec.dtype, copy=False)})
+        t2 = time.perf_counter()
+        results = [self._decode(detect.image_outputs(outputs, b), lb, params)
+                   for b, (_, lb) in enumerate(prepared)]
         t3 = time.perf_counter()
-        return dets, {'preprocess': t1 - t0, 'infer': t2 - t1, 'postprocess': t3 - t2}
+        return results, {'preprocess': t1 - t0, 'infer': t2 - t1, 'postprocess': t3 - t2}
+
+    def _batch_gpu(self, images, params):
+        t0 = time.perf_counter()
+        found = self.frames.detect_batch(images, params.conf_threshold, params.iou_threshold,
+                                         params.max_detections, params.classes)
+        t1 = time.perf_counter()
+        results = [detect.make_detections(boxes, scores, ids, self.labels)
+                   for boxes, scores, ids in found]
+        t2 = time.perf_counter()
+        return results, {'preprocess': 0.0, 'infer': t1 - t0, 'postprocess': t2 - t1}
 
     def _detect_gpu(self, image, params):
         t0 = time.perf_counter()

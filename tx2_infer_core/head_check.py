@@ -5,6 +5,7 @@ the decoder on the first frame.
 ``head_problem`` returns why a head cannot decode the outputs (None when it can): types,
 class count (and a pose head's keypoint count) against the output shape, Darknet layers
 (output, anchors [[w, h], ...] of positive finite numbers, strides and scale_x_y positive).
+An output's first dim is the batch: 1, or N for a plan built for N images.
 """
 import math
 
@@ -41,8 +42,8 @@ def _single_problem(head, shapes):
     if isinstance(found, str):
         return found
     name, shape = found
-    if not shape or shape[0] != 1:
-        return f"output '{name}' {list(shape)} is not of batch 1"
+    if not shape or not _positive_int(shape[0]):
+        return f"output '{name}' {list(shape)} has no batch (first dim)"
     if head['type'] == 'classifier':
         if not _positive_int(head.get('top_k', 5)):
             return f"top_k {head.get('top_k')!r} is not a positive int"
@@ -80,9 +81,10 @@ def _layer_problem(k, layer, classes, shapes):
     if not _positive_real(layer.get('scale_x_y', 1.0)):
         return f"{where}.scale_x_y {layer.get('scale_x_y')!r} is not a positive number"
     shape, channels = tuple(shapes[name]), len(anchors) * (5 + classes)
-    if len(shape) != 4 or shape[0] != 1 or shape[1] != channels:
+    batch = shape[0] if shape and _positive_int(shape[0]) else 1
+    if len(shape) != 4 or shape[0] < 1 or shape[1] != channels:
         return (f"{where}: {len(anchors)} anchors and {classes} classes expect output "
-                f"'{name}' [1, {channels}, H, W], got {list(shape)}")
+                f"'{name}' [{batch}, {channels}, H, W], got {list(shape)}")
     return None
 
 

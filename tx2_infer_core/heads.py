@@ -226,18 +226,19 @@ def head_from_outputs(output_shapes, num_keypoints=0):
     ``[1, 4+C+3K, A]`` with C >= 1 is a YOLOv8 pose head. Else one output ``[1, K, A]`` with
     K < A is YOLOv8 (C = K - 4); ``[1, A, K]`` with A > K is YOLOv5 (C = K - 5); ``[1, C]`` or
     ``[1, C, 1, 1]`` is a classifier. Anything else (e.g. Darknet raw maps, which need
-    anchors) raises ModelFormatError: give the head explicitly.
+    anchors) raises ModelFormatError: give the head explicitly. The batch (first dim) may be
+    any N >= 1: a plan built for N images has the head of its batch-1 build.
     """
     shapes = {name: tuple(shape) for name, shape in output_shapes.items()}
     if len(shapes) == 1:
         name, shape = next(iter(shapes.items()))
         if num_keypoints > 0:
             return _pose_head(name, shape, num_keypoints)
-        if len(shape) == 3 and shape[0] == 1 and 4 < shape[1] < shape[2]:
+        if len(shape) == 3 and shape[0] >= 1 and 4 < shape[1] < shape[2]:
             return {'type': 'yolov8', 'num_classes': shape[1] - 4, 'output': name}
-        if len(shape) == 3 and shape[0] == 1 and 5 < shape[2] < shape[1]:
+        if len(shape) == 3 and shape[0] >= 1 and 5 < shape[2] < shape[1]:
             return {'type': 'yolov5', 'num_classes': shape[2] - 5, 'output': name}
-        if len(shape) in (2, 4) and shape[0] == 1 and all(d == 1 for d in shape[2:]):
+        if len(shape) in (2, 4) and shape[0] >= 1 and all(d == 1 for d in shape[2:]):
             return {'type': 'classifier', 'output': name}
     raise ModelFormatError(f'cannot tell the detector head from the output shapes {shapes}; '
                            "set graph.meta['head'] (see tx2_infer_core/heads.py)")
@@ -254,7 +255,7 @@ def meta_keypoints(meta) -> int:
 
 def _pose_head(name, shape, num_keypoints):
     classes = shape[1] - 4 - 3 * num_keypoints if len(shape) == 3 else 0
-    if shape[0] != 1 or classes < 1 or shape[1] >= shape[2]:
+    if shape[0] < 1 or classes < 1 or shape[1] >= shape[2]:
         raise ModelFormatError(f'a pose model with {num_keypoints} keypoints a person needs '
                                f"one output [1, 4 + classes + {3 * num_keypoints}, anchors]; "
                                f"'{name}' is {list(shape)}")
