@@ -47,6 +47,21 @@ if [ "$MODE" = int8 ]; then  # the INT8 kernels against the numpy emulation, the
   exit 0
 fi
 
+if [ "$MODE" = final ]; then  # every GPU test, then whole models FP16 vs INT8
+  prepare . /tmp/devdata
+  export PYTHONPATH=/tmp/site:$PWD TX2_INFER_DEVDATA=/tmp/devdata
+  timeout ${TEST_S:-330} python3 -m pytest -q -p no:cacheprovider -rf test/cuda \
+    > $OUT/test_cuda.log 2>&1
+  since tests
+  (cd bench && timeout ${BENCH_S:-220} python3 bench_int8_models.py \
+    --out $OUT/int8_models_h200.json > $OUT/int8_models.log 2>&1)
+  since int8_models
+  grep -E "FAILED|ERROR|passed|failed" $OUT/test_cuda.log | cut -c1-220 | tail -n 25
+  tail -n 6 $OUT/int8_models.log | cut -c1-250
+  pack
+  exit 0
+fi
+
 if [ "$MODE" = tests ]; then
   prepare . /tmp/devdata
   since prepared
