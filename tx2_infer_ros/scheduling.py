@@ -5,7 +5,10 @@ Each subscription callback ``put``s its message under its camera's key; a messag
 when a newer one of the same camera arrives is replaced and counted as dropped (``drops[key]``,
 'stale'). The worker thread ``take``s the newest message of the next camera with one waiting,
 round-robin from the camera served last, so inference never runs on a frame while a newer one
-of that camera waits, and a fast camera cannot starve a slow one. No rclpy here.
+of that camera waits, and a fast camera cannot starve a slow one. For an engine built for a
+batch of N images the worker ``take_many``s instead: the newest message of up to N cameras with
+one waiting, in the same round-robin order, optionally waiting a little for the other cameras
+once the first frame is there. No rclpy here.
 """
 import threading
 import time
@@ -49,6 +52,36 @@ class FreshestSlots:
                     return key, item, arrival
             return None
 
+    def take_many(self, limit, timeout=None, wait=0.0) -> list:
+        """[(key, item, arrival time)] of up to ``limit`` keys with a message (one each, the
+        newest), round-robin from the key after the last served; waits up to ``timeout`` s for
+        a first message, then up to ``wait`` s from that message's arrival for more keys (until
+        ``limit`` or every key has one). [] if none came or the slots are closed."""
+        with self._cond:
+            if not self._items and not self._closed:
+                self._cond.wait(timeout)
+            want = min(limit, len(self._keys))
+            if wait > 0 and self._items:
+                deadline = min(arrival for _, arrival in self._items.values()) + wait
+                while not self._closed and len(self._items) < want:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+            if self._closed:
+                return []
+            taken = []
+            for step in range(len(self._keys)):
+                index = (self._next + step) % len(self._keys)
+                key = self._keys[index]
+                if key in self._items and len(taken) < limit:
+                    item, arrival = self._items.pop(key)
+                    taken.append((key, item, arrival))
+                    last = index
+            if taken:
+                self._next = last + 1
+            return taken
+
     def close(self) -> None:
         """Drop waiting messages (counted in ``drops``: no frame goes uncounted), wake and
         stop the worker."""
@@ -67,10 +100,15 @@ class Worker:
     message in the caller's thread when the worker is idle, saving the thread hand-off
     (0.4 ms measured); for frames much shorter than the frame period (the GPU path), since it
     holds the caller (the executor) for the frame. Every message still passes the slots, so
-    the counting is the same."""
+    the counting is the same.
 
-    def __init__(self, slots, handle, name='tx2_infer_worker', inline=False):
-        self.slots, self.handle, self.inline = slots, handle, inline
+    ``batch`` > 1: ``handle_many([(key, item, arrival), ...])`` runs up to ``batch`` messages
+    at once (``take_many``, waiting ``wait`` s for more cameras; inline only when 0)."""
+
+    def __init__(self, slots, handle, name='tx2_infer_worker', inline=False, batch=1,
+                 handle_many=None, wait=0.0):
+        self.slots, self.handle, self.inline = slots, handle, inline and not (batch > 1 and wait)
+        self.batch, self.handle_many, self.wait = batch, handle_many, wait
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._stop = threading.Event()
         self._busy = threading.Lock()   # one frame at a time, in whichever thread
@@ -81,6 +119,12 @@ class Worker:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            if self.batch > 1:
+                got = self.slots.take_many(self.batch, timeout=0.2, wait=self.wait)
+                if got:
+                    with self._busy:
+                        self.handle_many(got)
+                continue
             got = self.slots.take(timeout=0.2)
             if got is not None:
                 with self._busy:
@@ -92,6 +136,11 @@ class Worker:
         if not self.inline or self._stop.is_set() or not self._busy.acquire(blocking=False):
             return False
         try:
+            if self.batch > 1:
+                got = self.slots.take_many(self.batch, timeout=0)
+                if got:
+                    self.handle_many(got)
+                return bool(got)
             got = self.slots.take(timeout=0)
             if got is not None:
                 self.handle(*got)
