@@ -1,39 +1,48 @@
-"""Issue 5's side-by-side benchmark, in one run on the GPU: our FP16 engine against PyTorch FP16
-(eager, eager + CUDA graph, torch.compile reduce-overhead and max-autotune), batch 1, on
-ResNet-50 224, YOLOv5s 640 and BERT-tiny (exported from PyTorch to ONNX here, opset 17, FP32,
-then built by our engine), plus YOLOv8 640 and YOLOv3-tiny 416 (ours only). Also our build
-time (cold and warm kernel cache, plan load) and the pooled arena vs per-tensor allocation.
+"""Issue 5's side-by-side benchmark, made a race by issue 12 (item 4): our FP16 engine against
+PyTorch FP16 (eager, eager + CUDA graph, torch.compile reduce-overhead and max-autotune),
+batch 1, on ResNet-50 224, YOLOv5s 640 and BERT-tiny (exported from PyTorch to ONNX here,
+opset 17, FP32, then built by our engine), plus YOLOv8 640 and YOLOv3-tiny 416 (ours only).
+Also our build time (cold and warm kernel cache, plan load) and the pooled arena vs
+per-tensor allocation.
 
-    python bench/bench_cuda.py --out-dir $OUT --data .benchdata --commit HASH --tag h100
+    python bench/bench_cuda.py --out-dir $OUT --data .benchdata --photos P --tag h200 \
+        --phases ours,fast --repeats 3
+    python bench/bench_cuda.py ... --phases ours,ma --ma-cap 400 --torch-models resnet50
 
-Steps, in order, each skipped when the deadline (``--deadline-s``, the call's limit) is near:
-export (child) -> ours per model (build times, latency, per-launch profile, allocation) ->
-PyTorch per model (one child for eager, CUDA graph and reduce-overhead, one for max-autotune,
-each killed at its cap: a capped compile is reported as such). The JSON files and the
+Steps, each skipped when the deadline (``--deadline-s``, the call's limit) is near:
+race inputs (a real photo letterboxed per CNN, a fixed token sequence for BERT-tiny) ->
+export and torch eager FP32 reference outputs (child) -> our build per model (build times,
+per-launch profile, allocation, our outputs on the race input) -> ``--repeats`` rounds, each
+a fresh process per contender, interleaved (round 1: ours, eager + graph + reduce-overhead
+per model; round 2: ...) -> max-autotune (``ma``) with its own cap: repeated only when the
+first run finished, else ``finished: false`` with how far it got. Per contender the JSON has
+the median of the rounds' medians and their spread; ``accuracy`` compares every output with
+torch FP32 and ours with each torch FP16 contender (``race.compare``). The JSON files and the
 markdown report are rewritten after every step, so a killed run still leaves its results.
 """
 import argparse
 import hashlib
 import json
-import os
 import platform
-import signal
-import subprocess
 import sys
 import time
 import traceback
 from pathlib import Path
+
+import numpy as np
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import cuda_report  # noqa: E402
+import race  # noqa: E402
 from benchlib import command_output, gpu_facts, write_json  # noqa: E402
+from race_run import rounds, run_child, model_accuracy  # noqa: E402
 
 TORCH_MODELS = ('bert_tiny', 'resnet50', 'yolov5s')
 REAL_MODELS = ('yolov8', 'yolov3_tiny')
-FAST = ('eager', 'cuda_graph', 'reduce-overhead')
+ratios = race.ratios
 
 
 class Clock:
@@ -46,22 +55,6 @@ class Clock:
         return self.end - time.monotonic()
 
 
-def run_child(cmd, timeout, log) -> str:
-    """Run ``cmd`` in its own process group, its output appended to ``log``: 'ok', 'failed'
-    or 'capped' (the group killed at ``timeout``)."""
-    with open(log, 'a') as out:
-        out.write(f"\n$ {' '.join(cmd)}\n")
-        out.flush()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        try:
-            return 'ok' if proc.wait(timeout=max(timeout, 1)) == 0 else 'failed'
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            return 'capped'
-
-
 def sources_digest() -> str:
     """sha256 (12 hex) of the kernels and the engine's Python sources that were measured."""
     h = hashlib.sha256()
@@ -72,14 +65,19 @@ def sources_digest() -> str:
 
 
 def device_meta(args) -> dict:
-    """Device, driver, toolchain and source identity for every JSON file."""
-    import pycuda
-    import pycuda.driver as drv
-    return dict(gpu_facts(drv), pycuda=getattr(pycuda, 'VERSION_TEXT', '?'),
-                nvcc=command_output(['nvcc', '--version']).splitlines()[-1:],
+    """Device, driver, toolchain and source identity for every JSON file (``device_error``
+    where pycuda or the GPU is missing: the run goes on and records each step's failure)."""
+    meta = dict(nvcc=command_output(['nvcc', '--version']).splitlines()[-1:],
                 python=platform.python_version(), commit=args.commit, dirty=args.dirty,
                 sources=sources_digest(), runs=args.runs, warmup=args.warmup,
-                conv_path=args.conv_path, notes=[])
+                repeats=args.repeats, conv_path=args.conv_path, notes=[])
+    try:
+        import pycuda
+        import pycuda.driver as drv
+        meta.update(gpu_facts(drv), pycuda=getattr(pycuda, 'VERSION_TEXT', '?'))
+    except Exception as exc:
+        meta['device_error'] = repr(exc)[:300]
+    return meta
 
 
 class Results:
@@ -104,17 +102,13 @@ class Results:
             cuda_report.markdown(self.latency, self.build, self.alloc))
 
 
-def torch_log(args) -> Path:
-    """The log of every PyTorch child (inductor's autotuning tables go there)."""
-    return Path(args.out_dir) / f'bench_torch_{args.tag}.log'
-
-
 def export_models(args, clock, work, res) -> dict:
-    """Export the PyTorch models to ONNX in a child; {name: (onnx path, None)}."""
+    """Export the PyTorch models to ONNX in a child, with their FP32 reference outputs on the
+    race inputs; {name: (onnx path, None)}."""
     folder = work / 'onnx'
     cmd = [sys.executable, str(HERE / 'bench_torch.py'), 'export', '--dir', str(folder),
-           '--models', ','.join(args.torch_models)]
-    status = run_child(cmd, min(args.export_cap, clock.left()), torch_log(args))
+           '--models', ','.join(args.torch_models), '--inputs', str(work / 'inputs')]
+    status = run_child(cmd, min(args.export_cap, clock.left()), args.torch_log)
     info = {}
     if (folder / 'export.json').is_file():
         info = json.loads((folder / 'export.json').read_text())
@@ -123,8 +117,32 @@ def export_models(args, clock, work, res) -> dict:
     return {n: (folder / f'{n}.onnx', None) for n in info}
 
 
+def clean_work(work):
+    """Remove a former run's children's JSON, outputs and export list from ``work``."""
+    for pattern in ('*-r[0-9]*.json', 'out-*.npz', 'ours-*.npz', 'onnx/export.json',
+                    'onnx/*.fp32.npz'):
+        for path in work.glob(pattern):
+            path.unlink()
+
+
+def make_inputs(args, work, res):
+    """The race inputs, ``work/inputs/<model>.npz`` (key ``x``), one per PyTorch model."""
+    folder = work / 'inputs'
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in args.torch_models:
+        try:
+            x = race.race_input(name, args.photos)
+        except Exception as exc:
+            res.model(name)['input'] = dict(error=repr(exc)[:300])
+            continue
+        np.savez(folder / f'{name}.npz', x=x)
+        source = race.PHOTO_INPUTS.get(name, ('fixed token sequence, seed 0',))[0]
+        res.model(name)['input'] = dict(source=source, shape=list(x.shape))
+
+
 def ours(name, path, weights, args, work, res):
-    """Build times, latency, profile and allocation of our engine on one model."""
+    """Build times, profile, allocation and outputs on the race input of our engine on one
+    model; its plan is saved for the timed rounds (``ours_child.py``)."""
     import bench_alloc
     import bench_ours
     entry = res.model(name)
@@ -137,49 +155,22 @@ def ours(name, path, weights, args, work, res):
     res.build['models'][name] = build
     try:
         entry['input_shape'] = [list(v.shape) for v in engine.input_specs]
-        entry['contenders'].update(bench_ours.time_engine(engine, args.runs, args.warmup))
-        entry['profile'] = bench_ours.profile(engine)
-        with engine.backend.ctx:
-            res.alloc['models'][name] = bench_alloc.bench_alloc(engine.graph, args.runs)
+        x_path = work / 'inputs' / f'{name}.npz'
+        if x_path.is_file():
+            x = np.load(x_path)['x']
+            outs = engine.run({engine.input_specs[0].name: x})
+            race.save_outputs(work / f'ours-{name}.npz', list(outs.values()))
+        if 'profile' in args.extras:
+            entry['profile'] = bench_ours.profile(engine)
+        if 'alloc' in args.extras:
+            with engine.backend.ctx:
+                res.alloc['models'][name] = bench_alloc.bench_alloc(engine.graph, args.runs)
     except Exception as exc:
         traceback.print_exc()
-        entry['contenders'].setdefault('ours', dict(error=repr(exc)[:500]))
+        entry['build_error'] = repr(exc)[:500]
     finally:
         engine.close()
-    print(f"{name} ours: {entry['contenders'].get('ours')}\n  build {build}", flush=True)
-
-
-def pytorch(name, contenders, cap, args, work, res):
-    """One child timing ``contenders`` on ``name``; a killed child's unfinished ones are
-    reported as capped."""
-    out = work / f'torch-{name}-{contenders[0]}.json'
-    cmd = [sys.executable, str(HERE / 'bench_torch.py'), 'time', '--model', name,
-           '--contenders', ','.join(contenders), '--out', str(out), '--runs', str(args.runs),
-           '--warmup', str(args.warmup)]
-    status = run_child(cmd, cap, torch_log(args))
-    done = json.loads(out.read_text()) if out.is_file() else {}
-    res.meta.update({k: v for k, v in (done.get('versions') or {}).items() if k != 'device'})
-    entry = res.model(name)['contenders']
-    for c in contenders:
-        entry[c] = done.get('contenders', {}).get(c) or (
-            dict(capped_s=cap) if status == 'capped' else dict(error=f'child {status}'))
-        print(f'{name} {c}: {entry[c]}', flush=True)
-
-
-def ratios(entry) -> dict:
-    """ours / each PyTorch contender, / the best torch.compile, / the best PyTorch."""
-    c = entry.get('contenders', {})
-    ours = c.get('ours', {}).get('median_ms')
-    med = {k: v['median_ms'] for k, v in c.items() if 'median_ms' in v
-           and not k.startswith('ours')}
-    if not ours or not med:
-        return {}
-    out = {f'ours/{k}': ours / v for k, v in med.items()}
-    compiled = [med[k] for k in ('reduce-overhead', 'max-autotune') if k in med]
-    if compiled:
-        out['ours/best_compile'] = ours / min(compiled)
-    out['ours/best_torch'] = ours / min(med.values())
-    return out
+    print(f'{name} ours built: {build}', flush=True)
 
 
 def parse_args(argv=None):
@@ -199,11 +190,19 @@ def parse_args(argv=None):
     ap.add_argument('--fast-cap', type=float, default=150,
                     help='cap of one model\'s eager + CUDA graph + reduce-overhead child')
     ap.add_argument('--ma-cap', type=float, default=240, help='cap of one max-autotune child')
-    ap.add_argument('--phases', type=lambda s: s.split(','), default=['ours', 'fast', 'ma'],
+    ap.add_argument('--ours-cap', type=float, default=90, help='cap of one round of ours')
+    ap.add_argument('--phases', type=lambda s: s.split(','), default=['ours', 'fast'],
                     help="ours, fast (eager, CUDA graph, reduce-overhead), ma (max-autotune)")
+    ap.add_argument('--repeats', type=int, default=3, help='rounds per contender')
+    ap.add_argument('--photos', default=str(Path.home() / '.cache/tx2_infer/assets'),
+                    help='folder of the race photos (dog.jpg, bus.jpg)')
+    ap.add_argument('--extras', type=lambda s: s.split(','), default=['profile', 'alloc'],
+                    help='our extra measurements: profile, alloc (empty: none)')
     ap.add_argument('--commit', default='unknown')
     ap.add_argument('--dirty', default='', help='uncommitted paths measured (from git here)')
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    args.torch_log = Path(args.out_dir) / f'bench_torch_{args.tag}.log'
+    return args
 
 
 def summary(res) -> str:
@@ -225,6 +224,8 @@ def summary(res) -> str:
 def collect_models(args, clock, work, res) -> dict:
     """{name: (model path, Darknet weights or None)}: the exported and the real models."""
     models = export_models(args, clock, work, res)
+    if 'ours' not in args.phases:
+        return models
     from devdata import unpack_all
     real = unpack_all(args.data, work)
     for name in args.real_models:
@@ -237,39 +238,28 @@ def collect_models(args, clock, work, res) -> dict:
     return models
 
 
-def torch_phases(args, clock, work, res):
-    """The PyTorch children: all models' fast contenders, then all models' max-autotune."""
-    notes = res.meta['notes']
-    phases = (('fast', list(FAST), args.fast_cap), ('ma', ['max-autotune'], args.ma_cap))
-    for contenders, cap in ((c, cap) for p, c, cap in phases if p in args.phases):
-        for name in args.torch_models:
-            left = clock.left() - 10
-            if left < 20:
-                res.model(name)['contenders'].update(
-                    {c: dict(skipped='out of call time') for c in contenders})
-                continue
-            if left < cap:
-                notes.append(f'{name} {contenders[-1]}: cap cut to {left:.0f} s by the deadline')
-            pytorch(name, contenders, min(cap, left), args, work, res)
-            res.model(name)['ratios'] = ratios(res.model(name))
-            res.write()
-
-
 def main(argv=None):
     args = parse_args(argv)
     clock = Clock(args.deadline_s)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    clean_work(work)
+    Path(args.out_dir).mkdir(parents=True, exist_ok=True)
     res = Results(args, device_meta(args))
-    models = collect_models(args, clock, work, res) if 'ours' in args.phases else {}
+    make_inputs(args, work, res)
+    models = collect_models(args, clock, work, res)
     res.write()
-    for name, (path, weights) in models.items():
-        if clock.left() < 30:
-            res.meta['notes'].append(f'{name}: ours skipped, out of call time')
-            continue
-        ours(name, path, weights, args, work, res)
-        res.write()
-    torch_phases(args, clock, work, res)
+    if 'ours' in args.phases:
+        for name, (path, weights) in models.items():
+            if clock.left() < 30:
+                res.meta['notes'].append(f'{name}: ours skipped, out of call time')
+                continue
+            ours(name, path, weights, args, work, res)
+            res.write()
+    names = list(args.torch_models) + [n for n in args.real_models if n in models]
+    rounds(args, clock, work, res, names)
+    for name in args.torch_models:
+        res.model(name)['accuracy'] = model_accuracy(name, work)
     res.meta['notes'] += [f'{n}: no PyTorch definition, ours only' for n in REAL_MODELS
                           if n in models]
     res.write()

@@ -9,7 +9,12 @@ def _cell(entry) -> str:
     if not entry:
         return '-'
     if 'median_ms' in entry:
-        return f"{entry['median_ms']:.3f} / {entry['p99_ms']:.3f}"
+        cell = f"{entry['median_ms']:.3f} / {entry['p99_ms']:.3f}"
+        if entry.get('repeats', 1) > 1:  # the rounds' medians, min-max
+            cell += ' ({:.3f}-{:.3f}, n={})'.format(*entry['spread_ms'], entry['repeats'])
+        return cell
+    if entry.get('finished') is False:
+        return f"not finished in {entry['capped_s']:.0f} s"
     if 'capped_s' in entry:
         return f"capped at {entry['capped_s']:.0f} s"
     return 'error' if 'error' in entry else entry.get('skipped', '-')[:30]
@@ -77,6 +82,19 @@ def alloc_table(result) -> list:
     return lines
 
 
+def accuracy_table(result) -> list:
+    """Max relative error (max |a-b| / max |b|) and relative L2 of every contender vs torch
+    FP32, and of ours vs each torch FP16 contender, on the race input."""
+    lines = ['| model | compared | max rel error | rel L2 |', '|---|---|---|---|']
+    for name, m in result['models'].items():
+        acc = m.get('accuracy', {})
+        rows = [(f'{c} vs torch FP32', v) for c, v in acc.get('vs_fp32', {}).items()]
+        rows += [(f'ours vs {c}', v) for c, v in acc.get('ours_vs', {}).items()]
+        for what, v in rows:
+            lines.append(f"| {name} | {what} | {v['max_rel_error']:.2e} | {v['rel_l2']:.2e} |")
+    return lines if len(lines) > 2 else []
+
+
 def markdown(latency, build, alloc) -> str:
     """The whole report."""
     meta = latency['meta']
@@ -90,6 +108,9 @@ def markdown(latency, build, alloc) -> str:
              'PyTorch. "ours (kernels)" replays the graph of kernels alone, like the PyTorch '
              'contenders (input already on the GPU); "+ H2D/D2H" is the per-frame graph.', '']
     lines += latency_table(latency) + [''] + [f'- {n}' for n in meta.get('notes', [])]
+    acc = accuracy_table(latency)
+    if acc:
+        lines += ['', '## Outputs on the same input (a real photo; BERT: fixed tokens)', ''] + acc
     lines += profile_tables(latency)
     lines += ['', '## Build time (ONNX/Darknet -> loadable FP16 plan, kernels compiled)', '']
     lines += build_table(build)
