@@ -15,7 +15,9 @@ detections carry their keypoints as extra 'keypoint/<index>' hypotheses (``cdr.p
 Frames go through a keep-last-1 slot per camera to one worker thread (round-robin among the
 cameras with a frame waiting), so inference always runs on a camera's newest frame; the rest
 are counted as dropped. A malformed frame is refused by its header as it arrives and counted
-under its cause (``intake.py``). One engine serves every camera; frames are not batched.
+under its cause (``intake.py``). One engine serves every camera; with ``batch`` > 1 the engine
+is built for that many images and the worker runs the waiting frames of up to ``batch`` cameras
+as one batch (``_process_batch``; ``batch_wait_ms`` waits for the other cameras).
 """
 import time
 
@@ -99,7 +101,8 @@ class DetectorNode(LifecycleNode):
             self._param('model_path'), self._param('labels_path'), self._param('input_size'),
             self._param('backend'), self._param('precision'), log=self.get_logger().info,
             int8_options={'calibration_images': self._param('calibration_images') or None,
-                          'accuracy_budget': self._param('accuracy_budget')})
+                          'accuracy_budget': self._param('accuracy_budget')},
+            batch=self._param('batch'))
         self._live = self._live_params({n: self._param(n) for n in LIVE})
         self.stats = NodeStats()
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
@@ -113,7 +116,9 @@ class DetectorNode(LifecycleNode):
                         for topic in params.camera_topics(self._param('cameras'))]
         # GPU frames (~1 ms) run in the executor's thread when the worker is idle
         self.intake = FrameIntake(self.cameras, self.stats, self._process,
-                                  self.get_logger().warn, inline=self.detector.path == 'gpu')
+                                  self.get_logger().warn, inline=self.detector.path == 'gpu',
+                                  batch=self.detector.batch, handle_many=self._process_batch,
+                                  batch_wait=self._param('batch_wait_ms') / 1000.0)
         self.intake.start()
         self.depth = depth_output.from_params(self, self.cameras[0].topic)
         reliability = self._param('qos_reliability')
@@ -228,16 +233,46 @@ class DetectorNode(LifecycleNode):
     def _process(self, camera, msg, arrival):
         """Worker: convert, detect, publish and time one frame of ``camera``; count it (for
         the node and the camera) if dropped."""
-        live, t0 = self._live, time.perf_counter()
+        got = self._decode(camera, msg, arrival)
+        if got is not None:
+            self._answer(camera, msg, arrival, *got, self._live)
+
+    def _process_batch(self, frames):
+        """Worker (batch > 1): decode the cameras' frames [(camera, msg, arrival)], detect them
+        as one batch, then publish and count each as ``_process`` does."""
+        live = self._live
+        ready = [(c, m, a) + got for c, m, a in frames
+                 for got in [self._decode(c, m, a)] if got is not None]
+        if not ready:
+            return
+        batch_times = {}
+        try:
+            found = self.detector.detect_batch([r[4] for r in ready], live['detect'],
+                                               batch_times)
+        except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the node
+            for camera, *_ in ready:
+                self.intake.drop(camera, 'error', f'{type(exc).__name__}: {exc}')
+            return
+        for (camera, msg, arrival, times, image), dets in zip(ready, found):
+            times.update(batch_times)
+            self._answer(camera, msg, arrival, times, image, live, dets)
+
+    def _decode(self, camera, msg, arrival):
+        """(times so far, HxWx3 image) of a frame, or None when dropped (counted)."""
+        t0 = time.perf_counter()
         waited = time.monotonic() - arrival
         times = {'wait': waited,
                  'receive': self._since_stamp(msg.header.stamp, arrival) - waited}
         image = self.intake.decode(camera, msg)
         if image is None:
-            return
+            return None
         times['decode'] = time.perf_counter() - t0
+        return times, image
+
+    def _answer(self, camera, msg, arrival, times, image, live, dets=None):
+        """Detect (unless ``dets`` are given), publish, count and time one frame."""
         try:
-            dets = self._detect_and_publish(camera, msg, arrival, image, live, times)
+            dets = self._detect_and_publish(camera, msg, arrival, image, live, times, dets)
         except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the node
             self.intake.drop(camera, 'error', f'{type(exc).__name__}: {exc}')
             return
@@ -248,10 +283,12 @@ class DetectorNode(LifecycleNode):
                 frame_timing_status(self.get_name(), times, len(dets))])
             self._timing_pub.publish(timing)
 
-    def _detect_and_publish(self, camera, msg, arrival, image, live, times):
-        """Detect, publish the camera's Detection2DArray (and annotated image); adds the stage
-        times and 'latency' (image stamp -> detections published) to ``times``."""
-        dets = self.detector.detect(image, live['detect'], times)
+    def _detect_and_publish(self, camera, msg, arrival, image, live, times, dets=None):
+        """Detect (unless ``dets`` are given), publish the camera's Detection2DArray (and
+        annotated image); adds the stage times and 'latency' (image stamp -> detections
+        published) to ``times``."""
+        if dets is None:
+            dets = self.detector.detect(image, live['detect'], times)
         t0 = time.perf_counter()
         track_ids = self._track(camera, dets, live) if live['track'] else None
         t1 = time.perf_counter()
@@ -284,6 +321,9 @@ class DetectorNode(LifecycleNode):
     def _publish_diagnostics(self):
         """The node's status, then one per camera (``intake.diagnostic_array``)."""
         info = dict(self.info, **self.depth.snapshot()) if self.depth else self.info
+        if self.detector is not None and self.detector.batch > 1:
+            info = dict(info, batches=str(self.detector.batches),
+                        padded_slots=str(self.detector.padded))
         array = diagnostic_array(self.get_name(), self.stats, self.intake, info,
                                  self._state == 'active', self.trackers)
         array.header.stamp = self.get_clock().now().to_msg()

@@ -41,14 +41,17 @@ def header_check(camera):
 
 class FrameIntake:
     """The slots and the worker between the cameras' subscriptions and ``handle(camera, msg,
-    arrival)``; counts into ``stats`` (the node's ``NodeStats``) and each camera's stats."""
+    arrival)``; counts into ``stats`` (the node's ``NodeStats``) and each camera's stats.
+    With ``batch`` > 1 the worker calls ``handle_many([(camera, msg, arrival), ...])`` with the
+    newest frame of up to ``batch`` cameras, waiting up to ``batch_wait`` s for the others."""
 
     def __init__(self, cameras, stats, handle, warn, max_pixels=conversions.MAX_IMAGE_PIXELS,
-                 inline=False):
+                 inline=False, batch=1, handle_many=None, batch_wait=0.0):
         self.cameras, self.stats, self._warn = cameras, stats, warn
         self.max_pixels = max_pixels
         self.slots = FreshestSlots(cameras)
-        self.worker = Worker(self.slots, handle, inline=inline)
+        self.worker = Worker(self.slots, handle, inline=inline, batch=batch,
+                             handle_many=handle_many, wait=batch_wait)
         self._last_warn, self._warn_lock = {}, threading.Lock()
 
     def start(self) -> None:

@@ -48,6 +48,12 @@ SPECS = {
                                'plan (.tx2plan); empty = Darknet YOLOv3-tiny (COCO)'),
     'labels_path': Spec('', _S, 'Class names, one per line; empty = the model\'s own '
                                 '(COCO for the default model)'),
+    'batch': Spec(1, _I, 'Images per engine run: > 1 builds the engine for a batch and runs '
+                         "the cameras' waiting frames together (one per camera, up to batch); "
+                         'a .tx2plan brings its own', low=1, high=16, step=1),
+    'batch_wait_ms': Spec(0.0, _D, 'batch > 1: after the first frame arrives, wait up to this '
+                                   "long for the other cameras' frames (0 = never wait)",
+                          low=0.0, high=1000.0),
     'input_size': Spec(0, _I, 'Square network input size in pixels (multiple of 32); '
                               '0 = the model\'s own', low=0, high=4096, step=32),
     'backend': Spec('auto', _S, 'Inference backend: auto (cuda if available, else cpu), cpu '
@@ -104,10 +110,12 @@ SPECS = {
                                  'median is its depth', low=0.05, high=1.0),
 }
 
-REBUILD = frozenset({'model_path', 'labels_path', 'input_size', 'backend', 'precision',
+REBUILD = frozenset({'model_path', 'labels_path', 'input_size', 'batch', 'backend',
+                     'precision',
                      'accuracy_budget', 'calibration_images'})
 # Changing these while active needs new subscriptions: applied on the next activate.
-RESUBSCRIBE = frozenset({'cameras', 'input_type', 'qos_reliability', 'qos_depth',
+RESUBSCRIBE = frozenset({'cameras', 'batch_wait_ms', 'input_type', 'qos_reliability',
+                         'qos_depth',
                          'depth_topic', 'depth_info_topic', 'depth_slop', 'depth_inner'})
 
 

@@ -47,14 +47,37 @@ def reuse_freed_memory(max_block=32 << 20) -> bool:
         return False
 
 
+def model_input_shape(model_path, input_size=0, batch=1):
+    """The input shape to build ``model_path`` for: ``input_size`` square (0: the model's own
+    size) and ``batch`` images. None: the model's own shape at batch 1."""
+    shape = sized_input_shape(model_path, input_size)
+    if batch <= 1 or Path(model_path).suffix == '.tx2plan':
+        return shape
+    if shape is None and Path(model_path).suffix == '.cfg':
+        from tx2_infer_core.darknet_cfg import parse_cfg
+        net, _ = parse_cfg(model_path)
+        shape = (1, net.int('channels', 3), net.int('height'), net.int('width'))
+    elif shape is None:
+        import onnx
+        model = onnx.load(str(model_path), load_external_data=False)
+        weights = {t.name for t in model.graph.initializer}
+        first = next(i for i in model.graph.input if i.name not in weights)
+        shape = [d.dim_value for d in first.type.tensor_type.shape.dim]
+        if 0 in shape[1:]:
+            raise Tx2InferError(f'{Path(model_path).name}: the input {shape} has dynamic '
+                                'sizes; set input_size for a batch')
+    return (int(batch),) + tuple(int(d) for d in shape[1:])
+
+
 def load_detector(model_path='', labels_path='', input_size=0, backend='auto',
-                  precision='fp32', log=print, int8_options=None) -> tuple:
+                  precision='fp32', log=print, int8_options=None, batch=1) -> tuple:
     """Load a plan or build (and cache) the engine, warm it up -> (Detector, info).
 
     ``input_size`` (0: the model's own) is a square size in the model's own layout
     (``engine.sized_input_shape``); ``info`` holds the facts diagnostics report, taken from
     what runs: backend, precision, frame path, model and input shape. ``log(text)`` reports
-    progress.
+    progress. ``batch`` > 1 builds the engine for that many images (``model_input_shape``);
+    a .tx2plan keeps its own.
     """
     default_labels = ''
     if not model_path:
@@ -67,9 +90,9 @@ def load_detector(model_path='', labels_path='', input_size=0, backend='auto',
         engine = Engine.load(model_path, backend)
     else:
         log(f'loading or building the engine for {model_path} ({precision}, {backend}, '
-            f'input {input_size or "from the model"}); a first build takes a while and is '
-            'cached')
-        engine = Engine.build_cached(model_path, sized_input_shape(model_path, input_size),
+            f'input {input_size or "from the model"}, batch {batch}); a first build takes a '
+            'while and is cached')
+        engine = Engine.build_cached(model_path, model_input_shape(model_path, input_size, batch),
                                      precision, backend, int8_options=int8_options)
     log(f'engine ready in {time.perf_counter() - start:.1f} s')
     try:
@@ -82,5 +105,6 @@ def load_detector(model_path='', labels_path='', input_size=0, backend='auto',
         raise
     info = {'backend': engine.backend.name, 'precision': engine.precision,
             'frame_path': detector.path, 'model': Path(model_path).name,
-            'input_shape': 'x'.join(str(d) for d in detector.spec.shape)}
+            'input_shape': 'x'.join(str(d) for d in detector.spec.shape),
+            'batch': str(detector.batch)}
     return detector, info
