@@ -6,9 +6,12 @@ The detector node runs as its own process with ``cameras`` set to N topics
 period) for ``--seconds``, and receives each camera's Detection2DArray as serialised bytes
 (arrival time noted first). Per camera: frames sent, answered, latency (image stamp ->
 detections received here) median and p99, and the node's own per-camera counts (frames,
-drops by cause) from ``/diagnostics``. Writes JSON (``--out``).
+drops by cause) from ``/diagnostics``. Writes JSON (``--out``). ``--batch N`` sets the
+node's ``batch`` (an engine for N images: the cameras' waiting frames run together) and
+``--batch-wait-ms`` its ``batch_wait_ms``; the default 1 serves the cameras round-robin.
 
     python bench/bench_cameras.py [--cameras 4] [--hz 30] [--seconds 30] [--backend cuda]
+                                  [--batch 4] [--batch-wait-ms 0]
 """
 import argparse
 import json
@@ -97,12 +100,14 @@ def per_camera(sent, arrivals) -> dict:
     return out
 
 
-def run(cameras, hz, seconds, backend):
+def run(cameras, hz, seconds, backend, batch=1, batch_wait_ms=0.0):
     from diagnostic_msgs.msg import DiagnosticArray  # noqa: F401 (Peer subscribes)
     logs, domain = Path(tempfile.mkdtemp(prefix='tx2_infer_bench_cams_')), free_domain_id()
     topics = [f'cam{k}/image' for k in range(cameras)]
     proc = start_node(domain, logs, args=['-p', f'backend:={backend}', '-p',
-                                          f"cameras:=[{','.join(topics)}]"])
+                                          f"cameras:=[{','.join(topics)}]",
+                                          '-p', f'batch:={batch}',
+                                          '-p', f'batch_wait_ms:={float(batch_wait_ms)}'])
     peer = Peer(domain, logs, detections=False)
     try:
         peer.ready()
@@ -124,11 +129,14 @@ def run(cameras, hz, seconds, backend):
             'model': f"yolov3-tiny, {info.get('input_shape')} {info.get('precision')}, "
                      f"backend {info.get('backend')}",
             'cameras': cameras, 'hz_per_camera': hz, 'seconds': seconds,
+            'batch': batch, 'batch_wait_ms': batch_wait_ms,
+            'batches': info.get('batches'), 'padded_slots': info.get('padded_slots'),
             'image': '640x480 bgr8 real photos, best effort, serialised bytes restamped',
             'dds_profile': Path(os.environ['FASTDDS_DEFAULT_PROFILES_FILE']).name,
             'method': 'each camera at its own phase; latency = image stamp -> detections '
                       'received here (raw subscription); the node keeps the freshest frame '
-                      'per camera and serves the cameras round-robin',
+                      'per camera and serves the cameras round-robin' + (
+                          f', up to {batch} cameras a batch' if batch > 1 else ''),
             'per_camera': cams, 'when': time.strftime('%Y-%m-%d %H:%M:%S')}
 
 
@@ -138,13 +146,18 @@ def main(argv=None):
     parser.add_argument('--hz', type=float, default=30.0)
     parser.add_argument('--seconds', type=float, default=30.0)
     parser.add_argument('--backend', default='cpu')
+    parser.add_argument('--batch', type=int, default=1,
+                        help="the node's batch: > 1 runs the cameras' frames together")
+    parser.add_argument('--batch-wait-ms', type=float, default=0.0,
+                        help="the node's batch_wait_ms (batch > 1)")
     parser.add_argument('--dds-profile', default='fastdds_large_images.xml',
                         help='a Fast DDS profile of config/ for every process')
     parser.add_argument('--out', default=str(ROOT / 'bench' / 'results' / 'cameras_cpu.json'))
     args = parser.parse_args(argv)
     from tx2_infer_ros import ros_env
     os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = str(ros_env.config_file(args.dds_profile))
-    result = run(args.cameras, args.hz, args.seconds, args.backend)
+    result = run(args.cameras, args.hz, args.seconds, args.backend, args.batch,
+                 args.batch_wait_ms)
     write_json(args.out, result, indent=2)
     print(json.dumps(result['per_camera'], indent=1))
     for topic, cam in result['per_camera'].items():
