@@ -49,6 +49,9 @@ fi
 
 if [ "$MODE" = final ]; then  # every GPU test, then whole models FP16 vs INT8
   prepare . /tmp/devdata
+  PYTHONPATH=/tmp/site:$PWD python3 test/cuda/test_pipeline_batch.py prepare /tmp/devdata \
+    > $OUT/prepare_batch.log 2>&1 || echo "batch prepare failed"
+  since prepared
   export PYTHONPATH=/tmp/site:$PWD TX2_INFER_DEVDATA=/tmp/devdata
   timeout ${TEST_S:-330} python3 -m pytest -q -p no:cacheprovider -rf test/cuda \
     > $OUT/test_cuda.log 2>&1
