@@ -6,6 +6,8 @@ by numpy, and the runs of rows whose best column is still free assigned in one n
 ``linear_sum_assignment`` returns what scipy's function of that name returns; ``match`` skips
 it when its answer is forced (``forced_pairs``).
 """
+import math
+
 import numpy as np
 
 
@@ -19,11 +21,11 @@ def linear_sum_assignment(cost):
     cost = np.asarray(cost, dtype=np.float64)
     if cost.ndim != 2:
         raise ValueError(f'cost must be a 2-D matrix, got shape {cost.shape}')
-    if not np.all(np.isfinite(cost)):
+    if not np.isfinite(cost).all():
         raise ValueError('cost holds NaN or infinity')
     if cost.shape[0] > cost.shape[1]:
         cols, rows = _assign_rows(cost.T)
-        order = np.argsort(rows)
+        order = rows.argsort()
         return rows[order], cols[order]
     return _assign_rows(cost)
 
@@ -40,9 +42,9 @@ def _assign_rows(cost):
             way = _augmenting_path(cost, row, u, v, owner)
             _augment(owner, way)
             row += 1
-    cols = np.nonzero(owner[1:])[0]
+    cols = owner[1:].nonzero()[0]
     rows = owner[1:][cols] - 1
-    order = np.argsort(rows)
+    order = rows.argsort()
     return rows[order], cols[order]
 
 
@@ -54,13 +56,15 @@ def _one_step_rows(cost, first, u, v, owner):
     tie) is free: ``_augmenting_path`` then gives it that column, adds that reduced cost to
     its potential and changes no column potential but the unused ``v[0]``. So these rows
     are done together, with the same arithmetic, until the first one whose column is owned
-    (or wanted by an earlier row of the run)."""
+    (by an earlier row, maybe one of this run)."""
     reduced = cost[first - 1:] - u[first:, None] - v[1:]
-    cols = np.argmin(reduced, axis=1)
-    clash = owner[1:][cols] != 0
-    later = np.ones(len(cols), bool)
-    later[np.unique(cols, return_index=True)[1]] = False  # a column wanted by an earlier row
-    k = int(np.argmax(clash | later)) if np.any(clash | later) else len(cols)
+    cols = reduced.argmin(axis=1)
+    owned, k = (owner[1:] != 0).tolist(), 0
+    for col in cols.tolist():
+        if owned[col]:
+            break
+        owned[col] = True
+        k += 1
     owner[cols[:k] + 1] = np.arange(first, first + k)
     u[first:first + k] += reduced[np.arange(k), cols[:k]]
     return first + k
@@ -123,7 +127,9 @@ def match_arrays(cost, max_cost):
     """``match`` as two int arrays: the matched rows (ascending) and their columns.
 
     The full assignment of ``cost`` is solved, then its pairs costing more than ``max_cost``
-    are dropped; ``forced_pairs`` answers the common tracking case without the Hungarian.
+    are dropped. Two shortcuts give the same answer: a single row or column is assigned its
+    least entry (the first on a tie, as ``linear_sum_assignment`` does), and
+    ``forced_pairs`` answers the common tracking case without the Hungarian.
     """
     cost = np.asarray(cost, dtype=np.float64)
     if cost.ndim != 2:
@@ -133,7 +139,11 @@ def match_arrays(cost, max_cost):
     forced = forced_pairs(cost, max_cost)
     if forced is not None:
         return forced
-    rows, cols = linear_sum_assignment(cost)
+    if min(cost.shape) == 1:
+        least = np.unravel_index(np.array([cost.argmin()]), cost.shape)
+        rows, cols = least[0].astype(np.int64), least[1].astype(np.int64)
+    else:
+        rows, cols = linear_sum_assignment(cost)
     keep = cost[rows, cols] <= max_cost
     return rows[keep], cols[keep]
 
@@ -143,31 +153,24 @@ def forced_pairs(cost, max_cost, rel_margin=1e-9):
 
     The answer is the set of candidates (entries <= ``max_cost``) when every candidate
     (i, j) is in every optimal assignment. That holds when it beats any swap with margin:
-    c[i, j] + max(c) < min(c[i, others]) + min(c[others, j]); swapping (i, j') and (i', j)
-    for (i, j) and (i', j') then always lowers the total (a missing row or column is
-    priced at max(c)). "At most one candidate per row and column" alone is not enough:
-    the assignment may prefer two entries just over ``max_cost`` to one under it.
-    Raises ``ValueError`` on NaN or infinity, as ``linear_sum_assignment`` does.
+    c[i, j] + max(c) < second(row i) + second(column j), "second" the second least entry
+    (max(c) for a lone one): swapping (i, j') and (i', j) for (i, j) and (i', j') then
+    always lowers the total, and (i, j) is the least of its row and of its column (were it
+    not, its row's second least would be <= c[i, j] and the test fail). "At most one
+    candidate per row and column" alone is not enough: the assignment may prefer two
+    entries just over ``max_cost`` to one under it. Raises ``ValueError`` on NaN or
+    infinity, as ``linear_sum_assignment`` does.
     """
-    top = cost.max()
-    if not np.isfinite(top) or not np.isfinite(cost.min()):
+    top, bottom = float(cost.max()), float(cost.min())
+    if not math.isfinite(top - bottom):
         raise ValueError('cost holds NaN or infinity')
-    rows, cols = np.nonzero(cost <= max_cost)
+    rows, cols = (cost <= max_cost).nonzero()
     if len(rows) == 0:
         return rows, cols
-    c = cost[rows, cols]
-    row_other = _other_min(cost, rows, c, top)
-    col_other = _other_min(cost.T, cols, c, top)
-    margin = rel_margin * max(1.0, top, -cost.min())
-    if np.all(c + top < row_other + col_other - margin):
+    n, m = cost.shape
+    row_second = np.sort(cost, axis=1)[rows, 1] if m > 1 else top
+    col_second = np.sort(cost, axis=0)[1, cols] if n > 1 else top
+    margin = rel_margin * max(1.0, top, -bottom)
+    if (cost[rows, cols] + top < row_second + col_second - margin).all():
         return rows, cols
     return None
-
-
-def _other_min(cost, rows, c, top):
-    """Per entry ``c`` of row ``rows``: the least other entry of its row (``top`` when the
-    row has no other entry)."""
-    if cost.shape[1] == 1:
-        return np.full(len(rows), top)
-    two = np.partition(cost[rows], 1, axis=1)
-    return np.where(c == two[:, 0], two[:, 1], two[:, 0])
