@@ -49,10 +49,14 @@ class Clock:
     """Seconds left before the run's deadline."""
 
     def __init__(self, seconds):
-        self.end = time.monotonic() + seconds
+        self.start = time.monotonic()
+        self.end = self.start + seconds
 
     def left(self) -> float:
         return self.end - time.monotonic()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
 
 
 def sources_digest() -> str:
@@ -159,7 +163,8 @@ def ours(name, path, weights, args, work, res):
         if x_path.is_file():
             x = np.load(x_path)['x']
             outs = engine.run({engine.input_specs[0].name: x})
-            race.save_outputs(work / f'ours-{name}.npz', list(outs.values()))
+            race.save_outputs(work / f'ours-{name}.npz',
+                              [outs[v.name] for v in engine.output_specs])
         if 'profile' in args.extras:
             entry['profile'] = bench_ours.profile(engine)
         if 'alloc' in args.extras:
@@ -173,6 +178,11 @@ def ours(name, path, weights, args, work, res):
     print(f'{name} ours built: {build}', flush=True)
 
 
+def names(text) -> list:
+    """A comma-separated list ('' is none)."""
+    return [n for n in text.split(',') if n]
+
+
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--out-dir', default=str(ROOT / 'bench' / 'results'))
@@ -180,8 +190,8 @@ def parse_args(argv=None):
     ap.add_argument('--data', default=str(ROOT / '.benchdata'),
                     help='packed real models (bench/devdata.py pack)')
     ap.add_argument('--work', default='/tmp/tx2_bench_cuda')
-    ap.add_argument('--torch-models', type=lambda s: s.split(','), default=list(TORCH_MODELS))
-    ap.add_argument('--real-models', type=lambda s: s.split(','), default=list(REAL_MODELS))
+    ap.add_argument('--torch-models', type=names, default=list(TORCH_MODELS))
+    ap.add_argument('--real-models', type=names, default=list(REAL_MODELS))
     ap.add_argument('--conv-path', default='tc', choices=['tc', 'simt'])
     ap.add_argument('--runs', type=int, default=300)
     ap.add_argument('--warmup', type=int, default=50)
@@ -191,12 +201,12 @@ def parse_args(argv=None):
                     help='cap of one model\'s eager + CUDA graph + reduce-overhead child')
     ap.add_argument('--ma-cap', type=float, default=240, help='cap of one max-autotune child')
     ap.add_argument('--ours-cap', type=float, default=90, help='cap of one round of ours')
-    ap.add_argument('--phases', type=lambda s: s.split(','), default=['ours', 'fast'],
+    ap.add_argument('--phases', type=names, default=['ours', 'fast'],
                     help="ours, fast (eager, CUDA graph, reduce-overhead), ma (max-autotune)")
     ap.add_argument('--repeats', type=int, default=3, help='rounds per contender')
     ap.add_argument('--photos', default=str(Path.home() / '.cache/tx2_infer/assets'),
                     help='folder of the race photos (dog.jpg, bus.jpg)')
-    ap.add_argument('--extras', type=lambda s: s.split(','), default=['profile', 'alloc'],
+    ap.add_argument('--extras', type=names, default=['profile', 'alloc'],
                     help='our extra measurements: profile, alloc (empty: none)')
     ap.add_argument('--commit', default='unknown')
     ap.add_argument('--dirty', default='', help='uncommitted paths measured (from git here)')
@@ -248,6 +258,7 @@ def main(argv=None):
     res = Results(args, device_meta(args))
     make_inputs(args, work, res)
     models = collect_models(args, clock, work, res)
+    print(f'[{clock.elapsed():.0f} s] inputs and export: {sorted(models)}', flush=True)
     res.write()
     if 'ours' in args.phases:
         for name, (path, weights) in models.items():
@@ -255,6 +266,7 @@ def main(argv=None):
                 res.meta['notes'].append(f'{name}: ours skipped, out of call time')
                 continue
             ours(name, path, weights, args, work, res)
+            print(f'[{clock.elapsed():.0f} s] {name}: ours built', flush=True)
             res.write()
     names = list(args.torch_models) + [n for n in args.real_models if n in models]
     rounds(args, clock, work, res, names)

@@ -40,7 +40,7 @@ def as_list(out) -> list:
 
 def load_input(path, shape):
     """The race input (``path``: an .npz with ``x``) or, without one, a seeded random one."""
-    if not path:
+    if not path or not Path(path).is_file():
         return torch.randn(shape, generator=torch.Generator().manual_seed(0))
     with np.load(path) as data:
         return torch.from_numpy(data['x'].astype(np.float32))
@@ -80,7 +80,7 @@ def export(names, folder, inputs=None):
             done[name] = dict(exporter='dynamo', opset=OPSET, torchscript_error=repr(exc))
         done[name].update(seconds=time.perf_counter() - t0, input=input_name,
                           shape=list(shape), bytes=path.stat().st_size)
-        if inputs:
+        if inputs and (Path(inputs) / f'{name}.npz').is_file():
             save_outputs(folder / f'{name}.fp32.npz', reference(model, x))
         print(f'exported {name}: {done[name]}', flush=True)
     (folder / 'export.json').write_text(json.dumps(done, indent=1))

@@ -115,7 +115,8 @@ def rounds(args, clock, work, res, names, run=run_round) -> dict:
         for c, r in got.items():
             raw.setdefault(name, {}).setdefault(c, []).append(r)
             entry['contenders'][c] = race.combine_rounds(raw[name][c])
-            print(f'{name} {c} round {rnd}: {r}', flush=True)
+            print(f'[{clock.elapsed():.0f} s] {name} {c} round {rnd}: {str(r)[:160]}',
+                  flush=True)
         entry['ratios'] = race.ratios(entry)
         res.write()
     return raw

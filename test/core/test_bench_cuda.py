@@ -1,7 +1,8 @@
 """The parts of bench/bench_cuda.py (issue 5's benchmark) that need no GPU and no torch: a
 BERT-tiny graph shaped like PyTorch's opset-17 export lowers to CUDA launches
 (``cuda.lowering.lower_graph``, no device needed), the packed
-real models round-trip, the allocation schedule, the ratios and the markdown report."""
+real models round-trip, the allocation schedule, the ratios and the markdown report (the race
+rounds' spread, a max-autotune that did not finish, the output comparison table)."""
 import sys
 from pathlib import Path
 
@@ -140,14 +141,16 @@ def _fake_results():
     meta = dict(device='GPU', runs=300, warmup=50, notes=['a note'])
     t = dict(median_ms=2.0, p99_ms=2.5, runs=300)
     contenders = {'ours': dict(t, median_ms=1.0), 'ours_with_copies': t, 'eager': t,
-                  'cuda_graph': dict(t, median_ms=0.5),
+                  'cuda_graph': dict(t, median_ms=0.5, spread_ms=[0.45, 0.61], repeats=3),
                   'reduce-overhead': dict(t, median_ms=0.8, compile_s=30.0),
-                  'max-autotune': dict(capped_s=60)}
+                  'max-autotune': dict(finished=False, capped_s=60)}
     model = dict(contenders=contenders, profile=dict(
         method='m', sum_ms=1.0, by_kernel={'conv': dict(launches=2, ms=0.9)},
         top=[dict(index=0, node='n', op='FusedConv', kernel='conv', grid=[1, 1, 1], ms=0.5,
                   tflops=3.0)]))
     model['ratios'] = bench_cuda.ratios(model)
+    err = dict(max_rel_error=1.5e-3, rel_l2=2e-4)
+    model['accuracy'] = dict(vs_fp32={'ours': err}, ours_vs={'eager': err})
     return dict(meta=meta, models={'m': model})
 
 
@@ -162,5 +165,8 @@ def test_ratios_and_report():
     alloc = dict(meta={}, models={'m': dict(tensors=3, contenders={
         'arena': dict(median_ms=0.001, p99_ms=0.002), 'x': dict(error='no torch')})})
     text = cuda_report.markdown(latency, build, alloc)
-    assert 'capped at 60 s' in text and '| m | 1.000 / 2.500 |' in text
+    assert 'not finished in 60 s' in text and '| m | 1.000 / 2.500 |' in text
+    assert '0.500 / 2.500 (0.450-0.610, n=3)' in text
+    assert '| m | ours vs torch FP32 | 1.50e-03 | 2.00e-04 |' in text
+    assert '| m | ours vs eager | 1.50e-03 |' in text
     assert '2.00x the best PyTorch' in text and '| conv | 2 | 0.900 |' in text

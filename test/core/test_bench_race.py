@@ -127,7 +127,8 @@ def _fake_run(ma_finishes, calls):
 def test_rounds_are_interleaved_and_a_capped_max_autotune_runs_once(ma_finishes):
     args = SimpleNamespace(phases=['ours', 'fast', 'ma'], torch_models=['bert_tiny'],
                            repeats=3, ours_cap=60, fast_cap=150, ma_cap=540)
-    clock, res, calls = SimpleNamespace(left=lambda: 1e4), _Res(), []
+    clock = SimpleNamespace(left=lambda: 1e4, elapsed=lambda: 1.0)
+    res, calls = _Res(), []
     race_run.rounds(args, clock, None, res, ['bert_tiny', 'yolov8'],
                     run=_fake_run(ma_finishes, calls))
     r1 = [(1, 'bert_tiny', 'ours'), (1, 'bert_tiny', 'fast'), (1, 'bert_tiny', 'ma'),
