@@ -138,7 +138,7 @@ def combine_rounds(rounds) -> dict:
     return out
 
 
-AUTOTUNE = re.compile(r'^AUTOTUNE (\S+)')
+AUTOTUNE = re.compile(r'^AUTOTUNE (.+)$')
 
 
 def autotune_progress(log_tail, child_json=None) -> dict:
