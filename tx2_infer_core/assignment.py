@@ -136,13 +136,16 @@ def match_arrays(cost, max_cost):
         raise ValueError(f'cost must be a 2-D matrix, got shape {cost.shape}')
     if cost.size == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    forced = forced_pairs(cost, max_cost)
-    if forced is not None:
-        return forced
-    if min(cost.shape) == 1:
-        least = np.unravel_index(np.array([cost.argmin()]), cost.shape)
-        rows, cols = least[0].astype(np.int64), least[1].astype(np.int64)
+    n, m = cost.shape
+    if min(n, m) == 1:  # one row or column: its least entry (the first on a tie)
+        if not np.isfinite(cost).all():
+            raise ValueError('cost holds NaN or infinity')
+        least = int(cost.argmin())
+        rows, cols = np.array([least // m]), np.array([least % m])
     else:
+        forced = forced_pairs(cost, max_cost)
+        if forced is not None:
+            return forced
         rows, cols = linear_sum_assignment(cost)
     keep = cost[rows, cols] <= max_cost
     return rows[keep], cols[keep]
