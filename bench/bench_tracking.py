@@ -15,6 +15,7 @@ turn (alternating which goes first); their IDs must be the same. Also at fewer o
 (``--sweep``, the node's 5-15 detections a frame).
 """
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -139,7 +140,8 @@ def main():
                                'persons >= 0.1 of frames 0-99 (cached by the equivalence test)',
                id_switches=switches, untracked_detections=untracked,
                mean_track_length_frames=mean_len,
-               host_cpu=cpu_name(), versions=versions('numpy'),
+               host_cpu=cpu_name(), host_load_average=os.getloadavg()[0],
+               versions=versions('numpy'),
                date=time.strftime('%Y-%m-%d'))
     print(write_json(args.out, doc))
     print(doc['update'], f"before {doc['before']['update_same_run']['median_ms']:.3f} ms, "
