@@ -35,8 +35,11 @@ def photo_feeds(engine, photo):
     return {spec.name: detect.preprocess(image, spec.shape, fmt)[0]}
 
 
+CALIBRATION = {}   # int8_options shared by every INT8 build (main sets the frames folder)
+
+
 def build(model, shape, precision, int8_path):
-    options = {'method': 'minmax'} if precision == 'int8' else None
+    options = dict(CALIBRATION, method='minmax') if precision == 'int8' else None
     backend_options = {'int8_path': int8_path} if precision == 'int8' else None
     return Engine.build(model, shape, precision, 'cuda', backend_options=backend_options,
                         int8_options=options)
@@ -100,9 +103,13 @@ def main(argv=None):
     parser.add_argument('--models', default='yolov3-tiny,open_nsfw,yolov8-fall')
     parser.add_argument('--runs', type=int, default=200)
     parser.add_argument('--dry', action='store_true')
+    parser.add_argument('--calibration-images', default='',
+                        help='a folder of >= 8 real photos (default: the fixed frame set)')
     parser.add_argument('--out', default='bench/results/int8_models_h200.json')
     args = parser.parse_args(argv)
     names = args.models.split(',')
+    if args.calibration_images:
+        CALIBRATION['calibration_images'] = args.calibration_images
     if args.dry:
         return dry(names)
     import pycuda.driver as drv
