@@ -43,6 +43,9 @@ for b in ${BENCH:-overhead_cuda overhead_cuda_pycam overhead_cpu cameras}; do
     overhead_cuda_shm) timeout 150 $V/bin/python bench/bench_node_overhead.py --backend cuda \
       --dds-profile fastdds_shm_only.xml --frames 300 \
       --out $OUT/node_overhead_cuda_shm_h200.json > $OUT/$b.log 2>&1 ;;
+    cameras_batch4) timeout 200 $V/bin/python bench/bench_cameras.py --backend cuda --batch 4 \
+      --dds-profile fastdds_shm_only.xml --out $OUT/cameras_cuda_batch4_shm_h200.json \
+      > $OUT/$b.log 2>&1 ;;
     cameras_shm) timeout 200 $V/bin/python bench/bench_cameras.py --backend cuda \
       --dds-profile fastdds_shm_only.xml --out $OUT/cameras_cuda_shm_h200.json > $OUT/$b.log 2>&1 ;;
     overhead_cuda_pycam) timeout 150 $V/bin/python bench/bench_node_overhead.py --backend cuda \
