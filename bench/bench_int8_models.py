@@ -79,8 +79,8 @@ def bench_model(name, runs, rounds=3):
               'int8_vs_fp16_rel_l2': {k: {o: rel_l2(outs[k][o], outs['fp16'][o])
                                           for o in outs['fp16']}
                                       for k in ('int8', 'int8_dp4a')}}
-    result['ratio_int8_over_fp16'] = round(result['ms']['int8']['median'] /
-                                           result['ms']['fp16']['median'], 3)
+    result['ratio_int8_over_fp16'] = round(result['ms']['int8']['median_ms'] /
+                                           result['ms']['fp16']['median_ms'], 3)
     for engine in engines.values():
         engine.close()
     return result
@@ -118,7 +118,7 @@ def main(argv=None):
     for name in names:
         results.append(bench_model(name, args.runs))
         r = results[-1]
-        print(name, {k: v['median'] for k, v in r['ms'].items()},
+        print(name, {k: round(v['median_ms'], 3) for k, v in r['ms'].items()},
               'int8/fp16', r['ratio_int8_over_fp16'], 'int8 layers', r['int8_layers'],
               'of', r['convs'], flush=True)
     write_json(args.out, {'what': __doc__.splitlines()[0], 'gpu': facts,
