@@ -3,6 +3,8 @@ distributions against independent oracles, the cache, the frame sets and their e
 import numpy as np
 import pytest
 
+import int8_cases
+
 from tx2_infer_core.int8 import calibrate as cal
 from tx2_infer_core.int8 import frames as fr
 
@@ -103,13 +105,8 @@ def test_histogram_counts_every_value_once():
 @pytest.fixture(scope='module')
 def tiny():
     """YOLOv3-tiny at 128x128, optimised (FusedConv), and 3 + 2 real frames."""
-    from tx2_infer_core import assets
-    from tx2_infer_core.engine import _default_meta, import_model, model_digest
-    from tx2_infer_core.passes import optimize
-    cfg, weights, _ = assets.yolov3_tiny()
-    graph = import_model(cfg, (1, 3, 128, 128), weights)
-    _default_meta(graph)
-    graph, _ = optimize(graph, 2)
+    from tx2_infer_core.engine import model_digest
+    graph, cfg, weights = int8_cases.yolov3_tiny()
     frames = fr.default_frames(video_frames_each=1).limit(3, 2)
     return graph, frames, model_digest(cfg, weights)
 

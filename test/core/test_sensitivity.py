@@ -3,6 +3,8 @@ YOLOv3-tiny at 128x128 and real frames; the greedy rule on known numbers."""
 import numpy as np
 import pytest
 
+import int8_cases
+
 from tx2_infer_core.int8 import calibrate as cal
 from tx2_infer_core.int8 import frames as fr
 from tx2_infer_core.int8 import sensitivity as sens
@@ -12,13 +14,7 @@ from tx2_infer_core.reference import execute
 
 @pytest.fixture(scope='module')
 def tiny():
-    from tx2_infer_core import assets
-    from tx2_infer_core.engine import _default_meta, import_model
-    from tx2_infer_core.passes import optimize
-    cfg, weights, _ = assets.yolov3_tiny()
-    graph = import_model(cfg, (1, 3, 128, 128), weights)
-    _default_meta(graph)
-    graph, _ = optimize(graph, 2)
+    graph, _, _ = int8_cases.yolov3_tiny()
     frames = fr.default_frames(video_frames_each=1)
     calib = fr.input_feeds(frames.calibration[:2] + frames.calibration[-1:], graph)
     held = fr.input_feeds(frames.held_out[:1] + frames.held_out[-1:], graph)
