@@ -11,3 +11,17 @@ def yolov3_tiny(size=128):
     graph = import_model(cfg, (1, 3, size, size), weights)
     default_meta(graph)
     return optimize(graph, 2)[0], cfg, weights
+
+
+def ort_run(graph, feeds, outputs, opset=21):
+    """Run an onnx GraphProto with ONNX Runtime, its graph optimisations off (the oracle
+    computes each op as written)."""
+    import onnxruntime as ort
+    from onnx import helper
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', opset)])
+    model.ir_version = 10
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), options,
+                                   providers=['CPUExecutionProvider'])
+    return session.run(list(outputs), feeds)

@@ -8,6 +8,8 @@ one unit away), and ORT's own QLinearConv requantises by itself.
 import numpy as np
 import onnxruntime as ort
 import pytest
+
+import int8_cases
 from onnx import helper, numpy_helper, TensorProto
 
 from tx2_infer_core.int8.quant_math import EXACT_FLOAT32_TERMS, conv_accumulator
@@ -100,14 +102,8 @@ def ort_reference(t, activation='', act=None, residual=None, after=0, quantize=T
                               [helper.make_empty_tensor_value_info(o) for o in outputs],
                               [numpy_helper.from_array(np.asarray(v), k)
                                for k, v in inits.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 21)])
-    model.ir_version = 10
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(model.SerializeToString(), options,
-                                   providers=['CPUExecutionProvider'])
     feeds = {'x': t['x']} if residual is None else {'x': t['x'], 'r': residual}
-    return session.run(outputs, feeds)
+    return int8_cases.ort_run(graph, feeds, outputs)
 
 
 def assert_int8_close(got, want):

@@ -4,8 +4,9 @@ models (YOLOv3-tiny, YOLOv8, open_nsfw) with min-max scales from one real photo.
 import cv2
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
+
+import int8_cases
 from hypothesis import given, settings, strategies as st
 from onnx import helper, numpy_helper, TensorProto
 
@@ -89,13 +90,7 @@ def qdq_reference(nodes, inits, scales, outputs, x):
         q_nodes, 'q', [helper.make_tensor_value_info('x', TensorProto.FLOAT, x.shape)],
         [helper.make_empty_tensor_value_info(o) for o in outputs],
         [numpy_helper.from_array(np.asarray(v), k) for k, v in q_inits.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 21)])
-    model.ir_version = 10
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(model.SerializeToString(), options,
-                                   providers=['CPUExecutionProvider'])
-    return session.run(list(outputs), {'x': x})
+    return int8_cases.ort_run(graph, {'x': x}, outputs)
 
 
 @pytest.fixture(scope='module')
