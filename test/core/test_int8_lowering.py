@@ -178,3 +178,19 @@ def test_refusals_name_the_problem(tiny_int8):
     g.nodes = g.nodes[:1]
     with pytest.raises(UnsupportedOpError, match='int8 graph output'):
         lower_graph(g, 90)
+
+
+def test_a_quantize_of_a_graph_input_with_no_conv_is_refused_by_name():
+    """QuantizeLinear/DequantizeLinear run on NHWC arena images (the input of an INT8 conv);
+    a graph of Q and DQ alone, on an NCHW graph input, is refused with the reason (the GPU
+    kernels of both are tested inside the whole quantised YOLOv3-tiny, test/cuda)."""
+    from tx2_infer_core.ir import Graph, Node, Value
+    w = dict(s=np.array(1 / 127, np.float32), zp=np.array(0, np.int8))
+    values = {n: Value(n, (), a.dtype.name, '') for n, a in w.items()}
+    for n, dtype in (('x', 'float32'), ('q', 'int8'), ('y', 'float32')):
+        values[n] = Value(n, (1, 3, 8, 8), dtype, 'NCHW')
+    graph = Graph([Node('QuantizeLinear', 'q', ['x', 's', 'zp'], ['q']),
+                   Node('DequantizeLinear', 'dq', ['q', 's', 'zp'], ['y'])],
+                  ['x'], ['y'], values, w)
+    with pytest.raises(UnsupportedOpError, match="QuantizeLinear.*'x' is not an NCHW image"):
+        lower_graph(graph, arch=90)
