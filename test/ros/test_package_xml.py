@@ -13,10 +13,13 @@ ROSDEP = {'rclpy': 'rclpy', 'ament_index_python': 'ament_index_python',
           'lifecycle_msgs': 'lifecycle_msgs', 'rcl_interfaces': 'rcl_interfaces',
           'sensor_msgs': 'sensor_msgs', 'vision_msgs': 'vision_msgs',
           'diagnostic_msgs': 'diagnostic_msgs', 'launch': 'launch', 'launch_ros': 'launch_ros',
-          'numpy': 'python3-numpy', 'cv2': 'python3-opencv', 'tqdm': 'python3-tqdm'}
+          'numpy': 'python3-numpy', 'cv2': 'python3-opencv', 'tqdm': 'python3-tqdm',
+          'std_msgs': 'std_msgs', 'builtin_interfaces': 'builtin_interfaces',
+          'geometry_msgs': 'geometry_msgs'}
 MESSAGES_OF_MESSAGES = {'std_msgs', 'builtin_interfaces'}  # Header, Time
 PIP_ONLY = {'onnx', 'threadpoolctl'}  # no rosdep key
-OPTIONAL = {'onnxruntime', 'pycuda', 'cuda'}  # backend cpu (ort), backend cuda
+# backend cpu (ort), backend cuda; the INT8 report's plot
+OPTIONAL = {'onnxruntime', 'pycuda', 'cuda', 'matplotlib'}
 
 
 def third_party_imports() -> dict:
