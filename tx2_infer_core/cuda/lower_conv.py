@@ -159,6 +159,20 @@ def conv_launches(lc, name, x, y, geo, w_ref, bias_ref, res=None, act=None, res_
     return [Launch('conv', kernel, grid, (threads, 1, 1), params.CONV, fields, name)]
 
 
+def conv_geometry(attrs, x_shape, y_shape, w_shape) -> dict:
+    """The implicit-GEMM geometry of a 2-D conv (NCHW shapes, [K, C/group, R, S] weights):
+    sizes, groups, strides, pads and dilations as the kernels' parameter records name them."""
+    k, cg, r, s = w_shape
+    groups = int(attrs.get('group', 1))
+    st = list(attrs.get('strides') or [1, 1])
+    dil = list(attrs.get('dilations') or [1, 1])
+    n, _, h, wd = x_shape
+    p, q = y_shape[2:]
+    ph, pw = conv_pads(attrs, (h, wd), (p, q), (r, s), st, dil)
+    return dict(N=n, H=h, W=wd, P=p, Q=q, Cg=cg, Kg=k // groups, groups=groups, R=r, S=s,
+                sh=st[0], sw=st[1], ph=ph, pw=pw, dh=dil[0], dw=dil[1])
+
+
 def lower_conv(lc, node):
     """Conv or FusedConv over NHWC slots."""
     a = node.attrs
@@ -166,17 +180,9 @@ def lower_conv(lc, node):
     w = lc.const(node.inputs[1])
     if w.ndim != 4 or not (x.nhwc and y.nhwc):
         lc.unsupported(node, 'only 2-D convolutions of NCHW image tensors')
-    k, cg, r, s = w.shape
-    groups = int(a.get('group', 1))
-    st = list(a.get('strides') or [1, 1])
-    dil = list(a.get('dilations') or [1, 1])
-    n, _, h, wd = x.shape
-    p, q = y.shape[2:]
-    ph, pw = conv_pads(a, (h, wd), (p, q), (r, s), st, dil)
-    geo = dict(N=n, H=h, W=wd, P=p, Q=q, Cg=cg, Kg=k // groups, groups=groups, R=r, S=s,
-               sh=st[0], sw=st[1], ph=ph, pw=pw, dh=dil[0], dw=dil[1])
+    geo = conv_geometry(a, x.shape, y.shape, w.shape)
     x_t, y_t = (x.ref, x.pix, x.channel_off), (y.ref, y.pix, y.channel_off)
-    if is_depthwise(cg, groups):
+    if is_depthwise(geo['Cg'], geo['groups']):
         w_ref = lc.add_weight(np.ascontiguousarray(w.transpose(2, 3, 1, 0)).astype(np.float16))
         return [depthwise_launch(node.name, x_t, y_t, geo, w_ref, *fused_epilogue(lc, node))]
     w_ref = lc.add_weight(np.ascontiguousarray(w.transpose(0, 2, 3, 1)).astype(np.float16))

@@ -20,7 +20,7 @@ import numpy as np
 
 from tx2_infer_core.cuda import params
 from tx2_infer_core.cuda.launch import BLOCK, NULL, Launch, grid_1d
-from tx2_infer_core.cuda.lower_conv import conv_pads, mma_config
+from tx2_infer_core.cuda.lower_conv import conv_geometry, mma_config
 from tx2_infer_core.errors import Tx2InferError
 from tx2_infer_core.int8.quant_math import requant_multipliers
 
@@ -115,15 +115,9 @@ def lower_conv_int8(lc, node):
     if w.dtype != INT8 or w.ndim != 4:
         lc.unsupported(node, f'weights must be int8 [K, C/group, R, S], not {w.dtype} '
                              f'{list(w.shape)}')
-    k, cg, r, s = w.shape
-    groups = int(a.get('group', 1))
-    st = list(a.get('strides') or [1, 1])
-    dil = list(a.get('dilations') or [1, 1])
-    n, _, h, wd = x.shape
-    p, q = y.shape[2:]
-    ph, pw = conv_pads(a, (h, wd), (p, q), (r, s), st, dil)
-    geo = dict(N=n, H=h, W=wd, P=p, Q=q, Cg=cg, Cw=-(-cg // 4), Kg=k // groups, groups=groups,
-               R=r, S=s, sh=st[0], sw=st[1], ph=ph, pw=pw, dh=dil[0], dw=dil[1])
+    k, cg = w.shape[:2]
+    geo = conv_geometry(a, x.shape, y.shape, w.shape)
+    geo['Cw'] = -(-cg // 4)   # 4-byte words of int8 channels per pixel
     fields = dict(geo, x=x.ref, x_pix=x.pix, x_off=x.channel_off, y=y.ref, y_pix=y.pix,
                   y_off=y.channel_off, w=lc.add_weight(int8_weights(w)),
                   **_epilogue_fields(lc, node, k))
