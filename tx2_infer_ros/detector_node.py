@@ -35,7 +35,8 @@ from tx2_infer_core.detect_params import DetectParams
 from tx2_infer_core.draw_pose import draw_detection_keypoints
 from tx2_infer_core.tracking import ByteTracker, TrackParams
 from tx2_infer_ros import cdr, conversions, depth_output, params
-from tx2_infer_ros.pipeline import load_detector, reuse_freed_memory
+from tx2_infer_ros.heap import build_memory_mapped, reuse_freed_memory
+from tx2_infer_ros.pipeline import load_detector
 from tx2_infer_ros.cameras import Camera
 from tx2_infer_ros.intake import FrameIntake, diagnostic_array
 from tx2_infer_ros.stats import STAGES, NodeStats, frame_timing_status, since_stamp
@@ -97,12 +98,14 @@ class DetectorNode(LifecycleNode):
         errors += [e for e in (params.validate(n, self._param(n)) for n in params.SPECS) if e]
         if errors:
             raise ValueError('; '.join(errors))
-        self.detector, self.info = load_detector(
-            self._param('model_path'), self._param('labels_path'), self._param('input_size'),
-            self._param('backend'), self._param('precision'), log=self.get_logger().info,
-            int8_options={'calibration_images': self._param('calibration_images') or None,
-                          'accuracy_budget': self._param('accuracy_budget')},
-            batch=self._param('batch'))
+        with build_memory_mapped():
+            self.detector, self.info = load_detector(
+                self._param('model_path'), self._param('labels_path'),
+                self._param('input_size'), self._param('backend'), self._param('precision'),
+                log=self.get_logger().info,
+                int8_options={'calibration_images': self._param('calibration_images') or None,
+                              'accuracy_budget': self._param('accuracy_budget')},
+                batch=self._param('batch'))
         self._live = self._live_params({n: self._param(n) for n in LIVE})
         self.stats = NodeStats()
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)

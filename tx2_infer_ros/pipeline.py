@@ -1,7 +1,6 @@
 """The detector node's engine side: load or build the engine for the node's parameters and
 wrap it in the core ``Detector`` (which runs the frames, with per-stage timings).
 """
-import ctypes
 import time
 from pathlib import Path
 
@@ -30,25 +29,6 @@ def _check_model_path(model_path):
     if path.suffix == '.cfg' and not path.with_suffix('.weights').is_file():
         raise Tx2InferError(f"Darknet weights '{path.with_suffix('.weights')}' not found "
                             f"beside '{model_path}'")
-
-
-def reuse_freed_memory(max_block=32 << 20, arenas=2) -> bool:
-    """Ask glibc to keep freed blocks up to ``max_block`` bytes (32 MiB, the most every glibc
-    accepts) for reuse instead of unmapping them. A frame's big arrays (input tensor, outputs,
-    the received image) then cost no munmap and no fresh page faults: measured here (416x416,
-    2-core VM) preprocess 6.6 -> 2-3 ms and 1.5 ms saved freeing the outputs. Process-wide;
-    resident memory stays at its peak, so at most ``arenas`` malloc arenas: frames allocated
-    by different threads (executor, worker, DDS) then share their peaks instead of each
-    arena growing to its own (RSS rose in steps for 21 minutes of the 60-minute soak).
-    False where mallopt is not available (not glibc)."""
-    m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8
-    try:
-        libc = ctypes.CDLL('libc.so.6')
-        return bool(libc.mallopt(m_mmap_threshold, int(max_block)) and
-                    libc.mallopt(m_trim_threshold, 4 * int(max_block)) and
-                    libc.mallopt(m_arena_max, int(arenas)))
-    except (OSError, AttributeError):
-        return False
 
 
 def model_input_shape(model_path, input_size=0, batch=1):
