@@ -31,12 +31,14 @@ class CudaBackend(Backend):
     next call and invalid after ``close`` (the caller copies what it keeps); the default
     returns fresh copies (safe). ``int8_path``: the int8 convolutions' kernels, 'auto' (integer
     tensor cores from sm_80, else dp4a), 'dp4a' (the TX2 path, on any GPU) or 'mma'.
+    ``context``: a callable ``context(device)`` returning the ``runtime.DeviceContext`` to run
+    in (default: the device's primary context; ``cuda/green.py``: an SM slice).
     """
 
     name = 'cuda'
 
     def __init__(self, precision='fp16', conv_path='auto', device=0, use_graph=True,
-                 place_channels=True, reuse_outputs=False, int8_path='auto'):
+                 place_channels=True, reuse_outputs=False, int8_path='auto', context=None):
         if precision not in ('fp16', 'fp32'):
             raise Tx2InferError(f"cuda backend precision must be fp16 (fp32 requests run in "
                                 f"fp16 with fp32 accumulation), not '{precision}'")
@@ -50,6 +52,7 @@ class CudaBackend(Backend):
             raise Tx2InferError(f"int8_path must be one of {', '.join(INT8_PATHS)}, not "
                                 f"'{int8_path}'")
         self.requested_int8_path = int8_path
+        self.make_context = context
         self.ctx = self.pool = self.graph_exec = self.frame_pipeline = None
 
     # -- Backend interface ----------------------------------------------------------------
@@ -62,12 +65,11 @@ class CudaBackend(Backend):
         """
         from tx2_infer_core.cuda.runtime import DeviceContext, PooledAllocator
         self.graph = graph
-        self.ctx = DeviceContext(self.device)
+        self.ctx = (self.make_context or DeviceContext)(self.device)
         try:
-            drv = self.ctx.drv
-            sms = self.ctx.device.get_attribute(drv.device_attribute.MULTIPROCESSOR_COUNT)
             alignment = memory_plan.alignment if memory_plan is not None else ALIGNMENT
-            lowered = lower_graph(graph, self.ctx.arch, self.requested_path, int(sms),
+            lowered = lower_graph(graph, self.ctx.arch, self.requested_path,
+                                  int(self.ctx.sm_count),
                                   self.place_channels, alignment, self.requested_int8_path)
             self.arch, self.conv_path = lowered.arch, lowered.conv_path
             self.int8_path = lowered.int8_path

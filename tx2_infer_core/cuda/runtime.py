@@ -7,7 +7,8 @@ from tx2_infer_core.planner import ALIGNMENT
 
 
 class DeviceContext:
-    """The device's primary context, pushed while in use. ``close()`` releases it."""
+    """The device's primary context, pushed while in use. ``close()`` releases it.
+    ``sm_count``: the multiprocessors its work may use (``cuda/green.py``: fewer)."""
 
     def __init__(self, device: int = 0):
         import pycuda.driver as drv
@@ -21,6 +22,7 @@ class DeviceContext:
         major, minor = self.device.compute_capability()
         self.arch = major * 10 + minor
         self.name = self.device.name()
+        self.sm_count = self.device.get_attribute(drv.device_attribute.MULTIPROCESSOR_COUNT)
         self._modules = {}
 
     def __enter__(self):
