@@ -83,7 +83,7 @@ ZOO = [
              Prep(mean=IMAGENET_MEAN, std=IMAGENET_STD)),
     ZooModel('ddddocr-rec', ('ddddocr-rec.onnx',), (1, 1, 64, 256),
              'OCR recognition (CRNN: conv + LSTM + CTC)',
-             Prep(color='GRAY', mean=HALF, std=HALF), missing='LSTM'),
+             Prep(color='GRAY', mean=HALF, std=HALF)),
     ZooModel('mtcnn-pnet', ('mtcnn-pnet.onnx',), (1, 240, 320, 3),
              'face detection (MTCNN P-Net, fully convolutional, PRelu)', MTCNN, 'zidane.jpg'),
     ZooModel('mtcnn-rnet', ('mtcnn-rnet.onnx',), (1, 24, 24, 3),

@@ -158,6 +158,8 @@ _LINES = (
     op('Hardmax', 'nn'),
     op('MatMul', 'nn', 'matmul'),
     op('Gemm', 'nn', 'gemm'),
+    # recurrent
+    op('LSTM', 'recurrent'),
     # reductions
     op('ReduceMean', 'reduce', 'reduce_mean', strided=True),
     op('ReduceSum', 'reduce'), op('ReduceMax', 'reduce'), op('ReduceMin', 'reduce'),
