@@ -176,6 +176,19 @@ def test_green_context_releases_everything(fake):
     assert cu.stack == [] and drv.own == [] and cu.destroyed == 1
 
 
+def test_modules_are_unloaded_in_the_slice(fake):
+    cu, _ = fake
+    unloaded_in = []
+
+    class Module:
+        def __del__(self):
+            unloaded_in.append(cu.stack[-1] if cu.stack else None)
+
+    with green_mod.green_context(8) as ctx:
+        ctx._modules['probe'] = Module()
+    assert unloaded_in == [SLICE] and cu.stack == []
+
+
 def test_a_smaller_slice_than_asked_is_refused(fake):
     cu, _ = fake
     cu.device_sms = 4

@@ -99,6 +99,13 @@ class SliceContext(DeviceContext):
             if int(current) == self._primary:
                 self._swap_in()
 
+    def close(self):
+        """Unload the kernel modules in the slice they were loaded in, then release the
+        primary context (the caller has popped this context)."""
+        with self:
+            self._modules.clear()
+        super().close()
+
 
 @contextmanager
 def green_context(sm_count: int, device: int = 0):
