@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tx2_infer_core.cuda import lower_conv, lower_int8, lower_nn, lower_ops, params, pipeline
+from tx2_infer_core.cuda import (lower_conv, lower_int8, lower_nn, lower_ops, lower_recurrent,
+                                 params, pipeline)
 from tx2_infer_core.ops import traits
 
 KERNELS = Path(__file__).resolve().parents[2] / 'kernels'
@@ -123,7 +124,8 @@ STRUCT_RECORDS = {'ActParams': params.ACT, 'View': params.VIEW, 'ConvParams': pa
                   'GemmParams': params.GEMM, 'PreParams': pipeline.PRE,
                   'PostParams': pipeline.POST, 'RowsParams': pipeline.ROWS,
                   'DarknetParams': pipeline.DARKNET, 'NmsParams': pipeline.NMS,
-                  'ConvI8Params': params.CONV_I8, 'QuantParams': params.QUANT}
+                  'ConvI8Params': params.CONV_I8, 'QuantParams': params.QUANT,
+                  'LstmParams': lower_recurrent.LSTM}
 KERNEL_RECORDS = {
     'unary': params.UNARY_ARGS, 'binary': params.BINARY_ARGS,
     'binary_flat2': params.BINARY_FLAT2, 'global_avgpool': params.GLOBAL_POOL,
@@ -144,7 +146,8 @@ KERNEL_RECORDS = {
     'conv_dp4a': params.CONV_I8, 'conv_dp4a_w': params.CONV_I8,
     'conv_i8_mma_##BM##x##BN': lower_int8.CONV_I8_MMA,
     'conv_i8_splitk_reduce': lower_int8.CONV_I8_MMA,
-    'quantize_nhwc': params.QUANT, 'dequantize_nhwc': params.QUANT}
+    'quantize_nhwc': params.QUANT, 'dequantize_nhwc': params.QUANT,
+    'lstm_recurrent': lower_recurrent.LSTM}
 
 
 def code_mismatches(found: dict) -> list:
@@ -191,6 +194,7 @@ def test_other_mirrored_numbers():
     assert DEFINES['TX2_MAX_ANCHORS'] == pipeline.MAX_ANCHORS
     assert DEFINES['TX2_NMS_THREADS'] == pipeline.NMS_THREADS
     assert STRUCTS['Cand'][1] == pipeline.CAND_BYTES
+    assert DEFINES['LSTM_MAX_HIDDEN'] == lower_recurrent.MAX_HIDDEN
     assert 32 * lower_nn.GAP_ROWS <= 1024 and lower_nn.GAP_ROWS <= DEFINES['GAP_MAX_ROWS']
     for name, code in params.RESIZE_COORD.items():
         assert DEFINES[f'CT_{name.upper()}'] == code

@@ -25,7 +25,7 @@ def _nvrtc_available():
 
 def test_kernel_files_exist():
     for family in ('conv', 'pool', 'resize', 'elementwise', 'gemm', 'softmax', 'layernorm',
-                   'preprocess', 'yolo'):
+                   'preprocess', 'yolo', 'lstm'):
         assert family in SOURCES, f'kernels/{family}.cu is missing'
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tx2_infer_core.cuda import (layout, lower_conv, lower_conv_transpose, lower_int8, lower_nn,
-                                 lower_ops, lower_pad, lower_resize)
+                                 lower_ops, lower_pad, lower_recurrent, lower_resize)
 from tx2_infer_core.cuda.launch import Ref, Slot, row_major
 from tx2_infer_core.errors import Tx2InferError, UnsupportedOpError
 from tx2_infer_core.ops import traits
@@ -39,7 +39,7 @@ FAMILIES = {'conv': lower_conv.lower_conv, 'gemm': lower_conv.lower_gemm,
             'transpose': lower_ops.lower_transpose, 'concat': lower_ops.lower_concat,
             'split': lower_ops.lower_split, 'slice': lower_ops.lower_slice,
             'conv_int8': lower_int8.lower_conv_int8, 'quantize': lower_int8.lower_quantize,
-            'dequantize': lower_int8.lower_dequantize}
+            'dequantize': lower_int8.lower_dequantize, 'lstm': lower_recurrent.lower_lstm}
 LOWERINGS = {op: FAMILIES[family] for op, family in traits.cuda_ops().items()}
 
 

@@ -159,7 +159,7 @@ _LINES = (
     op('MatMul', 'nn', 'matmul'),
     op('Gemm', 'nn', 'gemm'),
     # recurrent
-    op('LSTM', 'recurrent'),
+    op('LSTM', 'recurrent', 'lstm'),
     # reductions
     op('ReduceMean', 'reduce', 'reduce_mean', strided=True),
     op('ReduceSum', 'reduce'), op('ReduceMax', 'reduce'), op('ReduceMin', 'reduce'),

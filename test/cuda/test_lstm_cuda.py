@@ -1,0 +1,132 @@
+"""The CUDA LSTM (the projection GEMM, then ``kernels/lstm.cu``) against the numpy op on
+several shapes, and the whole ddddocr-rec (CRNN: conv + LSTM + CTC) against ONNX Runtime:
+logits within the FP16 model tolerance and the same CTC reading of rendered text."""
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import assert_close, fp16_round
+from tx2_infer_core.backends.cuda_backend import CudaBackend
+from tx2_infer_core.engine import Engine
+from tx2_infer_core.ops import run_node
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / 'bench'))
+import zoo_data  # noqa: E402
+
+
+def _cases_module():
+    """test/core/lstm_cases.py (loaded by path: both test folders have a conftest)."""
+    spec = importlib.util.spec_from_file_location('tx2_lstm_cases',
+                                                  ROOT / 'test' / 'core' / 'lstm_cases.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+lc = _cases_module()
+Case = lc.LstmCase
+
+CASES = {
+    'ddddocr-size': (Case(seq=32, batch=1, input_size=512, hidden=512,
+                          direction='bidirectional', seed=1), ()),
+    'hidden-1024': (Case(seq=8, batch=2, input_size=64, hidden=1024, seed=2), ()),
+    'odd-hidden-reverse-lens': (Case(seq=6, batch=3, input_size=24, hidden=37,
+                                     direction='reverse', initial=True, lens=(6, 2, 4),
+                                     seed=3), ()),
+    'batch-first-constant-states': (Case(seq=5, batch=2, input_size=16, hidden=64, layout=1,
+                                         direction='bidirectional', initial=True, seed=4),
+                                    ('initial_h', 'initial_c')),
+    'no-y-no-bias': (Case(seq=7, batch=4, input_size=32, hidden=128, bias=False,
+                          outputs=(False, True, True), seed=5), ()),
+    'three-inputs-gather': (Case(seq=4, batch=1, input_size=3, hidden=16,
+                                 direction='bidirectional', lens=(3,), seed=6), ()),
+}
+
+
+def reference(case) -> dict:
+    """The numpy op on the FP16-rounded inputs (what the GPU is given)."""
+    node = case.node()
+    arrays = {n: fp16_round(a) if a.dtype == np.float32 else a
+              for n, a in case.arrays().items()}
+    out = run_node(node, [arrays.get(n) if n else None for n in node.inputs])
+    return {n: y for n, y in zip(node.outputs, out) if n}
+
+
+@pytest.mark.parametrize('conv_path', ['tc', 'simt'])
+@pytest.mark.parametrize('name', sorted(CASES))
+def test_lstm_matches_numpy(name, conv_path):
+    case, constants = CASES[name]
+    graph = case.graph(constants)
+    feeds = {n: fp16_round(case.arrays()[n]) for n in graph.inputs}
+    backend = CudaBackend(conv_path=conv_path, use_graph=False)
+    backend.prepare(graph)
+    try:
+        out = backend.run(feeds)
+    finally:
+        backend.close()
+    for output, want in reference(case).items():
+        assert_close(f'LSTM {name} {conv_path} {output}', out[output], want, 1e-2)
+
+
+def test_lstm_in_a_captured_graph_replays_the_same():
+    """Two replays of the CUDA graph give the same answer (the projection scratch and the
+    states are rewritten every frame)."""
+    case, _ = CASES['odd-hidden-reverse-lens']
+    graph = case.graph()
+    feeds = {n: fp16_round(case.arrays()[n]) for n in graph.inputs}
+    backend = CudaBackend()
+    backend.prepare(graph)
+    try:
+        first = {k: v.copy() for k, v in backend.run(feeds).items()}
+        second = backend.run(feeds)
+    finally:
+        backend.close()
+    for name in first:
+        assert np.array_equal(first[name], second[name]), name
+
+
+@pytest.fixture(scope='module')
+def ddddocr_rec(tmp_path_factory):
+    """The model from the asset cache, or from a zoo pack (``python bench/zoo_data.py pack
+    .zoo 1``) named by $TX2_INFER_ZOO_PACKED on a machine without the cache."""
+    import onnxruntime as ort
+    model = zoo_data.BY_NAME['ddddocr-rec']
+    packed = os.environ.get('TX2_INFER_ZOO_PACKED')
+    if packed:
+        path = zoo_data.unpack(packed, tmp_path_factory.mktemp('zoo'))[model.name][0]
+    else:
+        path, _ = zoo_data.model_files(model)
+    session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    engines = {p: Engine.build(path, input_shape=model.input_shape, backend='cuda',
+                               precision='fp16', backend_options={'conv_path': p})
+               for p in ('tc', 'simt')}
+    yield model, session, engines
+    for engine in engines.values():
+        engine.close()
+
+
+def _inputs(model):
+    photo = ('photo ' + model.photo, zoo_data.photo_tensor(model))
+    texts = [(f'text {t}', zoo_data.image_tensor(lc.render_text(t), model.input_shape,
+                                                 model.prep)) for t in lc.TEXTS]
+    return [photo] + texts
+
+
+@pytest.mark.parametrize('conv_path', ['tc', 'simt'])
+def test_ddddocr_rec_matches_onnxruntime(ddddocr_rec, conv_path):
+    """Logits within 2e-2 (relative L2, as the other FP16 models) on the zoo photo and on
+    rendered text, and the rendered text read the same (greedy CTC)."""
+    model, session, engines = ddddocr_rec
+    engine = engines[conv_path]
+    name = engine.input_specs[0].name
+    for label, x in _inputs(model):
+        (want,) = session.run(None, {name: x})
+        (out,) = engine.run({name: x}).values()
+        assert_close(f'ddddocr-rec {conv_path} {label}', out, want, 2e-2)
+        if label.startswith('text'):
+            assert lc.ctc_decode(out) == lc.ctc_decode(want), label
