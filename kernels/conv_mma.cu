@@ -6,7 +6,8 @@
 // conv_mma_<BM>x<BN> needs Cg, x_pix and x_off multiples of 8 (16-byte rows);
 // conv_mma_gather_<BM>x<BN> takes any layer (2-byte gathers, for 3-channel stems).
 // Split-K: gridDim.z = groups * splits; with splits > 1 (groups == 1) each split writes FP32
-// partials to ws[split][M][Kg], and conv_splitk_reduce sums them and applies the epilogue.
+// partials to ws[split][M][Kg], and the last CTA of an output tile to arrive (one arrival
+// counter per tile, counters[tile]) sums them in split order and applies the epilogue.
 #include "conv.cuh"
 
 #define MMA_BK 32
@@ -218,6 +219,30 @@ __device__ __forceinline__ void mma_store(const ConvParams &p, float *ws, int sp
                 }
             }
 }
+// Split-K, in the last of a tile's split CTAs to arrive: the partials of the tile summed in
+// split order (the result does not depend on which split finished last), then the fused
+// epilogue, two channels a thread as conv_store2.
+template <int BM, int BN>
+__device__ void splitk_finish(const ConvParams &p, const float *ws, int *counters, int splits,
+                              long long m0, int n0) {
+    if (!tx2_last_arrival(counters + blockIdx.y * gridDim.x + blockIdx.x, splits)) return;
+    const long long M = (long long)p.N * p.P * p.Q;
+    for (int idx = threadIdx.x; idx < BM * BN / 2; idx += blockDim.x) {
+        const long long m = m0 + idx / (BN / 2);
+        const int k = n0 + idx % (BN / 2) * 2;
+        if (m >= M || k >= p.Kg) continue;
+        const bool two = k + 1 < p.Kg, pair = two && !(p.Kg & 1);
+        float v0 = 0.f, v1 = 0.f;
+        for (int s = 0; s < splits; ++s) {
+            const float *src = ws + ((long long)s * M + m) * p.Kg + k;
+            const float2 v = pair ? __ldcg(reinterpret_cast<const float2 *>(src))
+                                  : make_float2(__ldcg(src), two ? __ldcg(src + 1) : 0.f);
+            v0 += v.x;
+            v1 += v.y;
+        }
+        conv_store2(p, m, k, v0, v1, two);
+    }
+}
 #endif
 
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
@@ -237,7 +262,7 @@ struct PickType<false, T, F> {
 #endif
 
 template <int BM, int BN, int STAGES, bool GATHER>
-__device__ void conv_mma_body(const ConvParams &p, float *ws, int splits) {
+__device__ void conv_mma_body(const ConvParams &p, float *ws, int *counters, int splits) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
     __shared__ __align__(16) half As[STAGES][BM][MMA_LD];
     __shared__ __align__(16) half Bs[STAGES][BN][MMA_LD];
@@ -265,19 +290,20 @@ __device__ void conv_mma_body(const ConvParams &p, float *ws, int splits) {
         mma_tile(As[t % STAGES], Bs[t % STAGES], acc, wm, wn, lane);
     }
     mma_store(p, ws, splits, split, g, m0 + wm, n0 + wn, acc, lane);
+    if (splits > 1) splitk_finish<BM, BN>(p, ws, counters, splits, m0, n0);
 #else
     __trap();  // the host launches this path only from sm_80
 #endif
 }
 
 #define CONV_MMA_KERNEL(BM, BN, STAGES)                                                        \
-    extern "C" __global__ void __launch_bounds__(BM * BN / 32, 1)                               \
-        conv_mma_##BM##x##BN(ConvParams p, float *ws, int splits) {                           \
-        conv_mma_body<BM, BN, STAGES, false>(p, ws, splits);                                   \
+    extern "C" __global__ void __launch_bounds__(BM * BN / 32, 1)                              \
+        conv_mma_##BM##x##BN(ConvParams p, float *ws, int *counters, int splits) {             \
+        conv_mma_body<BM, BN, STAGES, false>(p, ws, counters, splits);                         \
     }                                                                                          \
-    extern "C" __global__ void __launch_bounds__(BM * BN / 32, 1)                               \
-        conv_mma_gather_##BM##x##BN(ConvParams p, float *ws, int splits) {                    \
-        conv_mma_body<BM, BN, STAGES, true>(p, ws, splits);                                    \
+    extern "C" __global__ void __launch_bounds__(BM * BN / 32, 1)                              \
+        conv_mma_gather_##BM##x##BN(ConvParams p, float *ws, int *counters, int splits) {      \
+        conv_mma_body<BM, BN, STAGES, true>(p, ws, counters, splits);                          \
     }
 
 // One build may hold a single tile (-DCONV_MMA_TILE=BM*1000+BN): the backend compiles the
@@ -302,21 +328,3 @@ CONV_MMA_KERNEL(64, 128, 3)
 CONV_MMA_KERNEL(128, 128, 2)
 #endif
 
-// Sum the split-K partials in split order (deterministic), then the fused epilogue.
-extern "C" __global__ void conv_splitk_reduce(ConvParams p, const float *ws, int splits) {
-    const long long M = (long long)p.N * p.P * p.Q;
-    const int kp = (p.Kg + 1) / 2;
-    for (long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x; idx < M * kp;
-         idx += (long long)gridDim.x * blockDim.x) {
-        const long long m = idx / kp;
-        const int k = (int)(idx % kp) * 2;
-        const bool two = k + 1 < p.Kg;
-        float v0 = 0.f, v1 = 0.f;
-        for (int s = 0; s < splits; ++s) {
-            const float *src = ws + ((long long)s * M + m) * p.Kg + k;
-            v0 += src[0];
-            if (two) v1 += src[1];
-        }
-        conv_store2(p, m, k, v0, v1, two);
-    }
-}
