@@ -5,6 +5,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -162,3 +163,53 @@ def test_dry_run_writes_the_document(tmp_path):
 def test_model_arguments_are_checked():
     with pytest.raises(SystemExit, match='NAME=VALUE'):
         bench.pairs(['yolov3_tiny'], '--model')
+
+
+def test_the_device_path_assembles_the_document(tmp_path, monkeypatch):
+    """run_gpu -> measure_model -> document with the device calls faked: backends return the
+    lowering's launches and made-up times, the probes a clock and SM counts."""
+    import types
+
+    from tx2_infer_core.cuda import green
+    drv = types.ModuleType('pycuda.driver')
+    device = types.SimpleNamespace(name=lambda: 'fake H200', compute_capability=lambda: (9, 0),
+                                   get_attribute=lambda attr: 1980000)
+    drv.init, drv.Device = (lambda: None), (lambda n: device)
+    drv.get_driver_version = lambda: 13000
+    drv.device_attribute = types.SimpleNamespace(CLOCK_RATE='clock')
+    package = types.ModuleType('pycuda')
+    package.driver = drv
+    monkeypatch.setitem(sys.modules, 'pycuda', package)
+    monkeypatch.setitem(sys.modules, 'pycuda.driver', drv)
+    closed = []
+    monkeypatch.setattr(green, 'GreenContext', lambda sms: types.SimpleNamespace(
+        sm_count=8, device_sm_count=132, close=lambda: closed.append(True)))
+    monkeypatch.setattr(bench, 'probe_slice', lambda g: dict(
+        slice_distinct_sms=8, full_distinct_sms=132, slice_clock_hz=[1.7e9] * 3,
+        full_clock_hz=[1.7e9] * 3))
+
+    def fake_backend(graph, factory, feeds, replays, runs):
+        launches = lower_graph(graph, 90, 'simt', 8).launches
+        times = [dict(median_ms=0.01 * (i + 1), p99_ms=0.02 * (i + 1), runs=replays)
+                 for i in range(len(launches))]
+        return dict(build_s=0.1, arch=90, launches=launches, attrs=[(64, 8704)] * len(launches),
+                    outputs={'y': np.ones(3, np.float32)}, launch_times=times,
+                    kernels=dict(median_ms=1.0, p99_ms=1.1))
+
+    monkeypatch.setattr(bench, 'run_backend', fake_backend)
+    cfg = assets.yolov3_tiny()[0]
+    out = tmp_path / 'tx2.json'
+    result = bench.main(['--out', str(out), '--model', f'yolov3_tiny={cfg}',
+                         '--size', 'yolov3_tiny=128', '--model', 'gone=/nonexistent.onnx'])
+    doc = json.loads(out.read_text())
+    assert closed == [True] and doc['device'] == 'fake H200' and not doc['dry']
+    assert doc['clock']['used'] == 'probe' and doc['clock']['used_hz'] == pytest.approx(1.7e9)
+    assert doc['clock']['attribute_hz'] == pytest.approx(1.98e9)
+    assert doc['slice']['slice_distinct_sms'] == 8 and doc['slice']['sm_count'] == 8
+    model = doc['models']['yolov3_tiny']
+    assert model['same_launches'] and model['outputs_max_abs_diff'] == 0.0
+    assert model['rows'][1]['slice_ms'] == pytest.approx(0.02)
+    assert model['rows'][1]['eff_slice'] == pytest.approx(tx2.efficiency(
+        model['rows'][1]['flops'], 0.02, 8, 1.7e9))
+    assert 'error' in doc['models']['gone'] and 'error' in doc['summary']['gone']
+    assert result['summary']['yolov3_tiny']['slice_kernels_ms'] == 1.0
