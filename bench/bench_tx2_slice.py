@@ -1,6 +1,6 @@
 """Device run: the TX2 conv path (``conv_path='simt'``) timed on a TX2-sized slice of a big
 GPU (issue 12 item 3), projected to a Jetson TX2 (``tx2_projection.py``: the maths, the
-method text).
+report, the method text).
 
 Per model, batch 1 FP16: every kernel launch timed inside an SM slice (a green context,
 ``cuda/green.py``; 8 SMs, the smallest an H200 gives) and on the whole GPU, the same launches
@@ -134,9 +134,11 @@ def full_factory(lowering_sms):
 def run_backend(graph, factory, feeds, replays, runs) -> dict:
     """A 'simt' CudaBackend in ``factory``'s context: build time, outputs on ``feeds``, per
     launch times (event-record nodes in one graph, ``replays``), the kernels-only graph's time
-    (``runs``), the launches and each kernel's registers and static shared memory."""
+    (``runs``), the launches and each kernel's registers and static shared memory, and how
+    many SMs the probe kernel reaches in the backend's context."""
     from bench_ours import _graph_event_times, kernels_graph, replay_times
     from tx2_infer_core.backends.cuda_backend import CudaBackend
+    from tx2_infer_core.cuda.green import distinct_sms
     be = CudaBackend(conv_path='simt', context=factory)
     try:
         t0 = time.perf_counter()
@@ -144,6 +146,8 @@ def run_backend(graph, factory, feeds, replays, runs) -> dict:
         out = dict(build_s=time.perf_counter() - t0, arch=be.arch, launches=list(be.launches),
                    outputs=be.run(feeds))
         with be.ctx:
+            sms = be.ctx.device.get_attribute(be.ctx.drv.device_attribute.MULTIPROCESSOR_COUNT)
+            out['distinct_sms'] = distinct_sms(be.ctx, 16 * sms)
             samples = _graph_event_times(be, replays)
             fa = be.ctx.drv.function_attribute
             out['attrs'] = [(fn.get_attribute(fa.NUM_REGS), fn.get_attribute(fa.SHARED_SIZE_BYTES))
@@ -180,13 +184,14 @@ def measure_model(path, size, green, args) -> dict:
             if 'index' in d})
     return dict(path=str(path), input_shape=list(graph.values[graph.inputs[0]].shape),
                 base=describe(graph, sliced['launches'], sliced['attrs']),
-                slice=dict(kernels=sliced['kernels'], launch_times=sliced['launch_times'],
-                           build_s=sliced['build_s']),
-                full=dict(kernels=full['kernels'], launch_times=full['launch_times'],
-                          build_s=full['build_s']),
+                slice=_timings(sliced), full=_timings(full),
                 outputs_max_abs_diff=max_abs_diff(sliced['outputs'], full['outputs']),
                 same_launches=_grids(sliced) == _grids(full),
                 nvidia_smi_clocks=smi, sweep=sweep, seconds=time.perf_counter() - t0)
+
+
+def _timings(measured) -> dict:
+    return {k: measured[k] for k in ('kernels', 'launch_times', 'build_s', 'distinct_sms')}
 
 
 def _grids(measured) -> list:
@@ -288,47 +293,13 @@ def run_dry(args, models) -> tuple:
 
 
 # -- the document ---------------------------------------------------------------------------
-def analyse(name, raw, slice_sms, full_sms, clock_hz) -> dict:
-    """A model's entry: its measurements (rows in place of ``base``), the per-group
-    efficiencies, the TX2 projection and the launches that underfill 2 SMs."""
-    if 'error' in raw:
-        return raw
-    rows = [tx2.launch_row(b, s, f, slice_sms, full_sms, clock_hz)
-            for b, s, f in zip(raw['base'], raw['slice']['launch_times'],
-                               raw['full']['launch_times'])]
-    entry = {k: v for k, v in raw.items() if k != 'base'}
-    entry['slice'] = {k: v for k, v in raw['slice'].items() if k != 'launch_times'}
-    entry['full'] = {k: v for k, v in raw['full'].items() if k != 'launch_times'}
-    return dict(entry, aggregates=tx2.aggregate(rows, slice_sms, clock_hz),
-                projection=tx2.projection(rows, tx2.SEED_MS.get(name)),
-                underfilled_on_tx2=tx2.underfilled(rows)[:10], rows=rows)
-
-
-def summary(models) -> dict:
-    """Per model: TX2 projections, seed figure, 3x3 and 1x1 efficiencies, slice kernels."""
-    out = {}
-    for name, m in models.items():
-        if 'error' in m:
-            out[name] = dict(error=m['error'])
-            continue
-        agg, proj = m['aggregates'], m['projection']
-        out[name] = dict(
-            tx2_ms=proj['tx2_ms'], tx2_ms_waves=proj['tx2_ms_waves'],
-            tx2_ms_at_goal=proj['tx2_ms_at_goal'], seed_ms=proj['seed_ms'],
-            eff_3x3=agg.get('3x3', {}).get('eff'), eff_3x3_filled=agg.get('3x3', {}).get(
-                'eff_filled'), eff_1x1=agg.get('1x1', {}).get('eff'),
-            slice_kernels_ms=m['slice']['kernels']['median_ms'],
-            full_kernels_ms=m['full']['kernels']['median_ms'])
-    return out
-
-
-def document(doc, raws, args) -> dict:
+def document(doc, raws) -> dict:
     """The JSON: device, versions, slice and clock facts, constants, method, models,
     summary."""
     clock_hz, source = tx2.pick_clock(doc['clock']['probe_hz'], doc['clock']['attribute_hz'])
     doc['clock'].update(used_hz=clock_hz, used=source)
     slice_sms, full_sms = doc['slice']['sm_count'], doc['slice']['device_sms']
-    models = {n: analyse(n, raw, slice_sms, full_sms, clock_hz) for n, raw in raws.items()}
+    models = {n: tx2.analyse(n, raw, slice_sms, full_sms, clock_hz) for n, raw in raws.items()}
     return dict(doc, versions=versions(*DISTS), tx2=dict(
         sms=tx2.TX2_SMS, clock_hz=tx2.TX2_CLOCK_HZ, bytes_per_s=tx2.TX2_BYTES_PER_S,
         half2_flop_per_clock_sm=tx2.HALF2_FLOP_PER_CLOCK_SM, goal=tx2.GOAL_EFFICIENCY,
@@ -338,22 +309,7 @@ def document(doc, raws, args) -> dict:
                        "model's sweep for what it changes)",
                   fp32_ceiling=tx2.SIMT_FP32_CEILING,
                   note='conv_simt multiplies in FP32 (fmaf): at most 50 % of the half2 peak'),
-        method=tx2.METHOD, models=models, summary=summary(models))
-
-
-def print_summary(result):
-    print(f"slice {result['slice']['sm_count']} of {result['slice']['device_sms']} SMs, "
-          f"clock {result['clock']['used_hz'] / 1e6:.0f} MHz ({result['clock']['used']})")
-    for name, s in result['summary'].items():
-        if 'error' in s:
-            print(f"{name:12} {s['error'][:100]}")
-            continue
-        eff = ' '.join(f'{k[4:]} {v:.3f}' for k, v in s.items()
-                       if k.startswith('eff') and v is not None)
-        seed = f" seed {s['seed_ms']}" if s['seed_ms'] else ''
-        print(f"{name:12} slice {s['slice_kernels_ms']:8.3f} ms  eff {eff}  TX2 "
-              f"{s['tx2_ms']:7.2f} ms (waves {s['tx2_ms_waves']:.2f}, at 55 % "
-              f"{s['tx2_ms_at_goal']:.2f}){seed}", flush=True)
+        method=tx2.METHOD, models=models, summary=tx2.summary(models))
 
 
 def pairs(items, what) -> dict:
@@ -385,9 +341,9 @@ def main(argv=None):
     sizes = {n: int(v) for n, v in pairs(args.size, '--size').items()}
     models = {n: (Path(p), sizes.get(n)) for n, p in pairs(args.model, '--model').items()}
     doc, raws = run_dry(args, models) if args.dry else run_gpu(args, models)
-    result = document(doc, raws, args)
+    result = document(doc, raws)
     write_json(args.out, result)
-    print_summary(result)
+    tx2.print_summary(result)
     return result
 
 

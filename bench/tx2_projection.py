@@ -1,6 +1,6 @@
-"""The maths of ``bench_tx2_slice.py``: per-SM efficiency of each kernel launch timed in an SM
-slice of a big GPU, and the latency a Jetson TX2 (sm_62: 2 SMs at 1.3 GHz, 59.7 GB/s) would
-take for it. Pure functions of measured numbers; no GPU, no pycuda.
+"""The maths and the report of ``bench_tx2_slice.py``: per-SM efficiency of each kernel launch
+timed in an SM slice of a big GPU, and the latency a Jetson TX2 (sm_62: 2 SMs at 1.3 GHz,
+59.7 GB/s) would take for it. Pure functions of measured numbers; no GPU, no pycuda.
 
 Efficiency is against the half2 FMA peak, 512 FLOP per clock per SM on Pascal and Hopper
 alike: ``eff = flops / (seconds * SMs * 512 * clock)``. A launch's TX2 time is the compute time
@@ -171,6 +171,58 @@ def underfilled(rows, below=0.5) -> list:
     return [dict(index=r['index'], node=r['node'], kernel=r['kernel'], ctas=r['ctas'],
                  resident=r['resident'], tx2_fill=r['tx2_fill'], tx2_ms=r['tx2_ms'])
             for r in sorted(low, key=lambda r: -r['tx2_ms'])]
+
+
+def analyse(name, raw, slice_sms, full_sms, clock_hz) -> dict:
+    """A model's entry: its measurements (rows in place of ``base``), the per-group
+    efficiencies, the TX2 projection and the launches that underfill 2 SMs."""
+    if 'error' in raw:
+        return raw
+    rows = [launch_row(b, s, f, slice_sms, full_sms, clock_hz)
+            for b, s, f in zip(raw['base'], raw['slice']['launch_times'],
+                               raw['full']['launch_times'])]
+    entry = {k: v for k, v in raw.items() if k != 'base'}
+    entry['slice'] = {k: v for k, v in raw['slice'].items() if k != 'launch_times'}
+    entry['full'] = {k: v for k, v in raw['full'].items() if k != 'launch_times'}
+    return dict(entry, aggregates=aggregate(rows, slice_sms, clock_hz),
+                projection=projection(rows, SEED_MS.get(name)),
+                underfilled_on_tx2=underfilled(rows)[:10], rows=rows)
+
+
+def summary(models) -> dict:
+    """Per model: TX2 projections, seed figure, 3x3 and 1x1 efficiencies, slice kernels."""
+    out = {}
+    for name, m in models.items():
+        if 'error' in m:
+            out[name] = dict(error=m['error'])
+            continue
+        agg, proj = m['aggregates'], m['projection']
+        out[name] = dict(
+            tx2_ms=proj['tx2_ms'], tx2_ms_waves=proj['tx2_ms_waves'],
+            tx2_ms_at_goal=proj['tx2_ms_at_goal'], seed_ms=proj['seed_ms'],
+            eff_3x3=agg.get('3x3', {}).get('eff'), eff_3x3_filled=agg.get('3x3', {}).get(
+                'eff_filled'), eff_1x1=agg.get('1x1', {}).get('eff'),
+            slice_kernels_ms=m['slice']['kernels']['median_ms'],
+            slice_distinct_sms=m['slice'].get('distinct_sms'),
+            full_kernels_ms=m['full']['kernels']['median_ms'])
+    return out
+
+
+def print_summary(result):
+    """The document's summary, one line a model."""
+    print(f"slice {result['slice']['sm_count']} of {result['slice']['device_sms']} SMs, "
+          f"clock {result['clock']['used_hz'] / 1e6:.0f} MHz ({result['clock']['used']})")
+    for name, s in result['summary'].items():
+        if 'error' in s:
+            print(f"{name:12} {s['error'][:100]}")
+            continue
+        eff = ' '.join(f'{k[4:]} {v:.3f}' for k, v in s.items()
+                       if k.startswith('eff') and v is not None)
+        seed = f" seed {s['seed_ms']}" if s['seed_ms'] else ''
+        print(f"{name:12} slice ({s['slice_distinct_sms']} SMs reached) "
+              f"{s['slice_kernels_ms']:8.3f} ms  eff {eff}  TX2 "
+              f"{s['tx2_ms']:7.2f} ms (waves {s['tx2_ms_waves']:.2f}, at 55 % "
+              f"{s['tx2_ms_at_goal']:.2f}){seed}", flush=True)
 
 
 METHOD = (

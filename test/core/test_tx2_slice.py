@@ -194,7 +194,7 @@ def test_the_device_path_assembles_the_document(tmp_path, monkeypatch):
                  for i in range(len(launches))]
         return dict(build_s=0.1, arch=90, launches=launches, attrs=[(64, 8704)] * len(launches),
                     outputs={'y': np.ones(3, np.float32)}, launch_times=times,
-                    kernels=dict(median_ms=1.0, p99_ms=1.1))
+                    kernels=dict(median_ms=1.0, p99_ms=1.1), distinct_sms=8)
 
     monkeypatch.setattr(bench, 'run_backend', fake_backend)
     cfg = assets.yolov3_tiny()[0]
@@ -208,6 +208,7 @@ def test_the_device_path_assembles_the_document(tmp_path, monkeypatch):
     assert doc['slice']['slice_distinct_sms'] == 8 and doc['slice']['sm_count'] == 8
     model = doc['models']['yolov3_tiny']
     assert model['same_launches'] and model['outputs_max_abs_diff'] == 0.0
+    assert model['slice']['distinct_sms'] == 8 and 'launch_times' not in model['slice']
     assert model['rows'][1]['slice_ms'] == pytest.approx(0.02)
     assert model['rows'][1]['eff_slice'] == pytest.approx(tx2.efficiency(
         model['rows'][1]['flops'], 0.02, 8, 1.7e9))
