@@ -61,3 +61,39 @@ def test_build_policy_restored_after_an_error(glibc):
         with heap.build_memory_mapped():
             raise RuntimeError('build failed')
     assert mapped_by(BIG) == 0
+
+
+def test_reserve_leaves_resident_free_heap(glibc):
+    """Reserved blocks stay resident as free heap, and frame-sized blocks taken later fit in
+    it: resident memory grows at the reserve, not at the frames."""
+    frame = 921_600 + 64
+    ctypes.CDLL('libc.so.6').malloc_trim(0)
+    rss0 = resident_bytes()
+    assert heap.reserve(frame, 12) == 12 * frame
+    rss1 = resident_bytes()
+    held = [np.ones(frame, np.uint8) for _ in range(10)]
+    rss2 = resident_bytes()
+    del held
+    assert rss1 - rss0 >= 11 * frame
+    assert rss2 - rss1 < frame
+
+
+def resident_bytes() -> int:
+    with open('/proc/self/statm') as statm:
+        return int(statm.read().split()[1]) * 4096
+
+
+def test_heap_reserve_grows_with_the_cameras_total(monkeypatch):
+    calls = []
+    monkeypatch.setattr(heap, 'reserve', lambda n, k: calls.append((n, k)) or n * k)
+    book = heap.HeapReserve()
+    book.frame('a', 1000, 10)              # 12 frames of a
+    book.frame('a', 1000, 10)              # nothing new
+    book.frame('a', 500, 10)               # smaller: nothing new
+    book.frame('b', 2000, 3)               # + 5 frames of b: 22,000 bytes in all
+    assert calls == [(1000, 12), (2000, 11)]
+    assert book.reserved == 22_000
+
+
+def test_reserve_is_capped():
+    assert heap.reserve(heap.RESERVE_MAX // 2 + 1, 10) == heap.RESERVE_MAX // 2 + 1
