@@ -14,6 +14,7 @@ import pytest
 
 from tx2_infer_core.cuda import (lower_conv, lower_int8, lower_nn, lower_ops, lower_recurrent,
                                  params, pipeline)
+from tx2_infer_core.cuda.lower_attention import ATTN
 from tx2_infer_core.ops import traits
 
 KERNELS = Path(__file__).resolve().parents[2] / 'kernels'
@@ -126,7 +127,7 @@ STRUCT_RECORDS = {'ActParams': params.ACT, 'View': params.VIEW, 'ConvParams': pa
                   'DarknetParams': pipeline.DARKNET, 'NmsParams': pipeline.NMS,
                   'ConvI8Params': params.CONV_I8, 'QuantParams': params.QUANT,
                   'LstmParams': lower_recurrent.LSTM,
-                  'GlobalPoolParams': params.GLOBAL_POOL}
+                  'GlobalPoolParams': params.GLOBAL_POOL, 'AttnParams': ATTN}
 KERNEL_RECORDS = {
     'unary': params.UNARY_ARGS, 'binary': params.BINARY_ARGS,
     'binary_flat2': params.BINARY_FLAT2, 'global_avgpool': params.GLOBAL_POOL,
@@ -147,7 +148,8 @@ KERNEL_RECORDS = {
     'conv_dp4a': params.CONV_I8, 'conv_dp4a_w': params.CONV_I8,
     'conv_i8_mma_##BM##x##BN': lower_int8.CONV_I8_MMA,
     'quantize_nhwc': params.QUANT, 'dequantize_nhwc': params.QUANT,
-    'lstm_recurrent': lower_recurrent.LSTM}
+    'lstm_recurrent': lower_recurrent.LSTM,
+    'attention_mma': ATTN, 'attention_simt': ATTN}
 
 
 def code_mismatches(found: dict) -> list:

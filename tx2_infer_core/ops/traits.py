@@ -140,6 +140,8 @@ _LINES = (
     image('ConvTranspose', 'conv', 'conv_transpose'),
     image('FusedConvTranspose', 'fused', 'conv_transpose', internal=True),
     image('FusedConvInt8', 'quant', 'conv_int8', internal=True),  # passes/quantize.py
+    OpTraits('FusedAttention', 'attention', OTHER, cuda='attention',
+             internal=True),  # softmax(s * Q K^T + mask) V over strided views (fuse_attention)
     image('MaxPool', 'pool', 'pool'),
     image('AveragePool', 'pool', 'pool'),
     image('GlobalAveragePool', 'pool', 'pool'),

@@ -10,11 +10,13 @@ import logging
 
 from tx2_infer_core.passes.fold_batchnorm import fold_batchnorm, fold_scale_shift
 from tx2_infer_core.passes.fold_constants import fold_constants
+from tx2_infer_core.passes.fuse_attention import fuse_attention
 from tx2_infer_core.passes.fuse_conv import fuse_conv_activation
 from tx2_infer_core.passes.fuse_pointwise import fuse_activation_patterns, fuse_pointwise
 from tx2_infer_core.passes.fuse_residual import fuse_residual_add
 from tx2_infer_core.passes.graph_edit import drop_stale_values
 from tx2_infer_core.passes.layouts import infer_layouts
+from tx2_infer_core.passes.merge_matmuls import merge_matmuls
 from tx2_infer_core.passes.remove_noops import remove_noops
 from tx2_infer_core.passes.sink_transposes import sink_transposes
 from tx2_infer_core.passes.weights import fuse_conv_affine_weights, fuse_conv_bn_weights
@@ -24,18 +26,21 @@ log = logging.getLogger('tx2_infer.passes')
 # level -> passes, in order. Level 1 only simplifies; level 2 also fuses into FusedConv;
 # level 3 (the cuda backend's) also finds decomposed activations and fuses the remaining chains
 # of elementwise ops into FusedPointwise nodes (the numpy and cuda backends run them; the ONNX
-# export behind the ort backend does not).
+# export behind the ort backend does not), and attention into FusedAttention (its Q, K, V
+# projections into one MatMul) before the pointwise fusions take its scale and mask ops.
 SIMPLIFY = [fold_constants, remove_noops, sink_transposes, remove_noops]
 FUSE = [fold_batchnorm, fold_scale_shift, fuse_conv_activation, fuse_residual_add]
 FUSE_POINTWISE = [fold_batchnorm, fold_scale_shift, fuse_activation_patterns,
                   fuse_conv_activation, fuse_residual_add, fuse_pointwise]
-PIPELINES = {0: [], 1: SIMPLIFY, 2: SIMPLIFY + FUSE, 3: SIMPLIFY + FUSE_POINTWISE}
+ATTENTION = [fuse_attention, merge_matmuls]
+PIPELINES = {0: [], 1: SIMPLIFY, 2: SIMPLIFY + FUSE, 3: SIMPLIFY + ATTENTION + FUSE_POINTWISE}
 POINTWISE_LEVEL = 3
 
 __all__ = ['optimize', 'PIPELINES', 'fold_constants', 'remove_noops', 'sink_transposes',
            'fold_batchnorm', 'fold_scale_shift', 'fuse_conv_activation', 'fuse_residual_add',
            'infer_layouts', 'fuse_conv_bn_weights', 'fuse_conv_affine_weights',
-           'fuse_activation_patterns', 'fuse_pointwise', 'POINTWISE_LEVEL']
+           'fuse_activation_patterns', 'fuse_pointwise', 'POINTWISE_LEVEL', 'fuse_attention',
+           'merge_matmuls']
 
 
 def run_pass(graph, fn) -> int:
