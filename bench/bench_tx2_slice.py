@@ -224,7 +224,7 @@ def clock_attribute_hz(drv) -> float:
 
 
 def run_gpu(args, models) -> tuple:
-    """(document, raw measurements per model, probes) on the device."""
+    """(document, raw measurements per model) on the device."""
     import pycuda.driver as drv
     from benchlib import gpu_facts
     from tx2_infer_core.cuda.green import GreenContext
