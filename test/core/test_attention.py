@@ -5,6 +5,7 @@ against an unfused float64 computation (hypothesis), the lowered launches (a cou
 The BERT-shaped graph (``attention_cases.py``) has seeded weights: no trained BERT-tiny is in
 the registries the project fetches from; ppocr-rec (PP-OCRv4 SVTR) is the real model.
 """
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -18,16 +19,20 @@ from hypothesis import strategies as st
 
 import attention_cases as cases
 from tx2_infer_core.backends.numpy_backend import NumpyBackend
+from tx2_infer_core.cuda import lower_attention
 from tx2_infer_core.cuda.lowering import lower_graph
+from tx2_infer_core.engine import Engine
 from tx2_infer_core.errors import UnsupportedOpError
 from tx2_infer_core.ir import Graph, Node, Value
 from tx2_infer_core.onnx_import import load_onnx
 from tx2_infer_core.ops import run_node
 from tx2_infer_core.passes import optimize
 from tx2_infer_core.passes.merge_matmuls import concat_linear_weights
+from tx2_infer_core.plan_file import save_plan
 from tx2_infer_core.planner import plan_memory
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / 'bench'))
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / 'bench'))
 import zoo_data  # noqa: E402
 
 MASKED = dict(mask=cases.padding_mask(128, 100))
@@ -104,6 +109,30 @@ def test_bert_shaped_lowers_to_23_launches(tmp_path):
         assert sum(kernels.values()) == 23, kernels
         assert kernels[attention] == 2
         assert not {'matmul', 'softmax', 'unary', 'unary_vec8'} & set(kernels), kernels
+
+
+def test_a_plan_file_keeps_the_fused_attention(tmp_path):
+    """A cuda build's graph (level 3) saved and loaded: the attention's attributes pass the
+    plan checks and the reference run of the load."""
+    _, graph = bert(tmp_path, layers=1, **MASKED)
+    optimised, _ = optimize(graph, 3)
+    save_plan(tmp_path / 'b.tx2plan', optimised, plan_memory(optimised).to_dict(),
+              {'precision': 'fp32', 'backend': 'cpu', 'model': 'b', 'input_shape': [1, 128, 128]})
+    feeds = {'embeddings': cases.embeddings()}
+    with Engine.load(tmp_path / 'b.tx2plan', backend='numpy') as engine:
+        assert engine.graph.summary()['FusedAttention'] == 1
+        out = engine.run(feeds)[optimised.outputs[0]]
+    np.testing.assert_array_equal(out, numpy_outputs(optimised, feeds)[optimised.outputs[0]])
+
+
+def test_kernel_constants_match_the_lowering():
+    text = (ROOT / 'kernels' / 'attention.cu').read_text()
+    found = {m[1]: int(m[2]) for m in re.finditer(r'#define\s+(ATT_\w+)\s+(\d+)', text)}
+    assert found['ATT_MAX_D'] == lower_attention.MAX_HEAD
+    assert found['ATT_SIMT_WARPS'] * found['ATT_SIMT_ROWS'] == lower_attention.SIMT_ROWS
+    assert found['ATT_SIMT_WARPS'] * 32 == lower_attention.SIMT_THREADS
+    assert lower_attention.MMA_WARPS * 32 <= int(re.search(
+        r'__launch_bounds__\((\d+)\) attention_mma', text)[1])
 
 
 def test_declines_when_the_scores_are_read_elsewhere(tmp_path):
