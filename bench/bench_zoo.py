@@ -86,6 +86,16 @@ def cuda_profile(engine, args) -> dict:
                 by_kernel=prof['by_kernel'], profile_method=prof['method'])
 
 
+def filled_buffers(engine, feeds) -> tuple:
+    """(feeds written into the engine's own input buffers, preallocated outputs): the
+    no-copy ``engine.run`` (issue 14 item 5)."""
+    buffers = engine.input_buffers()
+    for name, array in feeds.items():
+        buffers[name][...] = array
+    out = {s.name: np.empty(s.shape, np.float32) for s in engine.output_specs}
+    return {name: buffers[name] for name in feeds}, out
+
+
 def bench_model(model, model_path, weights, args, work) -> dict:
     from tx2_infer_core.engine import Engine
     row = dict(model=model.name, task=model.task, input_shape=list(model.input_shape),
@@ -111,6 +121,9 @@ def bench_model(model, model_path, weights, args, work) -> dict:
         row['accuracy'] = accuracy(engine.run(feeds), ref, classifier)
         runs = args.runs if args.backend == 'cuda' else args.runs_cpu
         row['ours_run'] = stats(wall_times(lambda: engine.run(feeds), runs, 3))
+        pinned, out = filled_buffers(engine, feeds)
+        row['ours_run_no_copy'] = stats(wall_times(lambda: engine.run(pinned, out=out), runs,
+                                                   3))
         if args.backend == 'cuda':
             row['cuda'] = cuda_profile(engine, args)
         row['speedup_vs_ort_cpu'] = row['ort_cpu']['median_ms'] / row['ours_run']['median_ms']
@@ -126,20 +139,24 @@ def _fmt(value, spec='.3g'):
 def markdown(doc) -> str:
     lines = [f"# Model zoo, backend {doc['backend']} ({doc['device']})", '',
              '| model | task | build s | CPU rel L2 | ours max rel | top-1 | launches '
-             '(/conv) | kernel sum ms | ours p50/p99 ms | ORT CPU p50 ms | x ORT | status |',
-             '|' + '---|' * 12]
+             '(/conv) | kernel sum ms | ours p50/p99 ms | no-copy run / graph replay p50 ms | '
+             'ORT CPU p50 ms | x ORT | status |',
+             '|' + '---|' * 13]
     for r in doc['models']:
         acc, cpu, cuda = r.get('accuracy', {}), r.get('cpu_accuracy', {}), r.get('cuda', {})
         run = r.get('ours_run', {})
         launches = (f"{cuda['launches']} ({cuda['launches_per_compute']:.2f})" if cuda
                     else '-')
         lat = (f"{run['median_ms']:.2f}/{run['p99_ms']:.2f}" if run else '-')
+        no_copy = r.get('ours_run_no_copy', {}).get('median_ms')
+        replay = cuda.get('graph_replay', {}).get('median_ms') if cuda else None
+        host = f"{_fmt(no_copy, '.3f')} / {_fmt(replay, '.3f')}"
         top1 = {True: 'yes', False: 'NO'}.get(acc.get('top1_equal'), '-')
         status = 'ok' if 'error' not in r else r['error'].splitlines()[0][:80]
         lines.append(
             f"| {r['model']} | {r['task']} | {_fmt(r.get('build_s'), '.2f')} | "
             f"{_fmt(cpu.get('rel_l2'), '.1e')} | {_fmt(acc.get('max_rel'), '.1e')} | {top1} | "
-            f"{launches} | {_fmt(cuda.get('kernel_sum_ms'), '.3f')} | {lat} | "
+            f"{launches} | {_fmt(cuda.get('kernel_sum_ms'), '.3f')} | {lat} | {host} | "
             f"{_fmt(r.get('ort_cpu', {}).get('median_ms'), '.2f')} | "
             f"{_fmt(r.get('speedup_vs_ort_cpu'), '.1f')} | {status} |")
     return '\n'.join(lines) + '\n'

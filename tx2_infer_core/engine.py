@@ -230,9 +230,33 @@ class Engine:
                                  f'the engine expects {spec.dtype}')
         return feeds
 
-    def run(self, feeds) -> dict:
-        """One inference. ``feeds``: {input name: array} or the array of the single input."""
-        return self.backend.run(self._check_feeds(feeds))
+    def run(self, feeds, out=None) -> dict:
+        """One inference. ``feeds``: {input name: array} or the array of the single input;
+        ``out``: {output name: array of the output's shape, float32} to fill (no per-call
+        allocation), else the outputs are fresh arrays."""
+        return self.backend.run(self._check_feeds(feeds), self._check_out(out))
+
+    def input_buffers(self) -> dict:
+        """{input name: float32 array} to fill in place and pass to ``run``: on the cuda
+        backend the pinned host memory the device reads, so ``run`` copies no input."""
+        buffers = self.backend.input_buffers()
+        if not buffers:
+            buffers = self._own_buffers = getattr(self, '_own_buffers', None) or {
+                s.name: np.zeros(s.shape, s.dtype) for s in self.input_specs}
+        return buffers
+
+    def _check_out(self, out):
+        if out is None:
+            return None
+        if not isinstance(out, dict) or sorted(out) != sorted(self.graph.outputs):
+            raise InputError(f'out must be a dict with the outputs {self.graph.outputs}')
+        for spec in self.output_specs:
+            array = out[spec.name]
+            if not isinstance(array, np.ndarray) or tuple(array.shape) != tuple(spec.shape) \
+                    or array.dtype != np.float32 or not array.flags.writeable:
+                raise InputError(f"out['{spec.name}'] must be a writable float32 array of "
+                                 f'shape {tuple(spec.shape)}')
+        return out
 
     def close(self) -> None:
         self.backend.close()

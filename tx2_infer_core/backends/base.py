@@ -1,4 +1,5 @@
 """The backend interface: allocate once in ``prepare``, then only copy and compute in ``run``."""
+import numpy as np
 
 
 class Backend:
@@ -23,9 +24,26 @@ class Backend:
         """Allocate every buffer and load every weight; called once per engine."""
         raise NotImplementedError
 
-    def run(self, feeds: dict) -> dict:
-        """Run one inference; ``feeds`` are validated by the engine. Returns output copies."""
+    def run(self, feeds: dict, out=None) -> dict:
+        """Run one inference; ``feeds`` are validated by the engine. Returns output copies,
+        or with ``out`` ({name: preallocated array}) fills and returns those."""
         raise NotImplementedError
+
+    def input_buffers(self) -> dict:
+        """{input name: array} that ``run`` may be fed with; a backend that reads its inputs
+        from host memory of its own (the CUDA backend's pinned staging) returns that memory,
+        so a caller that fills it in place costs ``run`` no input copy."""
+        return {}
 
     def close(self) -> None:
         """Release everything ``prepare`` acquired."""
+
+
+def fill_outputs(results: dict, out) -> dict:
+    """``results`` copied into the caller's arrays ``out`` (returned), or ``results`` itself
+    when ``out`` is None."""
+    if out is None:
+        return results
+    for name, array in results.items():
+        np.copyto(out[name], array)
+    return out

@@ -9,7 +9,7 @@ returned copies (``reuse_outputs=True``: not even those).
 """
 import numpy as np
 
-from tx2_infer_core.backends.base import Backend
+from tx2_infer_core.backends.base import Backend, fill_outputs
 from tx2_infer_core.cuda import pipeline
 from tx2_infer_core.cuda.launch import Ref
 from tx2_infer_core.cuda.lower_ops import io_launch
@@ -149,18 +149,27 @@ class CudaBackend(Backend):
             self.graph_exec = CudaGraph()
             self.graph_exec.capture(self.stream, self._enqueue)
 
-    def run(self, feeds: dict) -> dict:
+    def input_buffers(self) -> dict:
+        """The pinned FP32 arrays the device copies each input from: fill them in place and
+        feed them back to ``run`` to skip the input copy."""
+        return {name: host for name, (host, _) in self.stage_in.items()}
+
+    def run(self, feeds: dict, out=None) -> dict:
         """One inference: FP32 feeds in the graph's layouts (NCHW) in, FP32 outputs in the
-        graph's layouts out: fresh copies, or (``reuse_outputs``) the backend's own pinned
-        arrays, overwritten by the next call."""
+        graph's layouts out: into ``out`` when given, else fresh copies, or
+        (``reuse_outputs``) the backend's own pinned arrays, overwritten by the next call."""
         with self.ctx:
             for name, (host, _) in self.stage_in.items():
-                np.copyto(host, feeds[name], casting='unsafe')
+                if feeds[name] is not host:
+                    np.copyto(host, feeds[name], casting='unsafe')
             if self.graph_exec is not None:
                 self.graph_exec.launch()
             else:
                 self._enqueue()
             self.stream.synchronize()
+        if out is not None:
+            return fill_outputs({name: host for name, (host, _) in self.stage_out.items()},
+                                out)
         if self.reuse_outputs:
             return {name: host for name, (host, _) in self.stage_out.items()}
         return {name: host.copy() for name, (host, _) in self.stage_out.items()}

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from tx2_infer_core.backends.base import Backend
+from tx2_infer_core.backends.base import Backend, fill_outputs
 from tx2_infer_core.backends.numpy_prepack import (ConvWorkspace, PreparedConv, prepare_conv,
                                                    prepare_max_pool)
 from tx2_infer_core.ops import run_node
@@ -101,13 +101,15 @@ class NumpyBackend(Backend):
             return self.graph.weights[name]
         return self.views[name]
 
-    def run(self, feeds: dict) -> dict:
+    def run(self, feeds: dict, out=None) -> dict:
         for name, array in feeds.items():
             np.copyto(self.views[name], array, casting='same_kind')
         limit = self.blas_limit() if self.workers > 1 else contextlib.nullcontext()
         with limit:
             for _, step in self.steps:
                 step.run()
+        if out is not None:
+            return fill_outputs({n: self._source(n) for n in self.graph.outputs}, out)
         return {name: np.array(self._source(name)) for name in self.graph.outputs}
 
     def close(self) -> None:

@@ -14,7 +14,7 @@ it raises ``BackendUnavailableError`` naming the package.
 import os
 from pathlib import Path
 
-from tx2_infer_core.backends.base import Backend
+from tx2_infer_core.backends.base import Backend, fill_outputs
 from tx2_infer_core.errors import Tx2InferError
 
 PACKAGE = 'onnxruntime'
@@ -97,8 +97,8 @@ class OrtBackend(Backend):
                                                  providers=['CPUExecutionProvider'])
         self.outputs = list(graph.outputs)
 
-    def run(self, feeds: dict) -> dict:
-        return dict(zip(self.outputs, self.session.run(self.outputs, feeds)))
+    def run(self, feeds: dict, out=None) -> dict:
+        return fill_outputs(dict(zip(self.outputs, self.session.run(self.outputs, feeds))), out)
 
     def close(self) -> None:
         self.session = None
