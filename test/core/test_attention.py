@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import attention_cases as cases
 from tx2_infer_core.backends.numpy_backend import NumpyBackend
-from tx2_infer_core.cuda import lower_attention
+from tx2_infer_core.cuda import compile as cc, lower_attention
 from tx2_infer_core.cuda.lowering import lower_graph
 from tx2_infer_core.engine import Engine
 from tx2_infer_core.errors import UnsupportedOpError
@@ -133,6 +133,19 @@ def test_kernel_constants_match_the_lowering():
     assert found['ATT_SIMT_WARPS'] * 32 == lower_attention.SIMT_THREADS
     assert lower_attention.MMA_WARPS * 32 <= int(re.search(
         r'__launch_bounds__\((\d+)\) attention_mma', text)[1])
+
+
+@pytest.mark.parametrize('arch', [62, 72, 87])
+def test_attention_mma_holds_tensor_core_code_only_from_sm80(arch):
+    """NVRTC's PTX: attention_simt everywhere; attention_mma is mma.sync on sm_87 (Orin) and a
+    trap stub on sm_62/72, which the lowering never picks there."""
+    try:
+        cc.load_nvrtc()
+    except cc.CompileError as exc:
+        pytest.skip(f'NVRTC unavailable: {exc}')
+    ptx = cc.nvrtc_compile('attention', arch, {}, ptx=True).decode()
+    assert '.entry attention_simt(' in ptx and '.entry attention_mma(' in ptx
+    assert ('mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32' in ptx) == (arch >= 80)
 
 
 def test_declines_when_the_scores_are_read_elsewhere(tmp_path):
