@@ -8,6 +8,7 @@ import numpy as np
 
 from tx2_infer_core.cuda import placement
 from tx2_infer_core.cuda.launch import Ref, Slot, row_major
+from tx2_infer_core.cuda.views import copy_views, view_slot
 from tx2_infer_core.ops import traits
 from tx2_infer_core.planner import ALIGNMENT, plan_memory
 
@@ -67,13 +68,17 @@ def fp16_graph(graph, nhwc=()):
     return g
 
 
-def make_slots(graph, offsets: dict, nhwc: set, views: dict = None) -> dict:
+def make_slots(graph, offsets: dict, nhwc: set, views: dict = None, general: dict = None,
+               alignment: int = ALIGNMENT) -> dict:
     """Slot of every planned activation: arena address, shape and storage strides. A view
-    (``placement.channel_views``) is a channel slice of its root: the root's pixel stride."""
-    slots, views = {}, views or {}
+    (``placement.channel_views``) is a channel slice of its root: the root's pixel stride; a
+    ``general`` view (``views.copy_views``) has its own strides and offset in its root."""
+    slots, views, general = {}, views or {}, general or {}
     for name, off in offsets.items():
         shape = tuple(int(d) for d in graph.values[name].shape)
-        if name in views:
+        if name in general:
+            slots[name] = view_slot(graph, name, general[name], int(off), nhwc, alignment)
+        elif name in views:
             root, first = placement.resolve(views, name)
             n, _, h, w = shape
             pix = int(graph.values[root].shape[1])
@@ -91,9 +96,13 @@ def make_slots(graph, offsets: dict, nhwc: set, views: dict = None) -> dict:
 
 def plan_arena(graph, alignment=ALIGNMENT, place_channels=True) -> tuple:
     """(MemoryPlan, {value: Slot}) of the FP16 arena: NHWC image values, channel Concat inputs
-    and Split outputs stored as views where ``placement`` allows (else they are copied)."""
+    and Split outputs stored as views where ``placement`` allows, and the outputs of copies and
+    Concat inputs along any axis where ``views`` allows (else they are copied)."""
     nhwc = nhwc_values(graph)
     views = placement.channel_views(graph, nhwc) if place_channels else {}
+    general = copy_views(graph, nhwc, views, alignment) if place_channels else {}
+    parents = {name: up for name, (up, _) in views.items()}
+    parents.update({name: view.root for name, view in general.items()})
     plan = plan_memory(fp16_graph(graph, nhwc), alignment=alignment, concat_placement=False,
-                       views={name: up for name, (up, _) in views.items()})
-    return plan, make_slots(graph, plan.offsets, nhwc, views)
+                       views=parents)
+    return plan, make_slots(graph, plan.offsets, nhwc, views, general, alignment)

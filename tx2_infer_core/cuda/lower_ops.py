@@ -10,6 +10,7 @@ from tx2_infer_core.cuda import params
 from tx2_infer_core.cuda.codegen_pointwise import channel_dim, input_access
 from tx2_infer_core.cuda.codegen_pointwise import lower_pointwise  # noqa: F401 (op table)
 from tx2_infer_core.cuda.launch import BLOCK, Launch, grid_1d
+from tx2_infer_core.cuda.views import HALF, reshape_strides, slice_args, slice_view
 from tx2_infer_core.ops import traits
 
 FLOAT = 1
@@ -90,6 +91,8 @@ def lower_unary(lc, node):
         op = params.UNARY[node.op]
     elif kind == traits.COPY:
         _check_copy(lc, node)
+        if _reshaped_in_place(x, y):
+            return []
     else:
         lc.unsupported(node, 'no elementwise kernel')
     if n % VEC == 0 and same_storage(x, y):
@@ -97,6 +100,26 @@ def lower_unary(lc, node):
         return [Launch('elementwise', 'unary_vec8', grid_1d(n // VEC), (BLOCK, 1, 1),
                        UNARY_VEC8, fields, node.name)]
     return [copy_launch(node.name, x, slot_view(x), y, slot_view(y), n, op, act)]
+
+
+def same_place(src, src_view, dst, dst_view) -> bool:
+    """Views ``src_view`` at address ``src`` and ``dst_view`` at ``dst`` (View records) are the
+    same elements: a copy between them is a no-op (``cuda/views.py``)."""
+    nd = int(src_view['ndim'])
+    shape = tuple(src_view['shape'][:nd])
+    start = src.offset + HALF * int(src_view['offset'])
+    strides = zip(shape, src_view['stride'][:nd], dst_view['stride'][:nd])
+    return (src.base == dst.base and nd == int(dst_view['ndim'])
+            and shape == tuple(dst_view['shape'][:nd])
+            and start == dst.offset + HALF * int(dst_view['offset'])
+            and all(a == b for n, a, b in strides if n != 1))
+
+
+def _reshaped_in_place(x, y) -> bool:
+    """True when slot ``y`` is slot ``x`` reshaped: the same elements in row-major order."""
+    strides = reshape_strides(x.shape, x.strides, y.shape)
+    return strides is not None and same_place(
+        x.ref, slot_view(x, y.shape, strides), y.ref, slot_view(y))
 
 
 def same_storage(x, y) -> bool:
@@ -207,7 +230,7 @@ def lower_transpose(lc, node):
     x, y = lc.slot(node.inputs[0]), lc.slot(node.outputs[0])
     perm = list(node.attrs.get('perm') or reversed(range(len(x.shape))))
     src = slot_view(x, y.shape, [x.strides[p] for p in perm])
-    return [copy_launch(node.name, x, src, y, slot_view(y), np.prod(y.shape))]
+    return _moved_copy(node.name, x, src, y, slot_view(y), np.prod(y.shape))
 
 
 def _axis(node, rank):
@@ -217,8 +240,9 @@ def _axis(node, rank):
 
 def _moved_copy(name, src, src_view, dst, dst_view, n) -> list:
     """The copy of ``n`` elements, or nothing when source and destination are one place (a
-    placed Concat input or a Split output stored as a view, see ``cuda/placement.py``)."""
-    if src.ref == dst.ref and src_view.tobytes() == dst_view.tobytes():
+    placed Concat input or a Split output stored as a view, see ``cuda/placement.py`` and
+    ``cuda/views.py``)."""
+    if same_place(src.ref, src_view, dst.ref, dst_view):
         return []
     return [copy_launch(name, src, src_view, dst, dst_view, n)]
 
@@ -248,24 +272,14 @@ def lower_split(lc, node):
 
 
 def lower_slice(lc, node):
-    """Slice (constant starts, ends, axes, steps) as a strided copy."""
+    """Slice (constant starts, ends, axes, steps) as a strided copy (none for a view)."""
     x, y = lc.slot(node.inputs[0]), lc.slot(node.outputs[0])
-    rank = len(x.shape)
-    get = [lc.const(i).astype(np.int64).tolist() if i else None for i in node.inputs[1:5]]
-    get += [None] * (4 - len(get))
-    starts = get[0] if get[0] is not None else node.attrs.get('starts')
-    axes = get[2] if get[2] is not None else node.attrs.get('axes', list(range(len(starts))))
-    steps = get[3] if get[3] is not None else [1] * len(starts)
-    strides, offset = list(x.strides), 0
-    for s, ax, st in zip(starts, axes, steps):
-        ax = ax + rank if ax < 0 else ax
-        dim = x.shape[ax]
-        s = s + dim if s < 0 else s
-        s = min(max(s, 0), dim - 1 if st < 0 else dim)
-        offset += s * x.strides[ax]
-        strides[ax] = x.strides[ax] * st
+    args = slice_args(lc.graph, node)
+    if args is None:
+        lc.unsupported(node, 'starts, ends, axes and steps must be constants')
+    offset, strides = slice_view(x.shape, x.strides, *args)
     src = slot_view(x, y.shape, strides, offset)
-    return [copy_launch(node.name, x, src, y, slot_view(y), np.prod(y.shape))]
+    return _moved_copy(node.name, x, src, y, slot_view(y), np.prod(y.shape))
 
 
 def io_launch(kernel, src, dst, slot) -> Launch:
