@@ -273,25 +273,34 @@ def test_attention_split_copies_only_what_matmul_reads():
         copies(launches, graph)
 
 
-def test_nhwc_input_transpose_is_the_conv_input():
+def nhwc_input():
+    """An NHWC graph input transposed for a conv: the transpose is the input's own bytes."""
     g = _Net(x=(1, 6, 5, 3))
     conv = g.conv(g.add('Transpose', ['x'], (1, 3, 6, 5), perm=[0, 3, 1, 2]), 8)
-    graph = g.graph([g.add('Relu', [conv], (1, 8, 6, 5))])
+    return g.graph([g.add('Relu', [conv], (1, 8, 6, 5))])
+
+
+def test_nhwc_input_transpose_is_the_conv_input():
+    graph = nhwc_input()
     launches = check(graph)
     assert copies(launches, graph) == {}
 
 
-def test_a_view_read_by_a_conv_is_copied():
+def conv_slice():
     """A channel slice read by a conv with an odd offset: the conv's 16-byte loads cannot
     read it, so the Slice copies."""
     g = _Net(x=(1, 16, 4, 4))
     part = g.slice(g.conv('x', 16), (1, 5, 4, 4), 3, 8, 1)
-    graph = g.graph([g.conv(part, 8)])
+    return g.graph([g.conv(part, 8)])
+
+
+def test_a_view_read_by_a_conv_is_copied():
+    graph = conv_slice()
     launches = check(graph)
     assert copies(launches, graph) == {'Slice': 1}
 
 
-def test_outputs_are_written_in_place():
+def outputs_in_place():
     """A conv (NHWC) read out as [1, HW, C] graph outputs: the conv writes the output's bytes
     (its output and the Reshape's are views of the graph output), an activation too."""
     g = _Net(x=(1, 16, 6, 5))
@@ -300,7 +309,11 @@ def test_outputs_are_written_in_place():
     b = g.add('Transpose', [g.reshape(g.add('Sigmoid', [g.conv('x', 8)], (1, 8, 6, 5)),
                                       (1, 8, 30))], (1, 30, 8), perm=[0, 2, 1])
     c = g.add('Transpose', [g.conv('x', 4)], (1, 6, 5, 4), perm=[0, 2, 3, 1])
-    graph = g.graph([a, b, c])
+    return g.graph([a, b, c])
+
+
+def test_outputs_are_written_in_place():
+    graph = outputs_in_place()
     launches = check(graph)
     assert copies(launches, graph) == {}
 
