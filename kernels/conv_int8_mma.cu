@@ -156,23 +156,32 @@ __device__ __forceinline__ void i8_mma_store(const ConvI8Params &p, int *ws, int
 }
 
 // Split-K, in the last of a tile's split CTAs to arrive: the int32 partials of the tile summed,
-// then the fused epilogue, two channels a thread.
+// then the fused epilogue; 8 channel pairs a thread at a time, as conv_mma.cu's.
 template <int BM, int BN>
 __device__ void i8_splitk_finish(const ConvI8Params &p, const int *ws, int *counters,
                                  int splits, long long m0, int n0) {
+    constexpr int THREADS = BM * BN / 32, PAIRS = 8;
     if (!tx2_last_arrival(counters + blockIdx.y * gridDim.x + blockIdx.x, splits)) return;
-    const long long M = (long long)p.N * p.P * p.Q;
-    for (int idx = threadIdx.x; idx < BM * BN / 2; idx += blockDim.x) {
-        const long long m = m0 + idx / (BN / 2);
-        const int k = n0 + idx % (BN / 2) * 2, n = k + 1 < p.Kg ? 2 : 1;
-        if (m >= M || k >= p.Kg) continue;
-        int v[2] = {0, 0};
+    const long long M = (long long)p.N * p.P * p.Q, plane = M * p.Kg;
+    for (int first = threadIdx.x; first < BM * BN / 2; first += PAIRS * THREADS) {
+        int sum[PAIRS][2] = {};
         for (int s = 0; s < splits; ++s) {
-            const int *src = ws + ((long long)s * M + m) * p.Kg + k;
-            v[0] += __ldcg(src);
-            if (n == 2) v[1] += __ldcg(src + 1);
+#pragma unroll
+            for (int i = 0; i < PAIRS; ++i) {
+                const int idx = first + i * THREADS, k = n0 + idx % (BN / 2) * 2;
+                const long long m = m0 + idx / (BN / 2);
+                if (m >= M || k >= p.Kg) continue;
+                const int *src = ws + s * plane + m * p.Kg + k;
+                sum[i][0] += __ldcg(src);
+                if (k + 1 < p.Kg) sum[i][1] += __ldcg(src + 1);
+            }
         }
-        i8_store(p, m, k, v, n);
+#pragma unroll
+        for (int i = 0; i < PAIRS; ++i) {
+            const int idx = first + i * THREADS, k = n0 + idx % (BN / 2) * 2;
+            const long long m = m0 + idx / (BN / 2);
+            if (m < M && k < p.Kg) i8_store(p, m, k, sum[i], k + 1 < p.Kg ? 2 : 1);
+        }
     }
 }
 #endif

@@ -221,26 +221,40 @@ __device__ __forceinline__ void mma_store(const ConvParams &p, float *ws, int sp
 }
 // Split-K, in the last of a tile's split CTAs to arrive: the partials of the tile summed in
 // split order (the result does not depend on which split finished last), then the fused
-// epilogue, two channels a thread as conv_store2.
+// epilogue, two channels as conv_store2. A thread sums 8 channel pairs at a time (idx = tid +
+// i * threads): a split's 8 loads are in flight at once, as only this CTA is left to hide them.
 template <int BM, int BN>
 __device__ void splitk_finish(const ConvParams &p, const float *ws, int *counters, int splits,
                               long long m0, int n0) {
+    constexpr int THREADS = BM * BN / 32, PAIRS = 8;
     if (!tx2_last_arrival(counters + blockIdx.y * gridDim.x + blockIdx.x, splits)) return;
-    const long long M = (long long)p.N * p.P * p.Q;
-    for (int idx = threadIdx.x; idx < BM * BN / 2; idx += blockDim.x) {
-        const long long m = m0 + idx / (BN / 2);
-        const int k = n0 + idx % (BN / 2) * 2;
-        if (m >= M || k >= p.Kg) continue;
-        const bool two = k + 1 < p.Kg, pair = two && !(p.Kg & 1);
-        float v0 = 0.f, v1 = 0.f;
+    const long long M = (long long)p.N * p.P * p.Q, plane = M * p.Kg;
+    const bool even = !(p.Kg & 1);
+    for (int first = threadIdx.x; first < BM * BN / 2; first += PAIRS * THREADS) {
+        float2 sum[PAIRS];
+#pragma unroll
+        for (int i = 0; i < PAIRS; ++i) sum[i] = make_float2(0.f, 0.f);
         for (int s = 0; s < splits; ++s) {
-            const float *src = ws + ((long long)s * M + m) * p.Kg + k;
-            const float2 v = pair ? __ldcg(reinterpret_cast<const float2 *>(src))
-                                  : make_float2(__ldcg(src), two ? __ldcg(src + 1) : 0.f);
-            v0 += v.x;
-            v1 += v.y;
+#pragma unroll
+            for (int i = 0; i < PAIRS; ++i) {
+                const int idx = first + i * THREADS, k = n0 + idx % (BN / 2) * 2;
+                const long long m = m0 + idx / (BN / 2);
+                if (m >= M || k >= p.Kg) continue;
+                const float *src = ws + s * plane + m * p.Kg + k;
+                const bool two = k + 1 < p.Kg;
+                const float2 v = two && even
+                                     ? __ldcg(reinterpret_cast<const float2 *>(src))
+                                     : make_float2(__ldcg(src), two ? __ldcg(src + 1) : 0.f);
+                sum[i].x += v.x;
+                sum[i].y += v.y;
+            }
         }
-        conv_store2(p, m, k, v0, v1, two);
+#pragma unroll
+        for (int i = 0; i < PAIRS; ++i) {
+            const int idx = first + i * THREADS, k = n0 + idx % (BN / 2) * 2;
+            const long long m = m0 + idx / (BN / 2);
+            if (m < M && k < p.Kg) conv_store2(p, m, k, sum[i].x, sum[i].y, k + 1 < p.Kg);
+        }
     }
 }
 #endif

@@ -119,9 +119,11 @@ __device__ void global_avgpool_body(const GlobalPoolParams &p) {
         if (!tx2_last_arrival(p.counters + n * gridDim.x + blockIdx.x, p.splits)) return;
 #pragma unroll
         for (int j = 0; j < V; ++j) acc[j] = 0.f;
-        if (c < p.C)
+        if (c < p.C) {
+#pragma unroll 4
             for (int s = threadIdx.y; s < p.splits; s += blockDim.y)
                 gap_add(acc, p.ws + ((long long)s * p.N + n) * p.C + c);
+        }
         sum = gap_block_sum(acc, part);
     }
     if (t < cw && out < p.C)
