@@ -1,0 +1,80 @@
+"""The launch-saving passes on the GPU (``test/core/test_launch_passes.py`` has them on the
+CPU): what they make runs on the kernels as the graph before them runs on numpy (an edge Pad
+folded into MaxPool's asymmetric pads, a Pad folded through a Transpose into a Conv, a fused
+LayerNormalization, an affine chain folded into a 1x1 conv), and the zoo models they change
+against ONNX Runtime."""
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import assert_close, fp16_round
+from tx2_infer_core import reference
+from tx2_infer_core.backends.cuda_backend import CudaBackend
+from tx2_infer_core.engine import Engine
+from tx2_infer_core.passes import fold_input_affine, fold_pads, fuse_layernorm, run_pass
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / 'bench'))
+import zoo_data  # noqa: E402
+
+
+def _core_tests():
+    """test/core/test_launch_passes.py (loaded by path: both test folders have a conftest)."""
+    spec = importlib.util.spec_from_file_location(
+        'tx2_launch_pass_cases', ROOT / 'test' / 'core' / 'test_launch_passes.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+CASES = _core_tests()
+GRAPHS = {
+    'edge pad + maxpool': (lambda: CASES._pool_after(*CASES._pad('edge')), fold_pads),
+    'pad + conv': (lambda: CASES._conv_after(*CASES._pad(value=0.0), pads=[1, 0, 0, 1]),
+                   fold_pads),
+    'layernorm': (lambda: CASES._layernorm(gamma=(1, 1, 8)), fuse_layernorm),
+    'affine + 1x1 conv': (lambda: CASES._affine_conv(
+        [('Mul', 0.75, False), ('Add', -0.25, False)]), fold_input_affine)}
+
+
+@pytest.mark.parametrize('name', sorted(GRAPHS))
+def test_pass_output_runs_on_the_kernels(name):
+    make, fn = GRAPHS[name]
+    graph = make()
+    folded = graph.copy()
+    assert run_pass(folded, fn) == 1
+    feeds = {'x': fp16_round(np.random.default_rng(3).standard_normal(
+        graph.values['x'].shape))}
+    want = reference.execute(graph, feeds)
+    backend = CudaBackend()
+    backend.prepare(folded)
+    try:
+        got = backend.run(feeds)
+    finally:
+        backend.close()
+    for out in graph.outputs:
+        assert_close(f'{name} {out}', got[out], want[out], 1e-2)
+
+
+@pytest.mark.parametrize('name', ['open-nsfw', 'ppocr-rec', 'ppocr-det'])
+def test_zoo_model_matches_onnxruntime(name, tmp_path):
+    import onnxruntime as ort
+    model = zoo_data.BY_NAME[name]
+    packed = os.environ.get('TX2_INFER_ZOO_PACKED')
+    path = (zoo_data.unpack(packed, tmp_path)[name][0] if packed
+            else zoo_data.model_files(model)[0])
+    session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    feeds = {session.get_inputs()[0].name: zoo_data.photo_tensor(model)}
+    want = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
+    engine = Engine.build(path, input_shape=model.input_shape, backend='cuda',
+                          precision='fp16')
+    try:
+        got = engine.run(feeds)
+    finally:
+        engine.close()
+    for out, ref in want.items():
+        assert_close(f'{name} {out}', got[out], ref, 2e-2)
