@@ -228,8 +228,9 @@ def test_yolov8_head_copies_are_views():
     graph = yolov8_head()
     launches = check(graph)
     # left: the three flattening copies (each reads an NHWC conv output) and the DFL
-    # Transpose (its reader, Softmax, reads only its own layout)
+    # Transpose (writing NHWC: the Softmax over the channels reads its rows in place)
     assert copies(launches, graph) == {'Concat': 3, 'Transpose': 1}, copies(launches, graph)
+    assert [k.kernel for k in launches if k.node == 'n11'] == ['softmax']
 
 
 def picodet_head():

@@ -20,8 +20,18 @@ FOLLOW_OPS = frozenset(traits.names(keeps_layout=True))
 INT8_CHANNELS = 4
 
 
+def follows(graph, node) -> bool:
+    """True when ``node``'s 4-D inputs and outputs share one storage order: FOLLOW_OPS, and a
+    Softmax over the channels (its kernel runs rows of NHWC channels as of row-major dims)."""
+    if node.op in ('Softmax', 'LogSoftmax') and node.inputs[0] in graph.values:
+        return int(node.attrs.get('axis', -1)) % max(len(graph.values[node.inputs[0]].shape),
+                                                     1) == 1
+    return node.op in FOLLOW_OPS
+
+
 def nhwc_values(graph) -> set:
-    """4-D float activations touched by an image op, directly or through FOLLOW_OPS."""
+    """4-D float activations touched by an image op, directly or through ops that keep the
+    storage order (``follows``)."""
     def is_image(name):
         v = graph.values.get(name)
         return (v is not None and len(v.shape) == 4 and v.layout in ('NCHW', '')
@@ -37,7 +47,7 @@ def nhwc_values(graph) -> set:
     while changed:
         changed = False
         for node in graph.nodes:
-            if node.op not in FOLLOW_OPS:
+            if not follows(graph, node):
                 continue
             names = [n for n in node.inputs + node.outputs if n and is_image(n)]
             if any(n in found for n in names) and not all(n in found for n in names):
