@@ -109,7 +109,9 @@ def bert_model(layers=2, hidden=128, heads=2, ffn=512, seq=128, mask=None, div_s
         b.nodes, 'bert_shaped',
         [helper.make_tensor_value_info('embeddings', TensorProto.FLOAT, [1, seq, hidden])],
         [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, seq, hidden])], b.inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)])
+    model.ir_version = 8  # what opset 17 needs: an older ONNX Runtime than onnx loads it too
+    return model
 
 
 def padding_mask(seq, valid):
