@@ -19,7 +19,6 @@ from diagnostic_msgs.msg import DiagnosticArray
 from std_msgs.msg import Header
 
 from tx2_infer_ros import cdr, conversions
-from tx2_infer_ros.heap import HeapReserve
 from tx2_infer_ros.scheduling import FreshestSlots, Worker
 from tx2_infer_ros.stats import camera_status, diagnostic_status
 
@@ -54,7 +53,6 @@ class FrameIntake:
         self.worker = Worker(self.slots, handle, inline=inline, batch=batch,
                              handle_many=handle_many, wait=batch_wait)
         self._last_warn, self._warn_lock = {}, threading.Lock()
-        self.heap = HeapReserve()
 
     def start(self) -> None:
         """Start the worker (before the subscriptions)."""
@@ -77,7 +75,6 @@ class FrameIntake:
         except Exception as exc:  # noqa: BLE001 - a message unlike an image: count it
             self.drop(camera, 'error', f'{type(exc).__name__}: {exc}')
             return
-        self.heap.frame(camera.topic, len(data), camera.depth)
         self.slots.put(camera, msg)
         self.worker.serve_inline()
 

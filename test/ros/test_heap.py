@@ -1,6 +1,6 @@
 """The node's malloc policy (``tx2_infer_ros.heap``), observed through glibc's own counters:
-inside ``build_memory_mapped`` a big block is mapped (and unmapped when freed); after it, and
-under ``reuse_freed_memory``, the same block comes from the heap."""
+a frame-sized block is mapped (and unmapped when freed), a smaller one comes from the heap;
+inside ``build_memory_mapped`` blocks over ``BUILD_BLOCK`` are mapped too."""
 import ctypes
 
 import numpy as np
@@ -8,7 +8,8 @@ import pytest
 
 from tx2_infer_ros import heap
 
-BIG = 8 << 20  # over BUILD_BLOCK, under FRAME_BLOCK
+FRAME = 921_600 + 64                          # a 640x480 bgr8 image message
+MIDDLE = (heap.BUILD_BLOCK + heap.FRAME_BLOCK) // 2  # over BUILD_BLOCK, under FRAME_BLOCK
 
 
 class MallInfo2(ctypes.Structure):
@@ -44,56 +45,26 @@ def glibc():
     heap.reuse_freed_memory()
 
 
-def test_frames_reuse_heap_blocks(glibc):
-    assert mapped_by(BIG) == 0
+def test_frames_are_mapped_and_returned(glibc):
+    before = mapped_bytes()
+    assert mapped_by(FRAME) >= FRAME
+    assert mapped_bytes() == before       # unmapped when freed: resident memory drops again
 
 
-def test_build_blocks_are_mapped_and_returned(glibc):
+def test_smaller_blocks_reuse_the_heap(glibc):
+    assert mapped_by(MIDDLE) == 0
+
+
+def test_build_maps_smaller_blocks_too(glibc):
     with heap.build_memory_mapped():
         before = mapped_bytes()
-        assert mapped_by(BIG) >= BIG
-        assert mapped_bytes() == before      # unmapped when freed: nothing left on the heap
-    assert mapped_by(BIG) == 0               # frames reuse heap blocks again
+        assert mapped_by(MIDDLE) >= MIDDLE
+        assert mapped_bytes() == before
+    assert mapped_by(MIDDLE) == 0         # the frame policy again
 
 
 def test_build_policy_restored_after_an_error(glibc):
     with pytest.raises(RuntimeError):
         with heap.build_memory_mapped():
             raise RuntimeError('build failed')
-    assert mapped_by(BIG) == 0
-
-
-def test_reserve_leaves_resident_free_heap(glibc):
-    """Reserved blocks stay resident as free heap, and frame-sized blocks taken later fit in
-    it: resident memory grows at the reserve, not at the frames."""
-    frame = 921_600 + 64
-    ctypes.CDLL('libc.so.6').malloc_trim(0)
-    rss0 = resident_bytes()
-    assert heap.reserve(frame, 12) == 12 * frame
-    rss1 = resident_bytes()
-    held = [np.ones(frame, np.uint8) for _ in range(10)]
-    rss2 = resident_bytes()
-    del held
-    assert rss1 - rss0 >= 11 * frame
-    assert rss2 - rss1 < frame
-
-
-def resident_bytes() -> int:
-    with open('/proc/self/statm') as statm:
-        return int(statm.read().split()[1]) * 4096
-
-
-def test_heap_reserve_grows_with_the_cameras_total(monkeypatch):
-    calls = []
-    monkeypatch.setattr(heap, 'reserve', lambda n, k: calls.append((n, k)) or n * k)
-    book = heap.HeapReserve()
-    book.frame('a', 1000, 10)              # 12 frames of a
-    book.frame('a', 1000, 10)              # nothing new
-    book.frame('a', 500, 10)               # smaller: nothing new
-    book.frame('b', 2000, 3)               # + 5 frames of b: 22,000 bytes in all
-    assert calls == [(1000, 12), (2000, 11)]
-    assert book.reserved == 22_000
-
-
-def test_reserve_is_capped():
-    assert heap.reserve(heap.RESERVE_MAX // 2 + 1, 10) == heap.RESERVE_MAX // 2 + 1
+    assert mapped_by(MIDDLE) == 0
