@@ -3,7 +3,8 @@
 //   y = act(conv(x, w) + bias) + residual      (res_after == 1)
 // Implicit GEMM: M = N*P*Q output pixels, N_gemm = Kg output channels of a group,
 // K_gemm = R*S*Cg. Weights are [K][R][S][Cg] (OHWI), bias is FP32.
-// Three kernels: conv_simt (half2 loads, FP32 FMA; any arch, Pascal sm_62 included),
+// Four kernels: conv_simt_h2 (half2 FMA, FP16 chunks flushed into FP32; the SIMT default, the
+// Jetson TX2's sm_62 included), conv_simt (half2 loads, FP32 FMA: conv_path 'simt_fp32'),
 // conv_wmma (tensor cores, sm_70+), conv_direct (one thread an output; depthwise and small
 // grouped convolutions where a GEMM tile would be mostly empty).
 // Template VEC: 1 = scalar loads, otherwise vector loads of VEC halves (host checks alignment).
@@ -90,6 +91,207 @@ extern "C" __global__ void __launch_bounds__(256) conv_simt(ConvParams p) {
 
 extern "C" __global__ void __launch_bounds__(256) conv_simt_v4(ConvParams p) {
     conv_simt_body<4>(p);
+}
+
+// conv_simt_h2: the conv_simt tile (64x64 outputs a CTA, 256 threads, 4x4 each) on HFMA2.
+// k runs over channel pairs, flattened over (r, s, pair) as conv_dp4a does: a 32-bit word
+// holds channels (c, c + 1) of an input pixel or of a weight row (NHWC and OHWI keep them
+// adjacent), so the shared tiles hold words as loaded and __hfma2(a, b, h) adds a[c] * b[c]
+// to the low lane and a[c + 1] * b[c + 1] to the high lane of one output's partial sums:
+// 16 HFMA2 per two 16-byte shared loads, no conversion in the inner loop.
+// Accuracy: each lane sums H2_BKW = 16 products in FP16 (one rounding per HFMA2, u = 2^-11);
+// the chunk is then flushed: lo + hi in FP16 (one more rounding), converted, added to the
+// output's FP32 accumulator. A chunk's error is at most 17 u = 0.83 % of the sum of its
+// |products|, so, whatever K is,
+//   |y - exact| <= 17 u sum_k |x_k w_k|  + FP32 adds (one per 32 products) + FP16 output.
+// With rounding errors of random sign that is ~ u sqrt(16 / 6) = 8e-4 relative (L2) on sums
+// of random-sign products; never flushed it would grow as sqrt(K / 32) times that (~1e-2 at
+// K = 4608). Limits: a chunk's partial sums stay below 65504, products below 2^-24 are lost.
+// Occupancy: 64 registers (no register prefetch: it would need 8 more), so 4 CTAs (1024
+// threads) use the whole 64K-register file of an SM, and 4 x 8.5 KB of its shared memory.
+// conv_simt_h2_v8: 16-byte loads (Cg, x_pix and x_off multiples of 8: a loader's 4 words lie
+// in one tap); conv_simt_h2: 2-byte loads, any layer.
+#define H2_BKW 16  // channel pairs (32-bit words) a k chunk: FP16 products a lane, per flush
+#define H2_LD (SIMT_BM + 4)
+
+// A position in the flattened k: tap (r, s) and channel pair cp.
+struct H2Tap {
+    int r, s, cp;
+};
+
+__device__ __forceinline__ void h2_tap_init(H2Tap &t, int kw, int Cp, int S) {
+    const int rs = kw / Cp;
+    t.cp = kw - rs * Cp;
+    t.r = rs / S;
+    t.s = rs - t.r * S;
+}
+
+__device__ __forceinline__ void h2_tap_step(H2Tap &t, int n, int Cp, int S) {
+    t.cp += n;
+    while (t.cp >= Cp) {
+        t.cp -= Cp;
+        if (++t.s == S) {
+            t.s = 0;
+            ++t.r;
+        }
+    }
+}
+
+__device__ __forceinline__ half2 h2_word(unsigned u) {
+    half2 h;
+    memcpy(&h, &u, sizeof h);
+    return h;
+}
+
+__device__ __forceinline__ unsigned h2_bits(half2 h) {
+    unsigned u;
+    memcpy(&u, &h, sizeof u);
+    return u;
+}
+
+// VEC == 8: the 4 words of channels c .. c + 7 (one 16-byte load); else the word of channels
+// c, c + 1 (two 2-byte loads, zero past Cg). Zero where !ok.
+template <int VEC>
+__device__ __forceinline__ void h2_words(const half *base, int at, int c, int Cg, bool ok,
+                                         unsigned *out) {
+    const half *row = base + at;  // ``at``: the element offset of channel 0
+    if (VEC == 8) {
+        const uint4 v = ok ? *reinterpret_cast<const uint4 *>(row + c) : make_uint4(0, 0, 0, 0);
+        out[0] = v.x;
+        out[1] = v.y;
+        out[2] = v.z;
+        out[3] = v.w;
+        return;
+    }
+    const half zero = __float2half(0.f);
+    out[0] = h2_bits(__halves2half2(ok && c < Cg ? row[c] : zero,
+                                    ok && c + 1 < Cg ? row[c + 1] : zero));
+}
+
+// A loader's fixed part: its pixel's first input row and column (oh * sh - ph, ow * sw - pw),
+// the element offsets of its image (at channel 0 of the group) and of its weight row, and
+// whether the pixel and the output channel exist.
+struct H2Loader {
+    int ih0, iw0, x_at, w_at;
+    int mok, kvalid;  // 0 or 1
+};
+
+// The input and weight words of tap ``t`` for loader ``l``; zero past k, outside the image,
+// past M or past Kg.
+template <int VEC>
+__device__ __forceinline__ void h2_load(const ConvParams &p, const H2Loader &l, const H2Tap &t,
+                                        unsigned *a, unsigned *b) {
+    const int ih = l.ih0 + t.r * p.dh, iw = l.iw0 + t.s * p.dw;
+    const bool kin = t.r < p.R;
+    const bool inb = l.mok && kin && (unsigned)ih < (unsigned)p.H && (unsigned)iw < (unsigned)p.W;
+    const int c = 2 * t.cp;
+    h2_words<VEC>(p.x, l.x_at + (inb ? (ih * p.W + iw) * p.x_pix : 0), c, p.Cg, inb, a);
+    h2_words<VEC>(p.w, l.w_at + (kin ? (t.r * p.S + t.s) * p.Cg : 0), c, p.Cg, l.kvalid && kin,
+                  b);
+}
+
+// One k chunk from the shared tiles into the 4x4 outputs' FP16 partial sums ``h`` (each a
+// half2: even and odd channels).
+__device__ __forceinline__ void h2_chunk(const unsigned (*As)[H2_LD],
+                                         const unsigned (*Bs)[H2_LD], int tx, int ty,
+                                         half2 (&h)[4][4]) {
+#pragma unroll
+    for (int kk = 0; kk < H2_BKW; ++kk) {
+        const uint4 a = *reinterpret_cast<const uint4 *>(&As[kk][ty * 4]);
+        const uint4 b = *reinterpret_cast<const uint4 *>(&Bs[kk][tx * 4]);
+        const half2 av[4] = {h2_word(a.x), h2_word(a.y), h2_word(a.z), h2_word(a.w)};
+        const half2 bv[4] = {h2_word(b.x), h2_word(b.y), h2_word(b.z), h2_word(b.w)};
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) h[i][j] = __hfma2(av[i], bv[j], h[i][j]);
+    }
+}
+
+__device__ __forceinline__ void h2_zero(half2 (&h)[4][4]) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) h[i][j] = h2_word(0u);
+}
+
+// The flush: each output's two lanes summed in FP16, added to its FP32 accumulator; h = 0.
+__device__ __forceinline__ void h2_flush(half2 (&h)[4][4], float (&acc)[4][4]) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+            acc[i][j] += __half2float(__hadd(__low2half(h[i][j]), __high2half(h[i][j])));
+    h2_zero(h);
+}
+
+// The loader of output pixel ``m`` and output channel ``k`` of group ``g`` (element offsets
+// in 32 bits: an input image or the weights hold fewer than 2^31 halves).
+__device__ __forceinline__ H2Loader h2_loader(const ConvParams &p, long long m, int k, int g) {
+    H2Loader l;
+    int img = 0, oh = 0, ow = 0;
+    l.mok = m < (long long)p.N * p.P * p.Q;
+    if (l.mok) decode_pixel(p, m, img, oh, ow);
+    l.ih0 = oh * p.sh - p.ph;
+    l.iw0 = ow * p.sw - p.pw;
+    l.x_at = img * p.H * p.W * p.x_pix + p.x_off + g * p.Cg;  // as conv_x_image, conv_w_row
+    l.kvalid = k < p.Kg;
+    l.w_at = (g * p.Kg + (l.kvalid ? k : 0)) * p.R * p.S * p.Cg;
+    return l;
+}
+
+template <int VEC>
+__device__ void conv_simt_h2_body(const ConvParams &p) {
+    constexpr int WPU = VEC == 8 ? 4 : 1, UNITS = 4 / WPU;  // a loader's 4 words, per load
+    __shared__ __align__(16) unsigned As[H2_BKW][H2_LD];
+    __shared__ __align__(16) unsigned Bs[H2_BKW][H2_LD];
+    const int g = blockIdx.z, tid = threadIdx.x;
+    const long long M = (long long)p.N * p.P * p.Q, m0 = (long long)blockIdx.x * SIMT_BM;
+    const int n0 = blockIdx.y * SIMT_BN, Cp = (p.Cg + 1) >> 1, kwords = p.R * p.S * Cp;
+    const int lrow = tid >> 2, lw = (tid & 3) * 4;  // loader: tile row, 4 consecutive words
+    const H2Loader l = h2_loader(p, m0 + lrow, n0 + lrow, g);
+    H2Tap t[UNITS];
+#pragma unroll
+    for (int u = 0; u < UNITS; ++u) h2_tap_init(t[u], lw + u * WPU, Cp, p.S);
+    const int tx = tid & 15, ty = tid >> 4;
+    float acc[4][4] = {};
+    half2 h[4][4];
+    h2_zero(h);
+    for (int k0 = 0; k0 < kwords; k0 += H2_BKW) {
+        unsigned ra[4], rb[4];
+#pragma unroll
+        for (int u = 0; u < UNITS; ++u) {
+            h2_load<VEC>(p, l, t[u], ra + u * WPU, rb + u * WPU);
+            h2_tap_step(t[u], H2_BKW, Cp, p.S);
+        }
+        __syncthreads();
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            As[lw + j][lrow] = ra[j];
+            Bs[lw + j][lrow] = rb[j];
+        }
+        __syncthreads();
+        h2_chunk(As, Bs, tx, ty, h);
+        h2_flush(h, acc);
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const long long m = m0 + ty * 4 + i;
+#pragma unroll
+        for (int j = 0; j < 4; j += 2) {
+            const int k = n0 + tx * 4 + j;
+            if (m < M && k < p.Kg)
+                conv_store2(p, m, g * p.Kg + k, acc[i][j], acc[i][j + 1], k + 1 < p.Kg);
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(256, 4) conv_simt_h2(ConvParams p) {
+    conv_simt_h2_body<1>(p);
+}
+
+extern "C" __global__ void __launch_bounds__(256, 4) conv_simt_h2_v8(ConvParams p) {
+    conv_simt_h2_body<8>(p);
 }
 
 #define TC_BM 64

@@ -24,8 +24,9 @@ PIPELINE_MODULES = ('preprocess', 'yolo')  # kernels of the GPU frame pipeline
 class CudaBackend(Backend):
     """Runs a graph with ``kernels/*.cu`` on one GPU.
 
-    ``conv_path``: 'auto' (tensor cores from sm_70, else SIMT), 'tc' or 'simt' (forces the
-    half2 SIMT path, as on a Jetson TX2). ``use_graph``: replay a captured CUDA graph per frame.
+    ``conv_path``: 'auto' (tensor cores from sm_70, else SIMT), 'tc', 'simt' (forces the
+    half2 SIMT path, as on a Jetson TX2) or 'simt_fp32' (its FP32-FMA kernels).
+    ``use_graph``: replay a captured CUDA graph per frame.
     ``place_channels``: channel Concat/Split by placement (False: copies, for comparison).
     ``reuse_outputs``: ``run`` returns the same pinned arrays every call, overwritten by the
     next call and invalid after ``close`` (the caller copies what it keeps); the default
@@ -43,7 +44,8 @@ class CudaBackend(Backend):
             raise Tx2InferError(f"cuda backend precision must be fp16 (fp32 requests run in "
                                 f"fp16 with fp32 accumulation), not '{precision}'")
         if conv_path not in CONV_PATHS:
-            raise Tx2InferError(f"conv_path must be 'auto', 'tc' or 'simt', not '{conv_path}'")
+            raise Tx2InferError(f"conv_path must be one of {', '.join(CONV_PATHS)}, not "
+                                f"'{conv_path}'")
         # What run() computes in, whatever was asked (Backend.precision): fp16, fp32 accumulation.
         self.precision, self.device, self.use_graph = 'fp16', device, use_graph
         self.place_channels, self.reuse_outputs = place_channels, reuse_outputs

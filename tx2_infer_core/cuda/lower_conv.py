@@ -55,15 +55,19 @@ def is_depthwise(cg: int, groups: int) -> bool:
 def pick_kernel(arch: int, path: str, cg: int, kg: int, groups: int, aligned) -> tuple:
     """(kernel name, threads) for one convolution; ``aligned(n)`` says n-half vectors fit.
     'conv_mma' and 'conv_mma_gather' (channels not in 16-byte rows) are families whose tile
-    ``mma_config`` picks. Depthwise layers (``is_depthwise``) never come here: their weights
-    are laid out for ``depthwise_launch``."""
+    ``mma_config`` picks. The SIMT path multiplies in half2 (HFMA2, ``conv_simt_h2*``: FP16
+    chunks of 16 products a lane flushed into FP32); 'simt_fp32' keeps the FP32-FMA kernels
+    (``conv_simt*``). Depthwise layers (``is_depthwise``) never come here: their weights are
+    laid out for ``depthwise_launch``."""
     if groups > 1 and min(cg, kg) < 8:
         return 'conv_direct', 256
     if path == 'tc' and arch >= MMA_MIN_ARCH:
         return ('conv_mma' if aligned(8) else 'conv_mma_gather'), 0
     if path == 'tc' and arch >= TC_MIN_ARCH:
         return ('conv_wmma_v8' if aligned(8) else 'conv_wmma'), 128
-    return ('conv_simt_v4' if aligned(4) else 'conv_simt'), 256
+    if path == 'simt_fp32':
+        return ('conv_simt_v4' if aligned(4) else 'conv_simt'), 256
+    return ('conv_simt_h2_v8' if aligned(8) else 'conv_simt_h2'), 256
 
 
 def mma_config(m: int, n: int, ktiles: int, groups: int, sms: int, split_ok=True) -> tuple:

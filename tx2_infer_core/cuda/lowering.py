@@ -28,7 +28,7 @@ from tx2_infer_core.planner import ALIGNMENT, MemoryPlan
 
 DEFAULT_SM_COUNT = 132  # an H100's; the backend passes its device's count
 ARRIVAL_COUNTERS = 4096  # int32 last-CTA arrival counters, one region a lowering shares
-CONV_PATHS = ('auto', 'tc', 'simt')
+CONV_PATHS = ('auto', 'tc', 'simt', 'simt_fp32')  # simt_fp32: the FP32-FMA SIMT kernels
 FAMILIES = {'conv': lower_conv.lower_conv, 'gemm': lower_conv.lower_gemm,
             'conv_transpose': lower_conv_transpose.lower_conv_transpose,
             'batchnorm': lower_conv.lower_batchnorm,
@@ -145,9 +145,10 @@ class Lowered:
 
 
 def resolve_conv_path(arch: int, conv_path: str = 'auto') -> str:
-    """'tc' (tensor cores) or 'simt' for ``conv_path`` 'auto', 'tc' or 'simt' on ``arch``."""
+    """``conv_path`` on ``arch``: 'auto' is 'tc' (tensor cores) from sm_70, else 'simt'."""
     if conv_path not in CONV_PATHS:
-        raise Tx2InferError(f"conv_path must be 'auto', 'tc' or 'simt', not '{conv_path}'")
+        raise Tx2InferError(f"conv_path must be one of {', '.join(CONV_PATHS)}, not "
+                            f"'{conv_path}'")
     if conv_path == 'auto':
         return 'tc' if arch >= lower_conv.TC_MIN_ARCH else 'simt'
     return conv_path
