@@ -6,8 +6,10 @@ Per model, batch 1 FP16: every kernel launch timed inside an SM slice (a green c
 ``cuda/green.py``; 8 SMs, the smallest an H200 gives) and on the whole GPU, the same launches
 (lowered for the slice's SM count); FLOPs, bytes, CTAs and resident CTAs per launch; per-SM
 efficiency against the half2 peak; the TX2 projection beside the seed's figures; the lowering
-for 2 SMs against the one for the slice (timed in the slice where it differs). The slice is
-checked by ``kernels/probe.cu`` (distinct %smid, and the SM clock against %globaltimer).
+for 2 SMs against the one for the slice (timed in the slice where it differs); the FP32-FMA
+SIMT kernels (``conv_path='simt_fp32'``) against the half2 ones per 3x3 launch, in the slice.
+The slice is checked by ``kernels/probe.cu`` (distinct %smid, and the SM clock against
+%globaltimer).
 
     python3 bench/bench_tx2_slice.py --out $OUT/tx2_slice_h200.json \\
         --model resnet50=R.onnx --model yolov5s=Y.onnx --model yolov3_tiny=yolov3-tiny.cfg \\
@@ -131,15 +133,16 @@ def full_factory(lowering_sms):
     return make
 
 
-def run_backend(graph, factory, feeds, replays, runs) -> dict:
-    """A 'simt' CudaBackend in ``factory``'s context: build time, outputs on ``feeds``, per
-    launch times (event-record nodes in one graph, ``replays``), the kernels-only graph's time
+def run_backend(graph, factory, feeds, replays, runs, conv_path='simt') -> dict:
+    """A ``conv_path`` CudaBackend in ``factory``'s context: build time, outputs on
+    ``feeds``, per launch times (event-record nodes in one graph, ``replays``), the
+    kernels-only graph's time
     (``runs``), the launches and each kernel's registers and static shared memory, and how
     many SMs the probe kernel reaches in the backend's context."""
     from bench_ours import _graph_event_times, kernels_graph, replay_times
     from tx2_infer_core.backends.cuda_backend import CudaBackend
     from tx2_infer_core.cuda.green import distinct_sms
-    be = CudaBackend(conv_path='simt', context=factory)
+    be = CudaBackend(conv_path=conv_path, context=factory)
     try:
         t0 = time.perf_counter()
         be.prepare(graph)
@@ -173,6 +176,8 @@ def measure_model(path, size, green, args) -> dict:
     graph = load_graph(path, size)
     feeds = random_feeds(graph)
     sliced = run_backend(graph, slice_factory(green, args.sms), feeds, args.replays, args.runs)
+    fp32 = run_backend(graph, slice_factory(green, args.sms), feeds, args.replays, args.runs,
+                       'simt_fp32')
     smi = command_output(SMI_CLOCKS)
     full = run_backend(graph, full_factory(args.sms), feeds, args.replays, args.runs)
     sweep = dict(differing=lowering_diff(graph, sliced['arch'], tx2.TX2_SMS, args.sms))
@@ -184,10 +189,35 @@ def measure_model(path, size, green, args) -> dict:
             if 'index' in d})
     return dict(path=str(path), input_shape=list(graph.values[graph.inputs[0]].shape),
                 base=describe(graph, sliced['launches'], sliced['attrs']),
-                slice=_timings(sliced), full=_timings(full),
+                slice=_timings(sliced), full=_timings(full), simt_fp32=_fp32_run(fp32),
                 outputs_max_abs_diff=max_abs_diff(sliced['outputs'], full['outputs']),
                 same_launches=_grids(sliced) == _grids(full),
                 nvidia_smi_clocks=smi, sweep=sweep, seconds=time.perf_counter() - t0)
+
+
+def _fp32_run(measured) -> dict:
+    return dict(kernels=measured['kernels'], launch_times=measured['launch_times'],
+                names=[k.kernel for k in measured['launches']])
+
+
+def simt_comparison(model, clock_hz, slice_sms) -> dict:
+    """Per 3x3 launch of ``model`` (``tx2.analyse``'s entry): the half2 kernel's slice time
+    and efficiency beside the FP32-FMA kernel's (``simt_fp32``, same launch index), and the
+    time-weighted 3x3 efficiency of each; pops ``simt_fp32``'s per-launch times."""
+    fp32 = model.pop('simt_fp32', None)
+    if fp32 is None or 'rows' not in model:
+        return {}
+    times = fp32.pop('launch_times')
+    rows = [dict(index=r['index'], node=r['node'], kernels=[r['kernel'], fp32['names'][i]],
+                 ms=[r['slice_ms'], times[i]['median_ms']], flops=r['flops'],
+                 eff=[r['eff_slice'], tx2.efficiency(r['flops'], times[i]['median_ms'],
+                                                     slice_sms, clock_hz)])
+            for i, r in enumerate(model['rows']) if r['group'] == '3x3']
+    flops = sum(r['flops'] for r in rows)
+    eff = [tx2.efficiency(flops, sum(r['ms'][j] for r in rows), slice_sms, clock_hz)
+           for j in (0, 1)]
+    return dict(order=['half2 (simt)', 'fp32 (simt_fp32)'], eff_3x3=eff, rows=rows,
+                fp32_kernels=fp32['kernels'])
 
 
 def _timings(measured) -> dict:
@@ -274,12 +304,16 @@ def dry_model(path, size, args) -> dict:
              for k in launches]
     base = describe(graph, launches, attrs)
     sliced = fake_times(base, args.sms, DRY['clock_hz'], 0.3)
+    fp32 = fake_times(base, args.sms, DRY['clock_hz'], 0.18)
     full = fake_times(base, DRY['full_sms'], DRY['clock_hz'], 0.05)
     total = sum(t['median_ms'] for t in sliced)
     return dict(path=str(path), input_shape=list(graph.values[graph.inputs[0]].shape),
                 base=base, slice=dict(kernels=dict(median_ms=total, p99_ms=total),
                                       launch_times=sliced),
                 full=dict(kernels=dict(median_ms=0.0, p99_ms=0.0), launch_times=full),
+                simt_fp32=dict(kernels=dict(median_ms=sum(t['median_ms'] for t in fp32)),
+                               launch_times=fp32, names=[k.kernel for k in lower_graph(
+                                   graph, DRY['arch'], 'simt_fp32', args.sms).launches]),
                 outputs_max_abs_diff=None,
                 sweep=dict(differing=lowering_diff(graph, DRY['arch'], tx2.TX2_SMS, args.sms)))
 
@@ -300,15 +334,20 @@ def document(doc, raws) -> dict:
     doc['clock'].update(used_hz=clock_hz, used=source)
     slice_sms, full_sms = doc['slice']['sm_count'], doc['slice']['device_sms']
     models = {n: tx2.analyse(n, raw, slice_sms, full_sms, clock_hz) for n, raw in raws.items()}
+    for m in models.values():
+        m['simt_compare'] = simt_comparison(m, clock_hz, slice_sms)
     return dict(doc, versions=versions(*DISTS), tx2=dict(
         sms=tx2.TX2_SMS, clock_hz=tx2.TX2_CLOCK_HZ, bytes_per_s=tx2.TX2_BYTES_PER_S,
         half2_flop_per_clock_sm=tx2.HALF2_FLOP_PER_CLOCK_SM, goal=tx2.GOAL_EFFICIENCY,
         seed_ms=tx2.SEED_MS),
-        simt=dict(tile='64x64 outputs a CTA, 256 threads (conv_simt, conv_simt_v4); the only '
-                       'SIMT tile: sm_count does not enter the SIMT conv lowering (see each '
+        simt=dict(tile='64x64 outputs a CTA, 256 threads, 4x4 a thread (conv_simt_h2, '
+                       'conv_simt_h2_v8; conv_simt, conv_simt_v4 for simt_fp32); the only SIMT '
+                       'tile: sm_count does not enter the SIMT conv lowering (see each '
                        "model's sweep for what it changes)",
                   fp32_ceiling=tx2.SIMT_FP32_CEILING,
-                  note='conv_simt multiplies in FP32 (fmaf): at most 50 % of the half2 peak'),
+                  note='conv_simt_h2 multiplies in half2 (HFMA2, FP16 chunks of 16 products a '
+                       'lane flushed into FP32); conv_simt (simt_fp32, timed beside it: each '
+                       "model's simt_compare) in FP32: at most 50 % of the half2 peak"),
         method=tx2.METHOD, models=models, summary=tx2.summary(models))
 
 
@@ -344,6 +383,10 @@ def main(argv=None):
     result = document(doc, raws)
     write_json(args.out, result)
     tx2.print_summary(result)
+    for name, m in result['models'].items():
+        if m.get('simt_compare'):
+            eff = m['simt_compare']['eff_3x3']
+            print(f'{name:12} 3x3 eff half2 {eff[0]:.3f}, fp32 {eff[1]:.3f}', flush=True)
     return result
 
 

@@ -158,6 +158,8 @@ def test_dry_run_writes_the_document(tmp_path):
     assert 0.2 < summary['eff_3x3'] < 0.3  # the made-up 30 % plus 3 us a launch
     assert summary['tx2_ms'] > summary['tx2_ms_at_goal'] > 0
     assert model['sweep']['differing'] == []  # the SIMT lowering ignores the SM count
+    half2, fp32 = model['simt_compare']['eff_3x3']
+    assert 0.1 < fp32 < half2 < 0.3  # made up: 30 % and 18 % plus 3 us a launch
 
 
 def test_model_arguments_are_checked():
@@ -188,8 +190,8 @@ def test_the_device_path_assembles_the_document(tmp_path, monkeypatch):
         slice_distinct_sms=8, full_distinct_sms=132, slice_clock_hz=[1.7e9] * 3,
         full_clock_hz=[1.7e9] * 3))
 
-    def fake_backend(graph, factory, feeds, replays, runs):
-        launches = lower_graph(graph, 90, 'simt', 8).launches
+    def fake_backend(graph, factory, feeds, replays, runs, conv_path='simt'):
+        launches = lower_graph(graph, 90, conv_path, 8).launches
         times = [dict(median_ms=0.01 * (i + 1), p99_ms=0.02 * (i + 1), runs=replays)
                  for i in range(len(launches))]
         return dict(build_s=0.1, arch=90, launches=launches, attrs=[(64, 8704)] * len(launches),
@@ -213,4 +215,10 @@ def test_the_device_path_assembles_the_document(tmp_path, monkeypatch):
     assert model['rows'][1]['eff_slice'] == pytest.approx(tx2.efficiency(
         model['rows'][1]['flops'], 0.02, 8, 1.7e9))
     assert 'error' in doc['models']['gone'] and 'error' in doc['summary']['gone']
+    compare = model['simt_compare']  # the FP32-FMA kernels' run, per 3x3 launch
+    assert 'simt_fp32' not in model and compare['rows']
+    pairs = {('conv_simt_h2', 'conv_simt'), ('conv_simt_h2_v8', 'conv_simt_v4')}
+    assert {tuple(r['kernels']) for r in compare['rows']} == pairs
+    row = compare['rows'][1]
+    assert row['ms'] == [model['rows'][row['index']]['slice_ms']] * 2  # the same fake times
     assert result['summary']['yolov3_tiny']['slice_kernels_ms'] == 1.0
