@@ -9,6 +9,10 @@ the op of the node that made them. The counts are deterministic: no timing.
     python bench/zoo_launches.py                          # table + bench/results/...json
     python bench/zoo_launches.py --models ppocr-rec --nodes   # also each non-compute launch
     python bench/zoo_launches.py --before old.json        # keep old.json's counts as 'before'
+
+An older tree's counts: ``git archive COMMIT | tar -x -C /tmp/old``, copy this file into
+``/tmp/old/bench/`` and run it there with ``--out old.json`` (the JSON's 'before' is 27356d9's,
+whose counts are those of the H200 run, ``zoo_h200.json``).
 """
 import argparse
 import json
@@ -28,7 +32,7 @@ from tx2_infer_core.engine_build import default_meta, import_model  # noqa: E402
 from tx2_infer_core.passes import POINTWISE_LEVEL, optimize  # noqa: E402
 
 COMPUTE_OPS = frozenset({'Conv', 'FusedConv', 'ConvTranspose', 'FusedConvTranspose', 'Gemm',
-                         'MatMul', 'FusedConvInt8'})
+                         'MatMul', 'FusedConvInt8', 'FusedAttention', 'FusedLinear', 'LSTM'})
 ARCH, SM_COUNT = 90, 132
 OUT = ROOT / 'bench' / 'results' / 'zoo_launches_cpu.json'
 
@@ -80,7 +84,7 @@ def with_before(rows, before_doc) -> list:
         prev = old.get(row['model'], {})
         if 'launches' in prev:
             row['before'] = {k: prev[k] for k in ('launches', 'compute_nodes', 'ratio',
-                                                  'by_kernel')}
+                                                  'by_kernel', 'by_op')}
     return rows
 
 
@@ -99,7 +103,8 @@ def table(rows) -> str:
 
 
 def git_commit() -> str:
-    out = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT,
+    """The checkout's commit, '-dirty' when tracked files differ from it."""
+    out = subprocess.run(['git', 'describe', '--always', '--dirty'], cwd=ROOT,
                          capture_output=True, text=True)
     return out.stdout.strip()
 
