@@ -19,6 +19,10 @@
 #define ACT_CLIP 7
 #define ACT_TANH 8
 #define ACT_MISH 9
+// GELU, only as a GEMM epilogue (FusedLinear; the Gelu op is UN_GELU): cuda/params.py
+// EPILOGUE_ACTIVATIONS, erf form and tanh approximation.
+#define ACT_GELU 10
+#define ACT_GELU_TANH 11
 
 struct ActParams {
     int kind;
@@ -41,6 +45,9 @@ __device__ __forceinline__ float tx2_act(float v, const ActParams &a) {
     case ACT_CLIP: return fminf(fmaxf(v, a.lo), a.hi);
     case ACT_TANH: return tanhf(v);
     case ACT_MISH: return v * tanhf(v > 20.f ? v : log1pf(__expf(v)));  // softplus
+    case ACT_GELU: return 0.5f * v * (1.f + erff(v * 0.70710678f));
+    case ACT_GELU_TANH:
+        return 0.5f * v * (1.f + tanhf(0.7978845608f * (v + 0.044715f * v * v * v)));
     default: return v;
     }
 }

@@ -56,7 +56,8 @@ def global_pool_flops(node, graph):
 COUNTERS = {
     'Conv': conv_flops, 'FusedConv': conv_flops, 'ConvTranspose': conv_transpose_flops,
     'FusedConvTranspose': conv_transpose_flops,
-    'Gemm': gemm_flops, 'MatMul': matmul_flops, 'MaxPool': pool_flops,
+    'Gemm': gemm_flops, 'MatMul': matmul_flops, 'FusedLinear': matmul_flops,
+    'MaxPool': pool_flops,
     'AveragePool': pool_flops, 'GlobalAveragePool': global_pool_flops,
     'GlobalMaxPool': global_pool_flops,
 }

@@ -13,6 +13,7 @@ import numpy as np
 
 from tx2_infer_core.errors import PlanFileError
 from tx2_infer_core.ops import traits
+from tx2_infer_core.ops.fused import GELU_FORMS
 from tx2_infer_core.passes.pointwise_chains import POINTWISE_OPS
 
 CONV_OPS = ('Conv', 'FusedConv', 'ConvTranspose', 'FusedConvTranspose')
@@ -92,9 +93,11 @@ def check_spatial(graph, node) -> None:
 
 
 def check_activation(node) -> None:
-    """A fused conv's activation: '' (none), Clip or an activation op of ``ops/traits.py``."""
+    """A fused node's activation: '' (none), Clip, an activation op of ``ops/traits.py`` or,
+    for FusedLinear, a GELU form (``ops/fused.py`` GELU_FORMS)."""
     name = node.attrs.get('activation', '')
-    if name not in ('', 'Clip') and name not in traits.names(kind=traits.ACTIVATION):
+    extra = tuple(GELU_FORMS) if node.op == 'FusedLinear' else ()
+    if name not in ('', 'Clip') + extra and name not in traits.names(kind=traits.ACTIVATION):
         _refuse(node, 'activation', f'{str(name)[:40]!r} is not an activation the engine '
                 'runs')
 
@@ -151,7 +154,7 @@ def check_attrs(graph) -> None:
         check_scalars(node)
         if node.op in CONV_OPS or node.op in POOL_OPS:
             check_spatial(graph, node)
-        if node.op in ('FusedConv', 'FusedConvTranspose'):
+        if node.op in ('FusedConv', 'FusedConvTranspose', 'FusedLinear'):
             check_activation(node)
         if node.op == 'FusedPointwise':
             check_program(node)

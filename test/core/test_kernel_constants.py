@@ -16,6 +16,7 @@ from tx2_infer_core.cuda import (lower_conv, lower_int8, lower_nn, lower_ops, lo
                                  params, pipeline)
 from tx2_infer_core.cuda.lower_attention import ATTN
 from tx2_infer_core.ops import traits
+from tx2_infer_core.ops.fused import GELU_FORMS
 
 KERNELS = Path(__file__).resolve().parents[2] / 'kernels'
 SCALARS = {'int': ('i4', 4), 'float': ('f4', 4), 'long long': ('i8', 8),
@@ -153,13 +154,23 @@ KERNEL_RECORDS = {
     'attention_mma': ATTN, 'attention_simt': ATTN}
 
 
+# The GEMM-epilogue-only activations of cuda/params.py (GELU: no traits line of their own).
+EPILOGUE_MACROS = {'Gelu': 'ACT_GELU', 'GeluTanh': 'ACT_GELU_TANH'}
+
+
 def code_mismatches(found: dict) -> list:
-    """What differs between the traits' kernel codes and the ``#define``s ``found``."""
+    """What differs between the traits' (and the epilogue activations') kernel codes and the
+    ``#define``s ``found``."""
     problems = []
     for t in traits.TRAITS.values():
         if t.code is not None and found.get(t.macro) != t.code:
             problems.append(f'{t.name}: traits code {t.code}, {t.macro} = {found.get(t.macro)}')
+    for name, code in params.EPILOGUE_ACTIVATIONS.items():
+        macro = EPILOGUE_MACROS.get(name)
+        if found.get(macro) != code:
+            problems.append(f'{name}: epilogue code {code}, {macro} = {found.get(macro)}')
     known = {t.macro for t in traits.TRAITS.values() if t.code is not None}
+    known |= set(EPILOGUE_MACROS.values())
     for macro in found:
         if re.match(r'(ACT|UN|BIN)_', macro) and macro not in known | {'ACT_NONE', 'UN_ACT'}:
             problems.append(f'{macro} = {found[macro]} has no op in ops/traits.py')
@@ -179,6 +190,17 @@ def test_a_wrong_code_is_caught():
     assert any('UN_CBRT' in p for p in code_mismatches(dict(DEFINES, UN_CBRT=42)))
     no_gelu = {k: v for k, v in DEFINES.items() if k != 'UN_GELU'}
     assert any('Gelu' in p for p in code_mismatches(no_gelu))
+    swapped = dict(DEFINES, ACT_GELU=DEFINES['ACT_GELU_TANH'], ACT_GELU_TANH=DEFINES['ACT_GELU'])
+    assert len([p for p in code_mismatches(swapped) if 'epilogue' in p]) == 2
+
+
+def test_epilogue_gelu_codes():
+    """ACT_GELU and ACT_GELU_TANH: FusedLinear's GELU names, codes after every traits
+    activation's (one ActParams switch holds them all)."""
+    assert set(params.EPILOGUE_ACTIVATIONS) == set(EPILOGUE_MACROS) == set(GELU_FORMS)
+    assert (DEFINES['ACT_GELU'], DEFINES['ACT_GELU_TANH']) == (10, 11)
+    codes = list(params.ACT_CODES.values())
+    assert len(codes) == len(set(codes))
 
 
 def test_codes_are_distinct_per_family():

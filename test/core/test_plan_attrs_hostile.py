@@ -9,7 +9,7 @@ from tx2_infer_core import assets
 from tx2_infer_core.detector import Detector
 from tx2_infer_core.engine import Engine, import_model
 from tx2_infer_core.errors import PlanFileError
-from tx2_infer_core.passes import POINTWISE_LEVEL, optimize
+from tx2_infer_core.passes import fuse_pointwise, optimize, run_pass
 from tx2_infer_core.planner import ALIGNMENT, plan_memory
 
 
@@ -73,11 +73,13 @@ def test_crafted_attribute_or_head_is_refused_at_load(plan, tmp_path, case):  # 
 
 @pytest.fixture(scope='module')
 def pointwise_plan(tmp_path_factory):
-    """MTCNN ONet (real weights) with its Add+PRelu chain fused into a FusedPointwise node,
-    as the cuda build makes it, saved for the numpy backend."""
+    """MTCNN ONet (real weights) with its bias Add + PRelu chain fused into a FusedPointwise
+    node, saved for the numpy backend (level 2, then fuse_pointwise: a cuda build, level 3,
+    puts that bias into the GEMM instead, fuse_linear)."""
     graph = import_model(assets.fetch('mtcnn-onet.onnx'))
     graph.meta['head'] = {'type': 'none'}
-    graph, _ = optimize(graph, POINTWISE_LEVEL)
+    graph, _ = optimize(graph, 2)
+    run_pass(graph, fuse_pointwise)
     fused = [n for n in graph.nodes if n.op == 'FusedPointwise']
     assert len(fused) == 1 and len(fused[0].inputs) == 3
     path = tmp_path_factory.mktemp('pointwise') / 'onet.tx2plan'

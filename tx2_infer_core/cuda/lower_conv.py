@@ -208,15 +208,22 @@ def fused_epilogue(lc, node) -> tuple:
     bias = node.inputs[2] if len(node.inputs) > 2 else ''
     bias_ref = lc.add_weight(lc.const(bias).astype(np.float32)) if bias else NULL
     res = node.inputs[3] if len(node.inputs) > 3 else ''
-    res_t = None
-    if res:
-        rs = lc.slot(res)
-        if not rs.nhwc:
-            lc.unsupported(node, 'a residual that is not an NCHW image')
-        res_t = (rs.ref, rs.pix, rs.channel_off)
+    res_t = residual_rows(lc, node, res) if res else None
     act = params.act_record(a.get('activation', ''), a.get('alpha', 0.01), a.get('beta', 0.5),
                             a.get('clip_min', -np.inf), a.get('clip_max', np.inf))
     return bias_ref, res_t, act, a.get('residual_after_act', 0)
+
+
+def residual_rows(lc, node, name) -> tuple:
+    """(Ref, pix, channel offset) of residual ``name``: an NHWC image beside an NHWC output, or
+    a row-major tensor of a row-major output's shape (rows of its last dim)."""
+    rs, y = lc.slot(name), lc.slot(node.outputs[0])
+    if rs.nhwc and y.nhwc:
+        return rs.ref, rs.pix, rs.channel_off
+    if not (rs.nhwc or y.nhwc) and rs.contiguous() and y.contiguous() and rs.shape == y.shape:
+        return rs.ref, rs.shape[-1], 0
+    lc.unsupported(node, 'a residual that is not an NCHW image, nor row-major of the output '
+                   'shape')
 
 
 def lower_batchnorm(lc, node):
@@ -244,9 +251,10 @@ def lower_batchnorm(lc, node):
             binary_launch(node.name, y, b_slot, y, params.BINARY['Add'])]
 
 
-def linear_launch(lc, node, a_slot, y_slot, b_nk, bias=None):
+def linear_launch(lc, node, a_slot, y_slot, b_nk, bias=None, epilogue=None):
     """``y = a @ b_nk.T + bias`` as a 1x1 convolution (one launch: no split-K); ``a`` row-major
-    [rows, K]."""
+    [rows, K]. ``epilogue`` (``fused_epilogue``'s bias Ref, residual, ActParams,
+    residual_after_act) replaces ``bias`` where given."""
     if not (a_slot.contiguous() and y_slot.contiguous()):
         lc.unsupported(node, 'MatMul/Gemm need row-major activations')
     n_out, k = b_nk.shape
@@ -254,9 +262,11 @@ def linear_launch(lc, node, a_slot, y_slot, b_nk, bias=None):
     geo = dict(N=1, H=1, W=rows, P=1, Q=rows, Cg=k, Kg=n_out, groups=1, R=1, S=1, sh=1, sw=1,
                ph=0, pw=0, dh=1, dw=1)
     w_ref = lc.add_weight(np.ascontiguousarray(b_nk).astype(np.float16))
-    bias_ref = lc.add_weight(bias.astype(np.float32)) if bias is not None else NULL
+    if epilogue is None:
+        bias_ref = lc.add_weight(bias.astype(np.float32)) if bias is not None else NULL
+        epilogue = (bias_ref, None, None, 0)
     launches = conv_launches(lc, node.name, (a_slot.ref, k, 0), (y_slot.ref, n_out, 0), geo,
-                             w_ref, bias_ref, split_ok=False)
+                             w_ref, *epilogue, split_ok=False)
     return launches[0]
 
 

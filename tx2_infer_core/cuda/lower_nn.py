@@ -3,8 +3,8 @@ import numpy as np
 
 from tx2_infer_core.cuda import params
 from tx2_infer_core.cuda.launch import BLOCK, NULL, Launch, Slot, grid_1d, row_major
-from tx2_infer_core.cuda.lower_conv import (WORKSPACE_BYTES, conv_pads, linear_launch,
-                                            splitk_fields)
+from tx2_infer_core.cuda.lower_conv import (WORKSPACE_BYTES, conv_pads, fused_epilogue,
+                                            linear_launch, splitk_fields)
 from tx2_infer_core.cuda.lower_ops import copy_launch, slot_view
 
 
@@ -203,11 +203,14 @@ def _matrices(a, b, y) -> tuple:
 
 
 def lower_matmul(lc, node):
-    """MatMul: constant B -> 1x1 convolution (tensor cores); else the batched SIMT kernel."""
+    """MatMul: constant B -> 1x1 convolution (tensor cores); else the batched SIMT kernel.
+    FusedLinear: that 1x1 convolution with its bias, activation and residual in the epilogue."""
     if lc.is_const(node.inputs[1]) and lc.const(node.inputs[1]).ndim == 2:
         b = lc.const(node.inputs[1]).astype(np.float32)
         return [linear_launch(lc, node, lc.slot(node.inputs[0]), lc.slot(node.outputs[0]),
-                              b.T)]
+                              b.T, epilogue=fused_epilogue(lc, node))]
+    if node.op != 'MatMul':
+        lc.unsupported(node, 'a product by anything but a constant matrix')
     a, b, y = _matrices(lc.slot(node.inputs[0]), lc.slot(node.inputs[1]),
                         lc.slot(node.outputs[0]))
     if len(y.shape) > 4 or min(len(a.shape), len(b.shape)) < 2 or not y.contiguous():

@@ -11,6 +11,10 @@ from tx2_infer_core.ops import traits
 
 MAX_DIMS = 6  # TX2_MAX_DIMS
 ACTIVATIONS = {'': 0, **traits.codes(traits.ACTIVATION)}  # ACT_NONE, ACT_<NAME>
+# GELU as a GEMM epilogue only (FusedLinear's ``activation``, ops/fused.py GELU_FORMS; the Gelu
+# op itself is unary): ACT_GELU (erf form), ACT_GELU_TANH (tanh approximation).
+EPILOGUE_ACTIVATIONS = {'Gelu': 10, 'GeluTanh': 11}
+ACT_CODES = {**ACTIVATIONS, **EPILOGUE_ACTIVATIONS}
 UNARY = traits.codes(traits.UNARY)  # UN_<NAME> (0, UN_ACT: the activation in ActParams)
 BINARY = traits.codes(traits.BINARY)  # BIN_<NAME>
 RESIZE_COORD = {'half_pixel': 0, 'asymmetric': 1, 'align_corners': 2, 'pytorch_half_pixel': 3,
@@ -92,13 +96,13 @@ def record(dtype: np.dtype, **fields):
 
 
 def act_record(activation='', alpha=0.01, beta=0.5, clip_min=-np.inf, clip_max=np.inf):
-    """The ActParams of an activation name ('' is the identity)."""
-    if activation not in ACTIVATIONS:
+    """The ActParams of an activation name ('' is the identity; ``ACT_CODES``)."""
+    if activation not in ACT_CODES:
         raise KeyError(f"activation '{activation}' has no CUDA kernel; supported: "
-                       f"{', '.join(a or 'none' for a in ACTIVATIONS)}")
+                       f"{', '.join(a or 'none' for a in ACT_CODES)}")
     lo = np.float32(max(float(clip_min), -3.0e38))
     hi = np.float32(min(float(clip_max), 3.0e38))
-    return np.array((ACTIVATIONS[activation], alpha, beta, lo, hi), ACT)
+    return np.array((ACT_CODES[activation], alpha, beta, lo, hi), ACT)
 
 
 def view_record(shape, strides, offset=0):

@@ -76,6 +76,30 @@ def FusedConvTranspose(x, w, b=None, residual=None, *, auto_pad='NOTSET', dilati
     return y.astype(x.dtype, copy=False)
 
 
+# FusedLinear's GELU activations (epilogue only: cuda/params.py EPILOGUE_ACTIVATIONS): name ->
+# the Gelu op's ``approximate``.
+GELU_FORMS = {'Gelu': 'none', 'GeluTanh': 'tanh'}
+
+
+def FusedLinear(x, w, b=None, residual=None, *, activation='', alpha=0.01, beta=0.5,
+                clip_min=-np.inf, clip_max=np.inf, residual_after_act=0):
+    """act(x @ w + b + residual), or act(x @ w + b) + residual with ``residual_after_act=1``:
+    ``w`` a constant [K, N] matrix, ``b`` [N], ``residual`` of the output's shape (made by
+    ``passes/fuse_linear.py``); ``activation`` FusedConv's or a ``GELU_FORMS`` name."""
+    y = np.matmul(x, w)
+    if b is not None:
+        y = y + b
+    if residual is not None and not residual_after_act:
+        y = y + residual
+    if activation in GELU_FORMS:
+        y = elementwise.Gelu(y, approximate=GELU_FORMS[activation])
+    else:
+        y = apply_activation(y, activation, alpha, beta, clip_min, clip_max)
+    if residual is not None and residual_after_act:
+        y = y + residual
+    return y.astype(x.dtype, copy=False)
+
+
 # FusedPointwise ---------------------------------------------------------------------------------
 # A pointwise program is a JSON list of steps ``[op, args, attrs]``: ``op`` an elementwise ONNX
 # op, ``args`` its inputs, each 'x<k>' (input k of the node), 't<j>' (the result of step j), a

@@ -159,6 +159,8 @@ _LINES = (
     op('LogSoftmax', 'nn', 'softmax'),
     op('Hardmax', 'nn'),
     op('MatMul', 'nn', 'matmul'),
+    OpTraits('FusedLinear', 'fused', OTHER, cuda='matmul',
+             internal=True),  # act(x @ W + b + residual): a GEMM and its epilogue (fuse_linear)
     op('Gemm', 'nn', 'gemm'),
     # recurrent
     op('LSTM', 'recurrent', 'lstm'),

@@ -15,6 +15,7 @@ from tx2_infer_core.passes.fold_pad import fold_pads
 from tx2_infer_core.passes.fuse_attention import fuse_attention
 from tx2_infer_core.passes.fuse_conv import fuse_conv_activation
 from tx2_infer_core.passes.fuse_layernorm import fuse_layernorm
+from tx2_infer_core.passes.fuse_linear import fuse_linear
 from tx2_infer_core.passes.fuse_pointwise import fuse_activation_patterns, fuse_pointwise
 from tx2_infer_core.passes.fuse_residual import fuse_residual_add
 from tx2_infer_core.passes.graph_edit import drop_stale_values
@@ -32,12 +33,15 @@ log = logging.getLogger('tx2_infer.passes')
 # export behind the ort backend does not), and attention into FusedAttention (its Q, K, V
 # projections into one MatMul) before the pointwise fusions take its scale and mask ops.
 # Every level from 1 folds spatial Pads into Conv/MaxPool; from 2, affine chains into the
-# unpadded Conv after them; level 3 also writes decomposed layer norms as LayerNormalization.
+# unpadded Conv after them; level 3 also writes decomposed layer norms as LayerNormalization
+# and takes each product by a constant matrix with its bias, activation (GELU too) and residual
+# into one FusedLinear (a GEMM with that epilogue on CUDA), before the pointwise fusion.
 SIMPLIFY = [fold_constants, remove_noops, sink_transposes, remove_noops, fold_pads]
 FUSE = [fold_batchnorm, fold_scale_shift, fuse_conv_activation, fuse_residual_add,
         fold_input_affine]
 FUSE_POINTWISE = [fuse_layernorm, fold_batchnorm, fold_scale_shift, fuse_activation_patterns,
-                  fuse_conv_activation, fuse_residual_add, fold_input_affine, fuse_pointwise]
+                  fuse_conv_activation, fuse_residual_add, fold_input_affine, fuse_linear,
+                  fuse_pointwise]
 ATTENTION = [fuse_attention, merge_matmuls]
 PIPELINES = {0: [], 1: SIMPLIFY, 2: SIMPLIFY + FUSE, 3: SIMPLIFY + ATTENTION + FUSE_POINTWISE}
 POINTWISE_LEVEL = 3
@@ -46,7 +50,7 @@ __all__ = ['optimize', 'PIPELINES', 'fold_constants', 'remove_noops', 'sink_tran
            'fold_batchnorm', 'fold_scale_shift', 'fuse_conv_activation', 'fuse_residual_add',
            'infer_layouts', 'fuse_conv_bn_weights', 'fuse_conv_affine_weights',
            'fuse_activation_patterns', 'fuse_pointwise', 'POINTWISE_LEVEL', 'fuse_attention',
-           'merge_matmuls', 'fold_pads', 'fold_input_affine', 'fuse_layernorm']
+           'merge_matmuls', 'fold_pads', 'fold_input_affine', 'fuse_layernorm', 'fuse_linear']
 
 
 def run_pass(graph, fn) -> int:

@@ -90,3 +90,14 @@ def affine_of(op, c, conv_first):
     if op == 'Div' and conv_first and np.all(c != 0):
         return 1.0 / c, zero
     return None
+
+
+def column_vector(c, rank, columns):
+    """``c`` as a ``[columns]`` vector if it broadcasts along the last axis of a rank-``rank``
+    tensor only (a per-column or scalar constant: a product's bias); None otherwise."""
+    c = np.asarray(c)
+    if c.ndim > rank or any(d != 1 for d in c.shape[:-1]):
+        return None
+    if c.ndim and c.shape[-1] not in (1, columns):
+        return None
+    return np.broadcast_to(c.reshape(-1), (columns,)).copy()
