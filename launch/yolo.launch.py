@@ -6,9 +6,8 @@
 Parameters come from config/yolo.yaml; ``model_path:=`` overrides the YAML's only when given.
 The node is configured, then activated the first time it reaches inactive; a later configure
 (the deactivate, cleanup, set, configure recipe) leaves it inactive. The node's process gets
-FASTDDS_DEFAULT_PROFILES_FILE = config/fastdds_large_images.xml unless one is already set (with
-RMW_FASTRTPS_USE_QOS_FROM_XML=1: message buffers freed with their message); the camera
-driver's process needs the same profile for large best-effort images (README).
+FASTDDS_DEFAULT_PROFILES_FILE = config/fastdds_large_images.xml unless one is already set; the
+camera driver's process needs the same profile for large best-effort images (README).
 """
 import os
 
@@ -25,7 +24,6 @@ from lifecycle_msgs.msg import Transition
 
 PACKAGE = 'tx2_infer_ros'
 PROFILE_VARIABLE = 'FASTDDS_DEFAULT_PROFILES_FILE'
-XML_POLICIES = 'RMW_FASTRTPS_USE_QOS_FROM_XML'
 
 
 def node_parameters(config, model_path):
@@ -37,11 +35,8 @@ def node_parameters(config, model_path):
 
 
 def dds_environment(environment, profile):
-    """Extra environment of the node's process: our Fast DDS profile, and its history memory
-    policy taken from it, unless a profile is set."""
-    if environment.get(PROFILE_VARIABLE):
-        return {}
-    return {PROFILE_VARIABLE: profile, XML_POLICIES: environment.get(XML_POLICIES, '1')}
+    """Extra environment of the node's process: our Fast DDS profile unless one is set."""
+    return {} if environment.get(PROFILE_VARIABLE) else {PROFILE_VARIABLE: profile}
 
 
 def lifecycle_actions(node):

@@ -19,7 +19,6 @@ under its cause (``intake.py``). One engine serves every camera; with ``batch`` 
 is built for that many images and the worker runs the waiting frames of up to ``batch`` cameras
 as one batch (``_process_batch``; ``batch_wait_ms`` waits for the other cameras).
 """
-import os
 import time
 
 import rclpy
@@ -35,7 +34,7 @@ from tx2_infer_core import detect
 from tx2_infer_core.detect_params import DetectParams
 from tx2_infer_core.draw_pose import draw_detection_keypoints
 from tx2_infer_core.tracking import ByteTracker, TrackParams
-from tx2_infer_ros import cdr, conversions, depth_output, params, ros_env
+from tx2_infer_ros import cdr, conversions, depth_output, params
 from tx2_infer_ros.heap import build_memory_mapped, reuse_freed_memory
 from tx2_infer_ros.pipeline import load_detector
 from tx2_infer_ros.cameras import Camera
@@ -337,7 +336,6 @@ class DetectorNode(LifecycleNode):
 def main(args=None):
     """Entry point of ``ros2 run tx2_infer_ros detector_node``."""
     reused = reuse_freed_memory()  # before the first big allocation
-    ros_env.with_profile_policies(os.environ)  # before rmw reads it
     rclpy.init(args=args)
     node = DetectorNode()
     if not reused:

@@ -1,16 +1,19 @@
 """How the node's process uses glibc malloc (no-ops where mallopt is not available).
 
 Resident memory follows the frames in flight instead of keeping their peak (a 60-minute soak
-rose in steps of one frame for 21 minutes before these three changes):
+rose in steps for 21 minutes before the first two changes):
 - blocks over ``FRAME_BLOCK`` (a 640x480 image is 900 KiB) are mapped and unmapped when freed,
   at a fixed threshold (glibc's own rises to 32 MiB after the first big free, and from then
   on keeps every frame's peak on the heap); smaller blocks are reused; one malloc arena;
 - an engine build maps its big temporaries and trims the heap before and after
   (``build_memory_mapped``): freed once, they left tens of MiB of free heap that later frames
   wandered into page by page;
-- our Fast DDS profiles (``config/*.xml``) free each message's buffer with the message: the
-  default pool kept one buffer per message ever queued at once, so it grew by an image
-  whenever the queue was longer than ever before (a hiccup, minutes in).
+What remains is the middleware's: rmw_fastrtps keeps one buffer per message ever queued at
+once in a reader's history (PREALLOCATED_WITH_REALLOC) and grows the pool by an image whenever
+the queue is longer than ever before (a hiccup, minutes in), up to the queue's depth. Fast
+DDS's DYNAMIC_RESERVE policy (buffers freed with their message, through an XML profile and
+RMW_FASTRTPS_USE_QOS_FROM_XML=1) kept a 10-minute soak flat, but any default reader or writer
+profile in the XML broke reliability matching (test/ros/test_qos.py), so it is not used.
 """
 import contextlib
 import ctypes

@@ -14,18 +14,6 @@ from pathlib import Path
 from tx2_infer_core.assets import cache_dir
 
 FASTDDS_PROFILE = 'fastdds_large_images.xml'
-OWN_PROFILES = (FASTDDS_PROFILE, 'fastdds_shm_only.xml')
-XML_POLICIES = 'RMW_FASTRTPS_USE_QOS_FROM_XML'
-
-
-def with_profile_policies(env) -> dict:
-    """``env`` (modified) with ``RMW_FASTRTPS_USE_QOS_FROM_XML=1`` when its Fast DDS profile
-    is one of ours, so rmw_fastrtps takes the profile's history memory policy (buffers freed
-    with their message) and publish mode; a user's own profile is left as it is."""
-    profile = env.get('FASTDDS_DEFAULT_PROFILES_FILE', '')
-    if Path(profile).name in OWN_PROFILES:
-        env.setdefault(XML_POLICIES, '1')
-    return env
 
 
 def workspace_install() -> Path:
@@ -69,7 +57,6 @@ def child_env(domain_id=None, log_dir=None, base=None) -> dict:
     env['ROS_LOG_DIR'] = str(log_dir or env.get('ROS_LOG_DIR') or
                              Path(tempfile.gettempdir()) / 'tx2_infer_ros_log')
     env.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(config_file(FASTDDS_PROFILE)))
-    with_profile_policies(env)
     env.setdefault('AMENT_PREFIX_PATH', sys.prefix)
     prefix = vision_msgs_prefix()
     if prefix is not None:
@@ -84,8 +71,7 @@ def child_env(domain_id=None, log_dir=None, base=None) -> dict:
 def apply_to_this_process(env) -> None:
     """Set the ``ROS_*`` and ``FASTDDS_*`` variables of ``env`` (a ``child_env``) in THIS
     process, for rclpy contexts it creates next; the library paths only work for children."""
-    os.environ.update({k: v for k, v in env.items()
-                       if k.startswith(('ROS_', 'FASTDDS_')) or k == XML_POLICIES})
+    os.environ.update({k: v for k, v in env.items() if k.startswith(('ROS_', 'FASTDDS_'))})
 
 
 def preload_vision_msgs() -> bool:

@@ -72,8 +72,7 @@ def test_launch_model_path_overrides_the_yaml_only_when_given(launch_file):
 def test_launch_sets_the_dds_profile_unless_the_user_did(launch_file):
     node, = fakelaunch.of_type(fakelaunch.run(launch_file), 'LifecycleNode')
     assert node.kwargs['additional_env'] == {
-        'FASTDDS_DEFAULT_PROFILES_FILE': fakelaunch.SHARE + '/config/fastdds_large_images.xml',
-        'RMW_FASTRTPS_USE_QOS_FROM_XML': '1'}
+        'FASTDDS_DEFAULT_PROFILES_FILE': fakelaunch.SHARE + '/config/fastdds_large_images.xml'}
     mine = {'FASTDDS_DEFAULT_PROFILES_FILE': '/home/me/profile.xml'}
     node, = fakelaunch.of_type(fakelaunch.run(launch_file, environment=mine), 'LifecycleNode')
     assert node.kwargs['additional_env'] == {}
@@ -86,17 +85,3 @@ def test_launch_remaps_raw_and_compressed_image(launch_file):
                                          ('image/compressed', '/front/image_raw/compressed')]
     assert (node.kwargs['package'], node.kwargs['executable']) == ('tx2_infer_ros',
                                                                    'detector_node')
-
-
-@pytest.mark.parametrize('profile, expected', [
-    ('/opt/share/tx2_infer_ros/config/fastdds_large_images.xml', '1'),
-    ('/x/fastdds_shm_only.xml', '1'),
-    ('/home/me/profile.xml', None),
-    ('', None)])
-def test_xml_policies_only_with_our_profiles(profile, expected):
-    from tx2_infer_ros.ros_env import with_profile_policies
-    env = with_profile_policies({'FASTDDS_DEFAULT_PROFILES_FILE': profile} if profile else {})
-    assert env.get('RMW_FASTRTPS_USE_QOS_FROM_XML') == expected
-    assert with_profile_policies({'FASTDDS_DEFAULT_PROFILES_FILE': profile,
-                                  'RMW_FASTRTPS_USE_QOS_FROM_XML': '0'})[
-        'RMW_FASTRTPS_USE_QOS_FROM_XML'] == '0'      # the user's choice stands
