@@ -22,7 +22,10 @@ MMA_MIN_ARCH = 80
 MMA_BK = 32
 # (BM, BN, threads), largest first; one warp per 32x32 outputs.
 MMA_TILES = ((128, 128, 512), (128, 64, 256), (64, 128, 256), (64, 64, 128))
-MAX_SPLITS = 16
+# The last CTA of a tile sums its splits' partials alone: its time grows with the splits (16
+# splits: ResNet-50's layer3 convs took 70 us each on the H200, against 17 us + a 5 us reduce
+# launch when a separate kernel summed them; bench/results/cuda_vs_torch_race_h200.json).
+MAX_SPLITS = 4
 MIN_TILES_PER_SPLIT = 2
 WORKSPACE_BYTES = 8 << 20  # FP32 split-K partials, one buffer a lowering shares by every layer
 # conv_mma's argument list: ConvParams, then the split-K workspace, arrival counters, factor.
