@@ -85,22 +85,3 @@ __device__ __forceinline__ float tx2_warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
 }
-
-// Last-block-done: a block's global writes are made visible, then one thread counts the block
-// in at ``counter``. True, in every thread, in the block that arrives last of ``expected``;
-// that block also puts the counter back to zero for the next launch (a CUDA graph replays the
-// same counters). Its reads of the other blocks' writes must bypass L1 (__ldcg).
-__device__ __forceinline__ bool tx2_last_arrival(int *counter, int expected) {
-    __shared__ int last;
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0 && threadIdx.y == 0) {
-        last = atomicAdd(counter, 1) == expected - 1;
-        if (last) {
-            atomicExch(counter, 0);
-            __threadfence();
-        }
-    }
-    __syncthreads();
-    return last;
-}

@@ -6,8 +6,8 @@
 // computes 32x32 outputs; a CTA is BM x BN. Needs Cg, x_pix and x_off multiples of 16 (the
 // host runs other layers on the dp4a kernels). Layout and epilogue: conv_int8.cuh.
 // Split-K: gridDim.z = groups * splits; with splits > 1 (groups == 1) each split writes int32
-// partials to ws[split][M][Kg], and the last CTA of an output tile to arrive (one arrival
-// counter per tile, counters[tile]) sums them (exact, any order) and applies the epilogue.
+// partials to ws[split][M][Kg] and conv_i8_splitk_reduce sums them (exact, any order) and
+// applies the epilogue.
 #include "conv_int8.cuh"
 
 #define I8_MMA_BK 64                 // int8 channels per k tile (two m16n8k32 steps)
@@ -154,40 +154,10 @@ __device__ __forceinline__ void i8_mma_store(const ConvI8Params &p, int *ws, int
                 if (n == 2) dst[1] = acc[i][j][2 * h + 1];
             }
 }
-
-// Split-K, in the last of a tile's split CTAs to arrive: the int32 partials of the tile summed,
-// then the fused epilogue; 8 channel pairs a thread at a time, as conv_mma.cu's.
-template <int BM, int BN>
-__device__ void i8_splitk_finish(const ConvI8Params &p, const int *ws, int *counters,
-                                 int splits, long long m0, int n0) {
-    constexpr int THREADS = BM * BN / 32, PAIRS = 8;
-    if (!tx2_last_arrival(counters + blockIdx.y * gridDim.x + blockIdx.x, splits)) return;
-    const long long M = (long long)p.N * p.P * p.Q, plane = M * p.Kg;
-    for (int first = threadIdx.x; first < BM * BN / 2; first += PAIRS * THREADS) {
-        int sum[PAIRS][2] = {};
-        for (int s = 0; s < splits; ++s) {
-#pragma unroll
-            for (int i = 0; i < PAIRS; ++i) {
-                const int idx = first + i * THREADS, k = n0 + idx % (BN / 2) * 2;
-                const long long m = m0 + idx / (BN / 2);
-                if (m >= M || k >= p.Kg) continue;
-                const int *src = ws + s * plane + m * p.Kg + k;
-                sum[i][0] += __ldcg(src);
-                if (k + 1 < p.Kg) sum[i][1] += __ldcg(src + 1);
-            }
-        }
-#pragma unroll
-        for (int i = 0; i < PAIRS; ++i) {
-            const int idx = first + i * THREADS, k = n0 + idx % (BN / 2) * 2;
-            const long long m = m0 + idx / (BN / 2);
-            if (m < M && k < p.Kg) i8_store(p, m, k, sum[i], k + 1 < p.Kg ? 2 : 1);
-        }
-    }
-}
 #endif
 
 template <int BM, int BN, int STAGES>
-__device__ void conv_i8_mma_body(const ConvI8Params &p, int *ws, int *counters, int splits) {
+__device__ void conv_i8_mma_body(const ConvI8Params &p, int *ws, int splits) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
     __shared__ __align__(16) s8 As[STAGES][BM][I8_MMA_LD];
     __shared__ __align__(16) s8 Bs[STAGES][BN][I8_MMA_LD];
@@ -216,16 +186,15 @@ __device__ void conv_i8_mma_body(const ConvI8Params &p, int *ws, int *counters, 
         i8_mma_tile(As[t % STAGES], Bs[t % STAGES], acc, wm, wn, lane);
     }
     i8_mma_store(p, ws, splits, split, g, m0 + wm, n0 + wn, acc, lane);
-    if (splits > 1) i8_splitk_finish<BM, BN>(p, ws, counters, splits, m0, n0);
 #else
     __trap();  // the host launches this path only from sm_80
 #endif
 }
 
 #define CONV_I8_MMA_KERNEL(BM, BN, STAGES)                                                     \
-    extern "C" __global__ void __launch_bounds__(BM * BN / 32, 1)                              \
-        conv_i8_mma_##BM##x##BN(ConvI8Params p, int *ws, int *counters, int splits) {          \
-        conv_i8_mma_body<BM, BN, STAGES>(p, ws, counters, splits);                             \
+    extern "C" __global__ void __launch_bounds__(BM * BN / 32, 1)                               \
+        conv_i8_mma_##BM##x##BN(ConvI8Params p, int *ws, int splits) {                        \
+        conv_i8_mma_body<BM, BN, STAGES>(p, ws, splits);                                       \
     }
 
 // The tiles of kernels/conv_mma.cu (lower_conv.MMA_TILES); static shared memory < 48 KB.
@@ -234,3 +203,20 @@ CONV_I8_MMA_KERNEL(128, 64, 3)
 CONV_I8_MMA_KERNEL(64, 128, 3)
 CONV_I8_MMA_KERNEL(128, 128, 2)
 
+// Sum the int32 split-K partials, then the fused epilogue (two channels a thread).
+extern "C" __global__ void conv_i8_splitk_reduce(ConvI8Params p, const int *ws, int splits) {
+    const long long M = (long long)p.N * p.P * p.Q;
+    const int kp = (p.Kg + 1) / 2;
+    for (long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x; idx < M * kp;
+         idx += (long long)gridDim.x * blockDim.x) {
+        const long long m = idx / kp;
+        const int k = (int)(idx % kp) * 2, n = k + 1 < p.Kg ? 2 : 1;
+        int v[2] = {0, 0};
+        for (int s = 0; s < splits; ++s) {
+            const int *src = ws + ((long long)s * M + m) * p.Kg + k;
+            v[0] += src[0];
+            if (n == 2) v[1] += src[1];
+        }
+        i8_store(p, m, k, v, n);
+    }
+}

@@ -6,8 +6,7 @@
 // conv_mma_<BM>x<BN> needs Cg, x_pix and x_off multiples of 8 (16-byte rows);
 // conv_mma_gather_<BM>x<BN> takes any layer (2-byte gathers, for 3-channel stems).
 // Split-K: gridDim.z = groups * splits; with splits > 1 (groups == 1) each split writes FP32
-// partials to ws[split][M][Kg], and the last CTA of an output tile to arrive (one arrival
-// counter per tile, counters[tile]) sums them in split order and applies the epilogue.
+// partials to ws[split][M][Kg], and conv_splitk_reduce sums them and applies the epilogue.
 #include "conv.cuh"
 
 #define MMA_BK 32
@@ -219,44 +218,6 @@ __device__ __forceinline__ void mma_store(const ConvParams &p, float *ws, int sp
                 }
             }
 }
-// Split-K, in the last of a tile's split CTAs to arrive: the partials of the tile summed in
-// split order (the result does not depend on which split finished last), then the fused
-// epilogue, two channels as conv_store2. A thread sums 8 channel pairs at a time (idx = tid +
-// i * threads): a split's 8 loads are in flight at once, as only this CTA is left to hide them.
-template <int BM, int BN>
-__device__ void splitk_finish(const ConvParams &p, const float *ws, int *counters, int splits,
-                              long long m0, int n0) {
-    constexpr int THREADS = BM * BN / 32, PAIRS = 8;
-    if (!tx2_last_arrival(counters + blockIdx.y * gridDim.x + blockIdx.x, splits)) return;
-    const long long M = (long long)p.N * p.P * p.Q, plane = M * p.Kg;
-    const bool even = !(p.Kg & 1);
-    for (int first = threadIdx.x; first < BM * BN / 2; first += PAIRS * THREADS) {
-        float2 sum[PAIRS];
-#pragma unroll
-        for (int i = 0; i < PAIRS; ++i) sum[i] = make_float2(0.f, 0.f);
-        for (int s = 0; s < splits; ++s) {
-#pragma unroll
-            for (int i = 0; i < PAIRS; ++i) {
-                const int idx = first + i * THREADS, k = n0 + idx % (BN / 2) * 2;
-                const long long m = m0 + idx / (BN / 2);
-                if (m >= M || k >= p.Kg) continue;
-                const float *src = ws + s * plane + m * p.Kg + k;
-                const bool two = k + 1 < p.Kg;
-                const float2 v = two && even
-                                     ? __ldcg(reinterpret_cast<const float2 *>(src))
-                                     : make_float2(__ldcg(src), two ? __ldcg(src + 1) : 0.f);
-                sum[i].x += v.x;
-                sum[i].y += v.y;
-            }
-        }
-#pragma unroll
-        for (int i = 0; i < PAIRS; ++i) {
-            const int idx = first + i * THREADS, k = n0 + idx % (BN / 2) * 2;
-            const long long m = m0 + idx / (BN / 2);
-            if (m < M && k < p.Kg) conv_store2(p, m, k, sum[i].x, sum[i].y, k + 1 < p.Kg);
-        }
-    }
-}
 #endif
 
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
@@ -276,7 +237,7 @@ struct PickType<false, T, F> {
 #endif
 
 template <int BM, int BN, int STAGES, bool GATHER>
-__device__ void conv_mma_body(const ConvParams &p, float *ws, int *counters, int splits) {
+__device__ void conv_mma_body(const ConvParams &p, float *ws, int splits) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
     __shared__ __align__(16) half As[STAGES][BM][MMA_LD];
     __shared__ __align__(16) half Bs[STAGES][BN][MMA_LD];
@@ -304,20 +265,19 @@ __device__ void conv_mma_body(const ConvParams &p, float *ws, int *counters, int
         mma_tile(As[t % STAGES], Bs[t % STAGES], acc, wm, wn, lane);
     }
     mma_store(p, ws, splits, split, g, m0 + wm, n0 + wn, acc, lane);
-    if (splits > 1) splitk_finish<BM, BN>(p, ws, counters, splits, m0, n0);
 #else
     __trap();  // the host launches this path only from sm_80
 #endif
 }
 
 #define CONV_MMA_KERNEL(BM, BN, STAGES)                                                        \
-    extern "C" __global__ void __launch_bounds__(BM * BN / 32, 1)                              \
-        conv_mma_##BM##x##BN(ConvParams p, float *ws, int *counters, int splits) {             \
-        conv_mma_body<BM, BN, STAGES, false>(p, ws, counters, splits);                         \
+    extern "C" __global__ void __launch_bounds__(BM * BN / 32, 1)                               \
+        conv_mma_##BM##x##BN(ConvParams p, float *ws, int splits) {                           \
+        conv_mma_body<BM, BN, STAGES, false>(p, ws, splits);                                   \
     }                                                                                          \
-    extern "C" __global__ void __launch_bounds__(BM * BN / 32, 1)                              \
-        conv_mma_gather_##BM##x##BN(ConvParams p, float *ws, int *counters, int splits) {      \
-        conv_mma_body<BM, BN, STAGES, true>(p, ws, counters, splits);                          \
+    extern "C" __global__ void __launch_bounds__(BM * BN / 32, 1)                               \
+        conv_mma_gather_##BM##x##BN(ConvParams p, float *ws, int splits) {                    \
+        conv_mma_body<BM, BN, STAGES, true>(p, ws, splits);                                    \
     }
 
 // One build may hold a single tile (-DCONV_MMA_TILE=BM*1000+BN): the backend compiles the
@@ -342,3 +302,21 @@ CONV_MMA_KERNEL(64, 128, 3)
 CONV_MMA_KERNEL(128, 128, 2)
 #endif
 
+// Sum the split-K partials in split order (deterministic), then the fused epilogue.
+extern "C" __global__ void conv_splitk_reduce(ConvParams p, const float *ws, int splits) {
+    const long long M = (long long)p.N * p.P * p.Q;
+    const int kp = (p.Kg + 1) / 2;
+    for (long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x; idx < M * kp;
+         idx += (long long)gridDim.x * blockDim.x) {
+        const long long m = idx / kp;
+        const int k = (int)(idx % kp) * 2;
+        const bool two = k + 1 < p.Kg;
+        float v0 = 0.f, v1 = 0.f;
+        for (int s = 0; s < splits; ++s) {
+            const float *src = ws + ((long long)s * M + m) * p.Kg + k;
+            v0 += src[0];
+            if (two) v1 += src[1];
+        }
+        conv_store2(p, m, k, v0, v1, two);
+    }
+}

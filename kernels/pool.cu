@@ -39,97 +39,25 @@ extern "C" __global__ void pool2d(PoolParams p) {
     }
 }
 
-// Global average over grid (channel blocks, N images, pixel splits), block (lanes, rows): a
-// thread sums V adjacent channels (V = 8: one 16-byte load a pixel; needs C, x_pix and x_off
-// multiples of 8) over every rows-th pixel of its split, then the rows are summed in order in
-// shared memory. With splits > 1 each CTA writes its FP32 sums to ws[split][N][C] and the last
-// CTA of an (image, channel block) to arrive adds them up in split order: one launch, and the
-// result does not depend on which CTA finished last.
-#define GAP_THREADS 256  // at most, per block (lower_nn.GAP_THREADS)
-
-struct GlobalPoolParams {
-    const half *x;
-    half *y;
-    float *ws;      // FP32 sums of each split, [split][N][C] (splits > 1)
-    int *counters;  // arrivals, one per (image, channel block), left at zero (splits > 1)
-    int N, HW, C;
-    int x_pix, x_off, y_pix, y_off;
-    int splits;
-};
-
-__device__ __forceinline__ void gap_add(float (&acc)[1], const half *src) {
-    acc[0] += __half2float(*src);
-}
-
-__device__ __forceinline__ void gap_add(float (&acc)[8], const half *src) {
-    const uint4 u = *reinterpret_cast<const uint4 *>(src);
-    const half2 *h = reinterpret_cast<const half2 *>(&u);
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-        const float2 f = __half22float2(h[j]);
-        acc[2 * j] += f.x;
-        acc[2 * j + 1] += f.y;
+// Global average: a block per (32 channels, image); its blockDim.y rows (at most
+// GAP_MAX_ROWS) split the pixels, then one row sums the partial sums. A warp reads 32
+// adjacent channels of one pixel (coalesced); many pixels are in flight per channel.
+#define GAP_MAX_ROWS 32
+extern "C" __global__ void global_avgpool(const half *x, half *y, int N, int HW, int C, int x_pix,
+                                          int x_off, int y_pix, int y_off) {
+    __shared__ float part[GAP_MAX_ROWS][33];
+    const int c = blockIdx.x * 32 + threadIdx.x, n = blockIdx.y;
+    float acc = 0.f;
+    if (c < C) {
+        const half *xp = x + (long long)n * HW * x_pix + x_off + c;
+        for (int i = threadIdx.y; i < HW; i += blockDim.y)
+            acc += __half2float(xp[(long long)i * x_pix]);
     }
-}
-
-// Partial sums written by other CTAs: read past L1.
-__device__ __forceinline__ void gap_add(float (&acc)[1], const float *src) {
-    acc[0] += __ldcg(src);
-}
-
-__device__ __forceinline__ void gap_add(float (&acc)[8], const float *src) {
-    const float4 a = __ldcg(reinterpret_cast<const float4 *>(src));
-    const float4 b = __ldcg(reinterpret_cast<const float4 *>(src) + 1);
-    const float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
-#pragma unroll
-    for (int j = 0; j < 8; ++j) acc[j] += v[j];
-}
-
-// The sum over the block's rows, in row order, of each thread's V values: thread t (flat id)
-// below lanes * V gets channel t of the block; ``part`` is [rows][lanes * V].
-template <int V>
-__device__ float gap_block_sum(const float (&acc)[V], float *part) {
-    const int cw = blockDim.x * V, t = threadIdx.y * blockDim.x + threadIdx.x;
-#pragma unroll
-    for (int j = 0; j < V; ++j) part[t * V + j] = acc[j];
+    part[threadIdx.y][threadIdx.x] = acc;
     __syncthreads();
-    float sum = 0.f;
-    if (t < cw)
-        for (int r = 0; r < blockDim.y; ++r) sum += part[r * cw + t];
-    return sum;
-}
-
-template <int V>
-__device__ void global_avgpool_body(const GlobalPoolParams &p) {
-    __shared__ float part[GAP_THREADS * V];
-    const int n = blockIdx.y, split = blockIdx.z, cw = blockDim.x * V;
-    const int c = blockIdx.x * cw + threadIdx.x * V;  // the first of this thread's V channels
-    const int t = threadIdx.y * blockDim.x + threadIdx.x, out = blockIdx.x * cw + t;
-    const int per = (p.HW + p.splits - 1) / p.splits, end = min(p.HW, (split + 1) * per);
-    float acc[V] = {};
-    if (c < p.C) {
-        const half *xp = p.x + (long long)n * p.HW * p.x_pix + p.x_off + c;
-#pragma unroll 4
-        for (int i = split * per + threadIdx.y; i < end; i += blockDim.y)
-            gap_add(acc, xp + (long long)i * p.x_pix);
+    if (threadIdx.y == 0 && c < C) {
+        float sum = 0.f;
+        for (int r = 0; r < blockDim.y; ++r) sum += part[r][threadIdx.x];
+        y[(long long)n * y_pix + y_off + c] = __float2half(sum / HW);
     }
-    float sum = gap_block_sum(acc, part);
-    if (p.splits > 1) {
-        if (t < cw && out < p.C) p.ws[((long long)split * p.N + n) * p.C + out] = sum;
-        if (!tx2_last_arrival(p.counters + n * gridDim.x + blockIdx.x, p.splits)) return;
-#pragma unroll
-        for (int j = 0; j < V; ++j) acc[j] = 0.f;
-        if (c < p.C) {
-#pragma unroll 4
-            for (int s = threadIdx.y; s < p.splits; s += blockDim.y)
-                gap_add(acc, p.ws + ((long long)s * p.N + n) * p.C + c);
-        }
-        sum = gap_block_sum(acc, part);
-    }
-    if (t < cw && out < p.C)
-        p.y[(long long)n * p.y_pix + p.y_off + out] = __float2half(sum / p.HW);
 }
-
-extern "C" __global__ void global_avgpool(GlobalPoolParams p) { global_avgpool_body<1>(p); }
-
-extern "C" __global__ void global_avgpool_v8(GlobalPoolParams p) { global_avgpool_body<8>(p); }

@@ -20,9 +20,11 @@ from tx2_infer_core.ops.fused import GELU_FORMS
 
 KERNELS = Path(__file__).resolve().parents[2] / 'kernels'
 SCALARS = {'int': ('i4', 4), 'float': ('f4', 4), 'long long': ('i8', 8),
-           'unsigned char': ('u1', 1), 'half': ('f2', 2)}
+           'unsigned char': ('u1', 1), 'unsigned int': ('u4', 4),
+           'unsigned long long': ('u8', 8), 'half': ('f2', 2)}
 PTR = ('u8', 8)  # a device pointer, as params.PTR
-DECL = re.compile(r'^(?:const\s+)?(unsigned char|long long|\w+)\s+(.+)$')
+DECL = re.compile(r'^(?:const\s+)?(unsigned char|unsigned int|unsigned long long|long long|\w+)'
+                  r'\s+(.+)$')
 KERNEL = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s+)?'
                     r'([\w#]+)\s*\(([^)]*)\)')
 
@@ -127,12 +129,10 @@ STRUCT_RECORDS = {'ActParams': params.ACT, 'View': params.VIEW, 'ConvParams': pa
                   'PostParams': pipeline.POST, 'RowsParams': pipeline.ROWS,
                   'DarknetParams': pipeline.DARKNET, 'NmsParams': pipeline.NMS,
                   'ConvI8Params': params.CONV_I8, 'QuantParams': params.QUANT,
-                  'LstmParams': lower_recurrent.LSTM,
-                  'GlobalPoolParams': params.GLOBAL_POOL, 'AttnParams': ATTN}
+                  'LstmParams': lower_recurrent.LSTM, 'AttnParams': ATTN}
 KERNEL_RECORDS = {
     'unary': params.UNARY_ARGS, 'binary': params.BINARY_ARGS,
     'binary_flat2': params.BINARY_FLAT2, 'global_avgpool': params.GLOBAL_POOL,
-    'global_avgpool_v8': params.GLOBAL_POOL,
     'unary_vec8': lower_ops.UNARY_VEC8, 'binary_vec8': lower_ops.BINARY_VEC8,
     'to_arena_f16': lower_ops.IO_CONVERT, 'from_arena_f32': lower_ops.IO_CONVERT,
     'pool2d': params.POOL, 'resize2d': params.RESIZE, 'matmul': params.GEMM,
@@ -145,10 +145,14 @@ KERNEL_RECORDS = {
     'depthwise_v8': params.CONV,
     'conv_mma_##BM##x##BN': lower_conv.CONV_MMA,
     'conv_mma_gather_##BM##x##BN': lower_conv.CONV_MMA,
+    'conv_splitk_reduce': lower_conv.CONV_MMA,
+    'sm_ids': np.dtype([('out', params.PTR), ('spin', '<i8')]),          # cuda/green.py
+    'sm_clock': np.dtype([('out', params.PTR), ('cycles', '<i8')]),
     'preprocess_letterbox': pipeline.PRE, 'yolo_decode_rows': pipeline.ROWS,
     'yolo_decode_darknet': pipeline.DARKNET, 'nms_greedy': pipeline.NMS,
     'conv_dp4a': params.CONV_I8, 'conv_dp4a_w': params.CONV_I8,
     'conv_i8_mma_##BM##x##BN': lower_int8.CONV_I8_MMA,
+    'conv_i8_splitk_reduce': lower_int8.CONV_I8_MMA,
     'quantize_nhwc': params.QUANT, 'dequantize_nhwc': params.QUANT,
     'lstm_recurrent': lower_recurrent.LSTM,
     'attention_mma': ATTN, 'attention_simt': ATTN}
@@ -220,7 +224,7 @@ def test_other_mirrored_numbers():
     assert DEFINES['TX2_NMS_THREADS'] == pipeline.NMS_THREADS
     assert STRUCTS['Cand'][1] == pipeline.CAND_BYTES
     assert DEFINES['LSTM_MAX_HIDDEN'] == lower_recurrent.MAX_HIDDEN
-    assert DEFINES['GAP_THREADS'] == lower_nn.GAP_THREADS
+    assert 32 * lower_nn.GAP_ROWS <= 1024 and lower_nn.GAP_ROWS <= DEFINES['GAP_MAX_ROWS']
     for name, code in params.RESIZE_COORD.items():
         assert DEFINES[f'CT_{name.upper()}'] == code
     for name, code in params.RESIZE_NEAREST.items():

@@ -22,16 +22,12 @@ MMA_MIN_ARCH = 80
 MMA_BK = 32
 # (BM, BN, threads), largest first; one warp per 32x32 outputs.
 MMA_TILES = ((128, 128, 512), (128, 64, 256), (64, 128, 256), (64, 64, 128))
-# The last CTA of a tile sums its splits' partials alone: its time grows with the splits (16
-# splits: ResNet-50's layer3 convs took 70 us each on the H200, against 17 us + a 5 us reduce
-# launch when a separate kernel summed them; bench/results/cuda_vs_torch_race_h200.json).
-MAX_SPLITS = 4
+MAX_SPLITS = 16
 MIN_TILES_PER_SPLIT = 2
 WORKSPACE_BYTES = 8 << 20  # FP32 split-K partials, one buffer a lowering shares by every layer
-# conv_mma's argument list: ConvParams, then the split-K workspace, arrival counters, factor.
+# conv_mma's argument list: ConvParams, then the split-K workspace and factor.
 CONV_MMA = np.dtype([(n, params.CONV.fields[n][0]) for n in params.CONV.names]
-                    + [('ws', params.PTR), ('counters', params.PTR), ('splits', 'i4')],
-                    align=True)
+                    + [('ws', params.PTR), ('splits', 'i4')], align=True)
 
 
 def conv_pads(attrs, in_hw, out_hw, kernel, strides, dil) -> list:
@@ -98,18 +94,8 @@ def mma_config(m: int, n: int, ktiles: int, groups: int, sms: int, split_ok=True
     return bm, bn, threads, -(-ktiles // per)
 
 
-def splitk_fields(lc, fields, tiles, splits) -> dict:
-    """``fields`` plus the split-K arguments of a launch of ``tiles`` output tiles: with
-    splits > 1 the workspace and one arrival counter per tile (the last split CTA of a tile
-    to arrive reduces it, in the same launch)."""
-    if splits == 1:
-        return dict(fields, ws=NULL, counters=NULL, splits=1)
-    return dict(fields, ws=lc.conv_workspace(), counters=lc.arrival_counters(tiles),
-                splits=splits)
-
-
 def mma_launches(lc, name, family, fields, geo, split_ok=True) -> list:
-    """The conv_mma launch of one convolution (split-K reduced inside it)."""
+    """The conv_mma launch (and its split-K reduction) of one convolution."""
     m = geo['N'] * geo['P'] * geo['Q']
     if family == 'conv_mma_gather':
         ktiles = -(-geo['R'] * geo['S'] * geo['Cg'] // MMA_BK)
@@ -117,11 +103,15 @@ def mma_launches(lc, name, family, fields, geo, split_ok=True) -> list:
         ktiles = geo['R'] * geo['S'] * -(-geo['Cg'] // MMA_BK)
     bm, bn, threads, splits = mma_config(m, geo['Kg'], ktiles, geo['groups'], lc.sm_count,
                                          split_ok)
+    fields = dict(fields, ws=lc.conv_workspace() if splits > 1 else NULL, splits=splits)
     grid = (-(-m // bm), -(-geo['Kg'] // bn), geo['groups'] * splits)
-    fields = splitk_fields(lc, fields, grid[0] * grid[1], splits)
     module = f'conv_mma@CONV_MMA_TILE={bm * 1000 + bn}'  # one tile a module: parallel builds
-    return [Launch(module, f'{family}_{bm}x{bn}', grid, (threads, 1, 1), CONV_MMA, fields,
-                   name)]
+    out = [Launch(module, f'{family}_{bm}x{bn}', grid, (threads, 1, 1), CONV_MMA, fields,
+                  name)]
+    if splits > 1:
+        out.append(Launch(module, 'conv_splitk_reduce', grid_1d(m * -(-geo['Kg'] // 2)),
+                          (256, 1, 1), CONV_MMA, fields, name))
+    return out
 
 
 def conv_fields(x, y, geo, w_ref, bias_ref, res=None, act=None, res_after=0) -> dict:

@@ -20,7 +20,7 @@ import numpy as np
 
 from tx2_infer_core.cuda import params
 from tx2_infer_core.cuda.launch import BLOCK, NULL, Launch, grid_1d
-from tx2_infer_core.cuda.lower_conv import conv_geometry, mma_config, splitk_fields
+from tx2_infer_core.cuda.lower_conv import conv_geometry, mma_config
 from tx2_infer_core.errors import Tx2InferError
 from tx2_infer_core.int8.quant_math import requant_multipliers
 
@@ -30,10 +30,9 @@ MMA_MIN_ARCH = 80
 I8_MMA_BK = 64  # int8 channels per k tile of conv_i8_mma (I8_MMA_BK)
 MMA_ROW = 16  # bytes per cp.async: Cg, pixel stride and channel offset multiples of it
 DP4A_TILE = 64  # I8_BM = I8_BN
-# conv_i8_mma's argument list: ConvI8Params, then the split-K workspace, counters, factor.
+# conv_i8_mma's argument list: ConvI8Params, then the split-K workspace and factor.
 CONV_I8_MMA = np.dtype([(n, params.CONV_I8.fields[n][0]) for n in params.CONV_I8.names]
-                       + [('ws', params.PTR), ('counters', params.PTR), ('splits', 'i4')],
-                       align=True)
+                       + [('ws', params.PTR), ('splits', 'i4')], align=True)
 INT8 = np.dtype(np.int8)
 
 
@@ -145,14 +144,19 @@ def dp4a_launch(name, fields, geo) -> Launch:
 
 
 def mma_launches(lc, name, fields, geo) -> list:
-    """The conv_i8_mma launch of one convolution (split-K reduced inside it)."""
+    """The conv_i8_mma launch (and its split-K reduction) of one convolution."""
     m = geo['N'] * geo['P'] * geo['Q']
     ktiles = geo['R'] * geo['S'] * -(-geo['Cg'] // I8_MMA_BK)
     bm, bn, threads, splits = mma_config(m, geo['Kg'], ktiles, geo['groups'], lc.sm_count)
+    fields = dict(fields, ws=lc.conv_workspace() if splits > 1 else NULL, splits=splits)
     grid = (-(-m // bm), -(-geo['Kg'] // bn), geo['groups'] * splits)
-    fields = splitk_fields(lc, fields, grid[0] * grid[1], splits)
-    return [Launch('conv_int8_mma', f'conv_i8_mma_{bm}x{bn}', grid, (threads, 1, 1),
-                   CONV_I8_MMA, fields, name)]
+    out = [Launch('conv_int8_mma', f'conv_i8_mma_{bm}x{bn}', grid, (threads, 1, 1),
+                  CONV_I8_MMA, fields, name)]
+    if splits > 1:
+        out.append(Launch('conv_int8_mma', 'conv_i8_splitk_reduce',
+                          grid_1d(m * -(-geo['Kg'] // 2)), (BLOCK, 1, 1), CONV_I8_MMA, fields,
+                          name))
+    return out
 
 
 def _boundary_scale(lc, node) -> float:

@@ -3,39 +3,18 @@ import numpy as np
 
 from tx2_infer_core.cuda import params
 from tx2_infer_core.cuda.launch import BLOCK, NULL, Launch, Slot, grid_1d, row_major
-from tx2_infer_core.cuda.lower_conv import (WORKSPACE_BYTES, conv_pads, fused_epilogue,
-                                            linear_launch, splitk_fields)
+from tx2_infer_core.cuda.lower_conv import conv_pads, fused_epilogue, linear_launch
 from tx2_infer_core.cuda.lower_ops import copy_launch, slot_view
 
 
-GAP_THREADS = 256  # threads of a global_avgpool block (GAP_THREADS, kernels/pool.cu)
-GAP_MIN_PIXELS = 4  # pixels per thread and split, at least
+GAP_ROWS = 16  # pixel rows of a global_avgpool block (at most GAP_MAX_ROWS, kernels/pool.cu)
 
 
-def gap_config(n, hw, c, vec, sms) -> tuple:
-    """(lanes, rows, channel blocks, splits) of a global average of ``n`` images of ``hw``
-    pixels and ``c`` channels, ``vec`` channels a thread: ``lanes`` threads across the
-    channels of a pixel, ``rows`` pixels at a time, and the pixels split over grid z until
-    about two CTAs per SM (``sms``), at least ``GAP_MIN_PIXELS`` a thread per split, the FP32
-    sums inside the split-K workspace."""
-    lanes = min(32, -(-c // vec))
-    rows = GAP_THREADS // lanes
-    blocks = -(-c // (lanes * vec))
-    splits = min(-(-2 * sms // (blocks * n)), hw // (rows * GAP_MIN_PIXELS),
-                 WORKSPACE_BYTES // (4 * n * c))
-    return lanes, rows, blocks, max(splits, 1)
-
-
-def global_avgpool_launch(lc, name, fields) -> Launch:
-    """The global average of ``fields`` (N images of HW pixels, C channels) in one launch:
-    16-byte loads where C, the pixel stride and the channel offset are multiples of 8, the
-    pixels split over CTAs where the channels alone leave SMs idle (``gap_config``)."""
-    n, c = fields['N'], fields['C']
-    vec = 8 if all(v % 8 == 0 for v in (c, fields['x_pix'], fields['x_off'])) else 1
-    lanes, rows, blocks, splits = gap_config(n, fields['HW'], c, vec, lc.sm_count)
-    fields = splitk_fields(lc, fields, blocks * n, splits)
-    kernel = 'global_avgpool_v8' if vec == 8 else 'global_avgpool'
-    return Launch('pool', kernel, (blocks, n, splits), (lanes, rows, 1), params.GLOBAL_POOL,
+def global_avgpool_launch(name, fields) -> Launch:
+    """The global average of ``fields`` (N images of HW pixels, C channels): a block per 32
+    channels of one image, GAP_ROWS threads per channel splitting the pixels."""
+    grid = (-(-fields['C'] // 32), fields['N'], 1)
+    return Launch('pool', 'global_avgpool', grid, (32, GAP_ROWS, 1), params.GLOBAL_POOL,
                   fields, name)
 
 
@@ -61,7 +40,7 @@ def lower_pool(lc, node):
               y_off=y.channel_off)
     if node.op == 'GlobalAveragePool':
         fields = dict(io, N=n, HW=h * w, C=c)
-        return [global_avgpool_launch(lc, node.name, fields)]
+        return [global_avgpool_launch(node.name, fields)]
     a = node.attrs
     if node.op == 'GlobalMaxPool':
         k, st, dil, pads = (h, w), (1, 1), (1, 1), (0, 0)
@@ -111,7 +90,7 @@ def lower_reduce_mean(lc, node):
     else:
         lc.unsupported(node, f'axes {axes} of this layout')
     fields = dict(geo, x=x.ref, y=y.ref, y_off=0)
-    return [global_avgpool_launch(lc, node.name, fields)]
+    return [global_avgpool_launch(node.name, fields)]
 
 
 def _softmax_rows(x, axis):

@@ -27,7 +27,6 @@ from tx2_infer_core.ops import traits
 from tx2_infer_core.planner import ALIGNMENT, MemoryPlan
 
 DEFAULT_SM_COUNT = 132  # an H100's; the backend passes its device's count
-ARRIVAL_COUNTERS = 4096  # int32 last-CTA arrival counters, one region a lowering shares
 CONV_PATHS = ('auto', 'tc', 'simt', 'simt_fp32')  # simt_fp32: the FP32-FMA SIMT kernels
 FAMILIES = {'conv': lower_conv.lower_conv, 'gemm': lower_conv.lower_gemm,
             'conv_transpose': lower_conv_transpose.lower_conv_transpose,
@@ -56,7 +55,7 @@ class LoweringContext:
         self.int8_path = int8_path  # 'dp4a' or 'mma' (lower_int8.resolve_int8_path)
         self.slots = dict(slots)
         self.weight_chunks, self.weight_bytes = [], 0
-        self._workspace = self._counters = None
+        self._workspace = None
 
     def slot(self, name) -> Slot:
         """The device slot of an activation or (as row-major FP16) a constant."""
@@ -100,18 +99,6 @@ class LoweringContext:
         if self._workspace is None:
             self._workspace = self.add_weight(np.zeros(lower_conv.WORKSPACE_BYTES, np.uint8))
         return self._workspace
-
-    def arrival_counters(self, count: int) -> Ref:
-        """``count`` zeroed int32 arrival counters for a launch whose last CTA to arrive
-        reduces (split-K, global pooling): one region of the weight buffer, made on first use,
-        shared by every such launch. Sharing is safe: the launches run one after another on one
-        stream, and each leaves its counters at zero for the next one (and the next replay)."""
-        if count > ARRIVAL_COUNTERS:
-            raise Tx2InferError(f'a launch needs {count} arrival counters, more than the '
-                                f'{ARRIVAL_COUNTERS} of a lowering')
-        if self._counters is None:
-            self._counters = self.add_weight(np.zeros(ARRIVAL_COUNTERS, np.int32))
-        return self._counters
 
     def unsupported(self, node, detail):
         """Refuse ``node``: raises ``UnsupportedOpError`` naming it and ``detail``."""

@@ -40,9 +40,8 @@ POOL = np.dtype([('x', PTR), ('y', PTR)]
                 + _ints('N', 'H', 'W', 'C', 'P', 'Q', 'R', 'S', 'sh', 'sw', 'ph', 'pw', 'dh',
                         'dw', 'x_pix', 'x_off', 'y_pix', 'y_off', 'is_avg',
                         'count_include_pad'), align=True)
-GLOBAL_POOL = np.dtype([('x', PTR), ('y', PTR), ('ws', PTR), ('counters', PTR)]
-                       + _ints('N', 'HW', 'C', 'x_pix', 'x_off', 'y_pix', 'y_off', 'splits'),
-                       align=True)
+GLOBAL_POOL = np.dtype([('x', PTR), ('y', PTR)]
+                       + _ints('N', 'HW', 'C', 'x_pix', 'x_off', 'y_pix', 'y_off'), align=True)
 RESIZE = np.dtype([('x', PTR), ('y', PTR)] + _ints('N', 'H', 'W', 'C', 'P', 'Q')
                   + [('scale_h', 'f4'), ('scale_w', 'f4'), ('len_h', 'f4'), ('len_w', 'f4')]
                   + _ints('coord', 'linear', 'nearest', 'x_pix', 'x_off', 'y_pix', 'y_off'),
