@@ -10,6 +10,7 @@ data; its summary has the RSS slope (MiB/min, least squares over the samples aft
 minute, the warm-up) and the counts.
 
     python bench/soak_node.py [--minutes 60] [--hz 60] [--every 10] [--best-effort]
+        [--qos-depth 10]
         [--out bench/results/soak_node_cpu.json]
 
 The node keeps only the freshest frame (keep-last-1): at 60 Hz on a CPU most good frames are
@@ -26,7 +27,10 @@ never as stale. At the end the camera stops, the node settles, and the summary's
 history overwritten before the node's executor took it, or best effort); the first two
 identities can only hold when it is 0. So the camera publishes reliable (depth 10) and the
 node subscribes with qos_depth 10 (reliability auto matches it); ``--best-effort`` publishes
-with the sensor-data profile (best effort, depth 5) as many camera drivers do.
+with the sensor-data profile (best effort, depth 5) as many camera drivers do; ``--qos-depth 1``
+runs the node with the package's default (frames may then be lost in transport, and the
+middleware's reader keeps at most a frame or two: its buffer pool grows with the deepest queue
+it ever held, in steps of one image).
 """
 import argparse
 import os
@@ -156,15 +160,15 @@ def sample(soak, pid, start) -> dict:
             'load_average': [round(x, 2) for x in os.getloadavg()]}
 
 
-def soak(minutes, hz, every, out, best_effort=False):
+def soak(minutes, hz, every, out, best_effort=False, qos_depth=10):
     logs, domain = Path(tempfile.mkdtemp(prefix='tx2_infer_soak_')), free_domain_id()
-    proc = start_node(domain, logs, args=['-p', 'backend:=cpu', '-p', 'qos_depth:=10'])
+    proc = start_node(domain, logs, args=['-p', 'backend:=cpu', '-p', f'qos_depth:={qos_depth}'])
     peer = Peer(domain, logs)
     doc = {'what': __doc__.splitlines()[0], 'cpu': cpu_name(), 'cores': os.cpu_count(),
            'versions': versions('numpy', 'rclpy', 'onnxruntime'),
            'planned_minutes': minutes, 'hz': hz, 'sample_every_s': every,
            'camera_qos': 'sensor data (best effort, depth 5)' if best_effort else
-           'reliable, depth 10; node qos_depth 10',
+           f'reliable, depth 10; node qos_depth {qos_depth}',
            'frames': '640x480 bgr8 ' + ', '.join(PHOTOS) + '; malformed: ' +
            ', '.join(f'{m.encoding} {m.width}x{m.height}' for m in bad_frames()),
            'started': time.strftime('%Y-%m-%d %H:%M:%S'), 'node_log': str(logs),
@@ -240,9 +244,12 @@ def main(argv=None):
     parser.add_argument('--every', type=float, default=10.0, help='seconds between samples')
     parser.add_argument('--best-effort', action='store_true',
                         help='camera publishes best effort, depth 5 (sensor data profile)')
+    parser.add_argument('--qos-depth', type=int, default=10,
+                        help="the node's qos_depth (10: no frame lost in transport; the "
+                             "package default is 1)")
     parser.add_argument('--out', default=str(ROOT / 'bench' / 'results' / 'soak_node_cpu.json'))
     args = parser.parse_args(argv)
-    doc = soak(args.minutes, args.hz, args.every, args.out, args.best_effort)
+    doc = soak(args.minutes, args.hz, args.every, args.out, args.best_effort, args.qos_depth)
     print(doc['summary'])
 
 
