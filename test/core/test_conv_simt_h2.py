@@ -81,14 +81,6 @@ def _entry(ptx, name) -> str:
     return ptx[start:nxt if nxt > 0 else len(ptx)]
 
 
-def _nvrtc_available():
-    try:
-        cc.load_nvrtc()
-        return True
-    except cc.CompileError:
-        return False
-
-
 def _check_h2_ptx(ptx):
     """16 pairs x 4 x 4 outputs of f16x2 FMA a chunk, one FP16 lane sum per output a flush;
     the FP32 kernel has none."""
@@ -99,7 +91,7 @@ def _check_h2_ptx(ptx):
     assert 'fma.rn.f16x2' not in _entry(ptx, 'conv_simt_v4')
 
 
-@pytest.mark.skipif(not _nvrtc_available(), reason='nvidia-cuda-nvrtc-cu12 not installed')
+@pytest.mark.skipif(not cc.nvrtc_available(), reason='nvidia-cuda-nvrtc-cu12 not installed')
 @pytest.mark.parametrize('arch', [62, 72, 87])
 def test_h2_ptx_multiplies_in_half2_nvrtc(arch):
     _check_h2_ptx(cc.nvrtc_compile('conv', arch, {}, ptx=True).decode())

@@ -15,14 +15,6 @@ SOURCES = [p.stem for p in cc.kernel_sources()]
 NVRTC_ARCHS = [62, 72, 87]
 
 
-def _nvrtc_available():
-    try:
-        cc.load_nvrtc()
-        return True
-    except cc.CompileError:
-        return False
-
-
 def test_kernel_files_exist():
     for family in ('conv', 'pool', 'resize', 'elementwise', 'gemm', 'softmax', 'layernorm',
                    'preprocess', 'yolo', 'lstm'):
@@ -36,7 +28,7 @@ def test_compiles_sm90_nvcc(name):
     assert cubin[:4] == b'\x7fELF'
 
 
-@pytest.mark.skipif(not _nvrtc_available(), reason='nvidia-cuda-nvrtc-cu12 not installed')
+@pytest.mark.skipif(not cc.nvrtc_available(), reason='nvidia-cuda-nvrtc-cu12 not installed')
 @pytest.mark.parametrize('arch', NVRTC_ARCHS)
 @pytest.mark.parametrize('name', SOURCES)
 def test_compiles_nvrtc(name, arch):
@@ -53,7 +45,7 @@ def int8_ptx(name, arch) -> str:
     return cc.nvrtc_compile(name, arch, {}, ptx=True).decode()
 
 
-@pytest.mark.skipif(not _nvrtc_available(), reason='nvidia-cuda-nvrtc-cu12 not installed')
+@pytest.mark.skipif(not cc.nvrtc_available(), reason='nvidia-cuda-nvrtc-cu12 not installed')
 @pytest.mark.parametrize('arch', NVRTC_ARCHS)
 def test_int8_dp4a_path_uses_dp4a(arch):
     """conv_dp4a (the TX2's sm_62 path, also Xavier's sm_72 in this version) is dp4a code."""
@@ -63,7 +55,7 @@ def test_int8_dp4a_path_uses_dp4a(arch):
     assert ptx.count(DP4A_PTX) >= 16  # the unrolled 4x4 inner product, both kernels
 
 
-@pytest.mark.skipif(not _nvrtc_available(), reason='nvidia-cuda-nvrtc-cu12 not installed')
+@pytest.mark.skipif(not cc.nvrtc_available(), reason='nvidia-cuda-nvrtc-cu12 not installed')
 @pytest.mark.parametrize('arch', NVRTC_ARCHS)
 def test_int8_mma_path_only_from_sm80(arch):
     """conv_i8_mma holds integer mma.sync on sm_87 (Orin); on sm_62/72 it is a trap stub the

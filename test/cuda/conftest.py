@@ -80,3 +80,13 @@ def run_conv(graph, feeds, path='tc', monkeypatch=None):
         return backend.run(feeds)['y'], [k.kernel for k in backend.launches]
     finally:
         backend.close()
+
+
+def run_graph(graph, feeds, **options) -> dict:
+    """Every output of one run of ``graph`` on a fresh CUDA backend (``options`` for it)."""
+    backend = CudaBackend(**options)
+    backend.prepare(graph)
+    try:
+        return backend.run(feeds)
+    finally:
+        backend.close()

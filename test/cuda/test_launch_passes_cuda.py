@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import assert_close, fp16_round
+from conftest import assert_close, fp16_round, run_graph
 from tx2_infer_core import reference
-from tx2_infer_core.backends.cuda_backend import CudaBackend
 from tx2_infer_core.engine import Engine
 from tx2_infer_core.passes import fold_input_affine, fold_pads, fuse_layernorm, run_pass
 
@@ -50,12 +49,7 @@ def test_pass_output_runs_on_the_kernels(name):
     feeds = {'x': fp16_round(np.random.default_rng(3).standard_normal(
         graph.values['x'].shape))}
     want = reference.execute(graph, feeds)
-    backend = CudaBackend()
-    backend.prepare(folded)
-    try:
-        got = backend.run(feeds)
-    finally:
-        backend.close()
+    got = run_graph(folded, feeds)
     for out in graph.outputs:
         assert_close(f'{name} {out}', got[out], want[out], 1e-2)
 

@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import assert_close, fp16_round
-from tx2_infer_core.backends.cuda_backend import CudaBackend
+from conftest import assert_close, fp16_round, run_graph
 from tx2_infer_core.engine import Engine
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,12 +39,7 @@ def test_small_graph_matches_numpy(name):
     rng = np.random.default_rng(7)
     feeds = {n: fp16_round(rng.standard_normal(graph.values[n].shape)) for n in graph.inputs}
     want = CASES.reference(graph, feeds)
-    backend = CudaBackend()
-    backend.prepare(graph)
-    try:
-        got = backend.run(feeds)
-    finally:
-        backend.close()
+    got = run_graph(graph, feeds)
     for out in graph.outputs:
         assert_close(f'views {name} {out}', got[out], want[out], 1e-2)
 

@@ -45,14 +45,6 @@ print(json.dumps({'core': tx2_infer_core.__file__, 'kernel_dir': str(cc.kernel_d
 '''
 
 
-def _nvrtc_available():
-    try:
-        cc.load_nvrtc()
-        return True
-    except cc.CompileError:
-        return False
-
-
 def _run(cmd, **kwargs):
     proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kwargs)
     what = ' '.join(str(c) for c in cmd)[:200]
@@ -152,7 +144,7 @@ def test_console_scripts(install, tmp_path):
     assert 'inspect' in proc.stdout
 
 
-@pytest.mark.skipif(not _nvrtc_available(), reason='nvidia-cuda-nvrtc-cu12 not installed')
+@pytest.mark.skipif(not cc.nvrtc_available(), reason='nvidia-cuda-nvrtc-cu12 not installed')
 def test_every_kernel_compiles_from_the_installed_location(install, tmp_path):
     env = _env(PYTHONPATH=str(install['site']), TX2_INFER_CACHE=str(tmp_path / 'cache'))
     proc = _run([sys.executable, '-c', COMPILE_SCRIPT, *NVRTC_ARCHS], cwd=tmp_path, env=env)

@@ -125,6 +125,15 @@ def load_nvrtc():
     raise CompileError('libnvrtc not found: pip install nvidia-cuda-nvrtc-cu12')
 
 
+def nvrtc_available() -> bool:
+    """True when ``load_nvrtc`` finds NVRTC (the sm_62/72/87 compile checks need it)."""
+    try:
+        load_nvrtc()
+        return True
+    except CompileError:
+        return False
+
+
 def _include_dirs() -> list:
     dirs = [str(kernel_dir())] + _nvidia_dirs('include')
     home = os.environ.get('CUDA_HOME') or os.environ.get('CUDA_PATH') or '/usr/local/cuda'
