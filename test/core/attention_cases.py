@@ -1,5 +1,5 @@
 """A BERT-shaped ONNX model in the node pattern of PyTorch's TorchScript exporter (opset 17), for
-the attention tests on the CPU (test_attention.py) and the GPU (test/cuda/test_attention.py).
+the attention tests on the CPU (test_attention.py) and the GPU (test/cuda/test_attention_cuda.py).
 
 Per layer: q/k/v MatMul + Add(bias) -> Reshape -> Transpose; the scale 1/sqrt(sqrt(d)) as a
 Shape/Slice/Cast/Sqrt/Div/Cast/Sqrt chain (constant-folded at build) multiplied into Q and into
