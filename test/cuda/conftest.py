@@ -90,3 +90,22 @@ def run_graph(graph, feeds, **options) -> dict:
         return backend.run(feeds)
     finally:
         backend.close()
+
+
+def assert_engine_matches_onnxruntime(label, path, model, tol=2e-2):
+    """Zoo ``model`` (file ``path``) built for cuda FP16 against ONNX Runtime FP32 on its
+    real photo, every output within ``tol`` (``assert_close``)."""
+    import onnxruntime as ort
+    import zoo_data
+    from tx2_infer_core.engine import Engine
+    session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    feeds = {session.get_inputs()[0].name: zoo_data.photo_tensor(model)}
+    want = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
+    engine = Engine.build(path, input_shape=model.input_shape, backend='cuda',
+                          precision='fp16')
+    try:
+        got = engine.run(feeds)
+    finally:
+        engine.close()
+    for out, ref in want.items():
+        assert_close(f'{label} {out}', got[out], ref, tol)

@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import assert_close, fp16_round, run_graph
+from conftest import assert_close, assert_engine_matches_onnxruntime, fp16_round, run_graph
 from tx2_infer_core import reference
-from tx2_infer_core.engine import Engine
 from tx2_infer_core.passes import fold_input_affine, fold_pads, fuse_layernorm, run_pass
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,21 +55,9 @@ def test_pass_output_runs_on_the_kernels(name):
 
 @pytest.mark.parametrize('name', ['open-nsfw', 'ppocr-rec', 'ppocr-det'])
 def test_zoo_model_matches_onnxruntime(name, tmp_path):
-    import onnxruntime as ort
     model = zoo_data.BY_NAME[name]
     packed = os.environ.get('TX2_INFER_ZOO_PACKED')
     found = zoo_data.unpack(packed, tmp_path) if packed else {name: zoo_data.model_files(model)}
     if name not in found:
         pytest.skip(f'{name} is in another zoo pack group (zoo_data.py groups)')
-    path = found[name][0]
-    session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
-    feeds = {session.get_inputs()[0].name: zoo_data.photo_tensor(model)}
-    want = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
-    engine = Engine.build(path, input_shape=model.input_shape, backend='cuda',
-                          precision='fp16')
-    try:
-        got = engine.run(feeds)
-    finally:
-        engine.close()
-    for out, ref in want.items():
-        assert_close(f'{name} {out}', got[out], ref, 2e-2)
+    assert_engine_matches_onnxruntime(name, found[name][0], model)

@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import assert_close, fp16_round, run_graph
-from tx2_infer_core.engine import Engine
+from conftest import assert_close, assert_engine_matches_onnxruntime, fp16_round, run_graph
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / 'bench'))
@@ -57,18 +56,5 @@ def _model_path(model, tmp_path):
 
 @pytest.mark.parametrize('name', ['nudenet-320n', 'layout-cdla', 'mtcnn-pnet'])
 def test_zoo_model_with_views_matches_onnxruntime(name, tmp_path):
-    import onnxruntime as ort
     model = zoo_data.BY_NAME[name]
-    path = _model_path(model, tmp_path)
-    x = zoo_data.photo_tensor(model)
-    session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
-    feeds = {session.get_inputs()[0].name: x}
-    want = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
-    engine = Engine.build(path, input_shape=model.input_shape, backend='cuda',
-                          precision='fp16')
-    try:
-        got = engine.run(feeds)
-    finally:
-        engine.close()
-    for out, ref in want.items():
-        assert_close(f'views {name} {out}', got[out], ref, 2e-2)
+    assert_engine_matches_onnxruntime(f'views {name}', _model_path(model, tmp_path), model)
