@@ -89,8 +89,9 @@ def settled(values) -> bool:
 
 
 def send_mix(peer, publisher, good, bad, tag):
-    """Each malformed frame between two good ones, ``ROUNDS`` times, a frame every 4 ms
-    (faster than the node answers); -> (good sent, {cause: malformed sent})."""
+    """Each malformed frame between two good ones, ``ROUNDS`` times, the three back to back and
+    4 ms between triples (faster than the node answers, however fast the machine: the second
+    good frame replaces the first); -> (good sent, {cause: malformed sent})."""
     sent_good, causes, k = 0, dict.fromkeys(DROP_CAUSES, 0), 0
     for _ in range(ROUNDS):
         for msg, cause in bad:
@@ -98,8 +99,8 @@ def send_mix(peer, publisher, good, bad, tag):
                 item.header.frame_id = f'{tag}{k}'
                 item.header.stamp = peer.node.get_clock().now().to_msg()
                 publisher.publish(item)
-                peer.spin_for(0.004)
                 k += 1
+            peer.spin_for(0.004)
             sent_good += 2
             causes[cause] += 1
     return sent_good, causes
