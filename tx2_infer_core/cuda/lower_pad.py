@@ -8,6 +8,7 @@ Caffe-style pooling input this way. Pads may name their axes (the optional ``axe
 import numpy as np
 
 from tx2_infer_core.cuda.lower_ops import copy_launch, slot_view
+from tx2_infer_core.ops.tensor import pads_over_all_axes
 
 
 def _input(node, i):
@@ -17,19 +18,13 @@ def _input(node, i):
 def full_pads(lc, node, rank) -> list:
     """[begin per axis..., end per axis...] over all ``rank`` axes (``axes`` expanded)."""
     if _input(node, 1):
-        pads = [int(p) for p in lc.const(node.inputs[1]).reshape(-1).tolist()]
+        pads = lc.const(node.inputs[1]).reshape(-1).tolist()
     else:
-        pads = [int(p) for p in node.attrs.get('pads')]
-    axes = list(range(rank))
-    if _input(node, 3):
-        axes = [int(a) + rank if a < 0 else int(a)
-                for a in lc.const(node.inputs[3]).reshape(-1).tolist()]
-    if len(pads) != 2 * len(axes) or len(set(axes)) != len(axes) or \
-            not all(0 <= a < rank for a in axes):
-        lc.unsupported(node, f'pads {pads} do not match axes {axes}')
-    full = [0] * (2 * rank)
-    for i, axis in enumerate(axes):
-        full[axis], full[rank + axis] = pads[i], pads[len(axes) + i]
+        pads = node.attrs.get('pads')
+    axes = lc.const(node.inputs[3]).reshape(-1).tolist() if _input(node, 3) else None
+    full = pads_over_all_axes(pads, axes, rank)
+    if full is None:
+        lc.unsupported(node, f'pads {pads} do not match axes {axes or list(range(rank))}')
     return full
 
 

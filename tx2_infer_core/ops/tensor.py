@@ -161,6 +161,22 @@ def Tile(x, repeats):
     return np.tile(x, ints(repeats))
 
 
+def pads_over_all_axes(pads, axes, rank):
+    """Pad's ``pads`` over ``axes`` (None: every axis; negative ones count from the end) as
+    [begin per axis..., end per axis...] over all ``rank`` axes; None when they do not match
+    (a pads count not twice the axes, a repeated or out-of-range axis)."""
+    pads = [int(p) for p in pads]
+    axes = list(range(rank)) if axes is None else [int(a) + rank if int(a) < 0 else int(a)
+                                                   for a in axes]
+    if len(pads) != 2 * len(axes) or len(set(axes)) != len(axes) or \
+            not all(0 <= a < rank for a in axes):
+        return None
+    full = [0] * (2 * rank)
+    for i, axis in enumerate(axes):
+        full[axis], full[rank + axis] = pads[i], pads[len(axes) + i]
+    return full
+
+
 def Pad(data, pads=None, constant_value=None, axes=None, *, mode='constant', value=0.0):
     """Pad (or crop, with negative pads) in mode constant, reflect, edge or wrap."""
     if mode not in ('constant', 'reflect', 'edge', 'wrap'):

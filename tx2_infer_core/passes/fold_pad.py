@@ -18,6 +18,7 @@ have exactly one reader and are not graph outputs; the Conv has no auto_pad; flo
 """
 import numpy as np
 
+from tx2_infer_core.ops.tensor import pads_over_all_axes
 from tx2_infer_core.passes.graph_edit import (FLOAT_DTYPES, constant, dtype_of, rewrite_nodes,
                                               sole_consumer)
 
@@ -53,7 +54,7 @@ def edge_matches_maxpool(pads, kernel) -> bool:
 
 def full_pads(graph, node, rank):
     """[begin per axis..., end per axis...] of Pad ``node`` over all ``rank`` axes (its
-    ``axes`` input expanded), or None when they are not constant."""
+    ``axes`` input expanded), or None when they are not constant or do not match."""
     names = (list(node.inputs[1:]) + ['', '', ''])[:3]
     if len(node.inputs) > 1 and node.inputs[1]:
         pads = constant(graph, names[0])
@@ -62,14 +63,7 @@ def full_pads(graph, node, rank):
     axes = constant(graph, names[2]) if names[2] else np.arange(rank)
     if pads is None or axes is None:
         return None
-    pads = [int(p) for p in np.asarray(pads).reshape(-1)]
-    axes = [int(a) % rank for a in np.asarray(axes).reshape(-1)]
-    if len(pads) != 2 * len(axes) or len(set(axes)) != len(axes):
-        return None
-    full = [0] * (2 * rank)
-    for i, axis in enumerate(axes):
-        full[axis], full[rank + axis] = pads[i], pads[len(axes) + i]
-    return full
+    return pads_over_all_axes(np.asarray(pads).reshape(-1), np.asarray(axes).reshape(-1), rank)
 
 
 def pad_fill(graph, node):
