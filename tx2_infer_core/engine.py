@@ -97,6 +97,7 @@ class Engine:
             raise Tx2InferError(f"the memory plan of {options.get('model', graph.name)} is "
                                 f'unsafe, refusing to run it: {exc}') from exc
         self.options = options
+        self._own_buffers = None  # input_buffers() of a backend without host memory of its own
         name = backend_for(resolve_backend(backend), options.get('precision', 'fp32'))
         self.precision = run_precision(name, options.get('precision', 'fp32'))
         if self.precision != options.get('precision', 'fp32'):
@@ -240,10 +241,11 @@ class Engine:
         """{input name: float32 array} to fill in place and pass to ``run``: on the cuda
         backend the pinned host memory the device reads, so ``run`` copies no input."""
         buffers = self.backend.input_buffers()
-        if not buffers:
-            buffers = self._own_buffers = getattr(self, '_own_buffers', None) or {
-                s.name: np.zeros(s.shape, s.dtype) for s in self.input_specs}
-        return buffers
+        if buffers:
+            return buffers
+        if self._own_buffers is None:
+            self._own_buffers = {s.name: np.zeros(s.shape, s.dtype) for s in self.input_specs}
+        return self._own_buffers
 
     def _check_out(self, out):
         if out is None:
