@@ -40,8 +40,8 @@ FAMILIES = {'conv': lower_conv.lower_conv, 'gemm': lower_conv.lower_gemm,
             'transpose': lower_ops.lower_transpose, 'concat': lower_ops.lower_concat,
             'split': lower_ops.lower_split, 'slice': lower_ops.lower_slice,
             'conv_int8': lower_int8.lower_conv_int8, 'quantize': lower_int8.lower_quantize,
-            'dequantize': lower_int8.lower_dequantize, 'lstm': lower_recurrent.lower_lstm}
-FAMILIES['attention'] = lower_attention  # cuda/lower_attention.py
+            'dequantize': lower_int8.lower_dequantize, 'lstm': lower_recurrent.lower_lstm,
+            'attention': lower_attention}
 LOWERINGS = {op: FAMILIES[family] for op, family in traits.cuda_ops().items()}
 
 
