@@ -21,6 +21,7 @@ FusedLinear: level 3 only (cuda builds), as FusedPointwise.
 from tx2_infer_core.ir import Node
 from tx2_infer_core.ops.fused import GELU_FORMS
 from tx2_infer_core.passes.fuse_conv import match_activation
+from tx2_infer_core.passes.fuse_residual import residual_input
 from tx2_infer_core.passes.graph_edit import (FLOAT_DTYPES, add_weight, constant, dtype_of,
                                               rewrite_nodes, shape_of, sole_consumer)
 from tx2_infer_core.passes.weights import column_vector
@@ -50,13 +51,8 @@ def _bias(graph, consumers, name):
 def _residual(graph, consumers, name):
     """``(residual, Add)`` when ``name``'s only reader adds an activation of its shape."""
     add = sole_consumer(graph, consumers, name)
-    other = _other_input(add, name)
-    if not other or other in graph.weights:
-        return None
-    if shape_of(graph, other) != shape_of(graph, name) or \
-            dtype_of(graph, other) != dtype_of(graph, name):
-        return None
-    return other, add
+    other = residual_input(graph, name, add)
+    return None if other is None else (other, add)
 
 
 def _activation(graph, consumers, name):

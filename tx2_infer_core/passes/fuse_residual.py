@@ -17,11 +17,12 @@ from tx2_infer_core.passes.fuse_conv import FUSED_CONV_OPS, conv_inputs, match_a
 from tx2_infer_core.passes.graph_edit import dtype_of, rewrite_nodes, shape_of, sole_consumer
 
 
-def _residual_input(graph, conv, add):
-    """The other input of ``add`` if it can be the conv's residual, else None."""
-    if add.op != 'Add' or len(add.inputs) != 2 or add.inputs[0] == add.inputs[1]:
+def residual_input(graph, y, add):
+    """The other input of ``add`` (which reads ``y``) if it can be a residual added to ``y``:
+    an activation of ``y``'s shape and dtype; else None."""
+    if add is None or add.op != 'Add' or len(add.inputs) != 2 or \
+            add.inputs[0] == add.inputs[1]:
         return None
-    y = conv.outputs[0]
     other = add.inputs[1] if add.inputs[0] == y else add.inputs[0]
     if other in graph.weights or not other:
         return None
@@ -46,7 +47,7 @@ def _matches(graph):
         add = sole_consumer(graph, consumers, conv.outputs[0])
         if add is None or id(add) in claimed:
             continue
-        residual = _residual_input(graph, conv, add)
+        residual = residual_input(graph, conv.outputs[0], add)
         if residual is None:
             continue
         act = None
