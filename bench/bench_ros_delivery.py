@@ -52,9 +52,8 @@ def settled_count(peer, quiet=2) -> int:
 
 
 def start_camera(domain, logs, size, reliability, frames, rate, profile):
-    env = ros_env.child_env(domain_id=domain, log_dir=logs)
-    if not profile:
-        env.pop('FASTDDS_DEFAULT_PROFILES_FILE')
+    env = ros_env.child_env(domain_id=domain, log_dir=logs,
+                            dds_profile='default' if profile else None)
     params = {'rate': float(rate), 'count': frames, 'width': size[0], 'height': size[1],
               'reliability': reliability, 'wait_for_subscribers': 1}
     cmd = [sys.executable, '-m', 'tx2_infer_ros.image_publisher', '--ros-args']

@@ -63,10 +63,8 @@ def receive(frames, side, hz, profile, lifecycle):
     from sensor_msgs.msg import Image
     from tx2_infer_ros import cdr
     domain = free_domain_id()
-    env = ros_env.child_env(domain_id=domain, log_dir=tempfile.mkdtemp(prefix='tx2_tr_'))
-    env.pop('FASTDDS_DEFAULT_PROFILES_FILE', None)
-    if PROFILES[profile]:
-        env['FASTDDS_DEFAULT_PROFILES_FILE'] = str(ros_env.config_file(PROFILES[profile]))
+    env = ros_env.child_env(domain_id=domain, log_dir=tempfile.mkdtemp(prefix='tx2_tr_'),
+                            dds_profile=PROFILES[profile])
     saved = dict(os.environ)
     os.environ.clear()
     os.environ.update(env)

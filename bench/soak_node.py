@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'test' / 'ros'))
 from benchlib import cpu_name, versions, write_json  # noqa: E402
 from rospeer import T, Peer, free_domain_id, rss_mb, start_node, stop_node  # noqa: E402
+from tx2_infer_ros import ros_env  # noqa: E402
 
 PHOTOS = ('dog.jpg', 'bus.jpg', 'horses.jpg')
 WARMUP_S = 60.0
@@ -171,6 +172,8 @@ def soak(minutes, hz, every, out, best_effort=False, qos_depth=10):
            f'reliable, depth 10; node qos_depth {qos_depth}',
            'frames': '640x480 bgr8 ' + ', '.join(PHOTOS) + '; malformed: ' +
            ', '.join(f'{m.encoding} {m.width}x{m.height}' for m in bad_frames()),
+           'node_dds_env': {k: v for k, v in ros_env.child_env().items()
+                            if k in (ros_env.PROFILE_VARIABLE, ros_env.QOS_FROM_XML)},
            'started': time.strftime('%Y-%m-%d %H:%M:%S'), 'node_log': str(logs),
            'samples': []}
     try:

@@ -6,8 +6,9 @@
 Parameters come from config/yolo.yaml; ``model_path:=`` overrides the YAML's only when given.
 The node is configured, then activated the first time it reaches inactive; a later configure
 (the deactivate, cleanup, set, configure recipe) leaves it inactive. The node's process gets
-FASTDDS_DEFAULT_PROFILES_FILE = config/fastdds_large_images.xml unless one is already set; the
-camera driver's process needs the same profile for large best-effort images (README).
+FASTDDS_DEFAULT_PROFILES_FILE = config/fastdds_large_images.xml and
+RMW_FASTRTPS_USE_QOS_FROM_XML=1 unless a profile is already set; the camera driver's process
+needs the same profile for large best-effort images (README).
 """
 import os
 
@@ -24,6 +25,8 @@ from lifecycle_msgs.msg import Transition
 
 PACKAGE = 'tx2_infer_ros'
 PROFILE_VARIABLE = 'FASTDDS_DEFAULT_PROFILES_FILE'
+PROFILE = 'fastdds_large_images.xml'
+QOS_FROM_XML = 'RMW_FASTRTPS_USE_QOS_FROM_XML'
 
 
 def node_parameters(config, model_path):
@@ -34,9 +37,17 @@ def node_parameters(config, model_path):
     return [config, {'model_path': ParameterValue(model_path, value_type=str)}]
 
 
-def dds_environment(environment, profile):
-    """Extra environment of the node's process: our Fast DDS profile unless one is set."""
-    return {} if environment.get(PROFILE_VARIABLE) else {PROFILE_VARIABLE: profile}
+def dds_environment(environment, config_dir):
+    """Extra environment of the node's process: our Fast DDS profile unless the user set one;
+    with a profile of ours, rmw is told to take the readers' memory policy from it (the
+    profile's comment says why)."""
+    profile = environment.get(PROFILE_VARIABLE)
+    extra = {} if profile else {PROFILE_VARIABLE: os.path.join(config_dir, PROFILE)}
+    ours = os.path.realpath(os.path.dirname(profile or extra[PROFILE_VARIABLE])) == \
+        os.path.realpath(config_dir)
+    if ours and QOS_FROM_XML not in environment:
+        extra[QOS_FROM_XML] = '1'
+    return extra
 
 
 def lifecycle_actions(node):
@@ -61,8 +72,7 @@ def launch_setup(context, *args, **kwargs):
         namespace=LaunchConfiguration('namespace'), output='screen',
         parameters=node_parameters(os.path.join(share, 'config', 'yolo.yaml'), model_path),
         remappings=[('image', image), ('image/compressed', image + '/compressed')],
-        additional_env=dds_environment(
-            environment, os.path.join(share, 'config', 'fastdds_large_images.xml')))
+        additional_env=dds_environment(environment, os.path.join(share, 'config')))
     return [node] + lifecycle_actions(node)
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 from tx2_infer_core.assets import cache_dir
 
 FASTDDS_PROFILE = 'fastdds_large_images.xml'
+PROFILE_VARIABLE = 'FASTDDS_DEFAULT_PROFILES_FILE'
+QOS_FROM_XML = 'RMW_FASTRTPS_USE_QOS_FROM_XML'
 
 
 def workspace_install() -> Path:
@@ -45,9 +47,32 @@ def _prepend(env, key, *paths):
     env[key] = os.pathsep.join(dict.fromkeys(parts))
 
 
-def child_env(domain_id=None, log_dir=None, base=None) -> dict:
-    """Env for a ROS child process: loopback-only discovery, our Fast DDS profile, a domain
-    id, a log folder and (when built) the dev-workspace vision_msgs."""
+def is_package_profile(path) -> bool:
+    """True for one of this package's Fast DDS profiles (config/fastdds_*.xml)."""
+    path = Path(path)
+    return path.name.startswith('fastdds_') and path.resolve() == \
+        config_file(path.name).resolve()
+
+
+def use_dds_profile(env, profile='default') -> None:
+    """Put ``env`` on a Fast DDS profile: 'default' keeps the user's profile, else ours; a
+    file name of config/ picks that one; None leaves Fast DDS defaults. With a profile of this
+    package, rmw is told to take the readers' memory policy from it (the XML says why)."""
+    if profile is None:
+        env.pop(PROFILE_VARIABLE, None)
+        env.pop(QOS_FROM_XML, None)
+        return
+    if profile != 'default' or not env.get(PROFILE_VARIABLE):
+        env[PROFILE_VARIABLE] = str(config_file(FASTDDS_PROFILE if profile == 'default'
+                                                else profile))
+    if is_package_profile(env[PROFILE_VARIABLE]):
+        env.setdefault(QOS_FROM_XML, '1')
+
+
+def child_env(domain_id=None, log_dir=None, base=None, dds_profile='default') -> dict:
+    """Env for a ROS child process: loopback-only discovery, a Fast DDS profile
+    (``use_dds_profile``), a domain id, a log folder and (when built) the dev-workspace
+    vision_msgs."""
     env = dict(os.environ if base is None else base)
     env.pop('_ROS_WHEELS_BOOTSTRAP_COMPLETE', None)  # let the venv recompute its lib path
     env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
@@ -56,7 +81,7 @@ def child_env(domain_id=None, log_dir=None, base=None) -> dict:
         env['ROS_DOMAIN_ID'] = str(domain_id)
     env['ROS_LOG_DIR'] = str(log_dir or env.get('ROS_LOG_DIR') or
                              Path(tempfile.gettempdir()) / 'tx2_infer_ros_log')
-    env.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(config_file(FASTDDS_PROFILE)))
+    use_dds_profile(env, dds_profile)
     env.setdefault('AMENT_PREFIX_PATH', sys.prefix)
     prefix = vision_msgs_prefix()
     if prefix is not None:

@@ -48,9 +48,8 @@ def free_domain_id(first=10, last=100) -> int:
 def start_node(domain_id, log_dir, name='det', args=(), dds_profile=True):
     """The detector node as a child process with its own env; logs go to log_dir/node.log.
     ``dds_profile``: with our Fast DDS profile (else Fast DDS defaults)."""
-    env = ros_env.child_env(domain_id=domain_id, log_dir=log_dir)
-    if not dds_profile:
-        env.pop('FASTDDS_DEFAULT_PROFILES_FILE')
+    env = ros_env.child_env(domain_id=domain_id, log_dir=log_dir,
+                            dds_profile='default' if dds_profile else None)
     cmd = [sys.executable, '-m', 'tx2_infer_ros.detector_node', '--ros-args',
            '-r', f'__node:={name}', *args]
     log = open(Path(log_dir) / f'{name}.log', 'w')

@@ -72,9 +72,17 @@ def test_launch_model_path_overrides_the_yaml_only_when_given(launch_file):
 def test_launch_sets_the_dds_profile_unless_the_user_did(launch_file):
     node, = fakelaunch.of_type(fakelaunch.run(launch_file), 'LifecycleNode')
     assert node.kwargs['additional_env'] == {
-        'FASTDDS_DEFAULT_PROFILES_FILE': fakelaunch.SHARE + '/config/fastdds_large_images.xml'}
+        'FASTDDS_DEFAULT_PROFILES_FILE': fakelaunch.SHARE + '/config/fastdds_large_images.xml',
+        'RMW_FASTRTPS_USE_QOS_FROM_XML': '1'}
     mine = {'FASTDDS_DEFAULT_PROFILES_FILE': '/home/me/profile.xml'}
     node, = fakelaunch.of_type(fakelaunch.run(launch_file, environment=mine), 'LifecycleNode')
+    assert node.kwargs['additional_env'] == {}
+    # the README's export of our profile (for the camera) in the launching shell
+    ours = {'FASTDDS_DEFAULT_PROFILES_FILE': fakelaunch.SHARE + '/config/fastdds_shm_only.xml'}
+    node, = fakelaunch.of_type(fakelaunch.run(launch_file, environment=ours), 'LifecycleNode')
+    assert node.kwargs['additional_env'] == {'RMW_FASTRTPS_USE_QOS_FROM_XML': '1'}
+    ours['RMW_FASTRTPS_USE_QOS_FROM_XML'] = '0'
+    node, = fakelaunch.of_type(fakelaunch.run(launch_file, environment=ours), 'LifecycleNode')
     assert node.kwargs['additional_env'] == {}
 
 
