@@ -161,12 +161,15 @@ def sample(soak, pid, start) -> dict:
             'load_average': [round(x, 2) for x in os.getloadavg()]}
 
 
-def soak(minutes, hz, every, out, best_effort=False, qos_depth=10):
+def soak(minutes, hz, every, out, best_effort=False, qos_depth=10, input_size=None):
     logs, domain = Path(tempfile.mkdtemp(prefix='tx2_infer_soak_')), free_domain_id()
-    proc = start_node(domain, logs, args=['-p', 'backend:=cpu', '-p', f'qos_depth:={qos_depth}'])
+    sizing = ['-p', f'input_size:={input_size}'] if input_size else []
+    proc = start_node(domain, logs, args=['-p', 'backend:=cpu', '-p', f'qos_depth:={qos_depth}',
+                                          *sizing])
     peer = Peer(domain, logs)
     doc = {'what': __doc__.splitlines()[0], 'cpu': cpu_name(), 'cores': os.cpu_count(),
            'versions': versions('numpy', 'rclpy', 'onnxruntime'),
+           'input_size': input_size or 'package default',
            'planned_minutes': minutes, 'hz': hz, 'sample_every_s': every,
            'camera_qos': 'sensor data (best effort, depth 5)' if best_effort else
            f'reliable, depth 10; node qos_depth {qos_depth}',
@@ -250,9 +253,12 @@ def main(argv=None):
     parser.add_argument('--qos-depth', type=int, default=10,
                         help="the node's qos_depth (10: no frame lost in transport; the "
                              "package default is 1)")
+    parser.add_argument('--input-size', type=int, default=None,
+                        help="the node's input_size (small enough that it answers every frame)")
     parser.add_argument('--out', default=str(ROOT / 'bench' / 'results' / 'soak_node_cpu.json'))
     args = parser.parse_args(argv)
-    doc = soak(args.minutes, args.hz, args.every, args.out, args.best_effort, args.qos_depth)
+    doc = soak(args.minutes, args.hz, args.every, args.out, args.best_effort, args.qos_depth,
+               args.input_size)
     print(doc['summary'])
 
 
