@@ -17,6 +17,14 @@ ENCAPSULATION = b'\x00\x01\x00\x00'   # CDR, little endian
 IDENTITY_POSE = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0)   # position xyz, orientation xyzw
 KEYPOINT_PREFIX = 'keypoint/'   # a keypoint hypothesis's class_id: 'keypoint/<index>'
 KEYPOINT_THRESHOLD = 0.5        # least visibility of a published keypoint (the default)
+_U32, _I32 = struct.Struct('<I'), struct.Struct('<i')
+_U8, _F64 = struct.Struct('<B'), struct.Struct('<d')
+_BBOX = struct.Struct('<5d')    # centre x, y, theta, size x, y
+_ZEROS = (0.0,) * 36            # a pose covariance
+# A class hypothesis after its score: the identity pose, zero covariance; a keypoint's after
+# its score, x and y: z = 0, identity orientation, zero covariance.
+_CLASS_POSE = struct.pack('<43d', *IDENTITY_POSE, *_ZEROS)
+_KEYPOINT_POSE = struct.pack('<41d', *IDENTITY_POSE[2:], *_ZEROS)
 
 
 class CdrError(ValueError):
@@ -69,43 +77,45 @@ class Reader:
 
 
 class Writer:
-    """Appends little-endian CDR fields; ``bytes()`` gives the message."""
+    """Appends little-endian CDR fields to a bytearray; ``bytes()`` gives the message."""
 
     def __init__(self):
-        self.parts, self.size = [ENCAPSULATION], 0
+        self.buffer = bytearray(ENCAPSULATION)
 
-    def _put(self, fmt, size, *values):
-        pad = -self.size % size
+    def packed(self, align, data):
+        """Bytes packed already (fields that need no padding between them), after the zero
+        padding up to a multiple of ``align`` bytes."""
+        pad = -(len(self.buffer) - len(ENCAPSULATION)) % align
         if pad:
-            self.parts.append(b'\x00' * pad)
-        packed = struct.pack(fmt, *values)
-        self.parts.append(packed)
-        self.size += pad + len(packed)
+            self.buffer += bytes(pad)
+        self.buffer += data
 
     def u32(self, value):
-        self._put('<I', 4, value)
+        self.packed(4, _U32.pack(value))
 
     def i32(self, value):
-        self._put('<i', 4, value)
+        self.packed(4, _I32.pack(value))
 
     def u8(self, value):
-        self._put('<B', 1, value)
+        self.packed(1, _U8.pack(value))
 
     def f64s(self, *values):
-        self._put(f'<{len(values)}d', 8, *values)
+        self.packed(8, struct.pack(f'<{len(values)}d', *values))
 
     def string(self, text):
-        raw = text.encode('utf-8') + b'\x00'
-        self.u32(len(raw))
-        self.parts.append(raw)
-        self.size += len(raw)
+        self.packed(4, string_bytes(text))
 
     def raw(self, data):
-        self.parts.append(data)
-        self.size += len(data)
+        self.buffer += data
 
     def __bytes__(self):
-        return b''.join(self.parts)
+        return bytes(self.buffer)
+
+
+def string_bytes(text) -> bytes:
+    """A CDR string (4-aligned): its length with the NUL, the UTF-8 bytes, the NUL."""
+    raw = text.encode('utf-8')
+    return _U32.pack(len(raw) + 1) + raw + b'\x00'
 
 
 class ImageView:
@@ -124,10 +134,13 @@ def read_header(reader) -> tuple:
     return reader.i32(), reader.u32(), reader.string()
 
 
+def header_bytes(sec, nanosec, frame_id) -> bytes:
+    """std_msgs/Header's bytes, to be written at a 4-aligned position (every field is)."""
+    return struct.pack('<iI', sec, nanosec) + string_bytes(frame_id)
+
+
 def write_header(writer, sec, nanosec, frame_id) -> None:
-    writer.i32(sec)
-    writer.u32(nanosec)
-    writer.string(frame_id)
+    writer.packed(4, header_bytes(sec, nanosec, frame_id))
 
 
 def image_view(data) -> ImageView:
@@ -187,24 +200,20 @@ def detection_array_bytes(sec, nanosec, frame_id, detections, track_ids=None,
     covariances, bbox centre and size in pixels, ``id`` the track ID as text (empty when none
     or negative)."""
     w = Writer()
-    write_header(w, sec, nanosec, frame_id)
+    header = header_bytes(sec, nanosec, frame_id)
+    w.packed(4, header)
     w.u32(len(detections))
-    zeros = (0.0,) * 36
     for i, det in enumerate(detections):
-        write_header(w, sec, nanosec, frame_id)
+        w.packed(4, header)
         points = published_keypoints(det, keypoint_threshold)
         w.u32(1 + len(points))                     # results: the class, then keypoints
         w.string(str(int(det.class_id)))
-        w.f64s(float(det.score))
-        w.f64s(*IDENTITY_POSE)
-        w.f64s(*zeros)
+        w.packed(8, _F64.pack(float(det.score)) + _CLASS_POSE)
         for k, x, y, visibility in points:
             w.string(f'{KEYPOINT_PREFIX}{k}')
-            w.f64s(visibility)
-            w.f64s(x, y, *IDENTITY_POSE[2:])
-            w.f64s(*zeros)
-        w.f64s((det.x1 + det.x2) / 2.0, (det.y1 + det.y2) / 2.0, 0.0,
-               float(det.x2 - det.x1), float(det.y2 - det.y1))
+            w.packed(8, struct.pack('<3d', visibility, x, y) + _KEYPOINT_POSE)
+        w.packed(8, _BBOX.pack((det.x1 + det.x2) / 2.0, (det.y1 + det.y2) / 2.0, 0.0,
+                               float(det.x2 - det.x1), float(det.y2 - det.y1)))
         track = -1 if track_ids is None else int(track_ids[i])
         w.string(str(track) if track >= 0 else '')
     return bytes(w)
