@@ -34,20 +34,51 @@ struct ActParams {
 
 __device__ __forceinline__ float tx2_sigmoid(float v) { return 1.f / (1.f + __expf(-v)); }
 
+// -DTX2_ACTS=<mask> builds only the activations whose bit (1 << ACT_<OP>) is set: the
+// lowering names each conv module with the activations its launches use (an inlined epilogue a
+// store site, so unused activations cost most of a conv module's compile time).
+#ifdef TX2_ACTS
+#define TX2_ACT_BUILT(code) ((TX2_ACTS >> (code)) & 1)
+#else
+#define TX2_ACT_BUILT(code) 1
+#endif
+
 __device__ __forceinline__ float tx2_act(float v, const ActParams &a) {
     switch (a.kind) {
+#if TX2_ACT_BUILT(ACT_RELU)
     case ACT_RELU: return fmaxf(v, 0.f);
+#endif
+#if TX2_ACT_BUILT(ACT_LEAKYRELU)
     case ACT_LEAKYRELU: return v >= 0.f ? v : v * a.alpha;
+#endif
+#if TX2_ACT_BUILT(ACT_SIGMOID)
     case ACT_SIGMOID: return tx2_sigmoid(v);
+#endif
+#if TX2_ACT_BUILT(ACT_SILU)
     case ACT_SILU: return v * tx2_sigmoid(v);
+#endif
+#if TX2_ACT_BUILT(ACT_HARDSWISH)
     case ACT_HARDSWISH: return v * fminf(fmaxf(v / 6.f + 0.5f, 0.f), 1.f);
+#endif
+#if TX2_ACT_BUILT(ACT_HARDSIGMOID)
     case ACT_HARDSIGMOID: return fminf(fmaxf(a.alpha * v + a.beta, 0.f), 1.f);
+#endif
+#if TX2_ACT_BUILT(ACT_CLIP)
     case ACT_CLIP: return fminf(fmaxf(v, a.lo), a.hi);
+#endif
+#if TX2_ACT_BUILT(ACT_TANH)
     case ACT_TANH: return tanhf(v);
+#endif
+#if TX2_ACT_BUILT(ACT_MISH)
     case ACT_MISH: return v * tanhf(v > 20.f ? v : log1pf(__expf(v)));  // softplus
+#endif
+#if TX2_ACT_BUILT(ACT_GELU)
     case ACT_GELU: return 0.5f * v * (1.f + erff(v * 0.70710678f));
+#endif
+#if TX2_ACT_BUILT(ACT_GELU_TANH)
     case ACT_GELU_TANH:
         return 0.5f * v * (1.f + tanhf(0.7978845608f * (v + 0.044715f * v * v * v)));
+#endif
     default: return v;
     }
 }

@@ -270,15 +270,29 @@ __device__ void conv_mma_body(const ConvParams &p, float *ws, int splits) {
 #endif
 }
 
-#define CONV_MMA_KERNEL(BM, BN, STAGES)                                                        \
+// -DCONV_MMA_GATHER=0 builds only the 16-byte-row kernels, =1 only the gather ones (a graph
+// compiles the loaders it uses, side by side); without it, both.
+#if !defined(CONV_MMA_GATHER) || CONV_MMA_GATHER == 0
+#define CONV_MMA_ROWS_KERNEL(BM, BN, STAGES)                                                   \
     extern "C" __global__ void __launch_bounds__(BM * BN / 32, 1)                               \
         conv_mma_##BM##x##BN(ConvParams p, float *ws, int splits) {                           \
         conv_mma_body<BM, BN, STAGES, false>(p, ws, splits);                                   \
-    }                                                                                          \
+    }
+#else
+#define CONV_MMA_ROWS_KERNEL(BM, BN, STAGES)
+#endif
+#if !defined(CONV_MMA_GATHER) || CONV_MMA_GATHER == 1
+#define CONV_MMA_GATHER_KERNEL(BM, BN, STAGES)                                                 \
     extern "C" __global__ void __launch_bounds__(BM * BN / 32, 1)                               \
         conv_mma_gather_##BM##x##BN(ConvParams p, float *ws, int splits) {                    \
         conv_mma_body<BM, BN, STAGES, true>(p, ws, splits);                                    \
     }
+#else
+#define CONV_MMA_GATHER_KERNEL(BM, BN, STAGES)
+#endif
+#define CONV_MMA_KERNEL(BM, BN, STAGES)                                                        \
+    CONV_MMA_ROWS_KERNEL(BM, BN, STAGES)                                                       \
+    CONV_MMA_GATHER_KERNEL(BM, BN, STAGES)
 
 // One build may hold a single tile (-DCONV_MMA_TILE=BM*1000+BN): the backend compiles the
 // tiles a graph uses as separate modules, side by side. Without it, every tile is built.

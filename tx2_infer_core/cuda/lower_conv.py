@@ -10,6 +10,8 @@ On sm_80+ the tensor-core path is ``conv_mma_<BM>x<BN>`` (mma.sync, cp.async pip
 and a split-K factor are chosen per layer from M (pixels), N (channels) and K so that small
 late layers still fill the GPU (``mma_config``).
 """
+from dataclasses import replace
+
 import numpy as np
 
 from tx2_infer_core.cuda import params
@@ -94,6 +96,26 @@ def mma_config(m: int, n: int, ktiles: int, groups: int, sms: int, split_ok=True
     return bm, bn, threads, -(-ktiles // per)
 
 
+def mma_module(bm: int, bn: int, gather: bool) -> str:
+    """The kernel module of a conv_mma launch: kernels/conv_mma.cu built with one tile and one
+    loader (16-byte rows or gather), so a cold build compiles only what the graph launches,
+    one nvcc a module, side by side. ``with_act_masks`` adds the activations."""
+    return f'conv_mma@CONV_MMA_TILE={bm * 1000 + bn}@CONV_MMA_GATHER={int(gather)}'
+
+
+def with_act_masks(launches) -> list:
+    """``launches`` with every conv_mma module built for only the activations its launches
+    apply (``-DTX2_ACTS``, bit ``1 << kind``: kernels/common.cuh): the epilogue is inlined at
+    every store, and the unused activations were most of such a module's compile time."""
+    masks = {}
+    for k in launches:
+        if k.module.startswith('conv_mma@'):
+            kind = int(k.fields['act']['kind'])
+            masks[k.module] = masks.get(k.module, 0) | (1 << kind if kind else 0)
+    return [replace(k, module=f'{k.module}@TX2_ACTS={masks[k.module]}')
+            if k.module in masks else k for k in launches]
+
+
 def mma_launches(lc, name, family, fields, geo, split_ok=True) -> list:
     """The conv_mma launch (and its split-K reduction) of one convolution."""
     m = geo['N'] * geo['P'] * geo['Q']
@@ -105,7 +127,7 @@ def mma_launches(lc, name, family, fields, geo, split_ok=True) -> list:
                                          split_ok)
     fields = dict(fields, ws=lc.conv_workspace() if splits > 1 else NULL, splits=splits)
     grid = (-(-m // bm), -(-geo['Kg'] // bn), geo['groups'] * splits)
-    module = f'conv_mma@CONV_MMA_TILE={bm * 1000 + bn}'  # one tile a module: parallel builds
+    module = mma_module(bm, bn, family == 'conv_mma_gather')
     out = [Launch(module, f'{family}_{bm}x{bn}', grid, (threads, 1, 1), CONV_MMA, fields,
                   name)]
     if splits > 1:

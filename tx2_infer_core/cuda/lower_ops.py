@@ -288,5 +288,5 @@ def io_launch(kernel, src, dst, slot) -> Launch:
     n = int(np.prod(slot.shape, dtype=np.int64))
     c = int(slot.shape[1]) if slot.nhwc else 1
     hw = int(np.prod(slot.shape[2:], dtype=np.int64)) if slot.nhwc else n
-    return Launch('elementwise', kernel, grid_1d(n), (BLOCK, 1, 1), IO_CONVERT,
+    return Launch('io', kernel, grid_1d(n), (BLOCK, 1, 1), IO_CONVERT,
                   dict(x=src, y=dst, n=n, HW=hw, C=c), kernel)

@@ -159,5 +159,6 @@ def lower_graph(graph, arch: int, conv_path: str = 'auto', sm_count: int = DEFAU
         if fn is None:
             raise UnsupportedOpError(node.op, node.name, LOWERINGS)
         launches += fn(ctx, node)
+    launches = lower_conv.with_act_masks(launches)
     return Lowered(launches, plan, slots, ctx.weight_chunks, ctx.weight_bytes, arch, path,
                    i8_path)

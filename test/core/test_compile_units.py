@@ -1,0 +1,85 @@
+"""What a cold CUDA build compiles, without a GPU: each conv_mma module holds one tile, one
+loader (16-byte rows or gather, -DCONV_MMA_GATHER) and only the activations its launches apply
+(-DTX2_ACTS); the graph I/O conversions are a module of their own (kernels/io.cu)."""
+import numpy as np
+import pytest
+
+import simt_h2_cases as cases
+from tx2_infer_core.cuda import compile as cc
+from tx2_infer_core.cuda import params
+from tx2_infer_core.cuda.launch import Launch
+from tx2_infer_core.cuda.lower_conv import mma_module, with_act_masks
+from tx2_infer_core.cuda.lower_ops import io_launch
+from tx2_infer_core.cuda.lowering import lower_graph
+
+LEAKY = params.ACT_CODES['LeakyRelu']
+
+
+def conv_launch(module, activation) -> Launch:
+    return Launch(module, 'conv_mma_64x64', (1, 1, 1), (128, 1, 1), params.CONV,
+                  {'act': params.act_record(activation)}, 'conv')
+
+
+def test_a_module_is_built_with_every_activation_its_launches_apply():
+    rows, gather = mma_module(64, 64, False), mma_module(64, 64, True)
+    pool = Launch('pool', 'pool2d', (1, 1, 1), (1, 1, 1), params.POOL)
+    launches = [conv_launch(rows, 'Relu'), conv_launch(rows, ''), conv_launch(gather, 'SiLU'),
+                conv_launch(rows, 'Sigmoid'), pool]
+    modules = [k.module for k in with_act_masks(launches)]
+    relu, silu, sigmoid = (params.ACT_CODES[a] for a in ('Relu', 'SiLU', 'Sigmoid'))
+    both = (1 << relu) | (1 << sigmoid)
+    rows_module, gather_module = f'{rows}@TX2_ACTS={both}', f'{gather}@TX2_ACTS={1 << silu}'
+    assert modules == [rows_module, rows_module, gather_module, rows_module, 'pool']
+
+
+def test_yolov3_tiny_modules_match_their_launches():
+    """The 3-channel stem alone on a gather module; every launch's activation is in its
+    module's mask and its kernel in its module's loader and tile."""
+    graph, _ = cases.model_env('yolov3-tiny')
+    launches = lower_graph(graph, 90, 'tc').launches
+    mma = [k for k in launches if k.module.startswith('conv_mma@')]
+    assert len(mma) == 23
+    for k in mma:
+        _, defines = cc.split_module(k.module)
+        kind = int(k.fields['act']['kind'])
+        assert kind == 0 or int(defines['TX2_ACTS']) >> kind & 1, (k.node, k.module)
+        gather = k.kernel.startswith('conv_mma_gather')
+        assert defines['CONV_MMA_GATHER'] == str(int(gather)), (k.node, k.module)
+        if k.kernel != 'conv_splitk_reduce':
+            bm, bn = k.kernel.rsplit('_', 1)[1].split('x')
+            assert int(defines['CONV_MMA_TILE']) == int(bm) * 1000 + int(bn)
+    assert {k.node for k in mma if 'GATHER=1' in k.module} == {'conv_0'}
+    assert {int(k.fields['act']['kind']) for k in mma} == {LEAKY, 0}
+
+
+def test_io_conversions_are_their_own_module():
+    graph, _ = cases.model_env('yolov3-tiny')
+    slot = lower_graph(graph, 90).slots[graph.inputs[0]]
+    assert io_launch('to_arena_f16', None, None, slot).module == 'io'
+
+
+def mma_ptx(gather, acts) -> str:
+    defines = {'CONV_MMA_TILE': 64064, 'CONV_MMA_GATHER': gather, 'TX2_ACTS': acts}
+    return cc.nvrtc_compile('conv_mma', 87, defines, ptx=True).decode()
+
+
+@pytest.mark.skipif(not cc.nvrtc_available(), reason='nvidia-cuda-nvrtc-cu12 not installed')
+def test_defines_select_the_loader_and_the_activations():
+    """-DCONV_MMA_GATHER picks one kernel of the tile (the split-K reduction is in both);
+    -DTX2_ACTS leaves out the other activations: no exponential without Silu."""
+    leaky = mma_ptx(0, 1 << LEAKY)
+    assert '.entry conv_mma_64x64(' in leaky and '.entry conv_splitk_reduce(' in leaky
+    assert 'conv_mma_gather_64x64' not in leaky
+    assert 'ex2.approx' not in leaky
+    silu = mma_ptx(1, 1 << params.ACT_CODES['SiLU'])
+    assert '.entry conv_mma_gather_64x64(' in silu and '.entry conv_mma_64x64(' not in silu
+    assert 'ex2.approx' in silu
+
+
+def test_cache_key_holds_the_defines():
+    keys = {cc.cache_key('conv_mma', 90, cc.split_module(m)[1], 'nvcc') for m in (
+        'conv_mma@CONV_MMA_TILE=64064@CONV_MMA_GATHER=0@TX2_ACTS=2',
+        'conv_mma@CONV_MMA_TILE=64064@CONV_MMA_GATHER=1@TX2_ACTS=2',
+        'conv_mma@CONV_MMA_TILE=64064@CONV_MMA_GATHER=0@TX2_ACTS=16')}
+    assert len(keys) == 3
+    assert np.all([len(k) == 20 for k in keys])
