@@ -165,8 +165,8 @@ def main(argv=None):
             continue
         s, o = res['split'], res['one_pass']
         wins = sum(r['ms_split'] < r['ms_one_pass'] for r in res['layers'])
-        print(f"{res['model']}: split {s['launches']} launches {s['graph']['median']:.3f} ms | "
-              f"one pass {o['launches']} launches {o['graph']['median']:.3f} ms | "
+        print(f"{res['model']}: split {s['launches']} launches {s['graph']['median_ms']:.3f} ms | "
+              f"one pass {o['launches']} launches {o['graph']['median_ms']:.3f} ms | "
               f"split layers {len(res['layers'])}, split faster on {wins}")
 
 

@@ -116,3 +116,19 @@ __device__ __forceinline__ float tx2_warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
 }
+
+// Programmatic dependent launch (sm_90+, tx2_infer_core/cuda/pdl.py): a kernel launched with
+// the programmatic-serialization attribute may start while the kernel before it finishes.
+// tx2_grid_wait() holds until that kernel has completed and its writes are visible: call it
+// before the first access to anything another kernel writes or reads. tx2_grid_release()
+// lets the next kernel start launching. Both do nothing for a normal launch or below sm_90.
+__device__ __forceinline__ void tx2_grid_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void tx2_grid_release() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
+}

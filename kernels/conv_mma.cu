@@ -241,6 +241,7 @@ __device__ void conv_mma_body(const ConvParams &p, float *ws, int splits) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
     __shared__ __align__(16) half As[STAGES][BM][MMA_LD];
     __shared__ __align__(16) half Bs[STAGES][BN][MMA_LD];
+    tx2_grid_wait();  // the layer before (and the shared split-K workspace) is done
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = blockIdx.z % p.groups, split = blockIdx.z / p.groups;
     const long long m0 = (long long)blockIdx.x * BM;
@@ -264,6 +265,7 @@ __device__ void conv_mma_body(const ConvParams &p, float *ws, int splits) {
         cp_async_commit();
         mma_tile(As[t % STAGES], Bs[t % STAGES], acc, wm, wn, lane);
     }
+    tx2_grid_release();  // the next kernel may launch; it waits for this one to finish
     mma_store(p, ws, splits, split, g, m0 + wm, n0 + wn, acc, lane);
 #else
     __trap();  // the host launches this path only from sm_80
@@ -318,6 +320,8 @@ CONV_MMA_KERNEL(128, 128, 2)
 
 // Sum the split-K partials in split order (deterministic), then the fused epilogue.
 extern "C" __global__ void conv_splitk_reduce(ConvParams p, const float *ws, int splits) {
+    tx2_grid_wait();
+    tx2_grid_release();
     const long long M = (long long)p.N * p.P * p.Q;
     const int kp = (p.Kg + 1) / 2;
     for (long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x; idx < M * kp;

@@ -7,10 +7,12 @@ graph, as is the conversion of the outputs back to FP32 in the graph's layout), 
 and returns the outputs: no device allocation and no large host array made per frame beyond the
 returned copies (``reuse_outputs=True``: not even those).
 """
+import os
+
 import numpy as np
 
 from tx2_infer_core.backends.base import Backend, fill_outputs
-from tx2_infer_core.cuda import pipeline
+from tx2_infer_core.cuda import pdl, pipeline
 from tx2_infer_core.cuda.launch import Ref
 from tx2_infer_core.cuda.lower_ops import io_launch
 from tx2_infer_core.cuda.lower_int8 import INT8_PATHS
@@ -30,8 +32,10 @@ class CudaBackend(Backend):
     ``place_channels``: channel Concat/Split by placement (False: copies, for comparison).
     ``reuse_outputs``: ``run`` returns the same pinned arrays every call, overwritten by the
     next call and invalid after ``close`` (the caller copies what it keeps); the default
-    returns fresh copies (safe). ``int8_path``: the int8 convolutions' kernels, 'auto' (integer
-    tensor cores from sm_80, else dp4a), 'dp4a' (the TX2 path, on any GPU) or 'mma'.
+    returns fresh copies (safe). ``int8_path``: the int8 convolutions' kernels, 'auto'
+    (integer tensor cores from sm_80, else dp4a), 'dp4a' (the TX2 path, on any GPU) or 'mma'.
+    ``pdl``: programmatic dependent launches on sm_90+ (``cuda/pdl.py``; None: when the
+    environment variable TX2_INFER_PDL is 1).
     ``context``: a callable ``context(device)`` returning the ``runtime.DeviceContext`` to run
     in (default: the device's primary context; ``cuda/green.py``: an SM slice).
     """
@@ -39,7 +43,8 @@ class CudaBackend(Backend):
     name = 'cuda'
 
     def __init__(self, precision='fp16', conv_path='auto', device=0, use_graph=True,
-                 place_channels=True, reuse_outputs=False, int8_path='auto', context=None):
+                 place_channels=True, reuse_outputs=False, int8_path='auto', context=None,
+                 pdl=None):
         if precision not in ('fp16', 'fp32'):
             raise Tx2InferError(f"cuda backend precision must be fp16 (fp32 requests run in "
                                 f"fp16 with fp32 accumulation), not '{precision}'")
@@ -55,7 +60,8 @@ class CudaBackend(Backend):
                                 f"'{int8_path}'")
         self.requested_int8_path = int8_path
         self.make_context = context
-        self.ctx = self.pool = self.graph_exec = self.frame_pipeline = None
+        self.use_pdl = os.environ.get('TX2_INFER_PDL') == '1' if pdl is None else bool(pdl)
+        self.ctx = self.pool = self.graph_exec = self.frame_pipeline = self.pdl_driver = None
 
     # -- Backend interface ----------------------------------------------------------------
     def prepare(self, graph, memory_plan=None) -> None:
@@ -128,10 +134,21 @@ class CudaBackend(Backend):
             modules |= set(PIPELINE_MODULES)
         self.ctx.preload(modules)  # cold cache: every module compiles at once
         bases = {'arena': int(self.arena), 'weights': int(self.weights), 'io': int(self.io)}
-        self.bound = [(self.ctx.function(k.module, k.kernel), k.bind(bases), k.grid, k.block)
-                      for k in self.launches]
+        self.bound = [(self._kernel(k), k.bind(bases), k.grid, k.block) for k in self.launches]
         self.io_bound = [[(self.ctx.function(k.module, k.kernel), k.bind(bases), k.grid,
                            k.block) for k in launches] for launches in self.io_launches]
+
+    def _kernel(self, launch):
+        """The callable that launches ``launch``'s kernel: pycuda's, or a programmatic launch
+        (``cuda/pdl.py``) where enabled and the kernel waits for its predecessor."""
+        if not (self.use_pdl and pdl.wants_pdl(launch.kernel, self.ctx.arch)):
+            return self.ctx.function(launch.module, launch.kernel)
+        from tx2_infer_core.cuda import compile as cc
+        if self.pdl_driver is None:
+            self.pdl_driver = pdl.Driver()
+        cubin = cc.compile_cached(launch.module, self.ctx.arch)
+        return pdl.PdlKernel(self.pdl_driver,
+                             self.pdl_driver.function(launch.module, launch.kernel, cubin))
 
     def _enqueue(self):
         drv, io = self.ctx.drv, int(self.io)
@@ -192,5 +209,7 @@ class CudaBackend(Backend):
                 self.frame_pipeline.close_graphs()
             if self.pool is not None:
                 self.pool.release()
+            if self.pdl_driver is not None:
+                self.pdl_driver.close()
         self.ctx.close()
-        self.ctx = self.pool = self.graph_exec = self.frame_pipeline = None
+        self.ctx = self.pool = self.graph_exec = self.frame_pipeline = self.pdl_driver = None
