@@ -1,6 +1,10 @@
 """What a cold CUDA build compiles, without a GPU: each conv_mma module holds one tile, one
 loader (16-byte rows or gather, -DCONV_MMA_GATHER) and only the activations its launches apply
 (-DTX2_ACTS); the graph I/O conversions are a module of their own (kernels/io.cu)."""
+import os
+import threading
+import time
+
 import numpy as np
 import pytest
 
@@ -83,3 +87,30 @@ def test_cache_key_holds_the_defines():
         'conv_mma@CONV_MMA_TILE=64064@CONV_MMA_GATHER=0@TX2_ACTS=16')}
     assert len(keys) == 3
     assert np.all([len(k) == 20 for k in keys])
+
+
+def test_compile_workers_follow_the_environment(monkeypatch):
+    monkeypatch.setenv('TX2_INFER_COMPILE_WORKERS', '4')
+    assert cc.compile_workers() == 4
+    for bad in ('0', 'four', ''):
+        monkeypatch.setenv('TX2_INFER_COMPILE_WORKERS', bad)
+        assert cc.compile_workers() == (os.cpu_count() or 1)
+
+
+def test_compile_all_runs_at_most_that_many_compilers(monkeypatch):
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def fake_compile(name, arch, defines=None, compiler=None):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return name.encode()
+
+    monkeypatch.setattr(cc, 'compile_cached', fake_compile)
+    monkeypatch.setenv('TX2_INFER_COMPILE_WORKERS', '2')
+    names = [f'm{i}' for i in range(8)]
+    assert cc.compile_all(names, 90) == {n: n.encode() for n in names}
+    assert peak[0] == 2

@@ -130,6 +130,7 @@ class CudaBackend(Backend):
 
     def _bind(self):
         modules = {k.module for k in self.launches}
+        modules |= {k.module for launches in self.io_launches for k in launches}
         if pipeline.supports(self.graph):
             modules |= set(PIPELINE_MODULES)
         self.ctx.preload(modules)  # cold cache: every module compiles at once

@@ -262,14 +262,24 @@ def compile_cached(name: str, arch: int, defines: dict = None, compiler: str = N
     return cubin
 
 
+def compile_workers() -> int:
+    """Parallel kernel compiles: $TX2_INFER_COMPILE_WORKERS (e.g. 4 on a Jetson, to keep its
+    CPU for the robot), else one per CPU core."""
+    value = os.environ.get('TX2_INFER_COMPILE_WORKERS', '')
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    return os.cpu_count() or 1
+
+
 def compile_all(names, arch: int, defines: dict = None, compiler: str = None) -> dict:
     """{name: cubin} of several kernel files, compiled side by side: each nvcc is its own
     process and NVRTC calls release the GIL, so a cold build takes about as long as its
-    slowest module instead of the sum. Cached cubins are read from disk as before."""
+    slowest module instead of the sum. Cached cubins are read from disk as before.
+    At most ``compile_workers()`` compilers run at once."""
     from concurrent.futures import ThreadPoolExecutor
     names = sorted(set(names))
     if not names:
         return {}
-    with ThreadPoolExecutor(min(len(names), os.cpu_count() or 1)) as pool:
+    with ThreadPoolExecutor(min(len(names), compile_workers())) as pool:
         cubins = pool.map(lambda n: compile_cached(n, arch, defines, compiler), names)
         return dict(zip(names, cubins))
