@@ -18,7 +18,7 @@ from sensor_msgs.msg import Image
 from vision_msgs.msg import Detection2DArray
 
 from tx2_infer_core import detect
-from tx2_infer_ros import conversions
+from tx2_infer_ros import conversions, executors
 
 
 def describe(msg, labels) -> str:
@@ -88,7 +88,7 @@ def main(args=None):
     rclpy.init(args=args)
     node = DetectionPrinter()
     try:
-        rclpy.spin(node)
+        executors.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

@@ -34,7 +34,7 @@ from tx2_infer_core import detect
 from tx2_infer_core.detect_params import DetectParams
 from tx2_infer_core.draw_pose import draw_detection_keypoints
 from tx2_infer_core.tracking import ByteTracker, TrackParams
-from tx2_infer_ros import cdr, conversions, depth_output, params
+from tx2_infer_ros import cdr, conversions, depth_output, executors, params
 from tx2_infer_ros.heap import build_memory_mapped, reuse_freed_memory
 from tx2_infer_ros.pipeline import load_detector
 from tx2_infer_ros.cameras import Camera
@@ -341,7 +341,7 @@ def main(args=None):
     if not reused:
         node.get_logger().info('mallopt unavailable: freed frame buffers go back to the OS')
     try:
-        rclpy.spin(node)
+        executors.spin(node)  # $TX2_INFER_EXECUTOR: events when rclpy has it (executors.py)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

@@ -15,7 +15,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
-from tx2_infer_ros import conversions
+from tx2_infer_ros import conversions, executors
 
 
 class ImagePublisher(Node):
@@ -81,8 +81,7 @@ def main(args=None):
     rclpy.init(args=args)
     node = ImagePublisher()
     try:
-        while rclpy.ok() and not node.done:  # exits after ``count`` frames
-            rclpy.spin_once(node, timeout_sec=0.1)
+        executors.spin(node, until=lambda: node.done)  # exits after ``count`` frames
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
