@@ -55,3 +55,34 @@ def test_the_check_sees_a_late_wait():
     assert not waits_before_any_global_access(late)
     assert not waits_before_any_global_access('cp.async.cg.shared.global [%r1], [%rd2], 16;')
     assert waits_before_any_global_access('griddepcontrol.wait;\n ld.global.u32 %r1, [%rd1];')
+
+
+def test_the_launch_passes_exactly_the_records_bytes(monkeypatch):
+    """The driver gets the parameter record's own bytes and size (a byte more is 'too many
+    arguments', CUresult 701)."""
+    import ctypes
+
+    import numpy as np
+    seen = {}
+
+    class Lib:
+        def cuLaunchKernelEx(self, config, function, params, extra):
+            size = ctypes.cast(extra[3], ctypes.POINTER(ctypes.c_size_t)).contents.value
+            seen['bytes'] = ctypes.string_at(extra[1], size)
+            cfg = config._obj
+            seen['grid'], seen['block'] = tuple(cfg.grid), tuple(cfg.block)
+            seen['attr'] = (cfg.attrs[0].id, cfg.attrs[0].value[0], cfg.num_attrs)
+            return 0
+
+    driver = pdl.Driver.__new__(pdl.Driver)
+    driver.lib = Lib()
+    record = np.zeros((), np.dtype([('a', '<i4'), ('b', '<u8')], align=True))[()]
+    record['a'], record['b'] = 7, 2 ** 40
+
+    class Stream:
+        handle = 1234
+    pdl.PdlKernel(driver, ctypes.c_void_p(5))(record, grid=(3, 2, 1), block=(128, 1, 1),
+                                              stream=Stream())
+    assert seen['bytes'] == record.tobytes() and len(seen['bytes']) == 16
+    assert seen['grid'] == (3, 2, 1) and seen['block'] == (128, 1, 1)
+    assert seen['attr'] == (pdl.PROGRAMMATIC_STREAM_SERIALIZATION, 1, 1)

@@ -79,8 +79,9 @@ class PdlKernel:
         self.driver, self.function = driver, function
 
     def __call__(self, record, grid, block, stream):
-        data = ctypes.create_string_buffer(bytes(record.tobytes()))
-        size = ctypes.c_size_t(len(data.raw))
+        payload = record.tobytes()
+        data = ctypes.create_string_buffer(payload, len(payload))  # no trailing NUL
+        size = ctypes.c_size_t(len(payload))
         extra = (ctypes.c_void_p * 5)(PARAM_BUFFER_POINTER, ctypes.addressof(data),
                                       PARAM_BUFFER_SIZE, ctypes.addressof(size), PARAM_END)
         attr = LaunchAttribute(id=PROGRAMMATIC_STREAM_SERIALIZATION)
