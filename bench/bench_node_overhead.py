@@ -186,6 +186,8 @@ def main(argv=None):
     from tx2_infer_ros import ros_env
     os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = str(ros_env.config_file(args.dds_profile))
     result = run(args.frames, args.warmup, args.gap, args.backend, not args.python_camera)
+    result['executor'] = os.environ.get('TX2_INFER_EXECUTOR', 'auto') + \
+        ' (TX2_INFER_EXECUTOR; auto = events where rclpy has it)'
     write_json(args.out, result, indent=2)
     print(json.dumps(result, indent=2))
     print(f"overhead beyond the engine: median {result['overhead_ms']['median']:.2f} ms, "
