@@ -43,11 +43,12 @@ def test_profile_loads_without_a_parser_error(name, tmp_path):
 
 
 def test_a_value_fastdds_does_not_know_is_caught(tmp_path):
-    """The check above can fail: the C++ enum name where the XML wants 'DYNAMIC' (the mistake
-    that once dropped the whole profile without anyone noticing)."""
+    """The check above can fail: the C++ enum name where the XML wants 'DYNAMIC_REUSABLE'
+    (the mistake that once dropped the whole profile without anyone noticing)."""
     bad = tmp_path / 'bad.xml'
     text = (ROOT / 'config' / PROFILES[0]).read_text()
-    bad.write_text(text.replace('>DYNAMIC<', '>DYNAMIC_RESERVE<'))
+    assert '>DYNAMIC_REUSABLE<' in text
+    bad.write_text(text.replace('>DYNAMIC_REUSABLE<', '>DYNAMIC_REUSABLE_MEMORY_MODE<'))
     assert fastdds_errors(bad, tmp_path) != []
 
 
