@@ -188,6 +188,8 @@ def main(argv=None):
     result = run(args.frames, args.warmup, args.gap, args.backend, not args.python_camera)
     result['executor'] = os.environ.get('TX2_INFER_EXECUTOR', 'auto') + \
         ' (TX2_INFER_EXECUTOR; auto = events where rclpy has it)'
+    result['node_dds_env'] = {k: v for k, v in ros_env.child_env().items()
+                              if k in (ros_env.PROFILE_VARIABLE, ros_env.QOS_FROM_XML)}
     write_json(args.out, result, indent=2)
     print(json.dumps(result, indent=2))
     print(f"overhead beyond the engine: median {result['overhead_ms']['median']:.2f} ms, "

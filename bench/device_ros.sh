@@ -43,6 +43,14 @@ for b in ${BENCH:-overhead_cuda overhead_cuda_pycam overhead_cpu cameras}; do
     overhead_cuda_single) TX2_INFER_EXECUTOR=single timeout 200 $V/bin/python \
       bench/bench_node_overhead.py --backend cuda --frames 300 \
       --out $OUT/node_overhead_cuda_single_h200.json > $OUT/$b.log 2>&1 ;;
+    overhead_cuda_rmw_default) RMW_FASTRTPS_USE_QOS_FROM_XML=0 timeout 200 $V/bin/python \
+      bench/bench_node_overhead.py --backend cuda --frames 300 \
+      --out $OUT/node_overhead_cuda_rmw_default_h200.json > $OUT/$b.log 2>&1 ;;
+    overhead_cuda_dynamic) sed 's/>DYNAMIC_REUSABLE</>DYNAMIC</' config/fastdds_large_images.xml \
+      > config/fastdds_dynamic_probe.xml
+      timeout 200 $V/bin/python bench/bench_node_overhead.py --backend cuda --frames 300 \
+      --dds-profile fastdds_dynamic_probe.xml \
+      --out $OUT/node_overhead_cuda_dynamic_h200.json > $OUT/$b.log 2>&1 ;;
     overhead_cuda_shm) timeout 150 $V/bin/python bench/bench_node_overhead.py --backend cuda \
       --dds-profile fastdds_shm_only.xml --frames 300 \
       --out $OUT/node_overhead_cuda_shm_h200.json > $OUT/$b.log 2>&1 ;;
