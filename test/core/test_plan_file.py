@@ -35,6 +35,24 @@ def test_loaded_plan_gives_identical_outputs(built):
     assert loaded.memory_plan.arena_bytes == engine.memory_plan.arena_bytes
 
 
+def test_loaded_weights_are_views_of_the_file_bytes_not_copies(built):
+    """load_plan keeps one buffer (the file's bytes) under every weight: a 100 MB plan is not
+    copied twice more (checksum slice, weight slices) on a robot's boot."""
+    from tx2_infer_core import plan_file
+
+    def root(array):
+        base = array
+        while isinstance(base, (np.ndarray, memoryview)):
+            base = base.base if isinstance(base, np.ndarray) else base.obj
+        return base
+
+    _, path = built
+    graph, _, _ = plan_file.load_plan(path)
+    roots = {id(root(w)) for w in graph.weights.values()}
+    assert len(graph.weights) > 10 and len(roots) == 1
+    assert all(not w.flags.writeable for w in graph.weights.values())
+
+
 def test_plan_with_float16_weights_loads_and_runs(built, tmp_path):
     """A plan kept with its weight matrices stored float16 (what bench/cuda_accuracy.py carries
     to the GPU machine) passes the header checks and runs within float16 rounding; a weight

@@ -23,6 +23,7 @@ Adding a unary op: its numpy function in ``ops/elementwise.py``, one line here a
 its device code and ``#define`` in ``kernels/elementwise.cu`` (or ``common.cuh`` for an
 activation; ``test/core/test_kernel_constants.py`` checks the codes agree).
 """
+import functools
 from dataclasses import dataclass
 
 ACTIVATION, UNARY, BINARY, COPY, IMAGE, OTHER = ('activation', 'unary', 'binary', 'copy',
@@ -203,8 +204,13 @@ TRAITS = _table(_LINES)
 def names(**where) -> tuple:
     """Op names whose traits have the given values (in table order), e.g.
     ``names(kind='copy')``, ``names(strided=True)``."""
+    return _names(tuple(sorted(where.items())))
+
+
+@functools.lru_cache(maxsize=None)
+def _names(where: tuple) -> tuple:
     return tuple(t.name for t in TRAITS.values()
-                 if all(getattr(t, k) == v for k, v in where.items()))
+                 if all(getattr(t, k) == v for k, v in where))
 
 
 def codes(kind) -> dict:
