@@ -84,7 +84,7 @@ def active_node(domain_id, log_dir, args=()):
     finally:
         peer.close()
         code = stop_node(proc)
-    assert code == 0, (Path(log_dir) / 'det.log').read_text()[-3000:]
+    assert code == 0, f'exit code {code}: ' + (Path(log_dir) / 'det.log').read_text()[-3000:]
 
 
 def rss_mb(pid) -> float:
