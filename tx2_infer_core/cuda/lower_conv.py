@@ -17,6 +17,7 @@ import numpy as np
 from tx2_infer_core.cuda import params
 from tx2_infer_core.cuda.launch import BLOCK, NULL, Launch, grid_1d
 from tx2_infer_core.cuda.lower_ops import binary_launch
+from tx2_infer_core.cuda.splitk_table import split_pays
 from tx2_infer_core.passes.weights import batchnorm_scale_shift
 
 TC_MIN_ARCH = 70
@@ -71,12 +72,14 @@ def pick_kernel(arch: int, path: str, cg: int, kg: int, groups: int, aligned) ->
     return ('conv_simt_h2_v8' if aligned(8) else 'conv_simt_h2'), 256
 
 
-def mma_config(m: int, n: int, ktiles: int, groups: int, sms: int, split_ok=True) -> tuple:
+def mma_config(m: int, n: int, ktiles: int, groups: int, sms: int, split_ok=True,
+               arch=None) -> tuple:
     """(BM, BN, threads, splits) for a conv_mma launch of an M x N x (ktiles * 32) GEMM.
 
     The largest tile that still gives two CTAs per SM (one for 64x64); where even 64x64 tiles
     leave SMs idle, split K (groups == 1) until about two CTAs per SM, keeping at least
-    ``MIN_TILES_PER_SPLIT`` k tiles per split and the partials inside the workspace.
+    ``MIN_TILES_PER_SPLIT`` k tiles per split and the partials inside the workspace, unless the
+    nearest layer measured on ``arch`` ran faster in one pass (``splitk_table``).
     """
     def ctas(bm, bn):
         return -(-m // bm) * -(-n // bn) * groups
@@ -90,7 +93,7 @@ def mma_config(m: int, n: int, ktiles: int, groups: int, sms: int, split_ok=True
         return bm, bn, threads, 1
     splits = min(2 * sms // base, ktiles // MIN_TILES_PER_SPLIT, MAX_SPLITS,
                  WORKSPACE_BYTES // (4 * m * n))
-    if splits < 2:
+    if splits < 2 or (arch is not None and not split_pays(arch, m, n, ktiles)):
         return bm, bn, threads, 1
     per = -(-ktiles // splits)
     return bm, bn, threads, -(-ktiles // per)
@@ -124,7 +127,7 @@ def mma_launches(lc, name, family, fields, geo, split_ok=True) -> list:
     else:
         ktiles = geo['R'] * geo['S'] * -(-geo['Cg'] // MMA_BK)
     bm, bn, threads, splits = mma_config(m, geo['Kg'], ktiles, geo['groups'], lc.sm_count,
-                                         split_ok)
+                                         split_ok, lc.arch)
     fields = dict(fields, ws=lc.conv_workspace() if splits > 1 else NULL, splits=splits)
     grid = (-(-m // bm), -(-geo['Kg'] // bn), geo['groups'] * splits)
     module = mma_module(bm, bn, family == 'conv_mma_gather')
