@@ -63,8 +63,13 @@ def spin(node, name=None, until=lambda: False) -> None:
     untimed ``spin_once()`` ran no callback at all here (a timer never fired, a service never
     answered), so ``rclpy.spin`` cannot drive it; timed, a service answers in 0.5-0.8 ms. The
     executor is shut down on the way out, which for the events executor unhooks its callbacks
-    from the node's entities before the node destroys them."""
-    chosen, executor = make_executor(name)
+    from the node's entities before the node destroys them. A bad choice is logged as one line
+    and ends the process with status 2 (SystemExit), not a traceback."""
+    try:
+        chosen, executor = make_executor(name)
+    except (ValueError, RuntimeError) as exc:
+        node.get_logger().error(str(exc))
+        raise SystemExit(2) from None
     node.get_logger().info(f'executor: {chosen}')
     executor.add_node(node)
     try:

@@ -61,3 +61,16 @@ def test_node_runs_on_the_chosen_executor(name, tmp_path, monkeypatch):
                    for d in peer.detections[0][0].detections)
         assert peer.wait_for(lambda: int(peer.diag_values().get('frames', 0)) >= 1, 5.0)
     # active_node asserted the exit code (0) after Ctrl-C.
+
+
+def test_a_bad_choice_ends_the_node_with_one_line_and_status_2(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    from tx2_infer_ros import ros_env
+    env = ros_env.child_env(domain_id=free_domain_id(), log_dir=tmp_path)
+    env[ENV_VARIABLE] = 'fast'
+    run = subprocess.run([sys.executable, '-m', 'tx2_infer_ros.detector_node'], env=env,
+                         capture_output=True, text=True, timeout=60)
+    out = run.stdout + run.stderr
+    assert run.returncode == 2, out[-2000:]
+    assert f"{ENV_VARIABLE}='fast'" in out and 'Traceback' not in out
