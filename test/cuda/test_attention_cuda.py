@@ -86,14 +86,19 @@ def _run(graph, feeds, path):
         backend.close()
 
 
+def _numpy_reference(graph, feeds):
+    """The numpy op's output for the graph's one FusedAttention node."""
+    node = graph.nodes[0]
+    args = [feeds.get(n, graph.weights.get(n)) if n else None for n in node.inputs]
+    return run_node(node, args)[0]
+
+
 @pytest.mark.parametrize('path', PATHS)
 @pytest.mark.parametrize('mask', MASKS)
 @pytest.mark.parametrize('dims', SHAPES, ids=lambda d: 'x'.join(map(str, d)))
 def test_kernel_matches_numpy_op_separate(dims, mask, path):
     graph, feeds = attention_graph(dims, separate, mask)
-    node = graph.nodes[0]
-    args = [feeds.get(n, graph.weights.get(n)) if n else None for n in node.inputs]
-    ref = run_node(node, args)[0]
+    ref = _numpy_reference(graph, feeds)
     out, kernels = _run(graph, feeds, path)
     assert kernels == [KERNEL[path]]
     assert_close(f'attention {path} separate {dims} mask={mask}', out, ref, 3e-3)
@@ -105,9 +110,7 @@ def test_kernel_matches_numpy_op_separate(dims, mask, path):
                          ids=lambda d: 'x'.join(map(str, d)))
 def test_kernel_matches_numpy_op_merged_qkv(dims, mask, path):
     graph, feeds = attention_graph(dims, merged, mask)
-    node = graph.nodes[0]
-    args = [feeds.get(n, graph.weights.get(n)) if n else None for n in node.inputs]
-    ref = run_node(node, args)[0]
+    ref = _numpy_reference(graph, feeds)
     out, _ = _run(graph, feeds, path)
     assert_close(f'attention {path} merged {dims} mask={mask}', out, ref, 3e-3)
 
