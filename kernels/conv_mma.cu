@@ -274,20 +274,21 @@ __device__ void conv_mma_body(const ConvParams &p, float *ws, int splits) {
 
 // -DCONV_MMA_GATHER=0 builds only the 16-byte-row kernels, =1 only the gather ones (a graph
 // compiles the loaders it uses, side by side); without it, both.
-#define CONV_MMA_ENTRY(NAME, BM, BN, STAGES, GATHER)                                           \
-    extern "C" __global__ void __launch_bounds__(BM * BN / 32, 1)                               \
-        NAME(ConvParams p, float *ws, int splits) {                                            \
-        conv_mma_body<BM, BN, STAGES, GATHER>(p, ws, splits);                                  \
-    }
 #if !defined(CONV_MMA_GATHER) || CONV_MMA_GATHER == 0
 #define CONV_MMA_ROWS_KERNEL(BM, BN, STAGES)                                                   \
-    CONV_MMA_ENTRY(conv_mma_##BM##x##BN, BM, BN, STAGES, false)
+    extern "C" __global__ void __launch_bounds__(BM * BN / 32, 1)                               \
+        conv_mma_##BM##x##BN(ConvParams p, float *ws, int splits) {                           \
+        conv_mma_body<BM, BN, STAGES, false>(p, ws, splits);                                   \
+    }
 #else
 #define CONV_MMA_ROWS_KERNEL(BM, BN, STAGES)
 #endif
 #if !defined(CONV_MMA_GATHER) || CONV_MMA_GATHER == 1
 #define CONV_MMA_GATHER_KERNEL(BM, BN, STAGES)                                                 \
-    CONV_MMA_ENTRY(conv_mma_gather_##BM##x##BN, BM, BN, STAGES, true)
+    extern "C" __global__ void __launch_bounds__(BM * BN / 32, 1)                               \
+        conv_mma_gather_##BM##x##BN(ConvParams p, float *ws, int splits) {                    \
+        conv_mma_body<BM, BN, STAGES, true>(p, ws, splits);                                    \
+    }
 #else
 #define CONV_MMA_GATHER_KERNEL(BM, BN, STAGES)
 #endif
