@@ -136,6 +136,29 @@ class Peer:
             self.executor.spin_once(timeout_sec=0.05)
         return predicate()
 
+    def wait_reliable_readers(self, publishers, timeout=30.0, settle=0.3) -> bool:
+        """Wait until each of ``publishers`` (reliable) is matched by exactly one reader, a
+        reliable one, for ``settle`` s. With qos_reliability auto the node subscribes
+        best_effort first and resubscribes within a second of seeing reliable publishers;
+        a frame published across that swap is lost by design, so tests that count every
+        frame wait for it here."""
+        from rclpy.qos import ReliabilityPolicy
+
+        def matched():
+            for pub in publishers:
+                infos = self.node.get_subscriptions_info_by_topic(pub.topic_name)
+                if (pub.get_subscription_count() != 1 or len(infos) != 1
+                        or infos[0].qos_profile.reliability != ReliabilityPolicy.RELIABLE):
+                    return False
+            return True
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.wait_for(matched, timeout=end - time.monotonic()):
+                self.spin_for(settle)
+                if matched():
+                    return True
+        return False
+
     def ready(self, timeout=30.0):
         assert self._change.wait_for_service(timeout_sec=timeout), 'node did not come up'
         assert self._get.wait_for_service(timeout_sec=timeout)

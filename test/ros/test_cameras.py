@@ -29,8 +29,7 @@ def peer(tmp_path_factory):
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     p.pubs = {name: p.node.create_publisher(Image, f'{name}/image_raw', qos)
               for name in ('front', 'rear')}
-    assert p.wait_for(lambda: all(pub.get_subscription_count() == 1
-                                  for pub in p.pubs.values()), timeout=10)
+    assert p.wait_reliable_readers(p.pubs.values())
     yield p
     p.close()
     assert stop_node(proc) == 0, (logs / 'det.log').read_text()[-3000:]
