@@ -190,6 +190,8 @@ def main(argv=None):
         ' (TX2_INFER_EXECUTOR; auto = events where rclpy has it)'
     result['node_dds_env'] = {k: v for k, v in ros_env.child_env().items()
                               if k in (ros_env.PROFILE_VARIABLE, ros_env.QOS_FROM_XML)}
+    from tx2_infer_ros import heap
+    result['node_frame_block_bytes'] = heap.frame_block()
     write_json(args.out, result, indent=2)
     print(json.dumps(result, indent=2))
     print(f"overhead beyond the engine: median {result['overhead_ms']['median']:.2f} ms, "

@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'test' / 'ros'))
 from benchlib import cpu_name, versions, write_json  # noqa: E402
 from rospeer import T, Peer, free_domain_id, rss_mb, start_node, stop_node  # noqa: E402
-from tx2_infer_ros import ros_env  # noqa: E402
+from tx2_infer_ros import heap, ros_env  # noqa: E402
 
 PHOTOS = ('dog.jpg', 'bus.jpg', 'horses.jpg')
 WARMUP_S = 60.0
@@ -177,6 +177,7 @@ def soak(minutes, hz, every, out, best_effort=False, qos_depth=10, input_size=No
            ', '.join(f'{m.encoding} {m.width}x{m.height}' for m in bad_frames()),
            'node_dds_env': {k: v for k, v in ros_env.child_env().items()
                             if k in (ros_env.PROFILE_VARIABLE, ros_env.QOS_FROM_XML)},
+           'node_frame_block_bytes': heap.frame_block(),
            'started': time.strftime('%Y-%m-%d %H:%M:%S'), 'node_log': str(logs),
            'samples': []}
     try:

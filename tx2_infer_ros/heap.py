@@ -1,25 +1,37 @@
 """How the node's process uses glibc malloc (no-ops where mallopt is not available).
 
-- Blocks over ``FRAME_BLOCK`` (a 640x480 image is 900 KiB) are mapped and unmapped when
-  freed, at a fixed threshold (glibc's own rises to 32 MiB after the first big free, and from
-  then on keeps every frame's peak on the heap); smaller blocks are reused; one malloc arena.
+- Blocks up to ``FRAME_BLOCK`` (32 MiB, glibc's largest threshold: a 4K bgr8 frame is 24 MiB)
+  stay on the heap when freed and are reused by the next frame; bigger ones are mapped. A
+  threshold of 256 KiB (every frame mapped and unmapped) kept memory flat too, but each
+  900 KiB block then cost ~0.25 ms of page faults, several a frame: node overhead 6.3-6.8 ms
+  against 4.3-4.8 ms on the 2-core CPU machine, same run (bench_node_overhead.py).
+  ``$TX2_INFER_FRAME_BLOCK`` (bytes) sets another threshold.
+- One malloc arena, so the middleware's threads, the executor and the worker share one heap.
 - An engine build maps its big temporaries and trims the heap before and after
   (``build_memory_mapped``): freed once, they left ~100 MB of free heap that later frames
   wandered into page by page (soak RSS at 10 s: 399 -> 299 MiB).
-What still grows is the middleware's: rmw_fastrtps keeps one buffer per message ever queued
-at once in a reader's history (PREALLOCATED_WITH_REALLOC) and grows the pool by an image
-whenever the queue is longer than ever before (a hiccup, minutes in), up to the queue's depth
-(60-minute soak at qos_depth 10: 0.43 MiB/min). Fast DDS's DYNAMIC_RESERVE policy (buffers
-freed with their message: an XML profile and RMW_FASTRTPS_USE_QOS_FROM_XML=1) kept a 20-minute
-soak flat, but with it the reliability switch of test/ros/test_qos.py failed, so it is not
-used (bench/results/soak_node_*_cpu.json).
+The middleware's reader pool is bounded by the Fast DDS profile (DYNAMIC_REUSABLE, see
+config/fastdds_large_images.xml); soaks: bench/results/soak_node_*_cpu.json.
 """
 import contextlib
 import ctypes
+import os
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
-FRAME_BLOCK = 256 << 10  # larger blocks (frames) are mapped: unmapped when freed
 BUILD_BLOCK = 128 << 10  # glibc's own default: bigger blocks are mapped, unmapped when freed
+MAX_BLOCK = 32 << 20     # glibc's largest mmap threshold on 64-bit
+FRAME_BLOCK = MAX_BLOCK  # frames up to this size reuse freed heap blocks
+FRAME_BLOCK_ENV = 'TX2_INFER_FRAME_BLOCK'
+
+
+def frame_block(env=None) -> int:
+    """Bytes above which the node maps a block: ``$TX2_INFER_FRAME_BLOCK`` (an integer, at
+    most ``MAX_BLOCK``) or ``FRAME_BLOCK``; a bad value is ignored."""
+    value = (os.environ if env is None else env).get(FRAME_BLOCK_ENV, '').strip()
+    try:
+        return min(max(int(value), BUILD_BLOCK), MAX_BLOCK) if value else FRAME_BLOCK
+    except ValueError:
+        return FRAME_BLOCK
 
 
 def _mallopt(*settings, trim=False) -> bool:
@@ -38,17 +50,17 @@ def _frame_policy(max_block):
     return (M_MMAP_THRESHOLD, max_block), (M_TRIM_THRESHOLD, 4 * max_block)
 
 
-def reuse_freed_memory(max_block=FRAME_BLOCK, arenas=1) -> bool:
+def reuse_freed_memory(max_block=None, arenas=1) -> bool:
     """Keep freed blocks up to ``max_block`` bytes on the heap for reuse (a fixed threshold:
-    glibc's own rises to 32 MiB after the first big free, and then keeps every frame's peak),
+    glibc's own starts at 128 KiB and moves with the blocks freed),
     and at most ``arenas`` malloc arenas (one heap shared by the middleware's threads, the
     executor and the worker). Call before threads start. False where mallopt is not available
-    (not glibc)."""
-    return _mallopt(*_frame_policy(max_block), (M_ARENA_MAX, arenas))
+    (not glibc). ``max_block`` None: ``frame_block()``."""
+    return _mallopt(*_frame_policy(max_block or frame_block()), (M_ARENA_MAX, arenas))
 
 
 @contextlib.contextmanager
-def build_memory_mapped(max_block=FRAME_BLOCK):
+def build_memory_mapped(max_block=None):
     """Inside: blocks over ``BUILD_BLOCK`` are mapped and go back to the OS when freed (the
     free heap is trimmed first, or malloc would carve them from it); after: the heap is
     trimmed again and frames reuse freed blocks up to ``max_block``."""
@@ -56,4 +68,4 @@ def build_memory_mapped(max_block=FRAME_BLOCK):
     try:
         yield
     finally:
-        _mallopt(*_frame_policy(max_block), trim=True)
+        _mallopt(*_frame_policy(max_block or frame_block()), trim=True)
