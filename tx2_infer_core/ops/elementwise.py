@@ -115,6 +115,33 @@ def Gelu(x, *, approximate='none'):
     return _same(x, 0.5 * v * (1 + _erf(v / np.sqrt(2))))
 
 
+def Selu(x, *, alpha=1.67326319217681884765625, gamma=1.05070102214813232421875):
+    """gamma * (x if x > 0 else alpha * (exp(x) - 1))."""
+    return _same(x, gamma * Elu(x, alpha=alpha))
+
+
+def Celu(x, *, alpha=1.0):
+    """max(0, x) + min(0, alpha * (exp(x / alpha) - 1))."""
+    with np.errstate(over='ignore'):    # large x: min(0, inf) is the 0 wanted
+        negative = np.minimum(alpha * np.expm1(x / alpha), 0)
+    return _same(x, np.maximum(x, 0) + negative)
+
+
+def ThresholdedRelu(x, *, alpha=1.0):
+    """x if x > alpha else 0."""
+    return _same(x, np.where(x > alpha, x, 0))
+
+
+def Shrink(x, *, bias=0.0, lambd=0.5):
+    """x + bias if x < -lambd, x - bias if x > lambd, else 0."""
+    return _same(x, np.where(x < -lambd, x + bias, np.where(x > lambd, x - bias, 0)))
+
+
+def Swish(x, *, alpha=1.0):
+    """x * sigmoid(alpha * x)."""
+    return _same(x, x * Sigmoid(x * x.dtype.type(alpha)))
+
+
 # Arithmetic ------------------------------------------------------------------------------------
 
 def Add(a, b):
@@ -218,6 +245,51 @@ def Cos(x):
     return np.cos(x)
 
 
+def Tan(x):
+    """Tangent."""
+    return np.tan(x)
+
+
+def Asin(x):
+    """Inverse sine."""
+    return np.arcsin(x)
+
+
+def Acos(x):
+    """Inverse cosine."""
+    return np.arccos(x)
+
+
+def Atan(x):
+    """Inverse tangent."""
+    return np.arctan(x)
+
+
+def Sinh(x):
+    """Hyperbolic sine."""
+    return np.sinh(x)
+
+
+def Cosh(x):
+    """Hyperbolic cosine."""
+    return np.cosh(x)
+
+
+def Asinh(x):
+    """Inverse hyperbolic sine."""
+    return np.arcsinh(x)
+
+
+def Acosh(x):
+    """Inverse hyperbolic cosine."""
+    return np.arccosh(x)
+
+
+def Atanh(x):
+    """Inverse hyperbolic tangent."""
+    return np.arctanh(x)
+
+
 # Variadic --------------------------------------------------------------------------------------
 
 def Sum(*xs):
@@ -300,3 +372,41 @@ def IsNaN(x):
 def IsInf(x, *, detect_negative=1, detect_positive=1):
     """True where x is +inf (detect_positive) or -inf (detect_negative)."""
     return (np.isposinf(x) & bool(detect_positive)) | (np.isneginf(x) & bool(detect_negative))
+
+
+# Bitwise (integers) ------------------------------------------------------------------------------
+
+def BitwiseAnd(a, b):
+    """a & b."""
+    return np.bitwise_and(a, b)
+
+
+def BitwiseOr(a, b):
+    """a | b."""
+    return np.bitwise_or(a, b)
+
+
+def BitwiseXor(a, b):
+    """a ^ b."""
+    return np.bitwise_xor(a, b)
+
+
+def BitwiseNot(x):
+    """~x."""
+    return np.invert(x)
+
+
+def BitShift(x, y, *, direction=''):
+    """x << y (direction 'LEFT') or x >> y ('RIGHT', arithmetic for signed x). A shift below 0
+    or of the bit width or more gives 0 (-1 for a right shift of a negative x)."""
+    if direction not in ('LEFT', 'RIGHT'):
+        unsupported(f'direction={direction!r}')
+    x, y = np.broadcast_arrays(x, y)
+    inside = (y >= 0) & (y < np.iinfo(x.dtype).bits)
+    unsigned = np.dtype(f'u{x.dtype.itemsize}')
+    amount = np.where(inside, y, 0).astype(unsigned)
+    if direction == 'RIGHT':
+        fill = np.negative((x < 0).astype(x.dtype))     # the sign bit alone: -1 or 0
+        return np.where(inside, np.right_shift(x, amount.astype(x.dtype)), fill)
+    shifted = np.left_shift(x.astype(unsigned), amount).astype(x.dtype)  # top bits dropped
+    return np.where(inside, shifted, x.dtype.type(0))

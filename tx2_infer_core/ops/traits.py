@@ -186,6 +186,11 @@ _LINES = (
     op('Gather', 'tensor'), op('GatherElements', 'tensor'), op('Expand', 'tensor'),
     op('Tile', 'tensor'), op('DepthToSpace', 'tensor'), op('SpaceToDepth', 'tensor'),
     op('NonZero', 'tensor'),
+    # unary and bitwise ops (CPU only)
+    unary('Tan'), unary('Asin'), unary('Acos'), unary('Atan'), unary('Sinh'), unary('Cosh'),
+    unary('Asinh'), unary('Acosh'), unary('Atanh'), unary('Selu'), unary('Celu'),
+    unary('ThresholdedRelu'), unary('Shrink'), unary('Swish'), unary('BitwiseNot'),
+    binary('BitwiseAnd'), binary('BitwiseOr'), binary('BitwiseXor'), binary('BitShift'),
 )
 
 

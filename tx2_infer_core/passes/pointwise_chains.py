@@ -9,16 +9,19 @@ finds them, ``group_program`` writes one as a pointwise program (``ops/fused.py`
 """
 import numpy as np
 
+from tx2_infer_core.cuda.codegen_pointwise import C_OPS
 from tx2_infer_core.ops import elementwise, fused, traits
 from tx2_infer_core.passes.graph_edit import constant, dtype_of, shape_of
 
 MAX_INPUTS = 8          # external tensor inputs of one fused node (cuda/codegen_pointwise.py)
 MAX_ACTIVATION_STEPS = 16   # longest group tried as a decomposed activation (GELU's is 5)
-# From ops/traits.py: the one-input elementwise ops (Clip and Not are steps of their own;
-# IsNaN and IsInf make bool) and the binary ops with a kernel code (the rest are variadic or
-# logic ops).
-UNARY = tuple(t.name for t in traits.TRAITS.values() if t.kind in (traits.ACTIVATION,
-              traits.UNARY) and t.name not in ('Clip', 'Not', 'IsNaN', 'IsInf'))
+# From ops/traits.py: the one-input elementwise ops the CUDA generator writes (``C_OPS``: a C
+# expression or a kernel code; CPU-only ops such as Acos are never fused; Clip and Not are
+# steps of their own; IsNaN and IsInf make bool) and the binary ops with a kernel code (the
+# rest are variadic or logic ops).
+UNARY = tuple(t.name for t in traits.TRAITS.values()
+              if t.kind in (traits.ACTIVATION, traits.UNARY) and t.name in C_OPS
+              and t.name not in ('Clip', 'Not', 'IsNaN', 'IsInf'))
 BINARY = tuple(traits.codes(traits.BINARY))
 COMPARE = ('Equal', 'Less', 'LessOrEqual', 'Greater', 'GreaterOrEqual')
 # Every op a pointwise program may hold (the CUDA generator has a C expression for each).
