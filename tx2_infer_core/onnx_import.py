@@ -25,6 +25,8 @@ OPSET_RANGE = (11, 21)
 NUMERIC_KINDS = 'biuf'
 UPGRADE_RANGE = (7, 10)   # older opsets upgraded on import by onnx.version_converter
 UPGRADE_TO = 13
+# newer opsets (22 and on, up to what the installed onnx knows) are converted down to
+# OPSET_RANGE[1] on import by onnx.version_converter (their vision ops mostly gained types)
 
 
 def _attr_value(attr, model_dir=None):
@@ -152,24 +154,31 @@ def _check_opset(model, source):
                 raise ModelFormatError(
                     f'{source}: ONNX opset {entry.version} is outside the supported range '
                     f'{low}..{high} (opsets {UPGRADE_RANGE[0]}..{UPGRADE_RANGE[1]} are '
-                    'upgraded on import)')
+                    f'upgraded and {high + 1}..{onnx.defs.onnx_opset_version()} converted '
+                    'down on import)')
 
 
 def upgrade_opset(model, source='model'):
-    """``model`` itself, or for an opset 7-10 model its ``UPGRADE_TO`` conversion by
-    ``onnx.version_converter``; a ``ModelFormatError`` naming the opset if that fails."""
+    """``model`` itself, or its conversion by ``onnx.version_converter``: an opset 7-10 model
+    upgraded to ``UPGRADE_TO``, a model newer than ``OPSET_RANGE`` (up to the installed onnx's
+    newest opset) converted down to its top; a ``ModelFormatError`` naming the opset if the
+    converter fails (an op whose newer form has no older equivalent)."""
     version = _default_opset(model)
-    if not UPGRADE_RANGE[0] <= version <= UPGRADE_RANGE[1]:
+    if UPGRADE_RANGE[0] <= version <= UPGRADE_RANGE[1]:
+        target, done = UPGRADE_TO, 'upgraded'
+    elif OPSET_RANGE[1] < version <= onnx.defs.onnx_opset_version():
+        target, done = OPSET_RANGE[1], 'converted down'
+    else:
         return model
     from onnx import version_converter
     try:
-        upgraded = version_converter.convert_version(model, UPGRADE_TO)
+        converted = version_converter.convert_version(model, target)
     except Exception as exc:  # the converter raises RuntimeError, ValueError, checker errors
         raise ModelFormatError(
-            f'{source}: ONNX opset {version} could not be upgraded to opset {UPGRADE_TO} by '
+            f'{source}: ONNX opset {version} could not be {done} to opset {target} by '
             f'onnx.version_converter: {str(exc).strip()[:300]}') from exc
-    log.info('%s: upgraded from ONNX opset %d to %d', source, version, UPGRADE_TO)
-    return upgraded
+    log.info('%s: %s from ONNX opset %d to %d', source, done, version, target)
+    return converted
 
 
 def _input_value(proto, input_shape, source) -> Value:

@@ -132,6 +132,41 @@ def test_failed_upgrade_names_the_opset(tmp_path):
         load_onnx(path)
 
 
+@pytest.fixture(scope='module')
+def onet_opset23(tmp_path_factory):
+    """MTCNN O-Net (real weights, opset 12) converted up to opset 23 by the converter."""
+    original = assets.fetch('mtcnn-onet.onnx')
+    path = tmp_path_factory.mktemp('opset') / 'onet-opset23.onnx'
+    onnx.save(version_converter.convert_version(onnx.load(str(original)), 23), path)
+    return original, path
+
+
+def test_newer_opset_model_is_converted_down_on_import(onet_opset23):
+    original, new = onet_opset23
+    assert onnx.load(str(new)).opset_import[0].version == 23
+    engine = Engine.build(new, input_shape=(1, 48, 48, 3))
+    x = zoo_data.photo_tensor(zoo_data.BY_NAME['mtcnn-onet'])
+    reference = ort_outputs(original, {engine.input_specs[0].name: x})
+    outputs = engine.run(x)
+    for name, expected in reference.items():
+        assert zoo_data.rel_error(outputs[name], expected) <= 1e-4
+
+
+@pytest.mark.parametrize('opset, message', [(24, 'opset 24 could not be converted down'),
+                                            (999, 'opset 999 is outside')])
+def test_newer_opset_that_cannot_convert_names_the_opset(tmp_path, opset, message):
+    """Swish exists from opset 24 only: no opset-21 form, so the converter fails; an opset
+    newer than the installed onnx is refused outright. Both name the opset."""
+    node = helper.make_node('Swish', ['x'], ['y'])
+    graph = helper.make_graph(
+        [node], 'g', [helper.make_tensor_value_info('x', onnx.TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info('y', onnx.TensorProto.FLOAT, [1, 4])])
+    path = tmp_path / 'new.onnx'
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid('', opset)]), path)
+    with pytest.raises(ModelFormatError, match=message):
+        load_onnx(path)
+
+
 # --- carrying the zoo to the GPU machine --------------------------------------------------------
 
 def test_pack_unpack_restores_every_weight(tmp_path):
