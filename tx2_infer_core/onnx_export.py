@@ -169,15 +169,52 @@ def _attribute_bounds(op, names) -> tuple:
     return (fits[0], fits[-1]) if fits else (_first_opset(op), LAST_OPSET)
 
 
+# numpy dtype name -> ONNX tensor type string of the schemas' type constraints
+ONNX_TYPES = {'float32': 'float', 'float64': 'double', 'float16': 'float16', 'bool': 'bool',
+              **{t: t for t in ('int8', 'int16', 'int32', 'int64', 'uint8', 'uint16', 'uint32',
+                                'uint64')}}
+
+
+@functools.lru_cache(maxsize=None)
+def _type_bounds(op, input_types) -> tuple:
+    """The first and last opsets (of the importer's range) whose schema of ``op`` accepts
+    ``input_types`` (ONNX type strings, None where unknown) at its inputs, e.g. an Add of
+    uint8 from 14; the full range when none does (the checker then names the op)."""
+    fits = []
+    for version in range(FIRST_OPSET, LAST_OPSET + 1):
+        try:
+            schema = onnx.defs.get_schema(op, version, '')
+        except onnx.defs.SchemaError:
+            continue
+        allowed = {c.type_param_str: set(c.allowed_type_strs) for c in schema.type_constraints}
+        formals = schema.inputs
+        if all(t is None or not formals or f'tensor({t})' in allowed.get(
+                formals[min(i, len(formals) - 1)].type_str, {f'tensor({t})'})
+               for i, t in enumerate(input_types)):
+            fits.append(version)
+    return (fits[0], fits[-1]) if fits else (FIRST_OPSET, LAST_OPSET)
+
+
+def _input_types(graph, node) -> tuple:
+    """ONNX type strings of ``node``'s inputs (None for an omitted or unknown one)."""
+    values = graph.values
+    return tuple(ONNX_TYPES.get(values[n].dtype) if n and n in values else None
+                 for n in node.inputs)
+
+
 def export_opset(graph) -> int:
-    """The ONNX opset ``graph``'s nodes are written for: 13 when their signatures allow it, else
-    the nearest one that fits them all (e.g. 17 for LayerNormalization, 12 for a Split with a
-    ``split`` attribute). Raises ``UnsupportedOpError`` when no opset fits every node."""
+    """The ONNX opset ``graph``'s nodes are written for: 13 when their signatures and input
+    types allow it, else the nearest one that fits them all (e.g. 17 for LayerNormalization, 12
+    for a Split with a ``split`` attribute, 14 for an Add of uint8). Raises
+    ``UnsupportedOpError`` when no opset fits every node."""
     lo, hi, tight = FIRST_OPSET, LAST_OPSET, {}
     for node in graph.nodes:
         if node.op in FUSED_CONVS:
             continue
         first, last = _form_bounds(node)
+        if node.op not in EXPANDED and '::' not in node.op:
+            types_lo, types_hi = _type_bounds(node.op, _input_types(graph, node))
+            first, last = max(first, types_lo), min(last, types_hi)
         if first > lo or last < hi:
             tight[node.name] = (node.op, first, last)
         lo, hi = max(lo, first), min(hi, last)

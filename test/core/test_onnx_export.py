@@ -203,3 +203,19 @@ def test_export_opset_refuses_nodes_of_two_eras():
     old.outputs = ['z']
     with pytest.raises(UnsupportedOpError, match='no ONNX opset fits every node'):
         export_opset(old)
+
+
+@pytest.mark.parametrize('dtype, opset', [('float32', 13), ('uint8', 14), ('int8', 14),
+                                          ('uint16', 14), ('int32', 13)])
+def test_export_opset_follows_the_input_types(dtype, opset):
+    """Add takes (u)int8 and (u)int16 from opset 14 only: a graph adding them must be written
+    for 14, and ONNX Runtime must then run it to numpy's answer (it refuses it at 13)."""
+    graph = _one_node_graph('Add', ['x', 'b'], {})
+    for name in ('x', 'b', 'y'):
+        graph.values[name] = Value(name, (2, 3), dtype, '')
+    graph.inputs = ['x', 'b']
+    assert export_opset(graph) == opset
+    x = np.arange(6, dtype=dtype).reshape(2, 3)
+    b = np.full((2, 3), 3, dtype)
+    got = run_ort(to_onnx(graph), {'x': x, 'b': b})['y']
+    np.testing.assert_array_equal(got, x + b)
