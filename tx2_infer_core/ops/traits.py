@@ -47,6 +47,7 @@ class OpTraits:
     keeps_layout: bool = False  # its 4-D output has its first input's layout (and storage)
     inplace: bool = False    # its output may overwrite a dying input of its shape (planner)
     internal: bool = False   # made by the passes, not an ONNX op (no ONNX node tests)
+    fixed_inputs: tuple = ()  # inputs whose values must be known at build time (importer)
 
     @property
     def elementwise(self) -> bool:
@@ -88,10 +89,12 @@ def image(name, module, cuda='', internal=False, inplace=False):
                     internal=internal)
 
 
-def op(name, module, cuda='', strided=False, keeps_layout=False, inplace=False):
-    """Any other op."""
+def op(name, module, cuda='', strided=False, keeps_layout=False, inplace=False,
+       fixed_inputs=()):
+    """Any other op; ``fixed_inputs``: the input indices that must be constants (a K, a
+    depth: they size the output, and the engine's shapes are static)."""
     return OpTraits(name, module, OTHER, cuda=cuda, strided=strided, keeps_layout=keeps_layout,
-                    inplace=inplace)
+                    inplace=inplace, fixed_inputs=tuple(fixed_inputs))
 
 
 _LINES = (
@@ -186,6 +189,19 @@ _LINES = (
     op('Gather', 'tensor'), op('GatherElements', 'tensor'), op('Expand', 'tensor'),
     op('Tile', 'tensor'), op('DepthToSpace', 'tensor'), op('SpaceToDepth', 'tensor'),
     op('NonZero', 'tensor'),
+    # indexing, scatter and sequence-free tensor ops (CPU only)
+    op('TopK', 'index', fixed_inputs=[1]),
+    op('GatherND', 'index'),
+    op('ScatterND', 'index'),
+    op('ScatterElements', 'index'),
+    op('Scatter', 'index'),  # opset 9-10 only: the importer's upgrade makes ScatterElements
+    op('OneHot', 'index', fixed_inputs=[1]),
+    op('ReverseSequence', 'index'),
+    op('CumSum', 'reduce', fixed_inputs=[1]),
+    op('CumProd', 'reduce', fixed_inputs=[1]),  # opset 26: node tests only (import: 11..21)
+    op('Trilu', 'tensor', fixed_inputs=[1]),
+    op('EyeLike', 'tensor'),
+    op('Einsum', 'tensor'),
 )
 
 
