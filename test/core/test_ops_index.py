@@ -11,9 +11,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from tx2_infer_core.cuda.lowering import lower_graph
 from tx2_infer_core.engine import Engine
 from tx2_infer_core.errors import UnsupportedOpError
-from tx2_infer_core.ir import Graph, Node
+from tx2_infer_core.ir import Graph, Node, Value
 from tx2_infer_core.ops import run_node
 from tx2_infer_core.passes.fold_constants import fold_constants
 
@@ -260,3 +261,15 @@ def test_fixed_input_from_a_graph_input_is_refused(op, fixed, outputs, attrs, tm
     onnx.save(model, path)
     with pytest.raises(UnsupportedOpError, match=rf"'{op}' at node 'the_node'.*input 1 \('p'\)"):
         Engine.build(path, input_shape=x.shape, backend='numpy')
+
+
+NEW_OPS = sorted({case.values[0] for case in CASES} | {'Scatter', 'CumProd'})
+
+
+@pytest.mark.parametrize('op', NEW_OPS)
+def test_cuda_refuses_them_by_name(op):
+    """CPU only: the CUDA lowering (no GPU needed) names the op and the node."""
+    values = {n: Value(n, (2, 3), 'float32', '') for n in ('x', 'y')}
+    graph = Graph([Node(op, 'n0', ['x'], ['y'])], ['x'], ['y'], values, {})
+    with pytest.raises(UnsupportedOpError, match=f"'{op}' at node 'n0'"):
+        lower_graph(graph, arch=90)
