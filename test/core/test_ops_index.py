@@ -243,23 +243,27 @@ def test_k_computed_from_shapes_is_accepted(tmp_path):
                               tmp_path, ['TopK'])
 
 
-REFUSED = [('TopK', np.array([2], I64), 2, {}), ('OneHot', np.array([4], I64), 1, {}),
-           ('CumSum', np.array(1, I64), 1, {}), ('Trilu', np.array(0, I64), 1, {})]
+REFUSED = [('TopK', np.array([2], I64), 2), ('OneHot', np.array([4], I64), 1),
+           ('CumSum', np.array(1, I64), 1), ('Trilu', np.array(0, I64), 1)]
 
 
-@pytest.mark.parametrize('op, fixed, outputs, attrs', REFUSED, ids=[r[0] for r in REFUSED])
-def test_fixed_input_from_a_graph_input_is_refused(op, fixed, outputs, attrs, tmp_path):
-    """K, depth, axis or k fed at run time: refused at build, naming the op, node and input."""
-    extra = [np.array([0.0, 1.0], np.float32)] if op == 'OneHot' else []
-    inputs = ['x', 'p'] + ['v'] * len(extra)
-    nodes = [helper.make_node(op, inputs, [f'o{k}' for k in range(outputs)], name='the_node',
-                              **attrs)]
+@pytest.mark.parametrize('through', ['', 'Abs'])
+@pytest.mark.parametrize('op, fixed, outputs', REFUSED, ids=[r[0] for r in REFUSED])
+def test_fixed_input_from_a_graph_input_is_refused(op, fixed, outputs, through, tmp_path):
+    """K, depth, axis or k fed at run time (directly or through a node): refused at build,
+    naming the op, the node and the input."""
+    nodes, fed = [], 'p'
+    if through:
+        nodes, fed = [helper.make_node(through, ['p'], ['q'], name='via')], 'q'
+    consts = {'v': np.array([0.0, 1.0], np.float32)} if op == 'OneHot' else {}
+    nodes.append(helper.make_node(op, ['x', fed] + list(consts),
+                                  [f'o{k}' for k in range(outputs)], name='the_node'))
     x = np.zeros((3, 4), I64 if op == 'OneHot' else np.float32)
-    model = make_model(nodes, {'x': x, 'p': fixed}, [f'o{k}' for k in range(outputs)],
-                       {'v': extra[0]} if extra else {})
+    model = make_model(nodes, {'x': x, 'p': fixed}, [f'o{k}' for k in range(outputs)], consts)
     path = tmp_path / 'model.onnx'
     onnx.save(model, path)
-    with pytest.raises(UnsupportedOpError, match=rf"'{op}' at node 'the_node'.*input 1 \('p'\)"):
+    named = rf"'{op}' at node 'the_node'.*input 1 \('{fed}'\)"
+    with pytest.raises(UnsupportedOpError, match=named):
         Engine.build(path, input_shape=x.shape, backend='numpy')
 
 
