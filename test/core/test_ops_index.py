@@ -11,9 +11,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from tx2_infer_core import onnx_import
 from tx2_infer_core.cuda.lowering import lower_graph
 from tx2_infer_core.engine import Engine
-from tx2_infer_core.errors import UnsupportedOpError
+from tx2_infer_core.errors import ModelFormatError, UnsupportedOpError
 from tx2_infer_core.ir import Graph, Node, Value
 from tx2_infer_core.ops import run_node
 from tx2_infer_core.passes.fold_constants import fold_constants
@@ -277,3 +278,16 @@ def test_cuda_refuses_them_by_name(op):
     graph = Graph([Node(op, 'n0', ['x'], ['y'])], ['x'], ['y'], values, {})
     with pytest.raises(UnsupportedOpError, match=f"'{op}' at node 'n0'"):
         lower_graph(graph, arch=90)
+
+
+def test_huge_onehot_depth_is_refused_before_it_runs(tmp_path, monkeypatch):
+    """OneHot's output size comes from its depth: predicted and checked against the limits
+    before it runs (ONNX's own shape inference, which also sees it, is switched off)."""
+    monkeypatch.setattr(onnx_import, 'check_static_sizes', lambda *args: None)
+    consts = {'d': np.array([10 ** 9], I64), 'v': np.array([0.0, 1.0], np.float32)}
+    nodes = [helper.make_node('Neg', ['x'], ['a'], name='pre'),
+             helper.make_node('OneHot', ['a', 'd', 'v'], ['y'], name='hot')]
+    path = tmp_path / 'model.onnx'
+    onnx.save(make_model(nodes, {'x': np.zeros((4, 4), I64)}, ['y'], consts), path)
+    with pytest.raises(ModelFormatError, match=r"node 'hot' \(OneHot\) output of shape"):
+        Engine.build(path, input_shape=(4, 4), backend='numpy')
