@@ -8,11 +8,12 @@ Two steps, both refusing with ``ModelFormatError`` (naming the value and the lim
    anything runs (``--input-shape 1x3x20000x20000``, a ``Pad`` of 2e9).
 2. ``infer_shapes_within``: the reference ops then run once on a random input to record every
    value's shape and dtype (what our ops really produce). Before each node whose output size
-   depends on its input values (ConstantOfShape, Expand, Tile, Pad, Range, Resize, Upsample) the
-   size is predicted and checked; every output is checked too; any failure of an op on the
-   model's own shapes is a ``ModelFormatError`` naming the node. An input of an op's
-   ``fixed_inputs`` (traits: TopK's K, OneHot's depth) must be known at build time (a constant,
-   or computed from constants and static shapes), else ``UnsupportedOpError`` names the node.
+   depends on its input values (ConstantOfShape, Expand, Tile, Pad, Range, Resize, Upsample,
+   OneHot) the size is predicted and checked; every output is checked too; any failure of an
+   op on the model's own shapes is a ``ModelFormatError`` naming the node. An input of an op's
+   ``fixed_inputs`` (traits: TopK's K, OneHot's depth, CumSum's axis, Trilu's k) must be known
+   at build time (a constant, or computed from constants and static shapes), else
+   ``UnsupportedOpError`` names the node.
 """
 import logging
 import math

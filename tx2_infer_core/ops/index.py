@@ -13,8 +13,8 @@ REDUCTIONS = {'add': np.add, 'mul': np.multiply, 'max': np.maximum, 'min': np.mi
 
 
 def TopK(X, K, *, axis=-1, largest=1, sorted=1):
-    """The K largest (or smallest) values along ``axis`` and their int64 indices, sorted;
-    equal values come in index order."""
+    """The K largest (or smallest) values along ``axis`` and their int64 indices, sorted
+    (``sorted=0`` too: ONNX leaves that order open); equal values come in index order."""
     axis = axis_of(axis, X.ndim)
     (k,) = ints(K)
     if not 0 <= k <= X.shape[axis]:

@@ -91,8 +91,8 @@ def image(name, module, cuda='', internal=False, inplace=False):
 
 def op(name, module, cuda='', strided=False, keeps_layout=False, inplace=False,
        fixed_inputs=()):
-    """Any other op; ``fixed_inputs``: the input indices that must be constants (a K, a
-    depth: they size the output, and the engine's shapes are static)."""
+    """Any other op; ``fixed_inputs``: indices of the inputs that must be constants at build
+    time (TopK's K and OneHot's depth size the output; the engine's shapes are static)."""
     return OpTraits(name, module, OTHER, cuda=cuda, strided=strided, keeps_layout=keeps_layout,
                     inplace=inplace, fixed_inputs=tuple(fixed_inputs))
 
