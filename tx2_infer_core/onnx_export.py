@@ -150,6 +150,8 @@ def _form_bounds(node):
         return (moved, LAST_OPSET) if _has_input(node, 1) else (FIRST_OPSET, LAST_OPSET)
     if op in EXPANDED:
         return FIRST_OPSET, LAST_OPSET
+    if op in ('ScatterND', 'ScatterElements') and attrs.get('reduction') in ('max', 'min'):
+        return 18, LAST_OPSET       # reduction max and min came in opset 18 (add, mul in 16)
     return _attribute_bounds(op, frozenset(attrs))
 
 

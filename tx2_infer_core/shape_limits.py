@@ -8,9 +8,12 @@ Two steps, both refusing with ``ModelFormatError`` (naming the value and the lim
    anything runs (``--input-shape 1x3x20000x20000``, a ``Pad`` of 2e9).
 2. ``infer_shapes_within``: the reference ops then run once on a random input to record every
    value's shape and dtype (what our ops really produce). Before each node whose output size
-   depends on its input values (ConstantOfShape, Expand, Tile, Pad, Range, Resize, Upsample) the
-   size is predicted and checked; every output is checked too; any failure of an op on the
-   model's own shapes is a ``ModelFormatError`` naming the node.
+   depends on its input values (ConstantOfShape, Expand, Tile, Pad, Range, Resize, Upsample,
+   OneHot) the size is predicted and checked; every output is checked too; any failure of an
+   op on the model's own shapes is a ``ModelFormatError`` naming the node. An input of an op's
+   ``fixed_inputs`` (traits: TopK's K, OneHot's depth, CumSum's axis, Trilu's k) must be known
+   at build time (a constant, or computed from constants and static shapes), else
+   ``UnsupportedOpError`` names the node.
 """
 import logging
 import math
@@ -19,9 +22,10 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from tx2_infer_core.errors import ModelFormatError, Tx2InferError
+from tx2_infer_core.errors import ModelFormatError, Tx2InferError, UnsupportedOpError
 from tx2_infer_core.ir import Value
-from tx2_infer_core.ops import run_node
+from tx2_infer_core.ops import OPS, run_node
+from tx2_infer_core.ops.traits import TRAITS
 
 log = logging.getLogger('tx2_infer.onnx')
 
@@ -111,6 +115,10 @@ def _predicted_shape(node, args):
         return [max(0, math.ceil((limit - start) / delta))] if delta else [0]
     if op in ('Resize', 'Upsample'):
         return _resize_shape(node, args)
+    if op == 'OneHot':
+        shape, axis = list(np.shape(x)), int(node.attrs.get('axis', -1))
+        shape.insert(axis % (len(shape) + 1), _ints(args[1])[0])
+        return shape
     return None
 
 
@@ -155,6 +163,26 @@ def _run_checked(node, args, limits, source):
     return outputs
 
 
+FIXED_BY_SHAPES = ('Shape', 'Size')     # their outputs are known once the shapes are
+
+
+def _check_fixed_inputs(node, known, source) -> None:
+    """Refuse ``node`` if an input its op needs at build time is not in ``known``."""
+    traits = TRAITS.get(node.op)
+    for k in traits.fixed_inputs if traits else ():
+        if k < len(node.inputs) and node.inputs[k] and node.inputs[k] not in known:
+            raise UnsupportedOpError(
+                node.op, node.name, OPS,
+                f"{source}: input {k} ('{node.inputs[k]}') must be a constant (an "
+                'initializer, or computed from constants and shapes): the engine fixes its '
+                'value at build time')
+
+
+def _known_after(node, known) -> bool:
+    """True when ``node``'s outputs are known at build time (given the ``known`` values)."""
+    return node.op in FIXED_BY_SHAPES or all(not n or n in known for n in node.inputs)
+
+
 def infer_shapes_within(graph, limits, source) -> None:
     """Fill ``graph.values`` with every activation's static shape and dtype by running the
     reference ops once on a random input (arrays freed after their last reader), refusing
@@ -167,7 +195,11 @@ def infer_shapes_within(graph, limits, source) -> None:
     last_use = {name: k for k, node in enumerate(graph.nodes) for name in node.inputs}
     keep = set(graph.outputs) | set(graph.weights)
     found = {name: (env[name].shape, env[name].dtype.name) for name in graph.inputs}
+    known = set(graph.weights)          # values fixed at build time
     for k, node in enumerate(graph.nodes):
+        _check_fixed_inputs(node, known, source)
+        if _known_after(node, known):
+            known.update(node.outputs)
         args = [env[name] if name else None for name in node.inputs]
         for name, array in zip(node.outputs, _run_checked(node, args, limits, source)):
             if name:

@@ -104,3 +104,24 @@ def ArgMax(data, *, axis=0, keepdims=1, select_last_index=0):
 def ArgMin(data, *, axis=0, keepdims=1, select_last_index=0):
     """Index of the minimum along ``axis`` (int64)."""
     return _arg(np.argmin, data, axis, keepdims, select_last_index)
+
+
+def _cumulative(fn, identity, x, axis, exclusive, reverse):
+    """Running ``fn`` along ``axis`` (an input), optionally exclusive and/or from the end."""
+    axis = axis_of(ints(axis)[0], x.ndim)
+    y = np.flip(x, axis) if reverse else x
+    out = fn(y, axis=axis, dtype=x.dtype)
+    if exclusive:               # shift by one step: each sum leaves its own element out
+        out = np.roll(out, 1, axis=axis)
+        out[(slice(None),) * axis + (0,)] = identity
+    return np.flip(out, axis) if reverse else out
+
+
+def CumSum(x, axis, *, exclusive=0, reverse=0):
+    """Running sum along ``axis``."""
+    return _cumulative(np.cumsum, 0, x, axis, exclusive, reverse)
+
+
+def CumProd(x, axis, *, exclusive=0, reverse=0):
+    """Running product along ``axis`` (opset 26)."""
+    return _cumulative(np.cumprod, 1, x, axis, exclusive, reverse)

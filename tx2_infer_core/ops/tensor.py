@@ -227,3 +227,21 @@ def SpaceToDepth(x, *, blocksize, mode='DCR'):
 def NonZero(x):
     """Indices of the non-zero elements, one row per axis (int64)."""
     return np.array(np.nonzero(x), dtype=np.int64).reshape(x.ndim, -1)
+
+
+def Trilu(x, k=None, *, upper=1):
+    """The upper (or lower) triangle of the last two axes from diagonal ``k``; zeros
+    elsewhere."""
+    k = ints(k)[0] if k is not None else 0
+    return np.triu(x, k) if upper else np.tril(x, k)
+
+
+def EyeLike(x, *, dtype=None, k=0):
+    """Ones on diagonal ``k`` of a 2-D tensor shaped like x (dtype: x's, or ``dtype``)."""
+    out_dtype = x.dtype if dtype is None else onnx_dtype(dtype)
+    return np.eye(x.shape[0], x.shape[1], k, dtype=out_dtype)
+
+
+def Einsum(*inputs, equation):
+    """Einstein summation as ``np.einsum`` spells it (ONNX uses the same equations)."""
+    return np.asarray(np.einsum(equation, *inputs))

@@ -47,6 +47,7 @@ class OpTraits:
     keeps_layout: bool = False  # its 4-D output has its first input's layout (and storage)
     inplace: bool = False    # its output may overwrite a dying input of its shape (planner)
     internal: bool = False   # made by the passes, not an ONNX op (no ONNX node tests)
+    fixed_inputs: tuple = ()  # inputs whose values must be known at build time (importer)
 
     @property
     def elementwise(self) -> bool:
@@ -88,10 +89,12 @@ def image(name, module, cuda='', internal=False, inplace=False):
                     internal=internal)
 
 
-def op(name, module, cuda='', strided=False, keeps_layout=False, inplace=False):
-    """Any other op."""
+def op(name, module, cuda='', strided=False, keeps_layout=False, inplace=False,
+       fixed_inputs=()):
+    """Any other op; ``fixed_inputs``: indices of the inputs that must be constants at build
+    time (TopK's K and OneHot's depth size the output; the engine's shapes are static)."""
     return OpTraits(name, module, OTHER, cuda=cuda, strided=strided, keeps_layout=keeps_layout,
-                    inplace=inplace)
+                    inplace=inplace, fixed_inputs=tuple(fixed_inputs))
 
 
 _LINES = (
@@ -191,6 +194,19 @@ _LINES = (
     unary('Asinh'), unary('Acosh'), unary('Atanh'), unary('Selu'), unary('Celu'),
     unary('ThresholdedRelu'), unary('Shrink'), unary('Swish'), unary('BitwiseNot'),
     binary('BitwiseAnd'), binary('BitwiseOr'), binary('BitwiseXor'), binary('BitShift'),
+    # indexing, scatter and sequence-free tensor ops (CPU only)
+    op('TopK', 'index', fixed_inputs=[1]),
+    op('GatherND', 'index'),
+    op('ScatterND', 'index'),
+    op('ScatterElements', 'index'),
+    op('Scatter', 'index'),  # opset 9-10 only: the importer's upgrade makes ScatterElements
+    op('OneHot', 'index', fixed_inputs=[1]),
+    op('ReverseSequence', 'index'),
+    op('CumSum', 'reduce', fixed_inputs=[1]),
+    op('CumProd', 'reduce', fixed_inputs=[1]),  # opset 26: node tests only (no opset-21 form)
+    op('Trilu', 'tensor', fixed_inputs=[1]),
+    op('EyeLike', 'tensor'),
+    op('Einsum', 'tensor'),
 )
 
 
