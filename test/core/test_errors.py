@@ -277,3 +277,29 @@ def test_toposort_undefined_value():
     graph.nodes[1].inputs = ['nowhere']
     with pytest.raises(ModelFormatError, match=r"no node produces: \['nowhere'\]"):
         graph.toposort()
+
+
+def test_data_dependent_output_shape_is_refused_not_broadcast(tmp_path):
+    """NonZero's output shape depends on the data: built on one input, run on another, the
+    numpy backend refuses the node by name (it raised a numpy ValueError, and a result that
+    happened to broadcast would have been written silently); ONNX Runtime (backend cpu)
+    sizes it at run time and answers."""
+    nodes = [helper.make_node('Relu', ['x'], ['r']),
+             helper.make_node('NonZero', ['r'], ['nz'], name='where_positive'),
+             helper.make_node('Cast', ['nz'], ['y'], to=TensorProto.FLOAT)]
+    graph = helper.make_graph(nodes, 'g', [helper.make_tensor_value_info(
+        'x', TensorProto.FLOAT, [1, 8])], [helper.make_tensor_value_info(
+            'y', TensorProto.FLOAT, None)])
+    path = tmp_path / 'nonzero.onnx'
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid('', 13)]), path)
+    numpy_engine, cpu_engine = (Engine.build(path, backend=b) for b in ('numpy', 'cpu'))
+    refused = 0
+    for x in (np.ones((1, 8), np.float32), -np.ones((1, 8), np.float32)):  # 8 and 0 found
+        want = np.stack(np.nonzero(np.maximum(x, 0))).astype(np.float32)
+        np.testing.assert_array_equal(cpu_engine.run(x)['y'], want)
+        try:
+            np.testing.assert_array_equal(numpy_engine.run(x)['y'], want)
+        except UnsupportedOpError as exc:
+            assert "'where_positive'" in str(exc) and 'depends on the input data' in str(exc)
+            refused += 1
+    assert refused >= 1   # the build's shape cannot be both 8 and 0

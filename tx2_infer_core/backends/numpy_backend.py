@@ -17,7 +17,8 @@ import numpy as np
 from tx2_infer_core.backends.base import Backend, fill_outputs
 from tx2_infer_core.backends.numpy_prepack import (ConvWorkspace, PreparedConv, prepare_conv,
                                                    prepare_max_pool)
-from tx2_infer_core.ops import run_node
+from tx2_infer_core.errors import UnsupportedOpError
+from tx2_infer_core.ops import OPS, run_node
 
 MAX_WORKERS = 8
 
@@ -51,10 +52,19 @@ class ReferenceStep:
         self.node, self.args, self.outs = node, args, outs
 
     def run(self) -> None:
-        """Run the op and copy its results into the output views."""
+        """Run the op and copy its results into the output views; a result of another shape
+        than planned (an output shape that depends on the input data, e.g. NonZero's) is
+        refused, never broadcast or cut."""
         for view, result in zip(self.outs, run_node(self.node, self.args)):
-            if view is not None:
-                view[...] = result
+            if view is None:
+                continue
+            if np.shape(result) != view.shape:
+                raise UnsupportedOpError(
+                    self.node.op, self.node.name, OPS,
+                    f'output shape {np.shape(result)} at run time, built for {view.shape}: '
+                    'an output shape that depends on the input data cannot run in the '
+                    'static arena')
+            view[...] = result
 
 
 class NumpyBackend(Backend):
