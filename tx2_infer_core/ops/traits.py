@@ -186,6 +186,19 @@ _LINES = (
     op('Gather', 'tensor'), op('GatherElements', 'tensor'), op('Expand', 'tensor'),
     op('Tile', 'tensor'), op('DepthToSpace', 'tensor'), op('SpaceToDepth', 'tensor'),
     op('NonZero', 'tensor'),
+    # normalisation and spatial sampling ops (CPU only)
+    image('GroupNormalization', 'nn'),
+    op('MeanVarianceNormalization', 'nn'),
+    op('LpNormalization', 'nn'),
+    op('RMSNormalization', 'nn'),
+    image('GlobalLpPool', 'pool'),
+    image('MaxUnpool', 'pool'),
+    op('Col2Im', 'pool'),
+    image('GridSample', 'sampling'),
+    op('AffineGrid', 'sampling'),
+    image('RoiAlign', 'sampling'),
+    image('MaxRoiPool', 'sampling'),
+    op('CenterCropPad', 'sampling'),
 )
 
 
