@@ -150,6 +150,10 @@ def _form_bounds(node):
         return (moved, LAST_OPSET) if _has_input(node, 1) else (FIRST_OPSET, LAST_OPSET)
     if op in EXPANDED:
         return FIRST_OPSET, LAST_OPSET
+    if op == 'GroupNormalization':
+        return 21, LAST_OPSET           # per-channel scale and bias (op_forms.settle_forms)
+    if op == 'GridSample' and attrs.get('mode') in ('linear', 'cubic', 'bilinear', 'bicubic'):
+        return (20, LAST_OPSET) if attrs['mode'] in ('linear', 'cubic') else (16, 19)
     return _attribute_bounds(op, frozenset(attrs))
 
 

@@ -112,20 +112,19 @@ def GlobalLpPool(x, *, p=2):
 
 
 def MaxUnpool(x, indices, output_shape=None, *, kernel_shape, pads=None, strides=None):
-    """Scatter ``x`` to the flat positions ``indices`` (MaxPool's second output) of a zero
-    tensor sized by the window; an ``output_shape`` input pads that at the end (ONNX rule)."""
+    """Scatter ``x`` to the flat positions ``indices`` (MaxPool's second output: positions in
+    MaxPool's input) of a zeros tensor of ``output_shape``, by default the size the window
+    sweep gives back. (ONNX's reference scatters into that default size and pads it to
+    ``output_shape``; ONNX Runtime and PyTorch index ``output_shape`` itself, as here.)"""
     nd = x.ndim - 2
     strides, pads = list(strides or [1] * nd), list(pads or [0] * (2 * nd))
     size = list(x.shape[:2]) + [(x.shape[2 + i] - 1) * strides[i] + kernel_shape[i]
                                 - pads[i] - pads[nd + i] for i in range(nd)]
+    if output_shape is not None:
+        size = ints(output_shape)
     y = np.zeros(int(np.prod(size)), x.dtype)
     y[indices.reshape(-1)] = x.reshape(-1)
-    y = y.reshape(size)
-    if output_shape is None:
-        return y
-    out = np.zeros(ints(output_shape), x.dtype)
-    out[tuple(slice(0, d) for d in size)] = y
-    return out
+    return y.reshape(size)
 
 
 def Col2Im(x, image_shape, block_shape, *, dilations=None, pads=None, strides=None):

@@ -47,6 +47,7 @@ class OpTraits:
     keeps_layout: bool = False  # its 4-D output has its first input's layout (and storage)
     inplace: bool = False    # its output may overwrite a dying input of its shape (planner)
     internal: bool = False   # made by the passes, not an ONNX op (no ONNX node tests)
+    shape_inputs: tuple = ()  # inputs that set the output shape: constants only (op_forms.py)
 
     @property
     def elementwise(self) -> bool:
@@ -82,16 +83,17 @@ def copy(name, keeps_layout=False):
     return OpTraits(name, 'tensor', COPY, cuda='copy', strided=True, keeps_layout=keeps_layout)
 
 
-def image(name, module, cuda='', internal=False, inplace=False):
+def image(name, module, cuda='', internal=False, inplace=False, shape_inputs=()):
     """An op over NCHW images (NHWC in the CUDA arena)."""
     return OpTraits(name, module, IMAGE, cuda=cuda, strided=bool(cuda), inplace=inplace,
-                    internal=internal)
+                    internal=internal, shape_inputs=tuple(shape_inputs))
 
 
-def op(name, module, cuda='', strided=False, keeps_layout=False, inplace=False):
+def op(name, module, cuda='', strided=False, keeps_layout=False, inplace=False,
+       shape_inputs=()):
     """Any other op."""
     return OpTraits(name, module, OTHER, cuda=cuda, strided=strided, keeps_layout=keeps_layout,
-                    inplace=inplace)
+                    inplace=inplace, shape_inputs=tuple(shape_inputs))
 
 
 _LINES = (
@@ -192,13 +194,13 @@ _LINES = (
     op('LpNormalization', 'nn'),
     op('RMSNormalization', 'nn'),
     image('GlobalLpPool', 'pool'),
-    image('MaxUnpool', 'pool'),
-    op('Col2Im', 'pool'),
+    image('MaxUnpool', 'pool', shape_inputs=[2]),
+    op('Col2Im', 'pool', shape_inputs=[1, 2]),
     image('GridSample', 'sampling'),
-    op('AffineGrid', 'sampling'),
+    op('AffineGrid', 'sampling', shape_inputs=[1]),
     image('RoiAlign', 'sampling'),
     image('MaxRoiPool', 'sampling'),
-    op('CenterCropPad', 'sampling'),
+    op('CenterCropPad', 'sampling', shape_inputs=[1]),
 )
 
 

@@ -1,0 +1,78 @@
+"""Import-time checks and rewrites of ops whose meaning depends on the opset or whose output
+shape depends on an input's values.
+
+- ``check_shape_inputs``: an input that sets an op's output shape (``shape_inputs`` in
+  ``ops/traits.py``: MaxUnpool's output_shape, CenterCropPad's shape, ...) must be known when
+  the model is imported (a weight, or computed from weights and static shapes only); the
+  engine's shapes are static, so anything else is refused, naming the node.
+- ``settle_forms``: one meaning per op in the graph, whatever the model's opset, so that the
+  passes and the ONNX export need not know it: RoiAlign's ``coordinate_transformation_mode``
+  default is written out (``output_half_pixel`` before opset 16, ``half_pixel`` from it), as
+  is MeanVarianceNormalization's ``axes``; an opset 18 GroupNormalization's per-group scale
+  and bias become per-channel (the opset 21 form).
+"""
+import numpy as np
+
+from tx2_infer_core.errors import UnsupportedOpError
+from tx2_infer_core.ops import OPS, traits
+
+SHAPE_OPS = ('Shape', 'Size')       # static shapes: their outputs are known at import
+RANDOM_OPS = ('RandomNormal', 'RandomUniform', 'RandomNormalLike', 'RandomUniformLike',
+              'Multinomial', 'Bernoulli')
+
+
+def known_values(graph) -> set:
+    """Names of the values fixed at import: weights, and what shapes and weights alone make
+    (``graph.nodes`` in topological order)."""
+    known = set(graph.weights)
+    for node in graph.nodes:
+        if node.op in RANDOM_OPS:
+            continue
+        if node.op in SHAPE_OPS or all(name in known for name in node.inputs if name):
+            known.update(name for name in node.outputs if name)
+    return known
+
+
+def check_shape_inputs(graph) -> None:
+    """Refuse a node whose shape-setting input is not known at import (UnsupportedOpError)."""
+    known = None
+    for node in graph.nodes:
+        trait = traits.TRAITS.get(node.op)
+        for k in trait.shape_inputs if trait else ():
+            name = node.inputs[k] if k < len(node.inputs) else ''
+            if name and name not in (known := known or known_values(graph)):
+                raise UnsupportedOpError(
+                    node.op, node.name, OPS,
+                    f"input {k} '{name}' sets the output shape, so it must be a constant: "
+                    'the engine plans static shapes')
+
+
+def settle_forms(graph, opset) -> None:
+    """Rewrite opset-dependent op forms into one (see the module doc); ``graph.values`` must
+    hold the static shapes."""
+    for node in graph.nodes:
+        if node.op == 'RoiAlign':
+            node.attrs.setdefault('coordinate_transformation_mode',
+                                  'output_half_pixel' if opset < 16 else 'half_pixel')
+        if node.op == 'MeanVarianceNormalization':  # (ONNX's checker needs it spelled out)
+            node.attrs.setdefault('axes', [0, 2, 3])
+        if node.op == 'GroupNormalization':
+            _per_channel(graph, node)
+
+
+def _per_channel(graph, node):
+    channels = graph.values[node.inputs[0]].shape[1]
+    groups = int(node.attrs['num_groups'])
+    for k in (1, 2):
+        name = node.inputs[k]
+        array = graph.weights.get(name)
+        if array is None:
+            size = int(np.prod(graph.values[name].shape))
+            if size != channels:
+                raise UnsupportedOpError(node.op, node.name, OPS,
+                                         'a per-group scale or bias must be a constant')
+            continue
+        if array.size != channels:
+            per_channel = np.repeat(array.reshape(-1), channels // groups)
+            node.inputs[k] = f'{node.name}/{"scale" if k == 1 else "bias"}_per_channel'
+            graph.weights[node.inputs[k]] = per_channel
