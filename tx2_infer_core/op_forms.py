@@ -8,7 +8,8 @@ shape depends on an input's values.
 - ``settle_forms``: one meaning per op in the graph, whatever the model's opset, so that the
   passes and the ONNX export need not know it: RoiAlign's ``coordinate_transformation_mode``
   default is written out (``output_half_pixel`` before opset 16, ``half_pixel`` from it), as
-  is MeanVarianceNormalization's ``axes``; an opset 18 GroupNormalization's per-group scale
+  is MeanVarianceNormalization's ``axes``; GridSample's opset 16 modes get their opset 20
+  names (bilinear -> linear, bicubic -> cubic); an opset 18 GroupNormalization's per-group scale
   and bias become per-channel (the opset 21 form).
 """
 import numpy as np
@@ -19,6 +20,7 @@ from tx2_infer_core.ops import OPS, traits
 SHAPE_OPS = ('Shape', 'Size')       # static shapes: their outputs are known at import
 RANDOM_OPS = ('RandomNormal', 'RandomUniform', 'RandomNormalLike', 'RandomUniformLike',
               'Multinomial', 'Bernoulli')
+GRID_MODES_16 = {'bilinear': 'linear', 'bicubic': 'cubic'}   # GridSample's opset 20 names
 
 
 def known_values(graph) -> set:
@@ -35,12 +37,12 @@ def known_values(graph) -> set:
 
 def check_shape_inputs(graph) -> None:
     """Refuse a node whose shape-setting input is not known at import (UnsupportedOpError)."""
-    known = None
+    known = known_values(graph)
     for node in graph.nodes:
         trait = traits.TRAITS.get(node.op)
         for k in trait.shape_inputs if trait else ():
             name = node.inputs[k] if k < len(node.inputs) else ''
-            if name and name not in (known := known or known_values(graph)):
+            if name and name not in known:
                 raise UnsupportedOpError(
                     node.op, node.name, OPS,
                     f"input {k} '{name}' sets the output shape, so it must be a constant: "
@@ -54,6 +56,8 @@ def settle_forms(graph, opset) -> None:
         if node.op == 'RoiAlign':
             node.attrs.setdefault('coordinate_transformation_mode',
                                   'output_half_pixel' if opset < 16 else 'half_pixel')
+        if node.op == 'GridSample' and node.attrs.get('mode') in GRID_MODES_16:
+            node.attrs['mode'] = GRID_MODES_16[node.attrs['mode']]
         if node.op == 'MeanVarianceNormalization':  # (ONNX's checker needs it spelled out)
             node.attrs.setdefault('axes', [0, 2, 3])
         if node.op == 'GroupNormalization':

@@ -11,9 +11,9 @@ from onnx.reference import ReferenceEvaluator
 
 from tx2_infer_core.engine import Engine
 from tx2_infer_core.errors import UnsupportedOpError
+from tx2_infer_core.ir import Node
 from tx2_infer_core.onnx_import import graph_from_model
 from tx2_infer_core.ops import run_node
-from tx2_infer_core.ir import Node
 from tx2_infer_core.passes import optimize
 from tx2_infer_core.planner import ALIGNMENT, plan_memory
 
@@ -184,13 +184,15 @@ def unpool_indices(shape, kernel):
     return (np.arange(n * c).reshape(n, c, 1, 1) * h * w + plane).astype(np.int64)
 
 
-def test_max_unpool_to_the_shape_of_its_input():
-    """x -> MaxPool -> MaxUnpool(output_shape = Shape(x), an odd size) -> Add x."""
-    x = randn(1, 2, 9, 9)
+@pytest.mark.parametrize('size, given', [(9, True), (8, False)])
+def test_max_unpool_to_the_shape_of_its_input(size, given):
+    """x -> MaxPool -> MaxUnpool (output_shape = Shape(x), an odd size; or the default) ->
+    Add x."""
+    x = randn(1, 2, size, size)
     nodes = [helper.make_node('MaxPool', ['x'], ['p'], kernel_shape=[2, 2], strides=[2, 2]),
              helper.make_node('Shape', ['x'], ['s']),
-             helper.make_node('MaxUnpool', ['p', 'i', 's'], ['u'], kernel_shape=[2, 2],
-                              strides=[2, 2]),
+             helper.make_node('MaxUnpool', ['p', 'i', 's'] if given else ['p', 'i'], ['u'],
+                              kernel_shape=[2, 2], strides=[2, 2]),
              helper.make_node('Add', ['u', 'x'], ['y'])]
     weights = {'i': unpool_indices((1, 2, 8, 8), 2)}
     assert_engines_match(make_model(nodes, {'x': x}, weights, 13), {'x': x})
@@ -234,3 +236,20 @@ def test_runtime_shape_input_is_refused(op, inputs, attrs):
                        {'i': unpool_indices((1, 2, 8, 8), 2)}, 18)
     with pytest.raises(UnsupportedOpError, match=f"'{op}'.*input {len(inputs) - 1} 'n' sets"):
         graph_from_model(model, source='op_test.onnx')
+
+
+def test_opset_18_forms_export_together():
+    """An opset 18 model with a per-group GroupNormalization, a default RoiAlign and an opset
+    16 GridSample mode: the import settles them into one form, so the ort backend's export
+    finds an opset for all of them (21)."""
+    rois = np.array([[1, 1, 9, 7], [0, 0, 15, 15]], np.float32)
+    grid = RNG.uniform(-1.2, 1.2, (2, 5, 5, 2)).astype(np.float32)
+    weights = dict(conv_weights(3, 4), s=randn(2), t=randn(2), rois=rois, grid=grid,
+                   bi=np.array([0, 1], np.int64))
+    nodes = [CONV, helper.make_node('GroupNormalization', ['c', 's', 't'], ['n'], num_groups=2),
+             helper.make_node('RoiAlign', ['n', 'rois', 'bi'], ['r'], output_height=5,
+                              output_width=5),
+             helper.make_node('GridSample', ['r', 'grid'], ['y'], mode='bilinear',
+                              padding_mode='border')]
+    x = randn(2, 3, 16, 16)
+    assert_engines_match(make_model(nodes, {'x': x}, weights, 18), {'x': x})
