@@ -26,8 +26,8 @@ def _reflect(c, lo, hi):
 
 
 def _grid_taps(c, size, mode, padding_mode, align_corners):
-    """[(index, weight)] of one spatial axis: the pixels coordinates ``c`` (normalised to
-    [-1, 1]) read, and how much each counts."""
+    """[(index, weight)] of one spatial axis: the pixels that the points at coordinates ``c``
+    (normalised to [-1, 1]) read, and how much each counts."""
     c = (c + 1) / 2 * (size - 1) if align_corners else ((c + 1) * size - 1) / 2
     lo, hi = (0, size - 1) if align_corners else (-0.5, size - 0.5)
     if mode == 'nearest':
@@ -42,11 +42,11 @@ def _grid_taps(c, size, mode, padding_mode, align_corners):
     else:
         first = np.floor(c)
         frac = c - first
-        offsets = (0, 1) if mode == 'linear' else (-1, 0, 1, 2)
-        kernel = (lambda t: 1 - np.abs(t)) if mode == 'linear' else \
-            (lambda t: cubic_kernel(t, -0.75))
-        taps = [(first.astype(np.int64) + k, kernel(k - frac).astype(c.dtype))
-                for k in offsets]
+        if mode == 'linear':
+            taps = [(first, 1 - frac), (first + 1, frac)]
+        else:   # Keys cubic (a = -0.75) over the four nearest pixels
+            taps = [(first + k, cubic_kernel(k - frac, -0.75)) for k in (-1, 0, 1, 2)]
+        taps = [(i.astype(np.int64), w.astype(c.dtype)) for i, w in taps]
     return [_pad_tap(i, w, size, padding_mode, lo, hi) for i, w in taps]
 
 
