@@ -152,6 +152,10 @@ def _form_bounds(node):
         return FIRST_OPSET, LAST_OPSET
     if op in ('ScatterND', 'ScatterElements') and attrs.get('reduction') in ('max', 'min'):
         return 18, LAST_OPSET       # reduction max and min came in opset 18 (add, mul in 16)
+    if op == 'GroupNormalization':
+        return 21, LAST_OPSET           # per-channel scale and bias (op_forms.settle_forms)
+    if op == 'GridSample' and attrs.get('mode') in ('linear', 'cubic', 'bilinear', 'bicubic'):
+        return (20, LAST_OPSET) if attrs['mode'] in ('linear', 'cubic') else (16, 19)
     return _attribute_bounds(op, frozenset(attrs))
 
 

@@ -42,6 +42,52 @@ def LayerNormalization(x, scale, bias=None, *, axis=-1, epsilon=1e-5, stash_type
     return y.astype(x.dtype), mean, inv_std
 
 
+def GroupNormalization(x, scale, bias, *, epsilon=1e-5, num_groups, stash_type=1):
+    """Normalise each sample over groups of channels (and all spatial axes).
+
+    ``scale`` and ``bias`` hold one value per channel (opset 21) or per group (opset 18);
+    their size says which.
+    """
+    n, c = x.shape[:2]
+    if c % num_groups:
+        raise ValueError(f'{c} channels do not split into {num_groups} groups')
+    work = x.astype(np.float32 if stash_type == 1 else x.dtype)
+    groups = work.reshape(n, num_groups, -1)
+    mean = groups.mean(axis=2, keepdims=True)
+    var = ((groups - mean) ** 2).mean(axis=2, keepdims=True)
+    y = ((groups - mean) / np.sqrt(var + epsilon)).reshape(x.shape)
+    if scale.size != c:     # opset 18: one scale and bias per group
+        scale, bias = (np.repeat(v.reshape(-1), c // num_groups) for v in (scale, bias))
+    y = y * _channel(scale, x.ndim) + _channel(bias, x.ndim)
+    return y.astype(x.dtype)
+
+
+def MeanVarianceNormalization(x, *, axes=(0, 2, 3)):
+    """(x - mean) / sqrt(variance + 1e-9) over ``axes``."""
+    axes = tuple(axis_of(a, x.ndim) for a in axes)
+    mean = x.mean(axis=axes, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+    return ((x - mean) / np.sqrt(var + 1e-9)).astype(x.dtype)
+
+
+def LpNormalization(x, *, axis=-1, p=2):
+    """x divided by its L1 or L2 norm along ``axis`` (0 where the norm is 0)."""
+    if p not in (1, 2):
+        unsupported(f'p={p}')
+    norm = np.abs(x).sum(axis=axis, keepdims=True) if p == 1 else \
+        np.sqrt((x * x).sum(axis=axis, keepdims=True))
+    with np.errstate(invalid='ignore', divide='ignore'):
+        return np.where(norm == 0, 0, x / norm).astype(x.dtype)
+
+
+def RMSNormalization(x, scale, *, axis=-1, epsilon=1e-5, stash_type=1):
+    """x / sqrt(mean(x^2) + epsilon) * scale, the mean over the axes from ``axis`` on."""
+    axes = tuple(range(axis_of(axis, x.ndim), x.ndim))
+    work = x.astype(np.float32 if stash_type == 1 else x.dtype)
+    rms = np.sqrt((work * work).mean(axis=axes, keepdims=True) + epsilon)
+    return (work / rms * scale).astype(x.dtype)
+
+
 def LRN(x, *, size, alpha=1e-4, beta=0.75, bias=1.0):
     """Local response normalisation across channels."""
     squares = np.pad(x * x, [(0, 0), ((size - 1) // 2, size // 2)] + [(0, 0)] * (x.ndim - 2))

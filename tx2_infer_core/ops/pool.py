@@ -1,6 +1,7 @@
 """Pooling ops over sliding windows (one vectorised step per kernel offset, no pixel loops)."""
 import numpy as np
 
+from tx2_infer_core.ops.common import ints
 from tx2_infer_core.ops.conv import pad_spatial, resolve_pads, window_slices
 
 
@@ -102,3 +103,46 @@ def GlobalAveragePool(x):
 def GlobalMaxPool(x):
     """Maximum over all spatial axes, kept as size-1 dimensions."""
     return x.max(axis=tuple(range(2, x.ndim)), keepdims=True)
+
+
+def GlobalLpPool(x, *, p=2):
+    """(sum |x|^p over all spatial axes)^(1/p), kept as size-1 dimensions."""
+    axes = tuple(range(2, x.ndim))
+    return (((np.abs(x) ** p).sum(axis=axes, keepdims=True)) ** (1.0 / p)).astype(x.dtype)
+
+
+def MaxUnpool(x, indices, output_shape=None, *, kernel_shape, pads=None, strides=None):
+    """Scatter ``x`` to the flat positions ``indices`` (MaxPool's second output: positions in
+    MaxPool's input) of a zeros tensor of ``output_shape``, by default the size the window
+    sweep gives back. (ONNX's reference scatters into that default size and pads it to
+    ``output_shape``; ONNX Runtime and PyTorch index ``output_shape`` itself, as here.)"""
+    nd = x.ndim - 2
+    strides, pads = list(strides or [1] * nd), list(pads or [0] * (2 * nd))
+    size = list(x.shape[:2]) + [(x.shape[2 + i] - 1) * strides[i] + kernel_shape[i]
+                                - pads[i] - pads[nd + i] for i in range(nd)]
+    if output_shape is not None:
+        size = ints(output_shape)
+    y = np.zeros(int(np.prod(size)), x.dtype)
+    y[indices.reshape(-1)] = x.reshape(-1)
+    return y.reshape(size)
+
+
+def Col2Im(x, image_shape, block_shape, *, dilations=None, pads=None, strides=None):
+    """Sum the sliding blocks of ``x`` (N, C * prod(block), L) back into (N, C, *image),
+    the inverse of im2col: overlapping blocks add up."""
+    image, block = ints(image_shape), ints(block_shape)
+    nd = len(image)
+    dilations, strides = list(dilations or [1] * nd), list(strides or [1] * nd)
+    pads = list(pads or [0] * (2 * nd))
+    padded = [image[i] + pads[i] + pads[nd + i] for i in range(nd)]
+    counts = [(padded[i] - dilations[i] * (block[i] - 1) - 1) // strides[i] + 1
+              for i in range(nd)]
+    n = x.shape[0]
+    cols = x.reshape([n, -1] + block + counts)
+    y = np.zeros([n, cols.shape[1]] + padded, x.dtype)
+    for offset in np.ndindex(*block):
+        window = tuple(slice(o * d, o * d + (c - 1) * s + 1, s)
+                       for o, d, c, s in zip(offset, dilations, counts, strides))
+        y[(slice(None), slice(None)) + window] += cols[(slice(None), slice(None)) + offset]
+    crop = tuple(slice(pads[i], pads[i] + image[i]) for i in range(nd))
+    return y[(slice(None), slice(None)) + crop]

@@ -83,10 +83,10 @@ def copy(name, keeps_layout=False):
     return OpTraits(name, 'tensor', COPY, cuda='copy', strided=True, keeps_layout=keeps_layout)
 
 
-def image(name, module, cuda='', internal=False, inplace=False):
-    """An op over NCHW images (NHWC in the CUDA arena)."""
+def image(name, module, cuda='', internal=False, inplace=False, fixed_inputs=()):
+    """An op over NCHW images (NHWC in the CUDA arena); ``fixed_inputs`` as for ``op``."""
     return OpTraits(name, module, IMAGE, cuda=cuda, strided=bool(cuda), inplace=inplace,
-                    internal=internal)
+                    internal=internal, fixed_inputs=tuple(fixed_inputs))
 
 
 def op(name, module, cuda='', strided=False, keeps_layout=False, inplace=False,
@@ -207,6 +207,19 @@ _LINES = (
     op('Trilu', 'tensor', fixed_inputs=[1]),
     op('EyeLike', 'tensor'),
     op('Einsum', 'tensor'),
+    # normalisation and spatial sampling ops (CPU only)
+    image('GroupNormalization', 'nn'),
+    op('MeanVarianceNormalization', 'nn'),
+    op('LpNormalization', 'nn'),
+    op('RMSNormalization', 'nn'),
+    image('GlobalLpPool', 'pool'),
+    image('MaxUnpool', 'pool', fixed_inputs=[2]),
+    op('Col2Im', 'pool', fixed_inputs=[1, 2]),
+    image('GridSample', 'sampling'),
+    op('AffineGrid', 'sampling', fixed_inputs=[1]),
+    image('RoiAlign', 'sampling'),
+    image('MaxRoiPool', 'sampling'),
+    op('CenterCropPad', 'sampling', fixed_inputs=[1]),
 )
 
 
