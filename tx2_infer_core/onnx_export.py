@@ -159,19 +159,25 @@ def _form_bounds(node):
     return _attribute_bounds(op, frozenset(attrs))
 
 
-@functools.lru_cache(maxsize=None)
-def _attribute_bounds(op, names) -> tuple:
-    """The first and last opsets (of the importer's range) whose schema of ``op`` has every
-    attribute in ``names`` (e.g. Reshape's ``allowzero`` from 14); the full range when none
-    has (the checker then names the op or the attribute)."""
+def _fitting_opsets(op, accepts) -> list:
+    """The opsets of the importer's range whose schema of ``op`` ``accepts(schema)``."""
     fits = []
     for version in range(FIRST_OPSET, LAST_OPSET + 1):
         try:
             schema = onnx.defs.get_schema(op, version, '')
         except onnx.defs.SchemaError:
             continue
-        if names <= set(schema.attributes):
+        if accepts(schema):
             fits.append(version)
+    return fits
+
+
+@functools.lru_cache(maxsize=None)
+def _attribute_bounds(op, names) -> tuple:
+    """The first and last opsets (of the importer's range) whose schema of ``op`` has every
+    attribute in ``names`` (e.g. Reshape's ``allowzero`` from 14); the full range when none
+    has (the checker then names the op or the attribute)."""
+    fits = _fitting_opsets(op, lambda schema: names <= set(schema.attributes))
     return (fits[0], fits[-1]) if fits else (_first_opset(op), LAST_OPSET)
 
 
@@ -186,18 +192,13 @@ def _type_bounds(op, input_types) -> tuple:
     """The first and last opsets (of the importer's range) whose schema of ``op`` accepts
     ``input_types`` (ONNX type strings, None where unknown) at its inputs, e.g. an Add of
     uint8 from 14; the full range when none does (the checker then names the op)."""
-    fits = []
-    for version in range(FIRST_OPSET, LAST_OPSET + 1):
-        try:
-            schema = onnx.defs.get_schema(op, version, '')
-        except onnx.defs.SchemaError:
-            continue
+    def accepts(schema):
         allowed = {c.type_param_str: set(c.allowed_type_strs) for c in schema.type_constraints}
         formals = schema.inputs
-        if all(t is None or not formals or f'tensor({t})' in allowed.get(
-                formals[min(i, len(formals) - 1)].type_str, {f'tensor({t})'})
-               for i, t in enumerate(input_types)):
-            fits.append(version)
+        return all(t is None or not formals or f'tensor({t})' in allowed.get(
+            formals[min(i, len(formals) - 1)].type_str, {f'tensor({t})'})
+            for i, t in enumerate(input_types))
+    fits = _fitting_opsets(op, accepts)
     return (fits[0], fits[-1]) if fits else (FIRST_OPSET, LAST_OPSET)
 
 

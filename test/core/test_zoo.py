@@ -6,7 +6,8 @@ model's tolerance, 1e-4 unless ZOO.md says why). A model the engine cannot run y
 xfail naming the missing op: it fails loudly once that op lands. The three models that
 test_engine_models.py already checks on eight photos run only with ``TX2_INFER_ZOO=all``.
 
-Also here: opset 7-10 models are upgraded on import (a real model converted down to opset 10).
+Also here: opset 7-10 models are upgraded and 22+ converted down on import (a real model
+converted to opset 10 and 23).
 """
 import os
 import sys
@@ -99,69 +100,34 @@ def test_photo_preprocessing_follows_the_prep():
 
 # --- old opsets ---------------------------------------------------------------------------------
 
-@pytest.fixture(scope='module')
-def onet_opset10(tmp_path_factory):
-    """MTCNN O-Net (real weights, opset 12) converted down to opset 10 by the converter."""
+@pytest.mark.parametrize('opset', [10, 23])
+def test_other_opsets_are_converted_on_import(tmp_path, opset):
+    """MTCNN O-Net (real weights, opset 12) converted to opset 10 (upgraded on import) and to
+    23 (converted down on import): each builds and answers as ONNX Runtime on the original."""
     original = assets.fetch('mtcnn-onet.onnx')
-    path = tmp_path_factory.mktemp('opset') / 'onet-opset10.onnx'
-    onnx.save(version_converter.convert_version(onnx.load(str(original)), 10), path)
-    return original, path
-
-
-def test_opset10_model_is_upgraded_on_import(onet_opset10):
-    original, old = onet_opset10
-    assert onnx.load(str(old)).opset_import[0].version == 10
-    engine = Engine.build(old, input_shape=(1, 48, 48, 3))
+    path = tmp_path / f'onet-opset{opset}.onnx'
+    onnx.save(version_converter.convert_version(onnx.load(str(original)), opset), path)
+    assert onnx.load(str(path)).opset_import[0].version == opset
+    engine = Engine.build(path, input_shape=(1, 48, 48, 3))
     x = zoo_data.photo_tensor(zoo_data.BY_NAME['mtcnn-onet'])
-    outputs = check_against_ort(engine, old, x, 1e-4)              # ORT on the opset-10 file
+    outputs = check_against_ort(engine, path, x, 1e-4)             # ORT on the converted file
     reference = ort_outputs(original, {engine.input_specs[0].name: x})
     for name, expected in reference.items():                       # and on the original
         assert zoo_data.rel_error(outputs[name], expected) <= 1e-4
 
 
-def test_failed_upgrade_names_the_opset(tmp_path):
-    """An opset-9 model the converter cannot upgrade (an op unknown at opset 9) is refused
-    with the opset in the message, not a converter traceback."""
-    node = helper.make_node('NoSuchOp', ['x'], ['y'])
+@pytest.mark.parametrize('op, opset, message', [
+    ('NoSuchOp', 9, 'opset 9 could not be upgraded'),          # unknown at opset 9
+    ('Swish', 24, 'opset 24 could not be converted down'),     # no opset-21 form
+    ('Relu', 999, 'opset 999 is outside')])                    # newer than the installed onnx
+def test_a_failed_opset_conversion_names_the_opset(tmp_path, op, opset, message):
+    """A model the converter cannot bring into range is refused with its opset in the
+    message, not a converter traceback."""
+    node = helper.make_node(op, ['x'], ['y'])
     graph = helper.make_graph(
         [node], 'g', [helper.make_tensor_value_info('x', onnx.TensorProto.FLOAT, [1, 4])],
         [helper.make_tensor_value_info('y', onnx.TensorProto.FLOAT, [1, 4])])
-    path = tmp_path / 'old.onnx'
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid('', 9)]), path)
-    with pytest.raises(ModelFormatError, match='opset 9 could not be upgraded'):
-        load_onnx(path)
-
-
-@pytest.fixture(scope='module')
-def onet_opset23(tmp_path_factory):
-    """MTCNN O-Net (real weights, opset 12) converted up to opset 23 by the converter."""
-    original = assets.fetch('mtcnn-onet.onnx')
-    path = tmp_path_factory.mktemp('opset') / 'onet-opset23.onnx'
-    onnx.save(version_converter.convert_version(onnx.load(str(original)), 23), path)
-    return original, path
-
-
-def test_newer_opset_model_is_converted_down_on_import(onet_opset23):
-    original, new = onet_opset23
-    assert onnx.load(str(new)).opset_import[0].version == 23
-    engine = Engine.build(new, input_shape=(1, 48, 48, 3))
-    x = zoo_data.photo_tensor(zoo_data.BY_NAME['mtcnn-onet'])
-    reference = ort_outputs(original, {engine.input_specs[0].name: x})
-    outputs = engine.run(x)
-    for name, expected in reference.items():
-        assert zoo_data.rel_error(outputs[name], expected) <= 1e-4
-
-
-@pytest.mark.parametrize('opset, message', [(24, 'opset 24 could not be converted down'),
-                                            (999, 'opset 999 is outside')])
-def test_newer_opset_that_cannot_convert_names_the_opset(tmp_path, opset, message):
-    """Swish exists from opset 24 only: no opset-21 form, so the converter fails; an opset
-    newer than the installed onnx is refused outright. Both name the opset."""
-    node = helper.make_node('Swish', ['x'], ['y'])
-    graph = helper.make_graph(
-        [node], 'g', [helper.make_tensor_value_info('x', onnx.TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info('y', onnx.TensorProto.FLOAT, [1, 4])])
-    path = tmp_path / 'new.onnx'
+    path = tmp_path / 'model.onnx'
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid('', opset)]), path)
     with pytest.raises(ModelFormatError, match=message):
         load_onnx(path)
