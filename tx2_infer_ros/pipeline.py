@@ -7,7 +7,7 @@ from pathlib import Path
 from tx2_infer_core import detect
 from tx2_infer_core.detector import Detector
 from tx2_infer_core.engine import Engine, resolve_backend, sized_input_shape
-from tx2_infer_core.errors import Tx2InferError
+from tx2_infer_core.errors import Tx2InferError, UnsupportedOpError
 
 MODEL_SUFFIXES = ('.onnx', '.cfg', '.tx2plan')
 
@@ -53,6 +53,12 @@ def model_input_shape(model_path, input_size=0, batch=1):
     return (int(batch),) + tuple(int(d) for d in shape[1:])
 
 
+def cpu_fallback(precision) -> tuple:
+    """(backend, precision) that the CPU runs instead of a CUDA build: fp16 is GPU-only, so
+    it becomes fp32; the other precisions stay."""
+    return resolve_backend('cpu'), 'fp32' if precision == 'fp16' else precision
+
+
 def load_detector(model_path='', labels_path='', input_size=0, backend='auto',
                   precision='fp32', log=print, int8_options=None, batch=1) -> tuple:
     """Load a plan or build (and cache) the engine, warm it up -> (Detector, info).
@@ -61,23 +67,34 @@ def load_detector(model_path='', labels_path='', input_size=0, backend='auto',
     (``engine.sized_input_shape``); ``info`` holds the facts diagnostics report, taken from
     what runs: backend, precision, frame path, model and input shape. ``log(text)`` reports
     progress. ``batch`` > 1 builds the engine for that many images (``model_input_shape``);
-    a .tx2plan keeps its own.
+    a .tx2plan keeps its own. With ``backend`` auto, a model the GPU kernels refuse (an op
+    with no CUDA kernel) runs on the CPU backend instead, logged with the op named.
     """
     default_labels = ''
     if not model_path:
         model_path, default_labels = default_model()
     _check_model_path(model_path)
-    backend = resolve_backend(backend)
+    requested, backend = backend, resolve_backend(backend)
     start = time.perf_counter()
     if model_path.endswith('.tx2plan'):
         log(f'loading plan {model_path} on {backend}')
         engine = Engine.load(model_path, backend)
     else:
+        shape = model_input_shape(model_path, input_size, batch)
         log(f'loading or building the engine for {model_path} ({precision}, {backend}, '
             f'input {input_size or "from the model"}, batch {batch}); a first build takes a '
             'while and is cached')
-        engine = Engine.build_cached(model_path, model_input_shape(model_path, input_size, batch),
-                                     precision, backend, int8_options=int8_options)
+        try:
+            engine = Engine.build_cached(model_path, shape, precision, backend,
+                                         int8_options=int8_options)
+        except UnsupportedOpError as exc:
+            if requested != 'auto' or backend != 'cuda':
+                raise
+            backend, precision = cpu_fallback(precision)
+            log(f'backend auto: the GPU kernels cannot run this model ({exc}); running it '
+                f'on the CPU instead ({backend}, {precision})')
+            engine = Engine.build_cached(model_path, shape, precision, backend,
+                                         int8_options=int8_options)
     log(f'engine ready in {time.perf_counter() - start:.1f} s')
     try:
         labels_path = labels_path or default_labels
