@@ -41,7 +41,8 @@ LAYER_SECTIONS = ('convolutional', 'maxpool', 'upsample', 'route', 'shortcut', '
 # Keys that change what a layer computes and are not implemented: {key: the harmless value}.
 UNSUPPORTED_KEYS = {'dilation': '1', 'stride_x': None, 'stride_y': None, 'antialiasing': '0',
                     'binary': '0', 'xnor': '0', 'share_index': None, 'maxpool_depth': '0',
-                    'deform': '0', 'weights_type': 'none'}
+                    'deform': '0', 'weights_type': 'none',
+                    'new_coords': '0'}  # [yolo] new_coords=1 (YOLOv4-csp, YOLOv7): other decode
 
 
 def _resolve_index(sec, key, ref, index, layers):

@@ -56,7 +56,8 @@ SPECS = {
                           low=0.0, high=1000.0),
     'input_size': Spec(0, _I, 'Square network input size in pixels (multiple of 32); '
                               '0 = the model\'s own', low=0, high=4096, step=32),
-    'backend': Spec('auto', _S, 'Inference backend: auto (cuda if available, else cpu), cpu '
+    'backend': Spec('auto', _S, 'Inference backend: auto (cuda if available and its kernels '
+                                'run the model, else cpu), cpu '
                                 '(ort if onnxruntime is installed, else numpy), numpy, ort, cuda',
                     choices=BACKENDS),
     'precision': Spec('fp32', _S, f"Engine precision: {', '.join(PRECISIONS)} ({CUDA_FP32_NOTE}"

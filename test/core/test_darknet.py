@@ -215,6 +215,16 @@ def test_unsupported_key(tmp_path, tiny):
         darknet.load_darknet(cfg, tiny[1])
 
 
+def test_new_coords_yolo_head_is_refused_not_decoded_wrongly(tmp_path, tiny):
+    """YOLOv4-csp and YOLOv7 cfgs set new_coords=1 in [yolo]: boxes are decoded from
+    already-logistic maps as (2x)^2 anchors, which our head does not do; refused, not ignored."""
+    cfg = _cfg(tmp_path, tiny, 'classes=80', 'classes=80\nnew_coords=1')
+    with pytest.raises(ModelFormatError, match="'new_coords=1' is not supported"):
+        darknet.load_darknet(cfg, tiny[1])
+    darknet.load_darknet(_cfg(tmp_path, tiny, 'classes=80', 'classes=80\nnew_coords=0'),
+                         tiny[1])
+
+
 # --- layers YOLOv3-tiny does not use (no real model here has them: deterministic weights) ------
 
 YOLOV4_TINY_LIKE = """[net]

@@ -7,7 +7,7 @@ from onnx import TensorProto, helper, numpy_helper
 from tx2_infer_core import assets
 from tx2_infer_core.engine import Engine
 from tx2_infer_core.errors import (InputError, ModelFormatError, PlanFileError,
-                                   UnsupportedOpError)
+                                   Tx2InferError, UnsupportedOpError)
 from tx2_infer_core.ir import Graph, Node, Value
 from tx2_infer_core.onnx_import import load_onnx
 
@@ -303,3 +303,24 @@ def test_data_dependent_output_shape_is_refused_not_broadcast(tmp_path):
             assert "'where_positive'" in str(exc) and 'depends on the input data' in str(exc)
             refused += 1
     assert refused >= 1   # the build's shape cannot be both 8 and 0
+
+
+def test_a_failure_inside_the_run_is_a_project_error(tmp_path):
+    """Gather on indices computed from the input: an index out of range at run time (the build
+    ran on in-range values) ends in a Tx2InferError naming the failure, on both CPU backends,
+    and the engine keeps answering good inputs."""
+    table = numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(4, 3), 'table')
+    nodes = [helper.make_node('Cast', ['x'], ['i'], to=TensorProto.INT64),
+             helper.make_node('Gather', ['table', 'i'], ['y'], axis=0)]
+    graph = helper.make_graph(nodes, 'g', [helper.make_tensor_value_info(
+        'x', TensorProto.FLOAT, [1, 2])], [helper.make_tensor_value_info(
+            'y', TensorProto.FLOAT, [1, 2, 3])], [table])
+    path = tmp_path / 'gather.onnx'
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid('', 13)]), path)
+    for backend in ('numpy', 'cpu'):
+        engine = Engine.build(path, backend=backend)
+        with pytest.raises(Tx2InferError, match='the run failed'):
+            engine.run(np.array([[0, 40]], np.float32))
+        good = engine.run(np.array([[3, 1]], np.float32))['y']
+        want = np.arange(12, dtype=np.float32).reshape(4, 3)[[[3, 1]]]
+        np.testing.assert_array_equal(good, want)

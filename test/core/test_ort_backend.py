@@ -109,6 +109,8 @@ def test_session_is_built_once_with_optimisation_and_physical_cores(yolov3):
     ort = ort_backend.import_onnxruntime()
     assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     assert options.intra_op_num_threads == ort_backend.physical_cores()
+    for pool in ('intra_op', 'inter_op'):   # threads sleep between runs: no spinning cores
+        assert options.get_session_config_entry(f'session.{pool}.allow_spinning') == '0'
     assert [i.name for i in session.get_inputs()] == ours.graph.inputs
     ours.run(np.zeros(ours.input_specs[0].shape, np.float32))
     assert ours.backend.session is session

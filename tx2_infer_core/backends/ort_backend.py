@@ -4,7 +4,10 @@
 ``FusedConv`` nodes) as ONNX with ``onnx_export.to_onnx``, which expands each internal op into
 the standard ops that compute the same thing (FusedConv -> Conv, its activation, the residual
 Add), and builds one ``onnxruntime.InferenceSession`` on it: CPUExecutionProvider, every graph
-optimisation on, one intra-op thread per physical core. ``run`` only feeds the inputs and
+optimisation on, one intra-op thread per physical core, and those threads sleep between runs
+instead of spinning (``spinning``: ONNX Runtime's default keeps them spinning, which on a
+robot takes the cores the camera driver and the rest of the stack need). ``run`` only feeds
+the inputs and
 fetches the outputs. ONNX Runtime keeps its own buffers: the memory plan is checked by the
 engine but not used here (the numpy backend, the oracle, runs inside it).
 
@@ -68,15 +71,17 @@ def physical_cores(cpuinfo='/proc/cpuinfo') -> int:
 class OrtBackend(Backend):
     """CPU backend running the optimised graph in ONNX Runtime (float32).
 
-    ``threads``: intra-op threads (default: ``physical_cores()``). ``session`` is the
+    ``threads``: intra-op threads (default: ``physical_cores()``); ``spinning``: let them
+    spin-wait for work between runs (ONNX Runtime's default; off here). ``session`` is the
     InferenceSession, ``opset`` the ONNX opset the graph was exported at.
     """
 
     name = 'ort'
 
-    def __init__(self, threads=None):
+    def __init__(self, threads=None, spinning=False):
         self.ort = import_onnxruntime()
         self.threads = threads or physical_cores()
+        self.spinning = bool(spinning)
         self.session = None
 
     def session_options(self):
@@ -87,6 +92,9 @@ class OrtBackend(Backend):
         options.inter_op_num_threads = 1
         options.execution_mode = self.ort.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 3      # errors only: no per-session warnings on stderr
+        spin = '1' if self.spinning else '0'
+        options.add_session_config_entry('session.intra_op.allow_spinning', spin)
+        options.add_session_config_entry('session.inter_op.allow_spinning', spin)
         return options
 
     def prepare(self, graph, memory_plan) -> None:
