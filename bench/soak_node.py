@@ -161,15 +161,16 @@ def sample(soak, pid, start) -> dict:
             'load_average': [round(x, 2) for x in os.getloadavg()]}
 
 
-def soak(minutes, hz, every, out, best_effort=False, qos_depth=10, input_size=None):
+def soak(minutes, hz, every, out, best_effort=False, qos_depth=10, input_size=None,
+         node_nice=0):
     logs, domain = Path(tempfile.mkdtemp(prefix='tx2_infer_soak_')), free_domain_id()
     sizing = ['-p', f'input_size:={input_size}'] if input_size else []
     proc = start_node(domain, logs, args=['-p', 'backend:=cpu', '-p', f'qos_depth:={qos_depth}',
-                                          *sizing])
+                                          *sizing], nice=node_nice)
     peer = Peer(domain, logs)
     doc = {'what': __doc__.splitlines()[0], 'cpu': cpu_name(), 'cores': os.cpu_count(),
            'versions': versions('numpy', 'rclpy', 'onnxruntime'),
-           'input_size': input_size or 'package default',
+           'input_size': input_size or 'package default', 'node_nice': node_nice,
            'planned_minutes': minutes, 'hz': hz, 'sample_every_s': every,
            'camera_qos': 'sensor data (best effort, depth 5)' if best_effort else
            f'reliable, depth 10; node qos_depth {qos_depth}',
@@ -256,10 +257,13 @@ def main(argv=None):
                              "package default is 1)")
     parser.add_argument('--input-size', type=int, default=None,
                         help="the node's input_size (small enough that it answers every frame)")
+    parser.add_argument('--node-nice', type=int, default=0,
+                        help="the node's niceness (e.g. -10 on a machine shared with other "
+                             'work, as a robot runs its perception ahead of the rest; root)')
     parser.add_argument('--out', default=str(ROOT / 'bench' / 'results' / 'soak_node_cpu.json'))
     args = parser.parse_args(argv)
     doc = soak(args.minutes, args.hz, args.every, args.out, args.best_effort, args.qos_depth,
-               args.input_size)
+               args.input_size, args.node_nice)
     print(doc['summary'])
 
 

@@ -45,13 +45,16 @@ def free_domain_id(first=10, last=100) -> int:
     raise RuntimeError(f'no free ROS domain id in {first}..{last}')
 
 
-def start_node(domain_id, log_dir, name='det', args=(), dds_profile=True):
+def start_node(domain_id, log_dir, name='det', args=(), dds_profile=True, nice=0):
     """The detector node as a child process with its own env; logs go to log_dir/node.log.
-    ``dds_profile``: with our Fast DDS profile (else Fast DDS defaults)."""
+    ``dds_profile``: with our Fast DDS profile (else Fast DDS defaults); ``nice``: its
+    scheduling niceness (negative: ahead of other work on a shared machine; needs root)."""
     env = ros_env.child_env(domain_id=domain_id, log_dir=log_dir,
                             dds_profile='default' if dds_profile else None)
     cmd = [sys.executable, '-m', 'tx2_infer_ros.detector_node', '--ros-args',
            '-r', f'__node:={name}', *args]
+    if nice:
+        cmd = ['nice', '-n', str(int(nice))] + cmd
     log = open(Path(log_dir) / f'{name}.log', 'w')
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
 
