@@ -171,6 +171,7 @@ def soak(minutes, hz, every, out, best_effort=False, qos_depth=10, input_size=No
     doc = {'what': __doc__.splitlines()[0], 'cpu': cpu_name(), 'cores': os.cpu_count(),
            'versions': versions('numpy', 'rclpy', 'onnxruntime'),
            'input_size': input_size or 'package default', 'node_nice': node_nice,
+           'camera_nice': os.nice(0),
            'planned_minutes': minutes, 'hz': hz, 'sample_every_s': every,
            'camera_qos': 'sensor data (best effort, depth 5)' if best_effort else
            f'reliable, depth 10; node qos_depth {qos_depth}',
