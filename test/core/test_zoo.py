@@ -1,9 +1,10 @@
 """The model zoo (bench/ZOO.md) on the numpy and ort backends against ONNX Runtime FP32.
 
-Each real model is built at its fixed zoo input shape, run on a real photo preprocessed the
-way its package does, and every output must match ONNX Runtime (relative L2 error <= the
-model's tolerance, 1e-4 unless ZOO.md says why). A model the engine cannot run yet is a strict
-xfail naming the missing op: it fails loudly once that op lands. The three models that
+Each real model is built at its fixed zoo input shape, run on a real photo (audio models: a
+real speech recording) preprocessed the way its package does, recurrent states at zero, and
+every output must match ONNX Runtime (relative L2 error <= the model's tolerance, 1e-4 unless
+ZOO.md says why). A model the engine cannot run yet is a strict xfail naming the missing op:
+it fails loudly once that op lands. The three models that
 test_engine_models.py already checks on eight photos run only with ``TX2_INFER_ZOO=all``.
 
 Also here: opset 7-10 models are upgraded and 22+ converted down on import (a real model
@@ -48,8 +49,10 @@ def ort_outputs(path, feeds) -> dict:
     return dict(zip(names, session.run(names, feeds)))
 
 
-def check_against_ort(engine, onnx_path, x, tolerance):
-    feeds = {engine.input_specs[0].name: x}
+def check_against_ort(engine, onnx_path, feeds, tolerance):
+    """``feeds``: every input by name, or an array for the first (and only) input."""
+    if isinstance(feeds, np.ndarray):
+        feeds = {engine.input_specs[0].name: feeds}
     ours, ref = engine.run(feeds), ort_outputs(onnx_path, feeds)
     assert set(ref) <= set(ours), (sorted(ref), sorted(ours))
     for name, expected in ref.items():
@@ -70,16 +73,17 @@ def test_zoo_model_matches_onnxruntime(model, backend, tmp_path):
     except UnsupportedOpError as exc:       # only the op the zoo names may be missing
         assert model.missing and f"'{model.missing}'" in str(exc), str(exc)
         raise
-    x = zoo_data.photo_tensor(model)
+    feeds = zoo_data.feeds(model, engine.input_specs)    # recurrent states start at zero
     reference = zoo_data.reference_onnx(model, model_path, weights, tmp_path)
-    outputs = check_against_ort(engine, reference, x, model.tolerance)
+    outputs = check_against_ort(engine, reference, feeds, model.tolerance)
     assert all(np.isfinite(v).all() for v in outputs.values())
 
 
 def test_zoo_has_every_kind_of_model():
     tasks = ' '.join(m.task for m in zoo_data.ZOO)
     for kind in ('classification', 'anchor-based', 'anchor-free', 'mobile', 'segmentation',
-                 'OCR detection', 'OCR recognition', 'face detection', 'transformer'):
+                 'OCR detection', 'OCR recognition', 'face detection', 'transformer',
+                 'landmarks', 'table structure', 'audio'):
         assert kind in tasks, kind
     assert len(zoo_data.ZOO) >= 12 and len(set(zoo_data.BY_NAME)) == len(zoo_data.ZOO)
 
@@ -96,6 +100,25 @@ def test_photo_preprocessing_follows_the_prep():
     assert bgr.shape == (1, 4, 8, 3) and np.allclose(bgr[0, 0, 0], [10, 20, 30])
     grey = zoo_data.image_tensor(image, (1, 1, 4, 8), zoo_data.Prep(color='GRAY'))
     assert grey.shape == (1, 1, 4, 8) and 0.07 < grey[0, 0, 0, 0] < 0.09
+
+
+def test_audio_inputs_follow_the_packages():
+    """Silero's rows each carry the 64 samples before them (zeros before the first); madmom's
+    feature widths are its models' (onsets 2 x (39 + 45 + 49), beats 81, downbeats 4 sub-beats
+    x 45 bands); resampling keeps a tone's pitch."""
+    rate = 16000
+    tone = 0.5 * np.sin(2 * np.pi * 440 * np.arange(rate) / rate)
+    rows = zoo_data.audio_tensor(tone, (32, 576), zoo_data.BY_NAME['silero-vad'].audio)
+    assert rows.shape == (32, 576) and not rows[0, :64].any()
+    assert np.array_equal(rows[1:, :64], rows[:-1, -64:])
+    assert np.array_equal(rows[0, 64:], tone[:512].astype(np.float32))
+    for name in ('madmom-onsets', 'madmom-beats', 'madmom-downbeats'):
+        model = zoo_data.BY_NAME[name]
+        x = zoo_data.audio_tensor(zoo_data.resample(tone, rate, 44100), model.input_shape,
+                                  model.audio)
+        assert x.shape == model.input_shape and np.isfinite(x).all() and x.any(), name
+    khz = zoo_data.resample(np.sin(2 * np.pi * 1000 * np.arange(4800) / 48000), 48000, 16000)
+    assert len(khz) == 1600 and np.argmax(np.abs(np.fft.rfft(khz))) == 100   # 10 Hz bins
 
 
 # --- old opsets ---------------------------------------------------------------------------------
