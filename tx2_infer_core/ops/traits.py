@@ -168,6 +168,7 @@ _LINES = (
     op('Gemm', 'nn', 'gemm'),
     # recurrent
     op('LSTM', 'recurrent', 'lstm'),
+    op('RNN', 'recurrent'), op('GRU', 'recurrent'),  # CPU only
     # reductions
     op('ReduceMean', 'reduce', 'reduce_mean', strided=True),
     op('ReduceSum', 'reduce'), op('ReduceMax', 'reduce'), op('ReduceMin', 'reduce'),
