@@ -147,8 +147,7 @@ ZOO = [
     ZooModel('madmom-onsets', ('madmom-onsets-rnn.onnx',), (144, 266),
              'onset detection, audio sequence (madmom bidirectional RNN)', Prep(),
              'Front_Center.wav', audio=Audio(44100, 'spec', spec=(
-                 (1024, 6, 5, 1, 0.25), (2048, 6, 5, 1, 0.25), (4096, 6, 5, 1, 0.25))),
-             missing='RNN'),
+                 (1024, 6, 5, 1, 0.25), (2048, 6, 5, 1, 0.25), (4096, 6, 5, 1, 0.25)))),
     ZooModel('madmom-beats', ('madmom-beats-tcn.onnx',), (144, 81),
              'beat tracking, audio sequence (madmom TCN: dilated convs, ELU)', Prep(),
              'Front_Center.wav', audio=Audio(44100, 'spec', spec=((2048, 12, 1, 1e-6, 0),),
@@ -156,7 +155,7 @@ ZOO = [
     ZooModel('madmom-downbeats', ('madmom-downbeats-gru.onnx',), (4, 180),
              'downbeat tracking, audio sequence (madmom bidirectional GRU)', Prep(),
              'Front_Center.wav', audio=Audio(44100, 'beats', spec=((2048, 6, 1, 1, 0.5),),
-                                             beat=9), missing='GRU'),
+                                             beat=9)),
 ]
 BY_NAME = {m.name: m for m in ZOO}
 
