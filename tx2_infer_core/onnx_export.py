@@ -5,7 +5,8 @@ Standard ONNX op nodes are written as they are (attributes converted back to pro
 become initializers and every value with a known shape gets a ``value_info``. The internal ops
 the passes make are expanded into standard ones: ``FusedConv`` into Conv, its activation and the
 residual Add; a lone ``SiLU`` into Sigmoid and Mul; ``Mish`` (ONNX opset 18) into Softplus, Tanh
-and Mul below opset 18. Any other internal op raises ``UnsupportedOpError``. The opset is the
+and Mul below opset 18; a batch-first (layout 1) recurrent op into its layout-0 form between
+Transposes. Any other internal op raises ``UnsupportedOpError``. The opset is the
 one the nodes are written for (``export_opset``: e.g. Split with a ``split`` attribute is
 opset < 13). The result passes ``onnx.checker``.
 """
@@ -22,6 +23,7 @@ INTERNAL_OPS = ('FusedConv', 'FusedConvTranspose', 'SiLU')
 FUSED_CONVS = {'FusedConv': 'Conv', 'FusedConvTranspose': 'ConvTranspose'}
 FIRST_OPSET, DEFAULT_OPSET, LAST_OPSET = 11, 13, 21   # the importer's range; 13 if free
 EXPANDED = {'SiLU': 1, 'Mish': 1}   # written as other ops where needed: no opset constraint
+RECURRENT = ('RNN', 'GRU', 'LSTM')     # layout 1 written as Transposes around layout 0
 
 
 def _attribute(key, value):
@@ -231,6 +233,25 @@ def export_opset(graph) -> int:
     return min(max(lo, DEFAULT_OPSET), hi)
 
 
+def batch_first_recurrent(node):
+    """A layout-1 (batch-first) RNN, GRU or LSTM as its layout-0 form between Transposes (ONNX
+    Runtime has no layout 1): X, initial_h and initial_c in; Y, Y_h and Y_c out."""
+    inputs, outputs, before, after = list(node.inputs), list(node.outputs), [], []
+    for k in (0, 5, 6):
+        if k < len(inputs) and inputs[k]:
+            name = f'{node.name}.in{k}'
+            before.append(_make_node('Transpose', name, [inputs[k]], [name],
+                                     {'perm': [1, 0, 2]}))
+            inputs[k] = name
+    for k, out in enumerate(outputs):
+        if out:
+            outputs[k] = f'{node.name}.out{k}'
+            after.append(_make_node('Transpose', outputs[k] + '.t', [outputs[k]], [out],
+                                    {'perm': [2, 0, 1, 3] if k == 0 else [1, 0, 2]}))
+    attrs = {k: v for k, v in node.attrs.items() if k != 'layout'}
+    return before + [_make_node(node.op, node.name, inputs, outputs, attrs)] + after
+
+
 def _node_protos(node, opset, consts):
     """The ONNX nodes of one IR node at ``opset``."""
     if node.op in FUSED_CONVS:
@@ -238,6 +259,8 @@ def _node_protos(node, opset, consts):
     if node.op == 'SiLU' or (node.op == 'Mish' and opset < 18):
         return activation_nodes(node.op, node.attrs, node.inputs[0], node.outputs[0],
                                 node.name, consts)
+    if node.op in RECURRENT and node.attrs.get('layout', 0):
+        return batch_first_recurrent(node)
     if '::' in node.op or node.op in INTERNAL_OPS:
         raise UnsupportedOpError(node.op, node.name, INTERNAL_OPS,
                                  'internal op with no ONNX equivalent')
