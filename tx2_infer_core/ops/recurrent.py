@@ -140,6 +140,15 @@ def _rnn_direction(xw, r, h, mask, reverse):
     return y, h
 
 
+def _gated_setup(X, W, R, gates, sequence_lens, initial_h, direction, hidden_size, layout):
+    """RNN's and GRU's common start: (X time-major, directions, hidden size, initial state
+    [dirs, batch, H] (zeros when omitted), the step mask)."""
+    dirs, hidden = _check_weights(W, R, gates, direction, hidden_size)
+    X, initial_h = _time_major(layout, X, initial_h)
+    h0 = np.zeros((dirs, X.shape[1], hidden), X.dtype) if initial_h is None else initial_h
+    return X, dirs, hidden, h0, _step_mask(X.shape[0], sequence_lens)
+
+
 def RNN(X, W, R, B=None, sequence_lens=None, initial_h=None, *, activation_alpha=None,
         activation_beta=None, activations=None, clip=None, direction='forward',
         hidden_size=None, layout=0):
@@ -149,10 +158,8 @@ def RNN(X, W, R, B=None, sequence_lens=None, initial_h=None, *, activation_alpha
                    activation_beta, clip, layout)
     if why:
         unsupported(why)
-    dirs, hidden = _check_weights(W, R, 1, direction, hidden_size)
-    X, initial_h = _time_major(layout, X, initial_h)
-    h0 = np.zeros((dirs, X.shape[1], hidden), X.dtype) if initial_h is None else initial_h
-    mask = _step_mask(X.shape[0], sequence_lens)
+    X, dirs, hidden, h0, mask = _gated_setup(X, W, R, 1, sequence_lens, initial_h,
+                                             direction, hidden_size, layout)
     ys, hs = [], []
     for d in range(dirs):
         xw = X @ W[d].T
@@ -196,10 +203,8 @@ def GRU(X, W, R, B=None, sequence_lens=None, initial_h=None, *, activation_alpha
         why = f'linear_before_reset={linear_before_reset}'
     if why:
         unsupported(why)
-    dirs, hidden = _check_weights(W, R, 3, direction, hidden_size)
-    X, initial_h = _time_major(layout, X, initial_h)
-    h0 = np.zeros((dirs, X.shape[1], hidden), X.dtype) if initial_h is None else initial_h
-    mask = _step_mask(X.shape[0], sequence_lens)
+    X, dirs, hidden, h0, mask = _gated_setup(X, W, R, 3, sequence_lens, initial_h,
+                                             direction, hidden_size, layout)
     ys, hs = [], []
     for d in range(dirs):
         xw, rb = X @ W[d].T, np.zeros(3 * hidden, X.dtype)
