@@ -237,13 +237,8 @@ class Engine:
         allocation), else the outputs are fresh arrays. A failure inside the run (an index
         out of range in data a model reads as indices) is a ``Tx2InferError`` naming it."""
         feeds, out = self._check_feeds(feeds), self._check_out(out)
-        try:
+        with own_errors(f"{self.options.get('model', 'engine')}: the run failed"):
             return self.backend.run(feeds, out)
-        except Tx2InferError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the error contract: only our errors escape
-            raise Tx2InferError(f"{self.options.get('model', 'engine')}: the run failed: "
-                                f'{type(exc).__name__}: {str(exc)[:300]}') from exc
 
     def input_buffers(self) -> dict:
         """{input name: float32 array} to fill in place and pass to ``run``: on the cuda

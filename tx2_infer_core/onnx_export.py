@@ -18,12 +18,13 @@ import onnx
 from onnx import helper, numpy_helper
 
 from tx2_infer_core.errors import UnsupportedOpError
+from tx2_infer_core.ops import traits
 
 INTERNAL_OPS = ('FusedConv', 'FusedConvTranspose', 'SiLU')
 FUSED_CONVS = {'FusedConv': 'Conv', 'FusedConvTranspose': 'ConvTranspose'}
 FIRST_OPSET, DEFAULT_OPSET, LAST_OPSET = 11, 13, 21   # the importer's range; 13 if free
 EXPANDED = {'SiLU': 1, 'Mish': 1}   # written as other ops where needed: no opset constraint
-RECURRENT = ('RNN', 'GRU', 'LSTM')     # layout 1 written as Transposes around layout 0
+RECURRENT = traits.names(module='recurrent')  # layout 1: Transposes around layout 0
 
 
 def _attribute(key, value):
