@@ -40,9 +40,11 @@ for b in ${BENCH:-overhead_cuda overhead_cuda_pycam overhead_cpu cameras}; do
   case $b in
     overhead_cuda) timeout 200 $V/bin/python bench/bench_node_overhead.py --backend cuda \
       --frames 300 --out $OUT/node_overhead_cuda_h200.json > $OUT/$b.log 2>&1 ;;
-    overhead_cuda_heap32) TX2_INFER_FRAME_BLOCK=33554432 timeout 200 $V/bin/python \
+    overhead_cuda_block256k) TX2_INFER_FRAME_BLOCK=262144 timeout 200 $V/bin/python \
       bench/bench_node_overhead.py --backend cuda --frames 300 \
-      --out $OUT/node_overhead_cuda_heap32_h200.json > $OUT/$b.log 2>&1 ;;
+      --out $OUT/node_overhead_cuda_block256k_h200.json > $OUT/$b.log 2>&1 ;;
+    overhead_cuda_again) timeout 200 $V/bin/python bench/bench_node_overhead.py --backend cuda \
+      --frames 300 --out $OUT/node_overhead_cuda_again_h200.json > $OUT/$b.log 2>&1 ;;
     overhead_cpu_heap32) TX2_INFER_FRAME_BLOCK=33554432 timeout 150 $V/bin/python \
       bench/bench_node_overhead.py --backend cpu --frames 150 \
       --out $OUT/node_overhead_cpu_heap32_h200host.json > $OUT/$b.log 2>&1 ;;
