@@ -129,7 +129,8 @@ STRUCT_RECORDS = {'ActParams': params.ACT, 'View': params.VIEW, 'ConvParams': pa
                   'PostParams': pipeline.POST, 'RowsParams': pipeline.ROWS,
                   'DarknetParams': pipeline.DARKNET, 'NmsParams': pipeline.NMS,
                   'ConvI8Params': params.CONV_I8, 'QuantParams': params.QUANT,
-                  'LstmParams': lower_recurrent.LSTM, 'AttnParams': ATTN}
+                  'LstmParams': lower_recurrent.LSTM, 'AttnParams': ATTN,
+                  'RecurrentParams': lower_recurrent.RECURRENT}
 KERNEL_RECORDS = {
     'unary': params.UNARY_ARGS, 'binary': params.BINARY_ARGS,
     'binary_flat2': params.BINARY_FLAT2, 'global_avgpool': params.GLOBAL_POOL,
@@ -155,6 +156,7 @@ KERNEL_RECORDS = {
     'conv_i8_splitk_reduce': lower_int8.CONV_I8_MMA,
     'quantize_nhwc': params.QUANT, 'dequantize_nhwc': params.QUANT,
     'lstm_recurrent': lower_recurrent.LSTM,
+    'rnn_recurrent': lower_recurrent.RECURRENT, 'gru_recurrent': lower_recurrent.RECURRENT,
     'attention_mma': ATTN, 'attention_simt': ATTN}
 
 
@@ -224,6 +226,7 @@ def test_other_mirrored_numbers():
     assert DEFINES['TX2_NMS_THREADS'] == pipeline.NMS_THREADS
     assert STRUCTS['Cand'][1] == pipeline.CAND_BYTES
     assert DEFINES['LSTM_MAX_HIDDEN'] == lower_recurrent.MAX_HIDDEN
+    assert DEFINES['REC_MAX_HIDDEN'] == lower_recurrent.MAX_HIDDEN
     assert 32 * lower_nn.GAP_ROWS <= 1024 and lower_nn.GAP_ROWS <= DEFINES['GAP_MAX_ROWS']
     for name, code in params.RESIZE_COORD.items():
         assert DEFINES[f'CT_{name.upper()}'] == code

@@ -1,7 +1,8 @@
 """ONNX RNN and GRU on the CPU: small models with the op between real ops (Relu before it,
 Sigmoid and Mul after it), built by the engine on the numpy and ort backends, against ONNX
-Runtime on the original model; every direction, sequence_lens, initial_h, layout 1 and GRU's
-linear_before_reset 0 and 1; and the refusals of what is not implemented."""
+Runtime on the original model; every direction, sequence_lens, initial_h, layout 1, RNN's
+activations (Tanh, Relu, Sigmoid) and GRU's linear_before_reset 0 and 1; and the refusals of
+what is not implemented."""
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -32,6 +33,7 @@ class Case:
     initial: bool = False
     lens: tuple = None
     linear_before_reset: int = 0
+    activations: tuple = None
     outputs: tuple = (True, True)
     seed: int = 0
 
@@ -75,6 +77,8 @@ class Case:
             attrs['linear_before_reset'] = self.linear_before_reset
         if self.layout:
             attrs['layout'] = 1
+        if self.activations:
+            attrs['activations'] = list(self.activations)
         outs = [y if self.outputs[0] else '', y_h if self.outputs[1] else '']
         nodes.append(helper.make_node(self.op, inputs, outs, **attrs))
         graph_outputs = []
@@ -120,6 +124,10 @@ CASES = {
     'rnn-batch-first-lens-initial': Case('RNN', direction='bidirectional', layout=1,
                                          initial=True, lens=(1, 4, 3), seed=3),
     'rnn-only-y_h': Case('RNN', direction='reverse', outputs=(False, True), seed=4),
+    'rnn-relu-lens': Case('RNN', activations=('Relu',), lens=(4, 3, 1), seed=11),
+    'rnn-bidirectional-sigmoid-relu': Case('RNN', direction='bidirectional',
+                                           activations=('Sigmoid', 'Relu'), initial=True,
+                                           seed=12),
     'gru-forward': Case(),
     'gru-forward-lbr': Case(linear_before_reset=1, initial=True, seed=5),
     'gru-reverse-lens': Case(direction='reverse', lens=(3, 4, 1), seed=6),
@@ -160,7 +168,7 @@ def _node(op, **attrs):
 @pytest.mark.parametrize('op', ['RNN', 'GRU'])
 @pytest.mark.parametrize('attrs, detail', [
     ({'clip': 3.0}, 'clip=3.0'),
-    ({'activations': ['Relu']}, 'activations'),
+    ({'activations': ['Softsign']}, 'activations'),
     ({'activations': ['Relu', 'Tanh']}, 'activations'),
     ({'activation_alpha': [0.5]}, 'activation_alpha'),
     ({'direction': 'sideways'}, 'direction'),

@@ -42,6 +42,7 @@ FAMILIES = {'conv': lower_conv.lower_conv, 'gemm': lower_conv.lower_gemm,
             'split': lower_ops.lower_split, 'slice': lower_ops.lower_slice,
             'conv_int8': lower_int8.lower_conv_int8, 'quantize': lower_int8.lower_quantize,
             'dequantize': lower_int8.lower_dequantize, 'lstm': lower_recurrent.lower_lstm,
+            'rnn': lower_recurrent.lower_rnn, 'gru': lower_recurrent.lower_gru,
             'attention': lower_attention}
 LOWERINGS = {op: FAMILIES[family] for op, family in traits.cuda_ops().items()}
 

@@ -1,24 +1,35 @@
-"""Recurrent ops: ONNX LSTM (the oracle of ``kernels/lstm.cu``), RNN and GRU (CPU only)."""
+"""Recurrent ops: ONNX LSTM, RNN and GRU (the oracles of ``kernels/lstm.cu`` and
+``kernels/recurrent.cu``)."""
 import numpy as np
 
 from tx2_infer_core.ops.common import unsupported
-from tx2_infer_core.ops.elementwise import Sigmoid
+from tx2_infer_core.ops.elementwise import Relu, Sigmoid
 
 DIRECTIONS = {'forward': 1, 'reverse': 1, 'bidirectional': 2}
-LSTM_ACTIVATIONS = ('Sigmoid', 'Tanh', 'Tanh')  # f, g, h: the only ones implemented
-RNN_ACTIVATIONS = ('Tanh',)                     # f
-GRU_ACTIVATIONS = ('Sigmoid', 'Tanh')           # f, g
+RNN_FUNCTIONS = {'Tanh': np.tanh, 'Relu': Relu, 'Sigmoid': Sigmoid}  # the first: ONNX default
+# per function of a direction, the activations implemented
+LSTM_ACTIVATIONS = (('Sigmoid',), ('Tanh',), ('Tanh',))  # f, g, h
+RNN_ACTIVATIONS = (tuple(RNN_FUNCTIONS),)                # f
+GRU_ACTIVATIONS = (('Sigmoid',), ('Tanh',))              # f, g
 
 
-def _refusal(defaults, direction, activations, activation_alpha, activation_beta, clip,
+def _implemented(activations, allowed, dirs) -> bool:
+    """True when ``activations`` names, for each of ``dirs`` directions, one of ``allowed``'s
+    functions per slot."""
+    return len(activations) == len(allowed) * dirs and \
+        all(a in allowed[i % len(allowed)] for i, a in enumerate(activations))
+
+
+def _refusal(allowed, direction, activations, activation_alpha, activation_beta, clip,
              layout) -> str:
     """Why a recurrent op with these attributes is not implemented ('' when it is): only the
-    ONNX default ``defaults`` activations, no clip."""
+    ``allowed`` activations (their alpha and beta at the defaults), no clip."""
     if direction not in DIRECTIONS:
         return f'direction={direction!r}'
     if activations is not None and \
-            list(activations) != list(defaults) * DIRECTIONS[direction]:
-        return f'activations={list(activations)} (only {", ".join(defaults)})'
+            not _implemented(activations, allowed, DIRECTIONS[direction]):
+        only = ', '.join('/'.join(names) for names in allowed)
+        return f'activations={list(activations)} (only {only} per direction)'
     if activation_alpha is not None or activation_beta is not None:
         return 'activation_alpha/activation_beta (only the default activations)'
     if clip is not None:
@@ -35,6 +46,30 @@ def lstm_refusal(*, direction='forward', activations=None, activation_alpha=None
     why = _refusal(LSTM_ACTIVATIONS, direction, activations, activation_alpha,
                    activation_beta, clip, layout)
     return why or (f'input_forget={input_forget}' if input_forget else '')
+
+
+def rnn_refusal(*, direction='forward', activations=None, activation_alpha=None,
+                activation_beta=None, clip=None, layout=0) -> str:
+    """Why an RNN with these attributes is not implemented ('' when it is): Tanh, Relu or
+    Sigmoid in each direction."""
+    return _refusal(RNN_ACTIVATIONS, direction, activations, activation_alpha,
+                    activation_beta, clip, layout)
+
+
+def gru_refusal(*, direction='forward', activations=None, activation_alpha=None,
+                activation_beta=None, clip=None, layout=0, linear_before_reset=0) -> str:
+    """Why a GRU with these attributes is not implemented ('' when it is): the default
+    activations (Sigmoid, Tanh), ``linear_before_reset`` 0 or 1."""
+    why = _refusal(GRU_ACTIVATIONS, direction, activations, activation_alpha,
+                   activation_beta, clip, layout)
+    if not why and linear_before_reset not in (0, 1):
+        why = f'linear_before_reset={linear_before_reset}'
+    return why
+
+
+def rnn_functions(direction='forward', activations=None) -> list:
+    """The RNN's activation function name of each direction (Tanh where not given)."""
+    return list(activations or ['Tanh'] * DIRECTIONS[direction])
 
 
 def _check_weights(W, R, gates, direction, hidden_size):
@@ -129,12 +164,12 @@ def LSTM(X, W, R, B=None, sequence_lens=None, initial_h=None, initial_c=None, P=
     return _outputs(ys, (hs, cs), layout, X.dtype)
 
 
-def _rnn_direction(xw, r, h, mask, reverse):
+def _rnn_direction(xw, r, h, mask, reverse, f):
     """One direction over ``xw`` ([seq, batch, H]: X @ W^T + Wb + Rb) from state ``h``
-    ([batch, H]): h = tanh(xw + h R^T). Returns (Y [seq, batch, H], last h)."""
+    ([batch, H]): h = f(xw + h R^T). Returns (Y [seq, batch, H], last h)."""
     y = np.zeros(xw.shape[:2] + h.shape[1:], xw.dtype)
     for t in _steps(len(xw), reverse):
-        h_new = np.tanh(xw[t] + h @ r.T)
+        h_new = f(xw[t] + h @ r.T)
         h = _masked(mask, t, h_new, h)
         y[t] = _masked(mask, t, h_new, 0)
     return y, h
@@ -152,20 +187,23 @@ def _gated_setup(X, W, R, gates, sequence_lens, initial_h, direction, hidden_siz
 def RNN(X, W, R, B=None, sequence_lens=None, initial_h=None, *, activation_alpha=None,
         activation_beta=None, activations=None, clip=None, direction='forward',
         hidden_size=None, layout=0):
-    """Simple recurrent network (Tanh) over the sequence X, returns (Y, Y_h); shapes,
-    layouts and ``sequence_lens`` as LSTM's."""
-    why = _refusal(RNN_ACTIVATIONS, direction, activations, activation_alpha,
-                   activation_beta, clip, layout)
+    """Simple recurrent network over the sequence X, returns (Y, Y_h); activation Tanh (the
+    default), Relu or Sigmoid per direction; shapes, layouts and ``sequence_lens`` as LSTM's."""
+    why = rnn_refusal(direction=direction, activations=activations,
+                      activation_alpha=activation_alpha, activation_beta=activation_beta,
+                      clip=clip, layout=layout)
     if why:
         unsupported(why)
     X, dirs, hidden, h0, mask = _gated_setup(X, W, R, 1, sequence_lens, initial_h,
                                              direction, hidden_size, layout)
+    functions = rnn_functions(direction, activations)
     ys, hs = [], []
     for d in range(dirs):
         xw = X @ W[d].T
         if B is not None:
             xw = xw + B[d, :hidden] + B[d, hidden:]
-        y, h = _rnn_direction(xw, R[d], h0[d], mask, direction == 'reverse' or d == 1)
+        y, h = _rnn_direction(xw, R[d], h0[d], mask, direction == 'reverse' or d == 1,
+                              RNN_FUNCTIONS[functions[d]])
         ys.append(y)
         hs.append(h)
     return _outputs(ys, (hs,), layout, X.dtype)
@@ -197,10 +235,9 @@ def GRU(X, W, R, B=None, sequence_lens=None, initial_h=None, *, activation_alpha
     """Gated recurrent unit over the sequence X, returns (Y, Y_h); gates z, r, h (the ONNX
     order) with the default activations (Sigmoid, Tanh), ``linear_before_reset`` 0 or 1;
     shapes, layouts and ``sequence_lens`` as LSTM's."""
-    why = _refusal(GRU_ACTIVATIONS, direction, activations, activation_alpha,
-                   activation_beta, clip, layout)
-    if not why and linear_before_reset not in (0, 1):
-        why = f'linear_before_reset={linear_before_reset}'
+    why = gru_refusal(direction=direction, activations=activations,
+                      activation_alpha=activation_alpha, activation_beta=activation_beta,
+                      clip=clip, layout=layout, linear_before_reset=linear_before_reset)
     if why:
         unsupported(why)
     X, dirs, hidden, h0, mask = _gated_setup(X, W, R, 3, sequence_lens, initial_h,

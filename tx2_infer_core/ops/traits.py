@@ -168,7 +168,7 @@ _LINES = (
     op('Gemm', 'nn', 'gemm'),
     # recurrent
     op('LSTM', 'recurrent', 'lstm'),
-    op('RNN', 'recurrent'), op('GRU', 'recurrent'),  # CPU only
+    op('RNN', 'recurrent', 'rnn'), op('GRU', 'recurrent', 'gru'),
     # reductions
     op('ReduceMean', 'reduce', 'reduce_mean', strided=True),
     op('ReduceSum', 'reduce'), op('ReduceMax', 'reduce'), op('ReduceMin', 'reduce'),
