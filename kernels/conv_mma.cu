@@ -5,13 +5,8 @@
 // one long pipelined loop. One warp computes 32x32 outputs; a CTA is BM x BN.
 // conv_mma_<BM>x<BN> needs Cg, x_pix and x_off multiples of 8 (16-byte rows);
 // conv_mma_gather_<BM>x<BN> takes any layer (2-byte gathers, for 3-channel stems).
-// Split-K: gridDim.z = groups * splits; with splits > 1 (groups == 1) either
-// - two launches (tile_count null): each split writes FP32 partials to ws[split][M][Kg] and
-//   conv_splitk_reduce sums them in split order (deterministic) and applies the epilogue; or
-// - one launch (tile_count set): each split adds its partials into ws[M][Kg] with L2 atomics;
-//   the CTA that finishes a tile last (a counter per tile) applies the epilogue to the sums and
-//   zeroes that part of ws and its counter for the next layer. The sum order varies from run to
-//   run (FP32 rounding, not deterministic bits).
+// Split-K: gridDim.z = groups * splits; with splits > 1 (groups == 1) each split writes FP32
+// partials to ws[split][M][Kg], and conv_splitk_reduce sums them and applies the epilogue.
 #include "conv.cuh"
 
 #define MMA_BK 32
@@ -223,66 +218,6 @@ __device__ __forceinline__ void mma_store(const ConvParams &p, float *ws, int sp
                 }
             }
 }
-
-// ws[0] += v0 (and ws[1] += v1 when ``two``) in L2; one vector atomic on sm_90 for an aligned
-// pair.
-__device__ __forceinline__ void red_add2(float *dst, float v0, float v1, bool two, bool pair) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    if (pair) {
-        asm volatile("red.global.add.v2.f32 [%0], {%1, %2};" ::"l"(dst), "f"(v0), "f"(v1)
-                     : "memory");
-        return;
-    }
-#endif
-    atomicAdd(dst, v0);
-    if (two) atomicAdd(dst + 1, v1);
-}
-
-// One-launch split-K (see the top): add this split's accumulators into ws[M][Kg]; the last
-// split of the tile to arrive stores the sums through the epilogue and clears them.
-__device__ __forceinline__ void mma_store_fused(const ConvParams &p, float *ws, int splits,
-                                                int *tile_count, long long mb, int nb,
-                                                float (*acc)[4][4], int lane) {
-    __shared__ int last;
-    const long long M = (long long)p.N * p.P * p.Q;
-#pragma unroll
-    for (int i = 0; i < 2; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j)
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                const long long m = mb + i * 16 + (lane >> 2) + h * 8;
-                const int k = nb + j * 8 + (lane & 3) * 2;
-                if (m >= M || k >= p.Kg) continue;
-                const bool two = k + 1 < p.Kg;
-                red_add2(ws + m * p.Kg + k, acc[i][j][2 * h], acc[i][j][2 * h + 1], two,
-                         two && !(p.Kg & 1));
-            }
-    __threadfence();  // this thread's additions are visible before the tile counts them
-    __syncthreads();
-    int *count = tile_count + blockIdx.y * gridDim.x + blockIdx.x;
-    if (threadIdx.x == 0) last = atomicAdd(count, 1) == splits - 1;
-    __syncthreads();
-    if (!last) return;
-    __threadfence();  // every split's additions are visible to this CTA
-#pragma unroll
-    for (int i = 0; i < 2; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j)
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                const long long m = mb + i * 16 + (lane >> 2) + h * 8;
-                const int k = nb + j * 8 + (lane & 3) * 2;
-                if (m >= M || k >= p.Kg) continue;
-                const bool two = k + 1 < p.Kg;
-                float *src = ws + m * p.Kg + k;
-                const float v0 = __ldcg(src), v1 = two ? __ldcg(src + 1) : 0.f;
-                __stcg(src, 0.f);
-                if (two) __stcg(src + 1, 0.f);
-                conv_store2(p, m, k, v0, v1, two);
-            }
-    if (threadIdx.x == 0) *count = 0;
-}
 #endif
 
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
@@ -302,7 +237,7 @@ struct PickType<false, T, F> {
 #endif
 
 template <int BM, int BN, int STAGES, bool GATHER>
-__device__ void conv_mma_body(const ConvParams &p, float *ws, int splits, int *tile_count) {
+__device__ void conv_mma_body(const ConvParams &p, float *ws, int splits) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
     __shared__ __align__(16) half As[STAGES][BM][MMA_LD];
     __shared__ __align__(16) half Bs[STAGES][BN][MMA_LD];
@@ -331,10 +266,7 @@ __device__ void conv_mma_body(const ConvParams &p, float *ws, int splits, int *t
         mma_tile(As[t % STAGES], Bs[t % STAGES], acc, wm, wn, lane);
     }
     tx2_grid_release();  // the next kernel may launch; it waits for this one to finish
-    if (splits > 1 && tile_count)
-        mma_store_fused(p, ws, splits, tile_count, m0 + wm, n0 + wn, acc, lane);
-    else
-        mma_store(p, ws, splits, split, g, m0 + wm, n0 + wn, acc, lane);
+    mma_store(p, ws, splits, split, g, m0 + wm, n0 + wn, acc, lane);
 #else
     __trap();  // the host launches this path only from sm_80
 #endif
@@ -345,8 +277,8 @@ __device__ void conv_mma_body(const ConvParams &p, float *ws, int splits, int *t
 #if !defined(CONV_MMA_GATHER) || CONV_MMA_GATHER == 0
 #define CONV_MMA_ROWS_KERNEL(BM, BN, STAGES)                                                   \
     extern "C" __global__ void __launch_bounds__(BM * BN / 32, 1)                               \
-        conv_mma_##BM##x##BN(ConvParams p, float *ws, int splits, int *tile_count) {           \
-        conv_mma_body<BM, BN, STAGES, false>(p, ws, splits, tile_count);                       \
+        conv_mma_##BM##x##BN(ConvParams p, float *ws, int splits) {                           \
+        conv_mma_body<BM, BN, STAGES, false>(p, ws, splits);                                   \
     }
 #else
 #define CONV_MMA_ROWS_KERNEL(BM, BN, STAGES)
@@ -354,8 +286,8 @@ __device__ void conv_mma_body(const ConvParams &p, float *ws, int splits, int *t
 #if !defined(CONV_MMA_GATHER) || CONV_MMA_GATHER == 1
 #define CONV_MMA_GATHER_KERNEL(BM, BN, STAGES)                                                 \
     extern "C" __global__ void __launch_bounds__(BM * BN / 32, 1)                               \
-        conv_mma_gather_##BM##x##BN(ConvParams p, float *ws, int splits, int *tile_count) {    \
-        conv_mma_body<BM, BN, STAGES, true>(p, ws, splits, tile_count);                        \
+        conv_mma_gather_##BM##x##BN(ConvParams p, float *ws, int splits) {                    \
+        conv_mma_body<BM, BN, STAGES, true>(p, ws, splits);                                    \
     }
 #else
 #define CONV_MMA_GATHER_KERNEL(BM, BN, STAGES)
@@ -387,8 +319,7 @@ CONV_MMA_KERNEL(128, 128, 2)
 #endif
 
 // Sum the split-K partials in split order (deterministic), then the fused epilogue.
-extern "C" __global__ void conv_splitk_reduce(ConvParams p, const float *ws, int splits,
-                                              int *) {
+extern "C" __global__ void conv_splitk_reduce(ConvParams p, const float *ws, int splits) {
     tx2_grid_wait();
     tx2_grid_release();
     const long long M = (long long)p.N * p.P * p.Q;

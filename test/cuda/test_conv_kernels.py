@@ -70,55 +70,28 @@ def test_fused_conv_matches_numpy(layer, path, monkeypatch):
     assert_close(f'{layer[0]} {path} {kernels} y', out, ref, 3e-3)
 
 
-@pytest.mark.parametrize('splitk', lower_conv.SPLITK_MODES)
 @pytest.mark.parametrize('channels', [48, 6], ids=['rows16B', 'gather'])
 @pytest.mark.parametrize('splits', [1, 3])
 @pytest.mark.parametrize('tile', MMA_TILES, ids=[f'{m}x{n}' for m, n in MMA_TILES])
-def test_mma_tiles_and_splits(tile, splits, channels, splitk, monkeypatch):
-    """Every conv_mma tile, with and without split-K (summed in the conv launch or by a
-    second one), on a stride-2 layer whose sizes are multiples of nothing: 48 channels (a
-    half-empty k chunk) or 6 (gathered k), 72 outputs, a residual. Three runs: the one-launch
-    split-K leaves its sums and tile counters zero for the next."""
+def test_mma_tiles_and_splits(tile, splits, channels, monkeypatch):
+    """Every conv_mma tile, with and without split-K, on a stride-2 layer whose sizes are
+    multiples of nothing: 48 channels (a half-empty k chunk) or 6 (gathered k), 72 outputs,
+    a residual."""
     layer = ('awkward', 1, channels, 23, 21, 72, 3, 2, 1, 1, 1, 'SiLU', 'before')
     graph, feeds, ref = _case(layer, seed=1)
     threads = tile[0] * tile[1] // 32
     monkeypatch.setattr(lower_conv, 'mma_config',
                         lambda *a, **k: (tile[0], tile[1], threads, splits))
-    monkeypatch.setenv(lower_conv.SPLITK_ENV, splitk)
     backend = CudaBackend(conv_path='tc')
     backend.prepare(graph)
     try:
         if backend.arch < lower_conv.MMA_MIN_ARCH:
             pytest.skip('conv_mma needs sm_80')
         names = [k.kernel for k in backend.launches]
-        outs = [backend.run(feeds)['y'].copy() for _ in range(3)]
+        out = backend.run(feeds)['y']
     finally:
         backend.close()
     family = 'conv_mma' if channels % 8 == 0 else 'conv_mma_gather'
     assert names[0] == f'{family}_{tile[0]}x{tile[1]}'
-    assert ('conv_splitk_reduce' in names) == (splits > 1 and splitk == 'two')
-    for out in outs:
-        assert_close(f'{names[0]} splits={splits} {splitk} C={channels} y', out, ref, 3e-3)
-
-
-SPLIT_LAYERS = [case for case in LAYERS if case[0].endswith(('7x7', '14x14'))]
-
-
-@pytest.mark.parametrize('layer', SPLIT_LAYERS, ids=[case[0] for case in SPLIT_LAYERS])
-def test_fused_splitk_on_late_layers(layer, monkeypatch):
-    """ResNet-50's 7x7 and 14x14 layers split K by the lowering's own choice; summed in the
-    conv launch (no second launch) they match numpy, run after run."""
-    graph, feeds, ref = _case(layer)
-    monkeypatch.setenv(lower_conv.SPLITK_ENV, 'fused')
-    backend = CudaBackend(conv_path='tc')
-    backend.prepare(graph)
-    try:
-        if backend.arch < lower_conv.MMA_MIN_ARCH:
-            pytest.skip('conv_mma needs sm_80')
-        launches = backend.launches
-        outs = [backend.run(feeds)['y'].copy() for _ in range(4)]
-    finally:
-        backend.close()
-    assert len(launches) == 1 and launches[0].fields['splits'] > 1, launches
-    for out in outs:
-        assert_close(f'{layer[0]} fused split-K y', out, ref, 3e-3)
+    assert ('conv_splitk_reduce' in names) == (splits > 1)
+    assert_close(f'{names[0]} splits={splits} C={channels} y', out, ref, 3e-3)

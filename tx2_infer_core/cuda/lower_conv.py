@@ -28,17 +28,9 @@ MMA_TILES = ((128, 128, 512), (128, 64, 256), (64, 128, 256), (64, 64, 128))
 MAX_SPLITS = 16
 MIN_TILES_PER_SPLIT = 2
 WORKSPACE_BYTES = 8 << 20  # FP32 split-K partials, one buffer a lowering shares by every layer
-# How a split-K layer sums its splits: 'fused' in the conv launch (L2 atomics, the last CTA of
-# a tile applies the epilogue; sum order varies) or 'two' launches (conv_splitk_reduce, in
-# split order: the same bits every run). ``$TX2_INFER_SPLITK`` picks; lowering reads it.
-SPLITK_MODES = ('fused', 'two')
-SPLITK_DEFAULT = 'two'
-SPLITK_ENV = 'TX2_INFER_SPLITK'
-# conv_mma's argument list: ConvParams, then the split-K workspace, factor and tile counters
-# (null: two launches).
+# conv_mma's argument list: ConvParams, then the split-K workspace and factor.
 CONV_MMA = np.dtype([(n, params.CONV.fields[n][0]) for n in params.CONV.names]
-                    + [('ws', params.PTR), ('splits', 'i4'), ('tile_count', params.PTR)],
-                    align=True)
+                    + [('ws', params.PTR), ('splits', 'i4')], align=True)
 
 
 def conv_pads(attrs, in_hw, out_hw, kernel, strides, dil) -> list:
@@ -136,14 +128,12 @@ def mma_launches(lc, name, family, fields, geo, split_ok=True) -> list:
         ktiles = geo['R'] * geo['S'] * -(-geo['Cg'] // MMA_BK)
     bm, bn, threads, splits = mma_config(m, geo['Kg'], ktiles, geo['groups'], lc.sm_count,
                                          split_ok, lc.arch)
+    fields = dict(fields, ws=lc.conv_workspace() if splits > 1 else NULL, splits=splits)
     grid = (-(-m // bm), -(-geo['Kg'] // bn), geo['groups'] * splits)
-    fused = splits > 1 and lc.splitk == 'fused'
-    fields = dict(fields, ws=lc.conv_workspace() if splits > 1 else NULL, splits=splits,
-                  tile_count=lc.tile_counters(grid[0] * grid[1]) if fused else NULL)
     module = mma_module(bm, bn, family == 'conv_mma_gather')
     out = [Launch(module, f'{family}_{bm}x{bn}', grid, (threads, 1, 1), CONV_MMA, fields,
                   name)]
-    if splits > 1 and not fused:
+    if splits > 1:
         out.append(Launch(module, 'conv_splitk_reduce', grid_1d(m * -(-geo['Kg'] // 2)),
                           (256, 1, 1), CONV_MMA, fields, name))
     return out

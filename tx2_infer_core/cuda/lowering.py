@@ -14,7 +14,6 @@ A lowering function takes a ``LoweringContext`` and a node and returns its launc
 function lowers which op is ``LOWERINGS``, derived from ``ops/traits.py`` (the ``cuda`` family
 of each op). What a kernel cannot do raises ``UnsupportedOpError`` naming the node.
 """
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,13 +51,12 @@ class LoweringContext:
     and the weight buffer being built (constants are appended to it as they are lowered)."""
 
     def __init__(self, graph, arch: int, conv_path: str, sm_count: int, slots: dict,
-                 int8_path: str = 'dp4a', splitk: str = None):
+                 int8_path: str = 'dp4a'):
         self.graph, self.arch, self.conv_path, self.sm_count = graph, arch, conv_path, sm_count
         self.int8_path = int8_path  # 'dp4a' or 'mma' (lower_int8.resolve_int8_path)
         self.slots = dict(slots)
         self.weight_chunks, self.weight_bytes = [], 0
-        self._workspace = self._counters = None
-        self.splitk = splitk_mode(splitk)
+        self._workspace = None
 
     def slot(self, name) -> Slot:
         """The device slot of an activation or (as row-major FP16) a constant."""
@@ -103,17 +101,6 @@ class LoweringContext:
             self._workspace = self.add_weight(np.zeros(lower_conv.WORKSPACE_BYTES, np.uint8))
         return self._workspace
 
-    def tile_counters(self, tiles: int) -> Ref:
-        """The one-launch split-K's per-tile counters (zeroed int32s; each layer leaves them
-        zero again), shared by every convolution. A layer splits only with fewer tiles than
-        SMs (``lower_conv.mma_config``)."""
-        count = max(1024, self.sm_count)
-        if tiles > count:
-            raise Tx2InferError(f'{tiles} split-K tiles exceed the {count} tile counters')
-        if self._counters is None:
-            self._counters = self.add_weight(np.zeros(count, np.int32))
-        return self._counters
-
     def unsupported(self, node, detail):
         """Refuse ``node``: raises ``UnsupportedOpError`` naming it and ``detail``."""
         raise UnsupportedOpError(node.op, node.name, LOWERINGS, detail)
@@ -145,17 +132,6 @@ class Lowered:
         return {k.module for k in self.launches}
 
 
-def splitk_mode(mode=None, env=None) -> str:
-    """How split-K layers sum: ``mode``, else ``$TX2_INFER_SPLITK``, else the default
-    (``lower_conv.SPLITK_MODES``); anything else is refused by name."""
-    env = os.environ if env is None else env
-    mode = mode or env.get(lower_conv.SPLITK_ENV, '').strip() or lower_conv.SPLITK_DEFAULT
-    if mode not in lower_conv.SPLITK_MODES:
-        raise Tx2InferError(f"split-K mode must be one of {', '.join(lower_conv.SPLITK_MODES)}"
-                            f", not '{mode}' (${lower_conv.SPLITK_ENV})")
-    return mode
-
-
 def resolve_conv_path(arch: int, conv_path: str = 'auto') -> str:
     """``conv_path`` on ``arch``: 'auto' is 'tc' (tensor cores) from sm_70, else 'simt'."""
     if conv_path not in CONV_PATHS:
@@ -168,16 +144,16 @@ def resolve_conv_path(arch: int, conv_path: str = 'auto') -> str:
 
 def lower_graph(graph, arch: int, conv_path: str = 'auto', sm_count: int = DEFAULT_SM_COUNT,
                 place_channels: bool = True, alignment: int = ALIGNMENT,
-                int8_path: str = 'auto', splitk: str = None) -> Lowered:
+                int8_path: str = 'auto') -> Lowered:
     """Lower every node of ``graph`` for a GPU of compute capability ``arch`` (e.g. 62, 87,
     90) with ``sm_count`` multiprocessors; no GPU is touched. ``place_channels``: channel
     Concat/Split by placement (False: copies). ``int8_path``: 'auto', 'dp4a' or 'mma' for the
-    int8 convolutions (``lower_int8``). ``splitk``: 'fused' or 'two' (``splitk_mode``). Raises
-    ``UnsupportedOpError`` for the first node the kernels cannot compute."""
+    int8 convolutions (``lower_int8``). Raises ``UnsupportedOpError`` for the first node the
+    kernels cannot compute."""
     path = resolve_conv_path(arch, conv_path)
     i8_path = lower_int8.resolve_int8_path(arch, int8_path)
     plan, slots = layout.plan_arena(graph, alignment, place_channels)
-    ctx = LoweringContext(graph, arch, path, sm_count, slots, i8_path, splitk)
+    ctx = LoweringContext(graph, arch, path, sm_count, slots, i8_path)
     launches = []
     for node in graph.nodes:
         fn = LOWERINGS.get(node.op)
