@@ -66,29 +66,6 @@ if [ "$MODE" = final ]; then  # every GPU test, then whole models FP16 vs INT8
   exit 0
 fi
 
-if [ "$MODE" = splitk ]; then  # every GPU test, the conv tests again with the one-launch
-  # split-K, then bench_splitk_fused.py (two vs fused, same process)
-  prepare . /tmp/devdata
-  since prepared
-  export PYTHONPATH=/tmp/site:$PWD TX2_INFER_DEVDATA=/tmp/devdata
-  timeout ${TEST_S:-300} python3 -m pytest -q -p no:cacheprovider -rf test/cuda \
-    > $OUT/test_cuda.log 2>&1
-  since tests
-  TX2_INFER_SPLITK=fused timeout 120 python3 -m pytest -q -p no:cacheprovider -rf \
-    test/cuda/test_conv_kernels.py test/cuda/test_models.py test/cuda/test_pipeline.py \
-    > $OUT/test_cuda_fused.log 2>&1
-  since fused_tests
-  timeout ${BENCH_S:-200} python3 bench/bench_splitk_fused.py --assets /tmp/tx2cache/assets \
-    --out $OUT/splitk_fused_h200.json --deadline-s $(( ${BENCH_S:-200} - 60 )) \
-    > $OUT/splitk_fused.log 2>&1
-  since splitk_bench
-  grep -E "FAILED|ERROR|passed|failed" $OUT/test_cuda.log | cut -c1-200 | tail -n 25
-  grep -E "FAILED|ERROR|passed|failed" $OUT/test_cuda_fused.log | cut -c1-200 | tail -n 12
-  tail -n 6 $OUT/splitk_fused.log | cut -c1-250
-  pack
-  exit 0
-fi
-
 if [ "$MODE" = tests ]; then
   prepare . /tmp/devdata
   since prepared
