@@ -15,6 +15,7 @@ import pytest
 from tx2_infer_core.cuda import (lower_conv, lower_int8, lower_nn, lower_ops, lower_recurrent,
                                  params, pipeline)
 from tx2_infer_core.cuda.lower_attention import ATTN
+from tx2_infer_core.cuda.lower_gather import GATHER
 from tx2_infer_core.ops import traits
 from tx2_infer_core.ops.fused import GELU_FORMS
 
@@ -155,7 +156,7 @@ KERNEL_RECORDS = {
     'conv_i8_splitk_reduce': lower_int8.CONV_I8_MMA,
     'quantize_nhwc': params.QUANT, 'dequantize_nhwc': params.QUANT,
     'lstm_recurrent': lower_recurrent.LSTM,
-    'attention_mma': ATTN, 'attention_simt': ATTN}
+    'attention_mma': ATTN, 'attention_simt': ATTN, 'gather': GATHER}
 
 
 # The GEMM-epilogue-only activations of cuda/params.py (GELU: no traits line of their own).

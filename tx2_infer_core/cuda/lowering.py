@@ -22,6 +22,7 @@ from tx2_infer_core.cuda import (layout, lower_conv, lower_conv_transpose, lower
                                  lower_ops, lower_pad, lower_recurrent, lower_resize)
 from tx2_infer_core.cuda.launch import Ref, Slot, row_major
 from tx2_infer_core.cuda.lower_attention import lower_attention
+from tx2_infer_core.cuda.lower_gather import lower_gather
 from tx2_infer_core.errors import Tx2InferError, UnsupportedOpError
 from tx2_infer_core.ops import traits
 from tx2_infer_core.planner import ALIGNMENT, MemoryPlan
@@ -41,7 +42,7 @@ FAMILIES = {'conv': lower_conv.lower_conv, 'gemm': lower_conv.lower_gemm,
             'split': lower_ops.lower_split, 'slice': lower_ops.lower_slice,
             'conv_int8': lower_int8.lower_conv_int8, 'quantize': lower_int8.lower_quantize,
             'dequantize': lower_int8.lower_dequantize, 'lstm': lower_recurrent.lower_lstm,
-            'attention': lower_attention}
+            'attention': lower_attention, 'gather': lower_gather}
 LOWERINGS = {op: FAMILIES[family] for op, family in traits.cuda_ops().items()}
 
 
