@@ -21,6 +21,7 @@ import numpy as np
 from tx2_infer_core.cuda import (layout, lower_conv, lower_conv_transpose, lower_int8, lower_nn,
                                  lower_ops, lower_pad, lower_recurrent, lower_resize)
 from tx2_infer_core.cuda.launch import Ref, Slot, row_major
+from tx2_infer_core.cuda.lift_1d import lift_1d
 from tx2_infer_core.cuda.lower_attention import lower_attention
 from tx2_infer_core.cuda.lower_gather import lower_gather
 from tx2_infer_core.errors import Tx2InferError, UnsupportedOpError
@@ -149,7 +150,9 @@ def lower_graph(graph, arch: int, conv_path: str = 'auto', sm_count: int = DEFAU
     90) with ``sm_count`` multiprocessors; no GPU is touched. ``place_channels``: channel
     Concat/Split by placement (False: copies). ``int8_path``: 'auto', 'dp4a' or 'mma' for the
     int8 convolutions (``lower_int8``). Raises ``UnsupportedOpError`` for the first node the
-    kernels cannot compute."""
+    kernels cannot compute. 1-D convolutions and pools run as 2-D ones with H = 1
+    (``lift_1d``: the slots hold its extra 4-D values too)."""
+    graph, _ = lift_1d(graph)
     path = resolve_conv_path(arch, conv_path)
     i8_path = lower_int8.resolve_int8_path(arch, int8_path)
     plan, slots = layout.plan_arena(graph, alignment, place_channels)
