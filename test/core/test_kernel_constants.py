@@ -135,6 +135,7 @@ KERNEL_RECORDS = {
     'unary': params.UNARY_ARGS, 'binary': params.BINARY_ARGS,
     'binary_flat2': params.BINARY_FLAT2, 'global_avgpool': params.GLOBAL_POOL,
     'unary_vec8': lower_ops.UNARY_VEC8, 'binary_vec8': lower_ops.BINARY_VEC8,
+    'gather': GATHER,
     'to_arena_f16': lower_ops.IO_CONVERT, 'from_arena_f32': lower_ops.IO_CONVERT,
     'pool2d': params.POOL, 'resize2d': params.RESIZE, 'matmul': params.GEMM,
     'softmax': params.SOFTMAX, 'layernorm': params.LAYERNORM,
@@ -156,7 +157,7 @@ KERNEL_RECORDS = {
     'conv_i8_splitk_reduce': lower_int8.CONV_I8_MMA,
     'quantize_nhwc': params.QUANT, 'dequantize_nhwc': params.QUANT,
     'lstm_recurrent': lower_recurrent.LSTM,
-    'attention_mma': ATTN, 'attention_simt': ATTN, 'gather': GATHER}
+    'attention_mma': ATTN, 'attention_simt': ATTN}
 
 
 # The GEMM-epilogue-only activations of cuda/params.py (GELU: no traits line of their own).

@@ -40,10 +40,11 @@ FAMILIES = {'conv': lower_conv.lower_conv, 'gemm': lower_conv.lower_gemm,
             'copy': lower_ops.lower_unary, 'binary': lower_ops.lower_binary,
             'pointwise': lower_ops.lower_pointwise,
             'transpose': lower_ops.lower_transpose, 'concat': lower_ops.lower_concat,
+            'gather': lower_gather,
             'split': lower_ops.lower_split, 'slice': lower_ops.lower_slice,
             'conv_int8': lower_int8.lower_conv_int8, 'quantize': lower_int8.lower_quantize,
             'dequantize': lower_int8.lower_dequantize, 'lstm': lower_recurrent.lower_lstm,
-            'attention': lower_attention, 'gather': lower_gather}
+            'attention': lower_attention}
 LOWERINGS = {op: FAMILIES[family] for op, family in traits.cuda_ops().items()}
 
 
@@ -150,11 +151,10 @@ def lower_graph(graph, arch: int, conv_path: str = 'auto', sm_count: int = DEFAU
     90) with ``sm_count`` multiprocessors; no GPU is touched. ``place_channels``: channel
     Concat/Split by placement (False: copies). ``int8_path``: 'auto', 'dp4a' or 'mma' for the
     int8 convolutions (``lower_int8``). Raises ``UnsupportedOpError`` for the first node the
-    kernels cannot compute. 1-D convolutions and pools run as 2-D ones with H = 1
-    (``lift_1d``: the slots hold its extra 4-D values too)."""
-    graph, _ = lift_1d(graph)
+    kernels cannot compute."""
     path = resolve_conv_path(arch, conv_path)
     i8_path = lower_int8.resolve_int8_path(arch, int8_path)
+    graph, _ = lift_1d(graph)  # 1-D convs and pools as 2-D ones with H = 1 (4-D slots added)
     plan, slots = layout.plan_arena(graph, alignment, place_channels)
     ctx = LoweringContext(graph, arch, path, sm_count, slots, i8_path)
     launches = []
