@@ -210,9 +210,27 @@ def test_fused_conv_transpose_carries_bias_activation_and_residual():
     assert f['bias'].base == 'weights'
 
 
-def test_lower_conv_transpose_refuses_1d_and_3d():
-    x = np.zeros((1, 2, 5), np.float32)
-    g = graph_of('ConvTranspose', x, {'w': np.ones((2, 3, 3), np.float32)}, {})
+@pytest.mark.parametrize('attrs', [
+    {}, {'strides': [3], 'pads': [2, 1], 'output_padding': [1]},
+    {'strides': [2], 'dilations': [2], 'group': 2}, {'strides': [2], 'auto_pad': 'SAME_LOWER'},
+    {'strides': [2], 'output_shape': [10]}])
+@pytest.mark.parametrize('arch', [62, 87])
+def test_1d_conv_transpose_is_the_2d_one_with_h_1(attrs, arch):
+    """A 1-D ConvTranspose lowers as a 2-D one of an (N, C, 1, L) input (``lift_1d``): its
+    launch computes the 1-D reference."""
+    x = fp16(RNG.standard_normal((2, 4, 5)))
+    wt = fp16(RNG.standard_normal((4, 3, 3)))
+    b = RNG.standard_normal(3 * attrs.get('group', 1)).astype(np.float32)
+    ref = ConvTranspose(x, wt, b, **attrs)
+    lowered = lower_graph(graph_of('ConvTranspose', x, {'w': wt, 'b': b}, attrs), arch)
+    [launch] = [k for k in lowered.launches if k.module == 'conv_transpose']
+    assert (launch.fields['H'], launch.fields['P'], launch.fields['R']) == (1, 1, 1)
+    assert rel(emulate_convt(lowered, launch, x[:, :, None])[:, :, 0], ref) < 2e-3
+
+
+def test_lower_conv_transpose_refuses_3d():
+    x = np.zeros((1, 2, 5, 5, 5), np.float32)
+    g = graph_of('ConvTranspose', x, {'w': np.ones((2, 3, 3, 3, 3), np.float32)}, {})
     with pytest.raises(UnsupportedOpError, match="'ConvTranspose' at node 'n0'.*2-D"):
         lower_graph(g, 62)
 
@@ -359,7 +377,8 @@ EMULATORS = {'convt': emulate_convt, 'depthwise': emulate_depthwise}
 def test_onnx_node_cases_lower_and_compute_the_expected_output(op, node_cases):
     """Every ONNX node case of the op, as the GPU conformance test builds it, either lowers to
     launches whose emulation gives the expected output (FP16 inputs, the conformance
-    tolerance) or is refused: 1-D/3-D ConvTranspose and training-mode BN only."""
+    tolerance) or is refused: 3-D ConvTranspose and training-mode BN only (a 1-D one runs
+    as the 2-D one with H = 1: ``lift_1d``)."""
     cuda_conf, cpu, cases = node_cases
     outcome = {}
     for folder in cases[op]:
@@ -376,11 +395,13 @@ def test_onnx_node_cases_lower_and_compute_the_expected_output(op, node_cases):
             except UnsupportedOpError:
                 outcome[folder.name] = 'refused'
                 continue
-            [launch] = lowered.launches
-            got = EMULATORS[launch.kernel.split('_')[0]](lowered, launch,
-                                                         fp16(next(iter(acts.values()))))
+            [launch] = [k for k in lowered.launches if k.module != 'elementwise']
+            x = fp16(next(iter(acts.values())))
+            got = EMULATORS[launch.kernel.split('_')[0]](
+                lowered, launch, x[:, :, None] if x.ndim == 3 else x)
+            got = got[:, :, 0] if x.ndim == 3 else got
             outcome[folder.name] = 'pass' if cuda_conf.close(got, want) else 'fail'
     refused = {n for n, s in outcome.items() if s == 'refused'}
     assert 'fail' not in outcome.values(), outcome
-    assert refused == {n for n in outcome if n.endswith(('_1d', '_3d', '_training_mode'))}
+    assert refused == {n for n in outcome if n.endswith(('_3d', '_training_mode'))}
     assert len(outcome) - len(refused) >= 2

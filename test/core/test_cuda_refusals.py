@@ -22,7 +22,6 @@ def _graph(op, x_shape, y_shape, attrs=None, weights=None, inputs=None):
 
 
 REFUSED = [
-    ('MaxPool', (1, 3, 32), (1, 3, 31), {'kernel_shape': [2]}, {}, '1-D pooling'),
     ('AveragePool', (1, 3, 8, 8, 8), (1, 3, 7, 7, 7), {'kernel_shape': [2, 2, 2]}, {},
      '3-D pooling'),
     ('Cast', (2, 3), (2, 3), {'to': 17}, {}, 'to=17'),
@@ -33,6 +32,13 @@ REFUSED = [
     ('Resize', (1, 3, 8, 8), (1, 3, 4, 4), {'mode': 'linear', 'antialias': 1},
      {'roi': np.zeros(0, np.float32), 's': np.array([1, 1, .5, .5], np.float32)},
      'antialias=1'),
+    ('Conv', (1, 3, 6, 6, 6), (1, 2, 4, 4, 4), {}, {'w': np.ones((2, 3, 3, 3, 3), np.float32)},
+     'only 1-D and 2-D convolutions'),
+    ('Gather', (5, 4), (2, 4), {}, {'i': np.array([0, 5])}, 'index 5 out of range for axis 0'),
+    ('Gather', (5, 4), (2, 4), {'axis': -2}, {'i': np.array([4, -6])}, 'index -6 out of range'),
+    ('Gather', (5, 4), (5, 2), {'axis': 2}, {'i': np.array([0, 1])}, 'axis=2 of a rank-2'),
+    ('Gather', (5, 4), (2, 4), {}, {'i': np.array([0.0, 1.0])}, 'indices of dtype float64'),
+    ('Gather', (1,) * 7, (1,) * 7, {}, {'i': np.array([0])}, 'data of rank 7'),
 ]
 
 
@@ -57,3 +63,23 @@ def test_max_of_three_inputs_chains():
     g.inputs += ['z', 'w']
     g.nodes[0].inputs += ['z', 'w']
     assert len(lower_only(g)) == 2
+
+
+def test_gather_of_runtime_indices_is_refused():
+    """Indices computed at run time: the arena holds FP16 values only."""
+    g = _graph('Gather', (5, 4), (2, 4), inputs=['i'])
+    g.values['i'] = Value('i', (2,), 'int64', '')
+    g.inputs.append('i')
+    with pytest.raises(UnsupportedOpError, match="'Gather' at node 'n0'.*computed at run time"):
+        lower_only(g)
+
+
+def test_1d_pool_with_indices_is_refused():
+    """A 1-D MaxPool lowers as a 2-D one (``lift_1d``), but not with its Indices output."""
+    g = _graph('MaxPool', (1, 3, 32), (1, 3, 31), {'kernel_shape': [2]})
+    assert [k.kernel for k in lower_only(g)] == ['unary', 'pool2d', 'unary']
+    g.values['ix'] = Value('ix', (1, 3, 31), 'int64', '')
+    g.nodes[0].outputs.append('ix')
+    g.outputs.append('ix')
+    with pytest.raises(UnsupportedOpError, match="'MaxPool' at node 'n0'.*the Indices output"):
+        lower_only(g)

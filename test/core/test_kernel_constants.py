@@ -15,6 +15,7 @@ import pytest
 from tx2_infer_core.cuda import (lower_conv, lower_int8, lower_nn, lower_ops, lower_recurrent,
                                  params, pipeline)
 from tx2_infer_core.cuda.lower_attention import ATTN
+from tx2_infer_core.cuda.lower_gather import GATHER
 from tx2_infer_core.ops import traits
 from tx2_infer_core.ops.fused import GELU_FORMS
 
@@ -135,6 +136,7 @@ KERNEL_RECORDS = {
     'unary': params.UNARY_ARGS, 'binary': params.BINARY_ARGS,
     'binary_flat2': params.BINARY_FLAT2, 'global_avgpool': params.GLOBAL_POOL,
     'unary_vec8': lower_ops.UNARY_VEC8, 'binary_vec8': lower_ops.BINARY_VEC8,
+    'gather': GATHER,
     'to_arena_f16': lower_ops.IO_CONVERT, 'from_arena_f32': lower_ops.IO_CONVERT,
     'pool2d': params.POOL, 'resize2d': params.RESIZE, 'matmul': params.GEMM,
     'softmax': params.SOFTMAX, 'layernorm': params.LAYERNORM,

@@ -208,7 +208,7 @@ def lower_conv(lc, node):
     x, y = lc.slot(node.inputs[0]), lc.slot(node.outputs[0])
     w = lc.const(node.inputs[1])
     if w.ndim != 4 or not (x.nhwc and y.nhwc):
-        lc.unsupported(node, 'only 2-D convolutions of NCHW image tensors')
+        lc.unsupported(node, 'only 1-D and 2-D convolutions of NCHW image tensors')
     geo = conv_geometry(a, x.shape, y.shape, w.shape)
     x_t, y_t = (x.ref, x.pix, x.channel_off), (y.ref, y.pix, y.channel_off)
     if is_depthwise(geo['Cg'], geo['groups']):

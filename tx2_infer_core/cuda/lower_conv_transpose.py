@@ -94,7 +94,7 @@ def lower_conv_transpose(lc, node):
     x, y = lc.slot(node.inputs[0]), lc.slot(node.outputs[0])
     w = lc.const(node.inputs[1])
     if w.ndim != 4 or not (x.nhwc and y.nhwc):
-        lc.unsupported(node, 'only 2-D transposed convolutions of NCHW image tensors')
+        lc.unsupported(node, 'only 1-D and 2-D transposed convolutions of NCHW image tensors')
     geo = geometry(node, x.shape, w.shape, y.shape)
     if min(geo['sh'], geo['sw'], geo['dh'], geo['dw']) < 1:
         lc.unsupported(node, 'strides and dilations below 1')

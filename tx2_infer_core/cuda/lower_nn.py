@@ -28,11 +28,11 @@ def nhwc_pair(lc, node) -> tuple:
 
 def lower_pool(lc, node):
     """MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool over 2-D images."""
-    rank = len(lc.slot(node.inputs[0]).shape)
-    if rank != 4:
-        lc.unsupported(node, f'{rank - 2}-D pooling: only 2-D (NCHW) images')
     if len(node.outputs) > 1 and node.outputs[1]:
         lc.unsupported(node, 'the Indices output')
+    rank = len(lc.slot(node.inputs[0]).shape)
+    if rank != 4:
+        lc.unsupported(node, f'{rank - 2}-D pooling: only 1-D and 2-D (NCHW) images')
     x, y = nhwc_pair(lc, node)
     n, c, h, w = x.shape
     p, q = y.shape[2:]

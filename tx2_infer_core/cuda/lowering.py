@@ -21,7 +21,9 @@ import numpy as np
 from tx2_infer_core.cuda import (layout, lower_conv, lower_conv_transpose, lower_int8, lower_nn,
                                  lower_ops, lower_pad, lower_recurrent, lower_resize)
 from tx2_infer_core.cuda.launch import Ref, Slot, row_major
+from tx2_infer_core.cuda.lift_1d import lift_1d
 from tx2_infer_core.cuda.lower_attention import lower_attention
+from tx2_infer_core.cuda.lower_gather import lower_gather
 from tx2_infer_core.errors import Tx2InferError, UnsupportedOpError
 from tx2_infer_core.ops import traits
 from tx2_infer_core.planner import ALIGNMENT, MemoryPlan
@@ -38,6 +40,7 @@ FAMILIES = {'conv': lower_conv.lower_conv, 'gemm': lower_conv.lower_gemm,
             'copy': lower_ops.lower_unary, 'binary': lower_ops.lower_binary,
             'pointwise': lower_ops.lower_pointwise,
             'transpose': lower_ops.lower_transpose, 'concat': lower_ops.lower_concat,
+            'gather': lower_gather,
             'split': lower_ops.lower_split, 'slice': lower_ops.lower_slice,
             'conv_int8': lower_int8.lower_conv_int8, 'quantize': lower_int8.lower_quantize,
             'dequantize': lower_int8.lower_dequantize, 'lstm': lower_recurrent.lower_lstm,
@@ -152,6 +155,7 @@ def lower_graph(graph, arch: int, conv_path: str = 'auto', sm_count: int = DEFAU
     kernels cannot compute."""
     path = resolve_conv_path(arch, conv_path)
     i8_path = lower_int8.resolve_int8_path(arch, int8_path)
+    graph, _ = lift_1d(graph)  # 1-D convs and pools as 2-D ones with H = 1 (4-D slots added)
     plan, slots = layout.plan_arena(graph, alignment, place_channels)
     ctx = LoweringContext(graph, arch, path, sm_count, slots, i8_path)
     launches = []

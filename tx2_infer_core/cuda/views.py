@@ -4,8 +4,9 @@ A value's place in the arena is (root value, element offset, element strides per
 After ``placement.channel_views`` (NHWC channel Concat/Split), one pass in graph order makes
 
 - the output of a copy (Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropout, a float Cast),
-  a Transpose, a constant Slice with positive steps, or a Split along any axis a view of its
-  input, where the input's strides allow it (a Reshape of a strided view may not), and
+  a Transpose, a constant Slice with positive steps, a Gather of a rising run of constant
+  indices (``gather_index``), or a Split along any axis a view of its input, where the input's
+  strides allow it (a Reshape of a strided view may not), and
 - each input of a Concat along any axis a view of the Concat's output: its producer writes
   straight into its slice, and
 - (first, walking back from the graph outputs) the input of a copy or Transpose whose output is
@@ -30,12 +31,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from tx2_infer_core.cuda import placement
+from tx2_infer_core.cuda.gather_index import gather_args, gather_problem, index_run, run_strides
 from tx2_infer_core.cuda.launch import Ref, Slot, nhwc_strides, row_major
 from tx2_infer_core.cuda.params import MAX_DIMS
 from tx2_infer_core.ops import traits
 
 GENERIC_FAMILIES = ('unary', 'copy', 'binary', 'pointwise', 'transpose', 'concat', 'split',
-                    'slice')
+                    'slice', 'gather')
 GENERIC_OPS = frozenset(op for op, family in traits.cuda_ops().items()
                         if family in GENERIC_FAMILIES)
 COPY_OPS = frozenset(traits.names(kind=traits.COPY))
@@ -221,6 +223,17 @@ class _Viewer:
         offset, strides = slice_view(self.shape(node.inputs[0]), xv.strides, *args)
         self.offer(node.outputs[0], View(xv.root, xv.offset + offset, strides))
 
+    def gather(self, node):
+        if gather_problem(self.graph, node) or not self.activation(node.inputs[0]):
+            return
+        axis, idx = gather_args(self.graph, node)
+        run = index_run(idx)
+        if run is None or run[1] <= 0:
+            return
+        xv = self.place(node.inputs[0])
+        offset, strides = run_strides(xv.strides, axis, idx.shape, *run)
+        self.offer(node.outputs[0], View(xv.root, xv.offset + offset, strides))
+
     def split(self, node):
         if not self.activation(node.inputs[0]):
             return
@@ -259,7 +272,7 @@ def copy_views(graph, nhwc: set, channel: dict, alignment: int) -> dict:
     for node in graph.nodes:
         if node.op in COPY_OPS and node.outputs and node.outputs[0]:
             viewer.copy(node)
-        elif node.op in ('Transpose', 'Slice', 'Split', 'Concat'):
+        elif node.op in ('Transpose', 'Slice', 'Gather', 'Split', 'Concat'):
             getattr(viewer, node.op.lower())(node)
     return viewer.views
 

@@ -187,7 +187,8 @@ _LINES = (
     op('Pad', 'tensor', 'pad', strided=True, keeps_layout=True),
     op('CastLike', 'tensor'), op('Shape', 'tensor'), op('Size', 'tensor'),
     op('Constant', 'tensor'), op('ConstantOfShape', 'tensor'), op('Range', 'tensor'),
-    op('Gather', 'tensor'), op('GatherElements', 'tensor'), op('Expand', 'tensor'),
+    op('Gather', 'tensor', 'gather', strided=True),  # constant indices (cuda/lower_gather.py)
+    op('GatherElements', 'tensor'), op('Expand', 'tensor'),
     op('Tile', 'tensor'), op('DepthToSpace', 'tensor'), op('SpaceToDepth', 'tensor'),
     op('NonZero', 'tensor'),
     # unary and bitwise ops (CPU only)
