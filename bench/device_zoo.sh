@@ -7,8 +7,9 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --tar
   .whl/*.whl 2>&1 | grep -v "already exists" || true
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TX2_INFER_CACHE=/tmp/tx2cache
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $OUT/device.txt
-if [ -n "${TESTS:-}" ]; then   # GPU test files that need no carried model, e.g. a re-check
-  timeout 150 python3 -m pytest -q -p no:cacheprovider -rA $TESTS > $OUT/tests.log 2>&1
+if [ -n "${TESTS:-}" ]; then   # GPU test files (the zoo tests read the carried pack)
+  TX2_INFER_ZOO_PACKED=$PWD/.zoo timeout ${TEST_S:-150} python3 -m pytest -q -p no:cacheprovider \
+    -rfE $TESTS > $OUT/tests.log 2>&1
   grep -E "FAILED|ERROR|passed|failed" $OUT/tests.log | cut -c1-200 | tail -n 8
 fi
 timeout ${ZOO_S:-420} python3 bench/bench_zoo.py --packed .zoo --backend cuda --out-dir $OUT \

@@ -4,6 +4,7 @@ preprocessing; ``pack``/``unpack`` carry them to the GPU machine in groups that 
 
     python bench/zoo_data.py groups                # which models go in which pack (MiB each)
     python bench/zoo_data.py pack .zoo 1           # pack group 1 into .zoo (float16 weights)
+    python bench/zoo_data.py pack-names .zoo a,b   # pack the models a and b
     unpack('.zoo', work_dir)                       # on the device: {name: restored model}
 
 Packed weights are float16, restored to float32: both sides of an accuracy comparison (our
@@ -447,6 +448,9 @@ def main(argv) -> None:
         return
     if len(argv) == 3 and argv[0] == 'pack':
         pack(argv[1], groups()[int(argv[2]) - 1])
+        return
+    if len(argv) == 3 and argv[0] == 'pack-names':
+        pack(argv[1], argv[2].split(','))
         return
     sys.exit(__doc__)
 
