@@ -185,8 +185,10 @@ _LINES = (
     op('LSTM', 'recurrent', 'lstm'),
     op('RNN', 'recurrent'), op('GRU', 'recurrent'),  # CPU only
     # reductions
-    op('ReduceMean', 'reduce', 'reduce_mean', strided=True),
-    op('ReduceSum', 'reduce'), op('ReduceMax', 'reduce'), op('ReduceMin', 'reduce'),
+    op('ReduceMean', 'reduce', 'reduce', strided=True),  # cuda/lower_nn.py lower_reduce
+    op('ReduceSum', 'reduce', 'reduce', strided=True),
+    op('ReduceMax', 'reduce', 'reduce', strided=True),
+    op('ReduceMin', 'reduce', 'reduce', strided=True),
     op('ReduceProd', 'reduce'), op('ReduceL1', 'reduce'), op('ReduceL2', 'reduce'),
     op('ReduceSumSquare', 'reduce'), op('ReduceLogSum', 'reduce'),
     op('ReduceLogSumExp', 'reduce'), op('ArgMax', 'reduce'), op('ArgMin', 'reduce'),
