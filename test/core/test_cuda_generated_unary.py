@@ -48,11 +48,11 @@ def test_generated_ops_have_a_c_expression():
 
 
 @pytest.mark.skipif(host_compiler() is None, reason='no host C++ compiler')
-def test_c_expressions_match_numpy_on_the_host():
+def test_c_expressions_match_numpy_on_the_host(tmp_path):
     cases = [(op, {}) for op in C_UNARY] + list(ATTRS.items()) + list(NEGATIVE_ATTRS.items())
     cases.append(('Gelu', {'approximate': 'tanh'}))
     x = np.concatenate([probe(op) for op in dict.fromkeys(op for op, _ in cases)])
-    outputs = host_program([[(op, ['x0'], attrs)] for op, attrs in cases])(x)
+    outputs = host_program([[(op, ['x0'], attrs)] for op, attrs in cases], tmp_path)(x)
     for (op, attrs), got in zip(cases, outputs):
         with np.errstate(all='ignore'):
             want = run_node(Node(op, 'n', ['x'], ['y'], attrs), [x])[0]

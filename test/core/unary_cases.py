@@ -8,7 +8,6 @@ expressions are checked against the numpy ops without a GPU.
 """
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -78,14 +77,15 @@ def host_compiler():
     return shutil.which('g++') or shutil.which('c++') or shutil.which('clang++')
 
 
-def host_program(programs):
+def host_program(programs, folder):
     """A function ``run(x) -> [len(programs), len(x)] float32`` computing each one-input
-    ``programs`` step list as the generated kernel's ``pw_f`` does, compiled for the host."""
+    ``programs`` step list as the generated kernel's ``pw_f`` does, compiled for the host
+    (source and binary in ``folder``)."""
     bodies = [cg.program_body(steps, 1).replace('pw_f', f'pw_{k}')
               for k, steps in enumerate(programs)]
     calls = ', '.join(f'pw_{k}(x)' for k in range(len(programs)))
     source = PRELUDE + '\n'.join(bodies) + MAIN.format(calls=calls, count=len(programs))
-    folder = Path(tempfile.mkdtemp(prefix='tx2_pw_host_'))
+    folder = Path(folder)
     (folder / 'pw.cpp').write_text(source)
     subprocess.run([host_compiler(), '-O1', '-o', str(folder / 'pw'), str(folder / 'pw.cpp'),
                     '-lm'], check=True, capture_output=True)
