@@ -1,4 +1,4 @@
-// Pooling over NHWC FP16 views: max / average windows, and global average.
+// Pooling over NHWC FP16 views: max / average windows, and global reductions.
 #include "common.cuh"
 
 struct PoolParams {
@@ -39,25 +39,40 @@ extern "C" __global__ void pool2d(PoolParams p) {
     }
 }
 
-// Global average: a block per (32 channels, image); its blockDim.y rows (at most
-// GAP_MAX_ROWS) split the pixels, then one row sums the partial sums. A warp reads 32
-// adjacent channels of one pixel (coalesced); many pixels are in flight per channel.
+// Global reductions over the pixels of N images of HW pixels, C channels (ReduceMean, ReduceSum,
+// ReduceMax, ReduceMin of a run of axes as [outer N, reduced HW, inner C]; GlobalAveragePool):
+// a block per (32 channels, image); its blockDim.y rows (at most GAP_MAX_ROWS) split the
+// pixels, then one row combines the partial results. A warp reads 32 adjacent channels of one
+// pixel (coalesced); many pixels are in flight per channel. FP32 accumulation.
 #define GAP_MAX_ROWS 32
-extern "C" __global__ void global_avgpool(const half *x, half *y, int N, int HW, int C, int x_pix,
-                                          int x_off, int y_pix, int y_off) {
+#define RED_MEAN 0
+#define RED_SUM 1
+#define RED_MAX 2
+#define RED_MIN 3
+
+// a combined with b under ``op`` (max and min keep a NaN, as numpy does)
+__device__ __forceinline__ float tx2_reduce(int op, float a, float b) {
+    if (op == RED_MAX) return (b > a || b != b) ? b : a;
+    if (op == RED_MIN) return (b < a || b != b) ? b : a;
+    return a + b;
+}
+
+extern "C" __global__ void global_reduce(const half *x, half *y, int N, int HW, int C, int x_pix,
+                                         int x_off, int y_pix, int y_off, int op) {
     __shared__ float part[GAP_MAX_ROWS][33];
     const int c = blockIdx.x * 32 + threadIdx.x, n = blockIdx.y;
-    float acc = 0.f;
+    const float start = op == RED_MAX ? -TX2_INF : op == RED_MIN ? TX2_INF : 0.f;
+    float acc = start;
     if (c < C) {
         const half *xp = x + (long long)n * HW * x_pix + x_off + c;
         for (int i = threadIdx.y; i < HW; i += blockDim.y)
-            acc += __half2float(xp[(long long)i * x_pix]);
+            acc = tx2_reduce(op, acc, __half2float(xp[(long long)i * x_pix]));
     }
     part[threadIdx.y][threadIdx.x] = acc;
     __syncthreads();
     if (threadIdx.y == 0 && c < C) {
-        float sum = 0.f;
-        for (int r = 0; r < blockDim.y; ++r) sum += part[r][threadIdx.x];
-        y[(long long)n * y_pix + y_off + c] = __float2half(sum / HW);
+        float total = start;
+        for (int r = 0; r < blockDim.y; ++r) total = tx2_reduce(op, total, part[r][threadIdx.x]);
+        y[(long long)n * y_pix + y_off + c] = __float2half(op == RED_MEAN ? total / HW : total);
     }
 }

@@ -134,7 +134,7 @@ STRUCT_RECORDS = {'ActParams': params.ACT, 'View': params.VIEW, 'ConvParams': pa
                   'RecurrentParams': lower_recurrent.RECURRENT}
 KERNEL_RECORDS = {
     'unary': params.UNARY_ARGS, 'binary': params.BINARY_ARGS,
-    'binary_flat2': params.BINARY_FLAT2, 'global_avgpool': params.GLOBAL_POOL,
+    'binary_flat2': params.BINARY_FLAT2, 'global_reduce': params.GLOBAL_REDUCE,
     'unary_vec8': lower_ops.UNARY_VEC8, 'binary_vec8': lower_ops.BINARY_VEC8,
     'gather': GATHER,
     'to_arena_f16': lower_ops.IO_CONVERT, 'from_arena_f32': lower_ops.IO_CONVERT,
@@ -230,6 +230,8 @@ def test_other_mirrored_numbers():
     assert DEFINES['LSTM_MAX_HIDDEN'] == lower_recurrent.MAX_HIDDEN
     assert DEFINES['REC_MAX_HIDDEN'] == lower_recurrent.MAX_HIDDEN
     assert 32 * lower_nn.GAP_ROWS <= 1024 and lower_nn.GAP_ROWS <= DEFINES['GAP_MAX_ROWS']
+    for name, code in params.REDUCE_OPS.items():
+        assert DEFINES[f"RED_{name[len('Reduce'):].upper()}"] == code
     for name, code in params.RESIZE_COORD.items():
         assert DEFINES[f'CT_{name.upper()}'] == code
     for name, code in params.RESIZE_NEAREST.items():

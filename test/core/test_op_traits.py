@@ -118,14 +118,18 @@ def test_unary_op_lowers_with_its_code_keeping_nhwc(name):
     assert layout.nhwc_values(graph) == {'x', 'c', 'y'}
 
 
-def test_gelu_reference_and_cuda_refusal_of_tanh():
+def test_gelu_reference_and_cuda_tanh_form():
+    """The tanh form runs as a generated kernel on CUDA; an unknown form is refused."""
     x = np.linspace(-4, 4, 33, dtype=np.float32)
     erf = run_node(Node('Gelu', 'g', ['x'], ['y'], {}), [x])[0]
     tanh = run_node(Node('Gelu', 'g', ['x'], ['y'], {'approximate': 'tanh'}), [x])[0]
     assert erf.dtype == np.float32 and np.abs(erf - tanh).max() < 1e-3
     np.testing.assert_allclose(erf[-1], 4 * 0.99996833, rtol=1e-6)
     graph = _conv_act_graph('Gelu', {'approximate': 'tanh'})
-    with pytest.raises(Exception, match="'Gelu' at node 'act'.*approximate=tanh"):
+    act = [k for k in lower_graph(graph, arch=90).launches if k.node == 'act']
+    assert [k.kernel for k in act] == ['pointwise']
+    graph = _conv_act_graph('Gelu', {'approximate': 'cubic'})
+    with pytest.raises(Exception, match="'Gelu' at node 'act'.*approximate=cubic"):
         lower_graph(graph, arch=90)
 
 

@@ -1,7 +1,7 @@
-"""The CPU-only unary and bitwise ops (trigonometric and hyperbolic, Selu, Celu,
+"""The unary and bitwise ops added for the CPU (trigonometric and hyperbolic, Selu, Celu,
 ThresholdedRelu, Shrink, Swish, Bitwise*, BitShift): each between real ops of a tiny ONNX
 model, imported and run by the engine on the numpy and ONNX Runtime backends, against ONNX
-Runtime on the original model; and kept out of the CUDA pointwise fusion."""
+Runtime on the original model; the float ones fused into CUDA pointwise programs."""
 import numpy as np
 import pytest
 from onnx import helper, numpy_helper
@@ -157,12 +157,15 @@ def test_bitshift_without_direction_names_the_attribute():
                  [np.ones(2, np.uint8), np.ones(2, np.uint8)])
 
 
-def test_new_ops_are_cpu_only_and_never_fused_for_cuda():
-    """No CUDA lowering and no pointwise step: in a CUDA-level optimisation each stays a node
-    of its own between fused neighbours."""
-    assert all(not traits.TRAITS[op].cuda and traits.TRAITS[op].code is None
-               for op in NEW_OPS)
-    assert not set(NEW_OPS) & set(POINTWISE_OPS)
+def test_float_ops_fuse_for_cuda_and_bitwise_ops_stay_cpu_only():
+    """The float ops are generated on CUDA (``ops/traits.py`` ``generated``): in a CUDA-level
+    optimisation each is a step of its neighbours' pointwise program; the bitwise ops have no
+    CUDA lowering and no pointwise step."""
+    bitwise = [op for op in NEW_OPS if op.startswith('Bit')]
+    assert all(not traits.TRAITS[op].cuda and traits.TRAITS[op].code is None for op in bitwise)
+    assert not set(bitwise) & set(POINTWISE_OPS)
+    assert set(NEW_OPS) - set(bitwise) <= set(POINTWISE_OPS)
+    assert all(traits.TRAITS[op].cuda == 'pointwise' for op in set(NEW_OPS) - set(bitwise))
     x = (0.3 * RNG.standard_normal(SHAPE)).astype(np.float32)
     for op in TRIG[:2] + ('Selu', 'Shrink'):
         nodes = [helper.make_node('Relu', ['x'], ['a']), helper.make_node('Neg', ['a'], ['t']),
@@ -170,6 +173,7 @@ def test_new_ops_are_cpu_only_and_never_fused_for_cuda():
                  helper.make_node('Abs', ['v'], ['y'])]
         model = make_model(nodes, [('x', np.float32, SHAPE)], ('y', np.float32, SHAPE))
         graph, _ = optimize(graph_from_model(model), POINTWISE_LEVEL)
-        assert [n.op for n in graph.nodes] == ['FusedPointwise', op, 'FusedPointwise']
+        assert [n.op for n in graph.nodes] == ['FusedPointwise']
+        assert f'"{op}"' in graph.nodes[0].attrs['program']
         np.testing.assert_allclose(execute(graph, {'x': x})['y'], ort_outputs(model, {'x': x}),
                                    rtol=1e-5, atol=1e-6)

@@ -18,6 +18,7 @@ source is registered with ``compile.py`` under ``pw_<hash of the source>`` and c
 cached) like a file of ``kernels/``.
 """
 import hashlib
+import inspect
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,11 +26,11 @@ import numpy as np
 from tx2_infer_core.cuda import compile as cc, params
 from tx2_infer_core.cuda.launch import BLOCK, Launch, grid_1d
 from tx2_infer_core.ops import traits
-from tx2_infer_core.ops.fused import program_steps
+from tx2_infer_core.ops.fused import program_steps, step_function
 
 KERNEL = 'pointwise'
 VECTORS = (8, 2, 1)  # halves per access, widest first
-UNARY_C = {
+UNARY_C = {  # attributes ({alpha}): the node's, else the defaults of ops/elementwise.py
     'Relu': 'fmaxf({0}, 0.f)', 'Sigmoid': 'tx2_sigmoid({0})', 'Tanh': 'tanhf({0})',
     'LeakyRelu': '({0} >= 0.f ? {0} : {0} * {alpha})',
     'HardSwish': '{0} * fminf(fmaxf({0} / 6.f + 0.5f, 0.f), 1.f)',
@@ -37,11 +38,20 @@ UNARY_C = {
     'SiLU': '{0} * tx2_sigmoid({0})', 'Exp': 'expf({0})', 'Log': 'logf({0})',
     'Mish': '{0} * tanhf({0} > 20.f ? {0} : log1pf(expf({0})))',
     'Sqrt': 'sqrtf({0})', 'Neg': '(-{0})', 'Abs': 'fabsf({0})', 'Reciprocal': '(1.f / {0})',
-    'Erf': 'erff({0})', 'Floor': 'floorf({0})', 'Ceil': 'ceilf({0})', 'Round': 'rintf({0})',
-    'Sign': '(float)(({0} > 0.f) - ({0} < 0.f))', 'Sin': 'sinf({0})', 'Cos': 'cosf({0})',
+    'Erf': 'erff({0})', 'Floor': 'floorf({0})', 'Ceil': 'ceilf({0})',
+    'Round': 'rintf({0})',  # half to even, as np.round
+    'Sign': '({0} > 0.f ? 1.f : ({0} < 0.f ? -1.f : {0}))',  # 0 -> 0, NaN -> NaN
     'Softplus': '({0} > 20.f ? {0} : log1pf(expf({0})))',
     'Elu': '({0} > 0.f ? {0} : {alpha} * expm1f({0}))',
+    'Selu': '{gamma} * ({0} > 0.f ? {0} : {alpha} * expm1f({0}))',
+    'Celu': '({0} > 0.f ? {0} : {alpha} * expm1f({0} / {alpha}))',  # that is <= 0 there
+    'ThresholdedRelu': '({0} > {alpha} ? {0} : 0.f)',
+    'Shrink': '({0} < -({lambd}) ? {0} + {bias} : ({0} > {lambd} ? {0} - {bias} : 0.f))',
+    'Swish': '{0} * tx2_sigmoid({alpha} * {0})',
     'Gelu': '0.5f * {0} * (1.f + erff({0} * 0.70710678f))',
+    'Sin': 'sinf({0})', 'Cos': 'cosf({0})', 'Tan': 'tanf({0})', 'Asin': 'asinf({0})',
+    'Acos': 'acosf({0})', 'Atan': 'atanf({0})', 'Sinh': 'sinhf({0})', 'Cosh': 'coshf({0})',
+    'Asinh': 'asinhf({0})', 'Acosh': 'acoshf({0})', 'Atanh': 'atanhf({0})',
     'Not': '({0} == 0.f ? 1.f : 0.f)', 'Cast': '{0}'}
 BINARY_C = {
     'Add': '({0} + {1})', 'Sub': '({0} - {1})', 'Mul': '({0} * {1})', 'Div': '({0} / {1})',
@@ -50,8 +60,6 @@ BINARY_C = {
     'Less': '({0} < {1} ? 1.f : 0.f)', 'LessOrEqual': '({0} <= {1} ? 1.f : 0.f)',
     'Greater': '({0} > {1} ? 1.f : 0.f)', 'GreaterOrEqual': '({0} >= {1} ? 1.f : 0.f)'}
 GELU_TANH = '0.5f * {0} * (1.f + tanhf(0.7978845608f * ({0} + 0.044715f * {0} * {0} * {0})))'
-ATTR_DEFAULTS = {'LeakyRelu': {'alpha': 0.01}, 'Elu': {'alpha': 1.0},
-                 'HardSigmoid': {'alpha': 0.2, 'beta': 0.5}}
 # Every op a program may hold: the tables above, Clip and Where, and every elementwise op with
 # a kernel code (``coded_expression``).
 C_OPS = tuple(dict.fromkeys(tuple(UNARY_C) + tuple(BINARY_C) + ('Clip', 'Where') + tuple(
@@ -85,10 +93,16 @@ def step_expression(op, args, attrs) -> str:
     if op == 'Gelu' and attrs.get('approximate', 'none') == 'tanh':
         return GELU_TANH.format(args[0])
     if op in UNARY_C:
-        values = {k: float_literal(attrs.get(k, d))
-                  for k, d in ATTR_DEFAULTS.get(op, {}).items()}
-        return UNARY_C[op].format(args[0], **values)
+        return UNARY_C[op].format(args[0], **attribute_literals(op, attrs))
     return coded_expression(op, args, attrs)
+
+
+def attribute_literals(op, attrs) -> dict:
+    """{attribute: C literal} of ``op``'s numeric attributes: the node's ``attrs``, else the
+    keyword defaults of its reference function (``ops/elementwise.py``), so both agree."""
+    kw = inspect.signature(step_function(op)).parameters.values()
+    return {p.name: float_literal(attrs.get(p.name, p.default)) for p in kw
+            if p.kind is p.KEYWORD_ONLY and isinstance(p.default, (int, float))}
 
 
 def coded_expression(op, args, attrs) -> str:
@@ -300,11 +314,27 @@ def pointwise_launch(name, steps, ins, y) -> Launch:
                   {f: values[f] for f in dtype.names}, name)
 
 
+def node_steps(node) -> tuple:
+    """(input names, program) of a FusedPointwise node, or of a lone elementwise node as one
+    step (an omitted optional input: a null argument)."""
+    names = list(dict.fromkeys(n for n in node.inputs if n))
+    if node.op == 'FusedPointwise':
+        return names, program_steps(node.attrs['program'])
+    attrs = {k: v.decode() if isinstance(v, bytes) else v for k, v in node.attrs.items()}
+    return names, [(node.op, [f'x{names.index(n)}' if n else None for n in node.inputs], attrs)]
+
+
 def lower_pointwise(lc, node):
-    """A FusedPointwise node: one generated kernel launch."""
-    steps = program_steps(node.attrs['program'])
+    """A FusedPointwise node, or one elementwise op of float data (a ``generated`` op of
+    ``ops/traits.py``): one generated kernel launch."""
+    names, steps = node_steps(node)
     unknown = sorted({op for op, _, _ in steps if op not in C_OPS})
     if unknown:
         lc.unsupported(node, f'no generated code for {unknown}')
-    ins = [lc.slot(name) for name in node.inputs]
+    if node.op != 'FusedPointwise':
+        dtypes = {str(lc.const(n).dtype) if lc.is_const(n) else lc.dtype_of(n)
+                  for n in node.inputs[:1] + node.outputs[:1]}
+        if any(np.dtype(d).kind != 'f' for d in dtypes):
+            lc.unsupported(node, f'dtypes {sorted(dtypes)}: float data only')
+    ins = [lc.slot(name) for name in names]
     return [pointwise_launch(node.name, steps, ins, lc.slot(node.outputs[0]))]

@@ -7,14 +7,15 @@ from tx2_infer_core.cuda.lower_conv import conv_pads, fused_epilogue, linear_lau
 from tx2_infer_core.cuda.lower_ops import copy_launch, slot_view
 
 
-GAP_ROWS = 16  # pixel rows of a global_avgpool block (at most GAP_MAX_ROWS, kernels/pool.cu)
+GAP_ROWS = 16  # pixel rows of a global_reduce block (at most GAP_MAX_ROWS, kernels/pool.cu)
 
 
-def global_avgpool_launch(name, fields) -> Launch:
-    """The global average of ``fields`` (N images of HW pixels, C channels): a block per 32
-    channels of one image, GAP_ROWS threads per channel splitting the pixels."""
+def global_reduce_launch(name, fields) -> Launch:
+    """The reduction (``fields['op']``: ``params.REDUCE_OPS``, 0 the mean) of ``fields`` (N
+    images of HW pixels, C channels) over the pixels: a block per 32 channels of one image,
+    GAP_ROWS threads per channel splitting the pixels."""
     grid = (-(-fields['C'] // 32), fields['N'], 1)
-    return Launch('pool', 'global_avgpool', grid, (32, GAP_ROWS, 1), params.GLOBAL_POOL,
+    return Launch('pool', 'global_reduce', grid, (32, GAP_ROWS, 1), params.GLOBAL_REDUCE,
                   fields, name)
 
 
@@ -39,8 +40,8 @@ def lower_pool(lc, node):
     io = dict(x=x.ref, y=y.ref, x_pix=x.pix, x_off=x.channel_off, y_pix=y.pix,
               y_off=y.channel_off)
     if node.op == 'GlobalAveragePool':
-        fields = dict(io, N=n, HW=h * w, C=c)
-        return [global_avgpool_launch(node.name, fields)]
+        fields = dict(io, N=n, HW=h * w, C=c, op=params.REDUCE_OPS['ReduceMean'])
+        return [global_reduce_launch(node.name, fields)]
     a = node.attrs
     if node.op == 'GlobalMaxPool':
         k, st, dil, pads = (h, w), (1, 1), (1, 1), (0, 0)
@@ -60,37 +61,81 @@ def lower_pool(lc, node):
                    fields, node.name)]
 
 
-def _reduce_axes(lc, node, rank) -> list:
+def _reduce_axes(lc, node, rank):
+    """The sorted axes a reduction reduces, or None for a no-op (empty axes with
+    ``noop_with_empty_axes=1``)."""
     axes = node.attrs.get('axes')
     if len(node.inputs) > 1 and node.inputs[1]:
         axes = lc.const(node.inputs[1]).astype(np.int64).tolist()
     if axes is None or len(axes) == 0:
         if node.attrs.get('noop_with_empty_axes', 0):
-            lc.unsupported(node, 'noop_with_empty_axes=1')
+            return None
         axes = range(rank)
     return sorted(int(a) + rank if a < 0 else int(a) for a in axes)
 
 
-def lower_reduce_mean(lc, node):
-    """ReduceMean over adjacent axes with the global average pool kernel: NHWC over H and W
-    (pixels, channels inner), or row-major [outer, reduced, inner]."""
+def reduce_geometry(x, axes):
+    """(outer dims, inner dims, x_pix, x_off): ``x`` read as [outer, reduced ``axes``, inner]
+    in its storage order (NHWC or row-major), the reduced axes a run of it; or None."""
+    if x.nhwc and axes == [2, 3]:  # over the pixels, of a channel view too
+        return [0], [1], x.pix, x.channel_off
+    order = [0, 2, 3, 1] if x.nhwc else list(range(len(x.shape)))
+    at = sorted(order.index(a) for a in axes)
+    if not x.dense() or at != list(range(at[0], at[-1] + 1)):
+        return None
+    inner = order[at[-1] + 1:]
+    return order[:at[0]], inner, _size(x.shape, inner), 0
+
+
+def _size(shape, dims) -> int:
+    return int(np.prod([shape[d] for d in dims], dtype=np.int64))
+
+
+def flat_stride(sizes, strides):
+    """s when ``strides`` are s times the row-major strides of ``sizes`` (size-1 dims aside;
+    1 when there is no other), else None."""
+    inner, found = 1, None
+    for n, stride in zip(reversed(sizes), reversed(strides)):
+        if n > 1:
+            if stride % inner or (found is not None and stride != found * inner):
+                return None
+            found = stride // inner
+        inner *= n
+    return 1 if found is None else found
+
+
+def output_geometry(y, rank, axes, outer, inner):
+    """(y_pix, y_off): where slot ``y`` holds output (outer o, inner c) of a reduction of a
+    rank ``rank`` input over ``axes`` (``o * y_pix + y_off + c``: row-major, NHWC, a channel
+    slice, any keepdims); None when it does not."""
+    kept = [d for d in range(rank) if d not in axes]
+    at = (lambda d: d) if len(y.shape) == rank else kept.index
+    strides = {d: int(y.strides[at(d)]) for d in kept}
+    if flat_stride([y.shape[at(d)] for d in inner], [strides[d] for d in inner]) != 1:
+        return None
+    y_pix = flat_stride([y.shape[at(d)] for d in outer], [strides[d] for d in outer])
+    return None if y_pix is None else (y_pix, y.channel_off)
+
+
+def lower_reduce(lc, node):
+    """ReduceMean, ReduceSum, ReduceMax, ReduceMin over a run of axes of the input's storage
+    order (all of them: a scalar), any keepdims, with the global reduction kernel."""
     x, y = lc.slot(node.inputs[0]), lc.slot(node.outputs[0])
     axes = _reduce_axes(lc, node, len(x.shape))
-    if not y.contiguous() or axes != list(range(axes[0], axes[-1] + 1)):
-        lc.unsupported(node, 'a run of adjacent axes into a row-major output')
-    if x.nhwc and axes == [2, 3]:
-        n, c, h, w = x.shape
-        geo = dict(N=n, HW=h * w, C=c, x_pix=x.pix, x_off=x.channel_off, y_pix=c)
-    elif x.contiguous():
-        def size(dims):
-            return int(np.prod(dims, dtype=np.int64))
-        inner = size(x.shape[axes[-1] + 1:])
-        geo = dict(N=size(x.shape[:axes[0]]), HW=size(x.shape[axes[0]:axes[-1] + 1]),
-                   C=inner, x_pix=inner, x_off=0, y_pix=inner)
-    else:
-        lc.unsupported(node, f'axes {axes} of this layout')
-    fields = dict(geo, x=x.ref, y=y.ref, y_off=0)
-    return [global_avgpool_launch(node.name, fields)]
+    if not axes:  # a no-op, or a scalar's reduction: a copy
+        return [copy_launch(node.name, x, slot_view(x), y, slot_view(y), np.prod(y.shape))]
+    if 0 in x.shape:
+        lc.unsupported(node, f'an empty input {x.shape}')
+    geo = reduce_geometry(x, axes)
+    out = geo and output_geometry(y, len(x.shape), axes, geo[0], geo[1])
+    if not out:
+        lc.unsupported(node, f'axes {axes}: a run of adjacent axes of the stored order, kept '
+                             'in order in the output')
+    (outer, inner, x_pix, x_off), (y_pix, y_off) = geo, out
+    fields = dict(x=x.ref, y=y.ref, N=_size(x.shape, outer), HW=_size(x.shape, axes),
+                  C=_size(x.shape, inner), x_pix=x_pix, x_off=x_off, y_pix=y_pix, y_off=y_off,
+                  op=params.REDUCE_OPS[node.op])
+    return [global_reduce_launch(node.name, fields)]
 
 
 def _softmax_rows(x, axis):

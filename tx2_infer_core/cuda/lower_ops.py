@@ -8,7 +8,7 @@ import numpy as np
 
 from tx2_infer_core.cuda import params
 from tx2_infer_core.cuda.codegen_pointwise import channel_dim, input_access
-from tx2_infer_core.cuda.codegen_pointwise import lower_pointwise  # noqa: F401 (op table)
+from tx2_infer_core.cuda.codegen_pointwise import lower_pointwise  # also the op table's
 from tx2_infer_core.cuda.launch import BLOCK, Launch, grid_1d
 from tx2_infer_core.cuda.views import HALF, reshape_strides, slice_args, slice_view
 from tx2_infer_core.ops import traits
@@ -83,11 +83,15 @@ def lower_unary(lc, node):
     kind = traits.TRAITS[node.op].kind
     op, act = 0, params.act_record()
     if kind == traits.ACTIVATION:
+        if any(n and not lc.is_const(n) for n in node.inputs[1:]):
+            return lower_pointwise(lc, node)  # Clip bounds computed at run time: generated
         act = activation_record(lc, node)
     elif kind == traits.UNARY:
         approximate = node.attrs.get('approximate', 'none')
+        if node.op == 'Gelu' and approximate in ('tanh', b'tanh'):
+            return lower_pointwise(lc, node)  # its tanh form: generated
         if node.op == 'Gelu' and approximate not in ('none', b'none'):
-            lc.unsupported(node, f'approximate={approximate}: only the erf form')
+            lc.unsupported(node, f"approximate={approximate}: only 'none' and 'tanh'")
         op = params.UNARY[node.op]
     elif kind == traits.COPY:
         _check_copy(lc, node)

@@ -14,14 +14,16 @@ Kinds:
   (the ``ActParams`` epilogue), so it runs alone and fused into a convolution. ``params`` are
   the ONNX attributes (with defaults) carried in ``ActParams.alpha`` and ``.beta``.
 - ``unary`` / ``binary``: elementwise; the code is ``UN_<NAME>`` / ``BIN_<NAME>`` of
-  ``kernels/elementwise.cu``; no code: the CPU runs it, CUDA refuses it.
+  ``kernels/elementwise.cu``; no code: the CPU runs it, CUDA refuses it, unless (``generated``)
+  a C expression of ``cuda/codegen_pointwise.py`` makes it one generated kernel.
 - ``copy``: a copy of the data (``Reshape`` and friends): one strided copy on CUDA.
 - ``image``: reads and writes NCHW images (NHWC in the CUDA arena).
 - ``other``: the rest; ``cuda`` names its CUDA lowering, if it has one.
 
 Adding a unary op: its numpy function in ``ops/elementwise.py``, one line here and, for CUDA,
-its device code and ``#define`` in ``kernels/elementwise.cu`` (or ``common.cuh`` for an
-activation; ``test/core/test_kernel_constants.py`` checks the codes agree).
+its C expression in ``cuda/codegen_pointwise.py`` (a ``generated`` line), or its device code
+and ``#define`` in ``kernels/elementwise.cu`` (``common.cuh`` for an activation;
+``test/core/test_kernel_constants.py`` checks the codes agree).
 """
 import functools
 from dataclasses import dataclass
@@ -70,6 +72,13 @@ def unary(name, code=None):
     """A one-input elementwise op; ``code`` is its ``UN_<NAME>`` (None: CPU only)."""
     return OpTraits(name, 'elementwise', UNARY, code, 'unary' if code is not None else '',
                     strided=True, keeps_layout=True)
+
+
+def generated(name):
+    """A one-input float op with no kernel code: one generated kernel on CUDA (its C expression
+    in ``cuda/codegen_pointwise.py`` UNARY_C, FP32 maths), alone or in a fused chain."""
+    return OpTraits(name, 'elementwise', UNARY, cuda='pointwise', strided=True,
+                    keeps_layout=True)
 
 
 def binary(name, code=None, inplace=False):
@@ -130,8 +139,14 @@ _LINES = (
     unary('Erf', 7),
     unary('Gelu', 8),
     unary('Softsign', 9),
-    unary('Elu'), unary('Softplus'), unary('Floor'), unary('Ceil'), unary('Round'),
-    unary('Sign'), unary('Sin'), unary('Cos'), unary('Not'), unary('IsNaN'), unary('IsInf'),
+    # unary, generated on CUDA (cuda/codegen_pointwise.py UNARY_C)
+    generated('Elu'), generated('Selu'), generated('Celu'), generated('Softplus'),
+    generated('ThresholdedRelu'), generated('Shrink'), generated('Swish'),
+    generated('Floor'), generated('Ceil'), generated('Round'), generated('Sign'),
+    generated('Sin'), generated('Cos'), generated('Tan'), generated('Asin'), generated('Acos'),
+    generated('Atan'), generated('Sinh'), generated('Cosh'), generated('Asinh'),
+    generated('Acosh'), generated('Atanh'),
+    unary('Not'), unary('IsNaN'), unary('IsInf'),  # bool: CPU only (fused chains take Not)
     op('Where', 'elementwise'),
     # quantisation boundaries (notes/int8.md)
     op('QuantizeLinear', 'quant', 'quantize', keeps_layout=True),  # cuda/lower_int8.py
@@ -170,8 +185,10 @@ _LINES = (
     op('LSTM', 'recurrent', 'lstm'),
     op('RNN', 'recurrent', 'rnn'), op('GRU', 'recurrent', 'gru'),
     # reductions
-    op('ReduceMean', 'reduce', 'reduce_mean', strided=True),
-    op('ReduceSum', 'reduce'), op('ReduceMax', 'reduce'), op('ReduceMin', 'reduce'),
+    op('ReduceMean', 'reduce', 'reduce', strided=True),  # cuda/lower_nn.py lower_reduce
+    op('ReduceSum', 'reduce', 'reduce', strided=True),
+    op('ReduceMax', 'reduce', 'reduce', strided=True),
+    op('ReduceMin', 'reduce', 'reduce', strided=True),
     op('ReduceProd', 'reduce'), op('ReduceL1', 'reduce'), op('ReduceL2', 'reduce'),
     op('ReduceSumSquare', 'reduce'), op('ReduceLogSum', 'reduce'),
     op('ReduceLogSumExp', 'reduce'), op('ArgMax', 'reduce'), op('ArgMin', 'reduce'),
@@ -191,10 +208,8 @@ _LINES = (
     op('GatherElements', 'tensor'), op('Expand', 'tensor'),
     op('Tile', 'tensor'), op('DepthToSpace', 'tensor'), op('SpaceToDepth', 'tensor'),
     op('NonZero', 'tensor'),
-    # unary and bitwise ops (CPU only)
-    unary('Tan'), unary('Asin'), unary('Acos'), unary('Atan'), unary('Sinh'), unary('Cosh'),
-    unary('Asinh'), unary('Acosh'), unary('Atanh'), unary('Selu'), unary('Celu'),
-    unary('ThresholdedRelu'), unary('Shrink'), unary('Swish'), unary('BitwiseNot'),
+    # bitwise ops (CPU only)
+    unary('BitwiseNot'),
     binary('BitwiseAnd'), binary('BitwiseOr'), binary('BitwiseXor'), binary('BitShift'),
     # indexing, scatter and sequence-free tensor ops (CPU only)
     op('TopK', 'index', fixed_inputs=[1]),

@@ -1,0 +1,103 @@
+"""A host emulation of the copy and reduction launches (``kernels/elementwise.cu`` ``unary``
+with op 0 and ``unary_vec8`` copies, ``kernels/pool.cu`` ``global_reduce``) over the FP16
+arena and weight buffer of a lowered graph, for the Pad and reduction lowering tests.
+
+Each launch reads and writes exactly the elements its record names (View records walked as
+``tx2_view_offset`` does), so a wrong offset, stride or count changes the result.
+"""
+import numpy as np
+
+from tx2_infer_core.cuda import params
+from tx2_infer_core.cuda.lowering import lower_graph
+from tx2_infer_core.ops import run_node
+
+REDUCE = {code: op for op, code in params.REDUCE_OPS.items()}
+
+
+def view_offsets(view, count):
+    """Element offsets of logical indices 0..count-1 of a View record."""
+    i, off = np.arange(count), np.full(count, int(view['offset']))
+    for d in range(int(view['ndim']) - 1, -1, -1):
+        n = int(view['shape'][d])
+        off += (i % n) * int(view['stride'][d])
+        i //= n
+    return off
+
+
+def _at(memory, ref):
+    """(buffer, first element) of a Ref."""
+    return memory[ref.base], ref.offset // 2
+
+
+def _copy(memory, f):
+    assert f['op'] == 0 and int(f['act']['kind']) == 0, 'a copy'
+    (src, s0), (dst, d0) = _at(memory, f['x']), _at(memory, f['y'])
+    n = int(f['n'])
+    dst[d0 + view_offsets(f['yv'], n)] = src[s0 + view_offsets(f['xv'], n)]
+
+
+def _reduce(memory, f):
+    (src, s0), (dst, d0) = _at(memory, f['x']), _at(memory, f['y'])
+    n, hw, c = int(f['N']), int(f['HW']), int(f['C'])
+    idx = ((np.arange(n)[:, None, None] * hw + np.arange(hw)[None, :, None]) * int(f['x_pix'])
+           + int(f['x_off']) + np.arange(c)[None, None, :])
+    fn = {'ReduceMean': np.mean, 'ReduceSum': np.sum, 'ReduceMax': np.max,
+          'ReduceMin': np.min}[REDUCE[int(f['op'])]]
+    out = fn(src[s0 + idx].astype(np.float32), axis=1)
+    dst[d0 + (np.arange(n)[:, None] * int(f['y_pix']) + int(f['y_off'])
+              + np.arange(c)[None, :])] = out
+
+
+def run_launch(memory, launch):
+    """Execute one launch on ``memory`` {'arena', 'weights': float32 element arrays}."""
+    f = launch.fields
+    if launch.kernel == 'unary':
+        _copy(memory, f)
+    elif launch.kernel == 'unary_vec8':
+        assert f['op'] == 0 and int(f['act']['kind']) == 0, 'a copy'
+        (src, s0), (dst, d0) = _at(memory, f['x']), _at(memory, f['y'])
+        dst[d0:d0 + 8 * int(f['n8'])] = src[s0:s0 + 8 * int(f['n8'])]
+    elif launch.kernel == 'global_reduce':
+        _reduce(memory, f)
+    else:
+        raise AssertionError(f'no emulation of {launch.kernel}')
+
+
+def _slot_index(slot):
+    """Element offsets of a slot's logical elements in row-major order."""
+    base = slot.ref.offset // 2 + slot.channel_off
+    if not slot.shape:
+        return np.array([base])
+    idx = np.indices(slot.shape).reshape(len(slot.shape), -1)
+    return base + sum(int(s) * idx[d] for d, s in enumerate(slot.strides))
+
+
+def emulate(graph, ops, feeds, arch=90) -> tuple:
+    """(outputs, launches) of ``graph`` lowered for ``arch`` and run on the host: the nodes of
+    ``ops`` by their emulated launches, the others by the numpy ops written through their
+    output slots; the arena starts as NaN (an element never written shows)."""
+    lowered = lower_graph(graph, arch=arch)
+    image = lowered.weight_image()
+    memory = {'arena': np.full(lowered.plan.arena_bytes // 2 + 8, np.nan, np.float32),
+              'weights': np.append(image, np.zeros(len(image) % 2, np.uint8))
+              .view(np.float16).astype(np.float32)}
+
+    def read(name):
+        slot = lowered.slots[name]
+        return memory['arena'][_slot_index(slot)].reshape(slot.shape)
+
+    def write(name, value):
+        memory['arena'][_slot_index(lowered.slots[name])] = np.asarray(value).reshape(-1)
+
+    for name, x in feeds.items():
+        write(name, x)
+    for node in graph.nodes:
+        if node.op in ops:
+            for launch in (k for k in lowered.launches if k.node == node.name):
+                run_launch(memory, launch)
+            continue
+        args = [read(n) if n in lowered.slots else graph.weights.get(n) if n else None
+                for n in node.inputs]
+        for name, value in zip(node.outputs, run_node(node, args)):
+            write(name, value)
+    return {n: read(n) for n in graph.outputs}, lowered.launches
