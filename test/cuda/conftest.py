@@ -1,4 +1,6 @@
 """GPU tests: skipped with a reason where pycuda or a CUDA device is missing."""
+import os
+
 import numpy as np
 import pytest
 
@@ -109,3 +111,17 @@ def assert_engine_matches_onnxruntime(label, path, model, tol=2e-2):
         engine.close()
     for out, ref in want.items():
         assert_close(f'{label} {out}', got[out], ref, tol)
+
+
+def zoo_model_path(name, tmp_path):
+    """The ONNX file of zoo model ``name``: from the zoo pack named by $TX2_INFER_ZOO_PACKED
+    (``python bench/zoo_data.py pack .zoo 1``) on a machine without the asset cache, else from
+    the cache; skips when the pack holds another group."""
+    import zoo_data
+    packed = os.environ.get('TX2_INFER_ZOO_PACKED')
+    if not packed:
+        return zoo_data.model_files(zoo_data.BY_NAME[name])[0]
+    found = zoo_data.unpack(packed, tmp_path)
+    if name not in found:
+        pytest.skip(f'{name} is in another zoo pack group (zoo_data.py groups)')
+    return found[name][0]

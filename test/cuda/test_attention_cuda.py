@@ -10,7 +10,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from conftest import assert_close, fp16_round
+from conftest import assert_close, fp16_round, zoo_model_path
 from tx2_infer_core.backends.cuda_backend import CudaBackend
 from tx2_infer_core.engine import Engine
 from tx2_infer_core.ir import Graph, Node, Value
@@ -131,9 +131,9 @@ def _engine_output(model, shape, feeds, path):
 
 
 @pytest.mark.parametrize('path', PATHS)
-def test_ppocr_rec_matches_onnxruntime(path):
+def test_ppocr_rec_matches_onnxruntime(path, tmp_path):
     model = zoo_data.BY_NAME['ppocr-rec']
-    onnx_path, _ = zoo_data.model_files(model)
+    onnx_path = zoo_model_path(model.name, tmp_path)
     x = zoo_data.photo_tensor(model)
     feeds = {onnx.load(str(onnx_path)).graph.input[0].name: x}
     out, kernels = _engine_output(onnx_path, model.input_shape, feeds, path)

@@ -6,16 +6,14 @@ zoo models that needed them (madmom-beats, silero-vad, oww-melspec) against ONNX
 ``test/core/test_cuda_generated_unary.py``, ``test_cuda_pad.py`` and ``test_cuda_reduce.py``
 check the same lowerings without a GPU."""
 import importlib.util
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import assert_close, fp16_round, run_graph
+from conftest import assert_close, fp16_round, run_graph, zoo_model_path
 from tx2_infer_core import reference
-from tx2_infer_core.errors import UnsupportedOpError
 from tx2_infer_core.ir import Graph, Node, Value
 from tx2_infer_core.passes import POINTWISE_LEVEL, optimize
 
@@ -163,7 +161,7 @@ def test_scalar_graph_output():
 CASES = {
     'middle axis': ((2, 5, 7), (2, 7), {'axes': [1], 'keepdims': 0}),
     'last axes': ((8, 60, 40), (8, 1, 1), {'axes': [-2, -1]}),
-    'everything kept': ((1, 64, 80, 80), (1, 1, 1, 1), {}),
+    'everything kept': ((1, 16, 40, 40), (1, 1, 1, 1), {}),   # a sum within FP16's range
 }
 
 
@@ -223,24 +221,20 @@ def test_clip_with_a_bound_computed_at_run_time():
 
 # Zoo models ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize('name', ['madmom-beats', 'silero-vad', 'oww-melspec'])
+FP16_RANGE = pytest.mark.xfail(strict=True, reason='its STFT power reaches 7e11, past FP16 '
+                               '(65504): the FP16 arena holds inf there')
+
+
+@pytest.mark.parametrize('name', ['madmom-beats', 'silero-vad',
+                                  pytest.param('oww-melspec', marks=FP16_RANGE)])
 def test_zoo_model_matches_onnxruntime(name, tmp_path):
     """The models these gaps refused, on their recording, every output within 2e-2."""
     import onnxruntime as ort
     from tx2_infer_core.engine import Engine
     model = zoo_data.BY_NAME[name]
-    packed = os.environ.get('TX2_INFER_ZOO_PACKED')
-    found = zoo_data.unpack(packed, tmp_path) if packed else {name: zoo_data.model_files(model)}
-    if name not in found:
-        pytest.skip(f'{name} is in another zoo pack group (zoo_data.py groups)')
-    path = found[name][0]
-    try:
-        engine = Engine.build(path, input_shape=model.input_shape, backend='cuda',
-                              precision='fp16')
-    except UnsupportedOpError as err:
-        if "'FusedConv'" in str(err) and 'only 2-D' in str(err):
-            pytest.skip(f'{name} needs the 1-D convolution (branch h_gather): {err}'[:200])
-        raise
+    path = zoo_model_path(name, tmp_path)
+    engine = Engine.build(path, input_shape=model.input_shape, backend='cuda',
+                          precision='fp16')
     try:
         feeds = zoo_data.feeds(model, engine.input_specs)  # recurrent states start at zero
         got = engine.run(feeds)
