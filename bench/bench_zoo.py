@@ -14,6 +14,7 @@ or run is a row with its error, never an abort.
     python bench/bench_zoo.py --packed .zoo --backend cuda --out-dir $OUT --tag h200_g1
 """
 import argparse
+import math
 import os
 import sys
 import time
@@ -135,6 +136,15 @@ def _fmt(value, spec='.3g'):
     return '-' if value is None else format(value, spec)
 
 
+def _status(row, acc) -> str:
+    """'ok', the error's first line, or why the outputs are not usable."""
+    if 'error' in row:
+        return row['error'].splitlines()[0][:80]
+    if acc.get('max_rel') is not None and not math.isfinite(acc['max_rel']):
+        return 'outputs not finite (past the FP16 range)'
+    return 'ok'
+
+
 def markdown(doc) -> str:
     lines = [f"# Model zoo, backend {doc['backend']} ({doc['device']})", '',
              '| model | task | build s | CPU rel L2 | ours max rel | top-1 | launches '
@@ -151,7 +161,7 @@ def markdown(doc) -> str:
         replay = cuda.get('graph_replay', {}).get('median_ms') if cuda else None
         host = f"{_fmt(no_copy, '.3f')} / {_fmt(replay, '.3f')}"
         top1 = {True: 'yes', False: 'NO'}.get(acc.get('top1_equal'), '-')
-        status = 'ok' if 'error' not in r else r['error'].splitlines()[0][:80]
+        status = _status(r, acc)
         lines.append(
             f"| {r['model']} | {r['task']} | {_fmt(r.get('build_s'), '.2f')} | "
             f"{_fmt(cpu.get('rel_l2'), '.1e')} | {_fmt(acc.get('max_rel'), '.1e')} | {top1} | "
