@@ -26,6 +26,8 @@ log = logging.getLogger('tx2_infer.engine')
 
 CUDA_FP32_NOTE = 'cuda runs fp16 with fp32 accumulation'
 _warned = set()                 # warnings already logged by this process
+FINITE_CHECK_RUNS = 16          # the first runs of an engine check its outputs for inf/NaN
+FP16_MAX = 65504.0
 _default_meta = default_meta    # the name tests and benches use
 
 
@@ -79,6 +81,12 @@ def resolve_backend(name) -> str:
     return name
 
 
+def non_finite_outputs(outputs) -> list:
+    """Names of the float outputs in ``outputs`` ({name: array}) holding inf or NaN."""
+    return sorted(name for name, array in outputs.items()
+                  if np.asarray(array).dtype.kind == 'f' and not np.isfinite(array).all())
+
+
 class Engine:
     """An optimised graph, its memory plan and a prepared backend.
 
@@ -98,6 +106,7 @@ class Engine:
                                 f'unsafe, refusing to run it: {exc}') from exc
         self.options = options
         self._own_buffers = None  # input_buffers() of a backend without host memory of its own
+        self._finite_checks = FINITE_CHECK_RUNS
         name = backend_for(resolve_backend(backend), options.get('precision', 'fp32'))
         self.precision = run_precision(name, options.get('precision', 'fp32'))
         if self.precision != options.get('precision', 'fp32'):
@@ -238,7 +247,22 @@ class Engine:
         out of range in data a model reads as indices) is a ``Tx2InferError`` naming it."""
         feeds, out = self._check_feeds(feeds), self._check_out(out)
         with own_errors(f"{self.options.get('model', 'engine')}: the run failed"):
-            return self.backend.run(feeds, out)
+            outputs = self.backend.run(feeds, out)
+        if self._finite_checks:
+            self._finite_checks -= 1
+            self._warn_non_finite(outputs)
+        return outputs
+
+    def _warn_non_finite(self, outputs) -> None:
+        """Log once which outputs hold inf or NaN (in FP16: likely values past its range)."""
+        bad = non_finite_outputs(outputs)
+        if not bad:
+            return
+        self._finite_checks = 0
+        hint = (f' (FP16 holds at most {FP16_MAX:g}: the model computes larger values; the cpu '
+                'backend runs FP32)' if self.precision == 'fp16' else '')
+        log.warning('%s: outputs %s hold inf or NaN%s', self.options.get('model', 'engine'),
+                    bad, hint)
 
     def input_buffers(self) -> dict:
         """{input name: float32 array} to fill in place and pass to ``run``: on the cuda
