@@ -66,6 +66,28 @@ if [ "$MODE" = final ]; then  # every GPU test, then whole models FP16 vs INT8
   exit 0
 fi
 
+if [ "$MODE" = all ]; then  # every GPU test (zoo tests on .devdata/zoo), the CUDA node-test
+  # conformance table, and bench_zoo on .devdata/zoo (python bench/zoo_data.py pack-names)
+  prepare . /tmp/devdata
+  since prepared
+  export PYTHONPATH=/tmp/site:$PWD TX2_INFER_DEVDATA=/tmp/devdata TX2_INFER_ZOO_PACKED=$ROOT/.devdata/zoo
+  timeout ${TEST_S:-330} python3 -m pytest -q -p no:cacheprovider -rfE test/cuda \
+    > $OUT/test_cuda.log 2>&1
+  since tests
+  timeout ${CONF_S:-90} python3 test/cuda/test_node_conformance_cuda.py \
+    $OUT/cuda_node_conformance_h200.json > $OUT/cuda_node_conformance_h200.log 2>&1
+  since conformance
+  [ -d .devdata/zoo ] && timeout ${ZOO_S:-120} python3 bench/bench_zoo.py --packed .devdata/zoo \
+    --backend cuda --out-dir $OUT --tag h200_${ZOO_TAG:-small} --deadline-s $(( ${ZOO_S:-120} - 15 )) \
+    > $OUT/zoo.log 2>&1
+  since zoo
+  grep -E "FAILED|ERROR|passed|failed" $OUT/test_cuda.log | cut -c1-200 | tail -n 25
+  tail -n 8 $OUT/cuda_node_conformance_h200.log | cut -c1-200
+  tail -n 8 $OUT/zoo.log | cut -c1-250
+  pack
+  exit 0
+fi
+
 if [ "$MODE" = tests ]; then
   prepare . /tmp/devdata
   since prepared
