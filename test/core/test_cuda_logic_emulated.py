@@ -198,3 +198,19 @@ def test_in_place_outputs_keep_their_input_storage():
         assert lowered.slots[out].strides == lowered.slots[over].strides, (out, over)
     assert_emulated_matches(graph, {'x': RNG.standard_normal(s).astype(np.float32)},
                             {'Greater', 'FusedPointwise'})
+
+
+def test_where_with_a_constant_condition():
+    """A constant bool tensor as the condition (a weight read as FP16 0/1), broadcast over the
+    batch, and a size-1 constant condition (a literal)."""
+    s = (3, 8, 10)
+    cond = RNG.standard_normal((8, 10)) > 0
+    nodes = [Node('Where', 'w0', ['c', 'x', 'z'], ['a']),
+             Node('Where', 'w1', ['t', 'a', 'x'], ['y'])]
+    graph = graph_of(nodes, {'x': s, 'z': (10,), 'a': s, 'y': s}, ['x', 'z'], ['y', 'a'],
+                     {'c': cond, 't': np.array(False)})
+    feeds = {'x': RNG.standard_normal(s).astype(np.float32),
+             'z': RNG.standard_normal(10).astype(np.float32)}
+    lowered = assert_emulated_matches(graph, feeds, {'Where'})
+    (w0,) = [k for k in lowered.launches if k.node == 'w0']
+    assert w0.fields['in0'].base == 'weights'

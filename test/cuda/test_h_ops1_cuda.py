@@ -95,6 +95,17 @@ def test_nan_and_inf_cleaning():
     exact(graph, {'x': x})
 
 
+def test_where_with_constant_conditions():
+    """A constant bool mask (a weight, broadcast over the batch and the heads) selecting an
+    activation or a per-column tensor, then a size-1 constant condition: exact."""
+    s = (2, 12, 64, 64)
+    nodes = [Node('Where', 'w0', ['c', 'x', 'z'], ['a']),
+             Node('Where', 'w1', ['t', 'x', 'a'], ['y'])]
+    graph = graph_of(nodes, {'x': s, 'z': (64,), 'a': s, 'y': s}, ['x', 'z'], ['y', 'a'],
+                     {'c': RNG.standard_normal((64, 64)) > 0, 't': np.array(False)})
+    exact(graph, {'x': normal(s), 'z': normal(64)})
+
+
 @pytest.mark.parametrize('fmod', [0, 1])
 def test_mod_of_positions(fmod):
     """Mod by a literal and by a per-column tensor (no zero divisor)."""
