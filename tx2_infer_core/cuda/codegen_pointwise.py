@@ -52,19 +52,30 @@ UNARY_C = {  # attributes ({alpha}): the node's, else the defaults of ops/elemen
     'Sin': 'sinf({0})', 'Cos': 'cosf({0})', 'Tan': 'tanf({0})', 'Asin': 'asinf({0})',
     'Acos': 'acosf({0})', 'Atan': 'atanf({0})', 'Sinh': 'sinhf({0})', 'Cosh': 'coshf({0})',
     'Asinh': 'asinhf({0})', 'Acosh': 'acoshf({0})', 'Atanh': 'atanhf({0})',
-    'Not': '({0} == 0.f ? 1.f : 0.f)', 'Cast': '{0}'}
+    'Not': '({0} == 0.f ? 1.f : 0.f)', 'Cast': '{0}', 'IsNaN': '(isnan({0}) ? 1.f : 0.f)',
+    'IsInf': '((isinf({0}) && ({0} > 0.f ? {detect_positive} : {detect_negative}) != 0.f) ? 1.f'
+             ' : 0.f)'}
 BINARY_C = {
     'Add': '({0} + {1})', 'Sub': '({0} - {1})', 'Mul': '({0} * {1})', 'Div': '({0} / {1})',
     'Max': 'fmaxf({0}, {1})', 'Min': 'fminf({0}, {1})', 'Pow': 'powf({0}, {1})',
     'PRelu': '({0} >= 0.f ? {0} : {0} * {1})', 'Equal': '({0} == {1} ? 1.f : 0.f)',
     'Less': '({0} < {1} ? 1.f : 0.f)', 'LessOrEqual': '({0} <= {1} ? 1.f : 0.f)',
-    'Greater': '({0} > {1} ? 1.f : 0.f)', 'GreaterOrEqual': '({0} >= {1} ? 1.f : 0.f)'}
+    'Greater': '({0} > {1} ? 1.f : 0.f)', 'GreaterOrEqual': '({0} >= {1} ? 1.f : 0.f)',
+    'And': '(({0} != 0.f && {1} != 0.f) ? 1.f : 0.f)',
+    'Or': '(({0} != 0.f || {1} != 0.f) ? 1.f : 0.f)',
+    'Xor': '((({0} != 0.f) != ({1} != 0.f)) ? 1.f : 0.f)'}
+# Mod by its ``fmod`` attribute: C fmod (the dividend's sign), or Python's % (the divisor's sign:
+# a non-zero C remainder of the other sign moves by one divisor, as numpy's mod does).
+MOD_C = {1: 'fmodf({0}, {1})',
+         0: '((fmodf({0}, {1}) != 0.f && (fmodf({0}, {1}) < 0.f) != ({1} < 0.f)) ? '
+            'fmodf({0}, {1}) + {1} : fmodf({0}, {1}))'}
 GELU_TANH = '0.5f * {0} * (1.f + tanhf(0.7978845608f * ({0} + 0.044715f * {0} * {0} * {0})))'
-# Every op a program may hold: the tables above, Clip and Where, and every elementwise op with
-# a kernel code (``coded_expression``).
-C_OPS = tuple(dict.fromkeys(tuple(UNARY_C) + tuple(BINARY_C) + ('Clip', 'Where') + tuple(
-    t.name for t in traits.TRAITS.values()
-    if t.kind in traits.ELEMENTWISE_KINDS and t.code is not None)))
+# Every op a program may hold: the tables above, Clip, Where and Mod, and every elementwise op
+# with a kernel code (``coded_expression``).
+C_OPS = tuple(dict.fromkeys(
+    tuple(UNARY_C) + tuple(BINARY_C) + ('Clip', 'Where', 'Mod') + tuple(
+        t.name for t in traits.TRAITS.values()
+        if t.kind in traits.ELEMENTWISE_KINDS and t.code is not None)))
 
 
 def float_literal(value) -> str:
@@ -88,6 +99,8 @@ def step_expression(op, args, attrs) -> str:
         return expr if hi is None else f'fminf({expr}, {hi})'
     if op == 'Where':
         return f'({args[0]} != 0.f ? {args[1]} : {args[2]})'
+    if op == 'Mod':
+        return MOD_C[1 if int(attrs.get('fmod', 0)) else 0].format(*args)
     if op in BINARY_C:
         return BINARY_C[op].format(*args)
     if op == 'Gelu' and attrs.get('approximate', 'none') == 'tanh':

@@ -30,13 +30,18 @@ def follows(graph, node) -> bool:
 
 
 def nhwc_values(graph) -> set:
-    """4-D float activations touched by an image op, directly or through ops that keep the
-    storage order (``follows``)."""
+    """4-D activations touched by an image op, directly or through ops that keep the storage
+    order (``follows``): float, int8 images, and the bools and integers stored as FP16 (a
+    comparison of an image is stored like it, so an elementwise output written over such an
+    input, in place, keeps one storage order)."""
     def is_image(name):
         v = graph.values.get(name)
-        return (v is not None and len(v.shape) == 4 and v.layout in ('NCHW', '')
-                and name not in graph.weights
-                and (np.dtype(v.dtype).kind == 'f' or np.dtype(v.dtype) == np.int8))
+        if v is None or len(v.shape) != 4 or v.layout not in ('NCHW', '') or \
+                name in graph.weights:
+            return False
+        dtype = np.dtype(v.dtype)
+        return dtype.kind in 'fb' or dtype == np.int8 or (dtype.kind in 'iu'
+                                                          and dtype.itemsize > 1)
 
     found = {n for node in graph.nodes if node.op in IMAGE_OPS
              for n in node.inputs[:1] + node.outputs[:1] if is_image(n)}
@@ -67,14 +72,16 @@ def padded_channels(graph, name, nhwc) -> int:
 
 
 def fp16_graph(graph, nhwc=()):
-    """A structural copy whose float activations are float16 (what the arena holds) and whose
-    int8 NHWC images have their padded channel count (their bytes in the arena)."""
+    """A structural copy whose float, bool and wider-than-a-byte integer activations are
+    float16 (what the arena holds: a bool as 0/1, an integer as itself) and whose int8 NHWC
+    images have their padded channel count (their bytes in the arena)."""
     g = graph.copy()
     for name, v in g.values.items():
-        if np.dtype(v.dtype).kind == 'f':
-            v.dtype = 'float16'
-        elif name in nhwc and np.dtype(v.dtype) == np.int8:
+        dtype = np.dtype(v.dtype)
+        if name in nhwc and dtype == np.int8:
             v.shape = (v.shape[0], padded_channels(graph, name, nhwc)) + tuple(v.shape[2:])
+        elif dtype.kind in 'fb' or (dtype.kind in 'iu' and dtype.itemsize > 1):
+            v.dtype = 'float16'
     return g
 
 

@@ -37,7 +37,8 @@ from tx2_infer_core.cuda.params import MAX_DIMS
 from tx2_infer_core.ops import traits
 
 GENERIC_FAMILIES = ('unary', 'copy', 'binary', 'pointwise', 'transpose', 'concat', 'split',
-                    'slice', 'gather')
+                    'slice', 'gather', 'logic', 'trilu', 'expand', 'tile', 'depth_to_space',
+                    'space_to_depth', 'cast_like', 'eye_like')
 GENERIC_OPS = frozenset(op for op, family in traits.cuda_ops().items()
                         if family in GENERIC_FAMILIES)
 COPY_OPS = frozenset(traits.names(kind=traits.COPY))

@@ -126,9 +126,6 @@ _LINES = (
     binary('Min', 5),
     binary('Pow', 6),
     binary('PRelu', 7),
-    binary('Mod'), binary('Sum'), binary('Mean'),
-    binary('Equal'), binary('Less'), binary('LessOrEqual'), binary('Greater'),
-    binary('GreaterOrEqual'), binary('And'), binary('Or'), binary('Xor'),
     # unary: kernels/elementwise.cu UN_<NAME>
     unary('Exp', 1),
     unary('Log', 2),
@@ -146,8 +143,22 @@ _LINES = (
     generated('Sin'), generated('Cos'), generated('Tan'), generated('Asin'), generated('Acos'),
     generated('Atan'), generated('Sinh'), generated('Cosh'), generated('Asinh'),
     generated('Acosh'), generated('Atanh'),
-    unary('Not'), unary('IsNaN'), unary('IsInf'),  # bool: CPU only (fused chains take Not)
-    op('Where', 'elementwise'),
+    # comparison, logic and selection ops, Mod, Sum, Mean: one generated kernel each on CUDA
+    # (cuda/lower_logic.py; a bool is FP16 0/1 in the arena, an integer must stay exact)
+    *(OpTraits(name, 'elementwise', BINARY, cuda='logic', strided=True, keeps_layout=True)
+      for name in ('Mod', 'Sum', 'Mean', 'Equal', 'Less', 'LessOrEqual', 'Greater',
+                   'GreaterOrEqual', 'And', 'Or', 'Xor')),
+    *(OpTraits(name, 'elementwise', UNARY, cuda='logic', strided=True, keeps_layout=True)
+      for name in ('Not', 'IsNaN', 'IsInf')),
+    OpTraits('Where', 'elementwise', OTHER, cuda='logic', strided=True),
+    op('Trilu', 'tensor', 'trilu', strided=True, fixed_inputs=[1]),  # Where over a mask
+    # data movement: strided copies on CUDA (cuda/lower_movement.py)
+    op('Expand', 'tensor', 'expand', strided=True),
+    op('Tile', 'tensor', 'tile', strided=True),
+    op('DepthToSpace', 'tensor', 'depth_to_space', strided=True),
+    op('SpaceToDepth', 'tensor', 'space_to_depth', strided=True),
+    op('CastLike', 'tensor', 'cast_like', strided=True, keeps_layout=True),  # float to float
+    op('EyeLike', 'tensor', 'eye_like', strided=True),  # a copy of a constant
     # quantisation boundaries (notes/int8.md)
     op('QuantizeLinear', 'quant', 'quantize', keeps_layout=True),  # cuda/lower_int8.py
     op('DequantizeLinear', 'quant', 'dequantize', keeps_layout=True),
@@ -202,11 +213,10 @@ _LINES = (
     op('Split', 'tensor', 'split', strided=True, keeps_layout=True),
     op('Slice', 'tensor', 'slice', strided=True),
     op('Pad', 'tensor', 'pad', strided=True, keeps_layout=True),
-    op('CastLike', 'tensor'), op('Shape', 'tensor'), op('Size', 'tensor'),
+    op('Shape', 'tensor'), op('Size', 'tensor'),
     op('Constant', 'tensor'), op('ConstantOfShape', 'tensor'), op('Range', 'tensor'),
     op('Gather', 'tensor', 'gather', strided=True),  # constant indices (cuda/lower_gather.py)
-    op('GatherElements', 'tensor'), op('Expand', 'tensor'),
-    op('Tile', 'tensor'), op('DepthToSpace', 'tensor'), op('SpaceToDepth', 'tensor'),
+    op('GatherElements', 'tensor'),
     op('NonZero', 'tensor'),
     # bitwise ops (CPU only)
     unary('BitwiseNot'),
@@ -221,8 +231,6 @@ _LINES = (
     op('ReverseSequence', 'index'),
     op('CumSum', 'reduce', fixed_inputs=[1]),
     op('CumProd', 'reduce', fixed_inputs=[1]),  # opset 26: node tests only (no opset-21 form)
-    op('Trilu', 'tensor', fixed_inputs=[1]),
-    op('EyeLike', 'tensor'),
     op('Einsum', 'tensor'),
     # normalisation and spatial sampling ops (CPU only)
     image('GroupNormalization', 'nn'),

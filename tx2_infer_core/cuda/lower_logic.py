@@ -1,0 +1,162 @@
+"""Lowering of the comparison, logic and selection ops (Equal, Less, LessOrEqual, Greater,
+GreaterOrEqual, Not, And, Or, Xor, IsNaN, IsInf, Where), of Mod, Sum and Mean, and of Trilu:
+one generated pointwise kernel each (``cuda/codegen_pointwise.py``: FP32 maths, any strides,
+ONNX broadcasting).
+
+The arena holds FP16 only: a bool is stored as 0 or 1, an integer as itself, exact up to 2048.
+
+- A size-1 constant is a float32 literal of the program, so ``x > 0.1`` or ``ids == 5000``
+  compares as on the CPU. A literal that becomes an output value (a Where branch) must fit
+  FP16: a finite float past FP16's range saturates to +-65504 (an attention mask's -3.4e38 stays
+  finite, as in FP32, where inf would make a fully masked softmax row NaN); an integer past
+  2048 is refused.
+- Any other integer constant must hold exact values (|v| <= 2048); an integer graph input is
+  refused (the FP32 -> FP16 input conversion rounds past 2048); an integer activation made by a
+  node is exact (its producer refuses what is not); 1-byte integers (the int8 path's bytes)
+  are refused.
+- Mod, Sum, Mean, IsNaN and IsInf take float data only (new values, or a float question).
+- Trilu is ``Where(mask, x, 0)``, its triangle a constant 0/1 mask over the last two dims.
+"""
+import numpy as np
+
+from tx2_infer_core.cuda import codegen_pointwise as cg
+from tx2_infer_core.cuda.lower_ops import copy_launch, slot_view
+
+EXACT_INT = 2048     # the largest integer up to which every integer is exact in FP16
+FP16_MAX = 65504.0   # the largest finite FP16
+FLOAT_ONLY = ('Mod', 'Sum', 'Mean', 'IsNaN', 'IsInf')
+BRANCHES = {'Where': (1, 2)}  # inputs whose values become output values
+MAX_INPUTS = 8       # tensors one Sum/Mean launch reads; more: a chain of launches
+MAX_MASK = 1 << 24   # elements of Trilu's mask constant (32 MiB of FP16)
+
+
+def value_dtype(lc, name) -> np.dtype:
+    """The dtype of value or constant ``name``."""
+    return lc.const(name).dtype if lc.is_const(name) else np.dtype(lc.dtype_of(name))
+
+
+def check_exact(lc, node, name):
+    """Refuse ``name`` (an input or output of ``node``) when the FP16 arena cannot hold its
+    values exactly (see the module doc)."""
+    dtype = value_dtype(lc, name)
+    if dtype.kind not in 'fbiu':
+        lc.unsupported(node, f"'{name}' is {dtype}: only float, bool and integer data")
+    if node.op in FLOAT_ONLY and dtype.kind != 'f' and name in node.inputs:
+        lc.unsupported(node, f"'{name}' is {dtype}: float data only")
+    if dtype.kind not in 'iu':
+        return
+    if lc.is_const(name):
+        big = float(np.abs(lc.const(name).astype(np.float64)).max(initial=0))
+        if big > EXACT_INT:
+            lc.unsupported(node, f"constant '{name}' holds {big:.0f}: integers past "
+                                 f'{EXACT_INT} are not exact in FP16')
+    elif dtype.itemsize == 1:
+        lc.unsupported(node, f"'{name}' is {dtype}: 1-byte integers are the int8 path's bytes, "
+                             'not FP16 values')
+    elif name in lc.graph.inputs:
+        lc.unsupported(node, f"'{name}' is an {dtype} graph input: its values past "
+                             f'{EXACT_INT} are not exact in FP16')
+
+
+def _literal(lc, node, i, name) -> float:
+    """The float32 literal of size-1 constant input ``i``; a Where branch saturated to FP16."""
+    value = lc.const(name).reshape(())
+    if i not in BRANCHES.get(node.op, ()):
+        return float(np.float32(value))
+    if value.dtype.kind in 'iu' and abs(int(value)) > EXACT_INT:
+        lc.unsupported(node, f"constant '{name}' = {int(value)}: integers past {EXACT_INT} "
+                             'are not exact in FP16')
+    v = float(value)
+    return float(np.clip(v, -FP16_MAX, FP16_MAX)) if np.isfinite(v) else v
+
+
+def _attrs(node) -> dict:
+    return {k: v.decode() if isinstance(v, bytes) else v for k, v in node.attrs.items()}
+
+
+def one_step(lc, node) -> tuple:
+    """(tensor input names, [step]): ``node`` as one program step, size-1 constants as
+    literals, a tensor read twice passed once."""
+    names, args = [], []
+    for i, name in enumerate(node.inputs):
+        if not name:
+            args.append(None)
+        elif lc.is_const(name) and lc.const(name).size == 1:
+            args.append(_literal(lc, node, i, name))
+        else:
+            names += [] if name in names else [name]
+            args.append(f'x{names.index(name)}')
+    return names, [(node.op, args, _attrs(node))]
+
+
+def sum_steps(count, divide_by=0) -> list:
+    """x0 + x1 + ... + x(count-1), in that order as numpy's Sum (then / ``divide_by``)."""
+    steps, last = [('Cast', ['x0'], {'to': 1})], 't0'  # the identity, for one input
+    if count > 1:
+        steps = [('Add', ['x0', 'x1'], {})]
+        steps += [('Add', [f't{k - 2}', f'x{k}'], {}) for k in range(2, count)]
+        last = f't{len(steps) - 1}'
+    if divide_by:
+        steps.append(('Div', [last, float(divide_by)], {}))
+    return steps
+
+
+def _sum_launches(lc, node, y) -> list:
+    """Sum or Mean: one launch over the first MAX_INPUTS inputs into y, then launches adding
+    up to MAX_INPUTS - 1 more to y each (y read and written by the same thread); Mean divides
+    in the last one. Every input counts, a repeated one too."""
+    names = [n for n in node.inputs if n]
+    groups = [names[:MAX_INPUTS]] + [names[k:k + MAX_INPUTS - 1]
+                                     for k in range(MAX_INPUTS, len(names), MAX_INPUTS - 1)]
+    launches = []
+    for j, group in enumerate(groups):
+        ins = [lc.slot(n) for n in group] if j == 0 else [y] + [lc.slot(n) for n in group]
+        last = j == len(groups) - 1
+        steps = sum_steps(len(ins), len(names) if node.op == 'Mean' and last else 0)
+        launches.append(cg.pointwise_launch(node.name, steps, ins, y))
+    return launches
+
+
+def lower_logic(lc, node):
+    """Equal, Less, LessOrEqual, Greater, GreaterOrEqual, Not, And, Or, Xor, IsNaN, IsInf,
+    Where, Mod, Sum, Mean: one generated kernel (Sum and Mean of more than MAX_INPUTS tensors:
+    a chain of them)."""
+    if not [n for n in node.inputs if n]:
+        lc.unsupported(node, 'no input')
+    literals = node.op not in ('Sum', 'Mean')  # size-1 constants: checked by ``_literal``
+    for name in [n for n in node.inputs if n] + node.outputs[:1]:
+        if not (literals and lc.is_const(name) and lc.const(name).size == 1):
+            check_exact(lc, node, name)
+    y = lc.slot(node.outputs[0])
+    if 0 in y.shape:
+        return []
+    if node.op in ('Sum', 'Mean'):
+        return _sum_launches(lc, node, y)
+    names, steps = one_step(lc, node)
+    return [cg.pointwise_launch(node.name, steps, [lc.slot(n) for n in names], y)]
+
+
+def lower_trilu(lc, node):
+    """Trilu with a constant ``k``: ``Where(mask, x, 0)``, the mask of the kept triangle a
+    constant over the last two dims (broadcast over the others)."""
+    x_name, k_name = node.inputs[0], node.inputs[1] if len(node.inputs) > 1 else ''
+    if k_name and not lc.is_const(k_name):
+        lc.unsupported(node, 'k must be a constant')
+    check_exact(lc, node, x_name)
+    check_exact(lc, node, node.outputs[0])
+    x, y = lc.slot(x_name), lc.slot(node.outputs[0])
+    if len(x.shape) < 2:
+        lc.unsupported(node, f'input of rank {len(x.shape)}: at least 2')
+    if 0 in y.shape:
+        return []
+    rows, cols = (int(d) for d in x.shape[-2:])
+    if rows * cols > MAX_MASK:
+        lc.unsupported(node, f'a {rows} x {cols} triangle mask: at most {MAX_MASK} elements')
+    k = int(lc.const(k_name).reshape(-1)[0]) if k_name else 0
+    ones = np.ones((rows, cols), bool)
+    mask = np.triu(ones, k) if int(node.attrs.get('upper', 1)) else np.tril(ones, k)
+    if mask.all():
+        return [copy_launch(node.name, x, slot_view(x), y, slot_view(y), np.prod(y.shape))]
+    steps = [('Where', ['x1', 'x0', 0.0], {})]
+    return [cg.pointwise_launch(node.name, steps, [x, lc.const_slot(mask.astype(np.float16))],
+                                y)]
