@@ -120,3 +120,49 @@ def storages(name) -> list:
 def feeds(name, rng=RNG) -> dict:
     """The input of case ``name``."""
     return {'x': sample(CASES[name][5], CASES[name][1], rng)}
+
+
+def small_net(path):
+    """An ONNX model (opset 21) chaining these ops behind convolutions, written to ``path``::
+
+        x ─ Conv ─ InstanceNorm ─ Relu ─ Conv ─ GroupNorm ─ LRN ─ LpPool ─┬─ MVN ─ GlobalLpPool
+          ─ Flatten ─┬─ LpNormalization ─▶ emb                          ├─ ArgMax ─▶ seg
+                     └─ Hardmax ─▶ hard        ReduceLogSumExp ─ CumSum ◀┘─▶ cs
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(21)
+
+    def const(name, array):
+        return numpy_helper.from_array(np.asarray(array), name)
+
+    inits = [const('w1', 0.3 * rng.standard_normal((8, 3, 3, 3)).astype(np.float32)),
+             const('w2', 0.2 * rng.standard_normal((16, 8, 3, 3)).astype(np.float32)),
+             const('s1', scale_bias(8, 1)['scale']), const('b1', scale_bias(8, 1)['bias']),
+             const('s2', scale_bias(16, 2)['scale']), const('b2', scale_bias(16, 2)['bias']),
+             const('ax1', np.array([1], np.int64)), const('ax2', np.array(2, np.int64))]
+    pad = {'kernel_shape': [3, 3], 'pads': [1, 1, 1, 1]}
+    nodes = [helper.make_node('Conv', ['x', 'w1'], ['c1'], **pad),
+             helper.make_node('InstanceNormalization', ['c1', 's1', 'b1'], ['i1']),
+             helper.make_node('Relu', ['i1'], ['r1']),
+             helper.make_node('Conv', ['r1', 'w2'], ['c2'], **pad),
+             helper.make_node('GroupNormalization', ['c2', 's2', 'b2'], ['g2'], num_groups=4),
+             helper.make_node('LRN', ['g2'], ['l2'], size=3, alpha=1e-3),
+             helper.make_node('LpPool', ['l2'], ['p2'], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node('MeanVarianceNormalization', ['p2'], ['m2']),
+             helper.make_node('GlobalLpPool', ['m2'], ['q2'], p=3),
+             helper.make_node('Flatten', ['q2'], ['f2']),
+             helper.make_node('LpNormalization', ['f2'], ['emb'], axis=1),
+             helper.make_node('Hardmax', ['f2'], ['hard']),
+             helper.make_node('ArgMax', ['p2'], ['seg'], axis=1),
+             helper.make_node('ReduceLogSumExp', ['p2', 'ax1'], ['e2'], keepdims=0),
+             helper.make_node('CumSum', ['e2', 'ax2'], ['cs'])]
+    outputs = [helper.make_tensor_value_info('emb', TensorProto.FLOAT, [1, 16]),
+               helper.make_tensor_value_info('hard', TensorProto.FLOAT, [1, 16]),
+               helper.make_tensor_value_info('seg', TensorProto.INT64, [1, 1, 16, 16]),
+               helper.make_tensor_value_info('cs', TensorProto.FLOAT, [1, 16, 16])]
+    graph = helper.make_graph(
+        nodes, 'h_ops2_net',
+        [helper.make_tensor_value_info('x', TensorProto.FLOAT, [1, 3, 32, 32])], outputs, inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid('', 21)]), path)
+    return path

@@ -14,7 +14,8 @@ import numpy as np
 import onnx
 import pytest
 from launch_emulator import emulate
-from norm_axis_cases import S, CASES, case_graph, feeds, sample, scale_bias, storages
+from norm_axis_cases import (S, CASES, case_graph, feeds, sample, scale_bias, small_net,
+                             storages)
 from unary_cases import host_compiler
 
 import test_onnx_node_conformance as cpu
@@ -52,6 +53,15 @@ def test_case_matches_numpy(name, before, after):
     op = CASES[name][0]
     kernels = [k.kernel for k in launches if k.node == 'op']
     assert kernels[-1] == KERNEL.get(op, 'global_reduce') or kernels == ['pool2d'], kernels
+
+
+@pytest.mark.parametrize('name', sorted(CASES))
+def test_case_lowers_alike_for_the_tx2(name):
+    """The same launches (kernels, grids, blocks) for sm_62 as for sm_90."""
+    graph = case_graph(name, *storages(name)[-1])
+    tx2, h100 = ([(k.kernel, k.grid, k.block) for k in lower_graph(graph, arch=arch).launches]
+                 for arch in (62, 90))
+    assert tx2 == h100
 
 
 def test_mixed_storage_is_walked_in_place():
@@ -263,3 +273,24 @@ def test_arg_comparison_picks_numpys_index(tmp_path):
         want = x.shape[1] - 1 - fn(x[:, ::-1], axis=1) if mode >> 1 else fn(x, axis=1)
         for team in range(4):
             np.testing.assert_array_equal(got[:, team, mode], want, err_msg=(team, mode))
+
+
+# A small network of them ---------------------------------------------------------------------
+
+def test_small_net_lowers_and_matches(tmp_path):
+    """``small_net`` imported and optimised as a cuda build is (pass level 3): it lowers for
+    sm_90 and sm_62, a launch of the expected kernel for each of these ops, and its emulated
+    launches (the convolutions by numpy) give the numpy outputs."""
+    from tx2_infer_core.engine_build import import_model
+    from tx2_infer_core.passes import POINTWISE_LEVEL, optimize
+    graph = import_model(small_net(tmp_path / 'net.onnx'))
+    optimised, _ = optimize(graph.copy(), POINTWISE_LEVEL)
+    for arch in (90, 62):
+        kernels = [k.kernel for k in lower_graph(optimised, arch).launches]
+        for kernel in ('norm_rows', 'lrn', 'pool2d', 'arg_rows', 'scan_rows', 'global_reduce'):
+            assert kernel in kernels, (arch, kernel, kernels)
+    x = {'x': sample('', (1, 3, 32, 32))}
+    got, _ = emulate(optimised, OPS, x)
+    want = reference.execute(graph, x)
+    for name in graph.outputs:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-3, atol=1e-4, err_msg=name)

@@ -195,3 +195,29 @@ def test_nan_wins_as_in_numpy():
     graph = one_node('Hardmax', (6, 50))
     np.testing.assert_array_equal(run_graph(graph, {'x': x})['y'],
                                   reference.execute(graph, {'x': x})['y'])
+
+
+def test_small_net_engine_matches_numpy(tmp_path):
+    """``norm_axis_cases.small_net`` (these ops behind convolutions) built for cuda FP16 against
+    the numpy backend: the embedding and the cumulative log-sum-exp within FP16 tolerance, the
+    ArgMax and Hardmax picks wherever numpy's best two are apart by more than FP16 noise."""
+    from tx2_infer_core.engine import Engine
+    path = NC.small_net(tmp_path / 'net.onnx')
+    x = {'x': fp16_round(NC.sample('', (1, 3, 32, 32), RNG))}
+    outputs = {}
+    for backend in ('numpy', 'cuda'):
+        engine = Engine.build(path, backend=backend)
+        try:
+            outputs[backend] = engine.run(x)
+        finally:
+            engine.close()
+    got, want = outputs['cuda'], outputs['numpy']
+    for name in ('emb', 'cs'):
+        assert_close(f'small net {name}', got[name], want[name], 1e-2)
+    from tx2_infer_core.engine_build import import_model
+    pooled = reference.execute(import_model(path), x, keep_all=True)['p2']  # ArgMax's input
+    top2 = np.sort(pooled, axis=1)[:, -2:]
+    clear = (top2[:, 1] - top2[:, 0]) > 2e-2 * np.abs(top2[:, 1]).max()
+    assert clear.mean() > 0.5
+    np.testing.assert_array_equal(got['seg'][clear[:, None]], want['seg'][clear[:, None]])
+    assert got['hard'].sum() == 1 and set(np.unique(got['hard'])) <= {0.0, 1.0}
