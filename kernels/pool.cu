@@ -8,6 +8,7 @@ struct PoolParams {
     int R, S, sh, sw, ph, pw, dh, dw;
     int x_pix, x_off, y_pix, y_off;
     int is_avg, count_include_pad;
+    int lp;  // LpPool's p (0: max or average): (sum of |x|^p over the window)^(1/p), zero pads
 };
 
 extern "C" __global__ void pool2d(PoolParams p) {
@@ -18,7 +19,7 @@ extern "C" __global__ void pool2d(PoolParams p) {
         const long long m = idx / p.C;
         int n, oh, ow;
         tx2_decode_pixel(m, p.P, p.Q, n, oh, ow);
-        float acc = p.is_avg ? 0.f : -TX2_INF;
+        float acc = p.is_avg || p.lp ? 0.f : -TX2_INF;
         int count = 0;
         for (int r = 0; r < p.R; ++r) {
             const int ih = oh * p.sh - p.ph + r * p.dh;
@@ -31,48 +32,93 @@ extern "C" __global__ void pool2d(PoolParams p) {
                 if (!p.count_include_pad) ++count;
                 const float v = __half2float(
                     p.x[(((long long)n * p.H + ih) * p.W + iw) * p.x_pix + p.x_off + c]);
-                acc = p.is_avg ? acc + v : fmaxf(acc, v);
+                if (p.lp) acc += powf(fabsf(v), (float)p.lp);
+                else acc = p.is_avg ? acc + v : fmaxf(acc, v);
             }
         }
         if (p.is_avg) acc = count ? acc / count : 0.f;
+        if (p.lp) acc = powf(acc, 1.f / p.lp);
         p.y[m * p.y_pix + p.y_off + c] = __float2half(acc);
     }
 }
 
-// Global reductions over the pixels of N images of HW pixels, C channels (ReduceMean, ReduceSum,
-// ReduceMax, ReduceMin of a run of axes as [outer N, reduced HW, inner C]; GlobalAveragePool):
+// Global reductions over the pixels of N images of HW pixels, C channels (the ONNX Reduce ops of
+// a run of axes as [outer N, reduced HW, inner C]; GlobalAveragePool, GlobalLpPool p=1, 2):
 // a block per (32 channels, image); its blockDim.y rows (at most GAP_MAX_ROWS) split the
-// pixels, then one row combines the partial results. A warp reads 32 adjacent channels of one
-// pixel (coalesced); many pixels are in flight per channel. FP32 accumulation.
+// pixels, then every row combines the partial results. A warp reads 32 adjacent channels of one
+// pixel (coalesced); many pixels are in flight per channel. FP32 accumulation. Each element adds
+// a term (|x|, x^2, exp(x - peak)), the total makes the result (mean, sqrt, log);
+// RED_LOGSUMEXP first finds each channel's peak (its maximum, 0 when not finite, as numpy).
 #define GAP_MAX_ROWS 32
 #define RED_MEAN 0
 #define RED_SUM 1
 #define RED_MAX 2
 #define RED_MIN 3
+#define RED_PROD 4
+#define RED_L1 5
+#define RED_L2 6
+#define RED_SUMSQUARE 7
+#define RED_LOGSUM 8
+#define RED_LOGSUMEXP 9
 
 // a combined with b under ``op`` (max and min keep a NaN, as numpy does)
 __device__ __forceinline__ float tx2_reduce(int op, float a, float b) {
     if (op == RED_MAX) return (b > a || b != b) ? b : a;
     if (op == RED_MIN) return (b < a || b != b) ? b : a;
+    if (op == RED_PROD) return a * b;
     return a + b;
+}
+
+__device__ __forceinline__ float tx2_reduce_start(int op) {
+    return op == RED_MAX ? -TX2_INF : op == RED_MIN ? TX2_INF : op == RED_PROD ? 1.f : 0.f;
+}
+
+// what element ``v`` adds under ``op``
+__device__ __forceinline__ float tx2_reduce_term(int op, float v, float peak) {
+    if (op == RED_L1) return fabsf(v);
+    if (op == RED_L2 || op == RED_SUMSQUARE) return v * v;
+    if (op == RED_LOGSUMEXP) return expf(v - peak);
+    return v;
+}
+
+// the result of ``total``, the combined terms of ``count`` elements
+__device__ __forceinline__ float tx2_reduce_result(int op, float total, int count, float peak) {
+    if (op == RED_MEAN) return total / count;
+    if (op == RED_L2) return sqrtf(total);
+    if (op == RED_LOGSUM) return logf(total);
+    if (op == RED_LOGSUMEXP) return logf(total) + peak;
+    return total;
+}
+
+// The combined terms of channel ``threadIdx.x`` (``xp``: its first element; ``active``: it
+// exists) over the HW pixels, in every row of the block.
+__device__ float tx2_block_reduce(int op, const half *xp, int HW, int x_pix, bool active,
+                                  float peak, float (*part)[33]) {
+    float acc = tx2_reduce_start(op);
+    if (active) {
+        for (int i = threadIdx.y; i < HW; i += blockDim.y)
+            acc = tx2_reduce(op, acc, tx2_reduce_term(op, __half2float(xp[(long long)i * x_pix]),
+                                                      peak));
+    }
+    __syncthreads();  // an earlier call's readers are done with ``part``
+    part[threadIdx.y][threadIdx.x] = acc;
+    __syncthreads();
+    float total = tx2_reduce_start(op);
+    for (int r = 0; r < blockDim.y; ++r) total = tx2_reduce(op, total, part[r][threadIdx.x]);
+    return total;
 }
 
 extern "C" __global__ void global_reduce(const half *x, half *y, int N, int HW, int C, int x_pix,
                                          int x_off, int y_pix, int y_off, int op) {
     __shared__ float part[GAP_MAX_ROWS][33];
     const int c = blockIdx.x * 32 + threadIdx.x, n = blockIdx.y;
-    const float start = op == RED_MAX ? -TX2_INF : op == RED_MIN ? TX2_INF : 0.f;
-    float acc = start;
-    if (c < C) {
-        const half *xp = x + (long long)n * HW * x_pix + x_off + c;
-        for (int i = threadIdx.y; i < HW; i += blockDim.y)
-            acc = tx2_reduce(op, acc, __half2float(xp[(long long)i * x_pix]));
+    const half *xp = x + (long long)n * HW * x_pix + x_off + c;
+    float peak = 0.f;
+    if (op == RED_LOGSUMEXP) {
+        peak = tx2_block_reduce(RED_MAX, xp, HW, x_pix, c < C, 0.f, part);
+        if (!isfinite(peak)) peak = 0.f;
     }
-    part[threadIdx.y][threadIdx.x] = acc;
-    __syncthreads();
-    if (threadIdx.y == 0 && c < C) {
-        float total = start;
-        for (int r = 0; r < blockDim.y; ++r) total = tx2_reduce(op, total, part[r][threadIdx.x]);
-        y[(long long)n * y_pix + y_off + c] = __float2half(op == RED_MEAN ? total / HW : total);
-    }
+    const float total = tx2_block_reduce(op, xp, HW, x_pix, c < C, peak, part);
+    if (threadIdx.y == 0 && c < C)
+        y[(long long)n * y_pix + y_off + c] = __float2half(tx2_reduce_result(op, total, HW, peak));
 }

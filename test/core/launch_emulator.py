@@ -1,11 +1,13 @@
 """A host emulation of the copy and reduction launches (``kernels/elementwise.cu`` ``unary``
-with op 0 and ``unary_vec8`` copies, ``kernels/pool.cu`` ``global_reduce``) over the FP16
-arena and weight buffer of a lowered graph, for the Pad and reduction lowering tests.
+with op 0 and ``unary_vec8`` copies, ``kernels/pool.cu`` ``global_reduce``; the row kernels
+and ``pool2d`` in ``rows_emulator.py``) over the FP16 arena and weight buffer of a lowered
+graph, for the Pad, reduction, normalisation and axis-op lowering tests.
 
 Each launch reads and writes exactly the elements its record names (View records walked as
 ``tx2_view_offset`` does), so a wrong offset, stride or count changes the result.
 """
 import numpy as np
+import rows_emulator
 
 from tx2_infer_core.cuda import params
 from tx2_infer_core.cuda.lowering import lower_graph
@@ -36,14 +38,27 @@ def _copy(memory, f):
     dst[d0 + view_offsets(f['yv'], n)] = src[s0 + view_offsets(f['xv'], n)]
 
 
+def _log_sum_exp(x):
+    peak = np.max(x, axis=1, keepdims=True)
+    peak = np.where(np.isfinite(peak), peak, 0)
+    return (np.log(np.sum(np.exp(x - peak), axis=1, keepdims=True)) + peak)[:, 0]
+
+
+REDUCTIONS = {  # of [N, HW, C] over the pixels, as global_reduce computes each op
+    'ReduceMean': lambda x: np.mean(x, axis=1), 'ReduceSum': lambda x: np.sum(x, axis=1),
+    'ReduceMax': lambda x: np.max(x, axis=1), 'ReduceMin': lambda x: np.min(x, axis=1),
+    'ReduceProd': lambda x: np.prod(x, axis=1), 'ReduceL1': lambda x: np.abs(x).sum(axis=1),
+    'ReduceL2': lambda x: np.sqrt((x * x).sum(axis=1)),
+    'ReduceSumSquare': lambda x: (x * x).sum(axis=1),
+    'ReduceLogSum': lambda x: np.log(np.sum(x, axis=1)), 'ReduceLogSumExp': _log_sum_exp}
+
+
 def _reduce(memory, f):
     (src, s0), (dst, d0) = _at(memory, f['x']), _at(memory, f['y'])
     n, hw, c = int(f['N']), int(f['HW']), int(f['C'])
     idx = ((np.arange(n)[:, None, None] * hw + np.arange(hw)[None, :, None]) * int(f['x_pix'])
            + int(f['x_off']) + np.arange(c)[None, None, :])
-    fn = {'ReduceMean': np.mean, 'ReduceSum': np.sum, 'ReduceMax': np.max,
-          'ReduceMin': np.min}[REDUCE[int(f['op'])]]
-    out = fn(src[s0 + idx].astype(np.float32), axis=1)
+    out = REDUCTIONS[REDUCE[int(f['op'])]](src[s0 + idx].astype(np.float32))
     dst[d0 + (np.arange(n)[:, None] * int(f['y_pix']) + int(f['y_off'])
               + np.arange(c)[None, :])] = out
 
@@ -59,6 +74,8 @@ def run_launch(memory, launch):
         dst[d0:d0 + 8 * int(f['n8'])] = src[s0:s0 + 8 * int(f['n8'])]
     elif launch.kernel == 'global_reduce':
         _reduce(memory, f)
+    elif launch.kernel in rows_emulator.KERNELS:
+        rows_emulator.KERNELS[launch.kernel](memory, f)
     else:
         raise AssertionError(f'no emulation of {launch.kernel}')
 
@@ -80,7 +97,7 @@ def emulate(graph, ops, feeds, arch=90) -> tuple:
     image = lowered.weight_image()
     memory = {'arena': np.full(lowered.plan.arena_bytes // 2 + 8, np.nan, np.float32),
               'weights': np.append(image, np.zeros(len(image) % 2, np.uint8))
-              .view(np.float16).astype(np.float32)}
+              .view(np.float16).astype(np.float32), 'weight_bytes': image.tobytes()}
 
     def read(name):
         slot = lowered.slots[name]

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tx2_infer_core.cuda import (lower_conv, lower_int8, lower_nn, lower_ops, lower_recurrent,
-                                 params, pipeline)
+from tx2_infer_core.cuda import (lower_axis, lower_conv, lower_int8, lower_nn, lower_norm,
+                                 lower_ops, lower_recurrent, params, pipeline, rows)
 from tx2_infer_core.cuda.lower_attention import ATTN
 from tx2_infer_core.cuda.lower_gather import GATHER
 from tx2_infer_core.ops import traits
@@ -131,7 +131,7 @@ STRUCT_RECORDS = {'ActParams': params.ACT, 'View': params.VIEW, 'ConvParams': pa
                   'DarknetParams': pipeline.DARKNET, 'NmsParams': pipeline.NMS,
                   'ConvI8Params': params.CONV_I8, 'QuantParams': params.QUANT,
                   'LstmParams': lower_recurrent.LSTM, 'AttnParams': ATTN,
-                  'RecurrentParams': lower_recurrent.RECURRENT}
+                  'RecurrentParams': lower_recurrent.RECURRENT, 'RowWalk': rows.ROW_WALK}
 KERNEL_RECORDS = {
     'unary': params.UNARY_ARGS, 'binary': params.BINARY_ARGS,
     'binary_flat2': params.BINARY_FLAT2, 'global_reduce': params.GLOBAL_REDUCE,
@@ -159,7 +159,9 @@ KERNEL_RECORDS = {
     'quantize_nhwc': params.QUANT, 'dequantize_nhwc': params.QUANT,
     'lstm_recurrent': lower_recurrent.LSTM,
     'rnn_recurrent': lower_recurrent.RECURRENT, 'gru_recurrent': lower_recurrent.RECURRENT,
-    'attention_mma': ATTN, 'attention_simt': ATTN}
+    'attention_mma': ATTN, 'attention_simt': ATTN,
+    'norm_rows': lower_norm.NORM_ARGS, 'lrn': lower_norm.LRN_ARGS,
+    'arg_rows': lower_axis.ARG_ARGS, 'scan_rows': lower_axis.SCAN_ARGS}
 
 
 # The GEMM-epilogue-only activations of cuda/params.py (GELU: no traits line of their own).
@@ -232,6 +234,11 @@ def test_other_mirrored_numbers():
     assert 32 * lower_nn.GAP_ROWS <= 1024 and lower_nn.GAP_ROWS <= DEFINES['GAP_MAX_ROWS']
     for name, code in params.REDUCE_OPS.items():
         assert DEFINES[f"RED_{name[len('Reduce'):].upper()}"] == code
+    for name, code in lower_norm.NORM_MODES.items():
+        assert DEFINES[f'NORM_{name.upper()}'] == code
+    for name, code in lower_axis.ARG_MODES.items():
+        assert DEFINES[f"ARG_{name.replace('Arg', '').upper()}"] == code
+    assert DEFINES['TX2_TEAM_MAX'] == rows.TEAM_MAX
     for name, code in params.RESIZE_COORD.items():
         assert DEFINES[f'CT_{name.upper()}'] == code
     for name, code in params.RESIZE_NEAREST.items():

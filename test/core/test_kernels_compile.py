@@ -17,7 +17,7 @@ NVRTC_ARCHS = [62, 72, 87]
 
 def test_kernel_files_exist():
     for family in ('conv', 'pool', 'resize', 'elementwise', 'gemm', 'softmax', 'layernorm',
-                   'preprocess', 'yolo', 'lstm', 'recurrent'):
+                   'preprocess', 'yolo', 'lstm', 'recurrent', 'norm', 'arg', 'scan'):
         assert family in SOURCES, f'kernels/{family}.cu is missing'
 
 

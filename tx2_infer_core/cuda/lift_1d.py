@@ -21,7 +21,8 @@ import numpy as np
 from tx2_infer_core.ir import Node, Value
 
 CONV_OPS = ('Conv', 'FusedConv', 'ConvTranspose', 'FusedConvTranspose')
-POOL_OPS = ('MaxPool', 'AveragePool', 'GlobalAveragePool', 'GlobalMaxPool')
+POOL_OPS = ('MaxPool', 'AveragePool', 'GlobalAveragePool', 'GlobalMaxPool', 'LpPool',
+            'GlobalLpPool')
 LEADING = {'kernel_shape': 1, 'strides': 1, 'dilations': 1, 'output_padding': 0,
            'output_shape': 1}  # per-axis attributes: the H entry put in front
 

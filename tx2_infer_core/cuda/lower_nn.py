@@ -4,9 +4,15 @@ import numpy as np
 from tx2_infer_core.cuda import params
 from tx2_infer_core.cuda.launch import BLOCK, NULL, Launch, Slot, grid_1d, row_major
 from tx2_infer_core.cuda.lower_conv import conv_pads, fused_epilogue, linear_launch
-from tx2_infer_core.cuda.lower_ops import copy_launch, slot_view
+from tx2_infer_core.cuda.lower_ops import copy_launch, same_storage, slot_view
+from tx2_infer_core.cuda.rows import float_data
 
 
+ANY_DTYPE_REDUCE_OPS = ('ReduceMean', 'ReduceSum', 'ReduceMax', 'ReduceMin')  # the others: float
+COPY_REDUCE_OPS = ANY_DTYPE_REDUCE_OPS + ('ReduceProd',)  # of one element: that element
+# global pools as reductions over the pixels: (op, LpPool's p or 0) -> params.REDUCE_OPS
+GLOBAL_REDUCE_POOLS = {('GlobalAveragePool', 0): 'ReduceMean', ('GlobalLpPool', 1): 'ReduceL1',
+                       ('GlobalLpPool', 2): 'ReduceL2'}
 GAP_ROWS = 16  # pixel rows of a global_reduce block (at most GAP_MAX_ROWS, kernels/pool.cu)
 
 
@@ -27,8 +33,18 @@ def nhwc_pair(lc, node) -> tuple:
     return x, y
 
 
+def _lp_order(lc, node) -> int:
+    """The ``p`` of an LpPool or GlobalLpPool (refused below 1); 0 for the other pools."""
+    if node.op not in ('LpPool', 'GlobalLpPool'):
+        return 0
+    p = int(node.attrs.get('p', 2))
+    if p < 1:
+        lc.unsupported(node, f'p={p}: 1 or more')
+    return p
+
+
 def lower_pool(lc, node):
-    """MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool over 2-D images."""
+    """MaxPool, AveragePool, LpPool and the global pools over 2-D images."""
     if len(node.outputs) > 1 and node.outputs[1]:
         lc.unsupported(node, 'the Indices output')
     rank = len(lc.slot(node.inputs[0]).shape)
@@ -39,11 +55,12 @@ def lower_pool(lc, node):
     p, q = y.shape[2:]
     io = dict(x=x.ref, y=y.ref, x_pix=x.pix, x_off=x.channel_off, y_pix=y.pix,
               y_off=y.channel_off)
-    if node.op == 'GlobalAveragePool':
-        fields = dict(io, N=n, HW=h * w, C=c, op=params.REDUCE_OPS['ReduceMean'])
+    a, lp = node.attrs, _lp_order(lc, node)
+    if (node.op, lp) in GLOBAL_REDUCE_POOLS:
+        reduce_op = params.REDUCE_OPS[GLOBAL_REDUCE_POOLS[node.op, lp]]
+        fields = dict(io, N=n, HW=h * w, C=c, op=reduce_op)
         return [global_reduce_launch(node.name, fields)]
-    a = node.attrs
-    if node.op == 'GlobalMaxPool':
+    if node.op in ('GlobalMaxPool', 'GlobalLpPool'):
         k, st, dil, pads = (h, w), (1, 1), (1, 1), (0, 0)
     else:
         k = list(a['kernel_shape'])
@@ -56,7 +73,7 @@ def lower_pool(lc, node):
     fields = dict(io, N=n, H=h, W=w, C=c, P=p, Q=q, R=k[0], S=k[1], sh=st[0], sw=st[1],
                   ph=pads[0], pw=pads[1], dh=dil[0], dw=dil[1],
                   is_avg=int(node.op == 'AveragePool'),
-                  count_include_pad=int(a.get('count_include_pad', 0)))
+                  count_include_pad=int(a.get('count_include_pad', 0)), lp=lp)
     return [Launch('pool', 'pool2d', grid_1d(n * p * q * c), (BLOCK, 1, 1), params.POOL,
                    fields, node.name)]
 
@@ -118,12 +135,16 @@ def output_geometry(y, rank, axes, outer, inner):
 
 
 def lower_reduce(lc, node):
-    """ReduceMean, ReduceSum, ReduceMax, ReduceMin over a run of axes of the input's storage
+    """The ONNX Reduce ops (``params.REDUCE_OPS``) over a run of axes of the input's storage
     order (all of them: a scalar), any keepdims, with the global reduction kernel."""
     x, y = lc.slot(node.inputs[0]), lc.slot(node.outputs[0])
+    if node.op not in ANY_DTYPE_REDUCE_OPS:
+        float_data(lc, node)
     axes = _reduce_axes(lc, node, len(x.shape))
-    if not axes:  # a no-op, or a scalar's reduction: a copy
+    if not axes and node.op in COPY_REDUCE_OPS:  # a no-op, or a scalar's reduction: a copy
         return [copy_launch(node.name, x, slot_view(x), y, slot_view(y), np.prod(y.shape))]
+    if not axes:
+        return _each_element(node, x, y)
     if 0 in x.shape:
         lc.unsupported(node, f'an empty input {x.shape}')
     geo = reduce_geometry(x, axes)
@@ -136,6 +157,20 @@ def lower_reduce(lc, node):
                   C=_size(x.shape, inner), x_pix=x_pix, x_off=x_off, y_pix=y_pix, y_off=y_off,
                   op=params.REDUCE_OPS[node.op])
     return [global_reduce_launch(node.name, fields)]
+
+
+def _each_element(node, x, y):
+    """A reduction of no axes (or of a rank-0 input) that is not a copy (|x|, log x, ...):
+    every element its own reduction of one pixel, in place in y after a copy when x is stored
+    apart."""
+    n = int(np.prod(y.shape, dtype=np.int64))
+    launches = []
+    if not same_storage(x, y):
+        launches.append(copy_launch(node.name, x, slot_view(x), y, slot_view(y), n))
+        x = y
+    fields = dict(x=x.ref, y=y.ref, N=1, HW=1, C=n, x_pix=1, x_off=x.channel_off, y_pix=0,
+                  y_off=y.channel_off, op=params.REDUCE_OPS[node.op])
+    return launches + [global_reduce_launch(node.name, fields)]
 
 
 def _softmax_rows(x, axis):

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tx2_infer_core.cuda import (layout, lower_conv, lower_conv_transpose, lower_int8,
-                                 lower_logic, lower_movement, lower_nn, lower_ops, lower_pad,
-                                 lower_recurrent, lower_resize)
+from tx2_infer_core.cuda import (layout, lower_axis, lower_conv, lower_conv_transpose,
+                                 lower_int8, lower_logic, lower_movement, lower_nn, lower_norm,
+                                 lower_ops, lower_pad, lower_recurrent, lower_resize)
 from tx2_infer_core.cuda.launch import Ref, Slot, row_major
 from tx2_infer_core.cuda.lift_1d import lift_1d
 from tx2_infer_core.cuda.lower_attention import lower_attention
@@ -46,7 +46,8 @@ FAMILIES = {'conv': lower_conv.lower_conv, 'gemm': lower_conv.lower_gemm,
             'conv_int8': lower_int8.lower_conv_int8, 'quantize': lower_int8.lower_quantize,
             'dequantize': lower_int8.lower_dequantize, 'lstm': lower_recurrent.lower_lstm,
             'rnn': lower_recurrent.lower_rnn, 'gru': lower_recurrent.lower_gru,
-            'attention': lower_attention,
+            'attention': lower_attention, 'norm': lower_norm.lower_norm,
+            'arg': lower_axis.lower_arg, 'scan': lower_axis.lower_scan,
             'logic': lower_logic.lower_logic, 'trilu': lower_logic.lower_trilu,
             'expand': lower_movement.lower_expand, 'tile': lower_movement.lower_tile,
             'depth_to_space': lower_movement.lower_depth_to_space,

@@ -17,7 +17,9 @@ EPILOGUE_ACTIVATIONS = {'Gelu': 10, 'GeluTanh': 11}
 ACT_CODES = {**ACTIVATIONS, **EPILOGUE_ACTIVATIONS}
 UNARY = traits.codes(traits.UNARY)  # UN_<NAME> (0, UN_ACT: the activation in ActParams)
 BINARY = traits.codes(traits.BINARY)  # BIN_<NAME>
-REDUCE_OPS = {'ReduceMean': 0, 'ReduceSum': 1, 'ReduceMax': 2, 'ReduceMin': 3}  # RED_<OP>
+REDUCE_OPS = {'ReduceMean': 0, 'ReduceSum': 1, 'ReduceMax': 2, 'ReduceMin': 3,  # RED_<OP>
+              'ReduceProd': 4, 'ReduceL1': 5, 'ReduceL2': 6, 'ReduceSumSquare': 7,
+              'ReduceLogSum': 8, 'ReduceLogSumExp': 9}
 RESIZE_COORD = {'half_pixel': 0, 'asymmetric': 1, 'align_corners': 2, 'pytorch_half_pixel': 3,
                 'half_pixel_symmetric': 4}
 RESIZE_NEAREST = {'round_prefer_floor': 0, 'round_prefer_ceil': 1, 'floor': 2, 'ceil': 3}
@@ -40,7 +42,7 @@ CONV = np.dtype([('x', PTR), ('w', PTR), ('bias', PTR), ('res', PTR), ('y', PTR)
 POOL = np.dtype([('x', PTR), ('y', PTR)]
                 + _ints('N', 'H', 'W', 'C', 'P', 'Q', 'R', 'S', 'sh', 'sw', 'ph', 'pw', 'dh',
                         'dw', 'x_pix', 'x_off', 'y_pix', 'y_off', 'is_avg',
-                        'count_include_pad'), align=True)
+                        'count_include_pad', 'lp'), align=True)
 GLOBAL_REDUCE = np.dtype([('x', PTR), ('y', PTR)]
                          + _ints('N', 'HW', 'C', 'x_pix', 'x_off', 'y_pix', 'y_off', 'op'),
                          align=True)

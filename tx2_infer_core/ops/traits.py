@@ -180,14 +180,10 @@ _LINES = (
              keeps_layout=True, inplace=True),  # one per-channel scale and shift
     image('Resize', 'resize', 'resize'),
     image('Upsample', 'resize', 'resize'),
-    op('LpPool', 'pool'),
     # normalisation, softmax, matrix products
-    op('InstanceNormalization', 'nn'),
     op('LayerNormalization', 'nn', 'layernorm'),
-    op('LRN', 'nn'),
     op('Softmax', 'nn', 'softmax'),
     op('LogSoftmax', 'nn', 'softmax'),
-    op('Hardmax', 'nn'),
     op('MatMul', 'nn', 'matmul'),
     OpTraits('FusedLinear', 'fused', OTHER, cuda='matmul',
              internal=True),  # act(x @ W + b + residual): a GEMM and its epilogue (fuse_linear)
@@ -200,9 +196,29 @@ _LINES = (
     op('ReduceSum', 'reduce', 'reduce', strided=True),
     op('ReduceMax', 'reduce', 'reduce', strided=True),
     op('ReduceMin', 'reduce', 'reduce', strided=True),
-    op('ReduceProd', 'reduce'), op('ReduceL1', 'reduce'), op('ReduceL2', 'reduce'),
-    op('ReduceSumSquare', 'reduce'), op('ReduceLogSum', 'reduce'),
-    op('ReduceLogSumExp', 'reduce'), op('ArgMax', 'reduce'), op('ArgMin', 'reduce'),
+    # more reductions, the ops along an axis, normalisations and Lp pools (issue 14):
+    # cuda/lower_nn.py (reductions on the global_reduce kernel, pools), cuda/lower_axis.py
+    # (kernels/arg.cu, scan.cu), cuda/lower_norm.py (kernels/norm.cu)
+    op('ReduceProd', 'reduce', 'reduce', strided=True),
+    op('ReduceL1', 'reduce', 'reduce', strided=True),
+    op('ReduceL2', 'reduce', 'reduce', strided=True),
+    op('ReduceSumSquare', 'reduce', 'reduce', strided=True),
+    op('ReduceLogSum', 'reduce', 'reduce', strided=True),
+    op('ReduceLogSumExp', 'reduce', 'reduce', strided=True),
+    op('ArgMax', 'reduce', 'arg', strided=True),  # indices as FP16: an axis of 2048 at most
+    op('ArgMin', 'reduce', 'arg', strided=True),
+    op('Hardmax', 'nn', 'arg', strided=True),
+    op('CumSum', 'reduce', 'scan', strided=True, fixed_inputs=[1]),
+    op('CumProd', 'reduce', 'scan', strided=True,
+       fixed_inputs=[1]),  # opset 26: node tests only (no opset-21 form)
+    image('InstanceNormalization', 'nn', 'norm'),
+    image('GroupNormalization', 'nn', 'norm'),
+    image('LRN', 'nn', 'norm'),
+    op('MeanVarianceNormalization', 'nn', 'norm', strided=True),
+    op('LpNormalization', 'nn', 'norm', strided=True),
+    op('RMSNormalization', 'nn', 'norm', strided=True),
+    image('LpPool', 'pool', 'pool'),
+    image('GlobalLpPool', 'pool', 'pool'),
     # shape and data movement
     copy('Identity', keeps_layout=True),
     copy('Dropout', keeps_layout=True),
@@ -229,15 +245,8 @@ _LINES = (
     op('Scatter', 'index'),  # opset 9-10 only: the importer's upgrade makes ScatterElements
     op('OneHot', 'index', fixed_inputs=[1]),
     op('ReverseSequence', 'index'),
-    op('CumSum', 'reduce', fixed_inputs=[1]),
-    op('CumProd', 'reduce', fixed_inputs=[1]),  # opset 26: node tests only (no opset-21 form)
     op('Einsum', 'tensor'),
     # normalisation and spatial sampling ops (CPU only)
-    image('GroupNormalization', 'nn'),
-    op('MeanVarianceNormalization', 'nn'),
-    op('LpNormalization', 'nn'),
-    op('RMSNormalization', 'nn'),
-    image('GlobalLpPool', 'pool'),
     image('MaxUnpool', 'pool', fixed_inputs=[2]),
     op('Col2Im', 'pool', fixed_inputs=[1, 2]),
     image('GridSample', 'sampling'),
