@@ -11,8 +11,9 @@ the op of the node that made them. The counts are deterministic: no timing.
     python bench/zoo_launches.py --before old.json        # keep old.json's counts as 'before'
 
 An older tree's counts: ``git archive COMMIT | tar -x -C /tmp/old``, copy this file into
-``/tmp/old/bench/`` and run it there with ``--out old.json`` (the JSON's 'before' is 27356d9's,
-whose counts are those of the H200 run, ``zoo_h200.json``).
+``/tmp/old/bench/`` and run it there with ``--out old.json`` (the JSON's 'before' is 7519f04's:
+the counts before the convolution epilogue took Elu, Selu, Celu, Softplus, ThresholdedRelu
+and PRelu).
 """
 import argparse
 import json

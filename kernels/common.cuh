@@ -23,11 +23,20 @@
 // EPILOGUE_ACTIVATIONS, erf form and tanh approximation.
 #define ACT_GELU 10
 #define ACT_GELU_TANH 11
+#define ACT_ELU 12
+#define ACT_SELU 13
+#define ACT_CELU 14
+#define ACT_SOFTPLUS 15
+#define ACT_THRESHOLDEDRELU 16
+// PRelu, only as a convolution-class epilogue (FusedConv, FusedConvTranspose, FusedLinear): its
+// slope is per output channel, ConvParams.slope (tx2_act_channel); cuda/params.py
+// EPILOGUE_ACTIVATIONS. A standalone PRelu is the binary op BIN_PRELU.
+#define ACT_PRELU 17
 
 struct ActParams {
     int kind;
-    float alpha;  // LeakyRelu slope, HardSigmoid alpha
-    float beta;   // HardSigmoid beta
+    float alpha;  // LeakyRelu slope; HardSigmoid, Elu, Selu, Celu alpha; ThresholdedRelu's
+    float beta;   // HardSigmoid beta, Selu gamma
     float lo;     // Clip min
     float hi;     // Clip max
 };
@@ -79,8 +88,34 @@ __device__ __forceinline__ float tx2_act(float v, const ActParams &a) {
     case ACT_GELU_TANH:
         return 0.5f * v * (1.f + tanhf(0.7978845608f * (v + 0.044715f * v * v * v)));
 #endif
+    // ops/elementwise.py's forms (NaN stays NaN, ThresholdedRelu's NaN -> 0 as np.where)
+#if TX2_ACT_BUILT(ACT_ELU)
+    case ACT_ELU: return v > 0.f ? v : a.alpha * expm1f(v);
+#endif
+#if TX2_ACT_BUILT(ACT_SELU)
+    case ACT_SELU: return a.beta * (v > 0.f ? v : a.alpha * expm1f(v));
+#endif
+#if TX2_ACT_BUILT(ACT_CELU)
+    case ACT_CELU: return v > 0.f ? v : a.alpha * expm1f(v / a.alpha);  // <= 0 there
+#endif
+#if TX2_ACT_BUILT(ACT_SOFTPLUS)
+    case ACT_SOFTPLUS: return v > 20.f ? v : log1pf(expf(v));
+#endif
+#if TX2_ACT_BUILT(ACT_THRESHOLDEDRELU)
+    case ACT_THRESHOLDEDRELU: return v > a.alpha ? v : 0.f;
+#endif
     default: return v;
     }
+}
+
+// The activation of output channel ``k``: ACT_PRELU reads its slope ``slope[k]`` (one per
+// channel, counted over all groups), every other activation is tx2_act's.
+__device__ __forceinline__ float tx2_act_channel(float v, const ActParams &a,
+                                                 const float *slope, int k) {
+#if TX2_ACT_BUILT(ACT_PRELU)
+    if (a.kind == ACT_PRELU) return v >= 0.f ? v : v * slope[k];
+#endif
+    return tx2_act(v, a);
 }
 
 // An N-d strided view: logical shape and element strides of where the data really lies.

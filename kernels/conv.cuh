@@ -11,6 +11,7 @@ struct ConvParams {
     const float *bias;  // may be null
     const half *res;    // may be null
     half *y;
+    const float *slope;  // ACT_PRELU: one slope per output channel (else null)
     int N, H, W, P, Q;
     int Cg, Kg, groups;
     int R, S, sh, sw, ph, pw, dh, dw;
@@ -21,11 +22,13 @@ struct ConvParams {
     ActParams act;
 };
 
-// The fused epilogue of one value: bias ``b`` and residual ``r`` already loaded.
-__device__ __forceinline__ float conv_epilogue(const ConvParams &p, float v, float b, float r) {
+// The fused epilogue of one value of output channel ``k``: bias ``b`` and residual ``r``
+// already loaded.
+__device__ __forceinline__ float conv_epilogue(const ConvParams &p, float v, float b, float r,
+                                               int k) {
     v += b;
     if (!p.res_after) v += r;
-    v = tx2_act(v, p.act);
+    v = tx2_act_channel(v, p.act, p.slope, k);
     if (p.res_after) v += r;
     return v;
 }
@@ -34,7 +37,7 @@ __device__ __forceinline__ float conv_epilogue(const ConvParams &p, float v, flo
 __device__ __forceinline__ void conv_store(const ConvParams &p, long long m, int k, float v) {
     const float b = p.bias ? p.bias[k] : 0.f;
     const float r = p.res ? __half2float(p.res[m * p.r_pix + p.r_off + k]) : 0.f;
-    p.y[m * p.y_pix + p.y_off + k] = __float2half(conv_epilogue(p, v, b, r));
+    p.y[m * p.y_pix + p.y_off + k] = __float2half(conv_epilogue(p, v, b, r, k));
 }
 
 // Channels k and k + 1 (``two``) of pixel m: one half2 load/store where both are even-aligned.
@@ -50,7 +53,8 @@ __device__ __forceinline__ void conv_store2(const ConvParams &p, long long m, in
     const float2 r = p.res ? __half22float2(*reinterpret_cast<const half2 *>(p.res + ro))
                            : make_float2(0.f, 0.f);
     *reinterpret_cast<half2 *>(p.y + yo) =
-        __floats2half2_rn(conv_epilogue(p, v0, b.x, r.x), conv_epilogue(p, v1, b.y, r.y));
+        __floats2half2_rn(conv_epilogue(p, v0, b.x, r.x, k),
+                          conv_epilogue(p, v1, b.y, r.y, k + 1));
 }
 
 // Pixel m -> (image, output row, output column).

@@ -45,10 +45,12 @@ def _make_node(op, name, inputs, outputs, attrs):
     return node
 
 
-def activation_nodes(act, attrs, x, y, tag, consts):
+def activation_nodes(act, attrs, x, y, tag, consts, slope=''):
     """Nodes computing ``y = act(x)`` for a FusedConv ``activation`` (``attrs``: its alpha, beta,
-    clip_min, clip_max); ``tag`` prefixes new node and value names, ``consts`` receives new
-    constants. Mish is written as ``x * tanh(softplus(x))`` (any opset)."""
+    clip_min, clip_max; ``slope``: PRelu's slope input); ``tag`` prefixes new node and value
+    names, ``consts`` receives new constants. Mish is written as ``x * tanh(softplus(x))``
+    (any opset); Elu, Selu, Celu, Softplus, ThresholdedRelu as themselves, their ONNX
+    attributes from alpha and beta (``ops/traits.py`` params)."""
     if act in ('Relu', 'Sigmoid', 'Tanh'):
         return [_make_node(act, f'{tag}.act', [x], [y], {})]
     if act == 'LeakyRelu':
@@ -73,6 +75,13 @@ def activation_nodes(act, attrs, x, y, tag, consts):
         consts[lo] = np.array(attrs.get('clip_min', -np.inf), np.float32)
         consts[hi] = np.array(attrs.get('clip_max', np.inf), np.float32)
         return [_make_node('Clip', f'{tag}.act', [x, lo, hi], [y], {})]
+    if act == 'PRelu' and slope:
+        return [_make_node('PRelu', f'{tag}.act', [x, slope], [y], {})]
+    found = traits.TRAITS.get(act)
+    if found is not None and found.kind == traits.ACTIVATION and not found.internal:
+        onnx_attrs = {attr: float(attrs.get(field, default)) for (attr, default), field
+                      in zip(found.params, traits.ACT_FIELDS)}
+        return [_make_node(act, f'{tag}.act', [x], [y], onnx_attrs)]
     raise UnsupportedOpError('FusedConv', tag, INTERNAL_OPS,
                              f"activation '{act}' cannot be exported")
 
@@ -89,6 +98,7 @@ def expand_fused_conv(node, consts):
     x, w = node.inputs[0], node.inputs[1]
     bias = node.inputs[2] if len(node.inputs) > 2 else ''
     residual = node.inputs[3] if len(node.inputs) > 3 else ''
+    slope = node.inputs[4] if len(node.inputs) > 4 else ''
     out, tag = node.outputs[0], node.name
     after = bool(node.attrs.get('residual_after_act', 0))
     has_act = bool(node.attrs.get('activation', ''))
@@ -110,7 +120,7 @@ def expand_fused_conv(node, consts):
             nodes.append(_make_node('Add', f'{tag}.add{i}', [current, arg], [target], {}))
         else:
             nodes.extend(activation_nodes(node.attrs.get('activation', ''), node.attrs,
-                                          current, target, tag, consts))
+                                          current, target, tag, consts, slope))
         current = target
     return nodes
 
@@ -212,6 +222,11 @@ def _input_types(graph, node) -> tuple:
                  for n in node.inputs)
 
 
+def _fused_conv_bounds(node) -> tuple:
+    """The opsets every ONNX node of a fused convolution exists in (with a Celu: from 12)."""
+    return max(_first_opset(p.op_type) for p in expand_fused_conv(node, {})), LAST_OPSET
+
+
 def export_opset(graph) -> int:
     """The ONNX opset ``graph``'s nodes are written for: 13 when their signatures and input
     types allow it, else the nearest one that fits them all (e.g. 17 for LayerNormalization, 12
@@ -219,10 +234,9 @@ def export_opset(graph) -> int:
     ``UnsupportedOpError`` when no opset fits every node."""
     lo, hi, tight = FIRST_OPSET, LAST_OPSET, {}
     for node in graph.nodes:
-        if node.op in FUSED_CONVS:
-            continue
-        first, last = _form_bounds(node)
-        if node.op not in EXPANDED and '::' not in node.op:
+        first, last = _fused_conv_bounds(node) if node.op in FUSED_CONVS else \
+            _form_bounds(node)
+        if node.op not in EXPANDED and node.op not in FUSED_CONVS and '::' not in node.op:
             types_lo, types_hi = _type_bounds(node.op, _input_types(graph, node))
             first, last = max(first, types_lo), min(last, types_hi)
         if first > lo or last < hi:

@@ -93,13 +93,17 @@ def check_spatial(graph, node) -> None:
 
 
 def check_activation(node) -> None:
-    """A fused node's activation: '' (none), Clip, an activation op of ``ops/traits.py`` or,
-    for FusedLinear, a GELU form (``ops/fused.py`` GELU_FORMS)."""
+    """A fused node's activation: '' (none), Clip, an activation op of ``ops/traits.py``,
+    PRelu with its slope input (the fifth) or, for FusedLinear, a GELU form (``ops/fused.py``
+    GELU_FORMS)."""
     name = node.attrs.get('activation', '')
     extra = tuple(GELU_FORMS) if node.op == 'FusedLinear' else ()
-    if name not in ('', 'Clip') + extra and name not in traits.names(kind=traits.ACTIVATION):
+    if name not in ('', 'Clip', 'PRelu') + extra and \
+            name not in traits.names(kind=traits.ACTIVATION):
         _refuse(node, 'activation', f'{str(name)[:40]!r} is not an activation the engine '
                 'runs')
+    if name == 'PRelu' and not (len(node.inputs) > 4 and node.inputs[4]):
+        _refuse(node, 'activation', "'PRelu' without its slope input")
 
 
 def _check_step(node, k, step, n_inputs) -> None:

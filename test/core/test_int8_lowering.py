@@ -148,6 +148,21 @@ def test_launch_records_hold_the_emulations_numbers(tiny_int8):
         assert record['act']['alpha'] == np.float32(node.attrs.get('alpha', 0.01))
 
 
+def test_int8_epilogue_takes_the_new_activations_and_refuses_prelu(tiny_int8):
+    """The int8 epilogue shares ``tx2_act``: a Selu (alpha, gamma as alpha, beta) lowers into
+    the int8 conv's record; PRelu (a slope per channel, not in ConvI8Params) is refused."""
+    g = tiny_int8.copy()
+    node = next(n for n in g.nodes if n.op == 'FusedConvInt8')
+    node.attrs.update(activation='Selu', alpha=1.5, beta=0.9)
+    [launch] = [k for k in lower_graph(g, 62).launches if k.node == node.name]
+    act = launch.fields['act']
+    assert (int(act['kind']), act['alpha'], act['beta']) == (
+        params.ACT_CODES['Selu'], np.float32(1.5), np.float32(0.9))
+    node.attrs['activation'] = 'PRelu'
+    with pytest.raises(UnsupportedOpError, match=f"'{node.name}'.*PRelu"):
+        lower_graph(g, 62)
+
+
 def test_int8_weights_layout_is_ohwi_with_zero_padded_words():
     w = np.arange(2 * 3 * 2 * 2, dtype=np.int8).reshape(2, 3, 2, 2) - 10
     laid = lower_int8.int8_weights(w)

@@ -164,8 +164,9 @@ KERNEL_RECORDS = {
     'arg_rows': lower_axis.ARG_ARGS, 'scan_rows': lower_axis.SCAN_ARGS}
 
 
-# The GEMM-epilogue-only activations of cuda/params.py (GELU: no traits line of their own).
-EPILOGUE_MACROS = {'Gelu': 'ACT_GELU', 'GeluTanh': 'ACT_GELU_TANH'}
+# The epilogue-only activations of cuda/params.py (GELU of a GEMM, PRelu of a convolution: no
+# traits activation line of their own).
+EPILOGUE_MACROS = {'Gelu': 'ACT_GELU', 'GeluTanh': 'ACT_GELU_TANH', 'PRelu': 'ACT_PRELU'}
 
 
 def code_mismatches(found: dict) -> list:
@@ -202,15 +203,19 @@ def test_a_wrong_code_is_caught():
     assert any('Gelu' in p for p in code_mismatches(no_gelu))
     swapped = dict(DEFINES, ACT_GELU=DEFINES['ACT_GELU_TANH'], ACT_GELU_TANH=DEFINES['ACT_GELU'])
     assert len([p for p in code_mismatches(swapped) if 'epilogue' in p]) == 2
+    assert any('PRelu' in p for p in code_mismatches(dict(DEFINES, ACT_PRELU=12)))
+    assert any('Selu' in p for p in code_mismatches(dict(DEFINES, ACT_SELU=14)))
 
 
-def test_epilogue_gelu_codes():
-    """ACT_GELU and ACT_GELU_TANH: FusedLinear's GELU names, codes after every traits
-    activation's (one ActParams switch holds them all)."""
-    assert set(params.EPILOGUE_ACTIVATIONS) == set(EPILOGUE_MACROS) == set(GELU_FORMS)
-    assert (DEFINES['ACT_GELU'], DEFINES['ACT_GELU_TANH']) == (10, 11)
+def test_epilogue_activation_codes():
+    """ACT_GELU and ACT_GELU_TANH: FusedLinear's GELU names; ACT_PRELU: a fused PRelu (its
+    slope per channel); one ActParams code space with the traits activations' (every code a
+    bit of a -DTX2_ACTS mask, an int)."""
+    assert set(params.EPILOGUE_ACTIVATIONS) == set(EPILOGUE_MACROS) == set(GELU_FORMS) | {
+        'PRelu'}
+    assert (DEFINES['ACT_GELU'], DEFINES['ACT_GELU_TANH'], DEFINES['ACT_PRELU']) == (10, 11, 17)
     codes = list(params.ACT_CODES.values())
-    assert len(codes) == len(set(codes))
+    assert len(codes) == len(set(codes)) and max(codes) < 31
 
 
 def test_codes_are_distinct_per_family():

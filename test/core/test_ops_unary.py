@@ -158,14 +158,18 @@ def test_bitshift_without_direction_names_the_attribute():
 
 
 def test_float_ops_fuse_for_cuda_and_bitwise_ops_stay_cpu_only():
-    """The float ops are generated on CUDA (``ops/traits.py`` ``generated``): in a CUDA-level
+    """The float ops run on CUDA, generated (``ops/traits.py`` ``generated``) or, Selu, Celu and
+    ThresholdedRelu, as activations (a kernel code, a convolution's epilogue): in a CUDA-level
     optimisation each is a step of its neighbours' pointwise program; the bitwise ops have no
     CUDA lowering and no pointwise step."""
     bitwise = [op for op in NEW_OPS if op.startswith('Bit')]
     assert all(not traits.TRAITS[op].cuda and traits.TRAITS[op].code is None for op in bitwise)
     assert not set(bitwise) & set(POINTWISE_OPS)
     assert set(NEW_OPS) - set(bitwise) <= set(POINTWISE_OPS)
-    assert all(traits.TRAITS[op].cuda == 'pointwise' for op in set(NEW_OPS) - set(bitwise))
+    activations = {'Selu', 'Celu', 'ThresholdedRelu'}
+    assert all(traits.TRAITS[op].cuda == 'pointwise'
+               for op in set(NEW_OPS) - set(bitwise) - activations)
+    assert all(traits.TRAITS[op].kind == traits.ACTIVATION for op in activations)
     x = (0.3 * RNG.standard_normal(SHAPE)).astype(np.float32)
     for op in TRIG[:2] + ('Selu', 'Shrink'):
         nodes = [helper.make_node('Relu', ['x'], ['a']), helper.make_node('Neg', ['a'], ['t']),

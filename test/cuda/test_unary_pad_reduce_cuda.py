@@ -1,8 +1,9 @@
-"""Issue 14's CUDA gaps on the GPU against the numpy backend: the generated unary ops (Elu,
-Selu, Shrink, Round, Acosh, ...: one generated kernel each, alone, after an NHWC image op and
-fused into a chain), Pad in modes reflect, wrap and edge, ReduceMax/Min/Sum/Mean over a run of
-axes and over everything (a rank-0 value), a Clip whose bound is computed at run time; then the
-zoo models that needed them (madmom-beats, silero-vad, oww-melspec) against ONNX Runtime.
+"""Issue 14's CUDA gaps on the GPU against the numpy backend: the generated unary ops (Shrink,
+Round, Acosh, ...: one generated kernel each, alone, after an NHWC image op and fused into a
+chain; Elu and Selu, now activations, alone in the ActParams kernel and in a chain), Pad in
+modes reflect, wrap and edge, ReduceMax/Min/Sum/Mean over a run of axes and over everything (a
+rank-0 value), a Clip whose bound is computed at run time; then the zoo models that needed
+them (madmom-beats, silero-vad, oww-melspec) against ONNX Runtime.
 ``test/core/test_cuda_generated_unary.py``, ``test_cuda_pad.py`` and ``test_cuda_reduce.py``
 check the same lowerings without a GPU."""
 import importlib.util

@@ -199,6 +199,8 @@ def prepare_conv(node, args, outs, graph, workers=1):
     """A ``PreparedConv`` for ``node`` when it qualifies, else None (the reference op runs)."""
     if node.op not in ('Conv', 'FusedConv') or len(outs) != 1 or outs[0] is None:
         return None
+    if node.attrs.get('activation') == 'PRelu':  # its slope input: the reference op runs it
+        return None
     x, w, b, residual = (list(args) + [None] * 4)[:4]
     y = outs[0]
     weights = [name for name in node.inputs[1:3] if name]

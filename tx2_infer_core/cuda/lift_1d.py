@@ -8,11 +8,12 @@ between an Unsqueeze and a Squeeze (copies)::
                                 NHWC                          NHWC          (N, K, L')
 
 Kernel, strides, dilations, output padding and output shape get a leading 1, pads a 0 at
-each end, weights a size-1 H dim; the node keeps its name. A lifted op reading another's
-output reads its 4-D twin (a Squeeze nobody reads is dropped). The 4-D values are images, so
-NHWC; the copies become views where the strides allow (``views.py``: a one-channel input is
-its own NHWC image), else each is one strided copy (row-major <-> NHWC). Only the CUDA
-lowering runs this: the numpy backend and the plan file keep the 1-D nodes.
+each end, weights (and a fused PRelu's slope) a size-1 H dim; the node keeps its name. A
+lifted op reading another's output reads its 4-D twin (a Squeeze nobody reads is dropped).
+The 4-D values are images, so NHWC; the copies become views where the strides allow
+(``views.py``: a one-channel input is its own NHWC image), else each is one strided copy
+(row-major <-> NHWC). Only the CUDA lowering runs this: the numpy backend and the plan file
+keep the 1-D nodes.
 """
 import dataclasses
 
@@ -95,6 +96,10 @@ class _Lifter:
             inputs[1] = w
         if len(inputs) > 3 and inputs[3]:  # a FusedConv residual, shaped like y
             inputs[3] = self.unsqueezed(inputs[3])
+        slope = node.inputs[4] if len(node.inputs) > 4 else ''
+        if slope in self.graph.weights:  # a fused PRelu's slope [C, 1]: [C, 1, 1]
+            inputs[4] = self.fresh(f'{slope}.2d')
+            self.graph.weights[inputs[4]] = np.expand_dims(self.graph.weights[slope], 1)
         y = node.outputs[0]
         y4 = self.value_4d(f'{y}.2d', y)
         self.nodes.append(dataclasses.replace(node, inputs=inputs, outputs=[y4],

@@ -16,6 +16,7 @@ import numpy as np
 
 from tx2_infer_core.cuda import params
 from tx2_infer_core.cuda.launch import BLOCK, NULL, Launch, grid_1d
+from tx2_infer_core.cuda.lower_epilogue import fused_epilogue
 from tx2_infer_core.cuda.lower_ops import binary_launch
 from tx2_infer_core.cuda.splitk_table import split_pays
 from tx2_infer_core.passes.weights import batchnorm_scale_shift
@@ -28,6 +29,8 @@ MMA_TILES = ((128, 128, 512), (128, 64, 256), (64, 128, 256), (64, 64, 128))
 MAX_SPLITS = 16
 MIN_TILES_PER_SPLIT = 2
 WORKSPACE_BYTES = 8 << 20  # FP32 split-K partials, one buffer a lowering shares by every layer
+# The kernel files whose launches apply the ConvParams epilogue (``with_act_masks``).
+ACT_MODULES = ('conv', 'conv_mma', 'depthwise', 'conv_transpose')
 # conv_mma's argument list: ConvParams, then the split-K workspace and factor.
 CONV_MMA = np.dtype([(n, params.CONV.fields[n][0]) for n in params.CONV.names]
                     + [('ws', params.PTR), ('splits', 'i4')], align=True)
@@ -107,12 +110,13 @@ def mma_module(bm: int, bn: int, gather: bool) -> str:
 
 
 def with_act_masks(launches) -> list:
-    """``launches`` with every conv_mma module built for only the activations its launches
-    apply (``-DTX2_ACTS``, bit ``1 << kind``: kernels/common.cuh): the epilogue is inlined at
-    every store, and the unused activations were most of such a module's compile time."""
+    """``launches`` with every convolution-class module (``ACT_MODULES``) built for only the
+    activations its launches apply (``-DTX2_ACTS``, bit ``1 << kind``: kernels/common.cuh):
+    the epilogue is inlined at every store, and the unused activations were most of such a
+    module's compile time."""
     masks = {}
     for k in launches:
-        if k.module.startswith('conv_mma@'):
+        if k.module.split('@')[0] in ACT_MODULES:
             kind = int(k.fields['act']['kind'])
             masks[k.module] = masks.get(k.module, 0) | (1 << kind if kind else 0)
     return [replace(k, module=f'{k.module}@TX2_ACTS={masks[k.module]}')
@@ -139,10 +143,11 @@ def mma_launches(lc, name, family, fields, geo, split_ok=True) -> list:
     return out
 
 
-def conv_fields(x, y, geo, w_ref, bias_ref, res=None, act=None, res_after=0) -> dict:
+def conv_fields(x, y, geo, w_ref, bias_ref, res=None, act=None, res_after=0,
+                slope=NULL) -> dict:
     """The ConvParams fields of one fused convolution-class launch (see ``conv_launches``)."""
     fields = dict(geo, x=x[0], x_pix=x[1], x_off=x[2], y=y[0], y_pix=y[1], y_off=y[2],
-                  w=w_ref, bias=bias_ref, res_after=int(res_after),
+                  w=w_ref, bias=bias_ref, res_after=int(res_after), slope=slope,
                   act=act if act is not None else params.act_record())
     if res is not None:
         fields.update(res=res[0], r_pix=res[1], r_off=res[2])
@@ -151,12 +156,12 @@ def conv_fields(x, y, geo, w_ref, bias_ref, res=None, act=None, res_after=0) -> 
     return fields
 
 
-def depthwise_launch(name, x, y, geo, w_ref, bias_ref, res=None, act=None,
-                     res_after=0) -> Launch:
+def depthwise_launch(name, x, y, geo, w_ref, bias_ref, res=None, act=None, res_after=0,
+                     slope=NULL) -> Launch:
     """The ``kernels/depthwise.cu`` launch of a convolution with Cg == 1 (weights ``w_ref``
     laid out [R][S][K]); where Kg == 1 and K and the input's pixel stride and channel offset
     are multiples of 8, eight channels a thread (16-byte loads); of 2, two (half2)."""
-    fields = conv_fields(x, y, geo, w_ref, bias_ref, res, act, res_after)
+    fields = conv_fields(x, y, geo, w_ref, bias_ref, res, act, res_after, slope)
     k = geo['Kg'] * geo['groups']
     vec = next((n for n in (8, 2)
                 if geo['Kg'] == 1 and all(v % n == 0 for v in (k, x[1], x[2]))), 1)
@@ -167,10 +172,11 @@ def depthwise_launch(name, x, y, geo, w_ref, bias_ref, res=None, act=None,
 
 
 def conv_launches(lc, name, x, y, geo, w_ref, bias_ref, res=None, act=None, res_after=0,
-                  split_ok=True) -> list:
+                  slope=NULL, split_ok=True) -> list:
     """The Launches of one fused convolution. ``x``/``y``/``res`` are (Ref, pix, channel
-    offset); ``geo`` holds N, H, W, P, Q, Cg, Kg, groups, R, S, sh, sw, ph, pw, dh, dw."""
-    fields = conv_fields(x, y, geo, w_ref, bias_ref, res, act, res_after)
+    offset); ``geo`` holds N, H, W, P, Q, Cg, Kg, groups, R, S, sh, sw, ph, pw, dh, dw;
+    ``slope`` PRelu's FP32 slope per output channel."""
+    fields = conv_fields(x, y, geo, w_ref, bias_ref, res, act, res_after, slope)
 
     def aligned(n):
         return all(v % n == 0 for v in (geo['Cg'], x[1], x[2]))
@@ -218,32 +224,6 @@ def lower_conv(lc, node):
     return conv_launches(lc, node.name, x_t, y_t, geo, w_ref, *fused_epilogue(lc, node))
 
 
-def fused_epilogue(lc, node) -> tuple:
-    """(bias Ref, residual (Ref, pix, channel offset) or None, ActParams, residual_after_act)
-    of a convolution-class node: inputs (x, w, bias, residual), FusedConv attributes (a plain
-    Conv or ConvTranspose has none: no activation)."""
-    a = node.attrs
-    bias = node.inputs[2] if len(node.inputs) > 2 else ''
-    bias_ref = lc.add_weight(lc.const(bias).astype(np.float32)) if bias else NULL
-    res = node.inputs[3] if len(node.inputs) > 3 else ''
-    res_t = residual_rows(lc, node, res) if res else None
-    act = params.act_record(a.get('activation', ''), a.get('alpha', 0.01), a.get('beta', 0.5),
-                            a.get('clip_min', -np.inf), a.get('clip_max', np.inf))
-    return bias_ref, res_t, act, a.get('residual_after_act', 0)
-
-
-def residual_rows(lc, node, name) -> tuple:
-    """(Ref, pix, channel offset) of residual ``name``: an NHWC image beside an NHWC output, or
-    a row-major tensor of a row-major output's shape (rows of its last dim)."""
-    rs, y = lc.slot(name), lc.slot(node.outputs[0])
-    if rs.nhwc and y.nhwc:
-        return rs.ref, rs.pix, rs.channel_off
-    if not (rs.nhwc or y.nhwc) and rs.contiguous() and y.contiguous() and rs.shape == y.shape:
-        return rs.ref, rs.shape[-1], 0
-    lc.unsupported(node, 'a residual that is not an NCHW image, nor row-major of the output '
-                   'shape')
-
-
 def lower_batchnorm(lc, node):
     """Inference BatchNormalization, ``y = x * k + (bias - mean * k)`` with
     ``k = scale / sqrt(var + epsilon)`` per channel: one depthwise 1x1 launch over an NCHW
@@ -272,7 +252,7 @@ def lower_batchnorm(lc, node):
 def linear_launch(lc, node, a_slot, y_slot, b_nk, bias=None, epilogue=None):
     """``y = a @ b_nk.T + bias`` as a 1x1 convolution (one launch: no split-K); ``a`` row-major
     [rows, K]. ``epilogue`` (``fused_epilogue``'s bias Ref, residual, ActParams,
-    residual_after_act) replaces ``bias`` where given."""
+    residual_after_act, slope) replaces ``bias`` where given."""
     if not (a_slot.contiguous() and y_slot.contiguous()):
         lc.unsupported(node, 'MatMul/Gemm need row-major activations')
     n_out, k = b_nk.shape

@@ -14,7 +14,8 @@ import numpy as np
 
 from tx2_infer_core.cuda import params
 from tx2_infer_core.cuda.launch import Launch
-from tx2_infer_core.cuda.lower_conv import TC_MIN_ARCH, conv_fields, fused_epilogue
+from tx2_infer_core.cuda.lower_conv import TC_MIN_ARCH, conv_fields
+from tx2_infer_core.cuda.lower_epilogue import fused_epilogue
 
 TILE = 64  # CONVT_BM == CONVT_BN: output pixels and channels of a CTA
 MAX_GRID_Z = 65535

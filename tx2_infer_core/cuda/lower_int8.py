@@ -75,6 +75,8 @@ def _image_slot(lc, node, name, want_int8):
 def _epilogue_fields(lc, node, k_total) -> dict:
     """Bias, dequant multipliers, residual, requantisation and activation fields."""
     a = node.attrs
+    if a.get('activation') == 'PRelu':
+        lc.unsupported(node, 'activation PRelu (the int8 epilogue has no per-channel slope)')
     w_scales = np.asarray(a['w_scales'], np.float32).reshape(-1)
     if w_scales.size != k_total:
         lc.unsupported(node, f'{w_scales.size} w_scales for {k_total} output channels')

@@ -3,7 +3,8 @@ import numpy as np
 
 from tx2_infer_core.cuda import params
 from tx2_infer_core.cuda.launch import BLOCK, NULL, Launch, Slot, grid_1d, row_major
-from tx2_infer_core.cuda.lower_conv import conv_pads, fused_epilogue, linear_launch
+from tx2_infer_core.cuda.lower_conv import conv_pads, linear_launch
+from tx2_infer_core.cuda.lower_epilogue import fused_epilogue
 from tx2_infer_core.cuda.lower_ops import copy_launch, same_storage, slot_view
 from tx2_infer_core.cuda.rows import float_data
 

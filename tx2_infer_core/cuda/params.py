@@ -11,9 +11,11 @@ from tx2_infer_core.ops import traits
 
 MAX_DIMS = 6  # TX2_MAX_DIMS
 ACTIVATIONS = {'': 0, **traits.codes(traits.ACTIVATION)}  # ACT_NONE, ACT_<NAME>
-# GELU as a GEMM epilogue only (FusedLinear's ``activation``, ops/fused.py GELU_FORMS; the Gelu
-# op itself is unary): ACT_GELU (erf form), ACT_GELU_TANH (tanh approximation).
-EPILOGUE_ACTIVATIONS = {'Gelu': 10, 'GeluTanh': 11}
+# Epilogue-only activations (no traits activation line): GELU of a GEMM (FusedLinear's
+# ``activation``, ops/fused.py GELU_FORMS; the Gelu op itself is unary): ACT_GELU (erf form),
+# ACT_GELU_TANH (tanh approximation); PRelu of a convolution-class node, its slope per output
+# channel in ConvParams.slope (ACT_PRELU; the PRelu op itself is binary).
+EPILOGUE_ACTIVATIONS = {'Gelu': 10, 'GeluTanh': 11, 'PRelu': 17}
 ACT_CODES = {**ACTIVATIONS, **EPILOGUE_ACTIVATIONS}
 UNARY = traits.codes(traits.UNARY)  # UN_<NAME> (0, UN_ACT: the activation in ActParams)
 BINARY = traits.codes(traits.BINARY)  # BIN_<NAME>
@@ -35,7 +37,7 @@ def _ints(*names):
 
 
 PTR = 'u8'
-CONV = np.dtype([('x', PTR), ('w', PTR), ('bias', PTR), ('res', PTR), ('y', PTR)]
+CONV = np.dtype([(n, PTR) for n in ('x', 'w', 'bias', 'res', 'y', 'slope')]
                 + _ints('N', 'H', 'W', 'P', 'Q', 'Cg', 'Kg', 'groups', 'R', 'S', 'sh', 'sw',
                         'ph', 'pw', 'dh', 'dw', 'x_pix', 'x_off', 'y_pix', 'y_off', 'r_pix',
                         'r_off', 'res_after') + [('act', ACT)], align=True)

@@ -8,13 +8,19 @@ from tx2_infer_core.ops.common import unsupported
 from tx2_infer_core.ops.conv import Conv, ConvTranspose
 
 
-def apply_activation(x, name, alpha=0.01, beta=0.5, clip_min=-np.inf, clip_max=np.inf):
+def apply_activation(x, name, alpha=0.01, beta=0.5, clip_min=-np.inf, clip_max=np.inf,
+                     slope=None):
     """Apply a FusedConv ``activation`` by name ('' is the identity): any op of kind
-    'activation' in ``ops/traits.py``, its attributes taken from ``alpha`` and ``beta``."""
+    'activation' in ``ops/traits.py``, its attributes taken from ``alpha`` and ``beta``, or
+    PRelu with ``slope`` (the node's slope input, shaped to broadcast over the channels)."""
     if name == '':
         return x
     if name == 'Clip':
         return elementwise.Clip(x, np.float32(clip_min), np.float32(clip_max))
+    if name == 'PRelu':
+        if slope is None:
+            unsupported("activation='PRelu' without a slope input")
+        return elementwise.PRelu(x, slope)
     if name not in traits.names(kind=traits.ACTIVATION):
         unsupported(f"activation='{name}'")
     return getattr(elementwise, name)(x, **traits.activation_params(name, alpha, beta))
@@ -44,13 +50,15 @@ def activation_inplace(y, scratch, name, alpha=0.01, beta=0.5, clip_min=-np.inf,
         y[...] = apply_activation(y, name, alpha, beta, clip_min, clip_max)
 
 
-def FusedConv(x, w, b=None, residual=None, *, auto_pad='NOTSET', dilations=None, group=1,
-              kernel_shape=None, pads=None, strides=None, activation='', alpha=0.01, beta=0.5,
-              clip_min=-np.inf, clip_max=np.inf, residual_after_act=0):
-    """act(conv(x, w) + b + residual), or act(conv(x, w) + b) + residual_after_act."""
+def FusedConv(x, w, b=None, residual=None, slope=None, *, auto_pad='NOTSET', dilations=None,
+              group=1, kernel_shape=None, pads=None, strides=None, activation='', alpha=0.01,
+              beta=0.5, clip_min=-np.inf, clip_max=np.inf, residual_after_act=0):
+    """act(conv(x, w) + b + residual), or act(conv(x, w) + b) + residual_after_act;
+    ``slope``: PRelu's, [C_out, 1, ...] (one per output channel)."""
     y = Conv(x, w, b, auto_pad=auto_pad, dilations=dilations, group=group,
              kernel_shape=kernel_shape, pads=pads, strides=strides)
-    act = dict(name=activation, alpha=alpha, beta=beta, clip_min=clip_min, clip_max=clip_max)
+    act = dict(name=activation, alpha=alpha, beta=beta, clip_min=clip_min, clip_max=clip_max,
+               slope=slope)
     if residual is not None and not residual_after_act:
         y += residual
     y = apply_activation(y, **act)
@@ -59,10 +67,10 @@ def FusedConv(x, w, b=None, residual=None, *, auto_pad='NOTSET', dilations=None,
     return y.astype(x.dtype, copy=False)
 
 
-def FusedConvTranspose(x, w, b=None, residual=None, *, auto_pad='NOTSET', dilations=None,
-                       group=1, kernel_shape=None, output_padding=None, output_shape=None,
-                       pads=None, strides=None, activation='', alpha=0.01, beta=0.5,
-                       clip_min=-np.inf, clip_max=np.inf, residual_after_act=0):
+def FusedConvTranspose(x, w, b=None, residual=None, slope=None, *, auto_pad='NOTSET',
+                       dilations=None, group=1, kernel_shape=None, output_padding=None,
+                       output_shape=None, pads=None, strides=None, activation='', alpha=0.01,
+                       beta=0.5, clip_min=-np.inf, clip_max=np.inf, residual_after_act=0):
     """FusedConv's epilogue after an ONNX ConvTranspose: act(convT(x, w) + b + residual), or
     act(convT(x, w) + b) + residual with ``residual_after_act=1``."""
     y = ConvTranspose(x, w, b, auto_pad=auto_pad, dilations=dilations, group=group,
@@ -70,7 +78,7 @@ def FusedConvTranspose(x, w, b=None, residual=None, *, auto_pad='NOTSET', dilati
                       output_shape=output_shape, pads=pads, strides=strides)
     if residual is not None and not residual_after_act:
         y = y + residual
-    y = apply_activation(y, activation, alpha, beta, clip_min, clip_max)
+    y = apply_activation(y, activation, alpha, beta, clip_min, clip_max, slope)
     if residual is not None and residual_after_act:
         y = y + residual
     return y.astype(x.dtype, copy=False)
@@ -81,11 +89,12 @@ def FusedConvTranspose(x, w, b=None, residual=None, *, auto_pad='NOTSET', dilati
 GELU_FORMS = {'Gelu': 'none', 'GeluTanh': 'tanh'}
 
 
-def FusedLinear(x, w, b=None, residual=None, *, activation='', alpha=0.01, beta=0.5,
-                clip_min=-np.inf, clip_max=np.inf, residual_after_act=0):
+def FusedLinear(x, w, b=None, residual=None, slope=None, *, activation='', alpha=0.01,
+                beta=0.5, clip_min=-np.inf, clip_max=np.inf, residual_after_act=0):
     """act(x @ w + b + residual), or act(x @ w + b) + residual with ``residual_after_act=1``:
     ``w`` a constant [K, N] matrix, ``b`` [N], ``residual`` of the output's shape (made by
-    ``passes/fuse_linear.py``); ``activation`` FusedConv's or a ``GELU_FORMS`` name."""
+    ``passes/fuse_linear.py``), ``slope`` PRelu's [N]; ``activation`` FusedConv's or a
+    ``GELU_FORMS`` name."""
     y = np.matmul(x, w)
     if b is not None:
         y = y + b
@@ -94,7 +103,7 @@ def FusedLinear(x, w, b=None, residual=None, *, activation='', alpha=0.01, beta=
     if activation in GELU_FORMS:
         y = elementwise.Gelu(y, approximate=GELU_FORMS[activation])
     else:
-        y = apply_activation(y, activation, alpha, beta, clip_min, clip_max)
+        y = apply_activation(y, activation, alpha, beta, clip_min, clip_max, slope)
     if residual is not None and residual_after_act:
         y = y + residual
     return y.astype(x.dtype, copy=False)

@@ -117,6 +117,12 @@ _LINES = (
     act('HardSigmoid', 6, [('alpha', 0.2), ('beta', 0.5)]),
     act('SiLU', 4, inplace=False, internal=True),  # x * sigmoid(x), made by fuse_conv
     act('Mish', 9),
+    act('Elu', 12, [('alpha', 1.0)]),  # 10, 11: GELU, a GEMM epilogue only (cuda/params.py)
+    act('Selu', 13, [('alpha', 1.67326319217681884765625),
+                     ('gamma', 1.05070102214813232421875)]),  # gamma -> ActParams.beta
+    act('Celu', 14, [('alpha', 1.0)]),
+    act('Softplus', 15),
+    act('ThresholdedRelu', 16, [('alpha', 1.0)]),
     # binary: kernels/elementwise.cu BIN_<NAME>
     binary('Add', 0, inplace=True),
     binary('Sub', 1, inplace=True),
@@ -137,8 +143,7 @@ _LINES = (
     unary('Gelu', 8),
     unary('Softsign', 9),
     # unary, generated on CUDA (cuda/codegen_pointwise.py UNARY_C)
-    generated('Elu'), generated('Selu'), generated('Celu'), generated('Softplus'),
-    generated('ThresholdedRelu'), generated('Shrink'), generated('Swish'),
+    generated('Shrink'), generated('Swish'),
     generated('Floor'), generated('Ceil'), generated('Round'), generated('Sign'),
     generated('Sin'), generated('Cos'), generated('Tan'), generated('Asin'), generated('Acos'),
     generated('Atan'), generated('Sinh'), generated('Cosh'), generated('Asinh'),

@@ -9,7 +9,8 @@ Patterns::
 become ``x -> FusedLinear(W, b, r, activation=Act) -> z`` (at least one bracket taken: a
 transformer's QKV projection with its bias, the attention output and FFN out projections with
 bias and residual, the FFN inter projection with bias and GELU). ``Act`` is what FusedConv
-takes (``fuse_conv.match_activation``) or a Gelu node (``ops/fused.py`` GELU_FORMS).
+takes (``fuse_conv.match_activation``, PRelu with a per-column slope: FusedLinear's fifth input)
+or a Gelu node (``ops/fused.py`` GELU_FORMS).
 
 Safety: ``W`` a constant 2-D matrix, ``x`` a float activation of rank 2 or more; each value
 passed along the chain has the next node as its only reader and is no graph output; ``b`` a
@@ -20,7 +21,8 @@ FusedLinear: level 3 only (cuda builds), as FusedPointwise.
 """
 from tx2_infer_core.ir import Node
 from tx2_infer_core.ops.fused import GELU_FORMS
-from tx2_infer_core.passes.fuse_conv import match_activation
+from tx2_infer_core.passes.fuse_conv import (ActivationMatch, add_slope, epilogue_inputs,
+                                             match_activation)
 from tx2_infer_core.passes.fuse_residual import residual_input
 from tx2_infer_core.passes.graph_edit import (FLOAT_DTYPES, add_weight, constant, dtype_of,
                                               rewrite_nodes, shape_of, sole_consumer)
@@ -56,15 +58,15 @@ def _residual(graph, consumers, name):
 
 
 def _activation(graph, consumers, name):
-    """``(attrs, nodes, output)`` of the activation applied to ``name``: FusedConv's, or a Gelu
-    node (erf or tanh form); None when there is none."""
+    """The ``ActivationMatch`` of the activation applied to ``name``: FusedConv's (a PRelu
+    slope per column), or a Gelu node (erf or tanh form); None when there is none."""
     gelu = sole_consumer(graph, consumers, name)
     if gelu is not None and gelu.op == 'Gelu' and gelu.inputs[0] == name:
         form = gelu.attrs.get('approximate', 'none')
         form = form.decode() if isinstance(form, bytes) else form
-        return ({'activation': GELU_NAMES[form]}, [gelu], gelu.outputs[0]) \
+        return ActivationMatch({'activation': GELU_NAMES[form]}, [gelu], gelu.outputs[0]) \
             if form in GELU_NAMES else None
-    return match_activation(graph, consumers, name)
+    return match_activation(graph, consumers, name, channel_axis=-1)
 
 
 def _is_product(graph, node) -> bool:
@@ -77,8 +79,9 @@ def _is_product(graph, node) -> bool:
 
 
 def epilogue(graph, consumers, matmul):
-    """``(bias vector or None, residual, attrs, absorbed nodes, output)`` of the chain after
-    ``matmul`` (module docstring), or None when there is nothing to absorb."""
+    """``(bias vector or None, residual, attrs, absorbed nodes, output, activation match or
+    None)`` of the chain after ``matmul`` (module docstring), or None when there is nothing to
+    absorb."""
     out, nodes, attrs, bias, residual = matmul.outputs[0], [], {}, None, ''
     found = _bias(graph, consumers, out)
     if found:
@@ -86,18 +89,18 @@ def epilogue(graph, consumers, matmul):
         nodes, out = [add], add.outputs[0]
     act = _activation(graph, consumers, out)
     if act:
-        attrs, taken, out = act
-        nodes += taken
+        attrs, nodes, out = dict(act.attrs), nodes + act.nodes, act.output
     found = _residual(graph, consumers, out)
     if found:
         residual, add = found
         nodes, out = nodes + [add], add.outputs[0]
         attrs['residual_after_act'] = 1 if act else 0
-        act = None if act else _activation(graph, consumers, out)
-        if act:
-            attrs.update(act[0])
-            nodes, out = nodes + act[1], act[2]
-    return (bias, residual, attrs, nodes, out) if nodes else None
+        if not act:
+            act = _activation(graph, consumers, out)
+            if act:
+                attrs.update(act.attrs)
+                nodes, out = nodes + act.nodes, act.output
+    return (bias, residual, attrs, nodes, out, act) if nodes else None
 
 
 def fuse_linear(graph) -> int:
@@ -109,9 +112,10 @@ def fuse_linear(graph) -> int:
         found = epilogue(graph, consumers, matmul)
         if found is None:
             continue
-        bias, residual, attrs, nodes, out = found
+        bias, residual, attrs, nodes, out, act = found
         b = '' if bias is None else add_weight(graph, f'{matmul.name}/bias', bias)
-        inputs = matmul.inputs[:2] + [b] + ([residual] if residual else [])
+        slope = add_slope(graph, matmul.name, act) if act else ''
+        inputs = epilogue_inputs(matmul.inputs[:2] + [b], residual, slope)
         replace[id(nodes[-1])] = [Node('FusedLinear', matmul.name, inputs, [out], attrs)]
         remove += [id(matmul)] + [id(n) for n in nodes[:-1]]
     rewrite_nodes(graph, replace=replace, remove=remove)

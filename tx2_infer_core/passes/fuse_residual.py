@@ -13,7 +13,8 @@ when the conv had none and ``a`` has no other reader. The fused node stays where
 when ``r`` is computed before it, otherwise it moves to where the Add was (its inputs are all
 ready there), so the graph stays topologically ordered.
 """
-from tx2_infer_core.passes.fuse_conv import FUSED_CONV_OPS, conv_inputs, match_activation
+from tx2_infer_core.passes.fuse_conv import (FUSED_CONV_OPS, add_slope, conv_inputs,
+                                             epilogue_inputs, match_activation, slope_input)
 from tx2_infer_core.passes.graph_edit import dtype_of, rewrite_nodes, shape_of, sole_consumer
 
 
@@ -67,14 +68,15 @@ def fuse_residual_add(graph) -> int:
     for conv, add, residual, act in found:
         ready_before_conv = (residual not in producers
                              or index[id(producers[residual])] < index[id(conv)])
-        conv.inputs = conv_inputs(conv) + [residual]
+        slope = slope_input(conv)
         conv.attrs['residual_after_act'] = 1 if conv.attrs.get('activation') else 0
         conv.outputs = [add.outputs[0]]
         if act is not None:
-            attrs, nodes, output = act
-            conv.attrs.update(attrs)
-            conv.outputs = [output]
-            remove.extend(id(n) for n in nodes)
+            conv.attrs.update(act.attrs)
+            conv.outputs = [act.output]
+            slope = add_slope(graph, conv.name, act)
+            remove.extend(id(n) for n in act.nodes)
+        conv.inputs = epilogue_inputs(conv_inputs(conv), residual, slope)
         if ready_before_conv:
             remove.append(id(add))
         else:                       # move the fused node to where the Add was

@@ -17,8 +17,9 @@ QuantizeLinear serves every int8 reader of a float value with the same scale. ``
 per-output-channel scales) and ``b_q`` (int32) are new weights (``int8/quant_math.py``).
 
 Safety: the node is a FusedConv (ConvTranspose is not quantised) over a float32 activation, with
-constant 4-D float weights and a constant bias, and ``w_scales`` (if given) has one scale per
-output channel. Anything else is declined, with the reason, in ``graph.meta['int8']``.
+constant 4-D float weights and a constant bias, ``w_scales`` (if given) has one scale per
+output channel, and its activation is not PRelu (the int8 epilogue has no slope input).
+Anything else is declined, with the reason, in ``graph.meta['int8']``.
 """
 import logging
 
@@ -53,6 +54,8 @@ def decline_reason(graph, node, lq) -> str:
         return f'the input is {x.dtype}, not float32'
     if lq.w_scales is not None and len(lq.w_scales) != w.shape[0]:
         return f'{len(lq.w_scales)} weight scales for {w.shape[0]} output channels'
+    if node.attrs.get('activation') == 'PRelu':
+        return 'a PRelu activation (its slope per channel) is not quantised'
     return ''
 
 
