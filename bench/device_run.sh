@@ -71,8 +71,10 @@ if [ "$MODE" = all ]; then  # every GPU test (zoo tests on .devdata/zoo), the CU
   prepare . /tmp/devdata
   since prepared
   export PYTHONPATH=/tmp/site:$PWD TX2_INFER_DEVDATA=/tmp/devdata TX2_INFER_ZOO_PACKED=$ROOT/.devdata/zoo
-  timeout ${TEST_S:-330} python3 -m pytest -q -p no:cacheprovider -rfE test/cuda \
-    > $OUT/test_cuda.log 2>&1
+  # XDIST=N: N pytest workers, a file each at a time (the kernel cache is written atomically)
+  timeout ${TEST_S:-330} python3 -m pytest -q -p no:cacheprovider -rfE \
+    ${XDIST:+-n $XDIST --dist loadfile} --ignore=test/cuda/test_node_conformance_cuda.py \
+    test/cuda > $OUT/test_cuda.log 2>&1
   since tests
   timeout ${CONF_S:-90} python3 test/cuda/test_node_conformance_cuda.py \
     $OUT/cuda_node_conformance_h200.json > $OUT/cuda_node_conformance_h200.log 2>&1
