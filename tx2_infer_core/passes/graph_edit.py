@@ -95,6 +95,28 @@ def alias(graph, dst, src):
     graph.values.pop(dst, None)
 
 
+def redirect(graph, sources):
+    """Remove the values ``sources`` names: their readers read ``sources[name]`` instead
+    (followed through chains), in one sweep. None of them may be a graph output; the nodes
+    that produced them must be removed by the caller."""
+    sources = dict(sources)
+
+    def final(name):
+        chain = []
+        while name in sources:
+            chain.append(name)
+            name = sources[name]
+        sources.update(dict.fromkeys(chain, name))      # each chain is walked once
+        return name
+
+    if not sources:
+        return
+    for node in graph.nodes:
+        node.inputs = [final(i) for i in node.inputs]
+    for name in sources:
+        graph.values.pop(name, None)
+
+
 def rewrite_nodes(graph, replace=None, remove=()):
     """Rebuild the node list once: ``replace`` maps id(node) -> new nodes put in its place,
     ``remove`` holds id(node) of nodes to drop. Returns the number of nodes touched."""
