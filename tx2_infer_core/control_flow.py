@@ -29,21 +29,20 @@ import onnx
 from onnx import helper, numpy_helper
 
 from tx2_infer_core.errors import Tx2InferError, UnsupportedOpError
-from tx2_infer_core.ir import Node
 from tx2_infer_core.ops import run_node
+from tx2_infer_core.subgraphs import (collect_names, graph_attr, has_graph, invariant_nodes,
+                                      ir_node, names_read, rename_free, subgraphs)
 
 MAX_UNROLLED_NODES = 200_000    # nodes emitted by unrolling, over the whole model
 FOLD_ELEMENTS = 1 << 16         # the largest input a build-time value is computed from
 GROWING_OPS = {'ConstantOfShape', 'Expand', 'Tile', 'Range', 'Pad', 'Resize', 'Upsample',
                'OneHot', 'RandomNormal', 'RandomUniform', 'RandomNormalLike',
                'RandomUniformLike', 'Multinomial', 'Bernoulli'}   # never computed here
-CONTROL_FLOW = ('If', 'Loop', 'Scan')
-GRAPH_TYPES = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
 
 
 def has_control_flow(graph) -> bool:
     """Whether any node of ``graph`` (a GraphProto) has a graph attribute."""
-    return any(a.type in GRAPH_TYPES for node in graph.node for a in node.attribute)
+    return any(has_graph(node) for node in graph.node)
 
 
 def inline_control_flow(model, input_shapes=None) -> onnx.ModelProto:
@@ -70,7 +69,7 @@ class Unroller:
                       if _small(t.dims) and t.data_location != onnx.TensorProto.EXTERNAL}
         self.shapes = {name: tuple(shape) for name, shape in input_shapes.items()}
         self.taken = set()
-        _collect_names(graph, self.taken)
+        collect_names(graph, self.taken)
         self.emitted = 0
 
     def expand(self, nodes) -> list:
@@ -99,8 +98,8 @@ class Unroller:
             raise UnsupportedOpError('If', node.name, [], 'the condition depends on the input '
                                      'data; an If is inlined only when its condition is known '
                                      'at build time')
-        branch = _graph_attr(node, 'then_branch' if bool(cond.reshape(-1)[0]) else
-                             'else_branch')
+        chosen = 'then_branch' if bool(cond.reshape(-1)[0]) else 'else_branch'
+        branch = graph_attr(node, chosen)
         mapping = {}
         out = self.constants(branch, mapping, node.name)
         out += self.expand(self.renamed(branch.node, mapping, node.name))
@@ -111,7 +110,7 @@ class Unroller:
 
     def unroll_loop(self, node) -> list:
         """Hoisted invariant nodes, the iterations, then the Loop's outputs wired."""
-        body = _graph_attr(node, 'body')
+        body = graph_attr(node, 'body')
         trips, cond = self.loop_bounds(node)
         iter_in, cond_in = body.input[0].name, body.input[1].name
         carried_in = [i.name for i in body.input[2:]]
@@ -121,11 +120,11 @@ class Unroller:
         mapping = {name: outer for name, out, outer in zip(carried_in, carried_out,
                                                            node.input[2:]) if name == out}
         out = self.constants(body, mapping, node.name)
-        invariant = _invariant(body, set(mapping))
+        invariant = invariant_nodes(body, set(mapping))
         out += self.expand(self.renamed([body.node[k] for k in invariant], mapping, node.name))
         variant = [n for k, n in enumerate(body.node) if k not in invariant]
         self.charge(node, len(invariant), 0)
-        read = _names_read(body)
+        read = names_read(body)
         carried, scans, i = list(node.input[2:]), [[] for _ in scan_out], 0
         while cond and (trips is None or i < trips):
             prefix = f'{node.name}/{i}'
@@ -147,7 +146,8 @@ class Unroller:
         return out + self.stack(node, node.output[len(carried):], scans)
 
     def loop_bounds(self, node) -> tuple:
-        """(trip count or None, initial condition) of a Loop, both known at build."""
+        """(trip count or None, initial condition) of a Loop, both known at build (the
+        condition need not be when M is 0)."""
         trips = cond = None
         if node.input[0]:
             trips = self.known.get(node.input[0])
@@ -156,8 +156,9 @@ class Unroller:
                                          'the input data; a Loop is unrolled at build time '
                                          'only when its iteration count is known')
             trips = int(trips.reshape(-1)[0])
-        cond = self.loop_condition(node, node.input[1], 0) if node.input[1] else True
-        return trips, cond
+        if node.input[1] and trips != 0:
+            cond = self.loop_condition(node, node.input[1], 0)
+        return trips, cond is not False
 
     def loop_condition(self, node, name, iteration) -> bool:
         """The known condition ``name`` of a Loop after ``iteration`` iterations."""
@@ -172,7 +173,9 @@ class Unroller:
 
     def stack(self, node, outputs, scans) -> list:
         """Unsqueeze + Concat of each scan output's per-iteration values on a new axis 0."""
-        if any(outputs) and not scans[0]:
+        if not any(outputs):
+            return []
+        if not scans[0]:
             raise UnsupportedOpError('Loop', node.name, [], 'it runs no iteration and has scan '
                                      'outputs, whose shape would be unknown')
         out = []
@@ -234,9 +237,8 @@ class Unroller:
                 [mapping.get(o, o) for o in node.output],
                 self.fresh(f'{prefix}/{node.name or node.op_type}'), domain=node.domain)
             copy.attribute.extend(node.attribute)
-            for attr in copy.attribute:
-                for graph in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs:
-                    _rename_free(graph, mapping)
+            for graph in subgraphs(copy):
+                rename_free(graph, mapping)
             copies.append(copy)
         return copies
 
@@ -259,12 +261,12 @@ class Unroller:
             if any(a is None for a, i in zip(args, node.input) if i) or \
                     any(a is not None and a.size > FOLD_ELEMENTS for a in args):
                 return
-        ir_node = _ir_node(node)
-        if ir_node is None:
+        computable = None if node.op_type in GROWING_OPS else ir_node(node, FOLD_ELEMENTS)
+        if computable is None:
             return
         try:
             with np.errstate(all='ignore'):
-                results = run_node(ir_node, args)
+                results = run_node(computable, args)
         except (Tx2InferError, ValueError, TypeError, IndexError, KeyError,
                 NotImplementedError, ZeroDivisionError, OverflowError):
             return
@@ -274,88 +276,5 @@ class Unroller:
                 self.shapes[name] = np.shape(array)
 
 
-def _invariant(body, fixed) -> set:
-    """Indices of the body nodes that read only constants, outer values and the names in
-    ``fixed`` (carried values passed through unchanged), directly or through each other."""
-    defined = {i.name for i in body.input} | {o for n in body.node for o in n.output}
-    fixed = fixed | {t.name for t in body.initializer}
-    found = set()
-    for k, node in enumerate(body.node):
-        if _has_graph(node) or any(i in defined and i not in fixed for i in node.input if i):
-            continue
-        fixed.update(node.output)
-        found.add(k)
-    return found
-
-
-def _names_read(graph) -> set:
-    """Every name the nodes of ``graph`` (and its subgraphs) read, and its outputs."""
-    names = {o.name for o in graph.output}
-    for node in graph.node:
-        names.update(node.input)
-        for sub in _subgraphs(node):
-            names |= _names_read(sub)
-    return names
-
-
 def _small(dims) -> bool:
     return int(np.prod(dims, dtype=np.int64)) <= FOLD_ELEMENTS
-
-
-def _graph_attr(node, name) -> onnx.GraphProto:
-    for attr in node.attribute:
-        if attr.name == name and attr.type == onnx.AttributeProto.GRAPH:
-            return attr.g
-    raise UnsupportedOpError(node.op_type, node.name, [], f"no graph attribute '{name}'")
-
-
-def _has_graph(node) -> bool:
-    return any(a.type in GRAPH_TYPES for a in node.attribute)
-
-
-def _subgraphs(node):
-    for attr in node.attribute:
-        yield from [attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs
-
-
-def _collect_names(graph, names):
-    """Every value and node name of ``graph`` and its subgraphs, into the set ``names``."""
-    names.update(i.name for i in graph.input)
-    names.update(t.name for t in graph.initializer)
-    for node in graph.node:
-        names.add(node.name)
-        names.update(node.output)
-        for sub in _subgraphs(node):
-            _collect_names(sub, names)
-
-
-def _rename_free(graph, mapping):
-    """Rename, in place, the names a subgraph (and the subgraphs in it) reads through
-    ``mapping``: its own names are never in ``mapping`` (ONNX names are not shadowed)."""
-    for node in graph.node:
-        node.input[:] = [mapping.get(i, i) for i in node.input]
-        for sub in _subgraphs(node):
-            _rename_free(sub, mapping)
-    for output in graph.output:
-        output.name = mapping.get(output.name, output.name)
-
-
-def _ir_node(proto):
-    """``proto`` as an IR Node to compute with, or None (a graph or an external tensor
-    attribute, an op not computed at build: ``GROWING_OPS``)."""
-    if proto.op_type in GROWING_OPS or proto.domain not in ('', 'ai.onnx'):
-        return None
-    attrs = {}
-    for attr in proto.attribute:
-        if attr.type in GRAPH_TYPES or (attr.type == onnx.AttributeProto.TENSOR and
-                                        attr.t.data_location == onnx.TensorProto.EXTERNAL):
-            return None
-        value = helper.get_attribute_value(attr)
-        if isinstance(value, bytes):
-            value = value.decode('utf-8')
-        elif isinstance(value, onnx.TensorProto):
-            value = numpy_helper.to_array(value)
-        elif isinstance(value, list) and value and isinstance(value[0], bytes):
-            value = [v.decode('utf-8') for v in value]
-        attrs[attr.name] = value
-    return Node(proto.op_type, proto.name, list(proto.input), list(proto.output), attrs)
