@@ -1,5 +1,6 @@
-"""ONNX control flow resolved at import: ``If`` and ``Loop`` rewritten away over the ONNX protos,
-before the IR is built, so that the importer, the passes and the backends never see them.
+"""ONNX control flow resolved at import: ``If``, ``Loop`` and ``Scan`` rewritten away over the
+ONNX protos, before the IR is built, so that the importer, the passes and the backends never
+see them.
 
 Shapes in the IR are fixed at build, so only control flow whose course is known at build runs:
 
@@ -17,11 +18,12 @@ Shapes in the IR are fixed at build, so only control flow whose course is known 
   new axis 0 (Unsqueeze + Concat). Body nodes that read only constants, outer values and
   carried values the body passes through unchanged are emitted once, before the first
   iteration (loop-invariant weights are not copied per iteration).
+- ``Scan`` whose sequence length is known (``scan.py``).
 
 Nested control flow is resolved the same way, iteration by iteration. Anything else is
 refused by name (``UnsupportedOpError``): a condition or trip count that depends on the input
 data, more than ``MAX_UNROLLED_NODES`` nodes in all, a Loop that runs no iteration but has
-scan outputs, ``Scan``. Known values are computed with the reference ops, only for small
+scan outputs, a Scan over a value of unknown length. Known values are computed with the reference ops, only for small
 tensors (``FOLD_ELEMENTS``).
 """
 import numpy as np
@@ -30,6 +32,7 @@ from onnx import helper, numpy_helper
 
 from tx2_infer_core.errors import Tx2InferError, UnsupportedOpError
 from tx2_infer_core.ops import run_node
+from tx2_infer_core.scan import unroll_scan
 from tx2_infer_core.subgraphs import (collect_names, graph_attr, has_graph, invariant_nodes,
                                       ir_node, names_read, rename_free, subgraphs)
 
@@ -67,7 +70,8 @@ class Unroller:
     def __init__(self, graph, input_shapes):
         self.known = {t.name: numpy_helper.to_array(t) for t in graph.initializer
                       if _small(t.dims) and t.data_location != onnx.TensorProto.EXTERNAL}
-        self.shapes = {name: tuple(shape) for name, shape in input_shapes.items()}
+        self.shapes = {t.name: tuple(t.dims) for t in graph.initializer}   # static shapes
+        self.shapes.update((name, tuple(shape)) for name, shape in input_shapes.items())
         self.taken = set()
         collect_names(graph, self.taken)
         self.emitted = 0
@@ -81,9 +85,8 @@ class Unroller:
                 out.extend(self.inline_if(node))
             elif node.op_type == 'Loop' and node.domain in ('', 'ai.onnx'):
                 out.extend(self.unroll_loop(node))
-            elif node.op_type == 'Scan':
-                raise UnsupportedOpError('Scan', node.name, [], 'Scan is not supported; '
-                                         'If and Loop are resolved at import')
+            elif node.op_type == 'Scan' and node.domain in ('', 'ai.onnx'):
+                out.extend(unroll_scan(self, node))
             else:
                 self.fold(node)
                 out.append(node)
@@ -171,22 +174,23 @@ class Unroller:
                                      'only when its iteration count is known')
         return bool(cond.reshape(-1)[0])
 
-    def stack(self, node, outputs, scans) -> list:
-        """Unsqueeze + Concat of each scan output's per-iteration values on a new axis 0."""
+    def stack(self, node, outputs, scans, axes=None) -> list:
+        """Unsqueeze + Concat of each scan output's per-iteration values on a new axis (0, or
+        its entry of ``axes``)."""
         if not any(outputs):
             return []
         if not scans[0]:
-            raise UnsupportedOpError('Loop', node.name, [], 'it runs no iteration and has scan '
-                                     'outputs, whose shape would be unknown')
+            raise UnsupportedOpError(node.op_type, node.name, [], 'it runs no iteration and '
+                                     'has scan outputs, whose shape would be unknown')
         out = []
-        axes = self.constant(np.array([0], np.int64), node.name, out)
-        for name, values in zip(outputs, scans):
+        for name, values, axis in zip(outputs, scans, axes or [0] * len(outputs)):
             if not name:
                 continue
+            index = self.constant(np.array([axis], np.int64), name, out)
             parts = [self.fresh(f'{v}/stacked') for v in values]
-            out += [helper.make_node('Unsqueeze', [v, axes], [p], self.fresh(p))
+            out += [helper.make_node('Unsqueeze', [v, index], [p], self.fresh(p))
                     for v, p in zip(values, parts)]
-            out.append(helper.make_node('Concat', parts, [name], self.fresh(name), axis=0))
+            out.append(helper.make_node('Concat', parts, [name], self.fresh(name), axis=axis))
         return out
 
     # --- shared pieces ---------------------------------------------------------------------

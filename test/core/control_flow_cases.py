@@ -150,3 +150,30 @@ def nested_loop_model(outer=3, inner=2):
     nodes = [helper.make_node('Loop', ['outer_m', '', 'x'], ['s'], 'outer_loop',
                               body=outer_body)]
     return model(nodes, ['s'], [const('outer_m', outer, np.int64), const('b', B)])
+
+
+# --- Scan -------------------------------------------------------------------------------------
+
+def scan_model(input_axis=0, reverse_in=0, output_axis=0, reverse_out=0, from_weight=False):
+    """Scan over x [2, 3] (or a constant of its shape) along ``input_axis`` with a running
+    sum state and a second scan input read in the other direction; scan outputs: the sum
+    (stacked along ``output_axis``) and the product of the two elements."""
+    width = SHAPE[1 - input_axis]
+    body = helper.make_graph(
+        [helper.make_node('Add', ['s_in', 'e'], ['s_out']),
+         helper.make_node('Mul', ['e', 'f'], ['p']),
+         helper.make_node('Add', ['s_out', 'b_row'], ['y'])],
+        'scan_body', [tensor('s_in', T.FLOAT, [width]), tensor('e', T.FLOAT, [width]),
+                      tensor('f', T.FLOAT, [width])],
+        [tensor('s_out', T.FLOAT, [width]), tensor('y', T.FLOAT, [width]),
+         tensor('p', T.FLOAT, [width])])
+    source = 'xc' if from_weight else 'x'
+    node = helper.make_node('Scan', ['s0', source, 'x'], ['s', 'ys', 'ps'], 'scan',
+                            body=body, num_scan_inputs=2,
+                            scan_input_axes=[input_axis, input_axis],
+                            scan_input_directions=[reverse_in, 1 - reverse_in],
+                            scan_output_axes=[output_axis, 0],
+                            scan_output_directions=[reverse_out, 0])
+    inits = [const('s0', np.ones(width, np.float32)), const('xc', B * 3),
+             const('b_row', np.arange(width, dtype=np.float32))]
+    return model([node], ['s', 'ys', 'ps'], inits)

@@ -135,14 +135,20 @@ def test_loop_refusals_name_the_node_and_the_reason(monkeypatch):
     refused(cases.loop_model(None, 100, 'trips', 'true'), 'MAX_UNROLLED_NODES=100')
 
 
-def test_scan_is_refused_by_name():
-    body = helper.make_graph([helper.make_node('Add', ['s', 'e'], ['t'])], 'scan_body',
-                             [cases.tensor('s', 1, [3]), cases.tensor('e', 1, [3])],
-                             [cases.tensor('t', 1, [3])])
-    model = cases.model([helper.make_node('Scan', ['zeros', 'x'], ['y'], 'scan', body=body,
-                                          num_scan_inputs=1)], ['y'],
-                        [cases.const('zeros', np.zeros(3, np.float32))])
-    refused(model, "'Scan' at node 'scan'")
+@pytest.mark.parametrize('input_axis, reverse_in, output_axis, reverse_out, weight', [
+    (0, 0, 0, 0, False), (1, 1, 1, 0, False), (0, 1, -1, 1, True), (1, 0, 0, 1, True)])
+def test_scan_with_a_known_length_matches_onnxruntime(input_axis, reverse_in, output_axis,
+                                                      reverse_out, weight, tmp_path):
+    """Scan over the input or a constant, along either axis, each direction; a state, two
+    scan inputs read in opposite directions, outputs stacked along either axis."""
+    check(cases.scan_model(input_axis, reverse_in, output_axis, reverse_out, weight), tmp_path)
+
+
+def test_scan_over_a_computed_value_is_refused_by_name():
+    model = cases.scan_model()
+    model.graph.node.insert(0, helper.make_node('Relu', ['x'], ['xr']))
+    model.graph.node[1].input[1] = 'xr'
+    refused(model, "'Scan' at node 'scan'", "length of scan input 'xr' is not known")
 
 
 @settings(max_examples=25, deadline=None)
