@@ -23,8 +23,8 @@ Shapes in the IR are fixed at build, so only control flow whose course is known 
 Nested control flow is resolved the same way, iteration by iteration. Anything else is
 refused by name (``UnsupportedOpError``): a condition or trip count that depends on the input
 data, more than ``MAX_UNROLLED_NODES`` nodes in all, a Loop that runs no iteration but has
-scan outputs, a Scan over a value of unknown length. Known values are computed with the reference ops, only for small
-tensors (``FOLD_ELEMENTS``).
+scan outputs, a Scan over a value of unknown length. Known values are computed with the
+reference ops, from small tensors only (``FOLD_ELEMENTS``).
 """
 import numpy as np
 import onnx

@@ -2,9 +2,9 @@
 
 Every single-node case of ``onnx/backend/test/data/node/`` whose op is an ONNX op of
 ``ops/traits.py`` is run through ``ops.run_node``; the If, Loop and Scan cases through the
-importer (which resolves control flow at build time) and ``reference.execute``. Wheels that ship without that folder get it
-regenerated once from ``onnx.backend.test.case.node`` (same models and data) into
-``~/.cache/tx2_infer``.
+importer (which resolves control flow at build time) and ``reference.execute``. Wheels that
+ship without that folder get it regenerated once from ``onnx.backend.test.case.node`` (same
+models and data) into ``~/.cache/tx2_infer``.
 
 ``onnx_node_baseline.json`` lists, per op, the cases that pass and the known failures, each
 with a short reason. A test per op fails naming every listed passing case that fails now
