@@ -30,7 +30,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from tx2_infer_core.errors import Tx2InferError, UnsupportedOpError
+from tx2_infer_core.errors import ModelFormatError, Tx2InferError, UnsupportedOpError
 from tx2_infer_core.ops import run_node
 from tx2_infer_core.scan import unroll_scan
 from tx2_infer_core.subgraphs import (collect_names, graph_attr, has_graph, invariant_nodes,
@@ -103,6 +103,7 @@ class Unroller:
                                      'at build time')
         chosen = 'then_branch' if bool(cond.reshape(-1)[0]) else 'else_branch'
         branch = graph_attr(node, chosen)
+        _check_arity(node, chosen, len(branch.output) == len(node.output))
         mapping = {}
         out = self.constants(branch, mapping, node.name)
         out += self.expand(self.renamed(branch.node, mapping, node.name))
@@ -114,6 +115,8 @@ class Unroller:
     def unroll_loop(self, node) -> list:
         """Hoisted invariant nodes, the iterations, then the Loop's outputs wired."""
         body = graph_attr(node, 'body')
+        _check_arity(node, 'body', len(body.input) == max(2, len(node.input)) and
+                     len(body.output) >= len(body.input) - 1)
         trips, cond = self.loop_bounds(node)
         iter_in, cond_in = body.input[0].name, body.input[1].name
         carried_in = [i.name for i in body.input[2:]]
@@ -152,15 +155,16 @@ class Unroller:
         """(trip count or None, initial condition) of a Loop, both known at build (the
         condition need not be when M is 0)."""
         trips = cond = None
-        if node.input[0]:
-            trips = self.known.get(node.input[0])
+        m_input, cond_input = (list(node.input) + ['', ''])[:2]
+        if m_input:
+            trips = self.known.get(m_input)
             if trips is None or trips.size != 1:
                 raise UnsupportedOpError('Loop', node.name, [], 'the trip count M depends on '
                                          'the input data; a Loop is unrolled at build time '
                                          'only when its iteration count is known')
             trips = int(trips.reshape(-1)[0])
-        if node.input[1] and trips != 0:
-            cond = self.loop_condition(node, node.input[1], 0)
+        if cond_input and trips != 0:
+            cond = self.loop_condition(node, cond_input, 0)
         return trips, cond is not False
 
     def loop_condition(self, node, name, iteration) -> bool:
@@ -278,6 +282,14 @@ class Unroller:
             if name:
                 self.known[name] = np.asarray(array)
                 self.shapes[name] = np.shape(array)
+
+
+def _check_arity(node, attr, fits):
+    """``ModelFormatError`` unless the subgraph ``attr`` of ``node`` ``fits`` its inputs and
+    outputs."""
+    if not fits:
+        raise ModelFormatError(f"{node.op_type} node '{node.name}': its graph '{attr}' does "
+                               "not match the node's inputs and outputs")
 
 
 def _small(dims) -> bool:

@@ -12,7 +12,7 @@ per-step values along its axis (in reverse order for a reversed output). ::
 import numpy as np
 from onnx import helper
 
-from tx2_infer_core.errors import UnsupportedOpError
+from tx2_infer_core.errors import ModelFormatError, UnsupportedOpError
 from tx2_infer_core.subgraphs import graph_attr
 
 
@@ -48,6 +48,9 @@ def unroll_scan(unroller, node) -> list:
     """The unrolled nodes of a ``Scan`` (see the module doc)."""
     body = graph_attr(node, 'body')
     states, in_axes, in_reversed, out_axes, out_reversed = scan_attributes(node)
+    if len(body.input) != len(node.input) or len(body.output) < states or states < 0:
+        raise ModelFormatError(f"Scan node '{node.name}': its body does not match the node's "
+                               'inputs and outputs')
     inputs = list(node.input[states:])
     steps = sequence_length(unroller, node, inputs, in_axes)
     state_in = [i.name for i in body.input[:states]]

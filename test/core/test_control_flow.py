@@ -14,7 +14,7 @@ from onnx import helper
 import control_flow_cases as cases
 from tx2_infer_core import control_flow
 from tx2_infer_core.engine import Engine
-from tx2_infer_core.errors import UnsupportedOpError
+from tx2_infer_core.errors import ModelFormatError, UnsupportedOpError
 from tx2_infer_core.onnx_import import graph_from_model
 from tx2_infer_core.passes.graph_edit import redirect
 from tx2_infer_core.ir import Graph, Node, Value
@@ -120,6 +120,28 @@ def test_nested_loops_and_an_if_on_the_iteration_number(tmp_path):
     check(cases.nested_loop_model(3, 2), tmp_path)
     ops = [n.op for n in graph_from_model(cases.nested_loop_model(3, 2)).nodes]
     assert 'Loop' not in ops and 'If' not in ops
+
+
+def test_loop_of_a_trip_count_alone_with_only_scan_outputs(tmp_path):
+    """Loop(M) with no condition and no carried value: x * i stacked for i < 4."""
+    body = helper.make_graph(
+        [helper.make_node('Cast', ['i'], ['fi'], to=onnx.TensorProto.FLOAT),
+         helper.make_node('Mul', ['x', 'fi'], ['xi']),
+         helper.make_node('Identity', ['c'], ['c_out'])], 'body',
+        [cases.tensor('i', onnx.TensorProto.INT64, []),
+         cases.tensor('c', onnx.TensorProto.BOOL, [])],
+        [cases.tensor('c_out', onnx.TensorProto.BOOL, []),
+         cases.tensor('xi', onnx.TensorProto.FLOAT, cases.SHAPE)])
+    model = cases.model([helper.make_node('Loop', ['M', ''], ['xs'], 'loop', body=body)], ['xs'],
+                        [cases.const('M', 4, np.int64)])
+    assert check(model, tmp_path)['xs'].shape == (4, *cases.SHAPE)
+
+
+def test_a_body_that_does_not_fit_its_node_is_a_format_error():
+    model = cases.loop_model(3)
+    model.graph.node[1].input.append('w')            # one carried input too many
+    with pytest.raises(ModelFormatError, match="Loop node 'loop': its graph 'body'"):
+        graph_from_model(model)
 
 
 def test_loop_refusals_name_the_node_and_the_reason(monkeypatch):
