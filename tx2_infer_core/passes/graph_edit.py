@@ -44,9 +44,9 @@ def shape_of(graph, name):
 
 def unique_name(graph, base):
     """A name not yet used by any value, weight or graph input/output."""
-    taken = graph.values.keys() | graph.weights.keys()
     name, k = base, 0
-    while name in taken or name in graph.outputs or name in graph.inputs:
+    while name in graph.values or name in graph.weights or name in graph.outputs or \
+            name in graph.inputs:
         k += 1
         name = f'{base}_{k}'
     return name
