@@ -30,7 +30,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from tx2_infer_core.errors import ModelFormatError, Tx2InferError, UnsupportedOpError
+from tx2_infer_core.errors import ModelFormatError, UnsupportedOpError
 from tx2_infer_core.ops import run_node
 from tx2_infer_core.scan import unroll_scan
 from tx2_infer_core.subgraphs import (collect_names, graph_attr, has_graph, invariant_nodes,
@@ -81,6 +81,8 @@ class Unroller:
         resolved; records what becomes known on the way."""
         out = []
         for node in nodes:
+            if not node.name and has_graph(node):      # a name for its values and errors
+                node = _named(node, self.fresh(node.op_type))
             if node.op_type == 'If' and node.domain in ('', 'ai.onnx'):
                 out.extend(self.inline_if(node))
             elif node.op_type == 'Loop' and node.domain in ('', 'ai.onnx'):
@@ -275,13 +277,19 @@ class Unroller:
         try:
             with np.errstate(all='ignore'):
                 results = run_node(computable, args)
-        except (Tx2InferError, ValueError, TypeError, IndexError, KeyError,
-                NotImplementedError, ZeroDivisionError, OverflowError):
+        except Exception:  # noqa: BLE001 - any failure: the value is not known at build
             return
         for name, array in zip(node.output, results):
             if name:
                 self.known[name] = np.asarray(array)
                 self.shapes[name] = np.shape(array)
+
+
+def _named(node, name) -> onnx.NodeProto:
+    copy = onnx.NodeProto()
+    copy.CopyFrom(node)
+    copy.name = name
+    return copy
 
 
 def _check_arity(node, attr, fits):

@@ -152,6 +152,9 @@ def test_loop_refusals_name_the_node_and_the_reason(monkeypatch):
     refused(cases.loop_model(5, stop='data'), "'Loop' at node 'loop'",
             'condition after iteration 0', 'depends on the input data')
     refused(cases.loop_model(0), "'Loop' at node 'loop'", 'runs no iteration')
+    unnamed = cases.loop_model(5, stop='data')
+    unnamed.graph.node[1].name = ''
+    refused(unnamed, "'Loop' at node 'Loop'")                     # named for the message
     monkeypatch.setattr(control_flow, 'MAX_UNROLLED_NODES', 100)
     refused(cases.loop_model(50), 'MAX_UNROLLED_NODES=100')
     refused(cases.loop_model(None, 100, 'trips', 'true'), 'MAX_UNROLLED_NODES=100')
