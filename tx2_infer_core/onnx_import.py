@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from tx2_infer_core.control_flow import inline_control_flow
 from tx2_infer_core.errors import ModelFormatError, UnsupportedOpError
 from tx2_infer_core.ir import Graph, Node, Value
 from tx2_infer_core.limits import DEFAULT_LIMITS
@@ -41,7 +42,7 @@ def _attr_value(attr, model_dir=None):
     first = value[0] if isinstance(value, list) and value else value
     if isinstance(first, onnx.GraphProto):
         raise UnsupportedOpError('subgraph attribute', attr.name, [],
-                                 'control flow (If/Loop/Scan) is not supported')
+                                 'only If and Loop are supported (control_flow.py)')
     return value
 
 
@@ -247,6 +248,8 @@ def graph_from_model(model, input_shape=None, source='model', model_dir='.',
     values = {}
     for k, proto in enumerate(inputs):
         values[proto.name] = _input_value(proto, input_shape if k == 0 else None, source)
+    model = inline_control_flow(model, {name: v.shape for name, v in values.items()})
+    g = model.graph
     nodes, legacy = [], _default_opset(model) < 13
     for index, proto in enumerate(g.node):
         node = node_from_proto(proto, index, model_dir)

@@ -1,9 +1,10 @@
 """ONNX node-test conformance of the reference ops, against a baseline of case names.
 
 Every single-node case of ``onnx/backend/test/data/node/`` whose op is an ONNX op of
-``ops/traits.py`` is run through ``ops.run_node``. Wheels that ship without that folder get it
-regenerated once from ``onnx.backend.test.case.node`` (same models and data) into
-``~/.cache/tx2_infer``.
+``ops/traits.py`` is run through ``ops.run_node``; the If, Loop and Scan cases through the
+importer (which resolves control flow at build time) and ``reference.execute``. Wheels that
+ship without that folder get it regenerated once from ``onnx.backend.test.case.node`` (same
+models and data) into ``~/.cache/tx2_infer``.
 
 ``onnx_node_baseline.json`` lists, per op, the cases that pass and the known failures, each
 with a short reason. A test per op fails naming every listed passing case that fails now
@@ -24,16 +25,20 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
+from tx2_infer_core import reference
 from tx2_infer_core.ops import run_node, traits
 
 try:
-    from tx2_infer_core.onnx_import import node_from_proto
+    from tx2_infer_core.onnx_import import graph_from_model, node_from_proto
 except ImportError:  # pragma: no cover - before the importer existed
     node_from_proto = None
 
 BASELINE = Path(__file__).with_name('onnx_node_baseline.json')
 CACHE = Path(os.environ.get('TX2_INFER_CACHE', Path.home() / '.cache' / 'tx2_infer'))
 RESULTS = {}  # op -> (passed case names, {failed case: reason})
+# ops with graph attributes: their cases run through the importer (control_flow.py resolves
+# them at build time) and the reference interpreter, not run_node
+CONTROL_FLOW = ('If', 'Loop', 'Scan')
 
 
 def _write_case(case, folder):
@@ -116,17 +121,30 @@ def _mismatch(name, got, want):
     return '' if np.array_equal(got, want) else f'output {name!r} differs'
 
 
+def _node_runner(proto):
+    """feeds -> {output: array} of one node through ``run_node``."""
+    node = node_from_proto(proto)
+    return lambda feeds: dict(zip(proto.output, run_node(
+        node, [feeds[name] if name else None for name in proto.input])))
+
+
+def _import_runner(model, name):
+    """feeds -> {output: array} of the imported model (control flow resolved at import)."""
+    graph = graph_from_model(model, source=name)
+    return lambda feeds: reference.execute(graph, feeds)
+
+
 def run_case(folder) -> str:
     """'' when every data set of the case gives the expected outputs, else why not."""
     model = onnx.load(str(folder / 'model.onnx'))
     graph, proto = model.graph, model.graph.node[0]
-    node = node_from_proto(proto)
+    run = _import_runner(model, folder.name) if proto.op_type in CONTROL_FLOW else \
+        _node_runner(proto)
     for data in sorted(folder.glob('test_data_set_*')):
         feeds = load_tensors(data, 'input', graph.input)
         expected = load_tensors(data, 'output', graph.output)
         with np.errstate(all='ignore'):
-            outputs = run_node(node, [feeds[name] if name else None for name in proto.input])
-        got = dict(zip(proto.output, outputs))
+            got = run(feeds)
         for name, want in expected.items():
             why = _mismatch(name, got.get(name), want)
             if why:
@@ -205,7 +223,12 @@ class _SummaryPlugin:
             write(f'newly passing (run --update to record): {" ".join(newly)}')
 
 
-@pytest.mark.parametrize('op', traits.onnx_ops())
+def conformance_ops() -> list:
+    """The ONNX ops of ``ops/traits.py`` and the control-flow ops."""
+    return list(traits.onnx_ops()) + [op for op in CONTROL_FLOW if op not in traits.onnx_ops()]
+
+
+@pytest.mark.parametrize('op', conformance_ops())
 def test_op_conformance(op, node_cases):
     """Every case the baseline lists as passing still passes; every failing case is a known
     failure of the baseline."""
@@ -223,7 +246,7 @@ def test_op_conformance(op, node_cases):
 def main(argv):
     """Print per-op counts and failing cases; with --update, rewrite the baseline."""
     cases, old, new = collect_cases(), load_baseline(), {}
-    for op in traits.onnx_ops():
+    for op in conformance_ops():
         if op not in cases:
             continue
         passed, failed = run_cases(cases[op])

@@ -55,10 +55,9 @@ def _step(graph, node, x, channels):
     return affine_of(node.op, vec, first) if vec is not None else None
 
 
-def _chain(graph, consumers, conv):
+def _chain(graph, producers, consumers, conv):
     """(chain nodes in order, chain input, scale, shift) ending at ``conv``'s data input."""
     nodes, y = [], conv.inputs[0]
-    producers = graph.producers()
     value = graph.values.get(y)
     if value is None or len(value.shape) < 3 or dtype_of(graph, y) not in FLOAT_DTYPES:
         return None
@@ -88,7 +87,7 @@ def _unpadded(conv) -> bool:
 def fold_input_affine(graph) -> int:
     """Fold every per-channel affine chain into the unpadded Conv reading it (see the module
     doc); returns the number of Convs changed."""
-    consumers = graph.consumers()
+    producers, consumers = graph.producers(), graph.consumers()
     matches = []
     for conv in graph.nodes:
         if conv.op not in CONV_OPS or len(conv.inputs) < 2 or not _unpadded(conv) or \
@@ -99,7 +98,7 @@ def fold_input_affine(graph) -> int:
         b = constant(graph, conv.inputs[2]) if has_b else None
         if w is None or w.dtype.name not in FLOAT_DTYPES or (has_b and b is None):
             continue
-        found = _chain(graph, consumers, conv)
+        found = _chain(graph, producers, consumers, conv)
         if found is not None:
             matches.append((conv, w, b, found))
     for conv, w, b, (nodes, x, scale, shift) in matches:

@@ -44,9 +44,9 @@ def shape_of(graph, name):
 
 def unique_name(graph, base):
     """A name not yet used by any value, weight or graph input/output."""
-    taken = graph.values.keys() | graph.weights.keys()
     name, k = base, 0
-    while name in taken or name in graph.outputs or name in graph.inputs:
+    while name in graph.values or name in graph.weights or name in graph.outputs or \
+            name in graph.inputs:
         k += 1
         name = f'{base}_{k}'
     return name
@@ -93,6 +93,28 @@ def alias(graph, dst, src):
     for node in graph.nodes:
         node.inputs = [src if i == dst else i for i in node.inputs]
     graph.values.pop(dst, None)
+
+
+def redirect(graph, sources):
+    """Remove the values ``sources`` names: their readers read ``sources[name]`` instead
+    (followed through chains), in one sweep. None of them may be a graph output; the nodes
+    that produced them must be removed by the caller."""
+    sources = dict(sources)
+
+    def final(name):
+        chain = []
+        while name in sources:
+            chain.append(name)
+            name = sources[name]
+        sources.update(dict.fromkeys(chain, name))      # each chain is walked once
+        return name
+
+    if not sources:
+        return
+    for node in graph.nodes:
+        node.inputs = [final(i) for i in node.inputs]
+    for name in sources:
+        graph.values.pop(name, None)
 
 
 def rewrite_nodes(graph, replace=None, remove=()):

@@ -14,7 +14,7 @@ or constant in that case.
 import numpy as np
 
 from tx2_infer_core.passes.graph_edit import (ONNX_DTYPES, alias, can_alias, constant,
-                                              dtype_of, rewrite_nodes, shape_of)
+                                              dtype_of, redirect, rewrite_nodes, shape_of)
 
 SAME_SHAPE_NOOPS = {'Reshape', 'Flatten', 'Squeeze', 'Unsqueeze', 'Expand'}
 
@@ -64,13 +64,19 @@ def is_noop(graph, node) -> bool:
 
 
 def remove_noops(graph) -> int:
-    """Remove no-op nodes, keeping graph output names stable. Returns nodes removed."""
+    """Remove no-op nodes, keeping graph output names stable. Returns nodes removed.
+
+    Readers of the no-ops' outputs are redirected in one sweep (linear in the graph); the
+    few no-ops that write a graph output are then aliased one by one."""
     matches = [n for n in graph.nodes
                if n.inputs and n.inputs[0] and n.outputs and is_noop(graph, n)]
-    removed = []
+    outputs = set(graph.outputs)
+    inner = [n for n in matches if n.outputs[0] not in outputs]
+    redirect(graph, {n.outputs[0]: n.inputs[0] for n in inner})
+    removed = [id(n) for n in inner]
     for node in matches:                 # each alias sees the previous rewrites
         src, dst = node.inputs[0], node.outputs[0]
-        if can_alias(graph, dst, src):
+        if dst in outputs and can_alias(graph, dst, src):
             alias(graph, dst, src)
             removed.append(id(node))
     rewrite_nodes(graph, remove=removed)
