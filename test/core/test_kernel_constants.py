@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from tx2_infer_core.cuda import (lower_axis, lower_conv, lower_int8, lower_nn, lower_norm,
-                                 lower_ops, lower_recurrent, params, pipeline, rows)
+                                 lower_ops, lower_recurrent, lower_sampling, params, pipeline,
+                                 rows)
 from tx2_infer_core.cuda.lower_attention import ATTN
 from tx2_infer_core.cuda.lower_gather import GATHER
 from tx2_infer_core.ops import traits
@@ -131,7 +132,9 @@ STRUCT_RECORDS = {'ActParams': params.ACT, 'View': params.VIEW, 'ConvParams': pa
                   'DarknetParams': pipeline.DARKNET, 'NmsParams': pipeline.NMS,
                   'ConvI8Params': params.CONV_I8, 'QuantParams': params.QUANT,
                   'LstmParams': lower_recurrent.LSTM, 'AttnParams': ATTN,
-                  'RecurrentParams': lower_recurrent.RECURRENT, 'RowWalk': rows.ROW_WALK}
+                  'RecurrentParams': lower_recurrent.RECURRENT, 'RowWalk': rows.ROW_WALK,
+                  'GridParams': lower_sampling.GRID, 'AffineParams': lower_sampling.AFFINE,
+                  'RoiParams': lower_sampling.ROI}
 KERNEL_RECORDS = {
     'unary': params.UNARY_ARGS, 'binary': params.BINARY_ARGS,
     'binary_flat2': params.BINARY_FLAT2, 'global_reduce': params.GLOBAL_REDUCE,
@@ -161,7 +164,10 @@ KERNEL_RECORDS = {
     'rnn_recurrent': lower_recurrent.RECURRENT, 'gru_recurrent': lower_recurrent.RECURRENT,
     'attention_mma': ATTN, 'attention_simt': ATTN,
     'norm_rows': lower_norm.NORM_ARGS, 'lrn': lower_norm.LRN_ARGS,
-    'arg_rows': lower_axis.ARG_ARGS, 'scan_rows': lower_axis.SCAN_ARGS}
+    'arg_rows': lower_axis.ARG_ARGS, 'scan_rows': lower_axis.SCAN_ARGS,
+    'grid_sample': lower_sampling.GRID, 'grid_sample_v8': lower_sampling.GRID,
+    'affine_grid': lower_sampling.AFFINE, 'roi_align': lower_sampling.ROI,
+    'roi_align_v8': lower_sampling.ROI}
 
 
 # The epilogue-only activations of cuda/params.py (GELU of a GEMM, PRelu of a convolution: no
@@ -248,6 +254,8 @@ def test_other_mirrored_numbers():
         assert DEFINES[f'CT_{name.upper()}'] == code
     for name, code in params.RESIZE_NEAREST.items():
         assert DEFINES[f'NR_{name.upper()}'] == code
+    for name, code in {**lower_sampling.GRID_MODES, **lower_sampling.GRID_PADDING}.items():
+        assert DEFINES[f"GS_{re.sub('^BI', '', name.upper())}"] == code  # opset 16 names too
 
 
 def test_conv_mma_tiles_are_built():

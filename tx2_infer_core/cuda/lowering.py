@@ -20,7 +20,8 @@ import numpy as np
 
 from tx2_infer_core.cuda import (layout, lower_axis, lower_conv, lower_conv_transpose,
                                  lower_int8, lower_logic, lower_movement, lower_nn, lower_norm,
-                                 lower_ops, lower_pad, lower_recurrent, lower_resize)
+                                 lower_ops, lower_pad, lower_recurrent, lower_resize,
+                                 lower_sampling)
 from tx2_infer_core.cuda.launch import Ref, Slot, row_major
 from tx2_infer_core.cuda.lift_1d import lift_1d
 from tx2_infer_core.cuda.lower_attention import lower_attention
@@ -53,7 +54,10 @@ FAMILIES = {'conv': lower_conv.lower_conv, 'gemm': lower_conv.lower_gemm,
             'depth_to_space': lower_movement.lower_depth_to_space,
             'space_to_depth': lower_movement.lower_space_to_depth,
             'cast_like': lower_movement.lower_cast_like,
-            'eye_like': lower_movement.lower_eye_like}
+            'eye_like': lower_movement.lower_eye_like,
+            'grid_sample': lower_sampling.lower_grid_sample,
+            'affine_grid': lower_sampling.lower_affine_grid,
+            'roi_align': lower_sampling.lower_roi_align}
 LOWERINGS = {op: FAMILIES[family] for op, family in traits.cuda_ops().items()}
 
 

@@ -251,12 +251,13 @@ _LINES = (
     op('OneHot', 'index', fixed_inputs=[1]),
     op('ReverseSequence', 'index'),
     op('Einsum', 'tensor'),
+    # spatial sampling: kernels/sampling.cu (cuda/lower_sampling.py; 2-D only)
+    image('GridSample', 'sampling', 'grid_sample'),
+    op('AffineGrid', 'sampling', 'affine_grid', strided=True, fixed_inputs=[1]),
+    image('RoiAlign', 'sampling', 'roi_align'),
     # normalisation and spatial sampling ops (CPU only)
     image('MaxUnpool', 'pool', fixed_inputs=[2]),
     op('Col2Im', 'pool', fixed_inputs=[1, 2]),
-    image('GridSample', 'sampling'),
-    op('AffineGrid', 'sampling', fixed_inputs=[1]),
-    image('RoiAlign', 'sampling'),
     image('MaxRoiPool', 'sampling'),
     op('CenterCropPad', 'sampling', fixed_inputs=[1]),
 )
