@@ -157,6 +157,22 @@ def test_plan_of_known_equations(equation, shapes, ops):
     check_rewrite(equation, shapes)
 
 
+MORE = [  # equation, shapes: what numpy broadcasts, orders and chains
+    ('...ij,...jk->...ik', [(2, 3, 4, 5), (3, 5, 6)]),  # ellipses right-aligned
+    ('...i,...i->...', [(2, 1, 3), (4, 3)]),  # a size-1 ellipsis axis broadcast
+    ('ij,jk', [(2, 1), (3, 4)]),  # a size-1 contracted axis broadcast
+    ('aB,cA', [(2, 3), (4, 5)]),  # implicit output: capitals first
+    ('ijk,jkl,lm->mi', [(2, 3, 4), (3, 4, 5), (5, 6)]),
+    ('bii,bjj->bij', [(2, 3, 3), (2, 4, 4)]),
+    ('ab,cd->', [(2, 3), (4, 5)]),
+]
+
+
+@pytest.mark.parametrize('equation, shapes', MORE, ids=[c[0] for c in MORE])
+def test_broadcasts_implicit_outputs_and_chains(equation, shapes):
+    check_rewrite(equation, shapes)
+
+
 def test_attention_scores_transpose_only_the_keys():
     transpose, matmul = einsum_plan('bhid,bhjd->bhij', [(1, 2, 5, 4), (1, 2, 6, 4)])
     assert transpose.inputs == (1,) and transpose.args == (0, 1, 3, 2)
