@@ -12,9 +12,9 @@ import onnx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from onnx import TensorProto, helper, numpy_helper
 
 import test_onnx_node_conformance as cpu
+from einsum_cases import attention_model
 from emulated_arena import emulate
 from tx2_infer_core import reference
 from tx2_infer_core.backends.numpy_backend import NumpyBackend
@@ -230,41 +230,16 @@ def test_onnx_node_case_lowers_and_matches(name, all_activations, monkeypatch):
             assert GPU.close(got[out], want), (name, out)
 
 
-def attention_model(seq=6, dim=16, heads=2):
-    """x [1, seq, dim] -> Q, K, V projections -> [1, heads, seq, dim / heads] ->
-    Einsum('bhid,bhjd->bhij') * scale -> Softmax -> Einsum('bhij,bhjd->bhid') -> [1, seq, dim]."""
-    d = dim // heads
-    inits = [numpy_helper.from_array((RNG.standard_normal((dim, dim)) / 4).astype(np.float32),
-                                     w) for w in ('wq', 'wk', 'wv')]
-    inits += [numpy_helper.from_array(np.array([1, seq, heads, d], np.int64), 'split'),
-              numpy_helper.from_array(np.array([1, seq, dim], np.int64), 'merge'),
-              numpy_helper.from_array(np.array(d ** -0.5, np.float32), 'scale')]
-    nodes = []
-    for p in 'qkv':
-        nodes += [helper.make_node('MatMul', ['x', f'w{p}'], [f'{p}0']),
-                  helper.make_node('Reshape', [f'{p}0', 'split'], [f'{p}1']),
-                  helper.make_node('Transpose', [f'{p}1'], [p], perm=[0, 2, 1, 3])]
-    nodes += [helper.make_node('Einsum', ['q', 'k'], ['s'], equation='bhid,bhjd->bhij'),
-              helper.make_node('Mul', ['s', 'scale'], ['s1']),
-              helper.make_node('Softmax', ['s1'], ['p'], axis=-1),
-              helper.make_node('Einsum', ['p', 'v'], ['o'], equation='bhij,bhjd->bhid'),
-              helper.make_node('Transpose', ['o'], ['o1'], perm=[0, 2, 1, 3]),
-              helper.make_node('Reshape', ['o1', 'merge'], ['y'])]
-    graph = helper.make_graph(
-        nodes, 'einsum_attention',
-        [helper.make_tensor_value_info('x', TensorProto.FLOAT, [1, seq, dim])],
-        [helper.make_tensor_value_info('y', TensorProto.FLOAT, [1, seq, dim])], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)])
-
-
 def test_cuda_build_of_einsum_attention_lowers(tmp_path):
-    """Level 3 (the cuda builds) leaves no Einsum, runs on the numpy backend like the
-    unoptimised graph (numpy's einsum), and lowers for sm_90 and sm_62."""
+    """Level 3 (the cuda builds) leaves no Einsum (the two become MatMuls that
+    fuse_attention takes: one FusedAttention after the merged QKV projection), runs on the
+    numpy backend like the unoptimised graph (numpy's einsum), and lowers for sm_90 and
+    sm_62."""
     path = tmp_path / 'einsum_attention.onnx'
-    onnx.save(attention_model(), str(path))
+    onnx.save(attention_model(RNG), str(path))
     graph = load_onnx(path)
     fast, report = optimize(graph, level=3)
-    assert report['rewrite_einsum'] == 2
+    assert report['rewrite_einsum'] == 2 and report['fuse_attention'] == 1
     assert 'Einsum' not in {n.op for n in fast.nodes}
     x = {'x': RNG.standard_normal((1, 6, 16)).astype(np.float32)}
     want = reference.execute(graph, x)['y']
