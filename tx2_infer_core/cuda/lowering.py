@@ -25,9 +25,11 @@ from tx2_infer_core.cuda import (layout, lower_axis, lower_conv, lower_conv_tran
 from tx2_infer_core.cuda.launch import Ref, Slot, row_major
 from tx2_infer_core.cuda.lift_1d import lift_1d
 from tx2_infer_core.cuda.lower_attention import lower_attention
+from tx2_infer_core.cuda.lower_einsum import lower_einsum
 from tx2_infer_core.cuda.lower_gather import lower_gather
 from tx2_infer_core.errors import Tx2InferError, UnsupportedOpError
 from tx2_infer_core.ops import traits
+from tx2_infer_core.passes.rewrite_einsum import without_einsum
 from tx2_infer_core.planner import ALIGNMENT, MemoryPlan
 
 DEFAULT_SM_COUNT = 132  # an H100's; the backend passes its device's count
@@ -57,7 +59,7 @@ FAMILIES = {'conv': lower_conv.lower_conv, 'gemm': lower_conv.lower_gemm,
             'eye_like': lower_movement.lower_eye_like,
             'grid_sample': lower_sampling.lower_grid_sample,
             'affine_grid': lower_sampling.lower_affine_grid,
-            'roi_align': lower_sampling.lower_roi_align}
+            'roi_align': lower_sampling.lower_roi_align, 'einsum': lower_einsum}
 LOWERINGS = {op: FAMILIES[family] for op, family in traits.cuda_ops().items()}
 
 
@@ -167,6 +169,7 @@ def lower_graph(graph, arch: int, conv_path: str = 'auto', sm_count: int = DEFAU
     kernels cannot compute."""
     path = resolve_conv_path(arch, conv_path)
     i8_path = lower_int8.resolve_int8_path(arch, int8_path)
+    graph, _ = without_einsum(graph)  # Einsum as MatMul, Transpose, Reshape, Mul, ReduceSum
     graph, _ = lift_1d(graph)  # 1-D convs and pools as 2-D ones with H = 1 (4-D slots added)
     plan, slots = layout.plan_arena(graph, alignment, place_channels)
     ctx = LoweringContext(graph, arch, path, sm_count, slots, i8_path)

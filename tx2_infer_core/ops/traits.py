@@ -193,6 +193,7 @@ _LINES = (
     OpTraits('FusedLinear', 'fused', OTHER, cuda='matmul',
              internal=True),  # act(x @ W + b + residual): a GEMM and its epilogue (fuse_linear)
     op('Gemm', 'nn', 'gemm'),
+    op('Einsum', 'tensor', 'einsum'),  # MatMul & co once rewritten (passes/rewrite_einsum.py)
     # recurrent
     op('LSTM', 'recurrent', 'lstm'),
     op('RNN', 'recurrent', 'rnn'), op('GRU', 'recurrent', 'gru'),
@@ -250,7 +251,6 @@ _LINES = (
     op('Scatter', 'index'),  # opset 9-10 only: the importer's upgrade makes ScatterElements
     op('OneHot', 'index', fixed_inputs=[1]),
     op('ReverseSequence', 'index'),
-    op('Einsum', 'tensor'),
     # spatial sampling: kernels/sampling.cu (cuda/lower_sampling.py; 2-D only)
     image('GridSample', 'sampling', 'grid_sample'),
     op('AffineGrid', 'sampling', 'affine_grid', strided=True, fixed_inputs=[1]),

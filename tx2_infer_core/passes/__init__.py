@@ -22,6 +22,7 @@ from tx2_infer_core.passes.graph_edit import drop_stale_values
 from tx2_infer_core.passes.layouts import infer_layouts
 from tx2_infer_core.passes.merge_matmuls import merge_matmuls
 from tx2_infer_core.passes.remove_noops import remove_noops
+from tx2_infer_core.passes.rewrite_einsum import rewrite_einsum
 from tx2_infer_core.passes.sink_transposes import sink_transposes
 from tx2_infer_core.passes.weights import fuse_conv_affine_weights, fuse_conv_bn_weights
 
@@ -36,6 +37,8 @@ log = logging.getLogger('tx2_infer.passes')
 # unpadded Conv after them; level 3 also writes decomposed layer norms as LayerNormalization
 # and takes each product by a constant matrix with its bias, activation (GELU too) and residual
 # into one FusedLinear (a GEMM with that epilogue on CUDA), before the pointwise fusion.
+# Level 3 first writes each Einsum as MatMul, Transpose, Reshape, Mul, ReduceSum nodes (the
+# CUDA kernels'; the cpu levels keep numpy's einsum, bit for bit).
 SIMPLIFY = [fold_constants, remove_noops, sink_transposes, remove_noops, fold_pads]
 FUSE = [fold_batchnorm, fold_scale_shift, fuse_conv_activation, fuse_residual_add,
         fold_input_affine]
@@ -43,14 +46,16 @@ FUSE_POINTWISE = [fuse_layernorm, fold_batchnorm, fold_scale_shift, fuse_activat
                   fuse_conv_activation, fuse_residual_add, fold_input_affine, fuse_linear,
                   fuse_pointwise]
 ATTENTION = [fuse_attention, merge_matmuls]
-PIPELINES = {0: [], 1: SIMPLIFY, 2: SIMPLIFY + FUSE, 3: SIMPLIFY + ATTENTION + FUSE_POINTWISE}
+PIPELINES = {0: [], 1: SIMPLIFY, 2: SIMPLIFY + FUSE,
+             3: [rewrite_einsum] + SIMPLIFY + ATTENTION + FUSE_POINTWISE}
 POINTWISE_LEVEL = 3
 
 __all__ = ['optimize', 'PIPELINES', 'fold_constants', 'remove_noops', 'sink_transposes',
            'fold_batchnorm', 'fold_scale_shift', 'fuse_conv_activation', 'fuse_residual_add',
            'infer_layouts', 'fuse_conv_bn_weights', 'fuse_conv_affine_weights',
            'fuse_activation_patterns', 'fuse_pointwise', 'POINTWISE_LEVEL', 'fuse_attention',
-           'merge_matmuls', 'fold_pads', 'fold_input_affine', 'fuse_layernorm', 'fuse_linear']
+           'merge_matmuls', 'fold_pads', 'fold_input_affine', 'fuse_layernorm', 'fuse_linear',
+           'rewrite_einsum']
 
 
 def run_pass(graph, fn) -> int:
@@ -68,7 +73,8 @@ def optimize(graph, level=2):
 
     ``level`` 0 copies only, 1 folds constants and removes no-ops and layout transposes, 2 (the
     default) also folds batch-norm and fuses Conv + activation + residual into FusedConv, 3
-    also fuses decomposed activations and chains of elementwise ops (``fuse_pointwise.py``).
+    also rewrites Einsum (``rewrite_einsum.py``) and fuses decomposed activations and chains
+    of elementwise ops (``fuse_pointwise.py``).
     """
     if level not in PIPELINES:
         raise ValueError(f'optimize: level must be one of {sorted(PIPELINES)}, got {level}')
