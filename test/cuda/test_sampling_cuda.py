@@ -48,7 +48,9 @@ def test_grid_sample_modes(mode, pad, align, channels):
 
 
 def test_spatial_transformer_warp():
-    """AffineGrid of a runtime theta, then a bilinear GridSample of 1x32x64x64 (an STN)."""
+    """AffineGrid of a runtime theta, then a bilinear GridSample of 1x32x64x64 (an STN). The
+    grid between them is FP16 in the arena (steps of 1/2048 near +-1: 0.016 px at 64 px), which
+    on a white-noise image is 0.8% relative L2 (H200); the oracle keeps it FP32, hence 2e-2."""
     nodes = [Node('AffineGrid', 'ag', ['theta', 'size'], ['g'], {}),
              Node('GridSample', 'gs', ['x', 'g'], ['y'], {})]
     values = {'theta': Value('theta', (1, 2, 3), 'float32', ''),
@@ -59,7 +61,7 @@ def test_spatial_transformer_warp():
                   {'size': np.array([1, 32, 64, 64], np.int64)})
     feeds = {'theta': np.array([[[0.9, -0.25, 0.1], [0.2, 0.95, -0.1]]], np.float32),
              'x': RNG.standard_normal((1, 32, 64, 64)).astype(np.float32)}
-    compare('STN warp 1x32x64x64', graph, feeds)
+    compare('STN warp 1x32x64x64', graph, feeds, tol=2e-2)
 
 
 def test_rtdetr_deformable_sampling():
