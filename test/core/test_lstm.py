@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from lstm_cases import TEXTS, LstmCase, cases, ctc_decode, ctc_margin, render_text
+from recurrent_cases import TEXTS, LstmCase, ctc_decode, ctc_margin, lstm_cases, render_text
 from tx2_infer_core.engine import Engine
 from tx2_infer_core.errors import UnsupportedOpError
 from tx2_infer_core.ir import Node
@@ -45,7 +45,7 @@ def assert_matches_ort(case, ours):
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(cases())
+@given(lstm_cases())
 def test_lstm_matches_onnxruntime(case):
     assert_matches_ort(case, case.reference())
 

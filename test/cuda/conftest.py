@@ -1,5 +1,7 @@
 """GPU tests: skipped with a reason where pycuda or a CUDA device is missing."""
+import importlib.util
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +11,8 @@ from tx2_infer_core.backends.cuda_backend import CudaBackend
 from tx2_infer_core.cuda import lower_conv
 from tx2_infer_core.ir import Graph, Node, Value
 
+
+CORE_TESTS = Path(__file__).resolve().parents[1] / 'core'
 
 # One line per GPU output compared with the CPU oracle (``assert_close``), written at the end of
 # the run by ``pytest_terminal_summary`` so every log states the tolerance each output met.
@@ -22,6 +26,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if '/test/cuda/' in str(item.fspath):
             item.add_marker(skip)
+
+
+def core_module(name):
+    """The module ``test/core/<name>.py`` (a helper or a CPU test whose cases a GPU test
+    reuses), loaded by path: both test folders have a conftest."""
+    spec = importlib.util.spec_from_file_location(f'tx2_{name}', CORE_TESTS / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def one_node_graph(op, inputs, out_shape, weights=None, attrs=None, extra_inputs=()):

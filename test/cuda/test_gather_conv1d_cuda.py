@@ -4,14 +4,14 @@ shapes that needed them: captcha-crnn's time-step Gathers of a (20, 1, 4096) seq
 oww-melspec's STFT convolutions (1, 1, 21760) -> (1, 257, 133); then captcha-crnn whole
 against ONNX Runtime, and oww-melspec's STFT convolutions with the model's weights against
 the numpy ops."""
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import assert_close, assert_engine_matches_onnxruntime, fp16_round, run_graph
+from conftest import (assert_close, assert_engine_matches_onnxruntime, fp16_round, run_graph,
+                      zoo_model_path)
 from tx2_infer_core.ir import Graph, Node, Value
 from tx2_infer_core.ops import run_node
 
@@ -122,20 +122,9 @@ def test_1d_chain(path):
     check(f'1-D chain {path}', graph, 5e-3, conv_path=path)
 
 
-def _model_path(model, tmp_path):
-    """The model from the asset cache, or from a zoo pack named by $TX2_INFER_ZOO_PACKED."""
-    packed = os.environ.get('TX2_INFER_ZOO_PACKED')
-    if not packed:
-        return zoo_data.model_files(model)[0]
-    found = zoo_data.unpack(packed, tmp_path)
-    if model.name not in found:
-        pytest.skip(f'{model.name} is in another zoo pack group (zoo_data.py groups)')
-    return found[model.name][0]
-
-
 def test_captcha_crnn_matches_onnxruntime(tmp_path):
     model = zoo_data.BY_NAME['captcha-crnn']
-    assert_engine_matches_onnxruntime('captcha-crnn', _model_path(model, tmp_path), model)
+    assert_engine_matches_onnxruntime('captcha-crnn', zoo_model_path(model.name, tmp_path), model)
 
 
 def test_oww_melspec_stft_matches_numpy(tmp_path):
@@ -146,7 +135,7 @@ def test_oww_melspec_stft_matches_numpy(tmp_path):
     from tx2_infer_core.engine_build import import_model
     from tx2_infer_core.passes import POINTWISE_LEVEL, optimize
     model = zoo_data.BY_NAME['oww-melspec']
-    graph = optimize(import_model(_model_path(model, tmp_path), model.input_shape),
+    graph = optimize(import_model(zoo_model_path(model.name, tmp_path), model.input_shape),
                      POINTWISE_LEVEL)[0]
     graph.outputs = [n.outputs[0] for n in graph.nodes if n.op == 'FusedConv']
     assert len(graph.outputs) == 2

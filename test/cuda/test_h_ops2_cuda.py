@@ -7,30 +7,17 @@ LpNormalization, RMSNormalization, LRN (``kernels/norm.cu``), ArgMax, ArgMin, Ha
 of the models that use them (style transfer, diffusion UNets, AlexNet, LLM blocks, segmentation
 and classifier heads), NaN and ties. ``test/core/test_cuda_norm_axis.py`` checks the same
 lowerings without a GPU."""
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from conftest import assert_close, fp16_round, run_graph
+from conftest import assert_close, core_module, fp16_round, run_graph
 from tx2_infer_core import reference
 from tx2_infer_core.ir import Graph, Node, Value
 
-ROOT = Path(__file__).resolve().parents[2]
 RNG = np.random.default_rng(1402)
 
 
-def _core_module(name):
-    """A helper module of test/core (loaded by path: both test folders have a conftest)."""
-    spec = importlib.util.spec_from_file_location(f'tx2_{name}', ROOT / 'test' / 'core' /
-                                                  f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-NC = _core_module('norm_axis_cases')
+NC = core_module('norm_axis_cases')
 VARIANTS = [(name, before, after) for name in sorted(NC.CASES) if NC.CASES[name][1]
             for before, after in NC.storages(name)]  # a rank-0 input: test_scalar_reductions
 

@@ -3,15 +3,14 @@ CPU): what they make runs on the kernels as the graph before them runs on numpy 
 folded into MaxPool's asymmetric pads, a Pad folded through a Transpose into a Conv, a fused
 LayerNormalization, an affine chain folded into a 1x1 conv), and the zoo models they change
 against ONNX Runtime."""
-import importlib.util
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import assert_close, assert_engine_matches_onnxruntime, fp16_round, run_graph
+from conftest import (assert_close, assert_engine_matches_onnxruntime, core_module, fp16_round,
+                      run_graph, zoo_model_path)
 from tx2_infer_core import reference
 from tx2_infer_core.passes import fold_input_affine, fold_pads, fuse_layernorm, run_pass
 
@@ -20,16 +19,7 @@ sys.path.insert(0, str(ROOT / 'bench'))
 import zoo_data  # noqa: E402
 
 
-def _core_tests():
-    """test/core/test_launch_passes.py (loaded by path: both test folders have a conftest)."""
-    spec = importlib.util.spec_from_file_location(
-        'tx2_launch_pass_cases', ROOT / 'test' / 'core' / 'test_launch_passes.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-CASES = _core_tests()
+CASES = core_module('test_launch_passes')
 GRAPHS = {
     'edge pad + maxpool': (lambda: CASES._pool_after(*CASES._pad('edge')), fold_pads),
     'pad + conv': (lambda: CASES._conv_after(*CASES._pad(value=0.0), pads=[1, 0, 0, 1]),
@@ -56,8 +46,4 @@ def test_pass_output_runs_on_the_kernels(name):
 @pytest.mark.parametrize('name', ['open-nsfw', 'ppocr-rec', 'ppocr-det'])
 def test_zoo_model_matches_onnxruntime(name, tmp_path):
     model = zoo_data.BY_NAME[name]
-    packed = os.environ.get('TX2_INFER_ZOO_PACKED')
-    found = zoo_data.unpack(packed, tmp_path) if packed else {name: zoo_data.model_files(model)}
-    if name not in found:
-        pytest.skip(f'{name} is in another zoo pack group (zoo_data.py groups)')
-    assert_engine_matches_onnxruntime(name, found[name][0], model)
+    assert_engine_matches_onnxruntime(name, zoo_model_path(name, tmp_path), model)

@@ -1,34 +1,22 @@
 """The CUDA LSTM (the projection GEMM, then ``kernels/lstm.cu``) against the numpy op on
 several shapes, and the whole ddddocr-rec (CRNN: conv + LSTM + CTC) against ONNX Runtime:
 logits within the FP16 model tolerance and the same CTC reading of rendered text."""
-import importlib.util
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import assert_close, fp16_round
+from conftest import assert_close, core_module, fp16_round, zoo_model_path
 from tx2_infer_core.backends.cuda_backend import CudaBackend
 from tx2_infer_core.engine import Engine
-from tx2_infer_core.ops import run_node
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / 'bench'))
 import zoo_data  # noqa: E402
 
 
-def _cases_module():
-    """test/core/lstm_cases.py (loaded by path: both test folders have a conftest)."""
-    spec = importlib.util.spec_from_file_location('tx2_lstm_cases',
-                                                  ROOT / 'test' / 'core' / 'lstm_cases.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-lc = _cases_module()
+lc = core_module('recurrent_cases')
 Case = lc.LstmCase
 
 CASES = {
@@ -50,11 +38,8 @@ CASES = {
 
 def reference(case) -> dict:
     """The numpy op on the FP16-rounded inputs (what the GPU is given)."""
-    node = case.node()
-    arrays = {n: fp16_round(a) if a.dtype == np.float32 else a
-              for n, a in case.arrays().items()}
-    out = run_node(node, [arrays.get(n) if n else None for n in node.inputs])
-    return {n: y for n, y in zip(node.outputs, out) if n}
+    return case.reference({n: fp16_round(a) if a.dtype == np.float32 else a
+                           for n, a in case.arrays().items()})
 
 
 @pytest.mark.parametrize('conv_path', ['tc', 'simt'])
@@ -92,15 +77,11 @@ def test_lstm_in_a_captured_graph_replays_the_same():
 
 @pytest.fixture(scope='module')
 def ddddocr_rec(tmp_path_factory):
-    """The model from the asset cache, or from a zoo pack (``python bench/zoo_data.py pack
-    .zoo 1``) named by $TX2_INFER_ZOO_PACKED on a machine without the cache."""
+    """The model (``zoo_model_path``: the asset cache or $TX2_INFER_ZOO_PACKED), its ONNX
+    Runtime session and its engines on both conv paths."""
     import onnxruntime as ort
     model = zoo_data.BY_NAME['ddddocr-rec']
-    packed = os.environ.get('TX2_INFER_ZOO_PACKED')
-    if packed:
-        path = zoo_data.unpack(packed, tmp_path_factory.mktemp('zoo'))[model.name][0]
-    else:
-        path, _ = zoo_data.model_files(model)
+    path = zoo_model_path(model.name, tmp_path_factory.mktemp('zoo'))
     session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
     engines = {p: Engine.build(path, input_shape=model.input_shape, backend='cuda',
                                precision='fp16', backend_options={'conv_path': p})

@@ -2,15 +2,13 @@
 op on the zoo shapes and on every direction, activation, linear_before_reset and optional
 input, and the whole madmom-onsets (6 RNNs) and madmom-downbeats (4 GRUs) against ONNX
 Runtime."""
-import importlib.util
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import assert_close, fp16_round
+from conftest import assert_close, core_module, fp16_round, zoo_model_path
 from tx2_infer_core.backends.cuda_backend import CudaBackend
 from tx2_infer_core.engine import Engine
 
@@ -19,16 +17,7 @@ sys.path.insert(0, str(ROOT / 'bench'))
 import zoo_data  # noqa: E402
 
 
-def _cases_module():
-    """test/core/recurrent_cases.py (loaded by path: both test folders have a conftest)."""
-    spec = importlib.util.spec_from_file_location('tx2_recurrent_cases',
-                                                  ROOT / 'test' / 'core' / 'recurrent_cases.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-Case = _cases_module().RecurrentCase
+Case = core_module('recurrent_cases').RecurrentCase
 
 CASES = {
     # the zoo's nodes: madmom-onsets' first and later layers, madmom-downbeats' first
@@ -106,14 +95,9 @@ def test_gru_in_a_captured_graph_replays_the_same():
 
 @pytest.fixture(scope='module')
 def zoo_paths(tmp_path_factory):
-    """{name: model path} from the asset cache, or from a zoo pack (``python
-    bench/zoo_data.py pack .zoo 1``) named by $TX2_INFER_ZOO_PACKED."""
-    names = ('madmom-onsets', 'madmom-downbeats')
-    packed = os.environ.get('TX2_INFER_ZOO_PACKED')
-    if packed:
-        found = zoo_data.unpack(packed, tmp_path_factory.mktemp('zoo'))
-        return {n: found[n][0] for n in names}
-    return {n: zoo_data.model_files(zoo_data.BY_NAME[n])[0] for n in names}
+    """{name: model path} (``zoo_model_path``: the asset cache or $TX2_INFER_ZOO_PACKED)."""
+    return {n: zoo_model_path(n, tmp_path_factory.mktemp('zoo'))
+            for n in ('madmom-onsets', 'madmom-downbeats')}
 
 
 @pytest.mark.parametrize('states', ['zero', 'random'])

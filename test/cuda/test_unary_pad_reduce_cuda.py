@@ -6,14 +6,13 @@ rank-0 value), a Clip whose bound is computed at run time; then the zoo models t
 them (madmom-beats, silero-vad, oww-melspec) against ONNX Runtime.
 ``test/core/test_cuda_generated_unary.py``, ``test_cuda_pad.py`` and ``test_cuda_reduce.py``
 check the same lowerings without a GPU."""
-import importlib.util
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import assert_close, fp16_round, run_graph, zoo_model_path
+from conftest import assert_close, core_module, fp16_round, run_graph, zoo_model_path
 from tx2_infer_core import reference
 from tx2_infer_core.ir import Graph, Node, Value
 from tx2_infer_core.passes import POINTWISE_LEVEL, optimize
@@ -25,16 +24,7 @@ import zoo_data  # noqa: E402
 RNG = np.random.default_rng(14)
 
 
-def _core_module(name):
-    """A helper module of test/core (loaded by path: both test folders have a conftest)."""
-    spec = importlib.util.spec_from_file_location(f'tx2_{name}', ROOT / 'test' / 'core' /
-                                                  f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-UC = _core_module('unary_cases')
+UC = core_module('unary_cases')
 
 
 def graph_of(nodes, shapes, inputs=('x',), outputs=('y',), weights=None):
