@@ -5,31 +5,17 @@ data an activation, indices and weights constants), lowered for sm_90 and run ov
 emulated arena (``emulated_arena``: the copy and gather kernels as launched, the 2-D twins of
 the 1-D pools by the numpy ops), within the conformance test's FP16 tolerance of the ONNX
 expected outputs."""
-import importlib.util
-from pathlib import Path
 
-import onnx
 import pytest
 
 import test_onnx_node_conformance as cpu
+from node_cases import GPU, data_sets
 from emulated_arena import emulate
 from tx2_infer_core.cuda.lift_1d import lift_1d
 
-ROOT = Path(__file__).resolve().parents[2]
 CASES = {'test_gather_0': 'gather', 'test_gather_1': 'gather',
          'test_gather_2d_indices': 'unary', 'test_gather_negative_indices': 'gather',
          'test_maxpool_1d_default': 'pool2d', 'test_averagepool_1d_default': 'pool2d'}
-
-
-def _gpu_conformance():
-    spec = importlib.util.spec_from_file_location(
-        'tx2_cuda_node_cases', ROOT / 'test' / 'cuda' / 'test_node_conformance_cuda.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-GPU = _gpu_conformance()
 
 
 @pytest.fixture(scope='module')
@@ -39,12 +25,7 @@ def folders():
 
 @pytest.mark.parametrize('name', sorted(CASES))
 def test_node_case_lowers_and_matches(name, folders):
-    model = onnx.load(str(folders[name] / 'model.onnx'))
-    proto = model.graph.node[0]
-    for data in sorted(folders[name].glob('test_data_set_*')):
-        feeds = cpu.load_tensors(data, 'input', model.graph.input)
-        expected = cpu.load_tensors(data, 'output', model.graph.output)
-        graph, acts = GPU.case_graph(cpu.node_from_proto(proto), proto, feeds, expected)
+    for graph, acts, expected in data_sets(folders[name]):
         got, lowered = emulate(lift_1d(graph)[0], acts, {'Gather', 'Unsqueeze', 'Squeeze'})
         assert CASES[name] in [k.kernel for k in lowered.launches]
         for out, want in expected.items():

@@ -5,13 +5,11 @@
 row-major tensors, NHWC images, mixed storage and channel slices; every ONNX node case of these
 ops lowers and matches its expected output, or is refused by name; the refusals name the node
 and the value; ``arg.cu``'s comparison, built for the host, picks numpy's index."""
-import importlib.util
 import re
 import subprocess
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 from launch_emulator import emulate
 from norm_axis_cases import (S, CASES, case_graph, feeds, sample, scale_bias, small_net,
@@ -19,6 +17,7 @@ from norm_axis_cases import (S, CASES, case_graph, feeds, sample, scale_bias, sm
 from unary_cases import host_compiler
 
 import test_onnx_node_conformance as cpu
+from node_cases import GPU, data_sets
 from tx2_infer_core import reference
 from tx2_infer_core.cuda import rows
 from tx2_infer_core.cuda.lift_1d import lift_1d
@@ -149,15 +148,6 @@ def test_refusals_name_node_and_value(name):
 
 # The ONNX node cases -------------------------------------------------------------------------
 
-def _gpu_conformance():
-    spec = importlib.util.spec_from_file_location(
-        'tx2_cuda_node_cases', ROOT / 'test' / 'cuda' / 'test_node_conformance_cuda.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-GPU = _gpu_conformance()
 NODE_OPS = sorted({c[0] for c in CASES.values()})
 REFUSED_CASES = {  # what the GPU conformance run counts as refused, with the reason
     'empty_set': 'an empty input', 'test_lppool_3d_default': '3-D pooling'}
@@ -184,16 +174,10 @@ def test_node_cases_lower_and_match(node_cases):
 
 
 def _node_case(folder) -> str:
-    model = onnx.load(str(folder / 'model.onnx'))
-    proto = model.graph.node[0]
     status = 'n/a'
-    for data in sorted(folder.glob('test_data_set_*')):
-        inputs = cpu.load_tensors(data, 'input', model.graph.input)
-        expected = cpu.load_tensors(data, 'output', model.graph.output)
-        made = GPU.case_graph(cpu.node_from_proto(proto), proto, inputs, expected)
-        if made is None:
+    for graph, acts, expected in data_sets(folder):
+        if graph is None:
             return 'n/a'
-        graph, acts = made
         reason = next((r for k, r in REFUSED_CASES.items() if k in folder.name), None)
         if reason:
             with pytest.raises(UnsupportedOpError, match=reason):

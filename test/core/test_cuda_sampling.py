@@ -6,16 +6,15 @@ over the FP16 arena: every mode, padding and corner alignment against the numpy 
 or constants, and every ONNX node case of these ops (passed, or refused by name). The lowering
 is the same for sm_62 as for sm_90; what the kernels cannot do is refused naming the node.
 """
-import importlib.util
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 import sampling_host
 from unary_cases import host_compiler
 
 import test_onnx_node_conformance as cpu
+from node_cases import GPU, data_sets
 from tx2_infer_core.cuda.lowering import lower_graph
 from tx2_infer_core.errors import UnsupportedOpError
 from tx2_infer_core.ir import Graph, Node, Value
@@ -246,14 +245,6 @@ def test_refusals_name_node_and_value(name):
 
 # The ONNX node cases ---------------------------------------------------------------------------
 
-def _gpu_conformance():
-    spec = importlib.util.spec_from_file_location(
-        'tx2_cuda_node_cases', ROOT / 'test' / 'cuda' / 'test_node_conformance_cuda.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 REFUSED_CASES = {'volumetric': 'volumetric', 'affine_grid_3d': 'only 2-D grids'}
 
 
@@ -262,23 +253,18 @@ def test_node_cases_lower_and_match(binary):
     """Every ONNX node case of these ops, built as the GPU conformance test builds it (the
     first input an activation, the others constants), matches its expected output within that
     test's FP16 tolerance on the host-built kernels, or is refused by name (volumetric)."""
-    gpu = _gpu_conformance()
     found = cpu.collect_cases()
     counts = {'pass': 0, 'refused': 0}
     for op in sampling_host.OPS:
         for folder in found.get(op, []):
-            status = _node_case(binary, gpu, folder)
+            status = _node_case(binary, folder)
             counts[status] = counts.get(status, 0) + 1
     assert counts == {'pass': 19, 'refused': 6}, counts  # onnx 1.23: 14 + 2 + 3 pass
 
 
-def _node_case(binary, gpu, folder) -> str:
-    model = onnx.load(str(folder / 'model.onnx'))
-    proto = model.graph.node[0]
-    for data in sorted(folder.glob('test_data_set_*')):
-        inputs = cpu.load_tensors(data, 'input', model.graph.input)
-        expected = cpu.load_tensors(data, 'output', model.graph.output)
-        graph, acts = gpu.case_graph(cpu.node_from_proto(proto), proto, inputs, expected)
+def _node_case(binary, folder) -> str:
+    for graph, acts, expected in data_sets(folder):
+        assert graph is not None, folder.name
         reason = next((r for k, r in REFUSED_CASES.items() if k in folder.name), None)
         if reason:
             with pytest.raises(UnsupportedOpError, match=reason):
@@ -286,5 +272,5 @@ def _node_case(binary, gpu, folder) -> str:
             return 'refused'
         got, _ = sampling_host.run(binary, graph, acts)
         for out, want in expected.items():
-            assert gpu.close(got[out], want), (folder.name, out, got[out], want)
+            assert GPU.close(got[out], want), (folder.name, out, got[out], want)
     return 'pass'

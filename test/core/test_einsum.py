@@ -4,8 +4,6 @@ numpy backend against ``numpy.einsum``, and lowered for sm_90 over the emulated 
 copies and the batched matmul as launched); the plans of the attention equations; the ONNX
 node cases lowered and emulated; a small ONNX model with Einsum attention built at level 3;
 refusals by name."""
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -14,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import test_onnx_node_conformance as cpu
+from node_cases import GPU, data_sets
 from einsum_cases import attention_model
 from emulated_arena import emulate
 from tx2_infer_core import reference
@@ -27,7 +26,6 @@ from tx2_infer_core.passes.einsum_plan import MAX_RANK, EinsumRefused, einsum_pl
 from tx2_infer_core.passes.rewrite_einsum import rewrite_einsum, without_einsum
 from tx2_infer_core.planner import plan_memory
 
-ROOT = Path(__file__).resolve().parents[2]
 RNG = np.random.default_rng(7)
 PLAN_OPS = {'MatMul', 'Transpose', 'Reshape', 'Slice', 'Mul', 'ReduceSum', 'Identity'}
 LAUNCHED = {'MatMul', 'Transpose', 'Reshape', 'Slice', 'Identity'}  # the rest: numpy ops
@@ -192,15 +190,6 @@ def _node_cases():
     return {f.name: f for f in cases}
 
 
-def _gpu_conformance():
-    spec = importlib.util.spec_from_file_location(
-        'tx2_cuda_node_cases', ROOT / 'test' / 'cuda' / 'test_node_conformance_cuda.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-GPU = _gpu_conformance()
 NODE_CASES = _node_cases()
 
 
@@ -212,16 +201,9 @@ def test_onnx_node_case_lowers_and_matches(name, all_activations, monkeypatch):
     refused) and run over the emulated arena within its FP16 tolerance."""
     if all_activations:
         monkeypatch.setattr(GPU, 'ACTIVATION_OPS', GPU.ACTIVATION_OPS | {'Einsum'})
-    folder = NODE_CASES[name]
-    model = onnx.load(str(folder / 'model.onnx'))
-    proto = model.graph.node[0]
-    for data in sorted(folder.glob('test_data_set_*')):
-        feeds = cpu.load_tensors(data, 'input', model.graph.input)
-        expected = cpu.load_tensors(data, 'output', model.graph.output)
-        made = GPU.case_graph(cpu.node_from_proto(proto), proto, feeds, expected)
-        if made is None:  # bfloat16: not a float case
+    for graph, acts, expected in data_sets(NODE_CASES[name]):
+        if graph is None:  # bfloat16: not a float case
             pytest.skip(f'{name}: not a float case')
-        graph, acts = made
         lower_graph(graph, arch=62)
         rewritten, count = without_einsum(graph)
         assert count == 1
