@@ -10,8 +10,6 @@ launches by their program (the numpy ops) over the index maths of ``codegen_poin
 numpy op on its input slots and writes its result through its output slot.
 """
 import contextlib
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 from launch_emulator import run_launch
@@ -113,13 +111,3 @@ def case_graph(node, proto, feeds, expected, activations=1, float_data=False):
     for name, arr in expected.items():
         values[name] = Value(name, np.shape(arr), str(np.asarray(arr).dtype), '')
     return Graph([node], list(acts), list(expected), values, weights), acts
-
-
-def gpu_conformance():
-    """``test/cuda/test_node_conformance_cuda.py`` as a module (loaded by path: both test
-    folders have a conftest): its ``case_graph`` and ``close``."""
-    path = Path(__file__).resolve().parents[1] / 'cuda' / 'test_node_conformance_cuda.py'
-    spec = importlib.util.spec_from_file_location('tx2_logic_node_cases', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module

@@ -22,15 +22,15 @@ def _gpu_conformance():
 GPU = _gpu_conformance()
 
 
-def data_sets(folder):
+def data_sets(folder, build=None):
     """Each test data set of the node case ``folder``: (graph, activation feeds, expected
-    outputs), the graph and feeds as ``GPU.case_graph`` makes them (None, None where the case
-    is not float-only)."""
+    outputs), the graph and feeds as ``build(node, proto, feeds, expected)`` makes them
+    (default ``GPU.case_graph``; None, None where it makes none: not a float case)."""
     model = onnx.load(str(folder / 'model.onnx'))
     proto = model.graph.node[0]
     for data in sorted(folder.glob('test_data_set_*')):
         inputs = cpu.load_tensors(data, 'input', model.graph.input)
         expected = cpu.load_tensors(data, 'output', model.graph.output)
-        made = GPU.case_graph(cpu.node_from_proto(proto), proto, inputs, expected)
+        made = (build or GPU.case_graph)(cpu.node_from_proto(proto), proto, inputs, expected)
         graph, acts = made or (None, None)
         yield graph, acts, expected

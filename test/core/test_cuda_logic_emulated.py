@@ -8,10 +8,10 @@ image, NaN and inf cleaning, Sum/Mean/Mod with broadcast); an in-place output ke
 input's storage order.
 """
 import numpy as np
-import onnx
 import pytest
 import test_onnx_node_conformance as cpu
-from logic_emulator import COMPARE, LOGIC, LOGIC_OPS, case_graph, emulate, gpu_conformance
+from logic_emulator import COMPARE, LOGIC, LOGIC_OPS, case_graph, emulate
+from node_cases import GPU, data_sets
 
 from tx2_infer_core import reference
 from tx2_infer_core.cuda.lowering import lower_graph
@@ -21,8 +21,6 @@ from tx2_infer_core.ir import Graph, Node, Value
 RNG = np.random.default_rng(42)
 
 # ONNX node cases over the emulated arena ---------------------------------------------------
-
-GPU = gpu_conformance()
 
 
 def expected_refusal(op, graph, acts):
@@ -45,18 +43,12 @@ def run_emulated_case(folder, op, activations=1, float_data=False, conformance=F
     """'pass', 'refused' or 'n/a' for one node case folder (every data set), its inputs as
     ``case_graph`` makes them (``conformance``: as the GPU conformance test does); a wrong
     answer, or a refusal other than ``expected_refusal``, fails."""
-    model = onnx.load(str(folder / 'model.onnx'))
-    proto = model.graph.node[0]
+    def ours(node, proto, feeds, expected):
+        return case_graph(node, proto, feeds, expected, activations, float_data)
     status = 'n/a'
-    for data in sorted(folder.glob('test_data_set_*')):
-        feeds = cpu.load_tensors(data, 'input', model.graph.input)
-        expected = cpu.load_tensors(data, 'output', model.graph.output)
-        node = cpu.node_from_proto(proto)
-        made = (GPU.case_graph(node, proto, feeds, expected) if conformance else
-                case_graph(node, proto, feeds, expected, activations, float_data))
-        if made is None:
+    for graph, acts, expected in data_sets(folder, None if conformance else ours):
+        if graph is None:
             return 'n/a'
-        graph, acts = made
         why = expected_refusal(op, graph, acts)
         if why is not None:
             with pytest.raises(UnsupportedOpError, match=f"'{op}' at node") as err:

@@ -7,10 +7,10 @@ test builds it, passing or refused by name; NHWC images in and out (after a Conv
 into a Conv), a channel slice of a placed Split read in place; the refusals.
 """
 import numpy as np
-import onnx
 import pytest
 import test_onnx_node_conformance as cpu
-from logic_emulator import case_graph, emulate, gpu_conformance
+from logic_emulator import case_graph, emulate
+from node_cases import GPU, data_sets
 
 from tx2_infer_core import reference
 from tx2_infer_core.cuda.lower_movement import merge_dims
@@ -19,7 +19,6 @@ from tx2_infer_core.errors import UnsupportedOpError
 from tx2_infer_core.ir import Graph, Node, Value
 
 RNG = np.random.default_rng(43)
-GPU = gpu_conformance()
 OPS = ('Expand', 'Tile', 'DepthToSpace', 'SpaceToDepth', 'CastLike', 'EyeLike')
 
 
@@ -72,23 +71,15 @@ def test_launches_of_each_op():
 def _run_case(folder, op, conformance_style):
     """'pass', 'refused: <message>' or 'n/a' for every data set of a case; a wrong answer
     fails."""
-    model = onnx.load(str(folder / 'model.onnx'))
-    proto = model.graph.node[0]
     status = 'n/a'
-    for data in sorted(folder.glob('test_data_set_*')):
-        feeds = cpu.load_tensors(data, 'input', model.graph.input)
-        expected = cpu.load_tensors(data, 'output', model.graph.output)
-        node = cpu.node_from_proto(proto)
-        made = (GPU.case_graph(node, proto, feeds, expected) if conformance_style
-                else case_graph(node, proto, feeds, expected))
-        if made is None:
+    for graph, acts, expected in data_sets(folder, None if conformance_style else case_graph):
+        if graph is None:
             return 'n/a'
-        graph, acts = made
         try:
             got, _ = emulate(graph, acts, {op})
         except UnsupportedOpError as err:
             message = str(err).split('; supported:')[0]
-            assert f"'{op}' at node '{proto.name or node.name}'" in message, message
+            assert f"'{op}' at node '{graph.nodes[0].name}'" in message, message
             return f'refused: {message}'
         for name, want in expected.items():
             assert GPU.close(got[name], np.asarray(want, np.float64)), (folder.name, name)
