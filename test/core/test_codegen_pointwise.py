@@ -2,10 +2,10 @@
 read (full, per-channel, per-pixel, scalar, View), the vector width, an emulation of the
 generated kernel's indexing against the numpy reference, and the sources compiling with NVRTC
 (sm_62/72/87) and nvcc (sm_90)."""
-import shutil
 
 import numpy as np
 import pytest
+from unary_cases import device_compilers
 
 from tx2_infer_core.cuda import codegen_pointwise as cg, compile as cc, lower_ops
 from tx2_infer_core.cuda.launch import Ref, Slot, row_major
@@ -136,24 +136,12 @@ def test_generated_indexing_matches_the_reference(name):
     assert launch.fields['count'] * vec == np.prod(y.shape)
 
 
-def _compile_targets():
-    targets = []
-    try:
-        cc.load_nvrtc()
-        targets += [(arch, 'nvrtc') for arch in (62, 72, 87)]
-    except cc.CompileError:
-        pass
-    if shutil.which('nvcc'):
-        targets.append((90, 'nvcc'))
-    return targets
-
-
-@pytest.mark.skipif(not _compile_targets(), reason='neither NVRTC nor nvcc installed')
+@pytest.mark.skipif(not device_compilers(), reason='neither NVRTC nor nvcc installed')
 @pytest.mark.parametrize('name', sorted(CASES))
 def test_generated_sources_compile(name):
     steps, ins, y, _ = CASES[name]
     launch = cg.pointwise_launch('n', steps, ins, y)
-    for arch, compiler in _compile_targets():
+    for arch, compiler in device_compilers():
         cubin = cc.compile_cached(launch.module, arch, compiler=compiler)
         assert cubin[:4] == b'\x7fELF', (arch, compiler)
 
@@ -168,7 +156,7 @@ def test_every_op_compiles_in_one_program():
     steps.append(('Add', [f't{j}' for j in (0, 1)], {}))
     ins = [nhwc((1, 8, 2, 2)), nhwc((1, 8, 2, 2), 1024)]
     launch = cg.pointwise_launch('all', steps, ins, nhwc((1, 8, 2, 2), 2048))
-    targets = _compile_targets()
+    targets = device_compilers()
     if not targets:
         pytest.skip('neither NVRTC nor nvcc installed')
     arch, compiler = targets[0]
@@ -220,5 +208,5 @@ def test_ops_with_a_kernel_code_need_no_table_line(monkeypatch):
     steps.append(('Add', ['t0', 't1'], {}))
     ins = [nhwc((1, 8, 2, 2)), nhwc((1, 8, 2, 2), 1024)]
     launch = cg.pointwise_launch('coded', steps, ins, nhwc((1, 8, 2, 2), 2048))
-    for arch, compiler in _compile_targets()[:1] + _compile_targets()[-1:]:
+    for arch, compiler in device_compilers()[:1] + device_compilers()[-1:]:
         assert cc.compile_cached(launch.module, arch, compiler=compiler)[:4] == b'\x7fELF'

@@ -62,7 +62,7 @@ MAIN = '''int main(void) {{
 
 def device_compilers() -> list:
     """[(arch, compiler)] this machine can build CUDA sources for: NVRTC sm_62/72/87, nvcc
-    sm_90 (as test_codegen_pointwise.py)."""
+    sm_90."""
     targets = []
     try:
         cc.load_nvrtc()
