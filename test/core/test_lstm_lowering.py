@@ -200,7 +200,8 @@ def test_ddddocr_rec_lowers_for_every_target(ddddocr_graph, arch):
         (32, 512, 2)
 
 
-def _with_attrs(case, **attrs):
+def with_attrs(case, **attrs):
+    """The one-node graph of ``case``, its node given ``attrs`` too."""
     graph = case.graph()
     node = graph.nodes[0]
     graph.nodes[0] = Node(node.op, node.name, node.inputs, node.outputs,
@@ -212,8 +213,8 @@ def _with_attrs(case, **attrs):
     (lambda: LstmCase(seq=1, batch=1, input_size=2, hidden=1025).graph(), 'hidden size 1025'),
     (lambda: LstmCase(peephole=True).graph(), 'peepholes'),
     (lambda: LstmCase(lens=(3, 2)).graph(constants=()), None),   # constant lens: lowers
-    (lambda: _with_attrs(LstmCase(), clip=2.0), 'clip=2.0'),
-    (lambda: _with_attrs(LstmCase(), input_forget=1), 'input_forget=1'),
+    (lambda: with_attrs(LstmCase(), clip=2.0), 'clip=2.0'),
+    (lambda: with_attrs(LstmCase(), input_forget=1), 'input_forget=1'),
 ], ids=['hidden-1025', 'peepholes', 'constant-lens-lowers', 'clip', 'input-forget'])
 def test_what_the_kernel_does_not_do_is_refused(make, detail):
     graph = make()

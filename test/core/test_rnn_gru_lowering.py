@@ -11,13 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from recurrent_cases import RecurrentCase, rnn_gru_cases
-from test_lstm_lowering import assert_matches_numpy, emulate_launches, sigmoid
+from test_lstm_lowering import assert_matches_numpy, emulate_launches, sigmoid, with_attrs
 from tx2_infer_core import engine as E
 from tx2_infer_core.cuda import lower_recurrent
 from tx2_infer_core.cuda.lowering import lower_graph
 from tx2_infer_core.cuda.params import ACTIVATIONS
 from tx2_infer_core.errors import UnsupportedOpError
-from tx2_infer_core.ir import Node, Value
+from tx2_infer_core.ir import Value
 from tx2_infer_core.passes import POINTWISE_LEVEL, optimize
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / 'bench'))
@@ -192,29 +192,21 @@ def test_madmom_models_lower_for_every_target(madmom, arch):
                 assert list(f['act']) == [ACTIVATIONS['Tanh']] * 2
 
 
-def _with_attrs(case, **attrs):
-    graph = case.graph()
-    node = graph.nodes[0]
-    graph.nodes[0] = Node(node.op, node.name, node.inputs, node.outputs,
-                          dict(node.attrs, **attrs))
-    return graph
-
-
 REFUSED = {
     'rnn-hidden-1025': (lambda: RecurrentCase('RNN', seq=1, batch=1, input_size=2,
                                               hidden=1025).graph(), 'hidden size 1025'),
-    'gru-clip': (lambda: _with_attrs(RecurrentCase(), clip=2.0), 'clip=2.0'),
-    'rnn-clip': (lambda: _with_attrs(RecurrentCase('RNN'), clip=2.0), 'clip=2.0'),
-    'rnn-softsign': (lambda: _with_attrs(RecurrentCase('RNN'), activations=['Softsign']),
+    'gru-clip': (lambda: with_attrs(RecurrentCase(), clip=2.0), 'clip=2.0'),
+    'rnn-clip': (lambda: with_attrs(RecurrentCase('RNN'), clip=2.0), 'clip=2.0'),
+    'rnn-softsign': (lambda: with_attrs(RecurrentCase('RNN'), activations=['Softsign']),
                      "activations=['Softsign']"),
     'rnn-one-function-two-directions': (
-        lambda: _with_attrs(RecurrentCase('RNN', direction='bidirectional'),
-                            activations=['Relu']), "activations=['Relu']"),
-    'gru-relu': (lambda: _with_attrs(RecurrentCase(), activations=['Relu', 'Tanh']),
+        lambda: with_attrs(RecurrentCase('RNN', direction='bidirectional'),
+                           activations=['Relu']), "activations=['Relu']"),
+    'gru-relu': (lambda: with_attrs(RecurrentCase(), activations=['Relu', 'Tanh']),
                  "activations=['Relu', 'Tanh']"),
-    'gru-alpha': (lambda: _with_attrs(RecurrentCase(), activation_alpha=[0.5]),
+    'gru-alpha': (lambda: with_attrs(RecurrentCase(), activation_alpha=[0.5]),
                   'activation_alpha'),
-    'gru-linear-before-reset-2': (lambda: _with_attrs(RecurrentCase(), linear_before_reset=2),
+    'gru-linear-before-reset-2': (lambda: with_attrs(RecurrentCase(), linear_before_reset=2),
                                   'linear_before_reset=2'),
 }
 

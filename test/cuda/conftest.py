@@ -107,6 +107,20 @@ def run_graph(graph, feeds, **options) -> dict:
         backend.close()
 
 
+def assert_replays_the_same(graph, feeds):
+    """Two runs of ``graph`` on one CUDA backend (its captured CUDA graph replayed) give the
+    same outputs: what a frame uses (scratch, states) is rewritten every frame."""
+    backend = CudaBackend()
+    backend.prepare(graph)
+    try:
+        first = {k: v.copy() for k, v in backend.run(feeds).items()}
+        second = backend.run(feeds)
+    finally:
+        backend.close()
+    for name in first:
+        assert np.array_equal(first[name], second[name]), name
+
+
 def assert_engine_matches_onnxruntime(label, path, model, tol=2e-2):
     """Zoo ``model`` (file ``path``) built for cuda FP16 against ONNX Runtime FP32 on its
     real photo, every output within ``tol`` (``assert_close``)."""

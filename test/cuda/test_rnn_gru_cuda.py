@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import assert_close, core_module, fp16_round, zoo_model_path
+from conftest import (assert_close, assert_replays_the_same, core_module, fp16_round,
+                      zoo_model_path)
 from tx2_infer_core.backends.cuda_backend import CudaBackend
 from tx2_infer_core.engine import Engine
 
@@ -81,16 +82,7 @@ def test_gru_in_a_captured_graph_replays_the_same():
     states are rewritten every frame)."""
     case, _ = CASES['gru-lbr0-bidirectional-lens']
     graph = case.graph()
-    feeds = {n: fp16_round(case.arrays()[n]) for n in graph.inputs}
-    backend = CudaBackend()
-    backend.prepare(graph)
-    try:
-        first = {k: v.copy() for k, v in backend.run(feeds).items()}
-        second = backend.run(feeds)
-    finally:
-        backend.close()
-    for name in first:
-        assert np.array_equal(first[name], second[name]), name
+    assert_replays_the_same(graph, {n: fp16_round(case.arrays()[n]) for n in graph.inputs})
 
 
 @pytest.fixture(scope='module')
