@@ -235,7 +235,10 @@ def test_numpy_op_matches_unfused(b, h, sq, sk, d, dv, mask, layout, seed):
     want = _unfused(q, k, v, m, scale)
     if layout == 'rows':
         want = _rows(want)[0]
-    assert got.shape == want.shape and rel(got, want) <= 1e-5
+    # each output is a weighted mean of V's rows: FP32 rounding is relative to |V|, not to the
+    # output, which can cancel to near zero (sk=38, dv=1: -5.6e-4 from values of about 1)
+    err = np.abs(np.asarray(got, np.float64) - want).max() if want.size else 0.0
+    assert got.shape == want.shape and err <= 1e-5 * max(1.0, float(np.abs(v).max()))
 
 
 def test_merged_qkv_views_read_their_columns():
