@@ -17,6 +17,7 @@ from tx2_infer_core.errors import ModelFormatError, UnsupportedOpError
 from tx2_infer_core.ir import Graph, Node, Value
 from tx2_infer_core.limits import DEFAULT_LIMITS
 from tx2_infer_core.op_forms import settle_forms
+from tx2_infer_core.qoperator_rewrite import rewrite_qoperators
 from tx2_infer_core.rebatch import fixed_batch, rebatch
 from tx2_infer_core.shape_limits import check_static_sizes, infer_shapes_within
 
@@ -268,6 +269,7 @@ def graph_from_model(model, input_shape=None, source='model', model_dir='.',
     check_static_sizes(model, values, limits, source)
     infer_shapes_within(graph, limits, source)
     settle_forms(graph, _default_opset(model))
+    rewrite_qoperators(graph)           # QLinearConv & co in QDQ form
     odd = [v for v in graph.values.values() if np.dtype(v.dtype).kind not in NUMERIC_KINDS]
     if odd:
         raise ModelFormatError(f"{source}: value '{odd[0].name}' is {odd[0].dtype}; the engine "

@@ -21,6 +21,7 @@ from tx2_infer_core.backends.base import Backend, fill_outputs
 from tx2_infer_core.errors import Tx2InferError
 
 PACKAGE = 'onnxruntime'
+DISABLED_OPTIMIZERS = ['WeightBiasQuantization']   # see prepare
 
 
 class BackendUnavailableError(Tx2InferError):
@@ -101,8 +102,11 @@ class OrtBackend(Backend):
         from tx2_infer_core.onnx_export import export_opset, to_onnx
         self.opset = export_opset(graph)
         model = to_onnx(graph, self.opset).SerializeToString()
+        # WeightBiasQuantization would requantise the float weights between a
+        # DequantizeLinear and a QuantizeLinear (QDQ models) on a grid of its own choosing
         self.session = self.ort.InferenceSession(model, self.session_options(),
-                                                 providers=['CPUExecutionProvider'])
+                                                 providers=['CPUExecutionProvider'],
+                                                 disabled_optimizers=DISABLED_OPTIMIZERS)
         self.outputs = list(graph.outputs)
 
     def run(self, feeds: dict, out=None) -> dict:

@@ -5,14 +5,15 @@ import inspect
 
 from tx2_infer_core.errors import UnsupportedOpError
 from tx2_infer_core.ops import conv, elementwise as ew, fused, nn, pool, quant, reduce, resize
-from tx2_infer_core.ops import recurrent, tensor
+from tx2_infer_core.ops import qoperator, recurrent, tensor
 from tx2_infer_core.ops import attention, index, sampling
 from tx2_infer_core.ops.common import AttributeNotSupported
 from tx2_infer_core.ops.traits import TRAITS
 
 MODULES = {'conv': conv, 'elementwise': ew, 'fused': fused, 'nn': nn, 'pool': pool,
-           'quant': quant, 'recurrent': recurrent, 'reduce': reduce, 'resize': resize,
-           'tensor': tensor, 'attention': attention, 'index': index, 'sampling': sampling}
+           'quant': quant, 'qoperator': qoperator, 'recurrent': recurrent, 'reduce': reduce,
+           'resize': resize, 'tensor': tensor, 'attention': attention, 'index': index,
+           'sampling': sampling}
 # op type -> reference function: the function named after the op in its traits' module
 OPS = {name: getattr(MODULES[t.module], name) for name, t in TRAITS.items()}
 

@@ -167,6 +167,11 @@ _LINES = (
     # quantisation boundaries (notes/int8.md)
     op('QuantizeLinear', 'quant', 'quantize', keeps_layout=True),  # cuda/lower_int8.py
     op('DequantizeLinear', 'quant', 'dequantize', keeps_layout=True),
+    # ONNX's QOperator ops: written in QDQ form at import (qoperator_rewrite.py), so the CUDA
+    # backend meets DequantizeLinear, Conv/MatMul, QuantizeLinear/Cast; CPU-only references
+    op('QLinearConv', 'qoperator'), op('QLinearMatMul', 'qoperator'),
+    op('ConvInteger', 'qoperator'), op('MatMulInteger', 'qoperator'),
+    op('DynamicQuantizeLinear', 'qoperator'),  # its scale from the data: CPU only
     # convolution, pooling, resampling over images
     image('Conv', 'conv', 'conv'),
     image('FusedConv', 'fused', 'conv', internal=True),
