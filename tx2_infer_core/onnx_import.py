@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from tx2_infer_core.contrib_rewrite import rewrite_contrib
 from tx2_infer_core.control_flow import inline_control_flow
 from tx2_infer_core.errors import ModelFormatError, UnsupportedOpError
 from tx2_infer_core.ir import Graph, Node, Value
@@ -261,6 +262,7 @@ def graph_from_model(model, input_shape=None, source='model', model_dir='.',
             weights[node.outputs[0]] = _constant_value(node)
             continue
         nodes.append(node)
+    nodes = rewrite_contrib(nodes, weights)     # com.microsoft ops as standard ones
     graph = Graph(nodes=nodes, inputs=[i.name for i in inputs],
                   outputs=[o.name for o in g.output], values=values, weights=weights,
                   name=g.name or Path(source).stem, meta=_model_meta(model))

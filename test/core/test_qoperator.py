@@ -51,12 +51,13 @@ def run_all(model, feeds, tmp_path, backends=('numpy', 'ort')):
     return results
 
 
-def assert_within_one_quantum(got, want, name=''):
-    """Equal dtypes and shapes, |got - want| <= 1 and on at most 0.1% of the elements."""
+def assert_within_one_quantum(got, want, name='', fraction=0.001):
+    """Equal dtypes and shapes, |got - want| <= 1 and on at most ``fraction`` of the
+    elements (0.1%)."""
     assert got.dtype == want.dtype and got.shape == want.shape, (name, got.dtype, want.dtype)
     diff = np.abs(got.astype(np.int64) - want.astype(np.int64))
     assert diff.max(initial=0) <= 1, f'{name}: off by {diff.max()} quanta'
-    assert (diff > 0).sum() <= 0.001 * diff.size, f'{name}: {(diff > 0).sum()} of {diff.size}'
+    assert (diff > 0).sum() <= fraction * diff.size, f'{name}: {(diff > 0).sum()} of {diff.size}'
 
 
 def conv_case(rng, w_dtype, per_channel, bias, x_zp=128, group=1, y_zp=None):
