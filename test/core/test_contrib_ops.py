@@ -13,9 +13,11 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from tx2_infer_core.cuda.lowering import lower_graph
 from tx2_infer_core.engine import Engine
 from tx2_infer_core.errors import UnsupportedOpError
 from tx2_infer_core.onnx_import import graph_from_model, load_onnx
+from tx2_infer_core.passes import optimize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_qoperator import assert_within_one_quantum  # noqa: E402
@@ -144,10 +146,12 @@ QUANTIZED = [('QLinearGlobalAveragePool', {}, 1), ('QLinearSigmoid', {}, 1),
              ('QLinearMul', {}, 2), ('QLinearConcat', {'axis': 1}, 3),
              ('QLinearAveragePool', {'kernel_shape': [3, 3], 'pads': [1, 1, 1, 1],
                                      'strides': [2, 2]}, 1),
-             ('QLinearSoftmax', {'axis': -1, 'opset': 13}, 1)]
+             ('QLinearSoftmax', {'axis': -1, 'opset': 13}, 1),
+             ('QLinearSoftmax', {'axis': 1, 'opset': 11}, 1)]   # over x flattened at 1
 
 
-@pytest.mark.parametrize('op, attrs, n_inputs', QUANTIZED, ids=[c[0] for c in QUANTIZED])
+@pytest.mark.parametrize('op, attrs, n_inputs', QUANTIZED,
+                         ids=[f'{c[0]}-{k}' for k, c in enumerate(QUANTIZED)])
 @pytest.mark.parametrize('backend', ['numpy', 'ort'])
 def test_qlinear_contrib_op_matches_onnxruntime(op, attrs, n_inputs, backend, tmp_path):
     (got,), (want,) = run_both(*quantized_case(op, attrs, n_inputs), tmp_path, backend)
@@ -231,3 +235,27 @@ def test_unknown_contrib_op_is_refused_naming_its_domain():
     with pytest.raises(UnsupportedOpError, match=r"com\.microsoft::Attention.*domain "
                                                  r"'com\.microsoft'.*no rewrite"):
         graph_from_model(model, x.shape)
+
+
+def test_fused_transformer_block_lowers_for_cuda():
+    """FusedMatMul -> FastGelu -> SkipLayerNormalization -> QuickGelu, as ORT's transformer
+    optimizer saves them: standard ops after import and the passes, lowered for sm_90 and
+    sm_62 without a refusal."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((1, 8, 16)).astype(np.float32)
+    weights = {name: rng.standard_normal(shape).astype(np.float32)
+               for name, shape in [('w', (16, 16)), ('b', (16,)), ('g', (16,)), ('be', (16,))]}
+    nodes = [helper.make_node('FusedMatMul', ['x', 'w'], ['h'], domain=MS, alpha=0.5, transB=1),
+             helper.make_node('FastGelu', ['h', 'b'], ['f'], domain=MS),
+             helper.make_node('SkipLayerNormalization', ['f', 'x', 'g', 'be'], ['n'], domain=MS),
+             helper.make_node('QuickGelu', ['n'], ['y'], domain=MS)]
+    graph = helper.make_graph(
+        nodes, 'block', [helper.make_tensor_value_info('x', TensorProto.FLOAT, x.shape)],
+        [helper.make_tensor_value_info('y', TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(v, k) for k, v in weights.items()])
+    graph, _ = optimize(graph_from_model(helper.make_model(graph, opset_imports=OPSETS),
+                                         x.shape), 3)
+    assert {n.op for n in graph.nodes} <= {'MatMul', 'FusedLinear', 'FusedPointwise',
+                                           'LayerNormalization'}
+    for arch in (90, 62):
+        lower_graph(graph, arch)
