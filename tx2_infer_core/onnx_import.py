@@ -17,6 +17,7 @@ from tx2_infer_core.control_flow import inline_control_flow
 from tx2_infer_core.errors import ModelFormatError, UnsupportedOpError
 from tx2_infer_core.ir import Graph, Node, Value
 from tx2_infer_core.limits import DEFAULT_LIMITS
+from tx2_infer_core.newer_ops import rewrite_newer_ops, unpark
 from tx2_infer_core.op_forms import settle_forms
 from tx2_infer_core.qoperator_rewrite import rewrite_qoperators
 from tx2_infer_core.rebatch import fixed_batch, rebatch
@@ -165,8 +166,8 @@ def _check_opset(model, source):
 def upgrade_opset(model, source='model'):
     """``model`` itself, or its conversion by ``onnx.version_converter``: an opset 7-10 model
     upgraded to ``UPGRADE_TO``, a model newer than ``OPSET_RANGE`` (up to the installed onnx's
-    newest opset) converted down to its top; a ``ModelFormatError`` naming the opset if the
-    converter fails (an op whose newer form has no older equivalent)."""
+    newest opset) converted down to its top, its ops newer than that rewritten first
+    (``newer_ops.py``); a ``ModelFormatError`` naming the opset if the converter fails."""
     version = _default_opset(model)
     if UPGRADE_RANGE[0] <= version <= UPGRADE_RANGE[1]:
         target, done = UPGRADE_TO, 'upgraded'
@@ -175,8 +176,10 @@ def upgrade_opset(model, source='model'):
     else:
         return model
     from onnx import version_converter
+    if done == 'converted down':
+        model = rewrite_newer_ops(model)    # ops with no opset-21 form
     try:
-        converted = version_converter.convert_version(model, target)
+        converted = unpark(version_converter.convert_version(model, target))
     except Exception as exc:  # the converter raises RuntimeError, ValueError, checker errors
         raise ModelFormatError(
             f'{source}: ONNX opset {version} could not be {done} to opset {target} by '

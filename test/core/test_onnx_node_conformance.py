@@ -1,10 +1,10 @@
 """ONNX node-test conformance of the reference ops, against a baseline of case names.
 
 Every single-node case of ``onnx/backend/test/data/node/`` whose op is an ONNX op of
-``ops/traits.py`` is run through ``ops.run_node``; the If, Loop and Scan cases through the
-importer (which resolves control flow at build time) and ``reference.execute``. Wheels that
-ship without that folder get it regenerated once from ``onnx.backend.test.case.node`` (same
-models and data) into ``~/.cache/tx2_infer``.
+``ops/traits.py`` is run through ``ops.run_node``; the If, Loop and Scan cases, and those of ops
+the importer rewrites (Attention, RotaryEmbedding: ``newer_ops.py``), through the importer and
+``reference.execute``. Wheels that ship without that folder get it regenerated once from
+``onnx.backend.test.case.node`` (same models and data) into ``~/.cache/tx2_infer``.
 
 ``onnx_node_baseline.json`` lists, per op, the cases that pass and the known failures, each
 with a short reason. A test per op fails naming every listed passing case that fails now
@@ -39,6 +39,7 @@ RESULTS = {}  # op -> (passed case names, {failed case: reason})
 # ops with graph attributes: their cases run through the importer (control_flow.py resolves
 # them at build time) and the reference interpreter, not run_node
 CONTROL_FLOW = ('If', 'Loop', 'Scan')
+IMPORTED = CONTROL_FLOW + ('Attention', 'RotaryEmbedding')   # rewritten away at import
 
 
 def _write_case(case, folder):
@@ -138,7 +139,7 @@ def run_case(folder) -> str:
     """'' when every data set of the case gives the expected outputs, else why not."""
     model = onnx.load(str(folder / 'model.onnx'))
     graph, proto = model.graph, model.graph.node[0]
-    run = _import_runner(model, folder.name) if proto.op_type in CONTROL_FLOW else \
+    run = _import_runner(model, folder.name) if proto.op_type in IMPORTED else \
         _node_runner(proto)
     for data in sorted(folder.glob('test_data_set_*')):
         feeds = load_tensors(data, 'input', graph.input)
@@ -224,8 +225,8 @@ class _SummaryPlugin:
 
 
 def conformance_ops() -> list:
-    """The ONNX ops of ``ops/traits.py`` and the control-flow ops."""
-    return list(traits.onnx_ops()) + [op for op in CONTROL_FLOW if op not in traits.onnx_ops()]
+    """The ONNX ops of ``ops/traits.py``, the control-flow ops and those rewritten at import."""
+    return list(traits.onnx_ops()) + [op for op in IMPORTED if op not in traits.onnx_ops()]
 
 
 @pytest.mark.parametrize('op', conformance_ops())
