@@ -15,7 +15,12 @@ windows, head counts shape inference cannot tell.
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-from tx2_infer_core.newer_ops import attr
+
+def attr(node, name, default=None):
+    """The value of ``node``'s attribute ``name`` (an ONNX NodeProto), else ``default``."""
+    found = [a for a in node.attribute if a.name == name]
+    return helper.get_attribute_value(found[0]) if found else default
+
 
 QK_MODES = (0, 1, 2, 3)     # qk_matmul_output: the scores (softcapped), + bias, softmax
 

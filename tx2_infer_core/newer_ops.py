@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from tx2_infer_core.attention_rewrite import attention, attr
 from tx2_infer_core.errors import UnsupportedOpError
 from tx2_infer_core.ops import OPS
 
@@ -60,11 +61,6 @@ class Emit:
 
     def refuse(self, detail):
         raise UnsupportedOpError(self.node.op_type, self.prefix, OPS, detail)
-
-
-def attr(node, name, default=None):
-    found = [a for a in node.attribute if a.name == name]
-    return helper.get_attribute_value(found[0]) if found else default
 
 
 def infer_shapes(model) -> dict:
@@ -134,7 +130,6 @@ def rotary_embedding(e, node):
 
 
 def _rewrites():
-    from tx2_infer_core.attention_rewrite import attention
     return {'Attention': attention, 'RotaryEmbedding': rotary_embedding, 'Swish': swish}
 
 

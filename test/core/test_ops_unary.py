@@ -7,7 +7,6 @@ import pytest
 from onnx import helper, numpy_helper
 
 from tx2_infer_core.engine import Engine
-from tx2_infer_core.errors import ModelFormatError
 from tx2_infer_core.ir import Node
 from tx2_infer_core.onnx_import import graph_from_model
 from tx2_infer_core.ops import elementwise as ew, run_node, traits
@@ -99,16 +98,20 @@ def test_float_ops_keep_their_dtype(op, dtype):
     np.testing.assert_allclose(got, getattr(ew, op)(x), rtol=tol, atol=tol)
 
 
-def test_swish_matches_onnxruntime_but_its_opset_is_refused_at_import():
-    """Swish is ONNX opset 24, above the importer's range: the reference op runs (against ONNX
-    Runtime) but a model holding it is refused naming the opset."""
+def test_swish_matches_onnxruntime_and_an_opset_24_model_imports():
+    """Swish is ONNX opset 24: the reference op matches ONNX Runtime, and a model holding it
+    imports (rewritten as x * Sigmoid(alpha x) before the conversion to opset 21) and runs the
+    same."""
     x = (3 * RNG.standard_normal(SHAPE)).astype(np.float32)
     model = make_model([helper.make_node('Swish', ['x'], ['y'], alpha=0.7)],
                        [('x', np.float32, SHAPE)], ('y', np.float32, SHAPE), opset=24)
+    want = ort_outputs(model, {'x': x})
     got = run_node(Node('Swish', 'n', ['x'], ['y'], {'alpha': 0.7}), [x])[0]
-    np.testing.assert_allclose(got, ort_outputs(model, {'x': x}), rtol=1e-5, atol=1e-6)
-    with pytest.raises(ModelFormatError, match='opset 24'):
-        graph_from_model(model)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    graph = graph_from_model(model)
+    assert 'Swish' not in [n.op for n in graph.nodes]
+    np.testing.assert_allclose(execute(graph, {'x': x})['y'], want, rtol=1e-5,
+                               atol=1e-6)
 
 
 @pytest.mark.parametrize('dtype', [np.int32, np.uint8, np.int64])
