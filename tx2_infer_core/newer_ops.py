@@ -12,6 +12,8 @@ the converter runs and restored after (``park`` / ``unpark``). Any other op newe
 refused by name. Shapes come from ``onnx.shape_inference`` (ranks and head counts; the
 sequence lengths are read with Shape nodes, folded at build).
 """
+import functools
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -133,21 +135,28 @@ def _rewrites():
     return {'Attention': attention, 'RotaryEmbedding': rotary_embedding, 'Swish': swish}
 
 
+@functools.lru_cache(maxsize=None)
+def _first_versions() -> dict:
+    """{op: the opset that introduced it} of the installed onnx's default domain."""
+    first = {}
+    for schema in onnx.defs.get_all_schemas_with_history():
+        if schema.domain == '':
+            first[schema.name] = min(first.get(schema.name, schema.since_version),
+                                     schema.since_version)
+    return first
+
+
 def first_version(op) -> int:
     """The opset that introduced ``op`` (0 for an op the installed onnx does not know)."""
-    try:
-        return min(s.since_version for s in onnx.defs.get_all_schemas_with_history()
-                   if s.name == op and s.domain == '')
-    except ValueError:
-        return 0
+    return _first_versions().get(op, 0)
 
 
 def rewrite_newer_ops(model) -> onnx.ModelProto:
     """``model`` itself when no node is of an op newer than opset 21, else a copy with those
     rewritten into opset-21 ops (or parked, ``NATIVE``); refuses the others by name."""
     graph, rewrites = model.graph, _rewrites()
-    newer = [n for n in graph.node if n.domain in ('', 'ai.onnx')
-             and first_version(n.op_type) > OLD_OPSET]
+    newer = {i for i, n in enumerate(graph.node) if n.domain in ('', 'ai.onnx')
+             and first_version(n.op_type) > OLD_OPSET}
     if not newer:
         return model
     shapes = infer_shapes(model)
@@ -155,8 +164,8 @@ def rewrite_newer_ops(model) -> onnx.ModelProto:
     result = onnx.ModelProto()
     result.CopyFrom(model)
     del result.graph.node[:]
-    for node in graph.node:
-        if node not in newer:
+    for i, node in enumerate(graph.node):
+        if i not in newer:
             result.graph.node.append(node)
         elif node.op_type in NATIVE:
             parked = result.graph.node.add()
