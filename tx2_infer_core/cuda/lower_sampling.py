@@ -17,8 +17,8 @@ from tx2_infer_core.cuda.rows import address
 
 GRID_MODES = {'linear': 0, 'bilinear': 0, 'nearest': 1, 'cubic': 2, 'bicubic': 2}  # GS_<MODE>
 GRID_PADDING = {'zeros': 0, 'border': 1, 'reflection': 2}  # GS_<PADDING>
-ROI_MODES = ('avg', 'max')
-ROI_COORD = ('half_pixel', 'output_half_pixel')
+ROI_MODES = {'avg': 0, 'max': 1}                       # the kernel's is_max
+ROI_COORD = {'output_half_pixel': 0, 'half_pixel': 1}  # the kernel's half_pixel
 VEC = 8  # channels per thread of the *_v8 kernels (16 bytes of FP16)
 _I8 = 'i8'
 
@@ -39,9 +39,15 @@ ROI = np.dtype([(n, params.PTR) for n in ('x', 'rois', 'index', 'y')]
                + [('scale', 'f4')], align=True)
 
 
-def _text(value, default):
+def _code(lc, node, name, default, codes) -> int:
+    """The kernel's code of ``node``'s text attribute ``name`` (``default`` when absent); a
+    value ``codes`` lacks is refused by name."""
+    value = node.attrs.get(name)
     value = default if value is None else value
-    return value.decode() if isinstance(value, bytes) else str(value)
+    value = value.decode() if isinstance(value, bytes) else str(value)
+    if value not in codes:
+        lc.unsupported(node, f'{name}={value}')
+    return codes[value]
 
 
 def vector_width(x, y) -> int:
@@ -75,19 +81,15 @@ def lower_grid_sample(lc, node):
     """GridSample of an NCHW image (NHWC in the arena) at a (N, Ho, Wo, 2) grid."""
     _image_rank(lc, node)
     a = node.attrs
-    mode = _text(a.get('mode'), 'linear')
-    padding = _text(a.get('padding_mode'), 'zeros')
-    if mode not in GRID_MODES:
-        lc.unsupported(node, f'mode={mode}')
-    if padding not in GRID_PADDING:
-        lc.unsupported(node, f'padding_mode={padding}')
+    mode = _code(lc, node, 'mode', 'linear', GRID_MODES)
+    padding = _code(lc, node, 'padding_mode', 'zeros', GRID_PADDING)
     x, y = nhwc_pair(lc, node)
     g = lc.slot(node.inputs[1])
     n, c, h, w = x.shape
     p, q = y.shape[2:]
     fields = dict(grid=address(g), N=n, C=c, H=h, W=w, P=p, Q=q, g_n=g.strides[0],
                   g_p=g.strides[1], g_q=g.strides[2], g_c=g.strides[3],
-                  mode=GRID_MODES[mode], padding=GRID_PADDING[padding],
+                  mode=mode, padding=padding,
                   align_corners=int(bool(a.get('align_corners', 0))))
     return _image_launch('grid_sample', x, y, GRID, fields, n * p * q, node)
 
@@ -111,19 +113,15 @@ def lower_affine_grid(lc, node):
 def lower_roi_align(lc, node):
     """RoiAlign: each region's bins averaged (or the maximum) over bilinear samples."""
     a = node.attrs
-    mode = _text(a.get('mode'), 'avg')
-    coord = _text(a.get('coordinate_transformation_mode'), 'half_pixel')
-    if mode not in ROI_MODES:
-        lc.unsupported(node, f'mode={mode}')
-    if coord not in ROI_COORD:
-        lc.unsupported(node, f'coordinate_transformation_mode={coord}')
+    is_max = _code(lc, node, 'mode', 'avg', ROI_MODES)
+    half_pixel = _code(lc, node, 'coordinate_transformation_mode', 'half_pixel', ROI_COORD)
     x, y = nhwc_pair(lc, node)
     rois, index = lc.slot(node.inputs[1]), lc.slot(node.inputs[2])
     n, c, h, w = x.shape
     r, _, p, q = y.shape
     fields = dict(rois=address(rois), index=address(index), N=n, C=c, H=h, W=w, R=r, P=p,
                   Q=q, r_r=rois.strides[0], r_c=rois.strides[1], i_r=index.strides[0],
-                  ratio=int(a.get('sampling_ratio', 0)), is_max=int(mode == 'max'),
-                  half_pixel=int(coord == 'half_pixel'),
+                  ratio=int(a.get('sampling_ratio', 0)), is_max=is_max,
+                  half_pixel=half_pixel,
                   scale=float(a.get('spatial_scale', 1.0)))
     return _image_launch('roi_align', x, y, ROI, fields, r * p * q, node)
