@@ -47,6 +47,24 @@ if [ "$MODE" = int8 ]; then  # the INT8 kernels against the numpy emulation, the
   exit 0
 fi
 
+if [ "$MODE" = splitk ]; then  # TESTS (pytest ids) on the GPU, then the split-K modes A/B
+  prepare . /tmp/devdata
+  since prepared
+  export PYTHONPATH=/tmp/site:$PWD TX2_INFER_DEVDATA=/tmp/devdata
+  timeout ${TEST_S:-240} python3 -m pytest -q -p no:cacheprovider -rfE \
+    ${XDIST:+-n $XDIST --dist loadfile} ${TESTS:-test/cuda/test_conv_kernels.py} \
+    > $OUT/test_cuda.log 2>&1
+  since tests
+  (cd bench && timeout ${BENCH_S:-200} python3 bench_splitk_modes.py --assets /tmp/tx2cache/assets \
+    --out $OUT/splitk_modes_h200.json --deadline-s $(( ${BENCH_S:-200} - 40 )) \
+    > $OUT/splitk_modes.log 2>&1)
+  since bench
+  grep -E "FAILED|ERROR|passed|failed" $OUT/test_cuda.log | cut -c1-220 | tail -n 25
+  tail -n 8 $OUT/splitk_modes.log | cut -c1-250
+  pack
+  exit 0
+fi
+
 if [ "$MODE" = final ]; then  # every GPU test, then whole models FP16 vs INT8
   [ -n "${SKIP_TESTS:-}" ] && TEST_S=1
   prepare . /tmp/devdata

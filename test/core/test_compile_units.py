@@ -42,7 +42,7 @@ def test_yolov3_tiny_modules_match_their_launches():
     graph, _ = cases.model_env('yolov3-tiny')
     launches = lower_graph(graph, 90, 'tc').launches
     mma = [k for k in launches if k.module.startswith('conv_mma@')]
-    assert len(mma) == 23
+    assert len(mma) == 13  # 10 split layers are clusters of one launch (sm_90)
     for k in mma:
         _, defines = cc.split_module(k.module)
         kind = int(k.fields['act']['kind'])
@@ -50,8 +50,10 @@ def test_yolov3_tiny_modules_match_their_launches():
         gather = k.kernel.startswith('conv_mma_gather')
         assert defines['CONV_MMA_GATHER'] == str(int(gather)), (k.node, k.module)
         if k.kernel != 'conv_splitk_reduce':
-            bm, bn = k.kernel.rsplit('_', 1)[1].split('x')
+            bm, bn = k.kernel.removesuffix('_cl').rsplit('_', 1)[1].split('x')
             assert int(defines['CONV_MMA_TILE']) == int(bm) * 1000 + int(bn)
+        if k.kernel.endswith('_cl'):  # the cluster is the splits along z
+            assert int(defines['CONV_MMA_CLUSTER']) == k.grid[2] == k.fields['splits'] > 1
     assert {k.node for k in mma if 'GATHER=1' in k.module} == {'conv_0'}
     assert {int(k.fields['act']['kind']) for k in mma} == {LEAKY, 0}
 
@@ -78,6 +80,21 @@ def test_defines_select_the_loader_and_the_activations():
     silu = mma_ptx(1, 1 << params.ACT_CODES['SiLU'])
     assert '.entry conv_mma_gather_64x64(' in silu and '.entry conv_mma_64x64(' not in silu
     assert 'ex2.approx' in silu
+
+
+@pytest.mark.skipif(not cc.nvrtc_available(), reason='nvidia-cuda-nvrtc-cu12 not installed')
+@pytest.mark.parametrize('gather', [0, 1])
+def test_cluster_module_sums_through_distributed_shared_memory(gather):
+    """-DCONV_MMA_CLUSTER=4 on sm_90: the tile's ``_cl`` kernel only, declared a cluster of 4
+    along z, reading its peers' tiles (mapa + ld.shared::cluster) between cluster barriers."""
+    defines = {'CONV_MMA_TILE': 64064, 'CONV_MMA_GATHER': gather, 'CONV_MMA_CLUSTER': 4,
+               'TX2_ACTS': 1 << LEAKY}
+    ptx = cc.nvrtc_compile('conv_mma', 90, defines, ptx=True).decode()
+    name = 'conv_mma_gather_64x64_cl' if gather else 'conv_mma_64x64_cl'
+    assert f'.entry {name}(' in ptx and '.entry conv_mma_64x64(' not in ptx
+    assert '.reqnctapercluster 1, 1, 4' in ptx
+    assert 'mapa.shared::cluster' in ptx and 'ld.shared::cluster.v2.f32' in ptx
+    assert ptx.count('barrier.cluster.wait') >= 2
 
 
 def test_cache_key_holds_the_defines():

@@ -27,7 +27,8 @@ SCALARS = {'int': ('i4', 4), 'float': ('f4', 4), 'long long': ('i8', 8),
 PTR = ('u8', 8)  # a device pointer, as params.PTR
 DECL = re.compile(r'^(?:const\s+)?(unsigned char|unsigned int|unsigned long long|long long|\w+)'
                   r'\s+(.+)$')
-KERNEL = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s+)?'
+KERNEL = re.compile(r'extern\s+"C"\s+__global__\s+void\s+'
+                    r'(?:(?:__launch_bounds__|__cluster_dims__)\([^)]*\)\s+)*'
                     r'([\w#]+)\s*\(([^)]*)\)')
 
 
@@ -151,6 +152,8 @@ KERNEL_RECORDS = {
     'depthwise_v8': params.CONV,
     'conv_mma_##BM##x##BN': lower_conv.CONV_MMA,
     'conv_mma_gather_##BM##x##BN': lower_conv.CONV_MMA,
+    'conv_mma_##BM##x##BN##_cl': lower_conv.CONV_MMA,
+    'conv_mma_gather_##BM##x##BN##_cl': lower_conv.CONV_MMA,
     'conv_splitk_reduce': lower_conv.CONV_MMA,
     'sm_ids': np.dtype([('out', params.PTR), ('spin', '<i8')]),          # cuda/green.py
     'sm_clock': np.dtype([('out', params.PTR), ('cycles', '<i8')]),

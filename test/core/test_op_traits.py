@@ -149,9 +149,10 @@ def _split_k_graph(big_first):
     return g
 
 
-def test_split_k_workspace_belongs_to_each_lowering():
+def test_split_k_workspace_belongs_to_each_lowering(monkeypatch):
     """Each lowering gets its own zeroed workspace inside its own weight buffer (a second
     lowering, as a second prepare, does not reuse the first one's offset)."""
+    monkeypatch.setenv('TX2_INFER_SPLITK', 'launch')
     for graph in (_split_k_graph(True), _split_k_graph(False), _split_k_graph(True)):
         lowered = lower_graph(graph, arch=90, sm_count=132)
         split = [k for k in lowered.launches if k.fields.get('splits', 1) > 1]
@@ -162,6 +163,32 @@ def test_split_k_workspace_belongs_to_each_lowering():
         end = ws.offset + lower_conv.WORKSPACE_BYTES
         assert ws.base == 'weights' and end <= lowered.weight_bytes
         assert not lowered.weight_image()[ws.offset:end].any()
+
+
+@pytest.mark.parametrize('arch', [87, 90])
+def test_split_k_is_one_cluster_launch_from_sm90(arch, monkeypatch):
+    """sm_90 sums a split layer's partials in a thread-block cluster: one launch, no workspace,
+    the cluster (a power of two, at most 8) the grid's z; sm_87 keeps the second launch."""
+    monkeypatch.delenv('TX2_INFER_SPLITK', raising=False)
+    lowered = lower_graph(_split_k_graph(True), arch=arch, sm_count=132)
+    split = [k for k in lowered.launches if k.fields.get('splits', 1) > 1]
+    assert split
+    if arch < lower_conv.CLUSTER_MIN_ARCH:
+        assert split[-1].kernel == 'conv_splitk_reduce'
+        return
+    assert all(k.kernel.endswith('_cl') and k.fields['ws'].base == 'null' for k in split)
+    assert all(k.grid[2] == k.fields['splits'] in lower_conv.CLUSTER_SIZES for k in split)
+    assert all(f"CONV_MMA_CLUSTER={k.grid[2]}" in k.module for k in split)
+    assert not any(k.kernel == 'conv_splitk_reduce' for k in lowered.launches)
+
+
+def test_cluster_sizes_and_fits(monkeypatch):
+    assert [lower_conv.cluster_size(s) for s in (2, 3, 4, 7, 8, 9, 16)] == [2, 2, 4, 4, 8, 8, 8]
+    assert [lower_conv.cluster_fits(bm, bn) for bm, bn, _ in lower_conv.MMA_TILES] == \
+        [False, True, True, True]  # 128x128's FP32 tile passes 48 KiB of shared memory
+    monkeypatch.setenv('TX2_INFER_SPLITK', 'atomics')
+    with pytest.raises(ValueError, match='TX2_INFER_SPLITK'):
+        lower_conv.splitk_mode(90)
 
 
 def test_context_workspace_is_made_once():

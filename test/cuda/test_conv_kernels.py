@@ -70,18 +70,21 @@ def test_fused_conv_matches_numpy(layer, path, monkeypatch):
     assert_close(f'{layer[0]} {path} {kernels} y', out, ref, 3e-3)
 
 
+@pytest.mark.parametrize('mode', lower_conv.SPLITK_MODES)
 @pytest.mark.parametrize('channels', [48, 6], ids=['rows16B', 'gather'])
-@pytest.mark.parametrize('splits', [1, 3])
+@pytest.mark.parametrize('splits', [1, 3, 8])
 @pytest.mark.parametrize('tile', MMA_TILES, ids=[f'{m}x{n}' for m, n in MMA_TILES])
-def test_mma_tiles_and_splits(tile, splits, channels, monkeypatch):
-    """Every conv_mma tile, with and without split-K, on a stride-2 layer whose sizes are
-    multiples of nothing: 48 channels (a half-empty k chunk) or 6 (gathered k), 72 outputs,
-    a residual."""
+def test_mma_tiles_and_splits(tile, splits, channels, mode, monkeypatch):
+    """Every conv_mma tile, with and without split-K (two launches, or on sm_90 one cluster
+    launch), on a stride-2 layer whose sizes are multiples of nothing: 48 channels (a
+    half-empty k chunk) or 6 (gathered k), 72 outputs, a residual; 8 splits of 18 k tiles
+    leave two splits empty."""
     layer = ('awkward', 1, channels, 23, 21, 72, 3, 2, 1, 1, 1, 'SiLU', 'before')
     graph, feeds, ref = _case(layer, seed=1)
     threads = tile[0] * tile[1] // 32
     monkeypatch.setattr(lower_conv, 'mma_config',
                         lambda *a, **k: (tile[0], tile[1], threads, splits))
+    monkeypatch.setenv('TX2_INFER_SPLITK', mode)
     backend = CudaBackend(conv_path='tc')
     backend.prepare(graph)
     try:
@@ -89,9 +92,11 @@ def test_mma_tiles_and_splits(tile, splits, channels, monkeypatch):
             pytest.skip('conv_mma needs sm_80')
         names = [k.kernel for k in backend.launches]
         out = backend.run(feeds)['y']
+        cluster = (splits > 1 and lower_conv.splitk_mode(backend.arch) == 'cluster'
+                   and lower_conv.cluster_fits(*tile))
     finally:
         backend.close()
     family = 'conv_mma' if channels % 8 == 0 else 'conv_mma_gather'
-    assert names[0] == f'{family}_{tile[0]}x{tile[1]}'
-    assert ('conv_splitk_reduce' in names) == (splits > 1)
+    assert names[0] == f'{family}_{tile[0]}x{tile[1]}' + ('_cl' if cluster else '')
+    assert ('conv_splitk_reduce' in names) == (splits > 1 and not cluster)
     assert_close(f'{names[0]} splits={splits} C={channels} y', out, ref, 3e-3)

@@ -8,8 +8,11 @@ arch (channel-vectorised half2, no GEMM tile to fill), and so does a standalone
 ``BatchNormalization`` over an image (a 1x1 depthwise per-channel scale and shift).
 On sm_80+ the tensor-core path is ``conv_mma_<BM>x<BN>`` (mma.sync, cp.async pipeline); the tile
 and a split-K factor are chosen per layer from M (pixels), N (channels) and K so that small
-late layers still fill the GPU (``mma_config``).
+late layers still fill the GPU (``mma_config``). A split layer is a second launch that sums the
+FP32 partials (``conv_splitk_reduce``), or on sm_90 one launch whose splits form a thread-block
+cluster and sum through distributed shared memory (``splitk_mode``: $TX2_INFER_SPLITK).
 """
+import os
 from dataclasses import replace
 
 import numpy as np
@@ -29,6 +32,10 @@ MMA_TILES = ((128, 128, 512), (128, 64, 256), (64, 128, 256), (64, 64, 128))
 MAX_SPLITS = 16
 MIN_TILES_PER_SPLIT = 2
 WORKSPACE_BYTES = 8 << 20  # FP32 split-K partials, one buffer a lowering shares by every layer
+SPLITK_MODES = ('cluster', 'launch')
+CLUSTER_MIN_ARCH = 90
+CLUSTER_SIZES = (8, 4, 2)  # splits a cluster; 8 is the portable maximum
+STATIC_SHARED_BYTES = 48 << 10
 # The kernel files whose launches apply the ConvParams epilogue (``with_act_masks``).
 ACT_MODULES = ('conv', 'conv_mma', 'depthwise', 'conv_transpose')
 # conv_mma's argument list: ConvParams, then the split-K workspace and factor.
@@ -123,6 +130,28 @@ def with_act_masks(launches) -> list:
             if k.module in masks else k for k in launches]
 
 
+def splitk_mode(arch: int) -> str:
+    """How a split-K layer sums its splits on ``arch``: 'cluster' (sm_90+, one launch) or
+    'launch' (a second kernel); $TX2_INFER_SPLITK chooses where both are possible."""
+    mode = os.environ.get('TX2_INFER_SPLITK', 'cluster')
+    if mode not in SPLITK_MODES:
+        raise ValueError(f"TX2_INFER_SPLITK must be one of {', '.join(SPLITK_MODES)}, "
+                         f'not {mode!r}')
+    return mode if arch >= CLUSTER_MIN_ARCH else 'launch'
+
+
+def cluster_fits(bm: int, bn: int) -> bool:
+    """Whether a BM x BN FP32 tile (rows padded by 4) fits a CTA's static shared memory, as
+    the cluster's reduction needs (every tile but 128x128)."""
+    return bm * (bn + 4) * 4 <= STATIC_SHARED_BYTES
+
+
+def cluster_size(splits: int) -> int:
+    """The cluster of a layer the rule split ``splits`` ways: the largest of
+    ``CLUSTER_SIZES`` not above it (one compiled module per size)."""
+    return next(s for s in CLUSTER_SIZES if s <= splits)
+
+
 def mma_launches(lc, name, family, fields, geo, split_ok=True) -> list:
     """The conv_mma launch (and its split-K reduction) of one convolution."""
     m = geo['N'] * geo['P'] * geo['Q']
@@ -132,9 +161,15 @@ def mma_launches(lc, name, family, fields, geo, split_ok=True) -> list:
         ktiles = geo['R'] * geo['S'] * -(-geo['Cg'] // MMA_BK)
     bm, bn, threads, splits = mma_config(m, geo['Kg'], ktiles, geo['groups'], lc.sm_count,
                                          split_ok, lc.arch)
+    module = mma_module(bm, bn, family == 'conv_mma_gather')
+    if splits > 1 and splitk_mode(lc.arch) == 'cluster' and cluster_fits(bm, bn):
+        size = cluster_size(splits)
+        fields = dict(fields, ws=NULL, splits=size)
+        grid = (-(-m // bm), -(-geo['Kg'] // bn), size)
+        return [Launch(f'{module}@CONV_MMA_CLUSTER={size}', f'{family}_{bm}x{bn}_cl', grid,
+                       (threads, 1, 1), CONV_MMA, fields, name)]
     fields = dict(fields, ws=lc.conv_workspace() if splits > 1 else NULL, splits=splits)
     grid = (-(-m // bm), -(-geo['Kg'] // bn), geo['groups'] * splits)
-    module = mma_module(bm, bn, family == 'conv_mma_gather')
     out = [Launch(module, f'{family}_{bm}x{bn}', grid, (threads, 1, 1), CONV_MMA, fields,
                   name)]
     if splits > 1:
