@@ -22,6 +22,7 @@ from tx2_infer_core.cuda import (layout, lower_axis, lower_conv, lower_conv_tran
                                  lower_int8, lower_logic, lower_movement, lower_nn, lower_norm,
                                  lower_ops, lower_pad, lower_recurrent, lower_resize,
                                  lower_sampling)
+from tx2_infer_core.cuda import lower_index, lower_topk
 from tx2_infer_core.cuda.launch import Ref, Slot, row_major
 from tx2_infer_core.cuda.lift_1d import lift_1d
 from tx2_infer_core.cuda.lower_attention import lower_attention
@@ -59,7 +60,10 @@ FAMILIES = {'conv': lower_conv.lower_conv, 'gemm': lower_conv.lower_gemm,
             'eye_like': lower_movement.lower_eye_like,
             'grid_sample': lower_sampling.lower_grid_sample,
             'affine_grid': lower_sampling.lower_affine_grid,
-            'roi_align': lower_sampling.lower_roi_align, 'einsum': lower_einsum}
+            'roi_align': lower_sampling.lower_roi_align, 'einsum': lower_einsum,
+            'topk': lower_topk.lower_topk,
+            'gather_elements': lower_index.lower_gather_elements,
+            'gather_nd': lower_index.lower_gather_nd}
 LOWERINGS = {op: FAMILIES[family] for op, family in traits.cuda_ops().items()}
 
 
