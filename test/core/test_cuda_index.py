@@ -14,6 +14,9 @@ from index_cases import CASES, I64, gather, graph_of, ties, topk
 from launch_emulator import emulate
 from unary_cases import host_compiler
 
+import test_onnx_node_conformance as cpu
+from node_cases import GPU, data_sets
+
 from tx2_infer_core import reference
 from tx2_infer_core.cuda.lowering import lower_graph
 from tx2_infer_core.errors import UnsupportedOpError
@@ -91,6 +94,10 @@ def test_refusals_name_the_op_node_and_why():
     bad = gather(rng, 'GatherND', (2, 3, 4), np.zeros((1, 2)), {}, const=True)[0]
     bad.weights['i'] = np.array([[1, -4]], I64)
     _refused(bad, r"'GatherND' at node 'n0' \(index -4 out of range for a dim of size 3")
+    ids = graph_of({'x': np.arange(6, dtype=I64) * 1000}, [('TopK', ['x', 'k'], ['v', 'i'], {})],
+                   ['v', 'i'], {'k': np.array([2], I64)})
+    _refused(ids, r"'TopK' at node 'n0' \(int64 data fed as a graph input: its values past "
+                  r"2048 are not exact\)")
 
 
 def test_topk_with_k_at_run_time_is_refused():
@@ -98,6 +105,47 @@ def test_topk_with_k_at_run_time_is_refused():
     graph = graph_of({'x': x, 'k': np.array([2], I64)},
                      [('TopK', ['x', 'k'], ['v', 'i'], {})], ['v', 'i'])
     _refused(graph, r"'TopK' at node 'n0' \(K must be a constant\)")
+
+
+def test_exported_detector_head_lowers_and_matches(tmp_path):
+    """test_ops_index's RT-DETR-style head as exported (Conv, Reshape, Split, Sigmoid, TopK,
+    Expand + GatherElements, Transpose + Reshape + GatherND with batch_dims 1), imported and
+    optimised as a cuda build is: every index op lowers, and their emulated launches (the
+    rest by the numpy ops) give the numpy outputs."""
+    import onnx
+    import test_ops_index
+    from tx2_infer_core.engine_build import import_model
+    from tx2_infer_core.passes import POINTWISE_LEVEL, optimize
+    onnx.save(test_ops_index.detector_head(), tmp_path / 'head.onnx')
+    graph, _ = optimize(import_model(tmp_path / 'head.onnx', (2, 3, 4, 5)), POINTWISE_LEVEL)
+    feeds = {'x': ties(np.random.default_rng(2), 2, 3, 4, 5)}
+    got, launches = emulate(graph, OPS, feeds)
+    want = reference.execute(graph, feeds)
+    for out in graph.outputs:
+        np.testing.assert_array_equal(got[out], want[out], err_msg=out)
+    kernels = {k.node: k.kernel for k in launches}
+    assert [kernels[n] for n in ('topk', 'gather_elements', 'gather_nd')] == \
+        ['topk_rows', 'gather_nd', 'gather_nd']
+
+
+def test_float_node_cases_lower_and_match():
+    """The float ONNX node cases of GatherElements and GatherND (the TopK ones have integer
+    outputs: not applicable), built as the GPU conformance test builds them (indices
+    constants), lowered for sm_90 and emulated, within that test's FP16 tolerance."""
+    found = cpu.collect_cases()
+    passed = []
+    for folder in found.get('GatherElements', []) + found.get('GatherND', []):
+        for graph, acts, expected in data_sets(folder):
+            if graph is None:
+                break
+            got, launches = emulate(graph, OPS, acts)
+            assert [k.kernel for k in launches] == ['gather_nd'], folder.name
+            for out, want in expected.items():
+                assert GPU.close(got[out], want), (folder.name, out)
+            passed.append(folder.name)
+    assert {'test_gather_elements_0', 'test_gather_elements_1',
+            'test_gather_elements_negative_indices',
+            'test_gathernd_example_float32'} <= set(passed), passed
 
 
 # topk.cu's comparison and rounds on the host --------------------------------------------------

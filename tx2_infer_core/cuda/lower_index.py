@@ -49,7 +49,8 @@ def axis_index(lc, node, axis, rank) -> int:
 
 def stored_problem(lc, name) -> str:
     """Why value ``name`` is not held exactly in the FP16 arena ('' when it is): floats,
-    bools and integers wider than a byte are (a constant integer up to 2048 in magnitude)."""
+    bools and integers wider than a byte made by a node are; an integer constant up to 2048
+    in magnitude; not an integer graph input (FP32 -> FP16 rounds it past 2048)."""
     if lc.is_const(name):
         array = lc.const(name)
         if array.dtype.kind == 'f' or (array.dtype.kind in 'iub' and (
@@ -57,6 +58,8 @@ def stored_problem(lc, name) -> str:
             return ''
         return f'a constant of dtype {array.dtype} past {FP16_EXACT}: not exact in FP16'
     dtype = np.dtype(lc.dtype_of(name))
+    if dtype.kind in 'iu' and name in lc.graph.inputs:
+        return f'{dtype} data fed as a graph input: its values past {FP16_EXACT} are not exact'
     if dtype.kind in 'fb' or (dtype.kind in 'iu' and dtype.itemsize > 1):
         return ''
     return f'{dtype} data: the FP16 arena holds floats, bools and wide integers only'
