@@ -45,7 +45,9 @@ FAMILIES = {'conv': lower_conv.lower_conv, 'gemm': lower_conv.lower_gemm,
             'copy': lower_ops.lower_unary, 'binary': lower_ops.lower_binary,
             'pointwise': lower_ops.lower_pointwise,
             'transpose': lower_ops.lower_transpose, 'concat': lower_ops.lower_concat,
-            'gather': lower_gather,
+            'gather': lower_gather, 'topk': lower_topk.lower_topk,
+            'gather_elements': lower_index.lower_gather_elements,
+            'gather_nd': lower_index.lower_gather_nd,
             'split': lower_ops.lower_split, 'slice': lower_ops.lower_slice,
             'conv_int8': lower_int8.lower_conv_int8, 'quantize': lower_int8.lower_quantize,
             'dequantize': lower_int8.lower_dequantize, 'lstm': lower_recurrent.lower_lstm,
@@ -60,10 +62,7 @@ FAMILIES = {'conv': lower_conv.lower_conv, 'gemm': lower_conv.lower_gemm,
             'eye_like': lower_movement.lower_eye_like,
             'grid_sample': lower_sampling.lower_grid_sample,
             'affine_grid': lower_sampling.lower_affine_grid,
-            'roi_align': lower_sampling.lower_roi_align, 'einsum': lower_einsum,
-            'topk': lower_topk.lower_topk,
-            'gather_elements': lower_index.lower_gather_elements,
-            'gather_nd': lower_index.lower_gather_nd}
+            'roi_align': lower_sampling.lower_roi_align, 'einsum': lower_einsum}
 LOWERINGS = {op: FAMILIES[family] for op, family in traits.cuda_ops().items()}
 
 

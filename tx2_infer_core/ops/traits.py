@@ -248,9 +248,9 @@ _LINES = (
     # bitwise ops (CPU only)
     unary('BitwiseNot'),
     binary('BitwiseAnd'), binary('BitwiseOr'), binary('BitwiseXor'), binary('BitShift'),
-    # indexing, scatter and sequence-free tensor ops (CPU only unless a CUDA family is named)
-    op('TopK', 'index', 'topk', strided=True, fixed_inputs=[1]),  # cuda/lower_topk.py
-    op('GatherND', 'index', 'gather_nd'),  # cuda/lower_index.py
+    # indexing, scatter and sequence-free tensor ops (CPU only where no CUDA file is named)
+    op('TopK', 'index', 'topk', strided=True, fixed_inputs=[1]),  # CUDA: cuda/lower_topk.py
+    op('GatherND', 'index', 'gather_nd'),  # CUDA: cuda/lower_index.py
     op('ScatterND', 'index'),
     op('ScatterElements', 'index'),
     op('Scatter', 'index'),  # opset 9-10 only: the importer's upgrade makes ScatterElements
