@@ -1,11 +1,13 @@
 """A host emulation of the copy and reduction launches (``kernels/elementwise.cu`` ``unary``
 with op 0 and ``unary_vec8`` copies, ``kernels/pool.cu`` ``global_reduce``; the row kernels
-and ``pool2d`` in ``rows_emulator.py``) over the FP16 arena and weight buffer of a lowered
-graph, for the Pad, reduction, normalisation and axis-op lowering tests.
+and ``pool2d`` in ``rows_emulator.py``, TopK and the gathers in ``index_emulator.py``) over
+the FP16 arena and weight buffer of a lowered graph, for the Pad, reduction, normalisation,
+axis-op and index-op lowering tests.
 
 Each launch reads and writes exactly the elements its record names (View records walked as
 ``tx2_view_offset`` does), so a wrong offset, stride or count changes the result.
 """
+import index_emulator
 import numpy as np
 import rows_emulator
 
@@ -76,6 +78,8 @@ def run_launch(memory, launch):
         _reduce(memory, f)
     elif launch.kernel in rows_emulator.KERNELS:
         rows_emulator.KERNELS[launch.kernel](memory, f)
+    elif launch.kernel in index_emulator.KERNELS:
+        index_emulator.KERNELS[launch.kernel](memory, f)
     else:
         raise AssertionError(f'no emulation of {launch.kernel}')
 

@@ -17,6 +17,8 @@ from tx2_infer_core.cuda import (lower_axis, lower_conv, lower_int8, lower_nn, l
                                  rows)
 from tx2_infer_core.cuda.lower_attention import ATTN
 from tx2_infer_core.cuda.lower_gather import GATHER
+from tx2_infer_core.cuda.lower_index import GATHER_ND
+from tx2_infer_core.cuda.lower_topk import TOPK_ARGS
 from tx2_infer_core.ops import traits
 from tx2_infer_core.ops.fused import GELU_FORMS
 
@@ -168,6 +170,7 @@ KERNEL_RECORDS = {
     'attention_mma': ATTN, 'attention_simt': ATTN,
     'norm_rows': lower_norm.NORM_ARGS, 'lrn': lower_norm.LRN_ARGS,
     'arg_rows': lower_axis.ARG_ARGS, 'scan_rows': lower_axis.SCAN_ARGS,
+    'topk_rows': TOPK_ARGS, 'gather_nd': GATHER_ND,
     'grid_sample': lower_sampling.GRID, 'grid_sample_v8': lower_sampling.GRID,
     'affine_grid': lower_sampling.AFFINE, 'roi_align': lower_sampling.ROI,
     'roi_align_v8': lower_sampling.ROI}

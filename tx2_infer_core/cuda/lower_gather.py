@@ -6,13 +6,15 @@ The data is read over the output's elements with the index dims merged into one 
 data, so a copy, or no launch where ``views.py`` already stored the output as that view (an
 unrolled LSTM's time step ``x[t]``). Any other index list runs the ``gather`` kernel with the
 indices as an int32 table in the weight buffer. What ``gather_index.gather_problem`` names
-(indices computed at run time, an index out of range...) is refused.
+(an index out of range...) is refused; indices computed at run time are
+``lower_index.lower_gather_by_value``'s.
 """
 import numpy as np
 
 from tx2_infer_core.cuda import params
 from tx2_infer_core.cuda.gather_index import gather_args, gather_problem, index_run
 from tx2_infer_core.cuda.launch import BLOCK, Launch, grid_1d
+from tx2_infer_core.cuda.lower_index import lower_gather_by_value
 from tx2_infer_core.cuda.lower_ops import copy_launch, same_place, slot_view
 from tx2_infer_core.cuda.views import reshape_strides
 
@@ -29,7 +31,9 @@ def merged(shape, axis, count) -> tuple:
 
 def lower_gather(lc, node):
     """Gather(data, constant indices, axis): a strided copy of an index run (none for a
-    view), else one ``gather`` launch."""
+    view), else one ``gather`` launch; indices computed at run time: ``gather_nd``."""
+    if len(node.inputs) > 1 and node.inputs[1] and not lc.is_const(node.inputs[1]):
+        return lower_gather_by_value(lc, node)
     why = gather_problem(lc.graph, node)
     if why:
         lc.unsupported(node, why)

@@ -22,6 +22,7 @@ from tx2_infer_core.cuda import (layout, lower_axis, lower_conv, lower_conv_tran
                                  lower_int8, lower_logic, lower_movement, lower_nn, lower_norm,
                                  lower_ops, lower_pad, lower_recurrent, lower_resize,
                                  lower_sampling)
+from tx2_infer_core.cuda import lower_index, lower_topk
 from tx2_infer_core.cuda.launch import Ref, Slot, row_major
 from tx2_infer_core.cuda.lift_1d import lift_1d
 from tx2_infer_core.cuda.lower_attention import lower_attention
@@ -44,7 +45,9 @@ FAMILIES = {'conv': lower_conv.lower_conv, 'gemm': lower_conv.lower_gemm,
             'copy': lower_ops.lower_unary, 'binary': lower_ops.lower_binary,
             'pointwise': lower_ops.lower_pointwise,
             'transpose': lower_ops.lower_transpose, 'concat': lower_ops.lower_concat,
-            'gather': lower_gather,
+            'gather': lower_gather, 'topk': lower_topk.lower_topk,
+            'gather_elements': lower_index.lower_gather_elements,
+            'gather_nd': lower_index.lower_gather_nd,
             'split': lower_ops.lower_split, 'slice': lower_ops.lower_slice,
             'conv_int8': lower_int8.lower_conv_int8, 'quantize': lower_int8.lower_quantize,
             'dequantize': lower_int8.lower_dequantize, 'lstm': lower_recurrent.lower_lstm,

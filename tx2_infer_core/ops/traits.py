@@ -242,15 +242,15 @@ _LINES = (
     op('Pad', 'tensor', 'pad', strided=True, keeps_layout=True),
     op('Shape', 'tensor'), op('Size', 'tensor'),
     op('Constant', 'tensor'), op('ConstantOfShape', 'tensor'), op('Range', 'tensor'),
-    op('Gather', 'tensor', 'gather', strided=True),  # constant indices (cuda/lower_gather.py)
-    op('GatherElements', 'tensor'),
+    op('Gather', 'tensor', 'gather', strided=True),  # cuda/lower_gather.py, lower_index.py
+    op('GatherElements', 'tensor', 'gather_elements', strided=True),  # cuda/lower_index.py
     op('NonZero', 'tensor'),
     # bitwise ops (CPU only)
     unary('BitwiseNot'),
     binary('BitwiseAnd'), binary('BitwiseOr'), binary('BitwiseXor'), binary('BitShift'),
-    # indexing, scatter and sequence-free tensor ops (CPU only)
-    op('TopK', 'index', fixed_inputs=[1]),
-    op('GatherND', 'index'),
+    # indexing, scatter and sequence-free tensor ops (CPU only where no CUDA file is named)
+    op('TopK', 'index', 'topk', strided=True, fixed_inputs=[1]),  # CUDA: cuda/lower_topk.py
+    op('GatherND', 'index', 'gather_nd'),  # CUDA: cuda/lower_index.py
     op('ScatterND', 'index'),
     op('ScatterElements', 'index'),
     op('Scatter', 'index'),  # opset 9-10 only: the importer's upgrade makes ScatterElements
