@@ -233,7 +233,8 @@ _LINES = (
     # shape and data movement
     copy('Identity', keeps_layout=True),
     copy('Dropout', keeps_layout=True),
-    copy('Cast', keeps_layout=True),
+    OpTraits('Cast', 'tensor', COPY, cuda='cast', strided=True,
+             keeps_layout=True),  # a copy, or (to an integer, bool) generated: lower_logic.py
     copy('Reshape'), copy('Flatten'), copy('Squeeze'), copy('Unsqueeze'),
     op('Transpose', 'tensor', 'transpose', strided=True),
     op('Concat', 'tensor', 'concat', strided=True, keeps_layout=True),
@@ -248,13 +249,14 @@ _LINES = (
     # bitwise ops (CPU only)
     unary('BitwiseNot'),
     binary('BitwiseAnd'), binary('BitwiseOr'), binary('BitwiseXor'), binary('BitShift'),
-    # indexing, scatter and sequence-free tensor ops (CPU only)
+    # indexing, scatter and sequence-free tensor ops (CUDA: constant indices, cuda/lower_index.py)
     op('TopK', 'index', fixed_inputs=[1]),
     op('GatherND', 'index'),
-    op('ScatterND', 'index'),
-    op('ScatterElements', 'index'),
-    op('Scatter', 'index'),  # opset 9-10 only: the importer's upgrade makes ScatterElements
-    op('OneHot', 'index', fixed_inputs=[1]),
+    op('ScatterND', 'index', 'scatter_nd', strided=True),
+    op('ScatterElements', 'index', 'scatter_elements', strided=True),
+    op('Scatter', 'index', 'scatter_elements',
+       strided=True),  # opset 9-10 only: the importer's upgrade makes ScatterElements
+    op('OneHot', 'index', 'one_hot', strided=True, fixed_inputs=[1]),
     op('ReverseSequence', 'index'),
     # spatial sampling: kernels/sampling.cu (cuda/lower_sampling.py; 2-D only)
     image('GridSample', 'sampling', 'grid_sample'),
