@@ -16,6 +16,9 @@ import numpy as np
 import onnx
 import pytest
 import test_onnx_node_conformance as cpu
+from index_cases import (CASTS, I64, ONE_HOTS, SCATTER_ELEMENTS, SCATTER_ND, cast_graph,
+                         graph_of, one_hot_graph, scatter_elements_graph, scatter_nd_graph,
+                         yolov5_head)
 from logic_emulator import case_graph, emulate
 from node_cases import GPU, data_sets
 from onnx import helper, numpy_helper
@@ -26,7 +29,7 @@ from tx2_infer_core.cuda.lower_index import nd_coords, scatter_tables
 from tx2_infer_core.cuda.lowering import lower_graph
 from tx2_infer_core.engine_build import default_meta, import_model
 from tx2_infer_core.errors import UnsupportedOpError
-from tx2_infer_core.ir import Graph, Node, Value
+from tx2_infer_core.ir import Node
 from tx2_infer_core.passes import POINTWISE_LEVEL, optimize
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,18 +37,8 @@ sys.path.insert(0, str(ROOT / 'bench'))
 import zoo_data  # noqa: E402
 import zoo_launches  # noqa: E402
 
-RNG = np.random.default_rng(1402)
-I64 = np.int64
+RNG = np.random.default_rng(1403)
 LAUNCHED = {'ScatterND', 'ScatterElements', 'Scatter', 'OneHot', 'Cast'}
-
-
-def graph_of(nodes, shapes, inputs, outputs, weights=None, dtypes=None):
-    """A graph of ``nodes`` over values {name: shape} (4-D float ones NCHW)."""
-    dtypes = dict(dtypes or {})
-    values = {n: Value(n, tuple(s), dtypes.get(n, 'float32'),
-                       'NCHW' if len(s) == 4 and n not in dtypes else '')
-              for n, s in shapes.items()}
-    return Graph(list(nodes), list(inputs), list(outputs), values, dict(weights or {}))
 
 
 def run(graph, feeds, launched=LAUNCHED):
@@ -78,32 +71,6 @@ def test_nd_coords_walk_the_slices_row_major():
 
 # Scatter over the emulated arena -----------------------------------------------------------
 
-SCATTER_ELEMENTS = [  # (data shape, indices, axis): duplicates and negatives included
-    ((3, 4), [[1, 0, 2, -1], [0, 2, 1, 0]], 0),
-    ((2, 5), [[1, -1, 0, 2], [0, 2, 0, -3]], 1),
-    ((2, 3, 4), [[[3, 0], [1, 1], [-4, 2]]], -1),
-    ((1, 501, 30), np.ones((1, 1, 30), I64) * 7, 1),        # slanet's decoder write
-]
-
-
-def scatter_elements_graph(data_shape, indices, axis, reduction, data_const=False):
-    """x -> Relu -> data; ScatterElements(data, constant indices, u) -> y (with
-    ``data_const`` the data is a constant)."""
-    indices = np.asarray(indices, I64)
-    shapes = {'x': data_shape, 'd': data_shape, 'u': indices.shape, 'y': data_shape}
-    weights = {'i': indices}
-    nodes = [Node('Relu', 'relu', ['x'], ['d'])]
-    if data_const:
-        nodes, weights['d'] = [], RNG.standard_normal(data_shape).astype(np.float32)
-        del shapes['d']
-    nodes.append(Node('ScatterElements', 'scatter', ['d', 'i', 'u'], ['y'],
-                      {'axis': axis, 'reduction': reduction}))
-    inputs = ['u'] if data_const else ['x', 'u']
-    graph = graph_of(nodes, shapes, inputs, ['y'], weights)
-    feeds = {n: RNG.standard_normal(graph.values[n].shape).astype(np.float32) for n in inputs}
-    return graph, feeds
-
-
 @pytest.mark.parametrize('reduction', ['none', 'add', 'mul', 'max', 'min'])
 @pytest.mark.parametrize('case', SCATTER_ELEMENTS, ids=[str(c[0]) for c in SCATTER_ELEMENTS])
 def test_scatter_elements_matches_numpy(case, reduction):
@@ -121,23 +88,10 @@ def test_scatter_elements_of_constant_data():
     assert kernels['scatter'] == ['unary', 'scatter']
 
 
-SCATTER_ND = [  # (data shape, indices, updates shape)
-    ((4, 5), [[0], [2], [-1]], (3, 5)),
-    ((3, 4), [[0, 1], [2, 3], [0, 1]], (3,)),                 # elements, one repeated
-    ((2, 3, 4), [[[1, 2], [0, 0]], [[1, -1], [1, 2]]], (2, 2, 4)),
-]
-
-
 @pytest.mark.parametrize('reduction', ['none', 'add', 'mul', 'max', 'min'])
 @pytest.mark.parametrize('case', SCATTER_ND, ids=[str(c[0]) for c in SCATTER_ND])
 def test_scatter_nd_matches_numpy(case, reduction):
-    data_shape, indices, u_shape = case
-    nodes = [Node('Relu', 'relu', ['x'], ['d']),
-             Node('ScatterND', 'scatter', ['d', 'i', 'u'], ['y'], {'reduction': reduction})]
-    graph = graph_of(nodes, {'x': data_shape, 'd': data_shape, 'u': u_shape, 'y': data_shape},
-                     ['x', 'u'], ['y'], {'i': np.asarray(indices, I64)})
-    feeds = {n: RNG.standard_normal(graph.values[n].shape).astype(np.float32)
-             for n in ('x', 'u')}
+    graph, feeds = scatter_nd_graph(*case, reduction)
     got, want, kernels = run(graph, feeds)
     np.testing.assert_allclose(got['y'], want['y'], rtol=1e-6, atol=1e-6)
     assert kernels['scatter'] == ['unary', 'scatter']
@@ -165,16 +119,6 @@ def test_scatter_into_an_nhwc_image_between_convolutions():
     assert kernels['scatter'][-1] == 'scatter'
 
 
-def yolov5_head(tmp_path):
-    """test_ops_index's YOLOv5 ScatterND head, imported and optimised as the engine does."""
-    import test_ops_index
-    path = tmp_path / 'head.onnx'
-    onnx.save(test_ops_index.yolov5_scatter_head(), path)
-    graph = import_model(path, (1, 3, 4, 4, 7))
-    default_meta(graph)
-    return optimize(graph, POINTWISE_LEVEL)[0]
-
-
 def test_yolov5_scatter_nd_head(tmp_path):
     graph = yolov5_head(tmp_path)
     assert 'ScatterND' in [n.op for n in graph.nodes]
@@ -188,54 +132,19 @@ def test_yolov5_scatter_nd_head(tmp_path):
 
 # OneHot and Cast over the emulated arena ---------------------------------------------------
 
-ONE_HOTS = [  # (x shape, depth, values, axis)
-    ((2, 3), 5, [0.0, 2.5], -1),
-    ((2, 3), 4, [-1.0, 3.0], 0),
-    ((3,), 3, [0.5, 1.0], 1),
-    ((1,), 30, [0.0, 1.0], -1),          # slanet's
-]
-
-
 @pytest.mark.parametrize('float_indices', [False, True], ids=['int64', 'float'])
 @pytest.mark.parametrize('case', ONE_HOTS, ids=[f'{c[0]}-axis{c[3]}' for c in ONE_HOTS])
 def test_one_hot_matches_numpy(case, float_indices):
-    """x (floats from -depth-2 to depth+2: negatives, out of range, fractions) -> Cast to
-    int64 (or none: float indices, truncated) -> OneHot -> y."""
-    x_shape, depth, values, axis = case
-    rank = len(x_shape) + 1
-    y_shape = list(x_shape)
-    y_shape.insert(axis % rank, depth)
-    nodes = [Node('OneHot', 'hot', ['k' if not float_indices else 'x', 'depth', 'v'], ['y'],
-                  {'axis': axis})]
-    if not float_indices:
-        nodes.insert(0, Node('Cast', 'cast', ['x'], ['k'], {'to': 7}))
-    graph = graph_of(nodes, {'x': x_shape, 'k': x_shape, 'y': y_shape}, ['x'], ['y'],
-                     {'depth': np.array([depth], I64), 'v': np.array(values, np.float32)},
-                     {'k': 'int64'})
-    x = RNG.uniform(-depth - 2, depth + 2, x_shape).astype(np.float32)
-    got, want, kernels = run(graph, {'x': x})
+    got, want, kernels = run(*one_hot_graph(*case, float_indices))
     np.testing.assert_array_equal(got['y'], want['y'])
     assert kernels['hot'] == ['pointwise']
     assert kernels.get('cast', ['pointwise']) == ['pointwise']
 
 
-CASTS = [(6, 'int32'), (7, 'int64'), (5, 'int16'), (4, 'uint16'), (9, 'bool')]
-
-
 @pytest.mark.parametrize('to, dtype', CASTS, ids=[c[1] for c in CASTS])
 def test_cast_truncates_or_tests_non_zero_then_casts_back(to, dtype):
-    """x -> Cast(to) -> Cast(float) -> y: a generated launch (truncation toward zero, x != 0),
-    then a copy; zeros, halves and integers past 2048 (rounded to FP16 on the way in)."""
-    x = np.concatenate([RNG.uniform(-40, 40, 60), [0, -0.0, 0.5, -0.5, 2.99, -2.99, 3000.5,
-                                                   -4095.0, 0, 0]]).astype(np.float32)
-    if dtype.startswith('u'):
-        x = np.abs(x)
-    nodes = [Node('Cast', 'to_int', ['x'], ['k'], {'to': to}),
-             Node('Cast', 'back', ['k'], ['y'], {'to': 1})]
-    graph = graph_of(nodes, {'x': x.shape, 'k': x.shape, 'y': x.shape}, ['x'], ['y'],
-                     dtypes={'k': dtype})
-    x16 = x.astype(np.float16).astype(np.float32)
-    got, want, kernels = run(graph, {'x': x16})
+    """A generated launch (truncation toward zero, x != 0), then a copy."""
+    got, want, kernels = run(*cast_graph(to, dtype))
     np.testing.assert_array_equal(got['y'], want['y'])
     assert kernels == {'to_int': ['pointwise'], 'back': ['unary']}
 
