@@ -22,9 +22,10 @@ from index_cases import (CASTS, I64, ONE_HOTS, SCATTER_ELEMENTS, SCATTER_ND, cas
 from logic_emulator import case_graph, emulate
 from node_cases import GPU, data_sets
 from onnx import helper, numpy_helper
-from unary_cases import host_compiler, host_program
+from unary_cases import device_compilers, host_compiler, host_program
 
 from tx2_infer_core import reference
+from tx2_infer_core.cuda import compile as cc
 from tx2_infer_core.cuda.lower_index import nd_coords, scatter_tables
 from tx2_infer_core.cuda.lowering import lower_graph
 from tx2_infer_core.engine_build import default_meta, import_model
@@ -183,6 +184,20 @@ def test_cast_c_expressions_on_the_host(tmp_path):
     np.testing.assert_array_equal(out[6], x)
     nan = host_program([[('Cast', ['x0'], {'to': 9})]], tmp_path)(np.array([np.nan], 'f4'))
     assert nan[0, 0] == 1.0
+
+
+@pytest.mark.skipif(not device_compilers(), reason='neither NVRTC nor nvcc installed')
+def test_generated_kernels_and_scatter_compile():
+    """The generated kernels of Cast and OneHot, and kernels/scatter.cu, for sm_90 (nvcc) and
+    sm_62/72/87 (NVRTC) where those compilers are installed."""
+    graphs = [cast_graph(6, 'int32')[0], cast_graph(9, 'bool')[0],
+              one_hot_graph((2, 3), 5, [0.0, 2.5], 0, True)[0]]
+    modules = {k.module for g in graphs for k in lower_graph(g, 90).launches
+               if k.kernel == 'pointwise'}
+    assert len(modules) == 3
+    for arch, compiler in device_compilers():
+        for module in sorted(modules) + ['scatter']:
+            assert cc.compile_cached(module, arch, compiler=compiler)[:4] == b'\x7fELF'
 
 
 # ONNX node cases as the GPU conformance test builds them ------------------------------------
