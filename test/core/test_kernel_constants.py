@@ -17,7 +17,7 @@ from tx2_infer_core.cuda import (lower_axis, lower_conv, lower_int8, lower_nn, l
                                  rows)
 from tx2_infer_core.cuda.lower_attention import ATTN
 from tx2_infer_core.cuda.lower_gather import GATHER
-from tx2_infer_core.cuda.lower_index import REDUCTIONS as SCATTER_REDUCTIONS, SCATTER
+from tx2_infer_core.cuda.lower_scatter import REDUCTIONS as SCATTER_REDUCTIONS, SCATTER
 from tx2_infer_core.ops import traits
 from tx2_infer_core.ops.fused import GELU_FORMS
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tx2_infer_core.cuda import (layout, lower_axis, lower_conv, lower_conv_transpose,
-                                 lower_index, lower_int8, lower_logic, lower_movement, lower_nn,
+                                 lower_scatter, lower_int8, lower_logic, lower_movement, lower_nn,
                                  lower_norm, lower_ops, lower_pad, lower_recurrent,
                                  lower_resize, lower_sampling)
 from tx2_infer_core.cuda.launch import Ref, Slot, row_major
@@ -53,9 +53,9 @@ FAMILIES = {'conv': lower_conv.lower_conv, 'gemm': lower_conv.lower_gemm,
             'arg': lower_axis.lower_arg, 'scan': lower_axis.lower_scan,
             'logic': lower_logic.lower_logic, 'trilu': lower_logic.lower_trilu,
             'cast': lower_logic.lower_cast,
-            'scatter_nd': lower_index.lower_scatter_nd,
-            'scatter_elements': lower_index.lower_scatter_elements,
-            'one_hot': lower_index.lower_one_hot,
+            'scatter_nd': lower_scatter.lower_scatter_nd,
+            'scatter_elements': lower_scatter.lower_scatter_elements,
+            'one_hot': lower_scatter.lower_one_hot,
             'expand': lower_movement.lower_expand, 'tile': lower_movement.lower_tile,
             'depth_to_space': lower_movement.lower_depth_to_space,
             'space_to_depth': lower_movement.lower_space_to_depth,

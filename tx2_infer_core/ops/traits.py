@@ -249,7 +249,7 @@ _LINES = (
     # bitwise ops (CPU only)
     unary('BitwiseNot'),
     binary('BitwiseAnd'), binary('BitwiseOr'), binary('BitwiseXor'), binary('BitShift'),
-    # indexing, scatter and sequence-free tensor ops (CUDA: constant indices, cuda/lower_index.py)
+    # indexing, scatter and sequence-free tensor ops (CUDA: constant indices, cuda/lower_scatter.py)
     op('TopK', 'index', fixed_inputs=[1]),
     op('GatherND', 'index'),
     op('ScatterND', 'index', 'scatter_nd', strided=True),

@@ -1,5 +1,5 @@
 """Cast to integers and bools, ScatterND / ScatterElements with constant indices and OneHot on
-CUDA (``cuda/lower_logic.py`` ``lower_cast``, ``cuda/lower_index.py``, ``kernels/scatter.cu``),
+CUDA (``cuda/lower_logic.py`` ``lower_cast``, ``cuda/lower_scatter.py``, ``kernels/scatter.cu``),
 without a GPU.
 
 The scatter tables; small graphs lowered for sm_90 and run over the emulated arena
@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 import pytest
 import test_onnx_node_conformance as cpu
-from index_cases import (CASTS, I64, ONE_HOTS, SCATTER_ELEMENTS, SCATTER_ND, cast_graph,
+from scatter_cases import (CASTS, I64, ONE_HOTS, SCATTER_ELEMENTS, SCATTER_ND, cast_graph,
                          graph_of, one_hot_graph, scatter_elements_graph, scatter_nd_graph,
                          yolov5_head)
 from logic_emulator import case_graph, emulate
@@ -26,7 +26,7 @@ from unary_cases import device_compilers, host_compiler, host_program
 
 from tx2_infer_core import reference
 from tx2_infer_core.cuda import compile as cc
-from tx2_infer_core.cuda.lower_index import nd_coords, scatter_tables
+from tx2_infer_core.cuda.lower_scatter import nd_coords, scatter_tables
 from tx2_infer_core.cuda.lowering import lower_graph
 from tx2_infer_core.engine_build import default_meta, import_model
 from tx2_infer_core.errors import UnsupportedOpError

@@ -1,6 +1,6 @@
 """Small graphs of Cast to integers and bools, ScatterND / ScatterElements with constant
-indices and OneHot, for their CUDA lowering tests (``test_cuda_index.py``, over the emulated
-arena) and their GPU tests (``test/cuda/test_index_cuda.py``): each builder returns
+indices and OneHot, for their CUDA lowering tests (``test_cuda_scatter.py``, over the emulated
+arena) and their GPU tests (``test/cuda/test_scatter_cuda.py``): each builder returns
 ``(graph, feeds)``."""
 import importlib.util
 from pathlib import Path

@@ -1,7 +1,7 @@
 """Cast to integers and bools, ScatterND / ScatterElements with constant indices and OneHot on
-the GPU (``cuda/lower_logic.py`` ``lower_cast``, ``cuda/lower_index.py``,
+the GPU (``cuda/lower_logic.py`` ``lower_cast``, ``cuda/lower_scatter.py``,
 ``kernels/scatter.cu``) against the numpy reference, on the small graphs of
-``test/core/index_cases.py`` (``test_cuda_index.py`` runs them emulated) and YOLOv5's
+``test/core/scatter_cases.py`` (``test_cuda_scatter.py`` runs them emulated) and YOLOv5's
 ScatterND head; then
 slanet, whose table decoder needed them, against ONNX Runtime on its photo."""
 import sys
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / 'bench'))
 import zoo_data  # noqa: E402
 
-IX = core_module('index_cases')
+IX = core_module('scatter_cases')
 
 
 def check(label, graph, feeds, tol=0.0):
