@@ -1,8 +1,8 @@
-"""A host emulation of the copy and reduction launches (``kernels/elementwise.cu`` ``unary``
-with op 0 and ``unary_vec8`` copies, ``kernels/pool.cu`` ``global_reduce``; the row kernels
-and ``pool2d`` in ``rows_emulator.py``, TopK and the gathers in ``index_emulator.py``) over
-the FP16 arena and weight buffer of a lowered graph, for the Pad, reduction, normalisation,
-axis-op and index-op lowering tests.
+"""A host emulation of the copy, scatter and reduction launches (``kernels/elementwise.cu``
+``unary`` with op 0 and ``unary_vec8`` copies, ``kernels/scatter.cu``, ``kernels/pool.cu``
+``global_reduce``; the row kernels and ``pool2d`` in ``rows_emulator.py``, TopK and the gathers
+in ``index_emulator.py``) over the FP16 arena and weight buffer of a lowered graph, for the Pad,
+reduction, normalisation, axis-op, index-op and scatter lowering tests.
 
 Each launch reads and writes exactly the elements its record names (View records walked as
 ``tx2_view_offset`` does), so a wrong offset, stride or count changes the result.
@@ -65,6 +65,28 @@ def _reduce(memory, f):
               + np.arange(c)[None, :])] = out
 
 
+SCATTER_COMBINE = {0: lambda acc, v: v, 1: np.add, 2: np.multiply, 3: np.maximum,
+                   4: np.minimum}  # kernels/scatter.cu SCATTER_<NAME>
+
+
+def _scatter(memory, f):
+    """``scatter``: table entry m combines its updates, in order, into y[dst[m]] (int32 tables
+    read from the weight image)."""
+    def table(ref, count):
+        return np.frombuffer(memory['weight_bytes'], np.int32, count, ref.offset)
+    count = int(f['count'])
+    dst, first = table(f['dst'], count), table(f['first'], count + 1)
+    src = table(f['src'], int(first[-1]))
+    (u, u0), (y, y0) = _at(memory, f['u']), _at(memory, f['y'])
+    offsets = view_offsets(f['uv'], int(np.prod(f['uv']['shape'][:int(f['uv']['ndim'])])))
+    combine = SCATTER_COMBINE[int(f['op'])]
+    for m in range(count):
+        acc = y[y0 + dst[m]]
+        for k in range(first[m], first[m + 1]):
+            acc = combine(acc, u[u0 + offsets[src[k]]])
+        y[y0 + dst[m]] = acc
+
+
 def run_launch(memory, launch):
     """Execute one launch on ``memory`` {'arena', 'weights': float32 element arrays}."""
     f = launch.fields
@@ -74,6 +96,8 @@ def run_launch(memory, launch):
         assert f['op'] == 0 and int(f['act']['kind']) == 0, 'a copy'
         (src, s0), (dst, d0) = _at(memory, f['x']), _at(memory, f['y'])
         dst[d0:d0 + 8 * int(f['n8'])] = src[s0:s0 + 8 * int(f['n8'])]
+    elif launch.kernel == 'scatter':
+        _scatter(memory, f)
     elif launch.kernel == 'global_reduce':
         _reduce(memory, f)
     elif launch.kernel in rows_emulator.KERNELS:

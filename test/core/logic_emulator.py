@@ -59,7 +59,7 @@ def emulate(graph, feeds, launched, arch=90) -> tuple:
     image = lowered.weight_image()
     memory = {'arena': np.full(lowered.plan.arena_bytes // 2 + 8, np.nan, np.float32),
               'weights': np.append(image, np.zeros(len(image) % 2, np.uint8))
-              .view(np.float16).astype(np.float32)}
+              .view(np.float16).astype(np.float32), 'weight_bytes': image.tobytes()}
 
     def read(name):
         slot = lowered.slots[name]

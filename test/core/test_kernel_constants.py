@@ -18,6 +18,7 @@ from tx2_infer_core.cuda import (lower_axis, lower_conv, lower_int8, lower_nn, l
 from tx2_infer_core.cuda.lower_attention import ATTN
 from tx2_infer_core.cuda.lower_gather import GATHER
 from tx2_infer_core.cuda.lower_index import GATHER_ND
+from tx2_infer_core.cuda.lower_scatter import REDUCTIONS as SCATTER_REDUCTIONS, SCATTER
 from tx2_infer_core.cuda.lower_topk import TOPK_ARGS
 from tx2_infer_core.ops import traits
 from tx2_infer_core.ops.fused import GELU_FORMS
@@ -142,7 +143,7 @@ KERNEL_RECORDS = {
     'unary': params.UNARY_ARGS, 'binary': params.BINARY_ARGS,
     'binary_flat2': params.BINARY_FLAT2, 'global_reduce': params.GLOBAL_REDUCE,
     'unary_vec8': lower_ops.UNARY_VEC8, 'binary_vec8': lower_ops.BINARY_VEC8,
-    'gather': GATHER,
+    'gather': GATHER, 'scatter': SCATTER,
     'to_arena_f16': lower_ops.IO_CONVERT, 'from_arena_f32': lower_ops.IO_CONVERT,
     'pool2d': params.POOL, 'resize2d': params.RESIZE, 'matmul': params.GEMM,
     'softmax': params.SOFTMAX, 'layernorm': params.LAYERNORM,
@@ -253,6 +254,8 @@ def test_other_mirrored_numbers():
         assert DEFINES[f"RED_{name[len('Reduce'):].upper()}"] == code
     for name, code in lower_norm.NORM_MODES.items():
         assert DEFINES[f'NORM_{name.upper()}'] == code
+    for name, code in SCATTER_REDUCTIONS.items():
+        assert DEFINES[f'SCATTER_{name.upper()}'] == code
     for name, code in lower_axis.ARG_MODES.items():
         assert DEFINES[f"ARG_{name.replace('Arg', '').upper()}"] == code
     assert DEFINES['TX2_TEAM_MAX'] == rows.TEAM_MAX

@@ -16,6 +16,13 @@ all ``full`` with its own layout or ``scalar`` is walked flat (no pixel/channel 
 strides and offsets are kernel arguments, so one source serves every shape of a chain. The
 source is registered with ``compile.py`` under ``pw_<hash of the source>`` and compiled (disk
 cached) like a file of ``kernels/``.
+
+The arena holds every value as FP16, bools (0/1) and integers too: an integer is exact up to
+2048 (``lower_logic.EXACT_INT``), past that it is rounded to FP16's grid (4096 + 2k, ...) and
+past 65504 saturated. A ``Cast`` step (``cast_kind``) from float to an integer type truncates
+toward zero (ONNX) and saturates at +-65504, to bool is ``x != 0``; any other Cast (to a float,
+from an integer or bool) is the value itself. 1-byte integers (the int8 path's bytes), float8,
+4-bit and string types are no arena value: ``cast_kind`` is '' and the lowerings refuse them.
 """
 import hashlib
 import inspect
@@ -27,6 +34,7 @@ from tx2_infer_core.cuda import compile as cc, params
 from tx2_infer_core.cuda.launch import BLOCK, Launch, grid_1d
 from tx2_infer_core.ops import traits
 from tx2_infer_core.ops.fused import program_steps, step_function
+from tx2_infer_core.ops.tensor import DTYPES
 
 KERNEL = 'pointwise'
 VECTORS = (8, 2, 1)  # halves per access, widest first
@@ -52,7 +60,7 @@ UNARY_C = {  # attributes ({alpha}): the node's, else the defaults of ops/elemen
     'Sin': 'sinf({0})', 'Cos': 'cosf({0})', 'Tan': 'tanf({0})', 'Asin': 'asinf({0})',
     'Acos': 'acosf({0})', 'Atan': 'atanf({0})', 'Sinh': 'sinhf({0})', 'Cosh': 'coshf({0})',
     'Asinh': 'asinhf({0})', 'Acosh': 'acoshf({0})', 'Atanh': 'atanhf({0})',
-    'Not': '({0} == 0.f ? 1.f : 0.f)', 'Cast': '{0}', 'IsNaN': '(isnan({0}) ? 1.f : 0.f)',
+    'Not': '({0} == 0.f ? 1.f : 0.f)', 'IsNaN': '(isnan({0}) ? 1.f : 0.f)',
     'IsInf': '((isinf({0}) && ({0} > 0.f ? {detect_positive} : {detect_negative}) != 0.f) ? 1.f'
              ' : 0.f)'}
 BINARY_C = {
@@ -69,11 +77,15 @@ BINARY_C = {
 MOD_C = {1: 'fmodf({0}, {1})',
          0: '((fmodf({0}, {1}) != 0.f && (fmodf({0}, {1}) < 0.f) != ({1} < 0.f)) ? '
             'fmodf({0}, {1}) + {1} : fmodf({0}, {1}))'}
+# Cast by what the target makes of a float (``cast_kind``; see the module doc).
+CAST_C = {'f': '{0}', 'b': '({0} != 0.f ? 1.f : 0.f)',
+          'i': 'fminf(fmaxf(truncf({0}), -65504.f), 65504.f)'}
+FLOAT_TYPES = (1, 10, 11, 16)  # ONNX FLOAT, FLOAT16, DOUBLE, BFLOAT16
 GELU_TANH = '0.5f * {0} * (1.f + tanhf(0.7978845608f * ({0} + 0.044715f * {0} * {0} * {0})))'
 # Every op a program may hold: the tables above, Clip, Where and Mod, and every elementwise op
 # with a kernel code (``coded_expression``).
 C_OPS = tuple(dict.fromkeys(
-    tuple(UNARY_C) + tuple(BINARY_C) + ('Clip', 'Where', 'Mod') + tuple(
+    tuple(UNARY_C) + tuple(BINARY_C) + ('Clip', 'Where', 'Mod', 'Cast') + tuple(
         t.name for t in traits.TRAITS.values()
         if t.kind in traits.ELEMENTWISE_KINDS and t.code is not None)))
 
@@ -88,6 +100,18 @@ def float_literal(value) -> str:
     return f'{v:.9e}f'
 
 
+def cast_kind(to) -> str:
+    """What a Cast to ONNX type ``to`` makes of a float in the FP16 arena: 'f' (the value),
+    'b' (bool 0/1), 'i' (an integer, 2 bytes or more); '' for no arena type."""
+    to = int(to)
+    if to in FLOAT_TYPES:
+        return 'f'
+    dtype = np.dtype(DTYPES.get(to, 'S'))
+    if dtype.kind == 'b' or (dtype.kind in 'iu' and dtype.itemsize > 1):
+        return 'b' if dtype.kind == 'b' else 'i'
+    return ''
+
+
 def step_expression(op, args, attrs) -> str:
     """The C expression of one step over the C expressions ``args`` ('' = omitted)."""
     if op == 'Clip':
@@ -99,6 +123,8 @@ def step_expression(op, args, attrs) -> str:
         return expr if hi is None else f'fminf({expr}, {hi})'
     if op == 'Where':
         return f'({args[0]} != 0.f ? {args[1]} : {args[2]})'
+    if op == 'Cast':
+        return CAST_C[cast_kind(attrs.get('to', 1))].format(args[0])
     if op == 'Mod':
         return MOD_C[1 if int(attrs.get('fmod', 0)) else 0].format(*args)
     if op in BINARY_C:
@@ -344,6 +370,10 @@ def lower_pointwise(lc, node):
     unknown = sorted({op for op, _, _ in steps if op not in C_OPS})
     if unknown:
         lc.unsupported(node, f'no generated code for {unknown}')
+    bad = sorted({a.get('to') for op, _, a in steps if op == 'Cast' and not cast_kind(
+        a.get('to', 1))})
+    if bad:
+        lc.unsupported(node, f'Cast to={bad}: no FP16 arena type')
     if node.op != 'FusedPointwise':
         dtypes = {str(lc.const(n).dtype) if lc.is_const(n) else lc.dtype_of(n)
                   for n in node.inputs[:1] + node.outputs[:1]}

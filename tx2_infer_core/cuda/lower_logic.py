@@ -1,7 +1,7 @@
 """Lowering of the comparison, logic and selection ops (Equal, Less, LessOrEqual, Greater,
-GreaterOrEqual, Not, And, Or, Xor, IsNaN, IsInf, Where), of Mod, Sum and Mean, and of Trilu:
-one generated pointwise kernel each (``cuda/codegen_pointwise.py``: FP32 maths, any strides,
-ONNX broadcasting).
+GreaterOrEqual, Not, And, Or, Xor, IsNaN, IsInf, Where), of Mod, Sum and Mean, of Trilu and of
+Cast: one generated pointwise kernel each (``cuda/codegen_pointwise.py``: FP32 maths, any
+strides, ONNX broadcasting).
 
 The arena holds FP16 only: a bool is stored as 0 or 1, an integer as itself, exact up to 2048.
 
@@ -12,15 +12,19 @@ The arena holds FP16 only: a bool is stored as 0 or 1, an integer as itself, exa
   2048 is refused.
 - Any other integer constant must hold exact values (|v| <= 2048); an integer graph input is
   refused (the FP32 -> FP16 input conversion rounds past 2048); an integer activation made by a
-  node is exact (its producer refuses what is not); 1-byte integers (the int8 path's bytes)
-  are refused.
+  node is its producer's (exact, or refused, except a Cast's below); 1-byte integers (the int8
+  path's bytes) are refused.
 - Mod, Sum, Mean, IsNaN and IsInf take float data only (new values, or a float question).
 - Trilu is ``Where(mask, x, 0)``, its triangle a constant 0/1 mask over the last two dims.
+- Cast of a float to an integer type truncates toward zero, saturated to FP16's +-65504 (an
+  integer past 2048 is then FP16's nearest, as any float is); any number to bool is ``x != 0``
+  (``codegen_pointwise.cast_kind``). Any other Cast keeps the values: a copy
+  (``lower_ops.lower_unary``). 1-byte integers, float8, 4-bit and string types are refused.
 """
 import numpy as np
 
 from tx2_infer_core.cuda import codegen_pointwise as cg
-from tx2_infer_core.cuda.lower_ops import copy_launch, slot_view
+from tx2_infer_core.cuda.lower_ops import copy_launch, lower_unary, slot_view
 
 EXACT_INT = 2048     # the largest integer up to which every integer is exact in FP16
 FP16_MAX = 65504.0   # the largest finite FP16
@@ -160,3 +164,27 @@ def lower_trilu(lc, node):
     steps = [('Where', ['x1', 'x0', 0.0], {})]
     return [cg.pointwise_launch(node.name, steps, [x, lc.const_slot(mask.astype(np.float16))],
                                 y)]
+
+
+def lower_cast(lc, node):
+    """Cast: a float to an integer type, or a number to bool, as one generated kernel
+    (truncation, ``x != 0``), any other Cast as a copy; a type the arena lacks is refused."""
+    to = int(node.attrs.get('to', 1))
+    kind = cg.cast_kind(to)
+    if not kind:
+        lc.unsupported(node, f'Cast to={to}: the FP16 arena holds floats, bools and integers '
+                             'of 2 bytes or more')
+    x, y = node.inputs[0], node.outputs[0]
+    if kind == 'f' and np.dtype(lc.dtype_of(y)).kind != 'f':
+        lc.unsupported(node, f'Cast to={to} with an output of dtype {lc.dtype_of(y)}')
+    if kind != 'f':
+        check_exact(lc, node, x)
+        check_exact(lc, node, y)
+    source = value_dtype(lc, x).kind
+    if not (kind == 'i' and source == 'f' or kind == 'b' and source != 'b'):
+        return lower_unary(lc, node)  # the values unchanged: a copy (or none: a view)
+    out = lc.slot(y)
+    if 0 in out.shape:
+        return []
+    steps = [('Cast', ['x0'], {'to': to})]
+    return [cg.pointwise_launch(node.name, steps, [lc.slot(x)], out)]

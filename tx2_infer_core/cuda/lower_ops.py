@@ -13,8 +13,6 @@ from tx2_infer_core.cuda.launch import BLOCK, Launch, grid_1d
 from tx2_infer_core.cuda.views import HALF, reshape_strides, slice_args, slice_view
 from tx2_infer_core.ops import traits
 
-FLOAT = 1
-CAST_TARGETS = {FLOAT, 10, 11, 16}  # ONNX FLOAT, FLOAT16, DOUBLE, BFLOAT16
 VEC = 8  # halves per 16-byte access of the vec8 kernels
 UNARY_VEC8 = np.dtype([('x', params.PTR), ('y', params.PTR), ('n8', 'i8'), ('op', 'i4'),
                        ('act', params.ACT)], align=True)
@@ -42,14 +40,8 @@ def copy_launch(name, src, src_view, dst, dst_view, n, op=0, act=None):
 
 
 def _check_copy(lc, node):
-    """Refuse the copies whose ONNX result is not a plain FP16 copy: a Cast to a type that
-    rounds or saturates differently (float8, integers), a training-mode Dropout, a Dropout
-    whose mask is used."""
-    if node.op == 'Cast':
-        to = int(node.attrs.get('to', FLOAT))
-        if to not in CAST_TARGETS or not np.issubdtype(
-                np.dtype(lc.dtype_of(node.outputs[0])), np.floating):
-            lc.unsupported(node, f'Cast to={to}: only FLOAT, FLOAT16, DOUBLE and BFLOAT16')
+    """Refuse the copies whose ONNX result is not a plain FP16 copy: a training-mode Dropout,
+    a Dropout whose mask is used (which Cast is a copy: ``lower_logic.lower_cast``)."""
     if node.op == 'Dropout':
         ratio = node.inputs[1] if len(node.inputs) > 1 else ''
         training = node.inputs[2] if len(node.inputs) > 2 else ''

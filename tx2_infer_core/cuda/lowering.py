@@ -21,7 +21,7 @@ import numpy as np
 from tx2_infer_core.cuda import (layout, lower_axis, lower_conv, lower_conv_transpose,
                                  lower_int8, lower_logic, lower_movement, lower_nn, lower_norm,
                                  lower_ops, lower_pad, lower_recurrent, lower_resize,
-                                 lower_sampling)
+                                 lower_sampling, lower_scatter)
 from tx2_infer_core.cuda import lower_index, lower_topk
 from tx2_infer_core.cuda.launch import Ref, Slot, row_major
 from tx2_infer_core.cuda.lift_1d import lift_1d
@@ -55,6 +55,10 @@ FAMILIES = {'conv': lower_conv.lower_conv, 'gemm': lower_conv.lower_gemm,
             'attention': lower_attention, 'norm': lower_norm.lower_norm,
             'arg': lower_axis.lower_arg, 'scan': lower_axis.lower_scan,
             'logic': lower_logic.lower_logic, 'trilu': lower_logic.lower_trilu,
+            'cast': lower_logic.lower_cast,
+            'scatter_nd': lower_scatter.lower_scatter_nd,
+            'scatter_elements': lower_scatter.lower_scatter_elements,
+            'one_hot': lower_scatter.lower_one_hot,
             'expand': lower_movement.lower_expand, 'tile': lower_movement.lower_tile,
             'depth_to_space': lower_movement.lower_depth_to_space,
             'space_to_depth': lower_movement.lower_space_to_depth,

@@ -36,9 +36,10 @@ from tx2_infer_core.cuda.launch import Ref, Slot, nhwc_strides, row_major
 from tx2_infer_core.cuda.params import MAX_DIMS
 from tx2_infer_core.ops import traits
 
-GENERIC_FAMILIES = ('unary', 'copy', 'binary', 'pointwise', 'transpose', 'concat', 'split',
-                    'slice', 'gather', 'logic', 'trilu', 'expand', 'tile', 'depth_to_space',
-                    'space_to_depth', 'cast_like', 'eye_like')
+GENERIC_FAMILIES = ('unary', 'copy', 'cast', 'binary', 'pointwise', 'transpose', 'concat',
+                    'split', 'slice', 'gather', 'logic', 'trilu', 'expand', 'tile',
+                    'depth_to_space', 'space_to_depth', 'cast_like', 'eye_like',
+                    'scatter_nd', 'scatter_elements', 'one_hot')
 GENERIC_OPS = frozenset(op for op, family in traits.cuda_ops().items()
                         if family in GENERIC_FAMILIES)
 COPY_OPS = frozenset(traits.names(kind=traits.COPY))

@@ -233,7 +233,8 @@ _LINES = (
     # shape and data movement
     copy('Identity', keeps_layout=True),
     copy('Dropout', keeps_layout=True),
-    copy('Cast', keeps_layout=True),
+    OpTraits('Cast', 'tensor', COPY, cuda='cast', strided=True,
+             keeps_layout=True),  # a copy, or (to an integer, bool) generated: lower_logic.py
     copy('Reshape'), copy('Flatten'), copy('Squeeze'), copy('Unsqueeze'),
     op('Transpose', 'tensor', 'transpose', strided=True),
     op('Concat', 'tensor', 'concat', strided=True, keeps_layout=True),
@@ -248,13 +249,15 @@ _LINES = (
     # bitwise ops (CPU only)
     unary('BitwiseNot'),
     binary('BitwiseAnd'), binary('BitwiseOr'), binary('BitwiseXor'), binary('BitShift'),
-    # indexing, scatter and sequence-free tensor ops (CPU only where no CUDA file is named)
-    op('TopK', 'index', 'topk', strided=True, fixed_inputs=[1]),  # CUDA: cuda/lower_topk.py
-    op('GatherND', 'index', 'gather_nd'),  # CUDA: cuda/lower_index.py
-    op('ScatterND', 'index'),
-    op('ScatterElements', 'index'),
-    op('Scatter', 'index'),  # opset 9-10 only: the importer's upgrade makes ScatterElements
-    op('OneHot', 'index', fixed_inputs=[1]),
+    # indexing, scatter and sequence-free tensor ops (CPU only where no CUDA family is named;
+    # CUDA: TopK cuda/lower_topk.py, gathers cuda/lower_index.py, scatters cuda/lower_scatter.py)
+    op('TopK', 'index', 'topk', strided=True, fixed_inputs=[1]),
+    op('GatherND', 'index', 'gather_nd'),
+    op('ScatterND', 'index', 'scatter_nd', strided=True),
+    op('ScatterElements', 'index', 'scatter_elements', strided=True),
+    op('Scatter', 'index', 'scatter_elements',
+       strided=True),  # opset 9-10 only: the importer's upgrade makes ScatterElements
+    op('OneHot', 'index', 'one_hot', strided=True, fixed_inputs=[1]),
     op('ReverseSequence', 'index'),
     # spatial sampling: kernels/sampling.cu (cuda/lower_sampling.py; 2-D only)
     image('GridSample', 'sampling', 'grid_sample'),

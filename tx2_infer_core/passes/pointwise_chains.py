@@ -11,7 +11,7 @@ import numpy as np
 
 from tx2_infer_core.cuda.codegen_pointwise import C_OPS
 from tx2_infer_core.ops import elementwise, fused, traits
-from tx2_infer_core.passes.graph_edit import constant, dtype_of, shape_of
+from tx2_infer_core.passes.graph_edit import ONNX_DTYPES, constant, dtype_of, shape_of
 
 MAX_INPUTS = 8          # external tensor inputs of one fused node (cuda/codegen_pointwise.py)
 MAX_ACTIVATION_STEPS = 16   # longest group tried as a decomposed activation (GELU's is 5)
@@ -27,15 +27,16 @@ COMPARE = ('Equal', 'Less', 'LessOrEqual', 'Greater', 'GreaterOrEqual')
 # Every op a pointwise program may hold (the CUDA generator has a C expression for each).
 POINTWISE_OPS = UNARY + BINARY + COMPARE + ('Clip', 'Where', 'Cast', 'Not')
 FLOAT, BOOL = 'float32', 'bool'
-ONNX_FLOAT = 1
+CAST_INTS = ('int16', 'int32', 'int64', 'uint16', 'uint32', 'uint64')  # FP16 values on CUDA
 
 
 def _input_dtypes_ok(graph, node) -> bool:
-    """Float32 data inputs; bool for Where's condition and Not; Cast from float32 or bool."""
+    """Float32 data inputs; bool for Where's condition and Not; Cast from float32, bool or an
+    integer the arena holds."""
     names = [n for n in node.inputs if n]
     want = {'Where': [BOOL, FLOAT, FLOAT], 'Not': [BOOL]}.get(node.op)
     if node.op == 'Cast':
-        return dtype_of(graph, names[0]) in (FLOAT, BOOL)
+        return dtype_of(graph, names[0]) in (FLOAT, BOOL) + CAST_INTS
     if node.op == 'Clip':
         names = names[:1]
     if want is None:
@@ -58,9 +59,10 @@ def fusable(graph, node) -> bool:
         return False
     out = node.outputs[0]
     want = BOOL if node.op in COMPARE + ('Not',) else FLOAT
-    if dtype_of(graph, out) != want or shape_of(graph, out) is None:
-        return False
-    if node.op == 'Cast' and int(node.attrs.get('to', 0)) != ONNX_FLOAT:
+    if node.op == 'Cast':  # to float32, bool or an integer (cuda/codegen_pointwise.py)
+        want = ONNX_DTYPES.get(int(node.attrs.get('to', 0)))
+        want = want if want in (FLOAT, BOOL) + CAST_INTS else None
+    if want is None or dtype_of(graph, out) != want or shape_of(graph, out) is None:
         return False
     if node.op in ('Max', 'Min') and len([n for n in node.inputs if n]) != 2:
         return False
