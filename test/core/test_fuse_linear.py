@@ -36,6 +36,21 @@ import zoo_data  # noqa: E402
 RNG = np.random.default_rng(5)
 
 
+# kind: (op, the constant's shape from the model, constant the first input?)
+AFFINE_STEPS = {
+    'scale': ('Mul', lambda m: (m.n,), False),             # a ViT's layer scale
+    'scale_first': ('Mul', lambda m: (1, 1, m.n), True),
+    'scalar_scale': ('Mul', lambda m: (), False),
+    'div': ('Div', lambda m: (m.n,), False),
+    'div_by_zero': ('Div', lambda m: (m.n,), False),
+    'divided_by': ('Div', lambda m: (m.n,), True),         # c / y: not affine in y
+    'shift': ('Add', lambda m: (1, m.n), False),
+    'sub': ('Sub', lambda m: (m.n,), False),
+    'sub_from': ('Sub', lambda m: (m.n,), True),           # c - y
+    'row_scale': ('Mul', lambda m: m.out_shape[-2:-1] + (1,), False),
+}
+
+
 class _Model:
     """x -> MatMul(W) -> the chain's steps; 'r' is a second input of the output's shape."""
 
@@ -76,6 +91,12 @@ class _Model:
             self.last = self.op('Gelu', [y], approximate=form)
         elif kind == 'side_read':           # a second reader of the current value
             self.side = self.op('Relu', [y])
+        elif kind in AFFINE_STEPS:          # an op with a constant (fold_linear_affine.py)
+            op_type, shape, constant_first = AFFINE_STEPS[kind]
+            c = self.const(f'c{len(self.nodes)}', shape(self))
+            if kind == 'div_by_zero':
+                self.inits[-1] = numpy_helper.from_array(np.zeros(shape(self), np.float32), c)
+            self.last = self.op(op_type, [c, y] if constant_first else [y, c])
 
     def scalar(self, name, value):
         self.inits.append(numpy_helper.from_array(np.array(value, np.float32), name))
@@ -118,6 +139,7 @@ CHAINS = {
     'bias_gelu_op': (['bias', 'gelu_op'], (True, 'Gelu', None)),
     'bias_gelu_tanh': (['bias', 'gelu_tanh'], (True, 'GeluTanh', None)),
     'bias_residual': (['bias', 'residual'], (True, '', 0)),
+    'bias_scale_residual': (['bias', 'scale', 'residual'], (True, '', 0)),
     'bias_relu_residual': (['bias', 'relu', 'residual'], (True, 'Relu', 1)),
     'bias_residual_relu': (['bias', 'residual', 'relu'], (True, 'Relu', 0)),
     'bias_gelu_residual': (['bias', 'gelu', 'residual'], (True, 'Gelu', 1)),

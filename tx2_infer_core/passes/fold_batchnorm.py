@@ -10,7 +10,8 @@ both become ``x -> Conv(w', b') -> z`` (``fuse_conv_bn_weights`` / ``fuse_conv_a
 compute ``w'``, ``b'``). The second form is how exporters that unroll batch-norm (tf2onnx,
 open_nsfw) and bias-free convs followed by ``Add`` write it. The same with ConvTranspose,
 whose weights are ``[C_in, C_out/group, *kernel]`` (``fuse_conv_transpose_affine_weights``
-scales them per output channel).
+scales them per output channel). ``fold_scale_shift`` also folds the per-column form after a
+MatMul or Gemm by a constant matrix (``fold_linear_affine.py``).
 
 Safety: ``y`` has exactly one reader and is not a graph output; the Conv weight, bias and all
 batch-norm parameters are float constants of matching channel count; BN is in inference form
@@ -19,6 +20,7 @@ backend runs it as one per-channel scale and shift, ``cuda/lower_conv.lower_batc
 """
 import numpy as np
 
+from tx2_infer_core.passes.fold_linear_affine import fold_into_linear
 from tx2_infer_core.passes.graph_edit import (FLOAT_DTYPES, add_weight, constant, dtype_of,
                                               rewrite_nodes, sole_consumer)
 from tx2_infer_core.passes.weights import (affine_of, batchnorm_scale_shift, channel_vector,
@@ -126,10 +128,11 @@ def fold_batchnorm(graph) -> int:
 def fold_scale_shift(graph) -> int:
     """Fold per-channel Add/Sub/Mul/Div constants after a Conv (or ConvTranspose) into it,
     to a fixpoint; a BatchNormalization reached that way folds too (Conv -> bias Add -> BN,
-    as paddle2onnx writes a ConvTranspose with its bias)."""
+    as paddle2onnx writes a ConvTranspose with its bias). Per-column ones after a MatMul or
+    Gemm by a constant matrix fold into its weights likewise (``fold_linear_affine.py``)."""
     total = 0
     while True:
-        folded = _fold_into_conv(graph, _scale_shift_fold)
+        folded = _fold_into_conv(graph, _scale_shift_fold) + fold_into_linear(graph)
         total += folded
         if not folded:
             return total

@@ -38,7 +38,7 @@ def _other_input(add, name):
     return add.inputs[1] if add.inputs[0] == name else add.inputs[0]
 
 
-def _bias(graph, consumers, name):
+def bias_add(graph, consumers, name):
     """``(bias vector, Add)`` when ``name``'s only reader adds a per-column constant."""
     add = sole_consumer(graph, consumers, name)
     other = _other_input(add, name)
@@ -69,7 +69,7 @@ def _activation(graph, consumers, name):
     return match_activation(graph, consumers, name, channel_axis=-1)
 
 
-def _is_product(graph, node) -> bool:
+def is_product(graph, node) -> bool:
     """A MatMul of a float activation of rank >= 2 by a constant 2-D matrix."""
     if node.op != 'MatMul' or dtype_of(graph, node.outputs[0]) not in FLOAT_DTYPES:
         return False
@@ -83,7 +83,7 @@ def epilogue(graph, consumers, matmul):
     None)`` of the chain after ``matmul`` (module docstring), or None when there is nothing to
     absorb."""
     out, nodes, attrs, bias, residual = matmul.outputs[0], [], {}, None, ''
-    found = _bias(graph, consumers, out)
+    found = bias_add(graph, consumers, out)
     if found:
         bias, add = found
         nodes, out = [add], add.outputs[0]
@@ -108,7 +108,7 @@ def fuse_linear(graph) -> int:
     FusedLinear (module docstring); returns how many were made."""
     consumers = graph.consumers()
     replace, remove = {}, []
-    for matmul in [n for n in graph.nodes if _is_product(graph, n)]:
+    for matmul in [n for n in graph.nodes if is_product(graph, n)]:
         found = epilogue(graph, consumers, matmul)
         if found is None:
             continue

@@ -27,11 +27,23 @@ def fuse_conv_affine_weights(w, b, scale, shift, dtype=None):
     ``scale`` and ``shift`` are ``[C_out]`` vectors; returns ``(w * scale, b * scale + shift)``
     in ``dtype`` (default: ``w``'s dtype).
     """
+    return fuse_output_affine_weights(w, b, scale, shift, 0, dtype)
+
+
+def fuse_output_affine_weights(w, b, scale, shift, axis, dtype=None):
+    """Fold a product by ``w`` plus ``b``, followed by ``* scale + shift`` per output channel,
+    into ``(w', b')``: ``w`` holds one slice per output channel along ``axis`` (0 for a Conv's
+    ``[C_out, ...]`` or a Gemm's transposed ``[N, K]``, -1 for a MatMul's ``[K, N]``); ``b``
+    (``[C_out]`` or None), ``scale`` and ``shift`` are ``[C_out]``. Float64 maths; the results
+    are in ``dtype`` (default: ``w``'s dtype).
+    """
     w = np.asarray(w)
     dtype = dtype or w.dtype
     scale = np.asarray(scale, np.float64)
-    b = np.zeros(w.shape[0]) if b is None else np.asarray(b, np.float64)
-    new_w = w.astype(np.float64) * scale.reshape((-1,) + (1,) * (w.ndim - 1))
+    shape = [1] * w.ndim
+    shape[axis] = -1
+    b = np.zeros(w.shape[axis]) if b is None else np.asarray(b, np.float64)
+    new_w = w.astype(np.float64) * scale.reshape(shape)
     new_b = b * scale + np.asarray(shift, np.float64)
     return new_w.astype(dtype), new_b.astype(dtype)
 
