@@ -169,6 +169,7 @@ GEMMS = {
     'scale': (0, None, [('Mul', (5,))], 1),
     'bias_scale_shift': (1, (5,), [('Mul', (1, 5)), ('Sub', (5,))], 2),
     'scalar_bias_div': (0, (), [('Div', (5,))], 1),
+    'bias_shift': (1, (1, 5), [('Add', (5,)), ('Sub', (1, 5))], 2),   # W stays shared
     'row_bias': (1, (4, 1), [('Mul', (5,))], 0),           # C varies along the rows
     'row_scale': (0, (5,), [('Mul', (4, 1))], 0),
 }
@@ -181,6 +182,8 @@ def test_gemm_folds_and_matches_onnxruntime(tmp_path, name):
     optimised, report = optimize(graph, 2)
     assert report['fold_scale_shift'] == folds
     assert len(optimised.nodes) == len(graph.nodes) - folds
+    shift_only = all(op in ('Add', 'Sub') for op, _ in tail)
+    assert (optimised.nodes[0].inputs[1] == 'w') == (shift_only or not folds)
     ours = reference.execute(optimised, feeds)[graph.outputs[0]]
     assert rel(ours, ort_outputs(path, feeds)[0]) <= 1e-6
     if folds == len(tail):                                # one GEMM launch on CUDA

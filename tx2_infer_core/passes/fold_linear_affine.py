@@ -36,7 +36,8 @@ AFFINE_OPS = ('Add', 'Sub', 'Mul', 'Div')
 
 class LinearFold(NamedTuple):
     """A match: the ``product`` (MatMul or Gemm), a MatMul's ``bias`` Add (or None), the
-    ``affine`` node folded away, and the new weights ``w`` and bias ``b`` (or None)."""
+    ``affine`` node folded away, and the new weights ``w`` (None: unchanged) and bias ``b``
+    (None: none)."""
 
     product: Node
     bias: Node
@@ -104,13 +105,16 @@ def _match(graph, consumers, node):
         return None
     if b is None and not np.any(maps[1]):
         new_b = None                        # a scale alone: no bias to add
+    if np.all(maps[0] == 1):
+        new_w = None                        # a shift alone: W stays (and stays shared)
     return LinearFold(node, add, affine, new_w, new_b)
 
 
 def _rewrite(graph, fold):
     """Apply ``fold`` to its nodes; returns ``(replace, remove)`` for ``rewrite_nodes``."""
     node, add, affine = fold.product, fold.bias, fold.affine
-    node.inputs = [node.inputs[0], add_weight(graph, f'{node.name}.w', fold.w)]
+    w = node.inputs[1] if fold.w is None else add_weight(graph, f'{node.name}.w', fold.w)
+    node.inputs = [node.inputs[0], w]
     b = '' if fold.b is None else add_weight(graph, f'{node.name}.b', fold.b)
     if node.op == 'Gemm':
         node.inputs += [b] if b else []
