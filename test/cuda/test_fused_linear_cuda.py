@@ -1,7 +1,9 @@
 """FusedLinear on the GPU: the 1x1-convolution GEMM (conv_mma from sm_80, WMMA, SIMT) with its
 epilogue (bias, ReLU / SiLU / GELU erf and tanh, residual before or after the activation) against
 the numpy op on several M, N, K (odd N and K, N = 1, 3-D activations); the BERT-shaped graph
-(test/core/attention_cases.py) against ONNX Runtime in 15 launches."""
+(test/core/attention_cases.py) against ONNX Runtime in 15 launches; per-column scales and
+shifts folded into the weights (test/core/test_fold_linear_affine.py: one GEMM launch) and
+vit-focus, whose layer scales fold so, against ONNX Runtime."""
 import sys
 from pathlib import Path
 
@@ -10,13 +12,19 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from conftest import assert_close, fp16_round, run_conv
+from conftest import (assert_close, assert_engine_matches_onnxruntime, core_module, fp16_round,
+                      run_conv, zoo_model_path)
 from tx2_infer_core.engine import Engine
 from tx2_infer_core.ir import Graph, Node, Value
 from tx2_infer_core.ops import run_node
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / 'test' / 'core'))
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / 'test' / 'core'))
+sys.path.insert(0, str(ROOT / 'bench'))
 import attention_cases as cases  # noqa: E402
+import zoo_data  # noqa: E402
+
+FOLD_CASES = core_module('test_fold_linear_affine')
 
 PATHS = ('simt', 'wmma', 'tc')
 ACTIVATIONS = ('', 'Relu', 'SiLU', 'Gelu', 'GeluTanh')
@@ -88,3 +96,32 @@ def test_bert_shaped_matches_onnxruntime_in_15_launches(tmp_path, path):
     ref = ort.InferenceSession(str(onnx_path), providers=['CPUExecutionProvider']).run(
         None, feeds)[0]
     assert_close(f'bert-shaped {path} (FusedLinear)', out, ref, 1e-2)
+
+
+def _engine_run(onnx_path, feeds, path):
+    """(output, kernel names) of ``onnx_path`` built for cuda FP16 on conv path ``path``."""
+    engine = Engine.build(onnx_path, None, precision='fp16', backend='cuda',
+                          backend_options={'conv_path': path})
+    try:
+        kernels = [k.kernel for k in engine.backend.launches]
+        return engine.run(feeds)[engine.graph.outputs[0]], kernels
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize('path', ('simt', 'tc'))
+@pytest.mark.parametrize('name', ['bias_scale_residual', 'sub_from_residual', 'bias_sub_from_div'])
+def test_folded_scale_and_shift_run_in_one_gemm_launch(tmp_path, name, path):
+    """x -> MatMul -> [bias] -> scale / shift -> [residual], the scale and shift folded into
+    the weights: one GEMM launch, against ONNX Runtime on the unfolded model."""
+    onnx_path, _, feeds = FOLD_CASES.linear_model(tmp_path, FOLD_CASES.FOLDS[name][0])
+    out, kernels = _engine_run(onnx_path, feeds, path)
+    assert len(kernels) == 1 and kernels[0].startswith('conv'), kernels
+    ref = FOLD_CASES.ort_outputs(onnx_path, feeds)[0]
+    assert_close(f'folded {name} {path}', out, ref, 1e-2)
+
+
+def test_vit_focus_matches_onnxruntime(tmp_path):
+    """Its 24 layer scales folded into the GEMMs, their residual Adds in the GEMM epilogue."""
+    model = zoo_data.BY_NAME['vit-focus']
+    assert_engine_matches_onnxruntime('vit-focus', zoo_model_path(model.name, tmp_path), model)
