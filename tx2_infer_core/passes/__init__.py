@@ -34,9 +34,11 @@ log = logging.getLogger('tx2_infer.passes')
 # export behind the ort backend does not), and attention into FusedAttention (its Q, K, V
 # projections into one MatMul) before the pointwise fusions take its scale and mask ops.
 # Every level from 1 folds spatial Pads into Conv/MaxPool; from 2, affine chains into the
-# unpadded Conv after them; level 3 also writes decomposed layer norms as LayerNormalization
-# and takes each product by a constant matrix with its bias, activation (GELU too) and residual
-# into one FusedLinear (a GEMM with that epilogue on CUDA), before the pointwise fusion.
+# unpadded Conv after them, and per-channel (per-column) constants into the Conv (MatMul or
+# Gemm by a constant matrix) before them, ahead of the residual fusions; level 3 also writes
+# decomposed layer norms as LayerNormalization and takes each product by a constant matrix with
+# its bias, activation (GELU too) and residual into one FusedLinear (a GEMM with that epilogue
+# on CUDA), before the pointwise fusion.
 # Level 3 first writes each Einsum as MatMul, Transpose, Reshape, Mul, ReduceSum nodes (the
 # CUDA kernels'; the cpu levels keep numpy's einsum, bit for bit).
 SIMPLIFY = [fold_constants, remove_noops, sink_transposes, remove_noops, fold_pads]
