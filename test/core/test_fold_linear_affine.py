@@ -158,7 +158,7 @@ def gemm_model(tmp_path, trans_b, c_shape, tail):
     info = [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
             for name, shape in (('x', [4, 6]), (f'y{len(tail)}', [4, n]))]
     model = helper.make_model(helper.make_graph(nodes, 'gemm', info[:1], info[1:], inits),
-                              opset_imports=[helper.make_opsetid('', 13)])
+                              opset_imports=[helper.make_opsetid('', 13)], ir_version=10)
     path = tmp_path / 'gemm.onnx'
     onnx.save(model, str(path))
     return path, load_onnx(path), {'x': RNG.standard_normal((4, 6)).astype(np.float32)}

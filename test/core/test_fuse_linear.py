@@ -111,7 +111,8 @@ class _Model:
             inputs.append(info('r', self.out_shape))
         graph = helper.make_graph(self.nodes, 'linear', inputs,
                                   [info(o, self.out_shape) for o in outs], self.inits)
-        return helper.make_model(graph, opset_imports=[helper.make_opsetid('', 20)])
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid('', 20)],
+                                 ir_version=10)  # an older ONNX Runtime loads it too
 
 
 def linear_model(tmp_path, steps, x_shape=(2, 5, 24), n=10, extra_outputs=()):
