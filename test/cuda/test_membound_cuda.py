@@ -1,10 +1,11 @@
-"""The memory-bound reductions on the GPU against the numpy backend, each run twice on one
-backend (its CUDA graph replayed: the same bits, so the split reductions' ticket counters are
-back at 0 after every launch): ``global_reduce`` (``kernels/pool.cu``) split over the pixels
-for maps of few channels and many pixels, every reduction op it computes, N = 2, channel
-counts not multiples of 32, channel slices; Softmax/LogSoftmax (``kernels/softmax.cu``) with
-rows of 7, 100, 6625 and 20000 elements, along the last axis and others.
-``test/core/test_cuda_membound.py`` checks the same launches' geometry without a GPU."""
+"""The memory-bound reductions on the GPU against the numpy backend, each run three times on
+one backend (its CUDA graph replayed; two inputs, then the first again: the same bits, so the
+split reductions' ticket counters are back at 0 after every launch): ``global_reduce``
+(``kernels/pool.cu``) split over the pixels for maps of few channels and many pixels, every
+reduction op it computes, N = 2, channel counts not multiples of 32, channel slices;
+Softmax/LogSoftmax (``kernels/softmax.cu``) with rows of 7, 100, 6625 and 20000 elements, along
+the last axis and others. ``test/core/test_cuda_membound.py`` checks the same launches'
+geometry without a GPU."""
 import numpy as np
 import pytest
 
@@ -17,24 +18,28 @@ RNG = np.random.default_rng(1414)
 
 
 def run_twice(graph, x, tol=3e-3, split=None):
-    """Outputs of two runs of ``graph`` on one backend: the first close to numpy, the second
-    the same bits; ``split``: whether its global_reduce launches are split over the pixels."""
-    x = {k: fp16_round(v) for k, v in x.items()}
+    """Three runs of ``graph`` on one backend, on ``x``, on x reversed, on ``x`` again: the
+    first two close to numpy, the third the first's bits (a split whose ticket counter was
+    not put back would leave the second run's output stale); ``split``: whether its
+    global_reduce launches are split over the pixels."""
+    feeds = [{k: fp16_round(v) for k, v in x.items()}]
+    feeds.append({k: v.reshape(-1)[::-1].reshape(v.shape).copy() for k, v in feeds[0].items()})
     backend = CudaBackend()
     backend.prepare(graph)
     try:
-        first = {k: v.copy() for k, v in backend.run(x).items()}
-        second = backend.run(x)
+        runs = [{k: v.copy() for k, v in backend.run(f).items()} for f in feeds + feeds[:1]]
         grids = [k.grid for k in backend.launches if k.kernel == 'global_reduce']
     finally:
         backend.close()
     if split is not None:
         assert grids and all((g[2] > 1) == split for g in grids), grids
-    want = reference.execute(graph, x)
+    for feed, got in zip(feeds, runs):
+        want = reference.execute(graph, feed)
+        for name in graph.outputs:
+            assert_close(name, got[name], want[name], tol)
     for name in graph.outputs:
-        assert_close(name, first[name], want[name], tol)
-        assert np.array_equal(first[name], second[name], equal_nan=True), name
-    return first
+        assert np.array_equal(runs[0][name], runs[2][name], equal_nan=True), name
+    return runs[0]
 
 
 def reduce_graph(op, shape, axes, attrs=None, image=True):
