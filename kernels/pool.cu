@@ -44,12 +44,19 @@ extern "C" __global__ void pool2d(PoolParams p) {
 
 // Global reductions over the pixels of N images of HW pixels, C channels (the ONNX Reduce ops of
 // a run of axes as [outer N, reduced HW, inner C]; GlobalAveragePool, GlobalLpPool p=1, 2):
-// a block per (32 channels, image); its blockDim.y rows (at most GAP_MAX_ROWS) split the
-// pixels, then every row combines the partial results. A warp reads 32 adjacent channels of one
-// pixel (coalesced); many pixels are in flight per channel. FP32 accumulation. Each element adds
-// a term (|x|, x^2, exp(x - peak)), the total makes the result (mean, sqrt, log);
-// RED_LOGSUMEXP first finds each channel's peak (its maximum, 0 when not finite, as numpy).
+// a block per (32 channels, image, split of the pixels); its blockDim.y rows (at most
+// GAP_MAX_ROWS) share the split's pixels, then every row combines the rows' results. A warp
+// reads 32 adjacent channels of one pixel (coalesced), GAP_UNROLL pixels in flight per thread.
+// FP32 accumulation. Each element adds a term (|x|, x^2, exp(x - peak)), the total makes the
+// result (mean, sqrt, log); RED_LOGSUMEXP first finds each channel's peak (its maximum, 0 when
+// not finite, as numpy), over the whole image: it is never split.
+// Split (gridDim.z > 1): each block leaves its 32 FP32 totals in ``ws`` and takes a ticket of
+// its (image, channel block); the last to arrive combines the splits' totals in split order
+// (the same bits every run), writes the result and puts the ticket counter back to 0.
 #define GAP_MAX_ROWS 32
+#define GAP_THREADS 512       // at most: 32 channels x GAP_ROWS (lower_nn.py) pixel rows
+#define GAP_BLOCKS_PER_SM 4   // resident blocks an SM is to hold (GAP_BLOCKS_PER_SM there)
+#define GAP_UNROLL 8
 #define RED_MEAN 0
 #define RED_SUM 1
 #define RED_MAX 2
@@ -91,14 +98,24 @@ __device__ __forceinline__ float tx2_reduce_result(int op, float total, int coun
 }
 
 // The combined terms of channel ``threadIdx.x`` (``xp``: its first element; ``active``: it
-// exists) over the HW pixels, in every row of the block.
+// exists) over ``HW`` pixels, in every row of the block. A row takes pixels threadIdx.y,
+// + blockDim.y, ... in that order, GAP_UNROLL loads at a time.
 __device__ float tx2_block_reduce(int op, const half *xp, int HW, int x_pix, bool active,
                                   float peak, float (*part)[33]) {
     float acc = tx2_reduce_start(op);
     if (active) {
-        for (int i = threadIdx.y; i < HW; i += blockDim.y)
-            acc = tx2_reduce(op, acc, tx2_reduce_term(op, __half2float(xp[(long long)i * x_pix]),
-                                                      peak));
+        const int step = blockDim.y;
+        for (int i = threadIdx.y; i < HW; i += step * GAP_UNROLL) {
+            float v[GAP_UNROLL];
+#pragma unroll
+            for (int u = 0; u < GAP_UNROLL; ++u) {
+                const int k = i + u * step;
+                v[u] = k < HW ? __half2float(xp[(long long)k * x_pix]) : 0.f;
+            }
+#pragma unroll
+            for (int u = 0; u < GAP_UNROLL; ++u)
+                if (i + u * step < HW) acc = tx2_reduce(op, acc, tx2_reduce_term(op, v[u], peak));
+        }
     }
     __syncthreads();  // an earlier call's readers are done with ``part``
     part[threadIdx.y][threadIdx.x] = acc;
@@ -108,17 +125,40 @@ __device__ float tx2_block_reduce(int op, const half *xp, int HW, int x_pix, boo
     return total;
 }
 
-extern "C" __global__ void global_reduce(const half *x, half *y, int N, int HW, int C, int x_pix,
-                                         int x_off, int y_pix, int y_off, int op) {
+// True in the block that arrives last at its (image, channel block) ``cell``, after leaving
+// ``total`` (row 0's) as split blockIdx.z's in ``ws`` ([cell][split][32] floats).
+__device__ bool tx2_split_last(float total, float *ws, unsigned *tickets, long long cell) {
+    __shared__ bool last;
+    if (threadIdx.y == 0) ws[(cell * gridDim.z + blockIdx.z) * 32 + threadIdx.x] = total;
+    __threadfence();  // the totals are seen by every block before the ticket is
+    __syncthreads();
+    if (threadIdx.x == 0 && threadIdx.y == 0)
+        last = atomicAdd(tickets + cell, 1u) == gridDim.z - 1;
+    __syncthreads();
+    return last;
+}
+
+extern "C" __global__ void __launch_bounds__(GAP_THREADS, GAP_BLOCKS_PER_SM)
+    global_reduce(const half *x, half *y, int N, int HW, int C, int x_pix, int x_off,
+                  int y_pix, int y_off, int op, float *ws, unsigned *tickets) {
     __shared__ float part[GAP_MAX_ROWS][33];
     const int c = blockIdx.x * 32 + threadIdx.x, n = blockIdx.y;
-    const half *xp = x + (long long)n * HW * x_pix + x_off + c;
+    const int per = (HW + gridDim.z - 1) / gridDim.z, lo = min(HW, (int)blockIdx.z * per);
+    const half *xp = x + ((long long)n * HW + lo) * x_pix + x_off + c;
     float peak = 0.f;
     if (op == RED_LOGSUMEXP) {
         peak = tx2_block_reduce(RED_MAX, xp, HW, x_pix, c < C, 0.f, part);
         if (!isfinite(peak)) peak = 0.f;
     }
-    const float total = tx2_block_reduce(op, xp, HW, x_pix, c < C, peak, part);
+    float total = tx2_block_reduce(op, xp, min(per, HW - lo), x_pix, c < C, peak, part);
+    if (gridDim.z > 1) {
+        const long long cell = (long long)n * gridDim.x + blockIdx.x;
+        if (!tx2_split_last(total, ws, tickets, cell)) return;
+        total = tx2_reduce_start(op);
+        for (int z = 0; z < gridDim.z; ++z)  // in split order: the same bits every run
+            total = tx2_reduce(op, total, __ldcg(ws + (cell * gridDim.z + z) * 32 + threadIdx.x));
+        if (threadIdx.x == 0 && threadIdx.y == 0) tickets[cell] = 0;  // for the next launch
+    }
     if (threadIdx.y == 0 && c < C)
         y[(long long)n * y_pix + y_off + c] = __float2half(tx2_reduce_result(op, total, HW, peak));
 }

@@ -33,18 +33,31 @@ __device__ __forceinline__ long long tx2_elem(const RowWalk &w, int j, long long
     return (long long)(j / w.j2) * s1 + (long long)(j % w.j2) * s2;
 }
 
-// Sum of ``v`` over the team, in every thread of it. Every thread of the block calls it the same
-// number of times (a whole-block team synchronises through ``shared``: TX2_TEAM_MAX / 32
-// floats).
-__device__ __forceinline__ float tx2_team_sum(float v, float *shared) {
+// ``v`` combined over the team (MAX: the maximum, else the sum), in every thread of it. Every
+// thread of the block calls it the same number of times (a whole-block team synchronises
+// through ``shared``: TX2_TEAM_MAX / 32 floats).
+template <bool MAX>
+__device__ __forceinline__ float tx2_team_combine(float v, float *shared) {
     const int team = blockDim.x;
-    for (int o = (team < 32 ? team : 32) >> 1; o > 0; o >>= 1)
-        v += __shfl_xor_sync(0xffffffffu, v, o);
+    for (int o = (team < 32 ? team : 32) >> 1; o > 0; o >>= 1) {
+        const float u = __shfl_xor_sync(0xffffffffu, v, o);
+        v = MAX ? fmaxf(v, u) : v + u;
+    }
     if (team <= 32) return v;
     __syncthreads();  // an earlier call's readers are done with ``shared``
     if ((threadIdx.x & 31) == 0) shared[threadIdx.x >> 5] = v;
     __syncthreads();
-    float total = 0.f;
-    for (int w = 0; w < team >> 5; ++w) total += shared[w];
+    float total = shared[0];
+    for (int w = 1; w < team >> 5; ++w) total = MAX ? fmaxf(total, shared[w]) : total + shared[w];
     return total;
+}
+
+// Sum of ``v`` over the team, in every thread of it (see tx2_team_combine).
+__device__ __forceinline__ float tx2_team_sum(float v, float *shared) {
+    return tx2_team_combine<false>(v, shared);
+}
+
+// Maximum of ``v`` over the team, in every thread of it (see tx2_team_combine).
+__device__ __forceinline__ float tx2_team_max(float v, float *shared) {
+    return tx2_team_combine<true>(v, shared);
 }

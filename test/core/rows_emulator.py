@@ -1,5 +1,6 @@
-"""Host emulations of the row kernels (``kernels/norm.cu``, ``arg.cu``, ``scan.cu``) and of
-``pool2d`` (``kernels/pool.cu``, LpPool among its modes), for ``launch_emulator.run_launch``.
+"""Host emulations of the row kernels (``kernels/norm.cu``, ``arg.cu``, ``scan.cu``,
+``softmax.cu``) and of ``pool2d`` (``kernels/pool.cu``, LpPool among its modes), for
+``launch_emulator.run_launch``.
 
 Each reads and writes exactly the elements its launch record names: a RowWalk's row r is
 (r / (r2 r3), r / r3 % r2, r % r3), its element j (j / j2, j % j2), each index with its strides
@@ -101,6 +102,14 @@ def scan_rows(memory, f):
     dst[y0 + walk_offsets(w, 'y')] = out[:, ::-1] if reverse else out
 
 
+def softmax(memory, f):
+    (src, x0), (dst, y0), w = _at(memory, f['x']), _at(memory, f['y']), f['w']
+    x = src[x0 + walk_offsets(w, 'x')].astype(np.float32)
+    v = x - x.max(axis=1, keepdims=True)
+    lsum = np.log(np.exp(v).sum(axis=1, keepdims=True))
+    dst[y0 + walk_offsets(w, 'y')] = v - lsum if int(f['log_softmax']) else np.exp(v - lsum)
+
+
 def pool2d(memory, f):
     """Max, average and Lp windows over NHWC views, as the kernel indexes them."""
     (src, x0), (dst, y0) = _at(memory, f['x']), _at(memory, f['y'])
@@ -124,4 +133,4 @@ def pool2d(memory, f):
 
 
 KERNELS = {'norm_rows': norm_rows, 'lrn': lrn, 'arg_rows': arg_rows, 'scan_rows': scan_rows,
-           'pool2d': pool2d}
+           'softmax': softmax, 'pool2d': pool2d}

@@ -146,7 +146,7 @@ KERNEL_RECORDS = {
     'gather': GATHER, 'scatter': SCATTER,
     'to_arena_f16': lower_ops.IO_CONVERT, 'from_arena_f32': lower_ops.IO_CONVERT,
     'pool2d': params.POOL, 'resize2d': params.RESIZE, 'matmul': params.GEMM,
-    'softmax': params.SOFTMAX, 'layernorm': params.LAYERNORM,
+    'softmax': lower_axis.SOFTMAX_ARGS, 'layernorm': params.LAYERNORM,
     'conv_simt': params.CONV, 'conv_simt_v4': params.CONV, 'conv_simt_h2': params.CONV,
     'conv_simt_h2_v8': params.CONV, 'conv_wmma': params.CONV,
     'conv_wmma_v8': params.CONV, 'conv_direct': params.CONV,
@@ -250,6 +250,8 @@ def test_other_mirrored_numbers():
     assert DEFINES['LSTM_MAX_HIDDEN'] == lower_recurrent.MAX_HIDDEN
     assert DEFINES['REC_MAX_HIDDEN'] == lower_recurrent.MAX_HIDDEN
     assert 32 * lower_nn.GAP_ROWS <= 1024 and lower_nn.GAP_ROWS <= DEFINES['GAP_MAX_ROWS']
+    assert 32 * lower_nn.GAP_ROWS <= DEFINES['GAP_THREADS']  # __launch_bounds__
+    assert DEFINES['GAP_BLOCKS_PER_SM'] == lower_nn.GAP_BLOCKS_PER_SM
     for name, code in params.REDUCE_OPS.items():
         assert DEFINES[f"RED_{name[len('Reduce'):].upper()}"] == code
     for name, code in lower_norm.NORM_MODES.items():

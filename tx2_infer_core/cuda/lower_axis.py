@@ -1,7 +1,9 @@
 """Lowering of the ops along one axis: ArgMax, ArgMin and Hardmax to ``kernels/arg.cu``
-(``arg_rows``), CumSum and CumProd to ``kernels/scan.cu`` (``scan_rows``). The axis is the
-elements of a row, every other dim the rows (``rows.py``), input and output read and written
-where they lie. The semantics are those of ``ops/reduce.py`` and ``ops/nn.py`` (Hardmax).
+(``arg_rows``), CumSum and CumProd to ``kernels/scan.cu`` (``scan_rows``), Softmax and
+LogSoftmax to ``kernels/softmax.cu`` (``softmax``; a whole block a row of 2048 elements or
+more). The axis is the elements of a row, every other dim the rows (``rows.py``), input and
+output read and written where they lie. The semantics are those of ``ops/reduce.py`` and
+``ops/nn.py`` (Hardmax, Softmax).
 
 ArgMax/ArgMin indices are stored as FP16 in the arena, exact up to 2048: a longer axis is
 refused by name.
@@ -9,8 +11,8 @@ refused by name.
 import numpy as np
 
 from tx2_infer_core.cuda import params
-from tx2_infer_core.cuda.rows import (ROW_WALK, address, float_slots, row_walk, team_launch,
-                                      team_size, walk_or_copy)
+from tx2_infer_core.cuda.rows import (ROW_WALK, TEAM_MAX, address, float_slots, row_walk,
+                                      team_launch, team_size, walk_or_copy)
 from tx2_infer_core.ops.common import AttributeNotSupported, axis_of
 
 ARG_MODES = {'ArgMax': 0, 'ArgMin': 1, 'Hardmax': 2}  # ARG_<MODE> of kernels/arg.cu
@@ -19,6 +21,8 @@ ARG_ARGS = np.dtype([('x', params.PTR), ('y', params.PTR), ('w', ROW_WALK), ('mo
                      ('last', 'i4')], align=True)
 SCAN_ARGS = np.dtype([('x', params.PTR), ('y', params.PTR), ('w', ROW_WALK),
                       ('exclusive', 'i4'), ('reverse', 'i4'), ('prod', 'i4')], align=True)
+SOFTMAX_ARGS = np.dtype([('x', params.PTR), ('y', params.PTR), ('w', ROW_WALK),
+                         ('log_softmax', 'i4')], align=True)
 
 
 def _axis(lc, node, axis, rank) -> int:
@@ -73,3 +77,15 @@ def lower_scan(lc, node):
                   reverse=int(node.attrs.get('reverse', 0)), prod=int(node.op == 'CumProd'))
     return launches + [team_launch('scan', 'scan_rows', walk, team_size(x.shape[axis]),
                                    SCAN_ARGS, fields, node.name)]
+
+
+def lower_softmax(lc, node):
+    """Softmax and LogSoftmax along ``axis`` (opset 13; older ones are rewritten on import)."""
+    x, y = float_slots(lc, node)
+    axis = _axis(lc, node, node.attrs.get('axis', -1), len(x.shape))
+    launches, src, walk = axis_walk(lc, node, x, y, axis)
+    fields = dict(x=address(src), y=address(y), w=walk,
+                  log_softmax=int(node.op == 'LogSoftmax'))
+    team = team_size(x.shape[axis], TEAM_MAX)
+    return launches + [team_launch('softmax', 'softmax', walk, team, SOFTMAX_ARGS, fields,
+                                   node.name)]

@@ -1,8 +1,8 @@
-"""Lowering of pooling, reductions, softmax, layernorm and activation-activation products."""
+"""Lowering of pooling, reductions, layernorm and activation-activation products."""
 import numpy as np
 
 from tx2_infer_core.cuda import params
-from tx2_infer_core.cuda.launch import BLOCK, NULL, Launch, Slot, grid_1d, row_major
+from tx2_infer_core.cuda.launch import BLOCK, NULL, Launch, Ref, Slot, grid_1d, row_major
 from tx2_infer_core.cuda.lower_conv import conv_pads, linear_launch
 from tx2_infer_core.cuda.lower_epilogue import fused_epilogue
 from tx2_infer_core.cuda.lower_ops import copy_launch, same_storage, slot_view
@@ -15,15 +15,41 @@ COPY_REDUCE_OPS = ANY_DTYPE_REDUCE_OPS + ('ReduceProd',)  # of one element: that
 GLOBAL_REDUCE_POOLS = {('GlobalAveragePool', 0): 'ReduceMean', ('GlobalLpPool', 1): 'ReduceL1',
                        ('GlobalLpPool', 2): 'ReduceL2'}
 GAP_ROWS = 16  # pixel rows of a global_reduce block (at most GAP_MAX_ROWS, kernels/pool.cu)
+GAP_BLOCKS_PER_SM = 4  # resident global_reduce blocks of 32 x GAP_ROWS threads an SM holds
+MIN_SPLIT_PIXELS = 4 * GAP_ROWS  # pixels of a split: GAP_ROWS threads a channel share them
+SPLIT_CELLS = 1024  # ticket counters of the reduce workspace: (image, channel block) cells
+SPLIT_PARTIAL_BYTES = 256 << 10  # its FP32 totals: 32 a (cell, split)
+REDUCE_WORKSPACE_BYTES = 4 * SPLIT_CELLS + SPLIT_PARTIAL_BYTES
 
 
-def global_reduce_launch(name, fields) -> Launch:
+def reduce_splits(n, hw, c, op, sm_count) -> int:
+    """Splits of the pixels of a global_reduce of N images of HW pixels, C channels: enough
+    blocks (with the N x C/32 of one split) to fill ``sm_count`` SMs, each split of at least
+    MIN_SPLIT_PIXELS, the splits' totals inside the workspace; 1 for LogSumExp (its peak is
+    over the whole image) and whenever the channel blocks alone fill the GPU."""
+    cells = n * -(-c // 32)
+    if op == params.REDUCE_OPS['ReduceLogSumExp'] or cells > SPLIT_CELLS:
+        return 1
+    want = -(-GAP_BLOCKS_PER_SM * sm_count // cells)
+    splits = min(want, hw // MIN_SPLIT_PIXELS, SPLIT_PARTIAL_BYTES // (4 * 32 * cells))
+    if splits < 2:
+        return 1
+    return -(-hw // -(-hw // splits))  # no empty split: ceil(hw / per) of per pixels each
+
+
+def global_reduce_launch(lc, name, fields) -> Launch:
     """The reduction (``fields['op']``: ``params.REDUCE_OPS``, 0 the mean) of ``fields`` (N
-    images of HW pixels, C channels) over the pixels: a block per 32 channels of one image,
-    GAP_ROWS threads per channel splitting the pixels."""
-    grid = (-(-fields['C'] // 32), fields['N'], 1)
+    images of HW pixels, C channels) over the pixels: a block per 32 channels of one image
+    and split of the pixels (``reduce_splits``), GAP_ROWS threads per channel sharing the
+    split's pixels; split, the blocks combine their totals in the reduce workspace."""
+    splits = reduce_splits(fields['N'], fields['HW'], fields['C'], fields['op'], lc.sm_count)
+    ws = tickets = NULL
+    if splits > 1:
+        tickets = lc.reduce_workspace()
+        ws = Ref(tickets.base, tickets.offset + 4 * SPLIT_CELLS)
+    grid = (-(-fields['C'] // 32), fields['N'], splits)
     return Launch('pool', 'global_reduce', grid, (32, GAP_ROWS, 1), params.GLOBAL_REDUCE,
-                  fields, name)
+                  dict(fields, ws=ws, tickets=tickets), name)
 
 
 def nhwc_pair(lc, node) -> tuple:
@@ -60,7 +86,7 @@ def lower_pool(lc, node):
     if (node.op, lp) in GLOBAL_REDUCE_POOLS:
         reduce_op = params.REDUCE_OPS[GLOBAL_REDUCE_POOLS[node.op, lp]]
         fields = dict(io, N=n, HW=h * w, C=c, op=reduce_op)
-        return [global_reduce_launch(node.name, fields)]
+        return [global_reduce_launch(lc, node.name, fields)]
     if node.op in ('GlobalMaxPool', 'GlobalLpPool'):
         k, st, dil, pads = (h, w), (1, 1), (1, 1), (0, 0)
     else:
@@ -145,7 +171,7 @@ def lower_reduce(lc, node):
     if not axes and node.op in COPY_REDUCE_OPS:  # a no-op, or a scalar's reduction: a copy
         return [copy_launch(node.name, x, slot_view(x), y, slot_view(y), np.prod(y.shape))]
     if not axes:
-        return _each_element(node, x, y)
+        return _each_element(lc, node, x, y)
     if 0 in x.shape:
         lc.unsupported(node, f'an empty input {x.shape}')
     geo = reduce_geometry(x, axes)
@@ -157,10 +183,10 @@ def lower_reduce(lc, node):
     fields = dict(x=x.ref, y=y.ref, N=_size(x.shape, outer), HW=_size(x.shape, axes),
                   C=_size(x.shape, inner), x_pix=x_pix, x_off=x_off, y_pix=y_pix, y_off=y_off,
                   op=params.REDUCE_OPS[node.op])
-    return [global_reduce_launch(node.name, fields)]
+    return [global_reduce_launch(lc, node.name, fields)]
 
 
-def _each_element(node, x, y):
+def _each_element(lc, node, x, y):
     """A reduction of no axes (or of a rank-0 input) that is not a copy (|x|, log x, ...):
     every element its own reduction of one pixel, in place in y after a copy when x is stored
     apart."""
@@ -171,40 +197,7 @@ def _each_element(node, x, y):
         x = y
     fields = dict(x=x.ref, y=y.ref, N=1, HW=1, C=n, x_pix=1, x_off=x.channel_off, y_pix=0,
                   y_off=y.channel_off, op=params.REDUCE_OPS[node.op])
-    return launches + [global_reduce_launch(node.name, fields)]
-
-
-def _softmax_rows(x, axis):
-    """(outer, n, inner) of a softmax along ``axis`` of slot ``x``, or None."""
-    if x.nhwc and axis == 1 and x.dense():
-        n, c, h, w = x.shape
-        return n * h * w, c, 1
-    if x.contiguous():
-        return (int(np.prod(x.shape[:axis], dtype=np.int64)), x.shape[axis],
-                int(np.prod(x.shape[axis + 1:], dtype=np.int64)))
-    return None
-
-
-def lower_softmax(lc, node):
-    """Softmax / LogSoftmax along one axis ([outer, n, inner] of the stored order). When the
-    input and output are stored differently, the input is first copied into the output."""
-    x, y = lc.slot(node.inputs[0]), lc.slot(node.outputs[0])
-    rank = len(x.shape)
-    axis = int(node.attrs.get('axis', -1))
-    axis = axis + rank if axis < 0 else axis
-    launches, src = [], x
-    if x.strides != y.strides or not x.dense() or _softmax_rows(x, axis) is None:
-        launches.append(copy_launch(node.name, x, slot_view(x), y, slot_view(y), np.prod(y.shape)))
-        src = y
-    rows = _softmax_rows(src, axis)
-    if rows is None:
-        lc.unsupported(node, f'softmax over axis {axis} of this layout')
-    outer, size, inner = rows
-    fields = dict(x=src.ref, y=y.ref, outer=outer, n=size, inner=inner,
-                  log_softmax=int(node.op == 'LogSoftmax'))
-    launches.append(Launch('softmax', 'softmax', grid_1d(outer * inner * 32), (BLOCK, 1, 1),
-                           params.SOFTMAX, fields, node.name))
-    return launches
+    return launches + [global_reduce_launch(lc, node.name, fields)]
 
 
 def lower_layernorm(lc, node):

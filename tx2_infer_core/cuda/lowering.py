@@ -39,7 +39,7 @@ FAMILIES = {'conv': lower_conv.lower_conv, 'gemm': lower_conv.lower_gemm,
             'conv_transpose': lower_conv_transpose.lower_conv_transpose,
             'batchnorm': lower_conv.lower_batchnorm,
             'matmul': lower_nn.lower_matmul, 'pool': lower_nn.lower_pool,
-            'softmax': lower_nn.lower_softmax, 'layernorm': lower_nn.lower_layernorm,
+            'softmax': lower_axis.lower_softmax, 'layernorm': lower_nn.lower_layernorm,
             'reduce': lower_nn.lower_reduce, 'resize': lower_resize.lower_resize,
             'pad': lower_pad.lower_pad, 'unary': lower_ops.lower_unary,
             'copy': lower_ops.lower_unary, 'binary': lower_ops.lower_binary,
@@ -80,7 +80,7 @@ class LoweringContext:
         self.int8_path = int8_path  # 'dp4a' or 'mma' (lower_int8.resolve_int8_path)
         self.slots = dict(slots)
         self.weight_chunks, self.weight_bytes = [], 0
-        self._workspace = None
+        self._workspaces = {}
 
     def slot(self, name) -> Slot:
         """The device slot of an activation or (as row-major FP16) a constant."""
@@ -118,12 +118,22 @@ class LoweringContext:
         self.weight_bytes += -(-max(len(data), 1) // ALIGNMENT) * ALIGNMENT
         return ref
 
+    def workspace(self, name, nbytes) -> Ref:
+        """Workspace ``name``: ``nbytes`` zeroed bytes of the weight buffer, made on first use
+        and shared by every launch of this lowering that asks for it (launches run in
+        order)."""
+        if name not in self._workspaces:
+            self._workspaces[name] = self.add_weight(np.zeros(nbytes, np.uint8))
+        return self._workspaces[name]
+
     def conv_workspace(self) -> Ref:
-        """The split-K workspace shared by every convolution of this lowering (zeroed bytes
-        of the weight buffer, made on first use)."""
-        if self._workspace is None:
-            self._workspace = self.add_weight(np.zeros(lower_conv.WORKSPACE_BYTES, np.uint8))
-        return self._workspace
+        """The split-K workspace shared by every convolution of this lowering."""
+        return self.workspace('conv', lower_conv.WORKSPACE_BYTES)
+
+    def reduce_workspace(self) -> Ref:
+        """The split global reductions' ticket counters (zero between launches: the last
+        block of each puts its counter back) and FP32 totals (``lower_nn``)."""
+        return self.workspace('reduce', lower_nn.REDUCE_WORKSPACE_BYTES)
 
     def unsupported(self, node, detail):
         """Refuse ``node``: raises ``UnsupportedOpError`` naming it and ``detail``."""

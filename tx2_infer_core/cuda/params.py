@@ -46,8 +46,8 @@ POOL = np.dtype([('x', PTR), ('y', PTR)]
                         'dw', 'x_pix', 'x_off', 'y_pix', 'y_off', 'is_avg',
                         'count_include_pad', 'lp'), align=True)
 GLOBAL_REDUCE = np.dtype([('x', PTR), ('y', PTR)]
-                         + _ints('N', 'HW', 'C', 'x_pix', 'x_off', 'y_pix', 'y_off', 'op'),
-                         align=True)
+                         + _ints('N', 'HW', 'C', 'x_pix', 'x_off', 'y_pix', 'y_off', 'op')
+                         + [('ws', PTR), ('tickets', PTR)], align=True)
 RESIZE = np.dtype([('x', PTR), ('y', PTR)] + _ints('N', 'H', 'W', 'C', 'P', 'Q')
                   + [('scale_h', 'f4'), ('scale_w', 'f4'), ('len_h', 'f4'), ('len_w', 'f4')]
                   + _ints('coord', 'linear', 'nearest', 'x_pix', 'x_off', 'y_pix', 'y_off'),
@@ -63,8 +63,6 @@ GEMM = np.dtype([('a', PTR), ('b', PTR), ('bias', PTR), ('y', PTR)]
                 + [(n, 'i8') for n in ('a_b1', 'a_b2', 'a_m', 'a_k', 'b_b1', 'b_b2', 'b_k',
                                        'b_n')]
                 + [('alpha', 'f4'), ('act', ACT)], align=True)
-SOFTMAX = np.dtype([('x', PTR), ('y', PTR), ('outer', 'i8'), ('n', 'i4'), ('inner', 'i4'),
-                    ('log_softmax', 'i4')], align=True)
 LAYERNORM = np.dtype([('x', PTR), ('gamma', PTR), ('beta', PTR), ('y', PTR), ('rows', 'i8'),
                       ('n', 'i4'), ('eps', 'f4'), ('mean_out', PTR), ('rstd_out', PTR)],
                      align=True)
