@@ -138,8 +138,8 @@ def check_program(node) -> None:
 
 
 def check_scalars(node) -> None:
-    """Numeric attributes: alpha, beta, epsilon, post_scale, post_shift finite reals; clip bounds reals (not NaN);
-    flags 0 or 1; axis an int."""
+    """Numeric attributes: alpha, beta, epsilon, post_scale, post_shift finite reals; clip
+    bounds reals (not NaN); flags 0 or 1; axis an int."""
     for attr, value in node.attrs.items():
         if attr in FINITE_ATTRS and not (_is_real(value) and math.isfinite(value)):
             _refuse(node, attr, f'{str(value)[:40]!r} is not a finite number')
