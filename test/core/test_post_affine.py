@@ -38,7 +38,7 @@ HSWISH = params.ACT_CODES['HardSwish']
 
 
 def affine_tail(scale=0.75, shift=-0.25, first='Mul', second='Add', act='HardSwish'):
-    """c -> act -> a -> first(scale) -> scaled -> second(shift) -> y (either op left out if None)."""
+    """c -> act -> a -> first(scale) -> scaled -> second(shift) -> y (either op may be None)."""
     nodes, extra, last = [Node(act, 'act', ['c'], ['a'])], {}, 'a'
     for op, value, out in ((first, scale, 'scaled'), (second, shift, 'y')):
         if op:
