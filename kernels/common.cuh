@@ -39,6 +39,11 @@ struct ActParams {
     float beta;   // HardSigmoid beta, Selu gamma
     float lo;     // Clip min
     float hi;     // Clip max
+    // The learnable affine after the activation of a convolution-class epilogue (FusedConv's
+    // post_scale, post_shift; 1 and 0 leave it out): tx2_act_post. Elementwise kernels ignore
+    // them.
+    float post_scale;
+    float post_shift;
 };
 
 __device__ __forceinline__ float tx2_sigmoid(float v) { return 1.f / (1.f + __expf(-v)); }
@@ -116,6 +121,20 @@ __device__ __forceinline__ float tx2_act_channel(float v, const ActParams &a,
     if (a.kind == ACT_PRELU) return v >= 0.f ? v : v * slope[k];
 #endif
     return tx2_act(v, a);
+}
+
+// The post-activation affine of a convolution-class epilogue, ``v * post_scale + post_shift``
+// (one rounding: an FMA); the epilogue order is act(conv + b [+ r]) * post_scale + post_shift
+// [+ r after the activation].
+__device__ __forceinline__ float tx2_act_post(float v, const ActParams &a) {
+    return fmaf(v, a.post_scale, a.post_shift);
+}
+
+// tx2_act_channel, then the post-activation affine: the epilogue activation of every
+// convolution-class kernel (conv.cuh, so SIMT, WMMA, mma, depthwise, transposed).
+__device__ __forceinline__ float tx2_act_epilogue(float v, const ActParams &a,
+                                                  const float *slope, int k) {
+    return tx2_act_post(tx2_act_channel(v, a, slope, k), a);
 }
 
 // An N-d strided view: logical shape and element strides of where the data really lies.

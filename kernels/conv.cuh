@@ -1,7 +1,8 @@
 // Fused convolution, shared by kernels/conv.cu (SIMT, WMMA, direct) and kernels/conv_mma.cu
 // (mma.sync + cp.async, sm_80+): the parameter record, pixel decoding and the fused epilogue
-//   y = act(conv(x, w) + bias + residual)      (res_after == 0)
-//   y = act(conv(x, w) + bias) + residual      (res_after == 1)
+//   y = act(conv(x, w) + bias + residual) * post_scale + post_shift      (res_after == 0)
+//   y = act(conv(x, w) + bias) * post_scale + post_shift + residual      (res_after == 1)
+// (post_scale, post_shift: ActParams', common.cuh tx2_act_epilogue).
 #pragma once
 #include "common.cuh"
 
@@ -28,7 +29,7 @@ __device__ __forceinline__ float conv_epilogue(const ConvParams &p, float v, flo
                                                int k) {
     v += b;
     if (!p.res_after) v += r;
-    v = tx2_act_channel(v, p.act, p.slope, k);
+    v = tx2_act_epilogue(v, p.act, p.slope, k);
     if (p.res_after) v += r;
     return v;
 }

@@ -6,7 +6,8 @@
 // bias int32; dq[k] = float32(x_scale) * float32(w_scale[k]).
 // The epilogue is notes/int8.md's float32 sequence with __fmul_rn/__fadd_rn, so nothing
 // contracts into an FMA and the int8 result equals the numpy emulation bit for bit:
-//   v = float(acc + bias) * dq;  v += r (res_after 0);  v = act(v);  v += r (res_after 1)
+//   v = float(acc + bias) * dq;  v += r (res_after 0);  v = act(v);
+//   v = v * post_scale + post_shift (two roundings, as numpy);  v += r (res_after 1)
 //   out_inv > 0: y = sat8(rint(v * out_inv)),  out_inv == 0: y = half(v)
 // r is the fp16 residual, or float(residual_q) * res_scale for an int8 one (res_int8).
 #pragma once
@@ -49,7 +50,7 @@ __device__ __forceinline__ float i8_epilogue(const ConvI8Params &p, long long m,
     float v = __fmul_rn(__int2float_rn(acc), p.dq[k]);
     const float r = p.res ? i8_residual(p, m, k) : 0.f;
     if (p.res && !p.res_after) v = __fadd_rn(v, r);
-    v = tx2_act(v, p.act);
+    v = __fadd_rn(__fmul_rn(tx2_act(v, p.act), p.act.post_scale), p.act.post_shift);
     if (p.res && p.res_after) v = __fadd_rn(v, r);
     return v;
 }

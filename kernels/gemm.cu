@@ -1,5 +1,6 @@
 // Batched matrix product of two activations (attention's Q*K^T, P*V), FP16 in and out,
-// FP32 accumulation, any strides: Y[b] = act(alpha * A[b] @ B[b] + bias).
+// FP32 accumulation, any strides: Y[b] = act(alpha * A[b] @ B[b] + bias) * post_scale
+// + post_shift (ActParams').
 // Products with a constant operand run as a 1x1 convolution (conv.cu) instead, which has the
 // tensor-core path.
 #include "common.cuh"
@@ -57,7 +58,8 @@ extern "C" __global__ void __launch_bounds__(256) matmul(GemmParams p) {
             const int n = n0 + tx * 4 + j;
             if (m >= p.M || n >= p.N) continue;
             float v = p.alpha * acc[i][j] + (p.bias ? p.bias[n] : 0.f);
-            y[(long long)m * p.N + n] = __float2half(tx2_act(v, p.act));
+            v = tx2_act_post(tx2_act(v, p.act), p.act);
+            y[(long long)m * p.N + n] = __float2half(v);
         }
     }
 }

@@ -89,8 +89,9 @@ def activation_nodes(act, attrs, x, y, tag, consts, slope=''):
 def expand_fused_conv(node, consts):
     """ONNX nodes equivalent to one FusedConv node (``consts`` receives any new constants).
 
-    ``act(conv(x, w) + b + residual)`` or, with ``residual_after_act=1``,
-    ``act(conv(x, w) + b) + residual``.
+    ``act(conv(x, w) + b + residual) * post_scale + post_shift`` or, with
+    ``residual_after_act=1``, ``act(conv(x, w) + b) * post_scale + post_shift + residual``
+    (a Mul and an Add of constants where post_scale is not 1, post_shift not 0).
     """
     conv_keys = ('auto_pad', 'dilations', 'group', 'kernel_shape', 'pads', 'strides',
                  'output_padding', 'output_shape')  # the last two: FusedConvTranspose
@@ -107,6 +108,7 @@ def expand_fused_conv(node, consts):
         steps.append(('add', residual))
     if has_act:
         steps.append(('act', None))
+    steps.extend(_post_affine_steps(node, consts))
     if residual and after:
         steps.append(('add', residual))
     nodes, current = [], None
@@ -116,13 +118,27 @@ def expand_fused_conv(node, consts):
             inputs = [x, w] + ([bias] if bias else [])
             nodes.append(_make_node(FUSED_CONVS[node.op], f'{tag}.conv', inputs, [target],
                                     attrs))
-        elif kind == 'add':
-            nodes.append(_make_node('Add', f'{tag}.add{i}', [current, arg], [target], {}))
+        elif kind in ('add', 'mul'):
+            nodes.append(_make_node(kind.capitalize(), f'{tag}.{kind}{i}', [current, arg],
+                                    [target], {}))
         else:
             nodes.extend(activation_nodes(node.attrs.get('activation', ''), node.attrs,
                                           current, target, tag, consts, slope))
         current = target
     return nodes
+
+
+def _post_affine_steps(node, consts) -> list:
+    """``expand_fused_conv`` steps of a fused node's post-activation affine: ('mul', scale)
+    and ('add', shift) constants, each left out at its default (1, 0)."""
+    steps = []
+    for kind, attr, default in (('mul', 'post_scale', 1.0), ('add', 'post_shift', 0.0)):
+        value = float(node.attrs.get(attr, default))
+        if value != default:
+            name = f'{node.name}.{attr}'
+            consts[name] = np.array(value, np.float32)
+            steps.append((kind, name))
+    return steps
 
 
 def value_info(value):

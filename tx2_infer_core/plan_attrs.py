@@ -19,7 +19,7 @@ from tx2_infer_core.passes.pointwise_chains import POINTWISE_OPS
 CONV_OPS = ('Conv', 'FusedConv', 'ConvTranspose', 'FusedConvTranspose')
 POOL_OPS = ('MaxPool', 'AveragePool', 'LpPool')
 AUTO_PADS = ('NOTSET', 'SAME_UPPER', 'SAME_LOWER', 'VALID')
-FINITE_ATTRS = ('alpha', 'beta', 'epsilon')     # real numbers wherever they appear
+FINITE_ATTRS = ('alpha', 'beta', 'epsilon', 'post_scale', 'post_shift')  # real, anywhere
 BOUND_ATTRS = ('clip_min', 'clip_max')          # real numbers, may be infinite
 FLAGS = ('ceil_mode', 'residual_after_act', 'count_include_pad')
 
@@ -138,8 +138,8 @@ def check_program(node) -> None:
 
 
 def check_scalars(node) -> None:
-    """Numeric attributes: alpha, beta, epsilon finite reals; clip bounds reals (not NaN);
-    flags 0 or 1; axis an int."""
+    """Numeric attributes: alpha, beta, epsilon, post_scale, post_shift finite reals; clip
+    bounds reals (not NaN); flags 0 or 1; axis an int."""
     for attr, value in node.attrs.items():
         if attr in FINITE_ATTRS and not (_is_real(value) and math.isfinite(value)):
             _refuse(node, attr, f'{str(value)[:40]!r} is not a finite number')

@@ -5,7 +5,9 @@ Every new activation (default and other attributes) on the SIMT half2, WMMA and 
 paths; PRelu per channel and with one slope, on those paths, on depthwise, transposed and
 1-D convolutions, after a product by a constant matrix and with residuals before and after
 it; the real layers that needed them (madmom-beats' dilated TCN convolution and Elu, MTCNN's
-PRelu convolutions and dense layer); each new activation alone (the ActParams kernel); MTCNN
+PRelu convolutions and dense layer); HardSwish with the post-activation scale and shift
+(PP-LCNetV3's learnable affine block) on every path, depthwise, transposed, after a product
+by a constant matrix and before a residual; each new activation alone (the ActParams kernel); MTCNN
 R-Net and O-Net whole against ONNX Runtime. ``test/core/test_conv_epilogue_acts.py`` and
 ``test_conv_epilogue_lowering.py`` check the kernel maths on the host and the lowering.
 """
@@ -118,6 +120,37 @@ def test_prelu_and_selu_on_depthwise_transposed_and_1d(monkeypatch):
         tail, extra = prelu((1, 24, 1))
         check('1-D PRelu', EC.conv_graph(tail, (1, 16, 140), 24, extra=extra), path,
               monkeypatch)
+
+
+def post_affine_tail(scale=0.75, shift=-0.25, act='HardSwish', out='y'):
+    """act -> Mul(scale) -> Add(shift): PP-LCNetV3's learnable affine block, which
+    fold_post_affine makes the epilogue's post_scale / post_shift."""
+    return [Node(act, 'act', ['c'], ['a']), Node('Mul', 'lab_mul', ['a', 'lab_s'], ['sc']),
+            Node('Add', 'lab_add', ['sc', 'lab_b'], [out])], {
+        'lab_s': np.array(scale, np.float32), 'lab_b': np.array(shift, np.float32)}
+
+
+@pytest.mark.parametrize('path', PATHS)
+def test_post_affine_on_every_conv_path(path, monkeypatch):
+    """HardSwish * 0.75 - 0.25 after a 24 -> 37 channel 3x3 conv (SIMT, WMMA, mma.sync)."""
+    tail, extra = post_affine_tail()
+    check('HardSwish post affine', EC.conv_graph(tail, (1, 24, 30, 34), 37, extra=extra),
+          path, monkeypatch, scale=0.5)
+
+
+@pytest.mark.parametrize('path', ['simt', 'tc'])
+def test_post_affine_on_depthwise_transposed_linear_and_after_a_residual(path, monkeypatch):
+    tail, extra = post_affine_tail(1.25, 0.5)
+    check('depthwise post affine', EC.conv_graph(tail, (1, 32, 40, 44), 32, extra=extra,
+                                                 group=32), path, monkeypatch)
+    check('convT post affine', EC.conv_graph(tail, (1, 16, 17, 19), 24, op='ConvTranspose',
+                                             extra=extra), path, monkeypatch)
+    check('linear post affine', EC.linear_graph(tail, 40, extra, rows=(7,), k=64), path,
+          monkeypatch)
+    tail, extra = post_affine_tail(-0.5, 2.0, out='z')
+    tail.append(Node('Add', 'res', ['z', 'x'], ['y']))
+    check('post affine then residual', EC.conv_graph(tail, (1, 24, 20, 22), 24, extra=extra),
+          path, monkeypatch)
 
 
 def conv_node(x, w, y, kernel, pads, dilations=(1, 1)):

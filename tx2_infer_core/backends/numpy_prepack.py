@@ -23,7 +23,7 @@ import itertools
 import numpy as np
 
 from tx2_infer_core.ops.conv import out_sizes, resolve_pads
-from tx2_infer_core.ops.fused import activation_inplace
+from tx2_infer_core.ops.fused import activation_inplace, post_affine_inplace
 from tx2_infer_core.ops.pool import pool_geometry, sliding_max
 
 BAND_BYTES = 2 << 20  # im2col columns per matmul: sized to stay in L2/L3 with the output band
@@ -66,6 +66,7 @@ class PreparedConv:
                     if k in attrs}
         self.activation = attrs.get('activation', '')
         self.after_act = bool(attrs.get('residual_after_act', 0))
+        self.post = (attrs.get('post_scale', 1.0), attrs.get('post_shift', 0.0))
         self.pointwise = w.shape[2:] == (1, 1) and self.strides == [1, 1]
         self.w_rows, self.bias = self._weight_rows(w, b)
         self.xp = self._bordered(pads)
@@ -184,6 +185,7 @@ class PreparedConv:
             if residual is not None and not self.after_act:
                 out += residual
             activation_inplace(out, scratch, self.activation, **self.act)
+            post_affine_inplace(out, *self.post)
             if residual is not None and self.after_act:
                 out += residual
 

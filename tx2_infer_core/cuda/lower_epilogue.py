@@ -17,9 +17,17 @@ def fused_epilogue(lc, node) -> tuple:
     bias_ref = lc.add_weight(lc.const(bias).astype(np.float32)) if bias else NULL
     res = node.inputs[3] if len(node.inputs) > 3 else ''
     res_t = residual_rows(lc, node, res) if res else None
-    act = params.act_record(a.get('activation', ''), a.get('alpha', 0.01), a.get('beta', 0.5),
-                            a.get('clip_min', -np.inf), a.get('clip_max', np.inf))
+    act = epilogue_act(a)
     return bias_ref, res_t, act, a.get('residual_after_act', 0), prelu_slope(lc, node)
+
+
+def epilogue_act(attrs):
+    """The ActParams of a fused node's attributes: its activation and post-activation affine
+    (``post_scale``, ``post_shift``; ops/fused.py ``post_affine``)."""
+    a = attrs
+    return params.act_record(a.get('activation', ''), a.get('alpha', 0.01), a.get('beta', 0.5),
+                             a.get('clip_min', -np.inf), a.get('clip_max', np.inf),
+                             a.get('post_scale', 1.0), a.get('post_shift', 0.0))
 
 
 def prelu_slope(lc, node):

@@ -21,6 +21,7 @@ import numpy as np
 from tx2_infer_core.cuda import params
 from tx2_infer_core.cuda.launch import BLOCK, NULL, Launch, grid_1d
 from tx2_infer_core.cuda.lower_conv import conv_geometry, mma_config
+from tx2_infer_core.cuda.lower_epilogue import epilogue_act
 from tx2_infer_core.errors import Tx2InferError
 from tx2_infer_core.int8.quant_math import requant_multipliers
 
@@ -90,9 +91,7 @@ def _epilogue_fields(lc, node, k_total) -> dict:
                   res_int8=0, res_scale=0.0, r_pix=0, r_off=0,
                   bias=lc.add_weight(lc.const(bias).astype(np.int32).reshape(-1))
                   if bias else NULL,
-                  act=params.act_record(a.get('activation', ''), a.get('alpha', 0.01),
-                                        a.get('beta', 0.5), a.get('clip_min', -np.inf),
-                                        a.get('clip_max', np.inf)))
+                  act=epilogue_act(a))
     res = node.inputs[3] if len(node.inputs) > 3 else ''
     if res:
         res_int8 = _is_int8(lc, res)

@@ -26,8 +26,8 @@ RESIZE_COORD = {'half_pixel': 0, 'asymmetric': 1, 'align_corners': 2, 'pytorch_h
                 'half_pixel_symmetric': 4}
 RESIZE_NEAREST = {'round_prefer_floor': 0, 'round_prefer_ceil': 1, 'floor': 2, 'ceil': 3}
 
-ACT = np.dtype([('kind', 'i4'), ('alpha', 'f4'), ('beta', 'f4'), ('lo', 'f4'), ('hi', 'f4')],
-               align=True)
+ACT = np.dtype([('kind', 'i4'), ('alpha', 'f4'), ('beta', 'f4'), ('lo', 'f4'), ('hi', 'f4'),
+                ('post_scale', 'f4'), ('post_shift', 'f4')], align=True)
 VIEW = np.dtype([('ndim', 'i4'), ('shape', 'i4', (MAX_DIMS,)), ('stride', 'i8', (MAX_DIMS,)),
                  ('offset', 'i8')], align=True)
 
@@ -98,14 +98,16 @@ def record(dtype: np.dtype, **fields):
     return rec[()]
 
 
-def act_record(activation='', alpha=0.01, beta=0.5, clip_min=-np.inf, clip_max=np.inf):
-    """The ActParams of an activation name ('' is the identity; ``ACT_CODES``)."""
+def act_record(activation='', alpha=0.01, beta=0.5, clip_min=-np.inf, clip_max=np.inf,
+               post_scale=1.0, post_shift=0.0):
+    """The ActParams of an activation name ('' is the identity; ``ACT_CODES``), with the
+    affine a convolution-class epilogue applies after it (``* post_scale + post_shift``)."""
     if activation not in ACT_CODES:
         raise KeyError(f"activation '{activation}' has no CUDA kernel; supported: "
                        f"{', '.join(a or 'none' for a in ACT_CODES)}")
     lo = np.float32(max(float(clip_min), -3.0e38))
     hi = np.float32(min(float(clip_max), 3.0e38))
-    return np.array((ACT_CODES[activation], alpha, beta, lo, hi), ACT)
+    return np.array((ACT_CODES[activation], alpha, beta, lo, hi, post_scale, post_shift), ACT)
 
 
 def view_record(shape, strides, offset=0):

@@ -26,6 +26,25 @@ def apply_activation(x, name, alpha=0.01, beta=0.5, clip_min=-np.inf, clip_max=n
     return getattr(elementwise, name)(x, **traits.activation_params(name, alpha, beta))
 
 
+def post_affine(y, post_scale=1.0, post_shift=0.0):
+    """``y * post_scale + post_shift`` in ``y``'s dtype (two roundings; at the defaults ``y``
+    itself): the learnable affine a fused epilogue applies right after its activation, before
+    a residual added after the activation."""
+    if post_scale != 1.0:
+        y = y * y.dtype.type(post_scale)
+    if post_shift != 0.0:
+        y = y + y.dtype.type(post_shift)
+    return y
+
+
+def post_affine_inplace(y, post_scale=1.0, post_shift=0.0):
+    """``post_affine`` written back into ``y`` (the same steps, so bit-equal)."""
+    if post_scale != 1.0:
+        y *= y.dtype.type(post_scale)
+    if post_shift != 0.0:
+        y += y.dtype.type(post_shift)
+
+
 def activation_inplace(y, scratch, name, alpha=0.01, beta=0.5, clip_min=-np.inf,
                        clip_max=np.inf):
     """``apply_activation`` written back into float ``y``, with ``scratch`` (same shape) as the
@@ -52,8 +71,10 @@ def activation_inplace(y, scratch, name, alpha=0.01, beta=0.5, clip_min=-np.inf,
 
 def FusedConv(x, w, b=None, residual=None, slope=None, *, auto_pad='NOTSET', dilations=None,
               group=1, kernel_shape=None, pads=None, strides=None, activation='', alpha=0.01,
-              beta=0.5, clip_min=-np.inf, clip_max=np.inf, residual_after_act=0):
-    """act(conv(x, w) + b + residual), or act(conv(x, w) + b) + residual_after_act;
+              beta=0.5, clip_min=-np.inf, clip_max=np.inf, residual_after_act=0,
+              post_scale=1.0, post_shift=0.0):
+    """act(conv(x, w) + b + residual) * post_scale + post_shift, or with
+    ``residual_after_act=1`` act(conv(x, w) + b) * post_scale + post_shift + residual;
     ``slope``: PRelu's, [C_out, 1, ...] (one per output channel)."""
     y = Conv(x, w, b, auto_pad=auto_pad, dilations=dilations, group=group,
              kernel_shape=kernel_shape, pads=pads, strides=strides)
@@ -61,7 +82,7 @@ def FusedConv(x, w, b=None, residual=None, slope=None, *, auto_pad='NOTSET', dil
                slope=slope)
     if residual is not None and not residual_after_act:
         y += residual
-    y = apply_activation(y, **act)
+    y = post_affine(apply_activation(y, **act), post_scale, post_shift)
     if residual is not None and residual_after_act:
         y = y + residual
     return y.astype(x.dtype, copy=False)
@@ -70,15 +91,17 @@ def FusedConv(x, w, b=None, residual=None, slope=None, *, auto_pad='NOTSET', dil
 def FusedConvTranspose(x, w, b=None, residual=None, slope=None, *, auto_pad='NOTSET',
                        dilations=None, group=1, kernel_shape=None, output_padding=None,
                        output_shape=None, pads=None, strides=None, activation='', alpha=0.01,
-                       beta=0.5, clip_min=-np.inf, clip_max=np.inf, residual_after_act=0):
-    """FusedConv's epilogue after an ONNX ConvTranspose: act(convT(x, w) + b + residual), or
-    act(convT(x, w) + b) + residual with ``residual_after_act=1``."""
+                       beta=0.5, clip_min=-np.inf, clip_max=np.inf, residual_after_act=0,
+                       post_scale=1.0, post_shift=0.0):
+    """FusedConv's epilogue after an ONNX ConvTranspose: act(convT(x, w) + b + residual)
+    * post_scale + post_shift, the residual after that with ``residual_after_act=1``."""
     y = ConvTranspose(x, w, b, auto_pad=auto_pad, dilations=dilations, group=group,
                       kernel_shape=kernel_shape, output_padding=output_padding,
                       output_shape=output_shape, pads=pads, strides=strides)
     if residual is not None and not residual_after_act:
         y = y + residual
     y = apply_activation(y, activation, alpha, beta, clip_min, clip_max, slope)
+    y = post_affine(y, post_scale, post_shift)
     if residual is not None and residual_after_act:
         y = y + residual
     return y.astype(x.dtype, copy=False)
@@ -90,8 +113,10 @@ GELU_FORMS = {'Gelu': 'none', 'GeluTanh': 'tanh'}
 
 
 def FusedLinear(x, w, b=None, residual=None, slope=None, *, activation='', alpha=0.01,
-                beta=0.5, clip_min=-np.inf, clip_max=np.inf, residual_after_act=0):
-    """act(x @ w + b + residual), or act(x @ w + b) + residual with ``residual_after_act=1``:
+                beta=0.5, clip_min=-np.inf, clip_max=np.inf, residual_after_act=0,
+                post_scale=1.0, post_shift=0.0):
+    """act(x @ w + b + residual) * post_scale + post_shift, or with ``residual_after_act=1``
+    act(x @ w + b) * post_scale + post_shift + residual:
     ``w`` a constant [K, N] matrix, ``b`` [N], ``residual`` of the output's shape (made by
     ``passes/fuse_linear.py``), ``slope`` PRelu's [N]; ``activation`` FusedConv's or a
     ``GELU_FORMS`` name."""
@@ -104,6 +129,7 @@ def FusedLinear(x, w, b=None, residual=None, slope=None, *, activation='', alpha
         y = elementwise.Gelu(y, approximate=GELU_FORMS[activation])
     else:
         y = apply_activation(y, activation, alpha, beta, clip_min, clip_max, slope)
+    y = post_affine(y, post_scale, post_shift)
     if residual is not None and residual_after_act:
         y = y + residual
     return y.astype(x.dtype, copy=False)

@@ -6,7 +6,7 @@ from tx2_infer_core.int8.quant_math import (conv_accumulator, requant_multiplier
                                             round_saturate)
 from tx2_infer_core.ops.common import axis_of, unsupported
 from tx2_infer_core.ops.conv import conv_nd, resolve_pads
-from tx2_infer_core.ops.fused import apply_activation
+from tx2_infer_core.ops.fused import apply_activation, post_affine
 
 # quantised integer dtypes (ONNX TensorProto code -> name) and their ranges
 INT_CODES = {2: 'uint8', 3: 'int8', 4: 'uint16', 5: 'int16'}
@@ -77,10 +77,12 @@ def DequantizeLinear(x, x_scale, x_zero_point=None, *, axis=1, block_size=0, out
 def FusedConvInt8(x, w, b=None, residual=None, *, x_scale, w_scales, out_scale=0.0,
                   residual_scale=0.0, auto_pad='NOTSET', dilations=None, group=1,
                   kernel_shape=None, pads=None, strides=None, activation='', alpha=0.01,
-                  beta=0.5, clip_min=-np.inf, clip_max=np.inf, residual_after_act=0):
+                  beta=0.5, clip_min=-np.inf, clip_max=np.inf, residual_after_act=0,
+                  post_scale=1.0, post_shift=0.0):
     """An int8 convolution with FusedConv's epilogue, in notes/int8.md's exact order: int32
-    accumulator, times float32 ``x_scale * w_scales[c]``, + residual, activation (+ residual
-    after it), then float32 (``out_scale`` 0) or int8 ``rint(y * (1 / out_scale))``."""
+    accumulator, times float32 ``x_scale * w_scales[c]``, + residual, activation, float32
+    ``* post_scale + post_shift`` (+ residual after it), then float32 (``out_scale`` 0) or
+    int8 ``rint(y * (1 / out_scale))``."""
     if x.dtype != np.int8 or w.dtype != np.int8 or (b is not None and b.dtype != np.int32):
         unsupported(f'FusedConvInt8 of x {x.dtype}, w {w.dtype}, b '
                     f'{None if b is None else b.dtype} (want int8, int8, int32)')
@@ -101,6 +103,7 @@ def FusedConvInt8(x, w, b=None, residual=None, *, x_scale, w_scales, out_scale=0
     if residual is not None and not residual_after_act:
         y = y + r
     y = apply_activation(y, activation, alpha, beta, clip_min, clip_max).astype(np.float32)
+    y = post_affine(y, post_scale, post_shift)
     if residual is not None and residual_after_act:
         y = y + r
     if inv_out == 0:

@@ -18,6 +18,12 @@ from tx2_infer_core.passes.fuse_conv import (FUSED_CONV_OPS, add_slope, conv_inp
 from tx2_infer_core.passes.graph_edit import dtype_of, rewrite_nodes, shape_of, sole_consumer
 
 
+def has_post_affine(node) -> bool:
+    """Whether fused ``node`` scales or shifts after its activation (fold_post_affine.py): a
+    residual then goes after that, never before the activation."""
+    return node.attrs.get('post_scale', 1.0) != 1.0 or node.attrs.get('post_shift', 0.0) != 0.0
+
+
 def residual_input(graph, y, add):
     """The other input of ``add`` (which reads ``y``) if it can be a residual added to ``y``:
     an activation of ``y``'s shape and dtype; else None."""
@@ -52,7 +58,7 @@ def _matches(graph):
         if residual is None:
             continue
         act = None
-        if not conv.attrs.get('activation'):
+        if not conv.attrs.get('activation') and not has_post_affine(conv):
             act = match_activation(graph, consumers, add.outputs[0])
         claimed.add(id(add))
         found.append((conv, add, residual, act))
@@ -69,7 +75,8 @@ def fuse_residual_add(graph) -> int:
         ready_before_conv = (residual not in producers
                              or index[id(producers[residual])] < index[id(conv)])
         slope = slope_input(conv)
-        conv.attrs['residual_after_act'] = 1 if conv.attrs.get('activation') else 0
+        conv.attrs['residual_after_act'] = int(bool(conv.attrs.get('activation'))
+                                               or has_post_affine(conv))
         conv.outputs = [add.outputs[0]]
         if act is not None:
             conv.attrs.update(act.attrs)
