@@ -65,6 +65,25 @@ if [ "$MODE" = splitk ]; then  # TESTS (pytest ids) on the GPU, then the split-K
   exit 0
 fi
 
+if [ "$MODE" = gpu ]; then  # every GPU test but the zoo models' (no pack here), then
+  # bench_membound (old and new reduction kernels side by side)
+  prepare . /tmp/devdata
+  since prepared
+  export PYTHONPATH=/tmp/site:$PWD TX2_INFER_DEVDATA=/tmp/devdata PIP_RETRIES=0 PIP_TIMEOUT=2
+  timeout ${TEST_S:-330} python3 -m pytest -q -p no:cacheprovider -rfE \
+    ${XDIST:+-n $XDIST --dist loadfile} --ignore=test/cuda/test_node_conformance_cuda.py \
+    test/cuda > $OUT/test_cuda.log 2>&1
+  since tests
+  timeout ${BENCH_S:-60} python3 bench/bench_membound.py --out $OUT/membound_h200.json \
+    > $OUT/membound.log 2>&1
+  since membound
+  grep -E "FAILED|ERROR|passed|failed" $OUT/test_cuda.log | grep -v "zoo\|madmom\|ddddocr\|slanet" \
+    | cut -c1-220 | tail -n 30
+  tail -n 12 $OUT/membound.log | cut -c1-200
+  pack
+  exit 0
+fi
+
 if [ "$MODE" = final ]; then  # every GPU test, then whole models FP16 vs INT8
   [ -n "${SKIP_TESTS:-}" ] && TEST_S=1
   prepare . /tmp/devdata
