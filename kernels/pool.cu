@@ -154,9 +154,16 @@ extern "C" __global__ void __launch_bounds__(GAP_THREADS, GAP_BLOCKS_PER_SM)
     if (gridDim.z > 1) {
         const long long cell = (long long)n * gridDim.x + blockIdx.x;
         if (!tx2_split_last(total, ws, tickets, cell)) return;
+        // Row y sums splits y, y + rows, ... (a few loads each, not gridDim.z in a row), then
+        // every row adds the rows' sums in row order: a fixed order, the same bits every run.
+        float mine = tx2_reduce_start(op);
+        for (int z = threadIdx.y; z < gridDim.z; z += blockDim.y)
+            mine = tx2_reduce(op, mine, __ldcg(ws + (cell * gridDim.z + z) * 32 + threadIdx.x));
+        __syncthreads();  // the block reduction's readers are done with ``part``
+        part[threadIdx.y][threadIdx.x] = mine;
+        __syncthreads();
         total = tx2_reduce_start(op);
-        for (int z = 0; z < gridDim.z; ++z)  // in split order: the same bits every run
-            total = tx2_reduce(op, total, __ldcg(ws + (cell * gridDim.z + z) * 32 + threadIdx.x));
+        for (int r = 0; r < blockDim.y; ++r) total = tx2_reduce(op, total, part[r][threadIdx.x]);
         if (threadIdx.x == 0 && threadIdx.y == 0) tickets[cell] = 0;  // for the next launch
     }
     if (threadIdx.y == 0 && c < C)
