@@ -28,8 +28,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / 'bench'))
 import zoo_data  # noqa: E402
 from benchlib import cpu_name, stats, versions, wall_times, write_json  # noqa: E402
-
-COMPUTE_OPS = {'Conv', 'FusedConv', 'ConvTranspose', 'Gemm', 'MatMul'}
+from zoo_launches import COMPUTE_OPS  # noqa: E402 - one definition of a conv/GEMM node
 
 
 def ort_session(path, threads):
