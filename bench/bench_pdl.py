@@ -4,9 +4,7 @@ process, rounds interleaved: kernels-only graph replay time and the outputs comp
     python bench/bench_pdl.py --onnx-dir /tmp/onnx --assets /tmp/tx2cache/assets \
         --out $OUT/pdl_h200.json
 """
-import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +12,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-from bench_ours import random_feeds, time_engine  # noqa: E402
-from bench_splitk import ASSET_MODELS, export_torch  # noqa: E402
-from benchlib import gpu_facts, versions, write_json  # noqa: E402
+import ab_models  # noqa: E402
+from bench_ours import random_feeds  # noqa: E402
 
 
 def build(model, weights, use_pdl):
@@ -33,51 +30,24 @@ def measure(model, weights, rounds, runs) -> dict:
         feeds = random_feeds(engines[False])
         outs = {use: e.run(feeds) for use, e in engines.items()}
         same = all(np.array_equal(outs[False][k], outs[True][k]) for k in outs[False])
-        times = {False: [], True: []}
-        for _ in range(rounds):
-            for use, engine in engines.items():
-                times[use].append(time_engine(engine, runs, 20)['ours']['median_ms'])
+        times = ab_models.interleaved_times(engines, rounds, runs)
         pdl_launches = sum(type(fn).__name__ == 'PdlKernel'
                            for fn, _, _, _ in engines[True].backend.bound)
+        plain, pdl = times[False]['median_ms'], times[True]['median_ms']
         return dict(launches=len(engines[True].backend.bound), pdl_launches=pdl_launches,
-                    same_bits=bool(same), plain_ms=times[False], pdl_ms=times[True],
-                    plain_median_ms=float(np.median(times[False])),
-                    pdl_median_ms=float(np.median(times[True])))
+                    same_bits=bool(same), plain_ms=plain, pdl_ms=pdl,
+                    plain_p99_ms=times[False]['p99_ms'], pdl_p99_ms=times[True]['p99_ms'],
+                    plain_median_ms=ab_models.median(plain),
+                    pdl_median_ms=ab_models.median(pdl))
     finally:
         for engine in engines.values():
             engine.close()
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument('--models', default='resnet50,yolov5s,bert_tiny')
-    ap.add_argument('--assets', default='')
-    ap.add_argument('--onnx-dir', default='/tmp/splitk_onnx')
-    ap.add_argument('--rounds', type=int, default=3)
-    ap.add_argument('--runs', type=int, default=200)
-    ap.add_argument('--out', required=True)
-    ap.add_argument('--deadline-s', type=float, default=300)
-    args = ap.parse_args(argv)
-    t0 = time.perf_counter()
-    models = export_torch([m for m in args.models.split(',') if m], args.onnx_dir)
-    for name, (model, weights) in ASSET_MODELS.items():
-        path = Path(args.assets) / model if args.assets else None
-        if path and path.is_file():
-            models[name] = (path, weights and Path(args.assets) / weights)
-    import pycuda.driver as drv
-    doc = dict(what=__doc__.splitlines()[0], device=gpu_facts(drv), versions=versions('numpy'),
-               rounds=args.rounds, runs=args.runs, results={}, skipped=[])
-    for name, (model, weights) in models.items():
-        if time.perf_counter() - t0 > args.deadline_s:
-            doc['skipped'].append(name)
-            continue
-        try:
-            doc['results'][name] = measure(model, weights, args.rounds, args.runs)
-        except Exception as exc:  # noqa: BLE001 - reported per model
-            doc['results'][name] = dict(error=f'{type(exc).__name__}: {exc}')
-        r = doc['results'][name]
-        print(name, {k: v for k, v in r.items() if not k.endswith('_ms')}, flush=True)
-    write_json(args.out, doc, indent=1)
+def main():
+    args = ab_models.arguments(__doc__.splitlines()[0], deadline_s=300)
+    doc = ab_models.run(__doc__.splitlines()[0],
+                        lambda m, w: measure(m, w, args.rounds, args.runs), args)
     for name, r in doc['results'].items():
         if 'error' not in r:
             print(f"{name}: plain {r['plain_median_ms']:.3f} ms, pdl {r['pdl_median_ms']:.3f} "
