@@ -117,11 +117,17 @@ def _launch(node, x, xv, sel, ind, iv, ik, y, yv, n) -> Launch:
                   node.name)
 
 
-def lower_gather_elements(lc, node):
-    """GatherElements(data, indices, axis): the output has the indices' shape."""
+def _along_axis(lc, node) -> tuple:
+    """(data slot, output slot, the gathered axis, output elements) of a gather along
+    ``axis``."""
     x, y = _slots(lc, node)
     axis = axis_index(lc, node, node.attrs.get('axis', 0), len(x.shape))
-    n = int(np.prod(y.shape, dtype=np.int64))
+    return x, y, axis, int(np.prod(y.shape, dtype=np.int64))
+
+
+def lower_gather_elements(lc, node):
+    """GatherElements(data, indices, axis): the output has the indices' shape."""
+    x, y, axis, n = _along_axis(lc, node)
     if n == 0:
         return []
     ind = indices_of(lc, node, node.inputs[1], x.shape[axis])
@@ -135,9 +141,7 @@ def lower_gather_elements(lc, node):
 
 def lower_gather_by_value(lc, node):
     """Gather(data, indices computed at run time, axis): data (O, D, I) -> (O, M, I)."""
-    x, y = _slots(lc, node)
-    axis = axis_index(lc, node, node.attrs.get('axis', 0), len(x.shape))
-    n = int(np.prod(y.shape, dtype=np.int64))
+    x, y, axis, n = _along_axis(lc, node)
     if n == 0:
         return []
     ind = indices_of(lc, node, node.inputs[1], x.shape[axis])
