@@ -17,8 +17,8 @@ import onnx
 import pytest
 import test_onnx_node_conformance as cpu
 from scatter_cases import (CASTS, I64, ONE_HOTS, SCATTER_ELEMENTS, SCATTER_ND, cast_graph,
-                         graph_of, one_hot_graph, scatter_elements_graph, scatter_nd_graph,
-                         yolov5_head)
+                           graph_of, one_hot_graph, scatter_elements_graph, scatter_nd_graph,
+                           yolov5_head)
 from logic_emulator import case_graph, emulate
 from node_cases import GPU, data_sets
 from onnx import helper, numpy_helper
