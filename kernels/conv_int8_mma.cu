@@ -7,7 +7,9 @@
 // host runs other layers on the dp4a kernels). Layout and epilogue: conv_int8.cuh.
 // Split-K: gridDim.z = groups * splits; with splits > 1 (groups == 1) each split writes int32
 // partials to ws[split][M][Kg] and conv_i8_splitk_reduce sums them (exact, any order) and
-// applies the epilogue.
+// applies the epilogue; on sm_90 (-DCONV_I8_MMA_CLUSTER=S) the splits are one thread-block
+// cluster that sums them in shared memory (cluster.cuh, as conv_mma.cu): one launch.
+#include "cluster.cuh"
 #include "conv_int8.cuh"
 
 #define I8_MMA_BK 64                 // int8 channels per k tile (two m16n8k32 steps)
@@ -156,11 +158,21 @@ __device__ __forceinline__ void i8_mma_store(const ConvI8Params &p, int *ws, int
 }
 #endif
 
-template <int BM, int BN, int STAGES>
+// Shared bytes of a CTA: the pipeline's A and B tiles, or a cluster split's int32 tile.
+template <int BM, int BN, int STAGES, int S>
+__host__ __device__ constexpr int i8_mma_shared_bytes() {
+    return S > 1 && BM * (BN + 4) * 4 > STAGES * (BM + BN) * I8_MMA_LD
+               ? BM * (BN + 4) * 4
+               : STAGES * (BM + BN) * I8_MMA_LD;
+}
+
+// S > 1: one of the S splits of a cluster (cluster.cuh); else the plain kernel.
+template <int BM, int BN, int STAGES, int S = 1>
 __device__ void conv_i8_mma_body(const ConvI8Params &p, int *ws, int splits) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
-    __shared__ __align__(16) s8 As[STAGES][BM][I8_MMA_LD];
-    __shared__ __align__(16) s8 Bs[STAGES][BN][I8_MMA_LD];
+    __shared__ __align__(16) unsigned char smem[i8_mma_shared_bytes<BM, BN, STAGES, S>()];
+    auto As = reinterpret_cast<s8 (*)[BM][I8_MMA_LD]>(smem);
+    auto Bs = reinterpret_cast<s8 (*)[BN][I8_MMA_LD]>(smem + STAGES * BM * I8_MMA_LD);
     constexpr int THREADS = BM * BN / 32;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = blockIdx.z % p.groups, split = blockIdx.z / p.groups;
@@ -185,6 +197,18 @@ __device__ void conv_i8_mma_body(const ConvI8Params &p, int *ws, int splits) {
         asm volatile("cp.async.commit_group;\n");
         i8_mma_tile(As[t % STAGES], Bs[t % STAGES], acc, wm, wn, lane);
     }
+#if defined(CONV_I8_MMA_CLUSTER)
+    if constexpr (S > 1) {
+        asm volatile("cp.async.wait_group 0;\n");
+        __syncthreads();  // the pipeline's shared memory becomes the int32 tile
+        tx2_cluster_reduce<BM, BN, S>(
+            reinterpret_cast<int *>(smem), (long long)p.N * p.P * p.Q, p.Kg, m0, n0, wm, wn,
+            acc, lane, [&](long long m, int k, const int *v, bool two) {
+                i8_store(p, m, k, v, two ? 2 : 1);
+            });
+        return;
+    }
+#endif
     i8_mma_store(p, ws, splits, split, g, m0 + wm, n0 + wn, acc, lane);
 #else
     __trap();  // the host launches this path only from sm_80
@@ -197,11 +221,25 @@ __device__ void conv_i8_mma_body(const ConvI8Params &p, int *ws, int splits) {
         conv_i8_mma_body<BM, BN, STAGES>(p, ws, splits);                                       \
     }
 
+// -DCONV_I8_MMA_CLUSTER=S (sm_90): only the split-K kernels of S splits a cluster, ``..._cl``,
+// of the tiles whose int32 tile fits 48 KB (lower_conv.cluster_fits: all but 128x128).
+#if defined(CONV_I8_MMA_CLUSTER) && (!defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900)
+#define CONV_I8_MMA_CL_KERNEL(BM, BN, STAGES)                                                  \
+    extern "C" __global__ void __launch_bounds__(BM * BN / 32, 1)                               \
+        __cluster_dims__(1, 1, CONV_I8_MMA_CLUSTER)                                            \
+        conv_i8_mma_##BM##x##BN##_cl(ConvI8Params p, int *ws, int splits) {                  \
+        conv_i8_mma_body<BM, BN, STAGES, CONV_I8_MMA_CLUSTER>(p, ws, splits);                  \
+    }
+CONV_I8_MMA_CL_KERNEL(64, 64, 3)
+CONV_I8_MMA_CL_KERNEL(128, 64, 3)
+CONV_I8_MMA_CL_KERNEL(64, 128, 3)
+#else
 // The tiles of kernels/conv_mma.cu (lower_conv.MMA_TILES); static shared memory < 48 KB.
 CONV_I8_MMA_KERNEL(64, 64, 3)
 CONV_I8_MMA_KERNEL(128, 64, 3)
 CONV_I8_MMA_KERNEL(64, 128, 3)
 CONV_I8_MMA_KERNEL(128, 128, 2)
+#endif
 
 // Sum the int32 split-K partials, then the fused epilogue (two channels a thread).
 extern "C" __global__ void conv_i8_splitk_reduce(ConvI8Params p, const int *ws, int splits) {

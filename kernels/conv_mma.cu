@@ -7,10 +7,9 @@
 // conv_mma_gather_<BM>x<BN> takes any layer (2-byte gathers, for 3-channel stems).
 // Split-K: gridDim.z = groups * splits; with splits > 1 (groups == 1) each split writes FP32
 // partials to ws[split][M][Kg], and conv_splitk_reduce sums them and applies the epilogue.
-// On sm_90 (-DCONV_MMA_CLUSTER=S) the S splits of a tile are one thread-block cluster instead:
-// each CTA leaves its FP32 tile in shared memory, and CTA r sums rows r, r + S, ... of all S
-// tiles through distributed shared memory in split order and applies the epilogue: one launch,
-// no workspace, the same sum order as conv_splitk_reduce.
+// On sm_90 (-DCONV_MMA_CLUSTER=S) the S splits of a tile are one thread-block cluster instead
+// (cluster.cuh): one launch, no workspace, the same sum order as conv_splitk_reduce.
+#include "cluster.cuh"
 #include "conv.cuh"
 
 #define MMA_BK 32
@@ -224,68 +223,6 @@ __device__ __forceinline__ void mma_store(const ConvParams &p, float *ws, int sp
 }
 #endif
 
-#if defined(CONV_MMA_CLUSTER) && (!defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900)
-__device__ __forceinline__ void cluster_sync() {
-    asm volatile("barrier.cluster.arrive.release.aligned;\n"
-                 "barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
-}
-
-__device__ __forceinline__ unsigned cluster_rank() {
-    unsigned r;
-    asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
-    return r;
-}
-
-// Two floats at ``ptr`` in the shared memory of the cluster's CTA ``rank``.
-__device__ __forceinline__ float2 cluster_load2(const float *ptr, unsigned rank) {
-    unsigned remote;
-    float2 v;
-    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n"
-                 : "=r"(remote) : "r"(smem_addr(ptr)), "r"(rank));
-    asm volatile("ld.shared::cluster.v2.f32 {%0, %1}, [%2];\n"
-                 : "=f"(v.x), "=f"(v.y) : "r"(remote) : "memory");
-    return v;
-}
-
-// The cluster's split-K sum: every CTA's fragments to its FP32 tile (BM x BN + 4, in shared
-// memory ``red``), then CTA r reduces rows r, r + S, ... over the S tiles and stores them.
-template <int BM, int BN, int S>
-__device__ __forceinline__ void cluster_reduce_store(const ConvParams &p, float *red, long long m0,
-                                                     int n0, int wm, int wn, float (*acc)[4][4],
-                                                     int lane) {
-    constexpr int LD = BN + 4;
-#pragma unroll
-    for (int i = 0; i < 2; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j)
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                const int row = wm + i * 16 + (lane >> 2) + h * 8;
-                const int col = wn + j * 8 + (lane & 3) * 2;
-                *reinterpret_cast<float2 *>(&red[row * LD + col]) =
-                    make_float2(acc[i][j][2 * h], acc[i][j][2 * h + 1]);
-            }
-    cluster_sync();  // every split's tile is in its shared memory
-    const long long M = (long long)p.N * p.P * p.Q;
-    const unsigned rank = cluster_rank();
-    constexpr int PAIRS = BN / 2, ROWS = (BM + S - 1) / S;
-    for (int idx = threadIdx.x; idx < ROWS * PAIRS; idx += blockDim.x) {
-        const int row = (idx / PAIRS) * S + rank, col = (idx % PAIRS) * 2;
-        const long long m = m0 + row;
-        const int k = n0 + col;
-        if (row >= BM || m >= M || k >= p.Kg) continue;
-        float v0 = 0.f, v1 = 0.f;
-#pragma unroll
-        for (int q = 0; q < S; ++q) {
-            const float2 t = cluster_load2(&red[row * LD + col], q);
-            v0 += t.x;
-            v1 += t.y;
-        }
-        conv_store2(p, m, k, v0, v1, k + 1 < p.Kg);
-    }
-    cluster_sync();  // no CTA leaves while another still reads its tile
-}
-#endif
 
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
 template <bool C, class T, class F>
@@ -312,7 +249,7 @@ __host__ __device__ constexpr int mma_shared_bytes() {
                : STAGES * (BM + BN) * MMA_LD * 2;
 }
 
-// S > 1: one of the S splits of a cluster (cluster_reduce_store); else the plain kernel.
+// S > 1: one of the S splits of a cluster (cluster.cuh); else the plain kernel.
 template <int BM, int BN, int STAGES, bool GATHER, int S = 1>
 __device__ void conv_mma_body(const ConvParams &p, float *ws, int splits) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
@@ -348,8 +285,11 @@ __device__ void conv_mma_body(const ConvParams &p, float *ws, int splits) {
     if constexpr (S > 1) {
         cp_async_wait<0>();
         __syncthreads();  // the pipeline's shared memory becomes the FP32 tile
-        cluster_reduce_store<BM, BN, S>(p, reinterpret_cast<float *>(smem), m0, n0, wm, wn,
-                                        acc, lane);
+        tx2_cluster_reduce<BM, BN, S>(
+            reinterpret_cast<float *>(smem), (long long)p.N * p.P * p.Q, p.Kg, m0, n0, wm, wn,
+            acc, lane, [&](long long m, int k, const float *v, bool two) {
+                conv_store2(p, m, k, v[0], v[1], two);
+            });
         return;
     }
 #endif

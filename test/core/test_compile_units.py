@@ -82,19 +82,29 @@ def test_defines_select_the_loader_and_the_activations():
     assert 'ex2.approx' in silu
 
 
+CLUSTER_MODULES = [  # (file, defines, kernels built, kernels not built)
+    ('conv_mma', {'CONV_MMA_TILE': 64064, 'CONV_MMA_GATHER': 0, 'CONV_MMA_CLUSTER': 4},
+     ['conv_mma_64x64_cl'], ['conv_mma_64x64', 'conv_mma_gather_64x64_cl']),
+    ('conv_mma', {'CONV_MMA_TILE': 64064, 'CONV_MMA_GATHER': 1, 'CONV_MMA_CLUSTER': 4},
+     ['conv_mma_gather_64x64_cl'], ['conv_mma_64x64_cl']),
+    ('conv_int8_mma', {'CONV_I8_MMA_CLUSTER': 4},
+     ['conv_i8_mma_64x64_cl', 'conv_i8_mma_128x64_cl', 'conv_i8_mma_64x128_cl'],
+     ['conv_i8_mma_64x64', 'conv_i8_mma_128x128_cl'])]
+
+
 @pytest.mark.skipif(not cc.nvrtc_available(), reason='nvidia-cuda-nvrtc-cu12 not installed')
-@pytest.mark.parametrize('gather', [0, 1])
-def test_cluster_module_sums_through_distributed_shared_memory(gather):
-    """-DCONV_MMA_CLUSTER=4 on sm_90: the tile's ``_cl`` kernel only, declared a cluster of 4
-    along z, reading its peers' tiles (mapa + ld.shared::cluster) between cluster barriers."""
-    defines = {'CONV_MMA_TILE': 64064, 'CONV_MMA_GATHER': gather, 'CONV_MMA_CLUSTER': 4,
-               'TX2_ACTS': 1 << LEAKY}
-    ptx = cc.nvrtc_compile('conv_mma', 90, defines, ptx=True).decode()
-    name = 'conv_mma_gather_64x64_cl' if gather else 'conv_mma_64x64_cl'
-    assert f'.entry {name}(' in ptx and '.entry conv_mma_64x64(' not in ptx
-    assert '.reqnctapercluster 1, 1, 4' in ptx
-    assert 'mapa.shared::cluster' in ptx and 'ld.shared::cluster.v2.f32' in ptx
-    assert ptx.count('barrier.cluster.wait') >= 2
+@pytest.mark.parametrize('name,defines,built,absent', CLUSTER_MODULES,
+                         ids=['fp16_rows', 'fp16_gather', 'int8'])
+def test_cluster_modules_sum_through_distributed_shared_memory(name, defines, built, absent):
+    """-D..._CLUSTER=4 on sm_90: only the ``_cl`` kernels (int8: of the tiles whose int32 tile
+    fits), each declared a cluster of 4 along z, reading its peers' tiles (mapa +
+    ld.shared::cluster) between cluster barriers."""
+    ptx = cc.nvrtc_compile(name, 90, dict(defines, TX2_ACTS=1 << LEAKY), ptx=True).decode()
+    assert all(f'.entry {k}(' in ptx for k in built)
+    assert not any(f'.entry {k}(' in ptx for k in absent)
+    assert ptx.count('.reqnctapercluster 1, 1, 4') == len(built)
+    assert 'mapa.shared::cluster' in ptx and 'ld.shared::cluster.v2.u32' in ptx
+    assert ptx.count('barrier.cluster.wait') >= 2 * len(built)
 
 
 def test_cache_key_holds_the_defines():

@@ -62,9 +62,15 @@ def test_tensor_core_gpus_use_mma_where_rows_are_16_bytes(tiny_int8, arch):
         if cg % 16 == 0:
             assert first.startswith('conv_i8_mma_'), (name, first)
             splits = launches[0].fields['splits']
-            assert ('conv_i8_splitk_reduce' in [k.kernel for k in launches]) == (splits > 1)
+            cluster = first.endswith('_cl')  # sm_90: the splits sum in a cluster
+            assert cluster == (arch >= 90 and splits > 1), (name, first)
+            assert not cluster or launches[0].module.endswith(f'CLUSTER={splits}')
+            assert ('conv_i8_splitk_reduce' in [k.kernel for k in launches]) == \
+                (splits > 1 and not cluster)
         else:
             assert first in DP4A, (name, cg, first)  # the 3-channel stem
+    firsts = [ks[0].kernel for ks in _conv_kernels(lowered, tiny_int8).values()]
+    assert any(k.endswith('_cl') for k in firsts) == (arch >= 90)  # layer 13x13s split
     forced = lower_graph(tiny_int8, arch, int8_path='dp4a')
     assert {k.kernel for ks in _conv_kernels(forced, tiny_int8).values() for k in ks} <= DP4A
 

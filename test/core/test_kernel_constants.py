@@ -164,6 +164,7 @@ KERNEL_RECORDS = {
     'yolo_decode_darknet': pipeline.DARKNET, 'nms_greedy': pipeline.NMS,
     'conv_dp4a': params.CONV_I8, 'conv_dp4a_w': params.CONV_I8,
     'conv_i8_mma_##BM##x##BN': lower_int8.CONV_I8_MMA,
+    'conv_i8_mma_##BM##x##BN##_cl': lower_int8.CONV_I8_MMA,
     'conv_i8_splitk_reduce': lower_int8.CONV_I8_MMA,
     'quantize_nhwc': params.QUANT, 'dequantize_nhwc': params.QUANT,
     'lstm_recurrent': lower_recurrent.LSTM,

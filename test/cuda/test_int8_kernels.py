@@ -16,7 +16,7 @@ import pytest
 
 from conftest import TOLERANCE_LINES, assert_close
 from tx2_infer_core.backends.cuda_backend import CudaBackend
-from tx2_infer_core.cuda import lower_int8
+from tx2_infer_core.cuda import lower_conv, lower_int8
 from tx2_infer_core.cuda.lower_conv import MMA_TILES as CONV_TILES
 from tx2_infer_core.errors import Tx2InferError
 from tx2_infer_core.ir import Node, Value
@@ -40,8 +40,9 @@ def model_cases(model):
     return qgraph, feeds[0], {c[0]: c for c in im.layer_cases(qgraph, feeds[0])}
 
 
-def run(graph, feeds, path):
-    """(y, kernel names) of ``graph`` on the CUDA backend with ``int8_path=path``."""
+def run(graph, feeds, path, arch=None):
+    """(y, kernel names) of ``graph`` on the CUDA backend with ``int8_path=path`` (the
+    device's sm appended to list ``arch`` when given)."""
     backend = CudaBackend(int8_path=path)
     try:
         backend.prepare(graph)
@@ -50,6 +51,8 @@ def run(graph, feeds, path):
             pytest.skip('integer mma needs sm_80')
         raise
     try:
+        if arch is not None:
+            arch.append(backend.arch)
         return backend.run(feeds)['y'], [k.kernel for k in backend.launches]
     finally:
         backend.close()
@@ -201,11 +204,12 @@ def test_groups(groups, channels, path):
           'LeakyRelu')
 
 
-@pytest.mark.parametrize('splits', [1, 3])
+@pytest.mark.parametrize('mode', lower_conv.SPLITK_MODES)
+@pytest.mark.parametrize('splits', [1, 3, 8])
 @pytest.mark.parametrize('tile', MMA_TILES, ids=[f'{m}x{n}' for m, n in MMA_TILES])
-def test_mma_tiles_and_splits(tile, splits, monkeypatch):
-    """Every conv_i8_mma tile, with and without split-K, on a real stride-2 open_nsfw layer
-    with its residual (the tile forced)."""
+def test_mma_tiles_and_splits(tile, splits, mode, monkeypatch):
+    """Every conv_i8_mma tile, with and without split-K (a second launch, or on sm_90 one
+    cluster launch), on a real stride-2 open_nsfw layer with its residual (the tile forced)."""
     _, _, cases = model_cases('open_nsfw')
     layer = next(n for n, c in cases.items()
                  if c[1].nodes[1].attrs.get('strides', [1, 1])[0] == 2
@@ -214,9 +218,12 @@ def test_mma_tiles_and_splits(tile, splits, monkeypatch):
     threads = tile[0] * tile[1] // 32
     monkeypatch.setattr(lower_int8, 'mma_config',
                         lambda *a, **k: (tile[0], tile[1], threads, splits))
-    y, kernels = run(g, feeds, 'mma')
-    assert kernels[1] == f'conv_i8_mma_{tile[0]}x{tile[1]}'
-    assert ('conv_i8_splitk_reduce' in kernels) == (splits > 1)
+    monkeypatch.setenv('TX2_INFER_SPLITK', mode)
+    arch = []
+    y, kernels = run(g, feeds, 'mma', arch)
+    cluster = bool(lower_conv.cluster_of(arch[0], tile[0], tile[1], splits))
+    assert kernels[1] == f'conv_i8_mma_{tile[0]}x{tile[1]}' + ('_cl' if cluster else '')
+    assert ('conv_i8_splitk_reduce' in kernels) == (splits > 1 and not cluster)
     check(f'open_nsfw {layer} tile {tile} splits={splits}', g, y, ref, 'Relu')
 
 

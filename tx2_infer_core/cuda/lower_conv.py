@@ -152,6 +152,14 @@ def cluster_size(splits: int) -> int:
     return next(s for s in CLUSTER_SIZES if s <= splits)
 
 
+def cluster_of(arch: int, bm: int, bn: int, splits: int) -> int:
+    """The cluster size of a BM x BN layer split ``splits`` ways when its splits sum in a
+    cluster on ``arch`` (``splitk_mode``, ``cluster_fits``), else 0 (a second launch)."""
+    if splits > 1 and splitk_mode(arch) == 'cluster' and cluster_fits(bm, bn):
+        return cluster_size(splits)
+    return 0
+
+
 def mma_launches(lc, name, family, fields, geo, split_ok=True) -> list:
     """The conv_mma launch (and its split-K reduction) of one convolution."""
     m = geo['N'] * geo['P'] * geo['Q']
@@ -162,8 +170,8 @@ def mma_launches(lc, name, family, fields, geo, split_ok=True) -> list:
     bm, bn, threads, splits = mma_config(m, geo['Kg'], ktiles, geo['groups'], lc.sm_count,
                                          split_ok, lc.arch)
     module = mma_module(bm, bn, family == 'conv_mma_gather')
-    if splits > 1 and splitk_mode(lc.arch) == 'cluster' and cluster_fits(bm, bn):
-        size = cluster_size(splits)
+    size = cluster_of(lc.arch, bm, bn, splits)
+    if size:
         fields = dict(fields, ws=NULL, splits=size)
         grid = (-(-m // bm), -(-geo['Kg'] // bn), size)
         return [Launch(f'{module}@CONV_MMA_CLUSTER={size}', f'{family}_{bm}x{bn}_cl', grid,
