@@ -121,6 +121,18 @@ def assert_replays_the_same(graph, feeds):
         assert np.array_equal(first[name], second[name]), name
 
 
+def first_output_fp16(model_path, feeds, conv_path, input_shape=None) -> tuple:
+    """(first output, kernel names) of ``model_path`` built for cuda FP16 on ``conv_path``."""
+    from tx2_infer_core.engine import Engine
+    engine = Engine.build(model_path, input_shape, precision='fp16', backend='cuda',
+                          backend_options={'conv_path': conv_path})
+    try:
+        kernels = [k.kernel for k in engine.backend.launches]
+        return engine.run(feeds)[engine.graph.outputs[0]], kernels
+    finally:
+        engine.close()
+
+
 def assert_engine_matches_onnxruntime(label, path, model, tol=2e-2):
     """Zoo ``model`` (file ``path``) built for cuda FP16 against ONNX Runtime FP32 on its
     real photo, every output within ``tol`` (``assert_close``)."""

@@ -10,9 +10,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from conftest import assert_close, fp16_round, zoo_model_path
+from conftest import assert_close, first_output_fp16, fp16_round, zoo_model_path
 from tx2_infer_core.backends.cuda_backend import CudaBackend
-from tx2_infer_core.engine import Engine
 from tx2_infer_core.ir import Graph, Node, Value
 from tx2_infer_core.ops import run_node
 
@@ -120,23 +119,13 @@ def _ort(path, feeds):
     return session.run(None, feeds)[0]
 
 
-def _engine_output(model, shape, feeds, path):
-    engine = Engine.build(model, shape, precision='fp16', backend='cuda',
-                          backend_options={'conv_path': path})
-    try:
-        kernels = [k.kernel for k in engine.backend.launches]
-        return engine.run(feeds)[engine.graph.outputs[0]], kernels
-    finally:
-        engine.close()
-
-
 @pytest.mark.parametrize('path', PATHS)
 def test_ppocr_rec_matches_onnxruntime(path, tmp_path):
     model = zoo_data.BY_NAME['ppocr-rec']
     onnx_path = zoo_model_path(model.name, tmp_path)
     x = zoo_data.photo_tensor(model)
     feeds = {onnx.load(str(onnx_path)).graph.input[0].name: x}
-    out, kernels = _engine_output(onnx_path, model.input_shape, feeds, path)
+    out, kernels = first_output_fp16(onnx_path, feeds, path, model.input_shape)
     assert kernels.count(KERNEL[path]) == 2
     assert_close(f'ppocr-rec {path}', out, _ort(onnx_path, feeds), 2e-2)
 
@@ -148,6 +137,6 @@ def test_bert_shaped_matches_onnxruntime(tmp_path, path, mask):
     onnx.save(cases.bert_model(mask=cases.padding_mask(128, 100) if mask else None),
               str(onnx_path))
     feeds = {'embeddings': cases.embeddings()}
-    out, kernels = _engine_output(onnx_path, None, feeds, path)
+    out, kernels = first_output_fp16(onnx_path, feeds, path)
     assert kernels.count(KERNEL[path]) == 2 and len(kernels) == 15
     assert_close(f'bert-shaped {path} mask={mask}', out, _ort(onnx_path, feeds), 1e-2)

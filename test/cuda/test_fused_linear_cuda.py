@@ -12,8 +12,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from conftest import (assert_close, assert_engine_matches_onnxruntime, core_module, fp16_round,
-                      run_conv, zoo_model_path)
+from conftest import (assert_close, assert_engine_matches_onnxruntime, core_module,
+                      first_output_fp16, fp16_round, run_conv, zoo_model_path)
 from tx2_infer_core.engine import Engine
 from tx2_infer_core.ir import Graph, Node, Value
 from tx2_infer_core.ops import run_node
@@ -98,24 +98,13 @@ def test_bert_shaped_matches_onnxruntime_in_15_launches(tmp_path, path):
     assert_close(f'bert-shaped {path} (FusedLinear)', out, ref, 1e-2)
 
 
-def _engine_run(onnx_path, feeds, path):
-    """(output, kernel names) of ``onnx_path`` built for cuda FP16 on conv path ``path``."""
-    engine = Engine.build(onnx_path, None, precision='fp16', backend='cuda',
-                          backend_options={'conv_path': path})
-    try:
-        kernels = [k.kernel for k in engine.backend.launches]
-        return engine.run(feeds)[engine.graph.outputs[0]], kernels
-    finally:
-        engine.close()
-
-
 @pytest.mark.parametrize('path', ('simt', 'tc'))
 @pytest.mark.parametrize('name', ['bias_scale_residual', 'sub_from_residual', 'bias_sub_from_div'])
 def test_folded_scale_and_shift_run_in_one_gemm_launch(tmp_path, name, path):
     """x -> MatMul -> [bias] -> scale / shift -> [residual], the scale and shift folded into
     the weights: one GEMM launch, against ONNX Runtime on the unfolded model."""
     onnx_path, _, feeds = FOLD_CASES.linear_model(tmp_path, FOLD_CASES.FOLDS[name][0])
-    out, kernels = _engine_run(onnx_path, feeds, path)
+    out, kernels = first_output_fp16(onnx_path, feeds, path)
     assert len(kernels) == 1 and kernels[0].startswith('conv'), kernels
     ref = FOLD_CASES.ort_outputs(onnx_path, feeds)[0]
     assert_close(f'folded {name} {path}', out, ref, 1e-2)
