@@ -12,6 +12,7 @@ from tx2_infer_core import reference
 from tx2_infer_core.cuda import layout, lower_conv, params, placement
 from tx2_infer_core.cuda.lowering import LOWERINGS, LoweringContext, lower_graph
 from tx2_infer_core.ir import Graph, Node, Value
+from tx2_infer_core.errors import Tx2InferError
 from tx2_infer_core.ops import OPS, run_node, supported_ops, traits
 from tx2_infer_core.passes.fuse_conv import ACTIVATIONS as FUSABLE, fuse_conv_activation
 from tx2_infer_core.passes.layouts import KEEP_OPS, NCHW_OPS
@@ -187,7 +188,7 @@ def test_cluster_sizes_and_fits(monkeypatch):
     assert [lower_conv.cluster_fits(bm, bn) for bm, bn, _ in lower_conv.MMA_TILES] == \
         [False, True, True, True]  # 128x128's FP32 tile passes 48 KiB of shared memory
     monkeypatch.setenv('TX2_INFER_SPLITK', 'atomics')
-    with pytest.raises(ValueError, match='TX2_INFER_SPLITK'):
+    with pytest.raises(Tx2InferError, match='TX2_INFER_SPLITK'):
         lower_conv.splitk_mode(90)
 
 

@@ -22,6 +22,7 @@ from tx2_infer_core.cuda.launch import BLOCK, NULL, Launch, grid_1d
 from tx2_infer_core.cuda.lower_epilogue import fused_epilogue
 from tx2_infer_core.cuda.lower_ops import binary_launch
 from tx2_infer_core.cuda.splitk_table import split_pays
+from tx2_infer_core.errors import Tx2InferError
 from tx2_infer_core.passes.weights import batchnorm_scale_shift
 
 TC_MIN_ARCH = 70
@@ -135,8 +136,8 @@ def splitk_mode(arch: int) -> str:
     'launch' (a second kernel); $TX2_INFER_SPLITK chooses where both are possible."""
     mode = os.environ.get('TX2_INFER_SPLITK', 'cluster')
     if mode not in SPLITK_MODES:
-        raise ValueError(f"TX2_INFER_SPLITK must be one of {', '.join(SPLITK_MODES)}, "
-                         f'not {mode!r}')
+        raise Tx2InferError(f"TX2_INFER_SPLITK must be one of {', '.join(SPLITK_MODES)}, "
+                            f'not {mode!r}')
     return mode if arch >= CLUSTER_MIN_ARCH else 'launch'
 
 
