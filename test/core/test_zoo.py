@@ -178,3 +178,24 @@ def test_pack_unpack_restores_every_weight(tmp_path):
             assert np.array_equal(a, b)
         else:
             assert np.array_equal(a.astype(np.float16).astype(np.float32), b)
+
+
+@pytest.mark.parametrize('model', [_param(m) for m in zoo_data.ZOO])
+def test_zoo_model_cuda_graph_matches_onnxruntime(model, tmp_path):
+    """The graph the cuda backend lowers (every pass of POINTWISE_LEVEL: fused epilogues, the
+    scale folds, pointwise chains) run by the numpy reference against ONNX Runtime, and lowered
+    for sm_90 and sm_62 with no refusal: the CUDA build of every zoo model, checked without a
+    GPU (the kernels themselves are test/cuda's)."""
+    import zoo_launches
+    from tx2_infer_core import reference as numpy_reference
+    from tx2_infer_core.cuda.lowering import lower_graph
+    graph = zoo_launches.cuda_graph(model)
+    for arch, sms in ((90, 132), (62, 2)):
+        assert lower_graph(graph, arch, sm_count=sms).launches
+    model_path, weights = zoo_data.model_files(model)
+    feeds = zoo_data.feeds(model, [graph.values[n] for n in graph.inputs])
+    got = numpy_reference.execute(graph, feeds)
+    want = ort_outputs(zoo_data.reference_onnx(model, model_path, weights, tmp_path), feeds)
+    for name, expected in want.items():
+        err = zoo_data.rel_error(got[name], expected)
+        assert err <= model.tolerance, f'{name}: relative error {err:.2e}'
