@@ -122,3 +122,52 @@ def cast_graph(to, dtype):
     graph = graph_of(nodes, {'x': x.shape, 'k': x.shape, 'y': x.shape}, ['x'], ['y'],
                      dtypes={'k': dtype})
     return graph, {'x': x.astype(np.float16).astype(np.float32)}
+
+
+# Scatters written in place (``cuda/views.py``): (name, expected launches per scatter node)
+IN_PLACE = {  # the scatter's output stored in its data's storage: no copy of the data
+    'dying data': {'nd1': ['scatter'], 'nd2': ['scatter']},
+    'first output read later': {'nd1': ['scatter'], 'nd2': ['unary', 'scatter']},
+    'graph input data': {'nd1': ['unary', 'scatter']},
+    'a view of the data read later': {'nd1': ['unary', 'scatter']},
+    'updates a view of the data': {'nd1': ['unary', 'scatter']},
+    'transposed data': {'nd1': ['scatter']},
+}
+
+
+def in_place_graph(case):
+    """x -> Relu -> d (4 x 6) -> ScatterND nd1 (rows 0, 2) [-> ScatterND nd2 (rows 2, 3)] ->
+    Relu -> y, the variants of ``IN_PLACE``: s1 also added to y after nd2 writes; the data a
+    graph input; a Reshape of d read after nd1; nd1's updates a Slice of d (rows 1, 3); d a
+    Transpose of Relu's 6 x 4 output (a strided view)."""
+    relu = Node('Relu', 'relu', ['x'], ['d'])
+    nd1 = Node('ScatterND', 'nd1', ['d', 'i1', 'u1'], ['s1'])
+    nd2 = Node('ScatterND', 'nd2', ['s1', 'i2', 'u2'], ['s2'])
+    add = Node('Add', 'add', ['s2', 's1'], ['t'])
+    flat = Node('Reshape', 'flat', ['d', 'flat'], ['r'])
+    later = Node('Sigmoid', 'later', ['r'], ['z'])
+    rows = Node('Slice', 'rows', ['d', 'starts', 'ends', 'axes', 'steps'], ['u1'])
+    transposed = [Node('Relu', 'relu', ['x'], ['e']),
+                  Node('Transpose', 'tr', ['e'], ['d'], {'perm': [1, 0]})]
+    nodes = {'dying data': [relu, nd1, nd2],
+             'first output read later': [relu, nd1, nd2, add],
+             'graph input data': [Node('ScatterND', 'nd1', ['x', 'i1', 'u1'], ['s1'])],
+             'a view of the data read later': [relu, flat, nd1, later],
+             'updates a view of the data': [relu, rows, nd1],
+             'transposed data': transposed + [nd1]}[case]
+    last = {'dying data': 's2', 'first output read later': 't'}.get(case, 's1')
+    nodes.append(Node('Relu', 'out', [last], ['y']))
+    shapes = {'x': (6, 4) if case == 'transposed data' else (4, 6), 'e': (6, 4), 'u1': (2, 6),
+              'u2': (2, 6), 'r': (24,), 'z': (24,)}
+    shapes.update({n: (4, 6) for n in ('d', 's1', 's2', 't', 'y')})
+    consts = {'i1': np.array([[0], [2]], I64), 'i2': np.array([[2], [3]], I64),
+              'flat': np.array([24], I64), 'starts': np.array([1], I64),
+              'ends': np.array([4], I64), 'axes': np.array([0], I64), 'steps': np.array([2], I64)}
+    made = {n for node in nodes for n in node.outputs}
+    read = {n for node in nodes for n in node.inputs}
+    inputs = [n for n in ('x', 'u1', 'u2') if n in read and n not in made]
+    graph = graph_of(nodes, {n: s for n, s in shapes.items() if n in made | set(inputs)},
+                     inputs, [n for n in ('y', 'z') if n in made],
+                     {n: c for n, c in consts.items() if n in read})
+    feeds = {n: RNG.standard_normal(graph.values[n].shape).astype(np.float32) for n in inputs}
+    return graph, feeds

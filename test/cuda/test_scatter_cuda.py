@@ -67,6 +67,12 @@ def test_scatter_elements_of_constant_data():
     check('ScatterElements of a constant', graph, feeds, tol=2e-3)
 
 
+@pytest.mark.parametrize('case', sorted(IX.IN_PLACE))
+def test_scatter_written_in_place_or_not(case):
+    """The scatters written over their dying data (no copy) and those that must copy it."""
+    check(f'ScatterND, {case}', *IX.in_place_graph(case), tol=2e-3)
+
+
 def test_yolov5_scatter_nd_head(tmp_path):
     graph = IX.yolov5_head(tmp_path)
     feeds = {graph.inputs[0]: np.random.default_rng(5).standard_normal((1, 3, 4, 4, 7))}

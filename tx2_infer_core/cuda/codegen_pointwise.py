@@ -112,6 +112,14 @@ def cast_kind(to) -> str:
     return ''
 
 
+def cast_keeps_values(to, source: str) -> bool:
+    """True when a Cast to ONNX type ``to`` of an arena value of dtype kind ``source`` stores
+    the FP16 values it reads (a copy, or none: a view): every arena Cast but a float truncated
+    to an integer and a non-bool made a bool."""
+    kind = cast_kind(to)
+    return bool(kind) and not (kind == 'i' and source == 'f' or kind == 'b' and source != 'b')
+
+
 def step_expression(op, args, attrs) -> str:
     """The C expression of one step over the C expressions ``args`` ('' = omitted)."""
     if op == 'Clip':

@@ -8,7 +8,7 @@ import numpy as np
 
 from tx2_infer_core.cuda import placement
 from tx2_infer_core.cuda.launch import Ref, Slot, row_major
-from tx2_infer_core.cuda.views import copy_views, view_slot
+from tx2_infer_core.cuda.views import copy_views, stored_as_half, view_slot
 from tx2_infer_core.ops import traits
 from tx2_infer_core.planner import ALIGNMENT, plan_memory
 
@@ -80,7 +80,7 @@ def fp16_graph(graph, nhwc=()):
         dtype = np.dtype(v.dtype)
         if name in nhwc and dtype == np.int8:
             v.shape = (v.shape[0], padded_channels(graph, name, nhwc)) + tuple(v.shape[2:])
-        elif dtype.kind in 'fb' or (dtype.kind in 'iu' and dtype.itemsize > 1):
+        elif stored_as_half(dtype):
             v.dtype = 'float16'
     return g
 

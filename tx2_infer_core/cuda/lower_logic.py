@@ -180,8 +180,7 @@ def lower_cast(lc, node):
     if kind != 'f':
         check_exact(lc, node, x)
         check_exact(lc, node, y)
-    source = value_dtype(lc, x).kind
-    if not (kind == 'i' and source == 'f' or kind == 'b' and source != 'b'):
+    if cg.cast_keeps_values(to, value_dtype(lc, x).kind):
         return lower_unary(lc, node)  # the values unchanged: a copy (or none: a view)
     out = lc.slot(y)
     if 0 in out.shape:

@@ -6,7 +6,7 @@ Scatter: the indices are constants, so where every update lands is known at buil
 host turns the indices into output element offsets (through the output slot's strides: any
 storage, NHWC or a strided view) and lists, per output element written, its updates in order::
 
-    y = data                                                    a copy (``unary``)
+    y = data                        a copy (``unary``), none where y is stored over the data
     y[dst[m]] = reduce(y[dst[m]], u[src[first[m]]], ..., u[src[first[m + 1] - 1]])   scatter
 
 Reduction 'none' keeps an element's last update (numpy's assignment; ONNX leaves duplicates
@@ -88,8 +88,9 @@ def _indices(lc, node, name, sizes) -> np.ndarray:
 
 
 def _scatter(lc, node, coords_of) -> list:
-    """The copy of the data into the output, then the scatter launch; ``coords_of(shape)``
-    gives the update coordinates for output ``shape``."""
+    """The copy of the data into the output (none when the output is stored over the data,
+    ``views.py``), then the scatter launch; ``coords_of(shape)`` gives the update coordinates
+    for output ``shape``."""
     reduction = _text(node.attrs.get('reduction', 'none'))
     if reduction not in REDUCTIONS:
         lc.unsupported(node, f"reduction='{reduction}': only {', '.join(REDUCTIONS)}")

@@ -3,10 +3,15 @@
 A value's place in the arena is (root value, element offset, element strides per logical dim).
 After ``placement.channel_views`` (NHWC channel Concat/Split), one pass in graph order makes
 
-- the output of a copy (Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropout, a float Cast),
-  a Transpose, a constant Slice with positive steps, a Gather of a rising run of constant
-  indices (``gather_index``), or a Split along any axis a view of its input, where the input's
-  strides allow it (a Reshape of a strided view may not), and
+- the output of a copy (Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropout, a Cast that
+  keeps the FP16 values: between floats, integers and bools but a float truncated to an integer
+  or a number made a bool), a Transpose, a constant Slice with positive steps, a Gather of a
+  rising run of constant indices (``gather_index``), or a Split along any axis a view of its
+  input, where the input's strides allow it (a Reshape of a strided view may not), and
+- the output of a scatter (ScatterND, ScatterElements) a view of its data, which the scatter
+  then updates in place (the data's copy launches nothing), where the data's storage is no graph
+  input or output and no value stored there is read after the scatter but as its data (the
+  updates never alias the output), and
 - each input of a Concat along any axis a view of the Concat's output: its producer writes
   straight into its slice, and
 - (first, walking back from the graph outputs) the input of a copy or Transpose whose output is
@@ -17,6 +22,8 @@ After ``placement.channel_views`` (NHWC channel Concat/Split), one pass in graph
       Concat[a, b] ──▶ Split ──┬─▶ box      YOLOv8's head: a and b write into the Concat,
                                └─▶ cls      box and cls are slices of it
       conv ──▶ Transpose ──▶ output         MTCNN: the conv writes the output's bytes
+      buf ──▶ ScatterElements ──▶ buf'      slanet's decoder: each step writes its row over
+                                            the buffer of the step before
 
 A view whose strides and offset are those the value would have on its own (its *natural*
 storage: NHWC for an image, else row-major; an offset that keeps the arena alignment) is an
@@ -25,12 +32,15 @@ for a Concat input, the producer) is an op whose kernel reads and writes any str
 (``GENERIC_OPS``: the elementwise ops, the copies, FusedPointwise). Graph inputs and outputs are
 never views; a value that other values are views of is never moved into a Concat. The copy
 lowerings (``lower_ops.py``) launch nothing when source and destination are the same elements.
+Values of every dtype the arena holds as FP16 (``stored_as_half``) may be views; 1-byte
+integers may not.
 """
 from dataclasses import dataclass
 
 import numpy as np
 
 from tx2_infer_core.cuda import placement
+from tx2_infer_core.cuda.codegen_pointwise import cast_keeps_values
 from tx2_infer_core.cuda.gather_index import gather_args, gather_problem, index_run, run_strides
 from tx2_infer_core.cuda.launch import Ref, Slot, nhwc_strides, row_major
 from tx2_infer_core.cuda.params import MAX_DIMS
@@ -43,7 +53,16 @@ GENERIC_FAMILIES = ('unary', 'copy', 'cast', 'binary', 'pointwise', 'transpose',
 GENERIC_OPS = frozenset(op for op, family in traits.cuda_ops().items()
                         if family in GENERIC_FAMILIES)
 COPY_OPS = frozenset(traits.names(kind=traits.COPY))
+SCATTER_OPS = frozenset(op for op, family in traits.cuda_ops().items()
+                        if family in ('scatter_nd', 'scatter_elements'))
 HALF = 2  # bytes per arena element
+
+
+def stored_as_half(dtype) -> bool:
+    """True for the dtypes the arena holds as one FP16 each: floats, bools (0/1) and
+    integers wider than a byte (``layout.fp16_graph``)."""
+    dtype = np.dtype(dtype)
+    return dtype.kind in 'fb' or (dtype.kind in 'iu' and dtype.itemsize > 1)
 
 
 @dataclass(frozen=True)
@@ -140,6 +159,9 @@ class _Viewer:
         self.fixed = set(graph.inputs) | set(graph.outputs)
         self.producers, self.consumers = graph.producers(), graph.consumers()
         self.parents = {placement.resolve(channel, n)[0] for n in channel}
+        self.channel_roots = set(self.parents)
+        self.members = {}  # root -> the values made views of it
+        self.last_read = {n: i for i, node in enumerate(graph.nodes) for n in node.inputs}
 
     def shape(self, name) -> tuple:
         if name in self.graph.weights:
@@ -165,7 +187,7 @@ class _Viewer:
         v = self.graph.values.get(name)
         return (v is not None and name not in self.fixed and name not in self.channel
                 and name not in self.views and name not in self.parents
-                and np.dtype(v.dtype).kind == 'f' and 0 < len(v.shape) <= MAX_DIMS
+                and stored_as_half(v.dtype) and 0 < len(v.shape) <= MAX_DIMS
                 and 0 not in v.shape)
 
     def offer(self, name, view, writer=None) -> bool:
@@ -179,11 +201,20 @@ class _Viewer:
                 return False
         self.views[name] = view
         self.parents.add(view.root)
+        self.members.setdefault(view.root, set()).add(name)
         return True
+
+    def keeps_values(self, node) -> bool:
+        """Copy ``node`` stores its input's FP16 values unchanged (a Cast may not)."""
+        x = node.inputs[0]
+        if not self.activation(x) or not stored_as_half(self.graph.values[x].dtype):
+            return False
+        source = np.dtype(self.graph.values[x].dtype).kind
+        return node.op != 'Cast' or cast_keeps_values(node.attrs.get('to', 1), source)
 
     def copy(self, node):
         x, y = node.inputs[0], node.outputs[0]
-        if not self.activation(x) or np.dtype(self.graph.values[x].dtype).kind != 'f':
+        if not self.keeps_values(node):
             return
         xv = self.place(x)
         strides = reshape_strides(self.shape(x), xv.strides, self.shape(y))
@@ -196,7 +227,8 @@ class _Viewer:
         x, y = node.inputs[0], node.outputs[0]
         producer = self.producers.get(x)
         if producer is None or not self.activation(x) or \
-                (y not in self.graph.outputs and y not in self.views):
+                (y not in self.graph.outputs and y not in self.views) or \
+                (node.op != 'Transpose' and not self.keeps_values(node)):
             return
         yv = self.place(y)
         if node.op == 'Transpose':
@@ -247,6 +279,21 @@ class _Viewer:
                 self.offer(y, View(xv.root, xv.offset + start * xv.strides[axis], xv.strides))
                 start += self.shape(y)[axis]
 
+    def scatter(self, node, step):
+        """Store a scatter's output in its data's storage (the data's copy launches nothing,
+        the scatter writes in place) when that storage is no graph input or output, and
+        nothing but the scatter's data input reads it from the scatter on."""
+        data, y = node.inputs[0], node.outputs[0]
+        if not self.activation(data) or data in self.channel:
+            return
+        dv = self.place(data)
+        family = self.members.get(dv.root, set()) | {dv.root}
+        if dv.root in self.fixed or dv.root in self.channel_roots or \
+                any(n in family for n in node.inputs[1:]) or \
+                any(self.last_read.get(n, -1) > step for n in family):
+            return
+        self.offer(y, dv, node.op)
+
     def concat(self, node):
         zv = self.place(node.outputs[0])
         axis = int(node.attrs.get('axis', 0)) % len(zv.strides)
@@ -271,9 +318,11 @@ def copy_views(graph, nhwc: set, channel: dict, alignment: int) -> dict:
     for node in reversed(graph.nodes):
         if (node.op in COPY_OPS or node.op == 'Transpose') and node.outputs[:1] != ['']:
             viewer.reverse(node)
-    for node in graph.nodes:
+    for step, node in enumerate(graph.nodes):
         if node.op in COPY_OPS and node.outputs and node.outputs[0]:
             viewer.copy(node)
+        elif node.op in SCATTER_OPS:
+            viewer.scatter(node, step)
         elif node.op in ('Transpose', 'Slice', 'Gather', 'Split', 'Concat'):
             getattr(viewer, node.op.lower())(node)
     return viewer.views
