@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tx2_infer_core import reference
-from tx2_infer_core.cuda import layout, lower_conv, params, placement
+from tx2_infer_core.cuda import cluster, layout, lower_conv, params, placement
 from tx2_infer_core.cuda.lowering import LOWERINGS, LoweringContext, lower_graph
 from tx2_infer_core.ir import Graph, Node, Value
 from tx2_infer_core.errors import Tx2InferError
@@ -174,22 +174,22 @@ def test_split_k_is_one_cluster_launch_from_sm90(arch, monkeypatch):
     lowered = lower_graph(_split_k_graph(True), arch=arch, sm_count=132)
     split = [k for k in lowered.launches if k.fields.get('splits', 1) > 1]
     assert split
-    if arch < lower_conv.CLUSTER_MIN_ARCH:
+    if arch < cluster.CLUSTER_MIN_ARCH:
         assert split[-1].kernel == 'conv_splitk_reduce'
         return
     assert all(k.kernel.endswith('_cl') and k.fields['ws'].base == 'null' for k in split)
-    assert all(k.grid[2] == k.fields['splits'] in lower_conv.CLUSTER_SIZES for k in split)
+    assert all(k.grid[2] == k.fields['splits'] in cluster.CLUSTER_SIZES for k in split)
     assert all(f"CONV_MMA_CLUSTER={k.grid[2]}" in k.module for k in split)
     assert not any(k.kernel == 'conv_splitk_reduce' for k in lowered.launches)
 
 
 def test_cluster_sizes_and_fits(monkeypatch):
-    assert [lower_conv.cluster_size(s) for s in (2, 3, 4, 7, 8, 9, 16)] == [2, 2, 4, 4, 8, 8, 8]
-    assert [lower_conv.cluster_fits(bm, bn) for bm, bn, _ in lower_conv.MMA_TILES] == \
+    assert [cluster.cluster_size(s) for s in (2, 3, 4, 7, 8, 9, 16)] == [2, 2, 4, 4, 8, 8, 8]
+    assert [cluster.cluster_fits(bm, bn) for bm, bn, _ in lower_conv.MMA_TILES] == \
         [False, True, True, True]  # 128x128's FP32 tile passes 48 KiB of shared memory
     monkeypatch.setenv('TX2_INFER_SPLITK', 'atomics')
     with pytest.raises(Tx2InferError, match='TX2_INFER_SPLITK'):
-        lower_conv.splitk_mode(90)
+        cluster.splitk_mode(90)
 
 
 def test_context_workspace_is_made_once():

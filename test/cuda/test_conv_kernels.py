@@ -8,7 +8,7 @@ import pytest
 
 from conftest import assert_close, fp16_round, one_node_graph, run_conv
 from tx2_infer_core.backends.cuda_backend import CudaBackend
-from tx2_infer_core.cuda import lower_conv
+from tx2_infer_core.cuda import cluster, lower_conv
 from tx2_infer_core.ops.fused import FusedConv
 
 # (name, N, C, H, W, K, R, stride, pad, dilation, groups, activation, residual)
@@ -70,7 +70,7 @@ def test_fused_conv_matches_numpy(layer, path, monkeypatch):
     assert_close(f'{layer[0]} {path} {kernels} y', out, ref, 3e-3)
 
 
-@pytest.mark.parametrize('mode', lower_conv.SPLITK_MODES)
+@pytest.mark.parametrize('mode', cluster.SPLITK_MODES)
 @pytest.mark.parametrize('channels', [48, 6], ids=['rows16B', 'gather'])
 @pytest.mark.parametrize('splits', [1, 3, 8])
 @pytest.mark.parametrize('tile', MMA_TILES, ids=[f'{m}x{n}' for m, n in MMA_TILES])
@@ -92,11 +92,10 @@ def test_mma_tiles_and_splits(tile, splits, channels, mode, monkeypatch):
             pytest.skip('conv_mma needs sm_80')
         names = [k.kernel for k in backend.launches]
         out = backend.run(feeds)['y']
-        cluster = (splits > 1 and lower_conv.splitk_mode(backend.arch) == 'cluster'
-                   and lower_conv.cluster_fits(*tile))
+        in_cluster = bool(cluster.cluster_of(backend.arch, tile[0], tile[1], splits))
     finally:
         backend.close()
     family = 'conv_mma' if channels % 8 == 0 else 'conv_mma_gather'
-    assert names[0] == f'{family}_{tile[0]}x{tile[1]}' + ('_cl' if cluster else '')
-    assert ('conv_splitk_reduce' in names) == (splits > 1 and not cluster)
+    assert names[0] == f'{family}_{tile[0]}x{tile[1]}' + ('_cl' if in_cluster else '')
+    assert ('conv_splitk_reduce' in names) == (splits > 1 and not in_cluster)
     assert_close(f'{names[0]} splits={splits} C={channels} y', out, ref, 3e-3)

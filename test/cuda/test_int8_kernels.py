@@ -16,7 +16,7 @@ import pytest
 
 from conftest import TOLERANCE_LINES, assert_close
 from tx2_infer_core.backends.cuda_backend import CudaBackend
-from tx2_infer_core.cuda import lower_conv, lower_int8
+from tx2_infer_core.cuda import cluster, lower_int8
 from tx2_infer_core.cuda.lower_conv import MMA_TILES as CONV_TILES
 from tx2_infer_core.errors import Tx2InferError
 from tx2_infer_core.ir import Node, Value
@@ -204,7 +204,7 @@ def test_groups(groups, channels, path):
           'LeakyRelu')
 
 
-@pytest.mark.parametrize('mode', lower_conv.SPLITK_MODES)
+@pytest.mark.parametrize('mode', cluster.SPLITK_MODES)
 @pytest.mark.parametrize('splits', [1, 3, 8])
 @pytest.mark.parametrize('tile', MMA_TILES, ids=[f'{m}x{n}' for m, n in MMA_TILES])
 def test_mma_tiles_and_splits(tile, splits, mode, monkeypatch):
@@ -221,9 +221,9 @@ def test_mma_tiles_and_splits(tile, splits, mode, monkeypatch):
     monkeypatch.setenv('TX2_INFER_SPLITK', mode)
     arch = []
     y, kernels = run(g, feeds, 'mma', arch)
-    cluster = bool(lower_conv.cluster_of(arch[0], tile[0], tile[1], splits))
-    assert kernels[1] == f'conv_i8_mma_{tile[0]}x{tile[1]}' + ('_cl' if cluster else '')
-    assert ('conv_i8_splitk_reduce' in kernels) == (splits > 1 and not cluster)
+    in_cluster = bool(cluster.cluster_of(arch[0], tile[0], tile[1], splits))
+    assert kernels[1] == f'conv_i8_mma_{tile[0]}x{tile[1]}' + ('_cl' if in_cluster else '')
+    assert ('conv_i8_splitk_reduce' in kernels) == (splits > 1 and not in_cluster)
     check(f'open_nsfw {layer} tile {tile} splits={splits}', g, y, ref, 'Relu')
 
 

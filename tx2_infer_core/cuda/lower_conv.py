@@ -10,19 +10,18 @@ On sm_80+ the tensor-core path is ``conv_mma_<BM>x<BN>`` (mma.sync, cp.async pip
 and a split-K factor are chosen per layer from M (pixels), N (channels) and K so that small
 late layers still fill the GPU (``mma_config``). A split layer is a second launch that sums the
 FP32 partials (``conv_splitk_reduce``), or on sm_90 one launch whose splits form a thread-block
-cluster and sum through distributed shared memory (``splitk_mode``: $TX2_INFER_SPLITK).
+cluster and sum through distributed shared memory (``cuda/cluster.py``).
 """
-import os
 from dataclasses import replace
 
 import numpy as np
 
 from tx2_infer_core.cuda import params
+from tx2_infer_core.cuda.cluster import cluster_of
 from tx2_infer_core.cuda.launch import BLOCK, NULL, Launch, grid_1d
 from tx2_infer_core.cuda.lower_epilogue import fused_epilogue
 from tx2_infer_core.cuda.lower_ops import binary_launch
 from tx2_infer_core.cuda.splitk_table import split_pays
-from tx2_infer_core.errors import Tx2InferError
 from tx2_infer_core.passes.weights import batchnorm_scale_shift
 
 TC_MIN_ARCH = 70
@@ -33,10 +32,6 @@ MMA_TILES = ((128, 128, 512), (128, 64, 256), (64, 128, 256), (64, 64, 128))
 MAX_SPLITS = 16
 MIN_TILES_PER_SPLIT = 2
 WORKSPACE_BYTES = 8 << 20  # FP32 split-K partials, one buffer a lowering shares by every layer
-SPLITK_MODES = ('cluster', 'launch')
-CLUSTER_MIN_ARCH = 90
-CLUSTER_SIZES = (8, 4, 2)  # splits a cluster; 8 is the portable maximum
-STATIC_SHARED_BYTES = 48 << 10
 # The kernel files whose launches apply the ConvParams epilogue (``with_act_masks``).
 ACT_MODULES = ('conv', 'conv_mma', 'depthwise', 'conv_transpose')
 # conv_mma's argument list: ConvParams, then the split-K workspace and factor.
@@ -129,36 +124,6 @@ def with_act_masks(launches) -> list:
             masks[k.module] = masks.get(k.module, 0) | (1 << kind if kind else 0)
     return [replace(k, module=f'{k.module}@TX2_ACTS={masks[k.module]}')
             if k.module in masks else k for k in launches]
-
-
-def splitk_mode(arch: int) -> str:
-    """How a split-K layer sums its splits on ``arch``: 'cluster' (sm_90+, one launch) or
-    'launch' (a second kernel); $TX2_INFER_SPLITK chooses where both are possible."""
-    mode = os.environ.get('TX2_INFER_SPLITK', 'cluster')
-    if mode not in SPLITK_MODES:
-        raise Tx2InferError(f"TX2_INFER_SPLITK must be one of {', '.join(SPLITK_MODES)}, "
-                            f'not {mode!r}')
-    return mode if arch >= CLUSTER_MIN_ARCH else 'launch'
-
-
-def cluster_fits(bm: int, bn: int) -> bool:
-    """Whether a BM x BN FP32 tile (rows padded by 4) fits a CTA's static shared memory, as
-    the cluster's reduction needs (every tile but 128x128)."""
-    return bm * (bn + 4) * 4 <= STATIC_SHARED_BYTES
-
-
-def cluster_size(splits: int) -> int:
-    """The cluster of a layer the rule split ``splits`` ways: the largest of
-    ``CLUSTER_SIZES`` not above it (one compiled module per size)."""
-    return next(s for s in CLUSTER_SIZES if s <= splits)
-
-
-def cluster_of(arch: int, bm: int, bn: int, splits: int) -> int:
-    """The cluster size of a BM x BN layer split ``splits`` ways when its splits sum in a
-    cluster on ``arch`` (``splitk_mode``, ``cluster_fits``), else 0 (a second launch)."""
-    if splits > 1 and splitk_mode(arch) == 'cluster' and cluster_fits(bm, bn):
-        return cluster_size(splits)
-    return 0
 
 
 def mma_launches(lc, name, family, fields, geo, split_ok=True) -> list:

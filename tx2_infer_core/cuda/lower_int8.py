@@ -20,7 +20,8 @@ import numpy as np
 
 from tx2_infer_core.cuda import params
 from tx2_infer_core.cuda.launch import BLOCK, NULL, Launch, grid_1d
-from tx2_infer_core.cuda.lower_conv import cluster_of, conv_geometry, mma_config
+from tx2_infer_core.cuda.cluster import cluster_of
+from tx2_infer_core.cuda.lower_conv import conv_geometry, mma_config
 from tx2_infer_core.cuda.lower_epilogue import epilogue_act
 from tx2_infer_core.errors import Tx2InferError
 from tx2_infer_core.int8.quant_math import requant_multipliers
