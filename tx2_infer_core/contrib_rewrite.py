@@ -21,20 +21,22 @@ Runtime's integer kernels by at most one quantum, rarely (test_contrib_ops.py). 
 """
 import numpy as np
 
-from tx2_infer_core.errors import UnsupportedOpError
 from tx2_infer_core.ir import Node
-from tx2_infer_core.ops import OPS
+from tx2_infer_core.qoperator_rewrite import Replacement
 
 DOMAIN = 'com.microsoft'
 SKIP_LN_EPSILON = 1e-12     # ONNX Runtime's default epsilon of SkipLayerNormalization
 POOL_ATTRS = ('auto_pad', 'ceil_mode', 'count_include_pad', 'kernel_shape', 'pads', 'strides')
 
 
-class _Emit:
+class _Emit(Replacement):
     """The standard nodes that replace one contrib ``node``, named after it."""
 
+    refuse_prefix = f"domain '{DOMAIN}': "
+
     def __init__(self, node, weights):
-        self.node, self.weights, self.nodes = node, weights, []
+        super().__init__(node)
+        self.weights = weights
 
     def __call__(self, op, inputs, attrs=None):
         """Append ``op`` with one new output; its name."""
@@ -42,18 +44,10 @@ class _Emit:
         self.nodes.append(Node(op, name, list(inputs), [name], dict(attrs or {})))
         return name
 
-    def last(self, op, inputs, attrs=None):
-        """Append ``op`` writing the replaced node's output."""
-        self.nodes.append(Node(op, self.node.name, list(inputs), list(self.node.outputs[:1]),
-                               dict(attrs or {})))
-
     def weight(self, part, array) -> str:
         name = f'{self.node.name}/{part}'
         self.weights[name] = np.asarray(array)
         return name
-
-    def refuse(self, detail):
-        raise UnsupportedOpError(self.node.op, self.node.name, OPS, f"domain '{DOMAIN}': {detail}")
 
 
 def _dq(emit, q, scale, zero_point):

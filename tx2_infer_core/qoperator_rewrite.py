@@ -27,11 +27,31 @@ FLOAT = 1
 QUANT_RANGE = 255           # the widest |q - zero point| of an 8-bit operand
 
 
-class _Emit:
+class Replacement:
+    """The nodes that replace one ``node`` of an import-time rewrite (this module's and
+    contrib_rewrite's), named after it: subclasses make the new nodes' outputs."""
+
+    refuse_prefix = ''
+
+    def __init__(self, node):
+        self.node, self.nodes = node, []
+
+    def last(self, op, inputs, attrs=None):
+        """Append ``op`` writing the replaced node's output."""
+        self.nodes.append(Node(op, self.node.name, list(inputs), list(self.node.outputs[:1]),
+                               dict(attrs or {})))
+
+    def refuse(self, detail):
+        raise UnsupportedOpError(self.node.op, self.node.name, OPS,
+                                 self.refuse_prefix + detail)
+
+
+class _Emit(Replacement):
     """The nodes (and their values) that replace ``node``, named after it."""
 
     def __init__(self, graph, node):
-        self.graph, self.node, self.nodes = graph, node, []
+        super().__init__(node)
+        self.graph = graph
 
     def __call__(self, op, inputs, like, dtype, attrs=None, shape=None):
         """Append ``op`` with one new output shaped as ``like`` (or ``shape``); its name."""
@@ -42,16 +62,8 @@ class _Emit:
         self.nodes.append(Node(op, name, list(inputs), [name], dict(attrs or {})))
         return name
 
-    def last(self, op, inputs, attrs=None):
-        """Append ``op`` writing the replaced node's output."""
-        self.nodes.append(Node(op, self.node.name, list(inputs), list(self.node.outputs[:1]),
-                               dict(attrs or {})))
-
     def weight(self, part, array) -> str:
         return add_weight(self.graph, f'{self.node.name}/{part}', array)
-
-    def refuse(self, detail):
-        raise UnsupportedOpError(self.node.op, self.node.name, OPS, detail)
 
 
 def _size(graph, name) -> int:
