@@ -108,7 +108,7 @@ def run_launch(memory, launch):
         raise AssertionError(f'no emulation of {launch.kernel}')
 
 
-def _slot_index(slot):
+def slot_index(slot) -> np.ndarray:
     """Element offsets of a slot's logical elements in row-major order."""
     base = slot.ref.offset // 2 + slot.channel_off
     if not slot.shape:
@@ -117,22 +117,28 @@ def _slot_index(slot):
     return base + sum(int(s) * idx[d] for d, s in enumerate(slot.strides))
 
 
+def arena_memory(lowered) -> dict:
+    """The emulated device memory of ``lowered``: the arena as float32 elements, all NaN (an
+    element never written shows), the weight buffer as float32 elements and as bytes."""
+    image = lowered.weight_image()
+    return {'arena': np.full(lowered.plan.arena_bytes // 2 + 8, np.nan, np.float32),
+            'weights': np.append(image, np.zeros(len(image) % 2, np.uint8))
+            .view(np.float16).astype(np.float32), 'weight_bytes': image.tobytes()}
+
+
 def emulate(graph, ops, feeds, arch=90) -> tuple:
     """(outputs, launches) of ``graph`` lowered for ``arch`` and run on the host: the nodes of
     ``ops`` by their emulated launches, the others by the numpy ops written through their
     output slots; the arena starts as NaN (an element never written shows)."""
     lowered = lower_graph(graph, arch=arch)
-    image = lowered.weight_image()
-    memory = {'arena': np.full(lowered.plan.arena_bytes // 2 + 8, np.nan, np.float32),
-              'weights': np.append(image, np.zeros(len(image) % 2, np.uint8))
-              .view(np.float16).astype(np.float32), 'weight_bytes': image.tobytes()}
+    memory = arena_memory(lowered)
 
     def read(name):
         slot = lowered.slots[name]
-        return memory['arena'][_slot_index(slot)].reshape(slot.shape)
+        return memory['arena'][slot_index(slot)].reshape(slot.shape)
 
     def write(name, value):
-        memory['arena'][_slot_index(lowered.slots[name])] = np.asarray(value).reshape(-1)
+        memory['arena'][slot_index(lowered.slots[name])] = np.asarray(value).reshape(-1)
 
     for name, x in feeds.items():
         write(name, x)

@@ -12,7 +12,7 @@ numpy op on its input slots and writes its result through its output slot.
 import contextlib
 
 import numpy as np
-from launch_emulator import run_launch
+from launch_emulator import arena_memory, run_launch, slot_index
 from test_codegen_pointwise import emulate as emulate_pointwise
 
 from tx2_infer_core.cuda import codegen_pointwise as cg
@@ -43,23 +43,11 @@ def recorded_programs():
         cg.pointwise_launch = real
 
 
-def slot_index(slot) -> np.ndarray:
-    """Element offsets of a slot's logical elements in row-major order."""
-    base = slot.ref.offset // 2 + slot.channel_off
-    if not slot.shape:
-        return np.array([base])
-    idx = np.indices(slot.shape).reshape(len(slot.shape), -1)
-    return base + sum(int(s) * idx[d] for d, s in enumerate(slot.strides))
-
-
 def emulate(graph, feeds, launched, arch=90) -> tuple:
     """(outputs of ``graph`` as float32, the Lowered) over the emulated arena (module doc)."""
     with recorded_programs() as programs:
         lowered = lower_graph(graph, arch=arch)
-    image = lowered.weight_image()
-    memory = {'arena': np.full(lowered.plan.arena_bytes // 2 + 8, np.nan, np.float32),
-              'weights': np.append(image, np.zeros(len(image) % 2, np.uint8))
-              .view(np.float16).astype(np.float32), 'weight_bytes': image.tobytes()}
+    memory = arena_memory(lowered)
 
     def read(name):
         slot = lowered.slots[name]

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from launch_emulator import slot_index
 
 from tx2_infer_core.cuda.lowering import lower_graph
 from tx2_infer_core.ops import run_node
@@ -130,15 +131,6 @@ def run_launch(binary, buf: np.ndarray, launch, bases) -> np.ndarray:
     return np.frombuffer(out.stdout, np.uint8).copy()
 
 
-def _elements(slot) -> np.ndarray:
-    """Element offsets of a slot's logical elements, row-major."""
-    base = slot.ref.offset // 2 + slot.channel_off
-    if not slot.shape:
-        return np.array([base])
-    idx = np.indices(slot.shape).reshape(len(slot.shape), -1)
-    return base + sum(int(s) * idx[d] for d, s in enumerate(slot.strides))
-
-
 def run(binary, graph, feeds, arch=90) -> tuple:
     """(outputs of ``graph``, Lowered): OPS by their launches on the host, the rest by numpy."""
     lowered = lower_graph(graph, arch=arch)
@@ -151,10 +143,10 @@ def run(binary, graph, feeds, arch=90) -> tuple:
 
     def read(name):
         slot = lowered.slots[name]
-        return buf[:w0].view(np.float16)[_elements(slot)].astype(np.float32).reshape(slot.shape)
+        return buf[:w0].view(np.float16)[slot_index(slot)].astype(np.float32).reshape(slot.shape)
 
     def write(name, value):
-        buf[:w0].view(np.float16)[_elements(lowered.slots[name])] = np.asarray(
+        buf[:w0].view(np.float16)[slot_index(lowered.slots[name])] = np.asarray(
             value, np.float32).reshape(-1)
 
     for name, x in feeds.items():

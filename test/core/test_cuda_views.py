@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
+from emulated_arena import reference
 
 from tx2_infer_core.cuda import views
 from tx2_infer_core.cuda.lowering import lower_graph
@@ -132,15 +133,6 @@ def emulate(graph, feeds) -> tuple:
                 _slot_array(arena, lowered.slots[name])[...] = value
     outputs = {n: np.array(_slot_array(arena, lowered.slots[n])) for n in graph.outputs}
     return outputs, lowered.launches
-
-
-def reference(graph, feeds) -> dict:
-    env = dict(feeds)
-    for node in graph.nodes:
-        args = [env[n] if n in env else graph.weights.get(n) if n else None
-                for n in node.inputs]
-        env.update(zip(node.outputs, run_node(node, args)))
-    return {n: env[n] for n in graph.outputs}
 
 
 def check(graph, feeds=None, rtol=1e-6) -> list:
