@@ -1,6 +1,7 @@
 """GPU tests: skipped with a reason where pycuda or a CUDA device is missing."""
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,10 @@ def pytest_collection_modifyitems(config, items):
 
 def core_module(name):
     """The module ``test/core/<name>.py`` (a helper or a CPU test whose cases a GPU test
-    reuses), loaded by path: both test folders have a conftest."""
+    reuses), loaded by path: both test folders have a conftest. Its own imports of its
+    siblings resolve from test/core, after this folder (so ``conftest`` stays this one)."""
+    if str(CORE_TESTS) not in sys.path:
+        sys.path.append(str(CORE_TESTS))
     spec = importlib.util.spec_from_file_location(f'tx2_{name}', CORE_TESTS / f'{name}.py')
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -133,9 +137,9 @@ def first_output_fp16(model_path, feeds, conv_path, input_shape=None) -> tuple:
         engine.close()
 
 
-def assert_engine_matches_onnxruntime(label, path, model, tol=2e-2):
-    """Zoo ``model`` (file ``path``) built for cuda FP16 against ONNX Runtime FP32 on its
-    real photo, every output within ``tol`` (``assert_close``)."""
+def zoo_outputs_fp16_and_onnxruntime(path, model) -> tuple:
+    """(cuda FP16 outputs, ONNX Runtime FP32 outputs in the model's order) of zoo ``model``
+    (file ``path``) on its real photo, by output name."""
     import onnxruntime as ort
     import zoo_data
     from tx2_infer_core.engine import Engine
@@ -145,9 +149,15 @@ def assert_engine_matches_onnxruntime(label, path, model, tol=2e-2):
     engine = Engine.build(path, input_shape=model.input_shape, backend='cuda',
                           precision='fp16')
     try:
-        got = engine.run(feeds)
+        return engine.run(feeds), want
     finally:
         engine.close()
+
+
+def assert_engine_matches_onnxruntime(label, path, model, tol=2e-2):
+    """Zoo ``model`` (file ``path``) built for cuda FP16 against ONNX Runtime FP32 on its
+    real photo, every output within ``tol`` (``assert_close``)."""
+    got, want = zoo_outputs_fp16_and_onnxruntime(path, model)
     for out, ref in want.items():
         assert_close(f'{label} {out}', got[out], ref, tol)
 

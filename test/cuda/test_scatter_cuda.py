@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import assert_close, core_module, fp16_round, run_graph, zoo_model_path
+from conftest import (assert_close, core_module, fp16_round, run_graph,
+                      zoo_model_path, zoo_outputs_fp16_and_onnxruntime)
 from tx2_infer_core import reference
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,21 +94,11 @@ def test_slanet_matches_onnxruntime(tmp_path):
     picks ORT's tokens at least up to ORT's first near tie (past one FP16 may rightly take the
     other branch, and all after it differs), and on ORT's path its probabilities and boxes
     match."""
-    import onnxruntime as ort
-
-    from tx2_infer_core.engine import Engine
     model = zoo_data.BY_NAME['slanet']
-    path = zoo_model_path(model.name, tmp_path)
-    session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
-    feeds = {session.get_inputs()[0].name: zoo_data.photo_tensor(model)}
-    loc, probs = session.run(None, feeds)
-    names = [o.name for o in session.get_outputs()]
-    engine = Engine.build(path, input_shape=model.input_shape, backend='cuda',
-                          precision='fp16')
-    try:
-        got = engine.run(feeds)
-    finally:
-        engine.close()
+    got, ort_out = zoo_outputs_fp16_and_onnxruntime(zoo_model_path(model.name, tmp_path),
+                                                    model)
+    names = list(ort_out)
+    loc, probs = ort_out[names[0]], ort_out[names[1]]
     tokens, want = got[names[1]][0].argmax(-1), probs[0].argmax(-1)
     differ = np.flatnonzero(tokens != want)
     steps = int(differ[0]) if differ.size else len(want)  # the steps on ORT's path
