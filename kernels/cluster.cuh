@@ -5,6 +5,13 @@
 // them; a second barrier keeps every tile alive until its readers are done.
 #pragma once
 
+// Shared bytes of a CTA whose k-loop pipeline takes ``pipe`` bytes: a cluster's split (S > 1)
+// reuses them for its BM x (BN + 4) tile of 32-bit sums, so the larger of the two.
+template <int BM, int BN, int S>
+__host__ __device__ constexpr int tx2_cluster_smem(int pipe) {
+    return S > 1 && BM * (BN + 4) * 4 > pipe ? BM * (BN + 4) * 4 : pipe;
+}
+
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900
 __device__ __forceinline__ void tx2_cluster_sync() {
     asm volatile("barrier.cluster.arrive.release.aligned;\n"

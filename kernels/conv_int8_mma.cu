@@ -158,19 +158,13 @@ __device__ __forceinline__ void i8_mma_store(const ConvI8Params &p, int *ws, int
 }
 #endif
 
-// Shared bytes of a CTA: the pipeline's A and B tiles, or a cluster split's int32 tile.
-template <int BM, int BN, int STAGES, int S>
-__host__ __device__ constexpr int i8_mma_shared_bytes() {
-    return S > 1 && BM * (BN + 4) * 4 > STAGES * (BM + BN) * I8_MMA_LD
-               ? BM * (BN + 4) * 4
-               : STAGES * (BM + BN) * I8_MMA_LD;
-}
-
 // S > 1: one of the S splits of a cluster (cluster.cuh); else the plain kernel.
 template <int BM, int BN, int STAGES, int S = 1>
 __device__ void conv_i8_mma_body(const ConvI8Params &p, int *ws, int splits) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
-    __shared__ __align__(16) unsigned char smem[i8_mma_shared_bytes<BM, BN, STAGES, S>()];
+    // the STAGES-deep A and B tiles; after the k loop a cluster split's int32 tile
+    __shared__ __align__(16) unsigned char
+        smem[tx2_cluster_smem<BM, BN, S>(STAGES * (BM + BN) * I8_MMA_LD)];
     auto As = reinterpret_cast<s8 (*)[BM][I8_MMA_LD]>(smem);
     auto Bs = reinterpret_cast<s8 (*)[BN][I8_MMA_LD]>(smem + STAGES * BM * I8_MMA_LD);
     constexpr int THREADS = BM * BN / 32;

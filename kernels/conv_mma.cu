@@ -223,7 +223,6 @@ __device__ __forceinline__ void mma_store(const ConvParams &p, float *ws, int sp
 }
 #endif
 
-
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
 template <bool C, class T, class F>
 struct PickType {
@@ -240,20 +239,13 @@ struct PickType<false, T, F> {
                                 BM * BN / 32>>::type
 #endif
 
-// Shared bytes of a conv_mma CTA: the STAGES-deep A and B tiles, or (a cluster's split) the
-// FP32 output tile that reuses them after the k loop, whichever is larger.
-template <int BM, int BN, int STAGES, int S>
-__host__ __device__ constexpr int mma_shared_bytes() {
-    return S > 1 && BM * (BN + 4) * 4 > STAGES * (BM + BN) * MMA_LD * 2
-               ? BM * (BN + 4) * 4
-               : STAGES * (BM + BN) * MMA_LD * 2;
-}
-
 // S > 1: one of the S splits of a cluster (cluster.cuh); else the plain kernel.
 template <int BM, int BN, int STAGES, bool GATHER, int S = 1>
 __device__ void conv_mma_body(const ConvParams &p, float *ws, int splits) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
-    __shared__ __align__(16) unsigned char smem[mma_shared_bytes<BM, BN, STAGES, S>()];
+    // the STAGES-deep A and B tiles; after the k loop a cluster split's FP32 tile
+    __shared__ __align__(16) unsigned char
+        smem[tx2_cluster_smem<BM, BN, S>(STAGES * (BM + BN) * MMA_LD * 2)];
     auto As = reinterpret_cast<half (*)[BM][MMA_LD]>(smem);
     auto Bs = reinterpret_cast<half (*)[BN][MMA_LD]>(smem + STAGES * BM * MMA_LD * 2);
     tx2_grid_wait();  // the layer before (and the shared split-K workspace) is done
