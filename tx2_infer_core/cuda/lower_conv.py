@@ -136,19 +136,30 @@ def mma_launches(lc, name, family, fields, geo, split_ok=True) -> list:
     bm, bn, threads, splits = mma_config(m, geo['Kg'], ktiles, geo['groups'], lc.sm_count,
                                          split_ok, lc.arch)
     module = mma_module(bm, bn, family == 'conv_mma_gather')
+    return tile_launches(lc, name, (module, f'{family}_{bm}x{bn}', 'CONV_MMA_CLUSTER',
+                                    'conv_splitk_reduce'), CONV_MMA, fields, geo,
+                         (bm, bn, threads, splits))
+
+
+def tile_launches(lc, name, kernels, record, fields, geo, tile) -> list:
+    """The launches of one tensor-core conv on ``tile`` (BM, BN, threads, splits), its
+    ``kernels`` (module, kernel, cluster define, split-K reduction): one launch, or on sm_90
+    one launch of its ``_cl`` kernel whose splits sum in a cluster (``cuda/cluster.py``), or
+    the split launch over the workspace and the reduction."""
+    module, kernel, cluster_define, reduce_kernel = kernels
+    bm, bn, threads, splits = tile
+    m, kg = geo['N'] * geo['P'] * geo['Q'], geo['Kg']
     size = cluster_of(lc.arch, bm, bn, splits)
     if size:
-        fields = dict(fields, ws=NULL, splits=size)
-        grid = (-(-m // bm), -(-geo['Kg'] // bn), size)
-        return [Launch(f'{module}@CONV_MMA_CLUSTER={size}', f'{family}_{bm}x{bn}_cl', grid,
-                       (threads, 1, 1), CONV_MMA, fields, name)]
+        return [Launch(f'{module}@{cluster_define}={size}', f'{kernel}_cl',
+                       (-(-m // bm), -(-kg // bn), size), (threads, 1, 1), record,
+                       dict(fields, ws=NULL, splits=size), name)]
     fields = dict(fields, ws=lc.conv_workspace() if splits > 1 else NULL, splits=splits)
-    grid = (-(-m // bm), -(-geo['Kg'] // bn), geo['groups'] * splits)
-    out = [Launch(module, f'{family}_{bm}x{bn}', grid, (threads, 1, 1), CONV_MMA, fields,
-                  name)]
+    out = [Launch(module, kernel, (-(-m // bm), -(-kg // bn), geo['groups'] * splits),
+                  (threads, 1, 1), record, fields, name)]
     if splits > 1:
-        out.append(Launch(module, 'conv_splitk_reduce', grid_1d(m * -(-geo['Kg'] // 2)),
-                          (256, 1, 1), CONV_MMA, fields, name))
+        out.append(Launch(module, reduce_kernel, grid_1d(m * -(-kg // 2)), (BLOCK, 1, 1),
+                          record, fields, name))
     return out
 
 

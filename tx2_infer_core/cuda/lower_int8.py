@@ -20,8 +20,7 @@ import numpy as np
 
 from tx2_infer_core.cuda import params
 from tx2_infer_core.cuda.launch import BLOCK, NULL, Launch, grid_1d
-from tx2_infer_core.cuda.cluster import cluster_of
-from tx2_infer_core.cuda.lower_conv import conv_geometry, mma_config
+from tx2_infer_core.cuda.lower_conv import conv_geometry, mma_config, tile_launches
 from tx2_infer_core.cuda.lower_epilogue import epilogue_act
 from tx2_infer_core.errors import Tx2InferError
 from tx2_infer_core.int8.quant_math import requant_multipliers
@@ -150,21 +149,9 @@ def mma_launches(lc, name, fields, geo) -> list:
     m = geo['N'] * geo['P'] * geo['Q']
     ktiles = geo['R'] * geo['S'] * -(-geo['Cg'] // I8_MMA_BK)
     bm, bn, threads, splits = mma_config(m, geo['Kg'], ktiles, geo['groups'], lc.sm_count)
-    size = cluster_of(lc.arch, bm, bn, splits)
-    if size:  # the splits sum in a cluster (sm_90): one launch, no workspace
-        fields = dict(fields, ws=NULL, splits=size)
-        grid = (-(-m // bm), -(-geo['Kg'] // bn), size)
-        return [Launch(f'conv_int8_mma@CONV_I8_MMA_CLUSTER={size}', f'conv_i8_mma_{bm}x{bn}_cl',
-                       grid, (threads, 1, 1), CONV_I8_MMA, fields, name)]
-    fields = dict(fields, ws=lc.conv_workspace() if splits > 1 else NULL, splits=splits)
-    grid = (-(-m // bm), -(-geo['Kg'] // bn), geo['groups'] * splits)
-    out = [Launch('conv_int8_mma', f'conv_i8_mma_{bm}x{bn}', grid, (threads, 1, 1),
-                  CONV_I8_MMA, fields, name)]
-    if splits > 1:
-        out.append(Launch('conv_int8_mma', 'conv_i8_splitk_reduce',
-                          grid_1d(m * -(-geo['Kg'] // 2)), (BLOCK, 1, 1), CONV_I8_MMA, fields,
-                          name))
-    return out
+    return tile_launches(lc, name, ('conv_int8_mma', f'conv_i8_mma_{bm}x{bn}',
+                                    'CONV_I8_MMA_CLUSTER', 'conv_i8_splitk_reduce'),
+                         CONV_I8_MMA, fields, geo, (bm, bn, threads, splits))
 
 
 def _boundary_scale(lc, node) -> float:
