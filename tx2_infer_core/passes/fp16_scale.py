@@ -106,7 +106,7 @@ def _blocker(graph, node, name) -> str:
         carried = carried_inputs(graph, node)
         if name in node.outputs:
             return '' if carried else 'it computes the value from inputs it cannot rescale'
-        return '' if name in carried else 'it reads the value as a parameter'
+        return '' if name in carried else 'its result is not proportional to this input'
     return 'it computes in FP16 from the value'
 
 
