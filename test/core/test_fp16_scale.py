@@ -204,3 +204,24 @@ def test_classes_follow_carrying_nodes_and_stop_at_fused_ones():
         'rescale')})
     exponents, refused = plan_exponents(_graph(nodes, W), {'y': 2, 'x': 1})
     assert exponents == {} and len(refused) == 2    # graph input and output: the host's
+
+
+def test_a_residual_added_after_any_activation_takes_the_output_scale():
+    """Sigmoid is not scale-equivariant, but a residual added after it is at the output's
+    scale (post_scale and post_shift rescaled), so r and c rescale together."""
+    grow = program_text([['Mul', ['x0', 1e6], {}]])
+    nodes = [Node('FusedPointwise', 'r', ['x'], ['r'], {'program': grow}),
+             Node('FusedConv', 'c', ['x', 'w', 'b', 'r'], ['c'],
+                  {'kernel_shape': [1, 1], 'activation': 'Sigmoid', 'residual_after_act': 1,
+                   'post_scale': 3.0, 'post_shift': 0.5}),
+             Node('FusedPointwise', 'y', ['c'], ['y'], {'program': grow})]
+    graph = _graph(nodes, {**W, 'b': np.arange(4.0)})
+    exponents, refused = plan_exponents(graph, {'r': 20})
+    assert exponents == {'r': -20, 'c': -20} and not refused
+    scaled = graph.copy()
+    apply_exponents(scaled, exponents)
+    feeds = {'x': np.random.default_rng(1).standard_normal(SHAPE)}
+    want = reference.execute(graph, feeds, keep_all=True)
+    got = reference.execute(scaled, feeds, keep_all=True)
+    np.testing.assert_array_equal(got['c'], want['c'] * 2.0 ** -20)
+    np.testing.assert_array_equal(got['y'], want['y'])

@@ -93,14 +93,17 @@ def _blocker(graph, node, name) -> str:
     if node.op == 'FusedPointwise':
         return ''
     if node.op in LINEAR_OPS:
-        if name == node.outputs[0]:
-            return ''
-        if name == node.inputs[0] or (len(node.inputs) > 3 and name == node.inputs[3]):
+        residual = node.inputs[3] if len(node.inputs) > 3 else ''
+        if name == node.outputs[0] or (name == residual and node.attrs.get('residual_after_act')):
+            return ''       # set by the post-activation affine (the residual added after it)
+        if name in (node.inputs[0], residual):
             act = node.attrs.get('activation', '')
-            if act in HOMOGENEOUS_ACTS and (len(node.inputs) < 3 or not node.inputs[2]
-                                            or node.inputs[2] in graph.weights):
+            if act not in HOMOGENEOUS_ACTS:
+                return f'its activation {act!r} is not scale-equivariant'
+            params = [n for n in node.inputs[1:3] if n]
+            if all(n in graph.weights for n in params):
                 return ''
-            return f'its activation {act!r} is not scale-equivariant'
+            return 'its weight or bias is computed at run time'
         return 'it reads the value as a weight'
     if node.op in CARRY or node.op in ('Mul', 'Div'):
         carried = carried_inputs(graph, node)
