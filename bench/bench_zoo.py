@@ -1,11 +1,12 @@
 """Model zoo benchmark (issue 14 item 6; the models: bench/ZOO.md, bench/zoo_data.py).
 
 Per model, on a real photo at its zoo input shape: build time; our CPU oracle (numpy backend)
-against ONNX Runtime FP32 (relative L2 error); our engine on ``--backend`` (cuda: FP16)
-against ORT FP32 (relative L2 and max relative error = max |diff| / max |ref|, per output,
-worst reported; classifiers: top-1 equal); on CUDA the launches (and per conv/GEMM node), the
-kernel-time sum and the slowest launches of the captured graph (bench_ours.profile, with GB/s
-beside TFLOP/s); our ``engine.run`` latency and ORT CPU latency on all cores (median, p99).
+against ONNX Runtime FP32 (relative L2 error); our engine on ``--backend`` (cuda: FP16, its
+range measured on the same input at build: ``range_feeds``) against ORT FP32 (relative L2
+and max relative error = max |diff| / max |ref|, per output, worst reported; classifiers:
+top-1 equal); on CUDA the launches (and per conv/GEMM node), the kernel-time sum and the
+slowest launches of the captured graph (bench_ours.profile, with GB/s beside TFLOP/s); our
+``engine.run`` latency and ORT CPU latency on all cores (median, p99).
 Writes ``zoo_<tag>.json`` and ``zoo_<tag>.md`` to ``--out-dir``. A model that fails to build
 or run is a row with its error, never an abort.
 
@@ -113,7 +114,8 @@ def bench_model(model, model_path, weights, args, work) -> dict:
     precision = 'fp16' if args.backend == 'cuda' else 'fp32'
     t0 = time.perf_counter()
     engine = Engine.build(model_path, input_shape=model.input_shape, weights_path=weights,
-                          backend=args.backend, precision=precision)
+                          backend=args.backend, precision=precision,
+                          range_feeds=feeds if precision == 'fp16' else None)
     row['build_s'] = time.perf_counter() - t0
     try:
         row['precision'] = engine.precision

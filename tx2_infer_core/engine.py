@@ -13,9 +13,9 @@ import numpy as np
 
 from tx2_infer_core import plan_file
 from tx2_infer_core.engine_build import (  # noqa: F401 - re-exported: the engine's public API
-    BACKENDS, CPU_BACKENDS, PRECISIONS, cache_key, darknet_weights, default_meta, file_digest,
-    import_model, make_backend, model_digest, own_errors, plan_target, precision_error,
-    sized_input_shape)
+    BACKENDS, CPU_BACKENDS, PRECISIONS, cache_key, darknet_weights, default_meta,
+    feeds_digest, file_digest, import_model, make_backend, model_digest, own_errors,
+    plan_target, precision_error, sized_input_shape)
 from tx2_infer_core.engine_int8 import INT8_PRECISIONS, backend_for, quantize_for_build
 from tx2_infer_core.errors import InputError, ModelFormatError, PlanFileError, Tx2InferError
 from tx2_infer_core.limits import DEFAULT_LIMITS
@@ -118,23 +118,26 @@ class Engine:
     @classmethod
     def build(cls, model_path, input_shape=None, precision='fp32', backend='numpy',
               weights_path=None, optimize=True, backend_options=None, limits=None,
-              int8_options=None):
+              int8_options=None, range_feeds=None):
         """Import, optimise and plan a model; then prepare ``backend`` for it.
 
         ``backend``: one of ``BACKENDS`` (``resolve_backend``); the default is the numpy
         oracle. ``backend_options`` go to the backend (cuda: ``conv_path='auto'|'tc'|'simt'``).
         ``limits`` (``Limits``): largest tensor, arena and file accepted (defaults when None).
         ``precision`` 'int8' or 'mixed' calibrates on real frames (``engine_int8.py``,
-        ``int8_options``). Any failure is a ``Tx2InferError`` (a bad model:
+        ``int8_options``). ``range_feeds`` (cuda, fp16): real inputs (a feeds dict or a list
+        of them) the FP16 range is measured on; values that would overflow FP16 are stored
+        rescaled by powers of two (``fp16_range.py``), those that cannot be are refused
+        (``Fp16RangeError``). Any failure is a ``Tx2InferError`` (a bad model:
         ``ModelFormatError``).
         """
         with own_errors(f'{model_path}: cannot build it', ModelFormatError):
             return cls._build(model_path, input_shape, precision, backend, weights_path,
-                              optimize, backend_options, limits, int8_options)
+                              optimize, backend_options, limits, int8_options, range_feeds)
 
     @classmethod
     def _build(cls, model_path, input_shape, precision, backend, weights_path, optimize,
-               backend_options, limits, int8_options=None):
+               backend_options, limits, int8_options=None, range_feeds=None):
         limits = limits or DEFAULT_LIMITS
         if str(model_path).endswith('.tx2plan'):
             return cls.load(model_path, backend, backend_options, limits)
@@ -151,6 +154,10 @@ class Engine:
             from tx2_infer_core.passes import POINTWISE_LEVEL, optimize as run_passes
             # cuda: also pointwise chains as FusedPointwise (numpy runs them; ort does not)
             graph, report = run_passes(graph, POINTWISE_LEVEL if target == 'cuda' else 2)
+        if range_feeds is not None and runs == 'fp16':
+            from tx2_infer_core.fp16_range import fit_fp16
+            graph, scaled = fit_fp16(graph, range_feeds)
+            report['fp16_range'] = len(scaled)
         if precision in INT8_PRECISIONS:
             graph, memory_plan, _ = quantize_for_build(
                 graph, model_digest(model_path, weights_path), precision, int8_options)
@@ -161,7 +168,8 @@ class Engine:
         options = {'precision': runs, 'backend': plan_target(target), 'model': str(model_path),
                    'input_shape': list(in_shape), 'passes': report,
                    'key': cache_key(model_digest(model_path, weights_path), in_shape,
-                                    precision, plan_target(target))}
+                                    precision, plan_target(target),
+                                    range_digest=feeds_digest(range_feeds))}
         log.info('built %s in %.2f s: %d nodes, %s', model_path, time.perf_counter() - start,
                  len(graph.nodes), memory_plan.report())
         return cls(graph, memory_plan, options, target, backend_options)
@@ -169,13 +177,14 @@ class Engine:
     @classmethod
     def build_cached(cls, model_path, input_shape=None, precision='fp32', backend='numpy',
                      weights_path=None, cache_dir=None, backend_options=None, limits=None,
-                     int8_options=None):
-        """Load the cached plan for this model/shape/precision/target, building it once."""
+                     int8_options=None, range_feeds=None):
+        """Load the cached plan for this model/shape/precision/target (and ``range_feeds``),
+        building it once."""
         from tx2_infer_core.assets import cache_dir as default_cache
         target = resolve_backend(backend)
         key = cache_key(model_digest(model_path, weights_path), input_shape or (), precision,
                         plan_target(target), int8_options if precision in INT8_PRECISIONS
-                        else None)
+                        else None, feeds_digest(range_feeds))
         folder = Path(cache_dir or default_cache() / 'plans')
         path = folder / f'{Path(model_path).stem}-{key}.tx2plan'
         if path.is_file():
@@ -183,7 +192,7 @@ class Engine:
             return cls.load(path, target, backend_options, limits)
         engine = cls.build(model_path, input_shape, precision, target, weights_path,
                            backend_options=backend_options, limits=limits,
-                           int8_options=int8_options)
+                           int8_options=int8_options, range_feeds=range_feeds)
         path.parent.mkdir(parents=True, exist_ok=True)
         engine.save(path)
         log.info('cached plan %s', path)

@@ -7,6 +7,8 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
+
 from tx2_infer_core.errors import ModelFormatError, Tx2InferError
 from tx2_infer_core.heads import head_from_outputs, meta_keypoints
 from tx2_infer_core.limits import DEFAULT_LIMITS
@@ -60,10 +62,14 @@ def model_digest(model_path, weights_path=None) -> str:
     return file_digest(model_path)
 
 
-def cache_key(model_digest, input_shape, precision, target, int8_options=None) -> str:
+def cache_key(model_digest, input_shape, precision, target, int8_options=None,
+              range_digest='') -> str:
     """Key of a built plan: model hash, input shape, precision, target (backend + arch) and,
-    for int8/mixed, the calibration options (a folder by its files' names, sizes and times)."""
+    for int8/mixed, the calibration options (a folder by its files' names, sizes and times);
+    ``range_digest``: ``feeds_digest`` of the FP16 range inputs, if any."""
     text = f'{model_digest}|{tuple(input_shape)}|{precision}|{target}'
+    if range_digest:
+        text += f'|range:{range_digest}'
     if int8_options:
         options = dict(int8_options)
         folder = options.get('calibration_images')
@@ -72,6 +78,20 @@ def cache_key(model_digest, input_shape, precision, target, int8_options=None) -
                                              for p in sorted(Path(folder).iterdir())]
         text += '|' + json.dumps(options, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def feeds_digest(feeds) -> str:
+    """sha256 over the names, shapes, dtypes and bytes of ``feeds`` (a feeds dict or a list of
+    them); '' for None."""
+    if feeds is None:
+        return ''
+    digest = hashlib.sha256()
+    for one in [feeds] if isinstance(feeds, dict) else feeds:
+        for name in sorted(one):
+            array = np.ascontiguousarray(one[name])
+            digest.update(f'{name}|{array.shape}|{array.dtype}|'.encode())
+            digest.update(array.tobytes())
+    return digest.hexdigest()[:24]
 
 
 def precision_error(precision):

@@ -47,3 +47,7 @@ class PlanFileError(Tx2InferError):
 
 class MemoryPlanError(Tx2InferError, ValueError):
     """A memory plan is inconsistent with its graph (overlap, missing value, bad slice)."""
+
+
+class Fp16RangeError(Tx2InferError):
+    """A value the model computes lies past FP16's range and no exact rescale can fit it."""

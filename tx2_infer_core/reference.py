@@ -10,10 +10,13 @@ from tx2_infer_core.ir import Value
 from tx2_infer_core.ops import run_node
 
 
-def execute(graph, feeds, keep_all=False) -> dict:
-    """Run ``graph`` on ``feeds`` ({input name: array}); returns its outputs (or every value)."""
+def execute(graph, feeds, keep_all=False, observe=None) -> dict:
+    """Run ``graph`` on ``feeds`` ({input name: array}); returns its outputs (or every value).
+    ``observe(name, array)``, when given, sees each feed and each node output as it is made."""
     env = dict(graph.weights)
     env.update(feeds)
+    for name, value in feeds.items() if observe else ():
+        observe(name, value)
     refcount = {}
     for node in graph.nodes:
         for name in node.inputs:
@@ -24,6 +27,8 @@ def execute(graph, feeds, keep_all=False) -> dict:
         for name, value in zip(node.outputs, run_node(node, args)):
             if name:
                 env[name] = value
+                if observe:
+                    observe(name, value)
         if not keep_all:
             for name in node.inputs:
                 refcount[name] -= 1
