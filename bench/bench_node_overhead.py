@@ -46,6 +46,16 @@ def camera_messages():
             for p in assets.fetch_photos(list(PHOTOS))]
 
 
+def publish_raw(pub, frame):
+    """Publish serialised ``frame`` (a bytearray) without first copying it into ``bytes``
+    (``Publisher.publish`` takes only bytes; its raw publish also reads a bytearray), as a
+    C++ driver publishes without that copy; ``bytes(frame)`` where rclpy refuses it."""
+    try:
+        pub.handle.publish_raw(frame)
+    except TypeError:
+        pub.publish(bytes(frame))
+
+
 def stamp_key(header):
     return header.stamp.sec, header.stamp.nanosec
 
@@ -78,7 +88,7 @@ def play(peer, timing, msgs, count, gap, serialised=True):
         if serialised:
             frame = frames[i % len(frames)]
             cdr.restamp(frame, *key)
-            pub.publish(bytes(frame))
+            publish_raw(pub, frame)
         else:
             msg = msgs[i % len(msgs)]
             msg.header.stamp = now
@@ -122,13 +132,13 @@ def environment() -> dict:
             'numpy': np.__version__, 'opencv': cv2.__version__}
 
 
-def run(frames, warmup, gap, backend='cpu', serialised=True):
+def run(frames, warmup, gap, backend='cpu', serialised=True, peer_executor='auto'):
     """Start the node, play the frames, return the result dict."""
     from diagnostic_msgs.msg import DiagnosticArray
     logs, domain = Path(tempfile.mkdtemp(prefix='tx2_infer_bench_ros_')), free_domain_id()
     proc = start_node(domain, logs, args=['-p', f'backend:={backend}', '-p',
                                           'publish_timing:=true'])
-    peer = Peer(domain, logs, detections=False)
+    peer = Peer(domain, logs, detections=False, executor=peer_executor)
     timing = {}
 
     def on_timing(array):
@@ -154,9 +164,11 @@ def run(frames, warmup, gap, backend='cpu', serialised=True):
             'image': '640x480 bgr8 (' + ', '.join(PHOTOS) + '), best_effort, '
                      'Fast DDS profile config/' +
                      Path(os.environ['FASTDDS_DEFAULT_PROFILES_FILE']).name,
-            'camera': ('serialised bytes restamped in place (a C++ driver\'s cost)'
+            'camera': ('serialised bytes restamped in place, published without a copy '
+                       '(a C++ driver\'s cost)'
                        if serialised else 'rclpy Image messages (a Python camera)'),
-            'receiver': 'raw subscription: arrival time noted before the bytes are read',
+            'receiver': 'raw subscription: arrival time noted before the bytes are read; '
+                        f'{peer.executor_name} executor',
             'method': 'one frame at a time (next image published after the previous '
                       f'detections came back plus {gap} s), per-frame times matched by stamp',
             'frames': len(rows), 'warmup_frames': warmup, 'lost_frames': lost,
@@ -180,12 +192,16 @@ def main(argv=None):
                              "fastdds_shm_only.xml)")
     parser.add_argument('--python-camera', action='store_true',
                         help='publish rclpy Image messages instead of serialised bytes')
+    parser.add_argument('--peer-executor', default='auto', choices=('auto', 'events', 'single'),
+                        help="this process's executor (camera and consumer); auto = events "
+                             'where rclpy has it')
     parser.add_argument('--out', default=str(ROOT / 'bench' / 'results' /
                                              'node_overhead_cpu.json'))
     args = parser.parse_args(argv)
     from tx2_infer_ros import ros_env
     os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = str(ros_env.config_file(args.dds_profile))
-    result = run(args.frames, args.warmup, args.gap, args.backend, not args.python_camera)
+    result = run(args.frames, args.warmup, args.gap, args.backend, not args.python_camera,
+                 args.peer_executor)
     result['executor'] = os.environ.get('TX2_INFER_EXECUTOR', 'auto') + \
         ' (TX2_INFER_EXECUTOR; auto = events where rclpy has it)'
     result['node_dds_env'] = {k: v for k, v in ros_env.child_env().items()

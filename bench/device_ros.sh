@@ -1,7 +1,7 @@
 #!/bin/bash
 # ROS 2 on the GPU machine (issue 10): one call, `bash bench/device_ros.sh`, carrying .rosgpu:
 #   .rosgpu/whl/     the cp312 ros-* wheels (+ colcon, catkin_pkg, empy; see bench/README.md)
-#                    and the pycuda wheels of ../shared/wheels
+#                    and the pycuda wheels of ../shared/wheels (bench/rosgpu_pack.sh)
 #   .rosgpu/         yolov3-tiny.cfg, yolov3-tiny.weights16.xz, coco.names, photos/
 # Builds a venv (.rosvenv, over the image's torch venv) and the test-only vision_msgs (.rosws)
 # there, then runs the node benchmarks named in $BENCH (default: overhead cuda, overhead cpu,
@@ -43,6 +43,9 @@ for b in ${BENCH:-overhead_cuda overhead_cuda_pycam overhead_cpu cameras}; do
     overhead_cuda_block256k) TX2_INFER_FRAME_BLOCK=262144 timeout 200 $V/bin/python \
       bench/bench_node_overhead.py --backend cuda --frames 300 \
       --out $OUT/node_overhead_cuda_block256k_h200.json > $OUT/$b.log 2>&1 ;;
+    overhead_cuda_peer_single) timeout 200 $V/bin/python bench/bench_node_overhead.py \
+      --backend cuda --frames 300 --peer-executor single \
+      --out $OUT/node_overhead_cuda_peer_single_h200.json > $OUT/$b.log 2>&1 ;;
     overhead_cuda_again) timeout 200 $V/bin/python bench/bench_node_overhead.py --backend cuda \
       --frames 300 --out $OUT/node_overhead_cuda_again_h200.json > $OUT/$b.log 2>&1 ;;
     overhead_cpu_heap32) TX2_INFER_FRAME_BLOCK=33554432 timeout 150 $V/bin/python \

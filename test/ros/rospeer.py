@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 rclpy = pytest.importorskip('rclpy', reason='rclpy is not installed (pip install ros-rclpy)')
-from tx2_infer_ros import ros_env  # noqa: E402
+from tx2_infer_ros import executors, ros_env  # noqa: E402
 
 if not ros_env.preload_vision_msgs():
     pytest.skip('vision_msgs is not built: run `make ros-msgs`', allow_module_level=True)
@@ -101,12 +101,16 @@ def rss_mb(pid) -> float:
 class Peer:
     """An rclpy node in the test process facing the detector node ``name``."""
 
-    def __init__(self, domain_id, log_dir, name='det', detections=True):
+    def __init__(self, domain_id, log_dir, name='det', detections=True, executor='single'):
         ros_env.apply_to_this_process(ros_env.child_env(domain_id, log_dir))
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=domain_id)
         self.node = rclpy.create_node('test_peer', context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
+        # 'single' (tests) or 'events' / 'auto' (benchmarks: a consumer as fast as the node)
+        events = executors.events_executor_class()
+        self.executor_name = executors.resolve_executor(executor, events is not None)
+        self.executor = (events if self.executor_name == 'events'
+                         else SingleThreadedExecutor)(context=self.context)
         self.executor.add_node(self.node)
         self.target = name
         self._change = self.node.create_client(ChangeState, f'/{name}/change_state')
