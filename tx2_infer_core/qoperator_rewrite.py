@@ -2,29 +2,42 @@
 of the weight DequantizeLinear, conv fusion) and every backend see float ops::
 
     QLinearConv(x, xs, xz, w, ws, wz, ys, yz, B)
-        -> DequantizeLinear(x, xs, xz) -> Conv(DQ(w, ws, wz, axis 0), DQ(B, xs * ws, axis 0))
-        -> QuantizeLinear(ys, yz)
-    QLinearMatMul(a, as, az, b, bs, bz, ys, yz)  -> DQ(a), DQ(b, axis -1) -> MatMul -> Q
+        -> Conv(DQ(x, 1, xz), DQ(w, 1, wz), Cast(B))    (the exact integer sum, in float32)
+        -> Cast int32 -> DQ(m) -> QuantizeLinear(1, yz)     m = float32(xs * ws / ys)
+    QLinearMatMul(a, as, az, b, bs, bz, ys, yz)
+        -> MatMul(DQ(a, 1, az), DQ(b, 1, bz)) -> Cast int32 -> DQ(m) -> QuantizeLinear(1, yz)
     MatMulInteger(a, b, az, bz) / ConvInteger(x, w, xz, wz)
         -> DQ(scale 1, zero point) (or Cast) -> MatMul / Conv in float -> Cast int32
 
-QLinear: the float conv differs from ONNX Runtime's integer kernels (``float32(acc) * xs * ws /
-ys``) only where its FP32 sum lands next to a rounding tie: one quantum, rarely (measured in
-test_qoperator.py). Integer: exact while every partial sum stays below 2**24, which is checked
-from the constant operand (else its dtype's range) and refused by name otherwise.
+QLinear: ``rint(float32(acc) * m) + yz``, ONNX Runtime's requantisation bit for bit
+(``ops/qoperator.py``). The multiplier is a DequantizeLinear of the int32 sum, not a Mul: no
+scale fold (ours, ``fold_batchnorm.fold_scale_shift``, nor ONNX Runtime's ConvMulFusion) can
+move it into the weights, where each product would round before the sum and an output next to
+a rounding tie could land one quantum off. Where that form cannot be exact (a sum that may
+reach 2**24, a scale that is not a float32 constant, per-row or per-channel input or output
+scales) the node is written as before, ``Q(Conv(DQ(x), DQ(w), DQ(B, xs * ws)), ys, yz)``,
+logged by name: the FP32 sum may then differ from ORT by one quantum, rarely. Level 3 (CUDA,
+FP16) writes the multiplier back as a Mul folded into the weights (``passes/requantize.py``).
+Integer: exact while every partial sum stays below 2**24, which is checked from the constant
+operand (else its dtype's range) and refused by name otherwise.
 Runs after shape inference: each new value takes its shape from the value it stands for.
 """
+import logging
+
 import numpy as np
 
 from tx2_infer_core.errors import UnsupportedOpError
 from tx2_infer_core.ir import Node, Value
 from tx2_infer_core.ops import OPS
+from tx2_infer_core.ops.qoperator import multiplier
 from tx2_infer_core.passes.graph_edit import add_weight, dtype_of, shape_of, unique_name
 
 EXACT_SUM = 2 ** 24         # float32 holds every integer below it
 INT32 = 6                   # ONNX TensorProto INT32 / FLOAT
 FLOAT = 1
 QUANT_RANGE = 255           # the widest |q - zero point| of an 8-bit operand
+
+log = logging.getLogger('tx2_infer.onnx')
 
 
 class Replacement:
@@ -92,7 +105,7 @@ def centred(emit, q, zero_point, axis):
     return dequantize(emit, q, ones, zero_point, axis)
 
 
-def qlinear_conv(emit, x, xs, xz, w, ws, wz, ys, yz, b='', **attrs):
+def float_qlinear_conv(emit, x, xs, xz, w, ws, wz, ys, yz, b='', **attrs):
     """QLinearConv -> DQ(x), Conv over DQ(w) with bias DQ(B, xs * ws), Q(ys, yz)."""
     inputs = [dequantize(emit, x, xs, xz, 1), dequantize(emit, w, ws, wz, 0)]
     if b:
@@ -104,11 +117,79 @@ def qlinear_conv(emit, x, xs, xz, w, ws, wz, ys, yz, b='', **attrs):
     emit.last('QuantizeLinear', [y, ys, yz] if yz else [y, ys])
 
 
-def qlinear_matmul(emit, a, as_, az, b, bs, bz, ys, yz):
+def float_qlinear_matmul(emit, a, as_, az, b, bs, bz, ys, yz):
     """QLinearMatMul -> DQ(a) (per row), DQ(b) (per column), MatMul, Q(ys, yz)."""
     af, bf = dequantize(emit, a, as_, az, -2), dequantize(emit, b, bs, bz, -1)
     y = emit('MatMul', [af, bf], emit.node.outputs[0], dtype_of(emit.graph, as_))
     emit.last('QuantizeLinear', [y, ys, yz] if yz else [y, ys])
+
+
+def exact_multiplier(emit, in_scale, w_scale, out_scale, bound):
+    """ONNX Runtime's float32 ``in_scale * w_scale / out_scale`` (one value, or one per output
+    channel) when the exact form applies: float32 constant scales, per tensor but ``w_scale``,
+    every partial sum (at most ``bound``) below 2**24. Else None, logged by name."""
+    scales = [emit.graph.weights.get(s) for s in (in_scale, w_scale, out_scale)]
+    if any(s is None or s.dtype != np.float32 for s in scales):
+        why = 'a scale that is not a float32 constant'
+    elif scales[0].size != 1 or scales[2].size != 1:
+        why = 'per-row or per-channel input or output scales'
+    elif bound >= EXACT_SUM:
+        why = f'integer sums that may reach {bound:.3g} >= 2**24'
+    else:
+        return multiplier(*scales, (-1,))
+    log.info("%s '%s': %s; requantised after a float32 sum of scaled operands (may differ "
+             'from ONNX Runtime by one quantum next to a rounding tie)', emit.node.op,
+             emit.node.name, why)
+    return None
+
+
+def requantized(emit, acc, m, ys, yz, axis):
+    """``QuantizeLinear(float32(acc) * m, 1, yz)`` for ``acc`` the exact integer sum in float32:
+    ``acc`` cast to int32 and dequantized by ``m`` (per ``axis`` when 1-D), one rounding."""
+    acc_int = emit('Cast', [acc], acc, 'int32', {'to': INT32})
+    scaled = emit('DequantizeLinear', [acc_int, emit.weight('multiplier', m)], acc, 'float32',
+                  {'axis': axis} if m.size > 1 else {})
+    one = emit.weight('one', np.ones(shape_of(emit.graph, ys), np.float32))
+    emit.last('QuantizeLinear', [scaled, one, yz] if yz else [scaled, one])
+
+
+def qlinear_conv(emit, x, xs, xz, w, ws, wz, ys, yz, b='', **attrs):
+    """QLinearConv -> Conv of ``x - xz``, ``w - wz`` and B as float32 integers, requantised
+    (``requantized``); the float form when that cannot be exact."""
+    g = emit.graph
+    rank = len(shape_of(g, w))
+    bound = largest_sum(g, x, xz, w, wz, 0, tuple(range(1, rank))) + _largest(g, b)
+    m = exact_multiplier(emit, xs, ws, ys, bound)
+    if m is None:
+        float_qlinear_conv(emit, x, xs, xz, w, ws, wz, ys, yz, b, **attrs)
+        return
+    inputs = [centred(emit, x, xz, 1), centred(emit, w, wz, 0)]
+    if b:
+        inputs.append(centred(emit, b, '', 0))
+    acc = emit('Conv', inputs, emit.node.outputs[0], 'float32', attrs)
+    requantized(emit, acc, m, ys, yz, 1)
+
+
+def qlinear_matmul(emit, a, as_, az, b, bs, bz, ys, yz):
+    """QLinearMatMul -> MatMul of ``a - az`` (per row) and ``b - bz`` (per column) as float32
+    integers, requantised per column; the float form when that cannot be exact."""
+    bound = largest_sum(emit.graph, a, az, b, bz, -1, -2)
+    m = exact_multiplier(emit, as_, bs, ys, bound)
+    if m is None:
+        float_qlinear_matmul(emit, a, as_, az, b, bs, bz, ys, yz)
+        return
+    acc = emit('MatMul', [centred(emit, a, az, -2), centred(emit, b, bz, -1)],
+               emit.node.outputs[0], 'float32')
+    requantized(emit, acc, m, ys, yz, -1)
+
+
+def _largest(graph, b) -> float:
+    """The largest |B| of a constant bias (0 without one, infinite when not a constant)."""
+    if not b:
+        return 0.0
+    if b not in graph.weights:
+        return np.inf
+    return float(np.abs(graph.weights[b].astype(np.float64)).max(initial=0))
 
 
 def largest_sum(graph, x, xz, w, wz, w_axis, sum_axes) -> float:

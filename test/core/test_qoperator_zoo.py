@@ -95,9 +95,14 @@ def test_quantized_ppocr_cls_matches_onnxruntime(weight_type, per_channel, backe
 
 def test_quantized_model_is_float_ops_around_quantize_boundaries(quantized):
     """After the rewrite and the passes no QOperator op is left, the convolutions are float
-    FusedConvs; the CUDA lowering refuses the uint8 QuantizeLinear by name (its int8
-    boundary kernels take int8, zero point 0, NHWC images only)."""
-    path, _, _ = quantized
+    FusedConvs; on the cpu levels every layer's sum is requantised exactly (an int32 Cast
+    each: no layer's sums may reach 2**24); the CUDA lowering refuses the uint8
+    QuantizeLinear by name (its int8 boundary kernels take int8, zero point 0, NHWC images
+    only)."""
+    path, _, layers = quantized
+    cpu, _ = optimize(load_onnx(path, input_shape=MODEL.input_shape), 2)
+    assert sum(n.op == 'Cast' and n.attrs['to'] == TensorProto.INT32
+               for n in cpu.nodes) == len(layers)
     graph, _ = optimize(load_onnx(path, input_shape=MODEL.input_shape), 3)
     ops = {n.op for n in graph.nodes}
     assert not ops & {'QLinearConv', 'QLinearMatMul'}

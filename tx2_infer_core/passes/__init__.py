@@ -23,6 +23,7 @@ from tx2_infer_core.passes.graph_edit import drop_stale_values
 from tx2_infer_core.passes.layouts import infer_layouts
 from tx2_infer_core.passes.merge_matmuls import merge_matmuls
 from tx2_infer_core.passes.remove_noops import remove_noops
+from tx2_infer_core.passes.requantize import requantize_in_float
 from tx2_infer_core.passes.rewrite_einsum import rewrite_einsum
 from tx2_infer_core.passes.sink_transposes import sink_transposes
 from tx2_infer_core.passes.weights import fuse_conv_affine_weights, fuse_conv_bn_weights
@@ -43,13 +44,16 @@ log = logging.getLogger('tx2_infer.passes')
 # FusedConv (FusedLinear) into its epilogue's post_scale / post_shift (fold_post_affine.py:
 # PP-LCNet's learnable affine blocks), before the residual fusion and again after fuse_linear.
 # Level 3 first writes each Einsum as MatMul, Transpose, Reshape, Mul, ReduceSum nodes (the
-# CUDA kernels'; the cpu levels keep numpy's einsum, bit for bit).
+# CUDA kernels'; the cpu levels keep numpy's einsum, bit for bit), and the QLinear ops' exact
+# requantisation (int32 Cast, DequantizeLinear: ONNX Runtime's rounding, which the cpu levels
+# keep) as a Mul that folds into the weights (requantize.py: FP16 holds no int32 sums).
 SIMPLIFY = [fold_constants, remove_noops, sink_transposes, remove_noops, fold_pads]
 FUSE = [fold_batchnorm, fold_scale_shift, fuse_conv_activation, fuse_residual_add,
         fold_input_affine]
-FUSE_POINTWISE = [fuse_layernorm, fold_batchnorm, fold_scale_shift, fuse_activation_patterns,
-                  fuse_conv_activation, fold_post_affine, fuse_residual_add, fold_input_affine,
-                  fuse_linear, fold_post_affine, fuse_pointwise]
+FUSE_POINTWISE = [requantize_in_float, fuse_layernorm, fold_batchnorm, fold_scale_shift,
+                  fuse_activation_patterns, fuse_conv_activation, fold_post_affine,
+                  fuse_residual_add, fold_input_affine, fuse_linear, fold_post_affine,
+                  fuse_pointwise]
 ATTENTION = [fuse_attention, merge_matmuls]
 PIPELINES = {0: [], 1: SIMPLIFY, 2: SIMPLIFY + FUSE,
              3: [rewrite_einsum] + SIMPLIFY + ATTENTION + FUSE_POINTWISE}
@@ -60,7 +64,7 @@ __all__ = ['optimize', 'PIPELINES', 'fold_constants', 'remove_noops', 'sink_tran
            'infer_layouts', 'fuse_conv_bn_weights', 'fuse_conv_affine_weights',
            'fuse_activation_patterns', 'fuse_pointwise', 'POINTWISE_LEVEL', 'fuse_attention',
            'merge_matmuls', 'fold_pads', 'fold_input_affine', 'fuse_layernorm', 'fuse_linear',
-           'rewrite_einsum', 'fold_post_affine']
+           'rewrite_einsum', 'fold_post_affine', 'requantize_in_float']
 
 
 def run_pass(graph, fn) -> int:
