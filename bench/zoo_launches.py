@@ -32,9 +32,10 @@ from tx2_infer_core.cuda.lowering import lower_graph  # noqa: E402
 from tx2_infer_core.engine_build import default_meta, import_model  # noqa: E402
 from tx2_infer_core.passes import POINTWISE_LEVEL, optimize  # noqa: E402
 
+# the recurrent layers are GEMMs too; FusedLinearNorm a GEMM with its rows' LayerNorm
 COMPUTE_OPS = frozenset({'Conv', 'FusedConv', 'ConvTranspose', 'FusedConvTranspose', 'Gemm',
-                         'MatMul', 'FusedConvInt8', 'FusedAttention', 'FusedLinear', 'LSTM',
-                         'GRU', 'RNN'})  # the recurrent layers are GEMMs too
+                         'MatMul', 'FusedConvInt8', 'FusedAttention', 'FusedLinear',
+                         'FusedLinearNorm', 'LSTM', 'GRU', 'RNN'})
 ARCH, SM_COUNT = 90, 132
 OUT = ROOT / 'bench' / 'results' / 'zoo_launches_cpu.json'
 

@@ -9,8 +9,11 @@
 // partials to ws[split][M][Kg], and conv_splitk_reduce sums them and applies the epilogue.
 // On sm_90 (-DCONV_MMA_CLUSTER=S) the S splits of a tile are one thread-block cluster instead
 // (cluster.cuh): one launch, no workspace, the same sum order as conv_splitk_reduce.
+// With -DCONV_MMA_LN=C (sm_90) the kernels are ``..._ln``: a GEMM whose C CTAs along y, one
+// cluster, hold whole output rows and LayerNorm them in the epilogue (linear_norm.cuh).
 #include "cluster.cuh"
 #include "conv.cuh"
+#include "linear_norm.cuh"
 
 #define MMA_BK 32
 #define MMA_LD (MMA_BK + 8)  // padded row (80 bytes): the 8 rows of an ldmatrix hit 8 bank groups
@@ -239,9 +242,11 @@ struct PickType<false, T, F> {
                                 BM * BN / 32>>::type
 #endif
 
-// S > 1: one of the S splits of a cluster (cluster.cuh); else the plain kernel.
-template <int BM, int BN, int STAGES, bool GATHER, int S = 1>
-__device__ void conv_mma_body(const ConvParams &p, float *ws, int splits) {
+// S > 1: one of the S splits of a cluster (cluster.cuh); LN > 0: one of the LN CTAs of a
+// row-normalising cluster (linear_norm.cuh, ``ln`` its parameters); else the plain kernel.
+template <int BM, int BN, int STAGES, bool GATHER, int S = 1, int LN = 0>
+__device__ void conv_mma_body(const ConvParams &p, float *ws, int splits,
+                              const LnParams *ln = nullptr) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
     // the STAGES-deep A and B tiles; after the k loop a cluster split's FP32 tile
     __shared__ __align__(16) unsigned char
@@ -282,6 +287,12 @@ __device__ void conv_mma_body(const ConvParams &p, float *ws, int splits) {
             acc, lane, [&](long long m, int k, const float *v, bool two) {
                 conv_store2(p, m, k, v[0], v[1], two);
             });
+        return;
+    }
+#endif
+#if defined(CONV_MMA_LN) && (!defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900)
+    if constexpr (LN > 0) {
+        ln_store<BM, BN, LN>(p, *ln, m0, n0, wm, wn, acc, lane);
         return;
     }
 #endif
@@ -342,6 +353,20 @@ __device__ void conv_mma_body(const ConvParams &p, float *ws, int splits) {
 #define CONV_MMA_KERNEL(BM, BN, STAGES)                                                        \
     CONV_MMA_CL_ROWS(BM, BN, STAGES)                                                           \
     CONV_MMA_CL_GATHER(BM, BN, STAGES)
+#endif
+
+// -DCONV_MMA_LN=C (sm_90, 16-byte rows only): the kernels ``..._ln`` whose grid along y is one
+// cluster of C CTAs holding whole rows, LayerNormed in the epilogue (no split-K).
+#if defined(CONV_MMA_LN) && (!defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900)
+#undef CONV_MMA_KERNEL
+#define CONV_MMA_KERNEL(BM, BN, STAGES)                                                        \
+    extern "C" __global__ void __launch_bounds__(BM * BN / 32, 1)                               \
+        __cluster_dims__(1, CONV_MMA_LN, 1)                                                    \
+        conv_mma_##BM##x##BN##_ln(ConvParams p, const float *gamma, const float *beta,       \
+                                  half *ln_y, int ln_pix, float eps) {                         \
+        const LnParams ln = {gamma, beta, ln_y, ln_pix, eps};                                  \
+        conv_mma_body<BM, BN, STAGES, false, 1, CONV_MMA_LN>(p, nullptr, 1, &ln);             \
+    }
 #endif
 
 // One build may hold a single tile (-DCONV_MMA_TILE=BM*1000+BN): the backend compiles the

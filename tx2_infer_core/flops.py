@@ -57,6 +57,7 @@ COUNTERS = {
     'Conv': conv_flops, 'FusedConv': conv_flops, 'ConvTranspose': conv_transpose_flops,
     'FusedConvTranspose': conv_transpose_flops,
     'Gemm': gemm_flops, 'MatMul': matmul_flops, 'FusedLinear': matmul_flops,
+    'FusedLinearNorm': matmul_flops,
     'MaxPool': pool_flops,
     'AveragePool': pool_flops, 'GlobalAveragePool': global_pool_flops,
     'GlobalMaxPool': global_pool_flops,

@@ -94,10 +94,10 @@ def check_spatial(graph, node) -> None:
 
 def check_activation(node) -> None:
     """A fused node's activation: '' (none), Clip, an activation op of ``ops/traits.py``,
-    PRelu with its slope input (the fifth) or, for FusedLinear, a GELU form (``ops/fused.py``
-    GELU_FORMS)."""
+    PRelu with its slope input (the fifth) or, for FusedLinear(Norm), a GELU form
+    (``ops/fused.py`` GELU_FORMS)."""
     name = node.attrs.get('activation', '')
-    extra = tuple(GELU_FORMS) if node.op == 'FusedLinear' else ()
+    extra = tuple(GELU_FORMS) if node.op in ('FusedLinear', 'FusedLinearNorm') else ()
     if name not in ('', 'Clip', 'PRelu') + extra and \
             name not in traits.names(kind=traits.ACTIVATION):
         _refuse(node, 'activation', f'{str(name)[:40]!r} is not an activation the engine '
@@ -158,7 +158,7 @@ def check_attrs(graph) -> None:
         check_scalars(node)
         if node.op in CONV_OPS or node.op in POOL_OPS:
             check_spatial(graph, node)
-        if node.op in ('FusedConv', 'FusedConvTranspose', 'FusedLinear'):
+        if node.op in ('FusedConv', 'FusedConvTranspose', 'FusedLinear', 'FusedLinearNorm'):
             check_activation(node)
         if node.op == 'FusedPointwise':
             check_program(node)

@@ -50,9 +50,14 @@ class _Builder:
         y = self.op('MatMul', [x, self.weight('w', (n_in, n_out))])
         return self.op('Add', [self.weight('b', (n_out,)), y])
 
-    def layernorm(self, x, hidden):
-        gamma = self.const('ln_w', np.ones(hidden, np.float32))
-        beta = self.const('ln_b', np.zeros(hidden, np.float32))
+    def layernorm(self, x, hidden, affine=False):
+        """LayerNormalization; gamma 1 and beta 0, or with ``affine`` seeded draws around
+        them (std 0.1), so a gamma or beta read from the wrong column shows."""
+        gamma, beta = np.ones(hidden, np.float32), np.zeros(hidden, np.float32)
+        if affine:
+            gamma += (self.rng.standard_normal(hidden) * 0.1).astype(np.float32)
+            beta += (self.rng.standard_normal(hidden) * 0.1).astype(np.float32)
+        gamma, beta = self.const('ln_w', gamma), self.const('ln_b', beta)
         return self.op('LayerNormalization', [x, gamma, beta], axis=-1, epsilon=1e-12)
 
 
@@ -95,16 +100,17 @@ def _gelu(b, x):
 
 
 def bert_model(layers=2, hidden=128, heads=2, ffn=512, seq=128, mask=None, div_scale=False,
-               seed=0):
+               seed=0, ln_affine=False):
     """The ModelProto of a BERT encoder on embeddings [1, seq, hidden] (input 'embeddings').
-    ``mask``: a constant added to the scores (e.g. [1, 1, 1, seq] with -10000 at padding)."""
+    ``mask``: a constant added to the scores (e.g. [1, 1, 1, seq] with -10000 at padding);
+    ``ln_affine``: seeded LayerNorm gammas and betas (else 1 and 0)."""
     b = _Builder(seed)
-    x = b.layernorm('embeddings', hidden)
+    x = b.layernorm('embeddings', hidden, ln_affine)
     for _ in range(layers):
         att = b.linear(_attention(b, x, seq, hidden, heads, mask, div_scale), hidden, hidden)
-        x = b.layernorm(b.op('Add', [x, att]), hidden)
+        x = b.layernorm(b.op('Add', [x, att]), hidden, ln_affine)
         ffn_out = b.linear(_gelu(b, b.linear(x, hidden, ffn)), ffn, hidden)
-        x = b.layernorm(b.op('Add', [x, ffn_out]), hidden)
+        x = b.layernorm(b.op('Add', [x, ffn_out]), hidden, ln_affine)
     graph = helper.make_graph(
         b.nodes, 'bert_shaped',
         [helper.make_tensor_value_info('embeddings', TensorProto.FLOAT, [1, seq, hidden])],

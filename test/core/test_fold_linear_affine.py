@@ -199,7 +199,8 @@ def launches_by_op(graph):
 
 def test_vit_focus_layer_scales_fold_into_the_gemms(monkeypatch):
     """Each of the 12 layers' two ``Linear -> Mul(gamma) -> Add(residual)`` becomes one
-    FusedLinear (bias and residual in the GEMM epilogue): 24 pointwise launches fewer, and
+    FusedLinear (bias and residual in the GEMM epilogue): 24 pointwise launches fewer (and
+    24 layernorm launches: fuse_linear_norm takes them into those GEMMs), and
     the numpy backend still matches ONNX Runtime on the unoptimised model."""
     model = zoo_data.BY_NAME['vit-focus']
     path, _ = zoo_data.model_files(model)
@@ -211,9 +212,11 @@ def test_vit_focus_layer_scales_fold_into_the_gemms(monkeypatch):
         patch.setattr(FOLD_MODULE, 'fold_into_linear', lambda g: 0)
         before = launches_by_op(optimize(graph, 3)[0])
     assert before['FusedPointwise'] == 24 and after['FusedPointwise'] == 0
-    assert sum(after.values()) == sum(before.values()) - 24
-    assert after['FusedLinear'] == before['FusedLinear']
-    residuals = [n for n in optimised.nodes if n.op == 'FusedLinear' and len(n.inputs) > 3]
+    # and with the scales gone, the LayerNorm after each such GEMM joins its epilogue
+    assert sum(after.values()) == sum(before.values()) - 24 - 24
+    assert after['FusedLinear'] + after['FusedLinearNorm'] == before['FusedLinear']
+    residuals = [n for n in optimised.nodes if n.op in ('FusedLinear', 'FusedLinearNorm')
+                 and len(n.inputs) > 3]
     assert len(residuals) == 24
     feeds = {graph.inputs[0]: zoo_data.photo_tensor(model)}
     ours = numpy_outputs(optimised, feeds)[optimised.outputs[0]]

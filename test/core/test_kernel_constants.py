@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tx2_infer_core.cuda import (lower_axis, lower_conv, lower_int8, lower_nn, lower_norm,
-                                 lower_ops, lower_recurrent, lower_sampling, params, pipeline,
-                                 rows)
+from tx2_infer_core.cuda import (lower_axis, lower_conv, lower_int8, lower_linear_norm,
+                                 lower_nn, lower_norm, lower_ops, lower_recurrent,
+                                 lower_sampling, params, pipeline, rows)
 from tx2_infer_core.cuda.lower_attention import ATTN
 from tx2_infer_core.cuda.lower_gather import GATHER
 from tx2_infer_core.cuda.lower_index import GATHER_ND
@@ -157,6 +157,7 @@ KERNEL_RECORDS = {
     'conv_mma_gather_##BM##x##BN': lower_conv.CONV_MMA,
     'conv_mma_##BM##x##BN##_cl': lower_conv.CONV_MMA,
     'conv_mma_gather_##BM##x##BN##_cl': lower_conv.CONV_MMA,
+    'conv_mma_##BM##x##BN##_ln': lower_linear_norm.CONV_MMA_LN,
     'conv_splitk_reduce': lower_conv.CONV_MMA,
     'sm_ids': np.dtype([('out', params.PTR), ('spin', '<i8')]),          # cuda/green.py
     'sm_clock': np.dtype([('out', params.PTR), ('cycles', '<i8')]),

@@ -1,9 +1,9 @@
 """FusedLinear on the GPU: the 1x1-convolution GEMM (conv_mma from sm_80, WMMA, SIMT) with its
 epilogue (bias, ReLU / SiLU / GELU erf and tanh, residual before or after the activation) against
 the numpy op on several M, N, K (odd N and K, N = 1, 3-D activations); the BERT-shaped graph
-(test/core/attention_cases.py) against ONNX Runtime in 15 launches; per-column scales and
-shifts folded into the weights (test/core/test_fold_linear_affine.py: one GEMM launch) and
-vit-focus, whose layer scales fold so, against ONNX Runtime."""
+(test/core/attention_cases.py) against ONNX Runtime in 15 launches (11 on sm_90); per-column
+scales and shifts folded into the weights (test/core/test_fold_linear_affine.py: one GEMM
+launch) and vit-focus, whose layer scales fold so, against ONNX Runtime."""
 import sys
 from pathlib import Path
 
@@ -81,7 +81,7 @@ def test_shapes_match_numpy(shape, epilogue, path, monkeypatch):
 
 
 @pytest.mark.parametrize('path', ('simt', 'tc'))
-def test_bert_shaped_matches_onnxruntime_in_15_launches(tmp_path, path):
+def test_bert_shaped_matches_onnxruntime_in_11_or_15_launches(tmp_path, path):
     onnx_path = tmp_path / 'bert.onnx'
     onnx.save(cases.bert_model(mask=cases.padding_mask(128, 100)), str(onnx_path))
     feeds = {'embeddings': cases.embeddings()}
@@ -92,7 +92,9 @@ def test_bert_shaped_matches_onnxruntime_in_15_launches(tmp_path, path):
         out = engine.run(feeds)[engine.graph.outputs[0]]
     finally:
         engine.close()
-    assert len(kernels) == 15 and kernels.count('layernorm') == 5, kernels
+    fused = sum(k.endswith('_ln') for k in kernels)  # 'tc' on sm_90: LayerNorm in 4 GEMMs
+    assert fused in (0, 4) and len(kernels) == 15 - fused, kernels
+    assert kernels.count('layernorm') == 5 - fused, kernels
     ref = ort.InferenceSession(str(onnx_path), providers=['CPUExecutionProvider']).run(
         None, feeds)[0]
     assert_close(f'bert-shaped {path} (FusedLinear)', out, ref, 1e-2)

@@ -269,6 +269,13 @@ def lower_batchnorm(lc, node):
             binary_launch(node.name, y, b_slot, y, params.BINARY['Add'])]
 
 
+def linear_geometry(a_slot, k: int, n: int) -> dict:
+    """The 1x1-convolution geometry of a product of row-major ``a`` [rows, k] by [k, n]."""
+    rows = int(np.prod(a_slot.shape[:-1], dtype=np.int64))
+    return dict(N=1, H=1, W=rows, P=1, Q=rows, Cg=k, Kg=n, groups=1, R=1, S=1, sh=1, sw=1,
+                ph=0, pw=0, dh=1, dw=1)
+
+
 def linear_launch(lc, node, a_slot, y_slot, b_nk, bias=None, epilogue=None):
     """``y = a @ b_nk.T + bias`` as a 1x1 convolution (one launch: no split-K); ``a`` row-major
     [rows, K]. ``epilogue`` (``fused_epilogue``'s bias Ref, residual, ActParams,
@@ -276,9 +283,7 @@ def linear_launch(lc, node, a_slot, y_slot, b_nk, bias=None, epilogue=None):
     if not (a_slot.contiguous() and y_slot.contiguous()):
         lc.unsupported(node, 'MatMul/Gemm need row-major activations')
     n_out, k = b_nk.shape
-    rows = int(np.prod(a_slot.shape[:-1], dtype=np.int64))
-    geo = dict(N=1, H=1, W=rows, P=1, Q=rows, Cg=k, Kg=n_out, groups=1, R=1, S=1, sh=1, sw=1,
-               ph=0, pw=0, dh=1, dw=1)
+    geo = linear_geometry(a_slot, k, n_out)
     w_ref = lc.add_weight(np.ascontiguousarray(b_nk).astype(np.float16))
     if epilogue is None:
         bias_ref = lc.add_weight(bias.astype(np.float32)) if bias is not None else NULL

@@ -221,12 +221,19 @@ def lower_layernorm(lc, node):
     gamma = per_channel(node.inputs[1])
     beta = per_channel(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else NULL
     rows = int(np.prod(x.shape[:axis], dtype=np.int64))
-    fields = dict(x=x.ref, gamma=gamma, beta=beta, y=y.ref, rows=rows, n=n,
-                  eps=float(node.attrs.get('epsilon', 1e-5)),
-                  mean_out=stats[0].ref if stats[0] else NULL,
-                  rstd_out=stats[1].ref if stats[1] else NULL)
-    return [Launch('layernorm', 'layernorm', grid_1d(rows * 32), (BLOCK, 1, 1),
-                   params.LAYERNORM, fields, node.name)]
+    return [layernorm_launch(node.name, x.ref, y.ref, (gamma, beta), rows, n,
+                             float(node.attrs.get('epsilon', 1e-5)),
+                             [s.ref if s else NULL for s in stats])]
+
+
+def layernorm_launch(name, x, y, affine, rows, n, eps, stats=(NULL, NULL)) -> Launch:
+    """The ``kernels/layernorm.cu`` launch normalising ``rows`` contiguous rows of ``n`` at Ref
+    ``x`` into ``y`` (may be ``x``): ``affine`` the (gamma, beta or NULL) FP32 weight Refs,
+    ``stats`` the Mean and InvStdDev outputs' Refs or NULL."""
+    fields = dict(x=x, gamma=affine[0], beta=affine[1], y=y, rows=rows, n=n, eps=eps,
+                  mean_out=stats[0], rstd_out=stats[1])
+    return Launch('layernorm', 'layernorm', grid_1d(rows * 32), (BLOCK, 1, 1),
+                  params.LAYERNORM, fields, name)
 
 
 def _batch(slot, out_batch):

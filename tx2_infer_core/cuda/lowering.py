@@ -28,6 +28,7 @@ from tx2_infer_core.cuda.lift_1d import lift_1d
 from tx2_infer_core.cuda.lower_attention import lower_attention
 from tx2_infer_core.cuda.lower_einsum import lower_einsum
 from tx2_infer_core.cuda.lower_gather import lower_gather
+from tx2_infer_core.cuda.lower_linear_norm import lower_linear_norm
 from tx2_infer_core.errors import Tx2InferError, UnsupportedOpError
 from tx2_infer_core.ops import traits
 from tx2_infer_core.passes.rewrite_einsum import without_einsum
@@ -38,7 +39,8 @@ CONV_PATHS = ('auto', 'tc', 'simt', 'simt_fp32')  # simt_fp32: the FP32-FMA SIMT
 FAMILIES = {'conv': lower_conv.lower_conv, 'gemm': lower_conv.lower_gemm,
             'conv_transpose': lower_conv_transpose.lower_conv_transpose,
             'batchnorm': lower_conv.lower_batchnorm,
-            'matmul': lower_nn.lower_matmul, 'pool': lower_nn.lower_pool,
+            'matmul': lower_nn.lower_matmul, 'linear_norm': lower_linear_norm,
+            'pool': lower_nn.lower_pool,
             'softmax': lower_axis.lower_softmax, 'layernorm': lower_nn.lower_layernorm,
             'reduce': lower_nn.lower_reduce, 'resize': lower_resize.lower_resize,
             'pad': lower_pad.lower_pad, 'unary': lower_ops.lower_unary,

@@ -6,6 +6,7 @@ import numpy as np
 from tx2_infer_core.ops import elementwise, tensor, traits
 from tx2_infer_core.ops.common import unsupported
 from tx2_infer_core.ops.conv import Conv, ConvTranspose
+from tx2_infer_core.ops.nn import LayerNormalization
 
 
 def apply_activation(x, name, alpha=0.01, beta=0.5, clip_min=-np.inf, clip_max=np.inf,
@@ -133,6 +134,19 @@ def FusedLinear(x, w, b=None, residual=None, slope=None, *, activation='', alpha
     if residual is not None and residual_after_act:
         y = y + residual
     return y.astype(x.dtype, copy=False)
+
+
+def FusedLinearNorm(x, w, b=None, residual=None, slope=None, scale=None, shift=None, *,
+                    activation='', alpha=0.01, beta=0.5, clip_min=-np.inf, clip_max=np.inf,
+                    residual_after_act=0, post_scale=1.0, post_shift=0.0, epsilon=1e-5):
+    """``(LayerNormalization(s, scale, shift, axis=-1, epsilon), s)`` of FusedLinear's
+    ``s = act(x @ w + b + residual) ...`` (same inputs and attributes): ``scale`` and ``shift``
+    [N] (``shift`` may be omitted). The node's second output, when it names one, is ``s``
+    (``passes/fuse_linear_norm.py``)."""
+    s = FusedLinear(x, w, b, residual, slope, activation=activation, alpha=alpha, beta=beta,
+                    clip_min=clip_min, clip_max=clip_max, residual_after_act=residual_after_act,
+                    post_scale=post_scale, post_shift=post_shift)
+    return LayerNormalization(s, scale, shift, axis=-1, epsilon=epsilon)[0], s
 
 
 # FusedPointwise ---------------------------------------------------------------------------------

@@ -197,6 +197,8 @@ _LINES = (
     op('MatMul', 'nn', 'matmul'),
     OpTraits('FusedLinear', 'fused', OTHER, cuda='matmul',
              internal=True),  # act(x @ W + b + residual): a GEMM and its epilogue (fuse_linear)
+    OpTraits('FusedLinearNorm', 'fused', OTHER, cuda='linear_norm',
+             internal=True),  # LayerNorm(FusedLinear): one GEMM, rows normed in its epilogue
     op('Gemm', 'nn', 'gemm'),
     op('Einsum', 'tensor', 'einsum'),  # MatMul & co once rewritten (passes/rewrite_einsum.py)
     # recurrent

@@ -17,6 +17,7 @@ from tx2_infer_core.passes.fuse_attention import fuse_attention
 from tx2_infer_core.passes.fuse_conv import fuse_conv_activation
 from tx2_infer_core.passes.fuse_layernorm import fuse_layernorm
 from tx2_infer_core.passes.fuse_linear import fuse_linear
+from tx2_infer_core.passes.fuse_linear_norm import fuse_linear_norm
 from tx2_infer_core.passes.fuse_pointwise import fuse_activation_patterns, fuse_pointwise
 from tx2_infer_core.passes.fuse_residual import fuse_residual_add
 from tx2_infer_core.passes.graph_edit import drop_stale_values
@@ -40,9 +41,11 @@ log = logging.getLogger('tx2_infer.passes')
 # Gemm by a constant matrix) before them, ahead of the residual fusions; level 3 also writes
 # decomposed layer norms as LayerNormalization and takes each product by a constant matrix with
 # its bias, activation (GELU too) and residual into one FusedLinear (a GEMM with that epilogue
-# on CUDA), before the pointwise fusion; and it folds a scalar affine after an activated
-# FusedConv (FusedLinear) into its epilogue's post_scale / post_shift (fold_post_affine.py:
-# PP-LCNet's learnable affine blocks), before the residual fusion and again after fuse_linear.
+# on CUDA), then the LayerNorm of such a product's rows into one FusedLinearNorm
+# (fuse_linear_norm.py), before the pointwise fusion; and it folds a scalar affine after an
+# activated FusedConv (FusedLinear) into its epilogue's post_scale / post_shift
+# (fold_post_affine.py: PP-LCNet's learnable affine blocks), before the residual fusion and
+# again after fuse_linear.
 # Level 3 first writes each Einsum as MatMul, Transpose, Reshape, Mul, ReduceSum nodes (the
 # CUDA kernels'; the cpu levels keep numpy's einsum, bit for bit), and the QLinear ops' exact
 # requantisation (int32 Cast, DequantizeLinear: ONNX Runtime's rounding, which the cpu levels
@@ -53,7 +56,7 @@ FUSE = [fold_batchnorm, fold_scale_shift, fuse_conv_activation, fuse_residual_ad
 FUSE_POINTWISE = [requantize_in_float, fuse_layernorm, fold_batchnorm, fold_scale_shift,
                   fuse_activation_patterns, fuse_conv_activation, fold_post_affine,
                   fuse_residual_add, fold_input_affine, fuse_linear, fold_post_affine,
-                  fuse_pointwise]
+                  fuse_linear_norm, fuse_pointwise]
 ATTENTION = [fuse_attention, merge_matmuls]
 PIPELINES = {0: [], 1: SIMPLIFY, 2: SIMPLIFY + FUSE,
              3: [rewrite_einsum] + SIMPLIFY + ATTENTION + FUSE_POINTWISE}
@@ -64,7 +67,7 @@ __all__ = ['optimize', 'PIPELINES', 'fold_constants', 'remove_noops', 'sink_tran
            'infer_layouts', 'fuse_conv_bn_weights', 'fuse_conv_affine_weights',
            'fuse_activation_patterns', 'fuse_pointwise', 'POINTWISE_LEVEL', 'fuse_attention',
            'merge_matmuls', 'fold_pads', 'fold_input_affine', 'fuse_layernorm', 'fuse_linear',
-           'rewrite_einsum', 'fold_post_affine', 'requantize_in_float']
+           'rewrite_einsum', 'fold_post_affine', 'requantize_in_float', 'fuse_linear_norm']
 
 
 def run_pass(graph, fn) -> int:
