@@ -36,7 +36,7 @@ __device__ __forceinline__ unsigned h2u(half x, half y) {
 // Threads of a BM x BN tile. A shared row holds BM + 4 (BN + 4) words: 16-byte aligned, and
 // a warp's stores of 4 words to 16 rows hit 32 banks.
 template <int BM, int BN>
-constexpr int h2_threads() {
+__host__ __device__ constexpr int h2_threads() {
     return BM * BN / 64;
 }
 
@@ -184,7 +184,7 @@ __device__ __forceinline__ void h2_mul_chunk(const unsigned (*As)[BM + 4],
         for (int i = 0; i < 8; ++i)
 #pragma unroll
             for (int j = 0; j < 8; ++j)
-                h[i][j] = kk == 0 ? __hmul2(a[i], b[j]) : __hfma2(a[i], b[j], h[i][j]);
+                h[i][j] = kk == 0 ? __hmul2_rn(a[i], b[j]) : __hfma2(a[i], b[j], h[i][j]);
     }
 }
 

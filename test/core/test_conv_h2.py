@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import conv_h2_model as emu
+import simt_h2_cases
 from tx2_infer_core.cuda import compile as cc, simt_tiles
 from tx2_infer_core.cuda.lowering import lower_graph
 from tx2_infer_core.ops.conv import Conv
@@ -110,8 +111,7 @@ def _convs(graph, arch, path, sms=2):
 
 @pytest.fixture(scope='module')
 def tiny():
-    import simt_h2_cases as cases
-    return cases.model_env('yolov3-tiny')[0]
+    return simt_h2_cases.model_env('yolov3-tiny')[0]
 
 
 @pytest.mark.parametrize('arch,path', [(62, 'auto'), (62, 'simt'), (90, 'simt')])
@@ -155,3 +155,15 @@ def test_ptx_multiplies_in_half2(arch):
         assert body.count('fma.rn.f16x2') == 15 * 64, name
         assert body.count('mul.rn.f16x2') == 64, name
         assert body.count('add.f16 ') + body.count('add.rn.f16 ') == 64, name
+
+
+@pytest.mark.parametrize('row', simt_h2_cases.SYNTHETIC,
+                         ids=[r[0] for r in simt_h2_cases.SYNTHETIC])
+def test_model_of_the_synthetic_layers_is_within_the_gpu_tolerance(row):
+    """The GPU tests' made-up layers: conv_h2's arithmetic (flat words) is within
+    REL_L2_TOL / 2 of the float64 reference, so the tolerance there has room."""
+    case = simt_h2_cases.synthetic_case(*row)
+    pixels = simt_h2_cases.sample_pixels(case, 16)
+    ref = case[2][0].reshape(case[2].shape[1], -1)[:, pixels].T
+    got = simt_h2_cases.h2_model(case, pixels, flat=True)
+    assert simt_h2_cases.rel_l2(got, ref) < simt_h2_cases.REL_L2_TOL / 2

@@ -109,9 +109,11 @@ def test_h2_ptx_multiplies_in_half2_sm90(tmp_path):
 
 
 # -- the model of the arithmetic -----------------------------------------------------------
-def test_model_pairs_words_as_the_kernel_does():
+@pytest.mark.parametrize('flat', [False, True])
+def test_model_pairs_words_as_the_kernel_does(flat):
     """With small integers every FP16 sum is exact: the model is then the exact convolution
-    (an odd channel count, stride 2, padding), so its words pair the right channels."""
+    (an odd channel count, stride 2, padding), so its words pair the right channels, per tap
+    (conv_simt_h2) or across taps (``flat``, conv_h2)."""
     rng = np.random.default_rng(0)
     x = rng.integers(-3, 4, (1, 5, 9, 7)).astype(np.float32)
     w = rng.integers(-3, 4, (6, 5, 3, 3)).astype(np.float32)
@@ -119,8 +121,8 @@ def test_model_pairs_words_as_the_kernel_does():
     from tx2_infer_core.ops.conv import Conv
     want = Conv(x.astype(np.float64), w.astype(np.float64), **attrs)
     pixels = np.arange(want.shape[2] * want.shape[3])
-    a, b = cases.pair_words(x, w, attrs, pixels)
-    assert a.shape[1] == 9 * 3  # 3 pairs a tap, the last one half padding
+    a, b = cases.pair_words(x, w, attrs, pixels, flat)
+    assert a.shape[1] == (23 if flat else 9 * 3)  # 45 halves, or 3 pairs a tap
     got = cases.h2_accumulate(a, b)
     np.testing.assert_array_equal(got, want.reshape(6, -1).T)
 
