@@ -256,6 +256,6 @@ def test_fused_transformer_block_lowers_for_cuda():
     graph, _ = optimize(graph_from_model(helper.make_model(graph, opset_imports=OPSETS),
                                          x.shape), 3)
     assert {n.op for n in graph.nodes} <= {'MatMul', 'FusedLinear', 'FusedPointwise',
-                                           'LayerNormalization'}
+                                           'LayerNormalization', 'FusedLinearNorm'}
     for arch in (90, 62):
         lower_graph(graph, arch)
