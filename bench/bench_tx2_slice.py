@@ -6,10 +6,8 @@ Per model, batch 1 FP16: every kernel launch timed inside an SM slice (a green c
 ``cuda/green.py``; 8 SMs, the smallest an H200 gives) and on the whole GPU, the same launches
 (lowered for the slice's SM count); FLOPs, bytes, CTAs and resident CTAs per launch; per-SM
 efficiency against the half2 peak; the TX2 projection beside the seed's figures; the lowering
-for 2 SMs against the one for the slice (timed in the slice where it differs); another SIMT
-path (``--compare``: 'simt_v1', the 64 x 64 half2 kernels conv_h2 replaced, by default, or
-'simt_fp32', the FP32-FMA ones) against conv_path 'simt' per 3x3 launch, in the slice, in the
-same run (old vs new).
+for 2 SMs against the one for the slice (timed in the slice where it differs); the FP32-FMA
+SIMT kernels (``conv_path='simt_fp32'``) against the half2 ones per 3x3 launch, in the slice.
 The slice is checked by ``kernels/probe.cu`` (distinct %smid, and the SM clock against
 %globaltimer).
 
@@ -178,8 +176,8 @@ def measure_model(path, size, green, args) -> dict:
     graph = load_graph(path, size)
     feeds = random_feeds(graph)
     sliced = run_backend(graph, slice_factory(green, args.sms), feeds, args.replays, args.runs)
-    other = run_backend(graph, slice_factory(green, args.sms), feeds, args.replays, args.runs,
-                        args.compare)
+    fp32 = run_backend(graph, slice_factory(green, args.sms), feeds, args.replays, args.runs,
+                       'simt_fp32')
     smi = command_output(SMI_CLOCKS)
     full = run_backend(graph, full_factory(args.sms), feeds, args.replays, args.runs)
     sweep = dict(differing=lowering_diff(graph, sliced['arch'], tx2.TX2_SMS, args.sms))
@@ -191,23 +189,22 @@ def measure_model(path, size, green, args) -> dict:
             if 'index' in d})
     return dict(path=str(path), input_shape=list(graph.values[graph.inputs[0]].shape),
                 base=describe(graph, sliced['launches'], sliced['attrs']),
-                slice=_timings(sliced), full=_timings(full),
-                compare_run=_compare_run(other, args.compare),
+                slice=_timings(sliced), full=_timings(full), simt_fp32=_fp32_run(fp32),
                 outputs_max_abs_diff=max_abs_diff(sliced['outputs'], full['outputs']),
                 same_launches=_grids(sliced) == _grids(full),
                 nvidia_smi_clocks=smi, sweep=sweep, seconds=time.perf_counter() - t0)
 
 
-def _compare_run(measured, path) -> dict:
-    return dict(path=path, kernels=measured['kernels'], launch_times=measured['launch_times'],
+def _fp32_run(measured) -> dict:
+    return dict(kernels=measured['kernels'], launch_times=measured['launch_times'],
                 names=[k.kernel for k in measured['launches']])
 
 
 def simt_comparison(model, clock_hz, slice_sms) -> dict:
     """Per 3x3 launch of ``model`` (``tx2.analyse``'s entry): the half2 kernel's slice time
-    and efficiency beside the compared path's kernel's (``compare_run``, same launch index),
-    and the time-weighted 3x3 efficiency of each; pops ``compare_run``'s per-launch times."""
-    fp32 = model.pop('compare_run', None)
+    and efficiency beside the FP32-FMA kernel's (``simt_fp32``, same launch index), and the
+    time-weighted 3x3 efficiency of each; pops ``simt_fp32``'s per-launch times."""
+    fp32 = model.pop('simt_fp32', None)
     if fp32 is None or 'rows' not in model:
         return {}
     times = fp32.pop('launch_times')
@@ -219,8 +216,8 @@ def simt_comparison(model, clock_hz, slice_sms) -> dict:
     flops = sum(r['flops'] for r in rows)
     eff = [tx2.efficiency(flops, sum(r['ms'][j] for r in rows), slice_sms, clock_hz)
            for j in (0, 1)]
-    return dict(order=['simt', fp32['path']], eff_3x3=eff, rows=rows,
-                compare_kernels=fp32['kernels'])
+    return dict(order=['half2 (simt)', 'fp32 (simt_fp32)'], eff_3x3=eff, rows=rows,
+                fp32_kernels=fp32['kernels'])
 
 
 def _timings(measured) -> dict:
@@ -307,17 +304,16 @@ def dry_model(path, size, args) -> dict:
              for k in launches]
     base = describe(graph, launches, attrs)
     sliced = fake_times(base, args.sms, DRY['clock_hz'], 0.3)
-    other = fake_times(base, args.sms, DRY['clock_hz'], 0.18)
+    fp32 = fake_times(base, args.sms, DRY['clock_hz'], 0.18)
     full = fake_times(base, DRY['full_sms'], DRY['clock_hz'], 0.05)
     total = sum(t['median_ms'] for t in sliced)
     return dict(path=str(path), input_shape=list(graph.values[graph.inputs[0]].shape),
                 base=base, slice=dict(kernels=dict(median_ms=total, p99_ms=total),
                                       launch_times=sliced),
                 full=dict(kernels=dict(median_ms=0.0, p99_ms=0.0), launch_times=full),
-                compare_run=dict(path=args.compare, kernels=dict(median_ms=sum(
-                    t['median_ms'] for t in other)), launch_times=other, names=[
-                        k.kernel for k in lower_graph(graph, DRY['arch'], args.compare,
-                                                      args.sms).launches]),
+                simt_fp32=dict(kernels=dict(median_ms=sum(t['median_ms'] for t in fp32)),
+                               launch_times=fp32, names=[k.kernel for k in lower_graph(
+                                   graph, DRY['arch'], 'simt_fp32', args.sms).launches]),
                 outputs_max_abs_diff=None,
                 sweep=dict(differing=lowering_diff(graph, DRY['arch'], tx2.TX2_SMS, args.sms)))
 
@@ -344,16 +340,14 @@ def document(doc, raws) -> dict:
         sms=tx2.TX2_SMS, clock_hz=tx2.TX2_CLOCK_HZ, bytes_per_s=tx2.TX2_BYTES_PER_S,
         half2_flop_per_clock_sm=tx2.HALF2_FLOP_PER_CLOCK_SM, goal=tx2.GOAL_EFFICIENCY,
         seed_ms=tx2.SEED_MS),
-        simt=dict(tile='conv_h2_<BM>x<BN> (16-byte rows) / conv_h2g_<BM>x<BN> (gather): '
-                       '8x8 outputs a thread, tiles 128x64, 64x128, 64x64, 128x32 picked per '
-                       'layer for the SM count the lowering is told (cuda/simt_tiles.py; see '
-                       "each model's sweep for what 2 SMs change); simt_v1: the 64x64 "
-                       'conv_simt_h2(_v8) it replaced, 4x4 a thread',
+        simt=dict(tile='64x64 outputs a CTA, 256 threads, 4x4 a thread (conv_simt_h2, '
+                       'conv_simt_h2_v8; conv_simt, conv_simt_v4 for simt_fp32); the only SIMT '
+                       'tile: sm_count does not enter the SIMT conv lowering (see each '
+                       "model's sweep for what it changes)",
                   fp32_ceiling=tx2.SIMT_FP32_CEILING,
-                  note='conv_h2 and conv_simt_h2 multiply in half2 (HFMA2, FP16 chunks of 16 '
-                       'products a lane flushed into FP32); simt_fp32 (conv_simt) in FP32: at '
-                       "most 50 % of the half2 peak; each model's simt_compare: --compare's "
-                       "path beside 'simt', per 3x3 launch"),
+                  note='conv_simt_h2 multiplies in half2 (HFMA2, FP16 chunks of 16 products a '
+                       'lane flushed into FP32); conv_simt (simt_fp32, timed beside it: each '
+                       "model's simt_compare) in FP32: at most 50 % of the half2 peak"),
         method=tx2.METHOD, models=models, summary=tx2.summary(models))
 
 
@@ -377,8 +371,6 @@ def parse_args(argv=None):
     ap.add_argument('--replays', type=int, default=20, help='per-launch timing replays')
     ap.add_argument('--runs', type=int, default=50, help='kernels-only graph replays')
     ap.add_argument('--deadline-s', type=float, default=200)
-    ap.add_argument('--compare', default='simt_v1', choices=['simt_v1', 'simt_fp32'],
-                    help="the SIMT path timed beside 'simt' (old vs new)")
     ap.add_argument('--dry', action='store_true', help='no GPU: made-up times')
     return ap.parse_args(argv)
 
@@ -394,8 +386,7 @@ def main(argv=None):
     for name, m in result['models'].items():
         if m.get('simt_compare'):
             eff = m['simt_compare']['eff_3x3']
-            print(f"{name:12} 3x3 eff simt {eff[0]:.3f}, {args.compare} {eff[1]:.3f}",
-                  flush=True)
+            print(f'{name:12} 3x3 eff half2 {eff[0]:.3f}, fp32 {eff[1]:.3f}', flush=True)
     return result
 
 

@@ -87,10 +87,9 @@ def tx2_ms_waves(slice_ms, ctas, resident, slice_sms, clock_hz, nbytes) -> float
 
 
 def group(op, kernel, kernel_shape) -> str:
-    """'3x3', '1x1' or 'other conv' for a convolution on the GEMM kernels (``conv_h2*``,
-    ``conv_simt*``), else 'rest' (direct/depthwise convolutions, GEMMs, pooling, elementwise,
-    copies)."""
-    if op not in ('Conv', 'FusedConv') or not kernel.startswith(('conv_h2', 'conv_simt')):
+    """'3x3', '1x1' or 'other conv' for a convolution on the GEMM kernels (``conv_simt*``),
+    else 'rest' (direct/depthwise convolutions, GEMMs, pooling, elementwise, copies)."""
+    if op not in ('Conv', 'FusedConv') or not kernel.startswith('conv_simt'):
         return 'rest'
     r, s = kernel_shape
     return f'{r}x{s}' if (r, s) in ((3, 3), (1, 1)) else 'other conv'

@@ -88,12 +88,10 @@ def rel_l2(out, ref) -> float:
 
 
 # -- the model of conv_simt_h2's arithmetic ------------------------------------------------
-def pair_words(x, w, attrs, pixels, flat=False):
+def pair_words(x, w, attrs, pixels):
     """(a [pixels, kwords, 2], b [K, kwords, 2]) float64: the input words of the output
     ``pixels`` (flat indices of image 0's P x Q) and the weight words, k flattened over
-    (r, s, channel pair), an odd Cg's last pair padded with 0 (conv_simt_h2); ``flat``: k
-    flattened over (r, s, channel), paired across taps, the last word padded (conv_h2; the
-    same words where Cg is even)."""
+    (r, s, channel pair), an odd Cg's last pair padded with 0."""
     k_out, cg, kr, ks = w.shape
     sh, sw = attrs.get('strides') or [1, 1]
     dh, dw = attrs.get('dilations') or [1, 1]
@@ -101,9 +99,7 @@ def pair_words(x, w, attrs, pixels, flat=False):
     _, _, h, wd = x.shape
     q = (wd + 2 * pw - dw * (ks - 1) - 1) // sw + 1
     cp = -(-cg // 2)
-    if flat:
-        cp = cg / 2  # no padding inside a tap
-    a = np.zeros((len(pixels), kr, ks, int(2 * cp)))
+    a = np.zeros((len(pixels), kr, ks, 2 * cp))
     for i, m in enumerate(pixels):
         oh, ow = divmod(int(m), q)
         for r in range(kr):
@@ -111,16 +107,9 @@ def pair_words(x, w, attrs, pixels, flat=False):
                 ih, iw = oh * sh - ph + r * dh, ow * sw - pw + s * dw
                 if 0 <= ih < h and 0 <= iw < wd:
                     a[i, r, s, :cg] = x[0, :, ih, iw]
-    b = np.zeros((k_out, kr, ks, int(2 * cp)))
+    b = np.zeros((k_out, kr, ks, 2 * cp))
     b[..., :cg] = w.transpose(0, 2, 3, 1)
-    return _words(a.reshape(len(pixels), -1)), _words(b.reshape(k_out, -1))
-
-
-def _words(rows):
-    """[n, k] -> [n, k / 2, 2], a zero appended to an odd k."""
-    if rows.shape[1] % 2:
-        rows = np.concatenate([rows, np.zeros((rows.shape[0], 1))], axis=1)
-    return rows.reshape(rows.shape[0], -1, 2)
+    return a.reshape(len(pixels), -1, 2), b.reshape(k_out, -1, 2)
 
 
 def h2_accumulate(a, b, chunk=CHUNK) -> np.ndarray:
@@ -138,11 +127,11 @@ def h2_accumulate(a, b, chunk=CHUNK) -> np.ndarray:
     return acc
 
 
-def h2_model(case, pixels, chunk=CHUNK, flat=False) -> np.ndarray:
-    """[pixels, K] fp16 outputs of conv_simt_h2 (``flat``: conv_h2) on ``case`` at ``pixels``:
+def h2_model(case, pixels, chunk=CHUNK) -> np.ndarray:
+    """[pixels, K] fp16 outputs of conv_simt_h2 on ``case`` (``layer_case``) at ``pixels``:
     the model's sums, then the FP32 epilogue (bias, residual, activation) and FP16 rounding."""
     graph, feeds, _, node = case
-    a, b = pair_words(feeds['x'], fp16(graph.weights['w']), node.attrs, pixels, flat)
+    a, b = pair_words(feeds['x'], fp16(graph.weights['w']), node.attrs, pixels)
     v = h2_accumulate(a, b, chunk) + graph.weights['b'].astype(np.float32)
     at = node.attrs
     r = feeds['r'].reshape(feeds['r'].shape[1], -1)[:, pixels].T if 'r' in feeds else 0.0
@@ -186,45 +175,3 @@ def sample_pixels(case, count=48) -> np.ndarray:
     """``count`` output pixels of image 0 spread over it, the first and last included."""
     p, q = case[0].values['y'].shape[2:]
     return np.unique(np.linspace(0, p * q - 1, min(count, p * q)).astype(int))
-
-
-# (label, N, C, H, W, K, kernel, stride, pad, dilation, activation, residual): odd sizes,
-# strides, pads, dilations, 1x1, 3x3, the 3- and 7x7 stems, the epilogue
-SYNTHETIC = [
-    ('3x3 odd', 1, 24, 13, 11, 40, 3, 1, 1, 1, 'LeakyRelu', False),
-    ('3x3 s2 two images', 2, 32, 17, 15, 64, 3, 2, 1, 1, 'Relu', False),
-    ('3x3 dilation 2', 1, 16, 12, 13, 24, 3, 1, 2, 2, '', True),
-    ('1x1 residual', 1, 64, 9, 7, 72, 1, 1, 0, 1, 'SiLU', True),
-    ('1x1 wide', 1, 256, 5, 5, 200, 1, 1, 0, 1, '', False),
-    ('stem 3x3 s2', 1, 3, 33, 31, 16, 3, 2, 1, 1, 'LeakyRelu', False),
-    ('stem 7x7 s2', 1, 3, 37, 35, 64, 7, 2, 3, 1, 'Relu', False),
-    ('stem 6x6 s2', 1, 3, 32, 32, 32, 6, 2, 2, 1, 'SiLU', False),
-    ('odd channels', 1, 5, 9, 10, 7, 3, 1, 1, 1, '', True),
-    ('3x3 K 4608', 1, 512, 6, 5, 130, 3, 1, 1, 1, 'LeakyRelu', False),
-]
-
-
-def synthetic_case(label, n, c, h, wd, k, kr, st, pad, dil, act, residual, seed=0):
-    """``layer_case``'s tuple for a made-up FusedConv: random fp16 input (and residual),
-    weights and bias, 'residual_after_act' on where there is a residual."""
-    rng = np.random.default_rng(seed)
-    attrs = dict(kernel_shape=[kr, kr], strides=[st, st], pads=[pad] * 4,
-                 dilations=[dil, dil], activation=act, alpha=0.1,
-                 residual_after_act=int(residual))
-    x = fp16(rng.standard_normal((n, c, h, wd)))
-    w = (rng.standard_normal((k, c, kr, kr)) / np.sqrt(c * kr * kr)).astype(np.float32)
-    b = rng.standard_normal(k).astype(np.float32) * 0.1
-    p = (h + 2 * pad - dil * (kr - 1) - 1) // st + 1
-    q = (wd + 2 * pad - dil * (kr - 1) - 1) // st + 1
-    feeds, inputs = {'x': x}, ['x', 'w', 'b']
-    if residual:
-        feeds['r'] = fp16(rng.standard_normal((n, k, p, q)))
-        inputs.append('r')
-    values = {name: _value(name, a.shape) for name, a in feeds.items()}
-    values.update(w=Value('w', w.shape, 'float32', ''), b=Value('b', b.shape, 'float32', ''),
-                  y=_value('y', (n, k, p, q)))
-    node = Node('FusedConv', label, inputs, ['y'], attrs)
-    graph = Graph([node], list(feeds), ['y'], values, {'w': w, 'b': b})
-    ref = FusedConv(x.astype(np.float64), fp16(w).astype(np.float64), b.astype(np.float64),
-                    feeds['r'].astype(np.float64) if residual else None, **attrs)
-    return graph, feeds, ref, node

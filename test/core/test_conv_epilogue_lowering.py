@@ -20,7 +20,6 @@ from tx2_infer_core import reference
 from tx2_infer_core.cuda import compile as cc, params
 from tx2_infer_core.cuda.launch import NULL
 from tx2_infer_core.cuda.lower_conv import mma_module
-from tx2_infer_core.cuda.simt_tiles import h2_module
 from tx2_infer_core.cuda.lowering import lower_graph
 from tx2_infer_core.errors import UnsupportedOpError
 from tx2_infer_core.ir import Node
@@ -33,7 +32,7 @@ import zoo_launches  # noqa: E402
 
 PRELU = params.ACT_CODES['PRelu']
 # (arch, conv_path, kernel family of a 5-channel 3x3 convolution)
-PATHS = [(62, 'simt', 'conv_h2g_'), (72, 'tc', 'conv_wmma'), (90, 'tc', 'conv_mma_gather')]
+PATHS = [(62, 'simt', 'conv_simt_h2'), (72, 'tc', 'conv_wmma'), (90, 'tc', 'conv_mma_gather')]
 
 
 def lowered(graph, arch=90, path='auto'):
@@ -154,14 +153,12 @@ def test_every_new_code_sets_its_mask_bit_in_the_shared_module():
                         Node('PRelu', 'act2', ['p', 's'], ['y'])],
                        extra=dict(extra, w2=np.ones((5, 5, 1, 1), np.float32)))
     _, low = lowered(graph, 62, 'simt')
-    [module] = {k.module for k in low.launches}  # both on one conv_h2 tile and loader
-    assert module.startswith('conv_h2@')
-    assert module.endswith(f"@TX2_ACTS={(1 << PRELU) | (1 << traits.TRAITS['Selu'].code)}")
+    modules = {k.module for k in low.launches}
+    assert modules == {f"conv@TX2_ACTS={(1 << PRELU) | (1 << traits.TRAITS['Selu'].code)}"}
 
 
 MASK = sum(1 << params.ACT_CODES[op] for op in NEW + ('PRelu',))
 MODULES = [('conv', {}), ('depthwise', {}), ('conv_transpose', {}),
-           ('conv_h2', cc.split_module(h2_module(128, 32, True))[1]),
            ('conv_mma', cc.split_module(mma_module(64, 64, False))[1]),
            ('conv_mma', cc.split_module(mma_module(64, 64, True))[1])]
 

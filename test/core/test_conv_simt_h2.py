@@ -1,6 +1,5 @@
-"""conv_simt_h2 (kernels/conv.cu, half2 FMA) without a GPU: conv_path 'simt_v1' picks it (the
-SIMT default is now conv_h2: test_conv_h2.py; the FP32-FMA kernels stay behind conv_path
-'simt_fp32'), its PTX multiplies in f16x2 on every
+"""conv_simt_h2 (kernels/conv.cu, half2 FMA) without a GPU: the SIMT lowering picks it (the
+FP32-FMA kernels stay behind conv_path 'simt_fp32'), its PTX multiplies in f16x2 on every
 target, and the numpy model of its chunked FP16 accumulation (simt_h2_cases.py) against exact
 maths on real layers: within the GPU tests' tolerance, and never flushed beyond it."""
 import collections
@@ -25,8 +24,8 @@ def _gemm_convs(lowered):
     return [k for k in lowered.launches if k.kernel.startswith('conv_simt')]
 
 
-@pytest.mark.parametrize('arch,path', [(62, 'simt_v1'), (90, 'simt_v1')])
-def test_simt_v1_lowering_picks_the_half2_kernel(arch, path):
+@pytest.mark.parametrize('arch,path', [(62, 'auto'), (62, 'simt'), (90, 'simt')])
+def test_simt_lowering_picks_the_half2_kernel(arch, path):
     """YOLOv3-tiny: the 3-channel stem on conv_simt_h2 (2-byte loads), every other conv on
     conv_simt_h2_v8 (16-byte loads)."""
     graph, _ = cases.model_env('yolov3-tiny')
@@ -40,7 +39,7 @@ def test_simt_v1_lowering_picks_the_half2_kernel(arch, path):
 @pytest.mark.parametrize('arch', [62, 90])
 def test_simt_fp32_keeps_the_fp32_kernels_with_the_same_launches(arch):
     graph, _ = cases.model_env('yolov3-tiny')
-    h2 = lower_graph(graph, arch, 'simt_v1')
+    h2 = lower_graph(graph, arch, 'simt')
     fp32 = lower_graph(graph, arch, 'simt_fp32')
     assert fp32.conv_path == 'simt_fp32'
     assert len(h2.launches) == len(fp32.launches)
@@ -57,14 +56,12 @@ def test_tensor_cores_unchanged():
 
 
 def test_offsets_case_reads_and_writes_channel_views():
-    """The placed Split -> conv -> Concat graph runs on the 16-byte loaders (conv_h2 and
-    conv_simt_h2_v8) with all three channel offsets at 128 of 384 (what
-    test/cuda/test_simt_h2_cuda.py checks on the GPU)."""
+    """The placed Split -> conv -> Concat graph runs on conv_simt_h2_v8 with all three channel
+    offsets at 128 of 384 (what test/cuda/test_simt_h2_cuda.py checks on the GPU)."""
     graph, _, _ = cases.offsets_case()
-    for path, kernel in (('simt', 'conv_h2_'), ('simt_v1', 'conv_simt_h2_v8')):
-        conv = next(k for k in lower_graph(graph, 62, path).launches if k.node == 'conv')
-        assert conv.kernel.startswith(kernel)
+    conv = next(k for k in lower_graph(graph, 62).launches if k.node == 'conv')
     f = conv.fields
+    assert conv.kernel == 'conv_simt_h2_v8'
     assert (f['x_off'], f['y_off'], f['r_off']) == (128, 128, 128)
     assert (f['x_pix'], f['y_pix'], f['r_pix']) == (384, 384, 384)
 
@@ -109,11 +106,9 @@ def test_h2_ptx_multiplies_in_half2_sm90(tmp_path):
 
 
 # -- the model of the arithmetic -----------------------------------------------------------
-@pytest.mark.parametrize('flat', [False, True])
-def test_model_pairs_words_as_the_kernel_does(flat):
+def test_model_pairs_words_as_the_kernel_does():
     """With small integers every FP16 sum is exact: the model is then the exact convolution
-    (an odd channel count, stride 2, padding), so its words pair the right channels, per tap
-    (conv_simt_h2) or across taps (``flat``, conv_h2)."""
+    (an odd channel count, stride 2, padding), so its words pair the right channels."""
     rng = np.random.default_rng(0)
     x = rng.integers(-3, 4, (1, 5, 9, 7)).astype(np.float32)
     w = rng.integers(-3, 4, (6, 5, 3, 3)).astype(np.float32)
@@ -121,8 +116,8 @@ def test_model_pairs_words_as_the_kernel_does(flat):
     from tx2_infer_core.ops.conv import Conv
     want = Conv(x.astype(np.float64), w.astype(np.float64), **attrs)
     pixels = np.arange(want.shape[2] * want.shape[3])
-    a, b = cases.pair_words(x, w, attrs, pixels, flat)
-    assert a.shape[1] == (23 if flat else 9 * 3)  # 45 halves, or 3 pairs a tap
+    a, b = cases.pair_words(x, w, attrs, pixels)
+    assert a.shape[1] == 9 * 3  # 3 pairs a tap, the last one half padding
     got = cases.h2_accumulate(a, b)
     np.testing.assert_array_equal(got, want.reshape(6, -1).T)
 

@@ -231,8 +231,8 @@ def test_bert_shaped_lowers_to_15_launches(tmp_path, arch):
     optimised, _ = optimize(graph, 3)
     launches = lower_graph(optimised, arch, sm_count=132).launches
     families = Counter(launch.module.split('@')[0] for launch in launches)
-    gemm = 'conv_mma' if arch >= 80 else 'conv_h2'
-    assert families == {gemm: 8, 'layernorm': 1 if arch >= 90 else 5, 'attention': 2}, families
+    gemm = 'conv_mma' if arch >= 80 else 'conv'
+    assert families == {gemm: 8, 'layernorm': 1 if arch >= 90 else 5, 'attention': 2}
     gemms = [launch.fields for launch in launches if launch.module.startswith('conv')]
     assert all(f['bias'] is not NULL for f in gemms)
     assert [f['res'] is not NULL for f in gemms] == [False, True, False, True] * 2

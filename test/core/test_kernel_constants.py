@@ -14,7 +14,7 @@ import pytest
 
 from tx2_infer_core.cuda import (lower_axis, lower_conv, lower_int8, lower_linear_norm,
                                  lower_nn, lower_norm, lower_ops, lower_recurrent,
-                                 lower_sampling, params, pipeline, rows, simt_tiles)
+                                 lower_sampling, params, pipeline, rows)
 from tx2_infer_core.cuda.lower_attention import ATTN
 from tx2_infer_core.cuda.lower_gather import GATHER
 from tx2_infer_core.cuda.lower_index import GATHER_ND
@@ -153,7 +153,6 @@ KERNEL_RECORDS = {
     'convt_simt': params.CONV, 'convt_simt_v4': params.CONV, 'convt_wmma': params.CONV,
     'convt_wmma_v8': params.CONV, 'depthwise': params.CONV, 'depthwise_h2': params.CONV,
     'depthwise_v8': params.CONV,
-    'NAME##_##BM##x##BN': params.CONV,  # conv_h2.cu: conv_h2_<BM>x<BN>, conv_h2g_<BM>x<BN>
     'conv_mma_##BM##x##BN': lower_conv.CONV_MMA,
     'conv_mma_gather_##BM##x##BN': lower_conv.CONV_MMA,
     'conv_mma_##BM##x##BN##_cl': lower_conv.CONV_MMA,
@@ -281,17 +280,6 @@ def test_conv_mma_tiles_are_built():
     built_i8 = {(int(m[1]), int(m[2])) for m in re.finditer(
         r'^CONV_I8_MMA_KERNEL\((\d+),\s*(\d+),\s*\d+\)', SOURCES['conv_int8_mma.cu'], re.M)}
     assert built_i8 == built  # lower_int8 picks its tile with lower_conv.mma_config
-
-
-def test_conv_h2_tiles_are_built():
-    """conv_h2.cu instantiates both loaders of every tile simt_tiles may pick, and chunks k
-    as the host assumes."""
-    src = SOURCES['conv_h2.cu']
-    built = {(int(m[1]), int(m[2])) for m in re.finditer(
-        r'^#if CONV_H2_WANT\((\d+), (\d+)\)\nCONV_H2_ROWS\(\1, \2\)\nCONV_H2_GATHERS\(\1, \2\)',
-        src, re.M)}
-    assert built == set(simt_tiles.H2_TILES)
-    assert DEFINES['H2_KW'] == simt_tiles.H2_KW
 
 
 @pytest.mark.parametrize('name', sorted(STRUCT_RECORDS))

@@ -134,7 +134,7 @@ def emulate(case, constants=()) -> dict:
     graph = case.graph(constants)
     lowered = lower_graph(graph, arch=62)
     projection, recurrent = lowered.launches
-    assert (projection.module.split('@')[0], recurrent.kernel) == ('conv_h2', 'lstm_recurrent')
+    assert (projection.module.split('@')[0], recurrent.kernel) == ('conv', 'lstm_recurrent')
     return emulate_launches(graph, lowered, case.arrays(), emulate_recurrent)
 
 

@@ -266,7 +266,7 @@ def test_export_to_onnx_runtime():
 # lowering and compiling ------------------------------------------------------------------
 
 @pytest.mark.parametrize('arch, path, family', [
-    (62, 'simt', 'conv_h2g_'), (72, 'tc', 'conv_wmma'), (90, 'tc', 'conv_mma_gather'),
+    (62, 'simt', 'conv_simt_h2'), (72, 'tc', 'conv_wmma'), (90, 'tc', 'conv_mma_gather'),
     (90, 'simt', 'depthwise')])
 def test_every_conv_path_launches_the_affine(arch, path, family):
     tail, extra = affine_tail()

@@ -127,15 +127,14 @@ def test_pick_clock():
 def test_describe_puts_a_nodes_flops_on_its_first_launch_only():
     graph = yolov3_tiny(128)[0]
     launches = lower_graph(graph, 90, 'simt', 8).launches
-    conv = next(i for i, k in enumerate(launches) if k.kernel.startswith('conv_h2'))
+    conv = next(i for i, k in enumerate(launches) if k.kernel.startswith('conv_simt'))
     twice = launches[:conv + 1] + [launches[conv]] + launches[conv + 1:]
     rows = bench.describe(graph, twice, [(64, 8704)] * len(twice))
     node = next(n for n in graph.nodes if n.name == launches[conv].node)
     assert rows[conv]['flops'] == node_flops(node, graph) > 0
     assert rows[conv + 1]['flops'] == 0
     assert rows[conv]['bytes'] == rows[conv + 1]['bytes'] > 0  # shared by the two
-    # 128 threads, 64 registers, 8704 bytes: sm_62's 64 KB of shared memory hold 7
-    assert rows[conv]['resident'] == 7 and rows[conv]['kernel_shape'] == [3, 3]
+    assert rows[conv]['resident'] == 4 and rows[conv]['kernel_shape'] == [3, 3]
     launched = {k.node for k in launches}
     assert sum(r['flops'] for r in rows) == sum(node_flops(n, graph) for n in graph.nodes
                                                 if n.name in launched)
@@ -158,9 +157,7 @@ def test_dry_run_writes_the_document(tmp_path):
     summary = doc['summary']['yolov3_tiny']
     assert 0.2 < summary['eff_3x3'] < 0.3  # the made-up 30 % plus 3 us a launch
     assert summary['tx2_ms'] > summary['tx2_ms_at_goal'] > 0
-    # the SIMT tiles depend on the SM count: only conv_h2 tiles and grids differ
-    differing = model['sweep']['differing']
-    assert differing and all(k.startswith('conv_h2') for d in differing for k in d['kernel'])
+    assert model['sweep']['differing'] == []  # the SIMT lowering ignores the SM count
     half2, fp32 = model['simt_compare']['eff_3x3']
     assert 0.1 < fp32 < half2 < 0.3  # made up: 30 % and 18 % plus 3 us a launch
 
@@ -218,12 +215,10 @@ def test_the_device_path_assembles_the_document(tmp_path, monkeypatch):
     assert model['rows'][1]['eff_slice'] == pytest.approx(tx2.efficiency(
         model['rows'][1]['flops'], 0.02, 8, 1.7e9))
     assert 'error' in doc['models']['gone'] and 'error' in doc['summary']['gone']
-    compare = model['simt_compare']  # the old half2 kernels' run (simt_v1), per 3x3 launch
-    assert 'compare_run' not in model and compare['rows']
-    assert compare['order'] == ['simt', 'simt_v1']
-    pairs = {tuple(r['kernels']) for r in compare['rows']}
-    assert ('conv_h2g_128x32', 'conv_simt_h2') in pairs
-    assert {old for _, old in pairs} == {'conv_simt_h2', 'conv_simt_h2_v8'}
+    compare = model['simt_compare']  # the FP32-FMA kernels' run, per 3x3 launch
+    assert 'simt_fp32' not in model and compare['rows']
+    pairs = {('conv_simt_h2', 'conv_simt'), ('conv_simt_h2_v8', 'conv_simt_v4')}
+    assert {tuple(r['kernels']) for r in compare['rows']} == pairs
     row = compare['rows'][1]
     assert row['ms'] == [model['rows'][row['index']]['slice_ms']] * 2  # the same fake times
     assert result['summary']['yolov3_tiny']['slice_kernels_ms'] == 1.0

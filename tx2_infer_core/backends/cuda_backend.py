@@ -27,8 +27,7 @@ class CudaBackend(Backend):
     """Runs a graph with ``kernels/*.cu`` on one GPU.
 
     ``conv_path``: 'auto' (tensor cores from sm_70, else SIMT), 'tc', 'simt' (forces the
-    half2 SIMT path, as on a Jetson TX2), 'simt_v1' (its previous 64 x 64 kernels, for A/B
-    timing) or 'simt_fp32' (its FP32-FMA kernels).
+    half2 SIMT path, as on a Jetson TX2) or 'simt_fp32' (its FP32-FMA kernels).
     ``use_graph``: replay a captured CUDA graph per frame.
     ``place_channels``: channel Concat/Split by placement (False: copies, for comparison).
     ``reuse_outputs``: ``run`` returns the same pinned arrays every call, overwritten by the

@@ -21,7 +21,6 @@ from tx2_infer_core.cuda.cluster import cluster_of
 from tx2_infer_core.cuda.launch import BLOCK, NULL, Launch, grid_1d
 from tx2_infer_core.cuda.lower_epilogue import fused_epilogue
 from tx2_infer_core.cuda.lower_ops import binary_launch
-from tx2_infer_core.cuda.simt_tiles import h2_config, h2_kernel, h2_module, h2_threads
 from tx2_infer_core.cuda.splitk_table import split_pays
 from tx2_infer_core.passes.weights import batchnorm_scale_shift
 
@@ -34,7 +33,7 @@ MAX_SPLITS = 16
 MIN_TILES_PER_SPLIT = 2
 WORKSPACE_BYTES = 8 << 20  # FP32 split-K partials, one buffer a lowering shares by every layer
 # The kernel files whose launches apply the ConvParams epilogue (``with_act_masks``).
-ACT_MODULES = ('conv', 'conv_h2', 'conv_mma', 'depthwise', 'conv_transpose')
+ACT_MODULES = ('conv', 'conv_mma', 'depthwise', 'conv_transpose')
 # conv_mma's argument list: ConvParams, then the split-K workspace and factor.
 CONV_MMA = np.dtype([(n, params.CONV.fields[n][0]) for n in params.CONV.names]
                     + [('ws', params.PTR), ('splits', 'i4')], align=True)
@@ -64,12 +63,10 @@ def is_depthwise(cg: int, groups: int) -> bool:
 def pick_kernel(arch: int, path: str, cg: int, kg: int, groups: int, aligned) -> tuple:
     """(kernel name, threads) for one convolution; ``aligned(n)`` says n-half vectors fit.
     'conv_mma' and 'conv_mma_gather' (channels not in 16-byte rows) are families whose tile
-    ``mma_config`` picks; so are 'conv_h2' and 'conv_h2g' (gather), the SIMT path's half2
-    kernels (HFMA2, FP16 chunks of 16 products a lane flushed into FP32), whose tile
-    ``simt_tiles.h2_config`` picks. 'simt_v1' keeps their 64 x 64 predecessors
-    (``conv_simt_h2*``, for A/B timing), 'simt_fp32' the FP32-FMA kernels (``conv_simt*``).
-    Depthwise layers (``is_depthwise``) never come here: their weights are laid out for
-    ``depthwise_launch``."""
+    ``mma_config`` picks. The SIMT path multiplies in half2 (HFMA2, ``conv_simt_h2*``: FP16
+    chunks of 16 products a lane flushed into FP32); 'simt_fp32' keeps the FP32-FMA kernels
+    (``conv_simt*``). Depthwise layers (``is_depthwise``) never come here: their weights are
+    laid out for ``depthwise_launch``."""
     if groups > 1 and min(cg, kg) < 8:
         return 'conv_direct', 256
     if path == 'tc' and arch >= MMA_MIN_ARCH:
@@ -78,9 +75,7 @@ def pick_kernel(arch: int, path: str, cg: int, kg: int, groups: int, aligned) ->
         return ('conv_wmma_v8' if aligned(8) else 'conv_wmma'), 128
     if path == 'simt_fp32':
         return ('conv_simt_v4' if aligned(4) else 'conv_simt'), 256
-    if path == 'simt_v1':
-        return ('conv_simt_h2_v8' if aligned(8) else 'conv_simt_h2'), 256
-    return ('conv_h2' if aligned(8) else 'conv_h2g'), 0
+    return ('conv_simt_h2_v8' if aligned(8) else 'conv_simt_h2'), 256
 
 
 def mma_config(m: int, n: int, ktiles: int, groups: int, sms: int, split_ok=True,
@@ -210,8 +205,6 @@ def conv_launches(lc, name, x, y, geo, w_ref, bias_ref, res=None, act=None, res_
                                   aligned)
     if kernel.startswith('conv_mma'):
         return mma_launches(lc, name, kernel, fields, geo, split_ok)
-    if kernel.startswith('conv_h2'):
-        return [h2_launch(lc, name, kernel == 'conv_h2g', fields, geo)]
     if kernel == 'conv_direct':
         total = geo['N'] * geo['P'] * geo['Q'] * geo['Kg'] * geo['groups']
         grid = grid_1d(total)
@@ -219,15 +212,6 @@ def conv_launches(lc, name, x, y, geo, w_ref, bias_ref, res=None, act=None, res_
         m = geo['N'] * geo['P'] * geo['Q']
         grid = (-(-m // 64), -(-geo['Kg'] // 64), geo['groups'])
     return [Launch('conv', kernel, grid, (threads, 1, 1), params.CONV, fields, name)]
-
-
-def h2_launch(lc, name, gather, fields, geo) -> Launch:
-    """The conv_h2 launch of one convolution, its tile picked for ``lc.sm_count`` SMs."""
-    m = geo['N'] * geo['P'] * geo['Q']
-    bm, bn = h2_config(m, geo['Kg'], geo['groups'], lc.sm_count)
-    return Launch(h2_module(bm, bn, gather), h2_kernel(bm, bn, gather),
-                  (-(-m // bm), -(-geo['Kg'] // bn), geo['groups']), (h2_threads(bm, bn), 1, 1),
-                  params.CONV, fields, name)
 
 
 def conv_geometry(attrs, x_shape, y_shape, w_shape) -> dict:

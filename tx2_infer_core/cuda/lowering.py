@@ -35,8 +35,7 @@ from tx2_infer_core.passes.rewrite_einsum import without_einsum
 from tx2_infer_core.planner import ALIGNMENT, MemoryPlan
 
 DEFAULT_SM_COUNT = 132  # an H100's; the backend passes its device's count
-# simt_v1: the 64 x 64 half2 SIMT kernels conv_h2 replaced (A/B timing); simt_fp32: FP32 FMA
-CONV_PATHS = ('auto', 'tc', 'simt', 'simt_v1', 'simt_fp32')
+CONV_PATHS = ('auto', 'tc', 'simt', 'simt_fp32')  # simt_fp32: the FP32-FMA SIMT kernels
 FAMILIES = {'conv': lower_conv.lower_conv, 'gemm': lower_conv.lower_gemm,
             'conv_transpose': lower_conv_transpose.lower_conv_transpose,
             'batchnorm': lower_conv.lower_batchnorm,
