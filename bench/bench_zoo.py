@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / 'bench'))
 import zoo_data  # noqa: E402
 from benchlib import cpu_name, stats, versions, wall_times, write_json  # noqa: E402
 from zoo_launches import COMPUTE_OPS  # noqa: E402 - one definition of a conv/GEMM node
-from zoo_torch import TorchWorker, torch_row  # noqa: E402
+from zoo_torch import TorchWorker, ours_rounds, torch_row  # noqa: E402
 from zoo_torch import markdown as torch_markdown  # noqa: E402
 
 
@@ -134,8 +134,9 @@ def bench_model(model, model_path, weights, args, work, worker=None) -> dict:
         if args.backend == 'cuda':
             row['cuda'] = cuda_profile(engine, args)
         if worker is not None:
-            row['torch'] = torch_row(worker, engine, ref_path, feeds, names,
-                                     lambda outs: accuracy(outs, ref, classifier), args)
+            with ours_rounds(engine) as ours:
+                row['torch'] = torch_row(worker, ours, ref_path, feeds, names,
+                                         lambda outs: accuracy(outs, ref, classifier), args)
         row['speedup_vs_ort_cpu'] = row['ort_cpu']['median_ms'] / row['ours_run']['median_ms']
     finally:
         engine.close()

@@ -15,6 +15,7 @@ A model onnx2torch cannot convert or torch cannot run is a row with the reason
 This module imports neither torch nor onnx2torch (the child does).
 """
 import multiprocessing
+from contextlib import contextmanager
 
 import race
 import zoo_torch_child
@@ -71,29 +72,37 @@ class TorchWorker:
         self.proc = self.conn = None
 
 
-def interleaved(worker, engine, runs, warmup, rounds, timeout) -> dict:
-    """{contender: [one timing (or failure) per round]}: per round ours (the kernels-only graph
-    replay, as the race's ``ours``), torch eager, torch eager + CUDA graph."""
+@contextmanager
+def ours_rounds(engine):
+    """A function ``(runs, warmup) -> timing`` of the engine's kernels-only graph replays (the
+    race's ``ours``), the graph closed after."""
     from bench_ours import kernels_graph, replay_times
     be = engine.backend
     graph = kernels_graph(be)
-    raw = dict(ours=[], **{c: [] for c in CONTENDERS})
     try:
-        for rnd in range(1, rounds + 1):
-            raw['ours'].append(dict(replay_times(be, graph.launch, runs, warmup), round=rnd))
-            for name, request in CONTENDERS.items():
-                got = worker.call(('time', request, runs, warmup), timeout)
-                raw[name].append(dict(got, round=rnd))
+        yield lambda runs, warmup: replay_times(be, graph.launch, runs, warmup)
     finally:
         with be.ctx:
             graph.close()
+
+
+def interleaved(worker, ours, runs, warmup, rounds, timeout) -> dict:
+    """{contender: [one timing (or failure) per round]}: per round ``ours(runs, warmup)``,
+    torch eager, torch eager + CUDA graph."""
+    raw = dict(ours=[], **{c: [] for c in CONTENDERS})
+    for rnd in range(1, rounds + 1):
+        raw['ours'].append(dict(ours(runs, warmup), round=rnd))
+        for name, request in CONTENDERS.items():
+            raw[name].append(dict(worker.call(('time', request, runs, warmup), timeout),
+                                  round=rnd))
     return raw
 
 
-def torch_row(worker, engine, onnx_path, feeds, names, compare, args) -> dict:
+def torch_row(worker, ours, onnx_path, feeds, names, compare, args) -> dict:
     """The ``torch`` block of one zoo model's row: what the child chose (``info``), the
-    accuracy of eager and graph outputs (``compare(outputs by name)``), the combined rounds
-    and the ratios; or {error} with the reason. ``names``: the outputs in model order."""
+    accuracy of eager and graph outputs (``compare(outputs by name)``), the rounds combined
+    (ours: ``ours_rounds``) and the ratios; or {error} with the reason. ``names``: the
+    outputs in model order."""
     loaded = worker.call(('load', str(onnx_path), feeds), LOAD_TIMEOUT_S)
     if 'error' in loaded:
         return loaded
@@ -102,7 +111,7 @@ def torch_row(worker, engine, onnx_path, feeds, names, compare, args) -> dict:
         if len(outputs) != len(names):
             return dict(row, error=f'torch: {len(outputs)} outputs, ONNX Runtime {len(names)}')
         row['accuracy'][name] = compare(dict(zip(names, outputs)))
-    raw = interleaved(worker, engine, args.torch_runs, args.warmup, args.torch_rounds,
+    raw = interleaved(worker, ours, args.torch_runs, args.warmup, args.torch_rounds,
                       timeout=60 + args.torch_runs)
     row['contenders'] = {c: race.combine_rounds(r) for c, r in raw.items()}
     row['ratios'] = race.ratios(row)

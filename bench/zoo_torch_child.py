@@ -204,10 +204,12 @@ class Contender:
         self.info = dict(prep, precision=precision, fp16_error=fp16_error,
                          torchvision_stub=stub, torch=torch.__version__)
         self.outputs = dict(eager=outputs)
-        self.graph = None
+        self.graph, self.device = None, device
         if device == 'cuda':
             with torch.inference_mode():
                 self._on_gpu()
+        else:
+            self.info['graph_error'] = f'no CUDA graph on {device}'
         self.info['prepare_s'] = time.perf_counter() - t0
 
     def _on_gpu(self):
@@ -220,13 +222,17 @@ class Contender:
             self.info['graph_error'] = one_line(exc)
 
     def time(self, contender, runs, warmup) -> dict:
-        """CUDA-event timing of ``runs`` eager calls or graph replays."""
+        """CUDA-event timing of ``runs`` eager calls or graph replays (wall clock off the
+        GPU)."""
         import torch
         from bench_torch import time_calls
+        from benchlib import stats, wall_times
         if contender == 'graph' and self.graph is None:
-            return dict(error=f"no CUDA graph: {self.info.get('graph_error')}")
+            return dict(error=self.info['graph_error'])
         fn = self.graph.replay if contender == 'graph' else lambda: self.module(*self.inputs)
         with torch.inference_mode():
+            if self.device != 'cuda':
+                return stats(wall_times(fn, runs, warmup), minimum=True)
             return time_calls(fn, runs, warmup)
 
 

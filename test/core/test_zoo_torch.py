@@ -10,6 +10,7 @@ process answering, failing and restarted.
 import importlib.util
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -21,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / 'bench'))
 
 import zoo_data  # noqa: E402
+from benchlib import stats, wall_times  # noqa: E402
 import zoo_torch  # noqa: E402
 import zoo_torch_child  # noqa: E402
 from zoo_torch_onnx import torch_onnx  # noqa: E402
@@ -158,3 +160,33 @@ def test_the_child_answers_fails_by_name_and_is_restarted(torch_cpu, tmp_path):
         assert np.array_equal(again['outputs']['eager'][0], loaded['outputs']['eager'][0])
     finally:
         worker.stop()
+
+
+def test_a_torch_row_from_a_real_child(torch_cpu, tmp_path):
+    """``torch_row`` on the CPU: ONNX Runtime stands in for our engine, timed by wall clock
+    in rounds interleaved with the child's eager calls; no CUDA graph there, said so."""
+    path, feeds, reference = zoo_case('mtcnn-onet')
+    session = ort_session(path)
+    names = [o.name for o in session.get_outputs()]
+
+    def ours(runs, warmup):
+        return stats(wall_times(lambda: session.run(names, feeds), runs, warmup))
+
+    def compare(outputs):
+        return dict(max_rel=max_rel([outputs[n] for n in names], reference))
+
+    worker = zoo_torch.TorchWorker(tmp_path, device='cpu')
+    args = SimpleNamespace(torch_runs=5, warmup=2, torch_rounds=2)
+    try:
+        row = zoo_torch.torch_row(worker, ours, path, feeds, names, compare, args)
+    finally:
+        worker.stop()
+    assert row['info']['precision'] == 'fp16' and row['accuracy']['eager']['max_rel'] < 1e-2
+    assert [row['contenders'][c]['repeats'] for c in ('ours', 'eager')] == [2, 2]
+    assert row['contenders']['cuda_graph'] == dict(error='no CUDA graph on cpu', round=1,
+                                                   repeats=0)
+    eager, ours_ms = row['contenders']['eager'], row['contenders']['ours']
+    assert row['ratios']['ours/eager'] == pytest.approx(ours_ms['median_ms'] /
+                                                        eager['median_ms'])
+    line = zoo_torch.markdown([dict(model='mtcnn-onet', torch=row)])[-1]
+    assert line.startswith('| mtcnn-onet | fp16 | ') and 'no CUDA graph on cpu' in line
