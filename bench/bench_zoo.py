@@ -238,11 +238,17 @@ def main(argv=None) -> dict:
     finally:
         if worker is not None:
             worker.stop()
+    write_results(doc, args)
+    return doc
+
+
+def write_results(doc, args) -> None:
+    """``zoo_<tag>.json`` and ``.md`` as they stand (rewritten after each model, so a call
+    killed at its limit still leaves the models it finished)."""
     tag = args.tag or args.backend
     out = Path(args.out_dir)
     write_json(out / f'zoo_{tag}.json', doc)
     (out / f'zoo_{tag}.md').write_text(markdown(doc))
-    return doc
 
 
 def run_models(doc, args, work, start, worker) -> None:
@@ -250,6 +256,7 @@ def run_models(doc, args, work, start, worker) -> None:
     for name, (model_path, weights) in model_sources(args, work).items():
         if time.monotonic() - start > args.deadline_s:
             doc['models'].append(dict(model=name, task='', error='skipped: deadline'))
+            write_results(doc, args)
             continue
         model = zoo_data.BY_NAME[name]
         try:
@@ -258,6 +265,7 @@ def run_models(doc, args, work, start, worker) -> None:
             row = dict(model=name, task=model.task, error=f'{type(exc).__name__}: {exc}',
                        traceback=traceback.format_exc()[-2000:])
         doc['models'].append(row)
+        write_results(doc, args)
         print(markdown(dict(doc, torch=False, models=[row])).splitlines()[-1], flush=True)
         if worker is not None:
             print(torch_markdown([row])[-1], flush=True)

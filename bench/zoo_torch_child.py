@@ -86,7 +86,8 @@ def converted(path, feeds, work, stub) -> tuple:
         return convert(prep['path'], stub), dict(prep, fold_error=folded_error)
     except NotConvertible as exc:
         same = str(exc) == folded_error
-        raise NotConvertible(str(exc) if same else f'{exc} (folded: {folded_error})') from exc
+        raise NotConvertible(folded_error if same else f'{folded_error} (unfolded: {exc})') \
+            from exc
 
 
 def as_list(out) -> list:
