@@ -7,7 +7,10 @@ fixed, constant-folded, SAME pads written out); where onnx2torch cannot convert 
 graph (ORT may fuse ops into ones it lacks: SpaceToDepth), the graph unfolded.
 
 FP16 first (weights and float inputs in half); where that raises or gives non-finite outputs,
-FP32, the reason kept (``fp16_error``). With a 4-D input the memory format (contiguous or
+FP32, the reason kept (``fp16_error``). Constants onnx2torch modules read on the host (Reshape
+shapes, Split sizes, Resize scales, scalar Gather indices: ``HOST_READ_FROM``) stay on the CPU,
+so a call needs no copy back from the GPU: without that, such a sync per Reshape fails every
+CUDA graph capture (and slows eager). With a 4-D input the memory format (contiguous or
 channels-last) is the faster over a few eager calls. A model onnx2torch cannot convert or run
 raises ``NotConvertible`` naming the op or the error.
 
@@ -28,6 +31,14 @@ from zoo_torch_onnx import torch_onnx
 STUBS = Path(__file__).resolve().parent / 'torch_stubs'
 NEEDS_TORCHVISION = ('NonMaxSuppression', 'RoiAlign')
 FORMAT_CALLS = 10
+# onnx2torch modules that read their arguments from this position on (and any keyword one)
+# on the host (``tolist``, ``torch.Size``): shapes, axes, pads, sizes, repeats; Gather an
+# index of one value (``item``), not an index tensor
+HOST_READ_FROM = dict(OnnxReshape=1, OnnxExpand=1, OnnxTile=1, OnnxSlice=1, OnnxSplit13=1,
+                      OnnxPadDynamic=1, OnnxResize=1, OnnxResizeV10=1, OnnxTopK=1,
+                      OnnxUnsqueezeDynamicAxes=1, OnnxSqueezeDynamicAxes=1, OnnxCumSum=1,
+                      OnnxReduceSumDynamicAxes=1, OnnxGather=1, OnnxConstantOfShape=0,
+                      OnnxRange=0)
 
 
 def one_line(exc) -> str:
@@ -144,6 +155,44 @@ def with_precision(module, feeds, names, device, try_fp16=True) -> tuple:
         raise NotRunnable(f'FP16: {fp16}; FP32: {one_line(exc)}') from exc
 
 
+def host_read_only(module, node, value) -> bool:
+    """Whether every use of the fx ``node`` (a constant, ``value``) is an argument an
+    onnx2torch module reads on the host (``HOST_READ_FROM``)."""
+    for user in node.users:
+        if user.op != 'call_module':
+            return False
+        kind = type(module.get_submodule(user.target)).__name__
+        first = HOST_READ_FROM.get(kind)
+        if first is None or node in user.args[:first]:
+            return False
+        if kind == 'OnnxGather' and value.dim():
+            return False
+    return bool(node.users)
+
+
+def host_constants(module) -> dict:
+    """{get_attr target: tensor} of the module's constants only read on the host (shapes,
+    axes, sizes)."""
+    found = {}
+    for node in module.graph.nodes:
+        owner, _, name = str(node.target).rpartition('.')
+        holder = module.get_submodule(owner) if node.op == 'get_attr' else None
+        value = holder._buffers.get(name) if holder is not None else None
+        if value is not None and host_read_only(module, node, value):
+            found[node.target] = value
+    return found
+
+
+def keep_on_host(module) -> int:
+    """``host_constants`` moved back to the CPU, so that a call copies nothing back from the
+    GPU: no sync, which a CUDA graph cannot capture. Returns how many."""
+    found = host_constants(module)
+    for target, value in found.items():
+        owner, _, name = target.rpartition('.')
+        module.get_submodule(owner)._buffers[name] = value.cpu()
+    return len(found)
+
+
 # --- on the GPU --------------------------------------------------------------------------------
 
 def eager_ms(module, inputs, calls=FORMAT_CALLS) -> float:
@@ -203,7 +252,8 @@ class Contender:
         self.module, self.inputs, outputs, precision, fp16_error = with_precision(
             module, feeds, names, device, try_fp16)
         self.info = dict(prep, precision=precision, fp16_error=fp16_error,
-                         torchvision_stub=stub, torch=torch.__version__)
+                         host_constants=keep_on_host(self.module), torchvision_stub=stub,
+                         torch=torch.__version__)
         self.outputs = dict(eager=outputs)
         self.graph, self.device = None, device
         if device == 'cuda':

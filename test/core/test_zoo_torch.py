@@ -142,6 +142,30 @@ def test_not_convertible_names_the_op(torch_cpu, name, op, tmp_path):
         zoo_torch_child.Contender(path, feeds, tmp_path, device='cpu')
 
 
+@pytest.mark.parametrize('name', ['ppocr-rec', 'captcha-crnn', 'layout-cdla'])
+def test_host_constants_leave_no_host_read_of_device_data(torch_cpu, name, tmp_path):
+    """What a CUDA graph capture needs, checked on the CPU: with the constants
+    ``host_constants`` picks (Reshape shapes, Split sizes, scalar Gather indices, Resize
+    scales) on the CPU and every other tensor on the meta device, which holds no data (a host
+    read raises, as a sync fails a capture), the module runs; with none kept, it does not."""
+    import torch
+    path, feeds, _ = zoo_case(name)
+    model = zoo_torch_child.Contender(path, feeds, tmp_path, device='cpu', try_fp16=False)
+    module, inputs = model.module, [t.to('meta') for t in model.inputs]
+    kept = zoo_torch_child.host_constants(module)
+    assert model.info['host_constants'] == len(kept) > 0
+    module.to('meta')
+    with torch.inference_mode(), pytest.raises((RuntimeError, NotImplementedError)):
+        module(*inputs)
+    for target, value in kept.items():
+        owner, _, leaf = target.rpartition('.')
+        module.get_submodule(owner)._buffers[leaf] = value
+    with torch.inference_mode():
+        outputs = module(*inputs)
+    outputs = outputs if isinstance(outputs, (tuple, list)) else [outputs]
+    assert all(t.device.type == 'meta' for t in outputs)
+
+
 def test_the_child_answers_fails_by_name_and_is_restarted(torch_cpu, tmp_path):
     path, feeds, reference = zoo_case('mtcnn-onet')
     worker = zoo_torch.TorchWorker(tmp_path, device='cpu')
