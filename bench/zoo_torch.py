@@ -130,7 +130,7 @@ def _ms(entry) -> str:
 def _status(torch) -> str:
     """'ok', the reason there is no torch timing, or what torch runs instead of FP16 + graph."""
     if 'error' in torch:
-        return torch['error'][:120]
+        return torch['error'][:160]
     info, notes = torch['info'], []
     if info['precision'] != 'fp16':
         notes.append(f"FP32 (FP16: {info['fp16_error']})"[:120])
@@ -142,11 +142,14 @@ def _status(torch) -> str:
 def markdown(models) -> list:
     """Lines of the torch table: one row per model of ``bench_zoo``'s document."""
     lines = ['', '## torch (onnx2torch) on the same GPU, rounds interleaved with ours', '',
+             'Medians of the rounds\' medians (p99: median of the rounds\' p99s), CUDA events; '
+             'ours: the kernels-only graph replay; ours / torch < 1: ours is faster; max rel '
+             'vs ONNX Runtime FP32.', '',
              '| model | torch precision | max rel eager / graph | torch eager p50/p99 ms | '
              'eager + CUDA graph p50/p99 ms | ours graph p50/p99 ms | ours / eager | '
              'ours / graph | torch status |', '|' + '---|' * 9]
     for r in models:
-        torch = r.get('torch', dict(error='not measured (ours failed)'))
+        torch = r.get('torch') or dict(error=f"not measured: {r.get('error', '-')}")
         c, acc, ratio = torch.get('contenders', {}), torch.get('accuracy', {}), \
             torch.get('ratios', {})
         rels = ' / '.join(f"{acc[k]['max_rel']:.1e}" if k in acc else '-'

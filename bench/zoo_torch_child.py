@@ -19,6 +19,7 @@ converters). Where it is missing, ``torch_stubs/`` (bench only) goes on ``sys.pa
 with those ops is not convertible.
 """
 import copy
+import re
 import sys
 import time
 from pathlib import Path
@@ -31,6 +32,8 @@ from zoo_torch_onnx import torch_onnx
 STUBS = Path(__file__).resolve().parent / 'torch_stubs'
 NEEDS_TORCHVISION = ('NonMaxSuppression', 'RoiAlign')
 FORMAT_CALLS = 10
+MISSING_CONVERTER = re.compile(r"Converter is not implemented .*operation_type='(\w+)', "
+                               r"version=(\d+)")
 # onnx2torch modules that read their arguments from this position on (and any keyword one)
 # on the host (``tolist``, ``torch.Size``): shapes, axes, pads, sizes, repeats; Gather an
 # index of one value (``item``), not an index tensor
@@ -80,7 +83,9 @@ def convert(path, stub):
     try:
         return onnx2torch.convert(str(path)).eval()
     except Exception as exc:
-        raise NotConvertible(one_line(exc)) from exc
+        missing = MISSING_CONVERTER.search(str(exc))
+        raise NotConvertible(f'no onnx2torch converter for {missing[1]}-{missing[2]}'
+                             if missing else one_line(exc)) from exc
 
 
 def converted(path, feeds, work, stub) -> tuple:
