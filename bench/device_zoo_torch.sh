@@ -7,8 +7,9 @@
 #     && pip download --no-deps onnx2torch -d .zoo_torch/whl     # pycuda + onnx2torch
 # Carry .zoo_torch; there `bash bench/device_zoo_torch.sh`. MODELS (a,b,...): which models
 # and their order (default: the pack, in ZOO order); the deadline cuts the last. TESTS: GPU
-# test files run first (e.g. test/cuda/test_zoo_torch_cuda.py). Writes $OUT/zoo_TAG.{json,md}
-# (TAG h200_torch, rewritten after each model) and the log.
+# test files run first (e.g. test/cuda/test_zoo_torch_cuda.py). BUDGET_S (470): seconds for
+# the whole script; ZOO_ARGS: bench_zoo options (default --runs 100 --runs-cpu 10). Writes
+# $OUT/zoo_TAG.{json,md} (TAG h200_torch, rewritten after each model) and zoo_torch.log.
 set -u
 T0=$(date +%s)
 PACK=${ZOO_PACK:-.zoo_torch}
