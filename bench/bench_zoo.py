@@ -6,13 +6,16 @@ range measured on the same input at build: ``range_feeds``) against ORT FP32 (re
 and max relative error = max |diff| / max |ref|, per output, worst reported; classifiers:
 top-1 equal); on CUDA the launches (and per conv/GEMM node), the kernel-time sum and the
 slowest launches of the captured graph (bench_ours.profile, with GB/s beside TFLOP/s); our
-``engine.run`` latency and ORT CPU latency on all cores (median, p99).
+``engine.run`` latency and ORT CPU latency on all cores (median, p99). With ``--torch``
+(cuda): torch eager and torch eager + CUDA graph of the model converted by onnx2torch, in rounds
+interleaved with our graph replay, outputs vs ORT FP32, ratios (``zoo_torch.py``).
 Writes ``zoo_<tag>.json`` and ``zoo_<tag>.md`` to ``--out-dir``. A model that fails to build
 or run is a row with its error, never an abort.
 
     python bench/bench_zoo.py --backend cpu --models ppocr-cls,mtcnn-onet --out-dir /tmp/z
     # GPU machine, one call per pack group (python bench/zoo_data.py groups | pack .zoo N):
     python bench/bench_zoo.py --packed .zoo --backend cuda --out-dir $OUT --tag h200_g1
+    python bench/bench_zoo.py --packed .zoo --backend cuda --torch --tag h200_torch  # + torch
 """
 import argparse
 import math
@@ -30,6 +33,8 @@ sys.path.insert(0, str(ROOT / 'bench'))
 import zoo_data  # noqa: E402
 from benchlib import cpu_name, stats, versions, wall_times, write_json  # noqa: E402
 from zoo_launches import COMPUTE_OPS  # noqa: E402 - one definition of a conv/GEMM node
+from zoo_torch import TorchWorker, ours_rounds, torch_row  # noqa: E402
+from zoo_torch import markdown as torch_markdown  # noqa: E402
 
 
 def ort_session(path, threads):
@@ -97,7 +102,8 @@ def filled_buffers(engine, feeds) -> tuple:
     return {name: buffers[name] for name in feeds}, out
 
 
-def bench_model(model, model_path, weights, args, work) -> dict:
+def bench_model(model, model_path, weights, args, work, worker=None) -> dict:
+    """One zoo model's row; ``worker`` (a ``TorchWorker``, cuda only) adds its torch block."""
     from tx2_infer_core.engine import Engine
     row = dict(model=model.name, task=model.task, input_shape=list(model.input_shape),
                file=Path(model_path).name)
@@ -127,6 +133,10 @@ def bench_model(model, model_path, weights, args, work) -> dict:
                                                    3))
         if args.backend == 'cuda':
             row['cuda'] = cuda_profile(engine, args)
+        if worker is not None:
+            with ours_rounds(engine) as ours:
+                row['torch'] = torch_row(worker, ours, ref_path, feeds, names,
+                                         lambda outs: accuracy(outs, ref, classifier), args)
         row['speedup_vs_ort_cpu'] = row['ort_cpu']['median_ms'] / row['ours_run']['median_ms']
     finally:
         engine.close()
@@ -169,6 +179,8 @@ def markdown(doc) -> str:
             f"{launches} | {_fmt(cuda.get('kernel_sum_ms'), '.3f')} | {lat} | {host} | "
             f"{_fmt(r.get('ort_cpu', {}).get('median_ms'), '.2f')} | "
             f"{_fmt(r.get('speedup_vs_ort_cpu'), '.1f')} | {status} |")
+    if doc.get('torch'):
+        lines += torch_markdown(doc['models'])
     return '\n'.join(lines) + '\n'
 
 
@@ -196,7 +208,14 @@ def parse_args(argv=None):
     ap.add_argument('--replays', type=int, default=20, help='profile replays')
     ap.add_argument('--top', type=int, default=8, help='slowest launches kept per model')
     ap.add_argument('--deadline-s', type=float, default=540)
-    return ap.parse_args(argv)
+    ap.add_argument('--torch', action='store_true',
+                    help='add torch eager and eager + CUDA graph (onnx2torch; cuda only)')
+    ap.add_argument('--torch-rounds', type=int, default=3, help='rounds interleaved with ours')
+    ap.add_argument('--torch-runs', type=int, default=100, help='timed calls per round')
+    args = ap.parse_args(argv)
+    if args.torch and args.backend != 'cuda':
+        ap.error('--torch needs --backend cuda')
+    return args
 
 
 def main(argv=None) -> dict:
@@ -211,24 +230,45 @@ def main(argv=None) -> dict:
         from benchlib import gpu_facts
         device = gpu_facts(drv)['device']
     doc = dict(backend=args.backend, device=device, cpu=cpu_name(), cores=os.cpu_count(),
-               versions=versions('numpy', 'onnx', 'onnxruntime', 'pycuda'), models=[])
-    for name, (model_path, weights) in model_sources(args, work).items():
-        if time.monotonic() - start > args.deadline_s:
-            doc['models'].append(dict(model=name, task='', error='skipped: deadline'))
-            continue
-        model = zoo_data.BY_NAME[name]
-        try:
-            row = bench_model(model, model_path, weights, args, work)
-        except Exception as exc:  # a refusal or a crash is a result, not an abort
-            row = dict(model=name, task=model.task, error=f'{type(exc).__name__}: {exc}',
-                       traceback=traceback.format_exc()[-2000:])
-        doc['models'].append(row)
-        print(markdown(dict(doc, models=[row])).splitlines()[-1], flush=True)
+               versions=versions('numpy', 'onnx', 'onnxruntime', 'pycuda', 'torch',
+                                 'onnx2torch'), torch=args.torch, models=[])
+    worker = TorchWorker(work / 'torch') if args.torch else None
+    try:
+        run_models(doc, args, work, start, worker)
+    finally:
+        if worker is not None:
+            worker.stop()
+    write_results(doc, args)
+    return doc
+
+
+def write_results(doc, args) -> None:
+    """``zoo_<tag>.json`` and ``.md`` as they stand (rewritten after each model, so a call
+    killed at its limit still leaves the models it finished)."""
     tag = args.tag or args.backend
     out = Path(args.out_dir)
     write_json(out / f'zoo_{tag}.json', doc)
     (out / f'zoo_{tag}.md').write_text(markdown(doc))
-    return doc
+
+
+def run_models(doc, args, work, start, worker) -> None:
+    """Bench each model into ``doc['models']`` (a row with the error where one fails)."""
+    for name, (model_path, weights) in model_sources(args, work).items():
+        if time.monotonic() - start > args.deadline_s:
+            doc['models'].append(dict(model=name, task='', error='skipped: deadline'))
+            write_results(doc, args)
+            continue
+        model = zoo_data.BY_NAME[name]
+        try:
+            row = bench_model(model, model_path, weights, args, work, worker)
+        except Exception as exc:  # a refusal or a crash is a result, not an abort
+            row = dict(model=name, task=model.task, error=f'{type(exc).__name__}: {exc}',
+                       traceback=traceback.format_exc()[-2000:])
+        doc['models'].append(row)
+        write_results(doc, args)
+        print(markdown(dict(doc, torch=False, models=[row])).splitlines()[-1], flush=True)
+        if worker is not None:
+            print(torch_markdown([row])[-1], flush=True)
 
 
 if __name__ == '__main__':
