@@ -4,6 +4,7 @@ depend on the low mantissa bits; accuracy runs should carry the originals.
 
     python bench/devdata.py pack .benchdata      # here: yolov8-fall, yolov3-tiny
     unpack_all('.benchdata', work_dir)           # on the device: the restored model files
+    python3 bench/devdata.py unpack .devdata /tmp/tx2cache/assets   # + open_nsfw, photos/
 """
 import sys
 from pathlib import Path
@@ -105,7 +106,23 @@ def unpack_all(folder, work) -> dict:
     return found
 
 
+def unpack_carry(folder, assets) -> list:
+    """On the GPU machine: the packed models of ``folder`` (``unpack_all``, open_nsfw where
+    packed) and its ``photos/`` into the asset cache ``assets``; the names found there."""
+    import shutil
+    folder, assets = Path(folder), Path(assets)
+    unpack_all(folder, assets)
+    if (folder / 'open_nsfw.npz').is_file():
+        unpack_onnx(folder / 'open_nsfw', assets / 'open_nsfw.onnx')
+    for photo in (folder / 'photos').glob('*'):
+        shutil.copy(photo, assets / photo.name)
+    return sorted(p.name for p in assets.iterdir())
+
+
 if __name__ == '__main__':
-    if len(sys.argv) != 3 or sys.argv[1] != 'pack':
+    if len(sys.argv) == 3 and sys.argv[1] == 'pack':
+        pack_all(sys.argv[2])
+    elif len(sys.argv) == 4 and sys.argv[1] == 'unpack':
+        print('assets:', unpack_carry(sys.argv[2], sys.argv[3]))
+    else:
         sys.exit(__doc__)
-    pack_all(sys.argv[2])

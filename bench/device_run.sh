@@ -14,18 +14,7 @@ ROOT=$PWD
 pack() { (cd $OUT && tar czf /tmp/results.tgz . && rm -rf ./* && mv /tmp/results.tgz .); }
 since() { echo "[$1 $(( $(date +%s) - T0 )) s]"; }
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $OUT/device.txt
-python3 - <<'EOF' || exit 1
-import shutil, sys
-from pathlib import Path
-sys.path.insert(0, 'bench')
-import devdata
-assets = Path('/tmp/tx2cache/assets')
-devdata.unpack_all('.devdata', assets)
-devdata.unpack_onnx('.devdata/open_nsfw', assets / 'open_nsfw.onnx')
-for photo in Path('.devdata/photos').iterdir():
-    shutil.copy(photo, assets / photo.name)
-print('assets:', sorted(p.name for p in assets.iterdir()))
-EOF
+python3 bench/devdata.py unpack .devdata /tmp/tx2cache/assets || exit 1
 since unpacked
 
 prepare() {  # $1: tree, $2: data folder

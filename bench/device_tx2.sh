@@ -17,17 +17,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --tar
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TX2_INFER_CACHE=/tmp/tx2cache
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader \
   | tee $OUT/device.txt
-python3 - <<'EOF' || exit 1
-import shutil, sys
-from pathlib import Path
-sys.path.insert(0, 'bench')
-import devdata
-assets = Path('/tmp/tx2cache/assets')
-devdata.unpack_all('.devdata', assets)
-for photo in Path('.devdata/photos').iterdir():
-    shutil.copy(photo, assets / photo.name)
-print('assets:', sorted(p.name for p in assets.iterdir()))
-EOF
+python3 bench/devdata.py unpack .devdata /tmp/tx2cache/assets || exit 1
 since unpacked
 WORK=/tmp/tx2 A=/tmp/tx2cache/assets
 timeout ${EXPORT_S:-150} python3 bench/bench_torch.py export --dir $WORK/onnx \

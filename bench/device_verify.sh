@@ -13,18 +13,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --tar
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TX2_INFER_CACHE=/tmp/tx2cache
 export TX2_INFER_ZOO_PACKED=$PWD/$D/zoo PIP_RETRIES=0 PIP_TIMEOUT=2
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $OUT/device.txt
-python3 - <<'PY' || exit 1
-import shutil, sys
-from pathlib import Path
-sys.path.insert(0, 'bench')
-import devdata
-assets = Path('/tmp/tx2cache/assets')
-devdata.unpack_all('.devslim', assets)
-devdata.unpack_onnx('.devslim/open_nsfw', assets / 'open_nsfw.onnx')
-for photo in Path('.devslim/photos').iterdir():
-    shutil.copy(photo, assets / photo.name)
-print('assets:', sorted(p.name for p in assets.iterdir()))
-PY
+python3 bench/devdata.py unpack .devslim /tmp/tx2cache/assets || exit 1
 since unpacked
 WORK=/tmp/tx2 A=/tmp/tx2cache/assets
 timeout ${EXPORT_S:-120} python3 bench/bench_torch.py export --dir $WORK/onnx \
