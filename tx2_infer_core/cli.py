@@ -1,6 +1,7 @@
 """``tx2-infer``: build, run, benchmark and inspect models from the command line.
 
     tx2-infer build yolov3-tiny.cfg -o yolov3-tiny.tx2plan
+    tx2-infer build melspec.onnx -o melspec.tx2plan --backend cuda --range-inputs speech.npz
     tx2-infer run yolov3-tiny.tx2plan dog.jpg --out out/
     tx2-infer bench yolov8.onnx --runs 50 --compare-ort
     tx2-infer inspect yolov8.onnx
@@ -85,9 +86,16 @@ def open_engine(args, backend=None):
     engine = Engine.build(path, input_shape=getattr(args, 'input_shape', None),
                           precision=getattr(args, 'precision', 'fp32'), backend=backend,
                           weights_path=args.weights, optimize=not args.no_optimize,
-                          int8_options=int8_options(args))
+                          int8_options=int8_options(args), range_feeds=range_inputs(args))
     print(f'built {path.name} in {time.perf_counter() - start:.1f} s', file=sys.stderr)
     return _override_meta(engine, args)
+
+
+def range_inputs(args):
+    """The --range-inputs files (with the --input-format override) or None."""
+    from tx2_infer_core.range_inputs import RangeInputs
+    path = getattr(args, 'range_inputs', None)
+    return RangeInputs(path, getattr(args, 'input_format', None)) if path else None
 
 
 def _override_meta(engine, args):
@@ -144,6 +152,13 @@ def cmd_build(args):
     engine = open_engine(args)
     engine.save(args.output)
     print(f'wrote {args.output} ({engine.memory_plan.report()})')
+    if args.range_inputs and engine.precision != 'fp16':
+        print(f'--range-inputs not used: the {engine.backend.name} backend runs '
+              f'{engine.precision} (the FP16 range is fitted for cuda builds)', file=sys.stderr)
+    elif args.range_inputs:
+        scaled = engine.options.get('fp16_range', {})
+        print(f'fp16 range: {len(scaled)} values stored rescaled (tx2-infer inspect lists '
+              'them)')
     engine.close()
 
 
@@ -242,6 +257,11 @@ def make_parser():
                             'accumulation and is recorded as fp16; int8/mixed calibrate on '
                             'real frames (the cpu runs them as a slow exact emulation)')
     build.add_argument('--labels', help='class names file to store in the plan')
+    build.add_argument('--range-inputs', metavar='PATH',
+                       help='cuda: real inputs to measure the FP16 range on, a folder of '
+                            'images (preprocessed as the detector does) or an .npz of arrays '
+                            'named after the model inputs (a leading axis: several runs); '
+                            'values past FP16 are stored rescaled by powers of two')
     add_int8_args(build)
     build.set_defaults(func=cmd_build)
     add_calibrate_command(sub, _model_args, open_engine)

@@ -21,6 +21,7 @@ from tx2_infer_core.errors import InputError, ModelFormatError, PlanFileError, T
 from tx2_infer_core.limits import DEFAULT_LIMITS
 from tx2_infer_core.plan_trust import remember, verified_marker, verify_shapes
 from tx2_infer_core.planner import ALIGNMENT, MemoryPlan, check_plan, plan_memory
+from tx2_infer_core.range_inputs import range_source
 
 log = logging.getLogger('tx2_infer.engine')
 
@@ -125,11 +126,12 @@ class Engine:
         oracle. ``backend_options`` go to the backend (cuda: ``conv_path='auto'|'tc'|'simt'``).
         ``limits`` (``Limits``): largest tensor, arena and file accepted (defaults when None).
         ``precision`` 'int8' or 'mixed' calibrates on real frames (``engine_int8.py``,
-        ``int8_options``). ``range_feeds`` (cuda, fp16): real inputs (a feeds dict or a list
-        of them) the FP16 range is measured on; values that would overflow FP16 are stored
-        rescaled by powers of two (``fp16_range.py``), those that cannot be are refused
-        (``Fp16RangeError``). Any failure is a ``Tx2InferError`` (a bad model:
-        ``ModelFormatError``).
+        ``int8_options``). ``range_feeds`` (cuda, fp16): real inputs (a feeds dict, a list
+        of them, or files: a folder of images or an .npz, as a path or ``RangeInputs``,
+        ``range_inputs.py``) the FP16 range is measured on; values that would overflow FP16
+        are stored rescaled by powers of two (``fp16_range.py``; their exponents in
+        ``options['fp16_range']``), those that cannot be are refused (``Fp16RangeError``).
+        Any failure is a ``Tx2InferError`` (a bad model: ``ModelFormatError``).
         """
         with own_errors(f'{model_path}: cannot build it', ModelFormatError):
             return cls._build(model_path, input_shape, precision, backend, weights_path,
@@ -143,6 +145,7 @@ class Engine:
             return cls.load(model_path, backend, backend_options, limits)
         target = resolve_backend(backend)
         runs = run_precision(target, precision)
+        range_feeds = range_source(range_feeds)     # files: checked before any work
         if precision == 'fp16' and target != 'cuda':
             raise Tx2InferError(f"precision fp16 needs the cuda backend; the {target} backend "
                                 'runs fp32')
@@ -154,10 +157,10 @@ class Engine:
             from tx2_infer_core.passes import POINTWISE_LEVEL, optimize as run_passes
             # cuda: also pointwise chains as FusedPointwise (numpy runs them; ort does not)
             graph, report = run_passes(graph, POINTWISE_LEVEL if target == 'cuda' else 2)
+        scaled = {}
         if range_feeds is not None and runs == 'fp16':
-            from tx2_infer_core.fp16_range import fit_fp16
-            graph, scaled = fit_fp16(graph, range_feeds)
-            report['fp16_range'] = len(scaled)
+            from tx2_infer_core.fp16_range import fit_range
+            graph, scaled = fit_range(graph, range_feeds, report)
         if precision in INT8_PRECISIONS:
             graph, memory_plan, _ = quantize_for_build(
                 graph, model_digest(model_path, weights_path), precision, int8_options)
@@ -170,6 +173,8 @@ class Engine:
                    'key': cache_key(model_digest(model_path, weights_path), in_shape,
                                     precision, plan_target(target),
                                     range_digest=feeds_digest(range_feeds))}
+        if scaled:
+            options['fp16_range'] = scaled
         log.info('built %s in %.2f s: %d nodes, %s', model_path, time.perf_counter() - start,
                  len(graph.nodes), memory_plan.report())
         return cls(graph, memory_plan, options, target, backend_options)

@@ -12,6 +12,7 @@ import numpy as np
 from tx2_infer_core.errors import ModelFormatError, Tx2InferError
 from tx2_infer_core.heads import head_from_outputs, meta_keypoints
 from tx2_infer_core.limits import DEFAULT_LIMITS
+from tx2_infer_core.range_inputs import RangeInputs, range_source
 
 log = logging.getLogger('tx2_infer.engine')
 
@@ -82,9 +83,11 @@ def cache_key(model_digest, input_shape, precision, target, int8_options=None,
 
 def feeds_digest(feeds) -> str:
     """sha256 over the names, shapes, dtypes and bytes of ``feeds`` (a feeds dict or a list of
-    them); '' for None."""
+    them; files, a path or ``RangeInputs``: ``RangeInputs.digest``); '' for None."""
     if feeds is None:
         return ''
+    if isinstance(feeds, (str, Path, RangeInputs)):
+        return range_source(feeds).digest()
     digest = hashlib.sha256()
     for one in [feeds] if isinstance(feeds, dict) else feeds:
         for name in sorted(one):

@@ -92,6 +92,16 @@ def fit_fp16(graph, feeds) -> tuple:
     return graph, exponents
 
 
+def fit_range(graph, range_feeds, report) -> tuple:
+    """``fit_fp16`` for ``Engine.build``: ``range_feeds`` may be files (``range_inputs.py``,
+    read for this graph); the count of rescaled values goes in the passes ``report``;
+    the exponents come back sorted by value name."""
+    from tx2_infer_core.range_inputs import feeds_of
+    graph, scaled = fit_fp16(graph, feeds_of(range_feeds, graph))
+    report['fp16_range'] = len(scaled)
+    return graph, dict(sorted(scaled.items()))
+
+
 def _refuse_or_log(reason, ranges, names) -> None:
     top = max(names, key=lambda n: ranges.get(n, 0.0))
     peak = ranges.get(top, 0.0)

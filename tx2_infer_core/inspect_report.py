@@ -51,6 +51,17 @@ def precision_text(engine):
     return f'{planned} plan, run in {engine.precision} by the {engine.backend.name} backend'
 
 
+def range_lines(options):
+    """The values a cuda fp16 plan stores rescaled for FP16's range (``options['fp16_range']``,
+    {value: exponent}), one a line."""
+    scaled = options.get('fp16_range')
+    if not isinstance(scaled, dict) or not scaled:
+        return []
+    width = min(max(len(str(name)) for name in scaled), 36)
+    return ([f'fp16 range: {len(scaled)} values stored times 2^k (measured on the range '
+             'inputs):'] + [f'  {str(name):<{width}}  2^{k}' for name, k in scaled.items()])
+
+
 def inspect_lines(engine):
     """The whole report for an engine, as lines of text."""
     graph, plan, options = engine.graph, engine.memory_plan, engine.options
@@ -68,5 +79,6 @@ def inspect_lines(engine):
     passes = options.get('passes') or {}
     if passes:
         lines.append('passes: ' + ', '.join(f'{k} {v}' for k, v in passes.items()))
+    lines += range_lines(options)
     lines.append(f'memory: {plan.report()}')
     return lines

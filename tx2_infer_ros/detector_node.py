@@ -105,7 +105,7 @@ class DetectorNode(LifecycleNode):
                 log=self.get_logger().info,
                 int8_options={'calibration_images': self._param('calibration_images') or None,
                               'accuracy_budget': self._param('accuracy_budget')},
-                batch=self._param('batch'))
+                batch=self._param('batch'), range_images=self._param('range_images'))
         self._live = self._live_params({n: self._param(n) for n in LIVE})
         self.stats = NodeStats()
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)

@@ -15,6 +15,7 @@ from rclpy.parameter import Parameter
 
 from tx2_infer_core.detect_params import DEFAULTS
 from tx2_infer_core.engine import BACKENDS, CUDA_FP32_NOTE, PRECISIONS, precision_error
+from tx2_infer_core.range_inputs import source_error
 from tx2_infer_core.tracking import TrackParams
 from tx2_infer_ros.cdr import KEYPOINT_THRESHOLD
 
@@ -67,6 +68,9 @@ SPECS = {
                                        'top-1) INT8 layers may lose', low=0.0, high=0.5),
     'calibration_images': Spec('', _S, 'precision int8/mixed: a folder of >= 8 real images of '
                                        'the scene; empty = the bundled photos and video'),
+    'range_images': Spec('', _S, 'cuda, precision fp16/fp32: a folder of real images of the '
+                                 'scene the FP16 range is measured on at build (values that '
+                                 'would overflow FP16 are stored rescaled); empty = none'),
     'conf_threshold': Spec(DEFAULTS.conf_threshold, _D, 'Minimum detection score', low=0.0,
                            high=1.0),
     'iou_threshold': Spec(DEFAULTS.iou_threshold, _D, 'IoU above which NMS suppresses a box',
@@ -113,7 +117,7 @@ SPECS = {
 
 REBUILD = frozenset({'model_path', 'labels_path', 'input_size', 'batch', 'backend',
                      'precision',
-                     'accuracy_budget', 'calibration_images'})
+                     'accuracy_budget', 'calibration_images', 'range_images'})
 # Changing these while active needs new subscriptions: applied on the next activate.
 RESUBSCRIBE = frozenset({'cameras', 'batch_wait_ms', 'input_type', 'qos_reliability',
                          'qos_depth',
@@ -161,6 +165,8 @@ def validate(name, value) -> Optional[str]:
         return labels_path_error(value)
     if name == 'calibration_images' and value and not os.path.isdir(value):
         return f"calibration_images: '{value}' is not a folder"
+    if name == 'range_images' and value:
+        return range_images_error(value)
 
     if name == 'cameras':
         return cameras_error(value)
@@ -192,6 +198,14 @@ def labels_path_error(path) -> Optional[str]:
     if not os.access(path, os.R_OK):
         return f"labels_path '{path}' is not readable"
     return None
+
+
+def range_images_error(folder) -> Optional[str]:
+    """None if ``folder`` is a folder holding images, else the reason."""
+    if not os.path.isdir(folder):
+        return f"range_images: '{folder}' is not a folder"
+    reason = source_error(folder)
+    return f'range_images: {reason}' if reason else None
 
 
 def camera_topics(cameras) -> list:

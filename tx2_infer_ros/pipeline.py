@@ -59,8 +59,17 @@ def cpu_fallback(precision) -> tuple:
     return resolve_backend('cpu'), 'fp32' if precision == 'fp16' else precision
 
 
+def range_feeds_for(range_images, backend, precision):
+    """The ``range_feeds`` of a build: the ``range_images`` folder for a cuda build in fp16
+    or fp32 (which cuda runs in fp16), else None (so other builds keep their cache key)."""
+    if range_images and backend == 'cuda' and precision in ('fp16', 'fp32'):
+        return range_images
+    return None
+
+
 def load_detector(model_path='', labels_path='', input_size=0, backend='auto',
-                  precision='fp32', log=print, int8_options=None, batch=1) -> tuple:
+                  precision='fp32', log=print, int8_options=None, batch=1,
+                  range_images='') -> tuple:
     """Load a plan or build (and cache) the engine, warm it up -> (Detector, info).
 
     ``input_size`` (0: the model's own) is a square size in the model's own layout
@@ -69,6 +78,8 @@ def load_detector(model_path='', labels_path='', input_size=0, backend='auto',
     progress. ``batch`` > 1 builds the engine for that many images (``model_input_shape``);
     a .tx2plan keeps its own. With ``backend`` auto, a model the GPU kernels refuse (an op
     with no CUDA kernel) runs on the CPU backend instead, logged with the op named.
+    ``range_images``: a folder of real images the FP16 range of a cuda build is measured on
+    (``range_feeds_for``; part of the plan cache key).
     """
     default_labels = ''
     if not model_path:
@@ -77,7 +88,9 @@ def load_detector(model_path='', labels_path='', input_size=0, backend='auto',
     requested, backend = backend, resolve_backend(backend)
     start = time.perf_counter()
     if model_path.endswith('.tx2plan'):
-        log(f'loading plan {model_path} on {backend}')
+        log(f'loading plan {model_path} on {backend}' + (
+            ' (range_images not used: a plan keeps the FP16 range it was built with)'
+            if range_images else ''))
         engine = Engine.load(model_path, backend)
     else:
         shape = model_input_shape(model_path, input_size, batch)
@@ -85,8 +98,9 @@ def load_detector(model_path='', labels_path='', input_size=0, backend='auto',
             f'input {input_size or "from the model"}, batch {batch}); a first build takes a '
             'while and is cached')
         try:
-            engine = Engine.build_cached(model_path, shape, precision, backend,
-                                         int8_options=int8_options)
+            engine = Engine.build_cached(
+                model_path, shape, precision, backend, int8_options=int8_options,
+                range_feeds=range_feeds_for(range_images, backend, precision))
         except UnsupportedOpError as exc:
             if requested != 'auto' or backend != 'cuda':
                 raise

@@ -63,3 +63,19 @@ def test_gpu_agrees_with_the_host_fp16_emulation(oww):
         got = engine.run(feeds)['output']
         emulated = storage.run_fp16_storage(engine.graph, feeds)['output']
     assert_close('oww-melspec GPU vs FP16 emulation', got, emulated, 5e-3)
+
+
+def test_cli_build_with_range_inputs_runs_on_the_gpu(oww, tmp_path):
+    """``tx2-infer build --range-inputs speech.npz`` on the GPU; the plan, loaded, matches
+    ONNX Runtime FP32 on the recording and lists its rescaled values in ``inspect``."""
+    from tx2_infer_core import cli
+    path, feeds = oww
+    np.savez(tmp_path / 'speech.npz', **feeds)
+    plan = tmp_path / 'oww.tx2plan'
+    assert cli.main(['build', str(path), '-o', str(plan), '--backend', 'cuda', '--precision',
+                     'fp16', '--input-shape', '1x21760', '--range-inputs',
+                     str(tmp_path / 'speech.npz')]) == 0
+    with Engine.load(plan, 'cuda') as engine:
+        assert engine.options['fp16_range']['onnx::MatMul_18'] == -28
+        got = engine.run(feeds)['output']
+    assert_close('oww-melspec CLI plan', got, onnxruntime_output(path, feeds), TOLERANCE)

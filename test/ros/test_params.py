@@ -59,3 +59,27 @@ def test_cameras_sharing_a_detections_topic_or_invalid_are_refused():
         reason = params.validate('cameras', cameras)
         assert reason and words in reason, (cameras, reason)
     assert 'cameras' in params.RESUBSCRIBE
+
+
+def test_range_images_empty_or_a_folder_of_images_is_accepted(tmp_path):
+    (tmp_path / 'frame.png').write_bytes(b'')      # listed by name; decoded at build
+    assert params.validate('range_images', '') is None
+    assert params.validate('range_images', str(tmp_path)) is None
+
+
+def test_range_images_missing_a_file_or_without_images_is_refused(tmp_path):
+    notes = tmp_path / 'notes.txt'
+    notes.write_text('not an image')
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    for path, words in [(tmp_path / 'missing', 'is not a folder'), (notes, 'is not a folder'),
+                        (empty, 'holds no images')]:
+        reason = params.validate('range_images', str(path))
+        assert reason and reason.startswith('range_images: ') and words in reason, reason
+        assert str(path) in reason
+
+
+def test_range_images_needs_a_rebuild():
+    assert 'range_images' in params.REBUILD
+    assert 'rebuild' in params.descriptor('range_images').additional_constraints
+    assert params.SPECS['range_images'].default == ''
