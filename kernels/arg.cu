@@ -1,7 +1,8 @@
 // ArgMax, ArgMin and Hardmax along one axis: the rows of a RowWalk (rows.cuh;
 // tx2_infer_core/cuda/lower_axis.py), a team of threads per row. As numpy: a NaN wins (its first
 // index), ties go to the first index (the last with ``last``, ONNX select_last_index).
-// ARG_MAX, ARG_MIN write the index (exact in FP16 up to 2048) at the row's output element;
+// ARG_MAX, ARG_MIN write the index at the row's output element: int32 when ``y_i32``, else
+// FP16 (exact up to 2048; tx2_infer_core/cuda/int32_values.py says which);
 // ARG_HARDMAX writes 1 at the maximum's element of the row and 0 elsewhere.
 #include "rows.cuh"
 
@@ -19,7 +20,8 @@ __device__ __forceinline__ bool arg_better(float v, int j, float b, int at, bool
     return least ? v < b : v > b;
 }
 
-extern "C" __global__ void arg_rows(const half *x, half *y, RowWalk w, int mode, int last) {
+extern "C" __global__ void arg_rows(const half *x, void *y, RowWalk w, int mode, int last,
+                                    int y_i32) {
     const bool least = mode == ARG_MIN;
     for (long long first = (long long)blockIdx.x * blockDim.y; first < w.rows;
          first += (long long)gridDim.x * blockDim.y) {
@@ -38,11 +40,13 @@ extern "C" __global__ void arg_rows(const half *x, half *y, RowWalk w, int mode,
             if (arg_better(v, j, best, at, least, last)) best = v, at = j;
         }
         if (!ok) continue;
-        half *yr = y + tx2_row(w, r, w.yr1, w.yr2, w.yr3);
+        const long long yo = tx2_row(w, r, w.yr1, w.yr2, w.yr3);
         if (mode != ARG_HARDMAX) {
-            if (threadIdx.x == 0) yr[0] = __int2half_rn(at);
+            if (threadIdx.x == 0 && y_i32) static_cast<int *>(y)[yo] = at;
+            else if (threadIdx.x == 0) static_cast<half *>(y)[yo] = __int2half_rn(at);
             continue;
         }
+        half *yr = static_cast<half *>(y) + yo;
         for (int j = threadIdx.x; j < w.n; j += blockDim.x)
             yr[tx2_elem(w, j, w.yj1, w.yj2)] = __float2half(j == at ? 1.f : 0.f);
     }

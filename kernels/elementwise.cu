@@ -1,6 +1,7 @@
 // Elementwise kernels over strided views (any layout, broadcasting by zero strides).
 // unary: y = f(x) (f = an activation, a math function, or identity: the copy used by Reshape,
-// Transpose, Slice, Split and unplaced Concat). binary: y = act(a op b).
+// Transpose, Slice, Split and unplaced Concat; copy_i32 the same of int32 index values).
+// binary: y = act(a op b).
 // unary_vec8 / binary_vec8: the same over dense tensors in 16-byte accesses (same shape, or
 // b a per-channel vector or a scalar). Chains of elementwise ops get a generated kernel each
 // (tx2_infer_core/cuda/codegen_pointwise.py).
@@ -13,6 +14,15 @@ extern "C" __global__ void unary(const half *x, View xv, half *y, View yv, long 
         const float v = __half2float(x[tx2_view_offset(xv, i)]);
         y[tx2_view_offset(yv, i)] = __float2half(tx2_unary(op, v, act));
     }
+}
+
+// unary's copy (op 0) of int32 elements: the index values (tx2_infer_core/cuda/
+// int32_values.py); op and act are unused (the same parameter record as unary).
+extern "C" __global__ void copy_i32(const int *x, View xv, int *y, View yv, long long n, int op,
+                                    ActParams act) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x)
+        y[tx2_view_offset(yv, i)] = x[tx2_view_offset(xv, i)];
 }
 
 extern "C" __global__ void binary(const half *a, View av, const half *b, View bv, half *y,

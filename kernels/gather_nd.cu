@@ -4,7 +4,8 @@
 //     xv(i) + sum over k < sel.ndim of index_k(i) * sel.stride[k],
 // where xv is the data over the output's shape (stride 0 along the indexed dims) and
 // index_k(i) the k-th component of i's index: at iv(i) + k * ik in ``idx`` (FP16 integers,
-// exact up to 2048) or, when ``table`` is not NULL, in the int32 ``table``. A negative index
+// exact up to 2048) or, when ``table`` is not NULL, in the int32 ``table`` (a constant table
+// in the weights, or int32 indices computed at run time in the arena). A negative index
 // counts from the end of its dim (sel.shape[k]), as ONNX says; an index still out of range
 // reads NaN (ONNX makes it an error, which a kernel cannot raise).
 #include "common.cuh"

@@ -1,7 +1,8 @@
 // TopK along one axis: the rows of a RowWalk (rows.cuh; tx2_infer_core/cuda/lower_topk.py),
 // one block per row. K rounds: each thread takes, among its elements of the row, the best one
 // ranked after the previous round's pick; the block reduces those to the round's pick, which
-// thread 0 writes as the k-th value and (FP16, exact up to 2048) index.
+// thread 0 writes as the k-th value and index (int32 when ``indices_i32``, else FP16: exact
+// up to 2048; tx2_infer_core/cuda/int32_values.py says which).
 // The order is the numpy reference's (ops/index.py TopK): descending values when ``largest``,
 // else ascending; NaN above every number (first when largest, last when smallest); equal
 // values in ascending index order. The walk's n is the row's length; the outputs hold K
@@ -18,9 +19,10 @@ __device__ __forceinline__ bool topk_before(float a, int i, float b, int j, bool
     return largest ? a > b : a < b;
 }
 
-extern "C" __global__ void topk_rows(const half *x, half *values, half *indices, RowWalk w,
+extern "C" __global__ void topk_rows(const half *x, half *values, void *indices, RowWalk w,
                                      long long ir1, long long ir2, long long ir3,
-                                     long long ij1, long long ij2, int k_count, int largest) {
+                                     long long ij1, long long ij2, int k_count, int largest,
+                                     int indices_i32) {
     __shared__ float warp_v[TX2_TEAM_MAX / 32];
     __shared__ int warp_j[TX2_TEAM_MAX / 32];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
@@ -51,9 +53,11 @@ extern "C" __global__ void topk_rows(const half *x, half *values, half *indices,
                 if (values)
                     values[tx2_row(w, r, w.yr1, w.yr2, w.yr3) + tx2_elem(w, k, w.yj1, w.yj2)] =
                         __float2half(best);
-                if (indices)
-                    indices[tx2_row(w, r, ir1, ir2, ir3) + tx2_elem(w, k, ij1, ij2)] =
-                        __int2half_rn(at);
+                if (indices) {
+                    const long long o = tx2_row(w, r, ir1, ir2, ir3) + tx2_elem(w, k, ij1, ij2);
+                    if (indices_i32) static_cast<int *>(indices)[o] = at;
+                    else static_cast<half *>(indices)[o] = __int2half_rn(at);
+                }
             }
             last = best, last_j = at;
         }

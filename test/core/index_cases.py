@@ -69,6 +69,20 @@ def detector_head(rng, anchors=1000, k=100):
     return graph_of(feeds, nodes, ['top', 'idx', 'by_gather', 'by_elements'], weights), feeds
 
 
+def cast_div_mod_graph():
+    """x -> Cast int64 (n) -> Div, Mod by constants (q, r) -> Cast float (qf); r gathers a
+    table (an index op: the class is int32); inputs exact in FP16."""
+    x = np.array([[-7.5, -3.0, 2.875, 4000.0, 60000.0, -1000.5]], np.float32)
+    graph = graph_of({'x': x}, [('Cast', ['x'], ['n'], {'to': 7}),
+                                ('Div', ['n', 'd'], ['q'], {}), ('Mod', ['n', 'd'], ['r'], {}),
+                                ('Cast', ['q'], ['qf'], {'to': 1}),
+                                ('Gather', ['table', 'r'], ['t'], {})],
+                     ['n', 'q', 'r', 'qf', 't'],
+                     {'d': np.array([[4, -4, 3, 7, -5, 6]], I64),
+                      'table': np.arange(8, dtype=np.float32) * 3})
+    return graph, {'x': x}
+
+
 def _indices(rng, low, high, shape):
     return rng.integers(low, high, shape)
 

@@ -3,13 +3,14 @@
 
 Each reads and writes exactly the elements its launch record names (RowWalk rows and elements
 as ``rows.cuh`` walks them, View records as ``tx2_view_offset`` does; an int32 index table read
-from the weight bytes), so a wrong stride, offset, count or table in a lowering changes the
-result. TopK's order is written out here (descending or ascending, NaN above every number,
-ties by index); ``test_cuda_index.py`` checks the kernel's own comparison on the host.
+from the weight bytes, or int32 indices from the arena as ``rows_emulator.put_int32`` lays
+them out), so a wrong stride, offset, count or table in a lowering changes the result. TopK's
+order is written out here (descending or ascending, NaN above every number, ties by index);
+``test_cuda_index.py`` checks the kernel's own comparison on the host.
 """
 import numpy as np
 from emulated_arena import view_offsets
-from rows_emulator import _at, _elements, _rows, walk_offsets
+from rows_emulator import _at, _elements, _rows, int32_at, put_int32, walk_offsets
 
 
 def _rank_key(largest):
@@ -34,7 +35,11 @@ def topk_rows(memory, f):
         dst, i0 = _at(memory, f['indices'])
         at = (_rows(w, f['ir1'], f['ir2'], f['ir3'])[:, None]
               + _elements(w, f['ij1'], f['ij2'])[None, :k])
-        dst[i0 + at] = [[j for _, j in row] for row in picks]
+        got = [[j for _, j in row] for row in picks]
+        if int(f['indices_i32']):
+            put_int32(dst, i0, at, got)
+        else:
+            dst[i0 + at] = got
 
 
 def gather_nd(memory, f):
@@ -45,9 +50,14 @@ def gather_nd(memory, f):
     sel = f['sel']
     for k in range(int(sel['ndim'])):
         where = at + k * int(f['ik'])
-        if f['table'].base != 'null':
+        if f['table'].base == 'weights':
             table = np.frombuffer(memory['weight_bytes'], np.int32, offset=f['table'].offset)
             j = table[where].astype(np.int64)
+        elif f['table'].base == 'arena':  # int32 indices computed at run time
+            table, t0 = _at(memory, f['table'])
+            j = table[int32_at(t0, where)]
+            assert np.all(j == np.trunc(j)), 'int32 indices hold integers'
+            j = j.astype(np.int64)
         else:
             idx, i0 = _at(memory, f['idx'])
             j = idx[i0 + where].astype(np.int64)

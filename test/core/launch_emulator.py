@@ -10,6 +10,7 @@ Each launch reads and writes exactly the elements its record names (View records
 import index_emulator
 import numpy as np
 import rows_emulator
+from rows_emulator import int32_at, put_int32
 
 from tx2_infer_core.cuda import params
 from tx2_infer_core.cuda.lowering import lower_graph
@@ -38,6 +39,24 @@ def _copy(memory, f):
     (src, s0), (dst, d0) = _at(memory, f['x']), _at(memory, f['y'])
     n = int(f['n'])
     dst[d0 + view_offsets(f['yv'], n)] = src[s0 + view_offsets(f['xv'], n)]
+
+
+def _copy_i32(memory, f):
+    """``copy_i32``: int32 elements (two halves each, ``rows_emulator.put_int32``)."""
+    (src, s0), (dst, d0) = _at(memory, f['x']), _at(memory, f['y'])
+    n = int(f['n'])
+    put_int32(dst, d0, view_offsets(f['yv'], n), src[int32_at(s0, view_offsets(f['xv'], n))])
+
+
+def _io(memory, launch):
+    """The graph output conversions ``from_arena_f32`` / ``from_arena_i32`` (row-major slots:
+    C = 1) into the FP32 staging buffer ``memory['io']``."""
+    f = launch.fields
+    assert int(f['C']) == 1, 'a row-major output'
+    (src, s0), n = _at(memory, f['x']), int(f['n'])
+    at = int32_at(s0, np.arange(n)) if launch.kernel == 'from_arena_i32' else s0 + np.arange(n)
+    start = f['y'].offset // 4
+    memory['io'][start:start + n] = src[at]
 
 
 def _log_sum_exp(x):
@@ -92,6 +111,10 @@ def run_launch(memory, launch):
     f = launch.fields
     if launch.kernel == 'unary':
         _copy(memory, f)
+    elif launch.kernel == 'copy_i32':
+        _copy_i32(memory, f)
+    elif launch.kernel in ('from_arena_f32', 'from_arena_i32'):
+        _io(memory, launch)
     elif launch.kernel == 'unary_vec8':
         assert f['op'] == 0 and int(f['act']['kind']) == 0, 'a copy'
         (src, s0), (dst, d0) = _at(memory, f['x']), _at(memory, f['y'])
@@ -109,12 +132,24 @@ def run_launch(memory, launch):
 
 
 def slot_index(slot) -> np.ndarray:
-    """Element offsets of a slot's logical elements in row-major order."""
-    base = slot.ref.offset // 2 + slot.channel_off
+    """Offsets of a slot's logical elements in row-major order, in halves of the emulated
+    arena (an int32 element: its first half, ``rows_emulator.int32_at``)."""
+    halves = slot.itemsize // 2
+    base = slot.ref.offset // 2 + halves * slot.channel_off
     if not slot.shape:
         return np.array([base])
     idx = np.indices(slot.shape).reshape(len(slot.shape), -1)
-    return base + sum(int(s) * idx[d] for d, s in enumerate(slot.strides))
+    return base + halves * sum(int(s) * idx[d] for d, s in enumerate(slot.strides))
+
+
+def write_slot(memory, slot, value):
+    """Store ``value`` in ``slot`` of the emulated arena (an int32 slot truncates, as
+    ``put_int32``)."""
+    at, flat = slot_index(slot), np.asarray(value, np.float64).reshape(-1)
+    if slot.int32:
+        put_int32(memory['arena'], 0, at // 2, flat)
+    else:
+        memory['arena'][at] = flat
 
 
 def arena_memory(lowered) -> dict:
@@ -138,7 +173,7 @@ def emulate(graph, ops, feeds, arch=90) -> tuple:
         return memory['arena'][slot_index(slot)].reshape(slot.shape)
 
     def write(name, value):
-        memory['arena'][slot_index(lowered.slots[name])] = np.asarray(value).reshape(-1)
+        write_slot(memory, lowered.slots[name], value)
 
     for name, x in feeds.items():
         write(name, x)

@@ -12,10 +12,12 @@ numpy op on its input slots and writes its result through its output slot.
 import contextlib
 
 import numpy as np
-from launch_emulator import arena_memory, run_launch, slot_index
+from launch_emulator import arena_memory, run_launch, slot_index, write_slot
 from test_codegen_pointwise import emulate as emulate_pointwise
 
 from tx2_infer_core.cuda import codegen_pointwise as cg
+from tx2_infer_core.cuda.launch import Ref
+from tx2_infer_core.cuda.lower_ops import io_launch
 from tx2_infer_core.cuda.lowering import lower_graph
 from tx2_infer_core.ir import Graph, Value
 from tx2_infer_core.ops import run_node
@@ -43,8 +45,24 @@ def recorded_programs():
         cg.pointwise_launch = real
 
 
-def emulate(graph, feeds, launched, arch=90) -> tuple:
-    """(outputs of ``graph`` as float32, the Lowered) over the emulated arena (module doc)."""
+def staged_outputs(graph, lowered, memory) -> dict:
+    """The graph outputs as the backend downloads them: its ``from_arena_f32`` /
+    ``from_arena_i32`` launches (``lower_ops.io_launch``) into an FP32 staging buffer."""
+    memory['io'], outputs, start = np.full(0, np.nan, np.float32), {}, 0
+    for name in graph.outputs:
+        slot = lowered.slots[name]
+        launch = io_launch('from_arena_f32', slot.ref, Ref('io', 4 * start), slot)
+        n = int(np.prod(slot.shape, dtype=np.int64))
+        memory['io'] = np.append(memory['io'], np.full(n, np.nan, np.float32))
+        run_launch(memory, launch)
+        outputs[name] = memory['io'][start:start + n].reshape(slot.shape)
+        start += n
+    return outputs
+
+
+def emulate(graph, feeds, launched, arch=90, staged=False) -> tuple:
+    """(outputs of ``graph`` as float32, the Lowered) over the emulated arena (module doc);
+    ``staged``: the outputs through the backend's download launches (``staged_outputs``)."""
     with recorded_programs() as programs:
         lowered = lower_graph(graph, arch=arch)
     memory = arena_memory(lowered)
@@ -54,8 +72,7 @@ def emulate(graph, feeds, launched, arch=90) -> tuple:
         return memory['arena'][slot_index(slot)].reshape(slot.shape)
 
     def write(name, value):
-        memory['arena'][slot_index(lowered.slots[name])] = \
-            np.asarray(value, np.float32).reshape(-1)
+        write_slot(memory, lowered.slots[name], np.asarray(value, np.float32))
 
     for name, x in feeds.items():
         write(name, x)
@@ -72,6 +89,8 @@ def emulate(graph, feeds, launched, arch=90) -> tuple:
                     emulate_pointwise(*programs[id(launch)], memory)
             else:
                 run_launch(memory, launch)
+    if staged:
+        return staged_outputs(graph, lowered, memory), lowered
     return {n: read(n) for n in graph.outputs}, lowered
 
 

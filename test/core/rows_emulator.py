@@ -5,7 +5,9 @@
 Each reads and writes exactly the elements its launch record names: a RowWalk's row r is
 (r / (r2 r3), r / r3 % r2, r % r3), its element j (j / j2, j % j2), each index with its strides
 (``kernels/rows.cuh``), so a wrong stride, offset or count in a lowering changes the result.
-The maths is numpy's (FP32); the kernels' own maths is checked on the GPU.
+The maths is numpy's (FP32); the kernels' own maths is checked on the GPU. An int32 element
+(``cuda/int32_values.py``) spans two halves of the emulated arena: its value in the first, NaN
+in the second (``put_int32``).
 """
 import numpy as np
 
@@ -19,6 +21,21 @@ ARG = {code: op for op, code in ARG_MODES.items()}
 def _at(memory, ref):
     """(buffer, first element) of an FP16 Ref."""
     return memory[ref.base], ref.offset // 2
+
+
+def int32_at(first, offsets) -> np.ndarray:
+    """Indices into an emulated arena of halves of the int32 elements at ``offsets`` from the
+    one at half ``first``: an int32 element spans two halves, its value kept in the first."""
+    return first + 2 * np.asarray(offsets, np.int64)
+
+
+def put_int32(buffer, first, offsets, values):
+    """Write int32 ``values`` (integers, truncated as the kernels store them) at element
+    ``offsets`` from half ``first``; the second half of each gets NaN, so an FP16 read of
+    int32 storage shows."""
+    at = int32_at(first, offsets)
+    buffer[at] = np.trunc(np.asarray(values, np.float64))
+    buffer[at + 1] = np.nan
 
 
 def _rows(w, s1, s2, s3):
@@ -87,6 +104,8 @@ def arg_rows(memory, f):
     at = n - 1 - fn(x[:, ::-1], axis=1) if int(f['last']) else fn(x, axis=1)
     if op == 'Hardmax':
         dst[y0 + walk_offsets(w, 'y')] = (np.arange(n)[None, :] == at[:, None]).astype(float)
+    elif int(f['y_i32']):
+        put_int32(dst, y0, walk_offsets(w, 'y')[:, 0], at)
     else:
         dst[y0 + walk_offsets(w, 'y')[:, 0]] = at
 

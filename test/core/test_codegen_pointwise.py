@@ -5,6 +5,7 @@ generated kernel's indexing against the numpy reference, and the sources compili
 
 import numpy as np
 import pytest
+from rows_emulator import int32_at, put_int32
 from unary_cases import device_compilers
 
 from tx2_infer_core.cuda import codegen_pointwise as cg, compile as cc, lower_ops
@@ -82,13 +83,28 @@ def emulate(steps, ins, y, memory):
     e = np.arange(walk.vec)[None, :]
     cv = max(channels // walk.vec, 1)
     pp, c = i // cv, (i - (i // cv) * cv) * walk.vec
-    values = [memory[s.ref.base][s.ref.offset // 2 + _read_offsets(a, walk, i, pp, c, e)]
-              .astype(np.float32) for s, a in zip(ins, accesses)]
+    values = [_read(memory, s, _read_offsets(a, walk, i, pp, c, e))
+              for s, a in zip(ins, accesses)]
     out = np.broadcast_to(FusedPointwise(*values, program=steps), (len(i), walk.vec))
     y_at = _read_offsets(walk.y, walk, i, pp, c, e)
     assert len(np.unique(y_at)) == n, 'every output element written once'
-    memory['arena'][y.ref.offset // 2 + y_at] = out.astype(np.float16)
+    if y.int32:  # __float2int_rz: toward zero, saturated, NaN 0
+        ints = np.nan_to_num(np.trunc(out.astype(np.float64)), nan=0.0)
+        put_int32(memory['arena'], y.ref.offset // 2, y_at, np.clip(ints, -2 ** 31, 2 ** 31 - 1))
+    else:
+        memory['arena'][y.ref.offset // 2 + y_at] = out.astype(np.float16)
     return walk, accesses
+
+
+def _read(memory, slot, offsets):
+    """The FP32 values the kernel reads from ``slot`` at element ``offsets``: FP16, or int32
+    (in the arena as ``put_int32`` lays them out, in the weights as int32 bytes)."""
+    if not slot.int32:
+        return memory[slot.ref.base][slot.ref.offset // 2 + offsets].astype(np.float32)
+    if slot.ref.base == 'weights':
+        table = np.frombuffer(memory['weight_bytes'], np.int32, offset=slot.ref.offset)
+        return table[offsets].astype(np.float32)
+    return memory['arena'][int32_at(slot.ref.offset // 2, offsets)].astype(np.float32)
 
 
 def _logical(slot, memory):

@@ -76,17 +76,31 @@ def _refused(graph, match):
         lower_graph(graph, 90)
 
 
+def _summed(graph):
+    """``graph`` with its index value 'i' also read by a ReduceSum (no int32 form: 'i' stays
+    FP16)."""
+    graph.nodes.append(Node('ReduceSum', 'sum', ['i'], ['s'], {}))
+    reference.infer_shapes(graph)
+    graph.outputs.append('s')
+    return graph
+
+
 def test_refusals_name_the_op_node_and_why():
+    """Indices past 2048 kept FP16 by a reader with no int32 form (test_cuda_int32.py has the
+    int32 ones) are refused, naming that reader."""
     rng = np.random.default_rng(0)
-    _refused(topk(rng, (2, 3000), 1, 5)[0],
-             r"'TopK' at node 'n0' \(an axis of 3000 elements with its Indices output read: "
-             r"indices are FP16 in the arena, exact up to 2048\)")
-    _refused(gather(rng, 'GatherElements', (2, 3000), np.zeros((2, 3)), {'axis': 1})[0],
+    _refused(_summed(topk(rng, (2, 3000), 1, 5)[0]),
+             r"'TopK' at node 'n0' \(an axis of 3000 elements with its indices read: they are "
+             r"FP16 in the arena, exact up to 2048, not int32 \('i' is read or written by "
+             r"ReduceSum 'sum', which has no int32 form\)\)")
+    _refused(_summed(gather(rng, 'GatherElements', (2, 3000), np.zeros((2, 3)),
+                            {'axis': 1})[0]),
              r"'GatherElements' at node 'n0' \(indices computed at run time into a dim of "
-             r"3000 elements")
-    _refused(gather(rng, 'Gather', (3000, 2), np.zeros(3), {})[0],
+             r"3000 elements: FP16 indices are exact up to 2048, and these are not int32 "
+             r"\('i' is read or written by ReduceSum 'sum'")
+    _refused(_summed(gather(rng, 'Gather', (3000, 2), np.zeros(3), {})[0]),
              r"'Gather' at node 'n0' \(indices computed at run time into a dim of 3000")
-    _refused(gather(rng, 'GatherND', (4, 3000), np.zeros((2, 2)), {})[0],
+    _refused(_summed(gather(rng, 'GatherND', (4, 3000), np.zeros((2, 2)), {})[0]),
              r"'GatherND' at node 'n0' \(indices computed at run time into a dim of 3000")
     bad = gather(rng, 'GatherElements', (3, 5), np.zeros((3, 2)), {'axis': 1}, const=True)[0]
     bad.weights['i'] = np.array([[0, 5], [0, 0], [0, 0]], I64)

@@ -116,8 +116,6 @@ REFUSED = {
     'groups': (lambda: _graph('GroupNormalization', S, {'num_groups': 3}, consts=scale_bias(8)),
                'num_groups=3 for \\(8,\\) channels'),
     'lp order': (lambda: _graph('LpNormalization', S, {'p': 3}), 'p=3: only 1 and 2'),
-    'long arg axis': (lambda: _graph('ArgMax', (2, 3000), {'axis': 1}, out=(2, 1)),
-                      'an axis of 3000 elements: indices are FP16'),
     'scan axis at run time': (lambda: _graph('CumSum', (4, 5), extra=['ax']),
                               'the axis must be a constant'),
     'integer data': (lambda: _graph('ReduceL1', (4, 5), out=(1, 1), dtype='int64'),

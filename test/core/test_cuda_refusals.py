@@ -65,19 +65,16 @@ def test_max_of_three_inputs_chains():
     assert len(lower_only(g)) == 2
 
 
-def test_gather_of_runtime_indices_lowers_unless_past_fp16():
-    """Indices computed at run time are FP16 in the arena: one gather_nd launch while the
-    gathered axis is at most 2048 long (every index exact), refused past that."""
-    for rows, lowers in ((5, True), (3000, False)):
+def test_gather_of_runtime_indices_lowers_past_fp16():
+    """Integer indices fed at run time are int32 in the arena (``cuda/int32_values.py``): one
+    gather_nd launch reading them as its table, the gathered axis past 2048 too (FP16
+    indices past 2048: ``test_cuda_index.py``'s refusals)."""
+    for rows in (5, 3000):
         g = _graph('Gather', (rows, 4), (2, 4), inputs=['i'])
         g.values['i'] = Value('i', (2,), 'int64', '')
         g.inputs.append('i')
-        if lowers:
-            assert [k.kernel for k in lower_only(g)] == ['gather_nd']
-            continue
-        with pytest.raises(UnsupportedOpError,
-                           match="'Gather' at node 'n0'.*computed at run time.*exact up to"):
-            lower_only(g)
+        (launch,) = lower_only(g)
+        assert launch.kernel == 'gather_nd' and launch.fields['table'].base == 'arena'
 
 
 def test_1d_pool_with_indices_is_refused():

@@ -145,6 +145,8 @@ KERNEL_RECORDS = {
     'unary_vec8': lower_ops.UNARY_VEC8, 'binary_vec8': lower_ops.BINARY_VEC8,
     'gather': GATHER, 'scatter': SCATTER,
     'to_arena_f16': lower_ops.IO_CONVERT, 'from_arena_f32': lower_ops.IO_CONVERT,
+    'to_arena_i32': lower_ops.IO_CONVERT, 'from_arena_i32': lower_ops.IO_CONVERT,
+    'copy_i32': params.UNARY_ARGS,
     'pool2d': params.POOL, 'resize2d': params.RESIZE, 'matmul': params.GEMM,
     'softmax': lower_axis.SOFTMAX_ARGS, 'layernorm': params.LAYERNORM,
     'conv_simt': params.CONV, 'conv_simt_v4': params.CONV, 'conv_simt_h2': params.CONV,

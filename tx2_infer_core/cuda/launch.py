@@ -30,6 +30,7 @@ class Slot:
 
     4-D image values (layout 'NCHW' in the graph) are stored NHWC: ``nhwc`` is True and the
     strides say so; a slice of a wider tensor (a placed concat input) has ``channel_off``.
+    ``itemsize``: 2 (FP16) or 4 (an int32 index value, ``int32_values.py``).
     """
 
     ref: Ref
@@ -37,6 +38,16 @@ class Slot:
     strides: tuple
     nhwc: bool = False
     channel_off: int = 0
+    itemsize: int = 2
+
+    @property
+    def int32(self) -> bool:
+        """True when the slot holds int32 elements."""
+        return self.itemsize == 4
+
+    def address(self) -> Ref:
+        """The address of the slot's first element (``channel_off`` included)."""
+        return self.ref + self.itemsize * self.channel_off
 
     @property
     def pix(self) -> int:

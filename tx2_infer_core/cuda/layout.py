@@ -71,30 +71,37 @@ def padded_channels(graph, name, nhwc) -> int:
     return c
 
 
-def fp16_graph(graph, nhwc=()):
+def fp16_graph(graph, nhwc=(), int32=frozenset()):
     """A structural copy whose float, bool and wider-than-a-byte integer activations are
-    float16 (what the arena holds: a bool as 0/1, an integer as itself) and whose int8 NHWC
-    images have their padded channel count (their bytes in the arena)."""
+    float16 (what the arena holds: a bool as 0/1, an integer as itself) but the ``int32``
+    index values (int32), and whose int8 NHWC images have their padded channel count (their
+    bytes in the arena)."""
     g = graph.copy()
     for name, v in g.values.items():
         dtype = np.dtype(v.dtype)
         if name in nhwc and dtype == np.int8:
             v.shape = (v.shape[0], padded_channels(graph, name, nhwc)) + tuple(v.shape[2:])
+        elif name in int32:
+            v.dtype = 'int32'
         elif stored_as_half(dtype):
             v.dtype = 'float16'
     return g
 
 
 def make_slots(graph, offsets: dict, nhwc: set, views: dict = None, general: dict = None,
-               alignment: int = ALIGNMENT) -> dict:
+               alignment: int = ALIGNMENT, int32=frozenset()) -> dict:
     """Slot of every planned activation: arena address, shape and storage strides. A view
     (``placement.channel_views``) is a channel slice of its root: the root's pixel stride; a
-    ``general`` view (``views.copy_views``) has its own strides and offset in its root."""
+    ``general`` view (``views.copy_views``) has its own strides and offset in its root; an
+    ``int32`` value is row-major int32."""
     slots, views, general = {}, views or {}, general or {}
     for name, off in offsets.items():
         shape = tuple(int(d) for d in graph.values[name].shape)
         if name in general:
-            slots[name] = view_slot(graph, name, general[name], int(off), nhwc, alignment)
+            slots[name] = view_slot(graph, name, general[name], int(off), nhwc, alignment,
+                                    int32)
+        elif name in int32:
+            slots[name] = Slot(Ref('arena', int(off)), shape, row_major(shape), itemsize=4)
         elif name in views:
             root, first = placement.resolve(views, name)
             n, _, h, w = shape
@@ -111,15 +118,16 @@ def make_slots(graph, offsets: dict, nhwc: set, views: dict = None, general: dic
     return slots
 
 
-def plan_arena(graph, alignment=ALIGNMENT, place_channels=True) -> tuple:
+def plan_arena(graph, alignment=ALIGNMENT, place_channels=True, int32=frozenset()) -> tuple:
     """(MemoryPlan, {value: Slot}) of the FP16 arena: NHWC image values, channel Concat inputs
     and Split outputs stored as views where ``placement`` allows, and the outputs of copies and
-    Concat inputs along any axis where ``views`` allows (else they are copied)."""
-    nhwc = nhwc_values(graph)
+    Concat inputs along any axis where ``views`` allows (else they are copied); the ``int32``
+    index values (``int32_values.py``) row-major int32, 4 bytes each."""
+    nhwc = nhwc_values(graph) - set(int32)
     views = placement.channel_views(graph, nhwc) if place_channels else {}
-    general = copy_views(graph, nhwc, views, alignment) if place_channels else {}
+    general = copy_views(graph, nhwc, views, alignment, int32) if place_channels else {}
     parents = {name: up for name, (up, _) in views.items()}
     parents.update({name: view.root for name, view in general.items()})
-    plan = plan_memory(fp16_graph(graph, nhwc), alignment=alignment, concat_placement=False,
-                       views=parents)
-    return plan, make_slots(graph, plan.offsets, nhwc, views, general, alignment)
+    plan = plan_memory(fp16_graph(graph, nhwc, int32), alignment=alignment,
+                       concat_placement=False, views=parents)
+    return plan, make_slots(graph, plan.offsets, nhwc, views, general, alignment, int32)

@@ -5,20 +5,20 @@ more). The axis is the elements of a row, every other dim the rows (``rows.py``)
 output read and written where they lie. The semantics are those of ``ops/reduce.py`` and
 ``ops/nn.py`` (Hardmax, Softmax).
 
-ArgMax/ArgMin indices are stored as FP16 in the arena, exact up to 2048: a longer axis is
-refused by name.
+ArgMax/ArgMin indices are int32 in the arena where every reader has an int32 form
+(``int32_values.py``), else FP16, exact up to 2048: then a longer axis is refused by name.
 """
 import numpy as np
 
 from tx2_infer_core.cuda import params
+from tx2_infer_core.cuda.int32_values import index_range_problem
 from tx2_infer_core.cuda.rows import (ROW_WALK, TEAM_MAX, address, float_slots, row_walk,
                                       team_launch, team_size, walk_or_copy)
 from tx2_infer_core.ops.common import AttributeNotSupported, axis_of
 
 ARG_MODES = {'ArgMax': 0, 'ArgMin': 1, 'Hardmax': 2}  # ARG_<MODE> of kernels/arg.cu
-FP16_EXACT = 2048  # the largest n with every integer up to it exact in FP16
 ARG_ARGS = np.dtype([('x', params.PTR), ('y', params.PTR), ('w', ROW_WALK), ('mode', 'i4'),
-                     ('last', 'i4')], align=True)
+                     ('last', 'i4'), ('y_i32', 'i4')], align=True)
 SCAN_ARGS = np.dtype([('x', params.PTR), ('y', params.PTR), ('w', ROW_WALK),
                       ('exclusive', 'i4'), ('reverse', 'i4'), ('prod', 'i4')], align=True)
 SOFTMAX_ARGS = np.dtype([('x', params.PTR), ('y', params.PTR), ('w', ROW_WALK),
@@ -55,12 +55,13 @@ def lower_arg(lc, node):
     rank, a = len(x.shape), node.attrs
     axis = _axis(lc, node, a.get('axis', -1 if node.op == 'Hardmax' else 0), rank)
     n = x.shape[axis]
-    if node.op != 'Hardmax' and n > FP16_EXACT:
-        lc.unsupported(node, f'an axis of {n} elements: indices are FP16 in the arena, exact '
-                             f'up to {FP16_EXACT}')
+    why = '' if node.op == 'Hardmax' else \
+        index_range_problem(lc.graph, lc.int32, node.outputs[0], n)
+    if why:
+        lc.unsupported(node, why)
     launches, src, walk = axis_walk(lc, node, x, y, axis, index_output=node.op != 'Hardmax')
     fields = dict(x=address(src), y=address(y), w=walk, mode=ARG_MODES[node.op],
-                  last=int(a.get('select_last_index', 0)))
+                  last=int(a.get('select_last_index', 0)), y_i32=int(y.int32))
     return launches + [team_launch('arg', 'arg_rows', walk, team_size(n), ARG_ARGS, fields,
                                    node.name)]
 

@@ -6,10 +6,12 @@ GatherElements, and Gather whose indices are computed at run time (constant ones
     GatherElements  data x, indices of the output's shape        -> x[i with i[axis] = idx[i]]
     Gather          data (O, D, I), indices (M)                  -> (O, M, I)
 
-(B, M, I, O: dims merged into one). Indices computed at run time are FP16 in the arena,
-exact up to 2048: indices into a longer dim are refused by name. Constant indices become an
-int32 table, made non-negative (one out of range is refused). Negative indices count from
-the end of their dim, as ONNX says.
+(B, M, I, O: dims merged into one). Indices computed at run time are int32 in the arena where
+every node touching them has an int32 form (``int32_values.py``): the kernel reads them as its
+int32 table; else FP16, exact up to 2048: then indices into a longer dim are refused by name,
+naming why they are not int32. Constant indices become an int32 table in the weights, made
+non-negative (one out of range is refused). Negative indices count from the end of their dim,
+as ONNX says.
 """
 from dataclasses import dataclass
 
@@ -17,7 +19,7 @@ import numpy as np
 
 from tx2_infer_core.cuda import params
 from tx2_infer_core.cuda.launch import BLOCK, NULL, Launch, Ref, grid_1d, row_major
-from tx2_infer_core.cuda.lower_axis import FP16_EXACT
+from tx2_infer_core.cuda.int32_values import FP16_EXACT, why_not_int32
 from tx2_infer_core.cuda.lower_ops import slot_view
 from tx2_infer_core.cuda.views import reshape_strides
 from tx2_infer_core.ops.common import AttributeNotSupported, axis_of
@@ -30,7 +32,8 @@ GATHER_ND = np.dtype([('x', params.PTR), ('xv', params.VIEW), ('sel', params.VIE
 
 @dataclass
 class Indices:
-    """An index input as the kernel reads it: FP16 at ``idx`` or int32 at ``table``."""
+    """An index input as the kernel reads it: FP16 at ``idx`` or int32 at ``table`` (the
+    weights' constant table or an int32 arena value)."""
 
     idx: Ref
     table: Ref
@@ -70,10 +73,13 @@ def indices_of(lc, node, name, sizes) -> Indices:
     or GatherND's one per component along the last dim)."""
     sizes = np.asarray(sizes, np.int64)
     if not lc.is_const(name):
+        s = lc.slot(name)
+        if s.int32:
+            return Indices(NULL, s.ref, tuple(s.shape), tuple(s.strides), s.channel_off)
         if sizes.max(initial=0) > FP16_EXACT:
             lc.unsupported(node, f'indices computed at run time into a dim of {sizes.max()} '
-                                 f'elements: FP16 indices are exact up to {FP16_EXACT}')
-        s = lc.slot(name)
+                                 f'elements: FP16 indices are exact up to {FP16_EXACT}, and '
+                                 f'these are not int32 ({why_not_int32(lc.int32, name)})')
         return Indices(s.ref, NULL, tuple(s.shape), tuple(s.strides), s.channel_off)
     idx = lc.const(name)
     if idx.dtype.kind not in 'iu':

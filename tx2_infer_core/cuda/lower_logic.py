@@ -3,7 +3,10 @@ GreaterOrEqual, Not, And, Or, Xor, IsNaN, IsInf, Where), of Mod, Sum and Mean, o
 Cast: one generated pointwise kernel each (``cuda/codegen_pointwise.py``: FP32 maths, any
 strides, ONNX broadcasting).
 
-The arena holds FP16 only: a bool is stored as 0 or 1, an integer as itself, exact up to 2048.
+The arena holds FP16: a bool is stored as 0 or 1, an integer as itself, exact up to 2048; but
+the index values of ``int32_values.py`` are int32 (the rules below are for FP16 integers: an
+int32 value, and an integer constant beside one, is read as FP32, exact below 2**24; Mod takes
+them too; a Cast into int32 truncates and saturates to int32).
 
 - A size-1 constant is a float32 literal of the program, so ``x > 0.1`` or ``ids == 5000``
   compares as on the CPU. A literal that becomes an output value (a Where branch) must fit
@@ -24,6 +27,7 @@ The arena holds FP16 only: a bool is stored as 0 or 1, an integer as itself, exa
 import numpy as np
 
 from tx2_infer_core.cuda import codegen_pointwise as cg
+from tx2_infer_core.cuda.int32_values import INT32_EXACT
 from tx2_infer_core.cuda.lower_ops import copy_launch, lower_unary, slot_view
 
 EXACT_INT = 2048     # the largest integer up to which every integer is exact in FP16
@@ -45,10 +49,12 @@ def check_exact(lc, node, name):
     dtype = value_dtype(lc, name)
     if dtype.kind not in 'fbiu':
         lc.unsupported(node, f"'{name}' is {dtype}: only float, bool and integer data")
-    if node.op in FLOAT_ONLY and dtype.kind != 'f' and name in node.inputs:
+    wide = int32_node(lc, node)
+    if node.op in FLOAT_ONLY and dtype.kind != 'f' and name in node.inputs and not (
+            wide and node.op == 'Mod'):
         lc.unsupported(node, f"'{name}' is {dtype}: float data only")
-    if dtype.kind not in 'iu':
-        return
+    if dtype.kind not in 'iu' or name in lc.int32.values or (wide and lc.is_const(name)):
+        return  # int32 values, and integer constants beside them (``operand_slots``)
     if lc.is_const(name):
         big = float(np.abs(lc.const(name).astype(np.float64)).max(initial=0))
         if big > EXACT_INT:
@@ -62,10 +68,17 @@ def check_exact(lc, node, name):
                              f'{EXACT_INT} are not exact in FP16')
 
 
+def int32_node(lc, node) -> bool:
+    """True when an input or output of ``node`` is an int32 index value."""
+    return any(n in lc.int32.values for n in list(node.inputs) + list(node.outputs))
+
+
 def _literal(lc, node, i, name) -> float:
-    """The float32 literal of size-1 constant input ``i``; a Where branch saturated to FP16."""
+    """The float32 literal of size-1 constant input ``i``; a Where branch saturated to FP16
+    (an int32 output takes any integer below 2**24)."""
     value = lc.const(name).reshape(())
-    if i not in BRANCHES.get(node.op, ()):
+    if i not in BRANCHES.get(node.op, ()) or (
+            node.outputs[0] in lc.int32.values and abs(float(value)) < INT32_EXACT):
         return float(np.float32(value))
     if value.dtype.kind in 'iu' and abs(int(value)) > EXACT_INT:
         lc.unsupported(node, f"constant '{name}' = {int(value)}: integers past {EXACT_INT} "
@@ -137,7 +150,7 @@ def lower_logic(lc, node):
     if node.op in ('Sum', 'Mean'):
         return _sum_launches(lc, node, y)
     names, steps = one_step(lc, node)
-    return [cg.pointwise_launch(node.name, steps, [lc.slot(n) for n in names], y)]
+    return [cg.pointwise_launch(node.name, steps, cg.operand_slots(lc, node, names), y)]
 
 
 def lower_trilu(lc, node):
@@ -180,10 +193,11 @@ def lower_cast(lc, node):
     if kind != 'f':
         check_exact(lc, node, x)
         check_exact(lc, node, y)
-    if cg.cast_keeps_values(to, value_dtype(lc, x).kind):
+    src, out = lc.slot(x), lc.slot(y)
+    if src.int32 == out.int32 and cg.cast_keeps_values(to, value_dtype(lc, x).kind):
         return lower_unary(lc, node)  # the values unchanged: a copy (or none: a view)
-    out = lc.slot(y)
     if 0 in out.shape:
         return []
-    steps = [('Cast', ['x0'], {'to': to})]
-    return [cg.pointwise_launch(node.name, steps, [lc.slot(x)], out)]
+    # into int32: the value itself, truncated and saturated to int32 as it is stored
+    steps = [('Cast', ['x0'], {'to': 1 if out.int32 else to})]
+    return [cg.pointwise_launch(node.name, steps, [src], out)]

@@ -51,7 +51,7 @@ def moved_copy(lc, node, src, src_strides, dst, dst_strides, shape, src_off=0, d
                              f'{MAX_DIMS}')
     src_view = slot_view(src, shape, ss, src_off)
     dst_view = slot_view(dst, shape, ds, dst_off)
-    if n == 0 or same_place(src.ref, src_view, dst.ref, dst_view):
+    if n == 0 or same_place(src.ref, src_view, dst.ref, dst_view, src.itemsize):
         return []
     return [copy_launch(node.name, src, src_view, dst, dst_view, n)]
 

@@ -32,10 +32,14 @@ def slot_view(slot, shape=None, strides=None, offset=0):
 
 
 def copy_launch(name, src, src_view, dst, dst_view, n, op=0, act=None):
-    """y[dst_view(i)] = f(x[src_view(i)]) for the n logical elements."""
+    """y[dst_view(i)] = f(x[src_view(i)]) for the n logical elements (``copy_i32``: the copy of
+    int32 slots)."""
+    if src.int32 or dst.int32:
+        assert src.int32 and dst.int32 and op == 0 and act is None, 'int32 is copied only'
     fields = dict(x=src.ref, xv=src_view, y=dst.ref, yv=dst_view, n=int(n), op=op,
                   act=act if act is not None else params.act_record())
-    return Launch('elementwise', 'unary', grid_1d(n), (BLOCK, 1, 1), params.UNARY_ARGS,
+    kernel = 'copy_i32' if src.int32 else 'unary'
+    return Launch('elementwise', kernel, grid_1d(n), (BLOCK, 1, 1), params.UNARY_ARGS,
                   fields, name)
 
 
@@ -91,6 +95,8 @@ def lower_unary(lc, node):
             return []
     else:
         lc.unsupported(node, 'no elementwise kernel')
+    if x.int32 or y.int32:
+        return [copy_launch(node.name, x, slot_view(x), y, slot_view(y), n)]
     if n % VEC == 0 and same_storage(x, y):
         fields = dict(x=x.ref, y=y.ref, n8=n // VEC, op=op, act=act)
         return [Launch('elementwise', 'unary_vec8', grid_1d(n // VEC), (BLOCK, 1, 1),
@@ -98,24 +104,25 @@ def lower_unary(lc, node):
     return [copy_launch(node.name, x, slot_view(x), y, slot_view(y), n, op, act)]
 
 
-def same_place(src, src_view, dst, dst_view) -> bool:
-    """Views ``src_view`` at address ``src`` and ``dst_view`` at ``dst`` (View records) are the
-    same elements: a copy between them is a no-op (``cuda/views.py``)."""
+def same_place(src, src_view, dst, dst_view, itemsize=HALF) -> bool:
+    """Views ``src_view`` at address ``src`` and ``dst_view`` at ``dst`` (View records, of
+    elements of ``itemsize`` bytes) are the same elements: a copy between them is a no-op
+    (``cuda/views.py``)."""
     nd = int(src_view['ndim'])
     shape = tuple(src_view['shape'][:nd])
-    start = src.offset + HALF * int(src_view['offset'])
+    start = src.offset + itemsize * int(src_view['offset'])
     strides = zip(shape, src_view['stride'][:nd], dst_view['stride'][:nd])
     return (src.base == dst.base and nd == int(dst_view['ndim'])
             and shape == tuple(dst_view['shape'][:nd])
-            and start == dst.offset + HALF * int(dst_view['offset'])
+            and start == dst.offset + itemsize * int(dst_view['offset'])
             and all(a == b for n, a, b in strides if n != 1))
 
 
 def _reshaped_in_place(x, y) -> bool:
     """True when slot ``y`` is slot ``x`` reshaped: the same elements in row-major order."""
     strides = reshape_strides(x.shape, x.strides, y.shape)
-    return strides is not None and same_place(
-        x.ref, slot_view(x, y.shape, strides), y.ref, slot_view(y))
+    return strides is not None and x.itemsize == y.itemsize and same_place(
+        x.ref, slot_view(x, y.shape, strides), y.ref, slot_view(y), x.itemsize)
 
 
 def same_storage(x, y) -> bool:
@@ -208,6 +215,8 @@ def lower_binary(lc, node):
     if not names or (len(names) != 2 and node.op not in ('Max', 'Min')):
         lc.unsupported(node, 'exactly two inputs')
     y = lc.slot(node.outputs[0])
+    if y.int32:
+        return lower_pointwise(lc, node)  # integer maths on int32 index values: generated
     if len(names) == 1:
         x = lc.slot(names[0])
         if x.shape != y.shape:
@@ -238,7 +247,7 @@ def _moved_copy(name, src, src_view, dst, dst_view, n) -> list:
     """The copy of ``n`` elements, or nothing when source and destination are one place (a
     placed Concat input or a Split output stored as a view, see ``cuda/placement.py`` and
     ``cuda/views.py``)."""
-    if same_place(src.ref, src_view, dst.ref, dst_view):
+    if same_place(src.ref, src_view, dst.ref, dst_view, src.itemsize):
         return []
     return [copy_launch(name, src, src_view, dst, dst_view, n)]
 
@@ -280,9 +289,12 @@ def lower_slice(lc, node):
 
 def io_launch(kernel, src, dst, slot) -> Launch:
     """A graph input's or output's conversion between FP32 in the graph's layout and the FP16
-    arena slot ``slot``: ``to_arena_f16`` or ``from_arena_f32`` from ``src`` to ``dst``."""
+    arena slot ``slot``: ``to_arena_f16`` or ``from_arena_f32`` from ``src`` to ``dst`` (their
+    ``_i32`` twins for an int32 slot)."""
     n = int(np.prod(slot.shape, dtype=np.int64))
     c = int(slot.shape[1]) if slot.nhwc else 1
     hw = int(np.prod(slot.shape[2:], dtype=np.int64)) if slot.nhwc else n
+    if slot.int32:  # an int32 index value: to_arena_i32 / from_arena_i32
+        kernel = kernel.replace('f16', 'i32').replace('f32', 'i32')
     return Launch('io', kernel, grid_1d(n), (BLOCK, 1, 1), IO_CONVERT,
                   dict(x=src, y=dst, n=n, HW=hw, C=c), kernel)

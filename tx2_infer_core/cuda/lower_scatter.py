@@ -168,7 +168,7 @@ def lower_one_hot(lc, node):
     x = lc.slot(node.inputs[0])
     x_strides = tuple(x.strides[:axis]) + (0,) + tuple(x.strides[axis:])
     spread = Slot(x.ref, tuple(y.shape[:axis]) + (1,) + tuple(y.shape[axis + 1:]), x_strides,
-                  False, x.channel_off)
+                  False, x.channel_off, x.itemsize)
     classes = np.arange(depth, dtype=np.float16).reshape(
         [depth if d == axis else 1 for d in range(rank)])
     steps = []

@@ -4,27 +4,22 @@ every dim but the axis (``rows.py``), input and outputs read and written where t
 K rounds of a block-wide pick of the best element ranked after the previous pick, in the numpy
 reference's order (``ops/index.py`` TopK: ties in ascending index order, NaN above every
 number); ``sorted=0`` gets the same sorted output (ONNX leaves that order open). The indices are
-FP16 in the arena, exact up to 2048: a longer axis is refused by name when the Indices output
-is read.
+int32 in the arena where every node reading them has an int32 form (``int32_values.py``), else
+FP16, exact up to 2048: then a longer axis is refused by name, naming the reader.
 """
 import numpy as np
 
 from tx2_infer_core.cuda import params
+from tx2_infer_core.cuda.int32_values import index_range_problem
 from tx2_infer_core.cuda.launch import NULL, Launch
-from tx2_infer_core.cuda.lower_axis import FP16_EXACT
 from tx2_infer_core.cuda.lower_index import axis_index, stored_problem
 from tx2_infer_core.cuda.rows import ROW_WALK, TEAM_MAX, address, row_walk
 
 TOPK_ARGS = np.dtype([('x', params.PTR), ('values', params.PTR), ('indices', params.PTR),
                       ('w', ROW_WALK)] + [(f'i{k}', 'i8') for k in ('r1', 'r2', 'r3', 'j1', 'j2')]
-                     + [('k_count', 'i4'), ('largest', 'i4')], align=True)
+                     + [('k_count', 'i4'), ('largest', 'i4'), ('indices_i32', 'i4')],
+                     align=True)
 MAX_BLOCKS = 65535
-
-
-def is_read(graph, name) -> bool:
-    """True when value ``name`` is a graph output or the input of a node."""
-    return bool(name) and (name in graph.outputs
-                           or any(name in node.inputs for node in graph.nodes))
 
 
 def block_threads(n) -> int:
@@ -44,14 +39,15 @@ def _k(lc, node, n) -> int:
 def _outputs(lc, node, n):
     """The slots of the Values and Indices outputs (None where there is none)."""
     names = (list(node.outputs) + ['', ''])[:2]
-    if n > FP16_EXACT and is_read(lc.graph, names[1]):
-        lc.unsupported(node, f'an axis of {n} elements with its Indices output read: indices '
-                             f'are FP16 in the arena, exact up to {FP16_EXACT}')
+    why = index_range_problem(lc.graph, lc.int32, names[1], n)
+    if why:
+        lc.unsupported(node, why)
     return [lc.slots.get(name) if name else None for name in names]
 
 
 def lower_topk(lc, node):
-    """TopK(X, K) along ``axis``, ``largest`` or smallest: values and FP16 indices."""
+    """TopK(X, K) along ``axis``, ``largest`` or smallest: values and indices (int32, or
+    FP16)."""
     why = stored_problem(lc, node.inputs[0])
     if why:
         lc.unsupported(node, why)
@@ -73,7 +69,8 @@ def lower_topk(lc, node):
     walk, (index_strides,) = found
     fields = dict(x=address(x), values=address(values) if values else NULL,
                   indices=address(indices) if indices else NULL, w=walk, k_count=k,
-                  largest=int(bool(node.attrs.get('largest', 1))))
+                  largest=int(bool(node.attrs.get('largest', 1))),
+                  indices_i32=int(bool(indices and indices.int32)))
     fields.update(zip(('ir1', 'ir2', 'ir3', 'ij1', 'ij2'), index_strides))
     blocks = max(1, min(MAX_BLOCKS, int(walk['rows'])))
     return [Launch('topk', 'topk_rows', (blocks, 1, 1), (block_threads(n), 1, 1), TOPK_ARGS,

@@ -6,7 +6,7 @@ anything, and what benches and tests call to check that a graph lowers (no devic
 
     lowered = lower_graph(graph, arch=87, conv_path='auto', sm_count=8)
     lowered.launches       # [Launch], one kernel launch each, in graph order
-    lowered.plan           # MemoryPlan of the FP16 arena
+    lowered.plan           # MemoryPlan of the arena (FP16; index values int32)
     lowered.slots          # {activation: Slot}: where each planned value lives
     lowered.weight_image() # the weight buffer's bytes (uint8), as the device gets them
 
@@ -23,6 +23,7 @@ from tx2_infer_core.cuda import (layout, lower_axis, lower_conv, lower_conv_tran
                                  lower_ops, lower_pad, lower_recurrent, lower_resize,
                                  lower_sampling, lower_scatter)
 from tx2_infer_core.cuda import lower_index, lower_topk
+from tx2_infer_core.cuda.int32_values import Int32Values, int32_values
 from tx2_infer_core.cuda.launch import Ref, Slot, row_major
 from tx2_infer_core.cuda.lift_1d import lift_1d
 from tx2_infer_core.cuda.lower_attention import lower_attention
@@ -77,9 +78,10 @@ class LoweringContext:
     and the weight buffer being built (constants are appended to it as they are lowered)."""
 
     def __init__(self, graph, arch: int, conv_path: str, sm_count: int, slots: dict,
-                 int8_path: str = 'dp4a'):
+                 int8_path: str = 'dp4a', int32: Int32Values = None):
         self.graph, self.arch, self.conv_path, self.sm_count = graph, arch, conv_path, sm_count
         self.int8_path = int8_path  # 'dp4a' or 'mma' (lower_int8.resolve_int8_path)
+        self.int32 = int32 or Int32Values()  # which integer values are int32 (and why not)
         self.slots = dict(slots)
         self.weight_chunks, self.weight_bytes = [], 0
         self._workspaces = {}
@@ -97,6 +99,15 @@ class LoweringContext:
         """A row-major slot in the weight buffer holding ``array``."""
         arr = np.asarray(array)
         return Slot(self.add_weight(arr), tuple(arr.shape), row_major(arr.shape))
+
+    def int_slot(self, node, name) -> Slot:
+        """The slot of constant ``name`` as row-major int32 (an operand of ``node`` beside
+        int32 values); ``node`` is refused when a value passes int32's range."""
+        array = self.const(name)
+        if array.size and np.abs(array.astype(np.int64)).max() > np.iinfo(np.int32).max:
+            self.unsupported(node, f"constant '{name}' holds values past int32's range")
+        arr = np.ascontiguousarray(array, np.int32)
+        return Slot(self.add_weight(arr), tuple(arr.shape), row_major(arr.shape), itemsize=4)
 
     def is_const(self, name) -> bool:
         """True when ``name`` is a constant of the graph."""
@@ -190,8 +201,9 @@ def lower_graph(graph, arch: int, conv_path: str = 'auto', sm_count: int = DEFAU
     i8_path = lower_int8.resolve_int8_path(arch, int8_path)
     graph, _ = without_einsum(graph)  # Einsum as MatMul, Transpose, Reshape, Mul, ReduceSum
     graph, _ = lift_1d(graph)  # 1-D convs and pools as 2-D ones with H = 1 (4-D slots added)
-    plan, slots = layout.plan_arena(graph, alignment, place_channels)
-    ctx = LoweringContext(graph, arch, path, sm_count, slots, i8_path)
+    int32 = int32_values(graph)  # the index values stored int32, not FP16
+    plan, slots = layout.plan_arena(graph, alignment, place_channels, int32.values)
+    ctx = LoweringContext(graph, arch, path, sm_count, slots, i8_path, int32)
     launches = []
     for node in graph.nodes:
         fn = LOWERINGS.get(node.op)

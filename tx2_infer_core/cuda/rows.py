@@ -18,7 +18,6 @@ from tx2_infer_core.cuda.lower_ops import copy_launch, slot_view
 TEAM_MAX = 256  # TX2_TEAM_MAX: a team of a whole block
 BLOCK_THREADS = 256
 INT32_MAX = 2 ** 31 - 1
-HALF = 2  # bytes per arena element
 ROW_DIMS, ELEMENT_DIMS = 3, 2  # index dims of a row and of an element
 ROW_WALK = np.dtype([('rows', 'i8'), ('n', 'i4'), ('r2', 'i4'), ('r3', 'i4'), ('j2', 'i4')]
                     + [(f'{t}{k}', 'i8') for t in 'xy' for k in ('r1', 'r2', 'r3', 'j1', 'j2')],
@@ -111,7 +110,7 @@ def float_slots(lc, node):
 
 def address(slot):
     """The device address of a slot's first element."""
-    return slot.ref + HALF * slot.channel_off
+    return slot.address()
 
 
 def walk_or_copy(lc, node, x, y, walk_of, in_place=True):

@@ -32,8 +32,8 @@ for a Concat input, the producer) is an op whose kernel reads and writes any str
 (``GENERIC_OPS``: the elementwise ops, the copies, FusedPointwise). Graph inputs and outputs are
 never views; a value that other values are views of is never moved into a Concat. The copy
 lowerings (``lower_ops.py``) launch nothing when source and destination are the same elements.
-Values of every dtype the arena holds as FP16 (``stored_as_half``) may be views; 1-byte
-integers may not.
+Values of every dtype the arena holds as FP16 (``stored_as_half``) may be views, the int32
+index values (``int32_values.py``) views of int32 values only; 1-byte integers may not.
 """
 from dataclasses import dataclass
 
@@ -142,19 +142,20 @@ def natural_strides(graph, name, nhwc) -> tuple:
     return nhwc_strides(shape) if name in nhwc else row_major(shape)
 
 
-def is_natural(graph, name, view, nhwc, alignment) -> bool:
+def is_natural(graph, name, view, nhwc, alignment, itemsize=HALF) -> bool:
     """True when ``view`` stores ``name`` as it would be stored on its own, at an offset that
-    keeps the arena alignment (an alias any kernel may use)."""
+    keeps the arena alignment (an alias any kernel may use); ``itemsize``: bytes an element."""
     return (same_strides(graph.values[name].shape, view.strides,
                          natural_strides(graph, name, nhwc))
-            and (HALF * view.offset) % alignment == 0)
+            and (itemsize * view.offset) % alignment == 0)
 
 
 class _Viewer:
     """The state of one pass over the graph (see ``copy_views``)."""
 
-    def __init__(self, graph, nhwc, channel, alignment):
+    def __init__(self, graph, nhwc, channel, alignment, int32):
         self.graph, self.nhwc, self.channel, self.alignment = graph, nhwc, channel, alignment
+        self.int32 = int32  # the int32 activations (``int32_values``): views of their own kind
         self.views = {}
         self.fixed = set(graph.inputs) | set(graph.outputs)
         self.producers, self.consumers = graph.producers(), graph.consumers()
@@ -193,9 +194,10 @@ class _Viewer:
     def offer(self, name, view, writer=None) -> bool:
         """Store ``name`` as ``view`` when every kernel touching it can (see the module doc);
         ``writer``: the op that will write it there (a Concat input's producer)."""
-        if not self.movable(name):
+        if not self.movable(name) or (name in self.int32) != (view.root in self.int32):
             return False
-        if not is_natural(self.graph, name, view, self.nhwc, self.alignment):
+        if not is_natural(self.graph, name, view, self.nhwc, self.alignment,
+                          itemsize_of(name, self.int32)):
             users = [c.op for c in self.consumers.get(name, [])] + ([writer] if writer else [])
             if not all(op in GENERIC_OPS for op in users):
                 return False
@@ -205,9 +207,11 @@ class _Viewer:
         return True
 
     def keeps_values(self, node) -> bool:
-        """Copy ``node`` stores its input's FP16 values unchanged (a Cast may not)."""
+        """Copy ``node`` stores its input's values unchanged (a Cast may not; nor a copy
+        between an int32 value and an FP16 one)."""
         x = node.inputs[0]
-        if not self.activation(x) or not stored_as_half(self.graph.values[x].dtype):
+        if not self.activation(x) or not stored_as_half(self.graph.values[x].dtype) or \
+                (x in self.int32) != (node.outputs[0] in self.int32):
             return False
         source = np.dtype(self.graph.values[x].dtype).kind
         return node.op != 'Cast' or cast_keeps_values(node.attrs.get('to', 1), source)
@@ -311,10 +315,16 @@ def transpose_perm(node, rank) -> list:
     return [int(p) for p in node.attrs.get('perm') or reversed(range(rank))]
 
 
-def copy_views(graph, nhwc: set, channel: dict, alignment: int) -> dict:
+def itemsize_of(name, int32) -> int:
+    """Bytes per arena element of value ``name``: 4 for one of the ``int32`` values, else 2."""
+    return 4 if name in int32 else HALF
+
+
+def copy_views(graph, nhwc: set, channel: dict, alignment: int, int32=frozenset()) -> dict:
     """{value: View} of the values stored inside another value (see the module doc) beyond the
-    channel views ``channel`` (``placement.channel_views``)."""
-    viewer = _Viewer(graph, nhwc, channel, alignment)
+    channel views ``channel`` (``placement.channel_views``); a value of ``int32`` (stored
+    int32) is a view of another such value only."""
+    viewer = _Viewer(graph, nhwc, channel, alignment, int32)
     for node in reversed(graph.nodes):
         if (node.op in COPY_OPS or node.op == 'Transpose') and node.outputs[:1] != ['']:
             viewer.reverse(node)
@@ -328,11 +338,12 @@ def copy_views(graph, nhwc: set, channel: dict, alignment: int) -> dict:
     return viewer.views
 
 
-def view_slot(graph, name, view, base: int, nhwc, alignment) -> Slot:
+def view_slot(graph, name, view, base: int, nhwc, alignment, int32=frozenset()) -> Slot:
     """The Slot of view ``name`` whose root starts at arena byte ``base``: an alias gets its
     natural strides and the offset in its address, any other view its strides and offset."""
     shape = tuple(int(d) for d in graph.values[name].shape)
-    if is_natural(graph, name, view, nhwc, alignment):
-        return Slot(Ref('arena', base + HALF * view.offset), shape,
-                    natural_strides(graph, name, nhwc), name in nhwc)
-    return Slot(Ref('arena', base), shape, tuple(view.strides), False, view.offset)
+    size = itemsize_of(name, int32)
+    if is_natural(graph, name, view, nhwc, alignment, size):
+        return Slot(Ref('arena', base + size * view.offset), shape,
+                    natural_strides(graph, name, nhwc), name in nhwc, 0, size)
+    return Slot(Ref('arena', base), shape, tuple(view.strides), False, view.offset, size)

@@ -218,7 +218,7 @@ _LINES = (
     op('ReduceSumSquare', 'reduce', 'reduce', strided=True),
     op('ReduceLogSum', 'reduce', 'reduce', strided=True),
     op('ReduceLogSumExp', 'reduce', 'reduce', strided=True),
-    op('ArgMax', 'reduce', 'arg', strided=True),  # indices as FP16: an axis of 2048 at most
+    op('ArgMax', 'reduce', 'arg', strided=True),  # indices int32 (or FP16: 2048 at most)
     op('ArgMin', 'reduce', 'arg', strided=True),
     op('Hardmax', 'nn', 'arg', strided=True),
     op('CumSum', 'reduce', 'scan', strided=True, fixed_inputs=[1]),
