@@ -42,7 +42,10 @@ def test_yolo_post_process_replays_the_same(yolo):
 
 def test_index_graph_input_and_output_past_2048():
     rng = np.random.default_rng(3)
-    x = (rng.permutation(5000) / 4).astype(np.float32).reshape(1, 5000)
+    # 5000 distinct FP16 numbers (0.25 up): the arena stores them exactly, so the values and
+    # the order TopK finds are the float32 reference's
+    fp16_grid = np.arange(0x3400, 0x3400 + 5000, dtype=np.uint16).view(np.float16)
+    x = rng.permutation(fp16_grid).astype(np.float32).reshape(1, 5000)
     feeds = {'x': x, 'i': rng.integers(-5000, 5000, (1, 40))}
     graph = CASES.graph_of(feeds, [('TopK', ['x', 'k'], ['v', 'j'], {'axis': 1}),
                                    ('GatherElements', ['x', 'i'], ['g'], {'axis': 1})],
