@@ -1,13 +1,15 @@
 """The ``tx2-infer`` command line, run for real (subprocess) on real models and photos."""
 import re
+import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from tx2_infer_core import assets, detect
+from tx2_infer_core import assets, cli as cli_module, cli_int8, detect
 from tx2_infer_core.detector import Detector
 from tx2_infer_core.ir import Value
 
@@ -213,3 +215,34 @@ def test_a_huge_jpeg_header_is_refused_before_decoding(darknet_plan, tmp_path, m
     cv2.imwrite(str(png), np.zeros((20, 30, 3), np.uint8))
     with pytest.raises(InputError, match='30x20 = 600 pixels'):
         image_header.read_image(png, Limits(max_image_pixels=599))
+
+
+# ---- the README's and the docstrings' command lines against the parser ------------------
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def documented_commands(text) -> list:
+    """The argv of every indented ``tx2-infer ...`` line of ``text`` (continued lines joined)."""
+    text = re.sub(r'\\\\?\n\s*', ' ', text)
+    return [shlex.split(line.strip())[1:] for line in text.splitlines()
+            if line.startswith('    tx2-infer ')]
+
+
+def test_documented_command_lines_parse_and_name_every_subcommand():
+    parser = cli_module.make_parser()
+    readme = (ROOT / 'README.md').read_text()
+    commands = documented_commands(readme)
+    for module in (cli_module, cli_int8):
+        commands += documented_commands(module.__doc__)
+    assert len(commands) >= 10
+    for argv in commands:
+        try:
+            parser.parse_args(argv)
+        except SystemExit:
+            pytest.fail(f'documented command does not parse: tx2-infer {" ".join(argv)}')
+    subcommands = next(a for a in parser._actions if a.dest == 'command').choices
+    bullet = re.search(r'\*\*`tx2-infer`\*\* command line: (.*)', readme)[1]
+    assert set(re.findall(r'`(\w+)`', bullet)) == set(subcommands)
+    section = readme[readme.index('## Command line'):readme.index('## Tests')]
+    options = {o for sub in subcommands.values() for a in sub._actions for o in a.option_strings}
+    assert set(re.findall(r'(--[a-z][a-z0-9-]*)', section)) <= options

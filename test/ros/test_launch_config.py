@@ -28,6 +28,17 @@ def test_yaml_has_every_parameter_with_a_valid_value():
     assert params.resolve_classes(values['classes'], ['person']) is None
 
 
+def test_yaml_values_are_the_parameter_defaults():
+    # The launch file's YAML is what a user gets; the README documents SPECS' defaults.
+    values = yaml.safe_load((ROOT / 'config' / 'yolo.yaml').read_text())['/**'][
+        'ros__parameters']
+    for name, value in values.items():
+        if isinstance(value, list):     # [""]: YAML cannot hold an empty list
+            value = [v for v in value if v]
+        default = params.SPECS[name].default
+        assert value == default and type(value) is type(default), (name, value, default)
+
+
 def test_fastdds_profile_has_a_16_mib_shm_segment_and_udp():
     text = (ROOT / 'config' / 'fastdds_large_images.xml').read_text()
     assert '<segment_size>16777216</segment_size>' in text and '<type>UDPv4</type>' in text

@@ -1,9 +1,13 @@
 """Parameter rules that need no running node: labels_path is checked when set (a regular,
-readable, small file; never a FIFO or a device) and needs a rebuild like model_path."""
+readable, small file; never a FIFO or a device) and needs a rebuild like model_path; the
+README's parameter table names every parameter with its default and when it may change."""
 import os
+import re
+from pathlib import Path
 
 import pytest
 
+yaml = pytest.importorskip('yaml')
 pytest.importorskip('rcl_interfaces', reason='ROS messages are not installed')
 from tx2_infer_ros import params  # noqa: E402
 
@@ -83,3 +87,35 @@ def test_range_images_needs_a_rebuild():
     assert 'range_images' in params.REBUILD
     assert 'rebuild' in params.descriptor('range_images').additional_constraints
     assert params.SPECS['range_images'].default == ''
+
+
+# ---- the README's parameter table against the code ---------------------------------------
+README = Path(__file__).resolve().parents[2] / 'README.md'
+ROW = re.compile(r'^\| `(\w+)` \| `([^`]*)` \| (\w+) \|', re.M)
+
+
+def readme_parameter_rows() -> dict:
+    """{name: (default as written, change)} of the README's parameter table."""
+    text = README.read_text()
+    start = text.index('Parameters (`config/yolo.yaml`)')
+    table = text[start:text.index('\n\n', text.index('| parameter |', start))]
+    return {m[1]: (m[2], m[3]) for m in ROW.finditer(table)}
+
+
+def test_readme_parameter_table_has_every_parameter_with_its_default_and_change():
+    from tx2_infer_ros import ros_env
+    if not ros_env.preload_vision_msgs():
+        pytest.skip('vision_msgs is not built: run `make ros-msgs`')
+    from tx2_infer_ros.detector_node import LIVE
+    rows = readme_parameter_rows()
+    assert set(rows) == set(params.SPECS)
+    assert set(LIVE) | params.REBUILD | params.RESUBSCRIBE == set(params.SPECS)
+    for name, (written, change) in rows.items():
+        value = yaml.safe_load(written)
+        if isinstance(value, list):     # YAML's [""] for an empty list, as config/yolo.yaml
+            value = [v for v in value if v]
+        default = params.SPECS[name].default
+        assert value == default and type(value) is type(default), (name, written, default)
+        wanted = ('rebuild' if name in params.REBUILD else
+                  'inactive' if name in params.RESUBSCRIBE else 'live')
+        assert change == wanted and (wanted != 'live' or name in LIVE), (name, change)
