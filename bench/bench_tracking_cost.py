@@ -16,10 +16,10 @@ Tracker sequences, a few detections a frame as the node sees them:
 
 Before and after in the same run: the code of ``BEFORE_COMMIT`` (``git show`` into a temporary
 package) gets the same calls, timed alternately call by call; its IDs and bytes must be the
-same. At ``BEFORE_COMMIT``'s successor only cdr.py changed (the tracker reorganisations tried,
-shortcuts for empty frames and reorders, gave no measurable gain and were not kept), so the
-tracker's two columns time the same code: their difference is the noise floor. Writes
-bench/results/tracking_cost_cpu.json.
+same. Since ``BEFORE_COMMIT``, cdr.py packs each detection's fixed runs at once (c68da37) and
+the tracker runs in plain Python per track (numpy's per-call cost dominated at a camera's
+sizes, above all after idle time); at c68da37 the tracker was still ``BEFORE_COMMIT``'s.
+Writes bench/results/tracking_cost_cpu.json.
 """
 import argparse
 import importlib
@@ -44,20 +44,20 @@ BEFORE_FILES = ('tx2_infer_core/tracking.py', 'tx2_infer_core/kalman.py',
 PHOTOS = ('dog.jpg', 'bus.jpg', 'horses.jpg')
 
 
-def load_before(commit):
-    """The modules of ``BEFORE_FILES`` at ``commit`` as a temporary package -> (tracking,
-    cdr) modules."""
-    folder = Path(tempfile.mkdtemp(prefix='tx2_before_'))
-    package = folder / 'before'
-    package.mkdir()
-    (package / '__init__.py').write_text('')
-    for path in BEFORE_FILES:
+def load_before(commit, files=BEFORE_FILES, package='before'):
+    """The modules of ``files`` at ``commit`` as a temporary ``package`` -> {file stem:
+    module}."""
+    folder = Path(tempfile.mkdtemp(prefix=f'tx2_{package}_'))
+    (folder / package).mkdir()
+    (folder / package / '__init__.py').write_text('')
+    for path in files:
         text = subprocess.run(['git', 'show', f'{commit}:{path}'], cwd=ROOT, check=True,
                               capture_output=True, text=True).stdout
-        text = text.replace('tx2_infer_core.', 'before.')
-        (package / Path(path).name).write_text(text)
+        text = text.replace('tx2_infer_core.', f'{package}.')
+        (folder / package / Path(path).name).write_text(text)
     sys.path.insert(0, str(folder))
-    return importlib.import_module('before.tracking'), importlib.import_module('before.cdr')
+    return {Path(path).stem: importlib.import_module(f'{package}.{Path(path).stem}')
+            for path in files}
 
 
 def photo_frames():
@@ -183,7 +183,7 @@ def main():
     args = parser.parse_args()
     from tx2_infer_core.tracking import ByteTracker
     from tx2_infer_ros import cdr
-    old_tracking, old_cdr = load_before(args.before)
+    old = load_before(args.before)
     sequences = dict(photos=(photo_frames(), 0), jitter=(jitter_frames(500), 0))
     vtest = vtest_frames()
     if vtest is not None:
@@ -193,12 +193,12 @@ def main():
     runs.append(('photos_after_idle', sequences['photos'][0], 0, args.idle_calls, 0.05))
     update = {}
     for name, frames, restart, calls, idle in runs:
-        after, before, kept = time_tracker(ByteTracker, old_tracking.ByteTracker, frames,
+        after, before, kept = time_tracker(ByteTracker, old['tracking'].ByteTracker, frames,
                                            calls, restart, idle)
         detections = float(np.mean([len(f[0]) for f in frames]))
         update[name] = compare(after, before, mean_detections=detections, tracks_at_end=kept)
     publish = {str(n): compare(*time_cdr(cdr.detection_array_bytes,
-                                         old_cdr.detection_array_bytes, n, args.calls))
+                                         old['cdr'].detection_array_bytes, n, args.calls))
                for n in (3, 10, 30)}
     doc = dict(what=__doc__.splitlines()[0], calls=args.calls,
                before=dict(commit=args.before, files=BEFORE_FILES,
