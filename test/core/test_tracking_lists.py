@@ -5,6 +5,7 @@ ties included, also with the rows of 1.0 it drops."""
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -116,3 +117,17 @@ def test_match_lists_hands_large_matrices_to_numpy():
     rows, cols = match_arrays(cost, 0.6)
     assert match_lists(cost.tolist(), 0.6) == list(zip(rows.tolist(), cols.tolist()))
     assert match_lists([], 0.5) == [] and match_lists([[]], 0.5) == []
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(seed=st.integers(0, 2 ** 32 - 1), n=st.integers(0, 12), m=st.integers(0, 12))
+def test_overlap_costs_numpy_and_python_agree(seed, n, m):
+    """Both ways give the same pairs and the same costs, bit for bit, as 1 - iou_matrix."""
+    rng = np.random.default_rng(seed)
+    boxes = np.round(rng.uniform(0, 100, (n + m, 2)), 1)
+    boxes = np.hstack([boxes, boxes + rng.integers(-2, 40, (n + m, 2))]).tolist()
+    python = tracking.overlap_costs(boxes[:n], boxes[n:])
+    with mock.patch.object(tracking, 'NUMPY_PAIRS', -1):
+        assert tracking.overlap_costs(boxes[:n], boxes[n:]) == python
+    cost = 1.0 - tracking.iou_matrix(boxes[:n], boxes[n:])
+    assert python == [{j: c for j, c in enumerate(row) if c < 1.0} for row in cost.tolist()]
