@@ -9,10 +9,14 @@ vp and vv of each, and every step is a few float operations per coordinate. Each
 rounds as the 8 x 8 matrix form (``F P F^T + Q``, LAPACK's solve, which multiplies by 1 / s)
 does; pv and vp are kept apart, as that form rounds them apart.
 
-Plain Python floats, one track at a time: a tracker holds tens of tracks, and at that size a
-few float operations per track cost less than numpy's per-call overhead, above all when the
-call comes after idle time with cold caches (the node's case). The results are bit for bit
-those of the batched numpy form this replaced (test_tracking_lists.py).
+Plain Python floats, one track at a time (``kalman_init``, ``kalman_predict``,
+``kalman_update``): a camera's tracker holds tens of tracks, and at that size a few float
+operations per track cost less than numpy's per-call overhead, above all when the call comes
+after idle time with cold caches (the node's case). For crowds the batched form
+(``init_arrays``, ``predict_arrays``, ``update_arrays``): N states as arrays, means N x 8 and
+covariance blocks N x 4 x 4 (``cov[:, k, i]`` entry k, in ``PP, PV, VP, VV``, of coordinate
+i's block: the flat list's 16 floats in order), each step a few elementwise operations on
+N x 4 arrays whatever N. Both round alike, bit for bit (test_tracking_lists.py).
 """
 import numpy as np
 
@@ -91,6 +95,72 @@ def _correct(m, v, z, pp, pv, vp, vv, noise):
     ks_pos, ks_vel = k_pos * s, k_vel * s
     return (m + k_pos * innovation, v + k_vel * innovation, pp - ks_pos * k_pos,
             pv - ks_pos * k_vel, vp - ks_vel * k_pos, vv - ks_vel * k_vel)
+
+
+PP, PV, VP, VV = range(4)  # the blocks' entries: pos pos, pos vel, vel pos, vel vel
+
+
+def _coordinate_std(std):
+    """``std``'s (per height, fixed) pairs as two vectors over x, y, a, h (and velocities)."""
+    per_height, fixed = [], []
+    for value, aspect in zip(std[::2], std[1::2]):
+        per_height += [value, value, 0.0, value]
+        fixed += [0.0, 0.0, aspect, 0.0]
+    return np.array(per_height), np.array(fixed)
+
+
+_PROCESS_VECTORS, _MEASURE_VECTORS = _coordinate_std(_PROCESS_STD), _coordinate_std(_MEASURE_STD)
+
+
+def _variance_arrays(mean, per_height, fixed):
+    """Variances ``(per_height * h + fixed) ** 2`` of states with heights ``mean[:, 3]``."""
+    return (mean[:, 3:4] * per_height + fixed) ** 2
+
+
+def boxes_to_xyah(boxes):
+    """N x 4 boxes (x1 y1 x2 y2) -> N x 4 (centre x, centre y, aspect w / h, height)."""
+    size = boxes[:, 2:] - boxes[:, :2]
+    h = np.maximum(size[:, 1:], 1e-6)
+    return np.concatenate([(boxes[:, :2] + boxes[:, 2:]) / 2, size[:, :1] / h, h], axis=1)
+
+
+def xyah_to_boxes(xyah):
+    """N x (4 or more) rows (x, y, a, h, ...) -> N x 4 boxes (x1 y1 x2 y2)."""
+    half = xyah[:, 2:4].copy()
+    half[:, 0] *= xyah[:, 3]  # w = a h
+    half /= 2
+    return np.concatenate([xyah[:, :2] - half, xyah[:, :2] + half], axis=1)
+
+
+def init_arrays(boxes):
+    """``kalman_init`` of N x 4 boxes -> (means N x 8, covariance blocks N x 4 x 4)."""
+    states = [kalman_init(box) for box in boxes.tolist()]
+    return (np.array([mean for mean, _ in states], np.float64).reshape(-1, 8),
+            np.array([cov for _, cov in states], np.float64).reshape(-1, 4, 4))
+
+
+def predict_arrays(mean, cov):
+    """``kalman_predict`` of N states: means N x 8, covariance blocks N x 4 x 4."""
+    var = _variance_arrays(mean, *_PROCESS_VECTORS)
+    sums = cov[:, :2] + cov[:, 2:]  # F P, first rows: pp + vp, pv + vv
+    out = np.empty_like(cov)
+    out[:, PP] = sums[:, 0] + sums[:, 1] + var[:, :4]
+    out[:, PV] = sums[:, 1]
+    out[:, VP] = cov[:, VP] + cov[:, VV]
+    out[:, VV] = cov[:, VV] + var[:, 4:]
+    mean = mean.copy()
+    mean[:, :4] += mean[:, 4:]
+    return mean, out
+
+
+def update_arrays(mean, cov, boxes):
+    """``kalman_update`` of N states with N x 4 measured boxes (``_correct`` per coordinate)."""
+    s = cov[:, PP] + _variance_arrays(mean, *_MEASURE_VECTORS)
+    gain = cov[:, :2] * (1.0 / s)[:, None]  # (k_pos, k_vel) N x 2 x 4, as LAPACK rounds it
+    innovation = boxes_to_xyah(boxes) - mean[:, :4]
+    mean = mean + (gain * innovation[:, None]).reshape(-1, 8)
+    gain_s = gain * s[:, None]
+    return mean, cov - (gain_s[:, :, None] * gain[:, None]).reshape(-1, 4, 4)
 
 
 def full_covariance(covs):

@@ -16,25 +16,40 @@ Matching ignores the class, as ByteTrack does (a detector often flips between cl
 truck and car, on one object); ``per_class`` restricts it to tracks of the detection's class.
 Differences from ByteTrack, on purpose: a new track gets its ID at once (no unconfirmed first
 frame); no duplicate-track removal.
-Plain Python per track (``kalman.py``): each frame predicts every track, then needs the IoU
-of a track's box only with the detections it overlaps (a cheap corner test skips the rest,
-whose cost 1 - IoU is 1.0), computed once for both stages; a stage's matrix holds the tracks
-overlapping one of its detections and the first ``detections + 1`` tracks overlapping none
-(rows of 1.0: the Hungarian never reaches the others, ``assignment.py``), matched in plain
-Python (``match_lists``). At the sizes of a camera (a few detections, tens of tracks) this
-costs less than numpy's per-call overhead, above all after idle time with cold caches; numpy
-computes the IoU of larger crowds. No ROS.
+Two paths, the same IDs and states bit for bit (test_tracking_lists.py), chosen per frame by
+size (``batched``). The tracks are columns (IDs, classes, last frames, Kalman means and
+covariance blocks, ``kalman.py``), kept in the order active then lost: lists after a
+plain-Python frame, arrays after a batched one, converted (exactly) only when the path
+changes, so that neither path pays for the other's form in a steady scene (``_columns``):
+
+- few tracks and detections (a camera's usual scene): plain Python per track
+  (``_update_lists``). Each track is predicted; the IoU of a track's box is computed only
+  with the detections it overlaps (a cheap corner test skips the rest, whose cost 1 - IoU
+  is 1.0), once for both stages; a stage's matrix holds the tracks overlapping one of its
+  detections and the first ``detections + 1`` tracks overlapping none (rows of 1.0: the
+  Hungarian never reaches the others, ``assignment.py``), matched in plain Python
+  (``match_lists``). This costs less than numpy's per-call overhead, above all after idle
+  time with cold caches;
+- crowds: batched numpy (``_update_arrays``), every track predicted and corrected in one
+  step, the IoU of every track with every detection computed once for both stages, matched
+  by ``match_arrays``: its cost grows slowly with the size, where plain Python's grows with
+  tracks x detections.
+
+Pure Python and numpy; no ROS.
 """
 from dataclasses import dataclass
 
 import numpy as np
 
-from tx2_infer_core.assignment import match_lists
-from tx2_infer_core.kalman import (full_covariance, kalman_init, kalman_predict, kalman_update,
-                                   xyah_to_box)
+from tx2_infer_core.assignment import match_arrays, match_lists
+from tx2_infer_core.kalman import (full_covariance, init_arrays, kalman_init, kalman_predict,
+                                   kalman_update, predict_arrays, update_arrays, xyah_to_box,
+                                   xyah_to_boxes)
 from tx2_infer_core.kalman import KalmanBox, box_to_xyah  # noqa: F401 (API)
 
-NUMPY_PAIRS = 1024  # track-detection pairs from which numpy computes the IoU
+# ``update`` runs batched from tracks x (detections + PER_TRACK) = BATCHED_COST on (see
+# ``batched``): fitted to per-frame timings of both paths forced, 2 to 40 objects walking.
+BATCHED_COST, PER_TRACK = 1300, 40
 
 
 @dataclass(frozen=True)
@@ -66,14 +81,7 @@ def iou_matrix(a, b):
 def overlap_costs(tracks, dets):
     """Per box of ``tracks``, {index in ``dets``: 1 - IoU} of the boxes of ``dets`` it
     overlaps with a cost under 1.0 (every other pair costs 1.0): ``1 - iou_matrix``, the same
-    roundings, in plain Python on few pairs."""
-    if len(tracks) * len(dets) > NUMPY_PAIRS:
-        cost = 1.0 - iou_matrix(tracks, dets)
-        rows, cols = (cost < 1.0).nonzero()
-        costs = [{} for _ in tracks]
-        for r, c, value in zip(rows.tolist(), cols.tolist(), cost[rows, cols].tolist()):
-            costs[r][c] = value
-        return costs
+    roundings, in plain Python."""
     areas = [(x2 - x1) * (y2 - y1) for x1, y1, x2, y2 in dets]
     costs = []
     for a in tracks:
@@ -98,14 +106,17 @@ def _iou(a, b, area_a, area_b):
     return inter / (union if union > 1e-12 else 1e-12) if union > 0 else 0.0
 
 
-class _Track:
-    """One track: its ID, class, the last frame a detection matched it, its Kalman state."""
+def batched(n_tracks, n_dets):
+    """Whether ``update`` runs batched on arrays (``_update_arrays``) for ``n_tracks`` tracks
+    and ``n_dets`` detections, rather than in plain Python (``_update_lists``).
 
-    __slots__ = ('id', 'class_id', 'last', 'mean', 'cov')
-
-    def __init__(self, track_id, class_id, frame, box):
-        self.id, self.class_id, self.last = track_id, class_id, frame
-        self.mean, self.cov = kalman_init(box)
+    Plain Python costs a part per track (its Kalman steps, its box, its reordering: measured,
+    about ``PER_TRACK`` track-detection pairs' worth) and a part per pair (the corner test,
+    the IoU); the batched path costs numpy's per-call overhead, nearly flat up to crowds. The
+    switch is where the first overtakes the second: a camera's usual scene (under ~25
+    tracks and ~10 detections) stays in plain Python, crowds (``bench_tracking_cost.py``'s
+    ``crowd20`` on) run batched."""
+    return n_tracks * (n_dets + PER_TRACK) >= BATCHED_COST
 
 
 class ByteTracker:
@@ -117,7 +128,8 @@ class ByteTracker:
 
     def reset(self):
         """Forget every track; IDs count from 1 again."""
-        self._tracks = []  # active ones first, then lost ones
+        # Per track, active ones first, then lost ones (see ``_columns``).
+        self._ids, self._classes, self._last, self._mean, self._cov = [], [], [], [], []
         self._n_active = 0
         self.frame, self._next_id = 0, 1
 
@@ -129,19 +141,18 @@ class ByteTracker:
     @property
     def active_ids(self):
         """IDs of the tracks matched in the latest frame (int array)."""
-        return np.array([t.id for t in self._tracks[:self._n_active]], np.int64)
+        return np.array(self._ids[:self._n_active], np.int64)
 
     @property
     def lost_ids(self):
         """IDs of the lost tracks still kept (int array)."""
-        return np.array([t.id for t in self._tracks[self._n_active:]], np.int64)
+        return np.array(self._ids[self._n_active:], np.int64)
 
     def track_states(self):
         """(IDs, Kalman means T x 8, covariances T x 8 x 8) of every kept track, active first:
         copies, for tests and diagnostics."""
-        ids = np.array([t.id for t in self._tracks], np.int64)
-        means = np.array([t.mean for t in self._tracks], np.float64).reshape(-1, 8)
-        return ids, means, full_covariance([t.cov for t in self._tracks])
+        return (np.array(self._ids, np.int64), np.array(self._mean, np.float64).reshape(-1, 8),
+                full_covariance(np.reshape(self._cov, (-1, 16))))
 
     def update(self, boxes, scores, class_ids):
         """One frame's detections -> their track IDs (int array, -1 for an untracked one).
@@ -149,74 +160,169 @@ class ByteTracker:
         ``boxes`` N x 4 (x1 y1 x2 y2, pixels), ``scores`` and ``class_ids`` N values. A
         detection under ``low_threshold``, or a low-score one matching no track, gets -1.
         """
-        p = self.params
-        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).tolist()
-        scores = np.asarray(scores, dtype=np.float64).reshape(-1).tolist()
-        class_ids = np.asarray(class_ids, dtype=np.int64).reshape(-1).tolist()
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+        class_ids = np.asarray(class_ids, dtype=np.int64).reshape(-1)
         self.frame += 1
-        for t in self._tracks:
-            t.mean, t.cov = kalman_predict(t.mean, t.cov)
+        if batched(len(self._ids), len(boxes)):
+            self._columns_as_arrays()
+            return self._update_arrays(boxes, scores, class_ids)
+        self._columns_as_lists()
+        return self._update_lists(boxes.tolist(), scores.tolist(), class_ids.tolist())
+
+    def _columns(self):
+        """The per-track columns, in the order ``_retire_and_start`` sets them: IDs, classes,
+        the last frame a detection matched each, Kalman means and covariance blocks. Lists
+        after a plain-Python update (a value a track, a list of 8 a mean, of 16 a
+        covariance), arrays after a batched one (``kalman.py``'s N x 8 and N x 4 x 4): each
+        path takes them in its own kind, converted (exactly) when the last frame ran the
+        other."""
+        return self._ids, self._classes, self._last, self._mean, self._cov
+
+    def _columns_as_arrays(self):
+        """The columns as ``_update_arrays`` takes them."""
+        if isinstance(self._ids, list):
+            ids, classes, last, mean, cov = self._columns()
+            self._ids, self._classes, self._last = (np.array(column, np.int64)
+                                                    for column in (ids, classes, last))
+            self._mean = np.array(mean, np.float64).reshape(-1, 8)
+            self._cov = np.array(cov, np.float64).reshape(-1, 4, 4)
+
+    def _columns_as_lists(self):
+        """The columns as ``_update_lists`` takes them."""
+        if not isinstance(self._ids, list):
+            ids, classes, last, mean, cov = self._columns()
+            self._ids, self._classes, self._last = ids.tolist(), classes.tolist(), last.tolist()
+            self._mean, self._cov = mean.tolist(), cov.reshape(-1, 16).tolist()
+
+    def _update_arrays(self, boxes, scores, class_ids):
+        """``update`` batched on the arrays (see module)."""
+        p = self.params
+        self._mean, self._cov = predict_arrays(self._mean, self._cov)
+        dets = (scores >= p.low_threshold).nonzero()[0]  # the detections that may be tracked
+        high = scores[dets] >= p.high_threshold
+        low = (~high).nonzero()[0]
+        iou = iou_matrix(xyah_to_boxes(self._mean), boxes[dets])  # both stages' IoU
+        rows, cols = self._match_arrays(iou, np.arange(len(self._ids)), high.nonzero()[0],
+                                        class_ids[dets], p.match_iou)
+        matched = np.zeros(len(self._ids), bool)
+        matched[rows] = True
+        high[cols] = False  # left: the unmatched high-score detections
+        low_rows, low_cols = self._match_arrays(iou, (~matched[:self._n_active]).nonzero()[0],
+                                                low, class_ids[dets], p.low_match_iou)
+        matched[low_rows] = True
+        rows, hits = np.concatenate([rows, low_rows]), dets[np.concatenate([cols, low_cols])]
+        self._hit(rows, boxes[hits], class_ids[hits])
+        ids = np.full(len(boxes), -1, dtype=np.int64)
+        ids[hits] = self._ids[rows]
+        new = dets[high]
+        ids[new] = self._retire_and_start(matched, boxes[new], class_ids[new])
+        return ids
+
+    def _match_arrays(self, iou, rows, cols, class_ids, min_iou):
+        """Match the detections ``cols`` of ``iou`` (with classes ``class_ids``) to its tracks
+        ``rows`` -> (matched rows, their columns)."""
+        if not len(rows) or not len(cols):
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        cost = 1.0 - iou[rows[:, None], cols]
+        if self.params.per_class:
+            cost = np.where(self._classes[rows][:, None] == class_ids[cols], cost, 1.0)
+        r, c = match_arrays(cost, 1.0 - min_iou)
+        return rows[r], cols[c]
+
+    def _hit(self, rows, boxes, class_ids):
+        """Detections ``boxes`` of ``class_ids`` matched the tracks ``rows`` this frame."""
+        if len(rows):
+            self._mean[rows], self._cov[rows] = update_arrays(self._mean[rows],
+                                                              self._cov[rows], boxes)
+        self._classes[rows] = class_ids
+        self._last[rows] = self.frame
+
+    def _retire_and_start(self, matched, boxes, class_ids):
+        """Keep the matched tracks active, then new tracks for ``boxes``, then the lost ones
+        (dropped once lost for more than ``buffer`` frames); returns the new IDs."""
+        n_old, n_new = len(self._ids), len(boxes)
+        lost = (~matched & (self.frame - self._last <= self.params.buffer)).nonzero()[0]
+        order = np.concatenate([matched.nonzero()[0], np.arange(n_old, n_old + n_new),
+                                lost])
+        new_ids = np.arange(self._next_id, self._next_id + n_new, dtype=np.int64)
+        tracks = self._columns()
+        if n_new:
+            born = (new_ids, class_ids, np.full(n_new, self.frame)) + init_arrays(boxes)
+            tracks = [np.concatenate(pair) for pair in zip(tracks, born)]
+        self._ids, self._classes, self._last, self._mean, self._cov = (a[order] for a in tracks)
+        self._n_active = len(order) - len(lost)
+        self._next_id += n_new
+        return new_ids
+
+    def _update_lists(self, boxes, scores, class_ids):
+        """``update`` in plain Python on the columns as lists (see module)."""
+        p = self.params
+        track_ids, classes, last, means, covs = self._columns()
+        for r, (mean, cov) in enumerate(zip(means, covs)):
+            means[r], covs[r] = kalman_predict(mean, cov)
         dets = [i for i, s in enumerate(scores) if s >= p.low_threshold]  # may be tracked
         high = [j for j, i in enumerate(dets) if scores[i] >= p.high_threshold]
         low = [j for j, i in enumerate(dets) if scores[i] < p.high_threshold]
-        costs = self._costs([boxes[i] for i in dets], [class_ids[i] for i in dets])
-        pairs = self._associate(costs, range(len(self._tracks)), high, p.match_iou)
+        costs = overlap_costs([xyah_to_box(mean) for mean in means], [boxes[i] for i in dets])
+        if p.per_class:
+            costs = [{j: c for j, c in near.items() if class_ids[dets[j]] == track_class}
+                     for track_class, near in zip(classes, costs)]
+        pairs = _match_lists(costs, range(len(means)), high, p.match_iou)
         matched = {r for r, _ in pairs}
         left = [r for r in range(self._n_active) if r not in matched]
-        pairs += self._associate(costs, left, low, p.low_match_iou)
+        pairs += _match_lists(costs, left, low, p.low_match_iou)
         ids = [-1] * len(boxes)
         for r, j in pairs:
-            ids[dets[j]] = self._hit(self._tracks[r], boxes[dets[j]], class_ids[dets[j]])
+            i = dets[j]
+            means[r], covs[r] = kalman_update(means[r], covs[r], boxes[i])
+            classes[r], last[r], ids[i] = class_ids[i], self.frame, track_ids[r]
         taken = {j for _, j in pairs}
         new = [dets[j] for j in high if j not in taken]
-        for i, track_id in zip(new, self._retire_and_start(pairs, new, boxes, class_ids)):
+        new_ids = self._retire_and_start_lists({r for r, _ in pairs}, [boxes[i] for i in new],
+                                               [class_ids[i] for i in new])
+        for i, track_id in zip(new, new_ids):
             ids[i] = track_id
         return np.array(ids, np.int64)
 
-    def _costs(self, boxes, class_ids):
-        """Per track, {detection: cost} of the detections it overlaps (``overlap_costs``),
-        of its class only when ``per_class``."""
-        costs = overlap_costs([xyah_to_box(t.mean) for t in self._tracks], boxes)
-        if self.params.per_class:
-            costs = [{j: c for j, c in near.items() if class_ids[j] == t.class_id}
-                     for t, near in zip(self._tracks, costs)]
-        return costs
+    def _retire_and_start_lists(self, matched, boxes, class_ids):
+        """``_retire_and_start`` on the columns as lists, ``matched`` a set of rows."""
+        last, n_old, n_new = self._last, len(self._last), len(boxes)
+        lost = [r for r in range(n_old)
+                if r not in matched and self.frame - last[r] <= self.params.buffer]
+        order = sorted(matched) + list(range(n_old, n_old + n_new)) + lost
+        new_ids = list(range(self._next_id, self._next_id + n_new))
+        states = [kalman_init(box) for box in boxes]
+        born = (new_ids, class_ids, [self.frame] * n_new, [mean for mean, _ in states],
+                [cov for _, cov in states])
+        self._ids, self._classes, self._last, self._mean, self._cov = (
+            _take(column + new, order) for column, new in zip(self._columns(), born))
+        self._n_active = len(order) - len(lost)
+        self._next_id += n_new
+        return new_ids
 
-    def _associate(self, costs, rows, cols, min_iou):
-        """Match the detections ``cols`` to the tracks ``rows`` -> [(row, col)].
 
-        The matrix keeps the rows overlapping a detection of ``cols`` and the first
-        ``len(cols) + 1`` others (their costs are all 1.0, the largest: the Hungarian never
-        reaches past the first ``len(cols)`` of them, and ``len(cols) + 1`` keep more rows
-        than columns when there were)."""
-        if not rows or not cols:
-            return []
-        kept, spare = [], len(cols) + 1
-        for r in rows:
-            if not costs[r].keys().isdisjoint(cols):
-                kept.append(r)
-            elif spare:
-                kept.append(r)
-                spare -= 1
-        cost = [[costs[r].get(j, 1.0) for j in cols] for r in kept]
-        return [(kept[r], cols[c]) for r, c in match_lists(cost, 1.0 - min_iou)]
+def _match_lists(costs, rows, cols, min_iou):
+    """Match the detections ``cols`` to the tracks ``rows`` of ``costs`` (per track,
+    {detection: cost}) -> [(row, col)].
 
-    def _hit(self, track, box, class_id):
-        """A detection ``box`` of ``class_id`` matched ``track`` this frame -> its ID."""
-        track.mean, track.cov = kalman_update(track.mean, track.cov, box)
-        track.class_id, track.last = class_id, self.frame
-        return track.id
+    The matrix keeps the rows overlapping a detection of ``cols`` and the first
+    ``len(cols) + 1`` others (their costs are all 1.0, the largest: the Hungarian never
+    reaches past the first ``len(cols)`` of them, and ``len(cols) + 1`` keep more rows than
+    columns when there were)."""
+    if not rows or not cols:
+        return []
+    kept, spare = [], len(cols) + 1
+    for r in rows:
+        if not costs[r].keys().isdisjoint(cols):
+            kept.append(r)
+        elif spare:
+            kept.append(r)
+            spare -= 1
+    cost = [[costs[r].get(j, 1.0) for j in cols] for r in kept]
+    return [(kept[r], cols[c]) for r, c in match_lists(cost, 1.0 - min_iou)]
 
-    def _retire_and_start(self, pairs, new, boxes, class_ids):
-        """Keep the matched tracks active, then new tracks for the detections ``new``, then
-        the lost ones (dropped once lost for more than ``buffer`` frames); returns the new
-        IDs."""
-        matched = {r for r, _ in pairs}
-        born = [_Track(self._next_id + k, class_ids[i], self.frame, boxes[i])
-                for k, i in enumerate(new)]
-        lost = [t for r, t in enumerate(self._tracks)
-                if r not in matched and self.frame - t.last <= self.params.buffer]
-        self._tracks = [self._tracks[r] for r in sorted(matched)] + born + lost
-        self._n_active = len(self._tracks) - len(lost)
-        self._next_id += len(new)
-        return [t.id for t in born]
+
+def _take(values, order):
+    """The list ``values`` in ``order``."""
+    return [values[i] for i in order]

@@ -1,7 +1,8 @@
-"""The plain-Python tracker gives what the batched numpy one of ``BATCHED_COMMIT`` gave (its
-files read with ``git show``): the same IDs frame by frame and the same tracks with the same
-Kalman states, bit for bit; its Hungarian (``match_lists``) the same assignment as numpy's,
-ties included, also with the rows of 1.0 it drops."""
+"""The tracker, on either path (plain Python or batched arrays, ``tracking.batched``) and
+switching between them mid-sequence, gives what the batched numpy one of ``BATCHED_COMMIT``
+gave (its files read with ``git show``): the same IDs frame by frame and the same tracks
+with the same Kalman states, bit for bit; its Hungarian (``match_lists``) the same
+assignment as numpy's, ties included, also with the rows of 1.0 it drops."""
 import subprocess
 import sys
 from pathlib import Path
@@ -53,17 +54,32 @@ def test_same_ids_and_states_as_the_batched_tracker(batched, frames, params):
 
 @st.composite
 def crowds(draw):
-    """Sequences with many tracks and detections, some frames past ``NUMPY_PAIRS`` pairs."""
+    """Sequences with many tracks and detections, some frames past ``batched``'s threshold,
+    some not: the path switches both ways mid-sequence."""
     frames = draw(sequences())
     rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
-    extra = draw(st.integers(0, 60))
+    most = draw(st.integers(0, 60))
     out = []
     for boxes, scores, classes in frames:
+        extra = int(rng.integers(0, most + 1))
         xy = rng.uniform(0, 300, (extra, 2))
         more = np.hstack([xy, xy + rng.uniform(5, 40, (extra, 2))])
         out.append((np.vstack([boxes, more]), np.concatenate([scores, rng.uniform(0, 1, extra)]),
                     np.concatenate([classes, rng.integers(0, 3, extra)])))
     return out
+
+
+@pytest.fixture
+def paths(monkeypatch):
+    """The path of each ``update`` call, True for the batched one, as ``tracking.batched``
+    chose it."""
+    taken, choose = [], tracking.batched
+
+    def spy(*size):
+        taken.append(choose(*size))
+        return taken[-1]
+    monkeypatch.setattr(tracking, 'batched', spy)
+    return taken
 
 
 @settings(max_examples=40, deadline=None, derandomize=True, database=None)
@@ -72,12 +88,35 @@ def test_same_ids_and_states_in_crowds(batched, frames, params):
     run_both(batched.ByteTracker(params), ByteTracker(params), frames)
 
 
-def test_numpy_iou_path_is_taken_and_the_same(batched, monkeypatch):
-    """Both ways of computing the overlaps, on one sequence: the numpy one taken in full."""
-    frames = [(np.array([[0, 0, 10, 10], [5, 5, 20, 20], [30, 0, 40, 9]], float) + f,
-               np.array([0.9, 0.3, 0.8]), np.array([0, 1, 0])) for f in range(6)]
-    monkeypatch.setattr(tracking, 'NUMPY_PAIRS', 0)
-    run_both(batched.ByteTracker(TrackParams()), ByteTracker(), frames)
+def swinging_crowd(seed=0):
+    """A crowd that comes and goes: 3 objects walking, then 40, then 3..., 15 frames each."""
+    rng = np.random.default_rng(seed)
+    start, size = rng.uniform(0, 600, (40, 2)), rng.uniform(10, 60, (40, 2))
+    speed = rng.uniform(-3, 3, (40, 2))
+    frames = []
+    for f in range(75):
+        n = 40 if (f // 15) % 2 else 3
+        xy = start[:n] + speed[:n] * f
+        boxes = np.hstack([xy, xy + size[:n]]) + rng.normal(0, 1, (n, 4))
+        frames.append((boxes, rng.uniform(0.05, 1, n), rng.integers(0, 3, n)))
+    return frames
+
+
+@pytest.mark.parametrize('per_class', [False, True])
+def test_a_crowd_coming_and_going_switches_paths_both_ways(batched, paths, per_class):
+    params = TrackParams(buffer=5, per_class=per_class)
+    run_both(batched.ByteTracker(params), ByteTracker(params), swinging_crowd())
+    switches = set(zip(paths, paths[1:]))
+    assert {(False, True), (True, False)} <= switches, paths
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(frames=sequences(), params=track_params, seed=st.integers(0, 2 ** 32 - 1))
+def test_paths_chosen_at_random_frame_by_frame(batched, frames, params, seed):
+    """Whichever path runs each frame, the state handed from one to the other stays exact."""
+    choice = iter((np.random.default_rng(seed).uniform(size=len(frames)) < 0.5).tolist())
+    with mock.patch.object(tracking, 'batched', lambda *size: next(choice)):
+        run_both(batched.ByteTracker(params), ByteTracker(params), frames)
 
 
 @st.composite
@@ -121,13 +160,11 @@ def test_match_lists_hands_large_matrices_to_numpy():
 
 @settings(max_examples=200, deadline=None, derandomize=True, database=None)
 @given(seed=st.integers(0, 2 ** 32 - 1), n=st.integers(0, 12), m=st.integers(0, 12))
-def test_overlap_costs_numpy_and_python_agree(seed, n, m):
-    """Both ways give the same pairs and the same costs, bit for bit, as 1 - iou_matrix."""
+def test_overlap_costs_is_one_minus_iou_matrix(seed, n, m):
+    """The same pairs and the same costs, bit for bit, as 1 - iou_matrix."""
     rng = np.random.default_rng(seed)
     boxes = np.round(rng.uniform(0, 100, (n + m, 2)), 1)
     boxes = np.hstack([boxes, boxes + rng.integers(-2, 40, (n + m, 2))]).tolist()
-    python = tracking.overlap_costs(boxes[:n], boxes[n:])
-    with mock.patch.object(tracking, 'NUMPY_PAIRS', -1):
-        assert tracking.overlap_costs(boxes[:n], boxes[n:]) == python
     cost = 1.0 - tracking.iou_matrix(boxes[:n], boxes[n:])
-    assert python == [{j: c for j, c in enumerate(row) if c < 1.0} for row in cost.tolist()]
+    assert (tracking.overlap_costs(boxes[:n], boxes[n:])
+            == [{j: c for j, c in enumerate(row) if c < 1.0} for row in cost.tolist()])
