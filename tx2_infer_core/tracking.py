@@ -292,11 +292,12 @@ class ByteTracker:
                 if r not in matched and self.frame - last[r] <= self.params.buffer]
         order = sorted(matched) + list(range(n_old, n_old + n_new)) + lost
         new_ids = list(range(self._next_id, self._next_id + n_new))
-        states = [kalman_init(box) for box in boxes]
-        born = (new_ids, class_ids, [self.frame] * n_new, [mean for mean, _ in states],
-                [cov for _, cov in states])
+        for track_id, box, class_id in zip(new_ids, boxes, class_ids):  # appended, then ordered
+            values = (track_id, class_id, self.frame) + kalman_init(box)
+            for column, value in zip(self._columns(), values):
+                column.append(value)
         self._ids, self._classes, self._last, self._mean, self._cov = (
-            _take(column + new, order) for column, new in zip(self._columns(), born))
+            [column[r] for r in order] for column in self._columns())
         self._n_active = len(order) - len(lost)
         self._next_id += n_new
         return new_ids
@@ -321,8 +322,3 @@ def _match_lists(costs, rows, cols, min_iou):
             spare -= 1
     cost = [[costs[r].get(j, 1.0) for j in cols] for r in kept]
     return [(kept[r], cols[c]) for r, c in match_lists(cost, 1.0 - min_iou)]
-
-
-def _take(values, order):
-    """The list ``values`` in ``order``."""
-    return [values[i] for i in order]
