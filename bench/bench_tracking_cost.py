@@ -10,19 +10,26 @@ Tracker sequences, a few detections a frame as the node sees them:
   test/core/test_tracking_equivalence.py), the tracker restarted at each replay;
 - ``jitter``: 5-20 boxes walking with a pixel of noise, objects appearing and disappearing,
   scores in [0.05, 1] (some through the low-score stage);
+- ``crowd10`` ... ``crowd100``: as ``jitter``, but 10 ... 100 smaller boxes (10-60 pixels) at
+  a time in 1280x720, as pedestrians or cars seen by a robot: from ``crowd20`` on,
+  ``update`` runs batched on arrays (``tracking.batched``);
 - ``photos_after_idle``: ``photos`` with 50 ms idle before each frame, as in the node
   benchmark (a frame every inference plus 50 ms): the call runs with cold caches. Only the
   first call after the idle time is timed, alternately the new and the old code's.
 
 Before and after in the same run: the code of ``BEFORE_COMMIT`` (``git show`` into a temporary
 package) gets the same calls, timed alternately call by call; its IDs and bytes must be the
-same. At ``BEFORE_COMMIT``'s successor only cdr.py changed (the tracker reorganisations tried,
-shortcuts for empty frames and reorders, gave no measurable gain and were not kept), so the
-tracker's two columns time the same code: their difference is the noise floor. Writes
-bench/results/tracking_cost_cpu.json.
+same. Since ``BEFORE_COMMIT``, cdr.py packs each detection's fixed runs at once (c68da37) and
+the tracker runs in plain Python per track on small scenes (numpy's per-call cost dominated
+at a camera's sizes, above all after idle time), still batched on crowds; at c68da37 the
+tracker was still ``BEFORE_COMMIT``'s. Each scenario but ``photos_after_idle`` also times
+the new tracker forced on each path (``plain_python_only``, ``arrays_only``), the measure
+``tracking.batched``'s threshold comes from; ``batched_share``: the calls it ran batched.
+Writes bench/results/tracking_cost_cpu.json.
 """
 import argparse
 import importlib
+import math
 import os
 import subprocess
 import sys
@@ -33,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from benchlib import cpu_name, stats, versions, write_json
-from tx2_infer_core import assets
+from tx2_infer_core import assets, tracking
 from tx2_infer_core.detect import Detection
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,22 +49,23 @@ BEFORE_COMMIT = '64da0b19d93253b4c20b410c1406008d347661ff'
 BEFORE_FILES = ('tx2_infer_core/tracking.py', 'tx2_infer_core/kalman.py',
                 'tx2_infer_core/assignment.py', 'tx2_infer_ros/cdr.py')
 PHOTOS = ('dog.jpg', 'bus.jpg', 'horses.jpg')
+CROWDS = (10, 20, 30, 60, 100)  # objects at a time of the crowd scenarios
 
 
-def load_before(commit):
-    """The modules of ``BEFORE_FILES`` at ``commit`` as a temporary package -> (tracking,
-    cdr) modules."""
-    folder = Path(tempfile.mkdtemp(prefix='tx2_before_'))
-    package = folder / 'before'
-    package.mkdir()
-    (package / '__init__.py').write_text('')
-    for path in BEFORE_FILES:
+def load_before(commit, files=BEFORE_FILES, package='before'):
+    """The modules of ``files`` at ``commit`` as a temporary ``package`` -> {file stem:
+    module}."""
+    folder = Path(tempfile.mkdtemp(prefix=f'tx2_{package}_'))
+    (folder / package).mkdir()
+    (folder / package / '__init__.py').write_text('')
+    for path in files:
         text = subprocess.run(['git', 'show', f'{commit}:{path}'], cwd=ROOT, check=True,
                               capture_output=True, text=True).stdout
-        text = text.replace('tx2_infer_core.', 'before.')
-        (package / Path(path).name).write_text(text)
+        text = text.replace('tx2_infer_core.', f'{package}.')
+        (folder / package / Path(path).name).write_text(text)
     sys.path.insert(0, str(folder))
-    return importlib.import_module('before.tracking'), importlib.import_module('before.cdr')
+    return {Path(path).stem: importlib.import_module(f'{package}.{Path(path).stem}')
+            for path in files}
 
 
 def photo_frames():
@@ -98,15 +106,18 @@ def split_rows(rows, count):
     return frames
 
 
-def jitter_frames(count, seed=0):
-    """5-20 objects at a time walking in 640x480, each seen for 10-80 frames."""
+def walking_frames(count, objects=(5, 20), image=(640, 480), sizes=(20, 150), seed=0):
+    """``objects[0]`` to ``objects[1]`` objects at a time walking in an ``image``-sized frame,
+    boxes of ``sizes`` pixels, each seen for 10-80 frames."""
     rng = np.random.default_rng(seed)
+    least, most = objects
+    width, height = image
     objects, frames = [], []
     for _ in range(count):
         objects = [o for o in objects if o['left'] > 0]
-        while len(objects) < 5 or (len(objects) < 20 and rng.uniform() < 0.2):
-            wh = rng.uniform(20, 150, 2)
-            objects.append(dict(xy=rng.uniform(0, 1, 2) * (640 - wh[0], 480 - wh[1]), wh=wh,
+        while len(objects) < least or (len(objects) < most and rng.uniform() < 0.2):
+            wh = rng.uniform(*sizes, 2)
+            objects.append(dict(xy=rng.uniform(0, 1, 2) * (width - wh[0], height - wh[1]), wh=wh,
                                 v=rng.uniform(-3, 3, 2), left=rng.integers(10, 80),
                                 cls=int(rng.integers(0, 5))))
         boxes, scores, classes = [], [], []
@@ -125,14 +136,16 @@ def jitter_frames(count, seed=0):
 def time_tracker(new_cls, old_cls, frames, calls, restart, idle=0.0):
     """Per-call ms of ``update`` of both trackers over ``frames`` cycled to ``calls`` calls
     (restarted every ``restart`` calls when given), alternating which goes first; with
-    ``idle`` seconds of sleep before each frame, only the first call is timed."""
+    ``idle`` seconds of sleep before each frame, only the first call is timed. Also returns
+    the tracks kept at the end and the share of calls the new tracker ran batched."""
     new, old = new_cls(), old_cls()
-    times = {new: [], old: []}
+    times, batched = {new: [], old: []}, 0
     for i in range(calls):
         if restart and i % restart == 0:
             new.reset(), old.reset()
         boxes, scores, classes = frames[i % len(frames)]
         ids = {}
+        batched += tracking.batched(len(new.track_states()[0]), len(boxes))
         time.sleep(idle)
         for k, tracker in enumerate((new, old) if i % 2 else (old, new)):
             t0 = time.perf_counter()
@@ -141,7 +154,31 @@ def time_tracker(new_cls, old_cls, frames, calls, restart, idle=0.0):
                 times[tracker].append((time.perf_counter() - t0) * 1e3)
         if ids[new].tolist() != ids[old].tolist():
             raise RuntimeError(f'call {i}: IDs differ: {ids[new]} != {ids[old]}')
-    return times[new], times[old], len(new.track_states()[0])
+    return times[new], times[old], len(new.track_states()[0]), batched / calls
+
+
+def time_paths(tracker_cls, frames, calls, restart):
+    """Per-call ms of ``update`` forced on each path, plain Python and arrays
+    (``tracking.BATCHED_COST`` infinite and 0), one tracker each, alternately call by call;
+    the IDs must be the same. -> (plain Python's, arrays')."""
+    trackers = {math.inf: tracker_cls(), 0: tracker_cls()}
+    times, saved = {cost: [] for cost in trackers}, tracking.BATCHED_COST
+    try:
+        for i in range(calls):
+            frame = frames[i % len(frames)]
+            ids = {}
+            for cost, tracker in sorted(trackers.items(), reverse=bool(i % 2)):
+                if restart and i % restart == 0:
+                    tracker.reset()
+                tracking.BATCHED_COST = cost
+                t0 = time.perf_counter()
+                ids[cost] = tracker.update(*frame).tolist()
+                times[cost].append((time.perf_counter() - t0) * 1e3)
+            if ids[0] != ids[math.inf]:
+                raise RuntimeError(f'call {i}: the paths\' IDs differ')
+    finally:
+        tracking.BATCHED_COST = saved
+    return times[math.inf], times[0]
 
 
 def time_cdr(new_fn, old_fn, count, calls, seed=0):
@@ -183,8 +220,10 @@ def main():
     args = parser.parse_args()
     from tx2_infer_core.tracking import ByteTracker
     from tx2_infer_ros import cdr
-    old_tracking, old_cdr = load_before(args.before)
-    sequences = dict(photos=(photo_frames(), 0), jitter=(jitter_frames(500), 0))
+    old = load_before(args.before)
+    sequences = dict(photos=(photo_frames(), 0), jitter=(walking_frames(500), 0))
+    for n in CROWDS:
+        sequences[f'crowd{n}'] = (walking_frames(500, (n, n), (1280, 720), (10, 60)), 0)
     vtest = vtest_frames()
     if vtest is not None:
         sequences['vtest'] = (vtest, len(vtest))
@@ -193,12 +232,16 @@ def main():
     runs.append(('photos_after_idle', sequences['photos'][0], 0, args.idle_calls, 0.05))
     update = {}
     for name, frames, restart, calls, idle in runs:
-        after, before, kept = time_tracker(ByteTracker, old_tracking.ByteTracker, frames,
-                                           calls, restart, idle)
+        after, before, kept, share = time_tracker(ByteTracker, old['tracking'].ByteTracker,
+                                                  frames, calls, restart, idle)
         detections = float(np.mean([len(f[0]) for f in frames]))
-        update[name] = compare(after, before, mean_detections=detections, tracks_at_end=kept)
+        update[name] = compare(after, before, mean_detections=detections, tracks_at_end=kept,
+                               batched_share=share)
+        if not idle:
+            lists, arrays = time_paths(ByteTracker, frames, calls, restart)
+            update[name].update(plain_python_only=stats(lists), arrays_only=stats(arrays))
     publish = {str(n): compare(*time_cdr(cdr.detection_array_bytes,
-                                         old_cdr.detection_array_bytes, n, args.calls))
+                                         old['cdr'].detection_array_bytes, n, args.calls))
                for n in (3, 10, 30)}
     doc = dict(what=__doc__.splitlines()[0], calls=args.calls,
                before=dict(commit=args.before, files=BEFORE_FILES,
@@ -213,7 +256,16 @@ def main():
             print(f"{what} {name}: {row['before']['median_ms'] * 1e3:.1f} -> "
                   f"{row['after']['median_ms'] * 1e3:.1f} us median (p99 "
                   f"{row['before']['p99_ms'] * 1e3:.1f} -> {row['after']['p99_ms'] * 1e3:.1f}), "
-                  f"x{row['speedup_median']:.2f}")
+                  f"x{row['speedup_median']:.2f}" + _paths(row))
+
+
+def _paths(row):
+    """The forced paths' medians of an ``update`` row, when timed."""
+    if 'arrays_only' not in row:
+        return ''
+    return (f"; plain Python only {row['plain_python_only']['median_ms'] * 1e3:.1f}, arrays "
+            f"only {row['arrays_only']['median_ms'] * 1e3:.1f}, batched "
+            f"{row['batched_share']:.0%} of calls")
 
 
 if __name__ == '__main__':

@@ -5,6 +5,14 @@ row and column potentials (Kuhn-Munkres as in Jonker-Volgenant), with the inner 
 by numpy, and the runs of rows whose best column is still free assigned in one numpy step.
 ``linear_sum_assignment`` returns what scipy's function of that name returns; ``match`` skips
 it when its answer is forced (``forced_pairs``).
+
+``match_lists`` runs the same steps in plain Python on a small matrix (a list of rows): the
+same arithmetic in the same order, so the same assignment, ties included, without numpy's
+per-call cost (the tracker's matrices are a few rows, and its calls often come with cold
+caches). Its callers may drop columns (of the oriented problem, rows <= columns) that hold
+only the matrix's largest value beyond the first ``rows`` of them: such columns are alike
+(the same reduced costs, the same labels) until one is reached, a search reaches the first
+of them, and each row reaches at most one, so the others are never touched.
 """
 import math
 
@@ -177,3 +185,71 @@ def forced_pairs(cost, max_cost, rel_margin=1e-9):
     if (cost[rows, cols] + top < row_second + col_second - margin).all():
         return rows, cols
     return None
+
+
+SMALL_ENTRIES = 256  # ``match_lists`` runs plain Python up to this many entries, numpy above
+
+
+def match_lists(cost, max_cost):
+    """``match_arrays`` of a matrix given as a list of rows of finite floats -> the matched
+    (row, col) pairs, by row; plain Python on a small matrix (see the module)."""
+    if not cost or not cost[0]:
+        return []
+    if len(cost) * len(cost[0]) > SMALL_ENTRIES:
+        rows, cols = match_arrays(np.array(cost), max_cost)
+        return list(zip(rows.tolist(), cols.tolist()))
+    if len(cost) <= len(cost[0]):
+        pairs = _assign_rows_lists(cost)
+    else:
+        pairs = sorted((r, c) for c, r in _assign_rows_lists([list(c) for c in zip(*cost)]))
+    return [(r, c) for r, c in pairs if cost[r][c] <= max_cost]
+
+
+def _assign_rows_lists(cost):
+    """``_assign_rows`` in plain Python: (row, col) pairs, by row."""
+    n, m = len(cost), len(cost[0])
+    u, v, owner = [0.0] * n, [0.0] * m, [-1] * m  # owner[j]: row of column j, -1 = free
+    for row in range(n):
+        reduced = [c - u[row] - vj for c, vj in zip(cost[row], v)]
+        col = reduced.index(min(reduced))  # the first least, as argmin
+        if owner[col] < 0:  # ``_one_step_rows``' case
+            owner[col] = row
+            u[row] += reduced[col]
+        else:
+            _augment_lists(owner, row, *_augmenting_path_lists(cost, row, u, v, owner))
+    return sorted((r, j) for j, r in enumerate(owner) if r >= 0)
+
+
+def _augmenting_path_lists(cost, row, u, v, owner):
+    """``_augmenting_path`` in plain Python (column -1 is its virtual column 0) -> (way, the
+    free column reached)."""
+    m = len(v)
+    minv, way, free, path = [math.inf] * m, [-1] * m, list(range(m)), []
+    scanned, col = row, -1
+    while True:
+        costs, u_scanned, best, nxt = cost[scanned], u[scanned], math.inf, -1
+        for j in free:  # ascending: the first least, as argmin
+            reduced = costs[j] - u_scanned - v[j]
+            if reduced < minv[j]:
+                minv[j], way[j] = reduced, col
+            if minv[j] < best:
+                best, nxt = minv[j], j
+        u[row] += best
+        for j in path:
+            u[owner[j]] += best
+            v[j] -= best
+        for j in free:
+            minv[j] -= best
+        if owner[nxt] < 0:
+            return way, nxt
+        free.remove(nxt)
+        path.append(nxt)
+        scanned, col = owner[nxt], nxt
+
+
+def _augment_lists(owner, row, way, col):
+    """Flip the alternating path from ``row`` that ends at free column ``col``."""
+    while col >= 0:
+        prev = way[col]
+        owner[col] = owner[prev] if prev >= 0 else row
+        col = prev
