@@ -12,9 +12,13 @@ from bench_splitk import ASSET_MODELS, export_torch
 from benchlib import gpu_facts, versions, write_json
 
 
-def arguments(description, deadline_s) -> argparse.Namespace:
+def arguments(description, deadline_s, extra=None,
+              models='resnet50,yolov5s,bert_tiny') -> argparse.Namespace:
+    """The shared options; ``extra`` {name: default string} adds a bench's own ``--name``."""
     ap = argparse.ArgumentParser(description=description)
-    ap.add_argument('--models', default='resnet50,yolov5s,bert_tiny')
+    ap.add_argument('--models', default=models)
+    for name, default in (extra or {}).items():
+        ap.add_argument(f"--{name.replace('_', '-')}", default=default)
     ap.add_argument('--assets', default='', help='folder with yolov8/open_nsfw/yolov3-tiny')
     ap.add_argument('--onnx-dir', default='/tmp/splitk_onnx')
     ap.add_argument('--rounds', type=int, default=3)
@@ -46,14 +50,15 @@ def interleaved_times(engines: dict, rounds, runs) -> dict:
     return times
 
 
-def run(description, measure, args) -> dict:
-    """``measure(model, weights)`` of every model until the deadline; one JSON at ``args.out``
-    (a model's exception is its row)."""
+def run(description, measure, args, extra_models=None) -> dict:
+    """``measure(model, weights)`` of every model (and of ``extra_models``, {name: (path,
+    weights)}) until the deadline; one JSON at ``args.out`` (a model's exception is its
+    row)."""
     t0 = time.perf_counter()
     import pycuda.driver as drv
     doc = dict(what=description, device=gpu_facts(drv), versions=versions('numpy'),
                rounds=args.rounds, runs=args.runs, results={}, skipped=[])
-    for name, (model, weights) in models(args).items():
+    for name, (model, weights) in dict(models(args), **(extra_models or {})).items():
         if time.perf_counter() - t0 > args.deadline_s:
             doc['skipped'].append(name)
             continue

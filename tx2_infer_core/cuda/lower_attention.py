@@ -13,10 +13,12 @@ import numpy as np
 
 from tx2_infer_core.cuda import params
 from tx2_infer_core.cuda.launch import NULL, Launch, row_major
+from tx2_infer_core.cuda.launch_knobs import attention_warps
 from tx2_infer_core.cuda.lower_conv import MMA_MIN_ARCH
 
 MAX_HEAD = 128       # ATT_MAX_D
-MMA_WARPS = 4        # warps of an attention_mma CTA at most (16 query rows each)
+MMA_WARPS = 4        # warps of an attention_mma CTA at most (16 query rows each): the
+#                      kernel's row mapping and staging loops take any count up to it
 SIMT_ROWS = 16       # query rows of an attention_simt CTA (ATT_SIMT_WARPS * ATT_SIMT_ROWS)
 SIMT_THREADS = 128
 VEC = 8              # halves of a 16-byte load
@@ -74,10 +76,11 @@ def vectorised(views, dims) -> bool:
 
 
 def launch_shape(lc, dims) -> tuple:
-    """(kernel, grid, block) for this target: blockIdx.x = batch * head, y = query tile."""
+    """(kernel, grid, block) for this target: blockIdx.x = batch * head, y = query tile; an
+    attention_mma CTA has ``attention_warps`` warps at most ($TX2_INFER_ATTN_WARPS)."""
     heads, sq = dims[0] * dims[1], dims[2]
     if lc.arch >= MMA_MIN_ARCH and lc.conv_path == 'tc':
-        warps = min(MMA_WARPS, -(-sq // 16))
+        warps = min(attention_warps(lc.arch), -(-sq // 16))
         return 'attention_mma', (heads, -(-sq // (16 * warps)), 1), (32 * warps, 1, 1)
     return 'attention_simt', (heads, -(-sq // SIMT_ROWS), 1), (SIMT_THREADS, 1, 1)
 

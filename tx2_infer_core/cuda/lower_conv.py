@@ -19,6 +19,7 @@ import numpy as np
 from tx2_infer_core.cuda import params
 from tx2_infer_core.cuda.cluster import cluster_of
 from tx2_infer_core.cuda.launch import BLOCK, NULL, Launch, grid_1d
+from tx2_infer_core.cuda.launch_knobs import linear_splits
 from tx2_infer_core.cuda.lower_epilogue import fused_epilogue
 from tx2_infer_core.cuda.lower_ops import binary_launch
 from tx2_infer_core.cuda.splitk_table import split_pays
@@ -276,10 +277,12 @@ def linear_geometry(a_slot, k: int, n: int) -> dict:
                 ph=0, pw=0, dh=1, dw=1)
 
 
-def linear_launch(lc, node, a_slot, y_slot, b_nk, bias=None, epilogue=None):
-    """``y = a @ b_nk.T + bias`` as a 1x1 convolution (one launch: no split-K); ``a`` row-major
-    [rows, K]. ``epilogue`` (``fused_epilogue``'s bias Ref, residual, ActParams,
-    residual_after_act, slope) replaces ``bias`` where given."""
+def linear_launch(lc, node, a_slot, y_slot, b_nk, bias=None, epilogue=None, norm=False):
+    """``y = a @ b_nk.T + bias`` as a 1x1 convolution, one launch: no split-K, or where
+    $TX2_INFER_LINEAR_SPLITK allows (``launch_knobs.linear_splits``; ``norm``: the product of
+    a FusedLinearNorm) splits summed in a cluster; ``a`` row-major [rows, K]. ``epilogue``
+    (``fused_epilogue``'s bias Ref, residual, ActParams, residual_after_act, slope) replaces
+    ``bias`` where given."""
     if not (a_slot.contiguous() and y_slot.contiguous()):
         lc.unsupported(node, 'MatMul/Gemm need row-major activations')
     n_out, k = b_nk.shape
@@ -289,7 +292,7 @@ def linear_launch(lc, node, a_slot, y_slot, b_nk, bias=None, epilogue=None):
         bias_ref = lc.add_weight(bias.astype(np.float32)) if bias is not None else NULL
         epilogue = (bias_ref, None, None, 0)
     launches = conv_launches(lc, node.name, (a_slot.ref, k, 0), (y_slot.ref, n_out, 0), geo,
-                             w_ref, *epilogue, split_ok=False)
+                             w_ref, *epilogue, split_ok=linear_splits(lc.arch, k, norm))
     return launches[0]
 
 

@@ -6,12 +6,14 @@ On sm_90, where the rows are 16-byte aligned and one output row spans at most
 (``kernels/linear_norm.cuh``): the CTAs along a row form a thread-block cluster that sums the
 row statistics in distributed shared memory and stores the normalised rows (and the sum, the
 node's second output, when it has one). Elsewhere it is FusedLinear's GEMM launch into the sum
-(the second output, else the normalised output itself) and a ``layernorm`` launch after it.
+(the second output, else the normalised output itself) and a ``layernorm`` launch after it;
+so too where $TX2_INFER_LINEAR_SPLITK=linear+norm splits that GEMM's K (``launch_knobs``).
 """
 import numpy as np
 
 from tx2_infer_core.cuda.cluster import CLUSTER_MIN_ARCH
 from tx2_infer_core.cuda.launch import NULL, Launch
+from tx2_infer_core.cuda.launch_knobs import linear_splits
 from tx2_infer_core.cuda.lower_conv import (MMA_BK, conv_fields, linear_geometry,
                                             linear_launch, mma_config, mma_module, pick_kernel)
 from tx2_infer_core.cuda import params
@@ -39,10 +41,18 @@ def _norm_weights(lc, node, n) -> tuple:
     return tuple(refs)
 
 
+def splits_instead(lc, rows: int, k: int, n: int) -> bool:
+    """Whether the GEMM is to split K (``linear_splits`` allows it and ``mma_config`` splits
+    it) rather than take the one-launch form."""
+    ktiles = -(-k // MMA_BK)
+    return (linear_splits(lc.arch, k, norm=True)
+            and mma_config(rows, n, ktiles, 1, lc.sm_count, True, lc.arch)[3] > 1)
+
+
 def cluster_tile(lc, rows: int, k: int, n: int):
     """(BM, BN, threads, CTAs along a row) of the one-launch form on ``lc``'s GPU, or None
     where it does not apply (module docstring)."""
-    if lc.arch < CLUSTER_MIN_ARCH or k % 8:
+    if lc.arch < CLUSTER_MIN_ARCH or k % 8 or splits_instead(lc, rows, k, n):
         return None
     kernel, _ = pick_kernel(lc.arch, lc.conv_path, k, n, 1, lambda v: True)
     if kernel != 'conv_mma':
@@ -66,7 +76,8 @@ def lower_linear_norm(lc, node):
     tile = cluster_tile(lc, rows, k, n)
     if tile is None:
         sums = s or y
-        return [linear_launch(lc, node, x, sums, w.T, epilogue=fused_epilogue(lc, node)),
+        return [linear_launch(lc, node, x, sums, w.T, epilogue=fused_epilogue(lc, node),
+                              norm=True),
                 layernorm_launch(node.name, sums.ref, y.ref, affine, rows, n, eps)]
     bm, bn, threads, ctas = tile
     w_ref = lc.add_weight(np.ascontiguousarray(w.T).astype(np.float16))

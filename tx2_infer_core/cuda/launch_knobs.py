@@ -1,0 +1,45 @@
+"""Launch-shape knobs for few-CTA transformer launches on sm_90 (issue 12: BERT-tiny's launches
+are latency-bound, 4-16 CTAs on 132 SMs), read from the environment when a graph is lowered,
+like $TX2_INFER_SPLITK. Unset, the lowering is today's; below sm_90 they change nothing.
+
+- $TX2_INFER_ATTN_WARPS (4, the default, 2 or 1): warps of an ``attention_mma`` CTA, each
+  16 query rows, so fewer warps give more CTAs for short sequences.
+- $TX2_INFER_LINEAR_SPLITK ('off', the default, 'linear' or 'linear+norm'): 'linear' lets a
+  product by a constant matrix (FusedLinear, MatMul, Gemm) whose K is at least
+  ``SPLIT_MIN_K`` split K as ``mma_config`` splits a conv (few CTAs only), its splits summed
+  in a thread-block cluster (the ``conv_mma_*_cl`` kernels; where $TX2_INFER_SPLITK=launch, no
+  split: the product stays one launch); 'linear+norm' also lowers such a FusedLinearNorm as
+  that split GEMM and a ``layernorm`` launch instead of its one ``_ln`` cluster launch (the
+  split-K cluster along z and the row cluster along y in one launch would need a new kernel).
+"""
+import os
+
+from tx2_infer_core.cuda.cluster import CLUSTER_MIN_ARCH, splitk_mode
+from tx2_infer_core.errors import Tx2InferError
+
+ATTN_WARPS = (4, 2, 1)
+LINEAR_SPLITK = ('off', 'linear', 'linear+norm')
+SPLIT_MIN_K = 256
+
+
+def _env(name, choices):
+    value = os.environ.get(name, str(choices[0]))
+    if value not in [str(c) for c in choices]:
+        raise Tx2InferError(f"{name} must be one of {', '.join(map(str, choices))}, "
+                            f'not {value!r}')
+    return value
+
+
+def attention_warps(arch: int) -> int:
+    """Warps of an attention_mma CTA at most on ``arch`` ($TX2_INFER_ATTN_WARPS from sm_90)."""
+    warps = int(_env('TX2_INFER_ATTN_WARPS', ATTN_WARPS))
+    return warps if arch >= CLUSTER_MIN_ARCH else ATTN_WARPS[0]
+
+
+def linear_splits(arch: int, k: int, norm: bool = False) -> bool:
+    """Whether a constant-matrix product of depth ``k`` on ``arch`` may split K in a cluster
+    ($TX2_INFER_LINEAR_SPLITK); ``norm``: the product of a FusedLinearNorm."""
+    mode = _env('TX2_INFER_LINEAR_SPLITK', LINEAR_SPLITK)
+    wanted = mode == 'linear+norm' if norm else mode != 'off'
+    return (wanted and k >= SPLIT_MIN_K and arch >= CLUSTER_MIN_ARCH
+            and splitk_mode(arch) == 'cluster')
