@@ -12,11 +12,12 @@ import pytest
 import test_onnx_node_conformance as cpu
 from logic_emulator import COMPARE, LOGIC, LOGIC_OPS, case_graph, emulate
 from node_cases import GPU, data_sets
+from scatter_cases import graph_of
 
 from tx2_infer_core import reference
 from tx2_infer_core.cuda.lowering import lower_graph
 from tx2_infer_core.errors import UnsupportedOpError
-from tx2_infer_core.ir import Graph, Node, Value
+from tx2_infer_core.ir import Node
 
 RNG = np.random.default_rng(42)
 
@@ -92,15 +93,6 @@ def test_node_cases_pass_in_number():
 
 
 # Realistic graphs over the emulated arena --------------------------------------------------
-
-def graph_of(nodes, shapes, inputs, outputs, weights=None, dtypes=None):
-    """A graph of ``nodes`` over values {name: shape} (4-D float ones NCHW)."""
-    dtypes = dict(dtypes or {})
-    values = {n: Value(n, tuple(s), dtypes.get(n, 'float32'),
-                       'NCHW' if len(s) == 4 and n not in dtypes else '')
-              for n, s in shapes.items()}
-    return Graph(list(nodes), list(inputs), list(outputs), values, dict(weights or {}))
-
 
 def assert_emulated_matches(graph, feeds, launched):
     got, lowered = emulate(graph, feeds, launched)

@@ -11,15 +11,14 @@ by a constant matrix and before a residual; each new activation alone (the ActPa
 R-Net and O-Net whole against ONNX Runtime. ``test/core/test_conv_epilogue_acts.py`` and
 ``test_conv_epilogue_lowering.py`` check the kernel maths on the host and the lowering.
 """
-import importlib.util
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import (assert_close, assert_engine_matches_onnxruntime, fp16_round, run_conv,
-                      run_graph, zoo_model_path)
+from conftest import (assert_close, assert_engine_matches_onnxruntime, core_module, fp16_round,
+                      run_conv, run_graph, zoo_model_path)
 from tx2_infer_core import reference
 from tx2_infer_core.ir import Graph, Node, Value
 from tx2_infer_core.passes import POINTWISE_LEVEL, optimize
@@ -29,18 +28,7 @@ sys.path.insert(0, str(ROOT / 'bench'))
 import zoo_data  # noqa: E402
 
 
-def _core_module(name):
-    """A helper module of test/core, by path (both test folders have a conftest); registered
-    under its name, since epilogue_cases imports unary_cases."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / 'test' / 'core' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(name, module)
-    spec.loader.exec_module(module)
-    return module
-
-
-_core_module('unary_cases')
-EC = _core_module('epilogue_cases')
+EC = core_module('epilogue_cases')  # its import of unary_cases resolves from test/core
 RNG = np.random.default_rng(17)
 PATHS = ['simt', 'wmma', 'tc']
 # Celu with a negative alpha grows as exp(-x / 0.8) below 0: past FP16 on conv outputs (the

@@ -10,22 +10,15 @@ a GPU. Moved and selected values are exact (FP16 in, the same FP16 out)."""
 import numpy as np
 import pytest
 
-from conftest import assert_close, fp16_round, run_graph
+from conftest import assert_close, core_module, fp16_round, run_graph
 from tx2_infer_core import reference
-from tx2_infer_core.ir import Graph, Node, Value
+from tx2_infer_core.ir import Node
 from tx2_infer_core.passes import POINTWISE_LEVEL, optimize
 
 RNG = np.random.default_rng(114)
 
 
-def graph_of(nodes, shapes, inputs, outputs, weights=None, dtypes=None):
-    """A graph of ``nodes`` over values {name: shape}: float32 unless ``dtypes`` says, 4-D
-    float values NCHW."""
-    dtypes = dict(dtypes or {})
-    values = {n: Value(n, tuple(s), dtypes.get(n, 'float32'),
-                       'NCHW' if len(s) == 4 and n not in dtypes else '')
-              for n, s in shapes.items()}
-    return Graph(list(nodes), list(inputs), list(outputs), values, dict(weights or {}))
+graph_of = core_module('scatter_cases').graph_of  # float32 unless dtypes say; 4-D NCHW
 
 
 def compare(label, graph, feeds, tol=3e-3):
