@@ -7,13 +7,13 @@ walks the grid-stride loop over every output), with ``tx2_decode_pixel`` taken f
 ``run(graph, feeds)`` lowers ``graph`` for sm_90, runs these ops' launches through that binary
 and every other node by its numpy op; the arena starts as NaN.
 """
-import re
 import subprocess
 import tempfile
 from pathlib import Path
 
 import numpy as np
 from launch_emulator import slot_index
+from unary_cases import device_function
 
 from tx2_infer_core.cuda.lowering import lower_graph
 from tx2_infer_core.ops import run_node
@@ -103,9 +103,7 @@ def host_source(kernel_text=None) -> str:
     runs one launch record over a buffer read from stdin."""
     text = kernel_text or (KERNELS / 'sampling.cu').read_text()
     common = (KERNELS / 'common.cuh').read_text()
-    decode = re.search(r'__device__ __forceinline__ void tx2_decode_pixel\(.*?\n}\n', common,
-                       re.S)[0]
-    text = text.replace('#include "common.cuh"', decode)
+    text = text.replace('#include "common.cuh"', device_function(common, 'tx2_decode_pixel'))
     fixes = '\n'.join(_fix(s, names) for s, names in POINTERS.items())
     return PRELUDE + text + MAIN.format(fixes=fixes)
 

@@ -4,7 +4,6 @@ the cases of ``index_cases.py`` lowered for sm_90 and their launches run on the 
 (``launch_emulator.py``, ``index_emulator.py``) against the numpy ops, exactly; the same
 launches for the TX2's sm_62; the refusals, each naming the op, the node and why; and
 ``topk.cu``'s comparison and rounds, built for the host, give numpy's TopK on ties and NaN."""
-import re
 import subprocess
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 from index_cases import CASES, I64, gather, graph_of, ties, topk
 from launch_emulator import emulate
-from unary_cases import host_compiler
+from unary_cases import build_host, device_function, host_compiler
 
 import test_onnx_node_conformance as cpu
 from node_cases import GPU, data_sets
@@ -225,11 +224,8 @@ def test_topk_rounds_give_numpys_indices(tmp_path):
     host: rows with ties, NaN and infinities give the numpy TopK's indices (largest and
     smallest) for blocks of 32, 64 and 256 threads."""
     source = (ROOT / 'kernels' / 'topk.cu').read_text()
-    before = re.search(r'__device__ __forceinline__ bool topk_before\(.*?\n}\n', source,
-                       re.S)[0]
-    (tmp_path / 'topk.cpp').write_text(HARNESS.format(before=before))
-    subprocess.run([host_compiler(), '-O1', '-o', str(tmp_path / 'topk'),
-                    str(tmp_path / 'topk.cpp')], check=True, capture_output=True)
+    exe = build_host(tmp_path, 'topk',
+                     HARNESS.format(before=device_function(source, 'topk_before')))
     rng = np.random.default_rng(5)
     x = rng.integers(0, 4, (60, 70)).astype(np.float32)
     x[rng.random(x.shape) < 0.05] = np.nan
@@ -238,7 +234,7 @@ def test_topk_rounds_give_numpys_indices(tmp_path):
     x[0] = np.nan
     k = 40
     header = np.array(x.shape + (k,), np.int32).tobytes()
-    out = subprocess.run([str(tmp_path / 'topk')], input=header + x.tobytes(), check=True,
+    out = subprocess.run([str(exe)], input=header + x.tobytes(), check=True,
                          capture_output=True).stdout
     got = np.frombuffer(out, np.int32).reshape(len(x), 3, 2, k)
     for largest in (0, 1):

@@ -15,7 +15,7 @@ import onnx
 import pytest
 import test_onnx_node_conformance as cpu
 from logic_emulator import COMPARE, LOGIC, LOGIC_OPS
-from unary_cases import PRELUDE, device_compilers, host_compiler, host_program
+from unary_cases import PRELUDE, build_host, device_compilers, host_compiler, host_program
 
 from tx2_infer_core.cuda import codegen_pointwise as cg, compile as cc, layout
 from tx2_infer_core.cuda.lowering import lower_graph
@@ -42,14 +42,12 @@ def host_program2(programs, folder):
     bodies = [cg.program_body(steps, 2).replace('pw_f', f'pw_{k}')
               for k, steps in enumerate(programs)]
     calls = ', '.join(f'pw_{k}(x[0], x[1])' for k in range(len(programs)))
-    (folder / 'pw2.cpp').write_text(PRELUDE + '\n'.join(bodies)
-                                    + MAIN2.format(calls=calls, count=len(programs)))
-    subprocess.run([host_compiler(), '-O1', '-o', str(folder / 'pw2'), str(folder / 'pw2.cpp'),
-                    '-lm'], check=True, capture_output=True)
+    exe = build_host(folder, 'pw2', PRELUDE + '\n'.join(bodies)
+                     + MAIN2.format(calls=calls, count=len(programs)))
 
     def run(a, b):
         pairs = np.stack([a, b], axis=1).astype(np.float32)
-        out = subprocess.run([str(folder / 'pw2')], input=pairs.tobytes(), check=True,
+        out = subprocess.run([str(exe)], input=pairs.tobytes(), check=True,
                              capture_output=True).stdout
         return np.frombuffer(out, np.float32).reshape(len(a), len(programs)).T
     return run

@@ -5,7 +5,6 @@
 row-major tensors, NHWC images, mixed storage and channel slices; every ONNX node case of these
 ops lowers and matches its expected output, or is refused by name; the refusals name the node
 and the value; ``arg.cu``'s comparison, built for the host, picks numpy's index."""
-import re
 import subprocess
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 from launch_emulator import emulate
 from norm_axis_cases import (S, CASES, case_graph, feeds, sample, scale_bias, small_net,
                              storages)
-from unary_cases import host_compiler
+from unary_cases import build_host, device_function, host_compiler
 
 import test_onnx_node_conformance as cpu
 from node_cases import GPU, data_sets
@@ -237,17 +236,15 @@ def test_arg_comparison_picks_numpys_index(tmp_path):
     ArgMax/ArgMin (select_last_index 0 and 1) of rows with ties and NaN give numpy's index
     for teams of 1, 2, 8 and 32 threads."""
     source = (ROOT / 'kernels' / 'arg.cu').read_text()
-    better = re.search(r'__device__ __forceinline__ bool arg_better\(.*?\n}\n', source, re.S)[0]
-    (tmp_path / 'arg.cpp').write_text(HARNESS.format(better=better))
-    subprocess.run([host_compiler(), '-O1', '-o', str(tmp_path / 'arg'),
-                    str(tmp_path / 'arg.cpp')], check=True, capture_output=True)
+    exe = build_host(tmp_path, 'arg',
+                     HARNESS.format(better=device_function(source, 'arg_better')))
     rng = np.random.default_rng(3)
     x = rng.integers(0, 3, (300, 37)).astype(np.float32)
     x[rng.random(x.shape) < 0.03] = np.nan
     x[:5] = [np.nan] * 37
     x[5] = -np.inf
     header = np.array(x.shape, np.int32).tobytes()
-    out = subprocess.run([str(tmp_path / 'arg')], input=header + x.tobytes(), check=True,
+    out = subprocess.run([str(exe)], input=header + x.tobytes(), check=True,
                          capture_output=True).stdout
     got = np.frombuffer(out, np.int32).reshape(len(x), 4, 4)
     for mode in range(4):

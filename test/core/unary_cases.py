@@ -6,6 +6,7 @@ each one-input program with the host C++ compiler (the device-only names defined
 host twins) and returns a function running all of them over a float32 vector: the C
 expressions are checked against the numpy ops without a GPU.
 """
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -77,6 +78,21 @@ def host_compiler():
     return shutil.which('g++') or shutil.which('c++') or shutil.which('clang++')
 
 
+def device_function(source, name) -> str:
+    """The text of ``__device__ __forceinline__`` function ``name`` in kernel ``source``."""
+    return re.search(r'__device__ __forceinline__ \w+ ' + name + r'\(.*?\n}\n', source,
+                     re.S)[0]
+
+
+def build_host(folder, name, source, *flags) -> Path:
+    """``source`` compiled for the host as ``folder/name`` (-O1, ``flags`` first)."""
+    folder = Path(folder)
+    (folder / f'{name}.cpp').write_text(source)
+    subprocess.run([host_compiler(), '-O1', *flags, '-o', str(folder / name),
+                    str(folder / f'{name}.cpp'), '-lm'], check=True, capture_output=True)
+    return folder / name
+
+
 def host_program(programs, folder):
     """A function ``run(x) -> [len(programs), len(x)] float32`` computing each one-input
     ``programs`` step list as the generated kernel's ``pw_f`` does, compiled for the host
@@ -85,14 +101,11 @@ def host_program(programs, folder):
               for k, steps in enumerate(programs)]
     calls = ', '.join(f'pw_{k}(x)' for k in range(len(programs)))
     source = PRELUDE + '\n'.join(bodies) + MAIN.format(calls=calls, count=len(programs))
-    folder = Path(folder)
-    (folder / 'pw.cpp').write_text(source)
-    subprocess.run([host_compiler(), '-O1', '-o', str(folder / 'pw'), str(folder / 'pw.cpp'),
-                    '-lm'], check=True, capture_output=True)
+    exe = build_host(folder, 'pw', source)
 
     def run(x):
         x = np.ascontiguousarray(x, np.float32)
-        out = subprocess.run([str(folder / 'pw')], input=x.tobytes(), check=True,
+        out = subprocess.run([str(exe)], input=x.tobytes(), check=True,
                              capture_output=True).stdout
         return np.frombuffer(out, np.float32).reshape(len(x), len(programs)).T
     return run
