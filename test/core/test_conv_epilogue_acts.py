@@ -14,7 +14,7 @@ import subprocess
 import numpy as np
 import pytest
 from epilogue_cases import RNG, act_cases, conv_graph, feeds_of, linear_graph
-from unary_cases import host_compiler, probe
+from unary_cases import build_host, host_compiler, probe
 
 from tx2_infer_core import plan_attrs, reference
 from tx2_infer_core.cuda import compile as cc, params
@@ -64,12 +64,9 @@ def host_act(tmp_path_factory):
 
     def run(kind, alpha, beta, x, slope=(), mask=None):
         if mask not in built:
-            exe = folder / f'act_{mask}'
-            (folder / 'act.cpp').write_text(HOST + kernel_activations() + MAIN)
             flags = [] if mask is None else [f'-DTX2_ACTS={mask}']
-            subprocess.run([host_compiler(), '-O1', *flags, '-o', str(exe),
-                            str(folder / 'act.cpp'), '-lm'], check=True, capture_output=True)
-            built[mask] = exe
+            built[mask] = build_host(folder, f'act_{mask}', HOST + kernel_activations() + MAIN,
+                                     *flags)
         args = [str(built[mask]), str(kind), repr(float(alpha)), repr(float(beta))]
         out = subprocess.run(args + [repr(float(s)) for s in slope], check=True,
                              capture_output=True,
