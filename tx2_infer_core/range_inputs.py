@@ -22,10 +22,9 @@ from tx2_infer_core.errors import InputError
 
 
 def image_files(folder) -> list:
-    """The image files of ``folder``, sorted by name."""
-    from tx2_infer_core.int8.frames import IMAGE_SUFFIXES
-    return sorted(p for p in Path(folder).iterdir()
-                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    """``int8.frames.image_files`` (imported when used: that module loads OpenCV)."""
+    from tx2_infer_core.int8.frames import image_files as listed
+    return listed(folder)
 
 
 def source_error(path) -> str:

@@ -96,13 +96,18 @@ def default_frames(video_frames_each=8) -> FrameSet:
     return FrameSet(sets[0], sets[1], digest.hexdigest())
 
 
+def image_files(folder) -> list:
+    """The image files of ``folder`` (``IMAGE_SUFFIXES``), sorted by name."""
+    return sorted(p for p in Path(folder).iterdir()
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def folder_frames(folder, min_images=MIN_IMAGES) -> FrameSet:
     """The images of a folder (module doc); fewer than ``min_images`` is an error."""
     path = Path(folder)
     if not path.is_dir():
         raise CalibrationError(f'calibration images folder {folder} does not exist')
-    files = sorted(p for p in path.iterdir()
-                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = image_files(path)
     if len(files) < min_images:
         raise CalibrationError(f'calibration images folder {folder} has {len(files)} images; '
                                f'at least {min_images} are needed (real frames of the scenes '
