@@ -12,13 +12,20 @@ CLUSTER_SIZES = (8, 4, 2)  # splits a cluster; 8 is the portable maximum
 STATIC_SHARED_BYTES = 48 << 10
 
 
+def env_choice(name, choices) -> str:
+    """$``name``, one of ``choices`` (the first when unset; compared as text), or a
+    ``Tx2InferError`` naming the variable."""
+    value = os.environ.get(name, str(choices[0]))
+    if value not in [str(c) for c in choices]:
+        raise Tx2InferError(f"{name} must be one of {', '.join(map(str, choices))}, "
+                            f'not {value!r}')
+    return value
+
+
 def splitk_mode(arch: int) -> str:
     """How a split-K layer sums its splits on ``arch``: 'cluster' (sm_90+, one launch) or
     'launch' (a second kernel); $TX2_INFER_SPLITK chooses where both are possible."""
-    mode = os.environ.get('TX2_INFER_SPLITK', 'cluster')
-    if mode not in SPLITK_MODES:
-        raise Tx2InferError(f"TX2_INFER_SPLITK must be one of {', '.join(SPLITK_MODES)}, "
-                            f'not {mode!r}')
+    mode = env_choice('TX2_INFER_SPLITK', SPLITK_MODES)
     return mode if arch >= CLUSTER_MIN_ARCH else 'launch'
 
 

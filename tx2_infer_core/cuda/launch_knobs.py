@@ -12,34 +12,23 @@ like $TX2_INFER_SPLITK. Unset, the lowering is today's; below sm_90 they change 
   that split GEMM and a ``layernorm`` launch instead of its one ``_ln`` cluster launch (the
   split-K cluster along z and the row cluster along y in one launch would need a new kernel).
 """
-import os
-
-from tx2_infer_core.cuda.cluster import CLUSTER_MIN_ARCH, splitk_mode
-from tx2_infer_core.errors import Tx2InferError
+from tx2_infer_core.cuda.cluster import CLUSTER_MIN_ARCH, env_choice, splitk_mode
 
 ATTN_WARPS = (4, 2, 1)
 LINEAR_SPLITK = ('off', 'linear', 'linear+norm')
 SPLIT_MIN_K = 256
 
 
-def _env(name, choices):
-    value = os.environ.get(name, str(choices[0]))
-    if value not in [str(c) for c in choices]:
-        raise Tx2InferError(f"{name} must be one of {', '.join(map(str, choices))}, "
-                            f'not {value!r}')
-    return value
-
-
 def attention_warps(arch: int) -> int:
     """Warps of an attention_mma CTA at most on ``arch`` ($TX2_INFER_ATTN_WARPS from sm_90)."""
-    warps = int(_env('TX2_INFER_ATTN_WARPS', ATTN_WARPS))
+    warps = int(env_choice('TX2_INFER_ATTN_WARPS', ATTN_WARPS))
     return warps if arch >= CLUSTER_MIN_ARCH else ATTN_WARPS[0]
 
 
 def linear_splits(arch: int, k: int, norm: bool = False) -> bool:
     """Whether a constant-matrix product of depth ``k`` on ``arch`` may split K in a cluster
     ($TX2_INFER_LINEAR_SPLITK); ``norm``: the product of a FusedLinearNorm."""
-    mode = _env('TX2_INFER_LINEAR_SPLITK', LINEAR_SPLITK)
+    mode = env_choice('TX2_INFER_LINEAR_SPLITK', LINEAR_SPLITK)
     wanted = mode == 'linear+norm' if norm else mode != 'off'
     return (wanted and k >= SPLIT_MIN_K and arch >= CLUSTER_MIN_ARCH
             and splitk_mode(arch) == 'cluster')
