@@ -31,7 +31,7 @@ ZOO_MODELS = ('vit-focus',)
 def knobs(env):
     """Only ``env``'s knobs set (they are read when a backend lowers its graph), then the
     environment as it was."""
-    saved = {name: os.environ.pop(name, None) for name in (ATTN, SPLIT)}
+    saved = {name: os.environ.pop(name, None) for name in {ATTN, SPLIT, *env}}
     os.environ.update(env)
     try:
         yield
@@ -61,9 +61,11 @@ def launch_ms(engine) -> list:
     return [[r['kernel'], r['grid'], round(r['ms'], 5)] for r in rows]
 
 
-def measure(model, weights, names, rounds, runs) -> dict:
-    """Every variant built once; ``rounds`` interleaved timings; outputs vs the default's."""
-    engines = {name: build(model, weights, VARIANTS[name]) for name in names}
+def measure(model, weights, names, rounds, runs, variants=None) -> dict:
+    """Every variant (of ``variants``, {name: env}, else VARIANTS) built once; ``rounds``
+    interleaved timings; outputs vs the default's."""
+    variants = variants or VARIANTS
+    engines = {name: build(model, weights, variants[name]) for name in names}
     try:
         feeds = random_feeds(engines['default'])
         outs = {name: e.run(feeds) for name, e in engines.items()}

@@ -17,8 +17,6 @@
 #define ATT_SIMT_BK 32     // keys per shared tile (attention_simt): one per lane
 #define ATT_SIMT_ROWS 4    // query rows per warp (attention_simt)
 #define ATT_SIMT_WARPS 4   // warps per CTA (attention_simt)
-#define ATT_KLD (ATT_MAX_D + 8)  // K tile row in halves: 8 rows of a fragment load hit 8 banks
-#define ATT_VLD (ATT_BK + 8)     // V^T tile row in halves
 
 struct AttnParams {
     const half *q;
@@ -184,45 +182,99 @@ __device__ __forceinline__ unsigned att_pack(float lo, float hi) {
     return *reinterpret_cast<unsigned *>(&v);
 }
 
-// A fragments of Q rows r0 + g and r0 + g + 8, k steps of 16 columns (zero past D and Sq).
+// The largest head size of this build's attention_mma (-DATT_MMA_D=64 halves its registers,
+// loops and code for heads of 64 or less); its K and V tiles are double-buffered where two fit.
+#ifndef ATT_MMA_D
+#define ATT_MMA_D ATT_MAX_D
+#endif
+#define ATT_MMA_LD (ATT_MMA_D + 8)  // K and V tile row in halves (16-byte rows, 8 banks apart)
+#define ATT_MMA_STAGES (ATT_MMA_D <= 64 ? 2 : 1)
+
+// A fragments of Q rows r0 + g and r0 + g + 8, k steps of 16 columns (zero past D and Sq);
+// one 32-bit load per pair where the rows are aligned runs of halves.
 __device__ __forceinline__ void att_q_frags(unsigned (*qa)[4], const AttnParams &p,
                                             const half *q, int r0, int g, int t) {
+    const bool pairs = p.q_d == 1 && !(p.q_s & 1) && !(p.D & 1) &&
+                       !(reinterpret_cast<unsigned long long>(q) & 3);
 #pragma unroll
-    for (int ks = 0; ks < ATT_MAX_D / 16; ++ks)
+    for (int ks = 0; ks < ATT_MMA_D / 16; ++ks)
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
             const int row = r0 + g + (j & 1) * 8, col = ks * 16 + t * 2 + (j >> 1) * 8;
             const half *src = q + (long long)row * p.q_s + (long long)col * p.q_d;
-            const bool ok = row < p.Sq;
-            const float lo = ok && col < p.D ? __half2float(src[0]) : 0.f;
+            const bool ok = row < p.Sq && col < p.D;
+            if (pairs) {
+                qa[ks][j] = ok ? *reinterpret_cast<const unsigned *>(src) : 0u;
+                continue;
+            }
+            const float lo = ok ? __half2float(src[0]) : 0.f;
             const float hi = ok && col + 1 < p.D ? __half2float(src[p.q_d]) : 0.f;
             qa[ks][j] = att_pack(lo, hi);
         }
+}
+
+__device__ __forceinline__ unsigned att_smem(const void *ptr) {
+    return (unsigned)__cvta_generic_to_shared(ptr);
+}
+
+// Rows [keys, ATT_BK) and columns [cols, cols_pad) of a K or V tile are zero; the rest is
+// copied from ``src`` (row stride s_r, column stride s_c): 16-byte cp.async copies when
+// ``vec`` (committed as one group), else element by element.
+__device__ __forceinline__ void att_stage(half (*dst)[ATT_MMA_LD], const half *src, int s_r,
+                                          int s_c, int keys, int cols, int cols_pad, bool vec) {
+    if (!vec) {
+        stage_tile(&dst[0][0], ATT_MMA_LD, 1, src, s_r, s_c, keys, cols, ATT_BK, cols_pad,
+                   false);
+        return;
+    }
+    const int chunks = cols_pad / 8;
+    for (int i = threadIdx.x; i < ATT_BK * chunks; i += blockDim.x) {
+        const int r = i / chunks, c = i % chunks * 8;
+        const bool ok = r < keys && c < cols;
+        const half *from = ok ? src + (long long)r * s_r + c : src;
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(
+                         att_smem(&dst[r][c])), "l"(from), "r"(ok ? 16 : 0));
+    }
+    asm volatile("cp.async.commit_group;\n");
+}
+
+// The K and V tiles of keys k0.. into stage buffers (Ks, Vs): rows are keys, row-major.
+__device__ __forceinline__ void att_load_kv(half (*Ks)[ATT_MMA_LD], half (*Vs)[ATT_MMA_LD],
+                                            const AttnParams &p, const HeadViews &hv, int k0,
+                                            int dk, int dv) {
+    const int keys = min(ATT_BK, p.Sk - k0);
+    att_stage(Ks, hv.k + (long long)k0 * p.k_s, p.k_s, p.k_d, keys, p.D, dk, p.vec != 0);
+    att_stage(Vs, hv.v + (long long)k0 * p.v_s, p.v_s, p.v_d, keys, p.Dv, dv, p.vec != 0);
 }
 #endif
 
 extern "C" __global__ void __launch_bounds__(128) attention_mma(AttnParams p) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
-    constexpr int NB = ATT_BK / 8, KS = ATT_MAX_D / 16, OB = ATT_MAX_D / 8;
-    __shared__ __align__(16) half Ks[ATT_BK][ATT_KLD];
-    __shared__ __align__(16) half Vt[ATT_MAX_D][ATT_VLD];
+    constexpr int NB = ATT_BK / 8, KS = ATT_MMA_D / 16, OB = ATT_MMA_D / 8;
+    constexpr int ST = ATT_MMA_STAGES;
+    __shared__ __align__(16) half Ks[ST][ATT_BK][ATT_MMA_LD];
+    __shared__ __align__(16) half Vs[ST][ATT_BK][ATT_MMA_LD];
     const HeadViews hv = head_views(p);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int r0 = blockIdx.y * (blockDim.x / 2) + warp * 16;  // 16 rows a warp
-    const int dk = (p.D + 15) & ~15, dv = (p.Dv + 7) & ~7;
+    const int dk = (p.D + 15) & ~15, dv = (p.Dv + 15) & ~15;
+    const int tiles = (p.Sk + ATT_BK - 1) / ATT_BK;
+    if (ST == 2) att_load_kv(Ks[0], Vs[0], p, hv, 0, dk, dv);
     unsigned qa[KS][4];
     att_q_frags(qa, p, hv.q, r0, g, t);
     float o[OB][4], m[2] = {-TX2_INF, -TX2_INF}, l[2] = {0.f, 0.f};
 #pragma unroll
     for (int nb = 0; nb < OB; ++nb) o[nb][0] = o[nb][1] = o[nb][2] = o[nb][3] = 0.f;
-    for (int k0 = 0; k0 < p.Sk; k0 += ATT_BK) {
-        const int keys = min(ATT_BK, p.Sk - k0);
-        __syncthreads();  // the previous tile is consumed
-        stage_tile(&Ks[0][0], ATT_KLD, 1, hv.k + (long long)k0 * p.k_s, p.k_s, p.k_d, keys, p.D,
-                   ATT_BK, dk, p.vec != 0);
-        stage_tile(&Vt[0][0], 1, ATT_VLD, hv.v + (long long)k0 * p.v_s, p.v_s, p.v_d, keys, p.Dv,
-                   ATT_BK, dv, p.vec != 0);
-        __syncthreads();
+    for (int tile = 0; tile < tiles; ++tile) {
+        const int k0 = tile * ATT_BK, buf = ST == 2 ? tile & 1 : 0;
+        if (ST == 1) {
+            __syncthreads();  // the previous tile is consumed
+            att_load_kv(Ks[0], Vs[0], p, hv, k0, dk, dv);
+        }
+        asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+        __syncthreads();  // this tile landed for all; the other buffer is consumed
+        if (ST == 2 && tile + 1 < tiles)
+            att_load_kv(Ks[buf ^ 1], Vs[buf ^ 1], p, hv, k0 + ATT_BK, dk, dv);
         float s[NB][4];  // scores of rows g, g + 8 (c0 c1 | c2 c3) and keys nb * 8 + 2t, +1
 #pragma unroll
         for (int nb = 0; nb < NB; ++nb) {
@@ -230,7 +282,7 @@ extern "C" __global__ void __launch_bounds__(128) attention_mma(AttnParams p) {
 #pragma unroll
             for (int ks = 0; ks < KS; ++ks)
                 if (ks * 16 < dk) {
-                    const half *kr = &Ks[nb * 8 + g][ks * 16 + t * 2];
+                    const half *kr = &Ks[buf][nb * 8 + g][ks * 16 + t * 2];
                     const unsigned b[2] = {*reinterpret_cast<const unsigned *>(kr),
                                            *reinterpret_cast<const unsigned *>(kr + 8)};
                     att_mma(s[nb], qa[ks], b);
@@ -271,12 +323,17 @@ extern "C" __global__ void __launch_bounds__(128) attention_mma(AttnParams p) {
                                    att_pack(s[2 * kc + 1][0], s[2 * kc + 1][1]),
                                    att_pack(s[2 * kc + 1][2], s[2 * kc + 1][3])};
 #pragma unroll
-            for (int nb = 0; nb < OB; ++nb)
+            for (int nb = 0; nb < OB; nb += 2)
                 if (nb * 8 < dv) {
-                    const half *vr = &Vt[nb * 8 + g][kc * 16 + t * 2];
-                    const unsigned b[2] = {*reinterpret_cast<const unsigned *>(vr),
-                                           *reinterpret_cast<const unsigned *>(vr + 8)};
+                    // B fragments of V (keys kc * 16.., columns nb * 8.. and the next 8),
+                    // transposed from its key rows by ldmatrix
+                    const half *vr = &Vs[buf][kc * 16 + (lane & 15)][nb * 8 + (lane >> 4) * 8];
+                    unsigned b[4];
+                    asm volatile(
+                        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                        : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3]) : "r"(att_smem(vr)));
                     att_mma(o[nb], a, b);
+                    att_mma(o[nb + 1], a, b + 2);
                 }
         }
     }
@@ -287,14 +344,22 @@ extern "C" __global__ void __launch_bounds__(128) attention_mma(AttnParams p) {
         l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
         inv[r] = 1.f / l[r];
     }
+    const bool pairs = p.y_d == 1 && !(p.y_s & 1) && !(p.Dv & 1) &&
+                       !(reinterpret_cast<unsigned long long>(hv.y) & 3);
 #pragma unroll
     for (int nb = 0; nb < OB; ++nb)
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            const int row = r0 + g + (j >> 1) * 8, col = nb * 8 + t * 2 + (j & 1);
-            if (row < p.Sq && col < p.Dv)
-                hv.y[(long long)row * p.y_s + (long long)col * p.y_d] =
-                    __float2half(o[nb][j] * inv[j >> 1]);
+        for (int h = 0; h < 2; ++h) {
+            const int row = r0 + g + h * 8, col = nb * 8 + t * 2;
+            if (row >= p.Sq || col >= p.Dv) continue;
+            half *dst = hv.y + (long long)row * p.y_s + (long long)col * p.y_d;
+            const float v0 = o[nb][2 * h] * inv[h], v1 = o[nb][2 * h + 1] * inv[h];
+            if (pairs) {
+                *reinterpret_cast<half2 *>(dst) = __floats2half2_rn(v0, v1);
+                continue;
+            }
+            dst[0] = __float2half(v0);
+            if (col + 1 < p.Dv) dst[p.y_d] = __float2half(v1);
         }
 #else
     __trap();  // the host launches this path only from sm_80

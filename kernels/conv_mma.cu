@@ -224,6 +224,46 @@ __device__ __forceinline__ void mma_store(const ConvParams &p, float *ws, int sp
                 }
             }
 }
+
+// A CTA staging its accumulators: BM x (BN + 4) FP32 (rows 16-byte aligned, 4 words of pad),
+// when that fits in the k loop's pipeline buffers.
+template <int BM, int BN, int STAGES>
+__host__ __device__ constexpr bool mma_stages_tile() {
+    return BM * (BN + 4) * 4 <= STAGES * (BM + BN) * MMA_LD * 2;
+}
+
+// One warp's 32x32 fragments (mma.sync's m16n8 layout, at rows wm.., columns wn..) into the
+// staged FP32 tile of LD floats per row.
+template <int LD>
+__device__ __forceinline__ void mma_stage(float *tile, float (*acc)[4][4], int wm, int wn,
+                                          int lane) {
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+#pragma unroll
+            for (int h = 0; h < 2; ++h)
+                *reinterpret_cast<float2 *>(
+                    &tile[(wm + i * 16 + (lane >> 2) + h * 8) * LD + wn + j * 8 +
+                          (lane & 3) * 2]) = make_float2(acc[i][j][2 * h], acc[i][j][2 * h + 1]);
+}
+
+// The staged BM x BN tile at (m0, n0) of group g to the output, 8 channels per thread and
+// step (conv_store8): one copy of the epilogue's code, 16-byte stores.
+template <int BM, int BN>
+__device__ __forceinline__ void mma_store_staged(const ConvParams &p, const float *tile, int g,
+                                                 long long m0, int n0) {
+    constexpr int LD = BN + 4, CHUNKS = BN / 8;
+    const long long M = (long long)p.N * p.P * p.Q;
+#pragma unroll 1
+    for (int idx = threadIdx.x; idx < BM * CHUNKS; idx += blockDim.x) {
+        const int row = idx / CHUNKS, col = (idx % CHUNKS) * 8;
+        const long long m = m0 + row;
+        const int k = n0 + col;
+        if (m < M && k < p.Kg)
+            conv_store8(p, m, g * p.Kg + k, p.Kg - k, &tile[row * LD + col]);
+    }
+}
 #endif
 
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
@@ -292,10 +332,30 @@ __device__ void conv_mma_body(const ConvParams &p, float *ws, int splits,
 #endif
 #if defined(CONV_MMA_LN) && (!defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900)
     if constexpr (LN > 0) {
-        ln_store<BM, BN, LN>(p, *ln, m0, n0, wm, wn, acc, lane);
+        if constexpr (mma_stages_tile<BM, BN, STAGES>()) {
+            float *tile = reinterpret_cast<float *>(smem);
+            cp_async_wait<0>();
+            __syncthreads();  // the pipeline's shared memory becomes the staged tile
+            mma_stage<BN + 4>(tile, acc, wm, wn, lane);
+            __syncthreads();
+            ln_store_staged<BM, BN, LN>(p, *ln, tile, m0, n0);
+        } else {
+            ln_store<BM, BN, LN>(p, *ln, m0, n0, wm, wn, acc, lane);
+        }
         return;
     }
 #endif
+    if constexpr (mma_stages_tile<BM, BN, STAGES>()) {
+        if (splits == 1) {
+            float *tile = reinterpret_cast<float *>(smem);
+            cp_async_wait<0>();
+            __syncthreads();  // the pipeline's shared memory becomes the staged tile
+            mma_stage<BN + 4>(tile, acc, wm, wn, lane);
+            __syncthreads();
+            mma_store_staged<BM, BN>(p, tile, g, m0, n0);
+            return;
+        }
+    }
     mma_store(p, ws, splits, split, g, m0 + wm, n0 + wn, acc, lane);
 #else
     __trap();  // the host launches this path only from sm_80

@@ -157,4 +157,104 @@ __device__ void ln_store(const ConvParams &p, const LnParams &ln, long long m0, 
         }
     tx2_cluster_sync();  // no CTA leaves while a peer still reads its totals
 }
+
+// The epilogue sums ``s`` of 8 staged columns k.. of row m (``v``, replaced by them; 0 past
+// Kg), stored at p.y when it is set; returns their sum.
+__device__ __forceinline__ float ln_sums8(const ConvParams &p, long long m, int k, float *v) {
+    float sum = 0.f;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+        float s = 0.f;
+        if (k + e < p.Kg) {
+            const float b = p.bias ? p.bias[k + e] : 0.f;
+            const float r = p.res ? __half2float(p.res[m * p.r_pix + p.r_off + k + e]) : 0.f;
+            s = __half2float(__float2half(conv_epilogue(p, v[e], b, r, k + e)));
+        }
+        v[e] = s;
+        sum += s;
+    }
+    if (p.y) {
+#pragma unroll 1
+        for (int e = 0; e < 8 && k + e < p.Kg; e += 2)
+            ln_store2(p.y, m * p.y_pix + p.y_off + k + e, v[e], v[e + 1], k + e + 1 < p.Kg);
+    }
+    return sum;
+}
+
+// ``v`` summed over the ``lanes`` consecutive lanes that hold one tile row (a power of two).
+__device__ __forceinline__ float ln_lanes_sum(float v, int lanes) {
+    for (int o = 1; o < lanes; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// Row r's total over the cluster's CTAs, in rank order (the same in every CTA).
+template <int C>
+__device__ __forceinline__ float ln_cluster_total(const float *total, int r) {
+    float s = 0.f;
+    for (int q = 0; q < C; ++q) s += tx2_cluster_load1(&total[r], q);
+    return s;
+}
+
+// ln_store over the CTA's accumulators staged in shared memory (``tile``, rows of BN + 4
+// FP32): each thread takes 8 columns of a row per step and the BN / 8 threads of a row sum
+// it by shuffles, so the code is one copy of an 8-column epilogue, not one per fragment.
+template <int BM, int BN, int C>
+__device__ void ln_store_staged(const ConvParams &p, const LnParams &ln, float *tile,
+                                long long m0, int n0) {
+    constexpr int LD = BN + 4, CHUNKS = BN / 8, STEPS = BM * CHUNKS / (BM * BN / 32);
+    __shared__ float total[2][BM];
+    __shared__ float mean[BM], rstd[BM];
+    const long long M = (long long)p.N * p.P * p.Q;
+#pragma unroll 1
+    for (int it = 0; it < STEPS; ++it) {
+        const int idx = threadIdx.x + it * blockDim.x, row = idx / CHUNKS;
+        const int k = n0 + idx % CHUNKS * 8;
+        float *v = &tile[row * LD + idx % CHUNKS * 8];
+        const float s = m0 + row < M ? ln_sums8(p, m0 + row, k, v) : 0.f;
+        const float sum = ln_lanes_sum(s, CHUNKS);
+        if (idx % CHUNKS == 0) total[0][row] = sum;
+    }
+    tx2_cluster_sync();  // every CTA's row sums are in its shared memory
+    for (int r = threadIdx.x; r < BM; r += blockDim.x)
+        mean[r] = ln_cluster_total<C>(total[0], r) / p.Kg;
+    __syncthreads();
+#pragma unroll 1
+    for (int it = 0; it < STEPS; ++it) {
+        const int idx = threadIdx.x + it * blockDim.x, row = idx / CHUNKS;
+        const int k = n0 + idx % CHUNKS * 8;
+        const float *v = &tile[row * LD + idx % CHUNKS * 8];
+        float d2 = 0.f;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+            const float d = v[e] - mean[row];
+            d2 += k + e < p.Kg ? d * d : 0.f;
+        }
+        const float sum = ln_lanes_sum(d2, CHUNKS);
+        if (idx % CHUNKS == 0) total[1][row] = sum;
+    }
+    tx2_cluster_sync();  // every CTA's squared deviations are in its shared memory
+    for (int r = threadIdx.x; r < BM; r += blockDim.x)
+        rstd[r] = rsqrtf(ln_cluster_total<C>(total[1], r) / p.Kg + ln.eps);
+    __syncthreads();
+#pragma unroll 1
+    for (int it = 0; it < STEPS; ++it) {
+        const int idx = threadIdx.x + it * blockDim.x, row = idx / CHUNKS;
+        const long long m = m0 + row;
+        const int k = n0 + idx % CHUNKS * 8;
+        const float *v = &tile[row * LD + idx % CHUNKS * 8];
+        if (m >= M || k >= p.Kg) continue;
+#pragma unroll 1
+        for (int e = 0; e < 8 && k + e < p.Kg; e += 2) {
+            float y[2];
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const int c = min(k + e + h, p.Kg - 1);
+                const float b = ln.beta ? ln.beta[c] : 0.f;
+                y[h] = (v[e + h] - mean[row]) * rstd[row] * ln.gamma[c] + b;
+            }
+            ln_store2(ln.y, m * ln.y_pix + k + e, y[0], y[1], k + e + 1 < p.Kg);
+        }
+    }
+    tx2_cluster_sync();  // no CTA leaves while a peer still reads its totals
+}
 #endif

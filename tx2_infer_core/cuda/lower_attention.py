@@ -17,6 +17,7 @@ from tx2_infer_core.cuda.launch_knobs import attention_warps
 from tx2_infer_core.cuda.lower_conv import MMA_MIN_ARCH
 
 MAX_HEAD = 128       # ATT_MAX_D
+SMALL_HEAD = 64      # -DATT_MMA_D of attention_mma's build for small heads
 MMA_WARPS = 4        # warps of an attention_mma CTA at most (16 query rows each): the
 #                      kernel's row mapping and staging loops take any count up to it
 SIMT_ROWS = 16       # query rows of an attention_simt CTA (ATT_SIMT_WARPS * ATT_SIMT_ROWS)
@@ -76,13 +77,18 @@ def vectorised(views, dims) -> bool:
 
 
 def launch_shape(lc, dims) -> tuple:
-    """(kernel, grid, block) for this target: blockIdx.x = batch * head, y = query tile; an
-    attention_mma CTA has ``attention_warps`` warps at most ($TX2_INFER_ATTN_WARPS)."""
+    """(module, kernel, grid, block) for this target: blockIdx.x = batch * head, y = query
+    tile; an attention_mma CTA has ``attention_warps`` warps at most ($TX2_INFER_ATTN_WARPS),
+    and heads of ``SMALL_HEAD`` or less take its build for them (half the registers and
+    code, double-buffered keys)."""
     heads, sq = dims[0] * dims[1], dims[2]
     if lc.arch >= MMA_MIN_ARCH and lc.conv_path == 'tc':
         warps = min(attention_warps(lc.arch), -(-sq // 16))
-        return 'attention_mma', (heads, -(-sq // (16 * warps)), 1), (32 * warps, 1, 1)
-    return 'attention_simt', (heads, -(-sq // SIMT_ROWS), 1), (SIMT_THREADS, 1, 1)
+        small = max(dims[4], dims[5]) <= SMALL_HEAD
+        module = f'attention@ATT_MMA_D={SMALL_HEAD}' if small else 'attention'
+        return (module, 'attention_mma', (heads, -(-sq // (16 * warps)), 1),
+                (32 * warps, 1, 1))
+    return 'attention', 'attention_simt', (heads, -(-sq // SIMT_ROWS), 1), (SIMT_THREADS, 1, 1)
 
 
 def lower_attention(lc, node):
@@ -104,5 +110,5 @@ def lower_attention(lc, node):
     for t, (_, strides) in zip(('q', 'k', 'v', 'm', 'y'), ops + [mask, y]):
         axes = 'bhsk' if t == 'm' else 'bhsd'
         fields.update({f'{t}_{s}': v for s, v in zip(axes, strides)})
-    kernel, grid, block = launch_shape(lc, dims)
-    return [Launch('attention', kernel, grid, block, ATTN, fields, node.name)]
+    module, kernel, grid, block = launch_shape(lc, dims)
+    return [Launch(module, kernel, grid, block, ATTN, fields, node.name)]
