@@ -437,9 +437,10 @@ __device__ void conv_mma_body(const ConvParams &p, float *ws, int splits,
 #define CONV_MMA_WANT(BM, BN) 1
 #endif
 
-// Static shared memory stays under 48 KB: (BM + BN) * 80 bytes per stage.
+// Static shared memory stays under 48 KB: (BM + BN) * 80 bytes per stage (64x64: four stages,
+// for the few-CTA GEMMs of batch 1 whose k loop waits on memory latency).
 #if CONV_MMA_WANT(64, 64)
-CONV_MMA_KERNEL(64, 64, 3)
+CONV_MMA_KERNEL(64, 64, 4)
 #endif
 #if CONV_MMA_WANT(128, 64)
 CONV_MMA_KERNEL(128, 64, 3)
