@@ -30,9 +30,11 @@ import zoo_launches  # noqa: E402
 
 KNOBS = ('TX2_INFER_ATTN_WARPS', 'TX2_INFER_LINEAR_SPLITK', 'TX2_INFER_SPLITK')
 # knob settings -> (BERT-shaped, vit-focus) launches on sm_90
-SETTINGS = {'default': ({}, 11, 71),
-            'attn2': ({'TX2_INFER_ATTN_WARPS': '2'}, 11, 71),
-            'attn1': ({'TX2_INFER_ATTN_WARPS': '1'}, 11, 71),
+# (default 'auto': BERT's FFN out, 4 CTAs, splits; vit-focus's norms, 24 CTAs, do not)
+SETTINGS = {'default': ({}, 13, 71),
+            'off': ({'TX2_INFER_LINEAR_SPLITK': 'off'}, 11, 71),
+            'attn2': ({'TX2_INFER_ATTN_WARPS': '2'}, 13, 71),
+            'attn1': ({'TX2_INFER_ATTN_WARPS': '1'}, 13, 71),
             'linear': ({'TX2_INFER_LINEAR_SPLITK': 'linear'}, 11, 71),
             'linear+norm': ({'TX2_INFER_LINEAR_SPLITK': 'linear+norm'}, 13, 95)}
 
@@ -102,12 +104,14 @@ def test_attention_ctas_cover_each_query_row_once(graphs, warps, monkeypatch):
 
 def test_bert_split_launches(graphs, monkeypatch):
     """BERT's FFN out (K = 512, 4 CTAs): 8 splits in a cluster, then the layernorm; its QKV
-    and FFN in (K = 128) stay one pass; 'linear' alone changes no BERT launch."""
-    default = lowered(graphs['bert'], 90, monkeypatch, {})
+    and FFN in (K = 128) stay one pass; 'linear' alone changes no BERT launch; the default
+    ('auto': few CTAs) lowers as 'linear+norm' does."""
+    off = lowered(graphs['bert'], 90, monkeypatch, {'TX2_INFER_LINEAR_SPLITK': 'off'})
     assert shape(lowered(graphs['bert'], 90, monkeypatch,
-                         {'TX2_INFER_LINEAR_SPLITK': 'linear'})) == shape(default)
+                         {'TX2_INFER_LINEAR_SPLITK': 'linear'})) == shape(off)
     launches = lowered(graphs['bert'], 90, monkeypatch,
                        {'TX2_INFER_LINEAR_SPLITK': 'linear+norm'})
+    assert shape(lowered(graphs['bert'], 90, monkeypatch, {})) == shape(launches)
     split = [k for k in launches if k.kernel.endswith('_cl')]
     assert len(split) == 2 and all(k.fields['Cg'] == 512 for k in split)
     assert all(k.grid == (2, 2, 8) and 'CONV_MMA_CLUSTER=8' in k.module for k in split)
@@ -207,7 +211,7 @@ def test_bench_variants_lower_with_their_knobs(graphs, monkeypatch):
         counts[name] = len(launches)
         warps = {k.block[0] // 32 for k in launches if k.kernel == 'attention_mma'}
         assert warps == {int(env.get('TX2_INFER_ATTN_WARPS', 4))}, name
-    assert counts == dict(default=11, attn2=11, attn1=11, split=11, split_norm=13,
+    assert counts == dict(default=13, off=11, attn2=13, attn1=13, split=11, split_norm=13,
                           attn2_split_norm=13, attn1_split_norm=13)
     assert os.environ['TX2_INFER_ATTN_WARPS'] == '2'
     assert 'TX2_INFER_LINEAR_SPLITK' not in os.environ

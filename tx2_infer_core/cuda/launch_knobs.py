@@ -4,19 +4,23 @@ like $TX2_INFER_SPLITK. Unset, the lowering is today's; below sm_90 they change 
 
 - $TX2_INFER_ATTN_WARPS (4, the default, 2 or 1): warps of an ``attention_mma`` CTA, each
   16 query rows, so fewer warps give more CTAs for short sequences.
-- $TX2_INFER_LINEAR_SPLITK ('off', the default, 'linear' or 'linear+norm'): 'linear' lets a
+- $TX2_INFER_LINEAR_SPLITK ('auto', the default, 'off', 'linear' or 'linear+norm'): 'linear' lets a
   product by a constant matrix (FusedLinear, MatMul, Gemm) whose K is at least
   ``SPLIT_MIN_K`` split K as ``mma_config`` splits a conv (few CTAs only), its splits summed
   in a thread-block cluster (the ``conv_mma_*_cl`` kernels; where $TX2_INFER_SPLITK=launch, no
   split: the product stays one launch); 'linear+norm' also lowers such a FusedLinearNorm as
   that split GEMM and a ``layernorm`` launch instead of its one ``_ln`` cluster launch (the
   split-K cluster along z and the row cluster along y in one launch would need a new kernel).
+  'auto' splits only such FusedLinearNorms whose one launch would have at most ``FEW_CTAS``
+  CTAs (BERT-tiny's FFN out: 4 CTAs, each a K = 512 loop; measured on the H200 at 9a9965b:
+  0.079 vs 0.091 ms a pass, `launch_knobs_h200.json`); 'off' is the one-launch form always.
 """
 from tx2_infer_core.cuda.cluster import CLUSTER_MIN_ARCH, env_choice, splitk_mode
 
 ATTN_WARPS = (4, 2, 1)
-LINEAR_SPLITK = ('off', 'linear', 'linear+norm')
+LINEAR_SPLITK = ('auto', 'off', 'linear', 'linear+norm')
 SPLIT_MIN_K = 256
+FEW_CTAS = 8  # 'auto': a LayerNorm GEMM of at most this many CTAs splits
 
 
 def attention_warps(arch: int) -> int:
@@ -25,10 +29,14 @@ def attention_warps(arch: int) -> int:
     return warps if arch >= CLUSTER_MIN_ARCH else ATTN_WARPS[0]
 
 
-def linear_splits(arch: int, k: int, norm: bool = False) -> bool:
+def linear_splits(arch: int, k: int, norm: bool = False, ctas: int = 0) -> bool:
     """Whether a constant-matrix product of depth ``k`` on ``arch`` may split K in a cluster
-    ($TX2_INFER_LINEAR_SPLITK); ``norm``: the product of a FusedLinearNorm."""
+    ($TX2_INFER_LINEAR_SPLITK); ``norm``: the product of a FusedLinearNorm whose one launch
+    would have ``ctas`` CTAs."""
     mode = env_choice('TX2_INFER_LINEAR_SPLITK', LINEAR_SPLITK)
-    wanted = mode == 'linear+norm' if norm else mode != 'off'
+    if mode == 'auto':
+        wanted = norm and ctas <= FEW_CTAS
+    else:
+        wanted = mode == 'linear+norm' if norm else mode in ('linear', 'linear+norm')
     return (wanted and k >= SPLIT_MIN_K and arch >= CLUSTER_MIN_ARCH
             and splitk_mode(arch) == 'cluster')

@@ -7,7 +7,8 @@ On sm_90, where the rows are 16-byte aligned and one output row spans at most
 row statistics in distributed shared memory and stores the normalised rows (and the sum, the
 node's second output, when it has one). Elsewhere it is FusedLinear's GEMM launch into the sum
 (the second output, else the normalised output itself) and a ``layernorm`` launch after it;
-so too where $TX2_INFER_LINEAR_SPLITK=linear+norm splits that GEMM's K (``launch_knobs``).
+so too where ``launch_knobs.linear_splits`` splits that GEMM's K (few CTAs, or
+$TX2_INFER_LINEAR_SPLITK=linear+norm).
 """
 import numpy as np
 
@@ -45,7 +46,9 @@ def splits_instead(lc, rows: int, k: int, n: int) -> bool:
     """Whether the GEMM is to split K (``linear_splits`` allows it and ``mma_config`` splits
     it) rather than take the one-launch form."""
     ktiles = -(-k // MMA_BK)
-    return (linear_splits(lc.arch, k, norm=True)
+    bm, bn = mma_config(rows, n, ktiles, 1, lc.sm_count, split_ok=False)[:2]
+    ctas = -(-rows // bm) * -(-n // bn)
+    return (linear_splits(lc.arch, k, norm=True, ctas=ctas)
             and mma_config(rows, n, ktiles, 1, lc.sm_count, True, lc.arch)[3] > 1)
 
 
