@@ -64,16 +64,16 @@ __device__ __forceinline__ bool conv_aligned16(const void *ptr) {
 }
 
 // Channels k.. of pixel m, ``n`` of them (at most 8 are stored), from the FP32 values ``v``
-// (a staged tile in shared memory) and their biases ``bias`` (shared memory too; null when
-// p.bias is): residual and output in one 16-byte access each where all 8 exist and align,
-// else half2 pairs (conv_store2) in a loop. One copy of the epilogue's code serves a whole
-// tile: at batch 1 an SM runs a layer's code once, and a fully unrolled epilogue then costs
-// more in instruction fetches than in math.
+// (a staged tile in shared memory): bias, residual and output in one 16-byte access each
+// where all 8 exist and align, else half2 pairs (conv_store2) in a loop. One copy of the
+// epilogue's code serves a whole tile: at batch 1 an SM runs a layer's code once, and a fully
+// unrolled epilogue then costs more in instruction fetches than in math.
 __device__ __forceinline__ void conv_store8(const ConvParams &p, long long m, int k, int n,
-                                            const float *v, const float *bias) {
+                                            const float *v) {
     half *y = p.y + m * p.y_pix + p.y_off + k;
     const half *r = p.res ? p.res + m * p.r_pix + p.r_off + k : nullptr;
-    if (n < 8 || !conv_aligned16(y) || (r && !conv_aligned16(r))) {
+    if (n < 8 || !conv_aligned16(y) || (r && !conv_aligned16(r)) ||
+        (p.bias && !conv_aligned16(p.bias + k))) {
 #pragma unroll 1
         for (int e = 0; e < n && e < 8; e += 2)
             conv_store2(p, m, k + e, v[e], v[e + 1], e + 1 < n);
@@ -83,9 +83,9 @@ __device__ __forceinline__ void conv_store8(const ConvParams &p, long long m, in
     const float4 a1 = *reinterpret_cast<const float4 *>(v + 4);
     const float a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
     float b[8] = {}, rv[8] = {};
-    if (bias) {
-        const float4 b0 = *reinterpret_cast<const float4 *>(bias);
-        const float4 b1 = *reinterpret_cast<const float4 *>(bias + 4);
+    if (p.bias) {
+        const float4 b0 = *reinterpret_cast<const float4 *>(p.bias + k);
+        const float4 b1 = *reinterpret_cast<const float4 *>(p.bias + k + 4);
         b[0] = b0.x, b[1] = b0.y, b[2] = b0.z, b[3] = b0.w;
         b[4] = b1.x, b[5] = b1.y, b[6] = b1.z, b[7] = b1.w;
     }

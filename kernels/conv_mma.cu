@@ -31,19 +31,6 @@ __device__ __forceinline__ void cp_async16(void *dst, const void *src, bool ok) 
 
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
 
-// The biases of output channels n0.. (``count`` of them; zero past Kg) of group g into shared
-// memory, 4-byte copies that join the first k tile's group: the staged epilogue reads them
-// there instead of waiting on global memory after the k loop.
-__device__ __forceinline__ void cp_async_bias(float *dst, const ConvParams &p, int g, int n0,
-                                              int count) {
-    for (int i = threadIdx.x; i < count; i += blockDim.x) {
-        const bool ok = n0 + i < p.Kg;
-        const float *src = ok ? p.bias + g * p.Kg + n0 + i : p.bias;
-        asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr(dst + i)),
-                     "l"(src), "r"(ok ? 4 : 0));
-    }
-}
-
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
@@ -263,11 +250,9 @@ __device__ __forceinline__ void mma_stage(float *tile, float (*acc)[4][4], int w
 
 // The staged BM x BN tile at (m0, n0) of group g to the output, 8 channels per thread and
 // step (conv_store8): one copy of the epilogue's code, 16-byte stores.
-// ``bias``: the tile's BN biases in shared memory (cp_async_bias), null without a bias.
 template <int BM, int BN>
-__device__ __forceinline__ void mma_store_staged(const ConvParams &p, const float *tile,
-                                                 const float *bias, int g, long long m0,
-                                                 int n0) {
+__device__ __forceinline__ void mma_store_staged(const ConvParams &p, const float *tile, int g,
+                                                 long long m0, int n0) {
     constexpr int LD = BN + 4, CHUNKS = BN / 8;
     const long long M = (long long)p.N * p.P * p.Q;
 #pragma unroll 1
@@ -276,8 +261,7 @@ __device__ __forceinline__ void mma_store_staged(const ConvParams &p, const floa
         const long long m = m0 + row;
         const int k = n0 + col;
         if (m < M && k < p.Kg)
-            conv_store8(p, m, g * p.Kg + k, p.Kg - k, &tile[row * LD + col],
-                        bias ? bias + col : nullptr);
+            conv_store8(p, m, g * p.Kg + k, p.Kg - k, &tile[row * LD + col]);
     }
 }
 #endif
@@ -320,11 +304,6 @@ __device__ void conv_mma_body(const ConvParams &p, float *ws, int splits,
     ld.init(p, m0, n0, g, kt0);
     const int wm = (warp / (BN / 32)) * 32, wn = (warp % (BN / 32)) * 32;
     float acc[2][4][4] = {};
-    // the staged epilogues' biases (S == 1: one pass, or one CTA of a LayerNorm row)
-    constexpr bool STAGED = S == 1 && mma_stages_tile<BM, BN, STAGES>();
-    __shared__ __align__(16) float bias_s[STAGED ? BN : 1];
-    const float *bias = STAGED && splits == 1 && p.bias ? bias_s : nullptr;
-    if (bias) cp_async_bias(bias_s, p, g, n0, BN);
 #pragma unroll
     for (int st = 0; st < STAGES - 1; ++st) {
         if (st < nk) ld.load(p, As[st], Bs[st]);
@@ -359,7 +338,7 @@ __device__ void conv_mma_body(const ConvParams &p, float *ws, int splits,
             __syncthreads();  // the pipeline's shared memory becomes the staged tile
             mma_stage<BN + 4>(tile, acc, wm, wn, lane);
             __syncthreads();
-            ln_store_staged<BM, BN, LN>(p, *ln, tile, bias, m0, n0);
+            ln_store_staged<BM, BN, LN>(p, *ln, tile, m0, n0);
         } else {
             ln_store<BM, BN, LN>(p, *ln, m0, n0, wm, wn, acc, lane);
         }
@@ -373,7 +352,7 @@ __device__ void conv_mma_body(const ConvParams &p, float *ws, int splits,
             __syncthreads();  // the pipeline's shared memory becomes the staged tile
             mma_stage<BN + 4>(tile, acc, wm, wn, lane);
             __syncthreads();
-            mma_store_staged<BM, BN>(p, tile, bias, g, m0, n0);
+            mma_store_staged<BM, BN>(p, tile, g, m0, n0);
             return;
         }
     }

@@ -159,16 +159,14 @@ __device__ void ln_store(const ConvParams &p, const LnParams &ln, long long m0, 
 }
 
 // The epilogue sums ``s`` of 8 staged columns k.. of row m (``v``, replaced by them; 0 past
-// Kg; ``bias`` their biases in shared memory or null), stored at p.y when it is set; returns
-// their sum.
-__device__ __forceinline__ float ln_sums8(const ConvParams &p, long long m, int k, float *v,
-                                          const float *bias) {
+// Kg), stored at p.y when it is set; returns their sum.
+__device__ __forceinline__ float ln_sums8(const ConvParams &p, long long m, int k, float *v) {
     float sum = 0.f;
 #pragma unroll
     for (int e = 0; e < 8; ++e) {
         float s = 0.f;
         if (k + e < p.Kg) {
-            const float b = bias ? bias[e] : 0.f;
+            const float b = p.bias ? p.bias[k + e] : 0.f;
             const float r = p.res ? __half2float(p.res[m * p.r_pix + p.r_off + k + e]) : 0.f;
             s = __half2float(__float2half(conv_epilogue(p, v[e], b, r, k + e)));
         }
@@ -202,7 +200,7 @@ __device__ __forceinline__ float ln_cluster_total(const float *total, int r) {
 // it by shuffles, so the code is one copy of an 8-column epilogue, not one per fragment.
 template <int BM, int BN, int C>
 __device__ void ln_store_staged(const ConvParams &p, const LnParams &ln, float *tile,
-                                const float *bias, long long m0, int n0) {
+                                long long m0, int n0) {
     constexpr int LD = BN + 4, CHUNKS = BN / 8, STEPS = BM * CHUNKS / (BM * BN / 32);
     __shared__ float total[2][BM];
     __shared__ float mean[BM], rstd[BM];
@@ -212,9 +210,7 @@ __device__ void ln_store_staged(const ConvParams &p, const LnParams &ln, float *
         const int idx = threadIdx.x + it * blockDim.x, row = idx / CHUNKS;
         const int k = n0 + idx % CHUNKS * 8;
         float *v = &tile[row * LD + idx % CHUNKS * 8];
-        const float s =
-            m0 + row < M ? ln_sums8(p, m0 + row, k, v, bias ? bias + idx % CHUNKS * 8 : bias)
-                         : 0.f;
+        const float s = m0 + row < M ? ln_sums8(p, m0 + row, k, v) : 0.f;
         const float sum = ln_lanes_sum(s, CHUNKS);
         if (idx % CHUNKS == 0) total[0][row] = sum;
     }
