@@ -138,6 +138,9 @@ def test_bert_shaped_matches_onnxruntime(tmp_path, path, mask):
               str(onnx_path))
     feeds = {'embeddings': cases.embeddings()}
     out, kernels = first_output_fp16(onnx_path, feeds, path)
-    # 'tc' on sm_90: 4 LayerNorms in the GEMM epilogues (test_fuse_linear_norm.py)
-    assert kernels.count(KERNEL[path]) == 2 and len(kernels) == 15 - 4 * ('_ln' in str(kernels))
+    # 'tc' on sm_90: LayerNorms in the GEMM epilogues (test_fuse_linear_norm.py), each one
+    # launch fewer; 2 of the 4 where the few-CTA FFN-out GEMMs split (launch_knobs 'auto')
+    fused = sum(k.endswith('_ln') for k in kernels)
+    assert kernels.count(KERNEL[path]) == 2 and len(kernels) == 15 - fused
+    assert fused in ((2, 4) if path == 'tc' and '_ln' in str(kernels) else (0,))
     assert_close(f'bert-shaped {path} mask={mask}', out, _ort(onnx_path, feeds), 1e-2)

@@ -92,8 +92,10 @@ def test_bert_shaped_matches_onnxruntime_in_11_or_15_launches(tmp_path, path):
         out = engine.run(feeds)[engine.graph.outputs[0]]
     finally:
         engine.close()
-    fused = sum(k.endswith('_ln') for k in kernels)  # 'tc' on sm_90: LayerNorm in 4 GEMMs
-    assert fused in (0, 4) and len(kernels) == 15 - fused, kernels
+    # 'tc' on sm_90: LayerNorm in 4 GEMMs, or 2 where the 4-CTA FFN-out GEMMs split
+    # (launch_knobs 'auto')
+    fused = sum(k.endswith('_ln') for k in kernels)
+    assert fused in (0, 2, 4) and len(kernels) == 15 - fused, kernels
     assert kernels.count('layernorm') == 5 - fused, kernels
     ref = ort.InferenceSession(str(onnx_path), providers=['CPUExecutionProvider']).run(
         None, feeds)[0]
