@@ -218,8 +218,8 @@ __device__ __forceinline__ unsigned att_smem(const void *ptr) {
 }
 
 // Rows [keys, ATT_BK) and columns [cols, cols_pad) of a K or V tile are zero; the rest is
-// copied from ``src`` (row stride s_r, column stride s_c): 16-byte cp.async copies when
-// ``vec`` (committed as one group), else element by element.
+// copied from ``src`` (row stride s_r, column stride s_c): 16-byte cp.async copies of the
+// whole ATT_MMA_D columns when ``vec`` (committed as one group), else element by element.
 __device__ __forceinline__ void att_stage(half (*dst)[ATT_MMA_LD], const half *src, int s_r,
                                           int s_c, int keys, int cols, int cols_pad, bool vec) {
     if (!vec) {
@@ -227,7 +227,8 @@ __device__ __forceinline__ void att_stage(half (*dst)[ATT_MMA_LD], const half *s
                    false);
         return;
     }
-    const int chunks = cols_pad / 8;
+    constexpr int chunks = ATT_MMA_D / 8;  // a constant: no division per chunk
+#pragma unroll 4
     for (int i = threadIdx.x; i < ATT_BK * chunks; i += blockDim.x) {
         const int r = i / chunks, c = i % chunks * 8;
         const bool ok = r < keys && c < cols;

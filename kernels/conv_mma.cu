@@ -57,6 +57,9 @@ struct MmaLoader {
     int ih0[AL], iw0[AL];  // top-left input tap; far negative for rows past M
     const half *wb[BL];  // weight row, null past Kg
     int col, r, s, c0;
+    // A 1x1, stride-1, unpadded layer (a GEMM): xa[i] is pixel row i itself (null past M),
+    // so no pixel decoding and no tap bounds
+    bool flat;
 
     // k tiles of the layer: (r, s, 32-channel chunk)
     static __device__ int ktiles(const ConvParams &p) {
@@ -67,9 +70,15 @@ struct MmaLoader {
         const int tid = threadIdx.x, cchunks = (p.Cg + MMA_BK - 1) / MMA_BK;
         const long long M = (long long)p.N * p.P * p.Q;
         col = (tid & 3) * 8;
+        flat = p.R == 1 && p.S == 1 && p.sh == 1 && p.sw == 1 && p.ph == 0 && p.pw == 0 &&
+               p.H == p.P && p.W == p.Q;
 #pragma unroll
         for (int i = 0; i < AL; ++i) {
             const long long m = m0 + (tid >> 2) + i * (THREADS / 4);
+            if (flat) {
+                xa[i] = m < M ? p.x + p.x_off + g * p.Cg + m * p.x_pix : nullptr;
+                continue;
+            }
             int img = 0, oh = 0, ow = 0;
             if (m < M) decode_pixel(p, m, img, oh, ow);
             xa[i] = conv_x_image(p, img, g);
@@ -93,9 +102,16 @@ struct MmaLoader {
         const bool cok = c < p.Cg;
 #pragma unroll
         for (int i = 0; i < AL; ++i) {
-            const int ih = ih0[i] + r * p.dh, iw = iw0[i] + s * p.dw;
-            const bool ok = cok && (unsigned)ih < (unsigned)p.H && (unsigned)iw < (unsigned)p.W;
-            const half *src = ok ? xa[i] + (long long)(ih * p.W + iw) * p.x_pix + c : p.x;
+            bool ok;
+            const half *src;
+            if (flat) {
+                ok = cok && xa[i] != nullptr;
+                src = ok ? xa[i] + c : p.x;
+            } else {
+                const int ih = ih0[i] + r * p.dh, iw = iw0[i] + s * p.dw;
+                ok = cok && (unsigned)ih < (unsigned)p.H && (unsigned)iw < (unsigned)p.W;
+                src = ok ? xa[i] + (long long)(ih * p.W + iw) * p.x_pix + c : p.x;
+            }
             cp_async16(&As[(tid >> 2) + i * (THREADS / 4)][col], src, ok);
         }
 #pragma unroll

@@ -1,0 +1,36 @@
+#!/bin/bash
+# One call: GPU tests of new kernels ($TESTS), this tree's kernels against .old/kernels
+# (bench_kernels_ab.py), then the torch race (device_race.sh fast) on the tree whose kernels
+# passed: where a test failed, the race runs .old/kernels ($TX2_INFER_KERNEL_DIR) and says so.
+# Carry .devslim (device_verify.sh) and .old. Everything comes back as $OUT/race.tgz.
+#   TESTS="test/cuda/a.py ..." COMMIT=abc1234 bash bench/device_ab_race.sh
+set -u
+T0=$(date +%s)
+since() { echo "[$(( $(date +%s) - T0 )) s] $1"; }
+[ -d .devdata ] || mv .devslim .devdata
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
+  .devdata/whl/*.whl 2> /dev/null || exit 1
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TX2_INFER_CACHE=/tmp/tx2cache
+export PIP_RETRIES=0 PIP_TIMEOUT=2
+python3 bench/devdata.py unpack .devdata /tmp/tx2cache/assets > /dev/null || exit 1
+timeout ${TEST_S:-150} python3 -m pytest -q -p no:cacheprovider -rfE -n ${XDIST:-4} \
+  --dist loadfile ${TESTS} > $OUT/tests.log 2>&1
+grep -E "FAILED|ERROR|passed|failed" $OUT/tests.log | cut -c1-200 | tail -n 12
+since tests
+timeout ${AB_S:-100} python3 bench/bench_kernels_ab.py --old-kernels .old/kernels \
+  --models ${MODELS:-resnet50,yolov5s,bert_tiny} --assets "${ASSETS-/tmp/tx2cache/assets}" \
+  --onnx-dir /tmp/ab_onnx --deadline-s $(( ${AB_S:-100} - 30 )) --rounds 3 --runs 150 \
+  --out $OUT/kernels_ab_h200.json > $OUT/kernels_ab.log 2>&1
+grep -E "old .* new" $OUT/kernels_ab.log | cut -c1-200
+since ab
+DIRTY=""
+if grep -qE "FAILED|ERROR" $OUT/tests.log; then
+  export TX2_INFER_KERNEL_DIR=$PWD/.old/kernels
+  DIRTY="kernels of .old (the new kernels failed a GPU test)"
+  echo "race on .old/kernels"
+fi
+LEFT=$(( ${BUDGET_S:-570} - $(date +%s) + T0 ))
+DIRTY="$DIRTY" DEADLINE=$(( LEFT - 20 )) bash bench/device_race.sh fast \
+  ${RACE_MODELS:-resnet50,yolov5s,bert_tiny} > /dev/null 2>&1
+since race
+tar xzf $OUT/race.tgz -O ./race.log 2>/dev/null | grep -vE "^\s*$" | tail -n 16 | cut -c1-240
