@@ -11,7 +11,7 @@ since() { echo "[$(( $(date +%s) - T0 )) s] $1"; }
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
   .devdata/whl/*.whl 2> /dev/null || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TX2_INFER_CACHE=/tmp/tx2cache
-export PIP_RETRIES=0 PIP_TIMEOUT=2
+export PIP_RETRIES=0 PIP_TIMEOUT=2 TX2_INFER_ZOO_PACKED=$PWD/.devdata/zoo
 python3 bench/devdata.py unpack .devdata /tmp/tx2cache/assets > /dev/null || exit 1
 timeout ${TEST_S:-150} python3 -m pytest -q -p no:cacheprovider -rfE -n ${XDIST:-4} \
   --dist loadfile ${TESTS} > $OUT/tests.log 2>&1
@@ -24,9 +24,10 @@ timeout ${AB_S:-100} python3 bench/bench_kernels_ab.py --old-kernels .old/kernel
 grep -E "old .* new" $OUT/kernels_ab.log | cut -c1-200
 since ab
 DIRTY=""
-if grep -qE "FAILED|ERROR" $OUT/tests.log; then
+# a failure, or no summary line (the run was cut by TEST_S), keeps the old kernels
+if grep -qE "FAILED|ERROR" $OUT/tests.log || ! grep -qE " passed" $OUT/tests.log; then
   export TX2_INFER_KERNEL_DIR=$PWD/.old/kernels
-  DIRTY="kernels of .old (the new kernels failed a GPU test)"
+  DIRTY="kernels of .old (the new kernels failed or did not finish their GPU tests)"
   echo "race on .old/kernels"
 fi
 LEFT=$(( ${BUDGET_S:-570} - $(date +%s) + T0 ))
