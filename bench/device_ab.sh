@@ -5,15 +5,7 @@
 #   TESTS="test/cuda/a.py ..." XDIST=4 bash bench/device_ab.sh
 # Env caps: TEST_S, AB_S. Results: $OUT/results.tgz.
 set -u
-T0=$(date +%s)
-since() { echo "[$(( $(date +%s) - T0 )) s] $1"; }
-D=.devslim
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
-  $D/whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TX2_INFER_CACHE=/tmp/tx2cache
-export TX2_INFER_ZOO_PACKED=$PWD/$D/zoo PIP_RETRIES=0 PIP_TIMEOUT=2
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $OUT/device.txt
-python3 bench/devdata.py unpack $D /tmp/tx2cache/assets > /dev/null || exit 1
+source bench/device_env.sh
 if [ -n "${TESTS:-}" ]; then
   timeout ${TEST_S:-240} python3 -m pytest -q -p no:cacheprovider -rfE \
     ${XDIST:+-n $XDIST --dist loadfile} $TESTS > $OUT/test_cuda.log 2>&1

@@ -5,14 +5,8 @@
 # Carry .devslim (device_verify.sh) and .old. Everything comes back as $OUT/race.tgz.
 #   TESTS="test/cuda/a.py ..." COMMIT=abc1234 bash bench/device_ab_race.sh
 set -u
-T0=$(date +%s)
-since() { echo "[$(( $(date +%s) - T0 )) s] $1"; }
-[ -d .devdata ] || mv .devslim .devdata
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
-  .devdata/whl/*.whl 2> /dev/null || exit 1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TX2_INFER_CACHE=/tmp/tx2cache
-export PIP_RETRIES=0 PIP_TIMEOUT=2 TX2_INFER_ZOO_PACKED=$PWD/.devdata/zoo
-python3 bench/devdata.py unpack .devdata /tmp/tx2cache/assets > /dev/null || exit 1
+[ -d .devdata ] || mv .devslim .devdata  # device_race.sh reads .devdata
+D=.devdata source bench/device_env.sh
 timeout ${TEST_S:-150} python3 -m pytest -q -p no:cacheprovider -rfE -n ${XDIST:-4} \
   --dist loadfile ${TESTS} > $OUT/tests.log 2>&1
 grep -E "FAILED|ERROR|passed|failed" $OUT/tests.log | cut -c1-200 | tail -n 12

@@ -3,15 +3,7 @@
 # the launch-knob GPU tests and A/B bench, and the GPU tests named in $TESTS.
 # Carry .devslim (bench/device_verify.sh says what it holds). Results: $OUT/results.tgz.
 set -u
-T0=$(date +%s)
-since() { echo "[$(( $(date +%s) - T0 )) s] $1"; }
-D=.devslim
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
-  $D/whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TX2_INFER_CACHE=/tmp/tx2cache
-export TX2_INFER_ZOO_PACKED=$PWD/$D/zoo PIP_RETRIES=0 PIP_TIMEOUT=2
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $OUT/device.txt
-python3 bench/devdata.py unpack $D /tmp/tx2cache/assets > /dev/null || exit 1
+source bench/device_env.sh
 WORK=/tmp/tx2
 timeout ${EXPORT_S:-90} python3 bench/bench_torch.py export --dir $WORK/onnx \
   --models ${MODELS:-bert_tiny} > $OUT/export.log 2>&1 || echo "export failed"

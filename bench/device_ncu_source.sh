@@ -3,10 +3,7 @@
 # model (ours, from the graph): NCU_KERNELS (regex), MODEL (bench_torch export name).
 # Carry .devslim (bench/device_verify.sh). Results: $OUT/results.tgz.
 set -u
-D=.devslim
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
-  $D/whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TX2_INFER_CACHE=/tmp/tx2cache
+source bench/device_env.sh
 M=${MODEL:-bert_tiny} WORK=/tmp/tx2
 python3 bench/bench_torch.py export --dir $WORK/onnx --models $M > $OUT/export.log 2>&1
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu | head -1)

@@ -5,15 +5,7 @@
 #   TESTS="test/cuda/a.py ..." XDIST=4 bash bench/device_verify.sh
 # Env caps: TEST_S, BENCH_S, EXPORT_S. Results: $OUT/results.tgz.
 set -u
-T0=$(date +%s)
-since() { echo "[$(( $(date +%s) - T0 )) s] $1"; }
-D=.devslim
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
-  $D/whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TX2_INFER_CACHE=/tmp/tx2cache
-export TX2_INFER_ZOO_PACKED=$PWD/$D/zoo PIP_RETRIES=0 PIP_TIMEOUT=2
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $OUT/device.txt
-python3 bench/devdata.py unpack .devslim /tmp/tx2cache/assets || exit 1
+source bench/device_env.sh
 since unpacked
 WORK=/tmp/tx2 A=/tmp/tx2cache/assets
 timeout ${EXPORT_S:-120} python3 bench/bench_torch.py export --dir $WORK/onnx \
