@@ -16,6 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from test_attention import MASKED, bert
 from test_fuse_linear_norm import emulated, linear_norm_model, ort_run
+from tx2_infer_core.cuda.launch import NULL
 from tx2_infer_core.cuda.launch_knobs import SPLIT_MIN_K
 from tx2_infer_core.cuda.lowering import lower_graph
 from tx2_infer_core.errors import Tx2InferError
@@ -36,7 +37,8 @@ SETTINGS = {'default': ({}, 13, 71),
             'attn2': ({'TX2_INFER_ATTN_WARPS': '2'}, 13, 71),
             'attn1': ({'TX2_INFER_ATTN_WARPS': '1'}, 13, 71),
             'linear': ({'TX2_INFER_LINEAR_SPLITK': 'linear'}, 11, 71),
-            'linear+norm': ({'TX2_INFER_LINEAR_SPLITK': 'linear+norm'}, 13, 95)}
+            'linear+norm': ({'TX2_INFER_LINEAR_SPLITK': 'linear+norm'}, 13, 95),
+            'apart': ({'TX2_INFER_LINEAR_SPLITK': 'apart'}, 15, 71)}
 
 
 @pytest.fixture(scope='module')
@@ -212,6 +214,41 @@ def test_bench_variants_lower_with_their_knobs(graphs, monkeypatch):
         warps = {k.block[0] // 32 for k in launches if k.kernel == 'attention_mma'}
         assert warps == {int(env.get('TX2_INFER_ATTN_WARPS', 4))}, name
     assert counts == dict(default=13, off=11, attn2=13, attn1=13, split=11, split_norm=13,
-                          attn2_split_norm=13, attn1_split_norm=13)
+                          apart=15, attn2_split_norm=13, attn1_split_norm=13)
     assert os.environ['TX2_INFER_ATTN_WARPS'] == '2'
     assert 'TX2_INFER_LINEAR_SPLITK' not in os.environ
+
+
+def test_apart_lowers_few_cta_norms_as_gemm_and_layernorm(graphs, monkeypatch):
+    """'apart': BERT's o-proj norms (K = 128, 4 CTAs: no split) become a plain GEMM and a
+    layernorm, its FFN-out norms split as in 'auto'; no ``_ln`` launch is left. vit-focus's
+    24-CTA norms keep their one launch."""
+    launches = lowered(graphs['bert'], 90, monkeypatch, {'TX2_INFER_LINEAR_SPLITK': 'apart'})
+    kernels = [k.kernel for k in launches]
+    assert not [k for k in kernels if k.endswith('_ln')]
+    assert Counter(kernels) == {'conv_mma_64x64': 6, 'conv_mma_64x64_cl': 2, 'layernorm': 5,
+                                'attention_mma': 2}
+    for i, k in enumerate(launches):
+        if k.kernel.startswith('conv_mma') and k.fields['res'] is not NULL:
+            assert kernels[i + 1] == 'layernorm'  # each norm right after its GEMM
+    vit = lowered(graphs['vit-focus'], 90, monkeypatch, {'TX2_INFER_LINEAR_SPLITK': 'apart'})
+    assert Counter(k.kernel for k in vit)['conv_mma_64x64_ln'] == 24
+
+
+@pytest.mark.parametrize('keep_sum', [False, True])
+def test_apart_launch_fields_compute_the_norm(tmp_path, keep_sum, monkeypatch):
+    """BERT's o-proj shape (128 x 128 -> 128, 4 CTAs) under 'apart': a GEMM into the sum (the
+    second output, else the normalised output itself) and a layernorm, emulated against ONNX
+    Runtime; under 'auto' the same node is one ``_ln`` launch."""
+    path = tmp_path / 'm.onnx'
+    graph, feeds = linear_norm_model(path, 128, 128, 128, keep_sum=keep_sum)
+    for name in KNOBS:
+        monkeypatch.delenv(name, raising=False)
+    assert [k.kernel for k in lower_graph(graph, 90, sm_count=132).launches] == [
+        'conv_mma_64x64_ln']
+    monkeypatch.setenv('TX2_INFER_LINEAR_SPLITK', 'apart')
+    got, kernels = emulated(graph, feeds, 90)
+    assert kernels == ['conv_mma_64x64', 'layernorm']
+    for name, ref in ort_run(path, feeds).items():
+        np.testing.assert_allclose(got[name], ref, atol=1e-2 * (1 + np.abs(ref).max()),
+                                   err_msg=name)

@@ -23,6 +23,7 @@ CASES = core_module('test_fuse_linear_norm')
 # (unset, $TX2_INFER_LINEAR_SPLITK is 'auto': BERT's 4-CTA FFN-out norm splits)
 SETTINGS = {'attn2': {'TX2_INFER_ATTN_WARPS': '2'}, 'attn1': {'TX2_INFER_ATTN_WARPS': '1'},
             'off': {'TX2_INFER_LINEAR_SPLITK': 'off'},
+            'apart': {'TX2_INFER_LINEAR_SPLITK': 'apart'},
             'linear': {'TX2_INFER_LINEAR_SPLITK': 'linear'},
             'linear+norm': {'TX2_INFER_LINEAR_SPLITK': 'linear+norm'},
             'attn1+linear+norm': {'TX2_INFER_ATTN_WARPS': '1',
@@ -70,9 +71,10 @@ def test_bert_shaped_matches_onnxruntime(tmp_path, setting, monkeypatch):
     finally:
         engine.close()
     if hopper:  # BERT's K = 512 GEMMs are norms
-        norm_split = env.get('TX2_INFER_LINEAR_SPLITK', 'auto') in ('auto', 'linear+norm')
+        mode = env.get('TX2_INFER_LINEAR_SPLITK', 'auto')
+        norm_split = mode in ('auto', 'linear+norm', 'apart')
         check_shapes(launches, env, norm_split)
-        assert len(launches) == (13 if norm_split else 11)
+        assert len(launches) == (15 if mode == 'apart' else 13 if norm_split else 11)
     for name, ref in CASES.ort_run(path, feeds).items():
         assert_close(f'bert-shaped {setting} {name}', got[name], ref, 1e-2)
     assert_replays_the_same(graph, feeds)

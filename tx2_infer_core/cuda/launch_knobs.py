@@ -14,13 +14,16 @@ like $TX2_INFER_SPLITK. Unset, the lowering is today's; below sm_90 they change 
   'auto' splits only such FusedLinearNorms whose one launch would have at most ``FEW_CTAS``
   CTAs (BERT-tiny's FFN out: 4 CTAs, each a K = 512 loop; measured on the H200 at 9a9965b:
   0.079 vs 0.091 ms a pass, `launch_knobs_h200.json`); 'off' is the one-launch form always.
+  'apart' (to be measured): 'auto', and the other FusedLinearNorms of at most ``FEW_CTAS``
+  CTAs also a GEMM and a layernorm launch (BERT-tiny's o-proj: its 4-CTA ``_ln`` launch took
+  12.1 us under Nsight Compute, a plain GEMM of that K 6.1 and a layernorm 4).
 """
 from tx2_infer_core.cuda.cluster import CLUSTER_MIN_ARCH, env_choice, splitk_mode
 
 ATTN_WARPS = (4, 2, 1)
-LINEAR_SPLITK = ('auto', 'off', 'linear', 'linear+norm')
+LINEAR_SPLITK = ('auto', 'off', 'linear', 'linear+norm', 'apart')
 SPLIT_MIN_K = 256
-FEW_CTAS = 8  # 'auto': a LayerNorm GEMM of at most this many CTAs splits
+FEW_CTAS = 8  # 'auto', 'apart': a LayerNorm GEMM of at most this many CTAs splits
 
 
 def attention_warps(arch: int) -> int:
@@ -34,9 +37,16 @@ def linear_splits(arch: int, k: int, norm: bool = False, ctas: int = 0) -> bool:
     ($TX2_INFER_LINEAR_SPLITK); ``norm``: the product of a FusedLinearNorm whose one launch
     would have ``ctas`` CTAs."""
     mode = env_choice('TX2_INFER_LINEAR_SPLITK', LINEAR_SPLITK)
-    if mode == 'auto':
+    if mode in ('auto', 'apart'):
         wanted = norm and ctas <= FEW_CTAS
     else:
         wanted = mode == 'linear+norm' if norm else mode in ('linear', 'linear+norm')
     return (wanted and k >= SPLIT_MIN_K and arch >= CLUSTER_MIN_ARCH
             and splitk_mode(arch) == 'cluster')
+
+
+def norm_apart(arch: int, ctas: int) -> bool:
+    """Whether a FusedLinearNorm whose one launch would have ``ctas`` CTAs is lowered as a
+    GEMM and a layernorm launch on ``arch`` ($TX2_INFER_LINEAR_SPLITK=apart, few CTAs)."""
+    mode = env_choice('TX2_INFER_LINEAR_SPLITK', LINEAR_SPLITK)
+    return mode == 'apart' and ctas <= FEW_CTAS and arch >= CLUSTER_MIN_ARCH

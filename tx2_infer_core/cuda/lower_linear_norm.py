@@ -14,7 +14,7 @@ import numpy as np
 
 from tx2_infer_core.cuda.cluster import CLUSTER_MIN_ARCH
 from tx2_infer_core.cuda.launch import NULL, Launch
-from tx2_infer_core.cuda.launch_knobs import linear_splits
+from tx2_infer_core.cuda.launch_knobs import linear_splits, norm_apart
 from tx2_infer_core.cuda.lower_conv import (MMA_BK, conv_fields, linear_geometry,
                                             linear_launch, mma_config, mma_module, pick_kernel)
 from tx2_infer_core.cuda import params
@@ -62,7 +62,9 @@ def cluster_tile(lc, rows: int, k: int, n: int):
         return None
     bm, bn, threads, _ = mma_config(rows, n, -(-k // MMA_BK), 1, lc.sm_count, split_ok=False)
     ctas = -(-n // bn)
-    return (bm, bn, threads, ctas) if ctas <= LN_CLUSTER_MAX else None
+    if ctas > LN_CLUSTER_MAX or norm_apart(lc.arch, -(-rows // bm) * ctas):
+        return None
+    return bm, bn, threads, ctas
 
 
 def lower_linear_norm(lc, node):
