@@ -113,8 +113,10 @@ class Writer:
 
 
 def string_bytes(text) -> bytes:
-    """A CDR string (4-aligned): its length with the NUL, the UTF-8 bytes, the NUL."""
-    raw = text.encode('utf-8')
+    """A CDR string (4-aligned): its length with the NUL, the UTF-8 bytes, the NUL. A lone
+    surrogate (no UTF-8 form; rclpy raises on it) becomes '?', as received strings' bad bytes
+    do: a frame id never stops a message."""
+    raw = text.encode('utf-8', 'replace')
     return _U32.pack(len(raw) + 1) + raw + b'\x00'
 
 

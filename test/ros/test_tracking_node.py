@@ -78,6 +78,11 @@ def test_cleanup_resets_the_trackers(peer, dog):
     for transition in (T.TRANSITION_DEACTIVATE, T.TRANSITION_CLEANUP, T.TRANSITION_CONFIGURE,
                        T.TRANSITION_ACTIVATE):
         assert peer.change_state(transition)
+    # cleanup destroyed the node's subscription and publisher: a frame published before the
+    # new ones are matched is dropped (reliable, volatile), so wait for both
+    assert peer.wait_reliable_readers([peer.image_pub])
+    assert peer.wait_for(lambda: len(peer.node.get_publishers_info_by_topic('detections')) == 1)
+    peer.spin_for(0.3)
     # The photo mirrored: no old track fits, so every box starts a track; IDs from 1 again.
     after = [int(t) for t, _, _ in tracked(peer, cv2.flip(dog, 1)) if t]
     assert before and sorted(after) == list(range(1, len(after) + 1))
