@@ -3,6 +3,7 @@
 # (bench_kernels_ab.py; carry .old/kernels, e.g. `git archive HEAD~ kernels | tar -x -C .old`)
 # on the PyTorch exports and the carried assets. Carry .devslim too (device_verify.sh).
 #   TESTS="test/cuda/a.py ..." XDIST=4 bash bench/device_ab.sh
+# TREES="name=dir,..." adds kernel trees (carried) to the same rounds.
 # Env caps: TEST_S, AB_S. Results: $OUT/results.tgz.
 set -u
 source bench/device_env.sh
@@ -11,7 +12,7 @@ if [ -n "${TESTS:-}" ]; then
     ${XDIST:+-n $XDIST --dist loadfile} $TESTS > $OUT/test_cuda.log 2>&1
   since tests
 fi
-timeout ${AB_S:-240} python3 bench/bench_kernels_ab.py --old-kernels .old/kernels \
+timeout ${AB_S:-240} python3 bench/bench_kernels_ab.py --old-kernels .old/kernels --trees "${TREES:-}" \
   --models ${MODELS:-resnet50,yolov5s,bert_tiny} --assets /tmp/tx2cache/assets \
   --onnx-dir /tmp/ab_onnx --deadline-s $(( ${AB_S:-240} - 60 )) \
   --out $OUT/kernels_ab_h200.json > $OUT/kernels_ab.log 2>&1
