@@ -11,6 +11,7 @@
 // attention_simt (any arch: the TX2's sm_62, Xavier's sm_72): a warp owns ATT_SIMT_ROWS query
 // rows; a lane computes one key's score per row and output columns lane + 32 j.
 #include "common.cuh"
+#include "mma_async.cuh"
 
 #define ATT_BK 64          // keys per shared tile (attention_mma)
 #define ATT_MAX_D 128      // largest head size, Q/K and V
@@ -213,10 +214,6 @@ __device__ __forceinline__ void att_q_frags(unsigned (*qa)[4], const AttnParams 
         }
 }
 
-__device__ __forceinline__ unsigned att_smem(const void *ptr) {
-    return (unsigned)__cvta_generic_to_shared(ptr);
-}
-
 // Rows [keys, ATT_BK) and columns [cols, cols_pad) of a K or V tile are zero; the rest is
 // copied from ``src`` (row stride s_r, column stride s_c): 16-byte cp.async copies of the
 // whole ATT_MMA_D columns when ``vec`` (committed as one group), else element by element.
@@ -233,10 +230,9 @@ __device__ __forceinline__ void att_stage(half (*dst)[ATT_MMA_LD], const half *s
         const int r = i / chunks, c = i % chunks * 8;
         const bool ok = r < keys && c < cols;
         const half *from = ok ? src + (long long)r * s_r + c : src;
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(
-                         att_smem(&dst[r][c])), "l"(from), "r"(ok ? 16 : 0));
+        cp_async16(&dst[r][c], from, ok);
     }
-    asm volatile("cp.async.commit_group;\n");
+    cp_async_commit();
 }
 
 // The K and V tiles of keys k0.. into stage buffers (Ks, Vs): rows are keys, row-major.
@@ -332,7 +328,7 @@ extern "C" __global__ void __launch_bounds__(128) attention_mma(AttnParams p) {
                     unsigned b[4];
                     asm volatile(
                         "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                        : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3]) : "r"(att_smem(vr)));
+                        : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3]) : "r"(smem_addr(vr)));
                     att_mma(o[nb], a, b);
                     att_mma(o[nb + 1], a, b + 2);
                 }

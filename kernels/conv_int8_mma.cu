@@ -11,27 +11,12 @@
 // cluster that sums them in shared memory (cluster.cuh, as conv_mma.cu): one launch.
 #include "cluster.cuh"
 #include "conv_int8.cuh"
+#include "mma_async.cuh"
 
 #define I8_MMA_BK 64                 // int8 channels per k tile (two m16n8k32 steps)
 #define I8_MMA_LD (I8_MMA_BK + 16)  // padded row (80 bytes): ldmatrix rows hit 8 bank groups
 
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
-__device__ __forceinline__ unsigned i8_smem(const void *ptr) {
-    return (unsigned)__cvta_generic_to_shared(ptr);
-}
-
-// 16 bytes global -> shared, bypassing L1; zero-filled when !ok (src is then not read).
-__device__ __forceinline__ void i8_cp16(void *dst, const void *src, bool ok) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(i8_smem(dst)),
-                 "l"(src), "r"(ok ? 16 : 0));
-}
-
-__device__ __forceinline__ void i8_ldmatrix_x4(unsigned *r, const s8 *ptr) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(i8_smem(ptr)));
-}
-
 __device__ __forceinline__ void mma_16832(int *d, const unsigned *a, const unsigned *b) {
     asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 "
                  "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
@@ -86,13 +71,13 @@ struct I8Loader {
             const int ih = ih0[i] + r * p.dh, iw = iw0[i] + s * p.dw;
             const bool ok = cok && (unsigned)ih < (unsigned)p.H && (unsigned)iw < (unsigned)p.W;
             const s8 *src = ok ? xa[i] + (long long)(ih * p.W + iw) * p.x_pix + c : p.x;
-            i8_cp16(&As[(tid >> 2) + i * (THREADS / 4)][col], src, ok);
+            cp_async16(&As[(tid >> 2) + i * (THREADS / 4)][col], src, ok);
         }
 #pragma unroll
         for (int j = 0; j < BL; ++j) {
             const bool ok = cok && wb[j] != nullptr;
             const s8 *src = ok ? wb[j] + (r * p.S + s) * p.Cw * 4 + c : p.w;
-            i8_cp16(&Bs[(tid >> 2) + j * (THREADS / 4)][col], src, ok);
+            cp_async16(&Bs[(tid >> 2) + j * (THREADS / 4)][col], src, ok);
         }
         c0 += I8_MMA_BK;
         if (c0 >= p.Cg) {
@@ -114,11 +99,11 @@ __device__ __forceinline__ void i8_mma_tile(const s8 (*As)[I8_MMA_LD],
         unsigned a[2][4], b[4][2];
 #pragma unroll
         for (int i = 0; i < 2; ++i)
-            i8_ldmatrix_x4(a[i], &As[wm + i * 16 + (lane & 15)][kk + (lane >> 4) * 16]);
+            ldmatrix_x4(a[i], &As[wm + i * 16 + (lane & 15)][kk + (lane >> 4) * 16]);
 #pragma unroll
         for (int jp = 0; jp < 2; ++jp) {
             unsigned t[4];
-            i8_ldmatrix_x4(t, &Bs[wn + jp * 16 + (lane & 7) + (lane >> 4) * 8]
+            ldmatrix_x4(t, &Bs[wn + jp * 16 + (lane & 7) + (lane >> 4) * 8]
                                  [kk + ((lane >> 3) & 1) * 16]);
             b[2 * jp][0] = t[0];
             b[2 * jp][1] = t[1];
@@ -181,19 +166,19 @@ __device__ void conv_i8_mma_body(const ConvI8Params &p, int *ws, int splits) {
 #pragma unroll
     for (int st = 0; st < STAGES - 1; ++st) {
         if (st < nk) ld.load(p, As[st], Bs[st]);
-        asm volatile("cp.async.commit_group;\n");
+        cp_async_commit();
     }
     for (int t = 0; t < nk; ++t) {
-        asm volatile("cp.async.wait_group %0;\n" ::"n"(STAGES - 2));
+        cp_async_wait<STAGES - 2>();
         __syncthreads();  // tile t landed for all; stage (t - 1) % STAGES is free again
         const int next = t + STAGES - 1;
         if (next < nk) ld.load(p, As[next % STAGES], Bs[next % STAGES]);
-        asm volatile("cp.async.commit_group;\n");
+        cp_async_commit();
         i8_mma_tile(As[t % STAGES], Bs[t % STAGES], acc, wm, wn, lane);
     }
 #if defined(CONV_I8_MMA_CLUSTER)
     if constexpr (S > 1) {
-        asm volatile("cp.async.wait_group 0;\n");
+        cp_async_wait<0>();
         __syncthreads();  // the pipeline's shared memory becomes the int32 tile
         tx2_cluster_reduce<BM, BN, S>(
             reinterpret_cast<int *>(smem), (long long)p.N * p.P * p.Q, p.Kg, m0, n0, wm, wn,
