@@ -252,3 +252,17 @@ def test_apart_launch_fields_compute_the_norm(tmp_path, keep_sum, monkeypatch):
     for name, ref in ort_run(path, feeds).items():
         np.testing.assert_allclose(got[name], ref, atol=1e-2 * (1 + np.abs(ref).max()),
                                    err_msg=name)
+
+
+def test_auto_keeps_wide_norm_gemms_as_they_were(tmp_path, monkeypatch):
+    """A FusedLinearNorm too wide for one cluster launch (2048 columns: 32 CTAs) is a GEMM and
+    a layernorm under 'auto' exactly as under 'off': 'auto' splits only few-CTA norms, not
+    every norm that reaches the GEMM + layernorm form ('linear+norm' splits this one)."""
+    graph, _ = linear_norm_model(tmp_path / 'm.onnx', 128, 512, 2048)
+    shapes = {}
+    for mode in ('auto', 'off', 'linear+norm'):
+        launches = lowered(graph, 90, monkeypatch, {'TX2_INFER_LINEAR_SPLITK': mode})
+        shapes[mode] = shape(launches)
+    assert shapes['auto'] == shapes['off']
+    assert [k for k, *_ in shapes['off']] == ['conv_mma_64x64', 'layernorm']
+    assert [k for k, *_ in shapes['linear+norm']] == ['conv_mma_64x64_cl', 'layernorm']

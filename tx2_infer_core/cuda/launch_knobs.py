@@ -4,8 +4,8 @@ like $TX2_INFER_SPLITK. Unset, the lowering is today's; below sm_90 they change 
 
 - $TX2_INFER_ATTN_WARPS (4, the default, 2 or 1): warps of an ``attention_mma`` CTA, each
   16 query rows, so fewer warps give more CTAs for short sequences.
-- $TX2_INFER_LINEAR_SPLITK ('auto', the default, 'off', 'linear' or 'linear+norm'): 'linear' lets a
-  product by a constant matrix (FusedLinear, MatMul, Gemm) whose K is at least
+- $TX2_INFER_LINEAR_SPLITK ('auto', the default, 'off', 'linear', 'linear+norm', 'apart'):
+  'linear' lets a product by a constant matrix (FusedLinear, MatMul, Gemm) whose K is at least
   ``SPLIT_MIN_K`` split K as ``mma_config`` splits a conv (few CTAs only), its splits summed
   in a thread-block cluster (the ``conv_mma_*_cl`` kernels; where $TX2_INFER_SPLITK=launch, no
   split: the product stays one launch); 'linear+norm' also lowers such a FusedLinearNorm as
@@ -32,13 +32,14 @@ def attention_warps(arch: int) -> int:
     return warps if arch >= CLUSTER_MIN_ARCH else ATTN_WARPS[0]
 
 
-def linear_splits(arch: int, k: int, norm: bool = False, ctas: int = 0) -> bool:
+def linear_splits(arch: int, k: int, norm_ctas: int = None) -> bool:
     """Whether a constant-matrix product of depth ``k`` on ``arch`` may split K in a cluster
-    ($TX2_INFER_LINEAR_SPLITK); ``norm``: the product of a FusedLinearNorm whose one launch
-    would have ``ctas`` CTAs."""
+    ($TX2_INFER_LINEAR_SPLITK); ``norm_ctas``: the product of a FusedLinearNorm whose one
+    launch would have that many CTAs (None: any other product)."""
     mode = env_choice('TX2_INFER_LINEAR_SPLITK', LINEAR_SPLITK)
+    norm = norm_ctas is not None
     if mode in ('auto', 'apart'):
-        wanted = norm and ctas <= FEW_CTAS
+        wanted = norm and norm_ctas <= FEW_CTAS
     else:
         wanted = mode == 'linear+norm' if norm else mode in ('linear', 'linear+norm')
     return (wanted and k >= SPLIT_MIN_K and arch >= CLUSTER_MIN_ARCH

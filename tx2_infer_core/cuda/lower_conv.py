@@ -277,10 +277,11 @@ def linear_geometry(a_slot, k: int, n: int) -> dict:
                 ph=0, pw=0, dh=1, dw=1)
 
 
-def linear_launch(lc, node, a_slot, y_slot, b_nk, bias=None, epilogue=None, norm=False):
+def linear_launch(lc, node, a_slot, y_slot, b_nk, bias=None, epilogue=None, norm_ctas=None):
     """``y = a @ b_nk.T + bias`` as a 1x1 convolution, one launch: no split-K, or where
-    $TX2_INFER_LINEAR_SPLITK allows (``launch_knobs.linear_splits``; ``norm``: the product of
-    a FusedLinearNorm) splits summed in a cluster; ``a`` row-major [rows, K]. ``epilogue``
+    $TX2_INFER_LINEAR_SPLITK allows (``launch_knobs.linear_splits``; ``norm_ctas``: the
+    product of a FusedLinearNorm whose one launch would have that many CTAs) splits summed in
+    a cluster; ``a`` row-major [rows, K]. ``epilogue``
     (``fused_epilogue``'s bias Ref, residual, ActParams, residual_after_act, slope) replaces
     ``bias`` where given."""
     if not (a_slot.contiguous() and y_slot.contiguous()):
@@ -292,7 +293,7 @@ def linear_launch(lc, node, a_slot, y_slot, b_nk, bias=None, epilogue=None, norm
         bias_ref = lc.add_weight(bias.astype(np.float32)) if bias is not None else NULL
         epilogue = (bias_ref, None, None, 0)
     launches = conv_launches(lc, node.name, (a_slot.ref, k, 0), (y_slot.ref, n_out, 0), geo,
-                             w_ref, *epilogue, split_ok=linear_splits(lc.arch, k, norm))
+                             w_ref, *epilogue, split_ok=linear_splits(lc.arch, k, norm_ctas))
     return launches[0]
 
 

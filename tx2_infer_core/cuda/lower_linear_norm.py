@@ -42,14 +42,17 @@ def _norm_weights(lc, node, n) -> tuple:
     return tuple(refs)
 
 
+def one_launch_ctas(lc, rows: int, k: int, n: int) -> int:
+    """CTAs of the GEMM's one-launch form (``mma_config``'s tile, no split)."""
+    bm, bn = mma_config(rows, n, -(-k // MMA_BK), 1, lc.sm_count, split_ok=False)[:2]
+    return -(-rows // bm) * -(-n // bn)
+
+
 def splits_instead(lc, rows: int, k: int, n: int) -> bool:
     """Whether the GEMM is to split K (``linear_splits`` allows it and ``mma_config`` splits
     it) rather than take the one-launch form."""
-    ktiles = -(-k // MMA_BK)
-    bm, bn = mma_config(rows, n, ktiles, 1, lc.sm_count, split_ok=False)[:2]
-    ctas = -(-rows // bm) * -(-n // bn)
-    return (linear_splits(lc.arch, k, norm=True, ctas=ctas)
-            and mma_config(rows, n, ktiles, 1, lc.sm_count, True, lc.arch)[3] > 1)
+    return (linear_splits(lc.arch, k, one_launch_ctas(lc, rows, k, n))
+            and mma_config(rows, n, -(-k // MMA_BK), 1, lc.sm_count, True, lc.arch)[3] > 1)
 
 
 def cluster_tile(lc, rows: int, k: int, n: int):
@@ -62,7 +65,7 @@ def cluster_tile(lc, rows: int, k: int, n: int):
         return None
     bm, bn, threads, _ = mma_config(rows, n, -(-k // MMA_BK), 1, lc.sm_count, split_ok=False)
     ctas = -(-n // bn)
-    if ctas > LN_CLUSTER_MAX or norm_apart(lc.arch, -(-rows // bm) * ctas):
+    if ctas > LN_CLUSTER_MAX or norm_apart(lc.arch, one_launch_ctas(lc, rows, k, n)):
         return None
     return bm, bn, threads, ctas
 
@@ -82,7 +85,7 @@ def lower_linear_norm(lc, node):
     if tile is None:
         sums = s or y
         return [linear_launch(lc, node, x, sums, w.T, epilogue=fused_epilogue(lc, node),
-                              norm=True),
+                              norm_ctas=one_launch_ctas(lc, rows, k, n)),
                 layernorm_launch(node.name, sums.ref, y.ref, affine, rows, n, eps)]
     bm, bn, threads, ctas = tile
     w_ref = lc.add_weight(np.ascontiguousarray(w.T).astype(np.float16))
