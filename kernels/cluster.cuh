@@ -12,6 +12,25 @@ __host__ __device__ constexpr int tx2_cluster_smem(int pipe) {
     return S > 1 && BM * (BN + 4) * 4 > pipe ? BM * (BN + 4) * 4 : pipe;
 }
 
+// One warp's 32x32 accumulator fragments ``acc`` (mma.sync's m16n8 layout, rows wm..,
+// columns wn..) into a shared tile of LD words a row: the cluster's split-K sum below and
+// conv_mma.cu's staged epilogue read them there.
+template <int LD, class T>
+__device__ __forceinline__ void tx2_stage_fragments(T *tile, T (*acc)[4][4], int wm,
+                                                    int wn, int lane) {
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                T *dst = &tile[(wm + i * 16 + (lane >> 2) + h * 8) * LD + wn + j * 8 +
+                               (lane & 3) * 2];
+                dst[0] = acc[i][j][2 * h];
+                dst[1] = acc[i][j][2 * h + 1];
+            }
+}
+
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900
 __device__ __forceinline__ void tx2_cluster_sync() {
     asm volatile("barrier.cluster.arrive.release.aligned;\n"
@@ -46,17 +65,7 @@ __device__ __forceinline__ void tx2_cluster_reduce(T *red, long long M, int Kg, 
                                                    int n0, int wm, int wn, T (*acc)[4][4],
                                                    int lane, Store store) {
     constexpr int LD = BN + 4, PAIRS = BN / 2, ROWS = (BM + S - 1) / S;
-#pragma unroll
-    for (int i = 0; i < 2; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j)
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                T *dst = &red[(wm + i * 16 + (lane >> 2) + h * 8) * LD + wn + j * 8 +
-                              (lane & 3) * 2];
-                dst[0] = acc[i][j][2 * h];
-                dst[1] = acc[i][j][2 * h + 1];
-            }
+    tx2_stage_fragments<LD>(red, acc, wm, wn, lane);
     tx2_cluster_sync();  // every split's tile is in its shared memory
     const unsigned rank = tx2_cluster_rank();
     for (int idx = threadIdx.x; idx < ROWS * PAIRS; idx += blockDim.x) {

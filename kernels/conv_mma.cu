@@ -226,22 +226,6 @@ __host__ __device__ constexpr bool mma_stages_tile() {
     return BM * (BN + 4) * 4 <= STAGES * (BM + BN) * MMA_LD * 2;
 }
 
-// One warp's 32x32 fragments (mma.sync's m16n8 layout, at rows wm.., columns wn..) into the
-// staged FP32 tile of LD floats per row.
-template <int LD>
-__device__ __forceinline__ void mma_stage(float *tile, float (*acc)[4][4], int wm, int wn,
-                                          int lane) {
-#pragma unroll
-    for (int i = 0; i < 2; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j)
-#pragma unroll
-            for (int h = 0; h < 2; ++h)
-                *reinterpret_cast<float2 *>(
-                    &tile[(wm + i * 16 + (lane >> 2) + h * 8) * LD + wn + j * 8 +
-                          (lane & 3) * 2]) = make_float2(acc[i][j][2 * h], acc[i][j][2 * h + 1]);
-}
-
 // The staged BM x BN tile at (m0, n0) of group g to the output, 8 channels per thread and
 // step (conv_store8): one copy of the epilogue's code, 16-byte stores.
 template <int BM, int BN>
@@ -330,7 +314,7 @@ __device__ void conv_mma_body(const ConvParams &p, float *ws, int splits,
             float *tile = reinterpret_cast<float *>(smem);
             cp_async_wait<0>();
             __syncthreads();  // the pipeline's shared memory becomes the staged tile
-            mma_stage<BN + 4>(tile, acc, wm, wn, lane);
+            tx2_stage_fragments<BN + 4>(tile, acc, wm, wn, lane);
             __syncthreads();
             ln_store_staged<BM, BN, LN>(p, *ln, tile, m0, n0);
         } else {
@@ -344,7 +328,7 @@ __device__ void conv_mma_body(const ConvParams &p, float *ws, int splits,
             float *tile = reinterpret_cast<float *>(smem);
             cp_async_wait<0>();
             __syncthreads();  // the pipeline's shared memory becomes the staged tile
-            mma_stage<BN + 4>(tile, acc, wm, wn, lane);
+            tx2_stage_fragments<BN + 4>(tile, acc, wm, wn, lane);
             __syncthreads();
             mma_store_staged<BM, BN>(p, tile, g, m0, n0);
             return;
