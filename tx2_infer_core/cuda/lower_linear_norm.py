@@ -48,24 +48,24 @@ def one_launch_ctas(lc, rows: int, k: int, n: int) -> int:
     return -(-rows // bm) * -(-n // bn)
 
 
-def splits_instead(lc, rows: int, k: int, n: int) -> bool:
-    """Whether the GEMM is to split K (``linear_splits`` allows it and ``mma_config`` splits
-    it) rather than take the one-launch form."""
-    return (linear_splits(lc.arch, k, one_launch_ctas(lc, rows, k, n))
+def splits_instead(lc, rows: int, k: int, n: int, ctas: int) -> bool:
+    """Whether the GEMM is to split K (``linear_splits`` allows it for a one-launch form of
+    ``ctas`` CTAs and ``mma_config`` splits it) rather than take the one-launch form."""
+    return (linear_splits(lc.arch, k, ctas)
             and mma_config(rows, n, -(-k // MMA_BK), 1, lc.sm_count, True, lc.arch)[3] > 1)
 
 
-def cluster_tile(lc, rows: int, k: int, n: int):
-    """(BM, BN, threads, CTAs along a row) of the one-launch form on ``lc``'s GPU, or None
-    where it does not apply (module docstring)."""
-    if lc.arch < CLUSTER_MIN_ARCH or k % 8 or splits_instead(lc, rows, k, n):
+def cluster_tile(lc, rows: int, k: int, n: int, total: int):
+    """(BM, BN, threads, CTAs along a row) of the one-launch form (``total`` CTAs) on
+    ``lc``'s GPU, or None where it does not apply (module docstring)."""
+    if lc.arch < CLUSTER_MIN_ARCH or k % 8 or splits_instead(lc, rows, k, n, total):
         return None
     kernel, _ = pick_kernel(lc.arch, lc.conv_path, k, n, 1, lambda v: True)
     if kernel != 'conv_mma':
         return None
     bm, bn, threads, _ = mma_config(rows, n, -(-k // MMA_BK), 1, lc.sm_count, split_ok=False)
     ctas = -(-n // bn)
-    if ctas > LN_CLUSTER_MAX or norm_apart(lc.arch, one_launch_ctas(lc, rows, k, n)):
+    if ctas > LN_CLUSTER_MAX or norm_apart(lc.arch, total):
         return None
     return bm, bn, threads, ctas
 
@@ -81,11 +81,12 @@ def lower_linear_norm(lc, node):
     affine, eps = _norm_weights(lc, node, n), float(node.attrs.get('epsilon', 1e-5))
     geo = linear_geometry(x, k, n)
     rows = geo['Q']
-    tile = cluster_tile(lc, rows, k, n)
+    total = one_launch_ctas(lc, rows, k, n)
+    tile = cluster_tile(lc, rows, k, n, total)
     if tile is None:
         sums = s or y
         return [linear_launch(lc, node, x, sums, w.T, epilogue=fused_epilogue(lc, node),
-                              norm_ctas=one_launch_ctas(lc, rows, k, n)),
+                              norm_ctas=total),
                 layernorm_launch(node.name, sums.ref, y.ref, affine, rows, n, eps)]
     bm, bn, threads, ctas = tile
     w_ref = lc.add_weight(np.ascontiguousarray(w.T).astype(np.float16))
