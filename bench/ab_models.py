@@ -74,3 +74,9 @@ def run(description, measure, args, extra_models=None) -> dict:
 
 def median(values) -> float:
     return float(np.median(values))
+
+
+def max_rel(a, b) -> float:
+    """max |a - b| over max |b| (0 for empty arrays), in float64."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12)) if a.size else 0.0

@@ -11,8 +11,6 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
@@ -51,11 +49,6 @@ def build(model, weights, env):
                             weights_path=weights and str(weights))
 
 
-def max_rel(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12)) if a.size else 0.0
-
-
 def launch_ms(engine) -> list:
     """[kernel, grid, median ms] of every launch (graph event nodes)."""
     rows = sorted(profile(engine, replays=30, top=10 ** 6)['top'], key=lambda r: r['index'])
@@ -73,7 +66,7 @@ def measure(model, weights, names, rounds, runs, variants=None) -> dict:
         times = ab_models.interleaved_times(engines, rounds, runs)
         return dict(
             launches={n: len(e.backend.launches) for n, e in engines.items()},
-            max_rel_vs_default={n: max(max_rel(outs[n][k], outs['default'][k])
+            max_rel_vs_default={n: max(ab_models.max_rel(outs[n][k], outs['default'][k])
                                        for k in outs['default']) for n in names},
             **{f'{n}_median_ms': ab_models.median(times[n]['median_ms']) for n in names},
             **{f'{n}_p99_ms': ab_models.median(times[n]['p99_ms']) for n in names},

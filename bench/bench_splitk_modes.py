@@ -27,11 +27,6 @@ def build(model, weights, mode):
                         weights_path=weights and str(weights))
 
 
-def max_rel(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12)) if a.size else 0.0
-
-
 def measure(model, weights, rounds, runs) -> dict:
     """Both engines built once; ``rounds`` interleaved timings of each; outputs compared."""
     engines = {mode: build(model, weights, mode) for mode in MODES}
@@ -42,7 +37,7 @@ def measure(model, weights, rounds, runs) -> dict:
         times = ab_models.interleaved_times(engines, rounds, runs)
         return dict(
             launches={m: len(e.backend.launches) for m, e in engines.items()},
-            max_rel_cluster_vs_launch=max(max_rel(outs['cluster'][k], outs['launch'][k])
+            max_rel_cluster_vs_launch=max(ab_models.max_rel(outs['cluster'][k], outs['launch'][k])
                                           for k in outs['launch']),
             cluster_repeats_bits=all(np.array_equal(again[k], outs['cluster'][k])
                                      for k in again),
