@@ -231,7 +231,7 @@ __device__ void conv_i8_mma_body(const ConvI8Params &p, int *ws, int splits) {
     if constexpr (S == 1 && i8_stages_tile<BM, BN, STAGES>()) {
         if (splits == 1) {
             int *tile = reinterpret_cast<int *>(smem);
-            asm volatile("cp.async.wait_group 0;\n");
+            cp_async_wait<0>();
             __syncthreads();  // the pipeline's shared memory becomes the staged tile
             i8_stage<BN + 4>(tile, acc, wm, wn, lane);
             __syncthreads();
