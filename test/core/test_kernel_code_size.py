@@ -40,3 +40,10 @@ def test_small_head_attention_build_is_smaller():
     small = instructions(nvcc_compile('attention', 90, {'ATT_MMA_D': 64}))['attention_mma']
     large = instructions(nvcc_compile('attention', 90, {}))['attention_mma']
     assert small <= 3600 and small < large
+
+
+def test_int8_mma_epilogue_is_one_copy():
+    """conv_int8_mma's staged epilogue (every activation built): unrolled ~18,000, staged
+    ~3,300 for the tiles whose int32 tile fits the pipeline's shared memory."""
+    sizes = instructions(nvcc_compile('conv_int8_mma', 90, {}))
+    assert all(sizes[f'conv_i8_mma_{t}'] <= 5000 for t in ('64x64', '128x64', '64x128')), sizes
