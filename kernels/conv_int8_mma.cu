@@ -143,30 +143,16 @@ __device__ __forceinline__ void i8_mma_store(const ConvI8Params &p, int *ws, int
 }
 #endif
 
-// The int32 accumulators of one warp's 32x32 fragments (m16n8 layout, rows wm.., columns
-// wn..) into a staged BM x (BN + 4) tile in shared memory, then (after a barrier)
-// i8_store_staged: 4 channels a thread and step, one copy of the epilogue's code (a fully
-// unrolled one is fetched, not computed, at batch 1: kernels/conv_mma.cu's staged epilogue).
+// The int32 accumulators staged in a BM x (BN + 4) tile in shared memory
+// (tx2_stage_fragments), then (after a barrier) i8_store_staged: 4 channels a thread and
+// step, one copy of the epilogue's code (a fully unrolled one is fetched, not computed, at
+// batch 1: kernels/conv_mma.cu's staged epilogue).
 template <int BM, int BN, int STAGES>
 __host__ __device__ constexpr bool i8_stages_tile() {
     return BM * (BN + 4) * 4 <= STAGES * (BM + BN) * I8_MMA_LD;
 }
 
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
-template <int LD>
-__device__ __forceinline__ void i8_stage(int *tile, int (*acc)[4][4], int wm, int wn,
-                                         int lane) {
-#pragma unroll
-    for (int i = 0; i < 2; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j)
-#pragma unroll
-            for (int h = 0; h < 2; ++h)
-                *reinterpret_cast<int2 *>(&tile[(wm + i * 16 + (lane >> 2) + h * 8) * LD + wn +
-                                                j * 8 + (lane & 3) * 2]) =
-                    make_int2(acc[i][j][2 * h], acc[i][j][2 * h + 1]);
-}
-
 template <int BM, int BN>
 __device__ __forceinline__ void i8_store_staged(const ConvI8Params &p, const int *tile, int g,
                                                 long long m0, int n0) {
@@ -233,7 +219,7 @@ __device__ void conv_i8_mma_body(const ConvI8Params &p, int *ws, int splits) {
             int *tile = reinterpret_cast<int *>(smem);
             cp_async_wait<0>();
             __syncthreads();  // the pipeline's shared memory becomes the staged tile
-            i8_stage<BN + 4>(tile, acc, wm, wn, lane);
+            tx2_stage_fragments<BN + 4>(tile, acc, wm, wn, lane);
             __syncthreads();
             i8_store_staged<BM, BN>(p, tile, g, m0, n0);
             return;
