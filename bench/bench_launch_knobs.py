@@ -77,24 +77,26 @@ def measure(model, weights, names, rounds, runs, variants=None) -> dict:
             engine.close()
 
 
-def zoo_models(folder, work) -> dict:
-    """{name: (onnx path, None)} of ``ZOO_MODELS``: from a zoo pack (``zoo_data.py
-    pack-names``) where given, else from the asset cache."""
+def zoo_models(folder, work, names=ZOO_MODELS) -> dict:
+    """{name: (onnx path, None)} of ``names`` (zoo models): from a zoo pack (``zoo_data.py
+    pack-names``) where given, else from the asset cache (fetched where missing)."""
     import zoo_data
     if folder:
         found = zoo_data.unpack(folder, work)
-        return {n: found[n] for n in ZOO_MODELS if n in found}
-    return {n: (zoo_data.model_files(zoo_data.BY_NAME[n])[0], None) for n in ZOO_MODELS}
+        return {n: found[n] for n in names if n in found}
+    return {n: (zoo_data.model_files(zoo_data.BY_NAME[n])[0], None) for n in names}
 
 
 def main():
     args = ab_models.arguments(__doc__.splitlines()[0], deadline_s=400, extra=dict(
-        variants=','.join(VARIANTS), zoo_packed=''), models='bert_tiny')
+        variants=','.join(VARIANTS), zoo_packed='', zoo_models=','.join(ZOO_MODELS)),
+        models='bert_tiny')
     names = ['default'] + [n for n in args.variants.split(',') if n and n != 'default']
     unknown = set(names) - set(VARIANTS)
     if unknown:
         sys.exit(f'unknown variants {sorted(unknown)}; known: {", ".join(VARIANTS)}')
-    extra = zoo_models(args.zoo_packed, Path(args.onnx_dir) / 'zoo')
+    extra = zoo_models(args.zoo_packed, Path(args.onnx_dir) / 'zoo',
+                       [n for n in args.zoo_models.split(',') if n])
     doc = ab_models.run(__doc__.splitlines()[0],
                         lambda m, w: measure(m, w, names, args.rounds, args.runs), args,
                         extra_models=extra)
