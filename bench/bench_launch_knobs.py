@@ -20,7 +20,7 @@ from bench_ours import profile, random_feeds  # noqa: E402
 ATTN, SPLIT = 'TX2_INFER_ATTN_WARPS', 'TX2_INFER_LINEAR_SPLITK'
 VARIANTS = {'default': {}, 'off': {SPLIT: 'off'}, 'attn2': {ATTN: '2'}, 'attn1': {ATTN: '1'},
             'split': {SPLIT: 'linear'}, 'split_norm': {SPLIT: 'linear+norm'},
-            'apart': {SPLIT: 'apart'},
+            'fused_few': {SPLIT: 'fused_few'},
             'attn2_split_norm': {ATTN: '2', SPLIT: 'linear+norm'},
             'attn1_split_norm': {ATTN: '1', SPLIT: 'linear+norm'}}
 ZOO_MODELS = ('vit-focus',)

@@ -164,8 +164,9 @@ def emulated(graph, feeds, arch) -> tuple:
     return out, [k.kernel for k in lowered.launches]
 
 
-# (rows, K, N, the sm_90 launches): a ViT-S row (6 CTAs a cluster), one CTA a row, a row
-# past 8 CTAs and K not in 16-byte rows (both the GEMM + layernorm pair), an odd N.
+# (rows, K, N, the sm_90 launches under 'fused_few', which keeps few-CTA norms one launch):
+# a ViT-S row (6 CTAs a cluster), one CTA a row, a row past 8 CTAs and K not in 16-byte rows
+# (both the GEMM + layernorm pair), an odd N.
 SHAPES = [(197, 64, 384, ['conv_mma_64x64_ln']), (7, 16, 40, ['conv_mma_64x64_ln']),
           (64, 32, 640, ['conv_mma_64x64', 'layernorm']),
           (33, 12, 48, ['conv_mma_gather_64x64', 'layernorm']),
@@ -174,9 +175,10 @@ SHAPES = [(197, 64, 384, ['conv_mma_64x64_ln']), (7, 16, 40, ['conv_mma_64x64_ln
 
 @pytest.mark.parametrize('keep_sum', [False, True], ids=['post_norm', 'pre_norm'])
 @pytest.mark.parametrize('shape', SHAPES, ids=lambda s: f'{s[0]}x{s[1]}x{s[2]}')
-def test_lowered_launches_compute_the_norm(tmp_path, shape, keep_sum):
+def test_lowered_launches_compute_the_norm(tmp_path, shape, keep_sum, monkeypatch):
     """The launch fields (weights, bias, residual, gamma, beta, epsilon, both outputs) against
     ONNX Runtime on the unfused model, on sm_90 and on sm_62 (GEMM + layernorm)."""
+    monkeypatch.setenv('TX2_INFER_LINEAR_SPLITK', 'fused_few')
     rows, k, n, sm90 = shape
     path = tmp_path / 'm.onnx'
     graph, feeds = linear_norm_model(path, rows, k, n, keep_sum)

@@ -31,14 +31,14 @@ import zoo_launches  # noqa: E402
 
 KNOBS = ('TX2_INFER_ATTN_WARPS', 'TX2_INFER_LINEAR_SPLITK', 'TX2_INFER_SPLITK')
 # knob settings -> (BERT-shaped, vit-focus) launches on sm_90
-# (default 'auto': BERT's FFN out, 4 CTAs, splits; vit-focus's norms, 24 CTAs, do not)
-SETTINGS = {'default': ({}, 13, 71),
+# (default 'auto': BERT's 4-CTA norms apart, FFN out split; vit-focus's norms, 24 CTAs, not)
+SETTINGS = {'default': ({}, 15, 71),
             'off': ({'TX2_INFER_LINEAR_SPLITK': 'off'}, 11, 71),
-            'attn2': ({'TX2_INFER_ATTN_WARPS': '2'}, 13, 71),
-            'attn1': ({'TX2_INFER_ATTN_WARPS': '1'}, 13, 71),
+            'attn2': ({'TX2_INFER_ATTN_WARPS': '2'}, 15, 71),
+            'attn1': ({'TX2_INFER_ATTN_WARPS': '1'}, 15, 71),
             'linear': ({'TX2_INFER_LINEAR_SPLITK': 'linear'}, 11, 71),
             'linear+norm': ({'TX2_INFER_LINEAR_SPLITK': 'linear+norm'}, 13, 95),
-            'apart': ({'TX2_INFER_LINEAR_SPLITK': 'apart'}, 15, 71)}
+            'fused_few': ({'TX2_INFER_LINEAR_SPLITK': 'fused_few'}, 13, 71)}
 
 
 @pytest.fixture(scope='module')
@@ -106,14 +106,15 @@ def test_attention_ctas_cover_each_query_row_once(graphs, warps, monkeypatch):
 
 def test_bert_split_launches(graphs, monkeypatch):
     """BERT's FFN out (K = 512, 4 CTAs): 8 splits in a cluster, then the layernorm; its QKV
-    and FFN in (K = 128) stay one pass; 'linear' alone changes no BERT launch; the default
-    ('auto': few CTAs) lowers as 'linear+norm' does."""
+    and FFN in (K = 128) stay one pass; 'linear' alone changes no BERT launch; 'fused_few'
+    (few CTAs) lowers as 'linear+norm' does."""
     off = lowered(graphs['bert'], 90, monkeypatch, {'TX2_INFER_LINEAR_SPLITK': 'off'})
     assert shape(lowered(graphs['bert'], 90, monkeypatch,
                          {'TX2_INFER_LINEAR_SPLITK': 'linear'})) == shape(off)
     launches = lowered(graphs['bert'], 90, monkeypatch,
                        {'TX2_INFER_LINEAR_SPLITK': 'linear+norm'})
-    assert shape(lowered(graphs['bert'], 90, monkeypatch, {})) == shape(launches)
+    assert shape(lowered(graphs['bert'], 90, monkeypatch,
+                         {'TX2_INFER_LINEAR_SPLITK': 'fused_few'})) == shape(launches)
     split = [k for k in launches if k.kernel.endswith('_cl')]
     assert len(split) == 2 and all(k.fields['Cg'] == 512 for k in split)
     assert all(k.grid == (2, 2, 8) and 'CONV_MMA_CLUSTER=8' in k.module for k in split)
@@ -138,11 +139,13 @@ def test_vit_focus_split_launches(graphs, monkeypatch):
 
 
 def test_two_launch_split_mode_keeps_products_whole(graphs, monkeypatch):
-    """Where $TX2_INFER_SPLITK=launch a split would need a second launch: none splits."""
+    """Where $TX2_INFER_SPLITK=launch a split would need a second launch: none splits (and
+    'linear+norm' keeps its norms one launch, as 'fused_few' does)."""
     env = {'TX2_INFER_LINEAR_SPLITK': 'linear+norm', 'TX2_INFER_SPLITK': 'launch'}
     for graph in graphs.values():
         launches = lowered(graph, 90, monkeypatch, env)
-        default = lowered(graph, 90, monkeypatch, {'TX2_INFER_SPLITK': 'launch'})
+        default = lowered(graph, 90, monkeypatch, {'TX2_INFER_LINEAR_SPLITK': 'fused_few',
+                                                   'TX2_INFER_SPLITK': 'launch'})
         assert shape(launches) == shape(default)
 
 
@@ -213,17 +216,17 @@ def test_bench_variants_lower_with_their_knobs(graphs, monkeypatch):
         counts[name] = len(launches)
         warps = {k.block[0] // 32 for k in launches if k.kernel == 'attention_mma'}
         assert warps == {int(env.get('TX2_INFER_ATTN_WARPS', 4))}, name
-    assert counts == dict(default=13, off=11, attn2=13, attn1=13, split=11, split_norm=13,
-                          apart=15, attn2_split_norm=13, attn1_split_norm=13)
+    assert counts == dict(default=15, off=11, attn2=15, attn1=15, split=11, split_norm=13,
+                          fused_few=13, attn2_split_norm=13, attn1_split_norm=13)
     assert os.environ['TX2_INFER_ATTN_WARPS'] == '2'
     assert 'TX2_INFER_LINEAR_SPLITK' not in os.environ
 
 
-def test_apart_lowers_few_cta_norms_as_gemm_and_layernorm(graphs, monkeypatch):
-    """'apart': BERT's o-proj norms (K = 128, 4 CTAs: no split) become a plain GEMM and a
-    layernorm, its FFN-out norms split as in 'auto'; no ``_ln`` launch is left. vit-focus's
-    24-CTA norms keep their one launch."""
-    launches = lowered(graphs['bert'], 90, monkeypatch, {'TX2_INFER_LINEAR_SPLITK': 'apart'})
+def test_auto_lowers_few_cta_norms_as_gemm_and_layernorm(graphs, monkeypatch):
+    """'auto': BERT's o-proj norms (K = 128, 4 CTAs: no split) become a plain GEMM and a
+    layernorm, its FFN-out norms a split GEMM and a layernorm; no ``_ln`` launch is left.
+    vit-focus's 24-CTA norms keep their one launch."""
+    launches = lowered(graphs['bert'], 90, monkeypatch, {})
     kernels = [k.kernel for k in launches]
     assert not [k for k in kernels if k.endswith('_ln')]
     assert Counter(kernels) == {'conv_mma_64x64': 6, 'conv_mma_64x64_cl': 2, 'layernorm': 5,
@@ -231,22 +234,23 @@ def test_apart_lowers_few_cta_norms_as_gemm_and_layernorm(graphs, monkeypatch):
     for i, k in enumerate(launches):
         if k.kernel.startswith('conv_mma') and k.fields['res'] is not NULL:
             assert kernels[i + 1] == 'layernorm'  # each norm right after its GEMM
-    vit = lowered(graphs['vit-focus'], 90, monkeypatch, {'TX2_INFER_LINEAR_SPLITK': 'apart'})
+    vit = lowered(graphs['vit-focus'], 90, monkeypatch, {})
     assert Counter(k.kernel for k in vit)['conv_mma_64x64_ln'] == 24
 
 
 @pytest.mark.parametrize('keep_sum', [False, True])
 def test_apart_launch_fields_compute_the_norm(tmp_path, keep_sum, monkeypatch):
-    """BERT's o-proj shape (128 x 128 -> 128, 4 CTAs) under 'apart': a GEMM into the sum (the
+    """BERT's o-proj shape (128 x 128 -> 128, 4 CTAs) under 'auto': a GEMM into the sum (the
     second output, else the normalised output itself) and a layernorm, emulated against ONNX
-    Runtime; under 'auto' the same node is one ``_ln`` launch."""
+    Runtime; under 'fused_few' the same node is one ``_ln`` launch."""
     path = tmp_path / 'm.onnx'
     graph, feeds = linear_norm_model(path, 128, 128, 128, keep_sum=keep_sum)
     for name in KNOBS:
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv('TX2_INFER_LINEAR_SPLITK', 'fused_few')
     assert [k.kernel for k in lower_graph(graph, 90, sm_count=132).launches] == [
         'conv_mma_64x64_ln']
-    monkeypatch.setenv('TX2_INFER_LINEAR_SPLITK', 'apart')
+    monkeypatch.delenv('TX2_INFER_LINEAR_SPLITK')
     got, kernels = emulated(graph, feeds, 90)
     assert kernels == ['conv_mma_64x64', 'layernorm']
     for name, ref in ort_run(path, feeds).items():

@@ -20,10 +20,11 @@ import attention_cases as cases  # noqa: E402
 import zoo_data  # noqa: E402
 
 CASES = core_module('test_fuse_linear_norm')
-# (unset, $TX2_INFER_LINEAR_SPLITK is 'auto': BERT's 4-CTA FFN-out norm splits)
+# (unset, $TX2_INFER_LINEAR_SPLITK is 'auto': BERT's 4-CTA norms are a GEMM + layernorm, the
+# FFN-out's GEMM split)
 SETTINGS = {'attn2': {'TX2_INFER_ATTN_WARPS': '2'}, 'attn1': {'TX2_INFER_ATTN_WARPS': '1'},
             'off': {'TX2_INFER_LINEAR_SPLITK': 'off'},
-            'apart': {'TX2_INFER_LINEAR_SPLITK': 'apart'},
+            'fused_few': {'TX2_INFER_LINEAR_SPLITK': 'fused_few'},
             'linear': {'TX2_INFER_LINEAR_SPLITK': 'linear'},
             'linear+norm': {'TX2_INFER_LINEAR_SPLITK': 'linear+norm'},
             'attn1+linear+norm': {'TX2_INFER_ATTN_WARPS': '1',
@@ -72,9 +73,9 @@ def test_bert_shaped_matches_onnxruntime(tmp_path, setting, monkeypatch):
         engine.close()
     if hopper:  # BERT's K = 512 GEMMs are norms
         mode = env.get('TX2_INFER_LINEAR_SPLITK', 'auto')
-        norm_split = mode in ('auto', 'linear+norm', 'apart')
+        norm_split = mode in ('auto', 'linear+norm', 'fused_few')
         check_shapes(launches, env, norm_split)
-        assert len(launches) == (15 if mode == 'apart' else 13 if norm_split else 11)
+        assert len(launches) == (15 if mode == 'auto' else 13 if norm_split else 11)
     for name, ref in CASES.ort_run(path, feeds).items():
         assert_close(f'bert-shaped {setting} {name}', got[name], ref, 1e-2)
     assert_replays_the_same(graph, feeds)
