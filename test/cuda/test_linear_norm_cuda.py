@@ -37,7 +37,10 @@ def build_and_run(path, feeds, conv_path='tc') -> tuple:
 
 @pytest.mark.parametrize('keep_sum', [False, True], ids=['post_norm', 'pre_norm'])
 @pytest.mark.parametrize('shape', CASES.SHAPES, ids=lambda s: f'{s[0]}x{s[1]}x{s[2]}')
-def test_small_graphs_match_onnxruntime(tmp_path, shape, keep_sum):
+def test_small_graphs_match_onnxruntime(tmp_path, shape, keep_sum, monkeypatch):
+    """The one-launch ``_ln`` kernels ('fused_few' keeps few-CTA norms in them; 'auto' lowers
+    those apart, test_launch_knobs_cuda) against ONNX Runtime."""
+    monkeypatch.setenv('TX2_INFER_LINEAR_SPLITK', 'fused_few')
     rows, k, n, sm90 = shape
     path = tmp_path / 'm.onnx'
     graph, feeds = CASES.linear_norm_model(path, rows, k, n, keep_sum)
