@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tx2_infer_core import plan_file
 from tx2_infer_core.errors import ModelFormatError, Tx2InferError
 from tx2_infer_core.heads import head_from_outputs, meta_keypoints
 from tx2_infer_core.limits import DEFAULT_LIMITS
@@ -67,8 +68,10 @@ def cache_key(model_digest, input_shape, precision, target, int8_options=None,
               range_digest='') -> str:
     """Key of a built plan: model hash, input shape, precision, target (backend + arch) and,
     for int8/mixed, the calibration options (a folder by its files' names, sizes and times);
-    ``range_digest``: ``feeds_digest`` of the FP16 range inputs, if any."""
+    ``range_digest``: ``feeds_digest`` of the FP16 range inputs, if any. The plan file format
+    is part of the key: a cached plan of an older format is rebuilt, not refused."""
     text = f'{model_digest}|{tuple(input_shape)}|{precision}|{target}'
+    text += f'|plan format {plan_file.FORMAT_VERSION}'
     if range_digest:
         text += f'|range:{range_digest}'
     if int8_options:

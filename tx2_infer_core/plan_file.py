@@ -1,7 +1,9 @@
 """The .tx2plan file: a built engine (graph, weights, memory plan, specs, options) on disk.
 
-Layout: ``MAGIC | u32 version | u64 header length | header JSON | weight blobs | sha256``.
-The trailing sha256 covers every byte before it. Loading never unpickles or executes anything:
+Layout: ``MAGIC | u32 version | u64 header length | header JSON | weight blobs | checksum``.
+The trailing checksum covers every byte before it: the sha256 of the sha256s of its 4 MiB
+chunks, hashed side by side (hashlib releases the GIL), so a 100 MB plan checks in a fraction
+of one core's 0.1 s. Loading never unpickles or executes anything:
 the header is JSON and weights are raw little-endian arrays read with ``np.frombuffer``. The
 checksum only detects accidents: every header field is validated (``plan_check``) before use.
 """
@@ -11,6 +13,7 @@ import json
 import os
 import stat
 import struct
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -20,12 +23,25 @@ from tx2_infer_core.ir import Graph, Node, Value
 from tx2_infer_core.limits import DEFAULT_LIMITS
 
 MAGIC = b'TX2PLAN\0'
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the chunked checksum (1: one sha256)
 _PREFIX = struct.Struct('<8sIQ')
 _ALIGN = 64
 # Largest plan file ``load_plan`` reads (bytes); its ``max_bytes`` argument changes it.
 MAX_PLAN_BYTES = DEFAULT_LIMITS.max_file_bytes
 _GRAPH_KEYS = ('name', 'inputs', 'outputs', 'meta', 'values', 'nodes')
+CHUNK_BYTES = 4 << 20
+HASH_THREADS = 8
+
+
+def checksum(body) -> bytes:
+    """The 32-byte checksum of ``body`` (bytes-like) a plan file ends with: sha256 over the
+    sha256 digests of its ``CHUNK_BYTES`` chunks in order."""
+    view = memoryview(body).cast('B')
+    chunks = [view[i:i + CHUNK_BYTES] for i in range(0, len(view), CHUNK_BYTES)]
+    workers = max(1, min(HASH_THREADS, os.cpu_count() or 1, len(chunks)))
+    with ThreadPoolExecutor(workers) as pool:
+        digests = pool.map(lambda chunk: hashlib.sha256(chunk).digest(), chunks)
+        return hashlib.sha256(b''.join(digests)).digest()
 
 
 def _encode_attr(value):
@@ -81,7 +97,7 @@ def save_plan(path, graph: Graph, memory_plan: dict, options: dict) -> None:
     tmp = f'{path}.part'
     with open(tmp, 'wb') as f:
         f.write(body)
-        f.write(hashlib.sha256(body).digest())
+        f.write(checksum(body))
     os.replace(tmp, path)
 
 
@@ -94,7 +110,7 @@ def _parse_prefix(data: bytes, path) -> int:
     if version != FORMAT_VERSION:
         raise PlanFileError(f'{path}: plan format version {version}, this build reads '
                             f'{FORMAT_VERSION}; rebuild the plan')
-    if hashlib.sha256(memoryview(data)[:-32]).digest() != data[-32:]:  # no 100 MB copy
+    if checksum(memoryview(data)[:-32]) != data[-32:]:  # no 100 MB copy
         raise PlanFileError(f'{path}: checksum mismatch (corrupted or truncated plan file)')
     return header_len
 

@@ -14,7 +14,6 @@ of the real yolov3-tiny.cfg), 'frame' (raw and compressed images: encodings, siz
 data lengths).
 """
 import copy
-import hashlib
 import json
 import os
 import signal
@@ -164,8 +163,9 @@ def plan_case(seed, data):
         except (TypeError, IndexError):
             continue
     raw = json.dumps(header).encode()
-    body = PREFIX.pack(data[:8], 1, len(raw)) + raw + blobs
-    return body + hashlib.sha256(body).digest()
+    from tx2_infer_core import plan_file
+    body = PREFIX.pack(data[:8], plan_file.FORMAT_VERSION, len(raw)) + raw + blobs
+    return body + plan_file.checksum(body)
 
 
 # Darknet cfgs ---------------------------------------------------------------------------------

@@ -1,6 +1,5 @@
 """One error contract: bad parameters, models and plans end in the project's errors; the CLI
 turns them (and unreadable files) into exit status 2 and one line."""
-import hashlib
 import json
 import math
 import os
@@ -15,6 +14,7 @@ from tx2_infer_core.detect import load_labels
 from tx2_infer_core.detect_params import DetectParams
 from tx2_infer_core.engine import Engine
 from tx2_infer_core.errors import InputError, PlanFileError
+from tx2_infer_core import plan_file
 from tx2_infer_core.plan_file import _PREFIX as PREFIX
 
 
@@ -65,8 +65,9 @@ def test_a_plan_declaring_a_shape_its_op_does_not_compute_is_refused(relu_model,
         if value[0] == 'y':
             value[1] = [1, 3, 4, 16]
     raw = json.dumps(header).encode()
-    body = PREFIX.pack(data[:8], 1, len(raw)) + raw + data[PREFIX.size + length:-32]
-    path.write_bytes(body + hashlib.sha256(body).digest())
+    version = plan_file.FORMAT_VERSION
+    body = PREFIX.pack(data[:8], version, len(raw)) + raw + data[PREFIX.size + length:-32]
+    path.write_bytes(body + plan_file.checksum(body))
     with pytest.raises(PlanFileError, match="value 'y' is declared"):
         Engine.load(path)
 

@@ -150,3 +150,34 @@ def test_shape_check_runs_once_per_plan(built, tmp_path, monkeypatch):
     Engine.load(path)
     Engine.load(path)
     assert calls == [path]                               # checked once, then remembered
+
+
+def test_checksum_covers_every_chunk_in_order(built, tmp_path, monkeypatch):
+    """The chunked checksum (4 MiB chunks hashed side by side; here 4 KiB, so the plan has
+    many): a byte flipped in the first, a middle or the last chunk, or two chunks swapped, is a
+    checksum mismatch; the unchanged file loads."""
+    from tx2_infer_core import plan_file
+    engine = Engine.load(built[1])
+    monkeypatch.setattr(plan_file, 'CHUNK_BYTES', 4096)
+    plan = tmp_path / 'p.tx2plan'
+    engine.save(plan)
+    data = plan.read_bytes()
+    body = data[:-32]
+    assert len(body) > 8 * 4096 and plan_file.checksum(body) == data[-32:]
+    plan_file.load_plan(plan)
+    swapped = body[:4096] + body[2 * 4096:3 * 4096] + body[4096:2 * 4096] + body[3 * 4096:]
+    edits = [body[:100] + bytes([body[100] ^ 1]) + body[101:], body[:len(body) // 2] + b'\x55' +
+             body[len(body) // 2 + 1:], body[:-1] + bytes([body[-1] ^ 0x80]), swapped]
+    for bad in edits:
+        assert bad != body
+        plan.write_bytes(bad + data[-32:])
+        with pytest.raises(PlanFileError, match='checksum mismatch'):
+            plan_file.load_plan(plan)
+
+
+def test_cache_key_changes_with_the_plan_format(monkeypatch):
+    """A cached plan of an older file format is rebuilt (a new key), not refused at boot."""
+    from tx2_infer_core import plan_file
+    old = cache_key('abc', (1, 3, 8, 8), 'fp16', 'cuda')
+    monkeypatch.setattr(plan_file, 'FORMAT_VERSION', plan_file.FORMAT_VERSION + 1)
+    assert cache_key('abc', (1, 3, 8, 8), 'fp16', 'cuda') != old

@@ -1,7 +1,6 @@
 """Crafted plan files: a header edited with its sha256 recomputed passes the checksum, so every
 field must be validated. Each case must end in PlanFileError naming the field, never in a crash,
 a traceback of another class or a run with different outputs."""
-import hashlib
 import json
 import os
 import struct
@@ -38,7 +37,7 @@ def join(header: dict, blobs: bytes, text=None) -> bytes:
     """A plan file with a valid checksum around ``header`` (or raw header ``text``)."""
     raw = text if text is not None else json.dumps(header).encode()
     body = PREFIX.pack(plan_file.MAGIC, plan_file.FORMAT_VERSION, len(raw)) + raw + blobs
-    return body + hashlib.sha256(body).digest()
+    return body + plan_file.checksum(body)
 
 
 def crafted(plan, tmp_path, edit, blobs_edit=None):
@@ -165,7 +164,7 @@ def test_header_length_past_the_end(plan, tmp_path):
     raw = json.dumps(header).encode()
     body = PREFIX.pack(plan_file.MAGIC, plan_file.FORMAT_VERSION, 1 << 40) + raw + blobs
     path = tmp_path / 'long.tx2plan'
-    path.write_bytes(body + hashlib.sha256(body).digest())
+    path.write_bytes(body + plan_file.checksum(body))
     with pytest.raises(PlanFileError, match='past the end'):
         Engine.load(path)
 
