@@ -11,7 +11,7 @@ from tx2_infer_core.ir import Graph, Node, Value
 from tx2_infer_core.ops.fused import program_steps
 from tx2_infer_core.passes import POINTWISE_LEVEL, fuse_activation_patterns, fuse_pointwise, \
     optimize
-from tx2_infer_core.passes.pointwise_chains import recognise_activation
+from tx2_infer_core.passes.pointwise_chains import MAX_INPUTS, recognise_activation
 from tx2_infer_core.planner import plan_memory
 
 SHAPE = (1, 8, 5, 3)
@@ -222,3 +222,64 @@ def test_level_2_leaves_chains_alone():
     assert [n.op for n in optimize(graph, level=2)[0].nodes] == ['Add', 'Sigmoid']
     assert [n.op for n in optimize(graph, level=POINTWISE_LEVEL)[0].nodes] == [
         'FusedPointwise']
+
+
+def _sum_tree(draw_pair, n, ops=('Add',)):
+    """A graph whose output combines n inputs x0..x{n-1} by binary ops in a tree whose shape
+    ``draw_pair(pool size, step)`` picks (the two operands of each step, by position)."""
+    b = Builder()
+    leaves = [f'x{i}' for i in range(n)]
+    b.values = {name: _value(name, SHAPE) for name in leaves}
+    pool = list(leaves)
+    for step in range(n - 1):
+        i, j = draw_pair(len(pool), step)
+        a, c = pool[i], pool[j]
+        pool = [v for k, v in enumerate(pool) if k not in (i, j)]
+        pool.append(b.add(ops[step % len(ops)], [a, c]))
+    return b.graph(pool, inputs=leaves)
+
+
+def _fused_and_checked(graph, seed=0):
+    """``graph`` fused: every FusedPointwise reads at most MAX_INPUTS tensors, and the numpy
+    outputs equal the unfused graph's bit for bit (the same steps in the same order)."""
+    rng = np.random.default_rng(seed)
+    feeds = {name: rng.standard_normal(SHAPE).astype(np.float32) for name in graph.inputs}
+    want = reference.execute(graph, feeds)
+    fused = graph.copy()
+    fuse_pointwise(fused)
+    fused.prune()
+    assert all(len(n.inputs) <= MAX_INPUTS for n in fused.nodes if n.op == 'FusedPointwise')
+    got = reference.execute(fused, feeds)
+    for name in graph.outputs:
+        assert np.array_equal(got[name], want[name])
+    return fused
+
+
+def test_a_sum_of_eleven_tensors_is_cut_into_two_groups():
+    """madmom's skip sum (11 same-shape tensors added in a chain, 10 Adds) read more tensors
+    than one generated kernel takes (MAX_INPUTS = 8): it was left as 10 launches; now a group
+    of 7 Adds over 8 inputs and one of 3 over the remaining 3 and that group's sum."""
+    graph = _sum_tree(lambda size, step: (size - 2, size - 1) if step else (0, 1), 11)
+    fused = _fused_and_checked(graph)
+    assert [n.op for n in fused.nodes] == ['FusedPointwise'] * 2
+    assert [len(n.inputs) for n in fused.nodes] == [8, 4]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_trees_of_many_inputs_fuse_within_the_input_limit(data):
+    """Random binary trees over 2-30 inputs: each group reads at most MAX_INPUTS tensors,
+    outputs unchanged, never more nodes than the unfused n - 1, and a tree of at most
+    MAX_INPUTS inputs is one group."""
+    n = data.draw(st.integers(2, 30))
+
+    def pair(size, step):
+        i = data.draw(st.integers(0, size - 1))
+        j = data.draw(st.integers(0, size - 2))
+        return i, j + (j >= i)
+
+    ops = data.draw(st.sampled_from([('Add',), ('Add', 'Mul'), ('Max', 'Sub', 'Add')]))
+    fused = _fused_and_checked(_sum_tree(pair, n, ops), data.draw(st.integers(0, 2 ** 16)))
+    assert len(fused.nodes) <= n - 1
+    if 2 < n <= MAX_INPUTS:
+        assert [node.op for node in fused.nodes] == ['FusedPointwise']

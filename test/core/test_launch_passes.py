@@ -217,9 +217,11 @@ def test_fold_input_affine_declines_padding_and_other_readers():
 
 # fuse_layernorm -------------------------------------------------------------------------------
 
-def test_ppocr_rec_layer_norms_fuse():
+def test_ppocr_rec_layer_norms_fuse(monkeypatch):
     """SVTR's five decomposed layer norms (6 launches each) become one launch each, four of
-    them then none: they join the residual GEMM before them (FusedLinearNorm, sm_90)."""
+    them then none: they join the residual GEMM before them (FusedLinearNorm, sm_90, one launch
+    under 'fused_few'; 'auto' lowers such few-CTA norms as a GEMM + layernorm again)."""
+    monkeypatch.setenv('TX2_INFER_LINEAR_SPLITK', 'fused_few')
     check_model('ppocr-rec', fuse_layernorm, 29,
                 {'ReduceMean': -10, 'LayerNormalization': 1, 'Sub': -5, 'Pow': -5,
                  'FusedPointwise': -10, 'FusedLinear': -4, 'FusedLinearNorm': 4})

@@ -122,13 +122,46 @@ def rooted_groups(graph) -> dict:
 
 
 def chain_groups(graph) -> list:
-    """The largest groups of two or more nodes whose output is float32 (and which read at
-    most ``MAX_INPUTS`` tensors), in graph order."""
+    """The largest groups of two or more nodes whose output is float32 and which read at most
+    ``MAX_INPUTS`` tensors, in graph order: a tree that would read more is cut
+    (``bounded_groups``), e.g. a sum of 11 tensors into a group of 8 inputs and one of 4."""
     trees, order = group_trees(graph), {id(n): i for i, n in enumerate(graph.nodes)}
     inner = {kid for _, kids, _ in trees.values() for kid in kids}
-    groups = (members(trees, out, order) for out, (_, _, size) in trees.items()
-              if out not in inner and size > 1 and dtype_of(graph, out) == FLOAT)
-    return [g for g in groups if len(group_inputs(graph, g)) <= MAX_INPUTS]
+    groups = [g for out in trees if out not in inner
+              for g in bounded_groups(graph, trees, out, order)]
+    return sorted((g for g in groups if len(g) > 1 and dtype_of(graph, g[-1].outputs[0]) == FLOAT),
+                  key=lambda g: order[id(g[-1])])
+
+
+def bounded_groups(graph, trees, root, order, limit=None) -> list:
+    """The tree of ``root`` (``group_trees``) cut into groups of at most ``limit`` external
+    inputs (``MAX_INPUTS``), members in graph order: children first, each node takes its
+    children's groups and, while it reads too many tensors, leaves out the child group reading
+    the most (which stays a group of its own; its value becomes an input). Iterative: a chain
+    may be thousands of nodes long."""
+    limit = limit or MAX_INPUTS
+    rank = len(shape_of(graph, root))
+    open_groups, done, stack = {}, [], [(root, False)]
+    while stack:
+        out, expanded = stack.pop()
+        node, kids, _ = trees[out]
+        if not expanded:
+            stack.append((out, True))
+            stack.extend((kid, False) for kid in kids)
+            continue
+        kept = {kid: open_groups.pop(kid) for kid in kids}
+        while True:
+            own = {n for n in node.inputs if n and n not in kept
+                   and literal(graph, n, rank) is None}
+            reads = own.union(*(inputs for _, inputs in kept.values()))
+            if len(reads) <= limit or not kept:
+                break
+            widest = max(kept, key=lambda kid: (len(kept[kid][1]), order[id(trees[kid][0])]))
+            done.append(kept.pop(widest)[0])
+        nodes = [node] + [n for group, _ in kept.values() for n in group]
+        open_groups[out] = (nodes, reads)
+    done.append(open_groups[root][0])
+    return [sorted(group, key=lambda n: order[id(n)]) for group in done]
 
 
 def activation_groups(graph) -> list:
