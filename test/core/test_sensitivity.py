@@ -76,3 +76,39 @@ def test_measured_timings_replace_flops(tiny):
     gains, source = sens.layer_gains(graph, names, {'conv_12': 0.3, 'conv_0': -0.1})
     assert source == 'measured'
     assert gains['conv_12'] == 0.3 and gains['conv_0'] == -0.1 and gains['conv_2'] == 0.0
+
+
+def test_layers_that_lose_nothing_are_ordered_by_output_error_per_gain():
+    """On a few frames most layers alone keep a detector's mAP: the output error per gain
+    orders them (the least disturbing first), so the back-off drops the most disturbing."""
+    gains = {'a': 10.0, 'b': 10.0, 'c': 5.0, 'd': 2.0}
+    losses = {'a': 0.0, 'b': 0.0, 'c': 0.0, 'd': 0.001}
+    errors = {'a': 0.2, 'b': 0.1, 'c': 0.01, 'd': 0.0}
+    # error per gain: c 0.002, b 0.01, a 0.02; d loses some of the metric: last
+    assert sens.greedy_order(list(gains), gains, losses, errors) == ['c', 'b', 'a', 'd']
+    assert sens.greedy_order(list(gains), gains, losses) == ['a', 'b', 'c', 'd']  # by name
+
+
+class PrefixLosses:
+    """A held-out evaluator whose loss depends on how many layers are INT8."""
+
+    def __init__(self, losses):
+        self.losses, self.asked = losses, []
+
+    def agreement(self, schedule):
+        self.asked.append(len(schedule))
+        return 1.0 - self.losses[len(schedule)]
+
+
+@pytest.mark.parametrize('losses, kept', [
+    ([0, 0, 0.001, 0.004, 0.006, 0.01, 0.02, 0.02, 0.03], 3),
+    ([0, 0.006, 0.006, 0.007, 0.01], 0),
+    ([0, 0, 0, 0, 0.0049, 0.0051], 4)])
+def test_back_off_keeps_the_longest_prefix_within_budget_by_bisection(losses, kept):
+    order = [f'l{i}' for i in range(len(losses) - 1)]
+    held, decisions = PrefixLosses(losses), []
+    chosen, loss = sens.longest_prefix(held, {n: n for n in order}, order, 0.005, decisions)
+    assert chosen == order[:kept] and loss == pytest.approx(losses[kept])
+    assert len(held.asked) <= len(order).bit_length()          # a bisection, not a walk
+    assert [d['layer'] for d in decisions] == order[kept:]      # each dropped layer logged
+    assert all(d['step'] == 'back-off' and not d['int8'] for d in decisions)

@@ -5,7 +5,7 @@ import csv
 import json
 from pathlib import Path
 
-COLUMNS = ('layer', 'method', 'x_scale', 'sensitivity', 'gain', 'int8')
+COLUMNS = ('layer', 'method', 'x_scale', 'sensitivity', 'output_error', 'gain', 'int8')
 
 
 def rows(report) -> list:

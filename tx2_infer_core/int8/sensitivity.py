@@ -7,14 +7,17 @@ class is the FP32 one. The loss of a schedule is ``1 - agreement``.
 
 ``choose_schedule``:
 1. sensitivity of each FusedConv: the loss with that layer alone in INT8 (the exact numpy
-   emulation, ``int8/build.py``), on the calibration frames;
+   emulation, ``int8/build.py``), on the calibration frames, and its output error (relative
+   L2 of the raw outputs against FP32): on a few frames most layers alone lose nothing of a
+   detector's mAP, and the error still tells them apart;
 2. gain of each layer: the GPU time it saves in INT8 when a table is given (``timings``:
    {layer: ms saved}), else its FLOPs as the proxy (``gain_source: 'flops'``); a layer that
    saves nothing is never INT8;
-3. greedy by gain per loss, best first: a layer joins while the sum of the chosen layers'
-   losses stays within ``budget`` (default 0.005: 0.5% of the metric);
-4. the whole schedule is verified on the held-out frames; while its measured loss is over the
-   budget, the chosen layer with the worst gain per loss is dropped and it is verified again.
+3. greedy by loss per gain, then error per gain, best first: a layer joins while the sum of
+   the chosen layers' losses stays within ``budget`` (default 0.005: 0.5% of the metric);
+4. the whole schedule is verified on the held-out frames; over the budget, the longest
+   prefix of the greedy order that keeps it is found by bisection (the empty prefix always
+   does), each step verified: a few held-out runs, not one a dropped layer.
 Every choice is logged (``tx2_infer.int8``) and kept in the returned ``decisions``.
 """
 import logging
@@ -88,11 +91,12 @@ class Evaluator:
         self.graph, self.feeds, self.params = graph, list(feeds_list), params
         self.head = graph.meta.get('head') or {'type': 'none'}
         self.keys = {node_key(n) for n in graph.nodes}
-        self.envs, self.truth, size = [], [], 0
+        self.envs, self.truth, self.raw, size = [], [], [], 0
         for feeds in self.feeds:
             env = execute(graph, feeds, keep_all=True)
             size += sum(np.asarray(v).nbytes for v in env.values())
             self.truth.append(self.results({n: env[n] for n in graph.outputs}))
+            self.raw.append({n: np.asarray(env[n], np.float64) for n in graph.outputs})
             self.envs.append(env if size <= max_bytes else None)
 
     def results(self, outputs):
@@ -129,11 +133,27 @@ class Evaluator:
             else:
                 yield execute_changed(graph, env, self.keys)
 
+    def error(self, outputs) -> float:
+        """Mean over the frames of the relative L2 error of ``outputs`` (raw, one {name:
+        array} a frame) against the FP32 ones."""
+        errors = []
+        for out, ref in zip(outputs, self.raw):
+            diff = sum(float(np.sum((np.asarray(out[n], np.float64) - r) ** 2))
+                       for n, r in ref.items())
+            norm = sum(float(np.sum(r * r)) for r in ref.values())
+            errors.append(np.sqrt(diff / max(norm, 1e-30)))
+        return float(np.mean(errors))
+
+    def measure(self, schedule) -> tuple:
+        """(agreement, output error) of ``schedule`` ({name: LayerQuant}) on these frames."""
+        if not any(lq.int8 for lq in schedule.values()):
+            return 1.0, 0.0
+        outs = [{n: out[n] for n in self.graph.outputs} for out in self.outputs(schedule)]
+        return self.metric([self.results(out) for out in outs]), self.error(outs)
+
     def agreement(self, schedule) -> float:
         """The metric of ``schedule`` ({name: LayerQuant}) on these frames."""
-        if not any(lq.int8 for lq in schedule.values()):
-            return 1.0
-        return self.metric([self.results(out) for out in self.outputs(schedule)])
+        return self.measure(schedule)[0]
 
 
 def layer_gains(graph, names, timings=None) -> tuple:
@@ -150,15 +170,31 @@ def ratio(gain, loss) -> float:
 
 
 def sensitivities(evaluator, schedule, show=None) -> dict:
-    """{layer: loss with that layer alone in INT8}."""
+    """{layer: (loss, output error) with that layer alone in INT8}."""
     names = list(schedule)
     items = show(names, 'sensitivity', len(names)) if show else names
-    return {n: 1.0 - evaluator.agreement({n: schedule[n]}) for n in items}
+    return {n: loss_and_error(evaluator.measure({n: schedule[n]})) for n in items}
 
 
-def greedy(candidates, gains, losses, budget, decisions) -> list:
-    """Layers by gain per loss, best first, each taken while the summed loss fits."""
-    order = sorted(candidates, key=lambda n: (-ratio(gains[n], losses[n]), -gains[n], n))
+def loss_and_error(measured) -> tuple:
+    agreement, error = measured
+    return 1.0 - agreement, error
+
+
+def greedy_order(candidates, gains, losses, errors=None) -> list:
+    """Layers by loss per gain, then output error per gain (layers that lose nothing of the
+    metric alone are told apart by how much they change the outputs), best first; layers
+    that save nothing last."""
+    def key(n):
+        if gains[n] <= 0:
+            return (1, 0.0, 0.0, n)
+        return (0, losses[n] / gains[n], (errors or {}).get(n, 0.0) / gains[n], n)
+    return sorted(candidates, key=key)
+
+
+def greedy(candidates, gains, losses, budget, decisions, errors=None) -> list:
+    """Layers in ``greedy_order``, each taken while the summed loss fits."""
+    order = greedy_order(candidates, gains, losses, errors)
     chosen, total = [], 0.0
     for name in order:
         if gains[name] <= 0:
@@ -177,15 +213,39 @@ def greedy(candidates, gains, losses, budget, decisions) -> list:
 
 
 def best_per_layer(evaluator, schedules, show=None) -> tuple:
-    """Per layer, the calibration method whose scale loses least alone in INT8:
-    ({layer: LayerQuant}, {layer: loss}, {layer: method}); ``schedules``: {method: full
-    schedule}, earlier methods win ties."""
-    best, losses, methods = {}, {}, {}
+    """Per layer, the calibration method whose scale loses least alone in INT8, then changes
+    the outputs least: ({layer: LayerQuant}, {layer: loss}, {layer: output error}, {layer:
+    method}); ``schedules``: {method: full schedule}, earlier methods win exact ties."""
+    best, scores, methods = {}, {}, {}
     for method, schedule in schedules.items():
-        for name, loss in sensitivities(evaluator, schedule, show).items():
-            if name not in losses or loss < losses[name]:
-                best[name], losses[name], methods[name] = schedule[name], loss, method
-    return best, losses, methods
+        for name, score in sensitivities(evaluator, schedule, show).items():
+            if name not in scores or score < scores[name]:
+                best[name], scores[name], methods[name] = schedule[name], score, method
+    losses = {n: loss for n, (loss, _) in scores.items()}
+    errors = {n: error for n, (_, error) in scores.items()}
+    return best, losses, errors, methods
+
+
+def longest_prefix(held, full, order, budget, decisions) -> tuple:
+    """The longest prefix of ``order`` (the greedy's choice, best first) whose loss on the
+    ``held`` frames is within ``budget``, and that loss: bisection between the empty prefix
+    (loss 0) and the whole one (over the budget), each step verified and logged."""
+    good, good_loss, bad = 0, 0.0, len(order)
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        loss = 1.0 - held.agreement({n: full[n] for n in order[:mid]})
+        log.info('back-off: the first %d of %d layers: held-out loss %.4f', mid, len(order),
+                 loss)
+        if loss <= budget:
+            good, good_loss = mid, loss
+        else:
+            bad = mid
+    for name in order[good:]:
+        why = (f'held-out loss over budget {budget} with it; the first {good} layers of the '
+               f'greedy order keep {good_loss:.4f}')
+        decisions.append({'layer': name, 'step': 'back-off', 'int8': False, 'why': why})
+        log.info('%s: back to float (%s)', name, why)
+    return order[:good], good_loss
 
 
 def choose_schedule(graph, thresholds, calib_feeds, held_out_feeds, budget=DEFAULT_BUDGET,
@@ -198,25 +258,19 @@ def choose_schedule(graph, thresholds, calib_feeds, held_out_feeds, budget=DEFAU
         schedules = {m: full_schedule(graph, th) for m, th in thresholds.items()}
     else:
         schedules = {'given': full_schedule(graph, thresholds)}
-    full, losses, methods = best_per_layer(Evaluator(graph, calib_feeds, params), schedules,
-                                           show)
+    full, losses, errors, methods = best_per_layer(Evaluator(graph, calib_feeds, params),
+                                                   schedules, show)
     gains, source = layer_gains(graph, list(full), timings)
     decisions = []
-    chosen = greedy(list(full), gains, losses, budget, decisions)
+    chosen = greedy(list(full), gains, losses, budget, decisions, errors)
     held = Evaluator(graph, held_out_feeds, params)
-    while True:
-        measured = 1.0 - held.agreement({n: full[n] for n in chosen})
-        if measured <= budget or not chosen:
-            break
-        worst = min(chosen, key=lambda n: (ratio(gains[n], losses[n]), n))
-        chosen.remove(worst)
-        why = f'held-out loss {measured:.4f} > budget {budget}: worst gain/loss dropped'
-        decisions.append({'layer': worst, 'step': 'back-off', 'int8': False, 'why': why})
-        log.info('%s: back to float (%s)', worst, why)
+    measured = 1.0 - held.agreement({n: full[n] for n in chosen})
+    if measured > budget:
+        chosen, measured = longest_prefix(held, full, chosen, budget, decisions)
     schedule = {n: full[n] for n in chosen}
     layers = [{'layer': n, 'method': methods[n], 'x_scale': full[n].x_scale,
-               'sensitivity': losses[n], 'gain': gains[n], 'int8': n in schedule}
-              for n in full]
+               'sensitivity': losses[n], 'output_error': errors[n], 'gain': gains[n],
+               'int8': n in schedule} for n in full]
     report = {'budget': budget, 'gain_source': source, 'held_out_loss': measured,
               'held_out_agreement': 1.0 - measured, 'frames': {
                   'calibration': len(calib_feeds), 'held_out': len(held_out_feeds)},
