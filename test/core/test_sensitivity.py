@@ -78,15 +78,23 @@ def test_measured_timings_replace_flops(tiny):
     assert gains['conv_12'] == 0.3 and gains['conv_0'] == -0.1 and gains['conv_2'] == 0.0
 
 
-def test_layers_that_lose_nothing_are_ordered_by_output_error_per_gain():
-    """On a few frames most layers alone keep a detector's mAP: the output error per gain
-    orders them (the least disturbing first), so the back-off drops the most disturbing."""
-    gains = {'a': 10.0, 'b': 10.0, 'c': 5.0, 'd': 2.0}
-    losses = {'a': 0.0, 'b': 0.0, 'c': 0.0, 'd': 0.001}
-    errors = {'a': 0.2, 'b': 0.1, 'c': 0.01, 'd': 0.0}
-    # error per gain: c 0.002, b 0.01, a 0.02; d loses some of the metric: last
-    assert sens.greedy_order(list(gains), gains, losses, errors) == ['c', 'b', 'a', 'd']
-    assert sens.greedy_order(list(gains), gains, losses) == ['a', 'b', 'c', 'd']  # by name
+def test_each_layer_takes_the_method_that_loses_least_then_disturbs_least():
+    """Per layer the calibration method of least loss alone; among equal losses (most layers
+    of a detector on a few frames) the one that changes the raw outputs least."""
+    class Fixed:
+        table = {('m1', 'a'): (1.0, 0.3), ('m2', 'a'): (1.0, 0.1),
+                 ('m1', 'b'): (0.99, 0.0), ('m2', 'b'): (1.0, 0.5),
+                 ('m1', 'c'): (1.0, 0.2), ('m2', 'c'): (1.0, 0.2)}
+
+        def measure(self, schedule):
+            [(name, method)] = schedule.items()
+            return self.table[(method, name)]
+
+    schedules = {m: {n: m for n in 'abc'} for m in ('m1', 'm2')}
+    best, losses, errors, methods = sens.best_per_layer(Fixed(), schedules)
+    assert methods == {'a': 'm2', 'b': 'm2', 'c': 'm1'}       # c: a tie, the first method
+    assert losses == {'a': 0.0, 'b': 0.0, 'c': 0.0} and errors == {'a': 0.1, 'b': 0.5,
+                                                                   'c': 0.2}
 
 
 class PrefixLosses:

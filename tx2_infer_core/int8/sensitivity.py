@@ -7,14 +7,15 @@ class is the FP32 one. The loss of a schedule is ``1 - agreement``.
 
 ``choose_schedule``:
 1. sensitivity of each FusedConv: the loss with that layer alone in INT8 (the exact numpy
-   emulation, ``int8/build.py``), on the calibration frames, and its output error (relative
-   L2 of the raw outputs against FP32): on a few frames most layers alone lose nothing of a
-   detector's mAP, and the error still tells them apart;
+   emulation, ``int8/build.py``), on the calibration frames, with the scale of the
+   calibration method that loses least and, among equals, disturbs the raw outputs least
+   (relative L2 against FP32: on a few frames most layers alone lose nothing of a detector's
+   mAP, and the error still tells the methods apart);
 2. gain of each layer: the GPU time it saves in INT8 when a table is given (``timings``:
    {layer: ms saved}), else its FLOPs as the proxy (``gain_source: 'flops'``); a layer that
    saves nothing is never INT8;
-3. greedy by loss per gain, then error per gain, best first: a layer joins while the sum of
-   the chosen layers' losses stays within ``budget`` (default 0.005: 0.5% of the metric);
+3. greedy by gain per loss, best first: a layer joins while the sum of the chosen layers'
+   losses stays within ``budget`` (default 0.005: 0.5% of the metric);
 4. the whole schedule is verified on the held-out frames; over the budget, the longest
    prefix of the greedy order that keeps it is found by bisection (the empty prefix always
    does), each step verified: a few held-out runs, not one a dropped layer.
@@ -181,20 +182,14 @@ def loss_and_error(measured) -> tuple:
     return 1.0 - agreement, error
 
 
-def greedy_order(candidates, gains, losses, errors=None) -> list:
-    """Layers by loss per gain, then output error per gain (layers that lose nothing of the
-    metric alone are told apart by how much they change the outputs), best first; layers
-    that save nothing last."""
-    def key(n):
-        if gains[n] <= 0:
-            return (1, 0.0, 0.0, n)
-        return (0, losses[n] / gains[n], (errors or {}).get(n, 0.0) / gains[n], n)
-    return sorted(candidates, key=key)
+def greedy_order(candidates, gains, losses) -> list:
+    """Layers by gain per loss, best first (layers that lose nothing alone: by gain)."""
+    return sorted(candidates, key=lambda n: (-ratio(gains[n], losses[n]), -gains[n], n))
 
 
-def greedy(candidates, gains, losses, budget, decisions, errors=None) -> list:
+def greedy(candidates, gains, losses, budget, decisions) -> list:
     """Layers in ``greedy_order``, each taken while the summed loss fits."""
-    order = greedy_order(candidates, gains, losses, errors)
+    order = greedy_order(candidates, gains, losses)
     chosen, total = [], 0.0
     for name in order:
         if gains[name] <= 0:
@@ -262,7 +257,7 @@ def choose_schedule(graph, thresholds, calib_feeds, held_out_feeds, budget=DEFAU
                                                    schedules, show)
     gains, source = layer_gains(graph, list(full), timings)
     decisions = []
-    chosen = greedy(list(full), gains, losses, budget, decisions, errors)
+    chosen = greedy(list(full), gains, losses, budget, decisions)
     held = Evaluator(graph, held_out_feeds, params)
     measured = 1.0 - held.agreement({n: full[n] for n in chosen})
     if measured > budget:
