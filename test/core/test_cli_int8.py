@@ -39,7 +39,8 @@ def test_calibrate_writes_the_report_and_a_plan_that_loads(photos_dir, tmp_path)
     assert result.returncode == 0, result.stderr
     assert 'int8: 13 layers in INT8 (flops gains)' in result.stdout
     table = (tmp_path / 'rep' / 'yolov3-tiny-int8.csv').read_text().splitlines()
-    assert table[0] == 'layer,method,x_scale,sensitivity,output_error,gain,int8' and len(table) == 14
+    assert table[0] == 'layer,method,x_scale,sensitivity,output_error,gain,int8'
+    assert len(table) == 14
     assert '| conv_0 | minmax |' in (tmp_path / 'rep' / 'yolov3-tiny-int8.md').read_text()
     options = plan_file.load_plan(plan)[2]
     assert options['precision'] == 'int8'
