@@ -174,22 +174,13 @@ def sensitivities(evaluator, schedule, show=None) -> dict:
     """{layer: (loss, output error) with that layer alone in INT8}."""
     names = list(schedule)
     items = show(names, 'sensitivity', len(names)) if show else names
-    return {n: loss_and_error(evaluator.measure({n: schedule[n]})) for n in items}
-
-
-def loss_and_error(measured) -> tuple:
-    agreement, error = measured
-    return 1.0 - agreement, error
-
-
-def greedy_order(candidates, gains, losses) -> list:
-    """Layers by gain per loss, best first (layers that lose nothing alone: by gain)."""
-    return sorted(candidates, key=lambda n: (-ratio(gains[n], losses[n]), -gains[n], n))
+    measured = {n: evaluator.measure({n: schedule[n]}) for n in items}
+    return {n: (1.0 - agreement, error) for n, (agreement, error) in measured.items()}
 
 
 def greedy(candidates, gains, losses, budget, decisions) -> list:
-    """Layers in ``greedy_order``, each taken while the summed loss fits."""
-    order = greedy_order(candidates, gains, losses)
+    """Layers by gain per loss, best first, each taken while the summed loss fits."""
+    order = sorted(candidates, key=lambda n: (-ratio(gains[n], losses[n]), -gains[n], n))
     chosen, total = [], 0.0
     for name in order:
         if gains[name] <= 0:

@@ -151,8 +151,7 @@ def bounded_groups(graph, trees, root, order, limit=None) -> list:
             continue
         kept = {kid: open_groups.pop(kid) for kid in kids}
         while True:
-            own = {n for n in node.inputs if n and n not in kept
-                   and literal(graph, n, rank) is None}
+            own = set(node_reads(graph, node, kept, rank))
             reads = own.union(*(inputs for _, inputs in kept.values()))
             if len(reads) <= limit or not kept:
                 break
@@ -196,13 +195,17 @@ def literal(graph, name, rank):
     return float(c.reshape(()))
 
 
+def node_reads(graph, node, made, rank) -> list:
+    """The tensors ``node`` reads from outside a group making the values ``made``
+    (activations and non-literal constants)."""
+    return [n for n in node.inputs if n and n not in made and literal(graph, n, rank) is None]
+
+
 def group_inputs(graph, group) -> list:
     """The tensors a group reads from outside (activations and non-literal constants)."""
     made = {n.outputs[0] for n in group}
     rank = len(shape_of(graph, group[-1].outputs[0]))
-    names = [n for node in group for n in node.inputs
-             if n and n not in made and literal(graph, n, rank) is None]
-    return list(dict.fromkeys(names))
+    return list(dict.fromkeys(n for node in group for n in node_reads(graph, node, made, rank)))
 
 
 def group_program(graph, group) -> tuple:
