@@ -1,5 +1,6 @@
 """Test helpers: start the detector node as its own process and talk to it as a real ROS peer
 (lifecycle services, parameter services, topics) from the test process."""
+import atexit
 import contextlib
 import fcntl
 import os
@@ -27,6 +28,18 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 
 T = Transition
 _HELD_DOMAINS = []  # lock files of the domain ids this process took
+_STARTED = []       # detector nodes this process started (``stop_leftovers``)
+
+
+@atexit.register
+def stop_leftovers():
+    """Kill the nodes still running when the test process ends: a fixture whose setup failed
+    never reaches its ``stop_node``, and its node, left in the domain id the next run takes
+    again, answered that run's requests as a second 'det' (test_qos failed on it each run)."""
+    for proc in _STARTED:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
 
 
 def free_domain_id(first=10, last=100) -> int:
@@ -56,7 +69,9 @@ def start_node(domain_id, log_dir, name='det', args=(), dds_profile=True, nice=0
     if nice:
         cmd = ['nice', '-n', str(int(nice))] + cmd
     log = open(Path(log_dir) / f'{name}.log', 'w')
-    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    _STARTED.append(proc)
+    return proc
 
 
 def stop_node(proc):
