@@ -43,16 +43,21 @@ __device__ __forceinline__ float i8_residual(const ConvI8Params &p, long long m,
     return __half2float(static_cast<const half *>(p.res)[o]);
 }
 
-// The float32 epilogue of accumulator ``acc`` at pixel m, channel k (over all groups).
-__device__ __forceinline__ float i8_epilogue(const ConvI8Params &p, long long m, int k,
-                                             int acc) {
-    if (p.bias) acc += p.bias[k];
-    float v = __fmul_rn(__int2float_rn(acc), p.dq[k]);
-    const float r = p.res ? i8_residual(p, m, k) : 0.f;
+// The float32 epilogue of ``acc`` (its bias already added) with its channel's ``dq`` and
+// residual ``r`` (read only where p.res).
+__device__ __forceinline__ float i8_finish(const ConvI8Params &p, int acc, float dq, float r) {
+    float v = __fmul_rn(__int2float_rn(acc), dq);
     if (p.res && !p.res_after) v = __fadd_rn(v, r);
     v = __fadd_rn(__fmul_rn(tx2_act(v, p.act), p.act.post_scale), p.act.post_shift);
     if (p.res && p.res_after) v = __fadd_rn(v, r);
     return v;
+}
+
+// The float32 epilogue of accumulator ``acc`` at pixel m, channel k (over all groups).
+__device__ __forceinline__ float i8_epilogue(const ConvI8Params &p, long long m, int k,
+                                             int acc) {
+    if (p.bias) acc += p.bias[k];
+    return i8_finish(p, acc, p.dq[k], p.res ? i8_residual(p, m, k) : 0.f);
 }
 
 // Requantise: rint(v * inv) saturated to [-128, 127] (NaN -> 0, as __float2int_rn).
@@ -60,32 +65,99 @@ __device__ __forceinline__ int i8_requant(float v, float inv) {
     return max(-128, min(127, __float2int_rn(__fmul_rn(v, inv))));
 }
 
+__device__ __forceinline__ bool i8_aligned(const void *ptr, int bytes) {
+    return !(reinterpret_cast<unsigned long long>(ptr) & (bytes - 1));
+}
+
+// Epilogue and store of the 4 channels k..k+3 of pixel m (``acc`` 16-byte aligned) with one
+// load of their biases, scales and residuals each and one store; false (nothing done) where a
+// pointer is not aligned for that (the caller then takes i8_store).
+__device__ __forceinline__ bool i8_store4(const ConvI8Params &p, long long m, int k,
+                                          const int *acc) {
+    const long long o = m * p.y_pix + p.y_off + k, ro = m * p.r_pix + p.r_off + k;
+    const bool q = p.out_inv > 0.f, rq = p.res_int8;
+    void *y = q ? static_cast<void *>(static_cast<s8 *>(p.y) + o)
+                : static_cast<void *>(static_cast<half *>(p.y) + o);
+    const void *r = !p.res ? nullptr
+                    : rq   ? static_cast<const void *>(static_cast<const s8 *>(p.res) + ro)
+                           : static_cast<const void *>(static_cast<const half *>(p.res) + ro);
+    if (!i8_aligned(y, q ? 4 : 8) || !i8_aligned(p.dq + k, 16) ||
+        (p.bias && !i8_aligned(p.bias + k, 16)) || (r && !i8_aligned(r, rq ? 4 : 8)))
+        return false;
+    const int4 a = *reinterpret_cast<const int4 *>(acc);
+    int av[4] = {a.x, a.y, a.z, a.w};
+    if (p.bias) {
+        const int4 b = *reinterpret_cast<const int4 *>(p.bias + k);
+        av[0] += b.x, av[1] += b.y, av[2] += b.z, av[3] += b.w;
+    }
+    const float4 d = *reinterpret_cast<const float4 *>(p.dq + k);
+    const float dv[4] = {d.x, d.y, d.z, d.w};
+    float rv[4] = {};
+    if (r && rq) {
+        const char4 c = *static_cast<const char4 *>(r);
+        rv[0] = __fmul_rn((float)c.x, p.res_scale), rv[1] = __fmul_rn((float)c.y, p.res_scale);
+        rv[2] = __fmul_rn((float)c.z, p.res_scale), rv[3] = __fmul_rn((float)c.w, p.res_scale);
+    } else if (r) {
+        const uint2 raw = *static_cast<const uint2 *>(r);
+        const float2 f0 = __half22float2(*reinterpret_cast<const half2 *>(&raw.x));
+        const float2 f1 = __half22float2(*reinterpret_cast<const half2 *>(&raw.y));
+        rv[0] = f0.x, rv[1] = f0.y, rv[2] = f1.x, rv[3] = f1.y;
+    }
+    float v[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) v[j] = i8_finish(p, av[j], dv[j], rv[j]);
+    if (q) {
+        unsigned word = 0;
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+            word |= (unsigned)(i8_requant(v[j], p.out_inv) & 0xff) << (8 * j);
+        *static_cast<unsigned *>(y) = word;
+        return true;
+    }
+    uint2 out;
+    *reinterpret_cast<half2 *>(&out.x) = __floats2half2_rn(v[0], v[1]);
+    *reinterpret_cast<half2 *>(&out.y) = __floats2half2_rn(v[2], v[3]);
+    *static_cast<uint2 *>(y) = out;
+    return true;
+}
+
 // Epilogue and store of ``n`` (1..4) consecutive channels k.. of pixel m: one 4-byte int8
-// store or two half2 stores where aligned, else element by element.
+// store or two half2 stores where aligned, else element by element. (The loops run to 4 with
+// a guard, so ``v`` stays in registers: a loop to ``n`` put it in local memory.)
 __device__ __forceinline__ void i8_store(const ConvI8Params &p, long long m, int k,
                                          const int *acc, int n) {
     const long long o = m * p.y_pix + p.y_off + k;
     float v[4];
-    for (int j = 0; j < n; ++j) v[j] = i8_epilogue(p, m, k + j, acc[j]);
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+        if (j < n) v[j] = i8_epilogue(p, m, k + j, acc[j]);
     if (p.out_inv > 0.f) {
         s8 *y = static_cast<s8 *>(p.y) + o;
         if (n == 4 && !(o & 3)) {
             unsigned word = 0;
+#pragma unroll
             for (int j = 0; j < 4; ++j)
                 word |= (unsigned)(i8_requant(v[j], p.out_inv) & 0xff) << (8 * j);
             *reinterpret_cast<unsigned *>(y) = word;
             return;
         }
-        for (int j = 0; j < n; ++j) y[j] = (s8)i8_requant(v[j], p.out_inv);
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+            if (j < n) y[j] = (s8)i8_requant(v[j], p.out_inv);
         return;
     }
     half *y = static_cast<half *>(p.y) + o;
     if (!(o & 1)) {
-        int j = 0;
-        for (; j + 1 < n; j += 2)
-            *reinterpret_cast<half2 *>(y + j) = __floats2half2_rn(v[j], v[j + 1]);
-        if (j < n) y[j] = __float2half_rn(v[j]);
+#pragma unroll
+        for (int j = 0; j < 4; j += 2) {
+            if (j + 1 < n)
+                *reinterpret_cast<half2 *>(y + j) = __floats2half2_rn(v[j], v[j + 1]);
+            else if (j < n)
+                y[j] = __float2half_rn(v[j]);
+        }
         return;
     }
-    for (int j = 0; j < n; ++j) y[j] = __float2half_rn(v[j]);
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+        if (j < n) y[j] = __float2half_rn(v[j]);
 }

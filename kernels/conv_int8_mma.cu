@@ -163,8 +163,10 @@ __device__ __forceinline__ void i8_store_staged(const ConvI8Params &p, const int
         const int row = idx / CHUNKS, col = (idx % CHUNKS) * 4;
         const long long m = m0 + row;
         const int k = n0 + col;
-        if (m < M && k < p.Kg)
-            i8_store(p, m, g * p.Kg + k, &tile[row * LD + col], min(4, p.Kg - k));
+        if (m >= M || k >= p.Kg) continue;
+        const int *acc = &tile[row * LD + col];
+        if (p.Kg - k < 4 || !i8_store4(p, m, g * p.Kg + k, acc))
+            i8_store(p, m, g * p.Kg + k, acc, min(4, p.Kg - k));
     }
 }
 #endif

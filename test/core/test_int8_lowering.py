@@ -64,7 +64,7 @@ def test_tensor_core_gpus_use_mma_where_rows_are_16_bytes(tiny_int8, arch):
             splits = launches[0].fields['splits']
             cluster = first.endswith('_cl')  # sm_90: the splits sum in a cluster
             assert cluster == (arch >= 90 and splits > 1), (name, first)
-            assert not cluster or launches[0].module.endswith(f'CLUSTER={splits}')
+            assert not cluster or f'CLUSTER={splits}@' in launches[0].module
             assert ('conv_i8_splitk_reduce' in [k.kernel for k in launches]) == \
                 (splits > 1 and not cluster)
         else:
@@ -215,3 +215,17 @@ def test_a_quantize_of_a_graph_input_with_no_conv_is_refused_by_name():
                   ['x'], ['y'], values, w)
     with pytest.raises(UnsupportedOpError, match="QuantizeLinear.*'x' is not an NCHW image"):
         lower_graph(graph, arch=90)
+
+
+@pytest.mark.parametrize('arch', [62, 90])
+def test_int8_modules_are_built_for_their_activations(tiny_int8, arch):
+    """conv_int8 / conv_int8_mma modules are named (``-DTX2_ACTS``) with the activations their
+    launches apply, as the FP16 conv modules (an epilogue with every activation compiled in is
+    3x the code: test_kernel_code_size); the Quantize launches share their module's build."""
+    launches = lower_graph(tiny_int8, arch, sm_count=132).launches
+    int8 = [k for k in launches if k.module.split('@')[0] in ('conv_int8', 'conv_int8_mma')]
+    assert int8 and all('@TX2_ACTS=' in k.module for k in int8)
+    for module in {k.module for k in int8}:
+        kinds = {int(k.fields['act']['kind']) for k in int8
+                 if k.module == module and 'act' in k.fields}
+        assert module.endswith(f"@TX2_ACTS={sum(1 << kind for kind in kinds if kind)}")

@@ -34,7 +34,7 @@ MAX_SPLITS = 16
 MIN_TILES_PER_SPLIT = 2
 WORKSPACE_BYTES = 8 << 20  # FP32 split-K partials, one buffer a lowering shares by every layer
 # The kernel files whose launches apply the ConvParams epilogue (``with_act_masks``).
-ACT_MODULES = ('conv', 'conv_mma', 'depthwise', 'conv_transpose')
+ACT_MODULES = ('conv', 'conv_mma', 'depthwise', 'conv_transpose', 'conv_int8', 'conv_int8_mma')
 # conv_mma's argument list: ConvParams, then the split-K workspace and factor.
 CONV_MMA = np.dtype([(n, params.CONV.fields[n][0]) for n in params.CONV.names]
                     + [('ws', params.PTR), ('splits', 'i4')], align=True)
@@ -121,7 +121,7 @@ def with_act_masks(launches) -> list:
     masks = {}
     for k in launches:
         if k.module.split('@')[0] in ACT_MODULES:
-            kind = int(k.fields['act']['kind'])
+            kind = int(k.fields['act']['kind']) if 'act' in k.fields else 0  # (a Quantize)
             masks[k.module] = masks.get(k.module, 0) | (1 << kind if kind else 0)
     return [replace(k, module=f'{k.module}@TX2_ACTS={masks[k.module]}')
             if k.module in masks else k for k in launches]
