@@ -249,9 +249,10 @@ class DetectorNode(LifecycleNode):
         if not ready:
             return
         batch_times = {}
+        trackers = [self._tracker(r[0], live) for r in ready] if live['track'] else []
         try:
             found = self.detector.detect_batch([r[4] for r in ready], live['detect'],
-                                               batch_times)
+                                               batch_times, overlap=_predict_all(trackers))
         except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the node
             for camera, *_ in ready:
                 self.intake.drop(camera, 'error', f'{type(exc).__name__}: {exc}')
@@ -290,10 +291,14 @@ class DetectorNode(LifecycleNode):
         """Detect (unless ``dets`` are given), publish the camera's Detection2DArray (and
         annotated image); adds the stage times and 'latency' (image stamp -> detections
         published) to ``times``."""
-        if dets is None:
-            dets = self.detector.detect(image, live['detect'], times)
+        tracker = self._tracker(camera, live) if live['track'] else None
+        if dets is None:  # the tracker predicts while the GPU runs the frame
+            dets = self.detector.detect(image, live['detect'], times,
+                                        overlap=None if tracker is None else tracker.predict)
         t0 = time.perf_counter()
-        track_ids = self._track(camera, dets, live) if live['track'] else None
+        track_ids = None if tracker is None else tracker.update(
+            [(d.x1, d.y1, d.x2, d.y2) for d in dets], [d.score for d in dets],
+            [d.class_id for d in dets])
         t1 = time.perf_counter()
         camera.detections.publish(cdr.detection_array_bytes(
             msg.sec, msg.nanosec, msg.frame_id, dets, track_ids, live['keypoint_threshold']))
@@ -309,14 +314,13 @@ class DetectorNode(LifecycleNode):
             camera.annotated.publish(annotated)
         return dets
 
-    def _track(self, camera, dets, live):
-        """Track IDs of ``dets`` from the camera's tracker (made on its first frame)."""
+    def _tracker(self, camera, live):
+        """The camera's tracker (made on its first frame) with the live settings."""
         tracker = self.trackers.get(camera.topic)
         if tracker is None:
             tracker = self.trackers[camera.topic] = ByteTracker(live['track_params'])
         tracker.params = live['track_params']
-        return tracker.update([(d.x1, d.y1, d.x2, d.y2) for d in dets],
-                              [d.score for d in dets], [d.class_id for d in dets])
+        return tracker
 
     def _since_stamp(self, stamp, arrival) -> float:
         return since_stamp(stamp, self.get_clock().now().nanoseconds, arrival)
@@ -331,6 +335,17 @@ class DetectorNode(LifecycleNode):
                                  self._state == 'active', self.trackers)
         array.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(array)
+
+
+def _predict_all(trackers):
+    """A callable that runs ``predict`` of each of ``trackers``; None for none."""
+    if not trackers:
+        return None
+
+    def predict():
+        for tracker in trackers:
+            tracker.predict()
+    return predict
 
 
 def main(args=None):
