@@ -47,6 +47,9 @@ for b in ${BENCH:-overhead_cuda overhead_cuda_pycam overhead_cpu cameras}; do
       --out $OUT/node_overhead_cuda_${b#overhead_cuda_}_h200.json > $OUT/$b.log 2>&1) ;;
     overhead_cuda_new2) timeout 200 $V/bin/python bench/bench_node_overhead.py --backend cuda \
       --frames 300 --out $OUT/node_overhead_cuda_new2_h200.json > $OUT/$b.log 2>&1 ;;
+    overhead_cuda_wake0|overhead_cuda_wake0_2) timeout 200 $V/bin/python \
+      bench/bench_node_overhead.py --backend cuda --frames 300 --param cpu_wake_latency_us:=0 \
+      --out $OUT/node_overhead_cuda_${b#overhead_cuda_}_h200.json > $OUT/$b.log 2>&1 ;;
     overhead_cuda_notrack) timeout 200 $V/bin/python bench/bench_node_overhead.py \
       --backend cuda --frames 300 --param track:=false \
       --out $OUT/node_overhead_cuda_notrack_h200.json > $OUT/$b.log 2>&1 ;;

@@ -38,7 +38,8 @@ from tx2_infer_ros import cdr, conversions, depth_output, executors, params
 from tx2_infer_ros.heap import build_memory_mapped, reuse_freed_memory
 from tx2_infer_ros.pipeline import load_detector
 from tx2_infer_ros.cameras import Camera
-from tx2_infer_ros.intake import FrameIntake, diagnostic_array
+from tx2_infer_ros.cpu_latency import request_wake_latency
+from tx2_infer_ros.intake import FrameIntake, diagnostic_array, header_of
 from tx2_infer_ros.stats import STAGES, NodeStats, frame_timing_status, since_stamp
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
@@ -60,6 +61,7 @@ class DetectorNode(LifecycleNode):
         self._live = {}
         self.trackers = {}  # camera topic -> ByteTracker; kept until cleanup
         self.depth = None  # the first camera's DepthOutput while active, if depth_topic
+        self._wake = None  # the CPU wake-up latency request while active, if asked for
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     def _declare_parameters(self) -> dict:
@@ -123,6 +125,8 @@ class DetectorNode(LifecycleNode):
                                   batch=self.detector.batch, handle_many=self._process_batch,
                                   batch_wait=self._param('batch_wait_ms') / 1000.0)
         self.intake.start()
+        self._wake = request_wake_latency(self._param('cpu_wake_latency_us'),
+                                          self.get_logger().warn)
         self.depth = depth_output.from_params(self, self.cameras[0].topic)
         reliability = self._param('qos_reliability')
         for camera in self.cameras:
@@ -180,7 +184,9 @@ class DetectorNode(LifecycleNode):
             self.depth = self.depth.close()
         if self._timing_pub is not None:
             self.destroy_publisher(self._timing_pub)
-        self._timing_pub = self._qos_timer = self.intake = None
+        if self._wake is not None:
+            self._wake.close()
+        self._timing_pub = self._qos_timer = self.intake = self._wake = None
         self.cameras = []
 
     def _release_engine(self):
@@ -266,7 +272,7 @@ class DetectorNode(LifecycleNode):
         t0 = time.perf_counter()
         waited = time.monotonic() - arrival
         times = {'wait': waited,
-                 'receive': self._since_stamp(msg.header.stamp, arrival) - waited}
+                 'receive': self._since_stamp(msg, arrival) - waited}
         image = self.intake.decode(camera, msg)
         if image is None:
             return None
@@ -283,7 +289,7 @@ class DetectorNode(LifecycleNode):
         self.stats.record({s: times[s] for s in STAGES}, times['latency'])
         camera.stats.record({}, times['latency'])
         if live['publish_timing']:
-            timing = DiagnosticArray(header=msg.header, status=[
+            timing = DiagnosticArray(header=header_of(msg), status=[
                 frame_timing_status(self.get_name(), times, len(dets))])
             self._timing_pub.publish(timing)
 
@@ -303,14 +309,14 @@ class DetectorNode(LifecycleNode):
         camera.detections.publish(cdr.detection_array_bytes(
             msg.sec, msg.nanosec, msg.frame_id, dets, track_ids, live['keypoint_threshold']))
         times['track'], times['publish'] = t1 - t0, time.perf_counter() - t1
-        times['latency'] = self._since_stamp(msg.header.stamp, arrival)
+        times['latency'] = self._since_stamp(msg, arrival)
         distances = None if self.depth is None else self.depth.add_frame(
-            camera.topic, msg.header, image.shape, dets, track_ids)
+            camera.topic, header_of(msg), image.shape, dets, track_ids)
         if live['publish_annotated']:
             drawn = detect.draw_detections(image, dets, track_ids, distances)
             draw_detection_keypoints(drawn, dets, live['keypoint_threshold'], track_ids)
             annotated = conversions.fill_image(Image(), drawn)
-            annotated.header = msg.header
+            annotated.header = header_of(msg)
             camera.annotated.publish(annotated)
         return dets
 
