@@ -132,12 +132,14 @@ def environment() -> dict:
             'numpy': np.__version__, 'opencv': cv2.__version__}
 
 
-def run(frames, warmup, gap, backend='cpu', serialised=True, peer_executor='auto'):
-    """Start the node, play the frames, return the result dict."""
+def run(frames, warmup, gap, backend='cpu', serialised=True, peer_executor='auto',
+        params=()):
+    """Start the node (with ``params``, 'name:=value' each), play the frames, return the
+    result dict."""
     from diagnostic_msgs.msg import DiagnosticArray
     logs, domain = Path(tempfile.mkdtemp(prefix='tx2_infer_bench_ros_')), free_domain_id()
-    proc = start_node(domain, logs, args=['-p', f'backend:={backend}', '-p',
-                                          'publish_timing:=true'])
+    settings = [f'backend:={backend}', 'publish_timing:=true', *params]
+    proc = start_node(domain, logs, args=[a for p in settings for a in ('-p', p)])
     peer = Peer(domain, logs, detections=False, executor=peer_executor)
     timing = {}
 
@@ -172,6 +174,7 @@ def run(frames, warmup, gap, backend='cpu', serialised=True, peer_executor='auto
             'method': 'one frame at a time (next image published after the previous '
                       f'detections came back plus {gap} s), per-frame times matched by stamp',
             'frames': len(rows), 'warmup_frames': warmup, 'lost_frames': lost,
+            'node_params': settings,
             'goal_overhead_ms': 2.0,
             'overhead_ms': summary(rows)['overhead'],
             'end_to_end_ms': summary(rows)['end_to_end'],
@@ -195,13 +198,15 @@ def main(argv=None):
     parser.add_argument('--peer-executor', default='auto', choices=('auto', 'events', 'single'),
                         help="this process's executor (camera and consumer); auto = events "
                              'where rclpy has it')
+    parser.add_argument('--param', action='append', default=[],
+                        help="a node parameter, 'name:=value' (repeatable), e.g. track:=false")
     parser.add_argument('--out', default=str(ROOT / 'bench' / 'results' /
                                              'node_overhead_cpu.json'))
     args = parser.parse_args(argv)
     from tx2_infer_ros import ros_env
     os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = str(ros_env.config_file(args.dds_profile))
     result = run(args.frames, args.warmup, args.gap, args.backend, not args.python_camera,
-                 args.peer_executor)
+                 args.peer_executor, args.param)
     result['executor'] = os.environ.get('TX2_INFER_EXECUTOR', 'auto') + \
         ' (TX2_INFER_EXECUTOR; auto = events where rclpy has it)'
     result['node_dds_env'] = {k: v for k, v in ros_env.child_env().items()

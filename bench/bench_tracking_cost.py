@@ -15,7 +15,10 @@ Tracker sequences, a few detections a frame as the node sees them:
   ``update`` runs batched on arrays (``tracking.batched``);
 - ``photos_after_idle``: ``photos`` with 50 ms idle before each frame, as in the node
   benchmark (a frame every inference plus 50 ms): the call runs with cold caches. Only the
-  first call after the idle time is timed, alternately the new and the old code's.
+  first call after the idle time is timed, alternately the new and the old code's;
+- ``photos_after_idle_gpu_frame``: the same, each frame as the node's GPU frame: the
+  tracker's ``predict`` (where it has one; the node runs it while the GPU works), 0.5 ms of
+  GPU time, then the timed ``update``.
 
 Before and after in the same run: the code of ``BEFORE_COMMIT`` (``git show`` into a temporary
 package) gets the same calls, timed alternately call by call; its IDs and bytes must be the
@@ -52,15 +55,16 @@ PHOTOS = ('dog.jpg', 'bus.jpg', 'horses.jpg')
 CROWDS = (10, 20, 30, 60, 100)  # objects at a time of the crowd scenarios
 
 
-def load_before(commit, files=BEFORE_FILES, package='before'):
-    """The modules of ``files`` at ``commit`` as a temporary ``package`` -> {file stem:
-    module}."""
+def load_before(commit, files=BEFORE_FILES, package='before', tree=None):
+    """The modules of ``files`` at ``commit`` (or in the folder ``tree``, a checkout without
+    git, as on the GPU machine) as a temporary ``package`` -> {file stem: module}."""
     folder = Path(tempfile.mkdtemp(prefix=f'tx2_{package}_'))
     (folder / package).mkdir()
     (folder / package / '__init__.py').write_text('')
     for path in files:
-        text = subprocess.run(['git', 'show', f'{commit}:{path}'], cwd=ROOT, check=True,
-                              capture_output=True, text=True).stdout
+        text = (Path(tree, path).read_text() if tree else
+                subprocess.run(['git', 'show', f'{commit}:{path}'], cwd=ROOT, check=True,
+                               capture_output=True, text=True).stdout)
         text = text.replace('tx2_infer_core.', f'{package}.')
         (folder / package / Path(path).name).write_text(text)
     sys.path.insert(0, str(folder))
@@ -133,11 +137,14 @@ def walking_frames(count, objects=(5, 20), image=(640, 480), sizes=(20, 150), se
     return frames
 
 
-def time_tracker(new_cls, old_cls, frames, calls, restart, idle=0.0):
+def time_tracker(new_cls, old_cls, frames, calls, restart, idle=0.0, gpu_wait=0.0):
     """Per-call ms of ``update`` of both trackers over ``frames`` cycled to ``calls`` calls
     (restarted every ``restart`` calls when given), alternating which goes first; with
-    ``idle`` seconds of sleep before each frame, only the first call is timed. Also returns
-    the tracks kept at the end and the share of calls the new tracker ran batched."""
+    ``idle`` seconds of sleep before each frame, only the first call is timed. With
+    ``gpu_wait`` seconds, each tracker's frame starts as the node's GPU frame does: the
+    tracker's ``predict`` where it has one (the node runs it while the GPU works), then that
+    wait, then the timed ``update``. Also returns the tracks kept at the end and the share of
+    calls the new tracker ran batched."""
     new, old = new_cls(), old_cls()
     times, batched = {new: [], old: []}, 0
     for i in range(calls):
@@ -148,6 +155,10 @@ def time_tracker(new_cls, old_cls, frames, calls, restart, idle=0.0):
         batched += tracking.batched(len(new.track_states()[0]), len(boxes))
         time.sleep(idle)
         for k, tracker in enumerate((new, old) if i % 2 else (old, new)):
+            if gpu_wait:
+                if hasattr(tracker, 'predict'):
+                    tracker.predict()
+                time.sleep(gpu_wait)
             t0 = time.perf_counter()
             ids[tracker] = tracker.update(boxes, scores, classes)
             if not (idle and k):
@@ -216,24 +227,28 @@ def main():
     parser.add_argument('--calls', type=int, default=3000)
     parser.add_argument('--idle-calls', type=int, default=400)
     parser.add_argument('--before', default=BEFORE_COMMIT)
+    parser.add_argument('--before-tree', help="read the 'before' files from this folder (a "
+                        'checkout of --before without git) instead of git show')
     parser.add_argument('--out', default=str(ROOT / 'bench/results/tracking_cost_cpu.json'))
     args = parser.parse_args()
     from tx2_infer_core.tracking import ByteTracker
     from tx2_infer_ros import cdr
-    old = load_before(args.before)
+    old = load_before(args.before, tree=args.before_tree)
     sequences = dict(photos=(photo_frames(), 0), jitter=(walking_frames(500), 0))
     for n in CROWDS:
         sequences[f'crowd{n}'] = (walking_frames(500, (n, n), (1280, 720), (10, 60)), 0)
     vtest = vtest_frames()
     if vtest is not None:
         sequences['vtest'] = (vtest, len(vtest))
-    runs = [(name, frames, restart, args.calls, 0.0)
+    runs = [(name, frames, restart, args.calls, 0.0, 0)
             for name, (frames, restart) in sequences.items()]
-    runs.append(('photos_after_idle', sequences['photos'][0], 0, args.idle_calls, 0.05))
+    runs.append(('photos_after_idle', sequences['photos'][0], 0, args.idle_calls, 0.05, 0))
+    runs.append(('photos_after_idle_gpu_frame', sequences['photos'][0], 0, args.idle_calls,
+                 0.05, 0.0005))
     update = {}
-    for name, frames, restart, calls, idle in runs:
+    for name, frames, restart, calls, idle, gpu_wait in runs:
         after, before, kept, share = time_tracker(ByteTracker, old['tracking'].ByteTracker,
-                                                  frames, calls, restart, idle)
+                                                  frames, calls, restart, idle, gpu_wait)
         detections = float(np.mean([len(f[0]) for f in frames]))
         update[name] = compare(after, before, mean_detections=detections, tracks_at_end=kept,
                                batched_share=share)

@@ -36,8 +36,26 @@ cp .rosgpu/photos/* $A/
   || exit 1
 $V/bin/python -c "import rclpy, pycuda, tx2_infer_ros; print('rclpy ok')" || exit 1
 since assets
+# A/B against another tree: carry .old/s12/main.tar.gz (`git archive BASE | gzip`); the
+# *_old cases run the node (and its bench) from it, in the same call.
+OLD=/tmp/oldtree
+if [ -f .old/s12/main.tar.gz ]; then mkdir -p $OLD && tar xzf .old/s12/main.tar.gz -C $OLD; fi
 for b in ${BENCH:-overhead_cuda overhead_cuda_pycam overhead_cpu cameras}; do
   case $b in
+    overhead_cuda_old|overhead_cuda_old2) (cd $OLD && PYTHONPATH=$OLD timeout 200 $V/bin/python \
+      bench/bench_node_overhead.py --backend cuda --frames 300 \
+      --out $OUT/node_overhead_cuda_${b#overhead_cuda_}_h200.json > $OUT/$b.log 2>&1) ;;
+    overhead_cuda_new2) timeout 200 $V/bin/python bench/bench_node_overhead.py --backend cuda \
+      --frames 300 --out $OUT/node_overhead_cuda_new2_h200.json > $OUT/$b.log 2>&1 ;;
+    overhead_cuda_wake0|overhead_cuda_wake0_2) timeout 200 $V/bin/python \
+      bench/bench_node_overhead.py --backend cuda --frames 300 --param cpu_wake_latency_us:=0 \
+      --out $OUT/node_overhead_cuda_${b#overhead_cuda_}_h200.json > $OUT/$b.log 2>&1 ;;
+    overhead_cuda_notrack) timeout 200 $V/bin/python bench/bench_node_overhead.py \
+      --backend cuda --frames 300 --param track:=false \
+      --out $OUT/node_overhead_cuda_notrack_h200.json > $OUT/$b.log 2>&1 ;;
+    tracking_cost) (cd bench && timeout 200 $V/bin/python bench_tracking_cost.py --calls 1000 \
+      --idle-calls 300 --before-tree $OLD --before ${OLD_COMMIT:-main} \
+      --out $OUT/tracking_cost_h200host.json > $OUT/$b.log 2>&1) ;;
     overhead_cuda) timeout 200 $V/bin/python bench/bench_node_overhead.py --backend cuda \
       --frames 300 --out $OUT/node_overhead_cuda_h200.json > $OUT/$b.log 2>&1 ;;
     overhead_cuda_block256k) TX2_INFER_FRAME_BLOCK=262144 timeout 200 $V/bin/python \

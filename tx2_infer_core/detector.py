@@ -82,34 +82,38 @@ class Detector:
         shape = tuple(self.spec.shape)
         return shape[2:4] if self.input_format['layout'] == 'NCHW' else shape[1:3]
 
-    def detect(self, image, params: DetectParams = None, times: dict = None) -> list:
+    def detect(self, image, params: DetectParams = None, times: dict = None,
+               overlap=None) -> list:
         """One frame -> [Detection] in image pixels, best first.
 
         ``params`` default to the detector's; ``times``, when a dict, receives the seconds of
-        each of ``STAGES`` (on the GPU path the whole frame counts as 'infer').
+        each of ``STAGES`` (on the GPU path the whole frame counts as 'infer'). ``overlap``, a
+        callable that does not need the frame's detections (the tracker's prediction), runs
+        while the GPU works on the frame; on the host path, before the engine runs.
         """
         if self.batch > 1:
-            return self.detect_batch([image], params, times)[0]
+            return self.detect_batch([image], params, times, overlap)[0]
         params = self.params if params is None else params
         image = as_bgr(image)
         run = self._detect_gpu if self.frames is not None else self._detect_host
-        dets, stage_times = run(image, params)
+        dets, stage_times = run(image, params, overlap)
         if times is not None:
             times.update(stage_times)
         return dets
 
-    def detect_batch(self, images, params: DetectParams = None, times: dict = None) -> list:
+    def detect_batch(self, images, params: DetectParams = None, times: dict = None,
+                     overlap=None) -> list:
         """Up to ``batch`` frames -> one [Detection] list per frame, in order, as ``detect``
         gives each: one engine run (one graph launch on the GPU) for all of them. Fewer frames
         than ``batch`` pad the rest of the batch with the last one (``padded`` counts the
-        slots). ``times`` as ``detect``'s, for the whole batch."""
+        slots). ``times`` and ``overlap`` as ``detect``'s, for the whole batch."""
         params = self.params if params is None else params
         images = [as_bgr(image) for image in images]
         if not 1 <= len(images) <= self.batch:
             raise InputError(f'detect_batch takes 1 to {self.batch} images (the engine\'s '
                              f'batch), got {len(images)}')
         run = self._batch_gpu if self.frames is not None else self._batch_host
-        results, stage_times = run(images, params)
+        results, stage_times = run(images, params, overlap)
         self.batches += 1
         self.padded += self.batch - len(images)
         if times is not None:
@@ -127,7 +131,9 @@ class Detector:
         else:
             self.detect(grey, params)
 
-    def _detect_host(self, image, params):
+    def _detect_host(self, image, params, overlap=None):
+        if overlap is not None:
+            overlap()
         t0 = time.perf_counter()
         tensor, lb = detect.preprocess(image, self.spec.shape, self.input_format)
         t1 = time.perf_counter()
@@ -147,7 +153,9 @@ class Detector:
             heads_pose.attach_keypoints(dets, outputs, self.head, rows, lb)
         return dets
 
-    def _batch_host(self, images, params):
+    def _batch_host(self, images, params, overlap=None):
+        if overlap is not None:
+            overlap()
         t0 = time.perf_counter()
         one = (1,) + tuple(self.spec.shape[1:])
         prepared = [detect.preprocess(image, one, self.input_format) for image in images]
@@ -160,21 +168,21 @@ class Detector:
         t3 = time.perf_counter()
         return results, {'preprocess': t1 - t0, 'infer': t2 - t1, 'postprocess': t3 - t2}
 
-    def _batch_gpu(self, images, params):
+    def _batch_gpu(self, images, params, overlap=None):
         t0 = time.perf_counter()
         found = self.frames.detect_batch(images, params.conf_threshold, params.iou_threshold,
-                                         params.max_detections, params.classes)
+                                         params.max_detections, params.classes, overlap)
         t1 = time.perf_counter()
         results = [detect.make_detections(boxes, scores, ids, self.labels)
                    for boxes, scores, ids in found]
         t2 = time.perf_counter()
         return results, {'preprocess': 0.0, 'infer': t1 - t0, 'postprocess': t2 - t1}
 
-    def _detect_gpu(self, image, params):
+    def _detect_gpu(self, image, params, overlap=None):
         t0 = time.perf_counter()
         boxes, scores, ids = self.frames.detect(image, params.conf_threshold,
                                                 params.iou_threshold, params.max_detections,
-                                                params.classes)
+                                                params.classes, overlap)
         t1 = time.perf_counter()
         dets = detect.make_detections(boxes, scores, ids, self.labels)
         t2 = time.perf_counter()

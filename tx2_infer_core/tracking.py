@@ -106,6 +106,18 @@ def _iou(a, b, area_a, area_b):
     return inter / (union if union > 1e-12 else 1e-12) if union > 0 else 0.0
 
 
+def plain_lists(boxes, scores, class_ids):
+    """Detections (N x 4 boxes, N scores, N class IDs; lists or arrays) -> plain Python
+    lists of floats and ints, the values numpy's float64 / int64 conversion gives, without a
+    numpy call: at a camera's few detections numpy's per-call cost, above all with cold
+    caches after idle time (the node's case), exceeds the work."""
+    if not len(boxes) == len(scores) == len(class_ids):
+        raise ValueError(f'{len(boxes)} boxes, {len(scores)} scores and {len(class_ids)} '
+                         'class IDs: one of each per detection')
+    return ([[float(x1), float(y1), float(x2), float(y2)] for x1, y1, x2, y2 in boxes],
+            [float(score) for score in scores], [int(class_id) for class_id in class_ids])
+
+
 def batched(n_tracks, n_dets):
     """Whether ``update`` runs batched on arrays (``_update_arrays``) for ``n_tracks`` tracks
     and ``n_dets`` detections, rather than in plain Python (``_update_lists``).
@@ -132,6 +144,7 @@ class ByteTracker:
         self._ids, self._classes, self._last, self._mean, self._cov = [], [], [], [], []
         self._n_active = 0
         self.frame, self._next_id = 0, 1
+        self._predicted = False  # the states are already at the next frame (``predict``)
 
     @property
     def active_count(self) -> int:
@@ -160,15 +173,31 @@ class ByteTracker:
         ``boxes`` N x 4 (x1 y1 x2 y2, pixels), ``scores`` and ``class_ids`` N values. A
         detection under ``low_threshold``, or a low-score one matching no track, gets -1.
         """
-        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-        scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-        class_ids = np.asarray(class_ids, dtype=np.int64).reshape(-1)
-        self.frame += 1
-        if batched(len(self._ids), len(boxes)):
+        self.predict()
+        self._predicted = False
+        if batched(len(self._ids), len(scores)):
             self._columns_as_arrays()
-            return self._update_arrays(boxes, scores, class_ids)
+            return self._update_arrays(np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
+                                       np.asarray(scores, dtype=np.float64).reshape(-1),
+                                       np.asarray(class_ids, dtype=np.int64).reshape(-1))
         self._columns_as_lists()
-        return self._update_lists(boxes.tolist(), scores.tolist(), class_ids.tolist())
+        return self._update_lists(*plain_lists(boxes, scores, class_ids))
+
+    def predict(self):
+        """Step 1 of ``update`` ahead of it: every track's Kalman state advanced to the next
+        frame, which needs no detection. ``update`` runs it when it was not called since the
+        last frame; the node calls it while the GPU runs the frame, off the latency path. The
+        same states bit for bit either way (the lists and arrays forms round alike)."""
+        if self._predicted:
+            return
+        self.frame += 1
+        if isinstance(self._mean, list):
+            means, covs = self._mean, self._cov
+            for r, (mean, cov) in enumerate(zip(means, covs)):
+                means[r], covs[r] = kalman_predict(mean, cov)
+        else:
+            self._mean, self._cov = predict_arrays(self._mean, self._cov)
+        self._predicted = True
 
     def _columns(self):
         """The per-track columns, in the order ``_retire_and_start`` sets them: IDs, classes,
@@ -198,7 +227,6 @@ class ByteTracker:
     def _update_arrays(self, boxes, scores, class_ids):
         """``update`` batched on the arrays (see module)."""
         p = self.params
-        self._mean, self._cov = predict_arrays(self._mean, self._cov)
         dets = (scores >= p.low_threshold).nonzero()[0]  # the detections that may be tracked
         high = scores[dets] >= p.high_threshold
         low = (~high).nonzero()[0]
@@ -259,8 +287,6 @@ class ByteTracker:
         """``update`` in plain Python on the columns as lists (see module)."""
         p = self.params
         track_ids, classes, last, means, covs = self._columns()
-        for r, (mean, cov) in enumerate(zip(means, covs)):
-            means[r], covs[r] = kalman_predict(mean, cov)
         dets = [i for i, s in enumerate(scores) if s >= p.low_threshold]  # may be tracked
         high = [j for j, i in enumerate(dets) if scores[i] >= p.high_threshold]
         low = [j for j, i in enumerate(dets) if scores[i] < p.high_threshold]

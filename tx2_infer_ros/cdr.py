@@ -124,7 +124,7 @@ class ImageView:
     """A received ``sensor_msgs/Image``: header fields and ``data``, a uint8 view."""
 
     __slots__ = ('sec', 'nanosec', 'frame_id', 'height', 'width', 'encoding',
-                 'is_bigendian', 'step', 'data', 'header')
+                 'is_bigendian', 'step', 'data')
 
     @property
     def stamp(self) -> tuple:
@@ -224,7 +224,7 @@ def detection_array_bytes(sec, nanosec, frame_id, detections, track_ids=None,
 class CompressedView:
     """A received ``sensor_msgs/CompressedImage``: header fields, ``format`` and ``data``."""
 
-    __slots__ = ('sec', 'nanosec', 'frame_id', 'format', 'data', 'header')
+    __slots__ = ('sec', 'nanosec', 'frame_id', 'format', 'data')
 
     @property
     def stamp(self) -> tuple:

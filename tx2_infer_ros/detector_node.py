@@ -38,7 +38,8 @@ from tx2_infer_ros import cdr, conversions, depth_output, executors, params
 from tx2_infer_ros.heap import build_memory_mapped, reuse_freed_memory
 from tx2_infer_ros.pipeline import load_detector
 from tx2_infer_ros.cameras import Camera
-from tx2_infer_ros.intake import FrameIntake, diagnostic_array
+from tx2_infer_ros.cpu_latency import request_wake_latency
+from tx2_infer_ros.intake import FrameIntake, diagnostic_array, header_of
 from tx2_infer_ros.stats import STAGES, NodeStats, frame_timing_status, since_stamp
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
@@ -60,6 +61,7 @@ class DetectorNode(LifecycleNode):
         self._live = {}
         self.trackers = {}  # camera topic -> ByteTracker; kept until cleanup
         self.depth = None  # the first camera's DepthOutput while active, if depth_topic
+        self._wake = None  # the CPU wake-up latency request while active, if asked for
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     def _declare_parameters(self) -> dict:
@@ -123,6 +125,8 @@ class DetectorNode(LifecycleNode):
                                   batch=self.detector.batch, handle_many=self._process_batch,
                                   batch_wait=self._param('batch_wait_ms') / 1000.0)
         self.intake.start()
+        self._wake = request_wake_latency(self._param('cpu_wake_latency_us'),
+                                          self.get_logger().warn)
         self.depth = depth_output.from_params(self, self.cameras[0].topic)
         reliability = self._param('qos_reliability')
         for camera in self.cameras:
@@ -180,7 +184,9 @@ class DetectorNode(LifecycleNode):
             self.depth = self.depth.close()
         if self._timing_pub is not None:
             self.destroy_publisher(self._timing_pub)
-        self._timing_pub = self._qos_timer = self.intake = None
+        if self._wake is not None:
+            self._wake.close()
+        self._timing_pub = self._qos_timer = self.intake = self._wake = None
         self.cameras = []
 
     def _release_engine(self):
@@ -249,9 +255,10 @@ class DetectorNode(LifecycleNode):
         if not ready:
             return
         batch_times = {}
+        trackers = [self._tracker(r[0], live) for r in ready] if live['track'] else []
         try:
             found = self.detector.detect_batch([r[4] for r in ready], live['detect'],
-                                               batch_times)
+                                               batch_times, overlap=_predict_all(trackers))
         except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the node
             for camera, *_ in ready:
                 self.intake.drop(camera, 'error', f'{type(exc).__name__}: {exc}')
@@ -265,7 +272,7 @@ class DetectorNode(LifecycleNode):
         t0 = time.perf_counter()
         waited = time.monotonic() - arrival
         times = {'wait': waited,
-                 'receive': self._since_stamp(msg.header.stamp, arrival) - waited}
+                 'receive': self._since_stamp(msg, arrival) - waited}
         image = self.intake.decode(camera, msg)
         if image is None:
             return None
@@ -282,7 +289,7 @@ class DetectorNode(LifecycleNode):
         self.stats.record({s: times[s] for s in STAGES}, times['latency'])
         camera.stats.record({}, times['latency'])
         if live['publish_timing']:
-            timing = DiagnosticArray(header=msg.header, status=[
+            timing = DiagnosticArray(header=header_of(msg), status=[
                 frame_timing_status(self.get_name(), times, len(dets))])
             self._timing_pub.publish(timing)
 
@@ -290,33 +297,36 @@ class DetectorNode(LifecycleNode):
         """Detect (unless ``dets`` are given), publish the camera's Detection2DArray (and
         annotated image); adds the stage times and 'latency' (image stamp -> detections
         published) to ``times``."""
-        if dets is None:
-            dets = self.detector.detect(image, live['detect'], times)
+        tracker = self._tracker(camera, live) if live['track'] else None
+        if dets is None:  # the tracker predicts while the GPU runs the frame
+            dets = self.detector.detect(image, live['detect'], times,
+                                        overlap=None if tracker is None else tracker.predict)
         t0 = time.perf_counter()
-        track_ids = self._track(camera, dets, live) if live['track'] else None
+        track_ids = None if tracker is None else tracker.update(
+            [(d.x1, d.y1, d.x2, d.y2) for d in dets], [d.score for d in dets],
+            [d.class_id for d in dets])
         t1 = time.perf_counter()
         camera.detections.publish(cdr.detection_array_bytes(
             msg.sec, msg.nanosec, msg.frame_id, dets, track_ids, live['keypoint_threshold']))
         times['track'], times['publish'] = t1 - t0, time.perf_counter() - t1
-        times['latency'] = self._since_stamp(msg.header.stamp, arrival)
+        times['latency'] = self._since_stamp(msg, arrival)
         distances = None if self.depth is None else self.depth.add_frame(
-            camera.topic, msg.header, image.shape, dets, track_ids)
+            camera.topic, header_of(msg), image.shape, dets, track_ids)
         if live['publish_annotated']:
             drawn = detect.draw_detections(image, dets, track_ids, distances)
             draw_detection_keypoints(drawn, dets, live['keypoint_threshold'], track_ids)
             annotated = conversions.fill_image(Image(), drawn)
-            annotated.header = msg.header
+            annotated.header = header_of(msg)
             camera.annotated.publish(annotated)
         return dets
 
-    def _track(self, camera, dets, live):
-        """Track IDs of ``dets`` from the camera's tracker (made on its first frame)."""
+    def _tracker(self, camera, live):
+        """The camera's tracker (made on its first frame) with the live settings."""
         tracker = self.trackers.get(camera.topic)
         if tracker is None:
             tracker = self.trackers[camera.topic] = ByteTracker(live['track_params'])
         tracker.params = live['track_params']
-        return tracker.update([(d.x1, d.y1, d.x2, d.y2) for d in dets],
-                              [d.score for d in dets], [d.class_id for d in dets])
+        return tracker
 
     def _since_stamp(self, stamp, arrival) -> float:
         return since_stamp(stamp, self.get_clock().now().nanoseconds, arrival)
@@ -331,6 +341,17 @@ class DetectorNode(LifecycleNode):
                                  self._state == 'active', self.trackers)
         array.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(array)
+
+
+def _predict_all(trackers):
+    """A callable that runs ``predict`` of each of ``trackers``; None for none."""
+    if not trackers:
+        return None
+
+    def predict():
+        for tracker in trackers:
+            tracker.predict()
+    return predict
 
 
 def main(args=None):

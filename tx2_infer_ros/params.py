@@ -91,6 +91,11 @@ SPECS = {
     'keypoint_threshold': Spec(KEYPOINT_THRESHOLD, _D, 'Pose models: least visibility of a '
                                "keypoint published (a 'keypoint/<index>' hypothesis) and "
                                'drawn', low=0.0, high=1.0),
+    'cpu_wake_latency_us': Spec(-1, _I, 'While active, keep the CPUs out of idle states '
+                                        'slower to wake than this many microseconds (Linux '
+                                        'PM QoS, /dev/cpu_dma_latency; needs write access '
+                                        'to it): lower frame latency, more power. -1 = leave '
+                                        'the system as it is', low=-1, high=1000000, step=1),
     'publish_timing': Spec(False, _B, 'Publish each frame\'s stage times on ~/frame_timing '
                                       '(diagnostic_msgs/DiagnosticArray with the image header)'),
     'track': Spec(True, _B, 'Give each detection a track ID (Detection2D.id; "" if untracked): '
@@ -120,7 +125,7 @@ REBUILD = frozenset({'model_path', 'labels_path', 'input_size', 'batch', 'backen
                      'accuracy_budget', 'calibration_images', 'range_images'})
 # Changing these while active needs new subscriptions: applied on the next activate.
 RESUBSCRIBE = frozenset({'cameras', 'batch_wait_ms', 'input_type', 'qos_reliability',
-                         'qos_depth',
+                         'qos_depth', 'cpu_wake_latency_us',
                          'depth_topic', 'depth_info_topic', 'depth_slop', 'depth_inner'})
 
 

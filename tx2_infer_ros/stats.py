@@ -72,8 +72,9 @@ class NodeStats:
 
 
 def since_stamp(stamp, now_ns, arrival) -> float:
-    """Seconds from the header ``stamp`` to ``now_ns`` (ROS clock), or from ``arrival``
-    (monotonic) to now when the stamp is zero (unset)."""
+    """Seconds from the header ``stamp`` (or anything with its ``sec`` and ``nanosec``: a
+    received image's view) to ``now_ns`` (ROS clock), or from ``arrival`` (monotonic) to now
+    when the stamp is zero (unset)."""
     stamp_ns = stamp.sec * 10**9 + stamp.nanosec
     if stamp_ns == 0:
         return time.monotonic() - arrival

@@ -40,8 +40,10 @@ class StubFrames:
     def __init__(self):
         self.calls = []
 
-    def detect(self, image, conf, iou, max_det, classes):
+    def detect(self, image, conf, iou, max_det, classes, overlap=None):
         self.calls.append((image.shape, conf, iou, max_det, classes))
+        if overlap is not None:
+            overlap()
         return np.float32([[1, 2, 30, 40]]), np.float32([0.9]), np.int64([1])
 
 
@@ -106,6 +108,25 @@ def test_the_gpu_path_is_chosen_once_from_the_backends_frame_pipeline(yolov8, bu
     backend.frame_pipeline = frames
     host = Detector(engine, path='host')
     assert host.path == 'host' and host.detect(bus) and engine.runs == 1
+
+
+def test_overlap_runs_once_a_frame_on_either_path(yolov8, bus):
+    """The node's tracker prediction: once per detect or detect_batch call, before the
+    engine's run on the host path, handed to the frame pipeline on the GPU path."""
+    engine = OrtEngine(yolov8, {'labels': LABELS})
+    seen = []
+    host = Detector(engine, path='host')
+    dets = host.detect(bus, overlap=lambda: seen.append(engine.runs))
+    assert seen == [0] and engine.runs == 1 and dets == host.detect(bus)
+    host.detect_batch([bus], overlap=lambda: seen.append(engine.runs))
+    assert seen == [0, 2]
+    backend = Backend()
+    backend.frame_pipeline = frames = StubFrames()
+    gpu = Detector(OrtEngine(yolov8, {'labels': LABELS}, backend))
+    gpu.detect(bus, overlap=lambda: seen.append('gpu'))
+    assert seen == [0, 2, 'gpu'] and len(frames.calls) == 1
+    with pytest.raises(ZeroDivisionError):     # an overlap's error is the caller's
+        host.detect(bus, overlap=lambda: 1 / 0)
 
 
 def test_path_and_head_are_checked_at_construction(yolov8):

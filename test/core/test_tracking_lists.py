@@ -168,3 +168,49 @@ def test_overlap_costs_is_one_minus_iou_matrix(seed, n, m):
     cost = 1.0 - tracking.iou_matrix(boxes[:n], boxes[n:])
     assert (tracking.overlap_costs(boxes[:n], boxes[n:])
             == [{j: c for j, c in enumerate(row) if c < 1.0} for row in cost.tolist()])
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None)
+@given(frames=crowds(), params=track_params, seed=st.integers(0, 2 ** 32 - 1))
+def test_predict_ahead_changes_nothing(frames, params, seed):
+    """``predict`` before ``update`` (once or twice, as the node calls it while the GPU runs
+    the frame) gives the IDs and states of ``update`` alone, bit for bit, on either path."""
+    calls = iter(np.random.default_rng(seed).integers(0, 3, len(frames)).tolist())
+    plain, ahead = ByteTracker(params), ByteTracker(params)
+    for i, (boxes, scores, classes) in enumerate(frames):
+        for _ in range(next(calls)):
+            ahead.predict()
+        want = plain.update(boxes, scores, classes)
+        got = ahead.update(boxes, scores, classes)
+        assert got.tolist() == want.tolist(), f'frame {i}'
+        for a, b in zip(plain.track_states(), ahead.track_states()):
+            np.testing.assert_array_equal(b, a, err_msg=f'frame {i}')
+        assert ahead.frame == plain.frame
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(seed=st.integers(0, 2 ** 32 - 1), n=st.integers(0, 8),
+       kind=st.sampled_from(['list', 'float32', 'float64', 'tuples']))
+def test_plain_lists_are_numpys_conversion(seed, n, kind):
+    rng = np.random.default_rng(seed)
+    boxes, scores = rng.uniform(-5, 700, (n, 4)), rng.uniform(0, 1, n)
+    classes = rng.integers(0, 80, n)
+    if kind == 'float32':
+        boxes, scores = boxes.astype(np.float32), scores.astype(np.float32)
+    elif kind in ('list', 'tuples'):
+        boxes, scores, classes = boxes.tolist(), scores.tolist(), classes.tolist()
+        if kind == 'tuples':
+            boxes = [tuple(box) for box in boxes]
+    got = tracking.plain_lists(boxes, scores, classes)
+    want = (np.asarray(boxes, np.float64).reshape(-1, 4).tolist(),
+            np.asarray(scores, np.float64).tolist(), np.asarray(classes, np.int64).tolist())
+    assert got == want
+    values = [v for box in got[0] for v in box] + got[1]
+    assert all(type(v) is float for v in values) and all(type(c) is int for c in got[2])
+
+
+def test_plain_lists_refuse_mismatched_lengths():
+    with pytest.raises(ValueError, match='2 boxes, 1 scores and 2 class IDs'):
+        tracking.plain_lists([[0, 0, 1, 1]] * 2, [0.5], [0, 1])
+    with pytest.raises(ValueError):
+        tracking.plain_lists([[0, 0, 1]], [0.5], [0])

@@ -135,3 +135,25 @@ def test_classes_and_max_det_filters():
         assert len(detector.detect(image, DetectParams(0.05, IOU, 2))) == 2
     finally:
         engine.close()
+
+
+def test_overlap_runs_while_the_gpu_works_and_its_error_leaves_the_pipeline_whole():
+    """``overlap`` runs once a frame after the launch; the detections are those of a frame
+    without it; an error it raises reaches the caller after the GPU finished the frame, and
+    the next frames are the same again."""
+    engine = _engine('yolov3-tiny', 'tc')
+    try:
+        detector = Detector(engine, path='gpu')
+        image = next(iter(_photos().values()))
+        want = detector.detect(image)
+        calls = []
+        assert detector.detect(image, overlap=lambda: calls.append(1)) == want
+        assert calls == [1]
+
+        def fails():
+            raise RuntimeError('overlap failed')
+        with pytest.raises(RuntimeError, match='overlap failed'):
+            detector.detect(image, overlap=fails)
+        assert detector.detect(image) == want and want
+    finally:
+        engine.close()

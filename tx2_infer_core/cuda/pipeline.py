@@ -270,15 +270,16 @@ class FramePipeline:
             allow[:, [c for c in classes if 0 <= c < MAX_CLASSES]] = 1
 
     def detect(self, image, conf=DEFAULTS.conf_threshold, iou=DEFAULTS.iou_threshold,
-               max_det=DEFAULTS.max_detections, classes=None):
+               max_det=DEFAULTS.max_detections, classes=None, overlap=None):
         """BGR uint8 HxWx3 -> (boxes xyxy [N, 4] in image pixels, scores [N], class ids [N]).
         On a batch plan, a batch of one (padded)."""
-        return self.detect_batch([image], conf, iou, max_det, classes)[0]
+        return self.detect_batch([image], conf, iou, max_det, classes, overlap)[0]
 
     def detect_batch(self, images, conf=DEFAULTS.conf_threshold, iou=DEFAULTS.iou_threshold,
-                     max_det=DEFAULTS.max_detections, classes=None):
+                     max_det=DEFAULTS.max_detections, classes=None, overlap=None):
         """1 to ``batch`` BGR uint8 HxWx3 images -> one (boxes, scores, class ids) per image,
-        in one graph launch; see the module doc."""
+        in one graph launch; see the module doc. ``overlap``, a callable, runs on the host
+        while the GPU works on the frame (after the launch, before the wait)."""
         images = [np.asarray(image) for image in images]
         if not 1 <= len(images) <= self.batch:
             raise InputError(f'the frame pipeline takes 1 to {self.batch} images, '
@@ -301,7 +302,11 @@ class FramePipeline:
                 graph.launch()
             else:
                 enqueue()
-            self.be.stream.synchronize()
+            try:
+                if overlap is not None:
+                    overlap()
+            finally:  # the buffers stay the GPU's until it is done, whatever overlap did
+                self.be.stream.synchronize()
         if self.head['type'] == 'classifier':
             return [self._classify(b, h, w, max_det, classes) for b, (h, w) in enumerate(sizes)]
         return [self._found(b) for b in range(len(sizes))]
