@@ -11,7 +11,7 @@ timeout ${TEST_S:-200} python3 -m pytest -q -p no:cacheprovider -rfE -n ${XDIST:
   > $OUT/test_int8.log 2>&1
 grep -E "^FAILED|^ERROR| passed| failed" $OUT/test_int8.log | cut -c1-200 | tail -n 8
 since tests
-for tree in new old new2; do  # new twice, around old: drift shows as new vs new2
+for tree in ${RUNS:-new old new2}; do  # new twice, around old: drift shows as new vs new2
   dir=$PWD
   [ $tree = old ] && dir=$PWD/.old/tree
   (cd $dir && PYTHONPATH=/tmp/site:$dir timeout ${BENCH_S:-150} python3 \
