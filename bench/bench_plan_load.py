@@ -36,6 +36,25 @@ print(json.dumps(dict(import_s=t1 - t0, load_s=t2 - t1)))
 """
 
 
+PROFILE_CHILD = """
+import cProfile, pstats, sys
+from tx2_infer_core.engine import Engine
+profile = cProfile.Profile()
+engine = profile.runcall(Engine.load, sys.argv[1], backend='cuda')
+engine.close()
+pstats.Stats(profile).sort_stats('cumulative').print_stats(40)
+"""
+
+
+def profile_once(tree, plan) -> str:
+    """cProfile of one ``Engine.load`` of ``plan`` in a fresh process of ``tree`` (text)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(tree)] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]))
+    out = subprocess.run([sys.executable, '-c', PROFILE_CHILD, str(plan)], env=env, cwd=tree,
+                         capture_output=True, text=True, timeout=120)
+    return out.stdout + out.stderr[-2000:]
+
+
 def load_once(tree, plan) -> dict:
     """One fresh process of ``tree`` loading ``plan`` -> its times (+ the process's wall)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
@@ -66,6 +85,7 @@ def main(argv=None):
     ap.add_argument('--onnx-dir', default='/tmp/splitk_onnx')
     ap.add_argument('--trees', required=True, help='name=folder,name=folder')
     ap.add_argument('--rounds', type=int, default=5)
+    ap.add_argument('--profile', help='also write a cProfile of one load (first tree) here')
     ap.add_argument('--out', required=True)
     args = ap.parse_args(argv)
     from bench_splitk import export_torch
@@ -75,6 +95,8 @@ def main(argv=None):
     build_plan(next(iter(trees.values())), model, plan)
     for tree in trees.values():   # one untimed load each: kernel cache and page cache warm
         load_once(tree, plan)
+    if args.profile:
+        Path(args.profile).write_text(profile_once(next(iter(trees.values())), plan))
     runs = {name: [] for name in trees}
     for r in range(args.rounds):
         for name in (list(trees) if r % 2 == 0 else list(trees)[::-1]):

@@ -12,6 +12,7 @@ done
 mkdir -p $OUT/plan_load
 timeout ${LOAD_S:-200} python3 bench/bench_plan_load.py --model ${MODEL:-resnet50} \
   --trees $SPEC --rounds ${ROUNDS:-5} --out $OUT/plan_load/plan_load_h200.json \
+  --profile $OUT/plan_load/load_profile.txt \
   > $OUT/plan_load/plan_load.log 2>&1
 tail -n 4 $OUT/plan_load/plan_load.log | cut -c1-300
 since "plan load"
