@@ -82,6 +82,16 @@ def resolve_backend(name) -> str:
     return name
 
 
+def early_context(backend, backend_options=None):
+    """For a cuda ``backend`` ('auto' where a GPU answers): its device's primary context
+    started in a thread (``cuda.runtime.EarlyContext``: release it once the engine is made or
+    the load failed); else None."""
+    if backend != 'cuda' and not (backend == 'auto' and cuda_available()):
+        return None
+    from tx2_infer_core.cuda.runtime import EarlyContext
+    return EarlyContext(int((backend_options or {}).get('device', 0)))
+
+
 def non_finite_outputs(outputs) -> list:
     """Names of the float outputs in ``outputs`` ({name: array}) holding inf or NaN."""
     return sorted(name for name, array in outputs.items()
@@ -207,14 +217,20 @@ class Engine:
     def load(cls, plan_path, backend='numpy', backend_options=None, limits=None):
         """Load a saved plan without rebuilding (file size and arena within ``limits``)."""
         limits = limits or DEFAULT_LIMITS
-        graph, memory_plan, options = plan_file.load_plan(
-            plan_path, max_bytes=limits.max_file_bytes, max_arena_bytes=limits.max_arena_bytes)
-        with own_errors(f'{plan_path}: the plan does not prepare', PlanFileError):
-            marker = verified_marker(plan_path)
-            if marker is None or not marker.is_file():
-                verify_shapes(graph, limits, plan_path)   # one reference run: seconds
-                remember(marker)
-            return cls(graph, memory_plan, options, backend, backend_options)
+        early = early_context(backend, backend_options)  # made while the file is read
+        try:
+            graph, memory_plan, options = plan_file.load_plan(
+                plan_path, max_bytes=limits.max_file_bytes,
+                max_arena_bytes=limits.max_arena_bytes)
+            with own_errors(f'{plan_path}: the plan does not prepare', PlanFileError):
+                marker = verified_marker(plan_path)
+                if marker is None or not marker.is_file():
+                    verify_shapes(graph, limits, plan_path)   # one reference run: seconds
+                    remember(marker)
+                return cls(graph, memory_plan, options, backend, backend_options)
+        finally:
+            if early is not None:
+                early.release()
 
     def save(self, plan_path) -> None:
         """Write this engine's plan to ``plan_path`` (.tx2plan)."""

@@ -2,8 +2,40 @@
 
 Everything imports pycuda lazily, inside the functions, so importing this module is free.
 """
+import threading
+
 from tx2_infer_core.cuda import compile as cc
 from tx2_infer_core.planner import ALIGNMENT
+
+
+class EarlyContext:
+    """``device``'s primary context made in a thread while the caller does CPU work (a plan
+    load reads, checks and lowers its file meanwhile: making a context takes a good part of a
+    boot's load). The thread retains the context and holds it until ``release()`` (call it once
+    a DeviceContext has retained the context too, or when the load fails); it then releases it
+    itself: pycuda releases a context in the thread that retained it. Without pycuda or the
+    GPU the thread just ends, and DeviceContext reports the problem."""
+
+    def __init__(self, device: int = 0):
+        self._release = threading.Event()
+        self._thread = threading.Thread(target=self._hold, args=(device,),
+                                        name='tx2-cuda-context', daemon=True)
+        self._thread.start()
+
+    def _hold(self, device):
+        try:
+            import pycuda.driver as drv
+            drv.init()
+            ctx = drv.Device(device).retain_primary_context()
+        except Exception:  # noqa: BLE001 (no pycuda, no such GPU: DeviceContext says why)
+            return
+        self._release.wait()
+        ctx.detach()
+
+    def release(self) -> None:
+        """Let the thread release its hold (the context lives on while others retain it)."""
+        self._release.set()
+        self._thread.join()
 
 
 class DeviceContext:
