@@ -10,6 +10,7 @@ The plan is built once (with the first tree) and loaded by every tree; the kerne
 shared and warm, as on a robot after its first boot.
 """
 import argparse
+import compileall
 import json
 import os
 import subprocess
@@ -48,17 +49,24 @@ pstats.Stats(profile).sort_stats('cumulative').print_stats(40)
 
 def profile_once(tree, plan) -> str:
     """cProfile of one ``Engine.load`` of ``plan`` in a fresh process of ``tree`` (text)."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(tree)] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]))
+    env = tree_env(tree)
     out = subprocess.run([sys.executable, '-c', PROFILE_CHILD, str(plan)], env=env, cwd=tree,
                          capture_output=True, text=True, timeout=120)
     return out.stdout + out.stderr[-2000:]
 
 
-def load_once(tree, plan) -> dict:
-    """One fresh process of ``tree`` loading ``plan`` -> its times (+ the process's wall)."""
+def tree_env(tree) -> dict:
+    """The environment of a child running ``tree``'s code, bytecode caching on (as on an
+    installed package, whose modules are compiled at install)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(tree)] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]))
+    env.pop('PYTHONDONTWRITEBYTECODE', None)
+    return env
+
+
+def load_once(tree, plan) -> dict:
+    """One fresh process of ``tree`` loading ``plan`` -> its times (+ the process's wall)."""
+    env = tree_env(tree)
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, '-c', CHILD, str(plan)], env=env, cwd=tree,
                          capture_output=True, text=True, timeout=120)
@@ -73,10 +81,8 @@ def build_plan(tree, model, plan):
     code = ('import sys; from tx2_infer_core.engine import Engine; '
             "e = Engine.build(sys.argv[1], backend='cuda', precision='fp16'); "
             'e.save(sys.argv[2]); e.close()')
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(tree)] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]))
-    subprocess.run([sys.executable, '-c', code, str(model), str(plan)], env=env, cwd=tree,
-                   check=True, timeout=300)
+    subprocess.run([sys.executable, '-c', code, str(model), str(plan)], env=tree_env(tree),
+                   cwd=tree, check=True, timeout=300)
 
 
 def main(argv=None):
@@ -93,7 +99,8 @@ def main(argv=None):
     trees = dict(item.split('=', 1) for item in args.trees.split(','))
     plan = Path(tempfile.mkdtemp(prefix='tx2_plan_load_')) / f'{args.model}.tx2plan'
     build_plan(next(iter(trees.values())), model, plan)
-    for tree in trees.values():   # one untimed load each: kernel cache and page cache warm
+    for tree in trees.values():   # compiled as at install; one untimed load each: kernel
+        compileall.compile_dir(str(Path(tree, 'tx2_infer_core')), quiet=1)  # and page cache
         load_once(tree, plan)
     if args.profile:
         Path(args.profile).write_text(profile_once(next(iter(trees.values())), plan))

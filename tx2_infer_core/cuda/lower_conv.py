@@ -239,9 +239,9 @@ def lower_conv(lc, node):
     geo = conv_geometry(a, x.shape, y.shape, w.shape)
     x_t, y_t = (x.ref, x.pix, x.channel_off), (y.ref, y.pix, y.channel_off)
     if is_depthwise(geo['Cg'], geo['groups']):
-        w_ref = lc.add_weight(w.transpose(2, 3, 1, 0).astype(np.float16, order='C'))
+        w_ref = lc.add_weight(w.transpose(2, 3, 1, 0), np.float16)
         return [depthwise_launch(node.name, x_t, y_t, geo, w_ref, *fused_epilogue(lc, node))]
-    w_ref = lc.add_weight(w.transpose(0, 2, 3, 1).astype(np.float16, order='C'))
+    w_ref = lc.add_weight(w.transpose(0, 2, 3, 1), np.float16)
     return conv_launches(lc, node.name, x_t, y_t, geo, w_ref, *fused_epilogue(lc, node))
 
 
@@ -288,7 +288,7 @@ def linear_launch(lc, node, a_slot, y_slot, b_nk, bias=None, epilogue=None, norm
         lc.unsupported(node, 'MatMul/Gemm need row-major activations')
     n_out, k = b_nk.shape
     geo = linear_geometry(a_slot, k, n_out)
-    w_ref = lc.add_weight(b_nk.astype(np.float16, order='C'))
+    w_ref = lc.add_weight(b_nk, np.float16)
     if epilogue is None:
         bias_ref = lc.add_weight(bias.astype(np.float32)) if bias is not None else NULL
         epilogue = (bias_ref, None, None, 0)

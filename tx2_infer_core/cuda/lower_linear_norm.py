@@ -89,7 +89,7 @@ def lower_linear_norm(lc, node):
                               norm_ctas=total),
                 layernorm_launch(node.name, sums.ref, y.ref, affine, rows, n, eps)]
     bm, bn, threads, ctas = tile
-    w_ref = lc.add_weight(w.T.astype(np.float16, order='C'))
+    w_ref = lc.add_weight(w.T, np.float16)
     fields = conv_fields((x.ref, k, 0), (s.ref if s else NULL, n, 0), geo, w_ref,
                          *fused_epilogue(lc, node))
     fields.update(gamma=affine[0], beta=affine[1], ln_y=y.ref, ln_pix=n, eps=eps)

@@ -14,6 +14,8 @@ A lowering function takes a ``LoweringContext`` and a node and returns its launc
 function lowers which op is ``LOWERINGS``, derived from ``ops/traits.py`` (the ``cuda`` family
 of each op). What a kernel cannot do raises ``UnsupportedOpError`` naming the node.
 """
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,12 +125,21 @@ class LoweringContext:
         """The graph dtype of value ``name``."""
         return self.graph.values[name].dtype
 
-    def add_weight(self, array) -> Ref:
-        """Append a host array to the weight buffer; returns its future device address."""
-        data = np.ascontiguousarray(array).tobytes()
+    def add_weight(self, array, dtype=None) -> Ref:
+        """Append a host array to the weight buffer; returns its future device address.
+        With ``dtype`` the array (a constant's view, any strides: never changed afterwards)
+        is kept as it is and stored as ``dtype`` in C order by ``Lowered.weight_image``,
+        which casts every such weight straight into place, in parallel: one pass over the
+        large conv and linear weights at load, not a cast, a copy and a copy."""
         ref = Ref('weights', self.weight_bytes)
-        self.weight_chunks.append((self.weight_bytes, data))
-        self.weight_bytes += -(-max(len(data), 1) // ALIGNMENT) * ALIGNMENT
+        if dtype is None:
+            data = np.ascontiguousarray(array).tobytes()
+            self.weight_chunks.append((self.weight_bytes, data))
+            nbytes = len(data)
+        else:
+            self.weight_chunks.append((self.weight_bytes, WeightCast(array, np.dtype(dtype))))
+            nbytes = array.size * np.dtype(dtype).itemsize
+        self.weight_bytes += -(-max(nbytes, 1) // ALIGNMENT) * ALIGNMENT
         return ref
 
     def workspace(self, name, nbytes) -> Ref:
@@ -153,6 +164,29 @@ class LoweringContext:
         raise UnsupportedOpError(node.op, node.name, LOWERINGS, detail)
 
 
+WEIGHT_THREADS = min(8, os.cpu_count() or 1)  # threads writing the weight image
+
+@dataclass(frozen=True)
+class WeightCast:
+    """A weight stored as ``dtype`` in C order, cast when the weight image is made."""
+
+    array: np.ndarray
+    dtype: np.dtype
+
+    def write(self, host, offset) -> None:
+        """Cast ``array`` into ``host`` (uint8) at ``offset`` (aligned to the dtype)."""
+        size = self.array.size * self.dtype.itemsize
+        out = host[offset:offset + size].view(self.dtype).reshape(self.array.shape)
+        np.copyto(out, self.array, casting='unsafe')
+
+
+def _write_chunk(host, offset, data) -> None:
+    if isinstance(data, WeightCast):
+        data.write(host, offset)
+    else:
+        host[offset:offset + len(data)] = np.frombuffer(data, np.uint8)
+
+
 @dataclass
 class Lowered:
     """The result of ``lower_graph``: everything the device needs, nothing allocated yet."""
@@ -167,10 +201,11 @@ class Lowered:
     int8_path: str = 'dp4a'
 
     def weight_image(self) -> np.ndarray:
-        """The weight buffer as host bytes (at least one byte)."""
+        """The weight buffer as host bytes (at least one byte); the chunks are written on
+        ``WEIGHT_THREADS`` threads (numpy casts and copies without the GIL)."""
         host = np.zeros(max(self.weight_bytes, 1), np.uint8)
-        for off, data in self.weight_chunks:
-            host[off:off + len(data)] = np.frombuffer(data, np.uint8)
+        with ThreadPoolExecutor(WEIGHT_THREADS) as pool:
+            list(pool.map(lambda chunk: _write_chunk(host, *chunk), self.weight_chunks))
         return host
 
     @property
