@@ -166,6 +166,7 @@ class LoweringContext:
 
 WEIGHT_THREADS = min(8, os.cpu_count() or 1)  # threads writing the weight image
 
+
 @dataclass(frozen=True)
 class WeightCast:
     """A weight stored as ``dtype`` in C order, cast when the weight image is made."""
