@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'test' / 'ros'))
 from benchlib import command_output, cpu_name, versions, write_json  # noqa: E402
 from rospeer import T, Peer, free_domain_id, start_node, stop_node  # noqa: E402
+from tx2_infer_ros.cpu_latency import current_wake_latency  # noqa: E402
 from tx2_infer_ros.stats import FRAME_TIMES  # noqa: E402
 
 STAGES = tuple(t for t in FRAME_TIMES if t != 'latency')  # the node's timed parts of a frame
@@ -152,6 +153,7 @@ def run(frames, warmup, gap, backend='cpu', serialised=True, peer_executor='auto
         assert peer.change_state(T.TRANSITION_CONFIGURE), (logs / 'det.log').read_text()
         assert peer.change_state(T.TRANSITION_ACTIVATE)
         load_start = os.getloadavg()
+        wake = current_wake_latency()  # the kernel's CPU latency target while the node runs
         rows, lost = play(peer, timing, camera_messages(), warmup + frames, gap, serialised)
         load_end = os.getloadavg()
         info = peer.diag_values()
@@ -175,6 +177,7 @@ def run(frames, warmup, gap, backend='cpu', serialised=True, peer_executor='auto
                       f'detections came back plus {gap} s), per-frame times matched by stamp',
             'frames': len(rows), 'warmup_frames': warmup, 'lost_frames': lost,
             'node_params': settings,
+            'cpu_wake_latency_us_while_active': wake,
             'goal_overhead_ms': 2.0,
             'overhead_ms': summary(rows)['overhead'],
             'end_to_end_ms': summary(rows)['end_to_end'],
