@@ -79,8 +79,7 @@ class FrameIntake:
         except Exception as exc:  # noqa: BLE001 - a message unlike an image: count it
             self.drop(camera, 'error', f'{type(exc).__name__}: {exc}')
             return
-        self.slots.put(camera, msg)
-        self.worker.serve_inline()
+        self.worker.put_and_serve(camera, msg)
 
     def decode(self, camera, msg):
         """Worker: the frame as HxWx3 BGR, or None when it is dropped (counted by cause)."""

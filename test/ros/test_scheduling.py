@@ -97,3 +97,48 @@ def test_a_worker_without_inline_never_runs_in_the_caller():
     worker = Worker(slots, lambda *args: None)
     slots.put('a', 1)
     assert not worker.serve_inline()
+
+
+def test_put_without_wake_leaves_the_thread_asleep_until_wake_if_waiting():
+    slots = FreshestSlots(['a'])
+    got = []
+    taker = threading.Thread(target=lambda: got.append(slots.take(timeout=30)))
+    taker.start()
+    time.sleep(0.05)                        # the taker waits on the slots
+    slots.put('a', 1, wake=False)
+    taker.join(0.3)
+    assert taker.is_alive() and not got     # not woken for a message its caller serves
+    slots.wake_if_waiting()
+    taker.join(5)
+    assert not taker.is_alive() and got[0][:2] == ('a', 1)
+    slots.wake_if_waiting()                 # nothing waits: no-op
+
+
+def test_put_and_serve_runs_inline_without_the_thread_and_hands_over_when_busy():
+    slots = FreshestSlots(['a'])
+    ran, started, release = [], threading.Event(), threading.Event()
+
+    def handle(key, item, arrival):
+        ran.append((item, threading.get_ident()))
+        if item == 'slow':
+            started.set()
+            release.wait(5)
+    worker = Worker(slots, handle, inline=True)
+    worker.start()
+    worker.put_and_serve('a', 'here')       # idle: runs in this thread
+    assert ran == [('here', threading.get_ident())]
+    caller = threading.Thread(target=lambda: worker.put_and_serve('a', 'slow'))
+    caller.start()
+    assert started.wait(5)                  # the caller's thread runs 'slow'
+    worker.put_and_serve('a', 'later')      # busy: left waiting, the thread is woken
+    release.set()
+    caller.join(5)
+    deadline = time.monotonic() + 5
+    while len(ran) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    worker.stop()
+    assert [item for item, _ in ran] == ['here', 'slow', 'later']
+    assert ran[2][1] not in (threading.get_ident(), caller.ident)   # the worker thread's
+    plain = Worker(FreshestSlots(['b']), lambda *args: ran.append(args[1]))
+    plain.put_and_serve('b', 'queued')      # without inline: only queued for the thread
+    assert ran[-1] != 'queued' and plain.slots.take(timeout=0)[1] == 'queued'
