@@ -17,7 +17,7 @@ ENCAPSULATION = b'\x00\x01\x00\x00'   # CDR, little endian
 IDENTITY_POSE = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0)   # position xyz, orientation xyzw
 KEYPOINT_PREFIX = 'keypoint/'   # a keypoint hypothesis's class_id: 'keypoint/<index>'
 KEYPOINT_THRESHOLD = 0.5        # least visibility of a published keypoint (the default)
-_U32, _I32 = struct.Struct('<I'), struct.Struct('<i')
+_U32, _I32, _U8 = struct.Struct('<I'), struct.Struct('<i'), struct.Struct('<B')
 _U8, _F64 = struct.Struct('<B'), struct.Struct('<d')
 _BBOX = struct.Struct('<5d')    # centre x, y, theta, size x, y
 _ZEROS = (0.0,) * 36            # a pose covariance
@@ -39,23 +39,24 @@ class Reader:
             raise CdrError('not a little-endian CDR message (encapsulation header)')
         self.data, self.pos = data, 4
 
-    def _take(self, fmt, size):
-        self.pos += -(self.pos - 4) % size
-        end = self.pos + struct.calcsize(fmt)
+    def _take(self, field):
+        """One value of the ``struct.Struct`` ``field``, aligned to its size (a received
+        image is read field by field once per frame: precompiled formats, few calls)."""
+        pos = self.pos + -(self.pos - 4) % field.size
+        end = pos + field.size
         if end > len(self.data):
-            raise CdrError(f'message truncated at byte {self.pos} of {len(self.data)}')
-        value = struct.unpack_from(fmt, self.data, self.pos)
+            raise CdrError(f'message truncated at byte {pos} of {len(self.data)}')
         self.pos = end
-        return value
+        return field.unpack_from(self.data, pos)[0]
 
     def u32(self) -> int:
-        return self._take('<I', 4)[0]
+        return self._take(_U32)
 
     def i32(self) -> int:
-        return self._take('<i', 4)[0]
+        return self._take(_I32)
 
     def u8(self) -> int:
-        return self._take('<B', 1)[0]
+        return self._take(_U8)
 
     def string(self) -> str:
         n = self.u32()
