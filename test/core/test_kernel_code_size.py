@@ -50,4 +50,3 @@ def test_int8_mma_epilogue_is_one_copy(acts, bound):
     ~5,200 (4-channel vector stores)."""
     sizes = instructions(nvcc_compile('conv_int8_mma', 90, {'TX2_ACTS': ACTS[acts]}))
     assert all(sizes[f'conv_i8_mma_{t}'] <= bound for t in ('64x64', '128x64', '64x128')), sizes
-
