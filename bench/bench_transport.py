@@ -8,7 +8,8 @@ notes stamp -> callback. Sizes: a 1x1 image and 640x480 bgr8; with our Fast DDS 
 (shared memory + UDP, as the launch file runs the node), shared memory only, and Fast DDS
 defaults. Writes JSON (``--out``).
 
-    python bench/bench_transport.py [--frames 300] [--out bench/results/transport_cpu.json]
+    python bench/bench_transport.py [--frames 300] [--executor events] [--node-heap] \
+        [--profiles 'shm + udp'] [--out bench/results/transport_cpu.json]
 """
 import argparse
 import os
@@ -46,7 +47,10 @@ time.sleep(1.0)
 for _ in range(frames):
     now = node.get_clock().now().to_msg()
     cdr.restamp(frame, now.sec, now.nanosec)
-    pub.publish(bytes(frame))
+    try:  # the bytearray itself, as a C++ driver publishes (no bytes copy after the stamp)
+        pub.handle.publish_raw(frame)
+    except TypeError:
+        pub.publish(bytes(frame))
     time.sleep(1.0 / hz)
 '''
 
@@ -55,10 +59,12 @@ PROFILES = {'fastdds defaults': None, 'shm + udp': 'fastdds_large_images.xml',
             'shm only': 'fastdds_shm_only.xml'}
 
 
-def receive(frames, side, hz, profile, lifecycle):
-    """Latencies (ms) of ``frames`` messages from a publisher process."""
+def receive(frames, side, hz, profile, lifecycle, executor_name='single'):
+    """Latencies (ms) of ``frames`` messages from a publisher process, received by a
+    ``executor_name`` executor ('single' or 'events', the node's where rclpy has it)."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
+    from tx2_infer_ros import executors
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image
     from tx2_infer_ros import cdr
@@ -83,7 +89,8 @@ def receive(frames, side, hz, profile, lifecycle):
         sec, nanosec, _ = cdr.read_header(cdr.Reader(data))
         lat.append((at - sec - nanosec * 1e-9) * 1e3)
     node.create_subscription(Image, 'image', on_image, qos_profile_sensor_data, raw=True)
-    executor = SingleThreadedExecutor(context=context)
+    events = executors.events_executor_class() if executor_name == 'events' else None
+    executor = (events or SingleThreadedExecutor)(context=context)
     executor.add_node(node)
     proc = subprocess.Popen([sys.executable, '-c', PUBLISHER, str(side), str(frames), str(hz)],
                             env=env)
@@ -112,16 +119,27 @@ def main(argv=None):
     parser.add_argument('--hz', type=float, default=30.0)
     parser.add_argument('--lifecycle', action='store_true',
                         help='also receive in a lifecycle node (more entities to wait on)')
+    parser.add_argument('--executor', default='single', choices=('single', 'events'),
+                        help="the receiver's executor (events: the node's, where rclpy has it)")
+    parser.add_argument('--node-heap', action='store_true',
+                        help="receive with the node's malloc policy (tx2_infer_ros/heap.py: "
+                             'frame-sized blocks reused, not mapped per message)')
+    parser.add_argument('--profiles', default=','.join(PROFILES),
+                        help='which of the Fast DDS profiles, comma-separated')
     parser.add_argument('--out', default=str(ROOT / 'bench' / 'results' / 'transport_cpu.json'))
     args = parser.parse_args(argv)
+    if args.node_heap:
+        from tx2_infer_ros import heap
+        heap.reuse_freed_memory()  # before the first big allocation, as the node does
     cases = []
     for side in (1, 480):
-        for profile in PROFILES:
+        for profile in args.profiles.split(','):
             for lifecycle in (False, True)[:1 + args.lifecycle]:
-                lat = receive(args.frames, side, args.hz, profile, lifecycle)
+                lat = receive(args.frames, side, args.hz, profile, lifecycle, args.executor)
                 case = {'image': '1x1' if side == 1 else '640x480 bgr8',
                         'fastdds_profile': PROFILES[profile] or 'none (defaults)',
                         'subscriber': 'lifecycle node' if lifecycle else 'plain node',
+                        'executor': args.executor, 'node_heap': args.node_heap,
                         **summary(lat, args.frames)}
                 print(case, flush=True)
                 cases.append(case)

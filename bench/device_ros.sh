@@ -94,6 +94,9 @@ for b in ${BENCH:-overhead_cuda overhead_cuda_pycam overhead_cpu cameras}; do
       --frames 150 --out $OUT/node_overhead_cpu_h200host.json > $OUT/$b.log 2>&1 ;;
     transport) timeout 200 $V/bin/python bench/bench_transport.py --frames 300 \
       --out $OUT/transport_h200host.json > $OUT/$b.log 2>&1 ;;
+    transport_floor) timeout 120 $V/bin/python bench/bench_transport.py --frames 300 \
+      --executor events --node-heap --profiles 'shm + udp' \
+      --out $OUT/transport_floor_h200host.json > $OUT/$b.log 2>&1 ;;
     cameras) timeout 200 $V/bin/python bench/bench_cameras.py --backend cuda \
       --out $OUT/cameras_cuda_h200.json > $OUT/$b.log 2>&1 ;;
   esac
