@@ -328,8 +328,9 @@ class DetectorNode(LifecycleNode):
         tracker.params = live['track_params']
         return tracker
 
-    def _since_stamp(self, stamp, arrival) -> float:
-        return since_stamp(stamp, self.get_clock().now().nanoseconds, arrival)
+    def _since_stamp(self, view, arrival) -> float:
+        """Seconds from a received image's stamp (``view.sec``, ``view.nanosec``) to now."""
+        return since_stamp(view, self.get_clock().now().nanoseconds, arrival)
 
     def _publish_diagnostics(self):
         """The node's status, then one per camera (``intake.diagnostic_array``)."""
