@@ -3,7 +3,8 @@
 Per frame (``ByteTracker.update``), as in ByteTrack (Zhang et al., 2022):
 
 1. every track's box is predicted by a constant-velocity Kalman filter on (centre x, centre y,
-   aspect w/h, height) and their velocities (ByteTrack's ``KalmanFilterXYAH`` and noise);
+   aspect w/h, height) and their velocities (ByteTrack's ``KalmanFilterXYAH`` and noise):
+   ``predict``, which a caller may run ahead, before the frame's detections exist;
 2. high-score detections (score >= ``high_threshold``) are matched to all tracks, active and
    lost, by IoU (Hungarian, ``assignment.py``; pairs under ``match_iou`` are refused);
 3. low-score detections (``low_threshold`` <= score < high) are matched to the active tracks
