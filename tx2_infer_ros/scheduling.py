@@ -141,7 +141,7 @@ class Worker:
     def put_and_serve(self, key, item) -> None:
         """A subscription's message: with ``inline``, run here if no frame is running, and
         wake the thread only for what is left waiting (waking it for a message this thread
-        then takes cost ~30 us of thread switching per frame); else hand it to the thread."""
+        then takes costs a thread switch a frame); else hand it to the thread."""
         if not self.inline:
             self.slots.put(key, item)
             return
