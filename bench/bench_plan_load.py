@@ -19,11 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from benchlib import cpu_name, write_json  # noqa: E402
+from benchlib import cpu_name, stats, versions, write_json  # noqa: E402
 
 CHILD = """
 import json, sys, time
@@ -85,6 +84,17 @@ def build_plan(tree, model, plan):
                    cwd=tree, check=True, timeout=300)
 
 
+def summary(rows) -> dict:
+    """Per time of the runs ``rows`` ('load_s': seconds): median, p99, min and max in ms,
+    under the time's name ('load')."""
+    out = {}
+    for key in rows[0]:
+        ms = [r[key] * 1e3 for r in rows]
+        name = key[:-2] if key.endswith('_s') else key
+        out[name] = dict(stats(ms, minimum=True), max_ms=max(ms))
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--model', default='resnet50', help='a bench_splitk.export_torch name')
@@ -109,21 +119,16 @@ def main(argv=None):
         for name in (list(trees) if r % 2 == 0 else list(trees)[::-1]):
             runs[name].append(load_once(trees[name], plan))
             print(name, {k: round(v, 3) for k, v in runs[name][-1].items()}, flush=True)
-    results = {}
-    for name, rows in runs.items():
-        results[name] = {key: dict(median=float(np.median([r[key] for r in rows])),
-                                   min=float(min(r[key] for r in rows)),
-                                   max=float(max(r[key] for r in rows)))
-                         for key in rows[0]}
+    results = {name: summary(rows) for name, rows in runs.items()}
     gpu = subprocess.run(['nvidia-smi', '--query-gpu=name,driver_version',
                           '--format=csv,noheader'], capture_output=True, text=True).stdout
     doc = dict(what=__doc__.splitlines()[0], model=args.model, plan_bytes=plan.stat().st_size,
                device=gpu.strip(), cpu=cpu_name(), cores=os.cpu_count(),
-               python=sys.version.split()[0], rounds=args.rounds, trees=trees,
+               versions=versions('numpy', 'pycuda'), rounds=args.rounds, trees=trees,
                results=results, runs=runs, when=time.strftime('%Y-%m-%d %H:%M:%S'))
     write_json(args.out, doc, indent=1)
     for name, row in results.items():
-        print(name, {k: round(v['median'], 3) for k, v in row.items()})
+        print(name, {k: round(v['median_ms'], 1) for k, v in row.items()})
 
 
 if __name__ == '__main__':
