@@ -1,5 +1,6 @@
 """Launch-shape knobs for few-CTA transformer launches (cuda/launch_knobs.py: attention CTAs of
-1-2 warps, split-K in a cluster for linears and linear norms) against today's launches, same
+1-2 warps, split-K in a cluster for linears and linear norms) and the MaxPool in the conv
+epilogue (cuda/pool_epilogue.py: pool_off, pool_unsplit) against today's launches, same
 models, same process, rounds interleaved: kernels-only graph replay time (median and p99),
 launches, a per-launch profile of the BERT-shaped launches, outputs compared with the default.
 
@@ -18,7 +19,9 @@ import ab_models  # noqa: E402
 from bench_ours import profile, random_feeds  # noqa: E402
 
 ATTN, SPLIT = 'TX2_INFER_ATTN_WARPS', 'TX2_INFER_LINEAR_SPLITK'
+POOL = 'TX2_INFER_POOL_EPILOGUE'  # cuda/pool_epilogue.py
 VARIANTS = {'default': {}, 'off': {SPLIT: 'off'}, 'attn2': {ATTN: '2'}, 'attn1': {ATTN: '1'},
+            'pool_off': {POOL: 'off'}, 'pool_unsplit': {POOL: 'unsplit'},
             'split': {SPLIT: 'linear'}, 'split_norm': {SPLIT: 'linear+norm'},
             'fused_few': {SPLIT: 'fused_few'},
             'attn2_split_norm': {ATTN: '2', SPLIT: 'linear+norm'},
@@ -30,7 +33,7 @@ ZOO_MODELS = ('vit-focus',)
 def knobs(env):
     """Only ``env``'s knobs set (they are read when a backend lowers its graph), then the
     environment as it was."""
-    saved = {name: os.environ.pop(name, None) for name in {ATTN, SPLIT, *env}}
+    saved = {name: os.environ.pop(name, None) for name in {ATTN, SPLIT, POOL, *env}}
     os.environ.update(env)
     try:
         yield

@@ -114,6 +114,53 @@ __device__ __forceinline__ void decode_pixel(const ConvParams &p, long long m, i
     tx2_decode_pixel(m, p.P, p.Q, n, oh, ow);
 }
 
+// The output pixel of GEMM row m: m itself, or with POOL (a fused 2x2 stride-2 MaxPool,
+// P and Q even) rows in groups of four, one 2x2 window each: m = 4 * pooled pixel + 2 * dy + dx.
+template <bool POOL>
+__device__ __forceinline__ long long conv_row_pixel(const ConvParams &p, long long m) {
+    if constexpr (!POOL) {
+        return m;
+    } else {
+        const int q2 = p.Q >> 1;
+        const long long t = m >> 2;  // pooled pixel: (image * P/2 + row) * Q/2 + column
+        const int dy = (int)((m >> 1) & 1), dx = (int)(m & 1);
+        return ((t / q2) * 2 + dy) * p.Q + (t % q2) * 2 + dx;
+    }
+}
+
+// GEMM row m -> (image, output row, output column) (see conv_row_pixel).
+template <bool POOL>
+__device__ __forceinline__ void decode_row(const ConvParams &p, long long m, int &n, int &oh,
+                                           int &ow) {
+    decode_pixel(p, conv_row_pixel<POOL>(p, m), n, oh, ow);
+}
+
+// The epilogue values of channels k.. (``n`` <= 8 of them, of all groups) of pixel ``pix``
+// from the FP32 values ``v``, into ``out``.
+__device__ __forceinline__ void conv_values8(const ConvParams &p, long long pix, int k, int n,
+                                             const float *v, float *out) {
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+        if (e >= n) break;
+        const float b = p.bias ? p.bias[k + e] : 0.f;
+        const float r = p.res ? __half2float(p.res[pix * p.r_pix + p.r_off + k + e]) : 0.f;
+        out[e] = conv_epilogue(p, v[e], b, r, k + e);
+    }
+}
+
+// ``n`` (<= 8) FP32 values to FP16 at ``dst``: one 16-byte store where all 8 align.
+__device__ __forceinline__ void conv_put8(half *dst, int n, const float *v) {
+    if (n == 8 && conv_aligned16(dst)) {
+        uint4 out;
+        half2 *o = reinterpret_cast<half2 *>(&out);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) o[e] = __floats2half2_rn(v[2 * e], v[2 * e + 1]);
+        *reinterpret_cast<uint4 *>(dst) = out;
+        return;
+    }
+    for (int e = 0; e < n && e < 8; ++e) dst[e] = __float2half(v[e]);
+}
+
 // Image ``img`` of the input view, at the first channel of group ``g``.
 __device__ __forceinline__ const half *conv_x_image(const ConvParams &p, int img, int g) {
     return p.x + (long long)img * p.H * p.W * p.x_pix + p.x_off + g * p.Cg;

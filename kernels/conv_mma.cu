@@ -19,6 +19,13 @@
 #define MMA_BK 32
 #define MMA_LD (MMA_BK + 8)  // padded row (80 bytes): the 8 rows of an ldmatrix hit 8 bank groups
 
+// Where a fused 2x2 stride-2 MaxPool writes (kernels ``conv_mma*_pool_*``): z at pooled pixel
+// t, channel k is z[t * z_pix + z_off + k]; keep: also store the conv's own output y.
+struct PoolOut {
+    half *z;
+    int z_pix, z_off, keep;
+};
+
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
 __device__ __forceinline__ void mma_16816(float *d, const unsigned *a, const unsigned *b) {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
@@ -29,7 +36,8 @@ __device__ __forceinline__ void mma_16816(float *d, const unsigned *a, const uns
 
 // One thread's share of the tile loads: AL pixel rows of A and BL weight rows of B, each one
 // 16-byte chunk (channels col..col+8 of the current 32-channel chunk), and the k position.
-template <int AL, int BL, int THREADS>
+// POOL: GEMM rows in 2x2-window order (conv_row_pixel).
+template <int AL, int BL, int THREADS, bool POOL = false>
 struct MmaLoader {
     const half *xa[AL];  // image base + group channel offset, per A row
     int ih0[AL], iw0[AL];  // top-left input tap; far negative for rows past M
@@ -54,11 +62,12 @@ struct MmaLoader {
         for (int i = 0; i < AL; ++i) {
             const long long m = m0 + (tid >> 2) + i * (THREADS / 4);
             if (flat) {
-                xa[i] = m < M ? p.x + p.x_off + g * p.Cg + m * p.x_pix : nullptr;
+                xa[i] = m < M ? p.x + p.x_off + g * p.Cg + conv_row_pixel<POOL>(p, m) * p.x_pix
+                              : nullptr;
                 continue;
             }
             int img = 0, oh = 0, ow = 0;
-            if (m < M) decode_pixel(p, m, img, oh, ow);
+            if (m < M) decode_row<POOL>(p, m, img, oh, ow);
             xa[i] = conv_x_image(p, img, g);
             ih0[i] = m < M ? oh * p.sh - p.ph : -(1 << 29);
             iw0[i] = ow * p.sw - p.pw;
@@ -112,7 +121,7 @@ struct MmaLoader {
 // The loader of layers whose channels are not 16-byte rows (a 3-channel stem): k runs over
 // (r, s, c) flattened with no padding, gathered by 2-byte loads and plain shared stores.
 // Each thread fills part of one A row (1024 / BN halves) and of one B row (1024 / BM).
-template <int BM, int BN>
+template <int BM, int BN, bool POOL = false>
 struct GatherLoader {
     static constexpr int EA = 1024 / BN, EB = 1024 / BM;
     const half *xa, *wb;
@@ -125,7 +134,7 @@ struct GatherLoader {
     __device__ void init(const ConvParams &p, long long m0, int n0, int g, int kt0) {
         const long long M = (long long)p.N * p.P * p.Q, m = m0 + threadIdx.x / (32 / EA);
         int img = 0, oh = 0, ow = 0;
-        if (m < M) decode_pixel(p, m, img, oh, ow);
+        if (m < M) decode_row<POOL>(p, m, img, oh, ow);
         xa = conv_x_image(p, img, g);
         ih0 = m < M ? oh * p.sh - p.ph : -(1 << 29);
         iw0 = ow * p.sw - p.pw;
@@ -242,6 +251,36 @@ __device__ __forceinline__ void mma_store_staged(const ConvParams &p, const floa
             conv_store8(p, m, g * p.Kg + k, p.Kg - k, &tile[row * LD + col]);
     }
 }
+
+// The staged BM x BN tile (rows in 2x2-window order) to the pooled output, 8 channels of one
+// window per thread and step: each of the window's four pixels through the epilogue (stored
+// to y with keep), their maximum to z. FP16 rounding is monotonic, so this is the max of the
+// FP16 conv outputs that a separate MaxPool would take.
+template <int BM, int BN>
+__device__ __forceinline__ void mma_store_pooled(const ConvParams &p, const PoolOut &o,
+                                                 const float *tile, int g, long long m0,
+                                                 int n0) {
+    constexpr int LD = BN + 4, CHUNKS = BN / 8;
+    const long long M = (long long)p.N * p.P * p.Q;
+#pragma unroll 1
+    for (int idx = threadIdx.x; idx < BM / 4 * CHUNKS; idx += blockDim.x) {
+        const int quad = idx / CHUNKS, col = (idx % CHUNKS) * 8;
+        const long long m = m0 + 4 * quad;
+        const int k = n0 + col;
+        if (m >= M || k >= p.Kg) continue;
+        const int n = min(8, p.Kg - k), kk = g * p.Kg + k;
+        float best[8], v[8];
+#pragma unroll 1
+        for (int j = 0; j < 4; ++j) {
+            const long long pix = conv_row_pixel<true>(p, m + j);
+            conv_values8(p, pix, kk, n, &tile[(4 * quad + j) * LD + col], v);
+            if (o.keep) conv_put8(p.y + pix * p.y_pix + p.y_off + kk, n, v);
+#pragma unroll
+            for (int e = 0; e < 8; ++e) best[e] = j ? fmaxf(best[e], v[e]) : v[e];
+        }
+        conv_put8(o.z + (m >> 2) * o.z_pix + o.z_off + kk, n, best);
+    }
+}
 #endif
 
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
@@ -254,17 +293,18 @@ struct PickType<false, T, F> {
     using type = F;
 };
 
-#define MMA_LOADER(BM, BN, GATHER)                                                             \
-    typename PickType<GATHER, GatherLoader<BM, BN>,                                            \
+#define MMA_LOADER(BM, BN, GATHER, POOL)                                                       \
+    typename PickType<GATHER, GatherLoader<BM, BN, POOL>,                                      \
                       MmaLoader<BM * 4 / (BM * BN / 32), BN * 4 / (BM * BN / 32),              \
-                                BM * BN / 32>>::type
+                                BM * BN / 32, POOL>>::type
 #endif
 
 // S > 1: one of the S splits of a cluster (cluster.cuh); LN > 0: one of the LN CTAs of a
-// row-normalising cluster (linear_norm.cuh, ``ln`` its parameters); else the plain kernel.
-template <int BM, int BN, int STAGES, bool GATHER, int S = 1, int LN = 0>
+// row-normalising cluster (linear_norm.cuh, ``ln`` its parameters); POOL: a 2x2 stride-2
+// MaxPool fused into the epilogue (``pool``; one split, a staged tile); else the plain kernel.
+template <int BM, int BN, int STAGES, bool GATHER, int S = 1, int LN = 0, bool POOL = false>
 __device__ void conv_mma_body(const ConvParams &p, float *ws, int splits,
-                              const LnParams *ln = nullptr) {
+                              const LnParams *ln = nullptr, const PoolOut *pool = nullptr) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
     // the STAGES-deep A and B tiles; after the k loop a cluster split's FP32 tile
     __shared__ __align__(16) unsigned char
@@ -276,7 +316,7 @@ __device__ void conv_mma_body(const ConvParams &p, float *ws, int splits,
     const int g = blockIdx.z % p.groups, split = blockIdx.z / p.groups;
     const long long m0 = (long long)blockIdx.x * BM;
     const int n0 = blockIdx.y * BN;
-    MMA_LOADER(BM, BN, GATHER) ld;
+    MMA_LOADER(BM, BN, GATHER, POOL) ld;
     const int ktiles = ld.ktiles(p), per = (ktiles + splits - 1) / splits, kt0 = split * per;
     const int nk = min(ktiles, kt0 + per) - kt0;
     ld.init(p, m0, n0, g, kt0);
@@ -323,6 +363,19 @@ __device__ void conv_mma_body(const ConvParams &p, float *ws, int splits,
         return;
     }
 #endif
+    if constexpr (POOL) {
+        if constexpr (mma_stages_tile<BM, BN, STAGES>()) {
+            float *tile = reinterpret_cast<float *>(smem);
+            cp_async_wait<0>();
+            __syncthreads();  // the pipeline's shared memory becomes the staged tile
+            tx2_stage_fragments<BN + 4>(tile, acc, wm, wn, lane);
+            __syncthreads();
+            mma_store_pooled<BM, BN>(p, *pool, tile, g, m0, n0);
+        } else {
+            __trap();  // the host fuses a pool only into tiles that stage (mma_stages_tile)
+        }
+        return;
+    }
     if constexpr (mma_stages_tile<BM, BN, STAGES>()) {
         if (splits == 1) {
             float *tile = reinterpret_cast<float *>(smem);
@@ -405,6 +458,33 @@ __device__ void conv_mma_body(const ConvParams &p, float *ws, int splits,
         const LnParams ln = {gamma, beta, ln_y, ln_pix, eps};                                  \
         conv_mma_body<BM, BN, STAGES, false, 1, CONV_MMA_LN>(p, nullptr, 1, &ln);             \
     }
+#endif
+
+// -DCONV_MMA_POOL (sm_80+): the kernels ``conv_mma[_gather]_pool_<BM>x<BN>``, a 2x2 stride-2
+// MaxPool fused into the epilogue (one split; PoolOut says where the pooled map goes).
+#if defined(CONV_MMA_POOL)
+#undef CONV_MMA_KERNEL
+#if !defined(CONV_MMA_GATHER) || CONV_MMA_GATHER == 0
+#define CONV_MMA_POOL_ROWS(BM, BN, STAGES)                                                     \
+    extern "C" __global__ void __launch_bounds__(BM * BN / 32, 1)                               \
+        conv_mma_pool_##BM##x##BN(ConvParams p, float *ws, int splits, PoolOut o) {           \
+        conv_mma_body<BM, BN, STAGES, false, 1, 0, true>(p, ws, 1, nullptr, &o);              \
+    }
+#else
+#define CONV_MMA_POOL_ROWS(BM, BN, STAGES)
+#endif
+#if !defined(CONV_MMA_GATHER) || CONV_MMA_GATHER == 1
+#define CONV_MMA_POOL_GATHER(BM, BN, STAGES)                                                   \
+    extern "C" __global__ void __launch_bounds__(BM * BN / 32, 1)                               \
+        conv_mma_gather_pool_##BM##x##BN(ConvParams p, float *ws, int splits, PoolOut o) {    \
+        conv_mma_body<BM, BN, STAGES, true, 1, 0, true>(p, ws, 1, nullptr, &o);               \
+    }
+#else
+#define CONV_MMA_POOL_GATHER(BM, BN, STAGES)
+#endif
+#define CONV_MMA_KERNEL(BM, BN, STAGES)                                                        \
+    CONV_MMA_POOL_ROWS(BM, BN, STAGES)                                                         \
+    CONV_MMA_POOL_GATHER(BM, BN, STAGES)
 #endif
 
 // One build may hold a single tile (-DCONV_MMA_TILE=BM*1000+BN): the backend compiles the

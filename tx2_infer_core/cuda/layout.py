@@ -8,6 +8,7 @@ import numpy as np
 
 from tx2_infer_core.cuda import placement
 from tx2_infer_core.cuda.launch import Ref, Slot, row_major
+from tx2_infer_core.cuda.pool_epilogue import ATTR as POOL_ATTR
 from tx2_infer_core.cuda.views import copy_views, stored_as_half, view_slot
 from tx2_infer_core.ops import traits
 from tx2_infer_core.planner import ALIGNMENT, plan_memory
@@ -43,8 +44,9 @@ def nhwc_values(graph) -> set:
         return dtype.kind in 'fb' or dtype == np.int8 or (dtype.kind in 'iu'
                                                           and dtype.itemsize > 1)
 
-    found = {n for node in graph.nodes if node.op in IMAGE_OPS
-             for n in node.inputs[:1] + node.outputs[:1] if is_image(n)}
+    found = {n for node in graph.nodes if node.op in IMAGE_OPS  # (a fused pool's output too)
+             for n in node.inputs[:1] + node.outputs[:1 + (POOL_ATTR in node.attrs)]
+             if is_image(n)}
     found |= {n for node in graph.nodes
               if node.op in ('FusedConv', 'FusedConvTranspose', 'FusedConvInt8')
               for n in node.inputs[3:4] if n and is_image(n)}

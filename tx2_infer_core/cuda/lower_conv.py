@@ -22,7 +22,9 @@ from tx2_infer_core.cuda.launch import BLOCK, NULL, Launch, grid_1d
 from tx2_infer_core.cuda.launch_knobs import linear_splits
 from tx2_infer_core.cuda.lower_epilogue import fused_epilogue
 from tx2_infer_core.cuda.lower_ops import binary_launch
+from tx2_infer_core.cuda.pool_epilogue import ATTR as POOL_ATTR
 from tx2_infer_core.cuda.splitk_table import split_pays
+from tx2_infer_core.errors import Tx2InferError
 from tx2_infer_core.passes.weights import batchnorm_scale_shift
 
 TC_MIN_ARCH = 70
@@ -38,6 +40,12 @@ ACT_MODULES = ('conv', 'conv_mma', 'depthwise', 'conv_transpose', 'conv_int8', '
 # conv_mma's argument list: ConvParams, then the split-K workspace and factor.
 CONV_MMA = np.dtype([(n, params.CONV.fields[n][0]) for n in params.CONV.names]
                     + [('ws', params.PTR), ('splits', 'i4')], align=True)
+# conv_mma*_pool_*'s: then the PoolOut record (the pooled map z, its pixel stride and channel
+# offset, keep: also write y).
+CONV_MMA_POOL = np.dtype([(n, CONV_MMA.fields[n][0]) for n in CONV_MMA.names]
+                         + [('z', params.PTR), ('z_pix', 'i4'), ('z_off', 'i4'),
+                            ('keep', 'i4')], align=True)
+POOL_TILE = (128, 64, 256)  # a pooled launch's tile where mma_config picks 128x128 (no stage)
 
 
 def conv_pads(attrs, in_hw, out_hw, kernel, strides, dil) -> list:
@@ -127,19 +135,35 @@ def with_act_masks(launches) -> list:
             if k.module in masks else k for k in launches]
 
 
-def mma_launches(lc, name, family, fields, geo, split_ok=True) -> list:
-    """The conv_mma launch (and its split-K reduction) of one convolution."""
+def mma_launches(lc, name, family, fields, geo, split_ok=True, pool=None) -> list:
+    """The conv_mma launch (and its split-K reduction) of one convolution; with ``pool``
+    ((z Ref, pixel stride, channel offset), keep) the one launch of its pooled kernel."""
     m = geo['N'] * geo['P'] * geo['Q']
     if family == 'conv_mma_gather':
         ktiles = -(-geo['R'] * geo['S'] * geo['Cg'] // MMA_BK)
     else:
         ktiles = geo['R'] * geo['S'] * -(-geo['Cg'] // MMA_BK)
     bm, bn, threads, splits = mma_config(m, geo['Kg'], ktiles, geo['groups'], lc.sm_count,
-                                         split_ok, lc.arch)
+                                         split_ok and pool is None, lc.arch)
     module = mma_module(bm, bn, family == 'conv_mma_gather')
+    if pool is not None:
+        return [pooled_launch(name, family, fields, geo, (bm, bn, threads), pool)]
     return tile_launches(lc, name, (module, f'{family}_{bm}x{bn}', 'CONV_MMA_CLUSTER',
                                     'conv_splitk_reduce'), CONV_MMA, fields, geo,
                          (bm, bn, threads, splits))
+
+
+def pooled_launch(name, family, fields, geo, tile, pool) -> Launch:
+    """The one ``conv_mma[_gather]_pool_<BM>x<BN>`` launch of a conv with a fused 2x2 MaxPool
+    (``cuda/pool_epilogue.py``): no split-K, a tile whose epilogue stages in shared memory."""
+    bm, bn, threads = tile if tile[:2] != (128, 128) else POOL_TILE
+    (z, z_pix, z_off), keep = pool
+    module = mma_module(bm, bn, family == 'conv_mma_gather') + '@CONV_MMA_POOL=1'
+    m = geo['N'] * geo['P'] * geo['Q']
+    return Launch(module, f'{family}_pool_{bm}x{bn}',
+                  (-(-m // bm), -(-geo['Kg'] // bn), geo['groups']), (threads, 1, 1),
+                  CONV_MMA_POOL, dict(fields, ws=NULL, splits=1, z=z, z_pix=z_pix, z_off=z_off,
+                                      keep=int(keep)), name)
 
 
 def tile_launches(lc, name, kernels, record, fields, geo, tile) -> list:
@@ -193,10 +217,11 @@ def depthwise_launch(name, x, y, geo, w_ref, bias_ref, res=None, act=None, res_a
 
 
 def conv_launches(lc, name, x, y, geo, w_ref, bias_ref, res=None, act=None, res_after=0,
-                  slope=NULL, split_ok=True) -> list:
+                  slope=NULL, split_ok=True, pool=None) -> list:
     """The Launches of one fused convolution. ``x``/``y``/``res`` are (Ref, pix, channel
     offset); ``geo`` holds N, H, W, P, Q, Cg, Kg, groups, R, S, sh, sw, ph, pw, dh, dw;
-    ``slope`` PRelu's FP32 slope per output channel."""
+    ``slope`` PRelu's FP32 slope per output channel; ``pool`` a fused 2x2 MaxPool
+    (``mma_launches``), on the tensor-core kernels only."""
     fields = conv_fields(x, y, geo, w_ref, bias_ref, res, act, res_after, slope)
 
     def aligned(n):
@@ -205,7 +230,10 @@ def conv_launches(lc, name, x, y, geo, w_ref, bias_ref, res=None, act=None, res_
     kernel, threads = pick_kernel(lc.arch, lc.conv_path, geo['Cg'], geo['Kg'], geo['groups'],
                                   aligned)
     if kernel.startswith('conv_mma'):
-        return mma_launches(lc, name, kernel, fields, geo, split_ok)
+        return mma_launches(lc, name, kernel, fields, geo, split_ok, pool)
+    if pool is not None:
+        raise Tx2InferError(f"conv '{name}': a fused MaxPool needs the conv_mma kernels, not "
+                            f'{kernel}')
     if kernel == 'conv_direct':
         total = geo['N'] * geo['P'] * geo['Q'] * geo['Kg'] * geo['groups']
         grid = grid_1d(total)
@@ -242,7 +270,20 @@ def lower_conv(lc, node):
         w_ref = lc.add_weight(w.transpose(2, 3, 1, 0), np.float16)
         return [depthwise_launch(node.name, x_t, y_t, geo, w_ref, *fused_epilogue(lc, node))]
     w_ref = lc.add_weight(w.transpose(0, 2, 3, 1), np.float16)
-    return conv_launches(lc, node.name, x_t, y_t, geo, w_ref, *fused_epilogue(lc, node))
+    return conv_launches(lc, node.name, x_t, y_t, geo, w_ref, *fused_epilogue(lc, node),
+                         pool=fused_pool(lc, node))
+
+
+def fused_pool(lc, node):
+    """((z Ref, pixel stride, channel offset), keep) of the MaxPool fused into ``node``
+    (``cuda/pool_epilogue.py``; keep: the conv's own output is read too), else None."""
+    if POOL_ATTR not in node.attrs:
+        return None
+    z, y = lc.slot(node.outputs[1]), node.outputs[0]
+    if not z.nhwc:
+        lc.unsupported(node, 'a fused MaxPool writes an NHWC image')
+    keep = bool(lc.readers(y)) or y in lc.graph.outputs
+    return (z.ref, z.pix, z.channel_off), keep
 
 
 def lower_batchnorm(lc, node):

@@ -32,6 +32,7 @@ from tx2_infer_core.cuda.lower_attention import lower_attention
 from tx2_infer_core.cuda.lower_einsum import lower_einsum
 from tx2_infer_core.cuda.lower_gather import lower_gather
 from tx2_infer_core.cuda.lower_linear_norm import lower_linear_norm
+from tx2_infer_core.cuda.pool_epilogue import fuse_pool_epilogue
 from tx2_infer_core.errors import Tx2InferError, UnsupportedOpError
 from tx2_infer_core.ops import traits
 from tx2_infer_core.passes.rewrite_einsum import without_einsum
@@ -87,6 +88,13 @@ class LoweringContext:
         self.slots = dict(slots)
         self.weight_chunks, self.weight_bytes = [], 0
         self._workspaces = {}
+        self._readers = None
+
+    def readers(self, name) -> list:
+        """The nodes reading value ``name``."""
+        if self._readers is None:
+            self._readers = self.graph.consumers()
+        return self._readers.get(name, [])
 
     def slot(self, name) -> Slot:
         """The device slot of an activation or (as row-major FP16) a constant."""
@@ -237,6 +245,7 @@ def lower_graph(graph, arch: int, conv_path: str = 'auto', sm_count: int = DEFAU
     i8_path = lower_int8.resolve_int8_path(arch, int8_path)
     graph, _ = without_einsum(graph)  # Einsum as MatMul, Transpose, Reshape, Mul, ReduceSum
     graph, _ = lift_1d(graph)  # 1-D convs and pools as 2-D ones with H = 1 (4-D slots added)
+    graph, _ = fuse_pool_epilogue(graph, arch, path, sm_count)  # 2x2 MaxPools in conv epilogues
     int32 = int32_values(graph)  # the index values stored int32, not FP16
     plan, slots = layout.plan_arena(graph, alignment, place_channels, int32.values)
     ctx = LoweringContext(graph, arch, path, sm_count, slots, i8_path, int32)
