@@ -256,6 +256,25 @@ __device__ __forceinline__ void mma_store_staged(const ConvParams &p, const floa
 // window per thread and step: each of the window's four pixels through the epilogue (stored
 // to y with keep), their maximum to z. FP16 rounding is monotonic, so this is the max of the
 // FP16 conv outputs that a separate MaxPool would take.
+// One 2x2 window (GEMM rows m..m + 3) at channels k.. (``n`` <= 8, group g): ``sums(j, v)``
+// gives row m + j's 8 FP32 sums; each row through the epilogue (to y with keep), the
+// maximum to z.
+template <class Sums>
+__device__ __forceinline__ void mma_pool_window(const ConvParams &p, const PoolOut &o,
+                                                long long m, int kk, int n, Sums sums) {
+    float best[8], v[8], acc[8];
+#pragma unroll 1
+    for (int j = 0; j < 4; ++j) {
+        const long long pix = conv_row_pixel<true>(p, m + j);
+        sums(j, acc);
+        conv_values8(p, pix, kk, n, acc, v);
+        if (o.keep) conv_put8(p.y + pix * p.y_pix + p.y_off + kk, n, v);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) best[e] = j ? fmaxf(best[e], v[e]) : v[e];
+    }
+    conv_put8(o.z + (m >> 2) * o.z_pix + o.z_off + kk, n, best);
+}
+
 template <int BM, int BN>
 __device__ __forceinline__ void mma_store_pooled(const ConvParams &p, const PoolOut &o,
                                                  const float *tile, int g, long long m0,
@@ -268,19 +287,50 @@ __device__ __forceinline__ void mma_store_pooled(const ConvParams &p, const Pool
         const long long m = m0 + 4 * quad;
         const int k = n0 + col;
         if (m >= M || k >= p.Kg) continue;
-        const int n = min(8, p.Kg - k), kk = g * p.Kg + k;
-        float best[8], v[8];
-#pragma unroll 1
-        for (int j = 0; j < 4; ++j) {
-            const long long pix = conv_row_pixel<true>(p, m + j);
-            conv_values8(p, pix, kk, n, &tile[(4 * quad + j) * LD + col], v);
-            if (o.keep) conv_put8(p.y + pix * p.y_pix + p.y_off + kk, n, v);
+        mma_pool_window(p, o, m, g * p.Kg + k, min(8, p.Kg - k), [&](int j, float *acc) {
+            const float *row = &tile[(4 * quad + j) * LD + col];
 #pragma unroll
-            for (int e = 0; e < 8; ++e) best[e] = j ? fmaxf(best[e], v[e]) : v[e];
-        }
-        conv_put8(o.z + (m >> 2) * o.z_pix + o.z_off + kk, n, best);
+            for (int e = 0; e < 8; ++e) acc[e] = row[e];
+        });
     }
 }
+
+#if defined(CONV_MMA_CLUSTER) && (!defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900)
+// mma_store_pooled for the S splits of a cluster (cluster.cuh): each split stages its tile,
+// CTA r sums windows r, r + S, ... over the S tiles (split order) and stores them.
+template <int BM, int BN, int S>
+__device__ __forceinline__ void mma_store_pooled_cluster(const ConvParams &p, const PoolOut &o,
+                                                         float *red, long long m0, int n0,
+                                                         int wm, int wn, float (*acc)[4][4],
+                                                         int lane) {
+    constexpr int LD = BN + 4, CHUNKS = BN / 8, QUADS = (BM / 4 + S - 1) / S;
+    const long long M = (long long)p.N * p.P * p.Q;
+    tx2_stage_fragments<LD>(red, acc, wm, wn, lane);
+    tx2_cluster_sync();  // every split's tile is in its shared memory
+    const unsigned rank = tx2_cluster_rank();
+#pragma unroll 1
+    for (int idx = threadIdx.x; idx < QUADS * CHUNKS; idx += blockDim.x) {
+        const int quad = (idx / CHUNKS) * S + rank, col = (idx % CHUNKS) * 8;
+        const long long m = m0 + 4 * quad;
+        const int k = n0 + col;
+        if (quad >= BM / 4 || m >= M || k >= p.Kg) continue;
+        mma_pool_window(p, o, m, k, min(8, p.Kg - k), [&](int j, float *sum) {
+            const float *row = &red[(4 * quad + j) * LD + col];
+#pragma unroll
+            for (int e = 0; e < 8; ++e) sum[e] = 0.f;
+#pragma unroll
+            for (int q = 0; q < S; ++q)
+#pragma unroll
+                for (int e = 0; e < 8; e += 2) {
+                    const uint2 t = tx2_cluster_load2(row + e, q);
+                    sum[e] += __uint_as_float(t.x);
+                    sum[e + 1] += __uint_as_float(t.y);
+                }
+        });
+    }
+    tx2_cluster_sync();  // no CTA leaves while another still reads its tile
+}
+#endif
 #endif
 
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
@@ -337,7 +387,7 @@ __device__ void conv_mma_body(const ConvParams &p, float *ws, int splits,
     }
     tx2_grid_release();  // the next kernel may launch; it waits for this one to finish
 #if defined(CONV_MMA_CLUSTER)
-    if constexpr (S > 1) {
+    if constexpr (S > 1 && !POOL) {
         cp_async_wait<0>();
         __syncthreads();  // the pipeline's shared memory becomes the FP32 tile
         tx2_cluster_reduce<BM, BN, S>(
@@ -360,6 +410,15 @@ __device__ void conv_mma_body(const ConvParams &p, float *ws, int splits,
         } else {
             ln_store<BM, BN, LN>(p, *ln, m0, n0, wm, wn, acc, lane);
         }
+        return;
+    }
+#endif
+#if defined(CONV_MMA_CLUSTER)
+    if constexpr (POOL && S > 1) {
+        cp_async_wait<0>();
+        __syncthreads();  // the pipeline's shared memory becomes the FP32 tile
+        mma_store_pooled_cluster<BM, BN, S>(p, *pool, reinterpret_cast<float *>(smem), m0, n0,
+                                            wm, wn, acc, lane);
         return;
     }
 #endif
@@ -485,6 +544,31 @@ __device__ void conv_mma_body(const ConvParams &p, float *ws, int splits,
 #define CONV_MMA_KERNEL(BM, BN, STAGES)                                                        \
     CONV_MMA_POOL_ROWS(BM, BN, STAGES)                                                         \
     CONV_MMA_POOL_GATHER(BM, BN, STAGES)
+// With -DCONV_MMA_CLUSTER=S too (sm_90): ``..._pool_<BM>x<BN>_cl``, S splits a cluster.
+#if defined(CONV_MMA_CLUSTER) && (!defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900)
+#undef CONV_MMA_KERNEL
+#define CONV_MMA_POOL_CL(BM, BN, STAGES, GATHER, NAME)                                         \
+    extern "C" __global__ void __launch_bounds__(BM * BN / 32, 1)                               \
+        __cluster_dims__(1, 1, CONV_MMA_CLUSTER)                                               \
+        NAME##_pool_##BM##x##BN##_cl(ConvParams p, float *ws, int splits, PoolOut o) {        \
+        conv_mma_body<BM, BN, STAGES, GATHER, CONV_MMA_CLUSTER, 0, true>(p, ws, splits,       \
+                                                                          nullptr, &o);        \
+    }
+#if !defined(CONV_MMA_GATHER) || CONV_MMA_GATHER == 0
+#define CONV_MMA_POOL_CL_ROWS(BM, BN, STAGES) CONV_MMA_POOL_CL(BM, BN, STAGES, false, conv_mma)
+#else
+#define CONV_MMA_POOL_CL_ROWS(BM, BN, STAGES)
+#endif
+#if !defined(CONV_MMA_GATHER) || CONV_MMA_GATHER == 1
+#define CONV_MMA_POOL_CL_GATHER(BM, BN, STAGES)                                                \
+    CONV_MMA_POOL_CL(BM, BN, STAGES, true, conv_mma_gather)
+#else
+#define CONV_MMA_POOL_CL_GATHER(BM, BN, STAGES)
+#endif
+#define CONV_MMA_KERNEL(BM, BN, STAGES)                                                        \
+    CONV_MMA_POOL_CL_ROWS(BM, BN, STAGES)                                                      \
+    CONV_MMA_POOL_CL_GATHER(BM, BN, STAGES)
+#endif
 #endif
 
 // One build may hold a single tile (-DCONV_MMA_TILE=BM*1000+BN): the backend compiles the

@@ -72,7 +72,12 @@ def test_yolov3_tiny_pools_fold_into_their_convs(yolov3_tiny):
     assert Counter(k.kernel for k in before)['pool2d'] == 6
     assert Counter(k.kernel for k in after)['pool2d'] == 1
     pooled = [k for k in after if '_pool_' in k.kernel]
-    assert len(pooled) == 5 and all(k.fields['splits'] == 1 for k in pooled)
+    assert len(pooled) == 5
+    for k in pooled:  # a split only as a cluster of its splits (one launch)
+        assert k.fields['splits'] == (k.grid[2] if k.kernel.endswith('_cl') else 1)
+    assert any(k.kernel.endswith('_cl') for k in pooled)
+    assert all(k.fields['splits'] == 1 for k in lower_graph(g, 87).launches
+               if '_pool_' in k.kernel)  # sm_87: no cluster, one pass
     readers = fused.consumers()
     for k in pooled:
         conv = next(n for n in fused.nodes if n.name == k.node)
@@ -104,20 +109,22 @@ def test_knob_off_and_unsplit(yolov3_tiny, monkeypatch):
     assert fuse_pool_epilogue(yolov3_tiny, 90, 'simt')[1] == 0
 
 
-POOL_MODULES = [mma_module(bm, bn, gather) + '@CONV_MMA_POOL=1'
-                for bm, bn in ((64, 64), (128, 64), (64, 128)) for gather in (False, True)]
+POOL_MODULES = [mma_module(bm, bn, gather) + '@CONV_MMA_POOL=1' + cluster
+                for bm, bn in ((64, 64), (128, 64), (64, 128)) for gather in (False, True)
+                for cluster in ('', '@CONV_MMA_CLUSTER=4') if bm == 64 or not cluster]
 
 
 @pytest.mark.skipif(not device_compilers(), reason='neither NVRTC nor nvcc installed')
 @pytest.mark.parametrize('module', POOL_MODULES)
 def test_pooled_kernels_compile(module):
     """The pooled kernels build for the tensor-core archs this machine can target (sm_87 by
-    NVRTC, sm_90 by nvcc) and export the names the lowering launches."""
+    NVRTC, sm_90 by nvcc; the cluster ones sm_90) and export the names the lowering launches."""
     name, defines = cc.split_module(module)
     bm, bn = divmod(int(defines['CONV_MMA_TILE']), 1000)
     family = 'conv_mma_gather' if defines['CONV_MMA_GATHER'] == '1' else 'conv_mma'
-    kernel = f'{family}_pool_{bm}x{bn}'
+    cluster = 'CONV_MMA_CLUSTER' in defines
+    kernel = f'{family}_pool_{bm}x{bn}' + ('_cl' if cluster else '')
     for arch, compiler in device_compilers():
-        if arch >= 80:
+        if arch >= (90 if cluster else 80):
             cubin = cc.compile_cached(name, arch, dict(defines, TX2_ACTS=3), compiler=compiler)
             assert cubin[:4] == b'\x7fELF' and kernel.encode() in cubin, (arch, kernel)

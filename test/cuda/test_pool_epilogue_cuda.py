@@ -1,7 +1,7 @@
 """The tensor-core conv with a 2x2 stride-2 MaxPool in its epilogue (``conv_mma*_pool_*``,
 cuda/pool_epilogue.py) against the numpy oracle: YOLOv3-tiny on real photos, and small graphs
 for the cases it does not reach (batch 2, a channel tail, the gather loader, a residual, the
-conv's map read elsewhere too, the pooled map inside a Concat)."""
+conv's map read elsewhere too, the pooled map inside a Concat, split K in a cluster)."""
 import numpy as np
 import pytest
 
@@ -71,11 +71,16 @@ def pool_graph(c_in, k, n=2, h=10, w=14, act=True, keep=False, residual=False, c
 CASES = {'rows': dict(c_in=16, k=24), 'gather': dict(c_in=3, k=16),
          'tail': dict(c_in=8, k=20, n=1), 'keep': dict(c_in=16, k=16, keep=True),
          'residual': dict(c_in=16, k=16, residual=True), 'noact': dict(c_in=16, k=8, act=False),
-         'concat': dict(c_in=8, k=16, concat=True)}
+         'concat': dict(c_in=8, k=16, concat=True),
+         # one 64x64 tile, K = 2304: split K, the splits summed in a cluster (sm_90)
+         'cluster': dict(c_in=256, k=64, n=1, h=8, w=8),
+         'cluster_keep': dict(c_in=256, k=40, n=1, h=8, w=8, keep=True, residual=True)}
 
 
+@pytest.mark.parametrize('splitk', ['cluster', 'launch'])  # launch: split layers in one pass
 @pytest.mark.parametrize('case', sorted(CASES))
-def test_pooled_conv_matches_the_oracle(case):
+def test_pooled_conv_matches_the_oracle(case, splitk, monkeypatch):
+    monkeypatch.setenv('TX2_INFER_SPLITK', splitk)
     graph = pool_graph(**CASES[case])
     feeds = {name: RNG.standard_normal(graph.values[name].shape).astype(np.float32)
              for name in graph.inputs}
@@ -83,10 +88,13 @@ def test_pooled_conv_matches_the_oracle(case):
     backend = CudaBackend()
     backend.prepare(graph)
     try:
-        assert len(pooled_kernels(backend)) == 1, [k.kernel for k in backend.launches]
+        kernels = pooled_kernels(backend)
+        assert len(kernels) == 1, [k.kernel for k in backend.launches]
+        if case.startswith('cluster') and backend.ctx.arch >= 90:
+            assert kernels[0].endswith('_cl') == (splitk == 'cluster'), kernels
         out = backend.run(feeds)
         for name in graph.outputs:
-            assert_close(f'pooled conv {case} {name}', out[name], ref[name], 5e-3)
+            assert_close(f'pooled conv {case} {splitk} {name}', out[name], ref[name], 5e-3)
     finally:
         backend.close()
 

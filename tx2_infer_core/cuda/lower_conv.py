@@ -144,26 +144,34 @@ def mma_launches(lc, name, family, fields, geo, split_ok=True, pool=None) -> lis
     else:
         ktiles = geo['R'] * geo['S'] * -(-geo['Cg'] // MMA_BK)
     bm, bn, threads, splits = mma_config(m, geo['Kg'], ktiles, geo['groups'], lc.sm_count,
-                                         split_ok and pool is None, lc.arch)
+                                         split_ok, lc.arch)
     module = mma_module(bm, bn, family == 'conv_mma_gather')
     if pool is not None:
-        return [pooled_launch(name, family, fields, geo, (bm, bn, threads), pool)]
+        return [pooled_launch(lc, name, family, fields, geo, (bm, bn, threads, splits), pool)]
     return tile_launches(lc, name, (module, f'{family}_{bm}x{bn}', 'CONV_MMA_CLUSTER',
                                     'conv_splitk_reduce'), CONV_MMA, fields, geo,
                          (bm, bn, threads, splits))
 
 
-def pooled_launch(name, family, fields, geo, tile, pool) -> Launch:
+def pooled_launch(lc, name, family, fields, geo, tile, pool) -> Launch:
     """The one ``conv_mma[_gather]_pool_<BM>x<BN>`` launch of a conv with a fused 2x2 MaxPool
-    (``cuda/pool_epilogue.py``): no split-K, a tile whose epilogue stages in shared memory."""
-    bm, bn, threads = tile if tile[:2] != (128, 128) else POOL_TILE
+    (``cuda/pool_epilogue.py``) on ``tile`` (BM, BN, threads, splits): a tile whose epilogue
+    stages in shared memory; split K only where the splits sum in a cluster (``_cl``, sm_90),
+    else one pass."""
+    bm, bn, threads, splits = tile
+    if (bm, bn) == (128, 128):
+        bm, bn, threads = POOL_TILE
+    size = cluster_of(lc.arch, bm, bn, splits)
     (z, z_pix, z_off), keep = pool
     module = mma_module(bm, bn, family == 'conv_mma_gather') + '@CONV_MMA_POOL=1'
+    kernel = f'{family}_pool_{bm}x{bn}'
+    if size:
+        module, kernel = f'{module}@CONV_MMA_CLUSTER={size}', kernel + '_cl'
     m = geo['N'] * geo['P'] * geo['Q']
-    return Launch(module, f'{family}_pool_{bm}x{bn}',
-                  (-(-m // bm), -(-geo['Kg'] // bn), geo['groups']), (threads, 1, 1),
-                  CONV_MMA_POOL, dict(fields, ws=NULL, splits=1, z=z, z_pix=z_pix, z_off=z_off,
-                                      keep=int(keep)), name)
+    return Launch(module, kernel, (-(-m // bm), -(-geo['Kg'] // bn), size or geo['groups']),
+                  (threads, 1, 1), CONV_MMA_POOL,
+                  dict(fields, ws=NULL, splits=size or 1, z=z, z_pix=z_pix, z_off=z_off,
+                       keep=int(keep)), name)
 
 
 def tile_launches(lc, name, kernels, record, fields, geo, tile) -> list:

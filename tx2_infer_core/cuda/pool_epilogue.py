@@ -10,10 +10,10 @@ writes the pooled map ``z`` (and ``y`` too where something else reads it: ``keep
 shares bytes with the conv's input. Only where every such conv runs on that kernel: sm_80+,
 the tensor-core path, not depthwise or narrow-grouped (their own kernels), P and Q even and the
 pool's windows exactly the 2x2 blocks (no leading pad, output P/2 x Q/2, no Indices).
-A pooled launch runs in one pass: a conv that ``mma_config`` would split along K (few CTAs)
-loses its split; $TX2_INFER_POOL_EPILOGUE=unsplit fuses only the convs it would not split,
-=off none. Only the CUDA lowering runs this; the numpy backend and the plan file keep both
-nodes.
+A conv that ``mma_config`` splits along K (few CTAs) keeps its split where the splits sum in
+a thread-block cluster (sm_90: ``..._pool_*_cl``), else runs in one pass;
+$TX2_INFER_POOL_EPILOGUE=unsplit fuses only the convs it would not split, =off none. Only the
+CUDA lowering runs this; the numpy backend and the plan file keep both nodes.
 """
 import dataclasses
 
