@@ -296,36 +296,54 @@ __device__ __forceinline__ void mma_store_pooled(const ConvParams &p, const Pool
 }
 
 #if defined(CONV_MMA_CLUSTER) && (!defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900)
-// mma_store_pooled for the S splits of a cluster (cluster.cuh): each split stages its tile,
-// CTA r sums windows r, r + S, ... over the S tiles (split order) and stores them.
+// Shared words of mma_store_pooled_cluster: the staged tile and this CTA's windows' sums.
+template <int BM, int BN, int S>
+__host__ __device__ constexpr int mma_pooled_cluster_words() {
+    return (BM + (BM / 4 + S - 1) / S * 4) * (BN + 4);
+}
+
+// mma_store_pooled for the S splits of a cluster (cluster.cuh): each split stages its tile;
+// CTA r sums the rows of windows r, r + S, ... over the S tiles (split order, two words a
+// thread, as tx2_cluster_reduce) into ``red``'s second part, then stores those windows.
+// (Splits only where groups == 1.)
 template <int BM, int BN, int S>
 __device__ __forceinline__ void mma_store_pooled_cluster(const ConvParams &p, const PoolOut &o,
                                                          float *red, long long m0, int n0,
                                                          int wm, int wn, float (*acc)[4][4],
                                                          int lane) {
-    constexpr int LD = BN + 4, CHUNKS = BN / 8, QUADS = (BM / 4 + S - 1) / S;
+    constexpr int LD = BN + 4, CHUNKS = BN / 8, PAIRS = BN / 2, QUADS = (BM / 4 + S - 1) / S;
     const long long M = (long long)p.N * p.P * p.Q;
+    float *sums = red + BM * LD;  // QUADS * 4 rows: this CTA's windows, summed
     tx2_stage_fragments<LD>(red, acc, wm, wn, lane);
     tx2_cluster_sync();  // every split's tile is in its shared memory
     const unsigned rank = tx2_cluster_rank();
 #pragma unroll 1
+    for (int idx = threadIdx.x; idx < QUADS * 4 * PAIRS; idx += blockDim.x) {
+        const int local = idx / PAIRS, col = (idx % PAIRS) * 2;
+        const int row = ((local >> 2) * S + rank) * 4 + (local & 3);
+        if (row >= BM) continue;
+        float v0 = 0.f, v1 = 0.f;
+#pragma unroll
+        for (int q = 0; q < S; ++q) {
+            const uint2 t = tx2_cluster_load2(&red[row * LD + col], q);
+            v0 += __uint_as_float(t.x);
+            v1 += __uint_as_float(t.y);
+        }
+        sums[local * LD + col] = v0;
+        sums[local * LD + col + 1] = v1;
+    }
+    __syncthreads();  // this CTA's window sums are in place
+#pragma unroll 1
     for (int idx = threadIdx.x; idx < QUADS * CHUNKS; idx += blockDim.x) {
-        const int quad = (idx / CHUNKS) * S + rank, col = (idx % CHUNKS) * 8;
+        const int local = idx / CHUNKS, col = (idx % CHUNKS) * 8;
+        const int quad = local * S + rank;
         const long long m = m0 + 4 * quad;
         const int k = n0 + col;
         if (quad >= BM / 4 || m >= M || k >= p.Kg) continue;
         mma_pool_window(p, o, m, k, min(8, p.Kg - k), [&](int j, float *sum) {
-            const float *row = &red[(4 * quad + j) * LD + col];
+            const float *row = &sums[(4 * local + j) * LD + col];
 #pragma unroll
-            for (int e = 0; e < 8; ++e) sum[e] = 0.f;
-#pragma unroll
-            for (int q = 0; q < S; ++q)
-#pragma unroll
-                for (int e = 0; e < 8; e += 2) {
-                    const uint2 t = tx2_cluster_load2(row + e, q);
-                    sum[e] += __uint_as_float(t.x);
-                    sum[e + 1] += __uint_as_float(t.y);
-                }
+            for (int e = 0; e < 8; ++e) sum[e] = row[e];
         });
     }
     tx2_cluster_sync();  // no CTA leaves while another still reads its tile
@@ -415,6 +433,8 @@ __device__ void conv_mma_body(const ConvParams &p, float *ws, int splits,
 #endif
 #if defined(CONV_MMA_CLUSTER)
     if constexpr (POOL && S > 1) {
+        static_assert(mma_pooled_cluster_words<BM, BN, S>() * 4 <= sizeof(smem),
+                      "the pooled cluster epilogue's tiles fit the pipeline's shared memory");
         cp_async_wait<0>();
         __syncthreads();  // the pipeline's shared memory becomes the FP32 tile
         mma_store_pooled_cluster<BM, BN, S>(p, *pool, reinterpret_cast<float *>(smem), m0, n0,
