@@ -20,8 +20,10 @@ from bench_ours import profile, random_feeds  # noqa: E402
 
 ATTN, SPLIT = 'TX2_INFER_ATTN_WARPS', 'TX2_INFER_LINEAR_SPLITK'
 POOL = 'TX2_INFER_POOL_EPILOGUE'  # cuda/pool_epilogue.py
+SE = 'TX2_INFER_SQUEEZE_EXCITE'  # cuda/squeeze_excite.py
+KNOBS = (ATTN, SPLIT, POOL, SE)
 VARIANTS = {'default': {}, 'off': {SPLIT: 'off'}, 'attn2': {ATTN: '2'}, 'attn1': {ATTN: '1'},
-            'pool_off': {POOL: 'off'}, 'pool_unsplit': {POOL: 'unsplit'},
+            'pool_off': {POOL: 'off'}, 'pool_unsplit': {POOL: 'unsplit'}, 'se_off': {SE: 'off'},
             'split': {SPLIT: 'linear'}, 'split_norm': {SPLIT: 'linear+norm'},
             'fused_few': {SPLIT: 'fused_few'},
             'attn2_split_norm': {ATTN: '2', SPLIT: 'linear+norm'},
@@ -33,7 +35,7 @@ ZOO_MODELS = ('vit-focus',)
 def knobs(env):
     """Only ``env``'s knobs set (they are read when a backend lowers its graph), then the
     environment as it was."""
-    saved = {name: os.environ.pop(name, None) for name in {ATTN, SPLIT, POOL, *env}}
+    saved = {name: os.environ.pop(name, None) for name in {*KNOBS, *env}}
     os.environ.update(env)
     try:
         yield
@@ -44,12 +46,15 @@ def knobs(env):
                 os.environ[name] = value
 
 
+SHAPES = {}  # model path -> input shape, for the zoo models with dynamic inputs
+
+
 def build(model, weights, env):
     """A cuda FP16 engine of ``model`` lowered with ``env``'s knobs."""
     from tx2_infer_core.engine import Engine
     with knobs(env):
-        return Engine.build(str(model), backend='cuda', precision='fp16',
-                            weights_path=weights and str(weights))
+        return Engine.build(str(model), SHAPES.get(str(model)), backend='cuda',
+                            precision='fp16', weights_path=weights and str(weights))
 
 
 def launch_ms(engine) -> list:
@@ -86,8 +91,11 @@ def zoo_models(folder, work, names=ZOO_MODELS) -> dict:
     import zoo_data
     if folder:
         found = zoo_data.unpack(folder, work)
-        return {n: found[n] for n in names if n in found}
-    return {n: (zoo_data.model_files(zoo_data.BY_NAME[n])[0], None) for n in names}
+        found = {n: found[n] for n in names if n in found}
+    else:
+        found = {n: (zoo_data.model_files(zoo_data.BY_NAME[n])[0], None) for n in names}
+    SHAPES.update({str(path): zoo_data.BY_NAME[n].input_shape for n, (path, _) in found.items()})
+    return found
 
 
 def main():

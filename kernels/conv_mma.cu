@@ -19,8 +19,9 @@
 #define MMA_BK 32
 #define MMA_LD (MMA_BK + 8)  // padded row (80 bytes): the 8 rows of an ldmatrix hit 8 bank groups
 
-// Where a fused 2x2 stride-2 MaxPool writes (kernels ``conv_mma*_pool_*``): z at pooled pixel
-// t, channel k is z[t * z_pix + z_off + k]; keep: also store the conv's own output y.
+// Where a fused 2x2 stride-2 MaxPool writes (kernels ``conv_mma*_pool_*``, whose last four
+// arguments these are): z at pooled pixel t, channel k is z[t * z_pix + z_off + k]; keep:
+// also store the conv's own output y.
 struct PoolOut {
     half *z;
     int z_pix, z_off, keep;
@@ -546,7 +547,9 @@ __device__ void conv_mma_body(const ConvParams &p, float *ws, int splits,
 #if !defined(CONV_MMA_GATHER) || CONV_MMA_GATHER == 0
 #define CONV_MMA_POOL_ROWS(BM, BN, STAGES)                                                     \
     extern "C" __global__ void __launch_bounds__(BM * BN / 32, 1)                               \
-        conv_mma_pool_##BM##x##BN(ConvParams p, float *ws, int splits, PoolOut o) {           \
+        conv_mma_pool_##BM##x##BN(ConvParams p, float *ws, int splits, half *z, int z_pix,    \
+                                  int z_off, int keep) {                                       \
+        const PoolOut o = {z, z_pix, z_off, keep};                                             \
         conv_mma_body<BM, BN, STAGES, false, 1, 0, true>(p, ws, 1, nullptr, &o);              \
     }
 #else
@@ -555,7 +558,9 @@ __device__ void conv_mma_body(const ConvParams &p, float *ws, int splits,
 #if !defined(CONV_MMA_GATHER) || CONV_MMA_GATHER == 1
 #define CONV_MMA_POOL_GATHER(BM, BN, STAGES)                                                   \
     extern "C" __global__ void __launch_bounds__(BM * BN / 32, 1)                               \
-        conv_mma_gather_pool_##BM##x##BN(ConvParams p, float *ws, int splits, PoolOut o) {    \
+        conv_mma_gather_pool_##BM##x##BN(ConvParams p, float *ws, int splits, half *z,        \
+                                         int z_pix, int z_off, int keep) {                     \
+        const PoolOut o = {z, z_pix, z_off, keep};                                             \
         conv_mma_body<BM, BN, STAGES, true, 1, 0, true>(p, ws, 1, nullptr, &o);               \
     }
 #else
@@ -567,21 +572,29 @@ __device__ void conv_mma_body(const ConvParams &p, float *ws, int splits,
 // With -DCONV_MMA_CLUSTER=S too (sm_90): ``..._pool_<BM>x<BN>_cl``, S splits a cluster.
 #if defined(CONV_MMA_CLUSTER) && (!defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900)
 #undef CONV_MMA_KERNEL
-#define CONV_MMA_POOL_CL(BM, BN, STAGES, GATHER, NAME)                                         \
+#if !defined(CONV_MMA_GATHER) || CONV_MMA_GATHER == 0
+#define CONV_MMA_POOL_CL_ROWS(BM, BN, STAGES)                                                  \
     extern "C" __global__ void __launch_bounds__(BM * BN / 32, 1)                               \
         __cluster_dims__(1, 1, CONV_MMA_CLUSTER)                                               \
-        NAME##_pool_##BM##x##BN##_cl(ConvParams p, float *ws, int splits, PoolOut o) {        \
-        conv_mma_body<BM, BN, STAGES, GATHER, CONV_MMA_CLUSTER, 0, true>(p, ws, splits,       \
-                                                                          nullptr, &o);        \
+        conv_mma_pool_##BM##x##BN##_cl(ConvParams p, float *ws, int splits, half *z,          \
+                                       int z_pix, int z_off, int keep) {                       \
+        const PoolOut o = {z, z_pix, z_off, keep};                                             \
+        conv_mma_body<BM, BN, STAGES, false, CONV_MMA_CLUSTER, 0, true>(p, ws, splits,        \
+                                                                           nullptr, &o);       \
     }
-#if !defined(CONV_MMA_GATHER) || CONV_MMA_GATHER == 0
-#define CONV_MMA_POOL_CL_ROWS(BM, BN, STAGES) CONV_MMA_POOL_CL(BM, BN, STAGES, false, conv_mma)
 #else
 #define CONV_MMA_POOL_CL_ROWS(BM, BN, STAGES)
 #endif
 #if !defined(CONV_MMA_GATHER) || CONV_MMA_GATHER == 1
 #define CONV_MMA_POOL_CL_GATHER(BM, BN, STAGES)                                                \
-    CONV_MMA_POOL_CL(BM, BN, STAGES, true, conv_mma_gather)
+    extern "C" __global__ void __launch_bounds__(BM * BN / 32, 1)                               \
+        __cluster_dims__(1, 1, CONV_MMA_CLUSTER)                                               \
+        conv_mma_gather_pool_##BM##x##BN##_cl(ConvParams p, float *ws, int splits, half *z,   \
+                                              int z_pix, int z_off, int keep) {                \
+        const PoolOut o = {z, z_pix, z_off, keep};                                             \
+        conv_mma_body<BM, BN, STAGES, true, CONV_MMA_CLUSTER, 0, true>(p, ws, splits,         \
+                                                                          nullptr, &o);        \
+    }
 #else
 #define CONV_MMA_POOL_CL_GATHER(BM, BN, STAGES)
 #endif

@@ -169,3 +169,64 @@ extern "C" __global__ void __launch_bounds__(GAP_THREADS, GAP_BLOCKS_PER_SM)
     if (threadIdx.y == 0 && c < C)
         y[(long long)n * y_pix + y_off + c] = __float2half(tx2_reduce_result(op, total, HW, peak));
 }
+
+// Squeeze-and-excite in one launch (cuda/squeeze_excite.py): per image
+//   s = act2(W2 act1(W1 mean(x) + b1) + b2)
+// over global_reduce's grid (32 channels x a split of the pixels a block). Every block leaves
+// its sums in ws; the image's last block (a ticket) adds them in split order, rounds the means
+// and the hidden values to FP16 as the arena would between the three launches this replaces,
+// and runs both products, a warp per output: w1 [C1][C], w2 [C][C1] FP16, FP32 biases (may be
+// null). C <= SE_MAX_C, C1 <= SE_MAX_C1 (the host checks).
+#define SE_MAX_C 2048
+#define SE_MAX_C1 512
+
+extern "C" __global__ void __launch_bounds__(GAP_THREADS, GAP_BLOCKS_PER_SM)
+    squeeze_excite(const half *x, half *y, int N, int HW, int C, int x_pix, int x_off,
+                   int y_pix, int y_off, int op, float *ws, unsigned *tickets,
+                   const half *w1, const float *b1, const half *w2, const float *b2, int C1,
+                   ActParams act1, ActParams act2) {
+    __shared__ float part[GAP_MAX_ROWS][33];
+    __shared__ float mean[SE_MAX_C];
+    __shared__ float hid[SE_MAX_C1];
+    __shared__ bool last;
+    const int c = blockIdx.x * 32 + threadIdx.x, n = blockIdx.y;
+    const int per = (HW + gridDim.z - 1) / gridDim.z, lo = min(HW, (int)blockIdx.z * per);
+    const half *xp = x + ((long long)n * HW + lo) * x_pix + x_off + c;
+    const float total = tx2_block_reduce(op, xp, min(per, HW - lo), x_pix, c < C, 0.f, part);
+    const int blocks = gridDim.x * gridDim.z;
+    float *sums = ws + (long long)n * blocks * 32;  // [channel block][split][32]
+    if (threadIdx.y == 0) sums[(blockIdx.x * gridDim.z + blockIdx.z) * 32 + threadIdx.x] = total;
+    __threadfence();  // the sums are seen by every block before the ticket is
+    __syncthreads();
+    if (threadIdx.x == 0 && threadIdx.y == 0) last = atomicAdd(tickets + n, 1u) == blocks - 1;
+    __syncthreads();
+    if (!last) return;
+    const int tid = threadIdx.y * 32 + threadIdx.x, threads = 32 * blockDim.y;
+    const int lane = threadIdx.x, warp = tid / 32, warps = threads / 32;
+    for (int ch = tid; ch < C; ch += threads) {
+        float sum = 0.f;
+        for (int z = 0; z < gridDim.z; ++z)
+            sum += __ldcg(sums + ((ch / 32) * gridDim.z + z) * 32 + ch % 32);
+        mean[ch] = __half2float(__float2half(tx2_reduce_result(op, sum, HW, 0.f)));
+    }
+    __syncthreads();
+    for (int j = warp; j < C1; j += warps) {
+        const half *w = w1 + (long long)j * C;
+        float acc = 0.f;
+        for (int k = lane; k < C; k += 32) acc += __half2float(w[k]) * mean[k];
+        acc = tx2_warp_sum(acc) + (b1 ? b1[j] : 0.f);
+        if (lane == 0)
+            hid[j] = __half2float(__float2half(tx2_act_epilogue(acc, act1, nullptr, j)));
+    }
+    __syncthreads();
+    for (int k = warp; k < C; k += warps) {
+        const half *w = w2 + (long long)k * C1;
+        float acc = 0.f;
+        for (int j = lane; j < C1; j += 32) acc += __half2float(w[j]) * hid[j];
+        acc = tx2_warp_sum(acc) + (b2 ? b2[k] : 0.f);
+        if (lane == 0)
+            y[(long long)n * y_pix + y_off + k] =
+                __float2half(tx2_act_epilogue(acc, act2, nullptr, k));
+    }
+    if (tid == 0) tickets[n] = 0;  // for the next launch
+}

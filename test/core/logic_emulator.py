@@ -10,6 +10,7 @@ launches by their program (the numpy ops) over the index maths of ``codegen_poin
 numpy op on its input slots and writes its result through its output slot.
 """
 import contextlib
+import os
 
 import numpy as np
 from launch_emulator import arena_memory, run_launch, slot_index, write_slot
@@ -60,10 +61,27 @@ def staged_outputs(graph, lowered, memory) -> dict:
     return outputs
 
 
+@contextlib.contextmanager
+def node_by_node():
+    """Lowerings that keep every node's own launches (no MaxPool in a conv epilogue, no
+    one-launch squeeze-and-excite): ``emulate`` runs the nodes it does not emulate with numpy,
+    node by node, into their slots."""
+    names = ('TX2_INFER_POOL_EPILOGUE', 'TX2_INFER_SQUEEZE_EXCITE')
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update({name: 'off' for name in names})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            os.environ.pop(name)
+            if value is not None:
+                os.environ[name] = value
+
+
 def emulate(graph, feeds, launched, arch=90, staged=False) -> tuple:
     """(outputs of ``graph`` as float32, the Lowered) over the emulated arena (module doc);
     ``staged``: the outputs through the backend's download launches (``staged_outputs``)."""
-    with recorded_programs() as programs:
+    with recorded_programs() as programs, node_by_node():
         lowered = lower_graph(graph, arch=arch)
     memory = arena_memory(lowered)
 

@@ -160,6 +160,11 @@ KERNEL_RECORDS = {
     'conv_mma_##BM##x##BN##_cl': lower_conv.CONV_MMA,
     'conv_mma_gather_##BM##x##BN##_cl': lower_conv.CONV_MMA,
     'conv_mma_##BM##x##BN##_ln': lower_linear_norm.CONV_MMA_LN,
+    'conv_mma_pool_##BM##x##BN': lower_conv.CONV_MMA_POOL,
+    'conv_mma_gather_pool_##BM##x##BN': lower_conv.CONV_MMA_POOL,
+    'conv_mma_pool_##BM##x##BN##_cl': lower_conv.CONV_MMA_POOL,
+    'conv_mma_gather_pool_##BM##x##BN##_cl': lower_conv.CONV_MMA_POOL,
+    'squeeze_excite': params.SQUEEZE_EXCITE,
     'conv_splitk_reduce': lower_conv.CONV_MMA,
     'sm_ids': np.dtype([('out', params.PTR), ('spin', '<i8')]),          # cuda/green.py
     'sm_clock': np.dtype([('out', params.PTR), ('cycles', '<i8')]),

@@ -22,7 +22,6 @@ from tx2_infer_core.cuda.launch import BLOCK, NULL, Launch, grid_1d
 from tx2_infer_core.cuda.launch_knobs import linear_splits
 from tx2_infer_core.cuda.lower_epilogue import fused_epilogue
 from tx2_infer_core.cuda.lower_ops import binary_launch
-from tx2_infer_core.cuda.pool_epilogue import ATTR as POOL_ATTR
 from tx2_infer_core.cuda.splitk_table import split_pays
 from tx2_infer_core.errors import Tx2InferError
 from tx2_infer_core.passes.weights import batchnorm_scale_shift
@@ -46,6 +45,7 @@ CONV_MMA_POOL = np.dtype([(n, CONV_MMA.fields[n][0]) for n in CONV_MMA.names]
                          + [('z', params.PTR), ('z_pix', 'i4'), ('z_off', 'i4'),
                             ('keep', 'i4')], align=True)
 POOL_TILE = (128, 64, 256)  # a pooled launch's tile where mma_config picks 128x128 (no stage)
+POOL_ATTR = 'fused_maxpool'  # on a conv node: the MaxPool it applies (cuda/pool_epilogue.py)
 
 
 def conv_pads(attrs, in_hw, out_hw, kernel, strides, dil) -> list:

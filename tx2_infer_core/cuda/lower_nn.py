@@ -4,7 +4,7 @@ import numpy as np
 from tx2_infer_core.cuda import params
 from tx2_infer_core.cuda.launch import BLOCK, NULL, Launch, Ref, Slot, grid_1d, row_major
 from tx2_infer_core.cuda.lower_conv import conv_pads, linear_launch
-from tx2_infer_core.cuda.lower_epilogue import fused_epilogue
+from tx2_infer_core.cuda.lower_epilogue import epilogue_act, fused_epilogue
 from tx2_infer_core.cuda.lower_ops import copy_launch, same_storage, slot_view
 from tx2_infer_core.cuda.rows import float_data
 
@@ -12,6 +12,7 @@ from tx2_infer_core.cuda.rows import float_data
 ANY_DTYPE_REDUCE_OPS = ('ReduceMean', 'ReduceSum', 'ReduceMax', 'ReduceMin')  # the others: float
 COPY_REDUCE_OPS = ANY_DTYPE_REDUCE_OPS + ('ReduceProd',)  # of one element: that element
 # global pools as reductions over the pixels: (op, LpPool's p or 0) -> params.REDUCE_OPS
+EXCITE = 'excite'  # a GlobalAveragePool's squeeze-and-excite convs (cuda/squeeze_excite.py)
 GLOBAL_REDUCE_POOLS = {('GlobalAveragePool', 0): 'ReduceMean', ('GlobalLpPool', 1): 'ReduceL1',
                        ('GlobalLpPool', 2): 'ReduceL2'}
 GAP_ROWS = 16  # pixel rows of a global_reduce block (at most GAP_MAX_ROWS, kernels/pool.cu)
@@ -52,6 +53,33 @@ def global_reduce_launch(lc, name, fields) -> Launch:
                   dict(fields, ws=ws, tickets=tickets), name)
 
 
+def excite_launch(lc, node) -> Launch:
+    """The one ``squeeze_excite`` launch of a GlobalAveragePool carrying its block's two
+    convolutions (``cuda/squeeze_excite.py``): global_reduce's grid and workspace, weights
+    [C1][C] and [C][C1] FP16, FP32 biases, both epilogue activations."""
+    first, second = node.attrs[EXCITE]
+    x, y = nhwc_pair(lc, node)
+    n, c, h, w = x.shape
+    hidden = lc.const(first.inputs[1]).shape[0]
+    tickets = lc.reduce_workspace()
+
+    def bias(conv):
+        name = conv.inputs[2] if len(conv.inputs) > 2 else ''
+        return lc.add_weight(lc.const(name).astype(np.float32)) if name else NULL
+
+    fields = dict(x=x.ref, y=y.ref, N=n, HW=h * w, C=c, x_pix=x.pix, x_off=x.channel_off,
+                  y_pix=y.pix, y_off=y.channel_off, op=params.REDUCE_OPS['ReduceMean'],
+                  ws=Ref(tickets.base, tickets.offset + 4 * SPLIT_CELLS), tickets=tickets,
+                  w1=lc.add_weight(lc.const(first.inputs[1]).reshape(hidden, c), np.float16),
+                  b1=bias(first),
+                  w2=lc.add_weight(lc.const(second.inputs[1]).reshape(c, hidden), np.float16),
+                  b2=bias(second), C1=hidden, act1=epilogue_act(first.attrs),
+                  act2=epilogue_act(second.attrs))
+    grid = (-(-c // 32), n, reduce_splits(n, h * w, c, fields['op'], lc.sm_count))
+    return Launch('pool', 'squeeze_excite', grid, (32, GAP_ROWS, 1), params.SQUEEZE_EXCITE,
+                  fields, node.name)
+
+
 def nhwc_pair(lc, node) -> tuple:
     """The slots of the node's first input and output, refused unless both are NHWC images."""
     x, y = lc.slot(node.inputs[0]), lc.slot(node.outputs[0])
@@ -71,7 +99,10 @@ def _lp_order(lc, node) -> int:
 
 
 def lower_pool(lc, node):
-    """MaxPool, AveragePool, LpPool and the global pools over 2-D images."""
+    """MaxPool, AveragePool, LpPool and the global pools over 2-D images (a squeeze-and-excite
+    block's GlobalAveragePool: ``excite_launch``)."""
+    if EXCITE in node.attrs:
+        return [excite_launch(lc, node)]
     if len(node.outputs) > 1 and node.outputs[1]:
         lc.unsupported(node, 'the Indices output')
     rank = len(lc.slot(node.inputs[0]).shape)

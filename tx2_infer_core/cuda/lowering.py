@@ -33,6 +33,7 @@ from tx2_infer_core.cuda.lower_einsum import lower_einsum
 from tx2_infer_core.cuda.lower_gather import lower_gather
 from tx2_infer_core.cuda.lower_linear_norm import lower_linear_norm
 from tx2_infer_core.cuda.pool_epilogue import fuse_pool_epilogue
+from tx2_infer_core.cuda.squeeze_excite import fuse_squeeze_excite
 from tx2_infer_core.errors import Tx2InferError, UnsupportedOpError
 from tx2_infer_core.ops import traits
 from tx2_infer_core.passes.rewrite_einsum import without_einsum
@@ -246,6 +247,7 @@ def lower_graph(graph, arch: int, conv_path: str = 'auto', sm_count: int = DEFAU
     graph, _ = without_einsum(graph)  # Einsum as MatMul, Transpose, Reshape, Mul, ReduceSum
     graph, _ = lift_1d(graph)  # 1-D convs and pools as 2-D ones with H = 1 (4-D slots added)
     graph, _ = fuse_pool_epilogue(graph, arch, path, sm_count)  # 2x2 MaxPools in conv epilogues
+    graph, _ = fuse_squeeze_excite(graph)  # pool + two 1x1 products: one launch
     int32 = int32_values(graph)  # the index values stored int32, not FP16
     plan, slots = layout.plan_arena(graph, alignment, place_channels, int32.values)
     ctx = LoweringContext(graph, arch, path, sm_count, slots, i8_path, int32)

@@ -48,6 +48,10 @@ POOL = np.dtype([('x', PTR), ('y', PTR)]
 GLOBAL_REDUCE = np.dtype([('x', PTR), ('y', PTR)]
                          + _ints('N', 'HW', 'C', 'x_pix', 'x_off', 'y_pix', 'y_off', 'op')
                          + [('ws', PTR), ('tickets', PTR)], align=True)
+# kernels/pool.cu squeeze_excite: global_reduce's arguments, then ExciteParams.
+SQUEEZE_EXCITE = np.dtype([(n, GLOBAL_REDUCE.fields[n][0]) for n in GLOBAL_REDUCE.names]
+                          + [(n, PTR) for n in ('w1', 'b1', 'w2', 'b2')]
+                          + [('C1', 'i4'), ('act1', ACT), ('act2', ACT)], align=True)
 RESIZE = np.dtype([('x', PTR), ('y', PTR)] + _ints('N', 'H', 'W', 'C', 'P', 'Q')
                   + [('scale_h', 'f4'), ('scale_w', 'f4'), ('len_h', 'f4'), ('len_w', 'f4')]
                   + _ints('coord', 'linear', 'nearest', 'x_pix', 'x_off', 'y_pix', 'y_off'),

@@ -18,11 +18,11 @@ CUDA lowering runs this; the numpy backend and the plan file keep both nodes.
 import dataclasses
 
 from tx2_infer_core.cuda.cluster import env_choice
+from tx2_infer_core.cuda.lower_conv import MMA_BK, POOL_ATTR as ATTR, mma_config
 
 CONV_OPS = ('Conv', 'FusedConv')
 MMA_MIN_ARCH = 80
 POOL_EPILOGUE = ('on', 'off', 'unsplit')
-ATTR = 'fused_maxpool'  # on the conv node: the name of the MaxPool it applies
 
 
 def pool_epilogue_mode() -> str:
@@ -58,7 +58,6 @@ def runs_on_mma(graph, conv) -> bool:
 
 def splits_k(graph, conv, arch: int, sm_count: int) -> bool:
     """Whether ``mma_config`` splits ``conv`` along K on ``sm_count`` SMs."""
-    from tx2_infer_core.cuda.lower_conv import MMA_BK, mma_config
     k, cg, r, s = graph.weights[conv.inputs[1]].shape
     n, _, p, q = graph.values[conv.outputs[0]].shape
     groups = int(conv.attrs.get('group', 1))
