@@ -14,7 +14,7 @@ import pytest
 
 from tx2_infer_core.cuda import (lower_axis, lower_conv, lower_int8, lower_linear_norm,
                                  lower_nn, lower_norm, lower_ops, lower_recurrent,
-                                 lower_sampling, params, pipeline, rows)
+                                 lower_sampling, params, pipeline, rows, squeeze_excite)
 from tx2_infer_core.cuda.lower_attention import ATTN
 from tx2_infer_core.cuda.lower_gather import GATHER
 from tx2_infer_core.cuda.lower_index import GATHER_ND
@@ -261,6 +261,9 @@ def test_other_mirrored_numbers():
     assert 32 * lower_nn.GAP_ROWS <= 1024 and lower_nn.GAP_ROWS <= DEFINES['GAP_MAX_ROWS']
     assert 32 * lower_nn.GAP_ROWS <= DEFINES['GAP_THREADS']  # __launch_bounds__
     assert DEFINES['GAP_BLOCKS_PER_SM'] == lower_nn.GAP_BLOCKS_PER_SM
+    assert DEFINES['SE_BLOCKS_PER_SM'] == lower_nn.SE_BLOCKS_PER_SM
+    assert (DEFINES['SE_MAX_C'], DEFINES['SE_MAX_C1']) == (squeeze_excite.MAX_C,
+                                                           squeeze_excite.MAX_HIDDEN)
     for name, code in params.REDUCE_OPS.items():
         assert DEFINES[f"RED_{name[len('Reduce'):].upper()}"] == code
     for name, code in lower_norm.NORM_MODES.items():

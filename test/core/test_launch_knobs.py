@@ -217,7 +217,8 @@ def test_bench_variants_lower_with_their_knobs(graphs, monkeypatch):
         warps = {k.block[0] // 32 for k in launches if k.kernel == 'attention_mma'}
         assert warps == {int(env.get('TX2_INFER_ATTN_WARPS', 4))}, name
     assert counts == dict(default=15, off=11, attn2=15, attn1=15, split=11, split_norm=13,
-                          fused_few=13, attn2_split_norm=13, attn1_split_norm=13)
+                          fused_few=13, attn2_split_norm=13, attn1_split_norm=13,
+                          pool_off=15, pool_unsplit=15, se_off=15)  # (BERT: no pool, no SE)
     assert os.environ['TX2_INFER_ATTN_WARPS'] == '2'
     assert 'TX2_INFER_LINEAR_SPLITK' not in os.environ
 
