@@ -175,39 +175,12 @@ extern "C" __global__ void __launch_bounds__(GAP_THREADS, GAP_BLOCKS_PER_SM)
 // over global_reduce's grid (32 channels x a split of the pixels a block). Every block leaves
 // its sums in ws; the image's last block (a ticket) adds them in split order, rounds the means
 // and the hidden values to FP16 as the arena would between the three launches this replaces,
-// and runs both products (se_rows): w1 [C1][C], w2 [C][C1] FP16, FP32 biases (may be null).
-// C <= SE_MAX_C, C1 <= SE_MAX_C1 (the host checks).
+// and runs both products, a warp per output: w1 [C1][C], w2 [C][C1] FP16, FP32 biases (may be
+// null). C <= SE_MAX_C, C1 <= SE_MAX_C1 (the host checks).
 #define SE_MAX_C 2048
 #define SE_MAX_C1 512
-#define SE_BLOCKS_PER_SM 2  // 64 registers a thread for the products (lower_nn.py's too)
 
-// ``out(r, w[r] . v)`` for every row r of the FP16 matrix w [rows][len] and the shared vector
-// v, a warp per SE_ROWS rows at a time: SE_ROWS independent loads a step, two steps unrolled
-// (one block runs these products: L2 latency, not bandwidth, is their time; a warp per output,
-// one load at a time, took 53 us for 480 x 120 + 120 x 480 on the H200).
-#define SE_ROWS 8
-template <class Out>
-__device__ __forceinline__ void se_rows(const half *w, int rows, int len, const float *v,
-                                        Out out) {
-    const int lane = threadIdx.x, warp = threadIdx.y, warps = blockDim.y;
-    for (int r0 = warp * SE_ROWS; r0 < rows; r0 += warps * SE_ROWS) {
-        float acc[SE_ROWS] = {};
-#pragma unroll 2
-        for (int k = lane; k < len; k += 32) {
-            const float x = v[k];
-#pragma unroll
-            for (int i = 0; i < SE_ROWS; ++i)
-                if (r0 + i < rows) acc[i] += __half2float(w[(long long)(r0 + i) * len + k]) * x;
-        }
-#pragma unroll
-        for (int i = 0; i < SE_ROWS; ++i) {
-            const float sum = tx2_warp_sum(acc[i]);
-            if (lane == 0 && r0 + i < rows) out(r0 + i, sum);
-        }
-    }
-}
-
-extern "C" __global__ void __launch_bounds__(GAP_THREADS, SE_BLOCKS_PER_SM)
+extern "C" __global__ void __launch_bounds__(GAP_THREADS, GAP_BLOCKS_PER_SM)
     squeeze_excite(const half *x, half *y, int N, int HW, int C, int x_pix, int x_off,
                    int y_pix, int y_off, int op, float *ws, unsigned *tickets,
                    const half *w1, const float *b1, const half *w2, const float *b2, int C1,
@@ -229,6 +202,7 @@ extern "C" __global__ void __launch_bounds__(GAP_THREADS, SE_BLOCKS_PER_SM)
     __syncthreads();
     if (!last) return;
     const int tid = threadIdx.y * 32 + threadIdx.x, threads = 32 * blockDim.y;
+    const int lane = threadIdx.x, warp = tid / 32, warps = threads / 32;
     for (int ch = tid; ch < C; ch += threads) {
         float sum = 0.f;
         for (int z = 0; z < gridDim.z; ++z)
@@ -236,14 +210,23 @@ extern "C" __global__ void __launch_bounds__(GAP_THREADS, SE_BLOCKS_PER_SM)
         mean[ch] = __half2float(__float2half(tx2_reduce_result(op, sum, HW, 0.f)));
     }
     __syncthreads();
-    se_rows(w1, C1, C, mean, [&](int j, float v) {
-        hid[j] = __half2float(__float2half(tx2_act_epilogue(v + (b1 ? b1[j] : 0.f), act1,
-                                                            nullptr, j)));
-    });
+    for (int j = warp; j < C1; j += warps) {
+        const half *w = w1 + (long long)j * C;
+        float acc = 0.f;
+        for (int k = lane; k < C; k += 32) acc += __half2float(w[k]) * mean[k];
+        acc = tx2_warp_sum(acc) + (b1 ? b1[j] : 0.f);
+        if (lane == 0)
+            hid[j] = __half2float(__float2half(tx2_act_epilogue(acc, act1, nullptr, j)));
+    }
     __syncthreads();
-    se_rows(w2, C, C1, hid, [&](int k, float v) {
-        y[(long long)n * y_pix + y_off + k] =
-            __float2half(tx2_act_epilogue(v + (b2 ? b2[k] : 0.f), act2, nullptr, k));
-    });
+    for (int k = warp; k < C; k += warps) {
+        const half *w = w2 + (long long)k * C1;
+        float acc = 0.f;
+        for (int j = lane; j < C1; j += 32) acc += __half2float(w[j]) * hid[j];
+        acc = tx2_warp_sum(acc) + (b2 ? b2[k] : 0.f);
+        if (lane == 0)
+            y[(long long)n * y_pix + y_off + k] =
+                __float2half(tx2_act_epilogue(acc, act2, nullptr, k));
+    }
     if (tid == 0) tickets[n] = 0;  // for the next launch
 }

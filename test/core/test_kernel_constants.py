@@ -261,7 +261,6 @@ def test_other_mirrored_numbers():
     assert 32 * lower_nn.GAP_ROWS <= 1024 and lower_nn.GAP_ROWS <= DEFINES['GAP_MAX_ROWS']
     assert 32 * lower_nn.GAP_ROWS <= DEFINES['GAP_THREADS']  # __launch_bounds__
     assert DEFINES['GAP_BLOCKS_PER_SM'] == lower_nn.GAP_BLOCKS_PER_SM
-    assert DEFINES['SE_BLOCKS_PER_SM'] == lower_nn.SE_BLOCKS_PER_SM
     assert (DEFINES['SE_MAX_C'], DEFINES['SE_MAX_C1']) == (squeeze_excite.MAX_C,
                                                            squeeze_excite.MAX_HIDDEN)
     for name, code in params.REDUCE_OPS.items():

@@ -17,23 +17,21 @@ GLOBAL_REDUCE_POOLS = {('GlobalAveragePool', 0): 'ReduceMean', ('GlobalLpPool', 
                        ('GlobalLpPool', 2): 'ReduceL2'}
 GAP_ROWS = 16  # pixel rows of a global_reduce block (at most GAP_MAX_ROWS, kernels/pool.cu)
 GAP_BLOCKS_PER_SM = 4  # resident global_reduce blocks of 32 x GAP_ROWS threads an SM holds
-SE_BLOCKS_PER_SM = 2  # squeeze_excite's (64 registers a thread for its products)
 MIN_SPLIT_PIXELS = 4 * GAP_ROWS  # pixels of a split: GAP_ROWS threads a channel share them
 SPLIT_CELLS = 1024  # ticket counters of the reduce workspace: (image, channel block) cells
 SPLIT_PARTIAL_BYTES = 256 << 10  # its FP32 totals: 32 a (cell, split)
 REDUCE_WORKSPACE_BYTES = 4 * SPLIT_CELLS + SPLIT_PARTIAL_BYTES
 
 
-def reduce_splits(n, hw, c, op, sm_count, blocks_per_sm=None) -> int:
+def reduce_splits(n, hw, c, op, sm_count) -> int:
     """Splits of the pixels of a global_reduce of N images of HW pixels, C channels: enough
     blocks (with the N x C/32 of one split) to fill ``sm_count`` SMs, each split of at least
     MIN_SPLIT_PIXELS, the splits' totals inside the workspace; 1 for LogSumExp (its peak is
-    over the whole image) and whenever the channel blocks alone fill the GPU. ``blocks_per_sm``:
-    resident blocks an SM holds (GAP_BLOCKS_PER_SM; squeeze_excite's SE_BLOCKS_PER_SM)."""
+    over the whole image) and whenever the channel blocks alone fill the GPU."""
     cells = n * -(-c // 32)
     if op == params.REDUCE_OPS['ReduceLogSumExp'] or cells > SPLIT_CELLS:
         return 1
-    want = -(-(blocks_per_sm or GAP_BLOCKS_PER_SM) * sm_count // cells)
+    want = -(-GAP_BLOCKS_PER_SM * sm_count // cells)
     splits = min(want, hw // MIN_SPLIT_PIXELS, SPLIT_PARTIAL_BYTES // (4 * 32 * cells))
     if splits < 2:
         return 1
@@ -77,8 +75,7 @@ def excite_launch(lc, node) -> Launch:
                   w2=lc.add_weight(lc.const(second.inputs[1]).reshape(c, hidden), np.float16),
                   b2=bias(second), C1=hidden, act1=epilogue_act(first.attrs),
                   act2=epilogue_act(second.attrs))
-    grid = (-(-c // 32), n, reduce_splits(n, h * w, c, fields['op'], lc.sm_count,
-                                          SE_BLOCKS_PER_SM))
+    grid = (-(-c // 32), n, reduce_splits(n, h * w, c, fields['op'], lc.sm_count))
     return Launch('pool', 'squeeze_excite', grid, (32, GAP_ROWS, 1), params.SQUEEZE_EXCITE,
                   fields, node.name)
 

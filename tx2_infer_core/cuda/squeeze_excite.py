@@ -9,9 +9,9 @@ global average pool, then, in each image's last block, both products. The channe
 applies ``s`` stays a launch. ``s`` becomes an output of the pool node, so the memory planner
 sees it written there. Only where both convolutions are 1x1 products of the pooled vector
 (group 1, a constant weight and bias, no residual, not PRelu), each read only by the next,
-with at most ``MAX_C`` channels and ``MAX_HIDDEN`` hidden values. $TX2_INFER_SQUEEZE_EXCITE=off
-keeps the three launches. Only the CUDA lowering runs this; the numpy backend and the plan file
-keep the three nodes.
+with at most ``MAX_C`` channels, ``MAX_HIDDEN`` hidden values and ``MAX_PRODUCTS`` products.
+$TX2_INFER_SQUEEZE_EXCITE=off keeps the three launches. Only the CUDA lowering runs this; the
+numpy backend and the plan file keep the three nodes.
 """
 import dataclasses
 
@@ -19,6 +19,12 @@ from tx2_infer_core.cuda.cluster import env_choice
 from tx2_infer_core.cuda.lower_nn import EXCITE as ATTR, SPLIT_CELLS, SPLIT_PARTIAL_BYTES
 
 MAX_C, MAX_HIDDEN = 2048, 512  # SE_MAX_C, SE_MAX_C1 of kernels/pool.cu
+# Products per image (C x hidden) at most: one block runs them, a warp per output, so a large
+# block's products cost more than the two launches they replace. H200, each launch timed alone
+# (bench/results/squeeze_excite_ab_h200.json, 'v1'; ppocr-cls, ppocr-rec): 8.3-13.3 us for
+# 16-2,704 products against 17-19 us for the pool and two launches, 19.6 vs 20.0 at 10,000,
+# 26.8 vs 19.0 at 14,400, 52.9 vs 19.5 at 57,600.
+MAX_PRODUCTS = 8192
 CHOICES = ('on', 'off')
 
 
@@ -58,7 +64,8 @@ def excite_pair(graph, gap, readers) -> tuple:
     if first[0].outputs[0] in graph.outputs or len(second) != 1 or \
             not is_vector_product(graph, second[0], hidden):
         return None
-    if graph.weights[second[0].inputs[1]].shape[0] != c or c > MAX_C or hidden > MAX_HIDDEN:
+    if graph.weights[second[0].inputs[1]].shape[0] != c or c > MAX_C or hidden > MAX_HIDDEN \
+            or c * hidden > MAX_PRODUCTS:
         return None
     if n > SPLIT_CELLS or 4 * n * -(-c // 32) * 32 > SPLIT_PARTIAL_BYTES:
         return None  # the unsplit sums alone must fit the reduce workspace
