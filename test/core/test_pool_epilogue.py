@@ -128,3 +128,12 @@ def test_pooled_kernels_compile(module):
         if arch >= (90 if cluster else 80):
             cubin = cc.compile_cached(name, arch, dict(defines, TX2_ACTS=3), compiler=compiler)
             assert cubin[:4] == b'\x7fELF' and kernel.encode() in cubin, (arch, kernel)
+
+
+def test_no_pooled_conv_where_conv_mma_is_off(yolov3_tiny, monkeypatch):
+    """With conv_mma moved out of reach (the tests' WMMA path on sm_90), the pools stay
+    launches of their own and the graph lowers."""
+    from tx2_infer_core.cuda import lower_conv
+    monkeypatch.setattr(lower_conv, 'MMA_MIN_ARCH', 10 ** 6)
+    kernels = [k.kernel for k in lower_graph(yolov3_tiny, 90).launches]
+    assert kernels.count('pool2d') == 6 and not any('_pool_' in k for k in kernels)

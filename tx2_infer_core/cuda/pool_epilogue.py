@@ -18,10 +18,10 @@ CUDA lowering runs this; the numpy backend and the plan file keep both nodes.
 import dataclasses
 
 from tx2_infer_core.cuda.cluster import env_choice
-from tx2_infer_core.cuda.lower_conv import MMA_BK, POOL_ATTR as ATTR, mma_config
+from tx2_infer_core.cuda import lower_conv
+from tx2_infer_core.cuda.lower_conv import POOL_ATTR as ATTR
 
 CONV_OPS = ('Conv', 'FusedConv')
-MMA_MIN_ARCH = 80
 POOL_EPILOGUE = ('on', 'off', 'unsplit')
 
 
@@ -61,15 +61,18 @@ def splits_k(graph, conv, arch: int, sm_count: int) -> bool:
     k, cg, r, s = graph.weights[conv.inputs[1]].shape
     n, _, p, q = graph.values[conv.outputs[0]].shape
     groups = int(conv.attrs.get('group', 1))
-    ktiles = r * s * -(-cg // MMA_BK) if cg % 8 == 0 else -(-r * s * cg // MMA_BK)
-    return mma_config(n * p * q, k // groups, ktiles, groups, sm_count, True, arch)[3] > 1
+    bk = lower_conv.MMA_BK
+    ktiles = r * s * -(-cg // bk) if cg % 8 == 0 else -(-r * s * cg // bk)
+    config = lower_conv.mma_config(n * p * q, k // groups, ktiles, groups, sm_count, True, arch)
+    return config[3] > 1
 
 
 def fuse_pool_epilogue(graph, arch: int, conv_path: str, sm_count: int = 132) -> tuple:
     """(graph, count): each conv -> block MaxPool pair as one conv node with the outputs
     (y, z) and attribute ``ATTR``; the MaxPool removed. ``graph`` itself is not changed."""
     mode = pool_epilogue_mode()
-    if arch < MMA_MIN_ARCH or conv_path != 'tc' or mode == 'off':
+    # lower_conv's MMA_MIN_ARCH read at the call, as pick_kernel reads it (tests move it)
+    if arch < lower_conv.MMA_MIN_ARCH or conv_path != 'tc' or mode == 'off':
         return graph, 0
     producers = graph.producers()
     fused = {}  # MaxPool name -> conv name
