@@ -125,15 +125,15 @@ __device__ float tx2_block_reduce(int op, const half *xp, int HW, int x_pix, boo
     return total;
 }
 
-// True in the block that arrives last at its (image, channel block) ``cell``, after leaving
-// ``total`` (row 0's) as split blockIdx.z's in ``ws`` ([cell][split][32] floats).
-__device__ bool tx2_split_last(float total, float *ws, unsigned *tickets, long long cell) {
+// True in the block that arrives last of the ``count`` counted at ``ticket``, after leaving
+// ``total`` (row 0's) as part ``part`` of ``parts`` ([part][32] floats).
+__device__ bool tx2_arrive_last(float total, float *parts, int part, unsigned *ticket,
+                                unsigned count) {
     __shared__ bool last;
-    if (threadIdx.y == 0) ws[(cell * gridDim.z + blockIdx.z) * 32 + threadIdx.x] = total;
+    if (threadIdx.y == 0) parts[part * 32 + threadIdx.x] = total;
     __threadfence();  // the totals are seen by every block before the ticket is
     __syncthreads();
-    if (threadIdx.x == 0 && threadIdx.y == 0)
-        last = atomicAdd(tickets + cell, 1u) == gridDim.z - 1;
+    if (threadIdx.x == 0 && threadIdx.y == 0) last = atomicAdd(ticket, 1u) == count - 1;
     __syncthreads();
     return last;
 }
@@ -153,7 +153,10 @@ extern "C" __global__ void __launch_bounds__(GAP_THREADS, GAP_BLOCKS_PER_SM)
     float total = tx2_block_reduce(op, xp, min(per, HW - lo), x_pix, c < C, peak, part);
     if (gridDim.z > 1) {
         const long long cell = (long long)n * gridDim.x + blockIdx.x;
-        if (!tx2_split_last(total, ws, tickets, cell)) return;
+        // the last split of the (image, channel block) cell: ws is [cell][split][32]
+        if (!tx2_arrive_last(total, ws + cell * gridDim.z * 32, blockIdx.z, tickets + cell,
+                             gridDim.z))
+            return;
         // Row y sums splits y, y + rows, ... (a few loads each, not gridDim.z in a row), then
         // every row adds the rows' sums in row order: a fixed order, the same bits every run.
         float mine = tx2_reduce_start(op);
@@ -180,6 +183,21 @@ extern "C" __global__ void __launch_bounds__(GAP_THREADS, GAP_BLOCKS_PER_SM)
 #define SE_MAX_C 2048
 #define SE_MAX_C1 512
 
+// ``out(r, act(w[r] . v + b[r]))`` for every row r of the FP16 matrix w [rows][len] (bias b
+// may be null) and the shared vector v: a warp per row, its lanes along the row.
+template <class Out>
+__device__ __forceinline__ void se_product(const half *w, const float *b, const ActParams &act,
+                                           int rows, int len, const float *v, Out out) {
+    const int lane = threadIdx.x, warp = threadIdx.y, warps = blockDim.y;
+    for (int r = warp; r < rows; r += warps) {
+        const half *row = w + (long long)r * len;
+        float acc = 0.f;
+        for (int k = lane; k < len; k += 32) acc += __half2float(row[k]) * v[k];
+        acc = tx2_warp_sum(acc) + (b ? b[r] : 0.f);
+        if (lane == 0) out(r, tx2_act_epilogue(acc, act, nullptr, r));
+    }
+}
+
 extern "C" __global__ void __launch_bounds__(GAP_THREADS, GAP_BLOCKS_PER_SM)
     squeeze_excite(const half *x, half *y, int N, int HW, int C, int x_pix, int x_off,
                    int y_pix, int y_off, int op, float *ws, unsigned *tickets,
@@ -188,21 +206,15 @@ extern "C" __global__ void __launch_bounds__(GAP_THREADS, GAP_BLOCKS_PER_SM)
     __shared__ float part[GAP_MAX_ROWS][33];
     __shared__ float mean[SE_MAX_C];
     __shared__ float hid[SE_MAX_C1];
-    __shared__ bool last;
     const int c = blockIdx.x * 32 + threadIdx.x, n = blockIdx.y;
     const int per = (HW + gridDim.z - 1) / gridDim.z, lo = min(HW, (int)blockIdx.z * per);
     const half *xp = x + ((long long)n * HW + lo) * x_pix + x_off + c;
     const float total = tx2_block_reduce(op, xp, min(per, HW - lo), x_pix, c < C, 0.f, part);
     const int blocks = gridDim.x * gridDim.z;
     float *sums = ws + (long long)n * blocks * 32;  // [channel block][split][32]
-    if (threadIdx.y == 0) sums[(blockIdx.x * gridDim.z + blockIdx.z) * 32 + threadIdx.x] = total;
-    __threadfence();  // the sums are seen by every block before the ticket is
-    __syncthreads();
-    if (threadIdx.x == 0 && threadIdx.y == 0) last = atomicAdd(tickets + n, 1u) == blocks - 1;
-    __syncthreads();
-    if (!last) return;
+    if (!tx2_arrive_last(total, sums, blockIdx.x * gridDim.z + blockIdx.z, tickets + n, blocks))
+        return;  // the image's last block goes on
     const int tid = threadIdx.y * 32 + threadIdx.x, threads = 32 * blockDim.y;
-    const int lane = threadIdx.x, warp = tid / 32, warps = threads / 32;
     for (int ch = tid; ch < C; ch += threads) {
         float sum = 0.f;
         for (int z = 0; z < gridDim.z; ++z)
@@ -210,23 +222,12 @@ extern "C" __global__ void __launch_bounds__(GAP_THREADS, GAP_BLOCKS_PER_SM)
         mean[ch] = __half2float(__float2half(tx2_reduce_result(op, sum, HW, 0.f)));
     }
     __syncthreads();
-    for (int j = warp; j < C1; j += warps) {
-        const half *w = w1 + (long long)j * C;
-        float acc = 0.f;
-        for (int k = lane; k < C; k += 32) acc += __half2float(w[k]) * mean[k];
-        acc = tx2_warp_sum(acc) + (b1 ? b1[j] : 0.f);
-        if (lane == 0)
-            hid[j] = __half2float(__float2half(tx2_act_epilogue(acc, act1, nullptr, j)));
-    }
+    se_product(w1, b1, act1, C1, C, mean, [&](int j, float v) {
+        hid[j] = __half2float(__float2half(v));
+    });
     __syncthreads();
-    for (int k = warp; k < C; k += warps) {
-        const half *w = w2 + (long long)k * C1;
-        float acc = 0.f;
-        for (int j = lane; j < C1; j += 32) acc += __half2float(w[j]) * hid[j];
-        acc = tx2_warp_sum(acc) + (b2 ? b2[k] : 0.f);
-        if (lane == 0)
-            y[(long long)n * y_pix + y_off + k] =
-                __float2half(tx2_act_epilogue(acc, act2, nullptr, k));
-    }
+    se_product(w2, b2, act2, C, C1, hid, [&](int k, float v) {
+        y[(long long)n * y_pix + y_off + k] = __float2half(v);
+    });
     if (tid == 0) tickets[n] = 0;  // for the next launch
 }
