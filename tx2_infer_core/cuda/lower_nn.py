@@ -4,7 +4,7 @@ import numpy as np
 from tx2_infer_core.cuda import params
 from tx2_infer_core.cuda.launch import BLOCK, NULL, Launch, Ref, Slot, grid_1d, row_major
 from tx2_infer_core.cuda.lower_conv import conv_pads, linear_launch
-from tx2_infer_core.cuda.lower_epilogue import epilogue_act, fused_epilogue
+from tx2_infer_core.cuda.lower_epilogue import fused_epilogue
 from tx2_infer_core.cuda.lower_ops import copy_launch, same_storage, slot_view
 from tx2_infer_core.cuda.rows import float_data
 
@@ -62,19 +62,14 @@ def excite_launch(lc, node) -> Launch:
     n, c, h, w = x.shape
     hidden = lc.const(first.inputs[1]).shape[0]
     tickets = lc.reduce_workspace()
-
-    def bias(conv):
-        name = conv.inputs[2] if len(conv.inputs) > 2 else ''
-        return lc.add_weight(lc.const(name).astype(np.float32)) if name else NULL
-
+    b1, _, act1, _, _ = fused_epilogue(lc, first)  # (no residual, no PRelu: excite_pair)
+    b2, _, act2, _, _ = fused_epilogue(lc, second)
     fields = dict(x=x.ref, y=y.ref, N=n, HW=h * w, C=c, x_pix=x.pix, x_off=x.channel_off,
                   y_pix=y.pix, y_off=y.channel_off, op=params.REDUCE_OPS['ReduceMean'],
                   ws=Ref(tickets.base, tickets.offset + 4 * SPLIT_CELLS), tickets=tickets,
                   w1=lc.add_weight(lc.const(first.inputs[1]).reshape(hidden, c), np.float16),
-                  b1=bias(first),
-                  w2=lc.add_weight(lc.const(second.inputs[1]).reshape(c, hidden), np.float16),
-                  b2=bias(second), C1=hidden, act1=epilogue_act(first.attrs),
-                  act2=epilogue_act(second.attrs))
+                  b1=b1, act1=act1, C1=hidden, b2=b2, act2=act2,
+                  w2=lc.add_weight(lc.const(second.inputs[1]).reshape(c, hidden), np.float16))
     grid = (-(-c // 32), n, reduce_splits(n, h * w, c, fields['op'], lc.sm_count))
     return Launch('pool', 'squeeze_excite', grid, (32, GAP_ROWS, 1), params.SQUEEZE_EXCITE,
                   fields, node.name)
