@@ -253,13 +253,10 @@ __device__ __forceinline__ void mma_store_staged(const ConvParams &p, const floa
     }
 }
 
-// The staged BM x BN tile (rows in 2x2-window order) to the pooled output, 8 channels of one
-// window per thread and step: each of the window's four pixels through the epilogue (stored
-// to y with keep), their maximum to z. FP16 rounding is monotonic, so this is the max of the
-// FP16 conv outputs that a separate MaxPool would take.
-// One 2x2 window (GEMM rows m..m + 3) at channels k.. (``n`` <= 8, group g): ``sums(j, v)``
-// gives row m + j's 8 FP32 sums; each row through the epilogue (to y with keep), the
-// maximum to z.
+// One 2x2 window (GEMM rows m..m + 3) at channels kk.. (``n`` <= 8, of all groups):
+// ``sums(j, v)`` gives row m + j's 8 FP32 sums; each row through the epilogue (to y with
+// keep), their maximum to z. FP16 rounding is monotonic, so this is the max of the FP16 conv
+// outputs that a separate MaxPool would take.
 template <class Sums>
 __device__ __forceinline__ void mma_pool_window(const ConvParams &p, const PoolOut &o,
                                                 long long m, int kk, int n, Sums sums) {
@@ -276,6 +273,8 @@ __device__ __forceinline__ void mma_pool_window(const ConvParams &p, const PoolO
     conv_put8(o.z + (m >> 2) * o.z_pix + o.z_off + kk, n, best);
 }
 
+// The staged BM x BN tile (rows in 2x2-window order) to the pooled output, 8 channels of one
+// window per thread and step (mma_pool_window).
 template <int BM, int BN>
 __device__ __forceinline__ void mma_store_pooled(const ConvParams &p, const PoolOut &o,
                                                  const float *tile, int g, long long m0,
@@ -443,29 +442,23 @@ __device__ void conv_mma_body(const ConvParams &p, float *ws, int splits,
         return;
     }
 #endif
-    if constexpr (POOL) {
-        if constexpr (mma_stages_tile<BM, BN, STAGES>()) {
-            float *tile = reinterpret_cast<float *>(smem);
-            cp_async_wait<0>();
-            __syncthreads();  // the pipeline's shared memory becomes the staged tile
-            tx2_stage_fragments<BN + 4>(tile, acc, wm, wn, lane);
-            __syncthreads();
-            mma_store_pooled<BM, BN>(p, *pool, tile, g, m0, n0);
-        } else {
-            __trap();  // the host fuses a pool only into tiles that stage (mma_stages_tile)
-        }
-        return;
-    }
     if constexpr (mma_stages_tile<BM, BN, STAGES>()) {
-        if (splits == 1) {
+        if (splits == 1) {  // (a pooled kernel here always: its one pass)
             float *tile = reinterpret_cast<float *>(smem);
             cp_async_wait<0>();
             __syncthreads();  // the pipeline's shared memory becomes the staged tile
             tx2_stage_fragments<BN + 4>(tile, acc, wm, wn, lane);
             __syncthreads();
-            mma_store_staged<BM, BN>(p, tile, g, m0, n0);
+            if constexpr (POOL)
+                mma_store_pooled<BM, BN>(p, *pool, tile, g, m0, n0);
+            else
+                mma_store_staged<BM, BN>(p, tile, g, m0, n0);
             return;
         }
+    }
+    if constexpr (POOL) {
+        __trap();  // the host fuses a pool only into tiles that stage (mma_stages_tile)
+        return;
     }
     mma_store(p, ws, splits, split, g, m0 + wm, n0 + wn, acc, lane);
 #else
