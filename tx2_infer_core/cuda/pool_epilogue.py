@@ -7,8 +7,8 @@ The tensor-core conv (``kernels/conv_mma.cu``, ``conv_mma*_pool_*``) orders its 
 2x2 window, so a CTA's tile holds whole windows: its epilogue takes each window's maximum and
 writes the pooled map ``z`` (and ``y`` too where something else reads it: ``keep``). Making
 ``z`` an output of the conv node lets the memory planner see it written there, so it never
-shares bytes with the conv's input. Only where every such conv runs on that kernel: sm_80+,
-the tensor-core path, not depthwise or narrow-grouped (their own kernels), P and Q even and the
+shares bytes with the conv's input. Only where such a conv runs on that kernel (sm_80+, the
+tensor-core path, not depthwise or narrow-grouped: ``pick_kernel``), P and Q even and the
 pool's windows exactly the 2x2 blocks (no leading pad, output P/2 x Q/2, no Indices).
 A conv that ``mma_config`` splits along K (few CTAs) keeps its split where the splits sum in
 a thread-block cluster (sm_90: ``..._pool_*_cl``), else runs in one pass;
@@ -46,14 +46,18 @@ def is_block_pool(node, in_shape, out_shape) -> bool:
             and tuple(out_shape[2:]) == (h // 2, w // 2))
 
 
-def runs_on_mma(graph, conv) -> bool:
-    """A conv that ``pick_kernel`` sends to conv_mma on the tensor-core path: a constant 4-D
-    weight, not depthwise, not grouped with fewer than 8 channels a group."""
+def runs_on_mma(graph, conv, arch: int) -> bool:
+    """A conv with a constant 4-D weight that ``lower_conv`` sends to a conv_mma kernel on
+    ``arch``'s tensor-core path (not depthwise; ``pick_kernel``, either loader)."""
     w = graph.weights.get(conv.inputs[1]) if len(conv.inputs) > 1 else None
     if w is None or w.ndim != 4:
         return False
     groups = int(conv.attrs.get('group', 1))
-    return groups == 1 or min(w.shape[0] // groups, w.shape[1]) >= 8
+    if lower_conv.is_depthwise(w.shape[1], groups):
+        return False
+    kernel, _ = lower_conv.pick_kernel(arch, 'tc', w.shape[1], w.shape[0] // groups, groups,
+                                       lambda n: True)
+    return kernel.startswith('conv_mma')
 
 
 def splits_k(graph, conv, arch: int, sm_count: int) -> bool:
@@ -71,33 +75,30 @@ def fuse_pool_epilogue(graph, arch: int, conv_path: str, sm_count: int = 132) ->
     """(graph, count): each conv -> block MaxPool pair as one conv node with the outputs
     (y, z) and attribute ``ATTR``; the MaxPool removed. ``graph`` itself is not changed."""
     mode = pool_epilogue_mode()
-    # lower_conv's MMA_MIN_ARCH read at the call, as pick_kernel reads it (tests move it)
-    if arch < lower_conv.MMA_MIN_ARCH or conv_path != 'tc' or mode == 'off':
+    if conv_path != 'tc' or mode == 'off':
         return graph, 0
     producers = graph.producers()
-    fused = {}  # MaxPool name -> conv name
+    fused = {}  # conv name -> the MaxPool it takes
     for node in graph.nodes:
         x = node.inputs[0] if node.inputs else ''
         conv = producers.get(x)
-        if conv is None or conv.op not in CONV_OPS or ATTR in conv.attrs or \
-                conv.name in fused.values() or len(conv.outputs) != 1:
+        if conv is None or conv.op not in CONV_OPS or conv.name in fused or \
+                len(conv.outputs) != 1:
             continue
-        if x in graph.values and node.outputs[0] in graph.values and runs_on_mma(graph, conv) \
+        if x in graph.values and node.outputs[0] in graph.values \
+                and runs_on_mma(graph, conv, arch) \
                 and is_block_pool(node, graph.values[x].shape,
                                   graph.values[node.outputs[0]].shape) \
                 and not (mode == 'unsplit' and splits_k(graph, conv, arch, sm_count)):
-            fused[node.name] = conv.name
-    if not fused:
-        return graph, 0
-    pools = {n.name: n for n in graph.nodes if n.name in fused}
-    by_conv = {conv: pools[pool] for pool, conv in fused.items()}
+            fused[conv.name] = node
+    pools = {pool.name for pool in fused.values()}
     nodes = []
     for node in graph.nodes:
-        if node.name in fused:
+        if node.name in pools:
             continue
-        pool = by_conv.get(node.name)
+        pool = fused.get(node.name)
         if pool is not None:
             node = dataclasses.replace(node, outputs=[node.outputs[0], pool.outputs[0]],
                                        attrs=dict(node.attrs, **{ATTR: pool.name}))
         nodes.append(node)
-    return dataclasses.replace(graph, nodes=nodes), len(fused)
+    return (dataclasses.replace(graph, nodes=nodes), len(fused)) if fused else (graph, 0)
